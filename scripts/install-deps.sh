@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages vmctl needs to build, run and test. Idempotent: a
+# machine that already has everything costs one dpkg query.
+set -euo pipefail
+
+packages=(
+	# run: the QEMU driver and disk images
+	qemu-system-x86 e2fsprogs
+	# build: the guest kernel (Debian's 6.1 source) and protobuf contracts
+	linux-source-6.1 flex bison libelf-dev bc make gcc
+	# images and tests: a static busybox for the demo image, socket plumbing
+	busybox-static socat
+)
+
+missing=()
+for p in "${packages[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing+=("$p")
+	fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+	exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: missing packages (${missing[*]}); run as root or install them" >&2
+	exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
