@@ -1,0 +1,113 @@
+// Package containers holds the container domain type, its state machine and
+// its persistent store.
+//
+// A container is a record: what to run (resolved from the image and the
+// user's options at create time), and what happened to it (state, exit
+// status). It does not know how a container is run; engine/services does.
+package containers
+
+import (
+	"regexp"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vmctl/vmctl/engine/errs"
+)
+
+// Status is the state of a container.
+//
+//	Created --Start--> Running --(process exits)--> Exited --Start--> Running
+//	Created, Exited --Remove--> (gone); Running --Remove(force)--> (gone)
+type Status string
+
+const (
+	StatusCreated Status = "created"
+	StatusRunning Status = "running"
+	StatusExited  Status = "exited"
+)
+
+// Config is what the container runs, fixed at create time.
+type Config struct {
+	Image   string `json:"image"`   // the reference the user gave
+	ImageID string `json:"imageId"` // "sha256:..."
+	// Args is the resolved command: Entrypoint + (user command or image Cmd).
+	Args       []string `json:"args"`
+	Env        []string `json:"env"`
+	WorkingDir string   `json:"workingDir"`
+	// User is "UID[:GID]".
+	User      string `json:"user,omitempty"`
+	Hostname  string `json:"hostname"`
+	Tty       bool   `json:"tty"`
+	OpenStdin bool   `json:"openStdin"`
+	// ConsoleRows/Cols is the initial terminal size when Tty is set.
+	ConsoleRows uint16 `json:"consoleRows,omitempty"`
+	ConsoleCols uint16 `json:"consoleCols,omitempty"`
+	// MemoryBytes limits the container's cgroup; 0 means no limit.
+	MemoryBytes int64 `json:"memoryBytes,omitempty"`
+	// NanoCPUs limits CPU time (1e9 = one CPU); 0 means no limit.
+	NanoCPUs int64 `json:"nanoCpus,omitempty"`
+	// Hypervisor is the user's choice: "auto", "kvm" or "qemu".
+	Hypervisor string `json:"hypervisor"`
+	AutoRemove bool   `json:"autoRemove"`
+}
+
+// State is what happened to the container.
+type State struct {
+	Status     Status    `json:"status"`
+	StartedAt  time.Time `json:"startedAt,omitempty"`
+	FinishedAt time.Time `json:"finishedAt,omitempty"`
+	ExitCode   int       `json:"exitCode"`
+	OOMKilled  bool      `json:"oomKilled"`
+	// Error is why the last start failed, if it did.
+	Error string `json:"error,omitempty"`
+	// Driver and Accel say which hypervisor ran the last start.
+	Driver string `json:"driver,omitempty"`
+	Accel  string `json:"accel,omitempty"`
+	// VMMPid is the VMM process of the running VM, OwnerPid the process that
+	// started it (the CLI or the daemon): if both are gone, the container is
+	// not running, whatever the record says.
+	VMMPid   int `json:"vmmPid,omitempty"`
+	OwnerPid int `json:"ownerPid,omitempty"`
+}
+
+// Container is one container record.
+type Container struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+	Config  Config    `json:"config"`
+	State   State     `json:"state"`
+}
+
+// ShortID is the 12-character form users see.
+func (c *Container) ShortID() string { return c.ID[:12] }
+
+var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
+
+// ValidateName checks a user-chosen container name (Docker's rules).
+func ValidateName(name string) error {
+	if !validName.MatchString(name) {
+		return errs.New(errdefs.ErrInvalidArgument, "invalid container name %q: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", name)
+	}
+	return nil
+}
+
+// CanStart reports whether a container in this state may be started.
+func (s Status) CanStart() error {
+	switch s {
+	case StatusCreated, StatusExited:
+		return nil
+	case StatusRunning:
+		return errs.New(errdefs.ErrConflict, "container is already running")
+	}
+	return errs.New(errdefs.ErrFailedPrecondition, "container is in unknown state %q", s)
+}
+
+// CanRemove reports whether a container in this state may be removed.
+func (s Status) CanRemove(force bool) error {
+	if s == StatusRunning && !force {
+		return errs.New(errdefs.ErrConflict, "container is running: stop it before removing it, or force the removal")
+	}
+	return nil
+}

@@ -1,0 +1,363 @@
+// Package containersvc is the container service: it creates container
+// records, runs each container in its own VM (sandbox driver + guest agent),
+// carries its stdio, and records how it ended.
+//
+// It is the domain logic shared by the in-process CLI and the daemon; it
+// has no transport code. Its collaborators are small interfaces so it can be
+// wired to the real image store and drivers, or to fakes in tests.
+package containersvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vmctl/vmctl/engine/errs"
+
+	"github.com/vmctl/vmctl/engine/containers"
+	"github.com/vmctl/vmctl/engine/sandbox"
+)
+
+// ImageInfo is what the service needs to know of an image.
+type ImageInfo struct {
+	ID         string // "sha256:..."
+	Name       string // the reference it was found by, familiar form
+	Entrypoint []string
+	Cmd        []string
+	Env        []string
+	WorkingDir string
+	User       string
+}
+
+// ImageSource resolves image references and builds their read-only disks.
+type ImageSource interface {
+	// Resolve returns errdefs.ErrNotFound for an unknown reference.
+	Resolve(ctx context.Context, ref string) (ImageInfo, error)
+	// Disk returns the path of the image's read-only disk, building it if needed.
+	Disk(ctx context.Context, imageID string) (string, error)
+}
+
+// DriverChoice is the driver picked for a start, and why.
+type DriverChoice struct {
+	Driver sandbox.Driver
+	Accel  string
+	Reason string
+}
+
+// Config wires a Service.
+type Config struct {
+	Store  *containers.Store
+	Images ImageSource
+	// NewWritableDisk creates a container's empty read-write disk.
+	NewWritableDisk func(path string, size int64) error
+	// ChooseDriver validates a hypervisor name ("auto", "kvm", "qemu") and
+	// returns the driver to use; its errors are one clear line.
+	ChooseDriver func(name string) (DriverChoice, error)
+	// Kernel and Initrd are the guest kernel and the guest image.
+	Kernel, Initrd string
+	// ExecRoot holds per-VM runtime state (sockets); keep it short, unix
+	// socket paths are limited to 108 bytes.
+	ExecRoot string
+	// BootTimeout bounds boot to agent-ready.
+	BootTimeout time.Duration
+	// WritableDiskSize is the size of each container's read-write disk.
+	WritableDiskSize int64
+}
+
+// Service runs containers.
+type Service struct {
+	cfg Config
+
+	mu    sync.Mutex
+	tasks map[string]*task // guarded by mu; one per running container
+}
+
+// New returns a Service.
+func New(cfg Config) *Service {
+	if cfg.BootTimeout == 0 {
+		cfg.BootTimeout = 60 * time.Second
+	}
+	if cfg.WritableDiskSize == 0 {
+		cfg.WritableDiskSize = 4 << 30
+	}
+	return &Service{cfg: cfg, tasks: map[string]*task{}}
+}
+
+// CreateOptions is what a user asks for at create (docker run's flags).
+type CreateOptions struct {
+	Image                    string
+	Name                     string
+	Cmd                      []string // nil: the image's Cmd
+	Entrypoint               []string // nil: the image's Entrypoint
+	Env                      []string
+	WorkingDir               string
+	User                     string
+	Hostname                 string
+	Tty                      bool
+	OpenStdin                bool
+	ConsoleRows, ConsoleCols uint16
+	MemoryBytes              int64
+	NanoCPUs                 int64
+	Hypervisor               string
+	AutoRemove               bool
+}
+
+// minMemory is the smallest memory limit accepted (Docker's is 6 MiB).
+const minMemory = 6 << 20
+
+// maxVCPUs bounds --cpus: more vCPUs than host CPUs only slows a guest down.
+var maxVCPUs = 8
+
+// Create validates the options, resolves the image and stores a new
+// container with its writable disk. On error nothing is left behind.
+func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Container, error) {
+	if o.Name != "" {
+		if err := containers.ValidateName(o.Name); err != nil {
+			return nil, err
+		}
+	}
+	if o.MemoryBytes != 0 && o.MemoryBytes < minMemory {
+		return nil, errs.New(errdefs.ErrInvalidArgument, "minimum memory limit allowed is 6MB")
+	}
+	if o.NanoCPUs < 0 || o.NanoCPUs > int64(maxVCPUs)*1e9 {
+		return nil, errs.New(errdefs.ErrInvalidArgument, "range of CPUs is from 0.01 to %d", maxVCPUs)
+	}
+	if o.Hypervisor == "" {
+		o.Hypervisor = "auto"
+	}
+	if _, err := s.cfg.ChooseDriver(o.Hypervisor); err != nil {
+		return nil, err
+	}
+	img, err := s.cfg.Images.Resolve(ctx, o.Image)
+	if err != nil {
+		return nil, err
+	}
+	entry := img.Entrypoint
+	if o.Entrypoint != nil {
+		entry = o.Entrypoint
+	}
+	imageCmd := img.Cmd
+	if o.Entrypoint != nil {
+		imageCmd = nil // Docker: a new entrypoint resets the image's Cmd
+	}
+	args, err := ResolveArgs(entry, imageCmd, o.Cmd)
+	if err != nil {
+		return nil, err
+	}
+	id := containers.NewID()
+	hostname := o.Hostname
+	if hostname == "" {
+		hostname = id[:12]
+	}
+	env, err := MergeEnv(img.Env, o.Env, hostname, o.Tty)
+	if err != nil {
+		return nil, err
+	}
+	user := o.User
+	if user == "" {
+		user = img.User
+	}
+	workdir := o.WorkingDir
+	if workdir == "" {
+		workdir = img.WorkingDir
+	}
+	c := &containers.Container{
+		ID:      id,
+		Name:    o.Name,
+		Created: time.Now().UTC(),
+		Config: containers.Config{
+			Image: o.Image, ImageID: img.ID, Args: args, Env: env, WorkingDir: workdir, User: user,
+			Hostname: hostname, Tty: o.Tty, OpenStdin: o.OpenStdin, ConsoleRows: o.ConsoleRows,
+			ConsoleCols: o.ConsoleCols, MemoryBytes: o.MemoryBytes, NanoCPUs: o.NanoCPUs,
+			Hypervisor: o.Hypervisor, AutoRemove: o.AutoRemove,
+		},
+		State: containers.State{Status: containers.StatusCreated},
+	}
+	// Catch spec errors (user, workdir) now rather than at start.
+	if _, err := BuildSpec(c); err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Store.Create(c); err != nil {
+		return nil, err
+	}
+	if err := s.cfg.NewWritableDisk(s.writableDisk(c.ID), s.cfg.WritableDiskSize); err != nil {
+		s.cfg.Store.Delete(c.ID)
+		return nil, fmt.Errorf("create writable disk: %w", err)
+	}
+	return c, nil
+}
+
+func (s *Service) writableDisk(id string) string {
+	return filepath.Join(s.cfg.Store.Dir(id), "rw.ext4")
+}
+
+// ConsoleLog is the path of the guest console log of the container's last start.
+func (s *Service) ConsoleLog(id string) string {
+	return filepath.Join(s.cfg.Store.Dir(id), "console.log")
+}
+
+// Get returns a container by ID, ID prefix or name.
+func (s *Service) Get(ref string) (*containers.Container, error) { return s.cfg.Store.Get(ref) }
+
+// List returns all containers, newest first. A record that says running
+// but whose VM is gone (its owner died without recording the exit) is
+// reported as exited.
+func (s *Service) List() ([]*containers.Container, error) {
+	all, err := s.cfg.Store.List()
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range all {
+		s.reconcile(c)
+	}
+	return all, nil
+}
+
+func (s *Service) reconcile(c *containers.Container) {
+	if c.State.Status != containers.StatusRunning {
+		return
+	}
+	s.mu.Lock()
+	_, ours := s.tasks[c.ID]
+	s.mu.Unlock()
+	if ours || processAlive(c.State.OwnerPid) {
+		return
+	}
+	c.State.Status = containers.StatusExited
+	c.State.ExitCode = 255
+	c.State.Error = "the process that ran the container ended without recording its exit"
+	if c.State.FinishedAt.IsZero() {
+		c.State.FinishedAt = time.Now().UTC()
+	}
+	s.cfg.Store.Update(c)
+}
+
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// Remove deletes a container and its writable disk. A running container
+// is killed first when force is set.
+func (s *Service) Remove(ctx context.Context, ref string, force bool) error {
+	c, err := s.cfg.Store.Get(ref)
+	if err != nil {
+		return err
+	}
+	s.reconcile(c)
+	if err := c.State.Status.CanRemove(force); err != nil {
+		return fmt.Errorf("cannot remove container %s: %w", c.Name, err)
+	}
+	if t := s.task(c.ID); t != nil {
+		t.destroy()
+		<-t.done
+	}
+	return s.cfg.Store.Delete(c.ID)
+}
+
+func (s *Service) task(id string) *task {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tasks[id]
+}
+
+// ExitStatus is how a container's process ended.
+type ExitStatus struct {
+	Code      int
+	OOMKilled bool
+	// Error is set when the container did not end by itself (VM crash).
+	Error string
+}
+
+// Wait blocks until the container started by this service has exited.
+func (s *Service) Wait(ctx context.Context, ref string) (ExitStatus, error) {
+	c, err := s.cfg.Store.Get(ref)
+	if err != nil {
+		return ExitStatus{}, err
+	}
+	t := s.task(c.ID)
+	if t == nil {
+		s.reconcile(c)
+		if c.State.Status == containers.StatusRunning {
+			return ExitStatus{}, errs.New(errdefs.ErrFailedPrecondition, "container %s is run by another process (pid %d)", c.Name, c.State.OwnerPid)
+		}
+		return ExitStatus{Code: c.State.ExitCode, OOMKilled: c.State.OOMKilled, Error: c.State.Error}, nil
+	}
+	select {
+	case <-t.done:
+		return t.exit, nil
+	case <-ctx.Done():
+		return ExitStatus{}, ctx.Err()
+	}
+}
+
+// Kill sends a signal to the container's main process.
+func (s *Service) Kill(ctx context.Context, ref string, sig syscall.Signal) error {
+	t, err := s.running(ref)
+	if err != nil {
+		return err
+	}
+	return t.signal(ctx, sig)
+}
+
+// Resize sets the container's terminal size.
+func (s *Service) Resize(ctx context.Context, ref string, rows, cols uint16) error {
+	t, err := s.running(ref)
+	if err != nil {
+		return err
+	}
+	return t.resize(ctx, rows, cols)
+}
+
+func (s *Service) running(ref string) (*task, error) {
+	c, err := s.cfg.Store.Get(ref)
+	if err != nil {
+		return nil, err
+	}
+	t := s.task(c.ID)
+	if t == nil {
+		return nil, errs.New(errdefs.ErrConflict, "container %s is not running", c.Name)
+	}
+	return t, nil
+}
+
+// vmShape sizes the VM for a container: a vCPU per (started) CPU of the
+// limit, and guest RAM = the memory limit plus room for the guest kernel and
+// agent, so the limit, not the VM, is what the container hits.
+func vmShape(cfg containers.Config) (vcpus, memMiB int) {
+	vcpus = 1
+	if cfg.NanoCPUs > 0 {
+		vcpus = int(math.Ceil(float64(cfg.NanoCPUs) / 1e9))
+	}
+	memMiB = 256
+	if cfg.MemoryBytes > 0 {
+		memMiB = int(cfg.MemoryBytes>>20) + 128
+	}
+	return vcpus, memMiB
+}
+
+// shortLine returns the last non-empty line of a file, for error messages
+// that point at the guest console.
+func lastLines(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,160 @@
+package containersvc
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/containerd/errdefs"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/vmctl/vmctl/engine/errs"
+
+	"github.com/vmctl/vmctl/engine/containers"
+)
+
+// defaultPath is Docker's PATH for images that set none.
+const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// cpuPeriod is the CFS period the cpu.max quota is expressed in (100 ms).
+const cpuPeriod = 100000
+
+// ResolveArgs applies Docker's rules: the user's command replaces the
+// image's Cmd; an entrypoint, if any, comes first.
+func ResolveArgs(entrypoint, imageCmd, userCmd []string) ([]string, error) {
+	cmd := imageCmd
+	if len(userCmd) > 0 {
+		cmd = userCmd
+	}
+	args := append(append([]string{}, entrypoint...), cmd...)
+	if len(args) == 0 {
+		return nil, errs.New(errdefs.ErrInvalidArgument, "no command specified: the image has no Cmd or Entrypoint, give one")
+	}
+	return args, nil
+}
+
+// MergeEnv overlays user KEY=VALUE pairs on the image's, keeping order of
+// first appearance, and adds PATH, HOSTNAME (and TERM with a tty) when unset.
+func MergeEnv(image, user []string, hostname string, tty bool) ([]string, error) {
+	var keys []string
+	vals := map[string]string{}
+	set := func(kv string) error {
+		k, v, ok := strings.Cut(kv, "=")
+		if k == "" {
+			return errs.New(errdefs.ErrInvalidArgument, "invalid environment variable %q: want KEY=VALUE", kv)
+		}
+		if !ok {
+			// Docker's "-e KEY" without a value drops the variable from the
+			// container unless the caller filled it in from its own environment.
+			return nil
+		}
+		if _, seen := vals[k]; !seen {
+			keys = append(keys, k)
+		}
+		vals[k] = v
+		return nil
+	}
+	for _, kv := range image {
+		if err := set(kv); err != nil {
+			return nil, err
+		}
+	}
+	for _, kv := range user {
+		if err := set(kv); err != nil {
+			return nil, err
+		}
+	}
+	defaults := []string{defaultPath, "HOSTNAME=" + hostname}
+	if tty {
+		defaults = append(defaults, "TERM=xterm")
+	}
+	for _, kv := range defaults {
+		k, _, _ := strings.Cut(kv, "=")
+		if _, ok := vals[k]; !ok {
+			if err := set(kv); err != nil {
+				return nil, err
+			}
+		}
+	}
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, k+"="+vals[k])
+	}
+	return out, nil
+}
+
+// ParseUser parses "UID[:GID]". Names need the image's /etc/passwd, which
+// only the guest has; they are not supported yet.
+func ParseUser(s string) (uid, gid uint32, err error) {
+	if s == "" {
+		return 0, 0, nil
+	}
+	u, g, hasGID := strings.Cut(s, ":")
+	uv, err := strconv.ParseUint(u, 10, 32)
+	if err != nil {
+		return 0, 0, errs.New(errdefs.ErrInvalidArgument, "invalid user %q: only numeric UID[:GID] is supported", s)
+	}
+	gv := uint64(0)
+	if hasGID {
+		gv, err = strconv.ParseUint(g, 10, 32)
+		if err != nil {
+			return 0, 0, errs.New(errdefs.ErrInvalidArgument, "invalid group in user %q: only numeric UID[:GID] is supported", s)
+		}
+	}
+	return uint32(uv), uint32(gv), nil
+}
+
+// BuildSpec turns a container record into the OCI runtime spec the agent runs.
+func BuildSpec(c *containers.Container) (*specs.Spec, error) {
+	cfg := c.Config
+	uid, gid, err := ParseUser(cfg.User)
+	if err != nil {
+		return nil, err
+	}
+	cwd := cfg.WorkingDir
+	if cwd == "" {
+		cwd = "/"
+	}
+	if !strings.HasPrefix(cwd, "/") {
+		return nil, errs.New(errdefs.ErrInvalidArgument, "working directory %q must be absolute", cwd)
+	}
+	proc := &specs.Process{
+		Terminal: cfg.Tty,
+		User:     specs.User{UID: uid, GID: gid},
+		Args:     cfg.Args,
+		Env:      cfg.Env,
+		Cwd:      cwd,
+	}
+	if cfg.Tty && cfg.ConsoleRows > 0 && cfg.ConsoleCols > 0 {
+		proc.ConsoleSize = &specs.Box{Height: uint(cfg.ConsoleRows), Width: uint(cfg.ConsoleCols)}
+	}
+	res := &specs.LinuxResources{}
+	if cfg.MemoryBytes > 0 {
+		limit := cfg.MemoryBytes
+		res.Memory = &specs.LinuxMemory{Limit: &limit}
+	}
+	if cfg.NanoCPUs > 0 {
+		quota := cfg.NanoCPUs * cpuPeriod / 1e9
+		period := uint64(cpuPeriod)
+		res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
+	}
+	return &specs.Spec{
+		Version:  specs.Version,
+		Process:  proc,
+		Root:     &specs.Root{Path: "rootfs"},
+		Hostname: cfg.Hostname,
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+		},
+		Linux: &specs.Linux{
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.UTSNamespace},
+				{Type: specs.IPCNamespace}, {Type: specs.NetworkNamespace},
+			},
+			Resources: res,
+		},
+	}, nil
+}

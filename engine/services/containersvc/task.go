@@ -1,0 +1,328 @@
+package containersvc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vmctl/vmctl/engine/errs"
+
+	agentapi "github.com/vmctl/vmctl/api/agent/v1"
+	"github.com/vmctl/vmctl/engine/agent"
+	"github.com/vmctl/vmctl/engine/containers"
+	"github.com/vmctl/vmctl/engine/sandbox"
+)
+
+// Disk serials the agent looks for; the role says what each disk is.
+const (
+	imageSerial    = "vmctl-image"
+	writableSerial = "vmctl-rw"
+)
+
+// ioChunk is the largest stdio transfer per agent call.
+const ioChunk = 32 << 10
+
+// Stdio connects a started container to the caller. Nil members are not
+// attached: output is discarded, and stdin is closed at once unless the
+// container was created with OpenStdin.
+type Stdio struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// task is one run of a container: its VM, agent connection and pumps.
+type task struct {
+	svc   *Service
+	c     *containers.Container
+	sb    sandbox.Sandbox
+	agent *agent.Client
+
+	// ctx lives as long as the task; cancel aborts every agent call.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	done chan struct{} // closed once the exit is recorded and the VM is gone
+	exit ExitStatus    // valid after done
+
+	destroyOnce sync.Once
+}
+
+// Start boots the container's VM, creates and starts the container in it,
+// and connects stdio. It returns once the container's process runs; the
+// exit is recorded in the background (see Wait). On error the VM is gone
+// and the container is back in its previous state with State.Error set.
+func (s *Service) Start(ctx context.Context, ref string, stdio Stdio) error {
+	c, err := s.cfg.Store.Get(ref)
+	if err != nil {
+		return err
+	}
+	s.reconcile(c)
+	if err := c.State.Status.CanStart(); err != nil {
+		return fmt.Errorf("cannot start container %s: %w", c.Name, err)
+	}
+	s.mu.Lock()
+	if _, busy := s.tasks[c.ID]; busy {
+		s.mu.Unlock()
+		return errs.New(errdefs.ErrConflict, "cannot start container %s: it is already starting", c.Name)
+	}
+	t := &task{svc: s, c: c, done: make(chan struct{})}
+	s.tasks[c.ID] = t
+	s.mu.Unlock()
+
+	if err := t.boot(ctx); err != nil {
+		t.destroy()
+		s.mu.Lock()
+		delete(s.tasks, c.ID)
+		s.mu.Unlock()
+		c.State.Error = err.Error()
+		s.cfg.Store.Update(c)
+		return err
+	}
+	go t.run(stdio)
+	return nil
+}
+
+func (t *task) boot(ctx context.Context) error {
+	s, c := t.svc, t.c
+	choice, err := s.cfg.ChooseDriver(c.Config.Hypervisor)
+	if err != nil {
+		return err
+	}
+	spec, err := BuildSpec(c)
+	if err != nil {
+		return err
+	}
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return err
+	}
+	imageDisk, err := s.cfg.Images.Disk(ctx, c.Config.ImageID)
+	if err != nil {
+		return fmt.Errorf("image disk: %w", err)
+	}
+	vcpus, mem := vmShape(c.Config)
+	console := s.ConsoleLog(c.ID)
+	os.Remove(console)
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	sb, err := choice.Driver.Start(ctx, sandbox.Config{
+		ID:        c.ShortID(),
+		Kernel:    s.cfg.Kernel,
+		Initrd:    s.cfg.Initrd,
+		VCPUs:     vcpus,
+		MemoryMiB: mem,
+		Disks: []sandbox.Disk{
+			{Path: imageDisk, Serial: imageSerial, ReadOnly: true},
+			{Path: s.writableDisk(c.ID), Serial: writableSerial},
+		},
+		StateDir:   filepath.Join(s.cfg.ExecRoot, c.ShortID()),
+		ConsoleLog: console,
+	})
+	if err != nil {
+		return err
+	}
+	t.sb = sb
+
+	bootCtx, cancel := context.WithTimeout(ctx, s.cfg.BootTimeout)
+	defer cancel()
+	// A VM that dies during boot must fail the start at once, not at the
+	// boot timeout.
+	go func() {
+		if exit, err := sb.Wait(bootCtx); err == nil {
+			_ = exit
+			cancel()
+		}
+	}()
+	conn, err := sb.DialAgent(bootCtx)
+	if err != nil {
+		return t.bootError("connect to the guest agent", err)
+	}
+	t.agent = agent.New(conn)
+	if _, err := t.agent.WaitReady(bootCtx); err != nil {
+		return t.bootError("wait for the guest agent", err)
+	}
+	api := t.agent.API()
+	_, err = api.CreateContainer(bootCtx, &agentapi.CreateContainerRequest{
+		ContainerId: c.ID,
+		OciSpec:     specJSON,
+		Storages: []*agentapi.Storage{
+			{Serial: imageSerial, Fstype: "ext4", Readonly: true, Role: "image"},
+			{Serial: writableSerial, Fstype: "ext4", Role: "writable"},
+		},
+	})
+	if err != nil {
+		return agent.Convert(err)
+	}
+	if _, err := api.StartContainer(bootCtx, &agentapi.ContainerRequest{ContainerId: c.ID}); err != nil {
+		return agent.Convert(err)
+	}
+	c.State = containers.State{
+		Status: containers.StatusRunning, StartedAt: time.Now().UTC(),
+		Driver: choice.Driver.Name(), Accel: choice.Accel, VMMPid: sb.Pid(), OwnerPid: os.Getpid(),
+	}
+	return s.cfg.Store.Update(c)
+}
+
+// bootError explains a failed boot, pointing at the console log when the VM died.
+func (t *task) bootError(what string, err error) error {
+	waitCtx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if exit, werr := t.sb.Wait(waitCtx); werr == nil {
+		msg := fmt.Sprintf("the VM ended during boot (%s: %s)", exit.Reason, exit.Detail)
+		if tail := lastLines(t.svc.ConsoleLog(t.c.ID), 1); tail != "" {
+			msg += "; last console line: " + tail
+		}
+		return errs.New(errdefs.ErrUnavailable, "%s: %s", what, msg)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return errs.New(errdefs.ErrUnavailable, "%s: no answer within %s (guest console: %s)", what, t.svc.cfg.BootTimeout, t.svc.ConsoleLog(t.c.ID))
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// run carries stdio until the process exits, then records the exit, stops
+// the VM and releases everything.
+func (t *task) run(stdio Stdio) {
+	api := t.agent.API()
+	id := t.c.ID
+	var pumps sync.WaitGroup
+	pump := func(read func(context.Context, *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error), w io.Writer) {
+		defer pumps.Done()
+		if w == nil {
+			w = io.Discard
+		}
+		for {
+			resp, err := read(t.ctx, &agentapi.ReadOutputRequest{ContainerId: id, MaxLen: ioChunk})
+			if err != nil {
+				return
+			}
+			if len(resp.Data) > 0 {
+				if _, err := w.Write(resp.Data); err != nil {
+					w = io.Discard // the reader went away; keep draining
+				}
+			}
+			if resp.Eof {
+				return
+			}
+		}
+	}
+	pumps.Add(1)
+	go pump(api.ReadStdout, stdio.Stdout)
+	if !t.c.Config.Tty {
+		pumps.Add(1)
+		go pump(api.ReadStderr, stdio.Stderr)
+	}
+	if stdio.Stdin != nil && t.c.Config.OpenStdin {
+		go t.pumpStdin(stdio.Stdin)
+	} else {
+		api.CloseStdin(t.ctx, &agentapi.ProcessRequest{ContainerId: id})
+	}
+
+	exit := ExitStatus{}
+	resp, err := api.WaitProcess(t.ctx, &agentapi.ProcessRequest{ContainerId: id})
+	if err != nil {
+		exit.Code = 255
+		exit.Error = "lost the container: " + agent.Convert(err).Error()
+		waitCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if vmExit, werr := t.sb.Wait(waitCtx); werr == nil {
+			exit.Error = fmt.Sprintf("the VM ended unexpectedly (%s: %s)", vmExit.Reason, vmExit.Detail)
+		}
+		cancel()
+	} else {
+		exit.Code = int(resp.ExitStatus)
+		exit.OOMKilled = resp.OomKilled
+	}
+
+	// Output written just before the exit is still in flight; give the
+	// pumps a moment to reach EOF, but never hang on a stuck guest.
+	drained := make(chan struct{})
+	go func() { pumps.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(5 * time.Second):
+	}
+	t.shutdown()
+
+	t.exit = exit
+	c := t.c
+	c.State.Status = containers.StatusExited
+	c.State.FinishedAt = time.Now().UTC()
+	c.State.ExitCode = exit.Code
+	c.State.OOMKilled = exit.OOMKilled
+	c.State.Error = exit.Error
+	c.State.VMMPid, c.State.OwnerPid = 0, 0
+	s := t.svc
+	if c.Config.AutoRemove {
+		s.cfg.Store.Delete(c.ID)
+	} else {
+		s.cfg.Store.Update(c)
+	}
+	s.mu.Lock()
+	delete(s.tasks, c.ID)
+	s.mu.Unlock()
+	close(t.done)
+}
+
+func (t *task) pumpStdin(r io.Reader) {
+	api := t.agent.API()
+	buf := make([]byte, ioChunk)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := api.WriteStdin(t.ctx, &agentapi.WriteStdinRequest{ContainerId: t.c.ID, Data: buf[:n]}); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			api.CloseStdin(t.ctx, &agentapi.ProcessRequest{ContainerId: t.c.ID})
+			return
+		}
+	}
+}
+
+// shutdown asks the guest to power off cleanly (the agent syncs and
+// unmounts the writable disk), then makes sure the VM is gone.
+func (t *task) shutdown() {
+	api := t.agent.API()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	api.RemoveContainer(ctx, &agentapi.ContainerRequest{ContainerId: t.c.ID})
+	if _, err := api.Shutdown(ctx, &agentapi.ShutdownRequest{}); err == nil {
+		t.sb.Wait(ctx)
+	}
+	t.destroy()
+}
+
+// destroy kills the VM if it runs and frees every host resource. Idempotent.
+func (t *task) destroy() {
+	t.destroyOnce.Do(func() {
+		if t.cancel != nil {
+			t.cancel()
+		}
+		if t.agent != nil {
+			t.agent.Close()
+		}
+		if t.sb != nil {
+			t.sb.Destroy()
+		}
+	})
+}
+
+func (t *task) signal(ctx context.Context, sig syscall.Signal) error {
+	_, err := t.agent.API().SignalProcess(ctx, &agentapi.SignalProcessRequest{ContainerId: t.c.ID, Signal: uint32(sig)})
+	return agent.Convert(err)
+}
+
+func (t *task) resize(ctx context.Context, rows, cols uint16) error {
+	_, err := t.agent.API().ResizeTty(ctx, &agentapi.ResizeTtyRequest{ContainerId: t.c.ID, Rows: uint32(rows), Cols: uint32(cols)})
+	return agent.Convert(err)
+}
