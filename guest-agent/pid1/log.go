@@ -1,0 +1,59 @@
+package pid1
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+)
+
+var (
+	logMu  sync.Mutex
+	logOut io.Writer = os.Stderr
+)
+
+// OpenLog sends Logf output to the kernel log (/dev/kmsg), where the host
+// sees it on the serial console, falling back to /dev/console and stderr.
+// It returns the writer so other loggers can share it.
+func OpenLog() io.Writer {
+	logMu.Lock()
+	defer logMu.Unlock()
+	for _, p := range []string{"/dev/kmsg", "/dev/console"} {
+		if f, err := os.OpenFile(p, os.O_WRONLY, 0); err == nil {
+			logOut = &lineWriter{w: f}
+			return logOut
+		}
+	}
+	return logOut
+}
+
+// Logf logs one line with the "vmctl-agent:" prefix. The agent is quiet on
+// success paths: log only errors and things an operator must know.
+func Logf(format string, args ...any) {
+	msg := strings.TrimRight(fmt.Sprintf(format, args...), "\n")
+	logMu.Lock()
+	defer logMu.Unlock()
+	fmt.Fprintf(logOut, "vmctl-agent: %s\n", msg)
+}
+
+// lineWriter writes each line with its own write(2): /dev/kmsg takes one
+// record per write.
+type lineWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range strings.SplitAfter(string(p), "\n") {
+		if line == "" {
+			continue
+		}
+		if _, err := io.WriteString(l.w, line); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}

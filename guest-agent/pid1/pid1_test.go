@@ -1,0 +1,128 @@
+package pid1
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestHasKernelFlag(t *testing.T) {
+	tests := []struct {
+		cmdline, flag string
+		want          bool
+	}{
+		{"console=ttyS0 vmctl.selftest quiet", "vmctl.selftest", true},
+		{"vmctl.selftest=1", "vmctl.selftest", true},
+		{"vmctl.selftests", "vmctl.selftest", false},
+		{"xvmctl.selftest", "vmctl.selftest", false},
+		{"", "vmctl.selftest", false},
+		{"reboot=t\n", "reboot", true},
+	}
+	for _, tt := range tests {
+		if got := HasKernelFlag(tt.cmdline, tt.flag); got != tt.want {
+			t.Errorf("HasKernelFlag(%q, %q) = %v, want %v", tt.cmdline, tt.flag, got, tt.want)
+		}
+	}
+}
+
+func TestUnescapeOctal(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"/run/a", "/run/a"},
+		{`/run/a\040b`, "/run/a b"},
+		{`/x\011y\134`, "/x\ty\\"},
+		{`/bad\09`, `/bad\09`},
+		{`/short\04`, `/short\04`},
+	}
+	for _, tt := range tests {
+		if got := unescapeOctal(tt.in); got != tt.want {
+			t.Errorf("unescapeOctal(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestEnableControllers(t *testing.T) {
+	tests := []struct {
+		available string
+		want      string
+	}{
+		{"cpuset cpu io memory hugetlb pids rdma misc\n", "+cpu +memory +pids"},
+		{"memory\n", "+memory"},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.controllers"), []byte(tt.available), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := EnableControllers(dir, CgroupControllers); err != nil {
+			t.Fatalf("EnableControllers with %q: %v", tt.available, err)
+		}
+		got, _ := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
+		if string(got) != tt.want {
+			t.Errorf("EnableControllers with %q wrote %q, want %q", tt.available, got, tt.want)
+		}
+	}
+}
+
+func TestUnmountAllSkipsKernelMounts(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount tmpfs")
+	}
+	dir := t.TempDir()
+	target := filepath.Join(dir, "disk with space")
+	if err := os.Mkdir(target, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", target, "tmpfs", 0, ""); err != nil {
+		t.Skipf("cannot mount tmpfs: %v", err)
+	}
+	defer unix.Unmount(target, unix.MNT_DETACH)
+	escaped := strings.ReplaceAll(target, " ", `\040`)
+	info := "22 1 0:21 / /proc rw - proc proc rw\n" +
+		"23 1 0:22 / /dev rw - devtmpfs devtmpfs rw\n" +
+		"99 1 0:50 / " + escaped + " rw - tmpfs tmpfs rw\n"
+	infoPath := filepath.Join(dir, "mountinfo")
+	if err := os.WriteFile(infoPath, []byte(info), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := UnmountAll(infoPath); err != nil {
+		t.Fatalf("UnmountAll: %v", err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(target, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Type == unix.TMPFS_MAGIC {
+		t.Errorf("%s is still a tmpfs after UnmountAll", target)
+	}
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Errorf("/proc is gone after UnmountAll: %v", err)
+	}
+}
+
+func TestSetupAndRebootRefuseOutsidePID1(t *testing.T) {
+	if os.Getpid() == 1 {
+		t.Skip("running as PID 1")
+	}
+	if err := Setup(); err == nil {
+		t.Error("Setup outside PID 1: got nil error")
+	}
+	if err := Reboot(); err == nil {
+		t.Error("Reboot outside PID 1: got nil error")
+	}
+}
+
+func TestLinkUpLoopback(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_NET_ADMIN)")
+	}
+	if err := LinkUp("lo"); err != nil {
+		t.Errorf("LinkUp(lo): %v", err)
+	}
+	if err := LinkUp("no-such-link0"); err == nil {
+		t.Error("LinkUp(no-such-link0): got nil error")
+	}
+}
