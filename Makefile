@@ -1,0 +1,64 @@
+# vmctl: containers, each in its own lightweight VM.
+#
+#   make demo    install what is missing, build everything, run a container in a microVM
+#   make test    everything CI runs: unit tests, fuzz smoke, end-to-end on QEMU
+#   make bench   benchmarks, printed as side-by-side tables
+#   make build   binaries into bin/, guest image into bin/guest/
+#   make kernel  guest kernel into bin/guest/ (cached outside the tree by config hash)
+
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/vmctl/vmctl/engine.Version=$(VERSION)
+AGENT_LDFLAGS := -s -w -X github.com/vmctl/vmctl/guest-agent/service.Version=$(VERSION)
+export GOFLAGS := -trimpath -buildvcs=false
+
+BIN := bin
+GUEST := $(BIN)/guest
+DATA_ROOT ?= /var/lib/vmctl
+
+.PHONY: all demo test unit e2e fuzz bench build kernel image deps clean vet
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vmctl ./cmd/vmctl
+	CGO_ENABLED=0 $(GO) build -ldflags '$(AGENT_LDFLAGS)' -o $(BIN)/vmctl-agent ./cmd/vmctl-agent
+	$(GO) run ./scripts/mkguest -init $(BIN)/vmctl-agent -o $(GUEST)/initramfs.img
+
+kernel: deps
+	@bash scripts/build-kernel.sh $(GUEST)
+
+image: deps
+	$(GO) run ./scripts/mkimage -o build/busybox.tar
+
+demo: build kernel image
+	$(BIN)/vmctl --data-root $(DATA_ROOT) load -i build/busybox.tar
+	$(BIN)/vmctl --data-root $(DATA_ROOT) info
+	$(BIN)/vmctl --data-root $(DATA_ROOT) run --rm busybox uname -a
+
+vet:
+	$(GO) vet ./...
+
+unit: deps
+	$(GO) test -count=1 ./...
+
+# Short fuzzing of every parser of untrusted input; the seed corpora run in `unit`.
+fuzz:
+	@bash scripts/fuzz-smoke.sh
+
+e2e: build kernel image
+	VMCTL_E2E=1 $(GO) test -count=1 -timeout 30m -v ./tests/... 2>&1 | tee build/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+
+test: build kernel image vet
+	VMCTL_E2E=1 $(GO) test -count=1 -timeout 40m ./...
+	@bash scripts/fuzz-smoke.sh
+
+bench: build kernel image
+	$(GO) run ./scripts/bench
+
+clean:
+	rm -rf $(BIN) build

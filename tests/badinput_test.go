@@ -1,0 +1,60 @@
+package tests
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// Bad input gets one clear line, a non-zero status, and leaves nothing behind.
+func TestBadInput(t *testing.T) {
+	e := e2e(t)
+	corrupt := filepath.Join(t.TempDir(), "corrupt.tar")
+	good, err := os.ReadFile(filepath.Join(e.root, "build/busybox.tar"))
+	must(t, err)
+	must(t, os.WriteFile(corrupt, good[:len(good)/2], 0o644))
+	garbage := filepath.Join(t.TempDir(), "garbage.tar")
+	must(t, os.WriteFile(garbage, []byte("this is not a tarball\n"), 0o644))
+
+	tests := []struct {
+		name string
+		env  []string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown image", nil, []string{"run", "--rm", "no-such-image", "true"}, 125, "No such image: no-such-image:latest"},
+		{"bad flag", nil, []string{"run", "--no-such-flag", "busybox"}, 125, "unknown flag: --no-such-flag"},
+		{"bad memory", nil, []string{"run", "--memory", "lots", "busybox"}, 125, "invalid --memory"},
+		{"bad cpus", nil, []string{"run", "--cpus", "-1", "busybox"}, 125, "invalid --cpus"},
+		{"bad hypervisor", nil, []string{"run", "--hypervisor", "xen", "busybox"}, 125, "invalid --hypervisor"},
+		{"bad user", nil, []string{"run", "--rm", "-u", "nobody", "busybox", "id"}, 125, "only numeric UID[:GID]"},
+		{"bad name", nil, []string{"run", "--rm", "--name", "a/b", "busybox", "true"}, 125, "invalid container name"},
+		{"missing kernel", nil, []string{"--kernel", "/nonexistent/vmlinuz", "run", "--rm", "busybox", "true"}, 125, "guest kernel not found at /nonexistent/vmlinuz"},
+		{"missing qemu", []string{"PATH=/usr/sbin:/sbin"}, []string{"run", "--rm", "busybox", "true"}, 125, "qemu-system-x86_64 not found"},
+		{"command not found", nil, []string{"run", "--rm", "busybox", "no-such-command"}, 127, "no-such-command"},
+		{"not executable", nil, []string{"run", "--rm", "busybox", "/etc/passwd"}, 126, "/etc/passwd"},
+		{"corrupt tarball", nil, []string{"load", "-i", corrupt}, 125, ""},
+		{"not a tarball", nil, []string{"load", "-i", garbage}, 125, ""},
+		{"missing tarball", nil, []string{"load", "-i", "/nonexistent.tar"}, 125, "no such file or directory"},
+		{"rm unknown", nil, []string{"rm", "no-such-container"}, 1, "no such container: no-such-container"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := e.containerCount(t)
+			imagesBefore := e.mustRun(t, 0, "images", "-q").stdout
+			r := e.runWith(t, nil, tt.env, tt.args...)
+			if r.code != tt.code {
+				t.Errorf("exit %d, want %d; stderr %q", r.code, tt.code, r.stderr)
+			}
+			oneLine(t, r, tt.want)
+			if r.stdout != "" {
+				t.Errorf("stdout %q, want nothing", r.stdout)
+			}
+			e.checkClean(t, before)
+			if after := e.mustRun(t, 0, "images", "-q").stdout; after != imagesBefore {
+				t.Errorf("images changed: %q -> %q", imagesBefore, after)
+			}
+		})
+	}
+}

@@ -1,0 +1,56 @@
+package tests
+
+import (
+	"bufio"
+	"context"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Signals sent to vmctl reach the container's process.
+func TestSignalsAreForwarded(t *testing.T) {
+	e := e2e(t)
+	before := e.containerCount(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := e.cmd(ctx, "run", "--rm", "busybox", "sh", "-c",
+		`trap 'echo got-int; exit 3' INT; trap 'echo got-term; exit 4' TERM; echo ready; while true; do sleep 0.1; done`)
+	stdout, err := c.StdoutPipe()
+	must(t, err)
+	must(t, c.Start())
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() || lines.Text() != "ready" {
+		t.Fatalf("first line %q, want ready", lines.Text())
+	}
+	must(t, c.Process.Signal(syscall.SIGINT))
+	if !lines.Scan() || lines.Text() != "got-int" {
+		t.Errorf("after SIGINT: %q, want got-int", lines.Text())
+	}
+	err = c.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+		t.Errorf("exit: %v, want status 3", err)
+	}
+	e.checkClean(t, before)
+}
+
+// An interrupt while the VM boots cancels the run and leaves nothing behind.
+func TestInterruptDuringBoot(t *testing.T) {
+	e := e2e(t)
+	before := e.containerCount(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := e.cmd(ctx, "run", "--rm", "busybox", "sleep", "30")
+	var stderr strings.Builder
+	c.Stderr = &stderr
+	must(t, c.Start())
+	time.Sleep(300 * time.Millisecond) // QEMU is starting or booting
+	must(t, c.Process.Signal(syscall.SIGINT))
+	err := c.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() == 0 {
+		t.Errorf("exit: %v, want a failure", err)
+	}
+	e.checkClean(t, before)
+}

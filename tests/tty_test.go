@@ -1,0 +1,88 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+)
+
+// `vmctl run -it` driven through a real pty: the container gets a terminal
+// of the size the user's terminal has, and follows resizes.
+func TestInteractiveTerminal(t *testing.T) {
+	e := e2e(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := e.cmd(ctx, "run", "-i", "-t", "--rm", "busybox", "sh")
+	c.SysProcAttr = nil // pty.Start makes its own session
+	ptmx, err := pty.StartWithSize(c, &pty.Winsize{Rows: 33, Cols: 101})
+	must(t, err)
+	defer ptmx.Close()
+
+	var mu sync.Mutex
+	var out bytes.Buffer
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptmx.Read(buf)
+			mu.Lock()
+			out.Write(buf[:n])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	waitFor := func(re *regexp.Regexp) string {
+		t.Helper()
+		deadline := time.Now().Add(90 * time.Second)
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			m := re.FindStringSubmatch(out.String())
+			mu.Unlock()
+			if m != nil {
+				return m[len(m)-1]
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("timed out waiting for %v; output so far: %q", re, out.String())
+		return ""
+	}
+	waitFor(regexp.MustCompile(`[#$] $`)) // the shell's prompt
+	io.WriteString(ptmx, "tty; stty size; echo marker-$((40+2))\r")
+	waitFor(regexp.MustCompile(`marker-42`))
+	mu.Lock()
+	got := out.String()
+	mu.Unlock()
+	if !regexp.MustCompile(`/dev/pts/\d+`).MatchString(got) {
+		t.Errorf("tty did not print a /dev/pts path: %q", got)
+	}
+	if !strings.Contains(got, "33 101") {
+		t.Errorf("stty size did not print 33 101: %q", got)
+	}
+	// A resize of the user's terminal reaches the container (SIGWINCH).
+	must(t, pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 120}))
+	time.Sleep(500 * time.Millisecond)
+	io.WriteString(ptmx, "stty size; echo resized-$((1+1))\r")
+	waitFor(regexp.MustCompile(`resized-2`))
+	mu.Lock()
+	got = out.String()
+	mu.Unlock()
+	if !strings.Contains(got, "40 120") {
+		t.Errorf("after resize stty size did not print 40 120: %q", got)
+	}
+	io.WriteString(ptmx, "exit 5\r")
+	err = c.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 5 {
+		t.Errorf("exit: %v, want status 5", err)
+	}
+}
