@@ -1,0 +1,146 @@
+// Command bench measures vmctl against peers run side by side in the same
+// run, and prints the results as tables. Absolute times on shared machines
+// are noise; the ratios are the result.
+//
+// Boot: `vmctl run --rm busybox echo hi` against a bare qemu-system-x86_64
+// boot of the same guest kernel and guest image with the same machine
+// options, whose agent prints one line and reboots (vmctl.selftest). Both
+// are timed from process start to their first output line and to process
+// exit, interleaved, median of -n runs.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+func main() {
+	n := flag.Int("n", 7, "runs per measurement (median reported)")
+	flag.Parse()
+	if err := run(*n); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: "+err.Error())
+		os.Exit(1)
+	}
+}
+
+type sample struct{ first, exit time.Duration }
+
+func run(n int) error {
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	vmctl := filepath.Join(root, "bin/vmctl")
+	kernel := filepath.Join(root, "bin/guest/vmlinuz")
+	initrd := filepath.Join(root, "bin/guest/initramfs.img")
+	for _, f := range []string{vmctl, kernel, initrd, "build/busybox.tar"} {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("%s missing: run `make build kernel image`", f)
+		}
+	}
+	dataRoot, err := os.MkdirTemp("", "vmctl-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dataRoot)
+	execRoot, err := os.MkdirTemp("", "vb")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(execRoot)
+	vm := func(args ...string) *exec.Cmd {
+		return exec.Command(vmctl, append([]string{"--data-root", dataRoot, "--exec-root", execRoot}, args...)...)
+	}
+	if out, err := vm("load", "-i", "build/busybox.tar").CombinedOutput(); err != nil {
+		return fmt.Errorf("load: %v: %s", err, out)
+	}
+	// Warm-up: builds the image disk once, fills the page cache.
+	if out, err := vm("run", "--rm", "busybox", "true").CombinedOutput(); err != nil {
+		return fmt.Errorf("warm-up run: %v: %s", err, out)
+	}
+	bare := func() *exec.Cmd {
+		return exec.Command("qemu-system-x86_64",
+			"-M", "microvm,acpi=off,pic=off,pit=off,rtc=off", "-accel", "tcg", "-cpu", "max",
+			"-smp", "1", "-m", "256", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+			"-kernel", kernel, "-initrd", initrd,
+			"-append", "console=ttyS0 reboot=t panic=-1 quiet tsc=reliable no_timer_check vmctl.selftest",
+			"-serial", "stdio")
+	}
+	if _, err := timeFirstLine(bare(), "vmctl-agent: ready"); err != nil {
+		return fmt.Errorf("bare QEMU boot: %w", err)
+	}
+	var bares, runs []sample
+	for i := 0; i < n; i++ {
+		b, err := timeFirstLine(bare(), "vmctl-agent: ready")
+		if err != nil {
+			return fmt.Errorf("bare QEMU boot: %w", err)
+		}
+		r, err := timeFirstLine(vm("run", "--rm", "busybox", "echo", "hi"), "hi")
+		if err != nil {
+			return fmt.Errorf("vmctl run: %w", err)
+		}
+		bares, runs = append(bares, b), append(runs, r)
+	}
+	fmt.Printf("\nBoot to first output and to exit (median of %d, interleaved, QEMU TCG)\n\n", n)
+	fmt.Printf("| %-34s | %12s | %12s | %7s |\n", "", "bare QEMU", "vmctl run", "ratio")
+	fmt.Printf("|%s|%s|%s|%s|\n", strings.Repeat("-", 36), strings.Repeat("-", 14), strings.Repeat("-", 14), strings.Repeat("-", 9))
+	row := func(name string, pick func(sample) time.Duration) {
+		a, b := median(bares, pick), median(runs, pick)
+		fmt.Printf("| %-34s | %10.0fms | %10.0fms | %6.2fx |\n", name, ms(a), ms(b), float64(b)/float64(a))
+	}
+	row("start -> first output line", func(s sample) time.Duration { return s.first })
+	row("start -> process exit", func(s sample) time.Duration { return s.exit })
+	fmt.Println()
+	return nil
+}
+
+// timeFirstLine starts cmd and times the first stdout line containing
+// marker, and the process exit.
+func timeFirstLine(cmd *exec.Cmd, marker string) (sample, error) {
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return sample{}, err
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return sample{}, err
+	}
+	var s sample
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if s.first == 0 && strings.Contains(sc.Text(), marker) {
+			s.first = time.Since(start)
+		}
+	}
+	io.Copy(io.Discard, out)
+	err = cmd.Wait()
+	s.exit = time.Since(start)
+	if err != nil {
+		return s, fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	if s.first == 0 {
+		return s, fmt.Errorf("never printed %q", marker)
+	}
+	return s, nil
+}
+
+func median(xs []sample, pick func(sample) time.Duration) time.Duration {
+	v := make([]time.Duration, len(xs))
+	for i, x := range xs {
+		v[i] = pick(x)
+	}
+	sort.Slice(v, func(i, j int) bool { return v[i] < v[j] })
+	return v[len(v)/2]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
