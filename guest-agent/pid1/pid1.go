@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vmctl/vmctl/guest-agent/netif"
 )
 
 // mount is one entry of the boot-time mount table.
@@ -77,7 +79,7 @@ func Setup() error {
 	}
 	// Loopback is optional for the agent itself; containers with their own
 	// network namespace bring up their own lo.
-	_ = LinkUp("lo")
+	_ = netif.LinkUp("lo")
 	return nil
 }
 
@@ -137,28 +139,6 @@ func EnableControllers(root string, controllers []string) error {
 	}
 	if err := os.WriteFile(root+"/cgroup.subtree_control", []byte(strings.Join(enable, " ")), 0); err != nil {
 		return fmt.Errorf("pid1: enable cgroup controllers %v: %w", enable, err)
-	}
-	return nil
-}
-
-// LinkUp sets IFF_UP on a network interface of the caller's network
-// namespace.
-func LinkUp(name string) error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("link %s up: %w", name, err)
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		return fmt.Errorf("link %s up: %w", name, err)
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("link %s up: get flags: %w", name, err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("link %s up: set flags: %w", name, err)
 	}
 	return nil
 }

@@ -114,15 +114,3 @@ func TestSetupAndRebootRefuseOutsidePID1(t *testing.T) {
 		t.Error("Reboot outside PID 1: got nil error")
 	}
 }
-
-func TestLinkUpLoopback(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_ADMIN)")
-	}
-	if err := LinkUp("lo"); err != nil {
-		t.Errorf("LinkUp(lo): %v", err)
-	}
-	if err := LinkUp("no-such-link0"); err == nil {
-		t.Error("LinkUp(no-such-link0): got nil error")
-	}
-}

@@ -1,0 +1,309 @@
+package container
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/vmctl/vmctl/guest-agent/netif"
+)
+
+// InitArg is the hidden first argument that turns the agent binary into a
+// container init. The agent's main (and a test binary's TestMain) must call
+// InitMain when os.Args[1] is InitArg, before doing anything else.
+const InitArg = "__vmctl_container_init"
+
+// syncFd is the descriptor of the init's end of the sync socket (ExtraFiles[0]).
+const syncFd = 3
+
+// initConfig is what the agent sends the init over the sync socket.
+type initConfig struct {
+	Rootfs string      `json:"rootfs"`
+	DevPts string      `json:"devpts"`
+	Spec   *specs.Spec `json:"spec"`
+}
+
+// syncMsg is one message on the sync socket, in either direction.
+type syncMsg struct {
+	Type string `json:"type"` // "ready", "error", "start"
+	Kind string `json:"kind,omitempty"`
+	Msg  string `json:"msg,omitempty"`
+}
+
+// InitMain runs the container init: it never returns. Sequence:
+// agent --config--> init; init sets up the container and answers "ready" or
+// "error"; agent --start--> init; init execs the user's command, which closes
+// the sync socket (close-on-exec) and tells the agent the exec happened; or
+// it sends "error".
+func InitMain() {
+	// Capabilities, no_new_privs and the cgroup namespace are per thread:
+	// everything must happen on the thread that finally calls execve.
+	runtime.LockOSThread()
+	sock := os.NewFile(syncFd, "sync")
+	unix.CloseOnExec(syncFd)
+	dec := json.NewDecoder(sock)
+	enc := json.NewEncoder(sock)
+	fail := func(err error) {
+		_ = enc.Encode(syncMsg{Type: "error", Kind: kindName(err), Msg: err.Error()})
+		os.Exit(initFailStatus(err))
+	}
+	var cfg initConfig
+	if err := dec.Decode(&cfg); err != nil {
+		fail(fmt.Errorf("read container config: %w", err))
+	}
+	if cfg.Spec == nil || cfg.Spec.Process == nil || cfg.Spec.Linux == nil {
+		fail(errorf(ErrInvalid, "container config is incomplete"))
+	}
+	path, err := setupContainer(&cfg)
+	if err != nil {
+		fail(err)
+	}
+	if err := enc.Encode(syncMsg{Type: "ready"}); err != nil {
+		os.Exit(1)
+	}
+	var msg syncMsg
+	if err := dec.Decode(&msg); err != nil || msg.Type != "start" {
+		// The agent went away or removed the container before start.
+		os.Exit(1)
+	}
+	fail(execProcess(path, cfg.Spec.Process))
+}
+
+// initFailStatus is the exit status of an init that could not run the
+// command, as shells report it.
+func initFailStatus(err error) int {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return 127
+	case errors.Is(err, ErrPermission):
+		return 126
+	}
+	return 1
+}
+
+// setupContainer builds the container's view of the world and returns the
+// resolved command path. It runs as root in the new namespaces.
+func setupContainer(cfg *initConfig) (string, error) {
+	s := cfg.Spec
+	if hasNamespace(s, specs.CgroupNamespace) {
+		// We are already in the container's cgroup (clone into cgroup), so
+		// the new namespace is rooted there.
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			return "", fmt.Errorf("unshare cgroup namespace: %w", err)
+		}
+	}
+	// Mounts made below must not propagate back to the agent's namespace.
+	propagation := uintptr(unix.MS_PRIVATE | unix.MS_REC)
+	if p, ok := propagationFlags[s.Linux.RootfsPropagation]; ok {
+		propagation = p | unix.MS_REC
+	}
+	if err := unix.Mount("", "/", "", propagation, ""); err != nil {
+		return "", fmt.Errorf("set root propagation: %w", err)
+	}
+	// pivot_root needs the new root to be a mount point.
+	if err := unix.Mount(cfg.Rootfs, cfg.Rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return "", fmt.Errorf("bind rootfs: %w", err)
+	}
+	terminal := s.Process.Terminal
+	if err := mountAll(cfg.Rootfs, cfg.DevPts, s.Mounts, terminal); err != nil {
+		return "", err
+	}
+	if err := createDevices(cfg.Rootfs, s.Linux.Devices); err != nil {
+		return "", err
+	}
+	if err := pivotRoot(cfg.Rootfs); err != nil {
+		return "", err
+	}
+	if hasNamespace(s, specs.UTSNamespace) {
+		if s.Hostname != "" {
+			if err := unix.Sethostname([]byte(s.Hostname)); err != nil {
+				return "", fmt.Errorf("set hostname: %w", err)
+			}
+		}
+		if s.Domainname != "" {
+			if err := unix.Setdomainname([]byte(s.Domainname)); err != nil {
+				return "", fmt.Errorf("set domain name: %w", err)
+			}
+		}
+	}
+	if hasNamespace(s, specs.NetworkNamespace) {
+		if err := netif.LinkUp("lo"); err != nil {
+			return "", err
+		}
+	}
+	for k, v := range s.Linux.Sysctl {
+		p := filepath.Join("/proc/sys", strings.ReplaceAll(k, ".", "/"))
+		if err := os.WriteFile(p, []byte(v), 0); err != nil {
+			return "", fmt.Errorf("set sysctl %s: %w", k, err)
+		}
+	}
+	if err := maskPaths(s.Linux.MaskedPaths); err != nil {
+		return "", err
+	}
+	if err := readonlyPaths(s.Linux.ReadonlyPaths); err != nil {
+		return "", err
+	}
+	if s.Root != nil && s.Root.Readonly {
+		if err := unix.Mount("", "/", "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			return "", fmt.Errorf("remount / read-only: %w", err)
+		}
+	}
+	cwd := s.Process.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	if err := unix.Chdir(cwd); err != nil {
+		return "", errorf(ErrInvalid, "chdir to %s: %v", cwd, err)
+	}
+	return lookPath(s.Process.Args[0], pathEnv(s.Process.Env))
+}
+
+// lookPath resolves a command as execve will see it in the current root,
+// with Go's exec error wording.
+func lookPath(file, path string) (string, error) {
+	if strings.Contains(file, "/") {
+		if err := checkExecutable(file); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return "", errorf(ErrNotFound, "exec: %q: stat %s: no such file or directory", file, file)
+			}
+			return "", errorf(ErrPermission, "exec: %q: permission denied", file)
+		}
+		return file, nil
+	}
+	denied := false
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, file)
+		err := checkExecutable(p)
+		if err == nil {
+			return p, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			denied = true
+		}
+	}
+	if denied {
+		return "", errorf(ErrPermission, "exec: %q: permission denied", file)
+	}
+	return "", errorf(ErrNotFound, "exec: %q: executable file not found in $PATH", file)
+}
+
+func checkExecutable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return fs.ErrPermission
+	}
+	return nil
+}
+
+// execProcess drops privileges as the process asks and replaces the init
+// with the user's command. It only returns on failure.
+func execProcess(path string, p *specs.Process) error {
+	for _, rl := range p.Rlimits {
+		lim := unix.Rlimit{Cur: rl.Soft, Max: rl.Hard}
+		if err := unix.Setrlimit(rlimitNames[rl.Type], &lim); err != nil {
+			return fmt.Errorf("set %s: %w", rl.Type, err)
+		}
+	}
+	if p.Capabilities != nil {
+		if err := dropBoundingSet(p.Capabilities.Bounding); err != nil {
+			return err
+		}
+	}
+	if p.NoNewPrivileges {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("set no_new_privs: %w", err)
+		}
+	}
+	if p.OOMScoreAdj != nil {
+		if err := os.WriteFile("/proc/self/oom_score_adj", []byte(fmt.Sprint(*p.OOMScoreAdj)), 0); err != nil {
+			return fmt.Errorf("set oom_score_adj: %w", err)
+		}
+	}
+	// Groups first: after setgid/setuid we may no longer change them.
+	groups := make([]int, len(p.User.AdditionalGids))
+	for i, g := range p.User.AdditionalGids {
+		groups[i] = int(g)
+	}
+	if err := unix.Setgroups(groups); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := unix.Setresgid(int(p.User.GID), int(p.User.GID), int(p.User.GID)); err != nil {
+		return fmt.Errorf("setgid %d: %w", p.User.GID, err)
+	}
+	if err := unix.Setresuid(int(p.User.UID), int(p.User.UID), int(p.User.UID)); err != nil {
+		return fmt.Errorf("setuid %d: %w", p.User.UID, err)
+	}
+	if p.User.Umask != nil {
+		unix.Umask(int(*p.User.Umask))
+	}
+	env := p.Env
+	if !hasEnv(env, "HOME") {
+		env = append(env, "HOME=/")
+	}
+	err := unix.Exec(path, p.Args, env)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return errorf(ErrNotFound, "exec: %q: %v", p.Args[0], err)
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM), errors.Is(err, unix.ENOEXEC):
+		return errorf(ErrPermission, "exec: %q: permission denied", p.Args[0])
+	}
+	return fmt.Errorf("exec: %q: %w", p.Args[0], err)
+}
+
+func hasEnv(env []string, name string) bool {
+	for _, e := range env {
+		if strings.HasPrefix(e, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// dropBoundingSet removes every capability not in keep from the bounding
+// set. For root, execve makes the bounding set the new permitted set, which
+// is how Docker's default capability list takes effect; other users lose all
+// capabilities at setuid anyway.
+func dropBoundingSet(keep []string) error {
+	want := map[uintptr]bool{}
+	for _, c := range keep {
+		want[capNumbers[c]] = true
+	}
+	for c := uintptr(0); c <= 63; c++ {
+		if want[c] {
+			continue
+		}
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, c, 0, 0, 0); err != nil {
+			if err == unix.EINVAL {
+				// Past the last capability this kernel knows.
+				break
+			}
+			return fmt.Errorf("drop capability %d: %w", c, err)
+		}
+	}
+	return nil
+}
+
+// readSync reads one message; io.EOF means the peer closed the socket.
+func readSync(dec *json.Decoder) (syncMsg, error) {
+	var m syncMsg
+	err := dec.Decode(&m)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		err = io.EOF
+	}
+	return m, err
+}

@@ -1,0 +1,201 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/vmctl/vmctl/guest-agent/reaper"
+)
+
+// testReaper reaps every child of the test binary. Tests here must not use
+// exec.Cmd.Wait.
+var testReaper *reaper.Reaper
+
+// TestMain doubles as the container init: the runtime re-executes the test
+// binary with InitArg, as the agent re-executes itself.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == InitArg {
+		InitMain()
+	}
+	testReaper = reaper.New()
+	go testReaper.Run()
+	os.Exit(m.Run())
+}
+
+// requireRoot skips tests that create namespaces, mounts and cgroups.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates namespaces, mounts and cgroups")
+	}
+}
+
+var busyboxApplets = []string{"sh", "echo", "hostname", "tty", "sleep", "cat", "ls", "true", "id", "readlink", "kill", "test", "env"}
+
+// busyboxRoot makes a minimal rootfs: /bin/busybox and applet links.
+func busyboxRoot(t *testing.T) string {
+	t.Helper()
+	const busybox = "/bin/busybox"
+	if _, err := os.Stat(busybox); err != nil {
+		t.Skipf("needs %s (busybox-static): %v", busybox, err)
+	}
+	root := t.TempDir()
+	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "etc"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src, err := os.Open(busybox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(filepath.Join(root, "bin/busybox"), os.O_CREATE|os.O_WRONLY, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		t.Fatal(err)
+	}
+	dst.Close()
+	for _, a := range busyboxApplets {
+		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc/notexec"), []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// cgroupRoot returns a cgroup v2 directory for the test's cgroups. Hosts
+// with a hybrid layout have no cgroup2 at /sys/fs/cgroup; a private cgroup2
+// mount of the same hierarchy works there.
+func cgroupRoot(t *testing.T) string {
+	t.Helper()
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		return "/sys/fs/cgroup"
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("cgroup2", dir, "cgroup2", 0, ""); err != nil {
+		t.Skipf("needs a cgroup2 hierarchy: mount cgroup2: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+func newTestRuntime(t *testing.T) *Runtime {
+	t.Helper()
+	rt, err := New(Config{Reaper: testReaper, CgroupRoot: cgroupRoot(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rt
+}
+
+// testSpec is a container running args in all supported namespaces.
+func testSpec(args ...string) *specs.Spec {
+	return &specs.Spec{
+		Version:  specs.Version,
+		Hostname: "box",
+		Process: &specs.Process{
+			Args: args,
+			Env:  []string{"PATH=/bin"},
+			Cwd:  "/",
+		},
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev"}},
+		},
+		Linux: &specs.Linux{
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace}, {Type: specs.UTSNamespace}, {Type: specs.IPCNamespace},
+				{Type: specs.MountNamespace}, {Type: specs.NetworkNamespace},
+			},
+			MaskedPaths:   []string{"/proc/kcore"},
+			ReadonlyPaths: []string{"/proc/sys"},
+		},
+	}
+}
+
+var testSeq int
+
+// run creates and starts a container and registers its removal.
+func run(t *testing.T, rt *Runtime, spec *specs.Spec) string {
+	t.Helper()
+	testSeq++
+	id := fmt.Sprintf("test-%d-%d", os.Getpid(), testSeq)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := rt.Create(ctx, id, spec, busyboxRoot(t)); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := rt.Remove(ctx, id); err != nil {
+			t.Errorf("Remove: %v", err)
+		}
+	})
+	if err := rt.Start(ctx, id); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return id
+}
+
+// readAll reads a stream until EOF.
+func readAll(t *testing.T, p *Process, which Stream) string {
+	t.Helper()
+	var buf bytes.Buffer
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		data, eof, err := p.Read(which, 4096)
+		if err != nil {
+			t.Fatalf("Read: %v", err)
+		}
+		buf.Write(data)
+		if eof {
+			return buf.String()
+		}
+	}
+	t.Fatal("no EOF within 30s")
+	return ""
+}
+
+func wait(t *testing.T, p *Process) Exit {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	return e
+}
+
+func TestErrorKindsSurviveTheSyncSocket(t *testing.T) {
+	for _, kind := range []error{ErrNotFound, ErrPermission, ErrInvalid, ErrExists, ErrState} {
+		err := kindError(kindName(errorf(kind, "x")), "x")
+		if !errors.Is(err, kind) {
+			t.Errorf("kind %v did not survive: got %v", kind, err)
+		}
+	}
+	if err := kindError("internal", "boom"); errors.Is(err, ErrNotFound) || err.Error() != "boom" {
+		t.Errorf("internal error = %v", err)
+	}
+	if !strings.Contains(kindName(errors.New("plain")), "internal") {
+		t.Error("plain error not internal")
+	}
+}

@@ -1,0 +1,106 @@
+package container
+
+import (
+	"context"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/vmctl/vmctl/guest-agent/reaper"
+)
+
+// Exit is how a process ended.
+type Exit struct {
+	// Status is the exit code, or 128+N if signal N killed the process.
+	Status int
+	// OOMKilled is set when the container's cgroup saw an OOM kill.
+	OOMKilled bool
+}
+
+// Process is the container's init or an exec'd process.
+type Process struct {
+	ID  string // exec ID; empty for the init
+	Pid int
+
+	io   *stdio
+	proc *os.Process // holds a pidfd, so signals never hit a reused pid
+	cg   *cgroup
+
+	exited chan struct{}
+	mu     sync.Mutex // guards exit
+	exit   Exit
+}
+
+func newProcess(id string, io *stdio, cg *cgroup) *Process {
+	return &Process{ID: id, io: io, cg: cg, exited: make(chan struct{})}
+}
+
+// watch records the status the reaper delivers.
+func (p *Process) watch(ch <-chan reaper.Status) {
+	go func() {
+		st := <-ch
+		e := Exit{Status: st.ExitStatus(), OOMKilled: p.cg.oomKilled()}
+		p.mu.Lock()
+		p.exit = e
+		p.mu.Unlock()
+		if p.proc != nil {
+			p.proc.Release()
+		}
+		close(p.exited)
+	}()
+}
+
+// Wait blocks until the process has exited or ctx ends.
+func (p *Process) Wait(ctx context.Context) (Exit, error) {
+	select {
+	case <-p.exited:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.exit, nil
+	case <-ctx.Done():
+		return Exit{}, ctx.Err()
+	}
+}
+
+// Exited reports whether the process has ended.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// Signal delivers sig. The init is PID 1 of its namespace: like any PID 1 it
+// ignores signals it has no handler for, except SIGKILL and SIGSTOP.
+func (p *Process) Signal(sig syscall.Signal) error {
+	if sig <= 0 || sig > 64 {
+		return errorf(ErrInvalid, "signal %d is out of range", sig)
+	}
+	if p.Exited() || p.proc == nil {
+		return errorf(ErrState, "process has exited")
+	}
+	if err := p.proc.Signal(sig); err != nil {
+		if p.Exited() || err == os.ErrProcessDone {
+			return errorf(ErrState, "process has exited")
+		}
+		return err
+	}
+	return nil
+}
+
+// Read returns up to max bytes of stdout or stderr; eof is set once the
+// stream has ended and every byte was read.
+func (p *Process) Read(which Stream, max int) (data []byte, eof bool, err error) {
+	return p.io.read(which, max)
+}
+
+// Write writes to the process's stdin or terminal.
+func (p *Process) Write(b []byte) (int, error) { return p.io.write(b) }
+
+// CloseStdin ends the process's input.
+func (p *Process) CloseStdin() error { return p.io.closeStdin() }
+
+// Resize sets the terminal's window size.
+func (p *Process) Resize(rows, cols uint32) error { return p.io.resize(rows, cols) }

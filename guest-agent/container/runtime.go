@@ -1,0 +1,342 @@
+// Package container runs OCI containers inside the guest: one init process
+// per container in new namespaces, a cgroup v2 directory with the spec's
+// limits, a private /dev and the spec's mounts on a prepared rootfs, and
+// extra processes exec'd into running containers.
+//
+// The init is a re-exec of the agent binary (InitArg): it builds the mounts,
+// pivots into the rootfs, reports "ready" and blocks until Start, then execs
+// the user's command, which so becomes PID 1 of the container. Exit statuses
+// come from the agent-wide reaper, never from exec.Cmd.Wait.
+//
+// The package does not mount disks or build the rootfs (see storage), and
+// does not speak the agent protocol (see service).
+package container
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/vmctl/vmctl/guest-agent/reaper"
+)
+
+// Config configures a Runtime.
+type Config struct {
+	// Reaper collects exit statuses; it must be running.
+	Reaper *reaper.Reaper
+	// CgroupRoot is a cgroup v2 directory with the controllers the limits
+	// need enabled in its cgroup.subtree_control. Default /sys/fs/cgroup.
+	CgroupRoot string
+	// DevPts is the guest's devpts, bound into every container. Default
+	// /dev/pts.
+	DevPts string
+	// Exe is the binary re-executed as the container init; it must call
+	// InitMain when its first argument is InitArg. Default /proc/self/exe.
+	Exe string
+	// SetupTimeout bounds how long the init may take to report ready.
+	// Default 30s (the guest may be emulated).
+	SetupTimeout time.Duration
+}
+
+// Runtime tracks the guest's containers.
+type Runtime struct {
+	cfg Config
+
+	mu         sync.Mutex // guards containers
+	containers map[string]*Container
+}
+
+// State is a container's lifecycle state.
+type State int
+
+const (
+	// Created: the init is set up and waits for Start.
+	Created State = iota
+	// Running: the user's command runs (or ran: see Process.Exited).
+	Running
+)
+
+// Container is one container.
+type Container struct {
+	ID   string
+	spec *specs.Spec
+	cg   *cgroup
+
+	mu    sync.Mutex // guards state, procs, sync
+	state State
+	init  *Process
+	procs map[string]*Process
+	sync  net.Conn // to the init until it execs
+	dec   *json.Decoder
+}
+
+// New returns a runtime.
+func New(cfg Config) (*Runtime, error) {
+	if cfg.Reaper == nil {
+		return nil, errors.New("container: a reaper is required")
+	}
+	if cfg.CgroupRoot == "" {
+		cfg.CgroupRoot = "/sys/fs/cgroup"
+	}
+	if cfg.DevPts == "" {
+		cfg.DevPts = "/dev/pts"
+	}
+	if cfg.Exe == "" {
+		cfg.Exe = "/proc/self/exe"
+	}
+	if cfg.SetupTimeout == 0 {
+		cfg.SetupTimeout = 30 * time.Second
+	}
+	return &Runtime{cfg: cfg, containers: make(map[string]*Container)}, nil
+}
+
+// Get returns a container.
+func (r *Runtime) Get(id string) (*Container, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.containers[id]
+	if !ok {
+		return nil, errorf(ErrNotFound, "container %q not found", id)
+	}
+	return c, nil
+}
+
+// IDs lists the containers.
+func (r *Runtime) IDs() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ids []string
+	for id := range r.containers {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// Create starts the container's init on rootfs (a prepared directory) and
+// waits until it is ready to exec the user's command.
+func (r *Runtime) Create(ctx context.Context, id string, spec *specs.Spec, rootfs string) (err error) {
+	if err := validID(id); err != nil {
+		return err
+	}
+	if err := ValidateSpec(spec); err != nil {
+		return err
+	}
+	c := &Container{ID: id, spec: spec, procs: make(map[string]*Process)}
+	r.mu.Lock()
+	if _, ok := r.containers[id]; ok {
+		r.mu.Unlock()
+		return errorf(ErrExists, "container %q already exists", id)
+	}
+	r.containers[id] = c // reserve the ID while creating
+	r.mu.Unlock()
+	defer func() {
+		if err != nil {
+			r.mu.Lock()
+			delete(r.containers, id)
+			r.mu.Unlock()
+		}
+	}()
+
+	c.cg, err = newCgroup(r.cfg.CgroupRoot, id, spec.Linux.Resources)
+	if err != nil {
+		return err
+	}
+	if err := r.startInit(ctx, c, rootfs); err != nil {
+		c.cg.kill()
+		if c.init != nil {
+			waitCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			c.init.Wait(waitCtx)
+			cancel()
+			c.init.io.close()
+		}
+		c.cg.remove()
+		return err
+	}
+	return nil
+}
+
+func (r *Runtime) startInit(ctx context.Context, c *Container, rootfs string) error {
+	io, err := newStdio(c.spec.Process.Terminal, c.spec.Process.ConsoleSize)
+	if err != nil {
+		return err
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		io.close()
+		return fmt.Errorf("create sync socket: %w", err)
+	}
+	parentEnd := os.NewFile(uintptr(fds[0]), "sync")
+	childEnd := os.NewFile(uintptr(fds[1]), "sync-child")
+	sock, err := net.FileConn(parentEnd)
+	parentEnd.Close()
+	if err != nil {
+		childEnd.Close()
+		io.close()
+		return fmt.Errorf("sync socket: %w", err)
+	}
+
+	cmd := &exec.Cmd{
+		Path:       r.cfg.Exe,
+		Args:       []string{"vmctl-init", InitArg},
+		Env:        []string{},
+		Stdin:      io.child[0],
+		Stdout:     io.child[1],
+		Stderr:     io.child[2],
+		ExtraFiles: []*os.File{childEnd},
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags:  cloneFlags(c.spec),
+			Setsid:      true,
+			Setctty:     c.spec.Process.Terminal,
+			Ctty:        0,
+			UseCgroupFD: true,
+			CgroupFD:    c.cg.fd(),
+		},
+	}
+	p := newProcess("", io, c.cg)
+	_, ch, err := r.cfg.Reaper.Start(func() (int, error) {
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		return cmd.Process.Pid, nil
+	})
+	childEnd.Close()
+	io.closeChild()
+	if err != nil {
+		sock.Close()
+		io.close()
+		return fmt.Errorf("start container init: %w", err)
+	}
+	p.Pid, p.proc = cmd.Process.Pid, cmd.Process
+	p.watch(ch)
+	c.init = p
+	c.sync = sock
+	c.dec = json.NewDecoder(sock)
+
+	deadline := time.Now().Add(r.cfg.SetupTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	sock.SetDeadline(deadline)
+	if err := json.NewEncoder(sock).Encode(initConfig{Rootfs: rootfs, DevPts: r.cfg.DevPts, Spec: c.spec}); err != nil {
+		sock.Close()
+		return fmt.Errorf("send config to container init: %w", err)
+	}
+	msg, err := readSync(c.dec)
+	if err != nil {
+		sock.Close()
+		return fmt.Errorf("container init did not report ready: %w", err)
+	}
+	if msg.Type == "error" {
+		sock.Close()
+		return kindError(msg.Kind, msg.Msg)
+	}
+	if msg.Type != "ready" {
+		sock.Close()
+		return fmt.Errorf("container init sent %q instead of ready", msg.Type)
+	}
+	sock.SetDeadline(time.Time{})
+	return nil
+}
+
+// Start lets the init exec the user's command, and returns once the exec
+// succeeded or failed.
+func (r *Runtime) Start(ctx context.Context, id string) error {
+	c, err := r.Get(id)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != Created || c.sync == nil {
+		return errorf(ErrState, "container %q is already started", id)
+	}
+	c.state = Running
+	sock := c.sync
+	c.sync = nil
+	defer sock.Close()
+	if d, ok := ctx.Deadline(); ok {
+		sock.SetDeadline(d)
+	}
+	if err := json.NewEncoder(sock).Encode(syncMsg{Type: "start"}); err != nil {
+		return fmt.Errorf("start container %q: %w", id, err)
+	}
+	// The socket is close-on-exec in the init: EOF means the exec worked.
+	msg, err := readSync(c.dec)
+	if err == io.EOF {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("start container %q: %w", id, err)
+	}
+	if msg.Type == "error" {
+		return kindError(msg.Kind, msg.Msg)
+	}
+	return fmt.Errorf("start container %q: unexpected %q from init", id, msg.Type)
+}
+
+// Process returns the init (execID "") or an exec'd process.
+func (r *Runtime) Process(id, execID string) (*Process, error) {
+	c, err := r.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if execID == "" {
+		return c.init, nil
+	}
+	p, ok := c.procs[execID]
+	if !ok {
+		return nil, errorf(ErrNotFound, "process %q not found in container %q", execID, id)
+	}
+	return p, nil
+}
+
+// Remove kills everything left in the container, waits for it, and forgets
+// the container. Removing an unknown container succeeds, so it is safe to
+// retry.
+func (r *Runtime) Remove(ctx context.Context, id string) error {
+	r.mu.Lock()
+	c, ok := r.containers[id]
+	r.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	c.mu.Lock()
+	if c.sync != nil {
+		c.sync.Close()
+		c.sync = nil
+	}
+	procs := []*Process{c.init}
+	for _, p := range c.procs {
+		procs = append(procs, p)
+	}
+	c.mu.Unlock()
+	if err := c.cg.kill(); err != nil {
+		return fmt.Errorf("kill container %q: %w", id, err)
+	}
+	for _, p := range procs {
+		if _, err := p.Wait(ctx); err != nil {
+			return fmt.Errorf("wait for container %q to die: %w", id, err)
+		}
+		p.io.close()
+	}
+	if err := c.cg.remove(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	delete(r.containers, id)
+	r.mu.Unlock()
+	return nil
+}
