@@ -14,6 +14,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/vmctl/vmctl/guest-agent/mountopt"
 	"github.com/vmctl/vmctl/guest-agent/netif"
 )
 
@@ -103,7 +104,7 @@ func setupContainer(cfg *initConfig) (string, error) {
 	}
 	// Mounts made below must not propagate back to the agent's namespace.
 	propagation := uintptr(unix.MS_PRIVATE | unix.MS_REC)
-	if p, ok := propagationFlags[s.Linux.RootfsPropagation]; ok {
+	if p, ok := mountopt.Propagation[s.Linux.RootfsPropagation]; ok {
 		propagation = p | unix.MS_REC
 	}
 	if err := unix.Mount("", "/", "", propagation, ""); err != nil {

@@ -9,6 +9,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/vmctl/vmctl/guest-agent/mountopt"
 )
 
 // inRoot joins unsafePath to root, resolving symlinks as if root were "/",
@@ -51,54 +53,6 @@ func inRoot(root, unsafePath string) (string, error) {
 	return filepath.Join(root, resolved), nil
 }
 
-// mountFlags maps mount(8) option words to flags; clear marks the words
-// that remove a flag.
-var mountFlags = map[string]struct {
-	clear bool
-	flag  uintptr
-}{
-	"ro": {false, unix.MS_RDONLY}, "rw": {true, unix.MS_RDONLY},
-	"nosuid": {false, unix.MS_NOSUID}, "suid": {true, unix.MS_NOSUID},
-	"nodev": {false, unix.MS_NODEV}, "dev": {true, unix.MS_NODEV},
-	"noexec": {false, unix.MS_NOEXEC}, "exec": {true, unix.MS_NOEXEC},
-	"sync": {false, unix.MS_SYNCHRONOUS}, "async": {true, unix.MS_SYNCHRONOUS},
-	"noatime": {false, unix.MS_NOATIME}, "atime": {true, unix.MS_NOATIME},
-	"nodiratime": {false, unix.MS_NODIRATIME}, "diratime": {true, unix.MS_NODIRATIME},
-	"relatime": {false, unix.MS_RELATIME}, "norelatime": {true, unix.MS_RELATIME},
-	"strictatime": {false, unix.MS_STRICTATIME}, "nostrictatime": {true, unix.MS_STRICTATIME},
-	"bind": {false, unix.MS_BIND}, "rbind": {false, unix.MS_BIND | unix.MS_REC},
-	"remount": {false, unix.MS_REMOUNT}, "mand": {false, unix.MS_MANDLOCK},
-}
-
-var propagationFlags = map[string]uintptr{
-	"private": unix.MS_PRIVATE, "rprivate": unix.MS_PRIVATE | unix.MS_REC,
-	"shared": unix.MS_SHARED, "rshared": unix.MS_SHARED | unix.MS_REC,
-	"slave": unix.MS_SLAVE, "rslave": unix.MS_SLAVE | unix.MS_REC,
-	"unbindable": unix.MS_UNBINDABLE, "runbindable": unix.MS_UNBINDABLE | unix.MS_REC,
-}
-
-// ParseMountOptions splits mount options into flags, propagation flags and
-// the filesystem-specific data string.
-func ParseMountOptions(opts []string) (flags, propagation uintptr, data string) {
-	var rest []string
-	for _, o := range opts {
-		if f, ok := mountFlags[o]; ok {
-			if f.clear {
-				flags &^= f.flag
-			} else {
-				flags |= f.flag
-			}
-			continue
-		}
-		if p, ok := propagationFlags[o]; ok {
-			propagation |= p
-			continue
-		}
-		rest = append(rest, o)
-	}
-	return flags, propagation, strings.Join(rest, ",")
-}
-
 // devMounts are added when the spec does not mount /dev itself: a container
 // always gets a private /dev with terminals and shared memory.
 var devMounts = []specs.Mount{
@@ -137,7 +91,7 @@ func mountAll(rootfs, guestDevPts string, mounts []specs.Mount, terminal bool) e
 		if err != nil {
 			return err
 		}
-		flags, propagation, data := ParseMountOptions(m.Options)
+		flags, propagation, data := mountopt.Parse(m.Options)
 		typ, source := m.Type, m.Source
 		switch {
 		case typ == "devpts":

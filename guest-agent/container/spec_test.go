@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 )
 
 func i64(v int64) *int64   { return &v }
@@ -118,26 +117,6 @@ func TestInRoot(t *testing.T) {
 		}
 		if err != nil || got != filepath.Join(root, tt.want) {
 			t.Errorf("inRoot(%q) = %q, %v; want %q", tt.in, got, err, filepath.Join(root, tt.want))
-		}
-	}
-}
-
-func TestParseMountOptions(t *testing.T) {
-	tests := []struct {
-		opts        []string
-		flags, prop uintptr
-		data        string
-	}{
-		{nil, 0, 0, ""},
-		{[]string{"nosuid", "nodev", "mode=755", "size=64k"}, unix.MS_NOSUID | unix.MS_NODEV, 0, "mode=755,size=64k"},
-		{[]string{"rbind", "ro", "rprivate"}, unix.MS_BIND | unix.MS_REC | unix.MS_RDONLY, unix.MS_PRIVATE | unix.MS_REC, ""},
-		{[]string{"ro", "rw"}, 0, 0, ""},
-		{[]string{"newinstance", "ptmxmode=0666"}, 0, 0, "newinstance,ptmxmode=0666"},
-	}
-	for _, tt := range tests {
-		f, p, d := ParseMountOptions(tt.opts)
-		if f != tt.flags || p != tt.prop || d != tt.data {
-			t.Errorf("ParseMountOptions(%q) = %#x, %#x, %q; want %#x, %#x, %q", tt.opts, f, p, d, tt.flags, tt.prop, tt.data)
 		}
 	}
 }

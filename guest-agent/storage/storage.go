@@ -1,0 +1,300 @@
+// Package storage turns a container's disks into its rootfs: it finds each
+// virtio-blk disk by its serial, mounts the image disks read-only and the
+// writable disk read-write, and mounts an overlay of them. The overlay's
+// upper and work directories live on the writable disk, so a container that
+// is started again later finds its changes intact.
+//
+// It does not create filesystems or know about the agent protocol.
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmctl/vmctl/guest-agent/mountopt"
+)
+
+// Roles a disk can play.
+const (
+	RoleImage    = "image"
+	RoleWritable = "writable"
+)
+
+// MaxSerial is VIRTIO_BLK_ID_BYTES: the longest serial virtio-blk reports.
+const MaxSerial = 20
+
+// Disk is one block device to mount.
+type Disk struct {
+	Serial   string
+	FSType   string // default ext4
+	Options  []string
+	ReadOnly bool
+	Role     string
+}
+
+// ErrInvalid marks a request the caller got wrong.
+var ErrInvalid = errors.New("invalid storage request")
+
+// ErrNotFound marks a disk that is not attached to the guest.
+var ErrNotFound = errors.New("disk not found")
+
+// Manager mounts disks under BaseDir/<container id>.
+type Manager struct {
+	// SysBlock is the sysfs block class directory. Default /sys/block.
+	SysBlock string
+	// DevDir holds the device nodes. Default /dev.
+	DevDir string
+	// BaseDir holds one directory per container. Default /run/vmctl/containers.
+	BaseDir string
+	// WaitDevice bounds the wait for a disk that has not appeared yet.
+	WaitDevice time.Duration
+}
+
+func (m *Manager) defaults() {
+	if m.SysBlock == "" {
+		m.SysBlock = "/sys/block"
+	}
+	if m.DevDir == "" {
+		m.DevDir = "/dev"
+	}
+	if m.BaseDir == "" {
+		m.BaseDir = "/run/vmctl/containers"
+	}
+}
+
+// Validate checks a disk list: at least one image, at most one writable
+// disk, known roles, plausible serials and filesystem types.
+func Validate(disks []Disk) error {
+	images, writable := 0, 0
+	seen := map[string]bool{}
+	for _, d := range disks {
+		if d.Serial == "" || len(d.Serial) > MaxSerial || strings.ContainsAny(d.Serial, "/\x00\n") {
+			return fmt.Errorf("%w: disk serial %q must be 1 to %d bytes", ErrInvalid, d.Serial, MaxSerial)
+		}
+		if seen[d.Serial] {
+			return fmt.Errorf("%w: disk serial %q listed twice", ErrInvalid, d.Serial)
+		}
+		seen[d.Serial] = true
+		if strings.ContainsAny(d.FSType, ",\x00 ") {
+			return fmt.Errorf("%w: filesystem type %q", ErrInvalid, d.FSType)
+		}
+		for _, o := range d.Options {
+			if strings.ContainsAny(o, ",\x00") {
+				return fmt.Errorf("%w: mount option %q", ErrInvalid, o)
+			}
+		}
+		switch d.Role {
+		case RoleImage:
+			images++
+		case RoleWritable:
+			writable++
+			if d.ReadOnly {
+				return fmt.Errorf("%w: the writable disk %q is marked read-only", ErrInvalid, d.Serial)
+			}
+		default:
+			return fmt.Errorf("%w: disk %q has unknown role %q (want image or writable)", ErrInvalid, d.Serial, d.Role)
+		}
+	}
+	if images == 0 {
+		return fmt.Errorf("%w: no image disk", ErrInvalid)
+	}
+	if writable > 1 {
+		return fmt.Errorf("%w: more than one writable disk", ErrInvalid)
+	}
+	return nil
+}
+
+// FindBySerial returns the device node of the disk whose
+// SysBlock/<name>/serial equals serial.
+func (m *Manager) FindBySerial(serial string) (string, error) {
+	m.defaults()
+	entries, err := os.ReadDir(m.SysBlock)
+	if err != nil {
+		return "", fmt.Errorf("list disks: %w", err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(m.SysBlock, e.Name(), "serial"))
+		if err != nil {
+			continue
+		}
+		if strings.TrimRight(string(b), "\n\x00 ") == serial {
+			return filepath.Join(m.DevDir, e.Name()), nil
+		}
+	}
+	return "", fmt.Errorf("%w: no disk with serial %q", ErrNotFound, serial)
+}
+
+// findWait retries FindBySerial for up to WaitDevice, for disks whose
+// probe has not finished when the request arrives.
+func (m *Manager) findWait(serial string) (string, error) {
+	deadline := time.Now().Add(m.WaitDevice)
+	for {
+		dev, err := m.FindBySerial(serial)
+		if err == nil {
+			if _, err = os.Stat(dev); err == nil {
+				return dev, nil
+			}
+		}
+		if !time.Now().Before(deadline) {
+			return "", err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Dir is the container's storage directory.
+func (m *Manager) Dir(id string) string {
+	m.defaults()
+	return filepath.Join(m.BaseDir, id)
+}
+
+// Mount mounts the disks and returns the rootfs directory. On failure it
+// undoes what it mounted.
+func (m *Manager) Mount(id string, disks []Disk) (rootfs string, err error) {
+	m.defaults()
+	if err := Validate(disks); err != nil {
+		return "", err
+	}
+	dir := m.Dir(id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create %s: %w", dir, err)
+	}
+	defer func() {
+		if err != nil {
+			m.Unmount(id)
+		}
+	}()
+	var lowers []string
+	writable := ""
+	for i, d := range disks {
+		target := filepath.Join(dir, "image"+strconv.Itoa(i))
+		if d.Role == RoleWritable {
+			target = filepath.Join(dir, "writable")
+		}
+		if err := m.mountDisk(d, target); err != nil {
+			return "", err
+		}
+		if d.Role == RoleWritable {
+			writable = target
+		} else {
+			lowers = append(lowers, target)
+		}
+	}
+	rootfs = filepath.Join(dir, "rootfs")
+	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+		return "", fmt.Errorf("create rootfs dir: %w", err)
+	}
+	if writable == "" && len(lowers) == 1 {
+		// Nothing to overlay: the image itself is the (read-only) rootfs.
+		if err := unix.Mount(lowers[0], rootfs, "", unix.MS_BIND, ""); err != nil {
+			return "", fmt.Errorf("bind image as rootfs: %w", err)
+		}
+		return rootfs, nil
+	}
+	// The first image disk is the top layer, as in overlayfs's lowerdir.
+	data := "lowerdir=" + strings.Join(lowers, ":")
+	if writable != "" {
+		upper, work := filepath.Join(writable, "upper"), filepath.Join(writable, "work")
+		for _, d := range []string{upper, work} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return "", fmt.Errorf("create %s on the writable disk: %w", filepath.Base(d), err)
+			}
+		}
+		data += ",upperdir=" + upper + ",workdir=" + work
+	}
+	if err := unix.Mount("overlay", rootfs, "overlay", 0, data); err != nil {
+		return "", fmt.Errorf("mount overlay rootfs: %w", err)
+	}
+	return rootfs, nil
+}
+
+func (m *Manager) mountDisk(d Disk, target string) error {
+	dev, err := m.findWait(d.Serial)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", target, err)
+	}
+	flags, _, data := mountopt.Parse(d.Options)
+	flags &^= unix.MS_BIND | unix.MS_REC | unix.MS_REMOUNT
+	if d.ReadOnly || d.Role == RoleImage {
+		flags |= unix.MS_RDONLY
+	}
+	fstype := d.FSType
+	if fstype == "" {
+		fstype = "ext4"
+	}
+	if err := unix.Mount(dev, target, fstype, flags, data); err != nil {
+		return fmt.Errorf("mount disk %q (%s, %s): %w", d.Serial, dev, fstype, err)
+	}
+	return nil
+}
+
+// Unmount unmounts the rootfs and the disks of id and removes its
+// directory. Safe to call again and on a partly mounted container.
+func (m *Manager) Unmount(id string) error {
+	m.defaults()
+	dir := m.Dir(id)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list %s: %w", dir, err)
+	}
+	// rootfs first: it sits on the others.
+	names := []string{"rootfs"}
+	for _, e := range entries {
+		if e.Name() != "rootfs" {
+			names = append(names, e.Name())
+		}
+	}
+	var errs []error
+	for _, n := range names {
+		p := filepath.Join(dir, n)
+		if err := unmountAll(p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unmountAll removes every mount stacked on p.
+func unmountAll(p string) error {
+	for i := 0; i < 16; i++ {
+		err := unix.Unmount(p, 0)
+		switch err {
+		case nil:
+			continue
+		case unix.EINVAL, unix.ENOENT:
+			return nil // not (or no longer) a mount point
+		case unix.EBUSY:
+			// Still in use by a dying process: detach, the kernel
+			// finishes when the last user is gone.
+			if err := unix.Unmount(p, unix.MNT_DETACH); err != nil {
+				return fmt.Errorf("unmount %s: %w", p, err)
+			}
+			continue
+		default:
+			return fmt.Errorf("unmount %s: %w", p, err)
+		}
+	}
+	return fmt.Errorf("unmount %s: too many stacked mounts", p)
+}

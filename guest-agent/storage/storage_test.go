@@ -1,0 +1,174 @@
+package storage
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestValidate(t *testing.T) {
+	img := Disk{Serial: "img", Role: RoleImage}
+	rw := Disk{Serial: "rw", Role: RoleWritable}
+	tests := []struct {
+		name  string
+		disks []Disk
+		valid bool
+	}{
+		{"image only", []Disk{img}, true},
+		{"image and writable", []Disk{img, rw}, true},
+		{"two images", []Disk{img, {Serial: "img2", Role: RoleImage}, rw}, true},
+		{"none", nil, false},
+		{"writable only", []Disk{rw}, false},
+		{"two writable", []Disk{img, rw, {Serial: "rw2", Role: RoleWritable}}, false},
+		{"unknown role", []Disk{img, {Serial: "x", Role: "scratch"}}, false},
+		{"empty serial", []Disk{{Role: RoleImage}}, false},
+		{"long serial", []Disk{{Serial: strings.Repeat("s", 21), Role: RoleImage}}, false},
+		{"slash in serial", []Disk{{Serial: "a/b", Role: RoleImage}}, false},
+		{"duplicate serial", []Disk{img, {Serial: "img", Role: RoleWritable}}, false},
+		{"read-only writable", []Disk{img, {Serial: "rw", Role: RoleWritable, ReadOnly: true}}, false},
+		{"comma in option", []Disk{{Serial: "img", Role: RoleImage, Options: []string{"a,b"}}}, false},
+		{"bad fstype", []Disk{{Serial: "img", Role: RoleImage, FSType: "ext4,x"}}, false},
+	}
+	for _, tt := range tests {
+		err := Validate(tt.disks)
+		if tt.valid != (err == nil) || (!tt.valid && !errors.Is(err, ErrInvalid)) {
+			t.Errorf("%s: Validate = %v, want valid %v", tt.name, err, tt.valid)
+		}
+	}
+}
+
+func fakeSysBlock(t *testing.T, serials map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for dev, serial := range serials {
+		os.MkdirAll(filepath.Join(dir, dev), 0o755)
+		if serial != "" {
+			if err := os.WriteFile(filepath.Join(dir, dev, "serial"), []byte(serial), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return dir
+}
+
+func TestFindBySerial(t *testing.T) {
+	m := &Manager{SysBlock: fakeSysBlock(t, map[string]string{"vda": "image-1\n", "vdb": "rw-1", "vdc": ""}), DevDir: "/dev"}
+	tests := []struct {
+		serial, want string
+		wantErr      error
+	}{
+		{"image-1", "/dev/vda", nil},
+		{"rw-1", "/dev/vdb", nil},
+		{"image", "", ErrNotFound},
+		{"missing", "", ErrNotFound},
+	}
+	for _, tt := range tests {
+		got, err := m.FindBySerial(tt.serial)
+		if got != tt.want || !errors.Is(err, tt.wantErr) {
+			t.Errorf("FindBySerial(%q) = %q, %v; want %q, %v", tt.serial, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+// loopDisk makes an ext4 image from files and attaches it to a loop device.
+func loopDisk(t *testing.T, files map[string]string) string {
+	t.Helper()
+	src := t.TempDir()
+	for name, content := range files {
+		os.MkdirAll(filepath.Dir(filepath.Join(src, name)), 0o755)
+		if err := os.WriteFile(filepath.Join(src, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img := filepath.Join(t.TempDir(), "disk.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", src, img, "8M").CombinedOutput(); err != nil {
+		t.Skipf("needs mkfs.ext4 (e2fsprogs): %v: %s", err, out)
+	}
+	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
+	if err != nil {
+		t.Skipf("needs loop devices (losetup): %v: %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	return dev
+}
+
+func TestMountOverlayAndPersistence(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts disks")
+	}
+	image := loopDisk(t, map[string]string{"etc/hostname": "image\n", "bin/app": "app"})
+	writable := loopDisk(t, nil)
+	sys := fakeSysBlock(t, map[string]string{
+		filepath.Base(image): "img-serial", filepath.Base(writable): "rw-serial",
+	})
+	m := &Manager{SysBlock: sys, DevDir: "/dev", BaseDir: t.TempDir()}
+	disks := []Disk{
+		{Serial: "img-serial", Role: RoleImage},
+		{Serial: "rw-serial", Role: RoleWritable, Options: []string{"noatime"}},
+	}
+
+	rootfs, err := m.Mount("c1", disks)
+	if err != nil {
+		t.Fatalf("Mount: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(rootfs, "etc/hostname")); err != nil || string(b) != "image\n" {
+		t.Errorf("image file through the overlay = %q, %v", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "etc/hostname"), []byte("changed\n"), 0o644); err != nil {
+		t.Fatalf("write through the overlay: %v", err)
+	}
+	if err := m.Unmount("c1"); err != nil {
+		t.Fatalf("Unmount: %v", err)
+	}
+	if _, err := os.Stat(m.Dir("c1")); !os.IsNotExist(err) {
+		t.Errorf("container dir left behind: %v", err)
+	}
+
+	// Started again: the change is on the writable disk, the image is intact.
+	rootfs, err = m.Mount("c1", disks)
+	if err != nil {
+		t.Fatalf("second Mount: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(rootfs, "etc/hostname")); string(b) != "changed\n" {
+		t.Errorf("after remount the overlay shows %q, want the change", b)
+	}
+	if err := m.Unmount("c1"); err != nil {
+		t.Fatalf("second Unmount: %v", err)
+	}
+	if err := m.Unmount("c1"); err != nil {
+		t.Errorf("Unmount again = %v, want nil", err)
+	}
+
+	// Image alone: a read-only rootfs.
+	rootfs, err = m.Mount("c2", disks[:1])
+	if err != nil {
+		t.Fatalf("Mount image only: %v", err)
+	}
+	defer m.Unmount("c2")
+	if b, _ := os.ReadFile(filepath.Join(rootfs, "etc/hostname")); string(b) != "image\n" {
+		t.Errorf("image-only rootfs shows %q, want the original", b)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "x"), nil, 0o644); !errors.Is(err, unix.EROFS) {
+		t.Errorf("write to the image-only rootfs = %v, want EROFS", err)
+	}
+}
+
+func TestMountMissingDiskCleansUp(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts disks")
+	}
+	m := &Manager{SysBlock: fakeSysBlock(t, nil), DevDir: "/dev", BaseDir: t.TempDir()}
+	_, err := m.Mount("c", []Disk{{Serial: "nope", Role: RoleImage}})
+	if !errors.Is(err, ErrNotFound) {
+		t.Errorf("Mount of a missing disk = %v, want ErrNotFound", err)
+	}
+	if _, err := os.Stat(m.Dir("c")); !os.IsNotExist(err) {
+		t.Errorf("failed Mount left %s behind", m.Dir("c"))
+	}
+}
