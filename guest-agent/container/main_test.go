@@ -5,16 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 
+	"github.com/vmctl/vmctl/guest-agent/internal/testenv"
 	"github.com/vmctl/vmctl/guest-agent/reaper"
 )
 
@@ -33,72 +31,13 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// requireRoot skips tests that create namespaces, mounts and cgroups.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates namespaces, mounts and cgroups")
-	}
-}
+func requireRoot(t *testing.T) { testenv.RequireRoot(t) }
 
-var busyboxApplets = []string{"sh", "echo", "hostname", "tty", "sleep", "cat", "ls", "true", "id", "readlink", "kill", "test", "env"}
-
-// busyboxRoot makes a minimal rootfs: /bin/busybox and applet links.
-func busyboxRoot(t *testing.T) string {
-	t.Helper()
-	const busybox = "/bin/busybox"
-	if _, err := os.Stat(busybox); err != nil {
-		t.Skipf("needs %s (busybox-static): %v", busybox, err)
-	}
-	root := t.TempDir()
-	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "etc"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	src, err := os.Open(busybox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := os.OpenFile(filepath.Join(root, "bin/busybox"), os.O_CREATE|os.O_WRONLY, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		t.Fatal(err)
-	}
-	dst.Close()
-	for _, a := range busyboxApplets {
-		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(root, "etc/notexec"), []byte("#!/bin/sh\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
-
-// cgroupRoot returns a cgroup v2 directory for the test's cgroups. Hosts
-// with a hybrid layout have no cgroup2 at /sys/fs/cgroup; a private cgroup2
-// mount of the same hierarchy works there.
-func cgroupRoot(t *testing.T) string {
-	t.Helper()
-	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
-		return "/sys/fs/cgroup"
-	}
-	dir := t.TempDir()
-	if err := unix.Mount("cgroup2", dir, "cgroup2", 0, ""); err != nil {
-		t.Skipf("needs a cgroup2 hierarchy: mount cgroup2: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
-	return dir
-}
+func busyboxRoot(t *testing.T) string { return testenv.BusyboxRoot(t, "") }
 
 func newTestRuntime(t *testing.T) *Runtime {
 	t.Helper()
-	rt, err := New(Config{Reaper: testReaper, CgroupRoot: cgroupRoot(t)})
+	rt, err := New(Config{Reaper: testReaper, CgroupRoot: testenv.CgroupRoot(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

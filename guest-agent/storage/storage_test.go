@@ -3,12 +3,13 @@ package storage
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vmctl/vmctl/guest-agent/internal/testenv"
 )
 
 func TestValidate(t *testing.T) {
@@ -42,22 +43,8 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func fakeSysBlock(t *testing.T, serials map[string]string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for dev, serial := range serials {
-		os.MkdirAll(filepath.Join(dir, dev), 0o755)
-		if serial != "" {
-			if err := os.WriteFile(filepath.Join(dir, dev, "serial"), []byte(serial), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	return dir
-}
-
 func TestFindBySerial(t *testing.T) {
-	m := &Manager{SysBlock: fakeSysBlock(t, map[string]string{"vda": "image-1\n", "vdb": "rw-1", "vdc": ""}), DevDir: "/dev"}
+	m := &Manager{SysBlock: testenv.FakeSysBlock(t, map[string]string{"vda": "image-1\n", "vdb": "rw-1", "vdc": ""}), DevDir: "/dev"}
 	tests := []struct {
 		serial, want string
 		wantErr      error
@@ -85,17 +72,7 @@ func loopDisk(t *testing.T, files map[string]string) string {
 			t.Fatal(err)
 		}
 	}
-	img := filepath.Join(t.TempDir(), "disk.ext4")
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", src, img, "8M").CombinedOutput(); err != nil {
-		t.Skipf("needs mkfs.ext4 (e2fsprogs): %v: %s", err, out)
-	}
-	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Skipf("needs loop devices (losetup): %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	return dev
+	return testenv.Loop(t, testenv.Ext4Image(t, src, "8M"))
 }
 
 func TestMountOverlayAndPersistence(t *testing.T) {
@@ -104,7 +81,7 @@ func TestMountOverlayAndPersistence(t *testing.T) {
 	}
 	image := loopDisk(t, map[string]string{"etc/hostname": "image\n", "bin/app": "app"})
 	writable := loopDisk(t, nil)
-	sys := fakeSysBlock(t, map[string]string{
+	sys := testenv.FakeSysBlock(t, map[string]string{
 		filepath.Base(image): "img-serial", filepath.Base(writable): "rw-serial",
 	})
 	m := &Manager{SysBlock: sys, DevDir: "/dev", BaseDir: t.TempDir()}
@@ -163,7 +140,7 @@ func TestMountMissingDiskCleansUp(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: mounts disks")
 	}
-	m := &Manager{SysBlock: fakeSysBlock(t, nil), DevDir: "/dev", BaseDir: t.TempDir()}
+	m := &Manager{SysBlock: testenv.FakeSysBlock(t, nil), DevDir: "/dev", BaseDir: t.TempDir()}
 	_, err := m.Mount("c", []Disk{{Serial: "nope", Role: RoleImage}})
 	if !errors.Is(err, ErrNotFound) {
 		t.Errorf("Mount of a missing disk = %v, want ErrNotFound", err)
