@@ -1,0 +1,266 @@
+package qemu
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/vmctl/vmctl/engine/sandbox"
+)
+
+// Defaults for a Config that leaves sizes at zero.
+const (
+	defaultVCPUs     = 1
+	defaultMemoryMiB = 512
+)
+
+// baseCmdline is the start of every guest command line:
+//   - console=ttyS0: the microvm ISA serial port is the only console.
+//   - reboot=t panic=-1: a guest reboot (or panic) triple-faults, which
+//     -no-reboot turns into a QEMU exit; an ACPI-less kernel cannot power off.
+//   - quiet: each console byte is an emulated UART write, which is slow under
+//     TCG; errors still print.
+//
+// Boot-time options, measured under TCG (median boot to the agent's first
+// byte, see the package doc):
+//   - tsc=reliable: skips the TSC stability watchdog and its checks; the
+//     guest's TSC is QEMU's monotonic host clock (TCG) or stable (KVM).
+//   - nolapic_timer (TCG, one vCPU): skips the local APIC timer
+//     calibration, which waits 10 jiffies of emulated time (~0.3 s under
+//     TCG); the PIT then drives the tick. With several vCPUs every CPU
+//     needs its own timer, so the calibration stays.
+const (
+	baseCmdline  = "console=ttyS0 reboot=t panic=-1 quiet"
+	tuneCmdline  = "tsc=reliable"
+	tcgUPCmdline = "nolapic_timer"
+)
+
+// maxCmdline is x86's COMMAND_LINE_SIZE. QEMU appends one
+// "virtio_mmio.device=512@0xfeb00000:12" (about 40 bytes) per device.
+const (
+	maxCmdline         = 2048
+	mmioCmdlineReserve = 48
+)
+
+// maxMMIODevices is the number of virtio-mmio transports of QEMU's microvm
+// machine; the agent's virtio-serial device takes one.
+const maxMMIODevices = 24
+
+// maxSerial is VIRTIO_BLK_ID_BYTES.
+const maxSerial = 20
+
+// maxUnixPath is sizeof(sockaddr_un.sun_path) minus the NUL.
+const maxUnixPath = 107
+
+// qmpFD is the descriptor number of the inherited QMP listening socket
+// (ExtraFiles[0]).
+const qmpFD = 3
+
+// State directory entries created by the driver.
+const (
+	qmpSocketName   = "qmp.sock"
+	agentSocketName = "agent.sock"
+	stderrLogName   = "qemu.log"
+	pidFileName     = "qemu.pid"
+)
+
+// agentPortName is the virtio-serial port name the agent looks for in
+// /sys/class/virtio-ports/*/name.
+const agentPortName = "vmctl.agent"
+
+// launch is everything buildArgs needs, already validated.
+type launch struct {
+	id         string
+	accel      string
+	cfg        sandbox.Config
+	agentSock  string
+	pidFile    string
+	consoleLog string
+}
+
+// buildArgs returns QEMU's argument list (without argv[0]).
+func buildArgs(l launch) []string {
+	cfg := l.cfg
+	vcpus, mem := cfg.VCPUs, cfg.MemoryMiB
+	if vcpus <= 0 {
+		vcpus = defaultVCPUs
+	}
+	if mem <= 0 {
+		mem = defaultMemoryMiB
+	}
+	cpu := "max"
+	if l.accel == "kvm" {
+		cpu = "host"
+	}
+	args := []string{
+		"-name", "guest=" + escape(l.id),
+		// No ACPI: QEMU then lists the virtio-mmio devices on the kernel
+		// command line, which an ACPI-less kernel can read. The legacy
+		// PIC/PIT/RTC stay: without the PIT the guest cannot calibrate its
+		// clocks under TCG and hangs, without the RTC it boots slower.
+		"-M", "microvm,acpi=off",
+		"-accel", l.accel,
+		"-cpu", cpu,
+		"-smp", strconv.Itoa(vcpus),
+		"-m", strconv.Itoa(mem),
+		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+		// The guest is untrusted: QEMU drops what it never needs (spawning
+		// processes, raising privileges, obsolete syscalls).
+		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+		"-msg", "timestamp=off",
+		// Start paused: the driver subscribes to QMP events and then sends
+		// "cont", so no SHUTDOWN event can be missed.
+		"-S",
+		"-pidfile", l.pidFile,
+		"-kernel", cfg.Kernel,
+		"-append", kernelCmdline(l.accel, vcpus, cfg.KernelArgs),
+		// Modern (virtio 1.0) MMIO transport instead of QEMU's legacy default.
+		"-global", "virtio-mmio.force-legacy=false",
+	}
+	if cfg.Initrd != "" {
+		args = append(args, "-initrd", cfg.Initrd)
+	}
+	if l.consoleLog != "" {
+		args = append(args,
+			"-chardev", "file,id=console,path="+escape(l.consoleLog),
+			"-serial", "chardev:console")
+	} else {
+		args = append(args, "-serial", "null")
+	}
+	args = append(args,
+		// QMP listens on a socket the driver bound before QEMU started and
+		// passed as a descriptor, so the driver can connect without polling.
+		"-chardev", fmt.Sprintf("socket,id=qmp,fd=%d,server=on,wait=off", qmpFD),
+		"-mon", "chardev=qmp,mode=control",
+		// The agent channel: QEMU connects as a client to the driver's
+		// socket and reconnects within a second if the driver (or a
+		// restarted daemon) listens again.
+		"-device", "virtio-serial-device,max_ports=2",
+		"-chardev", "socket,id=agent,path="+escape(l.agentSock)+",reconnect=1",
+		"-device", "virtserialport,chardev=agent,name="+agentPortName,
+	)
+	for i, d := range cfg.Disks {
+		id := fmt.Sprintf("disk%d", i)
+		drive := fmt.Sprintf("file=%s,if=none,id=%s,format=raw,cache=writeback", escape(d.Path), id)
+		if d.ReadOnly {
+			drive += ",readonly=on"
+		} else {
+			// Let the guest's discards punch holes in sparse images.
+			drive += ",readonly=off,discard=unmap"
+		}
+		dev := "virtio-blk-device,drive=" + id
+		if d.Serial != "" {
+			dev += ",serial=" + d.Serial
+		}
+		args = append(args, "-drive", drive, "-device", dev)
+	}
+	return args
+}
+
+// kernelCmdline joins the driver's options and the caller's; the caller's
+// come last, so they win where the kernel takes the last value.
+func kernelCmdline(accel string, vcpus int, extra []string) string {
+	parts := []string{baseCmdline, tuneCmdline}
+	if accel == "tcg" && vcpus == 1 {
+		parts = append(parts, tcgUPCmdline)
+	}
+	return strings.Join(append(parts, extra...), " ")
+}
+
+// escape doubles commas, QEMU's escape inside option values.
+func escape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// validateConfig checks cfg before anything is created, so that a bad
+// config fails with one clear line and leaves nothing behind.
+func validateConfig(cfg sandbox.Config) error {
+	if cfg.ID == "" {
+		return errors.New("sandbox config: ID is empty")
+	}
+	if strings.ContainsAny(cfg.ID, "\x00\n") {
+		return fmt.Errorf("sandbox config: ID %q contains a control character", cfg.ID)
+	}
+	for _, p := range []struct{ what, path string }{
+		{"kernel", cfg.Kernel}, {"initrd", cfg.Initrd}, {"state dir", cfg.StateDir}, {"console log", cfg.ConsoleLog},
+	} {
+		if p.path != "" && !filepath.IsAbs(p.path) {
+			return fmt.Errorf("sandbox config: %s path %q is not absolute", p.what, p.path)
+		}
+	}
+	if cfg.StateDir == "" {
+		return errors.New("sandbox config: StateDir is empty")
+	}
+	if cfg.Kernel == "" {
+		return errors.New("sandbox config: Kernel is empty")
+	}
+	if err := checkFile("kernel", cfg.Kernel); err != nil {
+		return err
+	}
+	if cfg.Initrd != "" {
+		if err := checkFile("initrd", cfg.Initrd); err != nil {
+			return err
+		}
+	}
+	for _, a := range cfg.KernelArgs {
+		if a == "" || strings.ContainsAny(a, "\x00\n") {
+			return fmt.Errorf("sandbox config: kernel argument %q is empty or contains a control character", a)
+		}
+	}
+	if n := len(kernelCmdline("tcg", 1, cfg.KernelArgs)) + mmioCmdlineReserve*(1+len(cfg.Disks)); n > maxCmdline {
+		return fmt.Errorf("sandbox config: kernel command line too long (%d bytes with device entries, limit %d)", n, maxCmdline)
+	}
+	if len(cfg.Disks) > maxMMIODevices-1 {
+		return fmt.Errorf("sandbox config: %d disks, the microvm machine takes at most %d", len(cfg.Disks), maxMMIODevices-1)
+	}
+	serials := map[string]bool{}
+	for _, d := range cfg.Disks {
+		if !filepath.IsAbs(d.Path) {
+			return fmt.Errorf("sandbox config: disk path %q is not absolute", d.Path)
+		}
+		if err := validateSerial(d.Serial); err != nil {
+			return fmt.Errorf("sandbox config: disk %s: %w", d.Path, err)
+		}
+		if d.Serial != "" && serials[d.Serial] {
+			return fmt.Errorf("sandbox config: disk serial %q used twice", d.Serial)
+		}
+		serials[d.Serial] = true
+	}
+	for _, name := range []string{qmpSocketName, agentSocketName} {
+		if p := filepath.Join(cfg.StateDir, name); len(p) > maxUnixPath {
+			return fmt.Errorf("sandbox config: socket path %s is %d bytes, unix sockets allow %d: use a shorter StateDir", p, len(p), maxUnixPath)
+		}
+	}
+	return nil
+}
+
+// validateSerial accepts at most VIRTIO_BLK_ID_BYTES of letters, digits and
+// "-_.". Anything else could break QEMU's option syntax (",") or confuse the
+// agent's lookup in /sys/block/*/serial.
+func validateSerial(s string) error {
+	if len(s) > maxSerial {
+		return fmt.Errorf("serial %q is %d bytes, virtio-blk allows %d", s, len(s), maxSerial)
+	}
+	for _, c := range []byte(s) {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.'
+		if !ok {
+			return fmt.Errorf("serial %q: character %q not allowed (use letters, digits, '-', '_', '.')", s, c)
+		}
+	}
+	return nil
+}
+
+func checkFile(what, path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s %s does not exist", what, path)
+		}
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s %s is not a regular file", what, path)
+	}
+	return nil
+}

@@ -1,0 +1,212 @@
+package qemu
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/vmctl/vmctl/engine/sandbox"
+)
+
+// argValues returns the values that follow each occurrence of flag.
+func argValues(args []string, flag string) []string {
+	var out []string
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == flag {
+			out = append(out, args[i+1])
+		}
+	}
+	return out
+}
+
+func TestBuildArgs(t *testing.T) {
+	base := launch{
+		id: "c1", accel: "tcg",
+		cfg:       sandbox.Config{ID: "c1", Kernel: "/k/vmlinuz", Initrd: "/k/initrd", StateDir: "/run/v/c1"},
+		agentSock: "/run/v/c1/agent.sock", pidFile: "/run/v/c1/qemu.pid",
+	}
+	tests := []struct {
+		name   string
+		modify func(l *launch)
+		flag   string
+		want   []string
+	}{
+		{"tcg cpu", nil, "-cpu", []string{"max"}},
+		{"kvm cpu", func(l *launch) { l.accel = "kvm" }, "-cpu", []string{"host"}},
+		{"accel", func(l *launch) { l.accel = "kvm" }, "-accel", []string{"kvm"}},
+		{"machine", nil, "-M", []string{"microvm,acpi=off"}},
+		{"default sizes", nil, "-smp", []string{"1"}},
+		{"default memory", nil, "-m", []string{"512"}},
+		{"sizes", func(l *launch) { l.cfg.VCPUs, l.cfg.MemoryMiB = 2, 256 }, "-m", []string{"256"}},
+		{"vcpus", func(l *launch) { l.cfg.VCPUs = 2 }, "-smp", []string{"2"}},
+		{"kernel", nil, "-kernel", []string{"/k/vmlinuz"}},
+		{"initrd", nil, "-initrd", []string{"/k/initrd"}},
+		{"no initrd", func(l *launch) { l.cfg.Initrd = "" }, "-initrd", nil},
+		{"cmdline tcg", func(l *launch) { l.cfg.KernelArgs = []string{"vmctl.debug=1", "init=/x"} }, "-append",
+			[]string{"console=ttyS0 reboot=t panic=-1 quiet tsc=reliable nolapic_timer vmctl.debug=1 init=/x"}},
+		{"cmdline tcg smp", func(l *launch) { l.cfg.VCPUs = 2 }, "-append",
+			[]string{"console=ttyS0 reboot=t panic=-1 quiet tsc=reliable"}},
+		{"cmdline kvm", func(l *launch) { l.accel = "kvm" }, "-append",
+			[]string{"console=ttyS0 reboot=t panic=-1 quiet tsc=reliable"}},
+		{"serial discarded", nil, "-serial", []string{"null"}},
+		{"serial to file", func(l *launch) { l.consoleLog = "/logs/a,b.log" }, "-serial", []string{"chardev:console"}},
+		{"console chardev escaped", func(l *launch) { l.consoleLog = "/logs/a,b.log" }, "-chardev", []string{
+			"file,id=console,path=/logs/a,,b.log",
+			"socket,id=qmp,fd=3,server=on,wait=off",
+			"socket,id=agent,path=/run/v/c1/agent.sock,reconnect=1",
+		}},
+		{"agent port", nil, "-device", []string{"virtio-serial-device,max_ports=2", "virtserialport,chardev=agent,name=vmctl.agent"}},
+		{"qmp", nil, "-mon", []string{"chardev=qmp,mode=control"}},
+		{"disks", func(l *launch) {
+			l.cfg.Disks = []sandbox.Disk{
+				{Path: "/img/rootfs.ext4", Serial: "rootfs", ReadOnly: true},
+				{Path: "/c/rw,1.ext4", Serial: "rw"},
+				{Path: "/c/nosr.ext4"},
+			}
+		}, "-drive", []string{
+			"file=/img/rootfs.ext4,if=none,id=disk0,format=raw,cache=writeback,readonly=on",
+			"file=/c/rw,,1.ext4,if=none,id=disk1,format=raw,cache=writeback,readonly=off,discard=unmap",
+			"file=/c/nosr.ext4,if=none,id=disk2,format=raw,cache=writeback,readonly=off,discard=unmap",
+		}},
+		{"name escaped", func(l *launch) { l.id = "a,b" }, "-name", []string{"guest=a,,b"}},
+		{"pidfile", nil, "-pidfile", []string{"/run/v/c1/qemu.pid"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := base
+			if tt.modify != nil {
+				tt.modify(&l)
+			}
+			args := buildArgs(l)
+			if got := argValues(args, tt.flag); !slices.Equal(got, tt.want) {
+				t.Errorf("buildArgs() %s = %q, want %q", tt.flag, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestBuildArgsFixedFlags(t *testing.T) {
+	args := buildArgs(launch{id: "x", accel: "tcg", cfg: sandbox.Config{Kernel: "/k"}})
+	for _, f := range []string{"-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-S"} {
+		if !slices.Contains(args, f) {
+			t.Errorf("buildArgs() lacks %s: %q", f, args)
+		}
+	}
+	disks := buildArgs(launch{id: "x", accel: "tcg", cfg: sandbox.Config{Kernel: "/k", Disks: []sandbox.Disk{{Path: "/d", Serial: "s1"}}}})
+	if got := argValues(disks, "-device"); !slices.Contains(got, "virtio-blk-device,drive=disk0,serial=s1") {
+		t.Errorf("disk device missing: %q", got)
+	}
+}
+
+func TestValidateSerial(t *testing.T) {
+	tests := []struct {
+		serial string
+		ok     bool
+	}{
+		{"", true},
+		{"rootfs", true},
+		{"vol-data_1.v2", true},
+		{strings.Repeat("a", 20), true},
+		{strings.Repeat("a", 21), false},
+		{"a,b", false},
+		{"a b", false},
+		{"a=b", false},
+		{"ünï", false},
+		{"a\x00", false},
+	}
+	for _, tt := range tests {
+		err := validateSerial(tt.serial)
+		if (err == nil) != tt.ok {
+			t.Errorf("validateSerial(%q) = %v, want ok=%v", tt.serial, err, tt.ok)
+		}
+	}
+}
+
+func TestValidateConfig(t *testing.T) {
+	dir := t.TempDir()
+	kernel := filepath.Join(dir, "vmlinuz")
+	if err := os.WriteFile(kernel, []byte("k"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	good := sandbox.Config{ID: "c1", Kernel: kernel, StateDir: filepath.Join(dir, "state")}
+	tests := []struct {
+		name   string
+		modify func(c *sandbox.Config)
+		want   string // "" means valid
+	}{
+		{"valid", nil, ""},
+		{"no id", func(c *sandbox.Config) { c.ID = "" }, "ID is empty"},
+		{"no state dir", func(c *sandbox.Config) { c.StateDir = "" }, "StateDir is empty"},
+		{"relative state dir", func(c *sandbox.Config) { c.StateDir = "state" }, "state dir path \"state\" is not absolute"},
+		{"missing kernel", func(c *sandbox.Config) { c.Kernel = filepath.Join(dir, "nope") }, "kernel " + filepath.Join(dir, "nope") + " does not exist"},
+		{"kernel is a dir", func(c *sandbox.Config) { c.Kernel = dir }, "is not a regular file"},
+		{"missing initrd", func(c *sandbox.Config) { c.Initrd = filepath.Join(dir, "nope") }, "initrd " + filepath.Join(dir, "nope") + " does not exist"},
+		{"relative console", func(c *sandbox.Config) { c.ConsoleLog = "c.log" }, "console log path"},
+		{"bad kernel arg", func(c *sandbox.Config) { c.KernelArgs = []string{"a\nb"} }, "control character"},
+		{"long cmdline", func(c *sandbox.Config) { c.KernelArgs = []string{strings.Repeat("x", 2000)} }, "kernel command line too long"},
+		{"relative disk", func(c *sandbox.Config) { c.Disks = []sandbox.Disk{{Path: "d.img"}} }, "disk path \"d.img\" is not absolute"},
+		{"bad serial", func(c *sandbox.Config) { c.Disks = []sandbox.Disk{{Path: "/d", Serial: "a,b"}} }, "not allowed"},
+		{"long serial", func(c *sandbox.Config) {
+			c.Disks = []sandbox.Disk{{Path: "/d", Serial: strings.Repeat("s", 21)}}
+		}, "virtio-blk allows 20"},
+		{"duplicate serial", func(c *sandbox.Config) {
+			c.Disks = []sandbox.Disk{{Path: "/d", Serial: "s"}, {Path: "/e", Serial: "s"}}
+		}, "used twice"},
+		{"too many disks", func(c *sandbox.Config) { c.Disks = make([]sandbox.Disk, 24) }, "at most 23"},
+		{"socket path too long", func(c *sandbox.Config) { c.StateDir = "/" + strings.Repeat("d", 100) }, "unix sockets allow 107: use a shorter StateDir"},
+		{"socket path at the limit", func(c *sandbox.Config) { c.StateDir = "/" + strings.Repeat("d", 107-1-len("/agent.sock")) }, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := good
+			if tt.modify != nil {
+				tt.modify(&c)
+			}
+			err := validateConfig(c)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("validateConfig() = %v, want nil", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("validateConfig() = %v, want error containing %q", err, tt.want)
+			case err != nil && strings.Contains(err.Error(), "\n"):
+				t.Errorf("validateConfig() error is not one line: %q", err)
+			}
+		})
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "qemu")
+	if err := os.WriteFile(notExec, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		opts Options
+		path string
+		want string
+	}{
+		{"not in PATH", Options{}, dir, "qemu-system-x86_64 not found: install qemu-system-x86"},
+		{"not executable", Options{Binary: notExec}, "", "is not an executable file"},
+		{"missing binary", Options{Binary: filepath.Join(dir, "none")}, "", "is not an executable file"},
+		{"bad accel", Options{Binary: "/bin/sh", Accel: "hvf"}, "", `qemu accelerator "hvf": use kvm or tcg`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.path != "" {
+				t.Setenv("PATH", tt.path)
+			}
+			_, err := New(tt.opts)
+			if err == nil || err.Error() != tt.want && !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("New(%+v) error = %v, want %q", tt.opts, err, tt.want)
+			}
+		})
+	}
+	d, err := New(Options{Binary: "/bin/sh", Accel: "tcg"})
+	if err != nil || d.Name() != "qemu" || d.Accel() != "tcg" {
+		t.Errorf("New(valid) = %v, %v", d, err)
+	}
+}

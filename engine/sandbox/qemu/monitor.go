@@ -1,0 +1,198 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qemu"
+	"github.com/digitalocean/go-qemu/qmp"
+)
+
+// connectMonitor connects QMP, performs the capabilities handshake and
+// subscribes to events. QEMU is still paused (-S), so no guest event can
+// precede the subscription.
+func (v *vm) connectMonitor(ctx context.Context) error {
+	ch := make(chan monitorConn, 1)
+	go func() {
+		// The socket is already listening (QEMU inherited it), so the dial
+		// succeeds at once; the handshake waits for QEMU's main loop.
+		mon, err := qmp.NewSocketMonitor("unix", v.qmpPath, 2*time.Second)
+		if err != nil {
+			ch <- monitorConn{err: err}
+			return
+		}
+		if err := mon.Connect(); err != nil {
+			ch <- monitorConn{err: fmt.Errorf("qmp handshake: %w", err)}
+			return
+		}
+		dom, err := qemu.NewDomain(mon, v.id)
+		if err != nil {
+			mon.Disconnect()
+			ch <- monitorConn{err: err}
+			return
+		}
+		events, done, err := dom.Events()
+		if err != nil {
+			dom.Close()
+			ch <- monitorConn{err: err}
+			return
+		}
+		ch <- monitorConn{dom: dom, events: events, done: done}
+	}()
+
+	var r monitorConn
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		// Killing QEMU resets the connection, which ends the goroutine.
+		v.kill()
+		go discardMonitor(ch)
+		return ctx.Err()
+	case <-v.exited:
+		go discardMonitor(ch)
+		return errors.New("qemu exited")
+	}
+	if r.err != nil {
+		return r.err
+	}
+	eventsDone := make(chan struct{})
+	v.mu.Lock()
+	v.dom = r.dom
+	v.eventsDone = eventsDone
+	v.mu.Unlock()
+	go v.readEvents(r.events, r.done, eventsDone)
+	return nil
+}
+
+// monitorConn is the outcome of connecting QMP.
+type monitorConn struct {
+	dom    *qemu.Domain
+	events chan qmp.Event
+	done   chan struct{}
+	err    error
+}
+
+// discardMonitor waits for a connection attempt that Start gave up on and
+// closes what it produced.
+func discardMonitor(ch <-chan monitorConn) {
+	r := <-ch
+	if r.dom == nil {
+		return
+	}
+	go func() {
+		for range r.events { // keep go-qemu's reader unblocked until closed
+		}
+	}()
+	close(r.done)
+	r.dom.Close()
+}
+
+// readEvents records the events that explain an exit. It must keep reading
+// until the stream closes: go-qemu reads replies and events on one
+// goroutine, so an unread event stalls every later command reply.
+func (v *vm) readEvents(events <-chan qmp.Event, done, finished chan struct{}) {
+	defer close(finished)
+	defer close(done) // releases go-qemu's per-listener goroutine
+	for ev := range events {
+		switch ev.Event {
+		case "SHUTDOWN":
+			reason, _ := ev.Data["reason"].(string)
+			v.mu.Lock()
+			if v.facts.shutdownReason == "" {
+				v.facts.shutdownReason = reason
+			}
+			v.mu.Unlock()
+		case "GUEST_PANICKED":
+			v.mu.Lock()
+			v.facts.guestPanicked = true
+			v.mu.Unlock()
+			go v.endStoppedGuest()
+		case "STOP":
+			// The guest was paused by QEMU itself (nobody here sends
+			// "stop"): an internal error leaves QEMU running forever with a
+			// dead guest.
+			go v.checkStopped()
+		}
+	}
+}
+
+// checkStopped kills QEMU if the guest stopped in a state it cannot leave.
+func (v *vm) checkStopped() {
+	v.mu.Lock()
+	dom := v.dom
+	v.mu.Unlock()
+	if dom == nil {
+		return
+	}
+	st, err := dom.Status()
+	if err != nil {
+		return // QEMU is exiting; the reaper has the facts
+	}
+	switch st {
+	case qemu.StatusInternalError:
+		v.mu.Lock()
+		v.facts.internalError = true
+		v.mu.Unlock()
+		v.kill()
+	case qemu.StatusGuestPanicked:
+		v.mu.Lock()
+		v.facts.guestPanicked = true
+		v.mu.Unlock()
+		v.endStoppedGuest()
+	}
+}
+
+// endStoppedGuest ends a VM whose guest cannot continue. The exit is
+// already classified as a crash, whatever the kill looks like.
+func (v *vm) endStoppedGuest() {
+	select {
+	case <-v.exited:
+	case <-time.After(time.Second): // QEMU's own panic action may end it
+		v.kill()
+	}
+}
+
+// errNoMonitor is returned by run before QMP is connected.
+var errNoMonitor = errors.New("qmp not connected")
+
+// run executes one argument-less QMP command, giving up when ctx ends or
+// QEMU exits.
+func (v *vm) run(ctx context.Context, command string) error {
+	v.mu.Lock()
+	dom := v.dom
+	v.mu.Unlock()
+	if dom == nil {
+		return errNoMonitor
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := dom.Run(qmp.Command{Execute: command})
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if err != nil {
+			return fmt.Errorf("qmp %s: %w", command, err)
+		}
+		return nil
+	case <-v.exited:
+		return fmt.Errorf("qmp %s: qemu exited", command)
+	case <-ctx.Done():
+		return fmt.Errorf("qmp %s: %w", command, ctx.Err())
+	}
+}
+
+// closeMonitor disconnects QMP once. The event reader then sees its stream
+// close and ends.
+func (v *vm) closeMonitor() {
+	v.monitorOnce.Do(func() {
+		v.mu.Lock()
+		dom := v.dom
+		v.mu.Unlock()
+		if dom != nil {
+			dom.Close()
+		}
+	})
+}

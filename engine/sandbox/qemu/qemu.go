@@ -1,0 +1,270 @@
+// Package qemu is the sandbox driver that runs each VM in its own
+// qemu-system-x86_64 process on the microvm machine: virtio-mmio devices,
+// no ACPI, no PCI, the guest kernel and initramfs loaded directly.
+//
+// Per VM the driver creates, in Config.StateDir:
+//   - qmp.sock: QMP, bound by the driver and handed to QEMU as a listening
+//     descriptor, driven with github.com/digitalocean/go-qemu (status, quit,
+//     and the SHUTDOWN / GUEST_PANICKED / STOP events that give the exit
+//     reason);
+//   - agent.sock: the driver listens, QEMU connects to it as a client for the
+//     virtio-serial port "vmctl.agent", which is the agent's only channel (one
+//     byte stream; vhost-vsock is not available on every host);
+//   - qemu.log (QEMU's stdout and stderr, quoted in start errors) and
+//     qemu.pid.
+//
+// QEMU runs in its own process group so that a terminal's Ctrl-C to the
+// engine does not reach it, and dies with the engine (Pdeathsig) unless
+// Options.Detach asks for VMs that outlive it.
+//
+// The package does not know what runs in the guest, does not speak the agent
+// protocol, and does not reattach to VMs started by an earlier process.
+//
+// Boot tuning (measured under TCG on the development machines, see the
+// tests): no PIC/PIT/RTC on the microvm machine, serial to a null backend
+// when no console log is wanted, an uncompressed initramfs.
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/vmctl/vmctl/engine/sandbox"
+)
+
+// Binary is the QEMU executable looked up in PATH when Options.Binary is
+// empty.
+const Binary = "qemu-system-x86_64"
+
+// Options configures the driver for every VM it starts.
+type Options struct {
+	// Binary is the QEMU executable; empty means Binary looked up in PATH.
+	Binary string
+	// Accel is "kvm" (with -cpu host) or "tcg" (software emulation, with
+	// -cpu max). Empty means kvm where sandbox.KVMCapability says KVM can
+	// run full guests, else tcg.
+	Accel string
+	// Detach lets VMs outlive the engine process: QEMU starts in a session
+	// of its own and is not killed when the engine dies.
+	Detach bool
+}
+
+// Driver starts QEMU VMs. It is safe for concurrent use.
+type Driver struct {
+	binary string
+	accel  string
+	detach bool
+}
+
+var _ sandbox.Driver = (*Driver)(nil)
+
+// New checks opts and returns a driver. It fails if QEMU is missing.
+func New(opts Options) (*Driver, error) {
+	bin := opts.Binary
+	if bin == "" {
+		p, err := exec.LookPath(Binary)
+		if err != nil {
+			return nil, fmt.Errorf("%s not found: install qemu-system-x86", Binary)
+		}
+		bin = p
+	} else if st, err := os.Stat(bin); err != nil || st.IsDir() || st.Mode().Perm()&0o111 == 0 {
+		return nil, fmt.Errorf("qemu binary %s is not an executable file: install qemu-system-x86 or fix the path", bin)
+	}
+	accel := opts.Accel
+	switch accel {
+	case "":
+		accel = "tcg"
+		if ok, _ := sandbox.KVMCapability(); ok {
+			accel = "kvm"
+		}
+	case "kvm", "tcg":
+	default:
+		return nil, fmt.Errorf("qemu accelerator %q: use kvm or tcg", accel)
+	}
+	return &Driver{binary: bin, accel: accel, detach: opts.Detach}, nil
+}
+
+// Name returns "qemu".
+func (d *Driver) Name() string { return "qemu" }
+
+// Accel returns the accelerator VMs run with ("kvm" or "tcg").
+func (d *Driver) Accel() string { return d.accel }
+
+// startTimeout bounds QEMU's start-up (process exec to QMP "cont") when
+// the caller's context has no deadline.
+const startTimeout = 30 * time.Second
+
+// Start boots a VM: it validates cfg, prepares StateDir and its sockets,
+// starts QEMU paused, connects QMP, subscribes to events and resumes the
+// guest. On error everything it created is removed and QEMU is reaped.
+func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandbox, err error) {
+	if err := validateConfig(cfg); err != nil {
+		return nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, startTimeout)
+		defer cancel()
+	}
+
+	v := &vm{
+		id:         cfg.ID,
+		stateDir:   cfg.StateDir,
+		consoleLog: cfg.ConsoleLog,
+		qmpPath:    filepath.Join(cfg.StateDir, qmpSocketName),
+		agentPath:  filepath.Join(cfg.StateDir, agentSocketName),
+		logPath:    filepath.Join(cfg.StateDir, stderrLogName),
+		pidPath:    filepath.Join(cfg.StateDir, pidFileName),
+		exited:     make(chan struct{}),
+		done:       make(chan struct{}),
+		agentConns: make(chan net.Conn, 1),
+	}
+	// Every step below registers its undo in v (files, listeners) or is
+	// undone by v.cleanup; on error, kill and clean up what exists so far.
+	defer func() {
+		if err != nil {
+			v.abortStart()
+		}
+	}()
+
+	if _, statErr := os.Stat(cfg.StateDir); errors.Is(statErr, os.ErrNotExist) {
+		if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+			return nil, fmt.Errorf("create state dir: %w", err)
+		}
+		v.createdDir = true
+	}
+	for _, p := range []string{v.qmpPath, v.agentPath} {
+		if err := removeStaleSocket(p); err != nil {
+			return nil, err
+		}
+	}
+
+	qmpLn, err := listenUnix(v.qmpPath)
+	if err != nil {
+		return nil, err
+	}
+	v.created = append(v.created, v.qmpPath)
+	// QEMU keeps listening after the driver closes its copy: the file must
+	// stay until Destroy.
+	qmpLn.SetUnlinkOnClose(false)
+	qmpFile, err := qmpLn.File()
+	qmpLn.Close()
+	if err != nil {
+		return nil, fmt.Errorf("qmp socket: %w", err)
+	}
+	// Closed right after QEMU starts (below): if QEMU dies, the listening
+	// socket must die with it, or the QMP handshake would wait forever.
+	defer qmpFile.Close()
+
+	v.agentLn, err = listenUnix(v.agentPath)
+	if err != nil {
+		return nil, err
+	}
+	v.created = append(v.created, v.agentPath)
+
+	logFile, err := os.OpenFile(v.logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("qemu log: %w", err)
+	}
+	v.created = append(v.created, v.logPath, v.pidPath)
+	defer logFile.Close()
+
+	args := buildArgs(launch{
+		id: cfg.ID, accel: d.accel, cfg: cfg,
+		agentSock: v.agentPath, pidFile: v.pidPath, consoleLog: cfg.ConsoleLog,
+	})
+	cmd := exec.Command(d.binary, args...)
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.ExtraFiles = []*os.File{qmpFile} // fd 3 == qmpFD
+	cmd.SysProcAttr = procAttr(d.detach)
+	err = startProcess(cmd)
+	qmpFile.Close()
+	logFile.Close()
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", d.binary, err)
+	}
+	v.cmd = cmd
+	v.started = time.Now()
+	go v.reap()
+
+	if err := v.connectMonitor(ctx); err != nil {
+		return nil, v.startError("connect to QMP", err)
+	}
+	// Paused --cont--> Running. Events are subscribed, so none is lost.
+	if err := v.run(ctx, "cont"); err != nil {
+		return nil, v.startError("resume guest", err)
+	}
+	go v.acceptAgent()
+	return v, nil
+}
+
+// startError explains a failed start step. When QEMU died, its exit status
+// and the tail of its stderr are the useful part (bad disk path, bad
+// option), so they replace the step's own error.
+func (v *vm) startError(step string, err error) error {
+	select {
+	case <-v.exited:
+	case <-time.After(time.Second):
+		// Still running: the step itself failed (or ctx ended).
+		return fmt.Errorf("start VM: %s: %w", step, err)
+	}
+	tail := tailLines(v.logPath, 3, 4096)
+	if tail == "" {
+		tail = "no output"
+	}
+	return fmt.Errorf("qemu failed to start (%s): %s", v.exitStatus(), tail)
+}
+
+// abortStart undoes a failed Start: kill QEMU if it runs, wait for the
+// reaper, close and remove everything created.
+func (v *vm) abortStart() {
+	if v.cmd != nil {
+		v.kill()
+		<-v.done
+	}
+	v.cleanup()
+}
+
+// startProcess starts cmd from a goroutine that is not locked to its OS
+// thread. Pdeathsig fires when the thread that forked the child exits, not
+// the process; a caller locked to a thread that later exits would otherwise
+// kill the VM. Unlocked goroutines run on threads that never exit.
+func startProcess(cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	go func() { errc <- cmd.Start() }()
+	return <-errc
+}
+
+// listenUnix binds a unix socket, with a clear error for the usual causes.
+func listenUnix(path string) (*net.UnixListener, error) {
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// removeStaleSocket removes a socket file left by an earlier run whose
+// process is gone (connecting is refused). A socket something still listens
+// on belongs to a live VM: refuse to take its state directory.
+func removeStaleSocket(path string) error {
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("state dir in use: something listens on %s (another VM?)", path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove stale socket: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,75 @@
+// Command echoinit is a minimal guest PID 1 for the driver's tests: it opens
+// the vmctl.agent virtio-serial port and echoes what it reads. A line
+// "reboot" makes it reboot the guest (QEMU then exits), "panic" makes it
+// exit, which panics the kernel ("Attempted to kill init").
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	// Mount errors are reported, not fatal: the port lookup below says
+	// what is missing.
+	if err := syscall.Mount("devtmpfs", "/dev", "devtmpfs", 0, ""); err != nil && err != syscall.EBUSY {
+		fmt.Println("echoinit: mount /dev:", err)
+	}
+	if err := syscall.Mount("sysfs", "/sys", "sysfs", 0, ""); err != nil {
+		fmt.Println("echoinit: mount /sys:", err)
+	}
+	port, err := findPort("vmctl.agent")
+	if err != nil {
+		fmt.Println("echoinit:", err)
+		halt()
+	}
+	f, err := os.OpenFile(port, os.O_RDWR, 0)
+	if err != nil {
+		fmt.Println("echoinit:", err)
+		halt()
+	}
+	fmt.Println("echoinit: serving on", port)
+	r := bufio.NewReader(f)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			fmt.Println("echoinit: read:", err)
+			time.Sleep(100 * time.Millisecond) // host not connected yet
+			continue
+		}
+		switch strings.TrimSpace(line) {
+		case "reboot":
+			f.WriteString("bye\n")
+			syscall.Sync()
+			syscall.Reboot(syscall.LINUX_REBOOT_CMD_RESTART)
+		case "panic":
+			os.Exit(3)
+		default:
+			f.WriteString(line)
+		}
+	}
+}
+
+func findPort(name string) (string, error) {
+	for range 50 {
+		names, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
+		for _, n := range names {
+			b, err := os.ReadFile(n)
+			if err == nil && strings.TrimSpace(string(b)) == name {
+				return "/dev/" + filepath.Base(filepath.Dir(n)), nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return "", fmt.Errorf("no virtio port named %s", name)
+}
+
+func halt() {
+	syscall.Reboot(syscall.LINUX_REBOOT_CMD_RESTART)
+	select {}
+}

@@ -1,0 +1,249 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qemu"
+
+	"github.com/vmctl/vmctl/engine/sandbox"
+)
+
+// vm is one QEMU process. Its life: Start creates it (QEMU paused) -> cont
+// -> running -> QEMU exits (guest reboot, quit, kill, crash) -> reaped
+// (exited closed) -> exit classified, QMP closed (done closed) -> Destroy
+// removes the state directory entries.
+type vm struct {
+	id, stateDir, consoleLog             string
+	qmpPath, agentPath, logPath, pidPath string
+
+	// Set during Start only, then read-only.
+	createdDir bool     // StateDir did not exist before Start
+	created    []string // files to remove on Destroy
+	cmd        *exec.Cmd
+	started    time.Time
+	agentLn    *net.UnixListener
+	agentConns chan net.Conn // the accepted agent connection (capacity 1)
+
+	exited chan struct{} // closed when QEMU has been reaped
+	done   chan struct{} // closed when the exit is classified and QMP closed
+
+	monitorOnce sync.Once
+
+	mu         sync.Mutex
+	dom        *qemu.Domain  // guarded by mu; nil until QMP is connected
+	eventsDone chan struct{} // guarded by mu; closed when the event reader ends
+	facts      exitFacts     // guarded by mu
+	exit       sandbox.Exit  // guarded by mu; valid once done is closed
+	agentTaken bool          // guarded by mu
+	closed     bool          // guarded by mu; Destroy has run
+
+	destroyOnce sync.Once
+	destroyErr  error
+}
+
+var _ sandbox.Sandbox = (*vm)(nil)
+
+func (v *vm) ID() string { return v.id }
+
+func (v *vm) Pid() int { return v.cmd.Process.Pid }
+
+// DialAgent returns the agent connection: the byte stream of the
+// virtio-serial port. There is one such stream per VM, so only the first
+// successful call gets it.
+func (v *vm) DialAgent(ctx context.Context) (net.Conn, error) {
+	v.mu.Lock()
+	if v.agentTaken || v.closed {
+		v.mu.Unlock()
+		return nil, errors.New("agent channel already taken: a virtio-serial port carries one stream per VM")
+	}
+	v.agentTaken = true
+	v.mu.Unlock()
+
+	select {
+	case c := <-v.agentConns:
+		return c, nil
+	case <-v.exited:
+		select {
+		case c := <-v.agentConns:
+			return c, nil
+		default:
+		}
+		return nil, errors.New("agent channel: the VM exited before QEMU connected the port")
+	case <-ctx.Done():
+		v.mu.Lock()
+		v.agentTaken = false
+		v.mu.Unlock()
+		return nil, fmt.Errorf("agent channel: %w", ctx.Err())
+	}
+}
+
+// acceptAgent accepts QEMU's connection to the agent socket. QEMU connects
+// once at start (and again after a disconnect; later connections wait in
+// the backlog, unused, until Destroy).
+func (v *vm) acceptAgent() {
+	c, err := v.agentLn.Accept()
+	if err != nil {
+		return // listener closed by Destroy
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		c.Close()
+		return
+	}
+	v.agentConns <- c
+}
+
+// Wait blocks until QEMU has exited and returns why.
+func (v *vm) Wait(ctx context.Context) (sandbox.Exit, error) {
+	select {
+	case <-v.done:
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return v.exit, nil
+	case <-ctx.Done():
+		return sandbox.Exit{}, ctx.Err()
+	}
+}
+
+// Stop ends the VM. Without ACPI there is no power button the guest would
+// see, so the request is QMP "quit": QEMU flushes its disk caches and exits
+// at once, without the guest's cooperation. To let the guest shut down
+// cleanly, ask the agent first and Wait; Stop is the backstop. If QEMU
+// has not exited when ctx ends, it is killed.
+func (v *vm) Stop(ctx context.Context) error {
+	select {
+	case <-v.exited:
+		return nil
+	default:
+	}
+	v.mu.Lock()
+	v.facts.quitByUs = true
+	v.mu.Unlock()
+	// A hung QEMU may never answer; the reply is not needed, the exit is.
+	go v.run(context.Background(), "quit") //nolint:errcheck
+	select {
+	case <-v.exited:
+		return nil
+	case <-ctx.Done():
+	}
+	v.kill()
+	<-v.exited
+	return nil
+}
+
+// Destroy kills QEMU if it runs, waits for it and removes what Start
+// created. Safe to call more than once, and concurrently with Wait.
+func (v *vm) Destroy() error {
+	v.destroyOnce.Do(func() {
+		v.kill()
+		<-v.done
+		v.destroyErr = v.cleanup()
+	})
+	return v.destroyErr
+}
+
+// kill sends SIGKILL unless QEMU has already been reaped. os.Process uses a
+// pidfd where the kernel has them, so a reaped, recycled pid is never hit.
+func (v *vm) kill() {
+	select {
+	case <-v.exited:
+		return
+	default:
+	}
+	v.mu.Lock()
+	v.facts.killedByUs = true
+	v.mu.Unlock()
+	if err := v.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		// Nothing else can be done; the reaper still runs when it dies.
+		_ = err
+	}
+}
+
+// reap waits for QEMU, lets the event reader consume what QEMU wrote
+// before dying, then records the classified exit.
+func (v *vm) reap() {
+	_ = v.cmd.Wait() // the status is read from ProcessState below
+	status, _ := v.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	close(v.exited)
+
+	v.mu.Lock()
+	eventsDone := v.eventsDone
+	v.mu.Unlock()
+	if eventsDone != nil {
+		// QEMU is gone, so the QMP socket reaches EOF promptly; the
+		// timeout only guards against a wedged reader.
+		select {
+		case <-eventsDone:
+		case <-time.After(2 * time.Second):
+		}
+	}
+	v.closeMonitor()
+
+	v.mu.Lock()
+	f := v.facts
+	v.mu.Unlock()
+	f.status = status
+	if f.shutdownReason == "guest-reset" {
+		f.consolePanic = findConsolePanic(v.consoleLog)
+	}
+	f.stderrTail = tailLines(v.logPath, 3, 4096)
+	reason, detail := classify(f)
+
+	v.mu.Lock()
+	v.exit = sandbox.Exit{Reason: reason, Detail: detail, At: time.Now()}
+	v.mu.Unlock()
+	close(v.done)
+}
+
+// exitStatus describes QEMU's wait status; valid after exited is closed.
+func (v *vm) exitStatus() string {
+	if v.cmd.ProcessState == nil {
+		return "not exited"
+	}
+	return v.cmd.ProcessState.String()
+}
+
+// cleanup closes the listeners and connections and removes the files Start
+// created, then StateDir itself if Start created it and it is now empty
+// (the caller may keep its console log there).
+func (v *vm) cleanup() error {
+	v.mu.Lock()
+	v.closed = true
+	v.mu.Unlock()
+	if v.agentLn != nil {
+		v.agentLn.Close()
+	}
+	select {
+	case c := <-v.agentConns: // accepted but never handed out
+		c.Close()
+	default:
+	}
+	v.closeMonitor()
+
+	var errs []error
+	for _, p := range v.created {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if v.createdDir {
+		err := os.Remove(v.stateDir)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("destroy VM %s: %w", v.id, err)
+	}
+	return nil
+}
