@@ -1,0 +1,76 @@
+package images
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// Names are normalised the way Docker does it: "busybox" is the same image
+// as "<default registry>/library/busybox:latest". The store keeps the fully
+// qualified form (what name.Tag.Name returns) and shows the familiar form.
+
+// ErrInvalidReference classifies a string that is neither an image name nor an ID.
+var ErrInvalidReference = fmt.Errorf("invalid reference format")
+
+var (
+	hexID      = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	shortHexID = regexp.MustCompile(`^[0-9a-f]{12,64}$`)
+)
+
+// ParseTag normalises an image name with an optional tag ("busybox",
+// "library/busybox:1.36", "registry.example:5000/x/y:z") to a fully
+// qualified tag. A digest reference is rejected: only tags name images in
+// the store.
+func ParseTag(s string) (name.Tag, error) {
+	if strings.Contains(s, "@") {
+		return name.Tag{}, fmt.Errorf("%w: %q: a tag is required here, not a digest", ErrInvalidReference, s)
+	}
+	t, err := name.NewTag(s)
+	if err != nil {
+		return name.Tag{}, fmt.Errorf("%w: %q: %w", ErrInvalidReference, s, err)
+	}
+	return t, nil
+}
+
+// parseReference accepts a tag or a digest reference.
+func parseReference(s string) (name.Reference, error) {
+	r, err := name.ParseReference(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q: %w", ErrInvalidReference, s, err)
+	}
+	return r, nil
+}
+
+// FamiliarName returns the short form users type and Docker prints:
+// "busybox:latest" for the default registry's library namespace,
+// "user/app:1" for other default-registry repositories, and the full
+// name for any other registry.
+func FamiliarName(r name.Reference) string {
+	repo := r.Context()
+	var n string
+	if repo.RegistryStr() == name.DefaultRegistry {
+		n = strings.TrimPrefix(repo.RepositoryStr(), "library/")
+	} else {
+		n = repo.Name()
+	}
+	switch r := r.(type) {
+	case name.Tag:
+		return n + ":" + r.TagStr()
+	case name.Digest:
+		return n + "@" + r.DigestStr()
+	}
+	return n
+}
+
+// familiarString is FamiliarName for a stored (fully qualified) tag string;
+// it returns s unchanged if it does not parse.
+func familiarString(s string) string {
+	t, err := name.NewTag(s)
+	if err != nil {
+		return s
+	}
+	return FamiliarName(t)
+}

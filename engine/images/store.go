@@ -1,0 +1,578 @@
+// Package images is vmctl's local image store: content-addressed blobs and
+// an index of tagged images, kept as an OCI image layout in one directory
+// (oci-layout, index.json, blobs/sha256/...), so standard tools can read it.
+//
+// It loads `docker save` and OCI-layout archives, verifying every blob
+// against its digest before the store changes, lists, resolves Docker-style
+// references (names, tags, full and short IDs), tags, and removes images
+// with garbage collection of blobs nothing references any more.
+//
+// Mutations are serialised across processes by an flock on <root>/lock and
+// become visible atomically: blobs are written and fsynced first, then
+// index.json is replaced by rename. Readers take no lock. A crash can leave
+// unreferenced blobs, which the next Remove collects, and staging
+// directories, which the next Open removes.
+//
+// This package does not pull from or push to registries, and has no CLI or
+// HTTP code; it does not build disks (see engine/rootfs).
+package images
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// ErrNotFound is returned (wrapped) when a reference names no stored image.
+// It is containerd's errdefs.ErrNotFound, so transport layers classify it
+// without knowing this package.
+var ErrNotFound = errdefs.ErrNotFound
+
+// annotationSize records an image's unpacked layer size, measured when the
+// image was verified, so List need not decompress layers.
+const annotationSize = "io.vmctl.image.unpacked-size"
+
+// Image is a stored image as users see it.
+type Image struct {
+	// ID is the digest of the image config ("sha256:..."), as Docker shows it.
+	ID string
+	// Digest is the digest of the stored manifest.
+	Digest string
+	// RepoTags are familiar names ("busybox:latest"), sorted.
+	RepoTags []string
+	Created  time.Time
+	// Size is the total size of the unpacked layers in bytes.
+	Size         int64
+	OS           string
+	Architecture string
+	Config       v1.Config
+
+	content v1.Image
+}
+
+// Content returns the image's manifest, config and layers, for example for
+// mutate.Extract. Its blobs are read lazily from the store; a concurrent
+// Remove of the image makes later reads fail.
+func (i Image) Content() v1.Image { return i.content }
+
+// Store is an image store rooted at one directory. It is safe for use by
+// several goroutines and several processes at once.
+type Store struct {
+	root  string
+	blobs blobDir
+}
+
+// Open opens (creating if needed) the store at root and removes staging
+// directories left by loads that died.
+func Open(root string) (*Store, error) {
+	root, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{root: root, blobs: blobDir(filepath.Join(root, "blobs"))}
+	for _, d := range []string{root, filepath.Join(root, "blobs", "sha256"), s.tmpDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("opening image store: %w", err)
+		}
+	}
+	l, err := lockFile(context.Background(), s.lockPath())
+	if err != nil {
+		return nil, fmt.Errorf("opening image store: %w", err)
+	}
+	defer l.unlock()
+	if _, err := os.Stat(filepath.Join(root, ocispec.ImageLayoutFile)); errors.Is(err, os.ErrNotExist) {
+		layout := []byte(`{"imageLayoutVersion":"` + ocispec.ImageLayoutVersion + `"}`)
+		if err := writeFileAtomic(filepath.Join(root, ocispec.ImageLayoutFile), layout); err != nil {
+			return nil, fmt.Errorf("opening image store: %w", err)
+		}
+	}
+	if _, err := os.Stat(s.indexPath()); errors.Is(err, os.ErrNotExist) {
+		if err := s.writeIndex(&v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex}); err != nil {
+			return nil, fmt.Errorf("opening image store: %w", err)
+		}
+	}
+	s.removeStaleStages()
+	return s, nil
+}
+
+// Root returns the store's directory.
+func (s *Store) Root() string { return s.root }
+
+func (s *Store) lockPath() string  { return filepath.Join(s.root, "lock") }
+func (s *Store) indexPath() string { return filepath.Join(s.root, "index.json") }
+func (s *Store) tmpDir() string    { return filepath.Join(s.root, "tmp") }
+
+func (s *Store) readIndex() (*v1.IndexManifest, error) {
+	b, err := os.ReadFile(s.indexPath())
+	if err != nil {
+		return nil, fmt.Errorf("reading image index: %w", err)
+	}
+	idx, err := v1.ParseIndexManifest(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("parsing image index %s: %w", s.indexPath(), err)
+	}
+	return idx, nil
+}
+
+// writeIndex replaces index.json atomically. Precondition: the store lock
+// is held (or the store is being created).
+func (s *Store) writeIndex(idx *v1.IndexManifest) error {
+	if idx.Manifests == nil {
+		idx.Manifests = []v1.Descriptor{}
+	}
+	b, err := json.MarshalIndent(idx, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(s.indexPath(), b)
+}
+
+// writeFileAtomic writes via a temp file, fsync and rename, then fsyncs the
+// directory, so a crash leaves either the old or the new file.
+func writeFileAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+"-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// update runs fn on the current index under the store lock and writes the
+// result if fn succeeds.
+func (s *Store) update(ctx context.Context, fn func(idx *v1.IndexManifest) error) error {
+	l, err := lockFile(ctx, s.lockPath())
+	if err != nil {
+		return err
+	}
+	defer l.unlock()
+	idx, err := s.readIndex()
+	if err != nil {
+		return err
+	}
+	if err := fn(idx); err != nil {
+		return err
+	}
+	return s.writeIndex(idx)
+}
+
+// record groups the index entries of one image (one config digest).
+type record struct {
+	id        v1.Hash
+	manifests []v1.Descriptor // distinct manifests, in index order
+	tags      []string        // fully qualified tag names
+}
+
+// records reads the image grouping of idx from the manifests it names.
+func (s *Store) records(idx *v1.IndexManifest) ([]*record, error) {
+	byID := map[v1.Hash]*record{}
+	configOf := map[v1.Hash]v1.Hash{}
+	var out []*record
+	for _, d := range idx.Manifests {
+		id, ok := configOf[d.Digest]
+		if !ok {
+			img, err := newBlobImage(s.blobs, d)
+			if err != nil {
+				return nil, fmt.Errorf("image store is damaged: %w", err)
+			}
+			id = img.parsed.Config.Digest
+			configOf[d.Digest] = id
+		}
+		r := byID[id]
+		if r == nil {
+			r = &record{id: id}
+			byID[id] = r
+			out = append(out, r)
+		}
+		if !slices.ContainsFunc(r.manifests, func(m v1.Descriptor) bool { return m.Digest == d.Digest }) {
+			r.manifests = append(r.manifests, d)
+		}
+		if t := d.Annotations[ocispec.AnnotationRefName]; t != "" && !slices.Contains(r.tags, t) {
+			r.tags = append(r.tags, t)
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) toImage(r *record) (Image, error) {
+	desc := r.manifests[0]
+	bi, err := newBlobImage(s.blobs, desc)
+	if err != nil {
+		return Image{}, err
+	}
+	content, err := bi.image()
+	if err != nil {
+		return Image{}, err
+	}
+	cfg, err := content.ConfigFile()
+	if err != nil {
+		return Image{}, fmt.Errorf("reading config of image %s: %w", r.id, err)
+	}
+	img := Image{
+		ID:           r.id.String(),
+		Digest:       desc.Digest.String(),
+		Created:      cfg.Created.Time,
+		OS:           cfg.OS,
+		Architecture: cfg.Architecture,
+		Config:       cfg.Config,
+		content:      content,
+	}
+	for _, t := range r.tags {
+		img.RepoTags = append(img.RepoTags, familiarString(t))
+	}
+	slices.Sort(img.RepoTags)
+	if n, err := strconv.ParseInt(desc.Annotations[annotationSize], 10, 64); err == nil {
+		img.Size = n
+	} else {
+		for _, l := range bi.parsed.Layers {
+			img.Size += l.Size
+		}
+	}
+	return img, nil
+}
+
+// List returns every stored image, newest first.
+func (s *Store) List(ctx context.Context) ([]Image, error) {
+	idx, err := s.readIndex()
+	if err != nil {
+		return nil, err
+	}
+	recs, err := s.records(idx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Image, 0, len(recs))
+	for _, r := range recs {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		img, err := s.toImage(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, img)
+	}
+	slices.SortStableFunc(out, func(a, b Image) int {
+		if c := b.Created.Compare(a.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out, nil
+}
+
+// notFoundError reads like Docker's message and classifies as ErrNotFound.
+type notFoundError struct{ ref string }
+
+func (e *notFoundError) Error() string        { return "No such image: " + e.ref }
+func (e *notFoundError) Is(target error) bool { return target == ErrNotFound }
+
+// ambiguousError is a short ID that matches more than one image.
+type ambiguousError struct{ ref string }
+
+func (e *ambiguousError) Error() string {
+	return fmt.Sprintf("short image ID %q matches more than one image: give more of it", e.ref)
+}
+
+// match is how a reference was resolved, which Remove needs.
+type match struct {
+	rec *record
+	tag string // set when the reference named a tag
+}
+
+// find resolves ref against recs: a full ID ("sha256:<hex>" or 64 hex), a
+// name with optional tag or digest, or a short ID of at least 12 hex digits.
+// A name is tried before a short ID, as Docker does, because "abcdef123456"
+// is a valid repository name too.
+func find(recs []*record, ref string) (match, error) {
+	idStr := strings.TrimPrefix(ref, "sha256:")
+	if hexID.MatchString(idStr) {
+		for _, r := range recs {
+			if r.id.Hex == idStr {
+				return match{rec: r}, nil
+			}
+		}
+		return match{}, &notFoundError{ref: ref}
+	}
+	if strings.HasPrefix(ref, "sha256:") {
+		if shortHexID.MatchString(idStr) {
+			return findShort(recs, ref, idStr)
+		}
+		return match{}, fmt.Errorf("%w: %q", ErrInvalidReference, ref)
+	}
+	parsed, perr := parseReference(ref)
+	if perr == nil {
+		switch p := parsed.(type) {
+		case name.Tag:
+			for _, r := range recs {
+				if slices.Contains(r.tags, p.Name()) {
+					return match{rec: r, tag: p.Name()}, nil
+				}
+			}
+		case name.Digest:
+			for _, r := range recs {
+				for _, m := range r.manifests {
+					if m.Digest.String() == p.DigestStr() {
+						return match{rec: r}, nil
+					}
+				}
+			}
+		}
+	}
+	if shortHexID.MatchString(ref) {
+		return findShort(recs, ref, ref)
+	}
+	if perr != nil {
+		return match{}, perr
+	}
+	return match{}, &notFoundError{ref: FamiliarName(parsed)}
+}
+
+func findShort(recs []*record, ref, prefix string) (match, error) {
+	var found *record
+	for _, r := range recs {
+		if strings.HasPrefix(r.id.Hex, prefix) {
+			if found != nil {
+				return match{}, &ambiguousError{ref: ref}
+			}
+			found = r
+		}
+	}
+	if found == nil {
+		return match{}, &notFoundError{ref: ref}
+	}
+	return match{rec: found}, nil
+}
+
+// Resolve finds the image ref names: "busybox", "busybox:latest",
+// "library/busybox", "busybox@sha256:<manifest>", a full or short (12 or
+// more hex digits) image ID, or "sha256:<id>". An unknown reference gives an
+// error for which errors.Is(err, ErrNotFound) holds.
+func (s *Store) Resolve(ctx context.Context, ref string) (Image, error) {
+	idx, err := s.readIndex()
+	if err != nil {
+		return Image{}, err
+	}
+	recs, err := s.records(idx)
+	if err != nil {
+		return Image{}, err
+	}
+	m, err := find(recs, ref)
+	if err != nil {
+		return Image{}, err
+	}
+	return s.toImage(m.rec)
+}
+
+// byManifest returns the image whose manifest has digest h.
+func (s *Store) byManifest(h v1.Hash) (Image, error) {
+	idx, err := s.readIndex()
+	if err != nil {
+		return Image{}, err
+	}
+	recs, err := s.records(idx)
+	if err != nil {
+		return Image{}, err
+	}
+	for _, r := range recs {
+		for _, m := range r.manifests {
+			if m.Digest == h {
+				return s.toImage(r)
+			}
+		}
+	}
+	return Image{}, &notFoundError{ref: h.String()}
+}
+
+// Tag points target (a name with optional tag) at the image source
+// resolves to, moving target away from any other image.
+func (s *Store) Tag(ctx context.Context, source, target string) error {
+	t, err := ParseTag(target)
+	if err != nil {
+		return err
+	}
+	return s.update(ctx, func(idx *v1.IndexManifest) error {
+		recs, err := s.records(idx)
+		if err != nil {
+			return err
+		}
+		m, err := find(recs, source)
+		if err != nil {
+			return err
+		}
+		setTag(idx, t.Name(), m.rec.manifests[0])
+		return nil
+	})
+}
+
+// setTag makes tag name desc's manifest. An image the tag moves away from
+// stays in the store untagged (Docker's dangling image) until removed.
+func setTag(idx *v1.IndexManifest, tag string, desc v1.Descriptor) {
+	var moved []v1.Descriptor
+	idx.Manifests = slices.DeleteFunc(idx.Manifests, func(d v1.Descriptor) bool {
+		if d.Annotations[ocispec.AnnotationRefName] == tag {
+			moved = append(moved, d)
+			return true
+		}
+		// An untagged entry for the same manifest is replaced by the tagged one.
+		return d.Digest == desc.Digest && d.Annotations[ocispec.AnnotationRefName] == ""
+	})
+	for _, d := range moved {
+		if d.Digest != desc.Digest {
+			addUntagged(idx, d)
+		}
+	}
+	d := desc
+	d.Annotations = map[string]string{ocispec.AnnotationRefName: tag}
+	if n, ok := desc.Annotations[annotationSize]; ok {
+		d.Annotations[annotationSize] = n
+	}
+	idx.Manifests = append(idx.Manifests, d)
+}
+
+// addUntagged keeps desc's manifest in the index if nothing else does.
+func addUntagged(idx *v1.IndexManifest, desc v1.Descriptor) {
+	if slices.ContainsFunc(idx.Manifests, func(d v1.Descriptor) bool { return d.Digest == desc.Digest }) {
+		return
+	}
+	d := desc
+	d.Annotations = nil
+	if n, ok := desc.Annotations[annotationSize]; ok {
+		d.Annotations = map[string]string{annotationSize: n}
+	}
+	idx.Manifests = append(idx.Manifests, d)
+}
+
+// RemoveResult says what Remove did, in the shape of Docker's image delete
+// response: familiar names untagged and image IDs deleted.
+type RemoveResult struct {
+	Untagged []string
+	Deleted  []string
+}
+
+// Remove untags ref if it names a tag, and deletes the image when that was
+// its last tag; a reference by ID or digest deletes the image with all its
+// tags. Blobs no other image uses are then deleted.
+func (s *Store) Remove(ctx context.Context, ref string) (RemoveResult, error) {
+	var res RemoveResult
+	err := s.update(ctx, func(idx *v1.IndexManifest) error {
+		recs, err := s.records(idx)
+		if err != nil {
+			return err
+		}
+		m, err := find(recs, ref)
+		if err != nil {
+			return err
+		}
+		if m.tag != "" && len(m.rec.tags) > 1 {
+			idx.Manifests = slices.DeleteFunc(idx.Manifests, func(d v1.Descriptor) bool {
+				return d.Annotations[ocispec.AnnotationRefName] == m.tag
+			})
+			res.Untagged = append(res.Untagged, familiarString(m.tag))
+			return nil
+		}
+		ids := map[v1.Hash]bool{}
+		for _, d := range m.rec.manifests {
+			ids[d.Digest] = true
+		}
+		idx.Manifests = slices.DeleteFunc(idx.Manifests, func(d v1.Descriptor) bool { return ids[d.Digest] })
+		for _, t := range m.rec.tags {
+			res.Untagged = append(res.Untagged, familiarString(t))
+		}
+		slices.Sort(res.Untagged)
+		res.Deleted = append(res.Deleted, m.rec.id.String())
+		return nil
+	})
+	if err != nil {
+		return RemoveResult{}, err
+	}
+	if len(res.Deleted) > 0 {
+		if err := s.collectGarbage(ctx); err != nil {
+			return res, fmt.Errorf("image removed, but freeing its blobs failed: %w", err)
+		}
+	}
+	return res, nil
+}
+
+// collectGarbage deletes blobs that no manifest in the index references.
+// It deletes nothing if any referenced manifest cannot be read, since then
+// it cannot know what is still in use.
+func (s *Store) collectGarbage(ctx context.Context) error {
+	l, err := lockFile(ctx, s.lockPath())
+	if err != nil {
+		return err
+	}
+	defer l.unlock()
+	idx, err := s.readIndex()
+	if err != nil {
+		return err
+	}
+	keep := map[string]bool{}
+	for _, d := range idx.Manifests {
+		img, err := newBlobImage(s.blobs, d)
+		if err != nil {
+			return err
+		}
+		keep[d.Digest.Hex] = true
+		keep[img.parsed.Config.Digest.Hex] = true
+		for _, l := range img.parsed.Layers {
+			keep[l.Digest.Hex] = true
+		}
+	}
+	dir := filepath.Join(string(s.blobs), "sha256")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if keep[e.Name()] {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
