@@ -1,0 +1,98 @@
+package memory
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestGuestAccess(t *testing.T) {
+	g, err := NewGuest([]Range{{GPA: 0x100000, Size: 0x2000}, {GPA: 0, Size: 0x1000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if g.Size() != 0x3000 {
+		t.Errorf("Size() = %#x, want 0x3000", g.Size())
+	}
+	if r := g.Regions(); len(r) != 2 || r[0].GPA != 0 || r[1].GPA != 0x100000 {
+		t.Errorf("Regions() not sorted: %+v", r)
+	}
+	tests := []struct {
+		name string
+		gpa  uint64
+		n    uint64
+		ok   bool
+	}{
+		{"start of low region", 0, 16, true},
+		{"end of low region", 0xff8, 8, true},
+		{"straddles low end", 0xffc, 8, false},
+		{"in the gap", 0x2000, 1, false},
+		{"whole high region", 0x100000, 0x2000, true},
+		{"one past high region", 0x100000, 0x2001, false},
+		{"huge length wraps", 0x100000, ^uint64(0), false},
+		{"address near max", ^uint64(0) - 3, 4, false},
+		{"zero length inside", 0x10, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := g.Slice(tt.gpa, tt.n)
+			if tt.ok != (err == nil) {
+				t.Fatalf("Slice(%#x, %#x) error = %v, want ok %v", tt.gpa, tt.n, err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrOutOfRange) {
+				t.Errorf("error %v is not ErrOutOfRange", err)
+			}
+			if err == nil && uint64(len(b)) != tt.n {
+				t.Errorf("len = %d, want %d", len(b), tt.n)
+			}
+		})
+	}
+	if err := g.WriteUint32(0x100ffc, 0xdeadbeef); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := g.ReadUint16(0x100ffe); err != nil || v != 0xdead {
+		t.Errorf("ReadUint16 = %#x, %v; want 0xdead (little-endian)", v, err)
+	}
+	if err := g.WriteUint64(0x101ff9, 1); !errors.Is(err, ErrOutOfRange) {
+		t.Errorf("WriteUint64 straddling the end = %v, want ErrOutOfRange", err)
+	}
+	if err := g.WriteAt([]byte("hello"), 0x10); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 5)
+	if err := g.ReadAt(p, 0x10); err != nil || string(p) != "hello" {
+		t.Errorf("ReadAt = %q, %v", p, err)
+	}
+	if v, err := g.ReadUint64(0x10); err != nil || v != 0x6f6c6c6568 {
+		t.Errorf("ReadUint64 = %#x, %v", v, err)
+	}
+}
+
+func TestNewGuestRejects(t *testing.T) {
+	for _, rs := range [][]Range{
+		{{GPA: 0, Size: 0}},
+		{{GPA: 0x10, Size: 0x1000}},
+		{{GPA: 0, Size: 0x1001}},
+		{{GPA: 0, Size: 0x2000}, {GPA: 0x1000, Size: 0x1000}},
+	} {
+		if g, err := NewGuest(rs); err == nil {
+			g.Close()
+			t.Errorf("NewGuest(%+v) succeeded", rs)
+		}
+	}
+}
+
+func FuzzSlice(f *testing.F) {
+	f.Add(uint64(0), uint64(1))
+	f.Add(uint64(0xfff), uint64(2))
+	f.Fuzz(func(t *testing.T, gpa, n uint64) {
+		g, err := FromRegions([]Region{{GPA: 0x1000, Host: make([]byte, 0x1000)}, {GPA: 0x4000, Host: make([]byte, 0x100)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := g.Slice(gpa, n)
+		if err == nil && (uint64(len(b)) != n || gpa < 0x1000 || gpa+n > 0x4100) {
+			t.Errorf("Slice(%#x, %#x) returned %d bytes", gpa, n, len(b))
+		}
+	})
+}
