@@ -1,0 +1,130 @@
+// Command vmctl-agent is the guest's /init: it prepares the guest as PID 1
+// and serves the agent API (api/agent/v1) to the host over vsock and/or a
+// virtio-serial port. Run with the hidden container-init argument, it is a
+// container's init instead (see guest-agent/container).
+package main
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	clog "github.com/containerd/log"
+
+	"github.com/vmctl/vmctl/guest-agent/container"
+	"github.com/vmctl/vmctl/guest-agent/pid1"
+	"github.com/vmctl/vmctl/guest-agent/reaper"
+	"github.com/vmctl/vmctl/guest-agent/service"
+	"github.com/vmctl/vmctl/guest-agent/storage"
+	"github.com/vmctl/vmctl/guest-agent/transport"
+)
+
+// portWait bounds the wait for the virtio-serial port's name to appear: the
+// driver learns port names from the host after probing.
+const portWait = 5 * time.Second
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == container.InitArg {
+		container.InitMain()
+	}
+	serve()
+	// PID 1 must never exit: that is a kernel panic. serve only returns
+	// when the agent cannot work; end the VM with a reason in the log.
+	pid1.Logf("no transport left to serve; rebooting")
+	if err := pid1.Reboot(); err != nil {
+		pid1.Logf("%v", err)
+	}
+	select {}
+}
+
+func serve() {
+	logw := pid1.OpenLog()
+	clog.L.Logger.SetOutput(logw)
+	if err := pid1.Setup(); err != nil {
+		pid1.Logf("setup: %v", err)
+	}
+	if pid1.Selftest() {
+		return
+	}
+
+	r := reaper.New()
+	go r.Run()
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGCHLD)
+	go func() {
+		for range sigs {
+			r.Poll()
+		}
+	}()
+
+	rt, err := container.New(container.Config{Reaper: r})
+	if err != nil {
+		pid1.Logf("%v", err)
+		return
+	}
+	st := &storage.Manager{WaitDevice: 2 * time.Second}
+
+	type endpoint struct {
+		name string
+		l    net.Listener
+	}
+	var endpoints []endpoint
+	if transport.HasVsock() {
+		if l, err := transport.ListenVsock(transport.AgentVsockPort); err == nil {
+			endpoints = append(endpoints, endpoint{"vsock", l})
+		} else {
+			pid1.Logf("%v", err)
+		}
+	}
+	// Under a VMM with vsock there may be no serial port: do not wait for one.
+	wait := portWait
+	if len(endpoints) > 0 {
+		wait = 0
+	}
+	if path, err := findPort(wait); err == nil {
+		endpoints = append(endpoints, endpoint{"virtio-serial", transport.ListenSerial(path)})
+	} else if len(endpoints) == 0 {
+		pid1.Logf("%v", err)
+	}
+
+	done := make(chan struct{}, len(endpoints))
+	for _, ep := range endpoints {
+		svc := service.New(service.Config{
+			Runtime: rt, Storage: st, Transport: ep.name, Logf: pid1.Logf,
+			PowerOff: func() {
+				if err := pid1.Reboot(); err != nil {
+					pid1.Logf("%v", err)
+				}
+			},
+		})
+		srv, err := service.NewServer(svc)
+		if err != nil {
+			pid1.Logf("%v", err)
+			continue
+		}
+		go func(ep endpoint) {
+			if err := srv.Serve(context.Background(), ep.l); err != nil {
+				pid1.Logf("serve %s: %v", ep.name, err)
+			}
+			done <- struct{}{}
+		}(ep)
+	}
+	for range endpoints {
+		<-done
+	}
+}
+
+// findPort waits for the agent's virtio-serial port to be named.
+func findPort(wait time.Duration) (string, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		path, err := transport.FindSerialPort("/sys/class/virtio-ports", "/dev", transport.AgentPortName)
+		if err == nil || time.Now().After(deadline) {
+			return path, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
