@@ -414,3 +414,37 @@ func TestStaleSocketsReplaced(t *testing.T) {
 		t.Errorf("Destroy: %v", err)
 	}
 }
+
+func TestDisksReachGuest(t *testing.T) {
+	d, cfg := needVM(t)
+	dir := filepath.Dir(cfg.StateDir)
+	for i, serial := range []string{"rootfs", "data-1"} {
+		p := filepath.Join(dir, serial+".img")
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(p, 8<<20); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Disks = append(cfg.Disks, sandbox.Disk{Path: p, Serial: serial, ReadOnly: i == 0})
+	}
+	sb, err := d.Start(ctxTimeout(t, 30*time.Second), cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer sb.Destroy()
+	conn, err := sb.DialAgent(ctxTimeout(t, 30*time.Second))
+	if err != nil {
+		t.Fatalf("DialAgent: %v", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	io.WriteString(conn, "disks\n")
+	got, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if want := "vda:rootfs:1 vdb:data-1:0\n"; got != want {
+		t.Errorf("guest disks = %q, want %q", got, want)
+	}
+}

@@ -1,7 +1,8 @@
 // Command echoinit is a minimal guest PID 1 for the driver's tests: it opens
 // the vmctl.agent virtio-serial port and echoes what it reads. A line
 // "reboot" makes it reboot the guest (QEMU then exits), "panic" makes it
-// exit, which panics the kernel ("Attempted to kill init").
+// exit, which panics the kernel ("Attempted to kill init"), "disks" lists
+// the virtio-blk disks as "name:serial:ro" fields.
 package main
 
 import (
@@ -49,6 +50,8 @@ func main() {
 			syscall.Reboot(syscall.LINUX_REBOOT_CMD_RESTART)
 		case "panic":
 			os.Exit(3)
+		case "disks":
+			f.WriteString(disks() + "\n")
 		default:
 			f.WriteString(line)
 		}
@@ -72,4 +75,15 @@ func findPort(name string) (string, error) {
 func halt() {
 	syscall.Reboot(syscall.LINUX_REBOOT_CMD_RESTART)
 	select {}
+}
+
+func disks() string {
+	var out []string
+	dirs, _ := filepath.Glob("/sys/block/vd*")
+	for _, d := range dirs {
+		serial, _ := os.ReadFile(d + "/serial")
+		ro, _ := os.ReadFile(d + "/ro")
+		out = append(out, filepath.Base(d)+":"+strings.TrimSpace(string(serial))+":"+strings.TrimSpace(string(ro)))
+	}
+	return strings.Join(out, " ")
 }
