@@ -19,11 +19,14 @@ var (
 func OpenLog() io.Writer {
 	logMu.Lock()
 	defer logMu.Unlock()
-	for _, p := range []string{"/dev/kmsg", "/dev/console"} {
-		if f, err := os.OpenFile(p, os.O_WRONLY, 0); err == nil {
-			logOut = &lineWriter{w: f}
-			return logOut
-		}
+	if f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
+		// <3> is KERN_ERR: shown on the console even with "quiet", which
+		// hides the default (warning) level.
+		logOut = &lineWriter{w: f, prefix: "<3>"}
+		return logOut
+	}
+	if f, err := os.OpenFile("/dev/console", os.O_WRONLY, 0); err == nil {
+		logOut = &lineWriter{w: f}
 	}
 	return logOut
 }
@@ -40,8 +43,9 @@ func Logf(format string, args ...any) {
 // lineWriter writes each line with its own write(2): /dev/kmsg takes one
 // record per write.
 type lineWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu     sync.Mutex
+	w      io.Writer
+	prefix string
 }
 
 func (l *lineWriter) Write(p []byte) (int, error) {
@@ -51,7 +55,7 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 		if line == "" {
 			continue
 		}
-		if _, err := io.WriteString(l.w, line); err != nil {
+		if _, err := io.WriteString(l.w, l.prefix+line); err != nil {
 			return 0, err
 		}
 	}

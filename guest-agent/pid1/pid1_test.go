@@ -114,3 +114,35 @@ func TestSetupAndRebootRefuseOutsidePID1(t *testing.T) {
 		t.Error("Reboot outside PID 1: got nil error")
 	}
 }
+
+func TestLineWriter(t *testing.T) {
+	tests := []struct {
+		prefix string
+		writes []string
+		want   []string
+	}{
+		{"<3>", []string{"a\nb\n"}, []string{"<3>a\n", "<3>b\n"}},
+		{"", []string{"one line\n"}, []string{"one line\n"}},
+		{"<3>", []string{"no newline"}, []string{"<3>no newline"}},
+	}
+	for _, tt := range tests {
+		rec := &recorder{}
+		w := &lineWriter{w: rec, prefix: tt.prefix}
+		for _, s := range tt.writes {
+			if n, err := w.Write([]byte(s)); err != nil || n != len(s) {
+				t.Errorf("Write(%q) = %d, %v", s, n, err)
+			}
+		}
+		if strings.Join(rec.writes, "|") != strings.Join(tt.want, "|") {
+			t.Errorf("writes %q with prefix %q gave records %q, want %q", tt.writes, tt.prefix, rec.writes, tt.want)
+		}
+	}
+}
+
+// recorder keeps each write(2)-sized record.
+type recorder struct{ writes []string }
+
+func (r *recorder) Write(p []byte) (int, error) {
+	r.writes = append(r.writes, string(p))
+	return len(p), nil
+}

@@ -419,6 +419,11 @@ func TestAgentInVM(t *testing.T) {
 			t.Fatalf("Shutdown: %v", err)
 		}
 		g.waitExit(t, 30*time.Second)
+		// The agent is quiet unless something failed.
+		b, _ := os.ReadFile(g.console)
+		if bytes.Contains(b, []byte("vmctl-agent:")) {
+			t.Errorf("the agent logged on a run without errors:\n%s", b)
+		}
 	})
 }
 
