@@ -93,6 +93,7 @@ type guest struct {
 	cmd     *exec.Cmd
 	exited  chan error
 	console string
+	l       net.Listener
 	conn    net.Conn
 	client  *ttrpc.Client
 	agent   agent.TTRPCAgentService
@@ -116,7 +117,7 @@ func boot(t *testing.T, extraCmdline string, disks []disk, connect bool) *guest 
 	}
 	t.Cleanup(func() { l.Close() })
 
-	g := &guest{console: filepath.Join(dir, "console.log"), exited: make(chan error, 1)}
+	g := &guest{console: filepath.Join(dir, "console.log"), exited: make(chan error, 1), l: l}
 	args := []string{
 		"-M", "microvm,acpi=off", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "512",
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
@@ -125,7 +126,9 @@ func boot(t *testing.T, extraCmdline string, disks []disk, connect bool) *guest 
 		"-global", "virtio-mmio.force-legacy=false",
 		"-chardev", "file,id=console,path=" + g.console, "-serial", "chardev:console",
 		"-device", "virtio-serial-device",
-		"-chardev", "socket,id=agent,path=" + sock,
+		// reconnect=1: QEMU dials again a second after the host side
+		// closed, as with the engine's QEMU driver.
+		"-chardev", "socket,id=agent,reconnect=1,path=" + sock,
 		"-device", "virtserialport,chardev=agent,name=vmctl.agent",
 	}
 	for i, d := range disks {
@@ -167,21 +170,30 @@ func boot(t *testing.T, extraCmdline string, disks []disk, connect bool) *guest 
 		return g
 	}
 
-	// QEMU connects to the socket as soon as it starts.
-	l.(*net.UnixListener).SetDeadline(time.Now().Add(30 * time.Second))
-	g.conn, err = l.Accept()
+	g.connect(t, bootTimeout)
+	return g
+}
+
+// connect accepts QEMU's connection to the agent socket and waits until the
+// agent answers Health on it.
+func (g *guest) connect(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	// QEMU connects as soon as it starts (and again after a disconnect).
+	g.l.(*net.UnixListener).SetDeadline(time.Now().Add(30 * time.Second))
+	conn, err := g.l.Accept()
 	if err != nil {
 		t.Fatalf("QEMU did not connect the agent channel: %v", err)
 	}
+	g.conn = conn
 	g.client = ttrpc.NewClient(g.conn)
 	g.agent = agent.NewTTRPCAgentClient(g.client)
-	deadline := time.Now().Add(bootTimeout)
+	deadline := time.Now().Add(timeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err := g.agent.Health(ctx, &agent.HealthRequest{})
 		cancel()
 		if err == nil {
-			return g
+			return
 		}
 		select {
 		case err := <-g.exited:
@@ -412,6 +424,20 @@ func TestAgentInVM(t *testing.T) {
 		if wait.ExitStatus != 137 || !wait.OomKilled {
 			t.Errorf("allocating 128 MiB under a 64 MiB limit = %+v; want status 137, oom_killed", wait)
 		}
+	})
+
+	t.Run("host reconnects", func(t *testing.T) {
+		// The host side goes away (an engine restart) and comes back: the
+		// agent must serve the new connection, with its state intact.
+		if err := g.create(t, "c8", dockerSpec("vmbox", "sleep", "1000")); err != nil {
+			t.Fatal(err)
+		}
+		g.client.Close()
+		g.connect(t, 30*time.Second)
+		if _, err := g.agent.StartContainer(ctxT(t), &agent.ContainerRequest{ContainerId: "c8"}); err != nil {
+			t.Fatalf("StartContainer after reconnect: %v", err)
+		}
+		g.remove(t, "c8")
 	})
 
 	t.Run("shutdown", func(t *testing.T) {
