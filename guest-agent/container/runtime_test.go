@@ -262,3 +262,41 @@ func TestRemoveKillsAndCleansUp(t *testing.T) {
 		t.Errorf("second Remove = %v, want nil", err)
 	}
 }
+
+func TestExecTerminal(t *testing.T) {
+	requireRoot(t)
+	rt := newTestRuntime(t)
+	id := run(t, rt, testSpec("sleep", "100"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	proc := &specs.Process{
+		Args: []string{"sh", "-c", "tty; read line; echo got $line; stty size"}, Env: []string{"PATH=/bin"},
+		Terminal: true, ConsoleSize: &specs.Box{Height: 24, Width: 80},
+	}
+	if err := rt.Exec(ctx, id, "t", proc); err != nil {
+		t.Fatalf("Exec: %v", err)
+	}
+	p, _ := rt.Process(id, "t")
+	if err := p.Resize(50, 132); err != nil {
+		t.Fatalf("Resize: %v", err)
+	}
+	if _, err := p.Write([]byte("hi\n")); err != nil {
+		t.Fatal(err)
+	}
+	out := readAll(t, p, Stdout)
+	// The terminal echoes "hi" whenever it arrives, so only the command's
+	// own lines have a fixed order.
+	if !regexp.MustCompile(`(?s)/dev/pts/[0-9]+\r\n.*got hi\r\n50 132\r\n$`).MatchString(out) {
+		t.Errorf("terminal exec printed %q, want tty path, reply and the new size", out)
+	}
+	if e := wait(t, p); e.Status != 0 {
+		t.Errorf("exit = %+v", e)
+	}
+	if err := p.Resize(0, 10); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Resize(0, 10) = %v, want ErrInvalid", err)
+	}
+	init, _ := rt.Process(id, "")
+	if err := init.Resize(10, 10); !errors.Is(err, ErrState) {
+		t.Errorf("Resize without a terminal = %v, want ErrState", err)
+	}
+}
