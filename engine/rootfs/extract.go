@@ -1,0 +1,398 @@
+package rootfs
+
+import (
+	"archive/tar"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// usage is what an extracted tree needs on an ext4 file system with 4 KiB
+// blocks, counted while extracting so the disk can be sized without a walk.
+type usage struct {
+	bytes  int64 // data and directory blocks, rounded up to blocks
+	inodes int64
+}
+
+const blockSize = 4096
+
+func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
+
+// errUnsafePath is returned for an entry that tries to leave the root.
+var errUnsafePath = errors.New("unsafe path in image layer")
+
+// cleanName maps a tar entry name to a path relative to the root. Absolute
+// names are taken relative to the root, as Docker does; a name that climbs
+// with ".." is refused rather than silently re-rooted, because only a
+// hostile archive contains one.
+func cleanName(name string) (string, error) {
+	for _, part := range strings.Split(name, "/") {
+		if part == ".." {
+			return "", fmt.Errorf("%w: %q", errUnsafePath, name)
+		}
+	}
+	clean := strings.TrimPrefix(path.Clean("/"+name), "/")
+	if clean == "" {
+		clean = "."
+	}
+	return clean, nil
+}
+
+// extractTar unpacks a flattened image (mutate.Extract output) into dir,
+// preserving owners, modes (setuid, setgid, sticky), mtimes, symlinks, hard
+// links, device nodes, fifos and extended attributes. Every file system
+// operation goes through an os.Root on dir, or through a directory fd opened
+// by it, so no entry can reach outside dir: not by "..", not by an absolute
+// name, not through a symlink an earlier entry planted.
+//
+// Preconditions: dir exists and is empty; the caller can chown and mknod
+// (root).
+func extractTar(ctx context.Context, r io.Reader, dir string) (usage, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return usage{}, err
+	}
+	defer root.Close()
+	x := &extractor{root: root}
+	tr := tar.NewReader(r)
+	for {
+		if err := ctx.Err(); err != nil {
+			return usage{}, err
+		}
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			// mutate.Extract writes the end-of-archive marker even when it
+			// fails (a deferred Close), and reports the failure only when
+			// its pipe is read further; so read to the real end.
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return usage{}, fmt.Errorf("reading image layers: %w", err)
+			}
+			break
+		}
+		if err != nil {
+			return usage{}, fmt.Errorf("reading image layers: %w", err)
+		}
+		if err := x.entry(hdr, tr); err != nil {
+			return usage{}, fmt.Errorf("extracting %q: %w", hdr.Name, err)
+		}
+	}
+	// mutate.Extract emits upper layers first, so a hard link can precede
+	// the file it names; those are made once everything else exists.
+	for _, hdr := range x.pendingLinks {
+		if err := x.link(hdr, false); err != nil {
+			return usage{}, fmt.Errorf("extracting %q: %w", hdr.Name, err)
+		}
+	}
+	if err := x.finishDirs(); err != nil {
+		return usage{}, err
+	}
+	x.use.inodes++ // the root directory
+	return x.use, nil
+}
+
+type extractor struct {
+	root         *os.Root
+	use          usage
+	dirs         []dirMeta
+	seenDirs     map[string]bool
+	pendingLinks []*tar.Header
+}
+
+// dirMeta is applied after extraction: a directory's mode may forbid
+// writing into it, and creating children changes its mtime.
+type dirMeta struct {
+	name  string
+	mode  fs.FileMode
+	mtime time.Time
+}
+
+func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
+	name, err := cleanName(hdr.Name)
+	if err != nil {
+		return err
+	}
+	if name != "." {
+		if err := x.root.MkdirAll(path.Dir(name), 0o755); err != nil {
+			return err
+		}
+	}
+	mode := hdr.FileInfo().Mode()
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		return x.dir(name, hdr, mode)
+	case tar.TypeReg:
+		if err := x.replace(name); err != nil {
+			return err
+		}
+		return x.file(name, hdr, mode, r)
+	case tar.TypeSymlink:
+		if err := x.replace(name); err != nil {
+			return err
+		}
+		if err := x.root.Symlink(hdr.Linkname, name); err != nil {
+			return err
+		}
+		if len(hdr.Linkname) >= 60 { // longer targets do not fit in the inode
+			x.use.bytes += blockSize
+		}
+		x.use.inodes++
+		return x.meta(name, hdr, 0, false)
+	case tar.TypeLink:
+		return x.link(hdr, true)
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		if err := x.replace(name); err != nil {
+			return err
+		}
+		if err := x.node(name, hdr, mode); err != nil {
+			return err
+		}
+		x.use.inodes++
+		return x.meta(name, hdr, mode, true)
+	default:
+		// Nothing else belongs in a root file system (PAX and GNU long-name
+		// records are consumed by archive/tar); skip it like Docker does.
+		return nil
+	}
+}
+
+// replace removes whatever is at name so a new entry can take its place.
+func (x *extractor) replace(name string) error {
+	fi, err := x.root.Lstat(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return x.root.RemoveAll(name)
+	}
+	return x.root.Remove(name)
+}
+
+func (x *extractor) dir(name string, hdr *tar.Header, mode fs.FileMode) error {
+	fi, err := x.root.Lstat(name)
+	switch {
+	case err == nil && fi.IsDir():
+	case err == nil || errors.Is(err, os.ErrNotExist):
+		if err := x.replace(name); err != nil {
+			return err
+		}
+		if err := x.root.Mkdir(name, 0o700); err != nil {
+			return err
+		}
+	default:
+		return err
+	}
+	if x.seenDirs == nil {
+		x.seenDirs = map[string]bool{}
+	}
+	if !x.seenDirs[name] && name != "." {
+		x.seenDirs[name] = true
+		x.use.bytes += blockSize
+		x.use.inodes++
+	}
+	if err := x.owner(name, hdr); err != nil {
+		return err
+	}
+	if err := x.xattrs(name, hdr); err != nil {
+		return err
+	}
+	x.dirs = append(x.dirs, dirMeta{name: name, mode: mode, mtime: hdr.ModTime})
+	return nil
+}
+
+func (x *extractor) file(name string, hdr *tar.Header, mode fs.FileMode, r io.Reader) error {
+	f, err := x.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	n, err := io.Copy(f, r)
+	if err == nil && n != hdr.Size {
+		err = io.ErrUnexpectedEOF
+	}
+	if err == nil {
+		// Owner before mode: chown clears setuid and setgid.
+		err = f.Chown(hdr.Uid, hdr.Gid)
+	}
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if err == nil {
+		err = setXattrs(int(f.Fd()), hdr)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	x.use.bytes += roundUp(hdr.Size, blockSize)
+	x.use.inodes++
+	return x.times(name, hdr.ModTime)
+}
+
+// link makes a hard link. Its target is a name inside the image, cleaned
+// like any entry name. When wait is set and the target does not exist yet,
+// the link is retried after all other entries.
+func (x *extractor) link(hdr *tar.Header, wait bool) error {
+	name, err := cleanName(hdr.Name)
+	if err != nil {
+		return err
+	}
+	target, err := cleanName(hdr.Linkname)
+	if err != nil {
+		return err
+	}
+	if target == name {
+		return nil
+	}
+	if _, err := x.root.Lstat(target); errors.Is(err, os.ErrNotExist) && wait {
+		x.pendingLinks = append(x.pendingLinks, hdr)
+		return nil
+	}
+	if err := x.root.MkdirAll(path.Dir(name), 0o755); err != nil {
+		return err
+	}
+	if err := x.replace(name); err != nil {
+		return err
+	}
+	return x.root.Link(target, name)
+}
+
+// inParent runs fn with an fd of name's parent directory, opened through
+// the root, and name's last element. The *at system calls it enables act on
+// that element without following it.
+func (x *extractor) inParent(name string, fn func(dirfd int, base string) error) error {
+	d, err := x.root.Open(path.Dir(name))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return fn(int(d.Fd()), path.Base(name))
+}
+
+func (x *extractor) node(name string, hdr *tar.Header, mode fs.FileMode) error {
+	return x.inParent(name, func(dirfd int, base string) error {
+		perm := uint32(mode.Perm())
+		switch hdr.Typeflag {
+		case tar.TypeFifo:
+			return unix.Mkfifoat(dirfd, base, perm)
+		case tar.TypeChar:
+			return unix.Mknodat(dirfd, base, unix.S_IFCHR|perm, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))))
+		default:
+			return unix.Mknodat(dirfd, base, unix.S_IFBLK|perm, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))))
+		}
+	})
+}
+
+func (x *extractor) owner(name string, hdr *tar.Header) error {
+	return x.root.Lchown(name, hdr.Uid, hdr.Gid)
+}
+
+// meta sets owner, mode (unless the entry is a symlink) and mtime of a
+// newly created non-directory entry.
+func (x *extractor) meta(name string, hdr *tar.Header, mode fs.FileMode, chmod bool) error {
+	if err := x.owner(name, hdr); err != nil {
+		return err
+	}
+	if chmod {
+		err := x.inParent(name, func(dirfd int, base string) error {
+			return unix.Fchmodat(dirfd, base, unixMode(mode), 0)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return x.times(name, hdr.ModTime)
+}
+
+func (x *extractor) times(name string, mtime time.Time) error {
+	return x.inParent(name, func(dirfd int, base string) error {
+		ts := unix.NsecToTimespec(mtime.UnixNano())
+		return unix.UtimesNanoAt(dirfd, base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
+	})
+}
+
+func (x *extractor) xattrs(name string, hdr *tar.Header) error {
+	if !hasXattrs(hdr) {
+		return nil
+	}
+	d, err := x.root.Open(name)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return setXattrs(int(d.Fd()), hdr)
+}
+
+// finishDirs applies directory modes and mtimes, deepest first, so setting
+// a parent's mtime is the last change inside it.
+func (x *extractor) finishDirs() error {
+	slices.SortStableFunc(x.dirs, func(a, b dirMeta) int {
+		return cmp.Compare(strings.Count(b.name, "/"), strings.Count(a.name, "/"))
+	})
+	for _, d := range x.dirs {
+		fi, err := x.root.Lstat(d.name)
+		if err != nil || !fi.IsDir() {
+			continue // replaced by a later entry
+		}
+		if err := x.root.Chmod(d.name, d.mode); err != nil {
+			return fmt.Errorf("setting mode of %q: %w", d.name, err)
+		}
+		if err := x.times(d.name, d.mtime); err != nil {
+			return fmt.Errorf("setting mtime of %q: %w", d.name, err)
+		}
+	}
+	return nil
+}
+
+const xattrPrefix = "SCHILY.xattr."
+
+func hasXattrs(hdr *tar.Header) bool {
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, xattrPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func setXattrs(fd int, hdr *tar.Header) error {
+	for k, v := range hdr.PAXRecords {
+		attr, ok := strings.CutPrefix(k, xattrPrefix)
+		if !ok {
+			continue
+		}
+		if err := unix.Fsetxattr(fd, attr, []byte(v), 0); err != nil {
+			return fmt.Errorf("setting xattr %s: %w", attr, err)
+		}
+	}
+	return nil
+}
+
+// unixMode converts permission and special bits to the st_mode bits
+// chmod(2) takes; os.FileMode keeps setuid, setgid and sticky elsewhere.
+func unixMode(m fs.FileMode) uint32 {
+	u := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		u |= unix.S_ISUID
+	}
+	if m&fs.ModeSetgid != 0 {
+		u |= unix.S_ISGID
+	}
+	if m&fs.ModeSticky != 0 {
+		u |= unix.S_ISVTX
+	}
+	return u
+}
