@@ -247,16 +247,26 @@ func (d *Driver) RearmInterrupt() (pending bool) {
 // AvailIdx is the avail->idx last published.
 func (d *Driver) AvailIdx() uint16 { return d.availIdx }
 
+// PopUsedRaw returns the next used entry without interpreting it, for
+// chains built with WriteDescriptor and Publish.
+func (d *Driver) PopUsedRaw() (head uint32, n uint32, ok bool) {
+	if d.loadIdx(d.used+2) == d.usedIdx {
+		return 0, 0, false
+	}
+	off := d.used + 4 + 8*uint64(d.usedIdx&(d.size-1))
+	head, _ = d.mem.ReadUint32(off)
+	n, _ = d.mem.ReadUint32(off + 4)
+	d.usedIdx++
+	return head, n, true
+}
+
 // PopUsed returns the next used entry, if the device published one, and
 // frees its descriptors.
 func (d *Driver) PopUsed() (Used, bool, error) {
-	if d.loadIdx(d.used+2) == d.usedIdx {
+	id, n, ok := d.PopUsedRaw()
+	if !ok {
 		return Used{}, false, nil
 	}
-	off := d.used + 4 + 8*uint64(d.usedIdx&(d.size-1))
-	id, _ := d.mem.ReadUint32(off)
-	n, _ := d.mem.ReadUint32(off + 4)
-	d.usedIdx++
 	rec, ok := d.chains[uint16(id)]
 	if id >= uint32(d.size) || !ok {
 		return Used{}, false, fmt.Errorf("device returned head %d, which is not an outstanding chain", id)
