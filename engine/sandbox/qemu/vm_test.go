@@ -52,7 +52,7 @@ func TestMain(m *testing.M) {
 
 // needVM skips unless QEMU and the guest kernel exist, and returns a driver
 // and a config with the echo initramfs and a fresh StateDir.
-func needVM(t *testing.T) (*Driver, sandbox.Config) {
+func needVM(t testing.TB) (*Driver, sandbox.Config) {
 	t.Helper()
 	if _, err := exec.LookPath(Binary); err != nil {
 		t.Skipf("%s not installed (apt-get install qemu-system-x86)", Binary)
@@ -447,4 +447,33 @@ func TestDisksReachGuest(t *testing.T) {
 	if want := "vda:rootfs:1 vdb:data-1:0\n"; got != want {
 		t.Errorf("guest disks = %q, want %q", got, want)
 	}
+}
+
+// TestNoGoroutineLeak checks that Destroy ends every goroutine the driver
+// and go-qemu started for the VM.
+func TestNoGoroutineLeak(t *testing.T) {
+	d, cfg := needVM(t)
+	before := runtime.NumGoroutine()
+	sb, err := d.Start(ctxTimeout(t, 30*time.Second), cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	conn, err := sb.DialAgent(ctxTimeout(t, 30*time.Second))
+	if err != nil {
+		sb.Destroy()
+		t.Fatalf("DialAgent: %v", err)
+	}
+	echo(t, conn, bufio.NewReader(conn), "up")
+	conn.Close()
+	if err := sb.Destroy(); err != nil {
+		t.Errorf("Destroy: %v", err)
+	}
+	after := 0
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if after = runtime.NumGoroutine(); after <= before {
+			return
+		}
+	}
+	buf := make([]byte, 1<<16)
+	t.Errorf("goroutines: %d before Start, %d after Destroy:\n%s", before, after, buf[:runtime.Stack(buf, true)])
 }
