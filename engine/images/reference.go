@@ -1,6 +1,7 @@
 package images
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -13,7 +14,7 @@ import (
 // qualified form (what name.Tag.Name returns) and shows the familiar form.
 
 // ErrInvalidReference classifies a string that is neither an image name nor an ID.
-var ErrInvalidReference = fmt.Errorf("invalid reference format")
+var ErrInvalidReference = errors.New("invalid reference format")
 
 var (
 	hexID      = regexp.MustCompile(`^[0-9a-f]{64}$`)

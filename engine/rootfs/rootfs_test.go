@@ -316,7 +316,9 @@ func TestImageDiskFailuresLeaveNothing(t *testing.T) {
 			if tt.damage != nil {
 				tt.damage(t, img, storeRoot)
 			}
-			if _, err := b.ImageDisk(tt.ctx, img); err == nil {
+			_, err := b.ImageDisk(tt.ctx, img)
+			t.Logf("ImageDisk error: %v", err)
+			if err == nil {
 				t.Fatal("ImageDisk succeeded, want an error")
 			} else if strings.Contains(err.Error(), "\n") {
 				t.Errorf("error is not one line: %q", err)
