@@ -32,6 +32,9 @@ type Used struct {
 	// Data is the first Len bytes the device wrote, gathered from the
 	// chain's writable buffers (clipped to their size).
 	Data []byte
+	// Writable is the whole content of each writable buffer, whatever Len
+	// says (a device may write a trailing status byte and report only it).
+	Writable [][]byte
 }
 
 // Driver plays the guest driver of one split virtqueue. Every descriptor
@@ -276,10 +279,11 @@ func (d *Driver) PopUsed() (Used, bool, error) {
 	u := Used{Head: uint16(id), Len: n}
 	left := n
 	for i, s := range rec.writable {
-		k := min(left, s.Len)
-		b := make([]byte, k)
+		b := make([]byte, s.Len)
 		_ = d.mem.ReadAt(b, rec.addrs[i])
-		u.Data = append(u.Data, b...)
+		u.Writable = append(u.Writable, b)
+		k := min(left, s.Len)
+		u.Data = append(u.Data, b[:k]...)
 		left -= k
 	}
 	return u, true, nil
