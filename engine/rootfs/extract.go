@@ -132,12 +132,12 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		return x.dir(name, hdr, mode)
 	case tar.TypeReg:
 		if err := x.replace(name); err != nil {
-			return err
+			return skipKept(err)
 		}
 		return x.file(name, hdr, mode, r)
 	case tar.TypeSymlink:
 		if err := x.replace(name); err != nil {
-			return err
+			return skipKept(err)
 		}
 		if err := x.root.Symlink(hdr.Linkname, name); err != nil {
 			return err
@@ -151,7 +151,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		return x.link(hdr, true)
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 		if err := x.replace(name); err != nil {
-			return err
+			return skipKept(err)
 		}
 		if err := x.node(name, hdr, mode); err != nil {
 			return err
@@ -165,7 +165,13 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	}
 }
 
-// replace removes whatever is at name so a new entry can take its place.
+// errKeepDir stops a non-directory entry from replacing a directory.
+// mutate.Extract emits upper layers first and each name once, so a
+// directory already at the name was made for an upper layer's entries
+// beneath it, and those hide the lower layer's entry.
+var errKeepDir = errors.New("a directory is already there")
+
+// replace removes a non-directory at name so a new entry can take its place.
 func (x *extractor) replace(name string) error {
 	fi, err := x.root.Lstat(name)
 	if errors.Is(err, os.ErrNotExist) {
@@ -175,9 +181,17 @@ func (x *extractor) replace(name string) error {
 		return err
 	}
 	if fi.IsDir() {
-		return x.root.RemoveAll(name)
+		return errKeepDir
 	}
 	return x.root.Remove(name)
+}
+
+// skipKept turns errKeepDir into "skip this entry".
+func skipKept(err error) error {
+	if errors.Is(err, errKeepDir) {
+		return nil
+	}
+	return err
 }
 
 func (x *extractor) dir(name string, hdr *tar.Header, mode fs.FileMode) error {
@@ -186,7 +200,7 @@ func (x *extractor) dir(name string, hdr *tar.Header, mode fs.FileMode) error {
 	case err == nil && fi.IsDir():
 	case err == nil || errors.Is(err, os.ErrNotExist):
 		if err := x.replace(name); err != nil {
-			return err
+			return skipKept(err)
 		}
 		if err := x.root.Mkdir(name, 0o700); err != nil {
 			return err
@@ -265,7 +279,7 @@ func (x *extractor) link(hdr *tar.Header, wait bool) error {
 		return err
 	}
 	if err := x.replace(name); err != nil {
-		return err
+		return skipKept(err)
 	}
 	return x.root.Link(target, name)
 }

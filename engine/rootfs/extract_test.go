@@ -168,6 +168,9 @@ func TestExtractHostile(t *testing.T) {
 		{"hard link through symlink", []ent{symlink("evil", outside), hardlink("l", "evil/target")}, true, ""},
 		{"hard link to absolute path stays inside", []ent{reg("etc/passwd", "inside", 0o644), hardlink("l", "/etc/passwd")}, false, "l"},
 		{"file replaces symlink", []ent{symlink("f", outside+"/target"), reg("f", "x", 0o644)}, false, "f"},
+		// Upper-layer entries under var/run come first; the lower layer's
+		// symlink at var/run must neither win nor redirect them.
+		{"lower symlink under upper directory", []ent{reg("var/run/x", "x", 0o644), symlink("var/run", outside)}, false, "var/run/x"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
