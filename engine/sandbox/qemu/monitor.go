@@ -59,6 +59,11 @@ func (v *vm) connectMonitor(ctx context.Context) error {
 	}
 	eventsDone := make(chan struct{})
 	v.mu.Lock()
+	if v.monitorClosed { // QEMU died and the reaper finished meanwhile
+		v.mu.Unlock()
+		go discardMonitor(chanOf(r))
+		return errors.New("qemu exited")
+	}
 	v.dom = r.dom
 	v.eventsDone = eventsDone
 	v.mu.Unlock()
@@ -184,15 +189,23 @@ func (v *vm) run(ctx context.Context, command string) error {
 	}
 }
 
-// closeMonitor disconnects QMP once. The event reader then sees its stream
-// close and ends.
+// closeMonitor disconnects QMP; later calls do nothing, and a connection
+// that completes afterwards is discarded by connectMonitor. The event
+// reader sees its stream close and ends.
 func (v *vm) closeMonitor() {
-	v.monitorOnce.Do(func() {
-		v.mu.Lock()
-		dom := v.dom
-		v.mu.Unlock()
-		if dom != nil {
-			dom.Close()
-		}
-	})
+	v.mu.Lock()
+	dom := v.dom
+	v.dom = nil
+	v.monitorClosed = true
+	v.mu.Unlock()
+	if dom != nil {
+		dom.Close()
+	}
+}
+
+// chanOf wraps a finished connection for discardMonitor.
+func chanOf(r monitorConn) <-chan monitorConn {
+	ch := make(chan monitorConn, 1)
+	ch <- r
+	return ch
 }

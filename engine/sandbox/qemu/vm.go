@@ -36,15 +36,14 @@ type vm struct {
 	exited chan struct{} // closed when QEMU has been reaped
 	done   chan struct{} // closed when the exit is classified and QMP closed
 
-	monitorOnce sync.Once
-
-	mu         sync.Mutex
-	dom        *qemu.Domain  // guarded by mu; nil until QMP is connected
-	eventsDone chan struct{} // guarded by mu; closed when the event reader ends
-	facts      exitFacts     // guarded by mu
-	exit       sandbox.Exit  // guarded by mu; valid once done is closed
-	agentTaken bool          // guarded by mu
-	closed     bool          // guarded by mu; Destroy has run
+	mu            sync.Mutex
+	dom           *qemu.Domain  // guarded by mu; nil until QMP is connected and after it is closed
+	monitorClosed bool          // guarded by mu; closeMonitor has run
+	eventsDone    chan struct{} // guarded by mu; closed when the event reader ends
+	facts         exitFacts     // guarded by mu
+	exit          sandbox.Exit  // guarded by mu; valid once done is closed
+	agentTaken    bool          // guarded by mu
+	closed        bool          // guarded by mu; Destroy has run
 
 	destroyOnce sync.Once
 	destroyErr  error
@@ -61,7 +60,11 @@ func (v *vm) Pid() int { return v.cmd.Process.Pid }
 // successful call gets it.
 func (v *vm) DialAgent(ctx context.Context) (net.Conn, error) {
 	v.mu.Lock()
-	if v.agentTaken || v.closed {
+	if v.closed {
+		v.mu.Unlock()
+		return nil, errors.New("agent channel: the VM was destroyed")
+	}
+	if v.agentTaken {
 		v.mu.Unlock()
 		return nil, errors.New("agent channel already taken: a virtio-serial port carries one stream per VM")
 	}
@@ -115,16 +118,21 @@ func (v *vm) Wait(ctx context.Context) (sandbox.Exit, error) {
 	}
 }
 
+// quitGrace is how long Stop lets QEMU handle "quit" before SIGKILL.
+const quitGrace = 2 * time.Second
+
 // Stop ends the VM. Without ACPI there is no power button the guest would
-// see, so the request is QMP "quit": QEMU flushes its disk caches and exits
-// at once, without the guest's cooperation. To let the guest shut down
-// cleanly, ask the agent first and Wait; Stop is the backstop. If QEMU
-// has not exited when ctx ends, it is killed.
+// see, so the graceful part is the caller's: ask the agent to shut the
+// guest down, then call Stop, which waits until ctx ends for the guest to
+// go (returning as soon as it does). After that, QMP "quit" (QEMU flushes
+// its disk caches and exits, without the guest's cooperation), and SIGKILL
+// if QEMU has not exited quitGrace later. A ctx that is already done stops
+// the VM at once.
 func (v *vm) Stop(ctx context.Context) error {
 	select {
 	case <-v.exited:
 		return nil
-	default:
+	case <-ctx.Done():
 	}
 	v.mu.Lock()
 	v.facts.quitByUs = true
@@ -134,7 +142,7 @@ func (v *vm) Stop(ctx context.Context) error {
 	select {
 	case <-v.exited:
 		return nil
-	case <-ctx.Done():
+	case <-time.After(quitGrace):
 	}
 	v.kill()
 	<-v.exited
@@ -163,10 +171,7 @@ func (v *vm) kill() {
 	v.mu.Lock()
 	v.facts.killedByUs = true
 	v.mu.Unlock()
-	if err := v.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		// Nothing else can be done; the reaper still runs when it dies.
-		_ = err
-	}
+	_ = v.cmd.Process.Kill() // fails only if QEMU was reaped meanwhile
 }
 
 // reap waits for QEMU, lets the event reader consume what QEMU wrote

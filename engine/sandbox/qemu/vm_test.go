@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -267,8 +268,15 @@ func TestStopQuits(t *testing.T) {
 	}
 	defer sb.Destroy()
 	pid := sb.Pid()
-	if err := sb.Stop(ctxTimeout(t, 10*time.Second)); err != nil {
+	// A context that is already done means: stop now.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	if err := sb.Stop(ctx); err != nil {
 		t.Errorf("Stop: %v", err)
+	}
+	if d := time.Since(start); d >= quitGrace {
+		t.Errorf("Stop took %v: quit did not end QEMU, the SIGKILL fallback did", d)
 	}
 	exit, err := sb.Wait(ctxTimeout(t, 5*time.Second))
 	if err != nil || exit.Reason != sandbox.ExitKilled || !strings.Contains(exit.Detail, "QMP quit") {
@@ -476,4 +484,65 @@ func TestNoGoroutineLeak(t *testing.T) {
 	}
 	buf := make([]byte, 1<<16)
 	t.Errorf("goroutines: %d before Start, %d after Destroy:\n%s", before, after, buf[:runtime.Stack(buf, true)])
+}
+
+// TestStopWaitsForGuestShutdown: the engine asks the guest to shut down,
+// then Stop returns as soon as it has, and the exit is the guest's.
+func TestStopWaitsForGuestShutdown(t *testing.T) {
+	d, cfg := needVM(t)
+	sb, err := d.Start(ctxTimeout(t, 30*time.Second), cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer sb.Destroy()
+	conn, err := sb.DialAgent(ctxTimeout(t, 30*time.Second))
+	if err != nil {
+		t.Fatalf("DialAgent: %v", err)
+	}
+	defer conn.Close()
+	echo(t, conn, bufio.NewReader(conn), "up")
+	io.WriteString(conn, "reboot\n")
+	start := time.Now()
+	if err := sb.Stop(ctxTimeout(t, 60*time.Second)); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("Stop took %v, want it to return when the guest is gone", d)
+	}
+	exit, err := sb.Wait(ctxTimeout(t, 5*time.Second))
+	if err != nil || exit.Reason != sandbox.ExitShutdown {
+		t.Errorf("Wait() = %+v, %v; want shutdown", exit, err)
+	}
+}
+
+// TestStopKillsUnresponsiveQEMU: a QEMU that does not answer "quit" (here:
+// stopped with SIGSTOP) is killed after the grace period.
+func TestStopKillsUnresponsiveQEMU(t *testing.T) {
+	d, cfg := needVM(t)
+	sb, err := d.Start(ctxTimeout(t, 30*time.Second), cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer sb.Destroy()
+	pid := sb.Pid()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	if err := sb.Stop(ctx); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	if d := time.Since(start); d < quitGrace {
+		t.Errorf("Stop returned after %v, before the quit grace period", d)
+	}
+	exit, err := sb.Wait(ctxTimeout(t, 5*time.Second))
+	if err != nil || exit.Reason != sandbox.ExitKilled || !strings.Contains(exit.Detail, "SIGKILL") {
+		t.Errorf("Wait() = %+v, %v; want killed by SIGKILL", exit, err)
+	}
+	if err := sb.Destroy(); err != nil {
+		t.Errorf("Destroy: %v", err)
+	}
+	assertGone(t, pid, cfg.StateDir)
 }
