@@ -1,0 +1,119 @@
+// Command vmctl runs containers, each in its own lightweight VM.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/spf13/cobra"
+
+	"github.com/vmctl/vmctl/engine"
+	"github.com/vmctl/vmctl/engine/services/containersvc"
+)
+
+// statusError carries the exit status a command must end with, like the
+// docker CLI's: 125 when vmctl itself failed, 126/127 when the container's
+// command could not be run, otherwise the container's own status.
+type statusError struct {
+	code int
+	err  error // nil: exit silently with code
+}
+
+func (e *statusError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+type globalOptions struct {
+	dataRoot string
+	execRoot string
+	kernel   string
+	initrd   string
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func newRootCommand() (*cobra.Command, *globalOptions) {
+	g := &globalOptions{}
+	root := &cobra.Command{
+		Use:           "vmctl",
+		Short:         "Run containers, each in its own lightweight virtual machine",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       engine.Version,
+	}
+	root.SetVersionTemplate("vmctl version {{.Version}}\n")
+	root.CompletionOptions.DisableDefaultCmd = true
+	f := root.PersistentFlags()
+	f.StringVar(&g.dataRoot, "data-root", envOr("VMCTL_DATA_ROOT", "/var/lib/vmctl"), "root of persistent state: images, disks, containers (env VMCTL_DATA_ROOT)")
+	f.StringVar(&g.execRoot, "exec-root", envOr("VMCTL_EXEC_ROOT", "/run/vmctl"), "root of runtime state: VM sockets (env VMCTL_EXEC_ROOT)")
+	f.StringVar(&g.kernel, "kernel", os.Getenv("VMCTL_KERNEL"), "guest kernel (bzImage); default: guest/vmlinuz next to the vmctl binary (env VMCTL_KERNEL)")
+	f.StringVar(&g.initrd, "initrd", os.Getenv("VMCTL_INITRD"), "guest image (initramfs with the agent); default: guest/initramfs.img next to the vmctl binary (env VMCTL_INITRD)")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &statusError{code: 125, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
+	})
+	root.AddCommand(
+		newRunCommand(g),
+		newLoadCommand(g),
+		newImagesCommand(g),
+		newRmiCommand(g),
+		newPsCommand(g),
+		newRmCommand(g),
+		newInfoCommand(g),
+		newVersionCommand(),
+	)
+	return root, g
+}
+
+// open starts the in-process engine over the global options.
+func (g *globalOptions) open() (*engine.Engine, error) {
+	return engine.New(engine.Config{
+		DataRoot: g.dataRoot,
+		ExecRoot: g.execRoot,
+		Kernel:   g.kernel,
+		Initrd:   g.initrd,
+	})
+}
+
+func main() {
+	root, _ := newRootCommand()
+	err := root.ExecuteContext(context.Background())
+	if err == nil {
+		return
+	}
+	code := 125
+	var se *statusError
+	if errors.As(err, &se) {
+		code = se.code
+		if se.err == nil {
+			os.Exit(code)
+		}
+	}
+	var ce *containersvc.CommandError
+	if errors.As(err, &ce) {
+		code = ce.ExitCode
+	}
+	fmt.Fprintln(os.Stderr, "vmctl: "+oneLine(err))
+	os.Exit(code)
+}
+
+// oneLine keeps an error on one line, as users read it.
+func oneLine(err error) string {
+	msg := strings.TrimSpace(err.Error())
+	msg = strings.ReplaceAll(msg, "\r", "")
+	return strings.ReplaceAll(msg, "\n", "; ")
+}
+
+// isNotFound is for messages that differ on unknown objects.
+func isNotFound(err error) bool { return errdefs.IsNotFound(err) }

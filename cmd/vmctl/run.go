@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	units "github.com/docker/go-units"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/vmctl/vmctl/engine/services/containersvc"
+)
+
+type runOptions struct {
+	rm          bool
+	interactive bool
+	tty         bool
+	env         []string
+	workdir     string
+	user        string
+	hostname    string
+	name        string
+	memory      string
+	cpus        string
+	hypervisor  string
+	entrypoint  string
+}
+
+func newRunCommand(g *globalOptions) *cobra.Command {
+	o := &runOptions{}
+	cmd := &cobra.Command{
+		Use:   "run [OPTIONS] IMAGE [COMMAND] [ARG...]",
+		Short: "Run a command in a new container, in its own VM",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runContainer(cmd.Context(), g, o, args[0], args[1:])
+		},
+	}
+	f := cmd.Flags()
+	// Flags after IMAGE belong to the container's command.
+	f.SetInterspersed(false)
+	f.BoolVar(&o.rm, "rm", false, "remove the container when it exits")
+	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep stdin open and stream it to the container")
+	f.BoolVarP(&o.tty, "tty", "t", false, "allocate a terminal")
+	f.StringArrayVarP(&o.env, "env", "e", nil, "set an environment variable (KEY=VALUE; KEY alone takes it from this environment)")
+	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory inside the container")
+	f.StringVarP(&o.user, "user", "u", "", "user to run as: UID[:GID]")
+	f.StringVar(&o.hostname, "hostname", "", "container host name")
+	f.StringVar(&o.name, "name", "", "assign a name to the container")
+	f.StringVarP(&o.memory, "memory", "m", "", "memory limit (e.g. 256m, 1g)")
+	f.StringVar(&o.cpus, "cpus", "", "number of CPUs (e.g. 1, 1.5)")
+	f.StringVar(&o.hypervisor, "hypervisor", "auto", "hypervisor: auto, kvm (native VMM) or qemu")
+	f.StringVar(&o.entrypoint, "entrypoint", "", "override the image's entrypoint")
+	return cmd
+}
+
+func (o *runOptions) createOptions(image string, cmd []string) (containersvc.CreateOptions, error) {
+	co := containersvc.CreateOptions{
+		Image: image, Name: o.name, Cmd: cmd, WorkingDir: o.workdir, User: o.user,
+		Hostname: o.hostname, Tty: o.tty, OpenStdin: o.interactive, Hypervisor: o.hypervisor,
+		AutoRemove: o.rm,
+	}
+	for _, kv := range o.env {
+		if k, _, ok := cutEq(kv); !ok {
+			// Docker: "-e KEY" passes this process's value, if any.
+			if v, set := os.LookupEnv(k); set {
+				kv = k + "=" + v
+			}
+		}
+		co.Env = append(co.Env, kv)
+	}
+	if o.entrypoint != "" {
+		co.Entrypoint = []string{o.entrypoint}
+	}
+	if o.memory != "" {
+		n, err := units.RAMInBytes(o.memory)
+		if err != nil || n <= 0 {
+			return co, fmt.Errorf("invalid --memory %q: want a size such as 64m or 1g", o.memory)
+		}
+		co.MemoryBytes = n
+	}
+	if o.cpus != "" {
+		f, err := strconv.ParseFloat(o.cpus, 64)
+		if err != nil || f <= 0 || math.IsInf(f, 0) || math.IsNaN(f) {
+			return co, fmt.Errorf("invalid --cpus %q: want a positive number such as 1 or 1.5", o.cpus)
+		}
+		co.NanoCPUs = int64(f * 1e9)
+	}
+	switch o.hypervisor {
+	case "auto", "kvm", "qemu":
+	default:
+		return co, fmt.Errorf("invalid --hypervisor %q: want auto, kvm or qemu", o.hypervisor)
+	}
+	return co, nil
+}
+
+func cutEq(kv string) (string, string, bool) {
+	for i := 0; i < len(kv); i++ {
+		if kv[i] == '=' {
+			return kv[:i], kv[i+1:], true
+		}
+	}
+	return kv, "", false
+}
+
+func runContainer(ctx context.Context, g *globalOptions, o *runOptions, image string, cmdArgs []string) error {
+	co, err := o.createOptions(image, cmdArgs)
+	if err != nil {
+		return &statusError{code: 125, err: err}
+	}
+	stdinFd, stdoutFd := int(os.Stdin.Fd()), int(os.Stdout.Fd())
+	if o.tty && o.interactive && !term.IsTerminal(stdinFd) {
+		return &statusError{code: 125, err: fmt.Errorf("the input device is not a TTY; drop -t or run from a terminal")}
+	}
+	if o.tty && term.IsTerminal(stdoutFd) {
+		if w, h, err := term.GetSize(stdoutFd); err == nil {
+			co.ConsoleRows, co.ConsoleCols = uint16(h), uint16(w)
+		}
+	}
+
+	e, err := g.open()
+	if err != nil {
+		return err
+	}
+	// Until the container runs, a signal cancels the run and removes what
+	// was made; afterwards signals go to the container.
+	bootCtx, stopBoot := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer stopBoot()
+	c, err := e.Containers.Create(bootCtx, co)
+	if err != nil {
+		return err
+	}
+	stdio := containersvc.Stdio{Stdout: os.Stdout, Stderr: os.Stderr}
+	if o.interactive {
+		stdio.Stdin = os.Stdin
+	}
+	if o.tty {
+		stdio.Stderr = nil // a terminal carries everything on stdout
+	}
+	if err := e.Containers.Start(bootCtx, c.ID, stdio); err != nil {
+		if o.rm {
+			e.Containers.Remove(context.Background(), c.ID, true)
+		}
+		if bootCtx.Err() != nil && ctx.Err() == nil {
+			return &statusError{code: 130, err: fmt.Errorf("interrupted while starting the container")}
+		}
+		return err
+	}
+	stopBoot()
+
+	if o.tty && o.interactive {
+		if state, err := term.MakeRaw(stdinFd); err == nil {
+			defer term.Restore(stdinFd, state)
+		}
+	}
+	stopResize := func() {}
+	if o.tty && term.IsTerminal(stdoutFd) {
+		stopResize = forwardResize(ctx, e.Containers, c.ID, stdoutFd)
+	}
+	defer stopResize()
+	stopSignals := forwardSignals(ctx, e.Containers, c.ID)
+	defer stopSignals()
+
+	st, err := e.Containers.Wait(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	if st.Error != "" {
+		fmt.Fprintln(os.Stderr, "vmctl: "+st.Error)
+	}
+	if st.Code != 0 {
+		return &statusError{code: st.Code}
+	}
+	return nil
+}
+
+// forwardResize sends the terminal size now and on every SIGWINCH.
+func forwardResize(ctx context.Context, svc *containersvc.Service, id string, fd int) func() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGWINCH)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-ch:
+				if w, h, err := term.GetSize(fd); err == nil {
+					svc.Resize(ctx, id, uint16(h), uint16(w))
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(ch); close(done) }
+}
+
+// forwardSignals proxies the signals a user sends vmctl to the container's
+// process, as docker run does. The container's PID 1 ignores signals it has
+// no handler for, so a third Ctrl-C kills it.
+func forwardSignals(ctx context.Context, svc *containersvc.Service, id string) func() {
+	ch := make(chan os.Signal, 8)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	done := make(chan struct{})
+	go func() {
+		interrupts := 0
+		for {
+			select {
+			case s := <-ch:
+				sig := s.(syscall.Signal)
+				if sig == syscall.SIGINT {
+					interrupts++
+					if interrupts == 3 {
+						fmt.Fprintln(os.Stderr, "vmctl: third interrupt, killing the container")
+						sig = syscall.SIGKILL
+					}
+				}
+				svc.Kill(ctx, id, sig)
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(ch); close(done) }
+}
+

@@ -1,0 +1,218 @@
+// Package engine wires the engine's stores, drivers and services into one
+// value that a front end owns: the vmctl CLI in-process today, the vmctld
+// daemon later. It holds no logic of its own beyond defaults and the
+// adapters between packages.
+package engine
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vmctl/vmctl/engine/containers"
+	"github.com/vmctl/vmctl/engine/errs"
+	"github.com/vmctl/vmctl/engine/images"
+	"github.com/vmctl/vmctl/engine/rootfs"
+	"github.com/vmctl/vmctl/engine/sandbox"
+	"github.com/vmctl/vmctl/engine/sandbox/qemu"
+	"github.com/vmctl/vmctl/engine/services/containersvc"
+)
+
+// Version is set at build time.
+var Version = "dev"
+
+// Config locates the engine's state and the guest it boots.
+type Config struct {
+	// DataRoot holds persistent state: images, disks, containers.
+	DataRoot string
+	// ExecRoot holds runtime state: one directory of sockets per VM.
+	ExecRoot string
+	// Kernel and Initrd default to guest/vmlinuz and guest/initramfs.img
+	// next to the running binary.
+	Kernel string
+	Initrd string
+	// QEMU is the qemu-system-x86_64 binary; empty means look it up in PATH.
+	QEMU string
+	// DetachVMs lets VMs outlive the process that started them (a daemon).
+	DetachVMs bool
+}
+
+// Engine is the set of services a front end drives.
+type Engine struct {
+	cfg        Config
+	Images     *images.Store
+	Disks      *rootfs.Builder
+	Containers *containersvc.Service
+}
+
+func (c *Config) setDefaults() {
+	exe, err := os.Executable()
+	dir := "."
+	if err == nil {
+		dir = filepath.Dir(exe)
+	}
+	if c.Kernel == "" {
+		c.Kernel = filepath.Join(dir, "guest", "vmlinuz")
+	}
+	if c.Initrd == "" {
+		c.Initrd = filepath.Join(dir, "guest", "initramfs.img")
+	}
+}
+
+// New opens the stores under cfg.DataRoot.
+func New(cfg Config) (*Engine, error) {
+	cfg.setDefaults()
+	if cfg.DataRoot == "" || cfg.ExecRoot == "" {
+		return nil, fmt.Errorf("engine: data root and exec root must be set")
+	}
+	for _, p := range []*string{&cfg.DataRoot, &cfg.ExecRoot, &cfg.Kernel, &cfg.Initrd} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return nil, err
+		}
+		*p = abs
+	}
+	if err := os.MkdirAll(cfg.DataRoot, 0o711); err != nil {
+		return nil, fmt.Errorf("data root: %w", err)
+	}
+	imgs, err := images.Open(filepath.Join(cfg.DataRoot, "images"))
+	if err != nil {
+		return nil, err
+	}
+	disks, err := rootfs.NewBuilder(cfg.DataRoot)
+	if err != nil {
+		return nil, err
+	}
+	store, err := containers.OpenStore(filepath.Join(cfg.DataRoot, "containers"))
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, Images: imgs, Disks: disks}
+	e.Containers = containersvc.New(containersvc.Config{
+		Store:  store,
+		Images: imageSource{imgs, disks},
+		NewWritableDisk: func(path string, size int64) error {
+			return disks.WritableDisk(context.Background(), path, size)
+		},
+		ChooseDriver: e.chooseDriver,
+		Kernel:       cfg.Kernel,
+		Initrd:       cfg.Initrd,
+		ExecRoot:     cfg.ExecRoot,
+	})
+	return e, nil
+}
+
+// chooseDriver picks the driver for a hypervisor name and checks that
+// everything a boot needs is there, so that a run fails before it creates
+// anything.
+func (e *Engine) chooseDriver(name string) (containersvc.DriverChoice, error) {
+	choice, err := sandbox.Choose(name)
+	if err != nil {
+		return containersvc.DriverChoice{}, errs.Class(errdefs.ErrInvalidArgument, err)
+	}
+	for _, f := range []struct{ what, path, fix string }{
+		{"guest kernel", e.cfg.Kernel, "build it with `make kernel` or pass --kernel"},
+		{"guest image", e.cfg.Initrd, "build it with `make build` or pass --initrd"},
+	} {
+		if st, err := os.Stat(f.path); err != nil || !st.Mode().IsRegular() {
+			return containersvc.DriverChoice{}, errs.New(errdefs.ErrFailedPrecondition, "%s not found at %s: %s", f.what, f.path, f.fix)
+		}
+	}
+	switch choice.Driver {
+	case "qemu":
+		d, err := qemu.New(qemu.Options{Binary: e.cfg.QEMU, Accel: choice.Accel, Detach: e.cfg.DetachVMs})
+		if err != nil {
+			return containersvc.DriverChoice{}, errs.Class(errdefs.ErrFailedPrecondition, err)
+		}
+		return containersvc.DriverChoice{Driver: d, Accel: choice.Accel, Reason: choice.Reason}, nil
+	}
+	return containersvc.DriverChoice{}, errs.New(errdefs.ErrNotImplemented, "hypervisor %s: no driver", choice.Driver)
+}
+
+// imageSource adapts the image store and disk builder to the container service.
+type imageSource struct {
+	images *images.Store
+	disks  *rootfs.Builder
+}
+
+func (s imageSource) Resolve(ctx context.Context, ref string) (containersvc.ImageInfo, error) {
+	img, err := s.images.Resolve(ctx, ref)
+	if err != nil {
+		return containersvc.ImageInfo{}, err
+	}
+	name := ref
+	if len(img.RepoTags) > 0 {
+		name = img.RepoTags[0]
+	}
+	return containersvc.ImageInfo{
+		ID: img.ID, Name: name, Entrypoint: img.Config.Entrypoint, Cmd: img.Config.Cmd,
+		Env: img.Config.Env, WorkingDir: img.Config.WorkingDir, User: img.Config.User,
+	}, nil
+}
+
+func (s imageSource) Disk(ctx context.Context, imageID string) (string, error) {
+	img, err := s.images.Resolve(ctx, imageID)
+	if err != nil {
+		return "", err
+	}
+	return s.disks.ImageDisk(ctx, img)
+}
+
+// LoadImages imports the images of a docker save or OCI layout tarball.
+func (e *Engine) LoadImages(ctx context.Context, r io.Reader) ([]images.Image, error) {
+	return e.Images.Load(ctx, r)
+}
+
+// ListImages lists local images.
+func (e *Engine) ListImages(ctx context.Context) ([]images.Image, error) {
+	return e.Images.List(ctx)
+}
+
+// RemoveImage untags or deletes an image.
+func (e *Engine) RemoveImage(ctx context.Context, ref string) error {
+	_, err := e.Images.Remove(ctx, ref)
+	return err
+}
+
+// Info describes how this host runs VMs.
+type Info struct {
+	Hypervisor string // driver auto picks
+	Accel      string
+	Reason     string
+	KVM        string // what /dev/kvm can do
+	QEMU       string // the QEMU binary, or why there is none
+	Kernel     string
+	Initrd     string
+}
+
+// HostInfo reports the hypervisor choice for this host and the guest files.
+func HostInfo(cfg Config) Info {
+	cfg.setDefaults()
+	info := Info{Kernel: cfg.Kernel, Initrd: cfg.Initrd}
+	if ok, why := sandbox.KVMCapability(); ok {
+		info.KVM = "can run full guests"
+	} else {
+		info.KVM = why
+	}
+	choice, err := sandbox.Choose("auto")
+	if err != nil {
+		info.Reason = err.Error()
+		return info
+	}
+	info.Hypervisor, info.Accel, info.Reason = choice.Driver, choice.Accel, choice.Reason
+	if choice.Driver == "qemu" {
+		if _, err := qemu.New(qemu.Options{Binary: cfg.QEMU, Accel: choice.Accel}); err != nil {
+			info.QEMU = err.Error()
+		} else if cfg.QEMU != "" {
+			info.QEMU = cfg.QEMU
+		} else if p, err := exec.LookPath("qemu-system-x86_64"); err == nil {
+			info.QEMU = p
+		}
+	}
+	return info
+}
