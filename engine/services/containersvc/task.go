@@ -40,6 +40,26 @@ type Stdio struct {
 	Stderr io.Writer
 }
 
+// CommandError means the container's command could not be run: not found
+// (exit status 127 by Docker's convention) or not executable (126).
+type CommandError struct {
+	ExitCode int
+	Err      error
+}
+
+func (e *CommandError) Error() string { return e.Err.Error() }
+func (e *CommandError) Unwrap() error { return e.Err }
+
+func commandError(err error) error {
+	switch {
+	case errdefs.IsNotFound(err):
+		return &CommandError{ExitCode: 127, Err: err}
+	case errdefs.IsPermissionDenied(err):
+		return &CommandError{ExitCode: 126, Err: err}
+	}
+	return err
+}
+
 // task is one run of a container: its VM, agent connection and pumps.
 type task struct {
 	svc   *Service
@@ -160,10 +180,10 @@ func (t *task) boot(ctx context.Context) error {
 		},
 	})
 	if err != nil {
-		return agent.Convert(err)
+		return commandError(agent.Convert(err))
 	}
 	if _, err := api.StartContainer(bootCtx, &agentapi.ContainerRequest{ContainerId: c.ID}); err != nil {
-		return agent.Convert(err)
+		return commandError(agent.Convert(err))
 	}
 	c.State = containers.State{
 		Status: containers.StatusRunning, StartedAt: time.Now().UTC(),
