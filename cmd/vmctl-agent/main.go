@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -43,6 +44,8 @@ func main() {
 func serve() {
 	logw := pid1.OpenLog()
 	clog.L.Logger.SetOutput(logw)
+	// Quiet on success: the library's info messages are not errors.
+	clog.L.Logger.SetLevel(clog.ErrorLevel)
 	if err := pid1.Setup(); err != nil {
 		pid1.Logf("setup: %v", err)
 	}
@@ -67,33 +70,10 @@ func serve() {
 	}
 	st := &storage.Manager{WaitDevice: 2 * time.Second}
 
-	type endpoint struct {
-		name string
-		l    net.Listener
-	}
-	var endpoints []endpoint
-	if transport.HasVsock() {
-		if l, err := transport.ListenVsock(transport.AgentVsockPort); err == nil {
-			endpoints = append(endpoints, endpoint{"vsock", l})
-		} else {
-			pid1.Logf("%v", err)
-		}
-	}
-	// Under a VMM with vsock there may be no serial port: do not wait for one.
-	wait := portWait
-	if len(endpoints) > 0 {
-		wait = 0
-	}
-	if path, err := findPort(wait); err == nil {
-		endpoints = append(endpoints, endpoint{"virtio-serial", transport.ListenSerial(path)})
-	} else if len(endpoints) == 0 {
-		pid1.Logf("%v", err)
-	}
-
-	done := make(chan struct{}, len(endpoints))
-	for _, ep := range endpoints {
+	var wg sync.WaitGroup
+	serveOn := func(name string, l net.Listener) {
 		svc := service.New(service.Config{
-			Runtime: rt, Storage: st, Transport: ep.name, Logf: pid1.Logf,
+			Runtime: rt, Storage: st, Transport: name, Logf: pid1.Logf,
 			PowerOff: func() {
 				if err := pid1.Reboot(); err != nil {
 					pid1.Logf("%v", err)
@@ -103,18 +83,34 @@ func serve() {
 		srv, err := service.NewServer(svc)
 		if err != nil {
 			pid1.Logf("%v", err)
-			continue
+			return
 		}
-		go func(ep endpoint) {
-			if err := srv.Serve(context.Background(), ep.l); err != nil {
-				pid1.Logf("serve %s: %v", ep.name, err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(context.Background(), l); err != nil {
+				pid1.Logf("serve %s: %v", name, err)
 			}
-			done <- struct{}{}
-		}(ep)
+		}()
 	}
-	for range endpoints {
-		<-done
+
+	// vsock first: it is ready at once, while a serial port's name may
+	// still be on its way from the host.
+	vsockOK := false
+	if transport.HasVsock() {
+		if l, err := transport.ListenVsock(transport.AgentVsockPort); err == nil {
+			serveOn("vsock", l)
+			vsockOK = true
+		} else {
+			pid1.Logf("%v", err)
+		}
 	}
+	if path, err := findPort(portWait); err == nil {
+		serveOn("virtio-serial", transport.ListenSerial(path))
+	} else if !vsockOK {
+		pid1.Logf("%v", err)
+	}
+	wg.Wait()
 }
 
 // findPort waits for the agent's virtio-serial port to be named.

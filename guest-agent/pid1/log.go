@@ -15,20 +15,42 @@ var (
 
 // OpenLog sends Logf output to the kernel log (/dev/kmsg), where the host
 // sees it on the serial console, falling back to /dev/console and stderr.
-// It returns the writer so other loggers can share it.
+// It returns a writer for other loggers (the ttrpc library's) that adds the
+// same "vmctl-agent: " prefix to each line.
 func OpenLog() io.Writer {
+	openLog()
+	return prefixWriter{}
+}
+
+// prefixWriter sends each line through Logf's output with its prefix.
+type prefixWriter struct{}
+
+func (prefixWriter) Write(p []byte) (int, error) {
+	logMu.Lock()
+	defer logMu.Unlock()
+	for _, line := range strings.SplitAfter(string(p), "\n") {
+		if line == "" {
+			continue
+		}
+		if _, err := io.WriteString(logOut, "vmctl-agent: "+line); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+func openLog() {
 	logMu.Lock()
 	defer logMu.Unlock()
 	if f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
 		// <3> is KERN_ERR: shown on the console even with "quiet", which
 		// hides the default (warning) level.
 		logOut = &lineWriter{w: f, prefix: "<3>"}
-		return logOut
+		return
 	}
 	if f, err := os.OpenFile("/dev/console", os.O_WRONLY, 0); err == nil {
 		logOut = &lineWriter{w: f}
 	}
-	return logOut
 }
 
 // Logf logs one line with the "vmctl-agent:" prefix. The agent is quiet on

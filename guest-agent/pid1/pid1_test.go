@@ -146,3 +146,22 @@ func (r *recorder) Write(p []byte) (int, error) {
 	r.writes = append(r.writes, string(p))
 	return len(p), nil
 }
+
+func TestPrefixWriter(t *testing.T) {
+	rec := &recorder{}
+	logMu.Lock()
+	saved := logOut
+	logOut = rec
+	logMu.Unlock()
+	defer func() {
+		logMu.Lock()
+		logOut = saved
+		logMu.Unlock()
+	}()
+	prefixWriter{}.Write([]byte("level=error msg=a\nlevel=error msg=b\n"))
+	Logf("disk %s gone\n", "vda")
+	want := []string{"vmctl-agent: level=error msg=a\n", "vmctl-agent: level=error msg=b\n", "vmctl-agent: disk vda gone\n"}
+	if strings.Join(rec.writes, "") != strings.Join(want, "") {
+		t.Errorf("log output = %q, want %q", rec.writes, want)
+	}
+}

@@ -6,15 +6,26 @@ import (
 	"os"
 
 	"github.com/mdlayher/vsock"
+	"golang.org/x/sys/unix"
 )
 
 // AgentVsockPort is the vsock port the agent listens on.
 const AgentVsockPort = 1024
 
-// HasVsock reports whether the guest kernel offers a vsock transport.
+// HasVsock reports whether the guest can reach its host over vsock. The
+// vsock core alone (/dev/vsock, PF_VSOCK) accepts listeners even with no
+// device behind it; only a guest-to-host transport gives the guest a context
+// ID of its own (3 or more; VMADDR_CID_ANY means none).
 func HasVsock() bool {
-	_, err := os.Stat("/dev/vsock")
-	return err == nil
+	if _, err := os.Stat("/dev/vsock"); err != nil {
+		return false
+	}
+	cid, err := vsock.ContextID()
+	return err == nil && usableCID(cid)
+}
+
+func usableCID(cid uint32) bool {
+	return cid >= 3 && cid != unix.VMADDR_CID_ANY
 }
 
 // ListenVsock listens on the given vsock port for any context ID.

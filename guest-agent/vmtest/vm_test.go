@@ -99,9 +99,18 @@ type guest struct {
 	agent   agent.TTRPCAgentService
 }
 
-// boot starts QEMU with the agent as init. With connect, it waits for the
-// agent's channel and answers to Health.
-func boot(t *testing.T, extraCmdline string, disks []disk, connect bool) *guest {
+// bootOpts vary a boot.
+type bootOpts struct {
+	cmdline string // appended to the kernel command line
+	disks   []disk
+	// connect waits for the agent's channel and its answer to Health.
+	connect bool
+	// noAgentPort leaves the virtio-serial port out.
+	noAgentPort bool
+}
+
+// boot starts QEMU with the agent as init.
+func boot(t *testing.T, o bootOpts) *guest {
 	t.Helper()
 	initrd := requireVM(t)
 	// A short directory: unix socket paths are limited to 107 bytes.
@@ -122,16 +131,19 @@ func boot(t *testing.T, extraCmdline string, disks []disk, connect bool) *guest 
 		"-M", "microvm,acpi=off", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "512",
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-kernel", guestKernel, "-initrd", initrd,
-		"-append", "console=ttyS0 reboot=t panic=-1 quiet tsc=reliable nolapic_timer " + extraCmdline,
+		"-append", "console=ttyS0 reboot=t panic=-1 quiet tsc=reliable nolapic_timer " + o.cmdline,
 		"-global", "virtio-mmio.force-legacy=false",
 		"-chardev", "file,id=console,path=" + g.console, "-serial", "chardev:console",
-		"-device", "virtio-serial-device",
-		// reconnect=1: QEMU dials again a second after the host side
-		// closed, as with the engine's QEMU driver.
-		"-chardev", "socket,id=agent,reconnect=1,path=" + sock,
-		"-device", "virtserialport,chardev=agent,name=vmctl.agent",
 	}
-	for i, d := range disks {
+	if !o.noAgentPort {
+		args = append(args,
+			"-device", "virtio-serial-device",
+			// reconnect=1: QEMU dials again a second after the host side
+			// closed, as with the engine's QEMU driver.
+			"-chardev", "socket,id=agent,reconnect=1,path="+sock,
+			"-device", "virtserialport,chardev=agent,name=vmctl.agent")
+	}
+	for i, d := range o.disks {
 		drive := fmt.Sprintf("id=d%d,file=%s,format=raw,if=none", i, d.path)
 		if d.readonly {
 			drive += ",readonly=on"
@@ -166,7 +178,7 @@ func boot(t *testing.T, extraCmdline string, disks []disk, connect bool) *guest 
 			t.Logf("guest console:\n%s", b)
 		}
 	})
-	if !connect {
+	if !o.connect {
 		return g
 	}
 
@@ -336,7 +348,7 @@ func TestAgentInVM(t *testing.T) {
 	testenv.RequireRoot(t)
 	image := testenv.Ext4Image(t, testenv.BusyboxRoot(t, ""), "16M")
 	writable := testenv.Ext4Image(t, "", "64M")
-	g := boot(t, "", []disk{{image, "img0", true}, {writable, "rw0", false}}, true)
+	g := boot(t, bootOpts{disks: []disk{{image, "img0", true}, {writable, "rw0", false}}, connect: true})
 
 	t.Run("health", func(t *testing.T) {
 		h, err := g.agent.Health(ctxT(t), &agent.HealthRequest{})
@@ -457,7 +469,7 @@ func TestAgentInVM(t *testing.T) {
 // ready line on the console and ends the VM without any host connection.
 func TestSelftestBoot(t *testing.T) {
 	start := time.Now()
-	g := boot(t, "vmctl.selftest", nil, false)
+	g := boot(t, bootOpts{cmdline: "vmctl.selftest"})
 	g.waitExit(t, bootTimeout)
 	b, err := os.ReadFile(g.console)
 	if err != nil {
@@ -467,4 +479,20 @@ func TestSelftestBoot(t *testing.T) {
 		t.Fatalf("console has no ready line:\n%s", b)
 	}
 	t.Logf("boot to ready and reboot: %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestNoChannelEndsVM: with no way to reach the host the agent says why on
+// the console and ends the VM instead of hanging (or exiting, which would
+// panic the kernel).
+func TestNoChannelEndsVM(t *testing.T) {
+	g := boot(t, bootOpts{noAgentPort: true})
+	g.waitExit(t, bootTimeout)
+	b, _ := os.ReadFile(g.console)
+	if !bytes.Contains(b, []byte(`vmctl-agent: find serial port "vmctl.agent"`)) ||
+		!bytes.Contains(b, []byte("vmctl-agent: no transport left to serve; rebooting")) {
+		t.Errorf("console does not explain the reboot:\n%s", b)
+	}
+	if bytes.Contains(b, []byte("Kernel panic")) {
+		t.Errorf("kernel panicked:\n%s", b)
+	}
 }
