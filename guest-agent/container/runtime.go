@@ -53,8 +53,11 @@ type Config struct {
 type Runtime struct {
 	cfg Config
 
-	mu         sync.Mutex // guards containers
+	mu         sync.Mutex // guards containers and creating
 	containers map[string]*Container
+	// creating reserves the IDs of containers being created; they are not
+	// visible to other calls until Create has finished.
+	creating map[string]bool
 }
 
 // State is a container's lifecycle state.
@@ -98,7 +101,7 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.SetupTimeout == 0 {
 		cfg.SetupTimeout = 30 * time.Second
 	}
-	return &Runtime{cfg: cfg, containers: make(map[string]*Container)}, nil
+	return &Runtime{cfg: cfg, containers: make(map[string]*Container), creating: make(map[string]bool)}, nil
 }
 
 // Get returns a container.
@@ -134,18 +137,19 @@ func (r *Runtime) Create(ctx context.Context, id string, spec *specs.Spec, rootf
 	}
 	c := &Container{ID: id, spec: spec, procs: make(map[string]*Process)}
 	r.mu.Lock()
-	if _, ok := r.containers[id]; ok {
+	if _, ok := r.containers[id]; ok || r.creating[id] {
 		r.mu.Unlock()
 		return errorf(ErrExists, "container %q already exists", id)
 	}
-	r.containers[id] = c // reserve the ID while creating
+	r.creating[id] = true
 	r.mu.Unlock()
 	defer func() {
-		if err != nil {
-			r.mu.Lock()
-			delete(r.containers, id)
-			r.mu.Unlock()
+		r.mu.Lock()
+		delete(r.creating, id)
+		if err == nil {
+			r.containers[id] = c
 		}
+		r.mu.Unlock()
 	}()
 
 	c.cg, err = newCgroup(r.cfg.CgroupRoot, id, spec.Linux.Resources)

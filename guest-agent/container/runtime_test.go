@@ -300,3 +300,35 @@ func TestExecTerminal(t *testing.T) {
 		t.Errorf("Resize without a terminal = %v, want ErrState", err)
 	}
 }
+
+func TestConcurrentCreateSameID(t *testing.T) {
+	requireRoot(t)
+	rt := newTestRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const n = 4
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		root := busyboxRoot(t)
+		go func() { errs <- rt.Create(ctx, "same", testSpec("sleep", "100"), root) }()
+	}
+	created := 0
+	for i := 0; i < n; i++ {
+		err := <-errs
+		switch {
+		case err == nil:
+			created++
+		case !errors.Is(err, ErrExists):
+			t.Errorf("concurrent Create = %v, want nil or ErrExists", err)
+		}
+		// Whatever state the creation is in, these must not crash.
+		rt.Process("same", "")
+		rt.Start(ctx, "unknown")
+	}
+	if created != 1 {
+		t.Errorf("%d concurrent Creates of one ID succeeded, want 1", created)
+	}
+	if err := rt.Remove(ctx, "same"); err != nil {
+		t.Errorf("Remove: %v", err)
+	}
+}
