@@ -198,7 +198,6 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 		return nil, fmt.Errorf("start %s: %w", d.binary, err)
 	}
 	v.cmd = cmd
-	v.started = time.Now()
 	go v.reap()
 
 	if err := v.connectMonitor(ctx); err != nil {

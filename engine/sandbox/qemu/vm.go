@@ -29,7 +29,6 @@ type vm struct {
 	createdDir bool     // StateDir did not exist before Start
 	created    []string // files to remove on Destroy
 	cmd        *exec.Cmd
-	started    time.Time
 	agentLn    *net.UnixListener
 	agentConns chan net.Conn // the accepted agent connection (capacity 1)
 
