@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/signal"
@@ -30,6 +31,12 @@ const portWait = 5 * time.Second
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == container.InitArg {
 		container.InitMain()
+	}
+	if os.Getpid() != 1 {
+		// It mounts over /dev and /proc and reboots the machine: never
+		// anywhere but in a guest.
+		fmt.Fprintln(os.Stderr, "vmctl-agent: must run as the guest's init (PID 1); it is not a host command")
+		os.Exit(2)
 	}
 	serve()
 	// PID 1 must never exit: that is a kernel panic. serve only returns
