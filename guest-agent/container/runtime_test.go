@@ -332,3 +332,27 @@ func TestConcurrentCreateSameID(t *testing.T) {
 		t.Errorf("Remove: %v", err)
 	}
 }
+
+// TestEngineShapedSpec runs the spec shape the engine sends: no /dev mount
+// of its own, /dev/shm and /dev/mqueue, no environment at all.
+func TestEngineShapedSpec(t *testing.T) {
+	requireRoot(t)
+	rt := newTestRuntime(t)
+	spec := testSpec("sh", "-c", `test -c /dev/null && test -d /dev/pts && test -d /dev/mqueue && echo ok`)
+	spec.Process.Env = nil
+	spec.Hostname = ""
+	spec.Mounts = []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+	}
+	id := run(t, rt, spec)
+	p, _ := rt.Process(id, "")
+	if out := readAll(t, p, Stdout); out != "ok\n" {
+		t.Errorf("stdout = %q, want ok", out)
+	}
+	if e := wait(t, p); e.Status != 0 {
+		t.Errorf("exit = %+v, want 0", e)
+	}
+}
