@@ -346,3 +346,46 @@ func TestResetClosesConnections(t *testing.T) {
 		t.Fatalf("host read with the device inactive: %v, want EOF", err)
 	}
 }
+
+// A host program that stops reading stalls only its own connection: the
+// device stops granting that connection credit, and other connections
+// (and the queues) keep flowing.
+func TestStalledHostReader(t *testing.T) {
+	dev, path := newDevice(t)
+	g := newGuest(t, dev)
+	done := make(chan struct{})
+	guestErr := make(chan error, 1)
+	var serverWG sync.WaitGroup
+	serverWG.Add(1)
+	go func() { defer serverWG.Done(); g.echoServer(1024, done, guestErr) }()
+	defer func() { close(done); serverWG.Wait() }()
+
+	stalled, sr := hostConnect(t, path, 1024)
+	if line, err := sr.ReadString('\n'); err != nil || !strings.HasPrefix(line, "OK ") {
+		t.Fatalf("handshake %q, %v", line, err)
+	}
+	// Write 4 MiB and never read the echo: the echo fills the host socket
+	// buffer, then the device's buffer for the connection.
+	var writer sync.WaitGroup
+	writer.Go(func() {
+		chunk := make([]byte, 64<<10)
+		for range 64 {
+			if _, err := stalled.Write(chunk); err != nil {
+				return // closed at the end of the test
+			}
+		}
+	})
+	defer func() { stalled.Close(); writer.Wait() }()
+	time.Sleep(200 * time.Millisecond) // let the stalled connection fill up
+
+	for i := range 4 {
+		if err := echoStream(path, 200<<10, uint64(100+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case err := <-guestErr:
+		t.Fatal(err)
+	default:
+	}
+}
