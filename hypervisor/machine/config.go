@@ -1,0 +1,110 @@
+package machine
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/vmctl/vmctl/hypervisor/arch/x86"
+)
+
+// Config describes one VM.
+type Config struct {
+	// Kernel is a bzImage; Initrd (optional) an initramfs.
+	Kernel, Initrd string
+	// Cmdline is the kernel command line; the machine appends a
+	// virtio_mmio.device= entry per virtio device.
+	Cmdline string
+	// VCPUs is the number of vCPUs (1 to x86.MaxVCPUs).
+	VCPUs int
+	// MemoryMiB is guest RAM in MiB (x86.MinRAM or more, even).
+	MemoryMiB int
+	// Disks become virtio-blk devices, /dev/vda, /dev/vdb, ... in order.
+	Disks []Disk
+	// Vsock, if set, adds a virtio-vsock device with the hybrid host side.
+	Vsock *Vsock
+	// Console receives the serial port's output (nil: discarded);
+	// ConsoleIn, if set, feeds its input.
+	Console   io.Writer
+	ConsoleIn io.Reader
+	// Log receives the machine's own messages (nil: discarded).
+	Log *slog.Logger
+	// ProcessStart is what the boot-timer port measures from (zero: New's time).
+	ProcessStart time.Time
+	// Host is checked for a KVM that can run Linux (zero: DefaultHost).
+	Host Host
+	// SkipHostCheck builds the VM even where CheckHost fails. Only tests
+	// that need the full machine on such a host set it: Linux will not
+	// get far there.
+	SkipHostCheck bool
+}
+
+// Disk is a virtio-blk backing file.
+type Disk struct {
+	Path     string
+	Serial   string // at most 20 bytes, for /dev/disk/by-id
+	ReadOnly bool
+}
+
+// Vsock is the hybrid virtio-vsock device's configuration.
+type Vsock struct {
+	CID     uint32 // the guest's context ID, 3 or more
+	UDSPath string // host unix socket: "CONNECT <port>\n" reaches the guest
+}
+
+// maxDisks keeps every virtio device on an IOAPIC pin of its own.
+const maxDisks = 8
+
+// Validate checks c and fills defaults; every error is one line naming the
+// offending setting.
+func (c *Config) Validate() error {
+	if c.Kernel == "" {
+		return fmt.Errorf("no kernel given")
+	}
+	if c.VCPUs == 0 {
+		c.VCPUs = 1
+	}
+	if c.VCPUs < 1 || c.VCPUs > x86.MaxVCPUs {
+		return fmt.Errorf("vcpus %d: must be 1 to %d", c.VCPUs, x86.MaxVCPUs)
+	}
+	if c.MemoryMiB == 0 {
+		c.MemoryMiB = 256
+	}
+	if _, err := x86.RAMRanges(uint64(c.MemoryMiB) << 20); err != nil || c.MemoryMiB < 0 {
+		return fmt.Errorf("memory %d MiB: must be an even number of MiB, at least %d", c.MemoryMiB, x86.MinRAM>>20)
+	}
+	if len(c.Disks) > maxDisks {
+		return fmt.Errorf("%d disks: at most %d", len(c.Disks), maxDisks)
+	}
+	for i, d := range c.Disks {
+		if d.Path == "" {
+			return fmt.Errorf("disk %d: no path", i)
+		}
+		if len(d.Serial) > 20 {
+			return fmt.Errorf("disk %d: serial %q is longer than 20 bytes", i, d.Serial)
+		}
+	}
+	if v := c.Vsock; v != nil {
+		if v.CID < 3 {
+			return fmt.Errorf("vsock cid %d: must be 3 or more (0-2 are reserved)", v.CID)
+		}
+		if v.UDSPath == "" {
+			return fmt.Errorf("vsock: no unix socket path")
+		}
+	}
+	if strings.ContainsRune(c.Cmdline, 0) {
+		return fmt.Errorf("kernel command line contains a NUL byte")
+	}
+	if c.ProcessStart.IsZero() {
+		c.ProcessStart = time.Now()
+	}
+	if c.Host == (Host{}) {
+		c.Host = DefaultHost
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
