@@ -57,7 +57,7 @@ func TestInteractiveTerminal(t *testing.T) {
 		t.Fatalf("timed out waiting for %v; output so far: %q", re, out.String())
 		return ""
 	}
-	waitFor(regexp.MustCompile(`[#$] $`)) // the shell's prompt
+	waitFor(regexp.MustCompile(`/ [#$] `)) // the shell's prompt (busybox then asks for the cursor position)
 	io.WriteString(ptmx, "tty; stty size; echo marker-$((40+2))\r")
 	waitFor(regexp.MustCompile(`marker-42`))
 	mu.Lock()
