@@ -25,6 +25,8 @@ type Config struct {
 	Disks []Disk
 	// Vsock, if set, adds a virtio-vsock device with the hybrid host side.
 	Vsock *Vsock
+	// Net, if set, adds a virtio-net device on a tap interface.
+	Net *Net
 	// Console receives the serial port's output (nil: discarded);
 	// ConsoleIn, if set, feeds its input.
 	Console   io.Writer
@@ -93,6 +95,9 @@ func (c *Config) Validate() error {
 		if v.UDSPath == "" {
 			return fmt.Errorf("vsock: no unix socket path")
 		}
+	}
+	if c.Net != nil && (c.Net.Tap == "" || len(c.Net.Tap) > 15) {
+		return fmt.Errorf("tap name %q: must be 1 to 15 bytes", c.Net.Tap)
 	}
 	if strings.ContainsRune(c.Cmdline, 0) {
 		return fmt.Errorf("kernel command line contains a NUL byte")

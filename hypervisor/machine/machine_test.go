@@ -163,8 +163,15 @@ func TestMachineBuildsAndRuns(t *testing.T) {
 	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	var nic *Net
+	if os.Geteuid() == 0 {
+		// A non-persistent tap: it disappears when the machine closes it.
+		nic = &Net{Tap: "vmctltest0"}
+	} else {
+		t.Log("not root: running without a virtio-net tap")
+	}
 	m, err := New(Config{
-		Kernel: kernel, Initrd: initrd, Cmdline: "console=ttyS0 reboot=k panic=-1",
+		Net: nic, Kernel: kernel, Initrd: initrd, Cmdline: "console=ttyS0 reboot=k panic=-1",
 		VCPUs: 2, MemoryMiB: 128, Console: &console,
 		Disks: []Disk{{Path: disk, Serial: "test"}},
 		Vsock: &Vsock{CID: 3, UDSPath: filepath.Join(dir, "v.sock")},
@@ -178,6 +185,9 @@ func TestMachineBuildsAndRuns(t *testing.T) {
 		if !strings.Contains(m.Cmdline, want) {
 			t.Errorf("cmdline %q lacks %q", m.Cmdline, want)
 		}
+	}
+	if nic != nil && !strings.Contains(m.Cmdline, "virtio_mmio.device=512@0xd0003000:9") {
+		t.Errorf("cmdline %q lacks the net device on IRQ 9", m.Cmdline)
 	}
 	if err := m.Start(); err != nil {
 		t.Fatal(err)
@@ -243,5 +253,15 @@ func TestNewFailsFastOnLimitedKVM(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "\n") || time.Since(start) > time.Second {
 		t.Errorf("error %q (after %s): want one line, at once", err, time.Since(start))
+	}
+}
+
+func TestMACFor(t *testing.T) {
+	a, b := macFor("tap0"), macFor("tap1")
+	if a == b || a != macFor("tap0") {
+		t.Errorf("macFor not a stable function of the name: %x %x", a, b)
+	}
+	if a[0]&1 != 0 || a[0]&2 == 0 {
+		t.Errorf("macFor(tap0) = %x: want unicast, locally administered", a)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/vmctl/vmctl/hypervisor/virtio"
 	"github.com/vmctl/vmctl/hypervisor/virtio/blk"
 	"github.com/vmctl/vmctl/hypervisor/virtio/mmio"
+	"github.com/vmctl/vmctl/hypervisor/virtio/net"
 	"github.com/vmctl/vmctl/hypervisor/virtio/rng"
 	"github.com/vmctl/vmctl/hypervisor/virtio/vsock"
 	"golang.org/x/sys/unix"
@@ -86,6 +87,24 @@ func (m *Machine) setupVirtio() ([]string, error) {
 				return nil, nil, fmt.Errorf("vsock: %w", err)
 			}
 			return dev, dev.Close, nil
+		}})
+	}
+	if n := m.cfg.Net; n != nil {
+		specs = append(specs, spec{"net", func() (virtio.Device, func() error, error) {
+			tap, err := openTap(n.Tap)
+			if err != nil {
+				return nil, nil, err
+			}
+			mac := n.MAC
+			if mac == ([6]byte{}) {
+				mac = macFor(n.Tap)
+			}
+			dev, err := net.New(net.Config{Tap: tap, VnetHdrSize: tapVnetHdrSize, MAC: mac})
+			if err != nil {
+				tap.Close()
+				return nil, nil, fmt.Errorf("net: %w", err)
+			}
+			return dev, tap.Close, nil
 		}})
 	}
 	specs = append(specs, spec{"rng", func() (virtio.Device, func() error, error) {
