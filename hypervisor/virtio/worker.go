@@ -43,11 +43,11 @@ func DrainQueue(name string, q *queue.Queue, irq Interrupt, handle ChainHandler)
 		for {
 			c, err := q.Pop()
 			if errors.Is(err, queue.ErrBroken) {
-				slog.Warn("virtio: queue stopped", "queue", name, "err", err)
+				LogGuestError("virtio: queue stopped", "queue", name, "err", err)
 				return err
 			}
 			if err != nil {
-				slog.Warn("virtio: dropping malformed chain", "queue", name, "err", err)
+				LogGuestError("virtio: dropping malformed chain", "queue", name, "err", err)
 				PushUsed(name, q, c.Head, 0)
 				continue
 			}

@@ -22,7 +22,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 
 	"github.com/vmctl/vmctl/hypervisor/memory"
@@ -61,7 +60,6 @@ type Device struct {
 	serial   string
 	capacity uint64 // in sectors
 	config   [configSize]byte
-	log      *slog.Logger
 
 	wake    virtio.Waker
 	workers virtio.Workers
@@ -92,7 +90,6 @@ func New(cfg Config) (*Device, error) {
 		readOnly: cfg.ReadOnly,
 		serial:   cfg.Serial,
 		capacity: uint64(size) / SectorSize,
-		log:      slog.With("disk", cfg.Path),
 		wake:     virtio.NewWaker(),
 	}
 	// struct virtio_blk_config: capacity at 0, seg_max at 12.
@@ -149,11 +146,11 @@ func (d *Device) Activate(_ memory.Memory, _ uint64, qs []*queue.Queue, irq virt
 func (d *Device) handle(c *queue.Chain) uint32 {
 	r, err := Parse(c)
 	if errors.Is(err, ErrNoStatus) {
-		d.log.Warn("virtio-blk: dropping request", "err", err)
+		virtio.LogGuestError("virtio-blk: dropping request", "err", err)
 		return 0
 	}
 	if err != nil {
-		d.log.Warn("virtio-blk: bad request", "err", err)
+		virtio.LogGuestError("virtio-blk: bad request", "err", err)
 		r.Status[0] = StatusIOErr
 		return 1
 	}

@@ -3,6 +3,8 @@ package blk
 import (
 	"fmt"
 	"io"
+
+	"github.com/vmctl/vmctl/hypervisor/virtio"
 )
 
 // execute runs a parsed request against the backing file and writes its
@@ -71,6 +73,7 @@ func (d *Device) run(r *Request) (status byte, written uint32) {
 }
 
 func (d *Device) fail(r *Request, err error) byte {
-	d.log.Warn("virtio-blk: request failed", "type", r.Type, "sector", r.Sector, "bytes", r.DataLen, "err", err)
+	// Mostly guest-caused (ranges, read-only), so rate-limited.
+	virtio.LogGuestError("virtio-blk: request failed", "type", r.Type, "sector", r.Sector, "bytes", r.DataLen, "err", err)
 	return StatusIOErr
 }
