@@ -1,0 +1,217 @@
+// Command vmctl-vmm runs one VM on KVM with the project's native VMM and
+// serves its control API (api/vmm/v1, ttrpc) on a unix socket. It is
+// wiring only: flags to a machine.Config, the control server, signals,
+// and the exit code.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vmctl/vmctl/hypervisor/control"
+	"github.com/vmctl/vmctl/hypervisor/machine"
+	"github.com/vmctl/vmctl/hypervisor/vcpu"
+)
+
+// Process exit codes besides the VM's own (see usage).
+const (
+	exitSetup   = 1
+	exitUsage   = 2
+	exitHostKVM = 3
+)
+
+const usageText = `usage: vmctl-vmm -kernel BZIMAGE [flags]
+
+Runs one VM on KVM and serves its control API (ttrpc, api/vmm/v1) on the
+-control unix socket. The guest console (serial ttyS0) goes to -console.
+
+Flags:
+%s
+Exit codes:
+  0   the guest powered off or rebooted (i8042 reset, reboot=k), halted,
+      or the VM was stopped (control Stop, SIGTERM, SIGINT)
+  1   setup or host-side failure (bad file, KVM_RUN failed, ...)
+  2   invalid command line
+  3   this host's /dev/kvm cannot run full guests (no vmx/svm, or PVM)
+  10  triple fault (KVM_EXIT_SHUTDOWN)
+  11  instruction emulation failure (KVM internal error, suberror 1)
+  12  other KVM internal error
+  13  VM entry failure (KVM_EXIT_FAIL_ENTRY)
+  14  guest crash reported by KVM
+  15  an exit reason the VMM does not handle
+`
+
+// diskFlags collects repeated -disk PATH[,serial=S][,ro] values.
+type diskFlags []machine.Disk
+
+func (d *diskFlags) String() string { return fmt.Sprint(*d) }
+
+func (d *diskFlags) Set(v string) error {
+	parts := strings.Split(v, ",")
+	disk := machine.Disk{Path: parts[0]}
+	if disk.Path == "" {
+		return errors.New("empty path")
+	}
+	for _, p := range parts[1:] {
+		switch {
+		case p == "ro":
+			disk.ReadOnly = true
+		case strings.HasPrefix(p, "serial="):
+			disk.Serial = strings.TrimPrefix(p, "serial=")
+		default:
+			return fmt.Errorf("unknown disk option %q (want serial=S or ro)", p)
+		}
+	}
+	*d = append(*d, disk)
+	return nil
+}
+
+func main() {
+	start := time.Now()
+	os.Exit(run(start, os.Args[1:]))
+}
+
+func run(start time.Time, args []string) int {
+	fs := flag.NewFlagSet("vmctl-vmm", flag.ContinueOnError)
+	var (
+		kernel    = fs.String("kernel", "", "guest kernel `bzImage` (required)")
+		initrd    = fs.String("initrd", "", "initramfs `file`")
+		cmdline   = fs.String("cmdline", "console=ttyS0 reboot=k panic=-1 quiet", "kernel command line; virtio_mmio.device= entries are appended")
+		vcpus     = fs.Int("vcpus", 1, "number of vCPUs")
+		memMiB    = fs.Int("memory", 256, "guest RAM in `MiB`")
+		disks     diskFlags
+		vsockUDS  = fs.String("vsock-uds", "", "host unix socket `path` of the hybrid virtio-vsock device (enables it)")
+		vsockCID  = fs.Uint("vsock-cid", 3, "guest vsock context ID")
+		tap       = fs.String("tap", "", "tap interface `name` for a virtio-net device (enables it)")
+		mac       = fs.String("mac", "", "guest MAC `address` for -tap (default: derived from the tap name)")
+		console   = fs.String("console", "-", "serial console output `file` (- for stdout, empty to discard)")
+		ctlPath   = fs.String("control", "", "control API unix socket `path`")
+		waitStart = fs.Bool("wait-start", false, "build the VM but boot it only on the control API's Start")
+		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn or error")
+	)
+	fs.Var(&disks, "disk", "virtio-blk disk `PATH[,serial=S][,ro]` (repeatable; /dev/vda, /dev/vdb, ...)")
+	fs.Usage = func() {
+		var b strings.Builder
+		fs.SetOutput(&b)
+		fs.PrintDefaults()
+		fs.SetOutput(os.Stderr)
+		fmt.Fprintf(os.Stderr, usageText, b.String())
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return exitUsage
+	}
+	fail := func(code int, format string, a ...any) int {
+		fmt.Fprintf(os.Stderr, "vmctl-vmm: "+format+"\n", a...)
+		return code
+	}
+	if fs.NArg() > 0 {
+		return fail(exitUsage, "unexpected argument %q (see -help)", fs.Arg(0))
+	}
+	if *kernel == "" {
+		return fail(exitUsage, "no kernel: give -kernel PATH (see -help)")
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fail(exitUsage, "-log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg := machine.Config{
+		Kernel: *kernel, Initrd: *initrd, Cmdline: *cmdline, VCPUs: *vcpus, MemoryMiB: *memMiB,
+		Disks: disks, Log: log, ProcessStart: start,
+	}
+	if *vsockUDS != "" {
+		if *vsockCID > 1<<32-1 {
+			return fail(exitUsage, "-vsock-cid %d: out of range", *vsockCID)
+		}
+		cfg.Vsock = &machine.Vsock{CID: uint32(*vsockCID), UDSPath: *vsockUDS}
+	}
+	if *tap != "" {
+		cfg.Net = &machine.Net{Tap: *tap}
+		if *mac != "" {
+			hw, err := net.ParseMAC(*mac)
+			if err != nil || len(hw) != 6 {
+				return fail(exitUsage, "-mac %q: want an Ethernet address like 02:00:00:00:00:01", *mac)
+			}
+			copy(cfg.Net.MAC[:], hw)
+		}
+	}
+	out, closeOut, err := openConsole(*console)
+	if err != nil {
+		return fail(exitSetup, "%v", err)
+	}
+	defer closeOut()
+	cfg.Console = out
+
+	if err := cfg.Validate(); err != nil {
+		return fail(exitUsage, "%v", err)
+	}
+	m, err := machine.New(cfg)
+	if errors.Is(err, machine.ErrKVMCannotRunGuests) {
+		return fail(exitHostKVM, "%v", err)
+	}
+	if err != nil {
+		return fail(exitSetup, "%v", err)
+	}
+	defer m.Close()
+
+	var srv *control.Server
+	if *ctlPath != "" {
+		srv, err = control.Listen(*ctlPath, control.NewService(m, control.Info{VCPUs: cfg.VCPUs, MemoryMiB: cfg.MemoryMiB, Cmdline: m.Cmdline}))
+		if err != nil {
+			return fail(exitSetup, "%v", err)
+		}
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		s := <-sigs
+		log.Info("signal: stopping the VM", "signal", s.String())
+		m.Stop()
+	}()
+	if !*waitStart {
+		if err := m.Start(); err != nil {
+			return fail(exitSetup, "%v", err)
+		}
+	} else if srv == nil {
+		return fail(exitUsage, "-wait-start needs -control")
+	}
+	r := m.Wait()
+	if srv != nil {
+		// Let Wait callers get their answer before the socket goes away.
+		if err := srv.Shutdown(2 * time.Second); err != nil {
+			log.Warn("control socket shutdown", "err", err)
+		}
+	}
+	if r.Reason != vcpu.ReasonStopped {
+		log.Info("guest ended", "reason", r.Reason.String(), "exit_code", r.Reason.ExitCode())
+	}
+	return r.Reason.ExitCode()
+}
+
+// openConsole returns the serial console's destination.
+func openConsole(path string) (io.Writer, func(), error) {
+	switch path {
+	case "-":
+		return os.Stdout, func() {}, nil
+	case "":
+		return io.Discard, func() {}, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("console: %w", err)
+	}
+	return f, func() { f.Close() }, nil
+}

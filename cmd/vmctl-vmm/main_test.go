@@ -1,0 +1,68 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"github.com/vmctl/vmctl/hypervisor/machine"
+)
+
+func TestDiskFlag(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    machine.Disk
+		wantErr bool
+	}{
+		{in: "a.img", want: machine.Disk{Path: "a.img"}},
+		{in: "a.img,ro", want: machine.Disk{Path: "a.img", ReadOnly: true}},
+		{in: "a.img,serial=root,ro", want: machine.Disk{Path: "a.img", Serial: "root", ReadOnly: true}},
+		{in: ",ro", wantErr: true},
+		{in: "a.img,rw", wantErr: true},
+	}
+	for _, tt := range tests {
+		var d diskFlags
+		err := d.Set(tt.in)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("Set(%q) error = %v, want error %v", tt.in, err, tt.wantErr)
+			continue
+		}
+		if err == nil && (len(d) != 1 || d[0] != tt.want) {
+			t.Errorf("Set(%q) = %+v, want %+v", tt.in, d, tt.want)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want int
+	}{
+		{nil, exitUsage},
+		{[]string{"-kernel", "k", "extra"}, exitUsage},
+		{[]string{"-kernel", "k", "-vcpus", "0x"}, exitUsage},
+		{[]string{"-kernel", "k", "-memory", "7"}, exitUsage},
+		{[]string{"-kernel", "k", "-disk", "d,bogus"}, exitUsage},
+		{[]string{"-kernel", "k", "-tap", "t0", "-mac", "zz"}, exitUsage},
+		{[]string{"-kernel", "k", "-log-level", "loud"}, exitUsage},
+		{[]string{"-help"}, 0},
+	}
+	for _, tt := range tests {
+		if got := run(time.Now(), tt.args); got != tt.want {
+			t.Errorf("run(%q) = %d, want %d", tt.args, got, tt.want)
+		}
+	}
+}
+
+// Where /dev/kvm cannot run Linux, vmctl-vmm says so and exits 3 at once.
+func TestLimitedKVMExitCode(t *testing.T) {
+	if machine.DefaultHost.CheckHost() == nil {
+		t.Skip("this host's /dev/kvm runs full guests")
+	}
+	start := time.Now()
+	if got := run(start, []string{"-kernel", "/nonexistent", "-console", ""}); got != exitHostKVM {
+		t.Errorf("exit code %d, want %d", got, exitHostKVM)
+	}
+	if time.Since(start) > time.Second {
+		t.Errorf("took %s to fail", time.Since(start))
+	}
+}
