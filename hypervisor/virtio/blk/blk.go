@@ -22,6 +22,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/vmctl/vmctl/hypervisor/memory"
@@ -80,7 +81,7 @@ func New(cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("virtio-blk: open disk: %w", err)
 	}
-	size, err := f.Seek(0, 2) // works for block devices too, unlike Stat
+	size, err := f.Seek(0, io.SeekEnd) // works for block devices too, unlike Stat
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("virtio-blk: size of %s: %w", cfg.Path, err)
