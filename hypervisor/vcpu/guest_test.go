@@ -24,7 +24,7 @@ type tinyGuest struct {
 	buses Buses
 }
 
-func newTinyGuest(t *testing.T, code []byte, irqchip bool) *tinyGuest {
+func newTinyGuest(t testing.TB, code []byte, irqchip bool) *tinyGuest {
 	t.Helper()
 	sys, err := kvm.Open("/dev/kvm")
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
