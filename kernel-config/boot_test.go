@@ -7,10 +7,12 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +86,7 @@ func TestGuestKernelBoots(t *testing.T) {
 		kernel    string // file in bin/guest
 		gzip      bool   // initramfs compression
 		mode      string // vmctl.mode= for guest-init.sh
+		cmdline   string // extra kernel parameters
 		smp       int
 		devices   bool
 		wantOK    []string
@@ -92,7 +95,16 @@ func TestGuestKernelBoots(t *testing.T) {
 		// bzImage, gzip initramfs, every device the engine attaches.
 		{name: "bzImage/full", kernel: "vmlinuz", gzip: true, mode: "full", smp: 2, devices: true, wantOK: fullChecks},
 		// PVH entry of the ELF vmlinux, uncompressed initramfs; init exits, panic=-1 must end the VM.
-		{name: "vmlinux-pvh/panic", kernel: "vmlinux", mode: "panic", smp: 1, wantOK: []string{"init"}, wantPanic: true},
+		// quiet, as the QEMU driver boots: the panic and the agent's /dev/kmsg lines must still show.
+		{name: "vmlinux-pvh/panic", kernel: "vmlinux", mode: "panic", cmdline: "quiet", smp: 1, wantOK: []string{"init"}, wantPanic: true},
+	}
+	// Give the guest the host's TSC rate (TCG's guest TSC runs at it), as the
+	// README recommends for TCG, and check that the guest then uses the TSC.
+	if khz := hostTSCkHz(); khz != 0 {
+		tests[0].cmdline += fmt.Sprintf(" tsc_early_khz=%d", khz)
+		tests[0].wantOK = append(tests[0].wantOK, "clocksource-tsc")
+	} else {
+		t.Logf("host TSC rate unknown (no tsc_known_freq in /proc/cpuinfo): not checking the guest clocksource")
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,7 +119,7 @@ func TestGuestKernelBoots(t *testing.T) {
 				"-smp", fmt.Sprint(tt.smp), "-m", "256",
 				"-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial", "stdio",
 				"-kernel", filepath.Join(guestDir, tt.kernel), "-initrd", initrd,
-				"-append", "console=ttyS0 reboot=t panic=-1 tsc=reliable no_timer_check vmctl.mode=" + tt.mode,
+				"-append", "console=ttyS0 reboot=t panic=-1 tsc=reliable no_timer_check vmctl.mode=" + tt.mode + " " + tt.cmdline,
 			}
 			hvcOut := filepath.Join(dir, "hvc0.out")
 			if tt.devices {
@@ -153,6 +165,9 @@ func TestGuestKernelBoots(t *testing.T) {
 			if tt.wantPanic != bytes.Contains(console, []byte(panicMessage)) {
 				t.Errorf("console contains %q = %v, want %v", panicMessage, !tt.wantPanic, tt.wantPanic)
 			}
+			if !bytes.Contains(console, []byte("] VMCTL-KMSG from pid 1")) {
+				t.Errorf("an unprefixed /dev/kmsg line did not reach the console")
+			}
 			if !tt.wantPanic && !bytes.Contains(console, []byte("VMCTL-DONE")) {
 				t.Errorf("guest init did not finish")
 			}
@@ -164,6 +179,28 @@ func TestGuestKernelBoots(t *testing.T) {
 			t.Logf("guest uptime at init: %ss", guestValue(console, "VMCTL-UPTIME"))
 		})
 	}
+}
+
+// hostTSCkHz returns the host's TSC rate in kHz from /proc/cpuinfo, or 0 when
+// "cpu MHz" is not known to be the TSC rate (tsc_known_freq: no frequency scaling
+// of the TSC, as on a KVM guest host).
+func hostTSCkHz() int {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil || !bytes.Contains(b, []byte(" tsc_known_freq")) {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(name) != "cpu MHz" {
+			continue
+		}
+		mhz, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil || mhz <= 0 {
+			return 0
+		}
+		return int(math.Round(mhz * 1000))
+	}
+	return 0
 }
 
 // runQEMU runs QEMU to completion and returns the serial console output.

@@ -23,6 +23,8 @@ check() {
 echo "VMCTL-OK init"
 echo "VMCTL-RELEASE $(uname -r)"
 echo "VMCTL-UPTIME $(cut -d' ' -f1 /proc/uptime)"
+# The agent logs through /dev/kmsg without a level prefix; the console must show it even with quiet.
+echo "VMCTL-KMSG from pid 1" >/dev/kmsg
 
 mode=$(sed -n 's/.*vmctl\.mode=\([a-z]*\).*/\1/p' /proc/cmdline)
 
@@ -73,6 +75,12 @@ if [ "$mode" = full ]; then
 			! grep -q eth0 /proc/net/dev && grep -q lo: /proc/net/dev" &&
 		[ "$(hostname)" != inner ]'
 	check user-namespace sh -c '[ "$(unshare -U -r id -u)" = 0 ]'
+	case "$(cat /proc/cmdline)" in
+	*tsc_early_khz=*)
+		# Under TCG the PIT calibration is unreliable; with the TSC rate given, the TSC must be used.
+		check clocksource-tsc sh -c 'grep -qE "^tsc(-early)?$" /sys/devices/system/clocksource/clocksource0/current_clocksource'
+		;;
+	esac
 	check sysvipc sh -c '[ -e /proc/sysvipc/shm ] && [ -e /proc/sys/fs/mqueue/msg_max ]'
 fi
 
