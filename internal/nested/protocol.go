@@ -98,7 +98,9 @@ func seconds(s string) (float64, bool) {
 }
 
 // uptime converts L1 uptime seconds to a duration.
-func uptime(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+func uptime(s float64) time.Duration {
+	return time.Duration(s * float64(time.Second)).Round(time.Millisecond)
+}
 
 // validName accepts what init.sh can carry through the shell and the
 // protocol unquoted: letters, digits, '-', '_', '.'.

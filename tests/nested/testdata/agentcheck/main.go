@@ -1,0 +1,129 @@
+// Command agentcheck talks to a guest's vmctl-agent the way the engine does
+// under vmctl-vmm: through the VMM's hybrid vsock socket (connect to the
+// unix socket, "CONNECT <port>\n", wait for "OK ..."), then ttrpc. It calls
+// Health, optionally checks the reported kernel release, and with -shutdown
+// asks the agent to end the VM. It prints one line per step and exits 0
+// only when every step succeeded. The nested harness runs it inside L1.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/containerd/ttrpc"
+
+	agentapi "github.com/vmctl/vmctl/api/agent/v1"
+)
+
+func main() {
+	var (
+		uds      = flag.String("uds", "", "vmctl-vmm's vsock unix socket")
+		port     = flag.Uint("port", 1024, "agent vsock port")
+		timeout  = flag.Duration("timeout", time.Minute, "time allowed for the guest to boot and answer")
+		release  = flag.String("release", "", "kernel release the agent must report (empty: do not check)")
+		shutdown = flag.Bool("shutdown", false, "call Shutdown after Health")
+	)
+	flag.Parse()
+	if *uds == "" {
+		fail("give -uds PATH")
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+
+	conn, err := connect(ctx, *uds, *port)
+	if err != nil {
+		fail("connect to vsock port %d through %s: %v", *port, *uds, err)
+	}
+	fmt.Printf("agentcheck: vsock connected after %.2fs\n", time.Since(start).Seconds())
+	tc := ttrpc.NewClient(conn)
+	defer tc.Close()
+	api := agentapi.NewTTRPCAgentClient(tc)
+
+	h, err := api.Health(ctx, &agentapi.HealthRequest{})
+	if err != nil {
+		fail("Health: %v", err)
+	}
+	fmt.Printf("agentcheck: health after %.2fs: release=%s transport=%s agent=%s\n",
+		time.Since(start).Seconds(), h.KernelRelease, h.Transport, h.AgentVersion)
+	if *release != "" && h.KernelRelease != *release {
+		fail("agent reports kernel %q, want %q", h.KernelRelease, *release)
+	}
+	if h.Transport != "vsock" {
+		fail("agent reports transport %q, want vsock", h.Transport)
+	}
+	if *shutdown {
+		if _, err := api.Shutdown(ctx, &agentapi.ShutdownRequest{}); err != nil {
+			fail("Shutdown: %v", err)
+		}
+		fmt.Printf("agentcheck: shutdown acknowledged after %.2fs\n", time.Since(start).Seconds())
+	}
+}
+
+// connect dials the hybrid vsock socket until the guest accepts: before the
+// VMM creates the socket, or while nothing listens on the port in the
+// guest, the attempt fails and is retried.
+func connect(ctx context.Context, uds string, port uint) (net.Conn, error) {
+	var last error
+	for {
+		conn, err := handshake(ctx, uds, port)
+		if err == nil {
+			return conn, nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last attempt: %v)", ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func handshake(ctx context.Context, uds string, port uint) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", uds)
+	if err != nil {
+		return nil, err
+	}
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(conn, "CONNECT %d\n", port); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	// Read the reply one byte at a time: anything after the newline
+	// belongs to the agent's stream and must stay unread.
+	line, err := bufio.NewReaderSize(&oneByte{conn}, 16).ReadString('\n')
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("no reply to CONNECT: %w", err)
+	}
+	if !strings.HasPrefix(line, "OK ") {
+		conn.Close()
+		return nil, errors.New("CONNECT refused: " + strings.TrimSpace(line))
+	}
+	conn.SetDeadline(time.Time{})
+	return conn, nil
+}
+
+// oneByte makes every Read return at most one byte, so a bufio.Reader on
+// top never reads past the handshake line.
+type oneByte struct{ c net.Conn }
+
+func (o *oneByte) Read(p []byte) (int, error) {
+	if len(p) > 1 {
+		p = p[:1]
+	}
+	return o.c.Read(p)
+}
+
+func fail(format string, a ...any) {
+	fmt.Printf("agentcheck: "+format+"\n", a...)
+	os.Exit(1)
+}
