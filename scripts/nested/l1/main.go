@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -47,6 +48,7 @@ func main() {
 		cpus    = flag.Int("cpus", nested.DefaultCPUs, "L1 vCPUs")
 		mem     = flag.Int("memory", nested.DefaultMemoryMiB, "L1 RAM in MiB")
 		timeout = flag.Duration("timeout", nested.DefaultScenarioTimeout, "time limit of each script")
+		qemu    = flag.Bool("qemu", false, "also copy the host's qemu-system-x86_64, its libraries and microvm firmware into L1")
 		cache   = flag.String("cache", "", "cache directory of scripts/nested/prepare.sh (default $VMCTL_CACHE_DIR or /var/cache/vmctl)")
 	)
 	flag.Var(&files, "f", "copy `HOSTPATH[=L1PATH]` into L1 (default L1PATH: nested/bin/BASENAME); repeatable")
@@ -61,6 +63,18 @@ func main() {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "l1: %v\n", err)
 		os.Exit(2)
+	}
+	if *qemu {
+		q, err := exec.LookPath("qemu-system-x86_64")
+		if err == nil {
+			var qf []nested.File
+			qf, err = nested.HostExecutable(q, "usr/bin/qemu-system-x86_64")
+			files = append(append(files, qf...), nested.QEMUFirmware()...)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "l1: -qemu: %v\n", err)
+			os.Exit(2)
+		}
 	}
 	cfg := nested.Config{Kernel: k, Files: files, CPUs: *cpus, MemoryMiB: *mem, Console: os.Stdout}
 	for i, e := range exprs {
