@@ -31,7 +31,13 @@ export KBUILD_BUILD_HOST=vmctl
 export KBUILD_BUILD_VERSION=1
 # Make's LOCALVERSION variable would be appended to CONFIG_LOCALVERSION; the fragment owns it.
 unset LOCALVERSION
+# A caller's make (`make kernel -j8`) or kbuild settings must not leak into this build: the
+# output has to depend only on what the cache key covers.
+unset MAKEFLAGS MFLAGS MAKELEVEL KBUILD_OUTPUT O KCFLAGS KCPPFLAGS KAFLAGS CROSS_COMPILE CC LD
+export ARCH=x86_64
 export LC_ALL=C
+
+[ "$(uname -m)" = x86_64 ] || die "the guest kernel is x86_64 and is built natively; this host is $(uname -m)"
 
 shopt -s nullglob
 fragments=("$config_dir"/*.config)
@@ -146,7 +152,8 @@ build() {
 	echo "$prog: built $release in $entry"
 }
 
-mkdir -p "$cache_root"
+mkdir -p "$cache_root" 2>/dev/null ||
+	die "cannot create $cache_root; run as root or set VMCTL_CACHE_DIR to a writable directory"
 if [ ! -f "$entry/release" ]; then
 	# One builder per hash: a concurrent run waits, then finds the entry.
 	exec 9>"$cache_root/.$hash.lock"
