@@ -13,10 +13,12 @@ package nested
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -32,6 +34,9 @@ type scenario struct {
 	needs []string
 	// files builds the scenario's extra L1 files; it may use needs.
 	files func(root, tmp string) ([]nested.File, error)
+	// test is the test that checks the scenario: with `go test -run`, only
+	// the selected tests' scenarios are booted.
+	test string
 }
 
 var registry []scenario
@@ -104,6 +109,9 @@ func bootL1() {
 	shared.unavailable = map[string]string{}
 	cfg := nested.Config{Kernel: k}
 	for _, s := range registry {
+		if !selected(s.test) {
+			continue
+		}
 		if why := absent(root, s.needs); why != "" {
 			shared.unavailable[s.Name] = why
 			continue
@@ -121,6 +129,18 @@ func bootL1() {
 		cfg.Console = os.Stdout
 	}
 	shared.rep, shared.err = nested.Run(context.Background(), cfg)
+}
+
+// selected approximates go test's -run matching for top-level tests, so
+// that running one test does not boot every scenario.
+func selected(test string) bool {
+	f := flag.Lookup("test.run")
+	if f == nil || f.Value.String() == "" {
+		return true
+	}
+	pattern, _, _ := strings.Cut(f.Value.String(), "/")
+	ok, err := regexp.MatchString(pattern, test)
+	return ok || err != nil
 }
 
 func absent(root string, needs []string) string {

@@ -10,6 +10,7 @@ import (
 
 func init() {
 	register(scenario{
+		test:     "TestKVMSmoke",
 		Scenario: nested.Scenario{Name: "kvm-smoke", Script: "kvmsmoke /dev/kvm", Timeout: 30 * time.Second},
 		files: func(root, tmp string) ([]nested.File, error) {
 			bin, err := buildStatic(root, tmp, "./tests/nested/testdata/kvmsmoke")

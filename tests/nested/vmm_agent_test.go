@@ -11,6 +11,7 @@ import (
 
 func init() {
 	register(scenario{
+		test: "TestVMMAgent",
 		Scenario: nested.Scenario{Name: "vmm-agent", Timeout: 120 * time.Second, Script: prelude + `
 rel=$(cat ` + l1Release + `)
 vmctl-vmm -kernel ` + l1Kernel + ` -initrd ` + l1Image + ` -memory 256 -vsock-uds /tmp/agent.vsock -console - &

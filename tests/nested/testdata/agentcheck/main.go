@@ -1,6 +1,7 @@
-// Command agentcheck talks to a guest's vmctl-agent the way the engine does
-// under vmctl-vmm: through the VMM's hybrid vsock socket (connect to the
-// unix socket, "CONNECT <port>\n", wait for "OK ..."), then ttrpc. It calls
+// Command agentcheck talks to a guest's vmctl-agent the way the engine does:
+// under vmctl-vmm through the VMM's hybrid vsock socket (connect to the unix
+// socket, "CONNECT <port>\n", wait for "OK ..."), under QEMU through a
+// virtio-serial port whose chardev is a unix socket; then ttrpc. It calls
 // Health, optionally checks the reported kernel release, and with -shutdown
 // asks the agent to end the VM. It prints one line per step and exits 0
 // only when every step succeeded. The nested harness runs it inside L1.
@@ -25,24 +26,32 @@ import (
 func main() {
 	var (
 		uds      = flag.String("uds", "", "vmctl-vmm's vsock unix socket")
+		serial   = flag.String("serial", "", "QEMU's virtio-serial chardev unix socket (instead of -uds)")
 		port     = flag.Uint("port", 1024, "agent vsock port")
 		timeout  = flag.Duration("timeout", time.Minute, "time allowed for the guest to boot and answer")
 		release  = flag.String("release", "", "kernel release the agent must report (empty: do not check)")
 		shutdown = flag.Bool("shutdown", false, "call Shutdown after Health")
 	)
 	flag.Parse()
-	if *uds == "" {
-		fail("give -uds PATH")
+	if (*uds == "") == (*serial == "") {
+		fail("give one of -uds PATH or -serial PATH")
 	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 
-	conn, err := connect(ctx, *uds, *port)
-	if err != nil {
-		fail("connect to vsock port %d through %s: %v", *port, *uds, err)
+	wantTransport, dial := "vsock", func(ctx context.Context) (net.Conn, error) { return handshake(ctx, *uds, *port) }
+	if *serial != "" {
+		wantTransport, dial = "virtio-serial", func(ctx context.Context) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", *serial)
+		}
 	}
-	fmt.Printf("agentcheck: vsock connected after %.2fs\n", time.Since(start).Seconds())
+	conn, err := connect(ctx, dial)
+	if err != nil {
+		fail("connect over %s: %v", wantTransport, err)
+	}
+	fmt.Printf("agentcheck: %s connected after %.2fs\n", wantTransport, time.Since(start).Seconds())
 	tc := ttrpc.NewClient(conn)
 	defer tc.Close()
 	api := agentapi.NewTTRPCAgentClient(tc)
@@ -56,8 +65,8 @@ func main() {
 	if *release != "" && h.KernelRelease != *release {
 		fail("agent reports kernel %q, want %q", h.KernelRelease, *release)
 	}
-	if h.Transport != "vsock" {
-		fail("agent reports transport %q, want vsock", h.Transport)
+	if h.Transport != wantTransport {
+		fail("agent reports transport %q, want %s", h.Transport, wantTransport)
 	}
 	if *shutdown {
 		if _, err := api.Shutdown(ctx, &agentapi.ShutdownRequest{}); err != nil {
@@ -67,13 +76,13 @@ func main() {
 	}
 }
 
-// connect dials the hybrid vsock socket until the guest accepts: before the
-// VMM creates the socket, or while nothing listens on the port in the
-// guest, the attempt fails and is retried.
-func connect(ctx context.Context, uds string, port uint) (net.Conn, error) {
+// connect dials until the VM accepts: before the VMM creates its socket,
+// or while nothing listens on the vsock port in the guest, the attempt
+// fails and is retried.
+func connect(ctx context.Context, dial func(context.Context) (net.Conn, error)) (net.Conn, error) {
 	var last error
 	for {
-		conn, err := handshake(ctx, uds, port)
+		conn, err := dial(ctx)
 		if err == nil {
 			return conn, nil
 		}
