@@ -20,6 +20,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/vmctl/vmctl/engine/sandbox/qemu"
 )
 
 func main() {
@@ -66,14 +68,10 @@ func run(n int) error {
 	if out, err := vm("run", "--rm", "busybox", "true").CombinedOutput(); err != nil {
 		return fmt.Errorf("warm-up run: %v: %s", err, out)
 	}
-	bare := func() *exec.Cmd {
-		return exec.Command("qemu-system-x86_64",
-			"-M", "microvm,acpi=off,pic=off,pit=off,rtc=off", "-accel", "tcg", "-cpu", "max",
-			"-smp", "1", "-m", "256", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-			"-kernel", kernel, "-initrd", initrd,
-			"-append", "console=ttyS0 reboot=t panic=-1 quiet tsc=reliable no_timer_check vmctl.selftest",
-			"-serial", "stdio")
-	}
+	// The same virtual hardware and kernel command line the QEMU driver
+	// gives a container's VM of the default size (1 vCPU, 256 MiB).
+	bareArgs := qemu.BareArgs("tcg", 1, 256, kernel, initrd, []string{"vmctl.selftest"})
+	bare := func() *exec.Cmd { return exec.Command("qemu-system-x86_64", bareArgs...) }
 	if _, err := timeFirstLine(bare(), "vmctl-agent: ready"); err != nil {
 		return fmt.Errorf("bare QEMU boot: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/vmctl/vmctl/engine/sandbox"
 )
@@ -91,22 +92,9 @@ func buildArgs(l launch) []string {
 	if mem <= 0 {
 		mem = defaultMemoryMiB
 	}
-	cpu := "max"
-	if l.accel == "kvm" {
-		cpu = "host"
-	}
-	args := []string{
-		"-name", "guest=" + escape(l.id),
-		// No ACPI: QEMU then lists the virtio-mmio devices on the kernel
-		// command line, which an ACPI-less kernel can read. The legacy
-		// PIC/PIT/RTC stay: without the PIT the guest cannot calibrate its
-		// clocks under TCG and hangs, without the RTC it boots slower.
-		"-M", "microvm,acpi=off",
-		"-accel", l.accel,
-		"-cpu", cpu,
-		"-smp", strconv.Itoa(vcpus),
-		"-m", strconv.Itoa(mem),
-		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+	args := append([]string{"-name", "guest=" + escape(l.id)},
+		machineArgs(l.accel, vcpus, mem)...)
+	args = append(args,
 		// The guest is untrusted: QEMU drops what it never needs (spawning
 		// processes, raising privileges, obsolete syscalls).
 		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
@@ -119,7 +107,7 @@ func buildArgs(l launch) []string {
 		"-append", kernelCmdline(l.accel, vcpus, cfg.KernelArgs),
 		// Modern (virtio 1.0) MMIO transport instead of QEMU's legacy default.
 		"-global", "virtio-mmio.force-legacy=false",
-	}
+	)
 	if cfg.Initrd != "" {
 		args = append(args, "-initrd", cfg.Initrd)
 	}
@@ -160,6 +148,39 @@ func buildArgs(l launch) []string {
 	return args
 }
 
+// machineArgs is the virtual hardware: the same for every VM of a given
+// size, and for the bare boots benchmarks compare against.
+func machineArgs(accel string, vcpus, memMiB int) []string {
+	cpu := "max"
+	if accel == "kvm" {
+		cpu = "host"
+	}
+	return []string{
+		// No ACPI: QEMU then lists the virtio-mmio devices on the kernel
+		// command line, which an ACPI-less kernel can read. The legacy
+		// PIC/PIT/RTC stay: without the PIT the guest cannot calibrate its
+		// clocks under TCG and hangs, without the RTC it boots slower.
+		"-M", "microvm,acpi=off",
+		"-accel", accel,
+		"-cpu", cpu,
+		"-smp", strconv.Itoa(vcpus),
+		"-m", strconv.Itoa(memMiB),
+		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+	}
+}
+
+// BareArgs is the argument list of a plain QEMU boot of kernel and initrd
+// on the same virtual hardware and kernel command line as the driver's
+// VMs, with the serial console on stdout and no disks, monitor or agent
+// channel. It is the reference point of boot benchmarks.
+func BareArgs(accel string, vcpus, memMiB int, kernel, initrd string, kernelArgs []string) []string {
+	args := machineArgs(accel, vcpus, memMiB)
+	return append(args,
+		"-kernel", kernel, "-initrd", initrd,
+		"-append", kernelCmdline(accel, vcpus, kernelArgs),
+		"-serial", "stdio")
+}
+
 // kernelCmdline joins the driver's options and the caller's; the caller's
 // come last, so they win where the kernel takes the last value.
 func kernelCmdline(accel string, vcpus int, extra []string) string {
@@ -167,7 +188,66 @@ func kernelCmdline(accel string, vcpus int, extra []string) string {
 	if accel == "tcg" && vcpus == 1 {
 		parts = append(parts, tcgUPCmdline)
 	}
+	if accel == "tcg" {
+		if khz := hostTSC(); khz > 0 {
+			// Under TCG the guest reads the host's TSC, so its rate is
+			// known. Calibrating it against emulated timers fails on a busy
+			// host (or across vCPUs) and leaves the guest on the 10 ms
+			// jiffies clock.
+			parts = append(parts, "tsc_early_khz="+strconv.FormatInt(khz, 10))
+		}
+	}
 	return strings.Join(append(parts, extra...), " ")
+}
+
+// hostTSC is replaced in tests, whose expectations must not depend on the host.
+var hostTSC = hostTSCkHz
+
+var (
+	tscOnce sync.Once
+	tscKHz  int64
+)
+
+// hostTSCkHz is the host's TSC rate when the host knows it exactly (the
+// tsc_known_freq flag), else 0.
+func hostTSCkHz() int64 {
+	tscOnce.Do(func() {
+		b, err := os.ReadFile("/proc/cpuinfo")
+		if err == nil {
+			tscKHz = parseTSCkHz(string(b))
+		}
+	})
+	return tscKHz
+}
+
+// parseTSCkHz reads the first CPU's "cpu MHz" from /proc/cpuinfo text if its
+// flags say the TSC frequency is known.
+func parseTSCkHz(cpuinfo string) int64 {
+	var mhz float64
+	known := false
+	for _, line := range strings.Split(cpuinfo, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			if strings.TrimSpace(line) == "" && mhz > 0 {
+				break // end of the first CPU
+			}
+			continue
+		}
+		switch strings.TrimSpace(k) {
+		case "cpu MHz":
+			mhz, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+		case "flags":
+			for _, f := range strings.Fields(v) {
+				if f == "tsc_known_freq" {
+					known = true
+				}
+			}
+		}
+	}
+	if !known || mhz <= 0 || mhz > 100000 {
+		return 0
+	}
+	return int64(mhz*1000 + 0.5)
 }
 
 // escape doubles commas, QEMU's escape inside option values.

@@ -73,6 +73,8 @@ func TestBuildArgs(t *testing.T) {
 		{"name escaped", func(l *launch) { l.id = "a,b" }, "-name", []string{"guest=a,,b"}},
 		{"pidfile", nil, "-pidfile", []string{"/run/v/c1/qemu.pid"}},
 	}
+	defer func(f func() int64) { hostTSC = f }(hostTSC)
+	hostTSC = func() int64 { return 0 }
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			l := base
@@ -208,5 +210,33 @@ func TestNewErrors(t *testing.T) {
 	d, err := New(Options{Binary: "/bin/sh", Accel: "tcg"})
 	if err != nil || d.Name() != "qemu" || d.Accel() != "tcg" {
 		t.Errorf("New(valid) = %v, %v", d, err)
+	}
+}
+
+func TestCmdlineCarriesKnownTSCRateUnderTCG(t *testing.T) {
+	defer func(f func() int64) { hostTSC = f }(hostTSC)
+	hostTSC = func() int64 { return 2599998 }
+	if got := kernelCmdline("tcg", 2, nil); !strings.Contains(got, "tsc_early_khz=2599998") {
+		t.Errorf("tcg cmdline %q lacks tsc_early_khz", got)
+	}
+	if got := kernelCmdline("kvm", 2, nil); strings.Contains(got, "tsc_early_khz") {
+		t.Errorf("kvm cmdline %q has tsc_early_khz: kvm-clock needs none", got)
+	}
+}
+
+func TestParseTSCkHz(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+	}{
+		{"processor\t: 0\ncpu MHz\t\t: 2599.998\nflags\t\t: fpu tsc tsc_known_freq sse\n\nprocessor\t: 1\ncpu MHz\t\t: 1.0\n", 2599998},
+		{"processor\t: 0\ncpu MHz\t\t: 2599.998\nflags\t\t: fpu tsc sse\n", 0},
+		{"flags\t\t: tsc_known_freq\ncpu MHz\t\t: garbage\n", 0},
+		{"", 0},
+	}
+	for _, tt := range tests {
+		if got := parseTSCkHz(tt.in); got != tt.want {
+			t.Errorf("parseTSCkHz(%q) = %d, want %d", tt.in, got, tt.want)
+		}
 	}
 }

@@ -309,15 +309,19 @@ func (t *task) pumpStdin(r io.Reader) {
 	}
 }
 
-// shutdown asks the guest to power off cleanly (the agent syncs and
-// unmounts the writable disk), then makes sure the VM is gone.
+// shutdown asks the agent to end the guest cleanly: it removes the
+// container, syncs and unmounts every filesystem, and only then replies. From
+// that reply on, the writable disk is consistent on the host, so the VM is
+// ended at once rather than after the guest's own reboot.
 func (t *task) shutdown() {
-	api := t.agent.API()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	api.RemoveContainer(ctx, &agentapi.ContainerRequest{ContainerId: t.c.ID})
-	if _, err := api.Shutdown(ctx, &agentapi.ShutdownRequest{}); err == nil {
-		t.sb.Wait(ctx)
+	if _, err := t.agent.API().Shutdown(ctx, &agentapi.ShutdownRequest{}); err != nil {
+		// No clean unmount: give the guest a moment in case it is
+		// shutting down on its own, then end it.
+		waitCtx, cancelWait := context.WithTimeout(context.Background(), time.Second)
+		t.sb.Wait(waitCtx)
+		cancelWait()
 	}
 	t.destroy()
 }
