@@ -11,10 +11,11 @@ import (
 	"github.com/vmctl/vmctl/internal/nested"
 )
 
-// prelude is prepended to every vmctl-vmm scenario: helpers for timing in
-// milliseconds of L1's uptime.
+// prelude is prepended to scenarios that need its helpers.
 const prelude = `
 ms() { read -r u _ </proc/uptime; v=$(echo "$u" | tr -d .); v=${v#0}; v=${v#0}; echo $((v * 10)); }
+# alive PID: the process runs (a zombie the shell has not reaped yet does not).
+alive() { [ -r /proc/$1/stat ] && ! grep -q ') Z' /proc/$1/stat; }
 `
 
 // Paths inside L1 (relative to /nested, the scenarios' directory).
@@ -44,6 +45,7 @@ var vmmNeeds = []string{"bin/vmctl-vmm", "bin/guest/vmlinuz"}
 //	write:  write l2.token= to the start of /dev/vda, then reboot
 //	read:   print L2-READ <first line of /dev/vda>, then reboot
 const l2Init = `#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /dev
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc

@@ -24,12 +24,16 @@ echo "vmctl-vmm exited with $rc; a triple fault is documented as 10"
 	register(scenario{
 		test: "TestVMMReboot",
 		Scenario: nested.Scenario{Name: "vmm-reboot", Timeout: 60 * time.Second, Script: prelude + `
+: >/tmp/reboot.console
 vmctl-vmm -kernel ` + l1Kernel + ` -initrd ` + l1BusyboxL2 + ` -memory 128 \
 	-cmdline "console=ttyS0 reboot=k panic=-1 quiet l2.mode=reboot" -console /tmp/reboot.console &
 vmm=$!
+# Stream the console while polling it, so that a hung boot shows how far L2 got.
+tail -f /tmp/reboot.console 2>/dev/null &
+tailpid=$!
 until grep -q L2-REBOOTING /tmp/reboot.console 2>/dev/null; do
-	if ! kill -0 $vmm 2>/dev/null; then
-		cat /tmp/reboot.console
+	if ! alive $vmm; then
+		kill $tailpid
 		echo "vmctl-vmm ended before L2's init ran"
 		exit 1
 	fi
@@ -39,7 +43,7 @@ t0=$(ms)
 wait $vmm
 rc=$?
 took=$(($(ms) - t0))
-cat /tmp/reboot.console
+kill $tailpid
 echo "vmctl-vmm exited with $rc ${took} ms after L2 ran reboot -f"
 [ "$rc" = 0 ] && [ "$took" -le 5000 ]
 `},
