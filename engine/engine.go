@@ -20,6 +20,7 @@ import (
 	"github.com/vmctl/vmctl/engine/rootfs"
 	"github.com/vmctl/vmctl/engine/sandbox"
 	"github.com/vmctl/vmctl/engine/sandbox/qemu"
+	"github.com/vmctl/vmctl/engine/sandbox/vmm"
 	"github.com/vmctl/vmctl/engine/services/containersvc"
 )
 
@@ -38,6 +39,8 @@ type Config struct {
 	Initrd string
 	// QEMU is the qemu-system-x86_64 binary; empty means look it up in PATH.
 	QEMU string
+	// VMM is the vmctl-vmm binary; empty means next to this program, else PATH.
+	VMM string
 	// DetachVMs lets VMs outlive the process that started them (a daemon).
 	DetachVMs bool
 }
@@ -126,6 +129,12 @@ func (e *Engine) chooseDriver(name string) (containersvc.DriverChoice, error) {
 	switch choice.Driver {
 	case "qemu":
 		d, err := qemu.New(qemu.Options{Binary: e.cfg.QEMU, Accel: choice.Accel, Detach: e.cfg.DetachVMs})
+		if err != nil {
+			return containersvc.DriverChoice{}, errs.Class(errdefs.ErrFailedPrecondition, err)
+		}
+		return containersvc.DriverChoice{Driver: d, Accel: choice.Accel, Reason: choice.Reason}, nil
+	case "kvm":
+		d, err := vmm.New(vmm.Options{Binary: e.cfg.VMM, Detach: e.cfg.DetachVMs})
 		if err != nil {
 			return containersvc.DriverChoice{}, errs.Class(errdefs.ErrFailedPrecondition, err)
 		}

@@ -80,14 +80,11 @@ func (h Host) KVMCapability() (ok bool, reason string) {
 	return true, fmt.Sprintf("%s runs full guests (hardware virtualization present)", h.DevKVM)
 }
 
-// errNoNativeVMM is returned for "kvm" until the native VMM driver exists.
-var errNoNativeVMM = errors.New("hypervisor kvm: the native VMM driver is not available yet")
-
 // Choose selects the hypervisor for name on h:
 //   - "kvm": the native VMM; an error where KVM cannot run full guests.
 //   - "qemu": QEMU, KVM-accelerated where possible, else TCG.
 //   - "auto" (or ""): the native VMM where KVM can run full guests, else QEMU
-//     as above. While the native driver does not exist, auto means qemu.
+//     with TCG.
 func (h Host) Choose(name string) (Choice, error) {
 	switch name {
 	case "auto", "", "kvm", "qemu":
@@ -95,20 +92,16 @@ func (h Host) Choose(name string) (Choice, error) {
 		return Choice{}, fmt.Errorf("unknown hypervisor %q: use auto, kvm or qemu", name)
 	}
 	ok, why := h.KVMCapability()
-	if name == "kvm" {
-		if !ok {
-			return Choice{}, fmt.Errorf("hypervisor kvm: %s", why)
-		}
-		return Choice{}, errNoNativeVMM
+	if name == "kvm" && !ok {
+		return Choice{}, fmt.Errorf("hypervisor kvm: %s", why)
 	}
 	if !ok {
 		return Choice{Driver: "qemu", Accel: "tcg", Reason: "qemu with TCG software emulation: " + why}, nil
 	}
-	reason := "qemu with KVM acceleration: " + why
-	if name != "qemu" {
-		reason += "; the native VMM driver is not available yet"
+	if name == "qemu" {
+		return Choice{Driver: "qemu", Accel: "kvm", Reason: "qemu with KVM acceleration (asked for): " + why}, nil
 	}
-	return Choice{Driver: "qemu", Accel: "kvm", Reason: reason}, nil
+	return Choice{Driver: "kvm", Accel: "kvm", Reason: "the native VMM (vmctl-vmm): " + why}, nil
 }
 
 // cpuHasVirtFlag reports whether any "flags" line of a /proc/cpuinfo-format

@@ -81,12 +81,12 @@ func TestChoose(t *testing.T) {
 		wantReason string
 		wantErr    string
 	}{
-		{"auto capable", "auto", true, Choice{Driver: "qemu", Accel: "kvm"}, "native VMM driver is not available yet", ""},
+		{"auto capable", "auto", true, Choice{Driver: "kvm", Accel: "kvm"}, "native VMM", ""},
 		{"empty is auto", "", false, Choice{Driver: "qemu", Accel: "tcg"}, "TCG software emulation: ", ""},
 		{"auto on pvm", "auto", false, Choice{Driver: "qemu", Accel: "tcg"}, "kvm_pvm loaded", ""},
 		{"qemu capable", "qemu", true, Choice{Driver: "qemu", Accel: "kvm"}, "KVM acceleration", ""},
 		{"qemu on pvm", "qemu", false, Choice{Driver: "qemu", Accel: "tcg"}, "cannot run full guests", ""},
-		{"kvm capable", "kvm", true, Choice{}, "", "hypervisor kvm: the native VMM driver is not available yet"},
+		{"kvm capable", "kvm", true, Choice{Driver: "kvm", Accel: "kvm"}, "native VMM", ""},
 		{"kvm on pvm", "kvm", false, Choice{}, "", "hypervisor kvm: " + "/"},
 		{"unknown", "xen", true, Choice{}, "", `unknown hypervisor "xen": use auto, kvm or qemu`},
 	}

@@ -1,0 +1,454 @@
+// Package vmm is the sandbox driver for vmctl-vmm, the project's native Go
+// VMM: one vmctl-vmm process per VM, controlled over its ttrpc control API
+// (api/vmm/v1), with the guest agent reached through the VM's hybrid
+// virtio-vsock socket (`CONNECT 1024` on a unix socket).
+//
+// The engine never links the VMM: a crashed or compromised VMM takes down
+// only its own VM. This package does not decide whether this host can run
+// vmctl-vmm (engine/sandbox.Choose does); vmctl-vmm itself refuses, with exit
+// status 3, where /dev/kvm cannot run full guests.
+package vmm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/ttrpc"
+
+	vmmapi "github.com/vmctl/vmctl/api/vmm/v1"
+	"github.com/vmctl/vmctl/engine/sandbox"
+)
+
+// Binary is the VMM executable's name.
+const Binary = "vmctl-vmm"
+
+// AgentVsockPort is the vsock port the guest agent listens on.
+const AgentVsockPort = 1024
+
+// guestCID is the guest's vsock context ID; each VM has its own device, so
+// every guest can use the first guest CID.
+const guestCID = 3
+
+// baseCmdline: reboot=k because vmctl-vmm emulates the i8042 reset line,
+// which ends the VM at once; panic=-1 turns a guest panic into a reboot.
+const baseCmdline = "console=ttyS0 reboot=k panic=-1 quiet"
+
+// Exit codes of vmctl-vmm (see vmctl-vmm -help).
+const (
+	exitGuestEnded = 0
+	exitHostKVM    = 3
+)
+
+// Options configures the driver.
+type Options struct {
+	// Binary is the vmctl-vmm executable; empty means vmctl-vmm next to
+	// the running program, else in PATH.
+	Binary string
+	// Detach lets VMs outlive the engine process.
+	Detach bool
+}
+
+// Driver starts vmctl-vmm VMs.
+type Driver struct {
+	binary string
+	detach bool
+}
+
+// New finds the vmctl-vmm binary.
+func New(opts Options) (*Driver, error) {
+	bin := opts.Binary
+	if bin == "" {
+		if exe, err := os.Executable(); err == nil {
+			if p := filepath.Join(filepath.Dir(exe), Binary); isExecutable(p) {
+				bin = p
+			}
+		}
+	}
+	if bin == "" {
+		p, err := exec.LookPath(Binary)
+		if err != nil {
+			return nil, fmt.Errorf("%s not found next to this program or in PATH: build it with `make build`", Binary)
+		}
+		bin = p
+	}
+	if !isExecutable(bin) {
+		return nil, fmt.Errorf("%s is not an executable file", bin)
+	}
+	return &Driver{binary: bin, detach: opts.Detach}, nil
+}
+
+func isExecutable(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
+}
+
+// Name implements sandbox.Driver.
+func (d *Driver) Name() string { return "kvm" }
+
+// Args returns vmctl-vmm's argument list for cfg, with the given socket and
+// log paths. It is exported for tests and for the nested harness.
+func Args(cfg sandbox.Config, controlSock, vsockSock, console string) []string {
+	cmdline := strings.Join(append([]string{baseCmdline}, cfg.KernelArgs...), " ")
+	args := []string{
+		"-kernel", cfg.Kernel,
+		"-cmdline", cmdline,
+		"-vcpus", strconv.Itoa(max(cfg.VCPUs, 1)),
+		"-memory", strconv.Itoa(max(cfg.MemoryMiB, 128)),
+		"-vsock-uds", vsockSock,
+		"-vsock-cid", strconv.Itoa(guestCID),
+		"-console", console,
+		"-control", controlSock,
+		"-log-level", "warn",
+	}
+	if cfg.Initrd != "" {
+		args = append(args, "-initrd", cfg.Initrd)
+	}
+	for _, d := range cfg.Disks {
+		spec := d.Path
+		if d.Serial != "" {
+			spec += ",serial=" + d.Serial
+		}
+		if d.ReadOnly {
+			spec += ",ro"
+		}
+		args = append(args, "-disk", spec)
+	}
+	return args
+}
+
+func validate(cfg sandbox.Config) error {
+	if cfg.ID == "" || cfg.StateDir == "" || !filepath.IsAbs(cfg.StateDir) {
+		return errors.New("sandbox config: ID and an absolute StateDir are required")
+	}
+	for _, f := range []struct{ what, path string }{{"kernel", cfg.Kernel}, {"initrd", cfg.Initrd}} {
+		if f.path == "" && f.what == "initrd" {
+			continue
+		}
+		if st, err := os.Stat(f.path); err != nil || !st.Mode().IsRegular() {
+			return fmt.Errorf("guest %s not found at %s", f.what, f.path)
+		}
+	}
+	for _, d := range cfg.Disks {
+		if strings.Contains(d.Path, ",") || strings.Contains(d.Serial, ",") || len(d.Serial) > 20 {
+			return fmt.Errorf("disk %s: paths and serials must not contain commas; serials are at most 20 bytes", d.Path)
+		}
+	}
+	// sockaddr_un holds 107 bytes; the vsock device also binds <sock>_<port>.
+	if n := len(filepath.Join(cfg.StateDir, "vsock.sock")) + len("_4294967295"); n > 107 {
+		return fmt.Errorf("state directory %s is too long for unix sockets: use a shorter one", cfg.StateDir)
+	}
+	return nil
+}
+
+// Start implements sandbox.Driver.
+func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandbox, err error) {
+	if err := validate(cfg); err != nil {
+		return nil, err
+	}
+	createdDir := false
+	if _, err := os.Stat(cfg.StateDir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+			return nil, err
+		}
+		createdDir = true
+	}
+	v := &vm{
+		id:          cfg.ID,
+		stateDir:    cfg.StateDir,
+		createdDir:  createdDir,
+		controlSock: filepath.Join(cfg.StateDir, "vmm.sock"),
+		vsockSock:   filepath.Join(cfg.StateDir, "vsock.sock"),
+		logPath:     filepath.Join(cfg.StateDir, "vmm.log"),
+		exited:      make(chan struct{}),
+	}
+	defer func() {
+		if err != nil {
+			v.Destroy()
+		}
+	}()
+	logf, err := os.OpenFile(v.logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	console := cfg.ConsoleLog
+	v.cmd = exec.Command(d.binary, Args(cfg, v.controlSock, v.vsockSock, console)...)
+	v.cmd.Stdout, v.cmd.Stderr = logf, logf
+	v.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: !d.detach, Setsid: d.detach}
+	if !d.detach {
+		v.cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	}
+	if err := startFromFreshThread(v.cmd); err != nil {
+		return nil, fmt.Errorf("start %s: %w", d.binary, err)
+	}
+	go v.reap()
+	if err := v.connectControl(ctx); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// startFromFreshThread starts cmd from a goroutine of its own: Pdeathsig
+// fires when the starting *thread* exits, and a caller's thread may be one
+// the runtime retires.
+func startFromFreshThread(cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	go func() { errc <- cmd.Start() }()
+	return <-errc
+}
+
+type vm struct {
+	id, stateDir                    string
+	createdDir                      bool
+	controlSock, vsockSock, logPath string
+	cmd                             *exec.Cmd
+
+	ctl    *ttrpc.Client
+	ctlAPI vmmapi.TTRPCVMMService
+
+	mu         sync.Mutex
+	exit       sandbox.Exit // guarded by mu; valid once exited is closed
+	vmmExit    *vmmapi.ExitStatus
+	stopping   bool // guarded by mu: the host asked the VM to end
+	exited     chan struct{}
+	destroyOne sync.Once
+}
+
+func (v *vm) ID() string { return v.id }
+func (v *vm) Pid() int   { return v.cmd.Process.Pid }
+
+// connectControl dials the control socket until vmctl-vmm serves it.
+func (v *vm) connectControl(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		conn, err := net.Dial("unix", v.controlSock)
+		if err == nil {
+			v.ctl = ttrpc.NewClient(conn)
+			v.ctlAPI = vmmapi.NewTTRPCVMMClient(v.ctl)
+			go v.watch()
+			return nil
+		}
+		select {
+		case <-v.exited:
+			return v.startError()
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not serve its control socket: %w", Binary, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// watch keeps the VMM's own account of why the VM ended.
+func (v *vm) watch() {
+	resp, err := v.ctlAPI.Wait(context.Background(), &vmmapi.WaitRequest{})
+	if err == nil && resp.Exit != nil {
+		v.mu.Lock()
+		v.vmmExit = resp.Exit
+		v.mu.Unlock()
+	}
+}
+
+func (v *vm) startError() error {
+	msg := lastLine(v.logPath)
+	if v.cmd.ProcessState != nil && v.cmd.ProcessState.ExitCode() == exitHostKVM {
+		return fmt.Errorf("hypervisor kvm: %s", strings.TrimPrefix(msg, "vmctl-vmm: "))
+	}
+	if msg == "" {
+		msg = v.cmd.ProcessState.String()
+	}
+	return fmt.Errorf("%s failed to start: %s", Binary, msg)
+}
+
+func lastLine(path string) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// reap waits for the VMM process and classifies the end of the VM.
+func (v *vm) reap() {
+	err := v.cmd.Wait()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	ex := sandbox.Exit{At: time.Now()}
+	st := v.cmd.ProcessState
+	detail := ""
+	if v.vmmExit != nil {
+		detail = v.vmmExit.Reason
+		if v.vmmExit.Detail != "" {
+			detail += ": " + v.vmmExit.Detail
+		}
+	}
+	switch {
+	case v.stopping && (st == nil || !st.Success()):
+		ex.Reason, ex.Detail = sandbox.ExitKilled, "stopped by the host"
+	case err == nil && st.ExitCode() == exitGuestEnded:
+		ex.Reason, ex.Detail = sandbox.ExitShutdown, firstNonEmpty(detail, "guest shut down")
+		if v.stopping {
+			ex.Reason = sandbox.ExitKilled
+		}
+	default:
+		ex.Reason = sandbox.ExitCrashed
+		ex.Detail = firstNonEmpty(detail, fmt.Sprintf("%s: %s", st, lastLine(v.logPath)))
+	}
+	v.exit = ex
+	close(v.exited)
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// DialAgent connects to the agent through the hybrid vsock socket. The
+// guest may still be booting: until the agent listens, the VMM answers a
+// CONNECT by closing the connection, so this retries until ctx ends.
+func (v *vm) DialAgent(ctx context.Context) (net.Conn, error) {
+	backoff := 5 * time.Millisecond
+	for {
+		conn, err := dialVsock(ctx, v.vsockSock, AgentVsockPort)
+		if err == nil {
+			return conn, nil
+		}
+		select {
+		case <-v.exited:
+			return nil, fmt.Errorf("the VM ended before its agent answered: %s", v.exitNow().Detail)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect to the agent over vsock: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		if backoff < 100*time.Millisecond {
+			backoff *= 2
+		}
+	}
+}
+
+// dialVsock performs the host side of the hybrid vsock handshake:
+// "CONNECT <port>\n", answered by "OK <host port>\n".
+func dialVsock(ctx context.Context, sock string, port uint32) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", sock)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	conn.SetDeadline(deadline)
+	if _, err := fmt.Fprintf(conn, "CONNECT %d\n", port); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	// Read byte by byte: whatever follows the line is the stream's.
+	line, err := readLine(conn, 64)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("vsock handshake: %w", err)
+	}
+	if !strings.HasPrefix(line, "OK ") {
+		conn.Close()
+		return nil, fmt.Errorf("vsock handshake: unexpected answer %q", line)
+	}
+	conn.SetDeadline(time.Time{})
+	return conn, nil
+}
+
+func readLine(conn net.Conn, max int) (string, error) {
+	var b strings.Builder
+	one := make([]byte, 1)
+	for b.Len() < max {
+		if _, err := conn.Read(one); err != nil {
+			return "", err
+		}
+		if one[0] == '\n' {
+			return b.String(), nil
+		}
+		b.WriteByte(one[0])
+	}
+	return "", errors.New("answer line too long")
+}
+
+func (v *vm) exitNow() sandbox.Exit {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.exit
+}
+
+// Wait implements sandbox.Sandbox.
+func (v *vm) Wait(ctx context.Context) (sandbox.Exit, error) {
+	select {
+	case <-v.exited:
+		return v.exitNow(), nil
+	case <-ctx.Done():
+		return sandbox.Exit{}, ctx.Err()
+	}
+}
+
+// Stop asks the VMM to stop the VM, and kills it if it has not ended when
+// ctx does.
+func (v *vm) Stop(ctx context.Context) error {
+	v.mu.Lock()
+	v.stopping = true
+	v.mu.Unlock()
+	if v.ctlAPI != nil {
+		callCtx, cancel := context.WithTimeout(ctx, time.Second)
+		v.ctlAPI.Stop(callCtx, &vmmapi.StopRequest{})
+		cancel()
+	}
+	select {
+	case <-v.exited:
+		return nil
+	case <-ctx.Done():
+		v.kill()
+		<-v.exited
+		return nil
+	}
+}
+
+func (v *vm) kill() {
+	if v.cmd.Process != nil {
+		v.cmd.Process.Signal(syscall.SIGKILL)
+	}
+}
+
+// Destroy kills the VMM if it runs, reaps it and removes what Start made.
+func (v *vm) Destroy() error {
+	v.destroyOne.Do(func() {
+		v.mu.Lock()
+		v.stopping = true
+		v.mu.Unlock()
+		if v.cmd != nil && v.cmd.Process != nil {
+			v.kill()
+			<-v.exited
+		}
+		if v.ctl != nil {
+			v.ctl.Close()
+		}
+		for _, p := range []string{v.controlSock, v.vsockSock, v.logPath} {
+			os.Remove(p)
+		}
+		if matches, _ := filepath.Glob(v.vsockSock + "_*"); len(matches) > 0 {
+			for _, m := range matches {
+				os.Remove(m)
+			}
+		}
+		if v.createdDir {
+			os.Remove(v.stateDir)
+		}
+	})
+	return nil
+}
