@@ -24,18 +24,37 @@ import (
 	"github.com/vmctl/vmctl/engine/sandbox/qemu"
 )
 
+// section is one benchmark table. Sections live in files of their own and
+// register themselves in init.
+type section struct {
+	name string
+	run  func(n int) error
+}
+
+var sections = []section{{"boot", runBoot}}
+
 func main() {
 	n := flag.Int("n", 7, "runs per measurement (median reported)")
+	only := flag.String("only", "", "run only the named section")
 	flag.Parse()
-	if err := run(*n); err != nil {
-		fmt.Fprintln(os.Stderr, "bench: "+err.Error())
+	failed := false
+	for _, s := range sections {
+		if *only != "" && s.name != *only {
+			continue
+		}
+		if err := s.run(*n); err != nil {
+			fmt.Fprintf(os.Stderr, "bench %s: %v\n", s.name, err)
+			failed = true
+		}
+	}
+	if failed {
 		os.Exit(1)
 	}
 }
 
 type sample struct{ first, exit time.Duration }
 
-func run(n int) error {
+func runBoot(n int) error {
 	root, err := os.Getwd()
 	if err != nil {
 		return err
