@@ -12,11 +12,11 @@ import (
 func init() {
 	register(scenario{
 		test: "TestVMMAgent",
-		Scenario: nested.Scenario{Name: "vmm-agent", Timeout: 120 * time.Second, Script: prelude + `
+		Scenario: nested.Scenario{Name: "vmm-agent", Timeout: 75 * time.Second, Script: prelude + `
 rel=$(cat ` + l1Release + `)
 vmctl-vmm -kernel ` + l1Kernel + ` -initrd ` + l1Image + ` -memory 256 -vsock-uds /tmp/agent.vsock -console - &
 vmm=$!
-if ! agentcheck -uds /tmp/agent.vsock -timeout 90s -release "$rel" -shutdown; then
+if ! agentcheck -uds /tmp/agent.vsock -timeout 60s -release "$rel" -shutdown; then
 	kill $vmm
 	wait $vmm
 	echo "the agent did not answer through vmctl-vmm's vsock"

@@ -10,7 +10,7 @@ import (
 func init() {
 	register(scenario{
 		test: "TestVMMDiskPersists",
-		Scenario: nested.Scenario{Name: "vmm-disk", Timeout: 90 * time.Second, Script: `
+		Scenario: nested.Scenario{Name: "vmm-disk", Timeout: 60 * time.Second, Script: `
 dd if=/dev/zero of=/tmp/disk.img bs=1M count=4 2>/dev/null
 tok=$(cut -c1-8 /proc/sys/kernel/random/uuid)
 # The console is streamed (tee) so that a hung boot still shows how far L2 got.

@@ -23,7 +23,7 @@ echo "vmctl-vmm exited with $rc; a triple fault is documented as 10"
 	})
 	register(scenario{
 		test: "TestVMMReboot",
-		Scenario: nested.Scenario{Name: "vmm-reboot", Timeout: 60 * time.Second, Script: prelude + `
+		Scenario: nested.Scenario{Name: "vmm-reboot", Timeout: 30 * time.Second, Script: prelude + `
 : >/tmp/reboot.console
 vmctl-vmm -kernel ` + l1Kernel + ` -initrd ` + l1BusyboxL2 + ` -memory 128 \
 	-cmdline "console=ttyS0 reboot=k panic=-1 quiet l2.mode=reboot" -console /tmp/reboot.console &
