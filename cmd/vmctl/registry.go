@@ -97,7 +97,7 @@ func newPushCommand(g *globalOptions) *cobra.Command {
 			fmt.Printf("The push refers to repository [%s]\n", r.Context().Name())
 			pp := newProgressPrinter(os.Stdout)
 			res, err := e.Images.Push(cmd.Context(), args[0], images.RemoteOptions{Progress: pp.update})
-					if err != nil {
+			if err != nil {
 				return err
 			}
 			fmt.Printf("%s: digest: %s size: %d\n", res.Tag, res.Digest, res.Size)

@@ -137,4 +137,3 @@ func (c *countedLayer) Compressed() (io.ReadCloser, error) {
 		io.Closer
 	}{&countingReader{r: rc, total: c.size, state: StatePushing, d: c.d, rep: c.rep}, rc}, nil
 }
-
