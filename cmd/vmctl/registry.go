@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/containerd/errdefs"
 	units "github.com/docker/go-units"
@@ -33,7 +35,11 @@ func newPullCommand(g *globalOptions) *cobra.Command {
 			if quiet {
 				out = io.Discard
 			}
-			img, err := pullImage(cmd.Context(), e, args[0], out)
+			// Ctrl-C cancels the pull cleanly: the stage is removed and the
+			// store is left as it was.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			img, err := pullImage(ctx, e, args[0], out)
 			if err != nil {
 				return err
 			}
@@ -96,7 +102,9 @@ func newPushCommand(g *globalOptions) *cobra.Command {
 			}
 			fmt.Printf("The push refers to repository [%s]\n", r.Context().Name())
 			pp := newProgressPrinter(os.Stdout)
-			res, err := e.Images.Push(cmd.Context(), args[0], images.RemoteOptions{Progress: pp.update})
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			res, err := e.Images.Push(ctx, args[0], images.RemoteOptions{Progress: pp.update})
 			if err != nil {
 				return err
 			}
