@@ -65,20 +65,21 @@ type Cap uintptr
 
 // Capabilities the VMM relies on.
 const (
-	CapIRQChip        Cap = 0
-	CapHLT            Cap = 1
-	CapUserMemory     Cap = 3
-	CapSetTSSAddr     Cap = 4
-	CapExtCPUID       Cap = 7
-	CapNrVCPUs        Cap = 9
-	CapNrMemSlots     Cap = 10
-	CapPIT2           Cap = 33
-	CapSetIdentityMap Cap = 37
-	CapIOEventFD      Cap = 36
-	CapIRQFD          Cap = 32
-	CapMaxVCPUs       Cap = 66
-	CapSignalMSI      Cap = 77
-	CapImmediateExit  Cap = 136
+	CapIRQChip          Cap = 0
+	CapHLT              Cap = 1
+	CapUserMemory       Cap = 3
+	CapSetTSSAddr       Cap = 4
+	CapExtCPUID         Cap = 7
+	CapNrVCPUs          Cap = 9
+	CapNrMemSlots       Cap = 10
+	CapPIT2             Cap = 33
+	CapSetIdentityMap   Cap = 37
+	CapIOEventFD        Cap = 36
+	CapIRQFD            Cap = 32
+	CapMaxVCPUs         Cap = 66
+	CapTSCDeadlineTimer Cap = 72
+	CapSignalMSI        Cap = 77
+	CapImmediateExit    Cap = 136
 )
 
 var capNames = map[Cap]string{
@@ -86,7 +87,7 @@ var capNames = map[Cap]string{
 	CapSetTSSAddr: "KVM_CAP_SET_TSS_ADDR", CapExtCPUID: "KVM_CAP_EXT_CPUID", CapNrVCPUs: "KVM_CAP_NR_VCPUS",
 	CapNrMemSlots: "KVM_CAP_NR_MEMSLOTS", CapPIT2: "KVM_CAP_PIT2", CapSetIdentityMap: "KVM_CAP_SET_IDENTITY_MAP_ADDR",
 	CapIOEventFD: "KVM_CAP_IOEVENTFD", CapIRQFD: "KVM_CAP_IRQFD", CapMaxVCPUs: "KVM_CAP_MAX_VCPUS",
-	CapSignalMSI: "KVM_CAP_SIGNAL_MSI", CapImmediateExit: "KVM_CAP_IMMEDIATE_EXIT",
+	CapSignalMSI: "KVM_CAP_SIGNAL_MSI", CapTSCDeadlineTimer: "KVM_CAP_TSC_DEADLINE_TIMER", CapImmediateExit: "KVM_CAP_IMMEDIATE_EXIT",
 }
 
 func (c Cap) String() string {

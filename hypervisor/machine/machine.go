@@ -224,13 +224,18 @@ func (m *Machine) setupVCPUs(sys *kvm.System, entry uint64) error {
 	if err != nil {
 		return err
 	}
+	deadline, err := sys.CheckExtension(kvm.CapTSCDeadlineTimer)
+	if err != nil {
+		return err
+	}
+	opts := x86.CPUIDOptions{TSCDeadline: deadline > 0}
 	for i := 0; i < m.cfg.VCPUs; i++ {
 		c, err := m.vm.CreateVCPU(i)
 		if err != nil {
 			return err
 		}
 		m.cpus = append(m.cpus, c)
-		if err := c.SetCPUID(x86.PatchCPUID(supported, i, m.cfg.VCPUs)); err != nil {
+		if err := c.SetCPUID(x86.PatchCPUID(supported, i, m.cfg.VCPUs, opts)); err != nil {
 			return fmt.Errorf("vCPU %d: %w", i, err)
 		}
 		if err := c.SetMSRs(x86.BootMSRs()); err != nil {

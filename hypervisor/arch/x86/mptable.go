@@ -43,10 +43,13 @@ const (
 )
 
 // MPTable builds the MP floating pointer and configuration table for n
-// vCPUs, to be placed at addr. ISA IRQs 0-23 are routed to the IOAPIC pin
-// of the same number except IRQ 0, which goes to pin 2: KVM's default GSI
-// routing sends the PIT (GSI 0) to IOAPIC pin 2, as PC chipsets do, and a
-// table that said pin 0 would make Linux's timer check fail over slowly.
+// vCPUs, to be placed at addr. ISA IRQ i is routed to IOAPIC pin i for
+// every i, the cascade IRQ 2 included: that is KVM's default GSI routing
+// (arch/x86/kvm/irq_comm.c, default_routing: GSI i -> IOAPIC pin i and PIC
+// pin i%8), and the in-kernel PIT raises GSI 0, so its ticks arrive on pin
+// 0. PC chipsets (and QEMU, which installs its own GSI routing) wire the
+// PIT to pin 2 instead; a table saying so here would make Linux program a
+// pin that never fires, and its timer checks fail.
 func MPTable(addr uint64, n int) ([]byte, error) {
 	if n < 1 || n > MaxVCPUs {
 		return nil, fmt.Errorf("MP table: %d vCPUs, want 1 to %d", n, MaxVCPUs)
@@ -73,15 +76,8 @@ func MPTable(addr uint64, n int) ([]byte, error) {
 	le.PutUint32(io[4:], IOAPICAddr)
 	add(io)
 	for irq := 0; irq <= MaxIRQ; irq++ {
-		pin := irq
-		switch irq {
-		case 0:
-			pin = 2
-		case 2:
-			continue // the cascade: pin 2 is IRQ 0's
-		}
 		// irqflag 0: polarity and trigger conform to the bus (ISA: edge, high).
-		add([]byte{mpTypeIOIntr, mpIntINT, 0, 0, 0, byte(irq), ioapicID, byte(pin)})
+		add([]byte{mpTypeIOIntr, mpIntINT, 0, 0, 0, byte(irq), ioapicID, byte(irq)})
 	}
 	add([]byte{mpTypeLocalIntr, mpIntExtINT, 0, 0, 0, 0, 0xff, 0})
 	add([]byte{mpTypeLocalIntr, mpIntNMI, 0, 0, 0, 0, 0xff, 1})

@@ -180,11 +180,18 @@ func TestMPTable(t *testing.T) {
 		if off != len(mpc) {
 			t.Errorf("n=%d: entries end at %d, table at %d", n, off, len(mpc))
 		}
-		if procs != n || routes[0] != 2 || routes[4] != 4 || routes[23] != 23 {
-			t.Errorf("n=%d: %d processors, routes 0->%d 4->%d 23->%d", n, procs, routes[0], routes[4], routes[23])
+		if procs != n {
+			t.Errorf("n=%d: %d processors", n, procs)
 		}
-		if _, ok := routes[2]; ok {
-			t.Errorf("n=%d: IRQ 2 (the cascade) has a route", n)
+		// KVM's default routing sends GSI i to IOAPIC pin i, and its PIT
+		// raises GSI 0: every ISA IRQ must name the pin of its own number.
+		if len(routes) != MaxIRQ+1 {
+			t.Errorf("n=%d: %d interrupt routes, want %d", n, len(routes), MaxIRQ+1)
+		}
+		for irq := byte(0); irq <= MaxIRQ; irq++ {
+			if pin, ok := routes[irq]; !ok || pin != irq {
+				t.Errorf("n=%d: IRQ %d -> pin %d (present %v), want pin %d", n, irq, pin, ok, irq)
+			}
 		}
 	}
 	if _, err := MPTable(EBDAAddr, 0); err == nil {
@@ -201,7 +208,7 @@ func TestPatchCPUID(t *testing.T) {
 		{Function: 1, EBX: 0xff00_0800, ECX: 0x1},
 		{Function: 0xb, Index: 1, Flags: kvm.CPUIDFlagSignificantIndex, EDX: 7},
 	}
-	out := PatchCPUID(in, 3, 4)
+	out := PatchCPUID(in, 3, 4, CPUIDOptions{})
 	if in[1].ECX != 0x1 {
 		t.Error("PatchCPUID modified its input")
 	}
@@ -243,5 +250,52 @@ func TestBootLAPIC(t *testing.T) {
 	}
 	if v := binary.LittleEndian.Uint32(l.Regs[apicLVTLINT1:]); v != 0x400 {
 		t.Errorf("LINT1 = %#x, want NMI (0x400)", v)
+	}
+}
+
+func TestPatchCPUIDTSCDeadline(t *testing.T) {
+	in := []kvm.CPUIDEntry{{Function: 1, ECX: 0x1}}
+	tests := []struct {
+		opts CPUIDOptions
+		want bool
+	}{
+		{CPUIDOptions{}, false},
+		{CPUIDOptions{TSCDeadline: true}, true},
+	}
+	for _, tt := range tests {
+		out := PatchCPUID(in, 0, 1, tt.opts)
+		for _, e := range out {
+			if e.Function != 1 {
+				continue
+			}
+			if got := e.ECX&ecxTSCDeadline != 0; got != tt.want {
+				t.Errorf("PatchCPUID(%+v): leaf 1 ECX = %#x, TSC-deadline bit %v, want %v", tt.opts, e.ECX, got, tt.want)
+			}
+			if e.ECX&1 == 0 || e.ECX&ecxHypervisor == 0 {
+				t.Errorf("PatchCPUID(%+v): leaf 1 ECX = %#x lost the original or hypervisor bit", tt.opts, e.ECX)
+			}
+		}
+	}
+}
+
+func TestPatchCPUIDKeepsKVMFeatures(t *testing.T) {
+	const kvmclock2 = 1 << 3 // KVM_FEATURE_CLOCKSOURCE2
+	in := []kvm.CPUIDEntry{
+		{Function: 1},
+		{Function: leafKVMSig, EAX: leafKVMFeatures},
+		{Function: leafKVMFeatures, EAX: kvmclock2 | 1},
+	}
+	out := PatchCPUID(in, 0, 1, CPUIDOptions{TSCDeadline: true})
+	found := false
+	for _, e := range out {
+		if e.Function == leafKVMFeatures {
+			found = true
+			if e.EAX != kvmclock2|1 {
+				t.Errorf("leaf 0x40000001 EAX = %#x, want KVM's %#x", e.EAX, kvmclock2|1)
+			}
+		}
+	}
+	if !found {
+		t.Error("leaf 0x40000001 dropped")
 	}
 }
