@@ -8,8 +8,9 @@ packages=(
 	qemu-system-x86 e2fsprogs
 	# build: the guest kernel (Debian's 6.1 source) and protobuf contracts
 	linux-source-6.1 flex bison libelf-dev bc make gcc
-	# images and tests: a static busybox for the demo image, socket plumbing
-	busybox-static socat
+	# images and tests: a static busybox for the demo image, socket plumbing,
+	# a real registry server for pull/push tests
+	busybox-static socat docker-registry
 )
 
 missing=()

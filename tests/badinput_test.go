@@ -3,6 +3,7 @@ package tests
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -23,7 +24,8 @@ func TestBadInput(t *testing.T) {
 		code int
 		want string
 	}{
-		{"unknown image", nil, []string{"run", "--rm", "no-such-image", "true"}, 125, "No such image: no-such-image:latest"},
+		{"unknown image", nil, []string{"run", "--rm", "--pull", "never", "no-such-image", "true"}, 125, "No such image: no-such-image:latest"},
+		{"bad pull policy", nil, []string{"run", "--pull", "sometimes", "busybox"}, 125, "invalid --pull"},
 		{"bad flag", nil, []string{"run", "--no-such-flag", "busybox"}, 125, "unknown flag: --no-such-flag"},
 		{"bad memory", nil, []string{"run", "--memory", "lots", "busybox"}, 125, "invalid --memory"},
 		{"bad cpus", nil, []string{"run", "--cpus", "-1", "busybox"}, 125, "invalid --cpus"},
@@ -39,6 +41,20 @@ func TestBadInput(t *testing.T) {
 		{"missing tarball", nil, []string{"load", "-i", "/nonexistent.tar"}, 125, "no such file or directory"},
 		{"rm unknown", nil, []string{"rm", "no-such-container"}, 1, "no such container: no-such-container"},
 	}
+	// A missing image on a registry nobody serves (a closed local port):
+	// progress lines first, then one error line, and nothing left behind.
+	t.Run("unreachable registry", func(t *testing.T) {
+		before := e.containerCount(t)
+		r := e.run(t, "run", "--rm", "127.0.0.1:9/no-such-image", "true")
+		if r.code != 125 {
+			t.Errorf("exit %d, want 125; stderr %q", r.code, r.stderr)
+		}
+		lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
+		if last := lines[len(lines)-1]; !strings.HasPrefix(last, "vmctl: ") || !strings.Contains(last, "127.0.0.1:9") {
+			t.Errorf("last stderr line %q, want one vmctl: error naming the registry", last)
+		}
+		e.checkClean(t, before)
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := e.containerCount(t)

@@ -29,6 +29,7 @@ type runOptions struct {
 	cpus        string
 	hypervisor  string
 	entrypoint  string
+	pull        string
 }
 
 func newRunCommand(g *globalOptions) *cobra.Command {
@@ -56,6 +57,7 @@ func newRunCommand(g *globalOptions) *cobra.Command {
 	f.StringVar(&o.cpus, "cpus", "", "number of CPUs (e.g. 1, 1.5)")
 	f.StringVar(&o.hypervisor, "hypervisor", "auto", "hypervisor: auto, kvm (native VMM) or qemu")
 	f.StringVar(&o.entrypoint, "entrypoint", "", "override the image's entrypoint")
+	f.StringVar(&o.pull, "pull", "missing", `pull the image before running: "missing", "never" or "always"`)
 	return cmd
 }
 
@@ -96,6 +98,11 @@ func (o *runOptions) createOptions(image string, cmd []string) (containersvc.Cre
 	default:
 		return co, fmt.Errorf("invalid --hypervisor %q: want auto, kvm or qemu", o.hypervisor)
 	}
+	switch o.pull {
+	case "missing", "never", "always":
+	default:
+		return co, fmt.Errorf("invalid --pull %q: want missing, never or always", o.pull)
+	}
 	return co, nil
 }
 
@@ -131,6 +138,18 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, image st
 	// was made; afterwards signals go to the container.
 	bootCtx, stopBoot := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stopBoot()
+	// Like docker run: an image that is not here is pulled first, with its
+	// progress on stderr.
+	switch o.pull {
+	case "missing":
+		if err := pullIfMissing(bootCtx, e, image, os.Stderr); err != nil {
+			return err
+		}
+	case "always":
+		if _, err := pullImage(bootCtx, e, image, os.Stderr); err != nil {
+			return err
+		}
+	}
 	c, err := e.Containers.Create(bootCtx, co)
 	if err != nil {
 		return err
