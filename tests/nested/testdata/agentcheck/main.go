@@ -2,14 +2,19 @@
 // under vmctl-vmm through the VMM's hybrid vsock socket (connect to the unix
 // socket, "CONNECT <port>\n", wait for "OK ..."), under QEMU through a
 // virtio-serial port whose chardev is a unix socket; then ttrpc. It calls
-// Health, optionally checks the reported kernel release, and with -shutdown
-// asks the agent to end the VM. It prints one line per step and exits 0
-// only when every step succeeded. The nested harness runs it inside L1.
+// Health, optionally checks the reported kernel release, with -container
+// runs a command in a container on the image and writable disks the VM was
+// given (serials vmctl-image and vmctl-rw, as the engine names them) and
+// checks its output, and with -shutdown asks the agent to end the VM. It
+// prints one line per step and exits 0 only when every step succeeded. The
+// nested harness runs it inside L1.
 package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +24,7 @@ import (
 	"time"
 
 	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	agentapi "github.com/vmctl/vmctl/api/agent/v1"
 )
@@ -31,6 +37,7 @@ func main() {
 		timeout  = flag.Duration("timeout", time.Minute, "time allowed for the guest to boot and answer")
 		release  = flag.String("release", "", "kernel release the agent must report (empty: do not check)")
 		shutdown = flag.Bool("shutdown", false, "call Shutdown after Health")
+		command  = flag.String("container", "", "run this command (split at spaces) in a container; with -release its output must be the release")
 	)
 	flag.Parse()
 	if (*uds == "") == (*serial == "") {
@@ -68,12 +75,120 @@ func main() {
 	if h.Transport != wantTransport {
 		fail("agent reports transport %q, want %s", h.Transport, wantTransport)
 	}
+	if *command != "" {
+		out, status, err := runContainer(ctx, api, strings.Fields(*command))
+		if err != nil {
+			fail("container %q: %v", *command, err)
+		}
+		got := strings.TrimSpace(out)
+		fmt.Printf("agentcheck: container %q exited %d after %.2fs, output %q\n", *command, status, time.Since(start).Seconds(), got)
+		if status != 0 {
+			fail("container %q exited with %d, want 0", *command, status)
+		}
+		if *release != "" && got != *release {
+			fail("container %q printed %q, want %q", *command, got, *release)
+		}
+	}
 	if *shutdown {
 		if _, err := api.Shutdown(ctx, &agentapi.ShutdownRequest{}); err != nil {
 			fail("Shutdown: %v", err)
 		}
 		fmt.Printf("agentcheck: shutdown acknowledged after %.2fs\n", time.Since(start).Seconds())
 	}
+}
+
+// Disk serials and the container ID the engine would use.
+const (
+	imageSerial    = "vmctl-image"
+	writableSerial = "vmctl-rw"
+	containerID    = "agentcheck"
+)
+
+// containerSpec is the shape engine/services/containersvc.BuildSpec gives
+// a container without a tty, limits or user: the agent sees what the
+// engine sends.
+func containerSpec(args []string) *specs.Spec {
+	return &specs.Spec{
+		Version:  specs.Version,
+		Process:  &specs.Process{Args: args, Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOSTNAME=" + containerID}, Cwd: "/"},
+		Root:     &specs.Root{Path: "rootfs"},
+		Hostname: containerID,
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+		},
+		Linux: &specs.Linux{
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.UTSNamespace},
+				{Type: specs.IPCNamespace}, {Type: specs.NetworkNamespace},
+			},
+			Resources: &specs.LinuxResources{},
+		},
+	}
+}
+
+// runContainer creates and starts a container running args on the image
+// and writable disks, collects its stdout (stderr is shown on failure)
+// and waits for it, as the engine's task does.
+func runContainer(ctx context.Context, api agentapi.TTRPCAgentService, args []string) (stdout string, status int32, err error) {
+	spec, err := json.Marshal(containerSpec(args))
+	if err != nil {
+		return "", 0, err
+	}
+	if _, err := api.CreateContainer(ctx, &agentapi.CreateContainerRequest{
+		ContainerId: containerID,
+		OciSpec:     spec,
+		Storages: []*agentapi.Storage{
+			{Serial: imageSerial, Fstype: "ext4", Readonly: true, Role: "image"},
+			{Serial: writableSerial, Fstype: "ext4", Role: "writable"},
+		},
+	}); err != nil {
+		return "", 0, fmt.Errorf("CreateContainer: %w", err)
+	}
+	if _, err := api.StartContainer(ctx, &agentapi.ContainerRequest{ContainerId: containerID}); err != nil {
+		return "", 0, fmt.Errorf("StartContainer: %w", err)
+	}
+	if _, err := api.CloseStdin(ctx, &agentapi.ProcessRequest{ContainerId: containerID}); err != nil {
+		return "", 0, fmt.Errorf("CloseStdin: %w", err)
+	}
+	type result struct {
+		data []byte
+		err  error
+	}
+	drain := func(read func(context.Context, *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error)) chan result {
+		ch := make(chan result, 1)
+		go func() {
+			var buf bytes.Buffer
+			for {
+				r, err := read(ctx, &agentapi.ReadOutputRequest{ContainerId: containerID, MaxLen: 32 << 10})
+				if err != nil {
+					ch <- result{buf.Bytes(), err}
+					return
+				}
+				buf.Write(r.Data)
+				if r.Eof {
+					ch <- result{buf.Bytes(), nil}
+					return
+				}
+			}
+		}()
+		return ch
+	}
+	outc, errc := drain(api.ReadStdout), drain(api.ReadStderr)
+	w, err := api.WaitProcess(ctx, &agentapi.ProcessRequest{ContainerId: containerID})
+	if err != nil {
+		return "", 0, fmt.Errorf("WaitProcess: %w", err)
+	}
+	out, serr := <-outc, <-errc
+	if out.err != nil {
+		return "", 0, fmt.Errorf("ReadStdout: %w", out.err)
+	}
+	if w.ExitStatus != 0 && len(serr.data) > 0 {
+		fmt.Printf("agentcheck: container stderr: %q\n", serr.data)
+	}
+	return string(out.data), w.ExitStatus, nil
 }
 
 // connect dials until the VM accepts: before the VMM creates its socket,
