@@ -1,0 +1,77 @@
+package nested
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/vmctl/vmctl/internal/nested"
+)
+
+func init() {
+	register(scenario{
+		test: "TestVMMRun",
+		Scenario: nested.Scenario{Name: "vmm-run", Timeout: 90 * time.Second, Script: prelude + `
+mkdir -p /tmp/d /run/v
+cd /x
+if ! /x/vmctl --data-root /tmp/d --exec-root /run/v load -i busybox.tar; then
+	echo "vmctl load failed"
+	exit 1
+fi
+t0=$(ms)
+out=$(/x/vmctl --data-root /tmp/d --exec-root /run/v run --hypervisor kvm --rm busybox echo ok 2>&1)
+rc=$?
+took=$(($(ms) - t0))
+echo "$out"
+echo "vmctl run --hypervisor kvm --rm busybox echo ok exited with $rc in ${took} ms, printed: $(echo "$out" | tail -n 1)"
+[ "$rc" = 0 ] && [ "$(echo "$out" | tail -n 1)" = ok ]
+`},
+		needs: append(vmmNeeds, "bin/vmctl", "bin/guest/initramfs.img", "build/busybox.tar"),
+		files: vmctlRunFiles,
+	})
+}
+
+// vmctlRunFiles lays out the engine as an install would, in L1's /x:
+// vmctl (built static here), vmctl-vmm next to it, the guest kernel and
+// image under guest/, the e2fsprogs the engine runs to build disks (with
+// their libraries) and an image archive to load.
+func vmctlRunFiles(root, tmp string) ([]nested.File, error) {
+	vmctl := filepath.Join(tmp, "vmctl-static")
+	if _, err := os.Stat(vmctl); err != nil {
+		cmd := exec.Command("go", "build", "-trimpath", "-o", vmctl, "./cmd/vmctl")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build ./cmd/vmctl: %w: %s", err, b)
+		}
+	}
+	files := []nested.File{
+		{Path: "x/vmctl", Source: vmctl, Mode: 0o755},
+		{Path: "x/vmctl-vmm", Source: filepath.Join(root, "bin/vmctl-vmm"), Mode: 0o755},
+		{Path: "x/guest/vmlinuz", Source: filepath.Join(root, "bin/guest/vmlinuz"), Mode: 0o644},
+		{Path: "x/guest/initramfs.img", Source: filepath.Join(root, "bin/guest/initramfs.img"), Mode: 0o644},
+		{Path: "x/busybox.tar", Source: filepath.Join(root, "build/busybox.tar"), Mode: 0o644},
+	}
+	for _, tool := range []string{"mkfs.ext4", "tune2fs"} {
+		src, err := exec.LookPath(tool)
+		if err != nil {
+			return nil, fmt.Errorf("%s for the engine in L1: %w (install e2fsprogs)", tool, err)
+		}
+		f, err := nested.HostExecutable(src, "usr/sbin/"+tool)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f...)
+	}
+	return files, nil
+}
+
+// TestVMMRun: inside L1, `vmctl run --hypervisor kvm --rm busybox echo ok`
+// loads the image, runs the container in a vmctl-vmm VM and prints ok.
+func TestVMMRun(t *testing.T) {
+	r := result(t, "vmm-run")
+	t.Log(r.Output)
+}
