@@ -40,6 +40,10 @@ type Config struct {
 	Hostname  string `json:"hostname"`
 	Tty       bool   `json:"tty"`
 	OpenStdin bool   `json:"openStdin"`
+	// StdinOnce closes stdin when the first attached client's stdin ends.
+	StdinOnce bool `json:"stdinOnce,omitempty"`
+	// StopSignal is what a stop sends first; empty means SIGTERM.
+	StopSignal string `json:"stopSignal,omitempty"`
 	// ConsoleRows/Cols is the initial terminal size when Tty is set.
 	ConsoleRows uint16 `json:"consoleRows,omitempty"`
 	ConsoleCols uint16 `json:"consoleCols,omitempty"`

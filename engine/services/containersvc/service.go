@@ -79,6 +79,14 @@ type Service struct {
 
 	mu    sync.Mutex
 	tasks map[string]*task // guarded by mu; one per running container
+	// pending holds clients attached to a stopped container, for its next
+	// start. Guarded by mu.
+	pending map[string][]*Attachment
+	// exits holds the exits this service saw, for waiters. Guarded by mu.
+	exits map[string]*exitRecord
+	// changed is closed and replaced on every start, exit and removal, to
+	// wake waiters. Guarded by mu.
+	changed chan struct{}
 }
 
 // New returns a Service.
@@ -89,7 +97,10 @@ func New(cfg Config) *Service {
 	if cfg.WritableDiskSize == 0 {
 		cfg.WritableDiskSize = 4 << 30
 	}
-	return &Service{cfg: cfg, tasks: map[string]*task{}}
+	return &Service{
+		cfg: cfg, tasks: map[string]*task{}, pending: map[string][]*Attachment{},
+		exits: map[string]*exitRecord{}, changed: make(chan struct{}),
+	}
 }
 
 // CreateOptions is what a user asks for at create (docker run's flags).
@@ -104,6 +115,11 @@ type CreateOptions struct {
 	Hostname                 string
 	Tty                      bool
 	OpenStdin                bool
+	// StdinOnce closes the container's stdin when the first attached
+	// client's stdin ends (docker run -i).
+	StdinOnce bool
+	// StopSignal is the signal Stop sends first ("SIGTERM" when empty).
+	StopSignal               string
 	ConsoleRows, ConsoleCols uint16
 	MemoryBytes              int64
 	NanoCPUs                 int64
@@ -133,6 +149,11 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 	}
 	if o.Hypervisor == "" {
 		o.Hypervisor = "auto"
+	}
+	if o.StopSignal != "" {
+		if _, err := ParseSignal(o.StopSignal); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := s.cfg.ChooseDriver(o.Hypervisor); err != nil {
 		return nil, err
@@ -176,7 +197,8 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 		Created: time.Now().UTC(),
 		Config: containers.Config{
 			Image: o.Image, ImageID: img.ID, Args: args, Env: env, WorkingDir: workdir, User: user,
-			Hostname: hostname, Tty: o.Tty, OpenStdin: o.OpenStdin, ConsoleRows: o.ConsoleRows,
+			Hostname: hostname, Tty: o.Tty, OpenStdin: o.OpenStdin, StdinOnce: o.StdinOnce,
+			StopSignal: o.StopSignal, ConsoleRows: o.ConsoleRows,
 			ConsoleCols: o.ConsoleCols, MemoryBytes: o.MemoryBytes, NanoCPUs: o.NanoCPUs,
 			Hypervisor: o.Hypervisor, AutoRemove: o.AutoRemove,
 		},
@@ -264,43 +286,42 @@ func (s *Service) Remove(ctx context.Context, ref string, force bool) error {
 		t.destroy()
 		<-t.done
 	}
-	return s.cfg.Store.Delete(c.ID)
+	if err := s.cfg.Store.Delete(c.ID); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.forgetLocked(c.ID)
+	s.mu.Unlock()
+	s.notify()
+	return nil
+}
+
+// forgetLocked releases what the service keeps for a removed container.
+// Precondition: s.mu is held.
+func (s *Service) forgetLocked(id string) {
+	for _, a := range s.pending[id] {
+		a.finish()
+	}
+	delete(s.pending, id)
+	if r := s.exits[id]; r != nil {
+		r.removed = true
+	}
+	// Waiters keep their own pointer to the record.
+	delete(s.exits, id)
+}
+
+// notify wakes every waiter to re-check its condition.
+func (s *Service) notify() {
+	s.mu.Lock()
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
 }
 
 func (s *Service) task(id string) *task {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.tasks[id]
-}
-
-// ExitStatus is how a container's process ended.
-type ExitStatus struct {
-	Code      int
-	OOMKilled bool
-	// Error is set when the container did not end by itself (VM crash).
-	Error string
-}
-
-// Wait blocks until the container started by this service has exited.
-func (s *Service) Wait(ctx context.Context, ref string) (ExitStatus, error) {
-	c, err := s.cfg.Store.Get(ref)
-	if err != nil {
-		return ExitStatus{}, err
-	}
-	t := s.task(c.ID)
-	if t == nil {
-		s.reconcile(c)
-		if c.State.Status == containers.StatusRunning {
-			return ExitStatus{}, errs.New(errdefs.ErrFailedPrecondition, "container %s is run by another process (pid %d)", c.Name, c.State.OwnerPid)
-		}
-		return ExitStatus{Code: c.State.ExitCode, OOMKilled: c.State.OOMKilled, Error: c.State.Error}, nil
-	}
-	select {
-	case <-t.done:
-		return t.exit, nil
-	case <-ctx.Done():
-		return ExitStatus{}, ctx.Err()
-	}
 }
 
 // Kill sends a signal to the container's main process.

@@ -60,7 +60,8 @@ func commandError(err error) error {
 	return err
 }
 
-// task is one run of a container: its VM, agent connection and pumps.
+// task is one run of a container: its VM, agent connection, pumps and
+// attached clients.
 type task struct {
 	svc   *Service
 	c     *containers.Container
@@ -71,16 +72,30 @@ type task struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	done chan struct{} // closed once the exit is recorded and the VM is gone
-	exit ExitStatus    // valid after done
+	outMu       sync.Mutex
+	log         *logWriter    // guarded by outMu; nil if the log could not be written
+	attached    []*Attachment // guarded by outMu
+	outputEnded bool          // guarded by outMu
+	// outputDone is closed once every output byte is logged and delivered.
+	outputDone     chan struct{}
+	outputDoneOnce sync.Once
+	stdinCh        chan *Attachment // clients offering stdin, in order
+
+	ready chan struct{} // closed once boot succeeded: sb and agent are set
+	done  chan struct{} // closed once the exit is recorded and the VM is gone
+	exit  ExitStatus    // valid after done
 
 	destroyOnce sync.Once
 }
 
 // Start boots the container's VM, creates and starts the container in it,
-// and connects stdio. It returns once the container's process runs; the
-// exit is recorded in the background (see Wait). On error the VM is gone
-// and the container is back in its previous state with State.Error set.
+// and connects stdio (in addition to clients attached before, see Attach).
+// It returns once the container's process runs; the exit is recorded in
+// the background (see Wait). On error the VM is gone and the container is
+// back in its previous state with State.Error set.
+//
+// The stdio given here is bound to this run only, and its stdin's EOF
+// closes the container's stdin: the caller owns the container's terminal.
 func (s *Service) Start(ctx context.Context, ref string, stdio Stdio) error {
 	c, err := s.cfg.Store.Get(ref)
 	if err != nil {
@@ -90,25 +105,54 @@ func (s *Service) Start(ctx context.Context, ref string, stdio Stdio) error {
 	if err := c.State.Status.CanStart(); err != nil {
 		return fmt.Errorf("cannot start container %s: %w", c.Name, err)
 	}
+	log, err := openLog(filepath.Join(s.cfg.Store.Dir(c.ID), logFileName))
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
 	if _, busy := s.tasks[c.ID]; busy {
 		s.mu.Unlock()
+		log.close()
 		return errs.New(errdefs.ErrConflict, "cannot start container %s: it is already starting", c.Name)
 	}
-	t := &task{svc: s, c: c, done: make(chan struct{})}
+	t := &task{
+		svc: s, c: c, ready: make(chan struct{}), done: make(chan struct{}), log: log,
+		outputDone: make(chan struct{}), stdinCh: make(chan *Attachment, 16),
+	}
 	s.tasks[c.ID] = t
+	// Clients attached while the container was stopped belong to this run.
+	pending := s.pending[c.ID]
+	delete(s.pending, c.ID)
+	if stdio.Stdin != nil || stdio.Stdout != nil || stdio.Stderr != nil {
+		a := &Attachment{stdout: stdio.Stdout, stderr: stdio.Stderr, stdinOnce: true, done: make(chan struct{})}
+		if c.Config.OpenStdin {
+			a.stdin = stdio.Stdin
+		}
+		if c.Config.Tty {
+			a.stderr = nil
+		}
+		pending = append(pending, a)
+	}
+	for _, a := range pending {
+		t.addAttachment(a)
+	}
 	s.mu.Unlock()
 
 	if err := t.boot(ctx); err != nil {
 		t.destroy()
+		t.endOutput()
 		s.mu.Lock()
 		delete(s.tasks, c.ID)
 		s.mu.Unlock()
 		c.State.Error = err.Error()
 		s.cfg.Store.Update(c)
+		close(t.done)
+		s.notify()
 		return err
 	}
-	go t.run(stdio)
+	close(t.ready)
+	s.notify()
+	go t.run()
 	return nil
 }
 
@@ -211,24 +255,19 @@ func (t *task) bootError(what string, err error) error {
 
 // run carries stdio until the process exits, then records the exit, stops
 // the VM and releases everything.
-func (t *task) run(stdio Stdio) {
+func (t *task) run() {
 	api := t.agent.API()
 	id := t.c.ID
 	var pumps sync.WaitGroup
-	pump := func(read func(context.Context, *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error), w io.Writer) {
+	pump := func(read func(context.Context, *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error), stream Stream) {
 		defer pumps.Done()
-		if w == nil {
-			w = io.Discard
-		}
 		for {
 			resp, err := read(t.ctx, &agentapi.ReadOutputRequest{ContainerId: id, MaxLen: ioChunk})
 			if err != nil {
 				return
 			}
 			if len(resp.Data) > 0 {
-				if _, err := w.Write(resp.Data); err != nil {
-					w = io.Discard // the reader went away; keep draining
-				}
+				t.output(stream, resp.Data)
 			}
 			if resp.Eof {
 				return
@@ -236,15 +275,15 @@ func (t *task) run(stdio Stdio) {
 		}
 	}
 	pumps.Add(1)
-	go pump(api.ReadStdout, stdio.Stdout)
+	go pump(api.ReadStdout, StreamStdout)
 	if !t.c.Config.Tty {
 		pumps.Add(1)
-		go pump(api.ReadStderr, stdio.Stderr)
+		go pump(api.ReadStderr, StreamStderr)
 	}
-	if stdio.Stdin != nil && t.c.Config.OpenStdin {
-		go t.pumpStdin(stdio.Stdin)
+	if t.c.Config.OpenStdin {
+		go t.pumpStdin()
 	} else {
-		api.CloseStdin(t.ctx, &agentapi.ProcessRequest{ContainerId: id})
+		t.closeStdinNow(t.ctx)
 	}
 
 	exit := ExitStatus{}
@@ -270,6 +309,7 @@ func (t *task) run(stdio Stdio) {
 	case <-drained:
 	case <-time.After(5 * time.Second):
 	}
+	t.endOutput()
 	t.shutdown()
 
 	t.exit = exit
@@ -281,6 +321,11 @@ func (t *task) run(stdio Stdio) {
 	c.State.Error = exit.Error
 	c.State.VMMPid, c.State.OwnerPid = 0, 0
 	s := t.svc
+	s.mu.Lock()
+	// The exit is recorded before the removal so that a "removed" waiter
+	// finds the status.
+	s.exitRecord(c.ID).record(exit)
+	s.mu.Unlock()
 	if c.Config.AutoRemove {
 		s.cfg.Store.Delete(c.ID)
 	} else {
@@ -288,25 +333,12 @@ func (t *task) run(stdio Stdio) {
 	}
 	s.mu.Lock()
 	delete(s.tasks, c.ID)
+	if c.Config.AutoRemove {
+		s.forgetLocked(c.ID)
+	}
 	s.mu.Unlock()
 	close(t.done)
-}
-
-func (t *task) pumpStdin(r io.Reader) {
-	api := t.agent.API()
-	buf := make([]byte, ioChunk)
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			if _, werr := api.WriteStdin(t.ctx, &agentapi.WriteStdinRequest{ContainerId: t.c.ID, Data: buf[:n]}); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			api.CloseStdin(t.ctx, &agentapi.ProcessRequest{ContainerId: t.c.ID})
-			return
-		}
-	}
+	s.notify()
 }
 
 // shutdown asks the agent to end the guest cleanly: it removes the
@@ -341,12 +373,29 @@ func (t *task) destroy() {
 	})
 }
 
+// booted reports whether the agent can be called; before that the run
+// only has a VM in boot.
+func (t *task) booted() error {
+	select {
+	case <-t.ready:
+		return nil
+	default:
+		return errs.New(errdefs.ErrConflict, "container %s is starting", t.c.Name)
+	}
+}
+
 func (t *task) signal(ctx context.Context, sig syscall.Signal) error {
+	if err := t.booted(); err != nil {
+		return err
+	}
 	_, err := t.agent.API().SignalProcess(ctx, &agentapi.SignalProcessRequest{ContainerId: t.c.ID, Signal: uint32(sig)})
 	return agent.Convert(err)
 }
 
 func (t *task) resize(ctx context.Context, rows, cols uint16) error {
+	if err := t.booted(); err != nil {
+		return err
+	}
 	_, err := t.agent.API().ResizeTty(ctx, &agentapi.ResizeTtyRequest{ContainerId: t.c.ID, Rows: uint32(rows), Cols: uint32(cols)})
 	return agent.Convert(err)
 }

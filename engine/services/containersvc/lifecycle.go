@@ -1,0 +1,230 @@
+package containersvc
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/vmctl/vmctl/engine/containers"
+	"github.com/vmctl/vmctl/engine/errs"
+)
+
+// ExitStatus is how a container's process ended.
+type ExitStatus struct {
+	Code      int
+	OOMKilled bool
+	// Error is set when the container did not end by itself (VM crash).
+	Error string
+}
+
+// exitRecord counts the exits of one container seen by this service.
+// Guarded by Service.mu.
+type exitRecord struct {
+	seq     int
+	last    ExitStatus
+	removed bool
+}
+
+func (r *exitRecord) record(st ExitStatus) { r.seq++; r.last = st }
+
+// exitRecord returns the container's record, creating it. Precondition:
+// s.mu is held.
+func (s *Service) exitRecord(id string) *exitRecord {
+	r := s.exits[id]
+	if r == nil {
+		r = &exitRecord{}
+		s.exits[id] = r
+	}
+	return r
+}
+
+// WaitCondition is what a waiter waits for (Docker's names).
+type WaitCondition string
+
+const (
+	// WaitNotRunning returns at once for a container that is not running.
+	WaitNotRunning WaitCondition = "not-running"
+	// WaitNextExit waits for the next exit, even of a container not yet started.
+	WaitNextExit WaitCondition = "next-exit"
+	// WaitRemoved waits until the container is removed (after its exit
+	// with AutoRemove).
+	WaitRemoved WaitCondition = "removed"
+)
+
+// ParseWaitCondition accepts Docker's condition names; empty is not-running.
+func ParseWaitCondition(s string) (WaitCondition, error) {
+	switch WaitCondition(s) {
+	case "", WaitNotRunning:
+		return WaitNotRunning, nil
+	case WaitNextExit, WaitRemoved:
+		return WaitCondition(s), nil
+	}
+	return "", errs.New(errdefs.ErrInvalidArgument, "invalid wait condition %q: want not-running, next-exit or removed", s)
+}
+
+// Wait blocks until the container started by this service is not running.
+func (s *Service) Wait(ctx context.Context, ref string) (ExitStatus, error) {
+	wait, err := s.PrepareWait(ref, WaitNotRunning)
+	if err != nil {
+		return ExitStatus{}, err
+	}
+	return wait(ctx)
+}
+
+// PrepareWait registers a waiter now, so that an exit that happens before
+// the returned function is called still counts (docker run sends wait
+// before start), and returns the function that blocks until the condition
+// holds.
+func (s *Service) PrepareWait(ref string, cond WaitCondition) (func(context.Context) (ExitStatus, error), error) {
+	c, err := s.cfg.Store.Get(ref)
+	if err != nil {
+		return nil, err
+	}
+	id, name := c.ID, c.Name
+	s.mu.Lock()
+	rec := s.exitRecord(id)
+	seq0 := rec.seq
+	s.mu.Unlock()
+
+	return func(ctx context.Context) (ExitStatus, error) {
+		for {
+			s.mu.Lock()
+			changed := s.changed
+			_, running := s.tasks[id]
+			seq, last, removed := rec.seq, rec.last, rec.removed
+			s.mu.Unlock()
+
+			switch cond {
+			case WaitNextExit:
+				if seq > seq0 {
+					return last, nil
+				}
+				if removed {
+					return ExitStatus{}, errs.New(errdefs.ErrNotFound, "container %s was removed before it exited", name)
+				}
+			case WaitRemoved:
+				if removed {
+					return last, nil
+				}
+				if _, err := s.cfg.Store.Get(id); errdefs.IsNotFound(err) {
+					return last, nil // removed by another process
+				}
+			default:
+				if !running {
+					c, err := s.cfg.Store.Get(id)
+					if errdefs.IsNotFound(err) {
+						return last, nil
+					}
+					if err != nil {
+						return ExitStatus{}, err
+					}
+					s.reconcile(c)
+					if c.State.Status != containers.StatusRunning {
+						return ExitStatus{Code: c.State.ExitCode, OOMKilled: c.State.OOMKilled, Error: c.State.Error}, nil
+					}
+					return ExitStatus{}, errs.New(errdefs.ErrFailedPrecondition, "container %s is run by another process (pid %d)", c.Name, c.State.OwnerPid)
+				}
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				return ExitStatus{}, ctx.Err()
+			}
+		}
+	}, nil
+}
+
+// DefaultStopTimeout is how long Stop waits for the stop signal to work.
+const DefaultStopTimeout = 10 * time.Second
+
+// killGrace is how long a SIGKILLed process gets before the VM is ended.
+const killGrace = 5 * time.Second
+
+// Stop sends the container's stop signal (SIGTERM unless set at create),
+// waits up to timeout for it to exit, then sends SIGKILL; a VM that still
+// does not finish is destroyed. A negative timeout waits forever. A
+// container that is not running gives an errdefs.ErrNotModified error.
+func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration) error {
+	c, err := s.cfg.Store.Get(ref)
+	if err != nil {
+		return err
+	}
+	t := s.task(c.ID)
+	if t == nil {
+		s.reconcile(c)
+		if c.State.Status == containers.StatusRunning {
+			return errs.New(errdefs.ErrFailedPrecondition, "container %s is run by another process (pid %d)", c.Name, c.State.OwnerPid)
+		}
+		return errs.New(errdefs.ErrNotModified, "container %s is not running", c.Name)
+	}
+	sig := syscall.SIGTERM
+	if c.Config.StopSignal != "" {
+		if parsed, err := ParseSignal(c.Config.StopSignal); err == nil {
+			sig = parsed
+		}
+	}
+	// A run still booting is let finish its boot, then stopped.
+	select {
+	case <-t.ready:
+	case <-t.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	t.signal(ctx, sig)
+	var expired <-chan time.Time
+	if timeout >= 0 {
+		expired = time.After(timeout)
+	}
+	select {
+	case <-t.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-expired:
+	}
+	t.signal(ctx, syscall.SIGKILL)
+	select {
+	case <-t.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(killGrace):
+	}
+	// The guest does not answer: end the VM; run records the exit.
+	t.destroy()
+	<-t.done
+	return nil
+}
+
+// Restart stops the container if it runs, then starts it again.
+func (s *Service) Restart(ctx context.Context, ref string, timeout time.Duration) error {
+	if err := s.Stop(ctx, ref, timeout); err != nil && !errdefs.IsNotModified(err) {
+		return err
+	}
+	return s.Start(ctx, ref, Stdio{})
+}
+
+// ParseSignal accepts a signal as a number or a name, with or without the
+// SIG prefix, in any case ("TERM", "sigkill", "9").
+func ParseSignal(s string) (syscall.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		if n <= 0 || n > 64 {
+			return 0, errs.New(errdefs.ErrInvalidArgument, "invalid signal %q", s)
+		}
+		return syscall.Signal(n), nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	return 0, errs.New(errdefs.ErrInvalidArgument, "invalid signal %q", s)
+}
