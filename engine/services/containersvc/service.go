@@ -105,16 +105,16 @@ func New(cfg Config) *Service {
 
 // CreateOptions is what a user asks for at create (docker run's flags).
 type CreateOptions struct {
-	Image                    string
-	Name                     string
-	Cmd                      []string // nil: the image's Cmd
-	Entrypoint               []string // nil: the image's Entrypoint
-	Env                      []string
-	WorkingDir               string
-	User                     string
-	Hostname                 string
-	Tty                      bool
-	OpenStdin                bool
+	Image      string
+	Name       string
+	Cmd        []string // nil: the image's Cmd
+	Entrypoint []string // nil: the image's Entrypoint
+	Env        []string
+	WorkingDir string
+	User       string
+	Hostname   string
+	Tty        bool
+	OpenStdin  bool
 	// StdinOnce closes the container's stdin when the first attached
 	// client's stdin ends (docker run -i).
 	StdinOnce bool
@@ -283,6 +283,14 @@ func (s *Service) Remove(ctx context.Context, ref string, force bool) error {
 		return fmt.Errorf("cannot remove container %s: %w", c.Name, err)
 	}
 	if t := s.task(c.ID); t != nil {
+		// Kill the process first, as docker rm -f does, so the exit is an
+		// ordinary 137 rather than a lost VM; end the VM if that fails.
+		if t.signal(ctx, syscall.SIGKILL) == nil {
+			select {
+			case <-t.done:
+			case <-time.After(killGrace):
+			}
+		}
 		t.destroy()
 		<-t.done
 	}

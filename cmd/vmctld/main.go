@@ -1,0 +1,121 @@
+// Command vmctld is the vmctl daemon: it serves a Docker-compatible REST API
+// over the engine, so the docker CLI (and vmctl) can run containers, each in
+// its own VM. This file is wiring only; the API is engine/server.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vmctl/vmctl/engine"
+	"github.com/vmctl/vmctl/engine/server"
+)
+
+type hostList []string
+
+func (h *hostList) String() string     { return strings.Join(*h, ",") }
+func (h *hostList) Set(v string) error { *h = append(*h, v); return nil }
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "vmctld: "+err.Error())
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var hosts hostList
+	cfg := engine.Config{DetachVMs: true}
+	flag.StringVar(&cfg.DataRoot, "data-root", "/var/lib/vmctl", "directory of persistent state: images, disks, containers")
+	flag.StringVar(&cfg.ExecRoot, "exec-root", "/run/vmctl", "directory of runtime state (keep it short: unix socket paths are limited)")
+	flag.StringVar(&cfg.Kernel, "kernel", os.Getenv("VMCTL_KERNEL"), "guest kernel (default: guest/vmlinuz next to this program)")
+	flag.StringVar(&cfg.Initrd, "initrd", os.Getenv("VMCTL_INITRD"), "guest image (default: guest/initramfs.img next to this program)")
+	flag.Var(&hosts, "H", "address to serve the API on: unix:///path or tcp://host:port (repeatable; default "+server.DefaultHost+")")
+	flag.Var(&hosts, "host", "same as -H")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: vmctld takes only flags", flag.Arg(0))
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("vmctld must run as root: it creates disk images and VMs for containers")
+	}
+	if len(hosts) == 0 {
+		hosts = hostList{server.DefaultHost}
+	}
+	var listeners []net.Listener
+	closeAll := func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}
+	for _, h := range hosts {
+		parsed, err := server.ParseHost(h)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		l, err := server.Listen(parsed)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		listeners = append(listeners, l)
+	}
+	eng, err := engine.New(cfg)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	api := server.New(eng)
+	srv := &http.Server{Handler: api, ReadHeaderTimeout: 30 * time.Second}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	errc := make(chan error, len(listeners))
+	var wg sync.WaitGroup
+	for i, l := range listeners {
+		log.Printf("vmctld %s: API %s on %s", engine.Version, server.APIVersion, hosts[i])
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	select {
+	case <-ctx.Done():
+		log.Printf("vmctld: shutting down")
+	case err := <-errc:
+		srv.Close()
+		api.Close()
+		return err
+	}
+	// Graceful: stop accepting, let plain requests finish, end streams.
+	// Running VMs are left alone (DetachVMs); re-adopting them on the next
+	// start is not implemented yet, so they are reported as exited then.
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	api.Close()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		srv.Close() // waits and log follows that did not end in time
+	}
+	wg.Wait()
+	for _, h := range hosts {
+		if p, perr := server.ParseHost(h); perr == nil && p.Network == "unix" {
+			os.Remove(p.Address)
+		}
+	}
+	return nil
+}

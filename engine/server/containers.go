@@ -1,0 +1,315 @@
+package server
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	units "github.com/docker/go-units"
+	"github.com/moby/moby/api/types/container"
+
+	"github.com/vmctl/vmctl/engine/containers"
+	"github.com/vmctl/vmctl/engine/errs"
+	"github.com/vmctl/vmctl/engine/services/containersvc"
+)
+
+// unsupportedHostConfig rejects options that would otherwise be silently
+// ignored: a container without the volume or port the user asked for is
+// worse than a clear error.
+func unsupportedHostConfig(hc *container.HostConfig) error {
+	switch {
+	case len(hc.Binds) > 0 || len(hc.Mounts) > 0:
+		return errs.New(errdefs.ErrInvalidArgument, "volumes and bind mounts are not supported yet")
+	case len(hc.PortBindings) > 0 || hc.PublishAllPorts:
+		return errs.New(errdefs.ErrInvalidArgument, "published ports are not supported yet")
+	case hc.Privileged:
+		return errs.New(errdefs.ErrInvalidArgument, "privileged containers are not supported")
+	case hc.RestartPolicy.Name != "" && hc.RestartPolicy.Name != "no":
+		return errs.New(errdefs.ErrInvalidArgument, "restart policies are not supported yet")
+	}
+	return nil
+}
+
+func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
+	var req container.CreateRequest
+	if err := decodeBody(w, r, &req, false); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Config == nil {
+		writeError(w, errs.New(errdefs.ErrInvalidArgument, "config cannot be empty in order to create a container"))
+		return
+	}
+	cfg := req.Config
+	if cfg.Image == "" {
+		writeError(w, errs.New(errdefs.ErrInvalidArgument, "no image given: Config.Image is required"))
+		return
+	}
+	hc := req.HostConfig
+	if hc == nil {
+		hc = &container.HostConfig{}
+	}
+	if err := unsupportedHostConfig(hc); err != nil {
+		writeError(w, err)
+		return
+	}
+	o := containersvc.CreateOptions{
+		Image: cfg.Image, Name: strings.TrimPrefix(r.URL.Query().Get("name"), "/"),
+		Cmd: cfg.Cmd, Entrypoint: cfg.Entrypoint, Env: cfg.Env, WorkingDir: cfg.WorkingDir,
+		User: cfg.User, Hostname: cfg.Hostname, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
+		StdinOnce: cfg.StdinOnce, StopSignal: cfg.StopSignal, MemoryBytes: hc.Memory,
+		NanoCPUs: hc.NanoCPUs, AutoRemove: hc.AutoRemove,
+	}
+	if cfg.Tty && hc.ConsoleSize[0] > 0 && hc.ConsoleSize[1] > 0 {
+		o.ConsoleRows, o.ConsoleCols = clampU16(hc.ConsoleSize[0]), clampU16(hc.ConsoleSize[1])
+	}
+	c, err := s.eng.Containers.Create(r.Context(), o)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, container.CreateResponse{ID: c.ID, Warnings: []string{}})
+}
+
+func clampU16(v uint) uint16 {
+	if v > 0xffff {
+		return 0xffff
+	}
+	return uint16(v)
+}
+
+// statusText is docker ps's STATUS column.
+func statusText(c *containers.Container, now time.Time) string {
+	switch c.State.Status {
+	case containers.StatusRunning:
+		return "Up " + units.HumanDuration(now.Sub(c.State.StartedAt))
+	case containers.StatusExited:
+		return fmt.Sprintf("Exited (%d) %s ago", c.State.ExitCode, units.HumanDuration(now.Sub(c.State.FinishedAt)))
+	}
+	return "Created"
+}
+
+func (s *Server) containerList(w http.ResponseWriter, r *http.Request) {
+	flags, err := boolParams(r, "all", "size")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	all := flags[0]
+	limit := -1
+	if v := r.URL.Query().Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil {
+			writeError(w, errs.New(errdefs.ErrInvalidArgument, "invalid limit %q: want a number", v))
+			return
+		}
+	}
+	if limit > 0 {
+		all = true // docker ps -n implies -a
+	}
+	list, err := s.eng.Containers.List()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	now := time.Now()
+	out := []container.Summary{}
+	for _, c := range list {
+		if !all && c.State.Status != containers.StatusRunning {
+			continue
+		}
+		if limit > 0 && len(out) == limit {
+			break
+		}
+		sum := container.Summary{
+			ID: c.ID, Names: []string{"/" + c.Name}, Image: c.Config.Image, ImageID: c.Config.ImageID,
+			Command: strings.Join(c.Config.Args, " "), Created: c.Created.Unix(),
+			Ports: []container.PortSummary{}, Labels: map[string]string{},
+			State: container.ContainerState(c.State.Status), Status: statusText(c, now),
+			Mounts: []container.MountPoint{},
+		}
+		sum.HostConfig.NetworkMode = "none"
+		out = append(out, sum)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func timeString(t time.Time) string {
+	if t.IsZero() {
+		return "0001-01-01T00:00:00Z"
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
+	c, err := s.eng.Containers.Get(r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	cfg := c.Config
+	resp := container.InspectResponse{
+		ID: c.ID, Created: timeString(c.Created), Name: "/" + c.Name, Image: cfg.ImageID,
+		Driver: "vmctl-disk", Platform: "linux",
+		State: &container.State{
+			Status: container.ContainerState(c.State.Status), Running: c.State.Status == containers.StatusRunning,
+			OOMKilled: c.State.OOMKilled, Pid: c.State.VMMPid, ExitCode: c.State.ExitCode, Error: c.State.Error,
+			StartedAt: timeString(c.State.StartedAt), FinishedAt: timeString(c.State.FinishedAt),
+		},
+		Config: &container.Config{
+			Hostname: cfg.Hostname, User: cfg.User, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
+			StdinOnce: cfg.StdinOnce, Env: cfg.Env, Cmd: cfg.Args, Image: cfg.Image,
+			WorkingDir: cfg.WorkingDir, StopSignal: cfg.StopSignal, Labels: map[string]string{},
+		},
+		HostConfig: &container.HostConfig{AutoRemove: cfg.AutoRemove, NetworkMode: "none"},
+		Mounts:     []container.MountPoint{},
+	}
+	resp.HostConfig.Memory = cfg.MemoryBytes
+	resp.HostConfig.NanoCPUs = cfg.NanoCPUs
+	if len(cfg.Args) > 0 {
+		resp.Path, resp.Args = cfg.Args[0], cfg.Args[1:]
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) containerStart(w http.ResponseWriter, r *http.Request) {
+	c, err := s.eng.Containers.Get(r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if c.State.Status == containers.StatusRunning {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	if err := s.eng.Containers.Start(r.Context(), c.ID, containersvc.Stdio{}); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// stopTimeout reads ?t= (seconds; negative waits forever).
+func stopTimeout(r *http.Request) (time.Duration, error) {
+	v := r.URL.Query().Get("t")
+	if v == "" {
+		v = r.URL.Query().Get("timeout")
+	}
+	if v == "" {
+		return containersvc.DefaultStopTimeout, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, errs.New(errdefs.ErrInvalidArgument, "invalid stop timeout %q: want seconds", v)
+	}
+	if n < 0 {
+		return -1, nil
+	}
+	return time.Duration(n) * time.Second, nil
+}
+
+func (s *Server) containerStop(w http.ResponseWriter, r *http.Request) {
+	timeout, err := stopTimeout(r)
+	if err == nil && r.URL.Query().Get("signal") != "" {
+		err = errs.New(errdefs.ErrInvalidArgument, "stop with a signal is not supported: set StopSignal at create")
+	}
+	if err == nil {
+		err = s.eng.Containers.Stop(r.Context(), r.PathValue("id"), timeout)
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) containerRestart(w http.ResponseWriter, r *http.Request) {
+	timeout, err := stopTimeout(r)
+	if err == nil {
+		err = s.eng.Containers.Restart(r.Context(), r.PathValue("id"), timeout)
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) containerKill(w http.ResponseWriter, r *http.Request) {
+	sig := syscall.SIGKILL
+	if v := r.URL.Query().Get("signal"); v != "" {
+		parsed, err := containersvc.ParseSignal(v)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		sig = parsed
+	}
+	if err := s.eng.Containers.Kill(r.Context(), r.PathValue("id"), sig); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) containerResize(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	h, err1 := strconv.ParseUint(q.Get("h"), 10, 16)
+	wd, err2 := strconv.ParseUint(q.Get("w"), 10, 16)
+	if err1 != nil || err2 != nil {
+		writeError(w, errs.New(errdefs.ErrInvalidArgument, "invalid terminal size h=%q w=%q: want numbers up to 65535", q.Get("h"), q.Get("w")))
+		return
+	}
+	if err := s.eng.Containers.Resize(r.Context(), r.PathValue("id"), uint16(h), uint16(wd)); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) containerDelete(w http.ResponseWriter, r *http.Request) {
+	flags, err := boolParams(r, "force", "v", "link")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if flags[2] {
+		writeError(w, errs.New(errdefs.ErrInvalidArgument, "container links are not supported"))
+		return
+	}
+	if err := s.eng.Containers.Remove(r.Context(), r.PathValue("id"), flags[0]); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// containerWait registers the waiter, sends the headers at once (docker run
+// waits for them before it starts the container), and writes the status
+// when the condition holds.
+func (s *Server) containerWait(w http.ResponseWriter, r *http.Request) {
+	cond, err := containersvc.ParseWaitCondition(r.URL.Query().Get("condition"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	wait, err := s.eng.Containers.PrepareWait(r.PathValue("id"), cond)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	http.NewResponseController(w).Flush()
+	st, err := wait(r.Context())
+	resp := container.WaitResponse{StatusCode: int64(st.Code)}
+	if err != nil {
+		resp.Error = &container.WaitExitError{Message: err.Error()}
+	} else if st.Error != "" {
+		resp.Error = &container.WaitExitError{Message: st.Error}
+	}
+	writeJSONBody(w, resp)
+}

@@ -1,0 +1,192 @@
+package server
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/moby/moby/api/types/image"
+	"github.com/moby/moby/api/types/jsonstream"
+	"github.com/moby/moby/api/types/registry"
+
+	"github.com/vmctl/vmctl/engine/errs"
+	"github.com/vmctl/vmctl/engine/images"
+)
+
+func (s *Server) imageList(w http.ResponseWriter, r *http.Request) {
+	list, err := s.eng.ListImages(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := make([]image.Summary, 0, len(list))
+	for _, img := range list {
+		out = append(out, imageSummary(img))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func imageSummary(img images.Image) image.Summary {
+	sum := image.Summary{
+		ID: img.ID, RepoTags: img.RepoTags, RepoDigests: []string{}, Created: img.Created.Unix(),
+		Size: img.Size, Labels: img.Config.Labels, Containers: -1, SharedSize: -1,
+	}
+	if sum.RepoTags == nil {
+		sum.RepoTags = []string{}
+	}
+	if sum.Labels == nil {
+		sum.Labels = map[string]string{}
+	}
+	return sum
+}
+
+// imageGet serves GET /images/{name}/json; the name may contain slashes.
+func (s *Server) imageGet(w http.ResponseWriter, r *http.Request) {
+	ref, ok := strings.CutSuffix(r.PathValue("rest"), "/json")
+	if !ok || ref == "" {
+		writeError(w, errs.New(errdefs.ErrNotFound, "page not found: %s %s", r.Method, r.URL.Path))
+		return
+	}
+	img, err := s.eng.Images.Resolve(r.Context(), ref)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, image.InspectResponse{
+		ID: img.ID, RepoTags: nonNil(img.RepoTags), RepoDigests: []string{},
+		Created: img.Created.UTC().Format("2006-01-02T15:04:05.999999999Z07:00"),
+		Size:    img.Size, Os: img.OS, Architecture: img.Architecture,
+	})
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func (s *Server) imageDelete(w http.ResponseWriter, r *http.Request) {
+	ref := r.PathValue("name")
+	res, err := s.eng.Images.Remove(r.Context(), ref)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := []image.DeleteResponse{}
+	for _, t := range res.Untagged {
+		out = append(out, image.DeleteResponse{Untagged: t})
+	}
+	for _, d := range res.Deleted {
+		out = append(out, image.DeleteResponse{Deleted: d})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// imageCreate pulls an image (docker pull, and docker run of a missing
+// image). Progress is a stream of JSON messages; an error before the first
+// message is an ordinary error reply, after it an errorDetail message.
+func (s *Server) imageCreate(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if q.Get("fromSrc") != "" {
+		writeError(w, errs.New(errdefs.ErrNotImplemented, "image import (fromSrc) is not supported"))
+		return
+	}
+	ref := q.Get("fromImage")
+	if ref == "" {
+		writeError(w, errs.New(errdefs.ErrInvalidArgument, "fromImage is required"))
+		return
+	}
+	if tag := q.Get("tag"); tag != "" {
+		if strings.HasPrefix(tag, "sha256:") {
+			ref += "@" + tag
+		} else {
+			ref += ":" + tag
+		}
+	}
+	parsed, err := images.ParseRemoteReference(ref)
+	if err != nil {
+		writeError(w, errs.Class(errdefs.ErrInvalidArgument, err))
+		return
+	}
+	keychain, err := clientKeychain(r.Header.Get("X-Registry-Auth"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+
+	var mu sync.Mutex
+	started := false
+	enc := json.NewEncoder(w)
+	send := func(m jsonstream.Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !started {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			started = true
+		}
+		enc.Encode(m)
+		http.NewResponseController(w).Flush()
+	}
+	progress := func(p images.Progress) {
+		m := jsonstream.Message{ID: p.ID(), Status: string(p.State)}
+		if p.Total > 0 && !p.State.Final() {
+			m.Progress = &jsonstream.Progress{Current: p.Current, Total: p.Total}
+		}
+		send(m)
+	}
+	img, err := s.eng.Images.Pull(r.Context(), ref, images.RemoteOptions{Keychain: keychain, Progress: progress})
+	mu.Lock()
+	early := !started
+	mu.Unlock()
+	if err != nil {
+		if early {
+			writeError(w, err)
+			return
+		}
+		send(jsonstream.Message{Error: &jsonstream.Error{Message: err.Error()}})
+		return
+	}
+	send(jsonstream.Message{Status: "Digest: " + img.Digest})
+	send(jsonstream.Message{Status: "Status: Downloaded newer image for " + images.FamiliarName(parsed)})
+}
+
+// clientKeychain turns the X-Registry-Auth header (base64url JSON) into
+// credentials. No header, or an empty object, is anonymous access: the
+// daemon does not lend its own credentials to clients.
+func clientKeychain(header string) (authn.Keychain, error) {
+	if header == "" {
+		return anonymous{}, nil
+	}
+	b, err := base64.URLEncoding.DecodeString(header)
+	if err != nil {
+		b, err = base64.RawURLEncoding.DecodeString(header)
+	}
+	if err != nil {
+		return nil, errs.New(errdefs.ErrInvalidArgument, "invalid X-Registry-Auth header: not base64url")
+	}
+	var cfg registry.AuthConfig
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return nil, errs.New(errdefs.ErrInvalidArgument, "invalid X-Registry-Auth header: %v", err)
+	}
+	if cfg.Username == "" && cfg.Password == "" && cfg.IdentityToken == "" && cfg.RegistryToken == "" {
+		return anonymous{}, nil
+	}
+	return static{authn.FromConfig(authn.AuthConfig{
+		Username: cfg.Username, Password: cfg.Password,
+		IdentityToken: cfg.IdentityToken, RegistryToken: cfg.RegistryToken,
+	})}, nil
+}
+
+type anonymous struct{}
+
+func (anonymous) Resolve(authn.Resource) (authn.Authenticator, error) { return authn.Anonymous, nil }
+
+type static struct{ a authn.Authenticator }
+
+func (k static) Resolve(authn.Resource) (authn.Authenticator, error) { return k.a, nil }
