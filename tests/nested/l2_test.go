@@ -44,6 +44,8 @@ var vmmNeeds = []string{"bin/vmctl-vmm", "bin/guest/vmlinuz"}
 //	reboot: print L2-REBOOTING and reboot at once
 //	write:  write l2.token= to the start of /dev/vda, then reboot
 //	read:   print L2-READ <first line of /dev/vda>, then reboot
+//	clock:  sleep 1 s (needs working timer interrupts), print
+//	        L2-CLOCK cpus=<online CPUs> uptime=<s>, then reboot
 const l2Init = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /dev
 /bin/busybox --install -s /bin
@@ -60,6 +62,10 @@ write)
 	;;
 read)
 	echo "L2-READ $(head -c 64 /dev/vda | head -n 1)"
+	;;
+clock)
+	sleep 1
+	echo "L2-CLOCK cpus=$(nproc) uptime=$(cut -d ' ' -f 1 /proc/uptime)"
 	;;
 *)
 	echo "L2-UNKNOWN-MODE"
