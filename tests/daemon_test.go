@@ -1,0 +1,178 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// daemon is one vmctld started by a test on a temp socket, data root and
+// (short) exec root, with busybox loaded.
+type daemon struct {
+	root, dataRoot, execRoot, sock string
+	cmd                            *exec.Cmd
+	stderr                         *bytes.Buffer
+}
+
+// startDaemon builds vmctld into a temp dir and starts it. Cleanup stops it
+// with SIGTERM and checks that it leaves no VMM process, socket or
+// container directory behind.
+func startDaemon(t *testing.T) *daemon {
+	t.Helper()
+	e := e2e(t) // checks the artifacts, root and QEMU; busybox.tar is built
+	bin := filepath.Join(t.TempDir(), "vmctld")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/vmctld")
+	build.Dir = e.root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build vmctld: %v\n%s", err, out)
+	}
+	dataRoot, err := os.MkdirTemp("", "vmctld-data-")
+	must(t, err)
+	execRoot, err := os.MkdirTemp("", "vd")
+	must(t, err)
+	d := &daemon{root: e.root, dataRoot: dataRoot, execRoot: execRoot, sock: filepath.Join(execRoot, "api.sock"), stderr: &bytes.Buffer{}}
+	load := exec.Command(e.vmctl, "--data-root", dataRoot, "--exec-root", execRoot, "load", "-i", filepath.Join(e.root, "build/busybox.tar"))
+	if out, err := load.CombinedOutput(); err != nil {
+		t.Fatalf("load busybox: %v\n%s", err, out)
+	}
+	d.cmd = exec.Command(bin, "--data-root", dataRoot, "--exec-root", execRoot, "-H", "unix://"+d.sock,
+		"--kernel", filepath.Join(e.root, "bin/guest/vmlinuz"), "--initrd", filepath.Join(e.root, "bin/guest/initramfs.img"))
+	d.cmd.Stderr = d.stderr
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	must(t, d.cmd.Start())
+	t.Cleanup(func() { d.stop(t) })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("unix", d.sock); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vmctld did not listen on %s: %s", d.sock, d.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return d
+}
+
+// stop ends the daemon gracefully and checks what it left behind.
+func (d *daemon) stop(t *testing.T) {
+	t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("vmctld exited with %v: %s", err, d.stderr)
+		}
+	case <-time.After(20 * time.Second):
+		syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		t.Errorf("vmctld did not stop within 20s of SIGTERM")
+	}
+	var left []string
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		left = left[:0]
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				continue
+			}
+			cmdline := strings.ReplaceAll(string(b), "\x00", " ")
+			if strings.Contains(cmdline, d.execRoot+"/") || strings.Contains(cmdline, d.dataRoot+"/") {
+				left = append(left, "process: "+cmdline)
+			}
+		}
+		entries, _ := os.ReadDir(d.execRoot)
+		for _, en := range entries {
+			left = append(left, "exec root: "+en.Name())
+		}
+		cs, _ := os.ReadDir(filepath.Join(d.dataRoot, "containers"))
+		for _, en := range cs {
+			if en.IsDir() {
+				left = append(left, "container: "+en.Name())
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(left) > 0 {
+		t.Errorf("left behind:\n  %s", strings.Join(left, "\n  "))
+	}
+	os.RemoveAll(d.dataRoot)
+	os.RemoveAll(d.execRoot)
+}
+
+// http returns a client of the daemon's socket.
+func (d *daemon) http() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", d.sock)
+		},
+	}, Timeout: 30 * time.Second}
+}
+
+// The raw API: bad input gets a 4xx JSON error and the daemon stays up.
+func TestDaemonBadInput(t *testing.T) {
+	d := startDaemon(t)
+	c := d.http()
+	tests := []struct {
+		name, method, path, body string
+		code                     int
+		want                     string
+	}{
+		{"ping", "GET", "/_ping", "", 200, "OK"},
+		{"versioned ping", "GET", "/v1.41/_ping", "", 200, "OK"},
+		{"newer client", "GET", "/v1.50/version", "", 200, `"ApiVersion":"1.41"`},
+		{"too old client", "GET", "/v1.10/version", "", 400, "minimum supported API version"},
+		{"unknown endpoint", "GET", "/v1.41/nope", "", 404, `"message"`},
+		{"malformed JSON", "POST", "/v1.41/containers/create", `{"Image":`, 400, "invalid JSON"},
+		{"wrong type", "POST", "/v1.41/containers/create", `{"Image":5}`, 400, "invalid JSON"},
+		{"empty body", "POST", "/v1.41/containers/create", "", 400, "request body is empty"},
+		{"no image", "POST", "/v1.41/containers/create", `{"Cmd":["true"]}`, 400, "Config.Image is required"},
+		{"unknown image", "POST", "/v1.41/containers/create", `{"Image":"no-such-image"}`, 404, "No such image"},
+		{"bad name", "POST", "/v1.41/containers/create?name=a/b", `{"Image":"busybox"}`, 400, "invalid container name"},
+		{"volumes", "POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Binds":["/a:/b"]}}`, 400, "not supported"},
+		{"huge body", "POST", "/v1.41/containers/create", `{"Image":"` + strings.Repeat("a", 2<<20) + `"}`, 413, "larger than"},
+		{"unknown container", "GET", "/v1.41/containers/nope/json", "", 404, "no such container"},
+		{"bad bool", "GET", "/v1.41/containers/json?all=maybe", "", 400, "want a boolean"},
+		{"bad signal", "POST", "/v1.41/containers/nope/kill?signal=SIGNOPE", "", 400, "invalid signal"},
+		{"bad wait", "POST", "/v1.41/containers/nope/wait?condition=later", "", 400, "invalid wait condition"},
+		{"unknown image inspect", "GET", "/v1.41/images/no/such/json", "", 404, "No such image"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(tt.method, "http://vmctld"+tt.path, strings.NewReader(tt.body))
+			must(t, err)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := c.Do(req)
+			must(t, err)
+			defer resp.Body.Close()
+			var b bytes.Buffer
+			b.ReadFrom(resp.Body)
+			if resp.StatusCode != tt.code || !strings.Contains(b.String(), tt.want) {
+				t.Errorf("%s %s = %d %q, want %d containing %q", tt.method, tt.path, resp.StatusCode, b.String(), tt.code, tt.want)
+			}
+			if resp.StatusCode >= 400 && resp.Header.Get("Content-Type") != "application/json" {
+				t.Errorf("error reply Content-Type %q, want application/json", resp.Header.Get("Content-Type"))
+			}
+		})
+	}
+	if err := d.cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("vmctld died: %s", d.stderr)
+	}
+}
