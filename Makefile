@@ -27,6 +27,7 @@ deps:
 
 build: deps
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vmctl ./cmd/vmctl
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vmctld ./cmd/vmctld
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vmctl-vmm ./cmd/vmctl-vmm
 	CGO_ENABLED=0 $(GO) build -ldflags '$(AGENT_LDFLAGS)' -o $(BIN)/vmctl-agent ./cmd/vmctl-agent
 	$(GO) run ./scripts/mkguest -init $(BIN)/vmctl-agent -o $(GUEST)/initramfs.img

@@ -161,6 +161,7 @@ func (s imageSource) Resolve(ctx context.Context, ref string) (containersvc.Imag
 	return containersvc.ImageInfo{
 		ID: img.ID, Name: name, Entrypoint: img.Config.Entrypoint, Cmd: img.Config.Cmd,
 		Env: img.Config.Env, WorkingDir: img.Config.WorkingDir, User: img.Config.User,
+		StopSignal: img.Config.StopSignal,
 	}, nil
 }
 

@@ -36,6 +36,8 @@ type ImageInfo struct {
 	Env        []string
 	WorkingDir string
 	User       string
+	// StopSignal is the image's STOPSIGNAL; a create option overrides it.
+	StopSignal string
 }
 
 // ImageSource resolves image references and builds their read-only disks.
@@ -198,7 +200,7 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 		Config: containers.Config{
 			Image: o.Image, ImageID: img.ID, Args: args, Env: env, WorkingDir: workdir, User: user,
 			Hostname: hostname, Tty: o.Tty, OpenStdin: o.OpenStdin, StdinOnce: o.StdinOnce,
-			StopSignal: o.StopSignal, ConsoleRows: o.ConsoleRows,
+			StopSignal: firstNonEmpty(o.StopSignal, img.StopSignal), ConsoleRows: o.ConsoleRows,
 			ConsoleCols: o.ConsoleCols, MemoryBytes: o.MemoryBytes, NanoCPUs: o.NanoCPUs,
 			Hypervisor: o.Hypervisor, AutoRemove: o.AutoRemove,
 		},
@@ -389,4 +391,11 @@ func lastLines(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }

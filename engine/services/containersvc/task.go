@@ -119,6 +119,8 @@ func (s *Service) Start(ctx context.Context, ref string, stdio Stdio) error {
 		svc: s, c: c, ready: make(chan struct{}), done: make(chan struct{}), log: log,
 		outputDone: make(chan struct{}), stdinCh: make(chan *Attachment, 16),
 	}
+	// The task context exists before the task is visible to Remove.
+	t.ctx, t.cancel = context.WithCancel(context.Background())
 	s.tasks[c.ID] = t
 	// Clients attached while the container was stopped belong to this run.
 	pending := s.pending[c.ID]
@@ -177,7 +179,6 @@ func (t *task) boot(ctx context.Context) error {
 	vcpus, mem := vmShape(c.Config)
 	console := s.ConsoleLog(c.ID)
 	os.Remove(console)
-	t.ctx, t.cancel = context.WithCancel(context.Background())
 	sb, err := choice.Driver.Start(ctx, sandbox.Config{
 		ID:        c.ShortID(),
 		Kernel:    s.cfg.Kernel,
