@@ -248,7 +248,7 @@ func (m *Machine) setupVCPUs(sys *kvm.System, entry uint64) error {
 		if err != nil {
 			return fmt.Errorf("vCPU %d: %w", i, err)
 		}
-		if err := c.SetLAPIC(x86.BootLAPIC(lapic)); err != nil {
+		if err := c.SetLAPIC(x86.BootLAPIC(lapic, i == 0)); err != nil {
 			return fmt.Errorf("vCPU %d: %w", i, err)
 		}
 		if i == 0 {

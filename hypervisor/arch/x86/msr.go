@@ -38,23 +38,35 @@ func BootMSRs() []kvm.MSREntry {
 	}
 }
 
-// Local APIC register offsets and delivery modes (arch/x86/include/asm/apicdef.h).
+// Local APIC register offsets, delivery modes and the mask bit
+// (arch/x86/include/asm/apicdef.h).
 const (
 	apicLVTLINT0   = 0x350
 	apicLVTLINT1   = 0x360
 	apicModeMask   = 0x700
 	apicModeNMI    = 0x4 << 8
 	apicModeExtINT = 0x7 << 8
+	apicLVTMasked  = 1 << 16
 )
 
-// BootLAPIC returns l with LINT0 delivering ExtINT (the legacy PIC's
-// output, as on a PC) and LINT1 delivering NMI.
-func BootLAPIC(l kvm.LAPICState) kvm.LAPICState {
-	set := func(off int, mode uint32) {
+// BootLAPIC returns l wired as a PC in virtual-wire mode (MP spec 1.4,
+// section 3.6.2.2): on the boot CPU LINT0 delivers ExtINT, unmasked (the
+// legacy PIC's output, which the guest needs until it switches to the
+// IOAPIC); on the others it is masked so that a PIC interrupt reaches one
+// CPU only. LINT1 delivers NMI, its mask left as KVM set it, as
+// Firecracker does. KVM's own reset programs LINT0 the same way
+// (arch/x86/kvm/lapic.c, kvm_lapic_reset).
+func BootLAPIC(l kvm.LAPICState, bsp bool) kvm.LAPICState {
+	set := func(off int, mode, mask uint32) {
 		v := binary.LittleEndian.Uint32(l.Regs[off:])
-		binary.LittleEndian.PutUint32(l.Regs[off:], v&^apicModeMask|mode)
+		binary.LittleEndian.PutUint32(l.Regs[off:], v&^(apicModeMask|mask)|mode|mask)
 	}
-	set(apicLVTLINT0, apicModeExtINT)
-	set(apicLVTLINT1, apicModeNMI)
+	if bsp {
+		v := binary.LittleEndian.Uint32(l.Regs[apicLVTLINT0:])
+		binary.LittleEndian.PutUint32(l.Regs[apicLVTLINT0:], v&^(apicModeMask|apicLVTMasked)|apicModeExtINT)
+	} else {
+		set(apicLVTLINT0, apicModeExtINT, apicLVTMasked)
+	}
+	set(apicLVTLINT1, apicModeNMI, 0)
 	return l
 }

@@ -242,14 +242,28 @@ func TestPatchCPUID(t *testing.T) {
 }
 
 func TestBootLAPIC(t *testing.T) {
-	var l kvm.LAPICState
-	binary.LittleEndian.PutUint32(l.Regs[apicLVTLINT0:], 0x10000) // masked, fixed
-	l = BootLAPIC(l)
-	if v := binary.LittleEndian.Uint32(l.Regs[apicLVTLINT0:]); v != 0x10700 {
-		t.Errorf("LINT0 = %#x, want ExtINT with other bits kept (0x10700)", v)
+	tests := []struct {
+		name         string
+		bsp          bool
+		lint0, lint1 uint32 // before
+		want0, want1 uint32
+	}{
+		// Other bits (vector, trigger) and LINT1's mask are kept.
+		{name: "BSP, masked fixed at reset", bsp: true, lint0: 0x10000, lint1: 0x10000, want0: 0x700, want1: 0x10400},
+		{name: "BSP keeps trigger bits", bsp: true, lint0: 0x8020, want0: 0x8720, want1: 0x400},
+		{name: "AP", bsp: false, lint0: 0, lint1: 0x10000, want0: 0x10700, want1: 0x10400},
 	}
-	if v := binary.LittleEndian.Uint32(l.Regs[apicLVTLINT1:]); v != 0x400 {
-		t.Errorf("LINT1 = %#x, want NMI (0x400)", v)
+	for _, tt := range tests {
+		var l kvm.LAPICState
+		binary.LittleEndian.PutUint32(l.Regs[apicLVTLINT0:], tt.lint0)
+		binary.LittleEndian.PutUint32(l.Regs[apicLVTLINT1:], tt.lint1)
+		l = BootLAPIC(l, tt.bsp)
+		if v := binary.LittleEndian.Uint32(l.Regs[apicLVTLINT0:]); v != tt.want0 {
+			t.Errorf("%s: LINT0 = %#x, want %#x", tt.name, v, tt.want0)
+		}
+		if v := binary.LittleEndian.Uint32(l.Regs[apicLVTLINT1:]); v != tt.want1 {
+			t.Errorf("%s: LINT1 = %#x, want %#x", tt.name, v, tt.want1)
+		}
 	}
 }
 
