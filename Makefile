@@ -66,13 +66,9 @@ nested-prepare: deps
 e2e-nested: build kernel nested-prepare
 	VMCTL_E2E=1 $(GO) test -count=1 -timeout 30m -v ./tests/nested/
 
-# Scenarios of the native VMM that do not pass yet (the L2 guest's timer
-# interrupts do not arrive, so its clock stands still). Listed here, not
-# skipped in the tests: `make e2e-nested` still runs and reports them.
-KNOWN_FAILING ?= TestVMMAgent|TestVMMReboot|TestVMMDiskPersists
 
 test: build kernel image nested-prepare vet
-	VMCTL_E2E=1 $(GO) test -count=1 -timeout 60m $(if $(KNOWN_FAILING),-skip '^($(KNOWN_FAILING))$$') ./...
+	VMCTL_E2E=1 $(GO) test -count=1 -timeout 60m ./...
 	@bash scripts/fuzz-smoke.sh
 
 bench: build kernel image
