@@ -20,6 +20,9 @@ func newPsCommand(g *globalOptions) *cobra.Command {
 		Short: "List containers",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.host != "" {
+				return remotePs(cmd.Context(), g, all, quiet)
+			}
 			e, err := g.open()
 			if err != nil {
 				return err
@@ -72,6 +75,9 @@ func newRmCommand(g *globalOptions) *cobra.Command {
 		Short: "Remove containers and their writable layers",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.host != "" {
+				return remoteRm(cmd.Context(), g, args, force)
+			}
 			e, err := g.open()
 			if err != nil {
 				return err

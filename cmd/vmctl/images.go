@@ -19,6 +19,9 @@ func newLoadCommand(g *globalOptions) *cobra.Command {
 		Short: "Load images from a docker save tarball or an OCI image-layout tarball",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.host != "" {
+				return remoteUnsupported("load")
+			}
 			var r io.Reader = os.Stdin
 			if input != "" && input != "-" {
 				f, err := os.Open(input)
@@ -65,6 +68,9 @@ func newImagesCommand(g *globalOptions) *cobra.Command {
 		Short: "List local images",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.host != "" {
+				return remoteImages(cmd.Context(), g, quiet)
+			}
 			e, err := g.open()
 			if err != nil {
 				return err
@@ -108,6 +114,9 @@ func newRmiCommand(g *globalOptions) *cobra.Command {
 		Short: "Remove images",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.host != "" {
+				return remoteRmi(cmd.Context(), g, args)
+			}
 			e, err := g.open()
 			if err != nil {
 				return err

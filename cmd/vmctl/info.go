@@ -15,6 +15,9 @@ func newInfoCommand(g *globalOptions) *cobra.Command {
 		Short: "Show which hypervisor runs containers on this host, and why",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.host != "" {
+				return remoteInfo(cmd.Context(), g)
+			}
 			info := engine.HostInfo(engine.Config{DataRoot: g.dataRoot, ExecRoot: g.execRoot, Kernel: g.kernel, Initrd: g.initrd})
 			fmt.Printf("Version:        %s\n", engine.Version)
 			fmt.Printf("Hypervisor:     %s (auto)\n", info.Hypervisor)
@@ -34,13 +37,17 @@ func newInfoCommand(g *globalOptions) *cobra.Command {
 	}
 }
 
-func newVersionCommand() *cobra.Command {
+func newVersionCommand(g *globalOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Show the vmctl version",
+		Short: "Show the vmctl version (and the daemon's, with -H)",
 		Args:  cobra.NoArgs,
-		Run: func(*cobra.Command, []string) {
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.host != "" {
+				return remoteVersion(cmd.Context(), g)
+			}
 			fmt.Printf("vmctl %s (%s, %s/%s)\n", engine.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			return nil
 		},
 	}
 }

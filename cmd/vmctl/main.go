@@ -35,6 +35,7 @@ type globalOptions struct {
 	execRoot string
 	kernel   string
 	initrd   string
+	host     string // a vmctld to drive; empty runs the engine in this process
 }
 
 func envOr(key, def string) string {
@@ -47,8 +48,15 @@ func envOr(key, def string) string {
 func newRootCommand() (*cobra.Command, *globalOptions) {
 	g := &globalOptions{}
 	root := &cobra.Command{
-		Use:           "vmctl",
-		Short:         "Run containers, each in its own lightweight virtual machine",
+		Use:   "vmctl",
+		Short: "Run containers, each in its own lightweight virtual machine",
+		Long: `Run containers, each in its own lightweight virtual machine.
+
+Without -H (or VMCTL_HOST) vmctl runs the engine in this process, on the
+state under --data-root and --exec-root. With -H unix:///path/to/socket or
+-H tcp://host:port it drives that vmctld instead, over the Docker Engine
+API, so one vmctl can drive several daemons; the engine flags (--data-root,
+--exec-root, --kernel, --initrd) are then the daemon's business and unused.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       engine.Version,
@@ -60,6 +68,7 @@ func newRootCommand() (*cobra.Command, *globalOptions) {
 	f.StringVar(&g.execRoot, "exec-root", envOr("VMCTL_EXEC_ROOT", "/run/vmctl"), "root of runtime state: VM sockets (env VMCTL_EXEC_ROOT)")
 	f.StringVar(&g.kernel, "kernel", os.Getenv("VMCTL_KERNEL"), "guest kernel (bzImage); default: guest/vmlinuz next to the vmctl binary (env VMCTL_KERNEL)")
 	f.StringVar(&g.initrd, "initrd", os.Getenv("VMCTL_INITRD"), "guest image (initramfs with the agent); default: guest/initramfs.img next to the vmctl binary (env VMCTL_INITRD)")
+	f.StringVarP(&g.host, "host", "H", os.Getenv("VMCTL_HOST"), "vmctld to drive: unix:///path or tcp://host:port (env VMCTL_HOST); default: run the engine in this process")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &statusError{code: 125, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
@@ -76,7 +85,7 @@ func newRootCommand() (*cobra.Command, *globalOptions) {
 		newPsCommand(g),
 		newRmCommand(g),
 		newInfoCommand(g),
-		newVersionCommand(),
+		newVersionCommand(g),
 	)
 	return root, g
 }

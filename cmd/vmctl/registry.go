@@ -27,6 +27,11 @@ func newPullCommand(g *globalOptions) *cobra.Command {
 		Short: "Download an image from a registry",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.host != "" {
+				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				return remotePull(ctx, g, args[0], quiet)
+			}
 			e, err := g.open()
 			if err != nil {
 				return err
@@ -92,6 +97,9 @@ func newPushCommand(g *globalOptions) *cobra.Command {
 		Short: "Upload an image to a registry",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.host != "" {
+				return remoteUnsupported("push")
+			}
 			e, err := g.open()
 			if err != nil {
 				return err
@@ -120,6 +128,9 @@ func newTagCommand(g *globalOptions) *cobra.Command {
 		Short: "Give an image another name",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.host != "" {
+				return remoteUnsupported("tag")
+			}
 			e, err := g.open()
 			if err != nil {
 				return err

@@ -18,6 +18,7 @@ import (
 
 type runOptions struct {
 	rm          bool
+	detach      bool
 	interactive bool
 	tty         bool
 	env         []string
@@ -39,6 +40,13 @@ func newRunCommand(g *globalOptions) *cobra.Command {
 		Short: "Run a command in a new container, in its own VM",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.host != "" {
+				return remoteRun(cmd.Context(), g, o, args[0], args[1:])
+			}
+			if o.detach {
+				// The in-process engine ends with this process.
+				return &statusError{code: 125, err: fmt.Errorf("-d needs a daemon: start vmctld and pass -H or set VMCTL_HOST")}
+			}
 			return runContainer(cmd.Context(), g, o, args[0], args[1:])
 		},
 	}
@@ -46,6 +54,7 @@ func newRunCommand(g *globalOptions) *cobra.Command {
 	// Flags after IMAGE belong to the container's command.
 	f.SetInterspersed(false)
 	f.BoolVar(&o.rm, "rm", false, "remove the container when it exits")
+	f.BoolVarP(&o.detach, "detach", "d", false, "run in the background and print the container ID (needs -H/VMCTL_HOST)")
 	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep stdin open and stream it to the container")
 	f.BoolVarP(&o.tty, "tty", "t", false, "allocate a terminal")
 	f.StringArrayVarP(&o.env, "env", "e", nil, "set an environment variable (KEY=VALUE; KEY alone takes it from this environment)")
@@ -246,4 +255,3 @@ func forwardSignals(ctx context.Context, svc *containersvc.Service, id string) f
 	}()
 	return func() { signal.Stop(ch); close(done) }
 }
-

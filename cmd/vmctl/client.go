@@ -1,0 +1,327 @@
+package main
+
+// The remote side of vmctl: with -H (or VMCTL_HOST) every command talks to
+// a vmctld over the Docker Engine API instead of running the engine in this
+// process. This file holds the connection, the error conversion and the
+// listing commands; client_run.go holds run.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/containerd/errdefs"
+	units "github.com/docker/go-units"
+	"github.com/moby/moby/client"
+
+	"github.com/vmctl/vmctl/engine"
+)
+
+// remote is a connection to one vmctld.
+type remote struct {
+	host string
+	api  *client.Client
+}
+
+// checkHost accepts the address forms vmctld listens on, so that a typo
+// is one clear line instead of a transport error.
+func checkHost(host string) error {
+	u, err := url.Parse(host)
+	if err != nil {
+		return fmt.Errorf("invalid host %q: want unix:///path/to/socket or tcp://host:port", host)
+	}
+	switch u.Scheme {
+	case "unix":
+		if u.Path == "" {
+			return fmt.Errorf("invalid host %q: a unix host needs a socket path, as in unix:///run/vmctld.sock", host)
+		}
+	case "tcp":
+		if u.Host == "" || u.Port() == "" {
+			return fmt.Errorf("invalid host %q: a tcp host needs a port, as in tcp://127.0.0.1:2375", host)
+		}
+	default:
+		return fmt.Errorf("invalid host %q: want unix:///path/to/socket or tcp://host:port", host)
+	}
+	return nil
+}
+
+// remote connects to the daemon named by -H or VMCTL_HOST. The API version
+// is negotiated on the first request, so older daemons keep working.
+func (g *globalOptions) remote() (*remote, error) {
+	if err := checkHost(g.host); err != nil {
+		return nil, &statusError{code: 125, err: err}
+	}
+	api, err := client.New(client.WithHost(g.host), client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, &statusError{code: 125, err: fmt.Errorf("invalid host %q: %w", g.host, err)}
+	}
+	return &remote{host: g.host, api: api}, nil
+}
+
+func (r *remote) Close() { r.api.Close() }
+
+// daemonError is an error the daemon (or the way to it) returned, shown
+// as the daemon's own message. It keeps the error's class for callers that
+// branch on errdefs.
+type daemonError struct {
+	msg string
+	err error
+}
+
+func (e *daemonError) Error() string { return e.msg }
+func (e *daemonError) Unwrap() error { return e.err }
+
+// fail turns a client error into the one line users read: the daemon's
+// message without the client library's prefix, or why the daemon could
+// not be reached.
+func (r *remote) fail(err error) error {
+	if err == nil {
+		return nil
+	}
+	if client.IsErrConnectionFailed(err) {
+		return &daemonError{msg: fmt.Sprintf("cannot connect to vmctld at %s: is the daemon running?", r.host), err: err}
+	}
+	msg := strings.TrimPrefix(oneLine(err), "Error response from daemon: ")
+	return &daemonError{msg: msg, err: err}
+}
+
+func remotePs(ctx context.Context, g *globalOptions, all, quiet bool) error {
+	r, err := g.remote()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	list, err := r.api.ContainerList(ctx, client.ContainerListOptions{All: all})
+	if err != nil {
+		return r.fail(err)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 3, ' ', 0)
+	if !quiet {
+		fmt.Fprintln(w, "CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tNAMES")
+	}
+	for _, c := range list.Items {
+		if quiet {
+			fmt.Fprintln(w, shortContainerID(c.ID))
+			continue
+		}
+		command := c.Command
+		if len(command) > 20 {
+			command = command[:19] + "…"
+		}
+		names := make([]string, len(c.Names))
+		for i, n := range c.Names {
+			names[i] = strings.TrimPrefix(n, "/")
+		}
+		fmt.Fprintf(w, "%s\t%s\t%q\t%s\t%s\t%s\n", shortContainerID(c.ID), c.Image, command,
+			ago(time.Unix(c.Created, 0)), c.Status, strings.Join(names, ","))
+	}
+	return w.Flush()
+}
+
+func shortContainerID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func remoteRm(ctx context.Context, g *globalOptions, refs []string, force bool) error {
+	r, err := g.remote()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	var failed error
+	for _, ref := range refs {
+		if _, err := r.api.ContainerRemove(ctx, ref, client.ContainerRemoveOptions{Force: force}); err != nil {
+			err = r.fail(err)
+			if client.IsErrConnectionFailed(err) {
+				return err
+			}
+			fmt.Fprintln(os.Stderr, "vmctl: "+oneLine(err))
+			failed = &statusError{code: 1}
+			continue
+		}
+		fmt.Println(ref)
+	}
+	return failed
+}
+
+func remoteImages(ctx context.Context, g *globalOptions, quiet bool) error {
+	r, err := g.remote()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	list, err := r.api.ImageList(ctx, client.ImageListOptions{})
+	if err != nil {
+		return r.fail(err)
+	}
+	if quiet {
+		for _, img := range list.Items {
+			fmt.Println(shortImageID(img.ID))
+		}
+		return nil
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(w, "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE")
+	for _, img := range list.Items {
+		tags := img.RepoTags
+		if len(tags) == 0 {
+			tags = []string{"<none>:<none>"}
+		}
+		for _, rt := range tags {
+			repo, tag := splitRepoTag(rt)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", repo, tag, shortImageID(img.ID),
+				ago(time.Unix(img.Created, 0)), units.HumanSizeWithPrecision(float64(img.Size), 3))
+		}
+	}
+	return w.Flush()
+}
+
+// splitRepoTag splits "host:5000/name:tag" at the tag's colon, not the
+// port's.
+func splitRepoTag(rt string) (string, string) {
+	i := strings.LastIndex(rt, ":")
+	if i > 0 && !strings.Contains(rt[i:], "/") {
+		return rt[:i], rt[i+1:]
+	}
+	return rt, "<none>"
+}
+
+func remoteRmi(ctx context.Context, g *globalOptions, refs []string) error {
+	r, err := g.remote()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	var failed error
+	for _, ref := range refs {
+		res, err := r.api.ImageRemove(ctx, ref, client.ImageRemoveOptions{})
+		if err != nil {
+			err = r.fail(err)
+			if client.IsErrConnectionFailed(err) {
+				return err
+			}
+			fmt.Fprintln(os.Stderr, "vmctl: "+oneLine(err))
+			failed = &statusError{code: 1}
+			continue
+		}
+		for _, d := range res.Items {
+			if d.Untagged != "" {
+				fmt.Printf("Untagged: %s\n", d.Untagged)
+			}
+			if d.Deleted != "" {
+				fmt.Printf("Deleted: %s\n", d.Deleted)
+			}
+		}
+		if len(res.Items) == 0 {
+			fmt.Printf("Untagged: %s\n", ref)
+		}
+	}
+	return failed
+}
+
+// remotePull asks the daemon to pull ref and prints each layer's state
+// changes on out. Byte counts are left out: the lines stay readable in a
+// log as well as on a terminal.
+func (r *remote) pull(ctx context.Context, ref string, out io.Writer) error {
+	resp, err := r.api.ImagePull(ctx, ref, client.ImagePullOptions{})
+	if err != nil {
+		return r.fail(err)
+	}
+	defer resp.Close()
+	last := map[string]string{}
+	for m, err := range resp.JSONMessages(ctx) {
+		if err != nil {
+			return r.fail(err)
+		}
+		if m.Error != nil {
+			return &daemonError{msg: oneLine(errors.New(m.Error.Message)), err: errdefs.ErrUnknown}
+		}
+		if m.Status == "" || last[m.ID] == m.Status {
+			continue
+		}
+		last[m.ID] = m.Status
+		if m.ID != "" {
+			fmt.Fprintf(out, "%s: %s\n", m.ID, m.Status)
+		} else {
+			fmt.Fprintln(out, m.Status)
+		}
+	}
+	return nil
+}
+
+func remotePull(ctx context.Context, g *globalOptions, ref string, quiet bool) error {
+	r, err := g.remote()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	out := io.Writer(os.Stdout)
+	if quiet {
+		out = io.Discard
+	}
+	if err := r.pull(ctx, ref, out); err != nil {
+		return err
+	}
+	if quiet {
+		fmt.Println(ref)
+	}
+	return nil
+}
+
+func remoteInfo(ctx context.Context, g *globalOptions) error {
+	r, err := g.remote()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	res, err := r.api.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return r.fail(err)
+	}
+	info := res.Info
+	fmt.Printf("Daemon:         %s\n", g.host)
+	fmt.Printf("Version:        %s\n", info.ServerVersion)
+	for _, kv := range info.DriverStatus {
+		fmt.Printf("%-15s %s\n", kv[0]+":", kv[1])
+	}
+	for _, w := range info.Warnings {
+		fmt.Printf("Warning:        %s\n", w)
+	}
+	fmt.Printf("Containers:     %d (%d running, %d stopped)\n", info.Containers, info.ContainersRunning, info.ContainersStopped)
+	fmt.Printf("Images:         %d\n", info.Images)
+	fmt.Printf("Data root:      %s\n", info.DockerRootDir)
+	fmt.Printf("Guest kernel:   %s\n", info.KernelVersion)
+	fmt.Printf("Host:           %s (%s/%s, %d CPUs, %s)\n", info.Name, info.OSType, info.Architecture, info.NCPU,
+		units.BytesSize(float64(info.MemTotal)))
+	return nil
+}
+
+func remoteVersion(ctx context.Context, g *globalOptions) error {
+	r, err := g.remote()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	fmt.Printf("vmctl %s (%s, %s/%s)\n", engine.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	v, err := r.api.ServerVersion(ctx, client.ServerVersionOptions{})
+	if err != nil {
+		return r.fail(err)
+	}
+	fmt.Printf("vmctld %s at %s (API %s, client uses %s, %s/%s)\n", v.Version, g.host, v.APIVersion, r.api.ClientVersion(), v.Os, v.Arch)
+	return nil
+}
+
+// remoteUnsupported is for commands the daemon's API does not offer.
+func remoteUnsupported(name string) error {
+	return &statusError{code: 125, err: fmt.Errorf("%s is not available with -H/VMCTL_HOST: vmctld does not offer it; run it on the daemon's host without -H", name)}
+}

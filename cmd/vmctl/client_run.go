@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+	"golang.org/x/term"
+)
+
+// createRequest is the wire form of the run options.
+func (o *runOptions) createRequest(image string, cmdArgs []string) (client.ContainerCreateOptions, error) {
+	co, err := o.createOptions(image, cmdArgs)
+	if err != nil {
+		return client.ContainerCreateOptions{}, err
+	}
+	if o.hypervisor != "auto" {
+		// The daemon picks its hypervisor; the API has no field for it.
+		return client.ContainerCreateOptions{}, fmt.Errorf("--hypervisor %s is not available with -H/VMCTL_HOST: the daemon chooses its hypervisor", o.hypervisor)
+	}
+	cfg := &container.Config{
+		Image: co.Image, Cmd: co.Cmd, Entrypoint: co.Entrypoint, Env: co.Env, WorkingDir: co.WorkingDir,
+		User: co.User, Hostname: co.Hostname, Tty: co.Tty, OpenStdin: co.OpenStdin,
+		// docker run -i: stdin closes with the first attached client's EOF.
+		StdinOnce:    co.OpenStdin,
+		AttachStdin:  co.OpenStdin,
+		AttachStdout: true, AttachStderr: true,
+	}
+	hc := &container.HostConfig{AutoRemove: co.AutoRemove}
+	hc.Memory = co.MemoryBytes
+	hc.NanoCPUs = co.NanoCPUs
+	return client.ContainerCreateOptions{Config: cfg, HostConfig: hc, Name: co.Name}, nil
+}
+
+// remoteRun is `docker run` against a daemon: create (pulling a missing
+// image), attach, wait, start, then forward signals and terminal size
+// until the container exits.
+func remoteRun(ctx context.Context, g *globalOptions, o *runOptions, image string, cmdArgs []string) error {
+	req, err := o.createRequest(image, cmdArgs)
+	if err != nil {
+		return &statusError{code: 125, err: err}
+	}
+	stdinFd, stdoutFd := int(os.Stdin.Fd()), int(os.Stdout.Fd())
+	if o.tty && o.interactive && !term.IsTerminal(stdinFd) {
+		return &statusError{code: 125, err: fmt.Errorf("the input device is not a TTY; drop -t or run from a terminal")}
+	}
+	if o.tty && term.IsTerminal(stdoutFd) {
+		if w, h, err := term.GetSize(stdoutFd); err == nil {
+			req.HostConfig.ConsoleSize = [2]uint{uint(h), uint(w)}
+		}
+	}
+	r, err := g.remote()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+
+	// Until the container runs, a signal cancels the run and removes what
+	// was made; afterwards signals go to the container.
+	bootCtx, stopBoot := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer stopBoot()
+	if o.pull == "always" {
+		if err := r.pull(bootCtx, image, os.Stderr); err != nil {
+			return err
+		}
+	}
+	created, err := r.api.ContainerCreate(bootCtx, req)
+	if err != nil && errdefs.IsNotFound(err) && o.pull == "missing" {
+		fmt.Fprintf(os.Stderr, "Unable to find image '%s' locally\n", image)
+		if err := r.pull(bootCtx, image, os.Stderr); err != nil {
+			return err
+		}
+		created, err = r.api.ContainerCreate(bootCtx, req)
+	}
+	if err != nil {
+		return r.fail(err)
+	}
+	id := created.ID
+	cleanup := func() {
+		if o.rm {
+			r.api.ContainerRemove(context.Background(), id, client.ContainerRemoveOptions{Force: true})
+		}
+	}
+
+	if o.detach {
+		if _, err := r.api.ContainerStart(bootCtx, id, client.ContainerStartOptions{}); err != nil {
+			cleanup()
+			return startError(r, err)
+		}
+		fmt.Println(id)
+		return nil
+	}
+
+	attach, err := r.api.ContainerAttach(bootCtx, id, client.ContainerAttachOptions{
+		Stream: true, Stdin: o.interactive, Stdout: true, Stderr: true,
+	})
+	if err != nil {
+		cleanup()
+		return r.fail(err)
+	}
+	defer attach.Close()
+	// With --rm the daemon removes the container as it exits; waiting for
+	// the removal means the record is gone when vmctl returns.
+	cond := container.WaitConditionNextExit
+	if o.rm {
+		cond = container.WaitConditionRemoved
+	}
+	wait := r.api.ContainerWait(ctx, id, client.ContainerWaitOptions{Condition: cond})
+
+	outputDone := make(chan error, 1)
+	go func() {
+		var err error
+		if o.tty {
+			_, err = io.Copy(os.Stdout, attach.Reader)
+		} else {
+			_, err = stdcopy.StdCopy(os.Stdout, os.Stderr, attach.Reader)
+		}
+		outputDone <- err
+	}()
+	if o.interactive {
+		go func() {
+			io.Copy(attach.Conn, os.Stdin)
+			attach.CloseWrite()
+		}()
+	}
+
+	if _, err := r.api.ContainerStart(bootCtx, id, client.ContainerStartOptions{}); err != nil {
+		attach.Close()
+		cleanup()
+		if bootCtx.Err() != nil && ctx.Err() == nil {
+			return &statusError{code: 130, err: fmt.Errorf("interrupted while starting the container")}
+		}
+		return startError(r, err)
+	}
+	stopBoot()
+
+	if o.tty && o.interactive {
+		if state, err := term.MakeRaw(stdinFd); err == nil {
+			defer term.Restore(stdinFd, state)
+		}
+	}
+	if o.tty && term.IsTerminal(stdoutFd) {
+		stop := remoteForwardResize(ctx, r, id, stdoutFd)
+		defer stop()
+	}
+	stopSignals := remoteForwardSignals(ctx, r, id)
+	defer stopSignals()
+
+	var status container.WaitResponse
+	select {
+	case status = <-wait.Result:
+	case err := <-wait.Error:
+		return r.fail(err)
+	}
+	// The daemon ends the attach stream after the last output; print all
+	// of it before returning.
+	<-outputDone
+	if status.Error != nil && status.Error.Message != "" {
+		fmt.Fprintln(os.Stderr, "vmctl: "+status.Error.Message)
+	}
+	if status.StatusCode != 0 {
+		return &statusError{code: int(status.StatusCode)}
+	}
+	return nil
+}
+
+// startError keeps Docker's exit statuses for a command that could not be
+// run: 127 not found, 126 not executable, 125 anything else.
+func startError(r *remote, err error) error {
+	code := 125
+	switch {
+	case errdefs.IsNotFound(err):
+		code = 127
+	case errdefs.IsPermissionDenied(err):
+		code = 126
+	}
+	return &statusError{code: code, err: r.fail(err)}
+}
+
+// remoteForwardResize sends the terminal size now and on every SIGWINCH.
+func remoteForwardResize(ctx context.Context, r *remote, id string, fd int) func() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGWINCH)
+	ch <- syscall.SIGWINCH
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-ch:
+				if w, h, err := term.GetSize(fd); err == nil {
+					r.api.ContainerResize(ctx, id, client.ContainerResizeOptions{Height: uint(h), Width: uint(w)})
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(ch); close(done) }
+}
+
+// remoteForwardSignals proxies the signals a user sends vmctl to the
+// container through the daemon's kill endpoint, as docker run does. The
+// container's PID 1 ignores signals it has no handler for, so a third
+// Ctrl-C kills it.
+func remoteForwardSignals(ctx context.Context, r *remote, id string) func() {
+	ch := make(chan os.Signal, 8)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	done := make(chan struct{})
+	go func() {
+		interrupts := 0
+		for {
+			select {
+			case s := <-ch:
+				sig := s.(syscall.Signal)
+				if sig == syscall.SIGINT {
+					interrupts++
+					if interrupts == 3 {
+						fmt.Fprintln(os.Stderr, "vmctl: third interrupt, killing the container")
+						sig = syscall.SIGKILL
+					}
+				}
+				r.api.ContainerKill(ctx, id, client.ContainerKillOptions{Signal: fmt.Sprint(int(sig))})
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(ch); close(done) }
+}

@@ -1,0 +1,335 @@
+package tests
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+)
+
+// startClientDaemon starts one vmctld on its own socket, data root (with
+// busybox loaded) and short exec root. Cleanup stops it and checks that it
+// left nothing behind. It is startDaemon's twin, kept apart so that the
+// client tests do not depend on how the daemon tests evolve.
+func startClientDaemon(t *testing.T, bin string) *daemon {
+	t.Helper()
+	e := e2e(t)
+	dataRoot, err := os.MkdirTemp("", "vmctld-data-")
+	must(t, err)
+	execRoot, err := os.MkdirTemp("", "vc")
+	must(t, err)
+	d := &daemon{root: e.root, dataRoot: dataRoot, execRoot: execRoot, sock: filepath.Join(execRoot, "api.sock"), stderr: &bytes.Buffer{}}
+	load := exec.Command(e.vmctl, "--data-root", dataRoot, "--exec-root", execRoot, "load", "-i", filepath.Join(e.root, "build/busybox.tar"))
+	if out, err := load.CombinedOutput(); err != nil {
+		os.RemoveAll(dataRoot)
+		os.RemoveAll(execRoot)
+		t.Fatalf("load busybox: %v\n%s", err, out)
+	}
+	d.cmd = exec.Command(bin, "--data-root", dataRoot, "--exec-root", execRoot, "-H", "unix://"+d.sock,
+		"--kernel", filepath.Join(e.root, "bin/guest/vmlinuz"), "--initrd", filepath.Join(e.root, "bin/guest/initramfs.img"))
+	d.cmd.Stderr = d.stderr
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	must(t, d.cmd.Start())
+	t.Cleanup(func() { d.stop(t) })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("unix", d.sock); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vmctld did not listen on %s: %s", d.sock, d.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return d
+}
+
+// host is the -H value that selects d.
+func (d *daemon) host() string { return "unix://" + d.sock }
+
+// clientCmd builds a vmctl command with the given environment additions; the
+// caller's VMCTL_HOST never leaks in.
+func clientCmd(ctx context.Context, e *env, extraEnv []string, args ...string) *exec.Cmd {
+	c := exec.CommandContext(ctx, e.vmctl, args...)
+	c.Env = append(os.Environ(), "VMCTL_HOST=")
+	c.Env = append(c.Env, extraEnv...)
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return c
+}
+
+// vmctl runs vmctl -H d.host() args..., with stdin if given.
+func (d *daemon) vmctl(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	return runClient(t, stdin, nil, append([]string{"-H", d.host()}, args...)...)
+}
+
+func runClient(t *testing.T, stdin string, extraEnv []string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := clientCmd(ctx, e2e(t), extraEnv, args...)
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	if stdin != "" {
+		c.Stdin = strings.NewReader(stdin)
+	}
+	err := c.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("vmctl %s: %v", strings.Join(args, " "), err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("vmctl %s: timed out; stderr: %s", strings.Join(args, " "), r.stderr)
+	}
+	return r
+}
+
+func (d *daemon) mustVmctl(t *testing.T, want int, stdin string, args ...string) result {
+	t.Helper()
+	r := d.vmctl(t, stdin, args...)
+	if r.code != want {
+		t.Fatalf("vmctl -H %s %s: exit %d, want %d\nstdout: %s\nstderr: %s\ndaemon: %s", d.host(), strings.Join(args, " "), r.code, want, r.stdout, r.stderr, d.stderr)
+	}
+	return r
+}
+
+// One vmctl binary drives two daemons, selected by -H or VMCTL_HOST, and
+// each daemon keeps its own containers.
+func TestClientDrivesTwoDaemons(t *testing.T) {
+	e := e2e(t)
+	bin := filepath.Join(t.TempDir(), "vmctld")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/vmctld")
+	build.Dir = e.root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build vmctld: %v\n%s", err, out)
+	}
+	a := startClientDaemon(t, bin)
+	b := startClientDaemon(t, bin)
+
+	t.Run("run rm on each", func(t *testing.T) {
+		for _, d := range []*daemon{a, b} {
+			r := d.mustVmctl(t, 0, "", "run", "--rm", "busybox", "echo", "hi")
+			if r.stdout != "hi\n" {
+				t.Errorf("%s: stdout = %q, want \"hi\\n\"", d.host(), r.stdout)
+			}
+			if r := d.mustVmctl(t, 0, "", "ps", "-a", "-q"); r.stdout != "" {
+				t.Errorf("%s: ps -a -q = %q after run --rm, want nothing", d.host(), r.stdout)
+			}
+		}
+	})
+	t.Run("streams and exit status", func(t *testing.T) {
+		r := a.mustVmctl(t, 3, "", "run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3")
+		if r.stdout != "out\n" || r.stderr != "err\n" {
+			t.Errorf("stdout %q stderr %q, want out and err on their own streams", r.stdout, r.stderr)
+		}
+	})
+	t.Run("options", func(t *testing.T) {
+		r := b.mustVmctl(t, 0, "", "run", "--rm", "-e", "GREETING=hello", "-w", "/tmp", "-u", "1000:1000",
+			"--hostname", "boxb", "--memory", "96m", "--cpus", "1", "--entrypoint", "sh",
+			"busybox", "-c", `echo "$GREETING $(pwd) $(id -u):$(id -g) $(hostname)"`)
+		if want := "hello /tmp 1000:1000 boxb\n"; r.stdout != want {
+			t.Errorf("stdout = %q, want %q", r.stdout, want)
+		}
+	})
+	t.Run("stdin", func(t *testing.T) {
+		r := b.mustVmctl(t, 0, "line one\nline two\n", "run", "--rm", "-i", "busybox", "cat")
+		if r.stdout != "line one\nline two\n" {
+			t.Errorf("stdout = %q, want the input back", r.stdout)
+		}
+	})
+	t.Run("command not found", func(t *testing.T) {
+		r := a.mustVmctl(t, 127, "", "run", "--rm", "busybox", "no-such-command")
+		oneLine(t, r, "vmctl: ")
+		oneLine(t, r, "no-such-command")
+		if r := a.mustVmctl(t, 0, "", "ps", "-a", "-q"); r.stdout != "" {
+			t.Errorf("ps -a -q = %q, want nothing", r.stdout)
+		}
+	})
+	t.Run("a container stays on its daemon", func(t *testing.T) {
+		id := strings.TrimSpace(a.mustVmctl(t, 0, "", "run", "-d", "--name", "only-on-a", "busybox", "sleep", "60").stdout)
+		if len(id) != 64 {
+			t.Errorf("run -d printed %q, want a container ID", id)
+		}
+		if r := a.mustVmctl(t, 0, "", "ps"); !regexp.MustCompile(`(?m)^` + id[:12] + `\s.*\sonly-on-a$`).MatchString(r.stdout) {
+			t.Errorf("ps on A = %q, want only-on-a with ID %s", r.stdout, id[:12])
+		}
+		if r := b.mustVmctl(t, 0, "", "ps", "-a"); strings.Contains(r.stdout, "only-on-a") {
+			t.Errorf("ps -a on B = %q, shows A's container", r.stdout)
+		}
+		r := b.mustVmctl(t, 1, "", "rm", "-f", "only-on-a")
+		oneLine(t, r, "only-on-a")
+		r = a.mustVmctl(t, 1, "", "rm", "only-on-a")
+		oneLine(t, r, "running")
+		a.mustVmctl(t, 0, "", "rm", "-f", "only-on-a")
+		if r := a.mustVmctl(t, 0, "", "ps", "-a", "-q"); r.stdout != "" {
+			t.Errorf("ps -a -q on A = %q after rm -f, want nothing", r.stdout)
+		}
+	})
+	t.Run("VMCTL_HOST", func(t *testing.T) {
+		r := runClient(t, "", []string{"VMCTL_HOST=" + a.host()}, "run", "--rm", "busybox", "echo", "via env")
+		if r.code != 0 || r.stdout != "via env\n" {
+			t.Errorf("VMCTL_HOST run: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+		}
+		r = runClient(t, "", []string{"VMCTL_HOST=" + b.host()}, "info")
+		if r.code != 0 || !strings.Contains(r.stdout, b.dataRoot) || strings.Contains(r.stdout, a.dataRoot) {
+			t.Errorf("VMCTL_HOST=B info: exit %d, stdout %q, want B's data root %s", r.code, r.stdout, b.dataRoot)
+		}
+		// -H wins over the environment.
+		r = runClient(t, "", []string{"VMCTL_HOST=" + b.host()}, "-H", a.host(), "info")
+		if r.code != 0 || !strings.Contains(r.stdout, a.dataRoot) {
+			t.Errorf("-H A with VMCTL_HOST=B: info = %q, want A's data root %s", r.stdout, a.dataRoot)
+		}
+		r = runClient(t, "", []string{"VMCTL_HOST=" + b.host()}, "images")
+		if r.code != 0 || !regexp.MustCompile(`(?m)^busybox\s+latest\s`).MatchString(r.stdout) {
+			t.Errorf("images: exit %d stdout %q", r.code, r.stdout)
+		}
+		r = runClient(t, "", []string{"VMCTL_HOST=" + b.host()}, "version")
+		if r.code != 0 || !strings.Contains(r.stdout, "API 1.41") {
+			t.Errorf("version: exit %d stdout %q, want the daemon's API 1.41", r.code, r.stdout)
+		}
+	})
+	t.Run("unknown image", func(t *testing.T) {
+		r := a.vmctl(t, "", "run", "--rm", "127.0.0.1:9/no-such-image", "true")
+		if r.code != 125 {
+			t.Errorf("exit %d, want 125; stderr %q", r.code, r.stderr)
+		}
+		lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+		if len(lines) != 2 || !strings.HasPrefix(lines[0], "Unable to find image") ||
+			!strings.HasPrefix(lines[1], "vmctl: ") || !strings.Contains(lines[1], "127.0.0.1:9") {
+			t.Errorf("stderr = %q, want the pull notice then one error line naming the registry", r.stderr)
+		}
+	})
+	t.Run("rmi", func(t *testing.T) {
+		r := b.mustVmctl(t, 1, "", "rmi", "no-such-image")
+		oneLine(t, r, "vmctl: ")
+		b.mustVmctl(t, 0, "", "rmi", "busybox")
+		if r := b.mustVmctl(t, 0, "", "images", "-q"); r.stdout != "" {
+			t.Errorf("images -q on B after rmi = %q, want nothing", r.stdout)
+		}
+		if r := a.mustVmctl(t, 0, "", "images", "-q"); strings.TrimSpace(r.stdout) == "" {
+			t.Errorf("images -q on A is empty: rmi on B removed A's image")
+		}
+	})
+	t.Run("signals", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		c := clientCmd(ctx, e, nil, "-H", a.host(), "run", "--rm", "busybox", "sh", "-c",
+			`trap 'echo got-int; exit 3' INT; echo ready; while true; do sleep 0.1; done`)
+		stdout, err := c.StdoutPipe()
+		must(t, err)
+		must(t, c.Start())
+		lines := bufio.NewScanner(stdout)
+		if !lines.Scan() || lines.Text() != "ready" {
+			c.Process.Kill()
+			c.Wait()
+			t.Fatalf("first line %q, want ready", lines.Text())
+		}
+		must(t, c.Process.Signal(syscall.SIGINT))
+		if !lines.Scan() || lines.Text() != "got-int" {
+			t.Errorf("after SIGINT: %q, want got-int", lines.Text())
+		}
+		err = c.Wait()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+			t.Errorf("exit: %v, want status 3", err)
+		}
+	})
+	t.Run("terminal", func(t *testing.T) { remoteTerminal(t, e, a) })
+	t.Run("unknown host", func(t *testing.T) {
+		for _, tc := range []struct {
+			host, want string
+		}{
+			{"unix://" + filepath.Join(a.execRoot, "no-such.sock"), "cannot connect to vmctld at unix://"},
+			{"ftp://example", `invalid host "ftp://example"`},
+			{"tcp://127.0.0.1", "needs a port"},
+		} {
+			r := runClient(t, "", nil, "-H", tc.host, "ps")
+			if r.code != 125 {
+				t.Errorf("-H %s: exit %d, want 125", tc.host, r.code)
+			}
+			oneLine(t, r, tc.want)
+		}
+	})
+}
+
+// remoteTerminal drives `vmctl -H ... run -it` through a real pty: the
+// container sees the terminal's size, follows a resize, and its status is
+// vmctl's.
+func remoteTerminal(t *testing.T, e *env, d *daemon) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := clientCmd(ctx, e, nil, "-H", d.host(), "run", "-i", "-t", "--rm", "busybox", "sh")
+	c.SysProcAttr = nil // pty.Start makes its own session
+	ptmx, err := pty.StartWithSize(c, &pty.Winsize{Rows: 31, Cols: 97})
+	must(t, err)
+	defer ptmx.Close()
+	var mu sync.Mutex
+	var out bytes.Buffer
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptmx.Read(buf)
+			mu.Lock()
+			out.Write(buf[:n])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	waitOut := func(re *regexp.Regexp) {
+		t.Helper()
+		deadline := time.Now().Add(90 * time.Second)
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			ok := re.MatchString(out.String())
+			mu.Unlock()
+			if ok {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		c.Process.Kill()
+		t.Fatalf("timed out waiting for %v; output so far: %q", re, out.String())
+	}
+	waitOut(regexp.MustCompile(`/ [#$] `))
+	io.WriteString(ptmx, "stty size; echo marker-$((40+2))\r")
+	waitOut(regexp.MustCompile(`marker-42`))
+	mu.Lock()
+	got := out.String()
+	mu.Unlock()
+	if !strings.Contains(got, "31 97") {
+		t.Errorf("stty size did not print 31 97: %q", got)
+	}
+	must(t, pty.Setsize(ptmx, &pty.Winsize{Rows: 44, Cols: 130}))
+	time.Sleep(500 * time.Millisecond)
+	io.WriteString(ptmx, "stty size; echo resized-$((1+1))\r")
+	waitOut(regexp.MustCompile(`resized-2`))
+	mu.Lock()
+	got = out.String()
+	mu.Unlock()
+	if !strings.Contains(got, "44 130") {
+		t.Errorf("after resize stty size did not print 44 130: %q", got)
+	}
+	io.WriteString(ptmx, "exit 5\r")
+	err = c.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 5 {
+		t.Errorf("exit: %v, want status 5", err)
+	}
+}
