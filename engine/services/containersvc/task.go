@@ -85,6 +85,10 @@ type task struct {
 	done  chan struct{} // closed once the exit is recorded and the VM is gone
 	exit  ExitStatus    // valid after done
 
+	// execs are the processes added by exec, by exec ID; they go away with
+	// the run. Guarded by svc.mu.
+	execs map[string]*execProcess
+
 	destroyOnce sync.Once
 }
 
@@ -260,20 +264,9 @@ func (t *task) run() {
 	api := t.agent.API()
 	id := t.c.ID
 	var pumps sync.WaitGroup
-	pump := func(read func(context.Context, *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error), stream Stream) {
+	pump := func(read readFunc, stream Stream) {
 		defer pumps.Done()
-		for {
-			resp, err := read(t.ctx, &agentapi.ReadOutputRequest{ContainerId: id, MaxLen: ioChunk})
-			if err != nil {
-				return
-			}
-			if len(resp.Data) > 0 {
-				t.output(stream, resp.Data)
-			}
-			if resp.Eof {
-				return
-			}
-		}
+		t.pumpOutput("", read, func(b []byte) { t.output(stream, b) })
 	}
 	pumps.Add(1)
 	go pump(api.ReadStdout, StreamStdout)
@@ -399,4 +392,25 @@ func (t *task) resize(ctx context.Context, rows, cols uint16) error {
 	}
 	_, err := t.agent.API().ResizeTty(ctx, &agentapi.ResizeTtyRequest{ContainerId: t.c.ID, Rows: uint32(rows), Cols: uint32(cols)})
 	return agent.Convert(err)
+}
+
+// readFunc is the agent's ReadStdout or ReadStderr.
+type readFunc func(context.Context, *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error)
+
+// pumpOutput reads one output stream of a process (execID "" is the
+// container's own) until its EOF or the end of the run, handing each chunk
+// to deliver.
+func (t *task) pumpOutput(execID string, read readFunc, deliver func([]byte)) {
+	for {
+		resp, err := read(t.ctx, &agentapi.ReadOutputRequest{ContainerId: t.c.ID, ExecId: execID, MaxLen: ioChunk})
+		if err != nil {
+			return
+		}
+		if len(resp.Data) > 0 {
+			deliver(resp.Data)
+		}
+		if resp.Eof {
+			return
+		}
+	}
 }

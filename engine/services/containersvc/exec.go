@@ -1,0 +1,339 @@
+package containersvc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	agentapi "github.com/vmctl/vmctl/api/agent/v1"
+	"github.com/vmctl/vmctl/engine/agent"
+	"github.com/vmctl/vmctl/engine/containers"
+	"github.com/vmctl/vmctl/engine/errs"
+)
+
+// ExecOptions is what docker exec asks for.
+type ExecOptions struct {
+	Cmd        []string
+	Env        []string // KEY=VALUE, over the container's environment
+	WorkingDir string   // "": the container's
+	User       string   // "": the container's; numeric UID[:GID] only
+	Tty        bool
+	// Attach* say which streams the client connects at start; stdin of a
+	// process without AttachStdin is closed at once.
+	AttachStdin, AttachStdout, AttachStderr bool
+	ConsoleRows, ConsoleCols                uint16
+}
+
+// ExecInfo is what ExecInspect reports.
+type ExecInfo struct {
+	ID          string
+	ContainerID string
+	Options     ExecOptions
+	Running     bool
+	// ExitCode is nil until the process has ended (or failed to start).
+	ExitCode *int
+}
+
+// execProcess is one exec instance: created, then started once, then ended.
+type execProcess struct {
+	id string
+	t  *task // the run it belongs to; the record goes away with it
+
+	mu       sync.Mutex
+	opts     ExecOptions // guarded by mu (resize before start updates the size)
+	started  bool        // guarded by mu
+	running  bool        // guarded by mu
+	exitCode *int        // guarded by mu
+	agentRun bool        // guarded by mu: the agent knows the process
+
+	done chan struct{} // closed once the process has ended and its output is delivered
+}
+
+// ExecCreate records a process to run in a running container and returns
+// its ID. Nothing runs until ExecStart.
+func (s *Service) ExecCreate(ref string, o ExecOptions) (string, error) {
+	if len(o.Cmd) == 0 || o.Cmd[0] == "" {
+		return "", errs.New(errdefs.ErrInvalidArgument, "no exec command specified")
+	}
+	t, err := s.running(ref)
+	if err != nil {
+		return "", err
+	}
+	if err := t.booted(); err != nil {
+		return "", err
+	}
+	// Catch bad input (user, working directory, environment) now: the
+	// client learns it from create rather than from a failed start.
+	if _, err := execSpec(t.c, o); err != nil {
+		return "", err
+	}
+	p := &execProcess{id: containers.NewID(), t: t, opts: o, done: make(chan struct{})}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tasks[t.c.ID] != t {
+		return "", errs.New(errdefs.ErrConflict, "container %s is not running", t.c.Name)
+	}
+	if t.execs == nil {
+		t.execs = map[string]*execProcess{}
+	}
+	t.execs[p.id] = p
+	return p.id, nil
+}
+
+// exec finds an exec instance among the running containers.
+func (s *Service) exec(id string) (*execProcess, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.tasks {
+		if p := t.execs[id]; p != nil {
+			return p, nil
+		}
+	}
+	return nil, errs.New(errdefs.ErrNotFound, "No such exec instance: %s", id)
+}
+
+// ExecInspect reports an exec instance's state.
+func (s *Service) ExecInspect(id string) (ExecInfo, error) {
+	p, err := s.exec(id)
+	if err != nil {
+		return ExecInfo{}, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	info := ExecInfo{ID: p.id, ContainerID: p.t.c.ID, Options: p.opts, Running: p.running}
+	if p.exitCode != nil {
+		code := *p.exitCode
+		info.ExitCode = &code
+	}
+	return info, nil
+}
+
+// ExecResize sets the size of the exec's terminal. Before the start it
+// sets the initial size instead: the docker CLI may resize before its start
+// request reaches the guest.
+func (s *Service) ExecResize(ctx context.Context, id string, rows, cols uint16) error {
+	p, err := s.exec(id)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	if !p.opts.Tty {
+		p.mu.Unlock()
+		return errs.New(errdefs.ErrInvalidArgument, "exec %s has no terminal to resize", id)
+	}
+	if !p.agentRun {
+		p.opts.ConsoleRows, p.opts.ConsoleCols = rows, cols
+		p.mu.Unlock()
+		return nil
+	}
+	p.mu.Unlock()
+	_, err = p.t.agent.API().ResizeTty(ctx, &agentapi.ResizeTtyRequest{
+		ContainerId: p.t.c.ID, ExecId: p.id, Rows: uint32(rows), Cols: uint32(cols),
+	})
+	return agent.Convert(err)
+}
+
+// ExecStart runs the exec's process. Without detach it carries stdio (nil
+// members are not attached) and returns once the process has ended and its
+// output is delivered; cancelling ctx then kills the process, as dockerd
+// does when its client goes away. With detach it returns once the process
+// runs, and its output is discarded.
+//
+// A command that cannot be run returns a *CommandError and records exit
+// code 127 (not found) or 126 (not executable), as Docker does.
+func (s *Service) ExecStart(ctx context.Context, id string, stdio Stdio, detach bool) error {
+	p, err := s.exec(id)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	if p.started {
+		p.mu.Unlock()
+		return errs.New(errdefs.ErrConflict, "exec %s has already been started", id)
+	}
+	p.started = true
+	o := p.opts
+	p.mu.Unlock()
+
+	t := p.t
+	if s.task(t.c.ID) != t {
+		p.finish(nil)
+		return errs.New(errdefs.ErrConflict, "container %s is not running", t.c.Name)
+	}
+	spec, err := execSpec(t.c, o)
+	if err != nil {
+		p.finish(nil)
+		return err
+	}
+	procJSON, err := json.Marshal(spec)
+	if err != nil {
+		p.finish(nil)
+		return fmt.Errorf("encode exec process: %w", err)
+	}
+	api := t.agent.API()
+	_, err = api.ExecProcess(ctx, &agentapi.ExecProcessRequest{ContainerId: t.c.ID, ExecId: p.id, OciProcess: procJSON})
+	if err != nil {
+		err = commandError(agent.Convert(err))
+		code := 126 // Docker's status for an exec that could not start
+		var ce *CommandError
+		if errors.As(err, &ce) {
+			code = ce.ExitCode
+		}
+		p.finish(&code)
+		return err
+	}
+	// Created --ExecProcess--> Running
+	p.mu.Lock()
+	p.running, p.agentRun = true, true
+	rows, cols := p.opts.ConsoleRows, p.opts.ConsoleCols
+	p.mu.Unlock()
+	if o.Tty && (rows != o.ConsoleRows || cols != o.ConsoleCols) {
+		// A resize arrived while the process was being started: it was
+		// stored after the size above was read, so apply it now.
+		api.ResizeTty(ctx, &agentapi.ResizeTtyRequest{ContainerId: t.c.ID, ExecId: p.id, Rows: uint32(rows), Cols: uint32(cols)})
+	}
+
+	if detach {
+		stdio = Stdio{}
+		go p.carry(stdio)
+		return nil
+	}
+	ended := make(chan struct{})
+	defer close(ended)
+	go func() {
+		select {
+		case <-ctx.Done():
+			killCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			api.SignalProcess(killCtx, &agentapi.SignalProcessRequest{ContainerId: t.c.ID, ExecId: p.id, Signal: uint32(syscall.SIGKILL)})
+			cancel()
+		case <-ended:
+		}
+	}()
+	p.carry(stdio)
+	return nil
+}
+
+// carry pumps the process's stdio until it exits, then records its exit.
+// A stdin reader still blocked when the process ends is left to its
+// owner, who ends it by closing the connection it reads from.
+func (p *execProcess) carry(stdio Stdio) {
+	t := p.t
+	api := t.agent.API()
+	if p.opts.Tty {
+		stdio.Stderr = nil // a terminal carries everything on stdout
+	}
+	if p.opts.AttachStdin && stdio.Stdin != nil {
+		go p.pumpStdin(stdio)
+	} else {
+		api.CloseStdin(t.ctx, &agentapi.ProcessRequest{ContainerId: t.c.ID, ExecId: p.id})
+	}
+
+	var pumps sync.WaitGroup
+	pump := func(read readFunc, w io.Writer) {
+		defer pumps.Done()
+		failed := false
+		t.pumpOutput(p.id, read, func(b []byte) {
+			// A client that stopped reading must not stall the process:
+			// keep draining, drop the rest.
+			if w != nil && !failed {
+				if _, err := w.Write(b); err != nil {
+					failed = true
+				}
+			}
+		})
+	}
+	pumps.Add(1)
+	go pump(api.ReadStdout, stdio.Stdout)
+	if !p.opts.Tty {
+		pumps.Add(1)
+		go pump(api.ReadStderr, stdio.Stderr)
+	}
+
+	code := 255
+	resp, err := api.WaitProcess(t.ctx, &agentapi.ProcessRequest{ContainerId: t.c.ID, ExecId: p.id})
+	if err == nil {
+		code = int(resp.ExitStatus)
+	} else {
+		// The container's run ended (its VM is gone): the process went with it.
+		code = 137
+	}
+	// As for the container's own process: output written just before the
+	// exit is still in flight, but a stuck guest must not hang the client.
+	drained := make(chan struct{})
+	go func() { pumps.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(5 * time.Second):
+	}
+	p.finish(&code)
+}
+
+// pumpStdin copies the client's stdin to the process and closes the
+// process's stdin at the client's EOF.
+func (p *execProcess) pumpStdin(stdio Stdio) {
+	t := p.t
+	api := t.agent.API()
+	buf := make([]byte, ioChunk)
+	for {
+		n, err := stdio.Stdin.Read(buf)
+		if n > 0 {
+			if _, werr := api.WriteStdin(t.ctx, &agentapi.WriteStdinRequest{ContainerId: t.c.ID, ExecId: p.id, Data: buf[:n]}); werr != nil {
+				return // the process has ended or the run is gone
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	api.CloseStdin(t.ctx, &agentapi.ProcessRequest{ContainerId: t.c.ID, ExecId: p.id})
+}
+
+// finish records the end. code nil means the process never ran and has no
+// exit code (dockerd reports null then).
+func (p *execProcess) finish(code *int) {
+	p.mu.Lock()
+	// Running --exit--> Ended
+	p.running = false
+	p.exitCode = code
+	p.mu.Unlock()
+	close(p.done)
+}
+
+// execSpec builds the OCI process for an exec: the command, the container's
+// environment with the exec's on top, and the exec's user and working
+// directory or else the container's.
+func execSpec(c *containers.Container, o ExecOptions) (*specs.Process, error) {
+	env, err := MergeEnv(c.Config.Env, o.Env, c.Config.Hostname, o.Tty)
+	if err != nil {
+		return nil, err
+	}
+	user := firstNonEmpty(o.User, c.Config.User)
+	uid, gid, err := ParseUser(user)
+	if err != nil {
+		return nil, err
+	}
+	cwd := firstNonEmpty(o.WorkingDir, firstNonEmpty(c.Config.WorkingDir, "/"))
+	if !strings.HasPrefix(cwd, "/") {
+		return nil, errs.New(errdefs.ErrInvalidArgument, "working directory %q must be absolute", cwd)
+	}
+	proc := &specs.Process{
+		Terminal: o.Tty,
+		User:     specs.User{UID: uid, GID: gid},
+		Args:     append([]string(nil), o.Cmd...),
+		Env:      env,
+		Cwd:      cwd,
+	}
+	if o.Tty && o.ConsoleRows > 0 && o.ConsoleCols > 0 {
+		proc.ConsoleSize = &specs.Box{Height: uint(o.ConsoleRows), Width: uint(o.ConsoleCols)}
+	}
+	return proc, nil
+}

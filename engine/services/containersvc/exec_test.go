@@ -1,0 +1,418 @@
+package containersvc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	agentapi "github.com/vmctl/vmctl/api/agent/v1"
+	"github.com/vmctl/vmctl/engine/agent"
+	"github.com/vmctl/vmctl/engine/containers"
+)
+
+func TestExecSpec(t *testing.T) {
+	c := &containers.Container{Config: containers.Config{
+		Env:      []string{"PATH=/bin", "HOSTNAME=box", "A=1"},
+		Hostname: "box", User: "10:20", WorkingDir: "/srv",
+	}}
+	tests := []struct {
+		name    string
+		o       ExecOptions
+		want    specs.Process
+		wantErr error
+	}{
+		{
+			name: "container defaults",
+			o:    ExecOptions{Cmd: []string{"ls", "-l"}},
+			want: specs.Process{Args: []string{"ls", "-l"}, Env: []string{"PATH=/bin", "HOSTNAME=box", "A=1"}, Cwd: "/srv", User: specs.User{UID: 10, GID: 20}},
+		},
+		{
+			name: "exec overrides",
+			o:    ExecOptions{Cmd: []string{"sh"}, Env: []string{"A=2", "B=3"}, User: "0", WorkingDir: "/tmp"},
+			want: specs.Process{Args: []string{"sh"}, Env: []string{"PATH=/bin", "HOSTNAME=box", "A=2", "B=3"}, Cwd: "/tmp"},
+		},
+		{
+			name: "tty adds TERM and the size",
+			o:    ExecOptions{Cmd: []string{"sh"}, Tty: true, ConsoleRows: 40, ConsoleCols: 120},
+			want: specs.Process{
+				Terminal: true, Args: []string{"sh"}, Env: []string{"PATH=/bin", "HOSTNAME=box", "A=1", "TERM=xterm"},
+				Cwd: "/srv", User: specs.User{UID: 10, GID: 20}, ConsoleSize: &specs.Box{Height: 40, Width: 120},
+			},
+		},
+		{name: "relative workdir", o: ExecOptions{Cmd: []string{"sh"}, WorkingDir: "tmp"}, wantErr: errdefs.ErrInvalidArgument},
+		{name: "user name", o: ExecOptions{Cmd: []string{"sh"}, User: "nobody"}, wantErr: errdefs.ErrInvalidArgument},
+		{name: "bad env", o: ExecOptions{Cmd: []string{"sh"}, Env: []string{"=x"}}, wantErr: errdefs.ErrInvalidArgument},
+	}
+	for _, tt := range tests {
+		got, err := execSpec(c, tt.o)
+		if tt.wantErr != nil {
+			if !errors.Is(err, tt.wantErr) {
+				t.Errorf("%s: execSpec = %v, want error of class %v", tt.name, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(*got, tt.want) {
+			t.Errorf("%s: execSpec = %+v, %v; want %+v", tt.name, got, err, tt.want)
+		}
+	}
+}
+
+// fakeProc is one process of fakeAgent. Its behaviour comes from its
+// args: "echo WORDS", "exit N", "cat" (stdin to stdout), "sleep" (until a
+// signal), "nosuch" and "noexec" fail to start.
+type fakeProc struct {
+	args   []string
+	stdout chan []byte // closed at the end of output
+	exit   chan int    // receives the status once
+	once   sync.Once
+}
+
+func (p *fakeProc) end(code int) {
+	p.once.Do(func() {
+		close(p.stdout)
+		p.exit <- code
+	})
+}
+
+// fakeAgent serves the exec part of the agent API from memory.
+type fakeAgent struct {
+	agentapi.TTRPCAgentService // nil: other calls are not expected
+
+	mu      sync.Mutex
+	procs   map[string]*fakeProc
+	specs   map[string]specs.Process
+	resizes []string
+}
+
+func (f *fakeAgent) proc(id string) (*fakeProc, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p := f.procs[id]; p != nil {
+		return p, nil
+	}
+	return nil, status.Errorf(codes.NotFound, "process %q not found", id)
+}
+
+func (f *fakeAgent) ExecProcess(ctx context.Context, req *agentapi.ExecProcessRequest) (*agentapi.Empty, error) {
+	var sp specs.Process
+	if err := json.Unmarshal(req.OciProcess, &sp); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "bad process: %v", err)
+	}
+	switch sp.Args[0] {
+	case "nosuch":
+		return nil, status.Errorf(codes.NotFound, "exec: %q: executable file not found in $PATH", sp.Args[0])
+	case "noexec":
+		return nil, status.Errorf(codes.PermissionDenied, "exec: %q: permission denied", sp.Args[0])
+	}
+	p := &fakeProc{args: sp.Args, stdout: make(chan []byte, 16), exit: make(chan int, 1)}
+	f.mu.Lock()
+	f.procs[req.ExecId] = p
+	f.specs[req.ExecId] = sp
+	f.mu.Unlock()
+	switch sp.Args[0] {
+	case "echo":
+		p.stdout <- []byte(strings.Join(sp.Args[1:], " ") + "\n")
+		p.end(0)
+	case "exit":
+		code, _ := strconv.Atoi(sp.Args[1])
+		p.end(code)
+	}
+	return &agentapi.Empty{}, nil
+}
+
+func (f *fakeAgent) WaitProcess(ctx context.Context, req *agentapi.ProcessRequest) (*agentapi.WaitProcessResponse, error) {
+	p, err := f.proc(req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case code := <-p.exit:
+		return &agentapi.WaitProcessResponse{ExitStatus: int32(code)}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (f *fakeAgent) SignalProcess(ctx context.Context, req *agentapi.SignalProcessRequest) (*agentapi.Empty, error) {
+	p, err := f.proc(req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	p.end(128 + int(req.Signal))
+	return &agentapi.Empty{}, nil
+}
+
+func (f *fakeAgent) WriteStdin(ctx context.Context, req *agentapi.WriteStdinRequest) (*agentapi.WriteStdinResponse, error) {
+	p, err := f.proc(req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	if p.args[0] == "cat" {
+		p.stdout <- append([]byte(nil), req.Data...)
+	}
+	return &agentapi.WriteStdinResponse{Len: uint32(len(req.Data))}, nil
+}
+
+func (f *fakeAgent) CloseStdin(ctx context.Context, req *agentapi.ProcessRequest) (*agentapi.Empty, error) {
+	p, err := f.proc(req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	if p.args[0] == "cat" {
+		p.end(0)
+	}
+	return &agentapi.Empty{}, nil
+}
+
+func (f *fakeAgent) ReadStdout(ctx context.Context, req *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error) {
+	p, err := f.proc(req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case b, ok := <-p.stdout:
+		return &agentapi.ReadOutputResponse{Data: b, Eof: !ok}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (f *fakeAgent) ReadStderr(ctx context.Context, req *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error) {
+	if _, err := f.proc(req.ExecId); err != nil {
+		return nil, err
+	}
+	return &agentapi.ReadOutputResponse{Eof: true}, nil
+}
+
+func (f *fakeAgent) ResizeTty(ctx context.Context, req *agentapi.ResizeTtyRequest) (*agentapi.Empty, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.resizes = append(f.resizes, req.ExecId+" "+strconv.Itoa(int(req.Rows))+"x"+strconv.Itoa(int(req.Cols)))
+	return &agentapi.Empty{}, nil
+}
+
+// execFixture is a service with one running container whose agent is a
+// fakeAgent served over a unix socket.
+func execFixture(t *testing.T) (*Service, *fakeAgent, *task) {
+	t.Helper()
+	dir := t.TempDir()
+	store, err := containers.OpenStore(filepath.Join(dir, "containers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &containers.Container{
+		ID: containers.NewID(), Name: "box",
+		Config: containers.Config{Env: []string{"PATH=/bin"}, Hostname: "box"},
+		State:  containers.State{Status: containers.StatusRunning},
+	}
+	if err := store.Create(c); err != nil {
+		t.Fatal(err)
+	}
+	fake := &fakeAgent{procs: map[string]*fakeProc{}, specs: map[string]specs.Process{}}
+	srv, err := ttrpc.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentapi.RegisterTTRPCAgentService(srv, fake)
+	sock := filepath.Join(dir, "agent.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(context.Background(), l)
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{Store: store})
+	tk := &task{svc: s, c: c, agent: agent.New(conn), ready: make(chan struct{}), done: make(chan struct{})}
+	tk.ctx, tk.cancel = context.WithCancel(context.Background())
+	close(tk.ready)
+	s.tasks[c.ID] = tk
+	t.Cleanup(func() {
+		tk.cancel()
+		tk.agent.Close()
+		srv.Close()
+	})
+	return s, fake, tk
+}
+
+// lockedBuffer is an io.Writer safe for the pumps' goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestExecStart(t *testing.T) {
+	s, fake, _ := execFixture(t)
+	ctx := context.Background()
+	tests := []struct {
+		name     string
+		o        ExecOptions
+		stdin    string
+		wantOut  string
+		wantCode int
+		wantErr  int // CommandError exit code; 0: no error
+	}{
+		{name: "output", o: ExecOptions{Cmd: []string{"echo", "hello", "world"}, AttachStdout: true}, wantOut: "hello world\n"},
+		{name: "exit code", o: ExecOptions{Cmd: []string{"exit", "5"}}, wantCode: 5},
+		{name: "stdin", o: ExecOptions{Cmd: []string{"cat"}, AttachStdin: true, AttachStdout: true}, stdin: "hi\n", wantOut: "hi\n"},
+		{name: "stdin not attached is closed", o: ExecOptions{Cmd: []string{"cat"}, AttachStdout: true}, stdin: "ignored\n"},
+		{name: "not found", o: ExecOptions{Cmd: []string{"nosuch"}}, wantCode: 127, wantErr: 127},
+		{name: "not executable", o: ExecOptions{Cmd: []string{"noexec"}}, wantCode: 126, wantErr: 126},
+	}
+	for _, tt := range tests {
+		id, err := s.ExecCreate("box", tt.o)
+		if err != nil {
+			t.Fatalf("%s: ExecCreate: %v", tt.name, err)
+		}
+		if info, err := s.ExecInspect(id); err != nil || info.Running || info.ExitCode != nil {
+			t.Errorf("%s: ExecInspect before start = %+v, %v; want not running, no exit code", tt.name, info, err)
+		}
+		var out lockedBuffer
+		stdio := Stdio{Stdin: strings.NewReader(tt.stdin), Stdout: &out, Stderr: io.Discard}
+		err = s.ExecStart(ctx, id, stdio, false)
+		var ce *CommandError
+		switch {
+		case tt.wantErr == 0 && err != nil:
+			t.Errorf("%s: ExecStart: %v", tt.name, err)
+		case tt.wantErr != 0 && (!errors.As(err, &ce) || ce.ExitCode != tt.wantErr || strings.Contains(err.Error(), "\n")):
+			t.Errorf("%s: ExecStart = %v, want a one-line CommandError with code %d", tt.name, err, tt.wantErr)
+		}
+		if out.String() != tt.wantOut {
+			t.Errorf("%s: output %q, want %q", tt.name, out.String(), tt.wantOut)
+		}
+		info, err := s.ExecInspect(id)
+		if err != nil || info.Running || info.ExitCode == nil || *info.ExitCode != tt.wantCode {
+			t.Errorf("%s: ExecInspect after the end = %+v, %v; want exit code %d", tt.name, info, err, tt.wantCode)
+		}
+		if err := s.ExecStart(ctx, id, Stdio{}, false); !errdefs.IsConflict(err) {
+			t.Errorf("%s: second ExecStart = %v, want a conflict", tt.name, err)
+		}
+	}
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	if len(fake.procs) != 4 {
+		t.Errorf("the agent ran %d processes, want 4", len(fake.procs))
+	}
+}
+
+func TestExecDetachResizeCancel(t *testing.T) {
+	s, fake, tk := execFixture(t)
+	ctx := context.Background()
+
+	// Detach: the call returns while the process runs.
+	id, err := s.ExecCreate("box", ExecOptions{Cmd: []string{"sleep"}, Tty: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A resize before the start becomes the initial size.
+	if err := s.ExecResize(ctx, id, 30, 100); err != nil {
+		t.Fatalf("ExecResize before start: %v", err)
+	}
+	if err := s.ExecStart(ctx, id, Stdio{}, true); err != nil {
+		t.Fatalf("ExecStart detached: %v", err)
+	}
+	if info, _ := s.ExecInspect(id); !info.Running {
+		t.Errorf("detached exec not running: %+v", info)
+	}
+	fake.mu.Lock()
+	size := fake.specs[id].ConsoleSize
+	fake.mu.Unlock()
+	if size == nil || size.Height != 30 || size.Width != 100 {
+		t.Errorf("initial console size = %+v, want 30x100", size)
+	}
+	if err := s.ExecResize(ctx, id, 50, 80); err != nil {
+		t.Fatalf("ExecResize: %v", err)
+	}
+	fake.mu.Lock()
+	resizes := append([]string(nil), fake.resizes...)
+	fake.mu.Unlock()
+	if want := []string{id + " 50x80"}; !reflect.DeepEqual(resizes, want) {
+		t.Errorf("agent resizes = %q, want %q", resizes, want)
+	}
+	p, _ := s.exec(id)
+	fp, err := fake.proc(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp.end(0)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("detached exec not recorded as ended")
+	}
+
+	// Cancelling a foreground start kills the process.
+	id, err = s.ExecCreate("box", ExecOptions{Cmd: []string{"sleep"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- s.ExecStart(cctx, id, Stdio{}, false) }()
+	for {
+		if info, _ := s.ExecInspect(id); info.Running {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case <-errc:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ExecStart did not return after its context was cancelled")
+	}
+	if info, _ := s.ExecInspect(id); info.ExitCode == nil || *info.ExitCode != 128+int(syscall.SIGKILL) {
+		t.Errorf("exit code after cancel = %v, want 137", info.ExitCode)
+	}
+
+	// Errors: unknown exec, resize without a terminal, a stopped container.
+	if _, err := s.ExecInspect("nope"); !errdefs.IsNotFound(err) {
+		t.Errorf("ExecInspect(unknown) = %v, want not found", err)
+	}
+	if err := s.ExecResize(ctx, id, 1, 1); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("ExecResize without tty = %v, want invalid argument", err)
+	}
+	if _, err := s.ExecCreate("box", ExecOptions{}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("ExecCreate without a command = %v, want invalid argument", err)
+	}
+	s.mu.Lock()
+	delete(s.tasks, tk.c.ID) // the run ended
+	s.mu.Unlock()
+	if _, err := s.ExecCreate("box", ExecOptions{Cmd: []string{"true"}}); !errdefs.IsConflict(err) || !strings.Contains(err.Error(), "not running") {
+		t.Errorf("ExecCreate into a stopped container = %v, want a not-running conflict", err)
+	}
+	if _, err := s.ExecInspect(id); !errdefs.IsNotFound(err) {
+		t.Errorf("ExecInspect after the run ended = %v, want not found: records go with the run", err)
+	}
+}

@@ -1,0 +1,242 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// execDocker runs the real docker CLI against d, with stdin if given.
+func (d *daemon) execDocker(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := exec.CommandContext(ctx, "docker", args...)
+	// A private config dir: no credentials or contexts of this machine.
+	c.Env = append(os.Environ(), "DOCKER_HOST=unix://"+d.sock, "DOCKER_CONFIG="+t.TempDir(), "DOCKER_CONTEXT=")
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	if stdin != "" {
+		c.Stdin = strings.NewReader(stdin)
+	}
+	err := c.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("docker %s: %v", strings.Join(args, " "), err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("docker %s: timed out; stderr: %s", strings.Join(args, " "), r.stderr)
+	}
+	return r
+}
+
+func (d *daemon) mustExecDocker(t *testing.T, want int, stdin string, args ...string) result {
+	t.Helper()
+	r := d.execDocker(t, stdin, args...)
+	if r.code != want {
+		t.Fatalf("docker %s: exit %d, want %d\nstdout: %s\nstderr: %s\ndaemon: %s", strings.Join(args, " "), r.code, want, r.stdout, r.stderr, d.stderr)
+	}
+	return r
+}
+
+func waitUntil(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// docker exec runs extra processes inside a running container's VM, in
+// the container's namespaces, through vmctld.
+func TestDockerExec(t *testing.T) {
+	if _, err := exec.LookPath("docker"); err != nil {
+		t.Fatalf("the docker CLI is not installed: `make deps` installs it")
+	}
+	d := startDaemon(t)
+	// The trailing echo keeps sh as pid 1: busybox sh execs a last simple
+	// command in place of itself.
+	d.mustExecDocker(t, 0, "", "run", "-d", "--name", "x", "busybox", "sh", "-c", "echo hello > /f; sleep 300; echo done")
+	t.Cleanup(func() { d.execDocker(t, "", "rm", "-f", "x") })
+	waitUntil(t, func() bool { return d.execDocker(t, "", "exec", "x", "cat", "/f").stdout == "hello\n" }, "docker exec x cat /f to print hello")
+
+	t.Run("exit code", func(t *testing.T) {
+		d.mustExecDocker(t, 5, "", "exec", "x", "sh", "-c", "exit 5")
+	})
+	t.Run("stdout and stderr", func(t *testing.T) {
+		r := d.mustExecDocker(t, 0, "", "exec", "x", "sh", "-c", "echo out; echo err >&2")
+		if r.stdout != "out\n" || r.stderr != "err\n" {
+			t.Errorf("stdout %q stderr %q, want out and err on their own streams", r.stdout, r.stderr)
+		}
+	})
+	t.Run("stdin", func(t *testing.T) {
+		r := d.mustExecDocker(t, 0, "hi\n", "exec", "-i", "x", "cat")
+		if r.stdout != "hi\n" {
+			t.Errorf("stdout = %q, want \"hi\\n\"", r.stdout)
+		}
+	})
+	t.Run("no stdin", func(t *testing.T) {
+		// Without -i the process reads EOF at once rather than hanging.
+		r := d.mustExecDocker(t, 0, "", "exec", "x", "cat")
+		if r.stdout != "" {
+			t.Errorf("stdout = %q, want nothing", r.stdout)
+		}
+	})
+	t.Run("hostname", func(t *testing.T) {
+		want := strings.TrimSpace(d.mustExecDocker(t, 0, "", "inspect", "-f", "{{.Config.Hostname}}", "x").stdout)
+		got := strings.TrimSpace(d.mustExecDocker(t, 0, "", "exec", "x", "hostname").stdout)
+		if got == "" || got != want {
+			t.Errorf("hostname in exec = %q, want the container's %q", got, want)
+		}
+	})
+	t.Run("pid namespace", func(t *testing.T) {
+		r := d.mustExecDocker(t, 0, "", "exec", "x", "ps", "-o", "pid,comm")
+		var pid1 string
+		for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) != 2 {
+				t.Fatalf("ps line %q: want PID COMMAND", line)
+			}
+			if f[0] == "1" {
+				pid1 = f[1]
+			}
+			// Only the container's processes: its shell, its sleep and ps
+			// itself; never the guest agent or kernel threads.
+			switch f[1] {
+			case "sh", "sleep", "ps":
+			default:
+				t.Errorf("ps shows %q, which is not one of the container's processes:\n%s", line, r.stdout)
+			}
+		}
+		if pid1 != "sh" || !strings.Contains(r.stdout, " sleep") {
+			t.Errorf("pid 1 is %q, want sh, with its sleep beside it:\n%s", pid1, r.stdout)
+		}
+	})
+	t.Run("env user workdir", func(t *testing.T) {
+		r := d.mustExecDocker(t, 0, "", "exec", "-e", "FOO=bar", "-w", "/tmp", "-u", "1000:1000", "x", "sh", "-c", `echo "$FOO $(pwd) $(id -u):$(id -g) $PATH"`)
+		want := "bar /tmp 1000:1000 /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+		if r.stdout != want {
+			t.Errorf("stdout = %q, want %q", r.stdout, want)
+		}
+	})
+	t.Run("tty", func(t *testing.T) {
+		r := d.mustExecDocker(t, 0, "", "exec", "-t", "x", "sh", "-c", `tty; echo "$TERM"`)
+		if !strings.Contains(r.stdout, "/dev/pts/") || !strings.Contains(r.stdout, "xterm") {
+			t.Errorf("stdout = %q, want a pty name and TERM=xterm", r.stdout)
+		}
+	})
+	t.Run("interactive tty", func(t *testing.T) {
+		// docker exec -it needs a terminal on the client side: script(1)
+		// gives it one of 33 rows. The CLI sends that size, which must
+		// reach the process's pty.
+		if _, err := exec.LookPath("script"); err != nil {
+			t.Fatalf("script(1) is not installed (util-linux)")
+		}
+		// API 1.41 has no initial size in exec create: the CLI resizes
+		// right after the start, so the process polls for it (5 s at most).
+		cmdline := `stty rows 33 cols 91; docker exec -it x sh -c 'for i in $(seq 50); do stty size 2>/dev/null && break; sleep 0.1; done'`
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c := exec.CommandContext(ctx, "script", "-qec", cmdline, "/dev/null")
+		c.Env = append(os.Environ(), "DOCKER_HOST=unix://"+d.sock, "DOCKER_CONFIG="+t.TempDir(), "DOCKER_CONTEXT=")
+		out, err := c.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "33 91") {
+			t.Errorf("docker exec -it x stty size = %q, %v; want \"33 91\"", out, err)
+		}
+	})
+	t.Run("raw API", func(t *testing.T) {
+		c := d.http()
+		call := func(method, path, body string) (int, string) {
+			req, err := http.NewRequest(method, "http://vmctld/v1.41"+path, strings.NewReader(body))
+			must(t, err)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := c.Do(req)
+			must(t, err)
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(b)
+		}
+		code, body := call("POST", "/containers/x/exec", `{"Cmd":["sh","-c","exit 7"],"AttachStdout":true}`)
+		var created struct{ Id string }
+		if code != 201 || json.Unmarshal([]byte(body), &created) != nil || created.Id == "" {
+			t.Fatalf("exec create = %d %q, want 201 with an Id", code, body)
+		}
+		if code, body := call("GET", "/exec/"+created.Id+"/json", ""); code != 200 || !strings.Contains(body, `"ExitCode":null`) || !strings.Contains(body, `"Running":false`) || !strings.Contains(body, `"entrypoint":"sh"`) {
+			t.Errorf("inspect before start = %d %q", code, body)
+		}
+		if code, body := call("POST", "/exec/"+created.Id+"/start", `{"Detach":true}`); code != 200 {
+			t.Errorf("detached start = %d %q, want 200", code, body)
+		}
+		waitUntil(t, func() bool {
+			_, body := call("GET", "/exec/"+created.Id+"/json", "")
+			return strings.Contains(body, `"ExitCode":7`) && strings.Contains(body, `"Running":false`)
+		}, "the detached exec's exit code 7 in inspect")
+		if code, body := call("POST", "/exec/"+created.Id+"/start", `{"Detach":true}`); code != 409 {
+			t.Errorf("second start = %d %q, want 409", code, body)
+		}
+		bad := []struct {
+			method, path, body string
+			code               int
+			want               string
+		}{
+			{"POST", "/containers/x/exec", `{"Cmd":[]}`, 400, "no exec command"},
+			{"POST", "/containers/x/exec", `{"Cmd":`, 400, "invalid JSON"},
+			{"POST", "/containers/nope/exec", `{"Cmd":["true"]}`, 404, "no such container"},
+			{"POST", "/containers/x/exec", `{"Cmd":["true"],"User":"nobody"}`, 400, "numeric"},
+			{"GET", "/exec/nope/json", "", 404, "No such exec instance"},
+			{"POST", "/exec/nope/start", `{}`, 404, "No such exec instance"},
+			{"POST", "/exec/" + created.Id + "/resize?h=x&w=1", "", 400, "invalid terminal size"},
+		}
+		for _, b := range bad {
+			if code, body := call(b.method, b.path, b.body); code != b.code || !strings.Contains(body, b.want) {
+				t.Errorf("%s %s = %d %q, want %d containing %q", b.method, b.path, code, body, b.code, b.want)
+			}
+		}
+	})
+	t.Run("detach", func(t *testing.T) {
+		d.mustExecDocker(t, 0, "", "exec", "-d", "x", "sh", "-c", "echo bg > /g")
+		waitUntil(t, func() bool { return d.execDocker(t, "", "exec", "x", "cat", "/g").stdout == "bg\n" }, "the detached exec to write /g")
+	})
+	t.Run("not found", func(t *testing.T) {
+		r := d.execDocker(t, "", "exec", "x", "nosuch")
+		if r.code != 127 {
+			t.Errorf("exit %d, want 127; stderr %q", r.code, r.stderr)
+		}
+		oneLine(t, r, "nosuch")
+	})
+	t.Run("not executable", func(t *testing.T) {
+		r := d.execDocker(t, "", "exec", "x", "/f")
+		if r.code != 126 {
+			t.Errorf("exit %d, want 126; stderr %q", r.code, r.stderr)
+		}
+		oneLine(t, r, "/f")
+	})
+	t.Run("stopped container", func(t *testing.T) {
+		d.mustExecDocker(t, 0, "", "run", "--name", "y", "busybox", "true")
+		defer d.execDocker(t, "", "rm", "-f", "y")
+		r := d.execDocker(t, "", "exec", "y", "true")
+		if r.code == 0 {
+			t.Errorf("docker exec into a stopped container succeeded")
+		}
+		oneLine(t, r, "not running")
+	})
+
+	d.mustExecDocker(t, 0, "", "rm", "-f", "x")
+	if r := d.mustExecDocker(t, 0, "", "ps", "-a", "-q"); r.stdout != "" {
+		t.Errorf("docker ps -a -q = %q after rm -f, want nothing", r.stdout)
+	}
+	// The daemon's cleanup checks that no VMM, socket or container
+	// directory is left behind.
+}
