@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"os"
@@ -178,6 +179,49 @@ func TestClientDrivesTwoDaemons(t *testing.T) {
 		a.mustVmctl(t, 0, "", "rm", "-f", "only-on-a")
 		if r := a.mustVmctl(t, 0, "", "ps", "-a", "-q"); r.stdout != "" {
 			t.Errorf("ps -a -q on A = %q after rm -f, want nothing", r.stdout)
+		}
+	})
+	t.Run("lifecycle", func(t *testing.T) {
+		script := "cat /data 2>/dev/null; echo started > /data; echo started; echo to-stderr >&2; sleep 30"
+		b.mustVmctl(t, 0, "", "run", "-d", "--name", "life", "busybox", "sh", "-c", script)
+		waitFor(t, func() bool { return b.vmctl(t, "", "logs", "life").stdout == "started\n" }, "vmctl logs life to show started")
+		if r := b.mustVmctl(t, 0, "", "logs", "life"); r.stderr != "to-stderr\n" {
+			t.Errorf("logs stderr = %q, want the container's stderr", r.stderr)
+		}
+		r := b.mustVmctl(t, 0, "", "inspect", "life")
+		var recs []struct {
+			Name  string
+			State struct{ Running bool }
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &recs); err != nil || len(recs) != 1 || recs[0].Name != "/life" || !recs[0].State.Running {
+			t.Errorf("inspect life = %q (%v), want one running record named /life", r.stdout, err)
+		}
+		b.mustVmctl(t, 0, "", "stop", "-t", "1", "life")
+		if r := b.mustVmctl(t, 0, "", "ps", "-a"); !regexp.MustCompile(`Exited \(137\).*\slife\n`).MatchString(r.stdout) {
+			t.Errorf("ps -a = %q, want life Exited (137)", r.stdout)
+		}
+		// start -a reattaches: the file written by the first run survived,
+		// and the output stops with the run that kill ends.
+		done := make(chan result, 1)
+		go func() { done <- b.vmctl(t, "", "start", "-a", "life") }()
+		waitFor(t, func() bool { return strings.Count(b.vmctl(t, "", "logs", "life").stdout, "started") == 3 }, "the second run's output")
+		b.mustVmctl(t, 0, "", "kill", "-s", "TERM", "life")
+		b.mustVmctl(t, 0, "", "kill", "life")
+		r = <-done
+		if r.stdout != "started\nstarted\n" || r.code != 137 {
+			t.Errorf("start -a: exit %d, stdout %q; want 137 and the file's content then the echo", r.code, r.stdout)
+		}
+		// The last two entries are the second run's echo and its stderr line.
+		if r := b.mustVmctl(t, 0, "", "logs", "--tail", "2", "life"); r.stdout != "started\n" || r.stderr != "to-stderr\n" {
+			t.Errorf("logs --tail 2: stdout %q stderr %q, want started and to-stderr", r.stdout, r.stderr)
+		}
+		r = b.mustVmctl(t, 1, "", "kill", "life")
+		oneLine(t, r, "vmctl: ")
+		b.mustVmctl(t, 0, "", "rm", "life")
+		r = b.mustVmctl(t, 1, "", "inspect", "life")
+		oneLine(t, r, "no such container or image: life")
+		if r := runClient(t, "", nil, "logs", "life"); r.code != 125 || !strings.Contains(r.stderr, "needs a daemon") {
+			t.Errorf("logs without -H: exit %d stderr %q, want 125 and needs a daemon", r.code, r.stderr)
 		}
 	})
 	t.Run("VMCTL_HOST", func(t *testing.T) {

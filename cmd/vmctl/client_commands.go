@@ -1,0 +1,292 @@
+package main
+
+// Commands that act on containers kept by a daemon: logs, stop, start,
+// kill, inspect. They need -H/VMCTL_HOST: without a daemon a container
+// lives only as long as the `vmctl run` that started it, so there is
+// nothing for them to act on.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+	"github.com/spf13/cobra"
+)
+
+// needsDaemon is the error of a daemon-only command run without -H.
+func needsDaemon(name string) error {
+	return &statusError{code: 125, err: fmt.Errorf("%s needs a daemon: start vmctld and pass -H or set VMCTL_HOST", name)}
+}
+
+func newLogsCommand(g *globalOptions) *cobra.Command {
+	var follow bool
+	var tail string
+	cmd := &cobra.Command{
+		Use:   "logs [-f] [--tail N] CONTAINER",
+		Short: "Show a container's output (needs -H/VMCTL_HOST)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.host == "" {
+				return needsDaemon("logs")
+			}
+			if tail != "all" {
+				if n, err := strconv.Atoi(tail); err != nil || n < 0 {
+					return &statusError{code: 125, err: fmt.Errorf("invalid --tail %q: want a number of lines or all", tail)}
+				}
+			}
+			r, err := g.remote()
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return r.logs(ctx, args[0], follow, tail)
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output until the container stops")
+	cmd.Flags().StringVarP(&tail, "tail", "n", "all", "number of lines to show from the end")
+	return cmd
+}
+
+func (r *remote) logs(ctx context.Context, ref string, follow bool, tail string) error {
+	c, err := r.api.ContainerInspect(ctx, ref, client.ContainerInspectOptions{})
+	if err != nil {
+		return r.fail(err)
+	}
+	rc, err := r.api.ContainerLogs(ctx, c.Container.ID, client.ContainerLogsOptions{
+		ShowStdout: true, ShowStderr: true, Follow: follow, Tail: tail,
+	})
+	if err != nil {
+		return r.fail(err)
+	}
+	defer rc.Close()
+	// A container with a terminal has one raw stream; others are framed.
+	if c.Container.Config != nil && c.Container.Config.Tty {
+		_, err = io.Copy(os.Stdout, rc)
+	} else {
+		_, err = stdcopy.StdCopy(os.Stdout, os.Stderr, rc)
+	}
+	if err != nil && ctx.Err() == nil {
+		return r.fail(err)
+	}
+	return nil
+}
+
+func newStopCommand(g *globalOptions) *cobra.Command {
+	var timeout int
+	cmd := &cobra.Command{
+		Use:   "stop [-t SECONDS] CONTAINER [CONTAINER...]",
+		Short: "Stop running containers, then SIGKILL after a timeout (needs -H/VMCTL_HOST)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.host == "" {
+				return needsDaemon("stop")
+			}
+			var opts client.ContainerStopOptions
+			if cmd.Flags().Changed("time") {
+				opts.Timeout = &timeout
+			}
+			return eachContainer(cmd.Context(), g, args, func(ctx context.Context, r *remote, ref string) error {
+				_, err := r.api.ContainerStop(ctx, ref, opts)
+				return err
+			})
+		},
+	}
+	cmd.Flags().IntVarP(&timeout, "time", "t", 10, "seconds to wait before killing the container")
+	return cmd
+}
+
+func newKillCommand(g *globalOptions) *cobra.Command {
+	var sig string
+	cmd := &cobra.Command{
+		Use:   "kill [-s SIGNAL] CONTAINER [CONTAINER...]",
+		Short: "Send a signal to running containers (needs -H/VMCTL_HOST)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.host == "" {
+				return needsDaemon("kill")
+			}
+			return eachContainer(cmd.Context(), g, args, func(ctx context.Context, r *remote, ref string) error {
+				_, err := r.api.ContainerKill(ctx, ref, client.ContainerKillOptions{Signal: sig})
+				return err
+			})
+		},
+	}
+	cmd.Flags().StringVarP(&sig, "signal", "s", "KILL", "signal to send: a name such as TERM or a number")
+	return cmd
+}
+
+// eachContainer applies op to every ref, printing each one that
+// succeeded and one line per failure, as docker does; any failure makes
+// the exit status 1.
+func eachContainer(ctx context.Context, g *globalOptions, refs []string, op func(context.Context, *remote, string) error) error {
+	r, err := g.remote()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	var failed error
+	for _, ref := range refs {
+		if err := op(ctx, r, ref); err != nil {
+			err = r.fail(err)
+			if client.IsErrConnectionFailed(err) {
+				return err
+			}
+			fmt.Fprintln(os.Stderr, "vmctl: "+oneLine(err))
+			failed = &statusError{code: 1}
+			continue
+		}
+		fmt.Println(ref)
+	}
+	return failed
+}
+
+func newStartCommand(g *globalOptions) *cobra.Command {
+	var attach bool
+	cmd := &cobra.Command{
+		Use:   "start [-a] CONTAINER",
+		Short: "Start a stopped container, keeping its writable layer (needs -H/VMCTL_HOST)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.host == "" {
+				return needsDaemon("start")
+			}
+			r, err := g.remote()
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			if !attach {
+				if _, err := r.api.ContainerStart(cmd.Context(), args[0], client.ContainerStartOptions{}); err != nil {
+					return startError(r, err)
+				}
+				fmt.Println(args[0])
+				return nil
+			}
+			return r.startAttached(cmd.Context(), args[0])
+		},
+	}
+	cmd.Flags().BoolVarP(&attach, "attach", "a", false, "attach to the container's output and end with its exit status")
+	return cmd
+}
+
+// startAttached is docker start -a: attach, wait for the next exit, start,
+// print the output until the run ends and return its status.
+func (r *remote) startAttached(ctx context.Context, ref string) error {
+	c, err := r.api.ContainerInspect(ctx, ref, client.ContainerInspectOptions{})
+	if err != nil {
+		return r.fail(err)
+	}
+	id := c.Container.ID
+	tty := c.Container.Config != nil && c.Container.Config.Tty
+	at, err := r.api.ContainerAttach(ctx, id, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
+	if err != nil {
+		return r.fail(err)
+	}
+	defer at.Close()
+	wait := r.api.ContainerWait(ctx, id, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+	outputDone := make(chan struct{})
+	go func() {
+		defer close(outputDone)
+		if tty {
+			io.Copy(os.Stdout, at.Reader)
+		} else {
+			stdcopy.StdCopy(os.Stdout, os.Stderr, at.Reader)
+		}
+	}()
+	if _, err := r.api.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
+		return startError(r, err)
+	}
+	stopSignals := remoteForwardSignals(ctx, r, id)
+	defer stopSignals()
+	var status container.WaitResponse
+	select {
+	case status = <-wait.Result:
+	case err := <-wait.Error:
+		return r.fail(err)
+	}
+	<-outputDone
+	if status.Error != nil && status.Error.Message != "" {
+		fmt.Fprintln(os.Stderr, "vmctl: "+status.Error.Message)
+	}
+	if status.StatusCode != 0 {
+		return &statusError{code: int(status.StatusCode)}
+	}
+	return nil
+}
+
+func newInspectCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "inspect CONTAINER|IMAGE [...]",
+		Short: "Show the daemon's JSON record of containers or images (needs -H/VMCTL_HOST)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.host == "" {
+				return needsDaemon("inspect")
+			}
+			r, err := g.remote()
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			var out []json.RawMessage
+			var failed error
+			for _, ref := range args {
+				raw, err := r.inspect(cmd.Context(), ref)
+				if err != nil {
+					if client.IsErrConnectionFailed(err) {
+						return err
+					}
+					fmt.Fprintln(os.Stderr, "vmctl: "+oneLine(err))
+					failed = &statusError{code: 1}
+					continue
+				}
+				out = append(out, raw)
+			}
+			if out == nil {
+				out = []json.RawMessage{}
+			}
+			b, err := json.MarshalIndent(out, "", "    ")
+			if err != nil {
+				return err
+			}
+			fmt.Println(string(b))
+			return failed
+		},
+	}
+}
+
+// inspect returns ref's record: a container's if there is one by that
+// name or ID, else an image's, as docker inspect looks them up.
+func (r *remote) inspect(ctx context.Context, ref string) (json.RawMessage, error) {
+	c, err := r.api.ContainerInspect(ctx, ref, client.ContainerInspectOptions{})
+	if err == nil {
+		var buf bytes.Buffer
+		if json.Compact(&buf, c.Raw) == nil {
+			return buf.Bytes(), nil
+		}
+		return json.Marshal(c.Container)
+	}
+	if !errdefs.IsNotFound(err) {
+		return nil, r.fail(err)
+	}
+	img, ierr := r.api.ImageInspect(ctx, ref)
+	if ierr != nil {
+		if errdefs.IsNotFound(ierr) {
+			return nil, &daemonError{msg: "no such container or image: " + ref, err: ierr}
+		}
+		return nil, r.fail(ierr)
+	}
+	return json.Marshal(img.InspectResponse)
+}
