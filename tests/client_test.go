@@ -269,6 +269,40 @@ func TestClientDrivesTwoDaemons(t *testing.T) {
 			t.Errorf("images -q on A is empty: rmi on B removed A's image")
 		}
 	})
+	t.Run("pull with the client's credentials", func(t *testing.T) {
+		reg := startRegistry(t, "tester", "s3cret")
+		dc := withDockerConfig(t)
+		ref := reg.host + "/client/busybox:1"
+		t.Cleanup(func() { e.run(t, "rmi", ref) })
+		e.mustRunEnv(t, dc, 0, "tag", "busybox", ref)
+		if r := e.runWith(t, []byte("s3cret\n"), dc, "login", "-u", "tester", "--password-stdin", reg.host); r.code != 0 {
+			t.Fatalf("login: exit %d: %s", r.code, r.stderr)
+		}
+		e.mustRunEnv(t, dc, 0, "push", ref)
+
+		// Without this machine's login the daemon is refused: one line.
+		r := runClient(t, "", withDockerConfig(t), "-H", a.host(), "pull", ref)
+		if r.code != 125 {
+			t.Errorf("pull without credentials: exit %d, want 125", r.code)
+		}
+		oneLine(t, r, "vmctl login "+reg.host)
+		r = runClient(t, "", dc, "-H", a.host(), "pull", ref)
+		if r.code != 0 {
+			t.Fatalf("pull: exit %d\nstdout: %s\nstderr: %s\ndaemon: %s", r.code, r.stdout, r.stderr, a.stderr)
+		}
+		tagged := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(reg.host+"/client/busybox") + `\s+1\s`)
+		if r := a.mustVmctl(t, 0, "", "images"); !tagged.MatchString(r.stdout) {
+			t.Errorf("images on A after pull = %q, want %s", r.stdout, ref)
+		}
+		if r := b.mustVmctl(t, 0, "", "images"); tagged.MatchString(r.stdout) {
+			t.Errorf("images on B = %q: A's pull reached B", r.stdout)
+		}
+		// run on B pulls the image it does not have, with progress on stderr.
+		r = runClient(t, "", dc, "-H", b.host(), "run", "--rm", ref, "echo", "pulled")
+		if r.code != 0 || r.stdout != "pulled\n" || !strings.HasPrefix(r.stderr, "Unable to find image") {
+			t.Errorf("run of a missing image: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+		}
+	})
 	t.Run("signals", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()

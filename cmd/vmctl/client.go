@@ -19,9 +19,13 @@ import (
 
 	"github.com/containerd/errdefs"
 	units "github.com/docker/go-units"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/moby/moby/api/pkg/authconfig"
+	"github.com/moby/moby/api/types/registry"
 	"github.com/moby/moby/client"
 
 	"github.com/vmctl/vmctl/engine"
+	"github.com/vmctl/vmctl/engine/images"
 )
 
 // remote is a connection to one vmctld.
@@ -233,7 +237,11 @@ func remoteRmi(ctx context.Context, g *globalOptions, refs []string) error {
 // changes on out. Byte counts are left out: the lines stay readable in a
 // log as well as on a terminal.
 func (r *remote) pull(ctx context.Context, ref string, out io.Writer) error {
-	resp, err := r.api.ImagePull(ctx, ref, client.ImagePullOptions{})
+	auth, err := registryAuth(ref)
+	if err != nil {
+		return err
+	}
+	resp, err := r.api.ImagePull(ctx, ref, client.ImagePullOptions{RegistryAuth: auth})
 	if err != nil {
 		return r.fail(err)
 	}
@@ -324,4 +332,32 @@ func remoteVersion(ctx context.Context, g *globalOptions) error {
 // remoteUnsupported is for commands the daemon's API does not offer.
 func remoteUnsupported(name string) error {
 	return &statusError{code: 125, err: fmt.Errorf("%s is not available with -H/VMCTL_HOST: vmctld does not offer it; run it on the daemon's host without -H", name)}
+}
+
+// registryAuth is the X-Registry-Auth value for pulling ref: the
+// credentials `vmctl login` stored on this machine for ref's registry, or
+// empty for anonymous access. The daemon never lends its own credentials,
+// so the client sends the user's, as the docker CLI does.
+func registryAuth(ref string) (string, error) {
+	parsed, err := images.ParseRemoteReference(ref)
+	if err != nil {
+		return "", err
+	}
+	reg := parsed.Context().Registry
+	a, err := authn.DefaultKeychain.Resolve(reg)
+	if err != nil {
+		return "", fmt.Errorf("read credentials for %s: %w", reg.RegistryStr(), err)
+	}
+	cfg, err := a.Authorization()
+	if err != nil {
+		return "", fmt.Errorf("read credentials for %s: %w", reg.RegistryStr(), err)
+	}
+	if *cfg == (authn.AuthConfig{}) {
+		return "", nil
+	}
+	return authconfig.Encode(registry.AuthConfig{
+		Username: cfg.Username, Password: cfg.Password, Auth: cfg.Auth,
+		IdentityToken: cfg.IdentityToken, RegistryToken: cfg.RegistryToken,
+		ServerAddress: reg.RegistryStr(),
+	})
 }
