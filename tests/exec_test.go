@@ -1,13 +1,16 @@
 package tests
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -204,6 +207,42 @@ func TestDockerExec(t *testing.T) {
 				t.Errorf("%s %s = %d %q, want %d containing %q", b.method, b.path, code, body, b.code, b.want)
 			}
 		}
+	})
+	t.Run("concurrent", func(t *testing.T) {
+		const n = 6
+		outs := make(chan string, n)
+		for i := 0; i < n; i++ {
+			go func() {
+				r := d.execDocker(t, "", "exec", "x", "sh", "-c", "echo $0; sleep 0.3; echo $0", strconv.Itoa(i))
+				outs <- fmt.Sprintf("%d %q", r.code, r.stdout)
+			}()
+		}
+		got := map[string]bool{}
+		for i := 0; i < n; i++ {
+			got[<-outs] = true
+		}
+		for i := 0; i < n; i++ {
+			if want := fmt.Sprintf("0 %q", fmt.Sprintf("%d\n%d\n", i, i)); !got[want] {
+				t.Errorf("concurrent execs returned %v, missing %s", got, want)
+			}
+		}
+	})
+	t.Run("client gone", func(t *testing.T) {
+		// dockerd kills an attached exec whose client went away; so does vmctld.
+		c := exec.Command("docker", "exec", "x", "sh", "-c", "while :; do echo tick; sleep 0.2; done")
+		c.Env = append(os.Environ(), "DOCKER_HOST=unix://"+d.sock, "DOCKER_CONFIG="+t.TempDir(), "DOCKER_CONTEXT=")
+		out, err := c.StdoutPipe()
+		must(t, err)
+		must(t, c.Start())
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil || line != "tick\n" {
+			t.Errorf("first output %q, %v; want tick", line, err)
+		}
+		c.Process.Kill()
+		c.Wait()
+		waitUntil(t, func() bool {
+			return !strings.Contains(d.mustExecDocker(t, 0, "", "exec", "x", "ps", "-o", "args").stdout, "tick")
+		}, "the exec of a killed client to end")
 	})
 	t.Run("detach", func(t *testing.T) {
 		d.mustExecDocker(t, 0, "", "exec", "-d", "x", "sh", "-c", "echo bg > /g")

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strconv"
@@ -102,7 +103,12 @@ func (s *Server) execStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	outOut, outErr := outputWriters(conn, tty)
+	// dockerd kills an attached exec whose client went away. A hijacked
+	// connection's close is only seen by a failing write, so that is what
+	// cancels the start.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	outOut, outErr := outputWriters(cancelOnError{w: conn, cancel: cancel}, tty)
 	stdio := containersvc.Stdio{}
 	if info.Options.AttachStdout {
 		stdio.Stdout = outOut
@@ -114,13 +120,27 @@ func (s *Server) execStart(w http.ResponseWriter, r *http.Request) {
 		// Bytes the server read ahead while parsing the request are stdin too.
 		stdio.Stdin = io.MultiReader(bufReader(buf), conn)
 	}
-	if err := s.eng.Containers.ExecStart(r.Context(), id, stdio, false); err != nil {
+	if err := s.eng.Containers.ExecStart(ctx, id, stdio, false); err != nil {
 		outErr.Write([]byte(err.Error() + "\r\n"))
 	}
 	// Let the client read the last frames before the close.
 	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
+}
+
+// cancelOnError cancels a context at the first failed write.
+type cancelOnError struct {
+	w      io.Writer
+	cancel context.CancelFunc
+}
+
+func (c cancelOnError) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if err != nil {
+		c.cancel()
+	}
+	return n, err
 }
 
 func (s *Server) execInspect(w http.ResponseWriter, r *http.Request) {
