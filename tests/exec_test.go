@@ -272,7 +272,21 @@ func TestDockerExec(t *testing.T) {
 		oneLine(t, r, "not running")
 	})
 
+	// rm -f ends an attached exec with its container.
+	attached := make(chan result, 1)
+	go func() { attached <- d.execDocker(t, "", "exec", "x", "sleep", "301") }()
+	waitUntil(t, func() bool {
+		return strings.Contains(d.mustExecDocker(t, 0, "", "exec", "x", "ps", "-o", "args").stdout, "sleep 301")
+	}, "the attached exec to run")
 	d.mustExecDocker(t, 0, "", "rm", "-f", "x")
+	select {
+	case r := <-attached:
+		if r.code == 0 {
+			t.Errorf("docker exec of a removed container exited 0")
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("docker exec still attached 30 s after rm -f of its container")
+	}
 	if r := d.mustExecDocker(t, 0, "", "ps", "-a", "-q"); r.stdout != "" {
 		t.Errorf("docker ps -a -q = %q after rm -f, want nothing", r.stdout)
 	}

@@ -242,8 +242,8 @@ func (p *execProcess) carry(stdio Stdio) {
 		defer pumps.Done()
 		failed := false
 		t.pumpOutput(p.id, read, func(b []byte) {
-			// A client that stopped reading must not stall the process:
-			// keep draining, drop the rest.
+			// After a client's connection failed, keep draining so the
+			// process does not block on a full pipe; drop the rest.
 			if w != nil && !failed {
 				if _, err := w.Write(b); err != nil {
 					failed = true
@@ -258,13 +258,12 @@ func (p *execProcess) carry(stdio Stdio) {
 		go pump(api.ReadStderr, stdio.Stderr)
 	}
 
-	code := 255
+	// If the wait fails, the container's run ended and its VM is gone:
+	// the process was killed with it.
+	code := 128 + int(syscall.SIGKILL)
 	resp, err := api.WaitProcess(t.ctx, &agentapi.ProcessRequest{ContainerId: t.c.ID, ExecId: p.id})
 	if err == nil {
 		code = int(resp.ExitStatus)
-	} else {
-		// The container's run ended (its VM is gone): the process went with it.
-		code = 137
 	}
 	// As for the container's own process: output written just before the
 	// exit is still in flight, but a stuck guest must not hang the client.
