@@ -224,6 +224,16 @@ func TestClientDrivesTwoDaemons(t *testing.T) {
 			t.Errorf("logs without -H: exit %d stderr %q, want 125 and needs a daemon", r.code, r.stderr)
 		}
 	})
+	t.Run("logs follow", func(t *testing.T) {
+		a.mustVmctl(t, 0, "", "run", "-d", "--name", "chatty", "busybox", "sh", "-c", "echo one; sleep 1; echo two")
+		// -f prints what comes later and returns when the run ends.
+		if r := a.mustVmctl(t, 0, "", "logs", "-f", "chatty"); r.stdout != "one\ntwo\n" {
+			t.Errorf("logs -f = %q, want both lines", r.stdout)
+		}
+		// The record turns to exited just after the output ends.
+		waitFor(t, func() bool { return strings.Contains(a.vmctl(t, "", "ps", "-a").stdout, "Exited (0)") }, "chatty to exit with 0")
+		a.mustVmctl(t, 0, "", "rm", "chatty")
+	})
 	t.Run("VMCTL_HOST", func(t *testing.T) {
 		r := runClient(t, "", []string{"VMCTL_HOST=" + a.host()}, "run", "--rm", "busybox", "echo", "via env")
 		if r.code != 0 || r.stdout != "via env\n" {
@@ -325,6 +335,21 @@ func TestClientDrivesTwoDaemons(t *testing.T) {
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
 			t.Errorf("exit: %v, want status 3", err)
 		}
+	})
+	t.Run("interrupt during boot", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c := clientCmd(ctx, e, nil, "-H", a.host(), "run", "--rm", "busybox", "sleep", "30")
+		var stderr strings.Builder
+		c.Stderr = &stderr
+		must(t, c.Start())
+		time.Sleep(500 * time.Millisecond) // the daemon is starting the VM
+		must(t, c.Process.Signal(syscall.SIGINT))
+		err := c.Wait()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
+			t.Errorf("exit: %v, want status 130; stderr %q", err, stderr.String())
+		}
+		waitFor(t, func() bool { return a.vmctl(t, "", "ps", "-a", "-q").stdout == "" }, "the interrupted container to be removed")
 	})
 	t.Run("terminal", func(t *testing.T) { remoteTerminal(t, e, a) })
 	t.Run("unknown host", func(t *testing.T) {

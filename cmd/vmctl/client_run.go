@@ -66,21 +66,28 @@ func remoteRun(ctx context.Context, g *globalOptions, o *runOptions, image strin
 	// was made; afterwards signals go to the container.
 	bootCtx, stopBoot := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stopBoot()
+	// bootFailed reports err, or the interrupt that caused it.
+	bootFailed := func(err error, code func(error) error) error {
+		if bootCtx.Err() != nil && ctx.Err() == nil {
+			return &statusError{code: 130, err: fmt.Errorf("interrupted while starting the container")}
+		}
+		return code(err)
+	}
 	if o.pull == "always" {
 		if err := r.pull(bootCtx, image, os.Stderr); err != nil {
-			return err
+			return bootFailed(err, func(err error) error { return err })
 		}
 	}
 	created, err := r.api.ContainerCreate(bootCtx, req)
 	if err != nil && errdefs.IsNotFound(err) && o.pull == "missing" {
 		fmt.Fprintf(os.Stderr, "Unable to find image '%s' locally\n", image)
 		if err := r.pull(bootCtx, image, os.Stderr); err != nil {
-			return err
+			return bootFailed(err, func(err error) error { return err })
 		}
 		created, err = r.api.ContainerCreate(bootCtx, req)
 	}
 	if err != nil {
-		return r.fail(err)
+		return bootFailed(err, r.fail)
 	}
 	id := created.ID
 	cleanup := func() {
@@ -92,7 +99,7 @@ func remoteRun(ctx context.Context, g *globalOptions, o *runOptions, image strin
 	if o.detach {
 		if _, err := r.api.ContainerStart(bootCtx, id, client.ContainerStartOptions{}); err != nil {
 			cleanup()
-			return startError(r, err)
+			return bootFailed(err, func(err error) error { return startError(r, err) })
 		}
 		fmt.Println(id)
 		return nil
@@ -103,7 +110,7 @@ func remoteRun(ctx context.Context, g *globalOptions, o *runOptions, image strin
 	})
 	if err != nil {
 		cleanup()
-		return r.fail(err)
+		return bootFailed(err, r.fail)
 	}
 	defer attach.Close()
 	// With --rm the daemon removes the container as it exits; waiting for
@@ -134,10 +141,7 @@ func remoteRun(ctx context.Context, g *globalOptions, o *runOptions, image strin
 	if _, err := r.api.ContainerStart(bootCtx, id, client.ContainerStartOptions{}); err != nil {
 		attach.Close()
 		cleanup()
-		if bootCtx.Err() != nil && ctx.Err() == nil {
-			return &statusError{code: 130, err: fmt.Errorf("interrupted while starting the container")}
-		}
-		return startError(r, err)
+		return bootFailed(err, func(err error) error { return startError(r, err) })
 	}
 	stopBoot()
 
