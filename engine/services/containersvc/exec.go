@@ -53,6 +53,7 @@ type execProcess struct {
 	started  bool        // guarded by mu
 	running  bool        // guarded by mu
 	exitCode *int        // guarded by mu
+	ended    time.Time   // guarded by mu; zero while not ended
 	agentRun bool        // guarded by mu: the agent knows the process
 
 	done chan struct{} // closed once the process has ended and its output is delivered
@@ -85,8 +86,27 @@ func (s *Service) ExecCreate(ref string, o ExecOptions) (string, error) {
 	if t.execs == nil {
 		t.execs = map[string]*execProcess{}
 	}
+	t.pruneExecsLocked(time.Now())
 	t.execs[p.id] = p
 	return p.id, nil
+}
+
+// execKeep is how long an ended exec stays inspectable. Clients read the
+// exit code right after the end; without a bound, a long-running container
+// that is exec'ed into periodically would grow its records forever.
+const execKeep = 5 * time.Minute
+
+// pruneExecsLocked drops the records of execs that ended more than
+// execKeep before now. Precondition: t.svc.mu is held.
+func (t *task) pruneExecsLocked(now time.Time) {
+	for id, p := range t.execs {
+		p.mu.Lock()
+		old := !p.ended.IsZero() && now.Sub(p.ended) > execKeep
+		p.mu.Unlock()
+		if old {
+			delete(t.execs, id)
+		}
+	}
 }
 
 // exec finds an exec instance among the running containers.
@@ -303,6 +323,7 @@ func (p *execProcess) finish(code *int) {
 	// Running --exit--> Ended
 	p.running = false
 	p.exitCode = code
+	p.ended = time.Now()
 	p.mu.Unlock()
 	close(p.done)
 }

@@ -416,3 +416,26 @@ func TestExecDetachResizeCancel(t *testing.T) {
 		t.Errorf("ExecInspect after the run ended = %v, want not found: records go with the run", err)
 	}
 }
+
+func TestExecPrune(t *testing.T) {
+	s, _, tk := execFixture(t)
+	ids := map[string]string{}
+	for _, name := range []string{"old", "recent", "running"} {
+		id, err := s.ExecCreate("box", ExecOptions{Cmd: []string{"true"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[name] = id
+	}
+	now := time.Now()
+	s.mu.Lock()
+	tk.execs[ids["old"]].ended = now.Add(-execKeep - time.Second)
+	tk.execs[ids["recent"]].ended = now.Add(-execKeep + time.Second)
+	tk.pruneExecsLocked(now)
+	s.mu.Unlock()
+	for name, want := range map[string]bool{"old": false, "recent": true, "running": true} {
+		if _, err := s.ExecInspect(ids[name]); (err == nil) != want {
+			t.Errorf("%s exec after prune: ExecInspect err = %v, want kept=%v", name, err, want)
+		}
+	}
+}
