@@ -268,6 +268,12 @@ func TestClientDrivesTwoDaemons(t *testing.T) {
 			t.Errorf("stderr = %q, want the pull notice then one error line naming the registry", r.stderr)
 		}
 	})
+	t.Run("pull never", func(t *testing.T) {
+		r := a.mustVmctl(t, 125, "", "run", "--pull", "never", "--rm", "no-such-image:1", "true")
+		oneLine(t, r, "No such image")
+		r = a.mustVmctl(t, 125, "", "run", "--hypervisor", "kvm", "--rm", "busybox", "true")
+		oneLine(t, r, "the daemon chooses its hypervisor")
+	})
 	t.Run("rmi", func(t *testing.T) {
 		r := b.mustVmctl(t, 1, "", "rmi", "no-such-image")
 		oneLine(t, r, "vmctl: ")

@@ -277,6 +277,14 @@ func remotePull(ctx context.Context, g *globalOptions, ref string, quiet bool) e
 	if quiet {
 		out = io.Discard
 	}
+	// The header the in-process pull prints; run, like docker run, goes
+	// straight from "Unable to find image" to the layers.
+	if parsed, err := images.ParseRemoteReference(ref); err == nil {
+		if last := ref[strings.LastIndex(ref, "/")+1:]; !strings.ContainsAny(last, ":@") {
+			fmt.Fprintln(out, "Using default tag: latest")
+		}
+		fmt.Fprintf(out, "%s: Pulling from %s\n", parsed.Identifier(), parsed.Context().RepositoryStr())
+	}
 	if err := r.pull(ctx, ref, out); err != nil {
 		return err
 	}
@@ -308,9 +316,8 @@ func remoteInfo(ctx context.Context, g *globalOptions) error {
 	fmt.Printf("Containers:     %d (%d running, %d stopped)\n", info.Containers, info.ContainersRunning, info.ContainersStopped)
 	fmt.Printf("Images:         %d\n", info.Images)
 	fmt.Printf("Data root:      %s\n", info.DockerRootDir)
-	fmt.Printf("Guest kernel:   %s\n", info.KernelVersion)
-	fmt.Printf("Host:           %s (%s/%s, %d CPUs, %s)\n", info.Name, info.OSType, info.Architecture, info.NCPU,
-		units.BytesSize(float64(info.MemTotal)))
+	fmt.Printf("Host:           %s (%s/%s, kernel %s, %d CPUs, %s)\n", info.Name, info.OSType, info.Architecture,
+		info.KernelVersion, info.NCPU, units.BytesSize(float64(info.MemTotal)))
 	return nil
 }
 
