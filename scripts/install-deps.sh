@@ -13,6 +13,12 @@ packages=(
 	busybox-static socat docker-registry
 )
 
+# The docker CLI drives vmctld in the tests. Machines usually have one; only
+# where none is on PATH, install Debian's (it brings a client that speaks API 1.41).
+if ! command -v docker >/dev/null 2>&1; then
+	packages+=(docker.io)
+fi
+
 missing=()
 for p in "${packages[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
