@@ -147,9 +147,7 @@ func TestDockerExec(t *testing.T) {
 		if _, err := exec.LookPath("script"); err != nil {
 			t.Fatalf("script(1) is not installed (util-linux)")
 		}
-		// API 1.41 has no initial size in exec create: the CLI resizes
-		// right after the start, so the process polls for it (5 s at most).
-		cmdline := `stty rows 33 cols 91; docker exec -it x sh -c 'for i in $(seq 50); do stty size 2>/dev/null && break; sleep 0.1; done'`
+		cmdline := "stty rows 33 cols 91; docker exec -it x stty size"
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		c := exec.CommandContext(ctx, "script", "-qec", cmdline, "/dev/null")

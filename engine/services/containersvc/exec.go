@@ -57,6 +57,9 @@ type execProcess struct {
 	agentRun bool        // guarded by mu: the agent knows the process
 
 	done chan struct{} // closed once the process has ended and its output is delivered
+	// sized is closed at the first resize before the start.
+	sized     chan struct{}
+	sizedOnce sync.Once
 }
 
 // ExecCreate records a process to run in a running container and returns
@@ -77,7 +80,7 @@ func (s *Service) ExecCreate(ref string, o ExecOptions) (string, error) {
 	if _, err := execSpec(t.c, o); err != nil {
 		return "", err
 	}
-	p := &execProcess{id: containers.NewID(), t: t, opts: o, done: make(chan struct{})}
+	p := &execProcess{id: containers.NewID(), t: t, opts: o, done: make(chan struct{}), sized: make(chan struct{})}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.tasks[t.c.ID] != t {
@@ -90,6 +93,9 @@ func (s *Service) ExecCreate(ref string, o ExecOptions) (string, error) {
 	t.execs[p.id] = p
 	return p.id, nil
 }
+
+// sizeWait bounds the wait for the terminal size of an interactive exec.
+const sizeWait = time.Second
 
 // execKeep is how long an ended exec stays inspectable. Clients read the
 // exit code right after the end; without a bound, a long-running container
@@ -153,6 +159,7 @@ func (s *Service) ExecResize(ctx context.Context, id string, rows, cols uint16) 
 	if !p.agentRun {
 		p.opts.ConsoleRows, p.opts.ConsoleCols = rows, cols
 		p.mu.Unlock()
+		p.sizedOnce.Do(func() { close(p.sized) })
 		return nil
 	}
 	p.mu.Unlock()
@@ -183,6 +190,20 @@ func (s *Service) ExecStart(ctx context.Context, id string, stdio Stdio, detach 
 	p.started = true
 	o := p.opts
 	p.mu.Unlock()
+	if o.Tty && o.AttachStdin && !detach && (o.ConsoleRows == 0 || o.ConsoleCols == 0) {
+		// API 1.41 has no size in exec create: the docker CLI sends it by
+		// a resize right after the start's response, and -it always has a
+		// terminal to take it from. Wait briefly for it, so the process
+		// starts with its size instead of 0x0.
+		select {
+		case <-p.sized:
+		case <-time.After(sizeWait):
+		case <-ctx.Done():
+		}
+		p.mu.Lock()
+		o = p.opts
+		p.mu.Unlock()
+	}
 
 	t := p.t
 	if s.task(t.c.ID) != t {

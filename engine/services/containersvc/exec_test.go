@@ -439,3 +439,28 @@ func TestExecPrune(t *testing.T) {
 		}
 	}
 }
+
+// An interactive exec without a size starts once the client's first resize
+// arrives, with that size.
+func TestExecWaitsForSize(t *testing.T) {
+	s, fake, _ := execFixture(t)
+	id, err := s.ExecCreate("box", ExecOptions{Cmd: []string{"echo"}, Tty: true, AttachStdin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.ExecStart(context.Background(), id, Stdio{Stdin: strings.NewReader("")}, false) }()
+	time.Sleep(50 * time.Millisecond) // the start is waiting now, or soon
+	if err := s.ExecResize(context.Background(), id, 33, 91); err != nil {
+		t.Fatalf("ExecResize: %v", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("ExecStart: %v", err)
+	}
+	fake.mu.Lock()
+	size := fake.specs[id].ConsoleSize
+	fake.mu.Unlock()
+	if size == nil || size.Height != 33 || size.Width != 91 {
+		t.Errorf("console size at start = %+v, want 33x91", size)
+	}
+}
