@@ -1,0 +1,224 @@
+package main
+
+// Sections for the daemon and registries (issue 4):
+//   pull:   pulling a multi-layer image of ~200 MB from a local registry,
+//           vmctl pull (into the image store, every layer verified) vs
+//           crane pull (go-containerregistry's CLI, to an OCI layout).
+//   daemon: run --rm busybox echo hi to its first output, through vmctld
+//           (vmctl -H) vs the in-process engine (vmctl without -H).
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+func init() {
+	sections = append(sections, section{"pull", runPull}, section{"daemon", runDaemon})
+}
+
+// startRegistry runs Debian's docker-registry on a free loopback port with
+// its storage under dir, and returns its host:port and a stop function.
+func startRegistry(dir string) (string, func(), error) {
+	bin, err := exec.LookPath("docker-registry")
+	if err != nil {
+		return "", nil, fmt.Errorf("docker-registry is not installed: `make deps` installs it")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n",
+		filepath.Join(dir, "storage"), addr)
+	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600); err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(bin, "serve", filepath.Join(dir, "config.yml"))
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { cmd.Process.Kill(); cmd.Wait() }
+	for i := 0; i < 100; i++ {
+		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
+			resp.Body.Close()
+			return addr, stop, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	return "", nil, fmt.Errorf("registry did not start on %s", addr)
+}
+
+// buildCrane installs go-containerregistry's crane (the version vmctl links)
+// into dir through the module proxy.
+func buildCrane(dir string) (string, error) {
+	cmd := exec.Command("go", "install", "github.com/google/go-containerregistry/cmd/crane@v0.22.1")
+	cmd.Env = append(os.Environ(), "GOBIN="+dir)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build crane: %v: %s", err, out)
+	}
+	return filepath.Join(dir, "crane"), nil
+}
+
+func runPull(n int) error {
+	tmp, err := os.MkdirTemp("", "vmctl-bench-pull-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	addr, stop, err := startRegistry(tmp)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	crane, err := buildCrane(tmp)
+	if err != nil {
+		return err
+	}
+	// Five random (incompressible) layers of 40 MiB.
+	img, err := random.Image(40<<20, 5)
+	if err != nil {
+		return err
+	}
+	ref := addr + "/bench/big:1"
+	tag, err := name.NewTag(ref, name.Insecure)
+	if err != nil {
+		return err
+	}
+	if err := remote.Write(tag, img); err != nil {
+		return fmt.Errorf("push the bench image: %w", err)
+	}
+	vmctl, err := filepath.Abs("bin/vmctl")
+	if err != nil {
+		return err
+	}
+	var craneTimes, vmctlTimes []time.Duration
+	for i := 0; i < n; i++ {
+		dest := filepath.Join(tmp, fmt.Sprintf("crane-%d", i))
+		t, err := timeCmd(exec.Command(crane, "pull", "--insecure", "--format", "oci", ref, dest))
+		if err != nil {
+			return fmt.Errorf("crane pull: %w", err)
+		}
+		os.RemoveAll(dest)
+		craneTimes = append(craneTimes, t)
+		root := filepath.Join(tmp, fmt.Sprintf("vmctl-%d", i))
+		t, err = timeCmd(exec.Command(vmctl, "--data-root", root, "pull", "-q", ref))
+		if err != nil {
+			return fmt.Errorf("vmctl pull: %w", err)
+		}
+		os.RemoveAll(root)
+		vmctlTimes = append(vmctlTimes, t)
+	}
+	c, v := medianDur(craneTimes), medianDur(vmctlTimes)
+	fmt.Printf("\nPull of a 200 MiB, 5-layer image from a local registry (median of %d, interleaved; vmctl verifies and stores every layer)\n\n", n)
+	printHeader("crane pull", "vmctl pull")
+	printRow("wall time", fmt.Sprintf("%.0fms", ms(c)), fmt.Sprintf("%.0fms", ms(v)), float64(v)/float64(c))
+	printRow("speed vs crane (crane/vmctl, target >= 1.0x)", "", "", float64(c)/float64(v))
+	fmt.Println()
+	return nil
+}
+
+func timeCmd(cmd *exec.Cmd) (time.Duration, error) {
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	start := time.Now()
+	err := cmd.Run()
+	if err != nil {
+		return 0, fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return time.Since(start), nil
+}
+
+func runDaemon(n int) error {
+	tmp, err := os.MkdirTemp("", "vmctl-bench-daemon-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	execA, err := os.MkdirTemp("", "vba")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(execA)
+	execB, err := os.MkdirTemp("", "vbb")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(execB)
+	vmctl, _ := filepath.Abs("bin/vmctl")
+	vmctld, _ := filepath.Abs("bin/vmctld")
+	kernel, _ := filepath.Abs("bin/guest/vmlinuz")
+	initrd, _ := filepath.Abs("bin/guest/initramfs.img")
+	inproc := filepath.Join(tmp, "inproc")
+	daemonRoot := filepath.Join(tmp, "daemon")
+	for _, root := range []string{inproc, daemonRoot} {
+		if out, err := exec.Command(vmctl, "--data-root", root, "load", "-i", "build/busybox.tar").CombinedOutput(); err != nil {
+			return fmt.Errorf("load busybox: %v: %s", err, out)
+		}
+	}
+	sock := filepath.Join(tmp, "d.sock")
+	d := exec.Command(vmctld, "--data-root", daemonRoot, "--exec-root", execB, "-H", "unix://"+sock, "--kernel", kernel, "--initrd", initrd)
+	var dlog strings.Builder
+	d.Stderr = &dlog
+	if err := d.Start(); err != nil {
+		return err
+	}
+	defer func() { d.Process.Signal(os.Interrupt); d.Wait() }()
+	for i := 0; ; i++ {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			break
+		}
+		if i == 200 {
+			return fmt.Errorf("vmctld did not listen: %s", dlog.String())
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	local := func() *exec.Cmd {
+		return exec.Command(vmctl, "--data-root", inproc, "--exec-root", execA, "run", "--rm", "busybox", "echo", "hi")
+	}
+	remoteRun := func() *exec.Cmd {
+		return exec.Command(vmctl, "-H", "unix://"+sock, "run", "--rm", "busybox", "echo", "hi")
+	}
+	// Warm-up builds each data root's image disk.
+	for _, c := range []*exec.Cmd{local(), remoteRun()} {
+		if out, err := c.CombinedOutput(); err != nil {
+			return fmt.Errorf("warm-up %v: %v: %s", c.Args, err, out)
+		}
+	}
+	var ins, ds []sample
+	for i := 0; i < n; i++ {
+		a, err := timeFirstLine(local(), "hi")
+		if err != nil {
+			return fmt.Errorf("in-process run: %w", err)
+		}
+		b, err := timeFirstLine(remoteRun(), "hi")
+		if err != nil {
+			return fmt.Errorf("run through vmctld: %w", err)
+		}
+		ins, ds = append(ins, a), append(ds, b)
+	}
+	fmt.Printf("\nrun --rm busybox echo hi: in-process engine vs through vmctld (vmctl -H), median of %d, interleaved\n\n", n)
+	printHeader("in-process", "via vmctld")
+	first := func(s sample) time.Duration { return s.first }
+	exit := func(s sample) time.Duration { return s.exit }
+	a, b := median(ins, first), median(ds, first)
+	printRow("create -> start -> first output", fmt.Sprintf("%.0fms", ms(a)), fmt.Sprintf("%.0fms", ms(b)), float64(b)/float64(a))
+	a, b = median(ins, exit), median(ds, exit)
+	printRow("to exit", fmt.Sprintf("%.0fms", ms(a)), fmt.Sprintf("%.0fms", ms(b)), float64(b)/float64(a))
+	fmt.Println()
+	return nil
+}
+
