@@ -233,7 +233,7 @@ func remoteRmi(ctx context.Context, g *globalOptions, refs []string) error {
 	return failed
 }
 
-// remotePull asks the daemon to pull ref and prints each layer's state
+// pull asks the daemon to pull ref and prints each layer's state
 // changes on out. Byte counts are left out: the lines stay readable in a
 // log as well as on a terminal.
 func (r *remote) pull(ctx context.Context, ref string, out io.Writer) error {
