@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/vmctl/vmctl/internal/flock"
+
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -23,7 +25,7 @@ import (
 type stage struct {
 	dir   string
 	blobs blobDir
-	lock  *fileLock
+	lock  *flock.Lock
 }
 
 func (s *Store) newStage(ctx context.Context) (*stage, error) {
@@ -31,7 +33,7 @@ func (s *Store) newStage(ctx context.Context) (*stage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating staging directory: %w", err)
 	}
-	l, err := lockFile(ctx, filepath.Join(dir, "lock"))
+	l, err := flock.Acquire(ctx, filepath.Join(dir, "lock"))
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -43,7 +45,7 @@ func (s *Store) newStage(ctx context.Context) (*stage, error) {
 // concurrent Open never removes a stage that is still in use).
 func (st *stage) remove() {
 	os.RemoveAll(st.dir)
-	st.lock.unlock()
+	st.lock.Release()
 }
 
 // staleStageAge is how old a stage without a lock file must be before Open
@@ -57,11 +59,11 @@ func (s *Store) removeStaleStages() {
 	}
 	for _, e := range entries {
 		dir := filepath.Join(s.tmpDir(), e.Name())
-		l, ok, err := tryLockFile(filepath.Join(dir, "lock"))
+		l, ok, err := flock.TryAcquire(filepath.Join(dir, "lock"), false)
 		switch {
 		case ok:
 			os.RemoveAll(dir)
-			l.unlock()
+			l.Release()
 		case errors.Is(err, os.ErrNotExist):
 			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleStageAge {
 				os.RemoveAll(dir)

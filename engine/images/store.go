@@ -30,6 +30,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vmctl/vmctl/internal/flock"
+
 	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -88,11 +90,11 @@ func Open(root string) (*Store, error) {
 			return nil, fmt.Errorf("opening image store: %w", err)
 		}
 	}
-	l, err := lockFile(context.Background(), s.lockPath())
+	l, err := flock.Acquire(context.Background(), s.lockPath())
 	if err != nil {
 		return nil, fmt.Errorf("opening image store: %w", err)
 	}
-	defer l.unlock()
+	defer l.Release()
 	if _, err := os.Stat(filepath.Join(root, ocispec.ImageLayoutFile)); errors.Is(err, os.ErrNotExist) {
 		layout := []byte(`{"imageLayoutVersion":"` + ocispec.ImageLayoutVersion + `"}`)
 		if err := writeFileAtomic(filepath.Join(root, ocispec.ImageLayoutFile), layout); err != nil {
@@ -182,11 +184,11 @@ func syncDir(dir string) error {
 // update runs fn on the current index under the store lock and writes the
 // result if fn succeeds.
 func (s *Store) update(ctx context.Context, fn func(idx *v1.IndexManifest) error) error {
-	l, err := lockFile(ctx, s.lockPath())
+	l, err := flock.Acquire(ctx, s.lockPath())
 	if err != nil {
 		return err
 	}
-	defer l.unlock()
+	defer l.Release()
 	idx, err := s.readIndex()
 	if err != nil {
 		return err
@@ -416,11 +418,11 @@ func (s *Store) Remove(ctx context.Context, ref string) (RemoveResult, error) {
 // It deletes nothing if any referenced manifest cannot be read, since then
 // it cannot know what is still in use.
 func (s *Store) collectGarbage(ctx context.Context) error {
-	l, err := lockFile(ctx, s.lockPath())
+	l, err := flock.Acquire(ctx, s.lockPath())
 	if err != nil {
 		return err
 	}
-	defer l.unlock()
+	defer l.Release()
 	idx, err := s.readIndex()
 	if err != nil {
 		return err

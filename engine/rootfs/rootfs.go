@@ -25,7 +25,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vmctl/vmctl/internal/flock"
+
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
 	"github.com/vmctl/vmctl/engine/images"
 )
 
@@ -91,12 +94,12 @@ func (b *Builder) removeStale() {
 			if !ok || !hexID.MatchString(h) {
 				continue
 			}
-			l, free, err := tryLockFile(b.lockPath(h))
+			l, free, err := flock.TryAcquire(b.lockPath(h), true)
 			if err != nil || !free {
 				continue
 			}
 			os.RemoveAll(filepath.Join(dir, e.Name()))
-			l.unlock()
+			l.Release()
 		}
 	}
 }
@@ -121,11 +124,11 @@ func (b *Builder) ImageDisk(ctx context.Context, img images.Image) (string, erro
 	if img.Content() == nil {
 		return "", fmt.Errorf("image %s has no content to build a disk from", img.ID)
 	}
-	l, err := lockFile(ctx, b.lockPath(h))
+	l, err := flock.Acquire(ctx, b.lockPath(h))
 	if err != nil {
 		return "", err
 	}
-	defer l.unlock()
+	defer l.Release()
 	// Someone else may have built it while we waited.
 	if _, err := os.Stat(final); err == nil {
 		return final, nil

@@ -16,9 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmctl/vmctl/internal/flock"
+
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
 	"github.com/vmctl/vmctl/engine/images"
 )
 
@@ -341,11 +344,11 @@ func TestNewBuilderRemovesStaleScratch(t *testing.T) {
 	os.WriteFile(filepath.Join(b.disksDir(), "."+h+"-456.ext4"), []byte("half"), 0o644)
 	// A build of another image holds its lock: its scratch must survive.
 	busy := strings.Repeat("cd", 32)
-	l, err := lockFile(context.Background(), b.lockPath(busy))
+	l, err := flock.Acquire(context.Background(), b.lockPath(busy))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.unlock()
+	defer l.Release()
 	os.Mkdir(filepath.Join(b.tmpDir(), busy+"-789"), 0o755)
 	if _, err := NewBuilder(b.root); err != nil {
 		t.Fatal(err)

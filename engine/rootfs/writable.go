@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/vmctl/vmctl/internal/flock"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -117,11 +119,11 @@ func (b *Builder) template(ctx context.Context, size int64) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	l, err := lockFile(ctx, filepath.Join(dir, "lock"))
+	l, err := flock.Acquire(ctx, filepath.Join(dir, "lock"))
 	if err != nil {
 		return "", err
 	}
-	defer l.unlock()
+	defer l.Release()
 	if _, err := os.Stat(p); err == nil {
 		return p, nil
 	}
