@@ -1,0 +1,89 @@
+// Package kvmcap tells whether this host's /dev/kvm can run full Linux
+// guests. The engine (choosing a hypervisor) and the VMM (refusing to start)
+// ask the same question and must give the same answer in the same words.
+//
+// A /dev/kvm that opens is not enough: a host that is itself a VM may expose
+// PVM-flavoured KVM, which runs tiny hand-made guests but dies on the first
+// instructions of a stock kernel. Hardware virtualization shows as the vmx
+// (Intel) or svm (AMD) CPU flag.
+package kvmcap
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+)
+
+// Host names the files the check reads; tests point them at fake trees.
+type Host struct {
+	DevKVM    string // the KVM device node
+	CPUInfo   string // read for the vmx/svm CPU flags
+	PVMModule string // exists when the PVM flavour of KVM is loaded
+}
+
+// Default is this machine's /dev, /proc and /sys.
+var Default = Host{DevKVM: "/dev/kvm", CPUInfo: "/proc/cpuinfo", PVMModule: "/sys/module/kvm_pvm"}
+
+// ErrCannotRunGuests is wrapped by Check's error where /dev/kvm exists but
+// cannot run a stock Linux guest.
+var ErrCannotRunGuests = errors.New("it cannot run full guests")
+
+// Check returns nil if h's /dev/kvm can run full Linux guests, else one
+// line saying why.
+func (h Host) Check() error {
+	f, err := os.OpenFile(h.DevKVM, os.O_RDWR, 0)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s does not exist: KVM is not enabled on this host", h.DevKVM)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%s is not accessible: run as root or join the kvm group", h.DevKVM)
+	case err != nil:
+		return fmt.Errorf("%s cannot be opened: %w", h.DevKVM, err)
+	}
+	f.Close()
+	virt, err := hasVirtFlag(h.CPUInfo)
+	if err != nil {
+		return fmt.Errorf("cannot read CPU flags: %w", err)
+	}
+	_, err = os.Stat(h.PVMModule)
+	pvm := err == nil
+	switch {
+	case pvm && !virt:
+		return fmt.Errorf("%s is PVM-flavoured KVM (kvm_pvm loaded, no vmx/svm CPU flag): %w", h.DevKVM, ErrCannotRunGuests)
+	case pvm:
+		return fmt.Errorf("%s is PVM-flavoured KVM (kvm_pvm loaded): %w", h.DevKVM, ErrCannotRunGuests)
+	case !virt:
+		return fmt.Errorf("the CPU has no vmx/svm flag (no hardware virtualization) for %s: %w", h.DevKVM, ErrCannotRunGuests)
+	}
+	return nil
+}
+
+// hasVirtFlag reports whether any "flags" line of a /proc/cpuinfo-format
+// file lists vmx or svm.
+func hasVirtFlag(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20) // flags lines run to a few KiB
+	for sc.Scan() {
+		key, value, ok := strings.Cut(sc.Text(), ":")
+		if !ok || strings.TrimSpace(key) != "flags" {
+			continue
+		}
+		for _, flag := range strings.Fields(value) {
+			if flag == "vmx" || flag == "svm" {
+				return true, nil
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return false, fmt.Errorf("read %s: %w", path, err)
+	}
+	return false, nil
+}
