@@ -39,7 +39,9 @@ type ExecInfo struct {
 	ContainerID string
 	Options     ExecOptions
 	Running     bool
-	// ExitCode is nil until the process has ended (or failed to start).
+	// ExitCode is nil until the process has ended, and stays nil if it
+	// never reached the guest; a command the guest could not run has 127
+	// (not found) or 126 (not executable).
 	ExitCode *int
 }
 
