@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,44 +18,6 @@ import (
 
 	"github.com/creack/pty"
 )
-
-// startClientDaemon starts one vmctld on its own socket, data root (with
-// busybox loaded) and short exec root. Cleanup stops it and checks that it
-// left nothing behind. It is startDaemon's twin, kept apart so that the
-// client tests do not depend on how the daemon tests evolve.
-func startClientDaemon(t *testing.T, bin string) *daemon {
-	t.Helper()
-	e := e2e(t)
-	dataRoot, err := os.MkdirTemp("", "vmctld-data-")
-	must(t, err)
-	execRoot, err := os.MkdirTemp("", "vc")
-	must(t, err)
-	d := &daemon{root: e.root, dataRoot: dataRoot, execRoot: execRoot, sock: filepath.Join(execRoot, "api.sock"), stderr: &bytes.Buffer{}}
-	load := exec.Command(e.vmctl, "--data-root", dataRoot, "--exec-root", execRoot, "load", "-i", filepath.Join(e.root, "build/busybox.tar"))
-	if out, err := load.CombinedOutput(); err != nil {
-		os.RemoveAll(dataRoot)
-		os.RemoveAll(execRoot)
-		t.Fatalf("load busybox: %v\n%s", err, out)
-	}
-	d.cmd = exec.Command(bin, "--data-root", dataRoot, "--exec-root", execRoot, "-H", "unix://"+d.sock,
-		"--kernel", filepath.Join(e.root, "bin/guest/vmlinuz"), "--initrd", filepath.Join(e.root, "bin/guest/initramfs.img"))
-	d.cmd.Stderr = d.stderr
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	must(t, d.cmd.Start())
-	t.Cleanup(func() { d.stop(t) })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.Dial("unix", d.sock); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("vmctld did not listen on %s: %s", d.sock, d.stderr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return d
-}
 
 // host is the -H value that selects d.
 func (d *daemon) host() string { return "unix://" + d.sock }
@@ -82,22 +43,11 @@ func runClient(t *testing.T, stdin string, extraEnv []string, args ...string) re
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c := clientCmd(ctx, e2e(t), extraEnv, args...)
-	var out, errb bytes.Buffer
-	c.Stdout, c.Stderr = &out, &errb
+	var in io.Reader
 	if stdin != "" {
-		c.Stdin = strings.NewReader(stdin)
+		in = strings.NewReader(stdin)
 	}
-	err := c.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("vmctl %s: %v", strings.Join(args, " "), err)
-	}
-	if ctx.Err() != nil {
-		t.Fatalf("vmctl %s: timed out; stderr: %s", strings.Join(args, " "), r.stderr)
-	}
-	return r
+	return capture(ctx, t, c, in)
 }
 
 func (d *daemon) mustVmctl(t *testing.T, want int, stdin string, args ...string) result {
@@ -119,8 +69,8 @@ func TestClientDrivesTwoDaemons(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build vmctld: %v\n%s", err, out)
 	}
-	a := startClientDaemon(t, bin)
-	b := startClientDaemon(t, bin)
+	a := startDaemonWith(t, bin)
+	b := startDaemonWith(t, bin)
 
 	t.Run("run rm on each", func(t *testing.T) {
 		for _, d := range []*daemon{a, b} {

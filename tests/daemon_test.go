@@ -22,9 +22,7 @@ type daemon struct {
 	stderr                         *bytes.Buffer
 }
 
-// startDaemon builds vmctld into a temp dir and starts it. Cleanup stops it
-// with SIGTERM and checks that it leaves no VMM process, socket or
-// container directory behind.
+// startDaemon builds vmctld into a temp dir and starts it (startDaemonWith).
 func startDaemon(t *testing.T) *daemon {
 	t.Helper()
 	e := e2e(t) // checks the artifacts, root and QEMU; busybox.tar is built
@@ -34,6 +32,15 @@ func startDaemon(t *testing.T) *daemon {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build vmctld: %v\n%s", err, out)
 	}
+	return startDaemonWith(t, bin)
+}
+
+// startDaemonWith starts the vmctld binary bin on its own socket, data root
+// (with busybox loaded) and short exec root. Cleanup stops it with SIGTERM
+// and checks that it left no VMM process, socket or container directory.
+func startDaemonWith(t *testing.T, bin string) *daemon {
+	t.Helper()
+	e := e2e(t)
 	dataRoot, err := os.MkdirTemp("", "vmctld-data-")
 	must(t, err)
 	execRoot, err := os.MkdirTemp("", "vd")
@@ -41,6 +48,8 @@ func startDaemon(t *testing.T) *daemon {
 	d := &daemon{root: e.root, dataRoot: dataRoot, execRoot: execRoot, sock: filepath.Join(execRoot, "api.sock"), stderr: &bytes.Buffer{}}
 	load := exec.Command(e.vmctl, "--data-root", dataRoot, "--exec-root", execRoot, "load", "-i", filepath.Join(e.root, "build/busybox.tar"))
 	if out, err := load.CombinedOutput(); err != nil {
+		os.RemoveAll(dataRoot)
+		os.RemoveAll(execRoot)
 		t.Fatalf("load busybox: %v\n%s", err, out)
 	}
 	d.cmd = exec.Command(bin, "--data-root", dataRoot, "--exec-root", execRoot, "-H", "unix://"+d.sock,

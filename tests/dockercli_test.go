@@ -1,8 +1,8 @@
 package tests
 
 import (
-	"bytes"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -18,22 +18,11 @@ func (d *daemon) docker(t *testing.T, stdin string, args ...string) result {
 	c := exec.CommandContext(ctx, "docker", args...)
 	// A private config dir: no credentials or contexts of this machine.
 	c.Env = append(os.Environ(), "DOCKER_HOST=unix://"+d.sock, "DOCKER_CONFIG="+t.TempDir(), "DOCKER_CONTEXT=")
-	var out, errb bytes.Buffer
-	c.Stdout, c.Stderr = &out, &errb
+	var in io.Reader
 	if stdin != "" {
-		c.Stdin = strings.NewReader(stdin)
+		in = strings.NewReader(stdin)
 	}
-	err := c.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("docker %s: %v", strings.Join(args, " "), err)
-	}
-	if ctx.Err() != nil {
-		t.Fatalf("docker %s: timed out; stderr: %s", strings.Join(args, " "), r.stderr)
-	}
-	return r
+	return capture(ctx, t, c, in)
 }
 
 func (d *daemon) mustDocker(t *testing.T, want int, stdin string, args ...string) result {

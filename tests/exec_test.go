@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,52 +15,6 @@ import (
 	"time"
 )
 
-// execDocker runs the real docker CLI against d, with stdin if given.
-func (d *daemon) execDocker(t *testing.T, stdin string, args ...string) result {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c := exec.CommandContext(ctx, "docker", args...)
-	// A private config dir: no credentials or contexts of this machine.
-	c.Env = append(os.Environ(), "DOCKER_HOST=unix://"+d.sock, "DOCKER_CONFIG="+t.TempDir(), "DOCKER_CONTEXT=")
-	var out, errb bytes.Buffer
-	c.Stdout, c.Stderr = &out, &errb
-	if stdin != "" {
-		c.Stdin = strings.NewReader(stdin)
-	}
-	err := c.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("docker %s: %v", strings.Join(args, " "), err)
-	}
-	if ctx.Err() != nil {
-		t.Fatalf("docker %s: timed out; stderr: %s", strings.Join(args, " "), r.stderr)
-	}
-	return r
-}
-
-func (d *daemon) mustExecDocker(t *testing.T, want int, stdin string, args ...string) result {
-	t.Helper()
-	r := d.execDocker(t, stdin, args...)
-	if r.code != want {
-		t.Fatalf("docker %s: exit %d, want %d\nstdout: %s\nstderr: %s\ndaemon: %s", strings.Join(args, " "), r.code, want, r.stdout, r.stderr, d.stderr)
-	}
-	return r
-}
-
-func waitUntil(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-}
-
 // docker exec runs extra processes inside a running container's VM, in
 // the container's namespaces, through vmctld.
 func TestDockerExec(t *testing.T) {
@@ -71,41 +24,41 @@ func TestDockerExec(t *testing.T) {
 	d := startDaemon(t)
 	// The trailing echo keeps sh as pid 1: busybox sh execs a last simple
 	// command in place of itself.
-	d.mustExecDocker(t, 0, "", "run", "-d", "--name", "x", "busybox", "sh", "-c", "echo hello > /f; sleep 300; echo done")
-	t.Cleanup(func() { d.execDocker(t, "", "rm", "-f", "x") })
-	waitUntil(t, func() bool { return d.execDocker(t, "", "exec", "x", "cat", "/f").stdout == "hello\n" }, "docker exec x cat /f to print hello")
+	d.mustDocker(t, 0, "", "run", "-d", "--name", "x", "busybox", "sh", "-c", "echo hello > /f; sleep 300; echo done")
+	t.Cleanup(func() { d.docker(t, "", "rm", "-f", "x") })
+	waitFor(t, func() bool { return d.docker(t, "", "exec", "x", "cat", "/f").stdout == "hello\n" }, "docker exec x cat /f to print hello")
 
 	t.Run("exit code", func(t *testing.T) {
-		d.mustExecDocker(t, 5, "", "exec", "x", "sh", "-c", "exit 5")
+		d.mustDocker(t, 5, "", "exec", "x", "sh", "-c", "exit 5")
 	})
 	t.Run("stdout and stderr", func(t *testing.T) {
-		r := d.mustExecDocker(t, 0, "", "exec", "x", "sh", "-c", "echo out; echo err >&2")
+		r := d.mustDocker(t, 0, "", "exec", "x", "sh", "-c", "echo out; echo err >&2")
 		if r.stdout != "out\n" || r.stderr != "err\n" {
 			t.Errorf("stdout %q stderr %q, want out and err on their own streams", r.stdout, r.stderr)
 		}
 	})
 	t.Run("stdin", func(t *testing.T) {
-		r := d.mustExecDocker(t, 0, "hi\n", "exec", "-i", "x", "cat")
+		r := d.mustDocker(t, 0, "hi\n", "exec", "-i", "x", "cat")
 		if r.stdout != "hi\n" {
 			t.Errorf("stdout = %q, want \"hi\\n\"", r.stdout)
 		}
 	})
 	t.Run("no stdin", func(t *testing.T) {
 		// Without -i the process reads EOF at once rather than hanging.
-		r := d.mustExecDocker(t, 0, "", "exec", "x", "cat")
+		r := d.mustDocker(t, 0, "", "exec", "x", "cat")
 		if r.stdout != "" {
 			t.Errorf("stdout = %q, want nothing", r.stdout)
 		}
 	})
 	t.Run("hostname", func(t *testing.T) {
-		want := strings.TrimSpace(d.mustExecDocker(t, 0, "", "inspect", "-f", "{{.Config.Hostname}}", "x").stdout)
-		got := strings.TrimSpace(d.mustExecDocker(t, 0, "", "exec", "x", "hostname").stdout)
+		want := strings.TrimSpace(d.mustDocker(t, 0, "", "inspect", "-f", "{{.Config.Hostname}}", "x").stdout)
+		got := strings.TrimSpace(d.mustDocker(t, 0, "", "exec", "x", "hostname").stdout)
 		if got == "" || got != want {
 			t.Errorf("hostname in exec = %q, want the container's %q", got, want)
 		}
 	})
 	t.Run("pid namespace", func(t *testing.T) {
-		r := d.mustExecDocker(t, 0, "", "exec", "x", "ps", "-o", "pid,comm")
+		r := d.mustDocker(t, 0, "", "exec", "x", "ps", "-o", "pid,comm")
 		var pid1 string
 		for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n")[1:] {
 			f := strings.Fields(line)
@@ -128,14 +81,14 @@ func TestDockerExec(t *testing.T) {
 		}
 	})
 	t.Run("env user workdir", func(t *testing.T) {
-		r := d.mustExecDocker(t, 0, "", "exec", "-e", "FOO=bar", "-w", "/tmp", "-u", "1000:1000", "x", "sh", "-c", `echo "$FOO $(pwd) $(id -u):$(id -g) $PATH"`)
+		r := d.mustDocker(t, 0, "", "exec", "-e", "FOO=bar", "-w", "/tmp", "-u", "1000:1000", "x", "sh", "-c", `echo "$FOO $(pwd) $(id -u):$(id -g) $PATH"`)
 		want := "bar /tmp 1000:1000 /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
 		if r.stdout != want {
 			t.Errorf("stdout = %q, want %q", r.stdout, want)
 		}
 	})
 	t.Run("tty", func(t *testing.T) {
-		r := d.mustExecDocker(t, 0, "", "exec", "-t", "x", "sh", "-c", `tty; echo "$TERM"`)
+		r := d.mustDocker(t, 0, "", "exec", "-t", "x", "sh", "-c", `tty; echo "$TERM"`)
 		if !strings.Contains(r.stdout, "/dev/pts/") || !strings.Contains(r.stdout, "xterm") {
 			t.Errorf("stdout = %q, want a pty name and TERM=xterm", r.stdout)
 		}
@@ -180,7 +133,7 @@ func TestDockerExec(t *testing.T) {
 		if code, body := call("POST", "/exec/"+created.Id+"/start", `{"Detach":true}`); code != 200 {
 			t.Errorf("detached start = %d %q, want 200", code, body)
 		}
-		waitUntil(t, func() bool {
+		waitFor(t, func() bool {
 			_, body := call("GET", "/exec/"+created.Id+"/json", "")
 			return strings.Contains(body, `"ExitCode":7`) && strings.Contains(body, `"Running":false`)
 		}, "the detached exec's exit code 7 in inspect")
@@ -211,7 +164,7 @@ func TestDockerExec(t *testing.T) {
 		outs := make(chan string, n)
 		for i := 0; i < n; i++ {
 			go func() {
-				r := d.execDocker(t, "", "exec", "x", "sh", "-c", "echo $0; sleep 0.3; echo $0", strconv.Itoa(i))
+				r := d.docker(t, "", "exec", "x", "sh", "-c", "echo $0; sleep 0.3; echo $0", strconv.Itoa(i))
 				outs <- fmt.Sprintf("%d %q", r.code, r.stdout)
 			}()
 		}
@@ -238,32 +191,32 @@ func TestDockerExec(t *testing.T) {
 		}
 		c.Process.Kill()
 		c.Wait()
-		waitUntil(t, func() bool {
-			return !strings.Contains(d.mustExecDocker(t, 0, "", "exec", "x", "ps", "-o", "args").stdout, "tick")
+		waitFor(t, func() bool {
+			return !strings.Contains(d.mustDocker(t, 0, "", "exec", "x", "ps", "-o", "args").stdout, "tick")
 		}, "the exec of a killed client to end")
 	})
 	t.Run("detach", func(t *testing.T) {
-		d.mustExecDocker(t, 0, "", "exec", "-d", "x", "sh", "-c", "echo bg > /g")
-		waitUntil(t, func() bool { return d.execDocker(t, "", "exec", "x", "cat", "/g").stdout == "bg\n" }, "the detached exec to write /g")
+		d.mustDocker(t, 0, "", "exec", "-d", "x", "sh", "-c", "echo bg > /g")
+		waitFor(t, func() bool { return d.docker(t, "", "exec", "x", "cat", "/g").stdout == "bg\n" }, "the detached exec to write /g")
 	})
 	t.Run("not found", func(t *testing.T) {
-		r := d.execDocker(t, "", "exec", "x", "nosuch")
+		r := d.docker(t, "", "exec", "x", "nosuch")
 		if r.code != 127 {
 			t.Errorf("exit %d, want 127; stderr %q", r.code, r.stderr)
 		}
 		oneLine(t, r, "nosuch")
 	})
 	t.Run("not executable", func(t *testing.T) {
-		r := d.execDocker(t, "", "exec", "x", "/f")
+		r := d.docker(t, "", "exec", "x", "/f")
 		if r.code != 126 {
 			t.Errorf("exit %d, want 126; stderr %q", r.code, r.stderr)
 		}
 		oneLine(t, r, "/f")
 	})
 	t.Run("stopped container", func(t *testing.T) {
-		d.mustExecDocker(t, 0, "", "run", "--name", "y", "busybox", "true")
-		defer d.execDocker(t, "", "rm", "-f", "y")
-		r := d.execDocker(t, "", "exec", "y", "true")
+		d.mustDocker(t, 0, "", "run", "--name", "y", "busybox", "true")
+		defer d.docker(t, "", "rm", "-f", "y")
+		r := d.docker(t, "", "exec", "y", "true")
 		if r.code == 0 {
 			t.Errorf("docker exec into a stopped container succeeded")
 		}
@@ -272,11 +225,11 @@ func TestDockerExec(t *testing.T) {
 
 	// rm -f ends an attached exec with its container.
 	attached := make(chan result, 1)
-	go func() { attached <- d.execDocker(t, "", "exec", "x", "sleep", "301") }()
-	waitUntil(t, func() bool {
-		return strings.Contains(d.mustExecDocker(t, 0, "", "exec", "x", "ps", "-o", "args").stdout, "sleep 301")
+	go func() { attached <- d.docker(t, "", "exec", "x", "sleep", "301") }()
+	waitFor(t, func() bool {
+		return strings.Contains(d.mustDocker(t, 0, "", "exec", "x", "ps", "-o", "args").stdout, "sleep 301")
 	}, "the attached exec to run")
-	d.mustExecDocker(t, 0, "", "rm", "-f", "x")
+	d.mustDocker(t, 0, "", "rm", "-f", "x")
 	select {
 	case r := <-attached:
 		if r.code == 0 {
@@ -285,7 +238,7 @@ func TestDockerExec(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Errorf("docker exec still attached 30 s after rm -f of its container")
 	}
-	if r := d.mustExecDocker(t, 0, "", "ps", "-a", "-q"); r.stdout != "" {
+	if r := d.mustDocker(t, 0, "", "ps", "-a", "-q"); r.stdout != "" {
 		t.Errorf("docker ps -a -q = %q after rm -f, want nothing", r.stdout)
 	}
 	// The daemon's cleanup checks that no VMM, socket or container

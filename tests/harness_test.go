@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,20 +108,33 @@ func (e *env) runWith(t *testing.T, stdin []byte, extraEnv []string, args ...str
 	defer cancel()
 	c := e.cmd(ctx, args...)
 	c.Env = append(c.Env, extraEnv...)
+	var in io.Reader
+	if stdin != nil {
+		in = bytes.NewReader(stdin)
+	}
+	return capture(ctx, t, c, in)
+}
+
+// capture runs c (made with ctx) with stdin if not nil, and returns what it
+// printed and its exit status. It fails the test if c cannot run or ctx
+// ended first.
+func capture(ctx context.Context, t *testing.T, c *exec.Cmd, stdin io.Reader) result {
+	t.Helper()
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb
 	if stdin != nil {
-		c.Stdin = bytes.NewReader(stdin)
+		c.Stdin = stdin
 	}
 	err := c.Run()
 	r := result{stdout: out.String(), stderr: errb.String()}
+	name := filepath.Base(c.Path) + " " + strings.Join(c.Args[1:], " ")
 	if ee, ok := err.(*exec.ExitError); ok {
 		r.code = ee.ExitCode()
 	} else if err != nil {
-		t.Fatalf("vmctl %s: %v", strings.Join(args, " "), err)
+		t.Fatalf("%s: %v", name, err)
 	}
 	if ctx.Err() != nil {
-		t.Fatalf("vmctl %s: timed out; stderr: %s", strings.Join(args, " "), r.stderr)
+		t.Fatalf("%s: timed out; stderr: %s", name, r.stderr)
 	}
 	return r
 }
