@@ -20,6 +20,40 @@ type daemon struct {
 	root, dataRoot, execRoot, sock string
 	cmd                            *exec.Cmd
 	stderr                         *bytes.Buffer
+	bin                            string
+}
+
+// launch starts the vmctld binary bin on d's roots and socket and waits
+// until it listens.
+func (d *daemon) launch(t *testing.T, bin string) {
+	t.Helper()
+	d.bin = bin
+	d.stderr = &bytes.Buffer{}
+	d.cmd = exec.Command(bin, "--data-root", d.dataRoot, "--exec-root", d.execRoot, "-H", "unix://"+d.sock,
+		"--kernel", filepath.Join(d.root, "bin/guest/vmlinuz"), "--initrd", filepath.Join(d.root, "bin/guest/initramfs.img"))
+	d.cmd.Stderr = d.stderr
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	must(t, d.cmd.Start())
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if c, err := net.Dial("unix", d.sock); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vmctld did not listen on %s: %s", d.sock, d.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// crash kills vmctld with SIGKILL, as a crash would; its VMs run in
+// sessions of their own and survive. d.launch(t, d.bin) restarts it on the
+// same roots.
+func (d *daemon) crash(t *testing.T) {
+	t.Helper()
+	must(t, d.cmd.Process.Kill())
+	d.cmd.Wait() // the status is SIGKILL by construction
 }
 
 // startDaemon builds vmctld into a temp dir and starts it (startDaemonWith).
@@ -52,23 +86,8 @@ func startDaemonWith(t *testing.T, bin string) *daemon {
 		os.RemoveAll(execRoot)
 		t.Fatalf("load busybox: %v\n%s", err, out)
 	}
-	d.cmd = exec.Command(bin, "--data-root", dataRoot, "--exec-root", execRoot, "-H", "unix://"+d.sock,
-		"--kernel", filepath.Join(e.root, "bin/guest/vmlinuz"), "--initrd", filepath.Join(e.root, "bin/guest/initramfs.img"))
-	d.cmd.Stderr = d.stderr
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	must(t, d.cmd.Start())
 	t.Cleanup(func() { d.stop(t) })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.Dial("unix", d.sock); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("vmctld did not listen on %s: %s", d.sock, d.stderr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	d.launch(t, bin)
 	return d
 }
 

@@ -77,6 +77,16 @@ func run() error {
 		closeAll()
 		return err
 	}
+	// Containers left running by an earlier vmctld are taken over before
+	// the API answers, so no client sees them as exited meanwhile.
+	adopted, err := eng.Containers.Readopt(context.Background())
+	if err != nil {
+		closeAll()
+		return err
+	}
+	if len(adopted) > 0 {
+		log.Printf("vmctld: re-adopted %d running container(s)", len(adopted))
+	}
 	api := server.New(eng)
 	srv := &http.Server{Handler: api, ReadHeaderTimeout: 30 * time.Second}
 
@@ -103,8 +113,8 @@ func run() error {
 		return err
 	}
 	// Graceful: stop accepting, let plain requests finish, end streams.
-	// Running VMs are left alone (DetachVMs); re-adopting them on the next
-	// start is not implemented yet, so they are reported as exited then.
+	// Running VMs are left alone (DetachVMs): the next vmctld on the same
+	// roots re-adopts them (Containers.Readopt).
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	api.Close()

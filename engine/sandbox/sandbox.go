@@ -91,3 +91,15 @@ type Driver interface {
 	// Start boots a VM. On error nothing is left behind.
 	Start(ctx context.Context, cfg Config) (Sandbox, error)
 }
+
+// Reattacher is implemented by drivers whose VMs can outlive the engine
+// process and be adopted by a later one (a daemon restarted after a crash).
+type Reattacher interface {
+	// Reattach adopts the running VM whose VMM process is pid and whose
+	// state is in cfg.StateDir (cfg.ID and cfg.ConsoleLog as at Start; the
+	// rest of cfg is ignored). It fails, leaving the VM alone, if pid is not
+	// that VM's VMM. The returned Sandbox behaves like one from Start: its
+	// DialAgent returns the re-established agent channel, and Destroy
+	// removes StateDir.
+	Reattach(ctx context.Context, cfg Config, pid int) (Sandbox, error)
+}

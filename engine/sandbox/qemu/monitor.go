@@ -11,9 +11,11 @@ import (
 )
 
 // connectMonitor connects QMP, performs the capabilities handshake and
-// subscribes to events. QEMU is still paused (-S), so no guest event can
-// precede the subscription.
-func (v *vm) connectMonitor(ctx context.Context) error {
+// subscribes to events. At Start QEMU is still paused (-S), so no guest
+// event can precede the subscription. When ctx ends first, QEMU is killed
+// if killOnCancel is set (Start: the half-started VM goes), else left
+// running (Reattach: a busy monitor must not cost the guest its life).
+func (v *vm) connectMonitor(ctx context.Context, killOnCancel bool) error {
 	ch := make(chan monitorConn, 1)
 	go func() {
 		// The socket is already listening (QEMU inherited it), so the dial
@@ -47,7 +49,9 @@ func (v *vm) connectMonitor(ctx context.Context) error {
 	case r = <-ch:
 	case <-ctx.Done():
 		// Killing QEMU resets the connection, which ends the goroutine.
-		v.kill()
+		if killOnCancel {
+			v.kill()
+		}
 		go discardMonitor(ch)
 		return ctx.Err()
 	case <-v.exited:

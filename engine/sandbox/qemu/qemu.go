@@ -17,8 +17,9 @@
 // engine does not reach it, and dies with the engine (Pdeathsig) unless
 // Options.Detach asks for VMs that outlive it.
 //
-// The package does not know what runs in the guest, does not speak the agent
-// protocol, and does not reattach to VMs started by an earlier process.
+// Reattach adopts a VM started by an earlier engine process (see
+// reattach.go). The package does not know what runs in the guest and does
+// not speak the agent protocol.
 //
 // Boot tuning, measured under TCG on the 2-core development machines with
 // the project kernel (boot to the first byte echoed by the guest's PID 1,
@@ -40,6 +41,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/vmctl/vmctl/engine/sandbox"
@@ -198,9 +200,16 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 		return nil, fmt.Errorf("start %s: %w", d.binary, err)
 	}
 	v.cmd = cmd
+	v.pid = cmd.Process.Pid
+	v.killProc = cmd.Process.Kill
+	v.waitProc = func() syscall.WaitStatus {
+		_ = cmd.Wait() // the status is read from ProcessState
+		status, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		return status
+	}
 	go v.reap()
 
-	if err := v.connectMonitor(ctx); err != nil {
+	if err := v.connectMonitor(ctx, true); err != nil {
 		return nil, v.startError("connect to QMP", err)
 	}
 	// Paused --cont--> Running. Events are subscribed, so none is lost.

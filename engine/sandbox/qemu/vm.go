@@ -26,11 +26,18 @@ type vm struct {
 	qmpPath, agentPath, logPath, pidPath string
 
 	// Set during Start only, then read-only.
-	createdDir bool     // StateDir did not exist before Start
-	created    []string // files to remove on Destroy
-	cmd        *exec.Cmd
-	agentLn    *net.UnixListener
-	agentConns chan net.Conn // the accepted agent connection (capacity 1)
+	createdDir bool      // StateDir did not exist before Start
+	created    []string  // files to remove on Destroy
+	cmd        *exec.Cmd // nil for a VM adopted by Reattach
+	pid        int
+	// waitProc blocks until QEMU has ended and returns its wait status (a
+	// zero status when QEMU is not our child); killProc sends SIGKILL.
+	waitProc func() syscall.WaitStatus
+	killProc func() error
+	// releaseProc, if set, frees the process handle after Destroy.
+	releaseProc func()
+	agentLn     *net.UnixListener
+	agentConns  chan net.Conn // the accepted agent connection (capacity 1)
 
 	exited chan struct{} // closed when QEMU has been reaped
 	done   chan struct{} // closed when the exit is classified and QMP closed
@@ -52,7 +59,7 @@ var _ sandbox.Sandbox = (*vm)(nil)
 
 func (v *vm) ID() string { return v.id }
 
-func (v *vm) Pid() int { return v.cmd.Process.Pid }
+func (v *vm) Pid() int { return v.pid }
 
 // DialAgent returns the agent connection: the byte stream of the
 // virtio-serial port. There is one such stream per VM, so only the first
@@ -155,6 +162,9 @@ func (v *vm) Destroy() error {
 		v.kill()
 		<-v.done
 		v.destroyErr = v.cleanup()
+		if v.releaseProc != nil {
+			v.releaseProc()
+		}
 	})
 	return v.destroyErr
 }
@@ -170,14 +180,13 @@ func (v *vm) kill() {
 	v.mu.Lock()
 	v.facts.killedByUs = true
 	v.mu.Unlock()
-	_ = v.cmd.Process.Kill() // fails only if QEMU was reaped meanwhile
+	_ = v.killProc() // fails only if QEMU was reaped meanwhile
 }
 
 // reap waits for QEMU, lets the event reader consume what QEMU wrote
 // before dying, then records the classified exit.
 func (v *vm) reap() {
-	_ = v.cmd.Wait() // the status is read from ProcessState below
-	status, _ := v.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	status := v.waitProc()
 	close(v.exited)
 
 	v.mu.Lock()
@@ -211,6 +220,9 @@ func (v *vm) reap() {
 
 // exitStatus describes QEMU's wait status; valid after exited is closed.
 func (v *vm) exitStatus() string {
+	if v.cmd == nil {
+		return "ended (not a child of this process: status unknown)"
+	}
 	if v.cmd.ProcessState == nil {
 		return "not exited"
 	}

@@ -1,0 +1,143 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmctl/vmctl/engine/sandbox"
+)
+
+var _ sandbox.Reattacher = (*Driver)(nil)
+
+// reattachMonitorTimeout bounds the QMP handshake with an adopted QEMU.
+const reattachMonitorTimeout = 5 * time.Second
+
+// Reattach adopts a QEMU started by an earlier engine process (with
+// Options.Detach) from its state directory and pid:
+//   - the process is held by a pidfd, so a recycled pid is never signalled,
+//     and it must be the QEMU whose agent chardev points into
+//     cfg.StateDir;
+//   - QMP: QEMU itself listens on qmp.sock (the inherited descriptor), and
+//     takes a new client once the old one is gone, so the driver connects
+//     again. If that fails the VM is still adopted: Stop and Destroy then
+//     fall back to SIGKILL, and the exit reason is less precise;
+//   - the agent channel: the earlier process's listener on agent.sock died
+//     with it; the driver listens again and QEMU's chardev (reconnect=1)
+//     connects within about a second;
+//   - the end of the VM is noticed by polling the pidfd: QEMU is not a
+//     child of this process, so its wait status is unknown.
+func (d *Driver) Reattach(ctx context.Context, cfg sandbox.Config, pid int) (_ sandbox.Sandbox, err error) {
+	if cfg.ID == "" || !filepath.IsAbs(cfg.StateDir) {
+		return nil, errors.New("reattach: the VM ID and an absolute state directory are needed")
+	}
+	if pid <= 0 {
+		return nil, fmt.Errorf("reattach VM %s: invalid pid %d", cfg.ID, pid)
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("reattach VM %s: QEMU process %d: %w", cfg.ID, pid, err)
+	}
+	v := &vm{
+		id:          cfg.ID,
+		stateDir:    cfg.StateDir,
+		consoleLog:  cfg.ConsoleLog,
+		qmpPath:     filepath.Join(cfg.StateDir, qmpSocketName),
+		agentPath:   filepath.Join(cfg.StateDir, agentSocketName),
+		logPath:     filepath.Join(cfg.StateDir, stderrLogName),
+		pidPath:     filepath.Join(cfg.StateDir, pidFileName),
+		pid:         pid,
+		exited:      make(chan struct{}),
+		done:        make(chan struct{}),
+		agentConns:  make(chan net.Conn, 1),
+		createdDir:  true,
+		releaseProc: func() { unix.Close(pidfd) },
+	}
+	v.created = []string{v.qmpPath, v.agentPath, v.logPath, v.pidPath}
+	v.killProc = func() error { return unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0) }
+	v.waitProc = func() syscall.WaitStatus {
+		waitPidfd(pidfd)
+		return 0
+	}
+	// Checked after opening the pidfd: the process it holds cannot change.
+	if err := checkOwnQEMU(pid, v.agentPath); err != nil {
+		unix.Close(pidfd)
+		return nil, fmt.Errorf("reattach VM %s: %w", cfg.ID, err)
+	}
+	go v.reap()
+	defer func() {
+		if err != nil {
+			// Leave the VM running: the caller decides whether to end it.
+			v.mu.Lock()
+			v.closed = true
+			v.mu.Unlock()
+			if v.agentLn != nil {
+				v.agentLn.Close()
+			}
+			v.closeMonitor()
+		}
+	}()
+
+	if err := removeStaleSocket(v.agentPath); err != nil {
+		return nil, fmt.Errorf("reattach VM %s: %w", cfg.ID, err)
+	}
+	if v.agentLn, err = listenUnix(v.agentPath); err != nil {
+		return nil, fmt.Errorf("reattach VM %s: %w", cfg.ID, err)
+	}
+	go v.acceptAgent()
+
+	monCtx, cancel := context.WithTimeout(ctx, reattachMonitorTimeout)
+	defer cancel()
+	if merr := v.connectMonitor(monCtx, false); merr != nil {
+		select {
+		case <-v.exited:
+			return nil, fmt.Errorf("reattach VM %s: QEMU exited", cfg.ID)
+		default:
+		}
+		// Without QMP the VM is still usable through its agent and can be
+		// ended by signal; the caller sees no difference.
+		fmt.Fprintf(os.Stderr, "vmctl: VM %s: QMP not reconnected (%v): it will be stopped by signal\n", cfg.ID, merr)
+	}
+	return v, nil
+}
+
+// checkOwnQEMU makes sure pid runs the QEMU whose agent socket is agentPath
+// (its command line names it), so that a recycled pid or another program is
+// never adopted.
+func checkOwnQEMU(pid int, agentPath string) error {
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return fmt.Errorf("process %d: %w", pid, err)
+	}
+	want := []byte("path=" + escape(agentPath) + ",")
+	for _, arg := range bytes.Split(cmdline, []byte{0}) {
+		if bytes.Contains(arg, want) {
+			return nil
+		}
+	}
+	return fmt.Errorf("process %d is not the QEMU of this VM (no agent socket %s on its command line)", pid, agentPath)
+}
+
+// waitPidfd blocks until the process behind pidfd has ended (a pidfd
+// becomes readable then, whether or not its parent has reaped it yet).
+func waitPidfd(pidfd int) {
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, -1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || n > 0 {
+			return
+		}
+	}
+}
