@@ -1,7 +1,10 @@
 package tests
 
 import (
+	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -12,13 +15,17 @@ import (
 // A vmctld killed with SIGKILL leaves its containers' VMs running; the next
 // vmctld on the same roots re-adopts them: ps, logs and stop work, a
 // container whose command ended meanwhile shows its real exit, and rm leaves
-// nothing behind.
+// nothing behind. A container whose VM died while no daemon ran is marked
+// exited with the reason, and its runtime state is removed.
 func TestDaemonRestartReadopts(t *testing.T) {
 	if _, err := exec.LookPath("docker"); err != nil {
 		t.Fatalf("the docker CLI is not installed: `make deps` installs it")
 	}
 	d := startDaemon(t)
 
+	d.mustDocker(t, 0, "", "run", "-d", "--name", "doomed", "busybox", "sleep", "1000")
+	doomedPid := vmmPid(t, d, "doomed")
+	doomedID := strings.TrimSpace(d.mustDocker(t, 0, "", "inspect", "-f", "{{.Id}}", "doomed").stdout)
 	d.mustDocker(t, 0, "", "run", "-d", "--name", "short", "busybox", "sh", "-c", "sleep 8; exit 3")
 	shortStarted := time.Now()
 	d.mustDocker(t, 0, "", "run", "-d", "--name", "ticker", "busybox",
@@ -26,17 +33,15 @@ func TestDaemonRestartReadopts(t *testing.T) {
 	waitFor(t, func() bool {
 		return strings.Contains(d.docker(t, "", "logs", "ticker").stdout, "tick 2\n")
 	}, "three lines from the ticker before the crash")
-	pidOut := d.mustDocker(t, 0, "", "inspect", "-f", "{{.State.Pid}}", "ticker").stdout
-	vmmPid, err := strconv.Atoi(strings.TrimSpace(pidOut))
-	if err != nil || vmmPid <= 0 {
-		t.Fatalf("docker inspect ticker: VMM pid %q", pidOut)
-	}
+	vmmPid := vmmPid(t, d, "ticker")
 	before := lastTick(d.docker(t, "", "logs", "ticker").stdout)
 
 	d.crash(t)
 	if err := syscall.Kill(vmmPid, 0); err != nil {
 		t.Fatalf("the VMM (pid %d) did not survive the daemon's SIGKILL: %v", vmmPid, err)
 	}
+	// One VM dies while no daemon watches it.
+	must(t, syscall.Kill(doomedPid, syscall.SIGKILL))
 	// Keep the daemon down until the short container's command has ended.
 	time.Sleep(time.Until(shortStarted.Add(11 * time.Second)))
 	if err := syscall.Kill(vmmPid, 0); err != nil {
@@ -55,6 +60,16 @@ func TestDaemonRestartReadopts(t *testing.T) {
 	waitFor(t, func() bool {
 		return lastTick(d.docker(t, "", "logs", "ticker").stdout) >= before+3
 	}, "new ticker lines after the restart")
+	doomed := strings.TrimSpace(d.mustDocker(t, 0, "", "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} {{.State.Error}}", "doomed").stdout)
+	if !strings.HasPrefix(doomed, "exited 255 the VM ended while no daemon was running") {
+		t.Errorf("doomed container after restart: %q, want exited 255 with the reason", doomed)
+	}
+	if _, err := os.Stat(filepath.Join(d.execRoot, doomedID[:12])); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the dead VM's exec-root entry is still there (stat: %v)", err)
+	}
+	if out := d.mustDocker(t, 0, "", "exec", "ticker", "echo", "exec-ok").stdout; out != "exec-ok\n" {
+		t.Errorf("docker exec in the re-adopted container = %q, want exec-ok", out)
+	}
 	logs := d.mustDocker(t, 0, "", "logs", "ticker").stdout
 	if !strings.HasPrefix(logs, "tick 0\n") {
 		t.Errorf("docker logs ticker after restart lost the lines from before the crash: %q", logs)
@@ -66,9 +81,20 @@ func TestDaemonRestartReadopts(t *testing.T) {
 		t.Errorf("ticker after docker stop: %q, want exited 137 or 143", st)
 	}
 	waitFor(t, func() bool { return syscall.Kill(vmmPid, 0) != nil }, "the adopted VMM to end after docker stop")
-	d.mustDocker(t, 0, "", "rm", "ticker", "short")
+	d.mustDocker(t, 0, "", "rm", "ticker", "short", "doomed")
 	// d's cleanup checks that no VMM process, exec-root entry or container
 	// directory is left.
+}
+
+// vmmPid is the VMM process of a running container (State.Pid).
+func vmmPid(t *testing.T, d *daemon, name string) int {
+	t.Helper()
+	out := d.mustDocker(t, 0, "", "inspect", "-f", "{{.State.Pid}}", name).stdout
+	pid, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil || pid <= 0 {
+		t.Fatalf("docker inspect %s: VMM pid %q", name, out)
+	}
+	return pid
 }
 
 // lastTick returns the number of the last "tick N" line, or -1.

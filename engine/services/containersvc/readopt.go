@@ -118,6 +118,18 @@ func (s *Service) markLost(c *containers.Container, why string) {
 	c.State.Error = why
 	c.State.FinishedAt = time.Now().UTC()
 	c.State.VMMPid, c.State.OwnerPid = 0, 0
-	s.cfg.Store.Update(c)
+	// Recorded for waiters, as a run's exit is (see task.run).
+	s.mu.Lock()
+	s.exitRecord(c.ID).record(ExitStatus{Code: c.State.ExitCode, Error: why})
+	s.mu.Unlock()
+	if c.Config.AutoRemove {
+		// --rm: the run is over, so the container goes, as after any exit.
+		s.cfg.Store.Delete(c.ID)
+		s.mu.Lock()
+		s.forgetLocked(c.ID)
+		s.mu.Unlock()
+	} else {
+		s.cfg.Store.Update(c)
+	}
 	s.notify()
 }

@@ -1,0 +1,138 @@
+package containersvc
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vmctl/vmctl/engine/containers"
+	"github.com/vmctl/vmctl/engine/sandbox"
+)
+
+// plainDriver cannot reattach.
+type plainDriver struct{}
+
+func (plainDriver) Name() string { return "plain" }
+func (plainDriver) Start(context.Context, sandbox.Config) (sandbox.Sandbox, error) {
+	return nil, errors.New("not used")
+}
+
+// refusingDriver can reattach but refuses every VM, as for a recycled pid.
+type refusingDriver struct {
+	plainDriver
+	calls *int
+}
+
+func (d refusingDriver) Reattach(ctx context.Context, cfg sandbox.Config, pid int) (sandbox.Sandbox, error) {
+	*d.calls++
+	return nil, errors.New("process is not the QEMU of this VM")
+}
+
+// The decisions Readopt takes without a VM: which records it leaves alone,
+// and how it records the ones it cannot adopt.
+func TestReadoptDecisions(t *testing.T) {
+	alive := os.Getppid() // a process that outlives the test
+	tests := []struct {
+		name       string
+		state      containers.State
+		autoRemove bool
+		driver     sandbox.Driver
+		wantStatus containers.Status // "" means the record is gone
+		wantError  string
+		wantCalls  int
+	}{
+		{
+			name:       "VM gone while no daemon ran",
+			state:      containers.State{Status: containers.StatusRunning, VMMPid: 0, OwnerPid: 0, Driver: "qemu"},
+			wantStatus: containers.StatusExited, wantError: "the VM ended while no daemon was running",
+		},
+		{
+			name:  "VM gone, --rm container is removed",
+			state: containers.State{Status: containers.StatusRunning, Driver: "qemu"}, autoRemove: true,
+		},
+		{
+			name:       "owner still alive: not ours to adopt",
+			state:      containers.State{Status: containers.StatusRunning, VMMPid: alive, OwnerPid: alive, Driver: "qemu"},
+			wantStatus: containers.StatusRunning,
+		},
+		{
+			name:       "exited record untouched",
+			state:      containers.State{Status: containers.StatusExited, ExitCode: 7},
+			wantStatus: containers.StatusExited,
+		},
+		{
+			name:   "driver cannot reattach",
+			state:  containers.State{Status: containers.StatusRunning, VMMPid: alive, Driver: "plain"},
+			driver: plainDriver{}, wantStatus: containers.StatusExited, wantError: "cannot reattach to a running VM",
+		},
+		{
+			name:   "driver refuses the process",
+			state:  containers.State{Status: containers.StatusRunning, VMMPid: alive, Driver: "qemu"},
+			driver: refusingDriver{}, wantStatus: containers.StatusExited, wantError: "not the QEMU of this VM", wantCalls: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			store, err := containers.OpenStore(filepath.Join(dir, "containers"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			execRoot := filepath.Join(dir, "run")
+			c := &containers.Container{ID: containers.NewID(), Name: "box", State: tt.state,
+				Config: containers.Config{AutoRemove: tt.autoRemove}}
+			if err := store.Create(c); err != nil {
+				t.Fatal(err)
+			}
+			stateDir := filepath.Join(execRoot, c.ShortID())
+			if err := os.MkdirAll(stateDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			calls := 0
+			drv := tt.driver
+			if r, ok := drv.(refusingDriver); ok {
+				r.calls = &calls
+				drv = r
+			}
+			if drv == nil {
+				drv = plainDriver{}
+			}
+			s := New(Config{Store: store, ExecRoot: execRoot, ChooseDriver: func(string) (DriverChoice, error) {
+				return DriverChoice{Driver: drv}, nil
+			}})
+			adopted, err := s.Readopt(context.Background())
+			if err != nil || len(adopted) != 0 {
+				t.Fatalf("Readopt() = %v, %v; want nothing adopted, no error", adopted, err)
+			}
+			got, err := store.Get(c.ID)
+			if tt.wantStatus == "" {
+				if !errdefs.IsNotFound(err) {
+					t.Fatalf("record after Readopt: %+v, %v; want it removed", got, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.State.Status != tt.wantStatus || !strings.Contains(got.State.Error, tt.wantError) {
+				t.Errorf("state after Readopt = %s %q, want %s %q", got.State.Status, got.State.Error, tt.wantStatus, tt.wantError)
+			}
+			if tt.wantError != "" && (got.State.ExitCode != 255 || got.State.VMMPid != 0 || got.State.FinishedAt.IsZero()) {
+				t.Errorf("lost run recorded as %+v, want exit 255, no VMM pid, a finish time", got.State)
+			}
+			if calls != tt.wantCalls {
+				t.Errorf("Reattach called %d times, want %d", calls, tt.wantCalls)
+			}
+			if tt.state.Status == containers.StatusRunning && tt.state.VMMPid == 0 {
+				if _, err := os.Stat(stateDir); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("runtime state of the dead VM left in the exec root (stat: %v)", err)
+				}
+			}
+		})
+	}
+}
