@@ -22,6 +22,15 @@ func TestDaemonRestartReadopts(t *testing.T) {
 		t.Fatalf("the docker CLI is not installed: `make deps` installs it")
 	}
 	d := startDaemon(t)
+	// On failure, containers may outlive a crashed daemon: remove them (or
+	// kill their VMMs) before the daemon's own cleanup checks for leftovers.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		d.docker(t, "", "rm", "-f", "ticker", "short", "doomed")
+		killVMMsUnder(d.execRoot)
+	})
 
 	d.mustDocker(t, 0, "", "run", "-d", "--name", "doomed", "busybox", "sleep", "1000")
 	doomedPid := vmmPid(t, d, "doomed")
@@ -84,6 +93,25 @@ func TestDaemonRestartReadopts(t *testing.T) {
 	d.mustDocker(t, 0, "", "rm", "ticker", "short", "doomed")
 	// d's cleanup checks that no VMM process, exec-root entry or container
 	// directory is left.
+}
+
+// killVMMsUnder kills the VMM processes whose command line names dir (the
+// VMs of one exec root), for cleanup after a failure; the daemon, whose
+// command line names dir too, is left to its own cleanup.
+func killVMMsUnder(dir string) {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !strings.Contains(string(b), dir+"/") {
+			continue
+		}
+		if prog := filepath.Base(strings.SplitN(string(b), "\x00", 2)[0]); !strings.HasPrefix(prog, "qemu-system") && prog != "vmctl-vmm" {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 // vmmPid is the VMM process of a running container (State.Pid).
