@@ -84,7 +84,34 @@ func TestDaemonRestartReadopts(t *testing.T) {
 		t.Errorf("docker logs ticker after restart lost the lines from before the crash: %q", logs)
 	}
 
+	// A client attached to the re-adopted container gets its new output
+	// and ends when it stops.
+	attachOut := filepath.Join(t.TempDir(), "attach.out")
+	outFile, err := os.Create(attachOut)
+	must(t, err)
+	defer outFile.Close()
+	attach := exec.Command("docker", "attach", "--no-stdin", "ticker")
+	attach.Env = append(os.Environ(), "DOCKER_HOST=unix://"+d.sock, "DOCKER_CONFIG="+t.TempDir(), "DOCKER_CONTEXT=")
+	attach.Stdout, attach.Stderr = outFile, outFile
+	must(t, attach.Start())
+	attachDone := make(chan error, 1)
+	go func() { attachDone <- attach.Wait() }()
+	defer func() {
+		attach.Process.Kill()
+		<-attachDone
+	}()
+	waitFor(t, func() bool {
+		b, _ := os.ReadFile(attachOut)
+		return strings.Contains(string(b), "tick ")
+	}, "output on docker attach to the re-adopted container")
+
 	d.mustDocker(t, 0, "", "stop", "-t", "1", "ticker")
+	select {
+	case <-attachDone:
+		attachDone <- nil // for the deferred cleanup
+	case <-time.After(30 * time.Second):
+		t.Error("docker attach did not end when the re-adopted container stopped")
+	}
 	st := strings.TrimSpace(d.mustDocker(t, 0, "", "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "ticker").stdout)
 	if st != "exited 137" && st != "exited 143" {
 		t.Errorf("ticker after docker stop: %q, want exited 137 or 143", st)
