@@ -1,10 +1,12 @@
 package containersvc
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/vmctl/vmctl/engine/agent"
@@ -54,7 +56,7 @@ func (s *Service) Readopt(ctx context.Context) ([]string, error) {
 // readopt adopts one container's VM and starts its run.
 func (s *Service) readopt(ctx context.Context, c *containers.Container) error {
 	stateDir := filepath.Join(s.cfg.ExecRoot, c.ShortID())
-	if !processAlive(c.State.VMMPid) {
+	if !s.vmmAlive(c) {
 		os.RemoveAll(stateDir)
 		return fmt.Errorf("the VM ended while no daemon was running (VMM process %d is gone)", c.State.VMMPid)
 	}
@@ -108,6 +110,20 @@ func (s *Service) readopt(ctx context.Context, c *containers.Container) error {
 	s.notify()
 	go t.run()
 	return nil
+}
+
+// vmmAlive reports whether the container's recorded VMM process still runs
+// the container's VM: its command line names the VM's state directory in
+// this exec root, so a recycled pid does not count.
+func (s *Service) vmmAlive(c *containers.Container) bool {
+	if c.State.VMMPid <= 0 {
+		return false
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(c.State.VMMPid) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	return bytes.Contains(cmdline, []byte(filepath.Join(s.cfg.ExecRoot, c.ShortID())+"/"))
 }
 
 // markLost records that a container's run ended without its exit being

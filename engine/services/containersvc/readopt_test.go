@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -36,7 +37,8 @@ func (d refusingDriver) Reattach(ctx context.Context, cfg sandbox.Config, pid in
 // The decisions Readopt takes without a VM: which records it leaves alone,
 // and how it records the ones it cannot adopt.
 func TestReadoptDecisions(t *testing.T) {
-	alive := os.Getppid() // a process that outlives the test
+	alive := os.Getppid() // a process that outlives the test, not a VMM
+	const vmm = -1        // replaced by a live process naming the VM's state dir
 	tests := []struct {
 		name       string
 		state      containers.State
@@ -66,13 +68,18 @@ func TestReadoptDecisions(t *testing.T) {
 			wantStatus: containers.StatusExited,
 		},
 		{
+			name:       "recycled VMM pid counts as gone",
+			state:      containers.State{Status: containers.StatusRunning, VMMPid: alive, Driver: "qemu"},
+			wantStatus: containers.StatusExited, wantError: "the VM ended while no daemon was running",
+		},
+		{
 			name:   "driver cannot reattach",
-			state:  containers.State{Status: containers.StatusRunning, VMMPid: alive, Driver: "plain"},
+			state:  containers.State{Status: containers.StatusRunning, VMMPid: vmm, Driver: "plain"},
 			driver: plainDriver{}, wantStatus: containers.StatusExited, wantError: "cannot reattach to a running VM",
 		},
 		{
 			name:   "driver refuses the process",
-			state:  containers.State{Status: containers.StatusRunning, VMMPid: alive, Driver: "qemu"},
+			state:  containers.State{Status: containers.StatusRunning, VMMPid: vmm, Driver: "qemu"},
 			driver: refusingDriver{}, wantStatus: containers.StatusExited, wantError: "not the QEMU of this VM", wantCalls: 1,
 		},
 	}
@@ -86,11 +93,21 @@ func TestReadoptDecisions(t *testing.T) {
 			execRoot := filepath.Join(dir, "run")
 			c := &containers.Container{ID: containers.NewID(), Name: "box", State: tt.state,
 				Config: containers.Config{AutoRemove: tt.autoRemove}}
-			if err := store.Create(c); err != nil {
-				t.Fatal(err)
-			}
 			stateDir := filepath.Join(execRoot, c.ShortID())
 			if err := os.MkdirAll(stateDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if c.State.VMMPid == vmm {
+				// A stand-in VMM: its command line names the state dir, as
+				// QEMU's names its sockets there.
+				p := exec.Command("sh", "-c", "sleep 60; :", filepath.Join(stateDir, "agent.sock"))
+				if err := p.Start(); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { p.Process.Kill(); p.Wait() })
+				c.State.VMMPid = p.Process.Pid
+			}
+			if err := store.Create(c); err != nil {
 				t.Fatal(err)
 			}
 			calls := 0
@@ -128,7 +145,7 @@ func TestReadoptDecisions(t *testing.T) {
 			if calls != tt.wantCalls {
 				t.Errorf("Reattach called %d times, want %d", calls, tt.wantCalls)
 			}
-			if tt.state.Status == containers.StatusRunning && tt.state.VMMPid == 0 {
+			if tt.state.Status == containers.StatusRunning && tt.state.VMMPid != vmm && tt.state.OwnerPid != alive {
 				if _, err := os.Stat(stateDir); !errors.Is(err, os.ErrNotExist) {
 					t.Errorf("runtime state of the dead VM left in the exec root (stat: %v)", err)
 				}

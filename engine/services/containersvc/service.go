@@ -233,7 +233,7 @@ func (s *Service) ConsoleLog(id string) string {
 func (s *Service) Get(ref string) (*containers.Container, error) { return s.cfg.Store.Get(ref) }
 
 // List returns all containers, newest first. A record that says running
-// but whose VM is gone (its owner died without recording the exit) is
+// but whose owner and VM are both gone (the exit was never recorded) is
 // reported as exited.
 func (s *Service) List() ([]*containers.Container, error) {
 	all, err := s.cfg.Store.List()
@@ -253,7 +253,9 @@ func (s *Service) reconcile(c *containers.Container) {
 	s.mu.Lock()
 	_, ours := s.tasks[c.ID]
 	s.mu.Unlock()
-	if ours || processAlive(c.State.OwnerPid) {
+	// A VM that outlived its owner (a crashed daemon's, with DetachVMs)
+	// still runs the container: the next daemon re-adopts it (Readopt).
+	if ours || processAlive(c.State.OwnerPid) || s.vmmAlive(c) {
 		return
 	}
 	c.State.Status = containers.StatusExited
