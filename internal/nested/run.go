@@ -138,7 +138,12 @@ func writeImageFile(name string, cfg Config) error {
 //     build, no PCI scan); its ACPI (on by default) lets `poweroff -f` end
 //     QEMU. The legacy PIT, PIC and RTC are asked for explicitly: the cloud
 //     kernel calibrates and ticks with them.
-//   - -cpu max is what exposes SVM with nested paging under TCG.
+//   - -cpu max is what exposes SVM with nested paging under TCG. XSAVE is
+//     taken away: with it, L2 kernels intermittently saw an XSAVE size
+//     mismatch ("XSAVE consistency problem") and then triple-faulted early
+//     in boot, under our VMM and QEMU+KVM alike (TCG's emulated SVM does not
+//     keep L2's XCR0 consistent). Without it, L1's KVM offers no XSAVE to L2,
+//     which saves its FPU state with FXSAVE.
 //   - tsc_early_khz: see hostTSCkHz.
 //   - quiet keeps kernel messages from interleaving with protocol lines
 //     while warnings and errors still show.
@@ -150,7 +155,7 @@ func (cfg Config) qemuArgs(initrd string, tscKHz uint64) []string {
 	cmdline = append(cmdline, cfg.KernelArgs...)
 	return []string{
 		"-M", "microvm,pit=on,pic=on,rtc=on",
-		"-accel", "tcg", "-cpu", "max",
+		"-accel", "tcg", "-cpu", "max,-xsave",
 		"-smp", strconv.Itoa(cfg.CPUs), "-m", strconv.Itoa(cfg.MemoryMiB),
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-serial", "stdio",
