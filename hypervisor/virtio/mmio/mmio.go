@@ -325,10 +325,16 @@ func (t *Transport) writeQueueReg(offset uint64, v uint32) {
 // writeStatus implements the device status state machine (virtio 1.2,
 // 3.1.1). Preconditions: t.mu held.
 func (t *Transport) writeStatus(v uint32) {
+	// The device status field is one byte (virtio 1.x, 2.1); a driver
+	// writing more sets nothing more.
+	v &= 0xff
 	if v == 0 {
 		t.reset() // any --0--> reset
 		return
 	}
+	// DEVICE_NEEDS_RESET is the device's to set and only a reset clears it:
+	// a driver can neither set it nor drop it.
+	v = v&^virtio.StatusDeviceNeedsReset | t.status&virtio.StatusDeviceNeedsReset
 	if t.status&^v != 0 {
 		return // only a reset may clear bits
 	}

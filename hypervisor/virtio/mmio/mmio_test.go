@@ -374,3 +374,20 @@ func TestAccessWidths(t *testing.T) {
 		t.Fatalf("config write did not reach the device: % x", dev.config)
 	}
 }
+
+// The driver cannot set or clear DEVICE_NEEDS_RESET, nor bits above the
+// status byte; a write of 0 still resets.
+func TestStatusDeviceOwnedBits(t *testing.T) {
+	tr, _, _, _ := newTransport()
+	wr(tr, RegStatus, 0x303030ff)
+	if st := rd(tr, RegStatus); st&^0xff != 0 || st&virtio.StatusDeviceNeedsReset != 0 {
+		t.Fatalf("after writing 0x303030ff, status = %#x: the driver set device-owned or reserved bits", st)
+	}
+	if tr.active.Load() {
+		t.Fatalf("device active after a bogus status write")
+	}
+	wr(tr, RegStatus, 0)
+	if st := rd(tr, RegStatus); st != 0 {
+		t.Fatalf("status after reset = %#x, want 0", st)
+	}
+}
