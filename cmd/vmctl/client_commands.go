@@ -208,22 +208,9 @@ func (r *remote) startAttached(ctx context.Context, ref string) error {
 	if _, err := r.api.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
 		return startError(r, err)
 	}
-	stopSignals := remoteForwardSignals(ctx, r, id)
+	stopSignals := forwardSignals(func(sig syscall.Signal) { r.kill(ctx, id, sig) })
 	defer stopSignals()
-	var status container.WaitResponse
-	select {
-	case status = <-wait.Result:
-	case err := <-wait.Error:
-		return r.fail(err)
-	}
-	<-outputDone
-	if status.Error != nil && status.Error.Message != "" {
-		fmt.Fprintln(os.Stderr, "vmctl: "+status.Error.Message)
-	}
-	if status.StatusCode != 0 {
-		return &statusError{code: int(status.StatusCode)}
-	}
-	return nil
+	return r.waitExit(wait.Result, wait.Error, outputDone)
 }
 
 func newInspectCommand(g *globalOptions) *cobra.Command {

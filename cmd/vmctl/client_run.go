@@ -48,13 +48,12 @@ func remoteRun(ctx context.Context, g *globalOptions, o *runOptions, image strin
 		return &statusError{code: 125, err: err}
 	}
 	stdinFd, stdoutFd := int(os.Stdin.Fd()), int(os.Stdout.Fd())
-	if o.tty && o.interactive && !term.IsTerminal(stdinFd) {
-		return &statusError{code: 125, err: fmt.Errorf("the input device is not a TTY; drop -t or run from a terminal")}
+	rows, cols, err := o.terminalSize(stdinFd, stdoutFd)
+	if err != nil {
+		return err
 	}
-	if o.tty && term.IsTerminal(stdoutFd) {
-		if w, h, err := term.GetSize(stdoutFd); err == nil {
-			req.HostConfig.ConsoleSize = [2]uint{uint(h), uint(w)}
-		}
+	if rows > 0 && cols > 0 {
+		req.HostConfig.ConsoleSize = [2]uint{uint(rows), uint(cols)}
 	}
 	r, err := g.remote()
 	if err != nil {
@@ -121,15 +120,14 @@ func remoteRun(ctx context.Context, g *globalOptions, o *runOptions, image strin
 	}
 	wait := r.api.ContainerWait(ctx, id, client.ContainerWaitOptions{Condition: cond})
 
-	outputDone := make(chan error, 1)
+	outputDone := make(chan struct{})
 	go func() {
-		var err error
+		defer close(outputDone)
 		if o.tty {
-			_, err = io.Copy(os.Stdout, attach.Reader)
+			io.Copy(os.Stdout, attach.Reader)
 		} else {
-			_, err = stdcopy.StdCopy(os.Stdout, os.Stderr, attach.Reader)
+			stdcopy.StdCopy(os.Stdout, os.Stderr, attach.Reader)
 		}
-		outputDone <- err
 	}()
 	if o.interactive {
 		go func() {
@@ -151,20 +149,25 @@ func remoteRun(ctx context.Context, g *globalOptions, o *runOptions, image strin
 		}
 	}
 	if o.tty && term.IsTerminal(stdoutFd) {
-		stop := remoteForwardResize(ctx, r, id, stdoutFd)
+		stop := forwardResize(stdoutFd, func(rows, cols uint16) { r.resize(ctx, id, rows, cols) })
 		defer stop()
 	}
-	stopSignals := remoteForwardSignals(ctx, r, id)
+	stopSignals := forwardSignals(func(sig syscall.Signal) { r.kill(ctx, id, sig) })
 	defer stopSignals()
 
+	return r.waitExit(wait.Result, wait.Error, outputDone)
+}
+
+// waitExit waits for the container's exit status, then for the attach
+// stream to end (the daemon ends it after the last output, so all of it is
+// printed before returning), and turns the status into vmctl's own.
+func (r *remote) waitExit(result <-chan container.WaitResponse, errc <-chan error, outputDone <-chan struct{}) error {
 	var status container.WaitResponse
 	select {
-	case status = <-wait.Result:
-	case err := <-wait.Error:
+	case status = <-result:
+	case err := <-errc:
 		return r.fail(err)
 	}
-	// The daemon ends the attach stream after the last output; print all
-	// of it before returning.
 	<-outputDone
 	if status.Error != nil && status.Error.Message != "" {
 		fmt.Fprintln(os.Stderr, "vmctl: "+status.Error.Message)
@@ -188,53 +191,11 @@ func startError(r *remote, err error) error {
 	return &statusError{code: code, err: r.fail(err)}
 }
 
-// remoteForwardResize sends the terminal size now and on every SIGWINCH.
-func remoteForwardResize(ctx context.Context, r *remote, id string, fd int) func() {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGWINCH)
-	ch <- syscall.SIGWINCH
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-ch:
-				if w, h, err := term.GetSize(fd); err == nil {
-					r.api.ContainerResize(ctx, id, client.ContainerResizeOptions{Height: uint(h), Width: uint(w)})
-				}
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() { signal.Stop(ch); close(done) }
+// resize and kill are the daemon's side of forwardResize and forwardSignals.
+func (r *remote) resize(ctx context.Context, id string, rows, cols uint16) {
+	r.api.ContainerResize(ctx, id, client.ContainerResizeOptions{Height: uint(rows), Width: uint(cols)})
 }
 
-// remoteForwardSignals proxies the signals a user sends vmctl to the
-// container through the daemon's kill endpoint, as docker run does. The
-// container's PID 1 ignores signals it has no handler for, so a third
-// Ctrl-C kills it.
-func remoteForwardSignals(ctx context.Context, r *remote, id string) func() {
-	ch := make(chan os.Signal, 8)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
-	done := make(chan struct{})
-	go func() {
-		interrupts := 0
-		for {
-			select {
-			case s := <-ch:
-				sig := s.(syscall.Signal)
-				if sig == syscall.SIGINT {
-					interrupts++
-					if interrupts == 3 {
-						fmt.Fprintln(os.Stderr, "vmctl: third interrupt, killing the container")
-						sig = syscall.SIGKILL
-					}
-				}
-				r.api.ContainerKill(ctx, id, client.ContainerKillOptions{Signal: fmt.Sprint(int(sig))})
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() { signal.Stop(ch); close(done) }
+func (r *remote) kill(ctx context.Context, id string, sig syscall.Signal) {
+	r.api.ContainerKill(ctx, id, client.ContainerKillOptions{Signal: fmt.Sprint(int(sig))})
 }

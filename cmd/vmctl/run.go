@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 
 	units "github.com/docker/go-units"
@@ -77,7 +78,7 @@ func (o *runOptions) createOptions(image string, cmd []string) (containersvc.Cre
 		AutoRemove: o.rm,
 	}
 	for _, kv := range o.env {
-		if k, _, ok := cutEq(kv); !ok {
+		if k, _, ok := strings.Cut(kv, "="); !ok {
 			// Docker: "-e KEY" passes this process's value, if any.
 			if v, set := os.LookupEnv(k); set {
 				kv = k + "=" + v
@@ -115,13 +116,18 @@ func (o *runOptions) createOptions(image string, cmd []string) (containersvc.Cre
 	return co, nil
 }
 
-func cutEq(kv string) (string, string, bool) {
-	for i := 0; i < len(kv); i++ {
-		if kv[i] == '=' {
-			return kv[:i], kv[i+1:], true
+// terminalSize checks that -it has a terminal to read from, and returns the
+// size of the user's terminal for a -t container (0, 0 when unknown).
+func (o *runOptions) terminalSize(stdinFd, stdoutFd int) (rows, cols uint16, err error) {
+	if o.tty && o.interactive && !term.IsTerminal(stdinFd) {
+		return 0, 0, &statusError{code: 125, err: fmt.Errorf("the input device is not a TTY; drop -t or run from a terminal")}
+	}
+	if o.tty && term.IsTerminal(stdoutFd) {
+		if w, h, err := term.GetSize(stdoutFd); err == nil {
+			return uint16(h), uint16(w), nil
 		}
 	}
-	return kv, "", false
+	return 0, 0, nil
 }
 
 func runContainer(ctx context.Context, g *globalOptions, o *runOptions, image string, cmdArgs []string) error {
@@ -130,14 +136,11 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, image st
 		return &statusError{code: 125, err: err}
 	}
 	stdinFd, stdoutFd := int(os.Stdin.Fd()), int(os.Stdout.Fd())
-	if o.tty && o.interactive && !term.IsTerminal(stdinFd) {
-		return &statusError{code: 125, err: fmt.Errorf("the input device is not a TTY; drop -t or run from a terminal")}
+	rows, cols, err := o.terminalSize(stdinFd, stdoutFd)
+	if err != nil {
+		return err
 	}
-	if o.tty && term.IsTerminal(stdoutFd) {
-		if w, h, err := term.GetSize(stdoutFd); err == nil {
-			co.ConsoleRows, co.ConsoleCols = uint16(h), uint16(w)
-		}
-	}
+	co.ConsoleRows, co.ConsoleCols = rows, cols
 
 	e, err := g.open()
 	if err != nil {
@@ -188,10 +191,10 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, image st
 	}
 	stopResize := func() {}
 	if o.tty && term.IsTerminal(stdoutFd) {
-		stopResize = forwardResize(ctx, e.Containers, c.ID, stdoutFd)
+		stopResize = forwardResize(stdoutFd, func(rows, cols uint16) { e.Containers.Resize(ctx, c.ID, rows, cols) })
 	}
 	defer stopResize()
-	stopSignals := forwardSignals(ctx, e.Containers, c.ID)
+	stopSignals := forwardSignals(func(sig syscall.Signal) { e.Containers.Kill(ctx, c.ID, sig) })
 	defer stopSignals()
 
 	st, err := e.Containers.Wait(ctx, c.ID)
@@ -205,53 +208,4 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, image st
 		return &statusError{code: st.Code}
 	}
 	return nil
-}
-
-// forwardResize sends the terminal size now and on every SIGWINCH.
-func forwardResize(ctx context.Context, svc *containersvc.Service, id string, fd int) func() {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGWINCH)
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-ch:
-				if w, h, err := term.GetSize(fd); err == nil {
-					svc.Resize(ctx, id, uint16(h), uint16(w))
-				}
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() { signal.Stop(ch); close(done) }
-}
-
-// forwardSignals proxies the signals a user sends vmctl to the container's
-// process, as docker run does. The container's PID 1 ignores signals it has
-// no handler for, so a third Ctrl-C kills it.
-func forwardSignals(ctx context.Context, svc *containersvc.Service, id string) func() {
-	ch := make(chan os.Signal, 8)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
-	done := make(chan struct{})
-	go func() {
-		interrupts := 0
-		for {
-			select {
-			case s := <-ch:
-				sig := s.(syscall.Signal)
-				if sig == syscall.SIGINT {
-					interrupts++
-					if interrupts == 3 {
-						fmt.Fprintln(os.Stderr, "vmctl: third interrupt, killing the container")
-						sig = syscall.SIGKILL
-					}
-				}
-				svc.Kill(ctx, id, sig)
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() { signal.Stop(ch); close(done) }
 }
