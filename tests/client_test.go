@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -11,12 +10,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/creack/pty"
 )
 
 // host is the -H value that selects d.
@@ -325,70 +321,10 @@ func TestClientDrivesTwoDaemons(t *testing.T) {
 	})
 }
 
-// remoteTerminal drives `vmctl -H ... run -it` through a real pty: the
-// container sees the terminal's size, follows a resize, and its status is
-// vmctl's.
+// remoteTerminal drives `vmctl -H ... run -it` through a real pty (see
+// driveTerminal).
 func remoteTerminal(t *testing.T, e *env, d *daemon) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := clientCmd(ctx, e, nil, "-H", d.host(), "run", "-i", "-t", "--rm", "busybox", "sh")
-	c.SysProcAttr = nil // pty.Start makes its own session
-	ptmx, err := pty.StartWithSize(c, &pty.Winsize{Rows: 31, Cols: 97})
-	must(t, err)
-	defer ptmx.Close()
-	var mu sync.Mutex
-	var out bytes.Buffer
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := ptmx.Read(buf)
-			mu.Lock()
-			out.Write(buf[:n])
-			mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	waitOut := func(re *regexp.Regexp) {
-		t.Helper()
-		deadline := time.Now().Add(90 * time.Second)
-		for time.Now().Before(deadline) {
-			mu.Lock()
-			ok := re.MatchString(out.String())
-			mu.Unlock()
-			if ok {
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		c.Process.Kill()
-		t.Fatalf("timed out waiting for %v; output so far: %q", re, out.String())
-	}
-	waitOut(regexp.MustCompile(`/ [#$] `))
-	io.WriteString(ptmx, "stty size; echo marker-$((40+2))\r")
-	waitOut(regexp.MustCompile(`marker-42`))
-	mu.Lock()
-	got := out.String()
-	mu.Unlock()
-	if !strings.Contains(got, "31 97") {
-		t.Errorf("stty size did not print 31 97: %q", got)
-	}
-	must(t, pty.Setsize(ptmx, &pty.Winsize{Rows: 44, Cols: 130}))
-	time.Sleep(500 * time.Millisecond)
-	io.WriteString(ptmx, "stty size; echo resized-$((1+1))\r")
-	waitOut(regexp.MustCompile(`resized-2`))
-	mu.Lock()
-	got = out.String()
-	mu.Unlock()
-	if !strings.Contains(got, "44 130") {
-		t.Errorf("after resize stty size did not print 44 130: %q", got)
-	}
-	io.WriteString(ptmx, "exit 5\r")
-	err = c.Wait()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 5 {
-		t.Errorf("exit: %v, want status 5", err)
-	}
+	driveTerminal(t, clientCmd(ctx, e, nil, "-H", d.host(), "run", "-i", "-t", "--rm", "busybox", "sh"))
 }
