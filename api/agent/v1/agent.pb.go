@@ -685,10 +685,16 @@ func (x *WriteStdinResponse) GetLen() uint32 {
 }
 
 type ReadOutputRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
-	MaxLen        uint32                 `protobuf:"varint,3,opt,name=max_len,json=maxLen,proto3" json:"max_len,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId      string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	MaxLen      uint32                 `protobuf:"varint,3,opt,name=max_len,json=maxLen,proto3" json:"max_len,omitempty"`
+	// offset is the number of bytes of this stream the host has received
+	// and kept since the process started. It must be either the offset of
+	// the last chunk the agent sent (the host did not get it: it is sent
+	// again) or the end of that chunk (acknowledged: new data follows).
+	// Anything else is refused with InvalidArgument.
+	Offset        uint64 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -744,10 +750,19 @@ func (x *ReadOutputRequest) GetMaxLen() uint32 {
 	return 0
 }
 
+func (x *ReadOutputRequest) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
 type ReadOutputResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
-	Eof           bool                   `protobuf:"varint,2,opt,name=eof,proto3" json:"eof,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	Eof   bool                   `protobuf:"varint,2,opt,name=eof,proto3" json:"eof,omitempty"`
+	// offset is the stream offset of data's first byte.
+	Offset        uint64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -794,6 +809,13 @@ func (x *ReadOutputResponse) GetEof() bool {
 		return x.Eof
 	}
 	return false
+}
+
+func (x *ReadOutputResponse) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
 }
 
 type ResizeTtyRequest struct {
@@ -945,14 +967,16 @@ const file_agent_proto_rawDesc = "" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\"&\n" +
 	"\x12WriteStdinResponse\x12\x10\n" +
-	"\x03len\x18\x01 \x01(\rR\x03len\"h\n" +
+	"\x03len\x18\x01 \x01(\rR\x03len\"\x80\x01\n" +
 	"\x11ReadOutputRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x17\n" +
-	"\amax_len\x18\x03 \x01(\rR\x06maxLen\":\n" +
+	"\amax_len\x18\x03 \x01(\rR\x06maxLen\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\x04R\x06offset\"R\n" +
 	"\x12ReadOutputResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x10\n" +
-	"\x03eof\x18\x02 \x01(\bR\x03eof\"v\n" +
+	"\x03eof\x18\x02 \x01(\bR\x03eof\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\"v\n" +
 	"\x10ResizeTtyRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +
