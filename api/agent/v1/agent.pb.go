@@ -174,9 +174,15 @@ type Storage struct {
 	Fstype   string   `protobuf:"bytes,2,opt,name=fstype,proto3" json:"fstype,omitempty"`
 	Options  []string `protobuf:"bytes,3,rep,name=options,proto3" json:"options,omitempty"`
 	Readonly bool     `protobuf:"varint,4,opt,name=readonly,proto3" json:"readonly,omitempty"`
-	// role is "image" (read-only lower layer) or "writable" (holds the
-	// overlay's upper and work directories). Other roles are rejected.
-	Role          string `protobuf:"bytes,5,opt,name=role,proto3" json:"role,omitempty"`
+	// role is "image" (read-only lower layer), "writable" (holds the
+	// overlay's upper and work directories) or "volume" (a named volume,
+	// bound into the container at mount_point). Other roles are rejected.
+	// For a volume, readonly makes the container's view read-only; the
+	// agent still mounts its filesystem read-write (journal replay).
+	Role string `protobuf:"bytes,5,opt,name=role,proto3" json:"role,omitempty"`
+	// mount_point is where a "volume" storage appears in the container:
+	// absolute, without "..". Empty for the other roles.
+	MountPoint    string `protobuf:"bytes,6,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -242,6 +248,13 @@ func (x *Storage) GetReadonly() bool {
 func (x *Storage) GetRole() string {
 	if x != nil {
 		return x.Role
+	}
+	return ""
+}
+
+func (x *Storage) GetMountPoint() string {
+	if x != nil {
+		return x.MountPoint
 	}
 	return ""
 }
@@ -932,13 +945,15 @@ const file_agent_proto_rawDesc = "" +
 	"\x0eHealthResponse\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12%\n" +
 	"\x0ekernel_release\x18\x02 \x01(\tR\rkernelRelease\x12\x1c\n" +
-	"\ttransport\x18\x03 \x01(\tR\ttransport\"\x83\x01\n" +
+	"\ttransport\x18\x03 \x01(\tR\ttransport\"\xa4\x01\n" +
 	"\aStorage\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
 	"\x06fstype\x18\x02 \x01(\tR\x06fstype\x12\x18\n" +
 	"\aoptions\x18\x03 \x03(\tR\aoptions\x12\x1a\n" +
 	"\breadonly\x18\x04 \x01(\bR\breadonly\x12\x12\n" +
-	"\x04role\x18\x05 \x01(\tR\x04role\"\x8b\x01\n" +
+	"\x04role\x18\x05 \x01(\tR\x04role\x12\x1f\n" +
+	"\vmount_point\x18\x06 \x01(\tR\n" +
+	"mountPoint\"\x8b\x01\n" +
 	"\x16CreateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x19\n" +
 	"\boci_spec\x18\x02 \x01(\fR\aociSpec\x123\n" +
