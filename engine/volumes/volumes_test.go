@@ -1,0 +1,283 @@
+package volumes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+// fakeDisk stands in for the ext4 maker: a sparse file of the size asked,
+// refusing to overwrite, as the real one does.
+func fakeDisk(_ context.Context, path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Truncate(size)
+}
+
+func newTestService(t *testing.T, users map[string][]string) *Service {
+	t.Helper()
+	s, err := New(Config{
+		Root: filepath.Join(t.TempDir(), "volumes"), NewDisk: fakeDisk,
+		Users: func() (map[string][]string, error) { return users, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestValidateName(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"data", true}, {"a1", true}, {"my_vol.2-x", true}, {"0", false}, {"", false},
+		{"-data", false}, {".data", false}, {"_data", false}, {"da/ta", false}, {"da ta", false},
+		{"../etc", false}, {"é-vol", false}, {string(make([]byte, 300)), false},
+	} {
+		err := ValidateName(tc.name)
+		if (err == nil) != tc.ok {
+			t.Errorf("ValidateName(%q) = %v, want ok %v", tc.name, err, tc.ok)
+		}
+		if err != nil && !errdefs.IsInvalidArgument(err) {
+			t.Errorf("ValidateName(%q) error class = %v, want invalid argument", tc.name, err)
+		}
+	}
+}
+
+func TestCreateOptions(t *testing.T) {
+	for _, tc := range []struct {
+		opts     CreateOptions
+		wantSize int64
+		wantErr  bool
+	}{
+		{CreateOptions{Name: "v1"}, DefaultSize, false},
+		{CreateOptions{Name: "v1", Driver: "local"}, DefaultSize, false},
+		{CreateOptions{Name: "v1", DriverOpts: map[string]string{"size": "1g"}}, 1 << 30, false},
+		{CreateOptions{Name: "v1", DriverOpts: map[string]string{"size": "64MiB"}}, 64 << 20, false},
+		{CreateOptions{Name: "v1", DriverOpts: map[string]string{"size": "1k"}}, 0, true},
+		{CreateOptions{Name: "v1", DriverOpts: map[string]string{"size": "lots"}}, 0, true},
+		{CreateOptions{Name: "v1", DriverOpts: map[string]string{"size": "100t"}}, 0, true},
+		{CreateOptions{Name: "v1", DriverOpts: map[string]string{"type": "tmpfs"}}, 0, true},
+		{CreateOptions{Name: "v1", Driver: "nfs"}, 0, true},
+		{CreateOptions{Name: "x"}, 0, true},
+	} {
+		s := newTestService(t, nil)
+		v, err := s.Create(context.Background(), tc.opts)
+		if tc.wantErr {
+			if !errdefs.IsInvalidArgument(err) {
+				t.Errorf("Create(%+v) = %v, want an invalid-argument error", tc.opts, err)
+			}
+			if entries, _ := os.ReadDir(s.cfg.Root); len(entries) > 1 { // only the lock may stay
+				t.Errorf("Create(%+v) failed but left %d entries", tc.opts, len(entries))
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("Create(%+v) = %v", tc.opts, err)
+			continue
+		}
+		st, err := os.Stat(v.Disk)
+		if err != nil || st.Size() != tc.wantSize || v.Size != tc.wantSize {
+			t.Errorf("Create(%+v): disk %v size %d, recorded %d, want %d", tc.opts, err, st.Size(), v.Size, tc.wantSize)
+		}
+	}
+}
+
+func TestCreateExistingReturnsIt(t *testing.T) {
+	s := newTestService(t, nil)
+	ctx := context.Background()
+	v1, err := s.Create(ctx, CreateOptions{Name: "data", Labels: map[string]string{"a": "b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := []byte("keep me")
+	if err := os.WriteFile(v1.Disk, marker, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v2, err := s.Create(ctx, CreateOptions{Name: "data", DriverOpts: map[string]string{"size": "1g"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v2.Size != v1.Size || v2.Labels["a"] != "b" || !v2.CreatedAt.Equal(v1.CreatedAt) {
+		t.Errorf("second Create = %+v, want the first volume %+v", v2, v1)
+	}
+	if b, _ := os.ReadFile(v1.Disk); string(b) != string(marker) {
+		t.Errorf("second Create rewrote the disk")
+	}
+}
+
+func TestGetListRemove(t *testing.T) {
+	s := newTestService(t, map[string][]string{"used": {"web"}})
+	ctx := context.Background()
+	for _, n := range []string{"zeta", "alpha", "used"} {
+		if _, err := s.Create(ctx, CreateOptions{Name: n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A create that died before writing metadata is not a volume.
+	os.Mkdir(filepath.Join(s.cfg.Root, "halfmade"), 0o700)
+	list, err := s.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, v := range list {
+		names = append(names, v.Name)
+	}
+	if fmt.Sprint(names) != "[alpha used zeta]" {
+		t.Errorf("List() = %v, want [alpha used zeta]", names)
+	}
+	if _, err := s.Get("nope"); !errdefs.IsNotFound(err) {
+		t.Errorf("Get(nope) = %v, want not found", err)
+	}
+	if _, err := s.Get("../x"); !errdefs.IsNotFound(err) {
+		t.Errorf("Get(../x) = %v, want not found", err)
+	}
+
+	err = s.Remove(ctx, "used", true)
+	if !errdefs.IsConflict(err) || err.Error() != "volume used is in use by container web: remove the container first" {
+		t.Errorf("Remove(used) = %v, want a conflict naming web", err)
+	}
+	if _, err := s.Get("used"); err != nil {
+		t.Errorf("a refused Remove changed the volume: %v", err)
+	}
+	if err := s.Remove(ctx, "alpha", false); err != nil {
+		t.Errorf("Remove(alpha) = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(s.cfg.Root, "alpha")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Remove(alpha) left its directory: %v", err)
+	}
+	if err := s.Remove(ctx, "alpha", false); !errdefs.IsNotFound(err) {
+		t.Errorf("second Remove(alpha) = %v, want not found", err)
+	}
+	if err := s.Remove(ctx, "alpha", true); err != nil {
+		t.Errorf("forced Remove of a missing volume = %v, want nil", err)
+	}
+	entries, _ := os.ReadDir(s.cfg.Root)
+	for _, e := range entries {
+		if e.Name() != "used" && e.Name() != "zeta" && e.Name() != "halfmade" && e.Name() != lockFile {
+			t.Errorf("unexpected entry %s after removals", e.Name())
+		}
+	}
+}
+
+func TestUse(t *testing.T) {
+	s := newTestService(t, nil)
+	ctx := context.Background()
+	if _, err := s.Create(ctx, CreateOptions{Name: "old"}); err != nil {
+		t.Fatal(err)
+	}
+	// A failing record undoes only what Use created.
+	boom := errors.New("record failed")
+	err := s.Use(ctx, []CreateOptions{{Name: "old"}, {Name: "new"}}, func(map[string]*Volume) error { return boom })
+	if !errors.Is(err, boom) {
+		t.Fatalf("Use = %v, want %v", err, boom)
+	}
+	if _, err := s.Get("new"); !errdefs.IsNotFound(err) {
+		t.Errorf("after a failed record, new = %v, want not found", err)
+	}
+	if _, err := s.Get("old"); err != nil {
+		t.Errorf("after a failed record, old = %v, want it kept", err)
+	}
+	var got map[string]*Volume
+	err = s.Use(ctx, []CreateOptions{{Name: "old"}, {Name: "new", Anonymous: true}, {Name: "new"}}, func(v map[string]*Volume) error {
+		got = v
+		return nil
+	})
+	if err != nil || len(got) != 2 || got["new"].Disk == "" || !got["new"].Anonymous {
+		t.Fatalf("Use = %v, volumes %+v", err, got)
+	}
+	if err := s.Use(ctx, []CreateOptions{{Name: "ok"}, {Name: "b/d"}}, func(map[string]*Volume) error { return nil }); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("Use with a bad name = %v, want invalid argument", err)
+	}
+	if _, err := s.Get("ok"); !errdefs.IsNotFound(err) {
+		t.Errorf("a Use refused for a bad name created another volume")
+	}
+}
+
+// TestConcurrentCreate runs creates of one name from two services on one
+// root (as two processes would): exactly one disk is made, and everyone
+// gets the same volume.
+func TestConcurrentCreate(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "volumes")
+	var made atomic.Int32
+	newSvc := func() *Service {
+		s, err := New(Config{Root: root, NewDisk: func(ctx context.Context, p string, n int64) error {
+			made.Add(1)
+			return fakeDisk(ctx, p, n)
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a, b := newSvc(), newSvc()
+	var wg sync.WaitGroup
+	errc := make(chan error, 20)
+	for i := 0; i < 20; i++ {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, err := s.Create(context.Background(), CreateOptions{Name: "shared"})
+			if err == nil && v.Name != "shared" {
+				err = fmt.Errorf("got volume %q", v.Name)
+			}
+			errc <- err
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if made.Load() != 1 {
+		t.Errorf("%d disks made for one volume, want 1", made.Load())
+	}
+}
+
+func TestClaim(t *testing.T) {
+	s := newTestService(t, nil)
+	ctx := context.Background()
+	for _, n := range []string{"a1", "b1"} {
+		if _, err := s.Create(ctx, CreateOptions{Name: n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release, err := s.Claim(ctx, []string{"b1", "a1", "b1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second claim waits for the first.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	if _, err := s.Claim(short, []string{"a1"}); err == nil {
+		t.Error("a second Claim of a held volume succeeded")
+	}
+	cancel()
+	release()
+	release2, err := s.Claim(ctx, []string{"a1"})
+	if err != nil {
+		t.Fatalf("Claim after release = %v", err)
+	}
+	release2()
+	if _, err := s.Claim(ctx, []string{"missing"}); !errdefs.IsNotFound(err) {
+		t.Errorf("Claim(missing) = %v, want not found", err)
+	}
+}
