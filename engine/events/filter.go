@@ -1,0 +1,114 @@
+package events
+
+import (
+	"strings"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vmctl/vmctl/engine/errs"
+)
+
+// Filter selects events by Docker's event filter terms. Within one term
+// any value may match; every term given must match.
+type Filter struct {
+	terms map[string][]string
+}
+
+// filterKeys are the terms Docker accepts that make sense here.
+var filterKeys = map[string]bool{
+	"container": true, "event": true, "image": true, "label": true,
+	"type": true, "volume": true, "scope": true,
+}
+
+var validTypes = map[string]bool{string(TypeContainer): true, string(TypeImage): true, string(TypeVolume): true,
+	"network": true, "daemon": true, "plugin": true, "builder": true, "config": true, "node": true,
+	"secret": true, "service": true}
+
+// NewFilter checks the terms (as from the filters query parameter) and
+// returns the filter. An unknown term is an invalid-argument error.
+func NewFilter(terms map[string][]string) (*Filter, error) {
+	for k, vs := range terms {
+		if !filterKeys[k] {
+			return nil, errs.New(errdefs.ErrInvalidArgument, "invalid filter '%s'", k)
+		}
+		for _, v := range vs {
+			switch {
+			case k == "type" && !validTypes[v]:
+				return nil, errs.New(errdefs.ErrInvalidArgument, "invalid filter 'type=%s'", v)
+			case k == "scope" && v != "local" && v != "swarm":
+				return nil, errs.New(errdefs.ErrInvalidArgument, "invalid filter 'scope=%s'", v)
+			}
+		}
+	}
+	return &Filter{terms: terms}, nil
+}
+
+// Match reports whether e passes every term.
+func (f *Filter) Match(e Event) bool {
+	if f == nil {
+		return true
+	}
+	for k, vs := range f.terms {
+		if len(vs) == 0 {
+			continue
+		}
+		ok := false
+		for _, v := range vs {
+			if f.matchOne(k, v, e) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (f *Filter) matchOne(key, v string, e Event) bool {
+	switch key {
+	case "type":
+		return string(e.Type) == v
+	case "event":
+		// "exec_start: sh -c ..." is matched by exec_start, as in Docker.
+		action, _, _ := strings.Cut(e.Action, ":")
+		return e.Action == v || action == v
+	case "container":
+		return e.Type == TypeContainer && matchObject(e, v)
+	case "volume":
+		return e.Type == TypeVolume && matchObject(e, v)
+	case "image":
+		if e.Type == TypeImage {
+			return matchObject(e, v)
+		}
+		return e.Type == TypeContainer && sameImage(e.Attributes["image"], v)
+	case "label":
+		name, want, hasValue := strings.Cut(v, "=")
+		got, ok := e.Attributes[name]
+		return ok && (!hasValue || got == want)
+	case "scope":
+		return v == "local"
+	}
+	return false
+}
+
+// matchObject matches an object's ID, ID prefix or name.
+func matchObject(e Event, v string) bool {
+	return e.ID == v || e.Attributes["name"] == v || (len(v) >= 1 && strings.HasPrefix(e.ID, v) && e.Type == TypeContainer)
+}
+
+// sameImage compares image references loosely: "busybox" is "busybox:latest".
+func sameImage(a, b string) bool {
+	return a == b || withTag(a) == withTag(b)
+}
+
+func withTag(ref string) string {
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		return ref
+	}
+	if strings.Contains(ref, "@") {
+		return ref
+	}
+	return ref + ":latest"
+}
