@@ -22,6 +22,7 @@ import (
 	"github.com/vmctl/vmctl/engine/sandbox/qemu"
 	"github.com/vmctl/vmctl/engine/sandbox/vmm"
 	"github.com/vmctl/vmctl/engine/services/containersvc"
+	"github.com/vmctl/vmctl/engine/volumes"
 )
 
 // Version is set at build time.
@@ -51,6 +52,7 @@ type Engine struct {
 	Images     *images.Store
 	Disks      *rootfs.Builder
 	Containers *containersvc.Service
+	Volumes    *volumes.Service
 }
 
 func (c *Config) setDefaults() {
@@ -96,6 +98,13 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, Images: imgs, Disks: disks}
+	e.Volumes, err = volumes.New(volumes.Config{
+		Root: filepath.Join(cfg.DataRoot, "volumes"), NewDisk: disks.WritableDisk,
+		Users: func() (map[string][]string, error) { return e.Containers.VolumeUsers() },
+	})
+	if err != nil {
+		return nil, err
+	}
 	e.Containers = containersvc.New(containersvc.Config{
 		Store:  store,
 		Images: imageSource{imgs, disks},
@@ -106,6 +115,7 @@ func New(cfg Config) (*Engine, error) {
 		Kernel:       cfg.Kernel,
 		Initrd:       cfg.Initrd,
 		ExecRoot:     cfg.ExecRoot,
+		Volumes:      e.Volumes,
 	})
 	return e, nil
 }

@@ -54,6 +54,22 @@ type Config struct {
 	// Hypervisor is the user's choice: "auto", "kvm" or "qemu".
 	Hypervisor string `json:"hypervisor"`
 	AutoRemove bool   `json:"autoRemove"`
+	// Mounts are the volumes mounted into the container.
+	Mounts []Mount `json:"mounts,omitempty"`
+}
+
+// Mount is a volume mounted into a container.
+type Mount struct {
+	// Name is the volume's name (64 hex digits for an anonymous volume).
+	Name string `json:"name"`
+	// Source is the volume's disk on the host.
+	Source string `json:"source"`
+	// Destination is the absolute, clean path inside the container.
+	Destination string `json:"destination"`
+	ReadOnly    bool   `json:"readOnly,omitempty"`
+	// Anonymous volumes were made for this container alone (docker run -v
+	// /path) and are removed with it when it was run with AutoRemove.
+	Anonymous bool `json:"anonymous,omitempty"`
 }
 
 // State is what happened to the container.

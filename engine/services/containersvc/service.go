@@ -25,6 +25,7 @@ import (
 
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/sandbox"
+	"github.com/vmctl/vmctl/engine/volumes"
 )
 
 // ImageInfo is what the service needs to know of an image.
@@ -73,6 +74,8 @@ type Config struct {
 	BootTimeout time.Duration
 	// WritableDiskSize is the size of each container's read-write disk.
 	WritableDiskSize int64
+	// Volumes holds named volumes; nil means containers cannot have any.
+	Volumes *volumes.Service
 }
 
 // Service runs containers.
@@ -127,6 +130,9 @@ type CreateOptions struct {
 	NanoCPUs                 int64
 	Hypervisor               string
 	AutoRemove               bool
+	// Volumes are mounted into the container; missing named volumes are
+	// created (docker's behaviour).
+	Volumes []VolumeMount
 }
 
 // minMemory is the smallest memory limit accepted (Docker's is 6 MiB).
@@ -210,11 +216,12 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 	if _, err := BuildSpec(c); err != nil {
 		return nil, err
 	}
-	if err := s.cfg.Store.Create(c); err != nil {
+	if err := s.createRecord(ctx, c, o.Volumes); err != nil {
 		return nil, err
 	}
 	if err := s.cfg.NewWritableDisk(s.writableDisk(c.ID), s.cfg.WritableDiskSize); err != nil {
 		s.cfg.Store.Delete(c.ID)
+		s.removeAnonymousVolumes(c)
 		return nil, fmt.Errorf("create writable disk: %w", err)
 	}
 	return c, nil
@@ -301,6 +308,7 @@ func (s *Service) Remove(ctx context.Context, ref string, force bool) error {
 	if err := s.cfg.Store.Delete(c.ID); err != nil {
 		return err
 	}
+	s.dropAnonymousVolumes(c)
 	s.mu.Lock()
 	s.forgetLocked(c.ID)
 	s.mu.Unlock()

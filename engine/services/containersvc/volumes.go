@@ -1,0 +1,277 @@
+package containersvc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/containerd/errdefs"
+
+	agentapi "github.com/vmctl/vmctl/api/agent/v1"
+	"github.com/vmctl/vmctl/engine/containers"
+	"github.com/vmctl/vmctl/engine/errs"
+	"github.com/vmctl/vmctl/engine/sandbox"
+	"github.com/vmctl/vmctl/engine/volumes"
+)
+
+// maxVolumes bounds the volumes of one container: each is a virtio-mmio
+// disk, and QEMU's microvm machine has 24 transports for everything.
+const maxVolumes = 16
+
+// volumeSerialPrefix + index is the serial of a volume's disk.
+const volumeSerialPrefix = "vmctl-vol"
+
+// VolumeMount asks for a volume in a container (docker run -v,
+// HostConfig.Binds, HostConfig.Mounts of type volume).
+type VolumeMount struct {
+	// Name is the volume; empty asks for a new anonymous volume.
+	Name        string
+	Destination string
+	ReadOnly    bool
+}
+
+// ErrHostBind is the one line for a host path where a volume is wanted.
+var ErrHostBind = errs.New(errdefs.ErrInvalidArgument, "bind mounts of host paths are not supported; use a named volume")
+
+// ParseBind parses docker's -v syntax: "NAME:/path[:ro|rw]" or "/path" (an
+// anonymous volume). A host path as the source ("/src:/dst") is refused
+// with one line: a VM cannot see the host's files without a shared
+// filesystem.
+func ParseBind(spec string) (VolumeMount, error) {
+	parts := strings.Split(spec, ":")
+	var m VolumeMount
+	switch len(parts) {
+	case 1:
+		m.Destination = parts[0]
+	case 2, 3:
+		m.Name, m.Destination = parts[0], parts[1]
+		if len(parts) == 3 {
+			switch parts[2] {
+			case "ro":
+				m.ReadOnly = true
+			case "rw":
+			default:
+				return VolumeMount{}, errs.New(errdefs.ErrInvalidArgument, "invalid volume mode %q in %q: want ro or rw", parts[2], spec)
+			}
+		}
+	default:
+		return VolumeMount{}, errs.New(errdefs.ErrInvalidArgument, "invalid volume specification %q: want NAME:/path[:ro]", spec)
+	}
+	if strings.HasPrefix(m.Name, "/") || strings.HasPrefix(m.Name, ".") {
+		return VolumeMount{}, ErrHostBind
+	}
+	if len(parts) > 1 && m.Name == "" {
+		return VolumeMount{}, errs.New(errdefs.ErrInvalidArgument, "invalid volume specification %q: the volume name is empty", spec)
+	}
+	return m, nil
+}
+
+// checkDestination validates where a volume goes in the container. The
+// guest checks again; this gives the user one clear line first.
+func checkDestination(dst string) (string, error) {
+	if !path.IsAbs(dst) {
+		return "", errs.New(errdefs.ErrInvalidArgument, "invalid mount path %q: it must be absolute", dst)
+	}
+	for _, part := range strings.Split(dst, "/") {
+		if part == ".." {
+			return "", errs.New(errdefs.ErrInvalidArgument, "invalid mount path %q: it must not contain ..", dst)
+		}
+	}
+	clean := path.Clean(dst)
+	if clean == "/" {
+		return "", errs.New(errdefs.ErrInvalidArgument, "invalid mount path %q: a volume cannot replace the root filesystem", dst)
+	}
+	if strings.IndexByte(clean, 0) >= 0 {
+		return "", errs.New(errdefs.ErrInvalidArgument, "invalid mount path %q", dst)
+	}
+	return clean, nil
+}
+
+// newAnonymousName is a 64-hex volume name, as docker gives anonymous volumes.
+func newAnonymousName() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// planMounts validates the requested volumes and names the anonymous ones.
+func planMounts(reqs []VolumeMount) ([]containers.Mount, error) {
+	if len(reqs) > maxVolumes {
+		return nil, errs.New(errdefs.ErrInvalidArgument, "too many volumes (%d): a container takes at most %d", len(reqs), maxVolumes)
+	}
+	seen := map[string]bool{}
+	var out []containers.Mount
+	for _, r := range reqs {
+		dst, err := checkDestination(r.Destination)
+		if err != nil {
+			return nil, err
+		}
+		if seen[dst] {
+			return nil, errs.New(errdefs.ErrInvalidArgument, "duplicate mount point: %s", dst)
+		}
+		seen[dst] = true
+		m := containers.Mount{Name: r.Name, Destination: dst, ReadOnly: r.ReadOnly}
+		if m.Name == "" {
+			m.Name, m.Anonymous = newAnonymousName(), true
+		} else if err := volumes.ValidateName(m.Name); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	// One volume twice in one VM would be one ext4 mounted from two disks.
+	names := map[string]bool{}
+	for _, m := range out {
+		if names[m.Name] {
+			return nil, errs.New(errdefs.ErrInvalidArgument, "volume %s is mounted twice: mount it once", m.Name)
+		}
+		names[m.Name] = true
+	}
+	return out, nil
+}
+
+// createRecord stores the new container. With volumes, it creates the
+// missing ones and stores the record under the volume service's lock, so
+// no volume can be removed between the two.
+func (s *Service) createRecord(ctx context.Context, c *containers.Container, reqs []VolumeMount) error {
+	if len(reqs) == 0 {
+		return s.cfg.Store.Create(c)
+	}
+	if s.cfg.Volumes == nil {
+		return errs.New(errdefs.ErrNotImplemented, "volumes are not available in this engine")
+	}
+	mounts, err := planMounts(reqs)
+	if err != nil {
+		return err
+	}
+	opts := make([]volumes.CreateOptions, len(mounts))
+	for i, m := range mounts {
+		opts[i] = volumes.CreateOptions{Name: m.Name, Anonymous: m.Anonymous}
+	}
+	return s.cfg.Volumes.Use(ctx, opts, func(vols map[string]*volumes.Volume) error {
+		for i := range mounts {
+			mounts[i].Source = vols[mounts[i].Name].Disk
+		}
+		c.Config.Mounts = mounts
+		return s.cfg.Store.Create(c)
+	})
+}
+
+// dropAnonymousVolumes removes the anonymous volumes of a removed container
+// that was run with AutoRemove (docker run --rm). Failures are left
+// behind rather than failing the container's removal: the volume stays
+// listed and can be removed by hand.
+func (s *Service) dropAnonymousVolumes(c *containers.Container) {
+	if c.Config.AutoRemove {
+		s.removeAnonymousVolumes(c)
+	}
+}
+
+// removeAnonymousVolumes removes the container's anonymous volumes.
+func (s *Service) removeAnonymousVolumes(c *containers.Container) {
+	if s.cfg.Volumes == nil {
+		return
+	}
+	for _, m := range c.Config.Mounts {
+		if m.Anonymous {
+			s.cfg.Volumes.Remove(context.Background(), m.Name, true)
+		}
+	}
+}
+
+// VolumeUsers maps each volume name to the containers that reference it,
+// running or not, for the volume service's in-use check.
+func (s *Service) VolumeUsers() (map[string][]string, error) {
+	all, err := s.cfg.Store.List()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, c := range all {
+		for _, m := range c.Config.Mounts {
+			out[m.Name] = append(out[m.Name], displayName(c))
+		}
+	}
+	return out, nil
+}
+
+func displayName(c *containers.Container) string {
+	if c.Name != "" {
+		return c.Name
+	}
+	return c.ShortID()
+}
+
+// volumeAttachment is what a start adds to the VM and to the agent request
+// for the container's volumes; release ends the claims on them.
+type volumeAttachment struct {
+	disks    []sandbox.Disk
+	storages []*agentapi.Storage
+	release  func()
+}
+
+// attachVolumes claims the container's volumes and checks that no other
+// running container has one mounted: ext4 cannot be mounted by two VMs at
+// once (a deviation from docker, see docs/design.md). The caller holds the
+// claims until the container is recorded as running, then releases them.
+func (s *Service) attachVolumes(ctx context.Context, c *containers.Container) (*volumeAttachment, error) {
+	a := &volumeAttachment{release: func() {}}
+	if len(c.Config.Mounts) == 0 {
+		return a, nil
+	}
+	if s.cfg.Volumes == nil {
+		return nil, errs.New(errdefs.ErrNotImplemented, "volumes are not available in this engine")
+	}
+	names := make([]string, len(c.Config.Mounts))
+	for i, m := range c.Config.Mounts {
+		names[i] = m.Name
+	}
+	release, err := s.cfg.Volumes.Claim(ctx, names)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, errs.New(errdefs.ErrNotFound, "cannot start container %s: %v", displayName(c), err)
+		}
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			release()
+		}
+	}()
+	all, err := s.List() // reconciled: a dead owner's record is not running
+	if err != nil {
+		return nil, err
+	}
+	for _, other := range all {
+		if other.ID == c.ID || other.State.Status != containers.StatusRunning {
+			continue
+		}
+		for _, om := range other.Config.Mounts {
+			for _, m := range c.Config.Mounts {
+				if om.Name == m.Name {
+					return nil, errs.New(errdefs.ErrConflict, "volume %s is in use by running container %s: a volume can be mounted by one running container at a time", m.Name, displayName(other))
+				}
+			}
+		}
+	}
+	for i, m := range c.Config.Mounts {
+		v, err := s.cfg.Volumes.Get(m.Name)
+		if err != nil {
+			return nil, fmt.Errorf("volume of container %s: %w", displayName(c), err)
+		}
+		serial := fmt.Sprintf("%s%d", volumeSerialPrefix, i)
+		// The disk is always writable: the guest may have to replay the
+		// journal, and creates the data directory on first use. The agent
+		// makes the container's view read-only.
+		a.disks = append(a.disks, sandbox.Disk{Path: v.Disk, Serial: serial})
+		a.storages = append(a.storages, &agentapi.Storage{
+			Serial: serial, Fstype: "ext4", Readonly: m.ReadOnly, Role: "volume", MountPoint: m.Destination,
+		})
+	}
+	ok = true
+	a.release = release
+	return a, nil
+}

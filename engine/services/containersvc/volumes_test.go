@@ -1,0 +1,184 @@
+package containersvc
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vmctl/vmctl/engine/containers"
+	"github.com/vmctl/vmctl/engine/volumes"
+)
+
+func TestParseBind(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    VolumeMount
+		wantErr string
+	}{
+		{in: "data:/data", want: VolumeMount{Name: "data", Destination: "/data"}},
+		{in: "data:/data:ro", want: VolumeMount{Name: "data", Destination: "/data", ReadOnly: true}},
+		{in: "data:/data:rw", want: VolumeMount{Name: "data", Destination: "/data"}},
+		{in: "/cache", want: VolumeMount{Destination: "/cache"}},
+		{in: "/host:/data", wantErr: "bind mounts of host paths are not supported; use a named volume"},
+		{in: "./rel:/data", wantErr: "bind mounts of host paths are not supported; use a named volume"},
+		{in: "data:/data:z", wantErr: `invalid volume mode "z" in "data:/data:z": want ro or rw`},
+		{in: ":/data", wantErr: `invalid volume specification ":/data": the volume name is empty`},
+		{in: "a:b:c:d", wantErr: `invalid volume specification "a:b:c:d": want NAME:/path[:ro]`},
+	} {
+		got, err := ParseBind(tc.in)
+		if tc.wantErr != "" {
+			if err == nil || err.Error() != tc.wantErr || !errdefs.IsInvalidArgument(err) {
+				t.Errorf("ParseBind(%q) = %v, want error %q", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("ParseBind(%q) = %+v, %v, want %+v", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestPlanMounts(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		in      []VolumeMount
+		want    []containers.Mount
+		wantErr bool
+	}{
+		{name: "named", in: []VolumeMount{{Name: "data", Destination: "/data/", ReadOnly: true}},
+			want: []containers.Mount{{Name: "data", Destination: "/data", ReadOnly: true}}},
+		{name: "relative", in: []VolumeMount{{Name: "data", Destination: "data"}}, wantErr: true},
+		{name: "dotdot", in: []VolumeMount{{Name: "data", Destination: "/a/../etc"}}, wantErr: true},
+		{name: "root", in: []VolumeMount{{Name: "data", Destination: "/"}}, wantErr: true},
+		{name: "bad name", in: []VolumeMount{{Name: "d", Destination: "/d"}}, wantErr: true},
+		{name: "same path twice", in: []VolumeMount{{Name: "a1", Destination: "/d"}, {Name: "b1", Destination: "/d/"}}, wantErr: true},
+		{name: "same volume twice", in: []VolumeMount{{Name: "a1", Destination: "/d"}, {Name: "a1", Destination: "/e"}}, wantErr: true},
+		{name: "too many", in: make([]VolumeMount, maxVolumes+1), wantErr: true},
+	} {
+		got, err := planMounts(tc.in)
+		if tc.wantErr {
+			if !errdefs.IsInvalidArgument(err) {
+				t.Errorf("%s: planMounts = %v, want an invalid-argument error", tc.name, err)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: planMounts = %+v, %v, want %+v", tc.name, got, err, tc.want)
+		}
+	}
+	got, err := planMounts([]VolumeMount{{Destination: "/cache"}})
+	if err != nil || len(got) != 1 || !got[0].Anonymous || len(got[0].Name) != 64 || volumes.ValidateName(got[0].Name) != nil {
+		t.Errorf("anonymous volume: planMounts = %+v, %v, want a 64-hex anonymous name", got, err)
+	}
+}
+
+// fakeImages resolves every reference to one image.
+type fakeImages struct{}
+
+func (fakeImages) Resolve(context.Context, string) (ImageInfo, error) {
+	return ImageInfo{ID: "sha256:0123", Name: "busybox", Cmd: []string{"sh"}}, nil
+}
+func (fakeImages) Disk(context.Context, string) (string, error) { return "", errors.New("not used") }
+
+func newVolumeTestService(t *testing.T) *Service {
+	t.Helper()
+	dir := t.TempDir()
+	store, err := containers.OpenStore(filepath.Join(dir, "containers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s *Service
+	vols, err := volumes.New(volumes.Config{
+		Root: filepath.Join(dir, "volumes"),
+		NewDisk: func(_ context.Context, p string, n int64) error {
+			return os.WriteFile(p, nil, 0o600)
+		},
+		Users: func() (map[string][]string, error) { return s.VolumeUsers() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = New(Config{
+		Store: store, Images: fakeImages{}, Volumes: vols,
+		NewWritableDisk: func(p string, _ int64) error { return os.WriteFile(p, nil, 0o600) },
+		ChooseDriver:    func(string) (DriverChoice, error) { return DriverChoice{Driver: plainDriver{}}, nil },
+	})
+	return s
+}
+
+func TestCreateWithVolumes(t *testing.T) {
+	ctx := context.Background()
+	s := newVolumeTestService(t)
+	vols := s.cfg.Volumes
+
+	c, err := s.Create(ctx, CreateOptions{Image: "busybox", Name: "web", AutoRemove: true,
+		Volumes: []VolumeMount{{Name: "data", Destination: "/data"}, {Destination: "/cache"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Config.Mounts) != 2 || c.Config.Mounts[0].Source == "" || !c.Config.Mounts[1].Anonymous {
+		t.Fatalf("mounts = %+v", c.Config.Mounts)
+	}
+	anon := c.Config.Mounts[1].Name
+	for _, n := range []string{"data", anon} {
+		if _, err := vols.Get(n); err != nil {
+			t.Errorf("volume %s was not created: %v", n, err)
+		}
+	}
+	if err := vols.Remove(ctx, "data", false); !errdefs.IsConflict(err) {
+		t.Errorf("Remove of a volume a stopped container uses = %v, want conflict", err)
+	}
+
+	// A second container using the volume cannot start while the first
+	// runs (its record says running, owned by this live process).
+	other, err := s.Create(ctx, CreateOptions{Image: "busybox", Name: "other", Volumes: []VolumeMount{{Name: "data", Destination: "/d", ReadOnly: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.State = containers.State{Status: containers.StatusRunning, OwnerPid: os.Getpid()}
+	if err := s.cfg.Store.Update(c); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.attachVolumes(ctx, other)
+	want := "volume data is in use by running container web: a volume can be mounted by one running container at a time"
+	if !errdefs.IsConflict(err) || err == nil || err.Error() != want {
+		t.Errorf("attachVolumes while web runs = %v, want %q", err, want)
+	}
+	c.State = containers.State{Status: containers.StatusExited}
+	if err := s.cfg.Store.Update(c); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.attachVolumes(ctx, other)
+	if err != nil {
+		t.Fatalf("attachVolumes after web stopped = %v", err)
+	}
+	if len(a.disks) != 1 || a.disks[0].ReadOnly || a.storages[0].Role != "volume" || a.storages[0].MountPoint != "/d" || !a.storages[0].Readonly {
+		t.Errorf("attachVolumes = disks %+v storages %+v", a.disks, a.storages)
+	}
+	a.release()
+
+	// Removing the --rm container takes its anonymous volume, not the named one.
+	if err := s.Remove(ctx, "web", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vols.Get(anon); !errdefs.IsNotFound(err) {
+		t.Errorf("anonymous volume after removal of its --rm container: %v, want not found", err)
+	}
+	if _, err := vols.Get("data"); err != nil {
+		t.Errorf("named volume after container removal: %v", err)
+	}
+
+	// A bad request creates nothing.
+	before, _ := vols.List()
+	if _, err := s.Create(ctx, CreateOptions{Image: "busybox", Volumes: []VolumeMount{{Name: "new1", Destination: "/a"}, {Name: "new2", Destination: "rel"}}}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("Create with a relative mount path = %v, want invalid argument", err)
+	}
+	if after, _ := vols.List(); len(after) != len(before) {
+		t.Errorf("a refused create changed the volumes: %d before, %d after", len(before), len(after))
+	}
+}
