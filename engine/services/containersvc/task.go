@@ -180,6 +180,12 @@ func (t *task) boot(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("image disk: %w", err)
 	}
+	vols, err := s.attachVolumes(ctx, c)
+	if err != nil {
+		return err
+	}
+	// Held until the container is recorded as running, below.
+	defer vols.release()
 	vcpus, mem := vmShape(c.Config)
 	console := s.ConsoleLog(c.ID)
 	os.Remove(console)
@@ -189,10 +195,10 @@ func (t *task) boot(ctx context.Context) error {
 		Initrd:    s.cfg.Initrd,
 		VCPUs:     vcpus,
 		MemoryMiB: mem,
-		Disks: []sandbox.Disk{
+		Disks: append([]sandbox.Disk{
 			{Path: imageDisk, Serial: imageSerial, ReadOnly: true},
 			{Path: s.writableDisk(c.ID), Serial: writableSerial},
-		},
+		}, vols.disks...),
 		StateDir:   filepath.Join(s.cfg.ExecRoot, c.ShortID()),
 		ConsoleLog: console,
 	})
@@ -223,10 +229,10 @@ func (t *task) boot(ctx context.Context) error {
 	_, err = api.CreateContainer(bootCtx, &agentapi.CreateContainerRequest{
 		ContainerId: c.ID,
 		OciSpec:     specJSON,
-		Storages: []*agentapi.Storage{
+		Storages: append([]*agentapi.Storage{
 			{Serial: imageSerial, Fstype: "ext4", Readonly: true, Role: "image"},
 			{Serial: writableSerial, Fstype: "ext4", Role: "writable"},
-		},
+		}, vols.storages...),
 	})
 	if err != nil {
 		return commandError(agent.Convert(err))
@@ -322,6 +328,7 @@ func (t *task) run() {
 	s.mu.Unlock()
 	if c.Config.AutoRemove {
 		s.cfg.Store.Delete(c.ID)
+		s.dropAnonymousVolumes(c)
 	} else {
 		s.cfg.Store.Update(c)
 	}
