@@ -54,6 +54,9 @@ type Config struct {
 	// Hypervisor is the user's choice: "auto", "kvm" or "qemu".
 	Hypervisor string `json:"hypervisor"`
 	AutoRemove bool   `json:"autoRemove"`
+	// Labels are the user's metadata (docker run --label), matched by
+	// label filters.
+	Labels map[string]string `json:"labels,omitempty"`
 	// Mounts are the volumes mounted into the container.
 	Mounts []Mount `json:"mounts,omitempty"`
 }

@@ -1,0 +1,226 @@
+package containers
+
+import (
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vmctl/vmctl/engine/errs"
+)
+
+// ListOptions selects containers the way `docker ps` does.
+type ListOptions struct {
+	// All includes containers that are not running.
+	All bool
+	// Limit keeps the newest Limit containers (0: all); it implies All.
+	Limit int
+	// Filters are Docker's ps filter terms: key -> values. Within a key any
+	// value may match; every key must match.
+	Filters map[string][]string
+}
+
+// psFilterKeys are the ps filter terms this engine evaluates.
+var psFilterKeys = map[string]bool{
+	"id": true, "name": true, "status": true, "exited": true, "label": true,
+	"ancestor": true, "before": true, "since": true,
+}
+
+// unsupportedPsKeys are Docker's other ps terms: refused by name rather
+// than ignored, which would list containers the user filtered out.
+var unsupportedPsKeys = map[string]bool{
+	"expose": true, "health": true, "isolation": true, "is-task": true,
+	"network": true, "publish": true, "volume": true,
+}
+
+// Docker's container states; only some occur here, all are valid filters.
+var validStatus = map[string]bool{
+	"created": true, "restarting": true, "running": true, "removing": true,
+	"paused": true, "exited": true, "dead": true,
+}
+
+// Select applies opts to list (newest first, as List returns it). Terms
+// are checked first: an unknown term or a bad value is an invalid-argument
+// error ("invalid filter 'x'"), and a before/since reference that names no
+// container in list is a not-found error.
+func Select(list []*Container, opts ListOptions) ([]*Container, error) {
+	f, err := compileFilter(list, opts.Filters)
+	if err != nil {
+		return nil, err
+	}
+	all := opts.All || opts.Limit > 0 || f.impliesAll
+	sorted := append([]*Container(nil), list...)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Created.After(sorted[j].Created) })
+	var out []*Container
+	for _, c := range sorted {
+		if opts.Limit > 0 && len(out) == opts.Limit {
+			break
+		}
+		if !all && c.State.Status != StatusRunning {
+			continue
+		}
+		if f.match(c) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+type psFilter struct {
+	terms      map[string][]string
+	patterns   map[string][]*regexp.Regexp // id, name
+	exited     []int
+	before     *Container
+	since      *Container
+	impliesAll bool
+}
+
+func invalidFilter(format string, args ...any) error {
+	return errs.New(errdefs.ErrInvalidArgument, format, args...)
+}
+
+func compileFilter(list []*Container, terms map[string][]string) (*psFilter, error) {
+	f := &psFilter{terms: terms, patterns: map[string][]*regexp.Regexp{}}
+	for k, vs := range terms {
+		switch {
+		case unsupportedPsKeys[k]:
+			return nil, invalidFilter("filter '%s' is not supported by vmctl", k)
+		case !psFilterKeys[k]:
+			return nil, invalidFilter("invalid filter '%s'", k)
+		}
+		for _, v := range vs {
+			switch k {
+			case "id", "name":
+				// Docker matches these as regular expressions, anywhere in
+				// the value: name=web matches "webapp".
+				re, err := regexp.Compile(v)
+				if err != nil {
+					return nil, invalidFilter("invalid filter '%s=%s': %v", k, v, err)
+				}
+				f.patterns[k] = append(f.patterns[k], re)
+			case "status":
+				if !validStatus[v] {
+					return nil, invalidFilter("invalid filter 'status=%s'", v)
+				}
+				// Docker lists every container that has the status asked
+				// for, -a or not.
+				f.impliesAll = true
+			case "exited":
+				code, err := strconv.Atoi(v)
+				if err != nil {
+					return nil, invalidFilter("invalid filter 'exited=%s': want an exit code", v)
+				}
+				f.exited = append(f.exited, code)
+			case "before", "since":
+				c := findRef(list, v)
+				if c == nil {
+					return nil, errs.New(errdefs.ErrNotFound, "no such container: %s", v)
+				}
+				if k == "before" {
+					f.before = c
+				} else {
+					f.since = c
+				}
+			}
+		}
+	}
+	return f, nil
+}
+
+// findRef resolves a container reference the way Store.Get does.
+func findRef(list []*Container, ref string) *Container {
+	var prefix *Container
+	for _, c := range list {
+		if c.ID == ref || c.Name == strings.TrimPrefix(ref, "/") {
+			return c
+		}
+		if ref != "" && strings.HasPrefix(c.ID, ref) {
+			if prefix != nil {
+				return nil
+			}
+			prefix = c
+		}
+	}
+	return prefix
+}
+
+func (f *psFilter) match(c *Container) bool {
+	for k, vs := range f.terms {
+		if len(vs) == 0 {
+			continue
+		}
+		ok := false
+		switch k {
+		case "id":
+			ok = anyMatch(f.patterns[k], c.ID)
+		case "name":
+			ok = anyMatch(f.patterns[k], c.Name) || anyMatch(f.patterns[k], "/"+c.Name)
+		case "status":
+			ok = contains(vs, string(c.State.Status))
+		case "exited":
+			for _, code := range f.exited {
+				ok = ok || (c.State.Status == StatusExited && c.State.ExitCode == code)
+			}
+		case "label":
+			for _, v := range vs {
+				name, want, hasValue := strings.Cut(v, "=")
+				got, found := c.Config.Labels[name]
+				ok = ok || (found && (!hasValue || got == want))
+			}
+		case "ancestor":
+			for _, v := range vs {
+				ok = ok || sameImage(c.Config, v)
+			}
+		case "before":
+			ok = c.Created.Before(f.before.Created) && c.ID != f.before.ID
+		case "since":
+			ok = c.Created.After(f.since.Created) && c.ID != f.since.ID
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func anyMatch(res []*regexp.Regexp, s string) bool {
+	for _, re := range res {
+		if re.MatchString(s) {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(vs []string, s string) bool {
+	for _, v := range vs {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// sameImage reports whether the container was created from ref: the
+// reference it was created with (busybox is busybox:latest), or the image
+// ID or an ID prefix of at least 4 hex digits.
+func sameImage(cfg Config, ref string) bool {
+	if ref == "" {
+		return false
+	}
+	if withLatest(cfg.Image) == withLatest(ref) {
+		return true
+	}
+	id := strings.TrimPrefix(cfg.ImageID, "sha256:")
+	short := strings.TrimPrefix(ref, "sha256:")
+	return id != "" && len(short) >= 4 && strings.HasPrefix(id, short)
+}
+
+func withLatest(ref string) string {
+	if strings.Contains(ref, "@") || strings.LastIndex(ref, ":") > strings.LastIndex(ref, "/") {
+		return ref
+	}
+	return ref + ":latest"
+}

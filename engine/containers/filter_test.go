@@ -1,0 +1,85 @@
+package containers
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+func TestSelect(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	mk := func(name, id string, age int, st State, image string, labels map[string]string) *Container {
+		return &Container{ID: id + strings.Repeat("0", 64-len(id)), Name: name, Created: t0.Add(-time.Duration(age) * time.Minute),
+			Config: Config{Image: image, ImageID: "sha256:feedface" + strings.Repeat("1", 56), Labels: labels}, State: st}
+	}
+	running := State{Status: StatusRunning}
+	list := []*Container{
+		mk("web", "aaa1", 1, running, "busybox", map[string]string{"tier": "front"}),
+		mk("webapp", "aaa2", 2, State{Status: StatusExited, ExitCode: 0}, "busybox:latest", nil),
+		mk("db", "bbb1", 3, State{Status: StatusExited, ExitCode: 3}, "postgres:16", map[string]string{"tier": "back"}),
+		mk("fresh", "ccc1", 4, State{Status: StatusCreated}, "alpine", nil),
+	}
+	for _, tc := range []struct {
+		opts ListOptions
+		want string
+	}{
+		{ListOptions{}, "[web]"},
+		{ListOptions{All: true}, "[web webapp db fresh]"},
+		{ListOptions{Limit: 2}, "[web webapp]"},
+		{ListOptions{Filters: map[string][]string{"status": {"exited"}}}, "[webapp db]"},
+		{ListOptions{Filters: map[string][]string{"status": {"exited", "created"}}}, "[webapp db fresh]"},
+		{ListOptions{All: true, Filters: map[string][]string{"name": {"web"}}}, "[web webapp]"},
+		{ListOptions{All: true, Filters: map[string][]string{"name": {"^web$"}}}, "[web]"},
+		{ListOptions{All: true, Filters: map[string][]string{"name": {"^/db$"}}}, "[db]"},
+		{ListOptions{All: true, Filters: map[string][]string{"name": {"web"}, "status": {"exited"}}}, "[webapp]"},
+		{ListOptions{All: true, Filters: map[string][]string{"id": {"^aaa"}}}, "[web webapp]"},
+		{ListOptions{All: true, Filters: map[string][]string{"exited": {"3"}}}, "[db]"},
+		{ListOptions{All: true, Filters: map[string][]string{"exited": {"0", "3"}}}, "[webapp db]"},
+		{ListOptions{All: true, Filters: map[string][]string{"label": {"tier"}}}, "[web db]"},
+		{ListOptions{All: true, Filters: map[string][]string{"label": {"tier=back"}}}, "[db]"},
+		{ListOptions{All: true, Filters: map[string][]string{"ancestor": {"busybox"}}}, "[web webapp]"},
+		{ListOptions{All: true, Filters: map[string][]string{"ancestor": {"busybox:latest"}}}, "[web webapp]"},
+		{ListOptions{All: true, Filters: map[string][]string{"ancestor": {"feedface"}}}, "[web webapp db fresh]"},
+		{ListOptions{All: true, Filters: map[string][]string{"ancestor": {"postgres"}}}, "[]"},
+		{ListOptions{All: true, Filters: map[string][]string{"before": {"webapp"}}}, "[db fresh]"},
+		{ListOptions{All: true, Filters: map[string][]string{"since": {"db"}}}, "[web webapp]"},
+		{ListOptions{All: true, Filters: map[string][]string{"since": {"bbb1"}, "before": {"web"}}}, "[webapp]"},
+	} {
+		got, err := Select(list, tc.opts)
+		if err != nil {
+			t.Errorf("Select(%+v) = %v", tc.opts, err)
+			continue
+		}
+		var names []string
+		for _, c := range got {
+			names = append(names, c.Name)
+		}
+		if s := fmt.Sprint(names); s != tc.want {
+			t.Errorf("Select(%+v) = %s, want %s", tc.opts, s, tc.want)
+		}
+	}
+}
+
+func TestSelectRejects(t *testing.T) {
+	list := []*Container{{ID: strings.Repeat("a", 64), Name: "web"}}
+	for _, tc := range []struct {
+		terms map[string][]string
+		msg   string
+		class func(error) bool
+	}{
+		{map[string][]string{"colour": {"red"}}, "invalid filter 'colour'", errdefs.IsInvalidArgument},
+		{map[string][]string{"status": {"sleeping"}}, "invalid filter 'status=sleeping'", errdefs.IsInvalidArgument},
+		{map[string][]string{"exited": {"x"}}, "invalid filter 'exited=x': want an exit code", errdefs.IsInvalidArgument},
+		{map[string][]string{"name": {"("}}, "invalid filter 'name=(': error parsing regexp: missing closing ): `(`", errdefs.IsInvalidArgument},
+		{map[string][]string{"network": {"bridge"}}, "filter 'network' is not supported by vmctl", errdefs.IsInvalidArgument},
+		{map[string][]string{"before": {"nosuch"}}, "no such container: nosuch", errdefs.IsNotFound},
+	} {
+		_, err := Select(list, ListOptions{Filters: tc.terms})
+		if err == nil || !tc.class(err) || err.Error() != tc.msg {
+			t.Errorf("Select(%v) = %v, want %q", tc.terms, err, tc.msg)
+		}
+	}
+}
