@@ -2,7 +2,8 @@
 // virtio-blk disk by its serial, mounts the image disks read-only and the
 // writable disk read-write, and mounts an overlay of them. The overlay's
 // upper and work directories live on the writable disk, so a container that
-// is started again later finds its changes intact.
+// is started again later finds its changes intact. Volume disks are mounted
+// beside the rootfs, and Binds says how to put them into the container.
 //
 // It does not create filesystems or know about the agent protocol.
 package storage
@@ -37,6 +38,8 @@ type Disk struct {
 	Options  []string
 	ReadOnly bool
 	Role     string
+	// MountPoint is where a volume appears in the container (RoleVolume only).
+	MountPoint string
 }
 
 // ErrInvalid marks a request the caller got wrong.
@@ -90,7 +93,18 @@ func Validate(disks []Disk) error {
 				return fmt.Errorf("%w: mount option %q", ErrInvalid, o)
 			}
 		}
+		if d.Role != RoleVolume && d.MountPoint != "" {
+			return fmt.Errorf("%w: disk %q of role %s has a mount point", ErrInvalid, d.Serial, d.Role)
+		}
 		switch d.Role {
+		case RoleVolume:
+			if err := ValidateMountPoint(d.MountPoint); err != nil {
+				return err
+			}
+			if seen["\x00"+d.MountPoint] {
+				return fmt.Errorf("%w: two volumes on %s", ErrInvalid, d.MountPoint)
+			}
+			seen["\x00"+d.MountPoint] = true
 		case RoleImage:
 			images++
 		case RoleWritable:
@@ -99,7 +113,7 @@ func Validate(disks []Disk) error {
 				return fmt.Errorf("%w: the writable disk %q is marked read-only", ErrInvalid, d.Serial)
 			}
 		default:
-			return fmt.Errorf("%w: disk %q has unknown role %q (want image or writable)", ErrInvalid, d.Serial, d.Role)
+			return fmt.Errorf("%w: disk %q has unknown role %q (want image, writable or volume)", ErrInvalid, d.Serial, d.Role)
 		}
 	}
 	if images == 0 {
@@ -174,6 +188,9 @@ func (m *Manager) Mount(id string, disks []Disk) (rootfs string, err error) {
 	var lowers []string
 	writable := ""
 	for i, d := range disks {
+		if d.Role == RoleVolume {
+			continue // mounted once the rootfs exists, below
+		}
 		target := filepath.Join(dir, "image"+strconv.Itoa(i))
 		if d.Role == RoleWritable {
 			target = filepath.Join(dir, "writable")
@@ -196,7 +213,7 @@ func (m *Manager) Mount(id string, disks []Disk) (rootfs string, err error) {
 		if err := unix.Mount(lowers[0], rootfs, "", unix.MS_BIND, ""); err != nil {
 			return "", fmt.Errorf("bind image as rootfs: %w", err)
 		}
-		return rootfs, nil
+		return rootfs, m.mountVolumes(id, disks, rootfs)
 	}
 	// The first image disk is the top layer, as in overlayfs's lowerdir.
 	data := "lowerdir=" + strings.Join(lowers, ":")
@@ -212,7 +229,20 @@ func (m *Manager) Mount(id string, disks []Disk) (rootfs string, err error) {
 	if err := unix.Mount("overlay", rootfs, "overlay", 0, data); err != nil {
 		return "", fmt.Errorf("mount overlay rootfs: %w", err)
 	}
-	return rootfs, nil
+	return rootfs, m.mountVolumes(id, disks, rootfs)
+}
+
+// mountVolumes mounts the volume disks; a new volume takes the image's
+// content at its mount point, so it needs the rootfs.
+func (m *Manager) mountVolumes(id string, disks []Disk, rootfs string) error {
+	for _, d := range disks {
+		if d.Role == RoleVolume {
+			if err := m.mountVolume(id, d, rootfs); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (m *Manager) mountDisk(d Disk, target string) error {
