@@ -150,7 +150,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *agent.CreateContaine
 	for _, st := range req.GetStorages() {
 		disks = append(disks, storage.Disk{
 			Serial: st.GetSerial(), FSType: st.GetFstype(), Options: st.GetOptions(),
-			ReadOnly: st.GetReadonly(), Role: st.GetRole(),
+			ReadOnly: st.GetReadonly(), Role: st.GetRole(), MountPoint: st.GetMountPoint(),
 		})
 	}
 	if err := storage.Validate(disks); err != nil {
@@ -166,6 +166,9 @@ func (s *Service) CreateContainer(ctx context.Context, req *agent.CreateContaine
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	// Volumes are bind mounts of disks mounted beside the rootfs; the
+	// runtime resolves their mount points inside the rootfs.
+	spec.Mounts = append(spec.Mounts, s.cfg.Storage.Binds(id, disks)...)
 	if err := s.cfg.Runtime.Create(ctx, id, &spec, rootfs); err != nil {
 		if uerr := s.cfg.Storage.Unmount(id); uerr != nil {
 			s.cfg.Logf("create %s: cleanup: %v", id, uerr)
