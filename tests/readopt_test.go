@@ -83,6 +83,11 @@ func TestDaemonRestartReadopts(t *testing.T) {
 	if !strings.HasPrefix(logs, "tick 0\n") {
 		t.Errorf("docker logs ticker after restart lost the lines from before the crash: %q", logs)
 	}
+	// The agent's answer to the read pending at the crash went to the dead
+	// daemon; the new one asks for it again, so no line is missing.
+	if gap := firstGap(logs); gap >= 0 {
+		t.Errorf("docker logs ticker after restart misses tick %d: %q", gap, logs)
+	}
 
 	// A client attached to the re-adopted container gets its new output
 	// and ends when it stops.
@@ -161,4 +166,21 @@ func lastTick(logs string) int {
 		}
 	}
 	return last
+}
+
+// firstGap returns the first N missing from a run of "tick N" lines that
+// starts at 0, or -1 if none is missing.
+func firstGap(logs string) int {
+	next := 0
+	for _, line := range strings.Split(logs, "\n") {
+		n, err := strconv.Atoi(strings.TrimPrefix(line, "tick "))
+		if err != nil || !strings.HasPrefix(line, "tick ") {
+			continue
+		}
+		if n != next {
+			return next
+		}
+		next++
+	}
+	return -1
 }

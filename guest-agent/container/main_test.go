@@ -100,7 +100,7 @@ func readAll(t *testing.T, p *Process, which Stream) string {
 	var buf bytes.Buffer
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		data, eof, err := p.Read(which, 4096)
+		data, _, eof, err := p.Read(which, 4096, uint64(buf.Len()))
 		if err != nil {
 			t.Fatalf("Read: %v", err)
 		}

@@ -90,10 +90,11 @@ func (p *Process) Signal(sig syscall.Signal) error {
 	return nil
 }
 
-// Read returns up to max bytes of stdout or stderr; eof is set once the
-// stream has ended and every byte was read.
-func (p *Process) Read(which Stream, max int) (data []byte, eof bool, err error) {
-	return p.io.read(which, max)
+// Read returns up to max bytes of stdout or stderr from offset (see
+// stdio.read for why reads carry one) and the offset of the first byte;
+// eof is set once the stream has ended and every byte was read.
+func (p *Process) Read(which Stream, max int, offset uint64) (data []byte, at uint64, eof bool, err error) {
+	return p.io.read(which, max, offset)
 }
 
 // Write writes to the process's stdin or terminal.

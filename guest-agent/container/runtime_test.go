@@ -166,7 +166,7 @@ func TestExecUnderLoad(t *testing.T) {
 			p, _ := rt.Process(id, execID)
 			var out []byte
 			for {
-				d, eof, err := p.Read(Stdout, 100)
+				d, _, eof, err := p.Read(Stdout, 100, uint64(len(out)))
 				if err != nil {
 					errs <- err
 					return

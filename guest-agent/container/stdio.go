@@ -30,7 +30,12 @@ type stdio struct {
 	stdin    *os.File
 	out      [2]*os.File // stdout, stderr; both the master on a terminal
 
+	// readMu guards the read state of each stream: sent is the stream
+	// offset after the last chunk handed out, and pending that chunk until
+	// a read acknowledges it (see read).
 	readMu  [2]sync.Mutex
+	sent    [2]uint64
+	pending [2][]byte
 	writeMu sync.Mutex
 	// stdinClosed is guarded by writeMu.
 	stdinClosed bool
@@ -84,34 +89,50 @@ func (s *stdio) closeChild() {
 	}
 }
 
-// read returns up to max bytes of a stream; eof is set when the stream has
-// ended. On a terminal, stderr is always at EOF (all output is on stdout) and
-// EIO from the master means the slave side was closed.
-func (s *stdio) read(which Stream, max int) ([]byte, bool, error) {
+// read returns up to max bytes of a stream starting at offset, and the
+// offset of the data's first byte; eof is set when the stream has ended. On
+// a terminal, stderr is always at EOF (all output is on stdout) and EIO
+// from the master means the slave side was closed.
+//
+// offset makes reads safe to retry. The last chunk handed out stays pending
+// until a read names its end: a read from the pending chunk's start (the
+// reader lost the answer, e.g. a restarted host) gets it again; a read from
+// its end drops it and gets new data. Any other offset is refused, because
+// the bytes it names are gone.
+func (s *stdio) read(which Stream, max int, offset uint64) ([]byte, uint64, bool, error) {
 	if which != Stdout && which != Stderr {
-		return nil, false, errorf(ErrInvalid, "unknown stream %d", which)
+		return nil, 0, false, errorf(ErrInvalid, "unknown stream %d", which)
 	}
 	f := s.out[which]
 	if f == nil {
-		return nil, true, nil
+		return nil, 0, true, nil
 	}
 	if max <= 0 || max > MaxRead {
 		max = MaxRead
 	}
 	s.readMu[which].Lock()
 	defer s.readMu[which].Unlock()
+	if p := s.pending[which]; p != nil && offset == s.sent[which]-uint64(len(p)) {
+		return p, offset, false, nil
+	}
+	if offset != s.sent[which] {
+		return nil, 0, false, errorf(ErrInvalid, "output offset %d is not available (the stream is at %d)", offset, s.sent[which])
+	}
+	s.pending[which] = nil
 	buf := make([]byte, max)
 	n, err := f.Read(buf)
 	if n > 0 {
-		return buf[:n], false, nil
+		s.pending[which] = buf[:n:n]
+		s.sent[which] += uint64(n)
+		return buf[:n:n], offset, false, nil
 	}
 	switch {
 	case err == nil:
-		return nil, false, nil
+		return nil, offset, false, nil
 	case err == io.EOF, errors.Is(err, os.ErrClosed), s.terminal && errors.Is(err, syscall.EIO):
-		return nil, true, nil
+		return nil, offset, true, nil
 	}
-	return nil, false, fmt.Errorf("read output: %w", err)
+	return nil, 0, false, fmt.Errorf("read output: %w", err)
 }
 
 func (s *stdio) write(p []byte) (int, error) {

@@ -294,11 +294,11 @@ func (s *Service) read(req *agent.ReadOutputRequest, which container.Stream) (*a
 	if err != nil {
 		return nil, err
 	}
-	data, eof, err := p.Read(which, int(min(req.GetMaxLen(), container.MaxRead)))
+	data, at, eof, err := p.Read(which, int(min(req.GetMaxLen(), container.MaxRead)), req.GetOffset())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &agent.ReadOutputResponse{Data: data, Eof: eof}, nil
+	return &agent.ReadOutputResponse{Data: data, Eof: eof, Offset: at}, nil
 }
 
 // ReadStdout returns the next chunk of stdout (all output on a terminal).

@@ -309,18 +309,40 @@ func TestRunOverTTRPC(t *testing.T) {
 	read := func(stderr bool) string {
 		var out []byte
 		for {
-			req := &agent.ReadOutputRequest{ContainerId: "c1", MaxLen: 3}
-			var resp *agent.ReadOutputResponse
+			req := &agent.ReadOutputRequest{ContainerId: "c1", MaxLen: 3, Offset: uint64(len(out))}
+			rd := c.ReadStdout
 			if stderr {
-				resp, err = c.ReadStderr(ctx, req)
-			} else {
-				resp, err = c.ReadStdout(ctx, req)
+				rd = c.ReadStderr
 			}
+			resp, err := rd(ctx, req)
 			if err != nil {
 				t.Fatalf("read: %v", err)
 			}
 			if len(resp.Data) > 3 {
 				t.Fatalf("read returned %d bytes, max_len 3", len(resp.Data))
+			}
+			if resp.Offset != uint64(len(out)) {
+				t.Fatalf("read at %d answered offset %d", len(out), resp.Offset)
+			}
+			if len(resp.Data) > 0 {
+				// A host that lost the answer asks again: same bytes.
+				again, err := rd(ctx, req)
+				if err != nil || string(again.Data) != string(resp.Data) || again.Offset != resp.Offset {
+					t.Fatalf("repeated read at %d = %+v, %v; want %q again", len(out), again, err, resp.Data)
+				}
+				// Bytes already acknowledged or never sent cannot be asked for.
+				bad := []uint64{uint64(len(out) + len(resp.Data) + 1)}
+				if len(out) > 0 {
+					bad = append(bad, uint64(len(out)-1))
+				}
+				if len(resp.Data) > 1 {
+					bad = append(bad, uint64(len(out)+1))
+				}
+				for _, bad := range bad {
+					if _, err := rd(ctx, &agent.ReadOutputRequest{ContainerId: "c1", MaxLen: 3, Offset: bad}); code(err) != codes.InvalidArgument {
+						t.Fatalf("read at offset %d = %v, want InvalidArgument", bad, err)
+					}
+				}
 			}
 			out = append(out, resp.Data...)
 			if resp.Eof {

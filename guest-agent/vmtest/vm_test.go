@@ -324,7 +324,7 @@ func (g *guest) remove(t *testing.T, id string) {
 func (g *guest) readAll(t *testing.T, id, execID string, stderr bool) string {
 	var out []byte
 	for {
-		req := &agent.ReadOutputRequest{ContainerId: id, ExecId: execID, MaxLen: 4096}
+		req := &agent.ReadOutputRequest{ContainerId: id, ExecId: execID, MaxLen: 4096, Offset: uint64(len(out))}
 		var resp *agent.ReadOutputResponse
 		var err error
 		if stderr {

@@ -284,7 +284,7 @@ func (p *execProcess) carry(stdio Stdio) {
 	pump := func(read readFunc, w io.Writer) {
 		defer pumps.Done()
 		failed := false
-		t.pumpOutput(p.id, read, func(b []byte) {
+		t.pumpOutput(p.id, read, 0, func(b []byte) {
 			// After a client's connection failed, keep draining so the
 			// process does not block on a full pipe; drop the rest.
 			if w != nil && !failed {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -80,6 +81,9 @@ func TestExecSpec(t *testing.T) {
 type fakeProc struct {
 	args   []string
 	stdout chan []byte // closed at the end of output
+	// sent is the stdout offset after the last chunk handed out; the fake
+	// insists on acknowledged reads, as the agent does.
+	sent atomic.Uint64
 	exit   chan int    // receives the status once
 	once   sync.Once
 }
@@ -186,9 +190,14 @@ func (f *fakeAgent) ReadStdout(ctx context.Context, req *agentapi.ReadOutputRequ
 	if err != nil {
 		return nil, err
 	}
+	at := p.sent.Load()
+	if req.Offset != at {
+		return nil, status.Errorf(codes.InvalidArgument, "offset %d, stream at %d", req.Offset, at)
+	}
 	select {
 	case b, ok := <-p.stdout:
-		return &agentapi.ReadOutputResponse{Data: b, Eof: !ok}, nil
+		p.sent.Add(uint64(len(b)))
+		return &agentapi.ReadOutputResponse{Data: b, Eof: !ok, Offset: at}, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

@@ -114,6 +114,34 @@ func readLogEntry(r io.Reader) (LogEntry, int, error) {
 	return LogEntry{Stream: stream, Time: at, Data: data}, logHeaderLen + int(n), nil
 }
 
+// logOffsets returns how many bytes of each stream the log holds from
+// entries written at or after since (the start of the current run), by
+// Stream. A missing log holds nothing.
+func logOffsets(path string, since time.Time) ([3]uint64, error) {
+	var off [3]uint64
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return off, nil
+	}
+	if err != nil {
+		return off, fmt.Errorf("container log: %w", err)
+	}
+	defer f.Close()
+	r := bufio.NewReader(f)
+	for {
+		e, _, err := readLogEntry(r)
+		if err == io.EOF {
+			return off, nil
+		}
+		if err != nil {
+			return off, fmt.Errorf("%w: %s", err, path)
+		}
+		if !e.Time.Before(since) {
+			off[e.Stream] += uint64(len(e.Data))
+		}
+	}
+}
+
 // LogsOptions selects what Logs returns.
 type LogsOptions struct {
 	Stdout, Stderr bool

@@ -99,3 +99,45 @@ func TestParseSignalAndWaitCondition(t *testing.T) {
 		t.Errorf("ParseWaitCondition(later) succeeded")
 	}
 }
+
+// TestLogOffsets checks where an adopted run's pumps resume: the bytes of
+// each stream logged since the run started, earlier runs not counted.
+func TestLogOffsets(t *testing.T) {
+	path := filepath.Join(t.TempDir(), logFileName)
+	if off, err := logOffsets(path, time.Now()); err != nil || off != [3]uint64{} {
+		t.Fatalf("missing log: %v, %v; want zero offsets", off, err)
+	}
+	w, err := openLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Unix(1000, 0)
+	for _, e := range []struct {
+		stream Stream
+		at     time.Time
+		data   string
+	}{
+		{StreamStdout, start.Add(-time.Second), "earlier run\n"},
+		{StreamStdout, start, "ab\ncd"},
+		{StreamStderr, start.Add(time.Second), "oops\n"},
+		{StreamStdout, start.Add(2 * time.Second), "e"},
+	} {
+		if err := w.write(e.stream, e.at, []byte(e.data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.close()
+	off, err := logOffsets(path, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := [3]uint64{StreamStdout: 6, StreamStderr: 5}; off != want {
+		t.Errorf("offsets = %v, want %v", off, want)
+	}
+	if err := os.WriteFile(path, []byte("not a log, long enough for a header"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := logOffsets(path, start); err == nil {
+		t.Error("a corrupt log gave offsets")
+	}
+}

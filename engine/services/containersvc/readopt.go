@@ -75,14 +75,22 @@ func (s *Service) readopt(ctx context.Context, c *containers.Container) error {
 		// Not our VM (a recycled pid) or unusable: leave the process alone.
 		return fmt.Errorf("cannot re-adopt the VM: %w", err)
 	}
-	log, err := openLog(filepath.Join(s.cfg.Store.Dir(c.ID), logFileName))
+	logPath := filepath.Join(s.cfg.Store.Dir(c.ID), logFileName)
+	// The pumps resume where the log ends: a chunk the agent sent to the
+	// dead process but that never reached the log is sent again.
+	resume, err := logOffsets(logPath, c.State.StartedAt)
+	if err != nil {
+		sb.Destroy()
+		return err
+	}
+	log, err := openLog(logPath)
 	if err != nil {
 		sb.Destroy()
 		return err
 	}
 	t := &task{
 		svc: s, c: c, sb: sb, ready: make(chan struct{}), done: make(chan struct{}), log: log,
-		outputDone: make(chan struct{}), stdinCh: make(chan *Attachment, 16),
+		outputDone: make(chan struct{}), stdinCh: make(chan *Attachment, 16), resume: resume,
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	fail := func(what string, err error) error {

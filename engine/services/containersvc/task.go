@@ -80,6 +80,9 @@ type task struct {
 	outputDone     chan struct{}
 	outputDoneOnce sync.Once
 	stdinCh        chan *Attachment // clients offering stdin, in order
+	// resume is where the container's output pumps start, by Stream: zero
+	// for a new run, what the log already holds for an adopted one.
+	resume [3]uint64
 
 	ready chan struct{} // closed once boot succeeded: sb and agent are set
 	done  chan struct{} // closed once the exit is recorded and the VM is gone
@@ -272,7 +275,7 @@ func (t *task) run() {
 	var pumps sync.WaitGroup
 	pump := func(read readFunc, stream Stream) {
 		defer pumps.Done()
-		t.pumpOutput("", read, func(b []byte) { t.output(stream, b) })
+		t.pumpOutput("", read, t.resume[stream], func(b []byte) { t.output(stream, b) })
 	}
 	pumps.Add(1)
 	go pump(api.ReadStdout, StreamStdout)
@@ -405,16 +408,20 @@ func (t *task) resize(ctx context.Context, rows, cols uint16) error {
 type readFunc func(context.Context, *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error)
 
 // pumpOutput reads one output stream of a process (execID "" is the
-// container's own) until its EOF or the end of the run, handing each chunk
-// to deliver.
-func (t *task) pumpOutput(execID string, read readFunc, deliver func([]byte)) {
+// container's own) from stream offset from until its EOF or the end of the
+// run, handing each chunk to deliver. Each read acknowledges the chunks
+// delivered before it (see the agent API), so a chunk whose answer never
+// arrived is read again by whoever resumes from the same offset.
+func (t *task) pumpOutput(execID string, read readFunc, from uint64, deliver func([]byte)) {
+	off := from
 	for {
-		resp, err := read(t.ctx, &agentapi.ReadOutputRequest{ContainerId: t.c.ID, ExecId: execID, MaxLen: ioChunk})
-		if err != nil {
+		resp, err := read(t.ctx, &agentapi.ReadOutputRequest{ContainerId: t.c.ID, ExecId: execID, MaxLen: ioChunk, Offset: off})
+		if err != nil || resp.Offset != off {
 			return
 		}
 		if len(resp.Data) > 0 {
 			deliver(resp.Data)
+			off += uint64(len(resp.Data))
 		}
 		if resp.Eof {
 			return

@@ -162,7 +162,7 @@ func runContainer(ctx context.Context, api agentapi.TTRPCAgentService, args []st
 		go func() {
 			var buf bytes.Buffer
 			for {
-				r, err := read(ctx, &agentapi.ReadOutputRequest{ContainerId: containerID, MaxLen: 32 << 10})
+				r, err := read(ctx, &agentapi.ReadOutputRequest{ContainerId: containerID, MaxLen: 32 << 10, Offset: uint64(buf.Len())})
 				if err != nil {
 					ch <- result{buf.Bytes(), err}
 					return
