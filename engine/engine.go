@@ -16,6 +16,7 @@ import (
 
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/errs"
+	"github.com/vmctl/vmctl/engine/events"
 	"github.com/vmctl/vmctl/engine/images"
 	"github.com/vmctl/vmctl/engine/rootfs"
 	"github.com/vmctl/vmctl/engine/sandbox"
@@ -53,6 +54,9 @@ type Engine struct {
 	Disks      *rootfs.Builder
 	Containers *containersvc.Service
 	Volumes    *volumes.Service
+	// Events carries what happens to containers, images and volumes to
+	// GET /events; it lives as long as the engine.
+	Events *events.Bus
 }
 
 func (c *Config) setDefaults() {
@@ -97,7 +101,7 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, Images: imgs, Disks: disks}
+	e := &Engine{cfg: cfg, Images: imgs, Disks: disks, Events: events.NewBus(events.DefaultHistory)}
 	e.Volumes, err = volumes.New(volumes.Config{
 		Root: filepath.Join(cfg.DataRoot, "volumes"), NewDisk: disks.WritableDisk,
 		Users: func() (map[string][]string, error) { return e.Containers.VolumeUsers() },
@@ -115,6 +119,7 @@ func New(cfg Config) (*Engine, error) {
 		Kernel:       cfg.Kernel,
 		Initrd:       cfg.Initrd,
 		ExecRoot:     cfg.ExecRoot,
+		Events:       e.Events,
 		Volumes:      e.Volumes,
 	})
 	return e, nil

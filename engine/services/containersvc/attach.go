@@ -56,6 +56,7 @@ func (s *Service) Attach(ref string, o AttachOptions) (*Attachment, error) {
 	if c.Config.Tty {
 		a.stderr = nil // a terminal carries everything on stdout
 	}
+	s.publish("attach", c, nil)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if t := s.tasks[c.ID]; t != nil {

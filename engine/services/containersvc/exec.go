@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -93,6 +94,7 @@ func (s *Service) ExecCreate(ref string, o ExecOptions) (string, error) {
 	}
 	t.pruneExecsLocked(time.Now())
 	t.execs[p.id] = p
+	s.publish("exec_create: "+strings.Join(o.Cmd, " "), t.c, map[string]string{"execID": p.id})
 	return p.id, nil
 }
 
@@ -234,6 +236,7 @@ func (s *Service) ExecStart(ctx context.Context, id string, stdio Stdio, detach 
 		p.finish(&code)
 		return err
 	}
+	s.publish("exec_start: "+strings.Join(o.Cmd, " "), t.c, map[string]string{"execID": p.id})
 	// Created --ExecProcess--> Running
 	p.mu.Lock()
 	p.running, p.agentRun = true, true
@@ -347,7 +350,11 @@ func (p *execProcess) finish(code *int) {
 	p.running = false
 	p.exitCode = code
 	p.ended = time.Now()
+	started := p.started
 	p.mu.Unlock()
+	if started && code != nil {
+		p.t.svc.publish("exec_die", p.t.c, map[string]string{"execID": p.id, "exitCode": strconv.Itoa(*code)})
+	}
 	close(p.done)
 }
 

@@ -149,7 +149,7 @@ const killGrace = 5 * time.Second
 // waits up to timeout for it to exit, then sends SIGKILL; a VM that still
 // does not finish is destroyed. A negative timeout waits forever. A
 // container that is not running gives an errdefs.ErrNotModified error.
-func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration) error {
+func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration) (err error) {
 	c, err := s.cfg.Store.Get(ref)
 	if err != nil {
 		return err
@@ -162,6 +162,12 @@ func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration) e
 		}
 		return errs.New(errdefs.ErrNotModified, "container %s is not running", c.Name)
 	}
+	// Docker reports stop once the container is down, however it got there.
+	defer func() {
+		if err == nil {
+			s.publish("stop", c, nil)
+		}
+	}()
 	sig := syscall.SIGTERM
 	if c.Config.StopSignal != "" {
 		if parsed, err := ParseSignal(c.Config.StopSignal); err == nil {
@@ -176,7 +182,9 @@ func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration) e
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	t.signal(ctx, sig)
+	if t.signal(ctx, sig) == nil {
+		s.publishKill(c, sig)
+	}
 	var expired <-chan time.Time
 	if timeout >= 0 {
 		expired = time.After(timeout)
@@ -188,7 +196,9 @@ func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration) e
 		return ctx.Err()
 	case <-expired:
 	}
-	t.signal(ctx, syscall.SIGKILL)
+	if t.signal(ctx, syscall.SIGKILL) == nil {
+		s.publishKill(c, syscall.SIGKILL)
+	}
 	select {
 	case <-t.done:
 		return nil
@@ -207,7 +217,13 @@ func (s *Service) Restart(ctx context.Context, ref string, timeout time.Duration
 	if err := s.Stop(ctx, ref, timeout); err != nil && !errdefs.IsNotModified(err) {
 		return err
 	}
-	return s.Start(ctx, ref, Stdio{})
+	if err := s.Start(ctx, ref, Stdio{}); err != nil {
+		return err
+	}
+	if c, err := s.cfg.Store.Get(ref); err == nil {
+		s.publish("restart", c, nil)
+	}
+	return nil
 }
 
 // ParseSignal accepts a signal as a number or a name, with or without the

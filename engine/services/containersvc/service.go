@@ -24,6 +24,7 @@ import (
 	"github.com/vmctl/vmctl/engine/errs"
 
 	"github.com/vmctl/vmctl/engine/containers"
+	"github.com/vmctl/vmctl/engine/events"
 	"github.com/vmctl/vmctl/engine/sandbox"
 	"github.com/vmctl/vmctl/engine/volumes"
 )
@@ -76,6 +77,9 @@ type Config struct {
 	WritableDiskSize int64
 	// Volumes holds named volumes; nil means containers cannot have any.
 	Volumes *volumes.Service
+	// Events receives the container events (create, start, die...); nil
+	// reports none.
+	Events events.Publisher
 }
 
 // Service runs containers.
@@ -133,6 +137,7 @@ type CreateOptions struct {
 	// Volumes are mounted into the container; missing named volumes are
 	// created (docker's behaviour).
 	Volumes []VolumeMount
+	Labels  map[string]string
 }
 
 // minMemory is the smallest memory limit accepted (Docker's is 6 MiB).
@@ -208,7 +213,7 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 			Hostname: hostname, Tty: o.Tty, OpenStdin: o.OpenStdin, StdinOnce: o.StdinOnce,
 			StopSignal: firstNonEmpty(o.StopSignal, img.StopSignal), ConsoleRows: o.ConsoleRows,
 			ConsoleCols: o.ConsoleCols, MemoryBytes: o.MemoryBytes, NanoCPUs: o.NanoCPUs,
-			Hypervisor: o.Hypervisor, AutoRemove: o.AutoRemove,
+			Hypervisor: o.Hypervisor, AutoRemove: o.AutoRemove, Labels: o.Labels,
 		},
 		State: containers.State{Status: containers.StatusCreated},
 	}
@@ -224,6 +229,7 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 		s.removeAnonymousVolumes(c)
 		return nil, fmt.Errorf("create writable disk: %w", err)
 	}
+	s.publish("create", c, nil)
 	return c, nil
 }
 
@@ -297,6 +303,7 @@ func (s *Service) Remove(ctx context.Context, ref string, force bool) error {
 		// Kill the process first, as docker rm -f does, so the exit is an
 		// ordinary 137 rather than a lost VM; end the VM if that fails.
 		if t.signal(ctx, syscall.SIGKILL) == nil {
+			s.publishKill(c, syscall.SIGKILL)
 			select {
 			case <-t.done:
 			case <-time.After(killGrace):
@@ -313,6 +320,7 @@ func (s *Service) Remove(ctx context.Context, ref string, force bool) error {
 	s.forgetLocked(c.ID)
 	s.mu.Unlock()
 	s.notify()
+	s.publish("destroy", c, nil)
 	return nil
 }
 
@@ -350,7 +358,11 @@ func (s *Service) Kill(ctx context.Context, ref string, sig syscall.Signal) erro
 	if err != nil {
 		return err
 	}
-	return t.signal(ctx, sig)
+	if err := t.signal(ctx, sig); err != nil {
+		return err
+	}
+	s.publishKill(t.c, sig)
+	return nil
 }
 
 // Resize sets the container's terminal size.

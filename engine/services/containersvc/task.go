@@ -161,6 +161,7 @@ func (s *Service) Start(ctx context.Context, ref string, stdio Stdio) error {
 	}
 	close(t.ready)
 	s.notify()
+	s.publish("start", c, nil)
 	go t.run()
 	return nil
 }
@@ -329,6 +330,7 @@ func (t *task) run() {
 	// finds the status.
 	s.exitRecord(c.ID).record(exit)
 	s.mu.Unlock()
+	s.publishExit(c, exit)
 	if c.Config.AutoRemove {
 		s.cfg.Store.Delete(c.ID)
 		s.dropAnonymousVolumes(c)
@@ -341,6 +343,9 @@ func (t *task) run() {
 		s.forgetLocked(c.ID)
 	}
 	s.mu.Unlock()
+	if c.Config.AutoRemove {
+		s.publish("destroy", c, nil)
+	}
 	close(t.done)
 	s.notify()
 }
