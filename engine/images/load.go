@@ -3,19 +3,18 @@ package images
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/vmctl/vmctl/internal/flock"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -26,6 +25,9 @@ type stage struct {
 	dir   string
 	blobs blobDir
 	lock  *flock.Lock
+
+	mu       sync.Mutex
+	unpacked map[v1.Hash]layerSums // layers measured as they were written
 }
 
 func (s *Store) newStage(ctx context.Context) (*stage, error) {
@@ -38,7 +40,7 @@ func (s *Store) newStage(ctx context.Context) (*stage, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	return &stage{dir: dir, blobs: blobDir(filepath.Join(dir, "blobs")), lock: l}, nil
+	return &stage{dir: dir, blobs: blobDir(filepath.Join(dir, "blobs")), lock: l, unpacked: map[v1.Hash]layerSums{}}, nil
 }
 
 // remove deletes the stage, then drops its lock (in that order, so a
@@ -77,6 +79,41 @@ type candidate struct {
 	manifest v1.Descriptor
 	tags     []string // fully qualified
 	blobs    []v1.Hash
+}
+
+// writeLayer stages a layer blob, measuring its diff ID in the same pass
+// (see blobDir.writeLayer), so verifyImage need not read it again.
+func (st *stage) writeLayer(r io.Reader, verified v1.Hash) (layerSums, error) {
+	sums, err := st.blobs.writeLayer(r, verified)
+	if err != nil {
+		return layerSums{}, err
+	}
+	st.mu.Lock()
+	st.unpacked[sums.digest] = sums
+	st.mu.Unlock()
+	return sums, nil
+}
+
+// diffID returns the diff ID and unpacked size of a staged layer: the ones
+// measured when it was written, or else by decompressing it now (a layer
+// linked from the store, or staged by a plain writeBlob).
+func (st *stage) diffID(ld v1.Descriptor) (int64, v1.Hash, error) {
+	st.mu.Lock()
+	sums, ok := st.unpacked[ld.Digest]
+	st.mu.Unlock()
+	if ok {
+		return sums.unpacked, sums.diffID, nil
+	}
+	f, err := st.blobs.open(ld.Digest)
+	if err != nil {
+		return 0, v1.Hash{}, err
+	}
+	defer f.Close()
+	n, h, err := unpackStream(f)
+	if err != nil {
+		return 0, v1.Hash{}, fmt.Errorf("unpacking: %w", err)
+	}
+	return n, h, nil
 }
 
 // verifyImage checks that the manifest desc names, its config and all its
@@ -123,7 +160,7 @@ func (st *stage) verifyImage(ctx context.Context, desc v1.Descriptor) (candidate
 		if err := st.checkBlob(ld, "layer"); err != nil {
 			return candidate{}, err
 		}
-		n, diffID, err := unpackDigest(&blobLayer{dir: st.blobs, desc: ld})
+		n, diffID, err := st.diffID(ld)
 		if err != nil {
 			return candidate{}, fmt.Errorf("layer %s: %w", ld.Digest, err)
 		}
@@ -151,26 +188,6 @@ func (st *stage) checkBlob(desc v1.Descriptor, what string) error {
 		return fmt.Errorf("%s %s is %d bytes, its descriptor says %d", what, desc.Digest, fi.Size(), desc.Size)
 	}
 	return nil
-}
-
-// unpackDigest decompresses a layer (gzip, zstd or none, detected from its
-// bytes) and returns the unpacked size and digest.
-func unpackDigest(cl partial.CompressedLayer) (int64, v1.Hash, error) {
-	l, err := partial.CompressedToLayer(cl)
-	if err != nil {
-		return 0, v1.Hash{}, err
-	}
-	rc, err := l.Uncompressed()
-	if err != nil {
-		return 0, v1.Hash{}, err
-	}
-	defer rc.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, rc)
-	if err != nil {
-		return 0, v1.Hash{}, fmt.Errorf("unpacking: %w", err)
-	}
-	return n, hashOf(h), nil
 }
 
 // commit moves verified candidates into the store and tags them, under the
