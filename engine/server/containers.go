@@ -18,12 +18,10 @@ import (
 )
 
 // unsupportedHostConfig rejects options that would otherwise be silently
-// ignored: a container without the volume or port the user asked for is
-// worse than a clear error.
+// ignored: a container without the port the user asked for is worse than a
+// clear error. Binds and Mounts are checked by volumeMounts.
 func unsupportedHostConfig(hc *container.HostConfig) error {
 	switch {
-	case len(hc.Binds) > 0 || len(hc.Mounts) > 0:
-		return errs.New(errdefs.ErrInvalidArgument, "volumes and bind mounts are not supported yet")
 	case len(hc.PortBindings) > 0 || hc.PublishAllPorts:
 		return errs.New(errdefs.ErrInvalidArgument, "published ports are not supported yet")
 	case hc.Privileged:
@@ -57,12 +55,17 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	vols, err := volumeMounts(hc)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	o := containersvc.CreateOptions{
 		Image: cfg.Image, Name: strings.TrimPrefix(r.URL.Query().Get("name"), "/"),
 		Cmd: cfg.Cmd, Entrypoint: cfg.Entrypoint, Env: cfg.Env, WorkingDir: cfg.WorkingDir,
 		User: cfg.User, Hostname: cfg.Hostname, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
 		StdinOnce: cfg.StdinOnce, StopSignal: cfg.StopSignal, MemoryBytes: hc.Memory,
-		NanoCPUs: hc.NanoCPUs, AutoRemove: hc.AutoRemove,
+		NanoCPUs: hc.NanoCPUs, AutoRemove: hc.AutoRemove, Volumes: vols,
 	}
 	if cfg.Tty && hc.ConsoleSize[0] > 0 && hc.ConsoleSize[1] > 0 {
 		o.ConsoleRows, o.ConsoleCols = clampU16(hc.ConsoleSize[0]), clampU16(hc.ConsoleSize[1])
@@ -129,7 +132,7 @@ func (s *Server) containerList(w http.ResponseWriter, r *http.Request) {
 			Command: strings.Join(c.Config.Args, " "), Created: c.Created.Unix(),
 			Ports: []container.PortSummary{}, Labels: map[string]string{},
 			State: container.ContainerState(c.State.Status), Status: statusText(c, now),
-			Mounts: []container.MountPoint{},
+			Mounts: mountPoints(c),
 		}
 		sum.HostConfig.NetworkMode = "none"
 		out = append(out, sum)
@@ -165,7 +168,7 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 			WorkingDir: cfg.WorkingDir, StopSignal: cfg.StopSignal, Labels: map[string]string{},
 		},
 		HostConfig: &container.HostConfig{AutoRemove: cfg.AutoRemove, NetworkMode: "none"},
-		Mounts:     []container.MountPoint{},
+		Mounts:     mountPoints(c),
 	}
 	resp.HostConfig.Memory = cfg.MemoryBytes
 	resp.HostConfig.NanoCPUs = cfg.NanoCPUs

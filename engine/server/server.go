@@ -79,6 +79,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /containers/{id}/logs", s.containerLogs)
 	m.HandleFunc("DELETE /containers/{id}", s.containerDelete)
 	s.execRoutes(m)
+	s.volumeRoutes(m)
 
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errs.New(errdefs.ErrNotFound, "page not found: %s %s", r.Method, r.URL.Path))

@@ -90,8 +90,9 @@ func checkDestination(dst string) (string, error) {
 	return clean, nil
 }
 
-// newAnonymousName is a 64-hex volume name, as docker gives anonymous volumes.
-func newAnonymousName() string {
+// NewVolumeName is a 64-hex volume name, as docker gives volumes created
+// without one.
+func NewVolumeName() string {
 	var b [32]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
@@ -115,7 +116,7 @@ func planMounts(reqs []VolumeMount) ([]containers.Mount, error) {
 		seen[dst] = true
 		m := containers.Mount{Name: r.Name, Destination: dst, ReadOnly: r.ReadOnly}
 		if m.Name == "" {
-			m.Name, m.Anonymous = newAnonymousName(), true
+			m.Name, m.Anonymous = NewVolumeName(), true
 		} else if err := volumes.ValidateName(m.Name); err != nil {
 			return nil, err
 		}

@@ -1,0 +1,148 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/api/types/volume"
+)
+
+func volumeRequest(t *testing.T, s *Server, method, path, body string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, req)
+	return rec
+}
+
+func TestVolumeAPI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("makes ext4 disks")
+	}
+	s := newTestServer(t)
+	rec := volumeRequest(t, s, "POST", "/v1.41/volumes/create", `{"Name":"data","DriverOpts":{"size":"64m"},"Labels":{"app":"db"}}`)
+	if rec.Code != http.StatusCreated {
+		t.Fatalf("create = %d %s", rec.Code, rec.Body)
+	}
+	var v volume.Volume
+	json.Unmarshal(rec.Body.Bytes(), &v)
+	if v.Name != "data" || v.Driver != "local" || v.Scope != "local" || v.Options["size"] != "64m" || v.Labels["app"] != "db" {
+		t.Errorf("created volume = %+v", v)
+	}
+	if rec := volumeRequest(t, s, "POST", "/volumes/create", `{"Name":"data"}`); rec.Code != http.StatusCreated {
+		t.Errorf("create of an existing name = %d %s, want 201", rec.Code, rec.Body)
+	}
+	rec = volumeRequest(t, s, "POST", "/volumes/create", `{}`)
+	json.Unmarshal(rec.Body.Bytes(), &v)
+	if rec.Code != http.StatusCreated || len(v.Name) != 64 {
+		t.Errorf("create without a name = %d %s, want a 64-hex name", rec.Code, rec.Body)
+	}
+	anon := v.Name
+
+	for _, tc := range []struct{ method, path, body string }{
+		{"POST", "/volumes/create", `{"Name":"a"}`},
+		{"POST", "/volumes/create", `{"Name":"../x"}`},
+		{"POST", "/volumes/create", `{"Name":"v2","DriverOpts":{"type":"nfs"}}`},
+		{"POST", "/volumes/create", `{"Name":"v2","DriverOpts":{"size":"huge"}}`},
+		{"POST", "/volumes/create", `{"Name":"v2","Driver":"nfs"}`},
+		{"GET", `/volumes?filters={"color":["red"]}`, ""},
+		{"DELETE", "/volumes/data?force=maybe", ""},
+	} {
+		if rec := volumeRequest(t, s, tc.method, tc.path, tc.body); rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `"message"`) {
+			t.Errorf("%s %s %s = %d %s, want 400 with a message", tc.method, tc.path, tc.body, rec.Code, rec.Body)
+		}
+	}
+
+	list := func(query string) []string {
+		rec := volumeRequest(t, s, "GET", "/volumes"+query, "")
+		var l volume.ListResponse
+		if err := json.Unmarshal(rec.Body.Bytes(), &l); err != nil || rec.Code != http.StatusOK {
+			t.Fatalf("list%s = %d %s", query, rec.Code, rec.Body)
+		}
+		var names []string
+		for _, v := range l.Volumes {
+			names = append(names, v.Name)
+		}
+		return names
+	}
+	if got := list(""); len(got) != 2 {
+		t.Errorf("list = %v, want data and %s", got, anon)
+	}
+	if got := list(`?filters={"name":{"dat":true}}`); len(got) != 1 || got[0] != "data" {
+		t.Errorf("list name=dat = %v, want [data]", got)
+	}
+	if got := list(`?filters={"label":["app=db"],"dangling":["true"]}`); len(got) != 1 || got[0] != "data" {
+		t.Errorf("list label=app=db dangling = %v, want [data]", got)
+	}
+
+	if rec := volumeRequest(t, s, "GET", "/volumes/data", ""); rec.Code != http.StatusOK {
+		t.Errorf("inspect = %d %s", rec.Code, rec.Body)
+	}
+	if rec := volumeRequest(t, s, "GET", "/volumes/nope", ""); rec.Code != http.StatusNotFound {
+		t.Errorf("inspect of a missing volume = %d, want 404", rec.Code)
+	}
+	if rec := volumeRequest(t, s, "DELETE", "/volumes/nope", ""); rec.Code != http.StatusNotFound {
+		t.Errorf("delete of a missing volume = %d, want 404", rec.Code)
+	}
+	if rec := volumeRequest(t, s, "DELETE", "/volumes/nope?force=1", ""); rec.Code != http.StatusNoContent {
+		t.Errorf("forced delete of a missing volume = %d, want 204", rec.Code)
+	}
+	if rec := volumeRequest(t, s, "DELETE", "/volumes/data", ""); rec.Code != http.StatusNoContent {
+		t.Errorf("delete = %d %s", rec.Code, rec.Body)
+	}
+	if got := list(""); len(got) != 1 || got[0] != anon {
+		t.Errorf("list after delete = %v, want [%s]", got, anon)
+	}
+}
+
+func TestVolumeMounts(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		hc      container.HostConfig
+		want    int
+		wantErr string
+	}{
+		{name: "binds", hc: container.HostConfig{Binds: []string{"data:/data", "/cache", "logs:/logs:ro"}}, want: 3},
+		{name: "mount", hc: container.HostConfig{Mounts: []mount.Mount{{Type: mount.TypeVolume, Source: "data", Target: "/data"}}}, want: 1},
+		{name: "host bind", hc: container.HostConfig{Binds: []string{"/etc:/data"}},
+			wantErr: "bind mounts of host paths are not supported; use a named volume"},
+		{name: "host bind mount", hc: container.HostConfig{Mounts: []mount.Mount{{Type: mount.TypeBind, Source: "/etc", Target: "/data"}}},
+			wantErr: "bind mounts of host paths are not supported; use a named volume"},
+		{name: "tmpfs", hc: container.HostConfig{Mounts: []mount.Mount{{Type: mount.TypeTmpfs, Target: "/t"}}},
+			wantErr: `mounts of type "tmpfs" are not supported: use a named volume`},
+		{name: "nocopy", hc: container.HostConfig{Mounts: []mount.Mount{{Type: mount.TypeVolume, Source: "d1", Target: "/t", VolumeOptions: &mount.VolumeOptions{NoCopy: true}}}},
+			wantErr: "volume-nocopy is not supported: a new volume always takes the image's content"},
+	} {
+		got, err := volumeMounts(&tc.hc)
+		if tc.wantErr != "" {
+			if err == nil || err.Error() != tc.wantErr || statusOf(err) != http.StatusBadRequest {
+				t.Errorf("%s: volumeMounts = %v, want 400 %q", tc.name, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || len(got) != tc.want {
+			t.Errorf("%s: volumeMounts = %+v, %v, want %d mounts", tc.name, got, err, tc.want)
+		}
+	}
+}
+
+// A container create with a host bind mount answers 400 in one line and
+// leaves no volume behind.
+func TestCreateWithHostBind(t *testing.T) {
+	s := newTestServer(t)
+	rec := volumeRequest(t, s, "POST", "/containers/create", `{"Image":"busybox","HostConfig":{"Binds":["data:/data","/etc:/host"]}}`)
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "bind mounts of host paths are not supported; use a named volume") {
+		t.Errorf("create with a host bind = %d %s", rec.Code, rec.Body)
+	}
+	if list, _ := s.eng.Volumes.List(); len(list) != 0 {
+		t.Errorf("a refused create left volumes: %v", list)
+	}
+}
