@@ -96,24 +96,32 @@ func statusText(c *containers.Container, now time.Time) string {
 	return "Created"
 }
 
+// containerList is GET /containers/json: docker ps, with its filters
+// (id, name, status, exited, label, ancestor, before, since) and limit. An
+// unknown filter is a 400 "invalid filter 'x'", as from dockerd.
 func (s *Server) containerList(w http.ResponseWriter, r *http.Request) {
 	flags, err := boolParams(r, "all", "size")
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	all := flags[0]
-	limit := -1
+	opts := containers.ListOptions{All: flags[0]}
 	if v := r.URL.Query().Get("limit"); v != "" {
-		if limit, err = strconv.Atoi(v); err != nil {
+		if opts.Limit, err = strconv.Atoi(v); err != nil {
 			writeError(w, errs.New(errdefs.ErrInvalidArgument, "invalid limit %q: want a number", v))
 			return
 		}
 	}
-	if limit > 0 {
-		all = true // docker ps -n implies -a
+	if opts.Filters, err = filterTerms(r); err != nil {
+		writeError(w, err)
+		return
 	}
 	list, err := s.eng.Containers.List()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	list, err = containers.Select(list, opts)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -121,16 +129,14 @@ func (s *Server) containerList(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	out := []container.Summary{}
 	for _, c := range list {
-		if !all && c.State.Status != containers.StatusRunning {
-			continue
-		}
-		if limit > 0 && len(out) == limit {
-			break
+		labels := c.Config.Labels
+		if labels == nil {
+			labels = map[string]string{}
 		}
 		sum := container.Summary{
 			ID: c.ID, Names: []string{"/" + c.Name}, Image: c.Config.Image, ImageID: c.Config.ImageID,
 			Command: strings.Join(c.Config.Args, " "), Created: c.Created.Unix(),
-			Ports: []container.PortSummary{}, Labels: map[string]string{},
+			Ports: []container.PortSummary{}, Labels: labels,
 			State: container.ContainerState(c.State.Status), Status: statusText(c, now),
 			Mounts: mountPoints(c),
 		}

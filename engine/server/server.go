@@ -44,6 +44,8 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{} // hijacked connections, closed on Close
+
+	events eventStreams // open GET /events streams, ended on Close
 }
 
 // New returns a Server over eng.
@@ -59,6 +61,7 @@ func (s *Server) routes() {
 	m.HandleFunc("HEAD /_ping", s.ping)
 	m.HandleFunc("GET /version", s.version)
 	m.HandleFunc("GET /info", s.info)
+	m.HandleFunc("GET /events", s.systemEvents)
 
 	m.HandleFunc("GET /images/json", s.imageList)
 	m.HandleFunc("POST /images/create", s.imageCreate)
@@ -130,6 +133,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Close closes every hijacked connection, so that attached clients see the
 // daemon go away instead of hanging.
 func (s *Server) Close() {
+	s.events.closeAll()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {

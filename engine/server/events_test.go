@@ -1,0 +1,187 @@
+package server
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	engevents "github.com/vmctl/vmctl/engine/events"
+)
+
+func TestFilterTerms(t *testing.T) {
+	for _, tc := range []struct {
+		raw  string
+		want string
+		bad  bool
+	}{
+		{"", "map[]", false},
+		{`{"status":{"exited":true,"created":true}}`, "map[status:[created exited]]", false},
+		{`{"name":{"web":true,"off":false}}`, "map[name:[web]]", false},
+		{`{"status":["running"]}`, "map[status:[running]]", false},
+		{`{"status":"running"}`, "", true},
+		{`[`, "", true},
+	} {
+		r := httptest.NewRequest("GET", "/containers/json?filters="+url.QueryEscape(tc.raw), nil)
+		got, err := filterTerms(r)
+		if tc.bad {
+			if err == nil {
+				t.Errorf("filterTerms(%s) = %v, want an error", tc.raw, got)
+			}
+			continue
+		}
+		if err != nil || fmt.Sprint(got) != tc.want && !(len(got) == 0 && tc.want == "map[]") {
+			t.Errorf("filterTerms(%s) = %v, %v; want %s", tc.raw, got, err, tc.want)
+		}
+	}
+}
+
+func TestParseTimestamp(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want time.Time
+		bad  bool
+	}{
+		{in: "", want: time.Time{}},
+		{in: "1700000000", want: time.Unix(1700000000, 0)},
+		{in: "1700000000.5", want: time.Unix(1700000000, 500000000)},
+		{in: "1700000000.000000001", want: time.Unix(1700000000, 1)},
+		{in: "2023-11-14T22:13:20Z", want: time.Unix(1700000000, 0)},
+		{in: "1700000000.", bad: true},
+		{in: "1700000000.1234567890", bad: true},
+		{in: "yesterday", bad: true},
+	} {
+		got, err := parseTimestamp("since", tc.in)
+		if tc.bad != (err != nil) || !got.Equal(tc.want) {
+			t.Errorf("parseTimestamp(%q) = %v, %v; want %v (error: %v)", tc.in, got, err, tc.want, tc.bad)
+		}
+	}
+}
+
+// readEvents decodes a finished /events response.
+func readEvents(t *testing.T, body string) []eventMessage {
+	t.Helper()
+	var out []eventMessage
+	dec := json.NewDecoder(strings.NewReader(body))
+	for dec.More() {
+		var m eventMessage
+		if err := dec.Decode(&m); err != nil {
+			t.Fatalf("decode %q: %v", body, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func TestEventsReplay(t *testing.T) {
+	s := newTestServer(t)
+	t0 := time.Now().Add(-time.Minute).Truncate(time.Second)
+	for i, e := range []engevents.Event{
+		{Type: engevents.TypeContainer, Action: "create", ID: "c1", Attributes: map[string]string{"name": "web", "image": "busybox"}},
+		{Type: engevents.TypeContainer, Action: "die", ID: "c1", Attributes: map[string]string{"name": "web", "image": "busybox", "exitCode": "3"}},
+		{Type: engevents.TypeImage, Action: "pull", ID: "busybox:latest", Attributes: map[string]string{"name": "busybox:latest"}},
+		{Type: engevents.TypeContainer, Action: "destroy", ID: "c2", Attributes: map[string]string{"name": "db"}},
+	} {
+		e.Time = t0.Add(time.Duration(i) * time.Second)
+		s.eng.Events.Publish(e)
+	}
+	ts := func(d time.Duration) string { return fmt.Sprintf("%d.%09d", t0.Add(d).Unix(), 0) }
+	for _, tc := range []struct {
+		query string
+		want  string
+	}{
+		{"since=" + ts(0) + "&until=" + ts(10*time.Second), "container/create/c1 container/die/c1 image/pull/busybox:latest container/destroy/c2"},
+		{"since=" + ts(time.Second) + "&until=" + ts(2*time.Second), "container/die/c1 image/pull/busybox:latest"},
+		{"since=" + ts(0) + "&until=" + ts(10*time.Second) + "&filters=" + url.QueryEscape(`{"type":{"image":true}}`), "image/pull/busybox:latest"},
+		{"since=" + ts(0) + "&until=" + ts(10*time.Second) + "&filters=" + url.QueryEscape(`{"container":{"web":true},"event":{"die":true}}`), "container/die/c1"},
+	} {
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, httptest.NewRequest("GET", "/v1.41/events?"+tc.query, nil))
+		if rec.Code != http.StatusOK {
+			t.Fatalf("GET /events?%s = %d %s", tc.query, rec.Code, rec.Body)
+		}
+		var got []string
+		for _, m := range readEvents(t, rec.Body.String()) {
+			got = append(got, fmt.Sprintf("%s/%s/%s", m.Type, m.Action, m.Actor.ID))
+			if m.Scope != "local" || m.TimeNano == 0 || m.Time != m.TimeNano/1e9 {
+				t.Errorf("event %+v: want scope local and matching time, timeNano", m)
+			}
+			if m.Type == "container" && (m.Status != string(m.Action) || m.ID != m.Actor.ID) {
+				t.Errorf("container event %+v: want the 1.41 status and id fields", m)
+			}
+		}
+		if strings.Join(got, " ") != tc.want {
+			t.Errorf("GET /events?%s = %s, want %s", tc.query, strings.Join(got, " "), tc.want)
+		}
+	}
+	die := readEvents(t, func() string {
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, httptest.NewRequest("GET", "/events?since="+ts(time.Second)+"&until="+ts(time.Second), nil))
+		return rec.Body.String()
+	}())
+	if len(die) != 1 || die[0].Actor.Attributes["exitCode"] != "3" || die[0].From != "busybox" {
+		t.Errorf("die event = %+v, want exitCode 3 from busybox", die)
+	}
+}
+
+func TestEventsBadInput(t *testing.T) {
+	s := newTestServer(t)
+	for _, tc := range []struct {
+		path string
+		msg  string
+	}{
+		{"/events?filters=" + url.QueryEscape(`{"colour":{"red":true}}`), "invalid filter 'colour'"},
+		{"/events?since=soon", `invalid since`},
+		{"/events?since=20&until=10", "since time (20) cannot be after until time (10)"},
+		{"/containers/json?filters=" + url.QueryEscape(`{"colour":{"red":true}}`), "invalid filter 'colour'"},
+		{"/containers/json?filters=" + url.QueryEscape(`{"status":{"asleep":true}}`), "invalid filter 'status=asleep'"},
+		{"/containers/json?filters=%7B", "invalid filters"},
+	} {
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, httptest.NewRequest("GET", tc.path, nil))
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), tc.msg) {
+			t.Errorf("GET %s = %d %s, want 400 with %q", tc.path, rec.Code, strings.TrimSpace(rec.Body.String()), tc.msg)
+		}
+	}
+}
+
+// A live stream delivers events as they are published and ends when the
+// server closes.
+func TestEventsLive(t *testing.T) {
+	s := newTestServer(t)
+	hs := httptest.NewServer(s)
+	defer hs.Close()
+	resp, err := http.Get(hs.URL + "/events?filters=" + url.QueryEscape(`{"event":{"start":true}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// The handler subscribes before it sends the headers, so what is
+	// published from now on reaches it.
+	s.eng.Events.Publish(engevents.Event{Type: engevents.TypeContainer, Action: "create", ID: "c1"})
+	s.eng.Events.Publish(engevents.Event{Type: engevents.TypeContainer, Action: "start", ID: "c1"})
+	lines := bufio.NewScanner(resp.Body)
+	if !lines.Scan() {
+		t.Fatalf("no event: %v", lines.Err())
+	}
+	var m eventMessage
+	if err := json.Unmarshal(lines.Bytes(), &m); err != nil || m.Action != "start" || m.Actor.ID != "c1" {
+		t.Fatalf("live event = %s (%v), want the start of c1", lines.Text(), err)
+	}
+	done := make(chan bool)
+	go func() { done <- lines.Scan() }()
+	s.Close()
+	select {
+	case more := <-done:
+		if more {
+			t.Errorf("stream went on after Close: %s", lines.Text())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream did not end on Close")
+	}
+}
