@@ -33,7 +33,8 @@ func (o *runOptions) createRequest(image string, cmdArgs []string) (client.Conta
 		AttachStdin:  co.OpenStdin,
 		AttachStdout: true, AttachStderr: true,
 	}
-	hc := &container.HostConfig{AutoRemove: co.AutoRemove}
+	// The daemon parses -v itself; createOptions checked it already.
+	hc := &container.HostConfig{AutoRemove: co.AutoRemove, Binds: o.volumes}
 	hc.Memory = co.MemoryBytes
 	hc.NanoCPUs = co.NanoCPUs
 	return client.ContainerCreateOptions{Config: cfg, HostConfig: hc, Name: co.Name}, nil

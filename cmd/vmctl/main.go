@@ -91,6 +91,7 @@ API, so one vmctl can drive several daemons; the engine flags (--data-root,
 		newInspectCommand(g),
 		newInfoCommand(g),
 		newVersionCommand(g),
+		newVolumeCommand(g),
 	)
 	return root, g
 }

@@ -32,6 +32,7 @@ type runOptions struct {
 	hypervisor  string
 	entrypoint  string
 	pull        string
+	volumes     []string
 }
 
 func newRunCommand(g *globalOptions) *cobra.Command {
@@ -68,6 +69,7 @@ func newRunCommand(g *globalOptions) *cobra.Command {
 	f.StringVar(&o.hypervisor, "hypervisor", "auto", "hypervisor: auto, kvm (native VMM) or qemu")
 	f.StringVar(&o.entrypoint, "entrypoint", "", "override the image's entrypoint")
 	f.StringVar(&o.pull, "pull", "missing", `pull the image before running: "missing", "never" or "always"`)
+	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "mount a volume: NAME:/path[:ro] (created if missing), or /path for an anonymous volume")
 	return cmd
 }
 
@@ -88,6 +90,13 @@ func (o *runOptions) createOptions(image string, cmd []string) (containersvc.Cre
 	}
 	if o.entrypoint != "" {
 		co.Entrypoint = []string{o.entrypoint}
+	}
+	for _, v := range o.volumes {
+		m, err := containersvc.ParseBind(v)
+		if err != nil {
+			return co, err
+		}
+		co.Volumes = append(co.Volumes, m)
 	}
 	if o.memory != "" {
 		n, err := units.RAMInBytes(o.memory)

@@ -1,0 +1,298 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/moby/moby/api/types/volume"
+	"github.com/moby/moby/client"
+	"github.com/spf13/cobra"
+
+	"github.com/vmctl/vmctl/engine"
+	"github.com/vmctl/vmctl/engine/services/containersvc"
+	"github.com/vmctl/vmctl/engine/volumes"
+)
+
+// volumeBackend is where the volume commands act: the in-process engine or
+// a daemon. Both give volumes in the API's form, so output is the same.
+type volumeBackend interface {
+	create(ctx context.Context, o volumes.CreateOptions) (volume.Volume, error)
+	list(ctx context.Context) ([]volume.Volume, error)
+	inspect(ctx context.Context, name string) (volume.Volume, error)
+	remove(ctx context.Context, name string, force bool) error
+	// connFailed reports an error after which trying the next name is pointless.
+	connFailed(err error) bool
+	close()
+}
+
+func (g *globalOptions) volumeBackend() (volumeBackend, error) {
+	if g.host != "" {
+		r, err := g.remote()
+		if err != nil {
+			return nil, err
+		}
+		return remoteVolumes{r}, nil
+	}
+	e, err := g.open()
+	if err != nil {
+		return nil, err
+	}
+	return localVolumes{e}, nil
+}
+
+type localVolumes struct{ e *engine.Engine }
+
+func apiVolume(v *volumes.Volume) volume.Volume {
+	out := volume.Volume{
+		Name: v.Name, Driver: v.Driver, Mountpoint: v.Disk, Scope: "local",
+		CreatedAt: v.CreatedAt.Format(time.RFC3339), Labels: v.Labels, Options: v.Options,
+	}
+	if out.Labels == nil {
+		out.Labels = map[string]string{}
+	}
+	if out.Options == nil {
+		out.Options = map[string]string{}
+	}
+	return out
+}
+
+func (l localVolumes) create(ctx context.Context, o volumes.CreateOptions) (volume.Volume, error) {
+	v, err := l.e.Volumes.Create(ctx, o)
+	if err != nil {
+		return volume.Volume{}, err
+	}
+	return apiVolume(v), nil
+}
+
+func (l localVolumes) list(context.Context) ([]volume.Volume, error) {
+	vs, err := l.e.Volumes.List()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]volume.Volume, len(vs))
+	for i, v := range vs {
+		out[i] = apiVolume(v)
+	}
+	return out, nil
+}
+
+func (l localVolumes) inspect(_ context.Context, name string) (volume.Volume, error) {
+	v, err := l.e.Volumes.Get(name)
+	if err != nil {
+		return volume.Volume{}, err
+	}
+	return apiVolume(v), nil
+}
+
+func (l localVolumes) remove(ctx context.Context, name string, force bool) error {
+	return l.e.Volumes.Remove(ctx, name, force)
+}
+
+func (localVolumes) connFailed(error) bool { return false }
+func (localVolumes) close()                {}
+
+type remoteVolumes struct{ r *remote }
+
+func (rv remoteVolumes) create(ctx context.Context, o volumes.CreateOptions) (volume.Volume, error) {
+	res, err := rv.r.api.VolumeCreate(ctx, client.VolumeCreateOptions{
+		Name: o.Name, Driver: o.Driver, DriverOpts: o.DriverOpts, Labels: o.Labels,
+	})
+	return res.Volume, rv.r.fail(err)
+}
+
+func (rv remoteVolumes) list(ctx context.Context) ([]volume.Volume, error) {
+	res, err := rv.r.api.VolumeList(ctx, client.VolumeListOptions{})
+	return res.Items, rv.r.fail(err)
+}
+
+func (rv remoteVolumes) inspect(ctx context.Context, name string) (volume.Volume, error) {
+	res, err := rv.r.api.VolumeInspect(ctx, name, client.VolumeInspectOptions{})
+	return res.Volume, rv.r.fail(err)
+}
+
+func (rv remoteVolumes) remove(ctx context.Context, name string, force bool) error {
+	_, err := rv.r.api.VolumeRemove(ctx, name, client.VolumeRemoveOptions{Force: force})
+	return rv.r.fail(err)
+}
+
+func (remoteVolumes) connFailed(err error) bool { return client.IsErrConnectionFailed(err) }
+func (rv remoteVolumes) close()                { rv.r.Close() }
+
+func newVolumeCommand(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "volume COMMAND",
+		Short: "Manage named volumes (disks that outlive containers)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cmd.Help()
+		},
+	}
+	cmd.AddCommand(newVolumeCreateCommand(g), newVolumeLsCommand(g), newVolumeInspectCommand(g), newVolumeRmCommand(g))
+	return cmd
+}
+
+// parseKeyValues parses repeated KEY=VALUE flags.
+func parseKeyValues(flag string, kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, &statusError{code: 125, err: fmt.Errorf("invalid --%s %q: want KEY=VALUE", flag, kv)}
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func newVolumeCreateCommand(g *globalOptions) *cobra.Command {
+	var driver string
+	var opts, labels []string
+	cmd := &cobra.Command{
+		Use:   "create [--opt size=SIZE] [NAME]",
+		Short: "Create a volume (an ext4 disk, 8 GiB sparse unless --opt size= says otherwise)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o := volumes.CreateOptions{Driver: driver}
+			if len(args) == 1 {
+				o.Name = args[0]
+			} else {
+				o.Name = containersvc.NewVolumeName()
+			}
+			var err error
+			if o.DriverOpts, err = parseKeyValues("opt", opts); err != nil {
+				return err
+			}
+			if o.Labels, err = parseKeyValues("label", labels); err != nil {
+				return err
+			}
+			b, err := g.volumeBackend()
+			if err != nil {
+				return err
+			}
+			defer b.close()
+			v, err := b.create(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			fmt.Println(v.Name)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&driver, "driver", "d", "local", "volume driver (only local)")
+	f.StringArrayVarP(&opts, "opt", "o", nil, "driver option: size=SIZE (e.g. 1g)")
+	f.StringArrayVar(&labels, "label", nil, "set a label (KEY=VALUE)")
+	return cmd
+}
+
+func newVolumeLsCommand(g *globalOptions) *cobra.Command {
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:     "ls [-q]",
+		Aliases: []string{"list"},
+		Short:   "List volumes",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b, err := g.volumeBackend()
+			if err != nil {
+				return err
+			}
+			defer b.close()
+			list, err := b.list(cmd.Context())
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 0, 4, ' ', 0)
+			if !quiet {
+				fmt.Fprintln(w, "DRIVER\tVOLUME NAME")
+			}
+			for _, v := range list {
+				if quiet {
+					fmt.Fprintln(w, v.Name)
+				} else {
+					fmt.Fprintf(w, "%s\t%s\n", v.Driver, v.Name)
+				}
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only display volume names")
+	return cmd
+}
+
+// eachVolume runs op for every name, reporting each failure on one line
+// and exiting 1 if any failed, as docker does.
+func eachVolume(ctx context.Context, g *globalOptions, names []string, op func(volumeBackend, string) error) error {
+	b, err := g.volumeBackend()
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	var failed error
+	for _, name := range names {
+		if err := op(b, name); err != nil {
+			if b.connFailed(err) {
+				return err
+			}
+			fmt.Fprintln(os.Stderr, "vmctl: "+oneLine(err))
+			failed = &statusError{code: 1}
+		}
+	}
+	return failed
+}
+
+func newVolumeInspectCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "inspect VOLUME [VOLUME...]",
+		Short: "Show volumes' records as JSON",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out := []volume.Volume{}
+			err := eachVolume(cmd.Context(), g, args, func(b volumeBackend, name string) error {
+				v, err := b.inspect(cmd.Context(), name)
+				if err == nil {
+					out = append(out, v)
+				}
+				return err
+			})
+			if _, ok := err.(*statusError); err != nil && !ok {
+				return err
+			}
+			js, jerr := json.MarshalIndent(out, "", "    ")
+			if jerr != nil {
+				return jerr
+			}
+			fmt.Println(string(js))
+			return err
+		},
+	}
+}
+
+func newVolumeRmCommand(g *globalOptions) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "rm [-f] VOLUME [VOLUME...]",
+		Aliases: []string{"remove"},
+		Short:   "Remove volumes and their data (refused while a container uses them)",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachVolume(cmd.Context(), g, args, func(b volumeBackend, name string) error {
+				if err := b.remove(cmd.Context(), name, force); err != nil {
+					return err
+				}
+				fmt.Println(name)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "do not fail on volumes that do not exist")
+	return cmd
+}
