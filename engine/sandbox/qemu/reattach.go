@@ -65,7 +65,7 @@ func (d *Driver) Reattach(ctx context.Context, cfg sandbox.Config, pid int) (_ s
 	v.created = []string{v.qmpPath, v.agentPath, v.logPath, v.pidPath}
 	v.killProc = func() error { return unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0) }
 	v.waitProc = func() syscall.WaitStatus {
-		waitPidfd(pidfd)
+		sandbox.WaitPidfd(pidfd)
 		return 0
 	}
 	// Checked after opening the pidfd: the process it holds cannot change.
@@ -125,19 +125,4 @@ func checkOwnQEMU(pid int, agentPath string) error {
 		}
 	}
 	return fmt.Errorf("process %d is not the QEMU of this VM (no agent socket %s on its command line)", pid, agentPath)
-}
-
-// waitPidfd blocks until the process behind pidfd has ended (a pidfd
-// becomes readable then, whether or not its parent has reaped it yet).
-func waitPidfd(pidfd int) {
-	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds, -1)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil || n > 0 {
-			return
-		}
-	}
 }

@@ -191,6 +191,16 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 	if err := startFromFreshThread(v.cmd); err != nil {
 		return nil, fmt.Errorf("start %s: %w", d.binary, err)
 	}
+	v.pid = v.cmd.Process.Pid
+	v.killProc = func() error { return v.cmd.Process.Signal(syscall.SIGKILL) }
+	v.waitProc = func() (int, bool, string) {
+		err := v.cmd.Wait()
+		st := v.cmd.ProcessState
+		if st == nil {
+			return 0, false, fmt.Sprint(err)
+		}
+		return st.ExitCode(), st.Exited(), st.String()
+	}
 	go v.reap()
 	if err := v.connectControl(ctx); err != nil {
 		return nil, err
@@ -211,7 +221,19 @@ type vm struct {
 	id, stateDir                    string
 	createdDir                      bool
 	controlSock, vsockSock, logPath string
-	cmd                             *exec.Cmd
+	cmd                             *exec.Cmd // nil for an adopted VM
+
+	// The VMM process, whether this process started it or adopted it.
+	pid      int
+	killProc func() error
+	// waitProc blocks until the process has ended and returns its exit
+	// code, whether the code is known (an adopted VMM is not our child),
+	// and a description of how it ended.
+	waitProc func() (code int, known bool, how string)
+	release  func() // frees what holds the process (an adopted VM's pidfd)
+	// watchDone is closed when the control API's Wait has answered or
+	// failed: the VMM's own account of the end is in vmmExit then.
+	watchDone chan struct{}
 
 	ctl    *ttrpc.Client
 	ctlAPI vmmapi.TTRPCVMMService
@@ -225,18 +247,16 @@ type vm struct {
 }
 
 func (v *vm) ID() string { return v.id }
-func (v *vm) Pid() int   { return v.cmd.Process.Pid }
+func (v *vm) Pid() int   { return v.pid }
 
 // connectControl dials the control socket until vmctl-vmm serves it.
 func (v *vm) connectControl(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for {
-		conn, err := net.Dial("unix", v.controlSock)
+		conn, err := dialControl(v.controlSock)
 		if err == nil {
-			v.ctl = ttrpc.NewClient(conn)
-			v.ctlAPI = vmmapi.NewTTRPCVMMClient(v.ctl)
-			go v.watch()
+			v.attachControl(conn)
 			return nil
 		}
 		select {
@@ -249,8 +269,22 @@ func (v *vm) connectControl(ctx context.Context) error {
 	}
 }
 
+func dialControl(path string) (net.Conn, error) {
+	return net.Dial("unix", path)
+}
+
+// attachControl makes conn the control API client and starts watching for
+// the end of the VM.
+func (v *vm) attachControl(conn net.Conn) {
+	v.ctl = ttrpc.NewClient(conn)
+	v.ctlAPI = vmmapi.NewTTRPCVMMClient(v.ctl)
+	v.watchDone = make(chan struct{})
+	go v.watch()
+}
+
 // watch keeps the VMM's own account of why the VM ended.
 func (v *vm) watch() {
+	defer close(v.watchDone)
 	resp, err := v.ctlAPI.Wait(context.Background(), &vmmapi.WaitRequest{})
 	if err == nil && resp.Exit != nil {
 		v.mu.Lock()
@@ -278,11 +312,21 @@ func lastLine(path string) string {
 
 // reap waits for the VMM process and classifies the end of the VM.
 func (v *vm) reap() {
-	err := v.cmd.Wait()
+	code, known, how := v.waitProc()
+	if v.cmd == nil && v.watchDone != nil {
+		// An adopted VMM's exit code is not ours to wait for: its control
+		// API said why the VM ended just before the process did.
+		select {
+		case <-v.watchDone:
+		case <-time.After(time.Second):
+		}
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if !known && v.vmmExit != nil {
+		code, known = int(v.vmmExit.ExitCode), true
+	}
 	ex := sandbox.Exit{At: time.Now()}
-	st := v.cmd.ProcessState
 	detail := ""
 	if v.vmmExit != nil {
 		detail = v.vmmExit.Reason
@@ -291,16 +335,16 @@ func (v *vm) reap() {
 		}
 	}
 	switch {
-	case v.stopping && (st == nil || !st.Success()):
+	case v.stopping && !(known && code == exitGuestEnded):
 		ex.Reason, ex.Detail = sandbox.ExitKilled, "stopped by the host"
-	case err == nil && st.ExitCode() == exitGuestEnded:
+	case known && code == exitGuestEnded:
 		ex.Reason, ex.Detail = sandbox.ExitShutdown, firstNonEmpty(detail, "guest shut down")
 		if v.stopping {
 			ex.Reason = sandbox.ExitKilled
 		}
 	default:
 		ex.Reason = sandbox.ExitCrashed
-		ex.Detail = firstNonEmpty(detail, fmt.Sprintf("%s: %s", st, lastLine(v.logPath)))
+		ex.Detail = firstNonEmpty(detail, fmt.Sprintf("%s: %s", how, lastLine(v.logPath)))
 	}
 	v.exit = ex
 	close(v.exited)
@@ -420,8 +464,8 @@ func (v *vm) Stop(ctx context.Context) error {
 }
 
 func (v *vm) kill() {
-	if v.cmd.Process != nil {
-		v.cmd.Process.Signal(syscall.SIGKILL)
+	if v.killProc != nil {
+		v.killProc()
 	}
 }
 
@@ -431,9 +475,12 @@ func (v *vm) Destroy() error {
 		v.mu.Lock()
 		v.stopping = true
 		v.mu.Unlock()
-		if v.cmd != nil && v.cmd.Process != nil {
+		if v.killProc != nil {
 			v.kill()
 			<-v.exited
+		}
+		if v.release != nil {
+			v.release()
 		}
 		if v.ctl != nil {
 			v.ctl.Close()

@@ -1,0 +1,101 @@
+package vmm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmctl/vmctl/engine/sandbox"
+)
+
+var _ sandbox.Reattacher = (*Driver)(nil)
+
+// Reattach adopts a vmctl-vmm started by an earlier engine process (with
+// Options.Detach) from its state directory and pid:
+//   - the process is held by a pidfd, so a recycled pid is never signalled,
+//     and it must be the vmctl-vmm whose control socket is in cfg.StateDir
+//     (its command line says so);
+//   - the control API serves any number of clients one after another, so
+//     the driver connects again and asks it, as Start does, to report the
+//     end of the VM;
+//   - the agent is reached as after Start, through the VM's hybrid vsock
+//     socket, which the VMM kept listening on: the agent, which lost its
+//     connection with the old engine process, accepts a new one;
+//   - the end of the VM is noticed by polling the pidfd (the VMM is not a
+//     child of this process); its exit code comes from the control API.
+func (d *Driver) Reattach(ctx context.Context, cfg sandbox.Config, pid int) (_ sandbox.Sandbox, err error) {
+	if cfg.ID == "" || !filepath.IsAbs(cfg.StateDir) {
+		return nil, errors.New("reattach: the VM ID and an absolute state directory are needed")
+	}
+	if pid <= 0 {
+		return nil, fmt.Errorf("reattach VM %s: invalid pid %d", cfg.ID, pid)
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("reattach VM %s: %s process %d: %w", cfg.ID, Binary, pid, err)
+	}
+	v := &vm{
+		id:          cfg.ID,
+		stateDir:    cfg.StateDir,
+		createdDir:  true,
+		controlSock: filepath.Join(cfg.StateDir, "vmm.sock"),
+		vsockSock:   filepath.Join(cfg.StateDir, "vsock.sock"),
+		logPath:     filepath.Join(cfg.StateDir, "vmm.log"),
+		exited:      make(chan struct{}),
+		pid:         pid,
+		release:     func() { unix.Close(pidfd) },
+	}
+	v.killProc = func() error { return unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0) }
+	v.waitProc = func() (int, bool, string) {
+		sandbox.WaitPidfd(pidfd)
+		return 0, false, fmt.Sprintf("%s process %d ended", Binary, pid)
+	}
+	// Checked after opening the pidfd: the process it holds cannot change.
+	if err := checkOwnVMM(pid, v.controlSock); err != nil {
+		unix.Close(pidfd)
+		return nil, fmt.Errorf("reattach VM %s: %w", cfg.ID, err)
+	}
+	if err := v.connectControlOnce(); err != nil {
+		// Leave the VM running: the caller decides whether to end it.
+		unix.Close(pidfd)
+		return nil, fmt.Errorf("reattach VM %s: %w", cfg.ID, err)
+	}
+	go v.reap()
+	return v, nil
+}
+
+// connectControlOnce connects to the control socket of a VMM that already
+// serves it (an adopted one: no waiting for it to start).
+func (v *vm) connectControlOnce() error {
+	conn, err := dialControl(v.controlSock)
+	if err != nil {
+		return err
+	}
+	v.attachControl(conn)
+	return nil
+}
+
+// checkOwnVMM makes sure pid runs the vmctl-vmm whose control socket is
+// controlSock, so that a recycled pid or another program is never adopted.
+func checkOwnVMM(pid int, controlSock string) error {
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return fmt.Errorf("process %d: %w", pid, err)
+	}
+	args := bytes.Split(bytes.TrimSuffix(cmdline, []byte{0}), []byte{0})
+	if len(args) == 0 || filepath.Base(string(args[0])) != Binary {
+		return fmt.Errorf("process %d is not %s", pid, Binary)
+	}
+	for i := 1; i+1 < len(args); i++ {
+		if string(args[i]) == "-control" && string(args[i+1]) == controlSock {
+			return nil
+		}
+	}
+	return fmt.Errorf("process %d is not the %s of this VM (no control socket %s on its command line)", pid, Binary, controlSock)
+}

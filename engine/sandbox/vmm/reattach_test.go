@@ -1,0 +1,87 @@
+package vmm
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vmctl/vmctl/engine/sandbox"
+)
+
+// TestReattachChecksTheProcess: only the vmctl-vmm whose control socket is
+// in the VM's state directory is adopted; a recycled pid running something
+// else, another VM's VMM or a gone process is refused and left alone.
+func TestReattachChecksTheProcess(t *testing.T) {
+	dir := t.TempDir()
+	ours := filepath.Join(dir, "c1", "vmm.sock")
+	start := func(argv0 string, args ...string) *exec.Cmd {
+		t.Helper()
+		// A shell standing in for the VMM: what counts is its command line.
+		cmd := &exec.Cmd{Path: "/bin/sh", Args: append([]string{argv0, "-c", "sleep 100; true"}, args...)}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	vmmPath := filepath.Join(dir, "bin", Binary)
+	tests := []struct {
+		name    string
+		cmd     *exec.Cmd
+		wantErr string // empty: the command line is accepted
+	}{
+		{"our VMM", start(vmmPath, "-control", ours), ""},
+		{"another VM's VMM", start(vmmPath, "-control", filepath.Join(dir, "c2", "vmm.sock")), "not the vmctl-vmm of this VM"},
+		{"the socket as another flag's value", start(vmmPath, "-console", ours), "not the vmctl-vmm of this VM"},
+		{"another program", start("/bin/sh", "-control", ours), "is not vmctl-vmm"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := checkOwnVMM(tt.cmd.Process.Pid, ours)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("checkOwnVMM = %v, want accepted", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("checkOwnVMM = %v, want an error containing %q", err, tt.wantErr)
+			}
+			// Reattach refuses it and leaves the process running.
+			d := &Driver{binary: vmmPath, detach: true}
+			if _, err := d.Reattach(context.Background(), sandbox.Config{ID: "c1", StateDir: filepath.Dir(ours)}, tt.cmd.Process.Pid); err == nil {
+				t.Fatal("Reattach adopted a process that is not this VM's VMM")
+			}
+			if tt.cmd.ProcessState != nil {
+				t.Fatal("Reattach ended the process it refused")
+			}
+		})
+	}
+	gone := exec.Command("/bin/true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	d := &Driver{binary: vmmPath, detach: true}
+	if _, err := d.Reattach(context.Background(), sandbox.Config{ID: "c1", StateDir: filepath.Dir(ours)}, gone.Process.Pid); err == nil {
+		t.Fatal("Reattach adopted a process that has ended")
+	}
+}
+
+// TestReattachNeedsTheControlSocket: our VMM's process, but nothing serves
+// its control socket (it is wedged or still starting): refused, left alone.
+func TestReattachNeedsTheControlSocket(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "vmm.sock")
+	cmd := &exec.Cmd{Path: "/bin/sh", Args: []string{filepath.Join(dir, Binary), "-c", "sleep 100; true", "-control", sock}}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	d := &Driver{binary: cmd.Args[0], detach: true}
+	_, err := d.Reattach(context.Background(), sandbox.Config{ID: "c1", StateDir: dir}, cmd.Process.Pid)
+	if err == nil || !strings.Contains(err.Error(), "vmm.sock") {
+		t.Fatalf("Reattach without a control server = %v, want an error naming the socket", err)
+	}
+}
