@@ -15,10 +15,13 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/vmctl/vmctl/engine/errs"
 )
 
 // annotationContainerdName is where containerd's exporter (and Docker 25+)
@@ -45,7 +48,7 @@ func (s *Store) Load(ctx context.Context, r io.Reader) ([]Image, error) {
 	defer st.remove()
 	files, err := st.readArchive(ctx, r)
 	if err != nil {
-		return nil, fmt.Errorf("loading image archive: %w", err)
+		return nil, badInput(err)
 	}
 	var cands []candidate
 	if _, ok := files["manifest.json"]; ok {
@@ -56,12 +59,23 @@ func (s *Store) Load(ctx context.Context, r io.Reader) ([]Image, error) {
 		err = fmt.Errorf("%w: it has neither manifest.json nor index.json", ErrBadArchive)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("loading image archive: %w", err)
+		return nil, badInput(err)
 	}
 	if len(cands) == 0 {
-		return nil, fmt.Errorf("loading image archive: %w: it contains no images", ErrBadArchive)
+		return nil, badInput(fmt.Errorf("%w: it contains no images", ErrBadArchive))
 	}
 	return s.commit(ctx, st, cands)
+}
+
+// badInput says that an archive could not be read or did not verify,
+// classified as the caller's bad input (a daemon answers 400), unless the
+// load was cancelled.
+func badInput(err error) error {
+	err = fmt.Errorf("loading image archive: %w", err)
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return errs.Class(errdefs.ErrInvalidArgument, err)
 }
 
 // readArchive stages every regular file of the tar stream r (gunzipping it

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
-	"sync"
 
 	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -44,9 +43,15 @@ func imageSummary(img images.Image) image.Summary {
 	return sum
 }
 
-// imageGet serves GET /images/{name}/json; the name may contain slashes.
+// imageGet serves GET /images/{name}/json (inspect) and
+// /images/{name}/get (save); the name may contain slashes.
 func (s *Server) imageGet(w http.ResponseWriter, r *http.Request) {
-	ref, ok := strings.CutSuffix(r.PathValue("rest"), "/json")
+	rest := r.PathValue("rest")
+	if ref, ok := strings.CutSuffix(rest, "/get"); ok && ref != "" {
+		s.imageSave(w, r, []string{ref})
+		return
+	}
+	ref, ok := strings.CutSuffix(rest, "/json")
 	if !ok || ref == "" {
 		writeError(w, errs.New(errdefs.ErrNotFound, "page not found: %s %s", r.Method, r.URL.Path))
 		return
@@ -119,41 +124,14 @@ func (s *Server) imageCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	var mu sync.Mutex
-	started := false
-	enc := json.NewEncoder(w)
-	send := func(m jsonstream.Message) {
-		mu.Lock()
-		defer mu.Unlock()
-		if !started {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusOK)
-			started = true
-		}
-		enc.Encode(m)
-		http.NewResponseController(w).Flush()
-	}
-	progress := func(p images.Progress) {
-		m := jsonstream.Message{ID: p.ID(), Status: string(p.State)}
-		if p.Total > 0 && !p.State.Final() {
-			m.Progress = &jsonstream.Progress{Current: p.Current, Total: p.Total}
-		}
-		send(m)
-	}
-	img, err := s.eng.Images.Pull(r.Context(), ref, images.RemoteOptions{Keychain: keychain, Progress: progress})
-	mu.Lock()
-	early := !started
-	mu.Unlock()
+	out := newJSONStream(w)
+	img, err := s.eng.Images.Pull(r.Context(), ref, images.RemoteOptions{Keychain: keychain, Progress: out.progress})
 	if err != nil {
-		if early {
-			writeError(w, err)
-			return
-		}
-		send(jsonstream.Message{Error: &jsonstream.Error{Message: err.Error()}})
+		out.fail(err)
 		return
 	}
-	send(jsonstream.Message{Status: "Digest: " + img.Digest})
-	send(jsonstream.Message{Status: "Status: Downloaded newer image for " + images.FamiliarName(parsed)})
+	out.send(jsonstream.Message{Status: "Digest: " + img.Digest})
+	out.send(jsonstream.Message{Status: "Status: Downloaded newer image for " + images.FamiliarName(parsed)})
 }
 
 // clientKeychain turns the X-Registry-Auth header (base64url JSON) into

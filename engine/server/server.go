@@ -65,8 +65,11 @@ func (s *Server) routes() {
 
 	m.HandleFunc("GET /images/json", s.imageList)
 	m.HandleFunc("POST /images/create", s.imageCreate)
+	m.HandleFunc("POST /images/load", s.imageLoad)
+	m.HandleFunc("GET /images/get", s.imageSaveMany)
 	// Image names contain slashes: /images/{name...} with the action last.
 	m.HandleFunc("GET /images/{rest...}", s.imageGet)
+	m.HandleFunc("POST /images/{rest...}", s.imagePost)
 	m.HandleFunc("DELETE /images/{name...}", s.imageDelete)
 
 	m.HandleFunc("POST /containers/create", s.containerCreate)
