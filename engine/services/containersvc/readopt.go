@@ -149,6 +149,7 @@ func (s *Service) markLost(c *containers.Container, why string) {
 	if c.Config.AutoRemove {
 		// --rm: the run is over, so the container goes, as after any exit.
 		s.cfg.Store.Delete(c.ID)
+		s.dropAnonymousVolumes(c)
 		s.mu.Lock()
 		s.forgetLocked(c.ID)
 		s.mu.Unlock()
