@@ -1,0 +1,91 @@
+package tests
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// The docker CLI's run flags, and the lifecycle commands that act on a
+// running container: kill, wait, restart, start -a -i. (docker run itself
+// waits for the exit before it starts the container: the other tests.)
+func TestDockerCLILifecycle(t *testing.T) {
+	if _, err := exec.LookPath("docker"); err != nil {
+		t.Fatalf("the docker CLI is not installed: `make deps` installs it")
+	}
+	d := startDaemon(t)
+	t.Cleanup(func() { d.docker(t, "", "rm", "-f", "life", "cat", "w") })
+
+	t.Run("run flags", func(t *testing.T) {
+		script := `echo "$FOO $(pwd) $(id -u):$(id -g) $(hostname) $(nproc)"; trap 'echo got-term; exit 0' TERM; while true; do sleep 0.1; done`
+		d.mustDocker(t, 0, "", "run", "-d", "--name", "life", "-e", "FOO=bar", "-w", "/tmp", "-u", "1000:1000",
+			"--hostname", "hh", "--memory", "96m", "--cpus", "2", "busybox", "sh", "-c", script)
+		want := "bar /tmp 1000:1000 hh 2\n"
+		waitFor(t, func() bool { return d.docker(t, "", "logs", "life").stdout == want }, "the first line of life: "+want)
+		r := d.mustDocker(t, 0, "", "inspect", "-f", "{{.Name}} {{.Config.Hostname}} {{.Config.User}} {{.Config.WorkingDir}} {{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.State.Running}}", "life")
+		if got := strings.TrimSpace(r.stdout); got != "/life hh 1000:1000 /tmp 100663296 2000000000 true" {
+			t.Errorf("docker inspect life = %q", got)
+		}
+	})
+
+	t.Run("kill TERM and wait", func(t *testing.T) {
+		d.mustDocker(t, 0, "", "kill", "-s", "TERM", "life")
+		if r := d.mustDocker(t, 0, "", "wait", "life"); strings.TrimSpace(r.stdout) != "0" {
+			t.Errorf("docker wait after the trap exited 0 = %q", r.stdout)
+		}
+		if logs := d.mustDocker(t, 0, "", "logs", "life").stdout; !strings.HasSuffix(logs, "got-term\n") {
+			t.Errorf("the trap's line is not in the log: %q", logs)
+		}
+	})
+
+	t.Run("restart then kill", func(t *testing.T) {
+		d.mustDocker(t, 0, "", "restart", "-t", "1", "life")
+		waitFor(t, func() bool {
+			return strings.Count(d.docker(t, "", "logs", "life").stdout, "bar /tmp") == 2
+		}, "the restarted container's first line")
+		if st := strings.TrimSpace(d.mustDocker(t, 0, "", "inspect", "-f", "{{.State.Status}} {{.RestartCount}}", "life").stdout); !strings.HasPrefix(st, "running") {
+			t.Errorf("after restart: %q, want running", st)
+		}
+		d.mustDocker(t, 0, "", "kill", "life")
+		if r := d.mustDocker(t, 0, "", "wait", "life"); strings.TrimSpace(r.stdout) != "137" {
+			t.Errorf("docker wait after docker kill = %q, want 137", r.stdout)
+		}
+	})
+
+	t.Run("start -a -i", func(t *testing.T) {
+		d.mustDocker(t, 0, "", "create", "-i", "--name", "cat", "busybox", "sh", "-c", "cat; echo done")
+		r := d.mustDocker(t, 0, "first\nsecond\n", "start", "-a", "-i", "cat")
+		if r.stdout != "first\nsecond\ndone\n" {
+			t.Errorf("docker start -a -i cat = %q", r.stdout)
+		}
+		// And again: the same container, a second run, its own input.
+		r = d.mustDocker(t, 0, "third\n", "start", "-a", "-i", "cat")
+		if r.stdout != "third\ndone\n" {
+			t.Errorf("second docker start -a -i cat = %q", r.stdout)
+		}
+	})
+
+	t.Run("wait blocks until the exit", func(t *testing.T) {
+		d.mustDocker(t, 0, "", "run", "-d", "--name", "w", "busybox", "sh", "-c", "sleep 2; exit 5")
+		if r := d.mustDocker(t, 0, "", "wait", "w"); strings.TrimSpace(r.stdout) != "5" {
+			t.Errorf("docker wait w = %q, want 5", r.stdout)
+		}
+		// A container that is not running: docker answers at once with its
+		// last exit code.
+		if r := d.mustDocker(t, 0, "", "wait", "w"); strings.TrimSpace(r.stdout) != "5" {
+			t.Errorf("second docker wait w = %q, want 5", r.stdout)
+		}
+	})
+
+	t.Run("info", func(t *testing.T) {
+		r := d.mustDocker(t, 0, "", "info", "--format", "{{.Containers}} {{.ContainersStopped}} {{.OperatingSystem}}")
+		if f := strings.Fields(r.stdout); len(f) < 3 || f[0] != "3" || f[1] != "3" {
+			t.Errorf("docker info = %q, want 3 containers, 3 stopped", r.stdout)
+		}
+	})
+
+	d.mustDocker(t, 0, "", "rm", "life", "cat", "w")
+	if r := d.mustDocker(t, 0, "", "ps", "-a", "-q"); r.stdout != "" {
+		t.Errorf("containers left after rm: %q", r.stdout)
+	}
+}
