@@ -96,39 +96,6 @@ func (r *remote) fail(err error) error {
 	return &daemonError{msg: msg, err: err}
 }
 
-func remotePs(ctx context.Context, g *globalOptions, all, quiet bool) error {
-	r, err := g.remote()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	list, err := r.api.ContainerList(ctx, client.ContainerListOptions{All: all})
-	if err != nil {
-		return r.fail(err)
-	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 3, ' ', 0)
-	if !quiet {
-		fmt.Fprintln(w, "CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tNAMES")
-	}
-	for _, c := range list.Items {
-		if quiet {
-			fmt.Fprintln(w, shortContainerID(c.ID))
-			continue
-		}
-		command := c.Command
-		if len(command) > 20 {
-			command = command[:19] + "…"
-		}
-		names := make([]string, len(c.Names))
-		for i, n := range c.Names {
-			names[i] = strings.TrimPrefix(n, "/")
-		}
-		fmt.Fprintf(w, "%s\t%s\t%q\t%s\t%s\t%s\n", shortContainerID(c.ID), c.Image, command,
-			ago(time.Unix(c.Created, 0)), c.Status, strings.Join(names, ","))
-	}
-	return w.Flush()
-}
-
 func shortContainerID(id string) string {
 	if len(id) > 12 {
 		return id[:12]

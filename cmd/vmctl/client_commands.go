@@ -1,9 +1,9 @@
 package main
 
 // Commands that act on containers kept by a daemon: logs, stop, start,
-// kill, inspect. They need -H/VMCTL_HOST: without a daemon a container
-// lives only as long as the `vmctl run` that started it, so there is
-// nothing for them to act on.
+// kill. They need -H/VMCTL_HOST: without a daemon a container lives only
+// as long as the `vmctl run` that started it, so there is nothing for them
+// to act on. inspect is here too; it also reads the in-process records.
 
 import (
 	"bytes"
@@ -214,23 +214,31 @@ func (r *remote) startAttached(ctx context.Context, ref string) error {
 }
 
 func newInspectCommand(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:   "inspect CONTAINER|IMAGE [...]",
-		Short: "Show the daemon's JSON record of containers or images (needs -H/VMCTL_HOST)",
-		Args:  cobra.MinimumNArgs(1),
+	var format, kind string
+	cmd := &cobra.Command{
+		Use:   "inspect [-f TEMPLATE] CONTAINER|IMAGE [...]",
+		Short: "Show the JSON record of containers or images",
+		Long: `Show the JSON record of containers or images, as docker inspect does.
+
+-f/--format takes a Go template run once per object, over the API's
+fields ({{.State.Status}}, {{.Config.Image}}, {{json .Config}}) or the
+JSON keys ({{.Id}}); json prints one JSON object per line.`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if g.host == "" {
-				return needsDaemon("inspect")
+			switch kind {
+			case "", "container", "image":
+			default:
+				return &statusError{code: 125, err: fmt.Errorf("invalid --type %q: want container or image", kind)}
 			}
-			r, err := g.remote()
+			r, done, err := g.api()
 			if err != nil {
 				return err
 			}
-			defer r.Close()
-			var out []json.RawMessage
+			defer done()
+			var objs []inspected
 			var failed error
 			for _, ref := range args {
-				raw, err := r.inspect(cmd.Context(), ref)
+				obj, err := r.inspect(cmd.Context(), ref, kind)
 				if err != nil {
 					if client.IsErrConnectionFailed(err) {
 						return err
@@ -239,41 +247,51 @@ func newInspectCommand(g *globalOptions) *cobra.Command {
 					failed = &statusError{code: 1}
 					continue
 				}
-				out = append(out, raw)
+				objs = append(objs, obj)
 			}
-			if out == nil {
-				out = []json.RawMessage{}
-			}
-			b, err := json.MarshalIndent(out, "", "    ")
-			if err != nil {
+			if err := writeInspect(os.Stdout, objs, format); err != nil {
 				return err
 			}
-			fmt.Println(string(b))
 			return failed
 		},
 	}
+	cmd.Flags().StringVarP(&format, "format", "f", "", "format each object with a Go template, or json")
+	cmd.Flags().StringVar(&kind, "type", "", "only look for a container or an image")
+	return cmd
 }
 
 // inspect returns ref's record: a container's if there is one by that
-// name or ID, else an image's, as docker inspect looks them up.
-func (r *remote) inspect(ctx context.Context, ref string) (json.RawMessage, error) {
-	c, err := r.api.ContainerInspect(ctx, ref, client.ContainerInspectOptions{})
-	if err == nil {
-		var buf bytes.Buffer
-		if json.Compact(&buf, c.Raw) == nil {
-			return buf.Bytes(), nil
+// name or ID (and kind allows), else an image's, as docker inspect looks
+// them up.
+func (r *remote) inspect(ctx context.Context, ref, kind string) (inspected, error) {
+	if kind != "image" {
+		c, err := r.api.ContainerInspect(ctx, ref, client.ContainerInspectOptions{})
+		if err == nil {
+			var buf bytes.Buffer
+			if json.Compact(&buf, c.Raw) == nil {
+				return inspected{typed: c.Container, raw: buf.Bytes()}, nil
+			}
+			raw, err := json.Marshal(c.Container)
+			return inspected{typed: c.Container, raw: raw}, err
 		}
-		return json.Marshal(c.Container)
-	}
-	if !errdefs.IsNotFound(err) {
-		return nil, r.fail(err)
-	}
-	img, ierr := r.api.ImageInspect(ctx, ref)
-	if ierr != nil {
-		if errdefs.IsNotFound(ierr) {
-			return nil, &daemonError{msg: "no such container or image: " + ref, err: ierr}
+		if !errdefs.IsNotFound(err) {
+			return inspected{}, r.fail(err)
 		}
-		return nil, r.fail(ierr)
+		if kind == "container" {
+			return inspected{}, &daemonError{msg: "no such container: " + ref, err: err}
+		}
 	}
-	return json.Marshal(img.InspectResponse)
+	img, err := r.api.ImageInspect(ctx, ref)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			what := "container or image"
+			if kind == "image" {
+				what = "image"
+			}
+			return inspected{}, &daemonError{msg: "no such " + what + ": " + ref, err: err}
+		}
+		return inspected{}, r.fail(err)
+	}
+	raw, err := json.Marshal(img.InspectResponse)
+	return inspected{typed: img.InspectResponse, raw: raw}, err
 }

@@ -3,69 +3,56 @@ package main
 import (
 	"fmt"
 	"os"
-	"strings"
-	"text/tabwriter"
-	"time"
 
-	units "github.com/docker/go-units"
+	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
-
-	"github.com/vmctl/vmctl/engine/containers"
 )
 
 func newPsCommand(g *globalOptions) *cobra.Command {
-	var all, quiet bool
+	var all, quiet, noTrunc, latest bool
+	var last int
+	var filters []string
+	var format string
 	cmd := &cobra.Command{
-		Use:   "ps [-a] [-q]",
+		Use:   "ps [-a] [-q] [--filter KEY=VALUE] [--format TEMPLATE]",
 		Short: "List containers",
-		Args:  cobra.NoArgs,
+		Long: `List containers.
+
+--filter takes docker's keys: id, name, status, exited, label, ancestor,
+before, since. --format takes a Go template over docker's fields (.ID,
+.Image, .Command, .CreatedAt, .RunningFor, .Status, .State, .Names, .Ports,
+.Labels, .Label "key"), "table TEMPLATE" for columns with headers, or json.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if g.host != "" {
-				return remotePs(cmd.Context(), g, all, quiet)
-			}
-			e, err := g.open()
+			f, err := parseFilters(filters)
 			if err != nil {
 				return err
 			}
-			list, err := e.Containers.List()
+			opts := client.ContainerListOptions{All: all, Limit: last, Filters: f}
+			if latest {
+				opts.Limit = 1
+			}
+			r, done, err := g.api()
 			if err != nil {
 				return err
 			}
-			w := tabwriter.NewWriter(os.Stdout, 0, 0, 3, ' ', 0)
-			if !quiet {
-				fmt.Fprintln(w, "CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tNAMES")
+			defer done()
+			list, err := r.api.ContainerList(cmd.Context(), opts)
+			if err != nil {
+				return r.fail(err)
 			}
-			for _, c := range list {
-				if !all && c.State.Status != containers.StatusRunning {
-					continue
-				}
-				if quiet {
-					fmt.Fprintln(w, c.ShortID())
-					continue
-				}
-				command := strings.Join(c.Config.Args, " ")
-				if len(command) > 20 {
-					command = command[:19] + "…"
-				}
-				fmt.Fprintf(w, "%s\t%s\t%q\t%s\t%s\t%s\n", c.ShortID(), c.Config.Image, command, ago(c.Created), statusText(c), c.Name)
-			}
-			return w.Flush()
+			return writeContainers(os.Stdout, list.Items, format, quiet, noTrunc)
 		},
 	}
-	cmd.Flags().BoolVarP(&all, "all", "a", false, "show all containers (default shows just running)")
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only display container IDs")
+	fl := cmd.Flags()
+	fl.BoolVarP(&all, "all", "a", false, "show all containers (default shows just running)")
+	fl.BoolVarP(&quiet, "quiet", "q", false, "only display container IDs")
+	fl.BoolVar(&noTrunc, "no-trunc", false, "do not truncate IDs and commands")
+	fl.StringArrayVarP(&filters, "filter", "f", nil, "filter output by KEY=VALUE (repeatable)")
+	fl.StringVar(&format, "format", "", "format output with a Go template, \"table TEMPLATE\" or json")
+	fl.IntVarP(&last, "last", "n", 0, "show the n last created containers (includes all states)")
+	fl.BoolVarP(&latest, "latest", "l", false, "show the latest created container (includes all states)")
 	return cmd
-}
-
-// statusText is docker ps's STATUS column.
-func statusText(c *containers.Container) string {
-	switch c.State.Status {
-	case containers.StatusRunning:
-		return "Up " + units.HumanDuration(time.Since(c.State.StartedAt))
-	case containers.StatusExited:
-		return fmt.Sprintf("Exited (%d) %s ago", c.State.ExitCode, units.HumanDuration(time.Since(c.State.FinishedAt)))
-	}
-	return "Created"
 }
 
 func newRmCommand(g *globalOptions) *cobra.Command {
