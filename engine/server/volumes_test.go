@@ -10,6 +10,8 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/volume"
+
+	"github.com/vmctl/vmctl/engine/volumes"
 )
 
 func volumeRequest(t *testing.T, s *Server, method, path, body string) *httptest.ResponseRecorder {
@@ -145,4 +147,21 @@ func TestCreateWithHostBind(t *testing.T) {
 	if list, _ := s.eng.Volumes.List(); len(list) != 0 {
 		t.Errorf("a refused create left volumes: %v", list)
 	}
+}
+
+// FuzzVolumeFilters: any ?filters= value parses or is a 400, never a panic.
+func FuzzVolumeFilters(f *testing.F) {
+	for _, s := range []string{`{"name":["a"]}`, `{"dangling":{"true":true}}`, `{"label":["a=b"]}`, `[]`, `{"x":1}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		filt, err := parseVolumeFilters(raw)
+		if err != nil {
+			if statusOf(err) != http.StatusBadRequest {
+				t.Fatalf("parseVolumeFilters(%q) = %v, not a 400", raw, err)
+			}
+			return
+		}
+		filt.match(&volumes.Volume{Name: "v1", Labels: map[string]string{"a": "b"}}, 0)
+	})
 }

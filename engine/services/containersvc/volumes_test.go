@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -181,4 +182,31 @@ func TestCreateWithVolumes(t *testing.T) {
 	if after, _ := vols.List(); len(after) != len(before) {
 		t.Errorf("a refused create changed the volumes: %d before, %d after", len(before), len(after))
 	}
+}
+
+// FuzzParseBind: any -v string parses or fails with an invalid-argument
+// error, and what parses plans to a clean absolute path or fails cleanly.
+func FuzzParseBind(f *testing.F) {
+	for _, s := range []string{"data:/data", "data:/data:ro", "/cache", "/h:/c", ":/x", "a:b:c:d", "v1:/a/../b", "v1:/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := ParseBind(s)
+		if err != nil {
+			if !errdefs.IsInvalidArgument(err) {
+				t.Fatalf("ParseBind(%q) = %v, not an invalid-argument error", s, err)
+			}
+			return
+		}
+		got, err := planMounts([]VolumeMount{m})
+		if err != nil {
+			if !errdefs.IsInvalidArgument(err) {
+				t.Fatalf("planMounts(%+v) = %v, not an invalid-argument error", m, err)
+			}
+			return
+		}
+		if dst := got[0].Destination; !path.IsAbs(dst) || path.Clean(dst) != dst || dst == "/" {
+			t.Fatalf("planMounts(%+v) destination %q is not clean and absolute", m, dst)
+		}
+	})
 }
