@@ -65,7 +65,7 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 		Cmd: cfg.Cmd, Entrypoint: cfg.Entrypoint, Env: cfg.Env, WorkingDir: cfg.WorkingDir,
 		User: cfg.User, Hostname: cfg.Hostname, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
 		StdinOnce: cfg.StdinOnce, StopSignal: cfg.StopSignal, MemoryBytes: hc.Memory,
-		NanoCPUs: hc.NanoCPUs, AutoRemove: hc.AutoRemove, Volumes: vols,
+		NanoCPUs: hc.NanoCPUs, AutoRemove: hc.AutoRemove, Volumes: vols, Labels: cfg.Labels,
 	}
 	if cfg.Tty && hc.ConsoleSize[0] > 0 && hc.ConsoleSize[1] > 0 {
 		o.ConsoleRows, o.ConsoleCols = clampU16(hc.ConsoleSize[0]), clampU16(hc.ConsoleSize[1])
@@ -129,14 +129,10 @@ func (s *Server) containerList(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	out := []container.Summary{}
 	for _, c := range list {
-		labels := c.Config.Labels
-		if labels == nil {
-			labels = map[string]string{}
-		}
 		sum := container.Summary{
 			ID: c.ID, Names: []string{"/" + c.Name}, Image: c.Config.Image, ImageID: c.Config.ImageID,
 			Command: strings.Join(c.Config.Args, " "), Created: c.Created.Unix(),
-			Ports: []container.PortSummary{}, Labels: labels,
+			Ports: []container.PortSummary{}, Labels: labelsOrEmpty(c.Config.Labels),
 			State: container.ContainerState(c.State.Status), Status: statusText(c, now),
 			Mounts: mountPoints(c),
 		}
@@ -171,7 +167,7 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 		Config: &container.Config{
 			Hostname: cfg.Hostname, User: cfg.User, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
 			StdinOnce: cfg.StdinOnce, Env: cfg.Env, Cmd: cfg.Args, Image: cfg.Image,
-			WorkingDir: cfg.WorkingDir, StopSignal: cfg.StopSignal, Labels: map[string]string{},
+			WorkingDir: cfg.WorkingDir, StopSignal: cfg.StopSignal, Labels: labelsOrEmpty(cfg.Labels),
 		},
 		HostConfig: &container.HostConfig{AutoRemove: cfg.AutoRemove, NetworkMode: "none"},
 		Mounts:     mountPoints(c),

@@ -74,3 +74,12 @@ func parseTimestamp(name, v string) (time.Time, error) {
 	}
 	return time.Time{}, errs.New(errdefs.ErrInvalidArgument, "invalid %s %q: want seconds since the epoch or an RFC 3339 time", name, v)
 }
+
+// labelsOrEmpty is labels, or an empty map: docker clients expect an
+// object, not null.
+func labelsOrEmpty(labels map[string]string) map[string]string {
+	if labels == nil {
+		return map[string]string{}
+	}
+	return labels
+}
