@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"runtime"
+	"slices"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -41,6 +42,28 @@ type archiveFiles map[string]v1.Hash
 // the store, moving any tags they carry. Nothing in the store changes unless
 // every image verifies.
 func (s *Store) Load(ctx context.Context, r io.Reader) ([]Image, error) {
+	loaded, err := s.LoadArchive(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Image, len(loaded))
+	for i, l := range loaded {
+		out[i] = l.Image
+	}
+	return out, nil
+}
+
+// LoadedImage is an image a load stored.
+type LoadedImage struct {
+	Image
+	// Tags are the names the archive gave the image (familiar, sorted),
+	// which `docker load` reports; Image.RepoTags also has any tags the
+	// image had in the store before.
+	Tags []string
+}
+
+// LoadArchive is Load, saying which tags came from the archive.
+func (s *Store) LoadArchive(ctx context.Context, r io.Reader) ([]LoadedImage, error) {
 	st, err := s.newStage(ctx)
 	if err != nil {
 		return nil, err
@@ -64,7 +87,24 @@ func (s *Store) Load(ctx context.Context, r io.Reader) ([]Image, error) {
 	if len(cands) == 0 {
 		return nil, badInput(fmt.Errorf("%w: it contains no images", ErrBadArchive))
 	}
-	return s.commit(ctx, st, cands)
+	imgs, err := s.commit(ctx, st, cands)
+	if err != nil {
+		return nil, err
+	}
+	tags := map[string][]string{}
+	for _, c := range cands {
+		for _, t := range c.tags {
+			if f := familiarString(t); !slices.Contains(tags[c.config.String()], f) {
+				tags[c.config.String()] = append(tags[c.config.String()], f)
+			}
+		}
+	}
+	out := make([]LoadedImage, len(imgs))
+	for i, img := range imgs {
+		out[i] = LoadedImage{Image: img, Tags: tags[img.ID]}
+		slices.Sort(out[i].Tags)
+	}
+	return out, nil
 }
 
 // badInput says that an archive could not be read or did not verify,

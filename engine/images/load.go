@@ -77,6 +77,7 @@ func (s *Store) removeStaleStages() {
 // candidate is a verified image in a stage, ready to be committed.
 type candidate struct {
 	manifest v1.Descriptor
+	config   v1.Hash // the image's ID
 	tags     []string // fully qualified
 	blobs    []v1.Hash
 }
@@ -148,7 +149,7 @@ func (st *stage) verifyImage(ctx context.Context, desc v1.Descriptor) (candidate
 		return candidate{}, fmt.Errorf("image %s: config lists %d layers but the manifest has %d",
 			m.Config.Digest, len(cfg.RootFS.DiffIDs), len(m.Layers))
 	}
-	c := candidate{manifest: desc, blobs: []v1.Hash{desc.Digest, m.Config.Digest}}
+	c := candidate{manifest: desc, config: m.Config.Digest, blobs: []v1.Hash{desc.Digest, m.Config.Digest}}
 	var unpacked int64
 	for i, ld := range m.Layers {
 		if err := ctx.Err(); err != nil {

@@ -97,17 +97,17 @@ func (s *Server) imageLoad(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body := http.MaxBytesReader(w, r.Body, maxLoadBytes)
-	loaded, err := s.eng.Images.Load(r.Context(), body)
+	loaded, err := s.eng.Images.LoadArchive(r.Context(), body)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	out := newJSONStream(w)
 	for _, img := range loaded {
-		if len(img.RepoTags) == 0 {
+		if len(img.Tags) == 0 {
 			out.send(jsonstream.Message{Stream: "Loaded image ID: " + img.ID + "\n"})
 		}
-		for _, t := range img.RepoTags {
+		for _, t := range img.Tags {
 			out.send(jsonstream.Message{Stream: "Loaded image: " + t + "\n"})
 		}
 	}

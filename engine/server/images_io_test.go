@@ -108,6 +108,13 @@ func TestImageLoadSaveTag(t *testing.T) {
 		t.Errorf("images after tag: %s", l)
 	}
 
+	// Loading reports the archive's names, not every name the image has.
+	_, saved, _ := call(t, s, "GET", "/v1.41/images/app:1/get", nil)
+	code, body, _ = call(t, s, "POST", "/v1.41/images/load", strings.NewReader(saved))
+	if got := streamLines(t, body); code != 200 || len(got) != 1 || got[0].Stream != "Loaded image: app:1\n" {
+		t.Errorf("reload = %d %q, want one Loaded image: app:1 line", code, body)
+	}
+
 	for _, path := range []string{"/v1.41/images/127.0.0.1:5000/team/app:2/get", "/v1.41/images/get?names=app:1&names=" + id} {
 		code, body, hdr = call(t, s, "GET", path, nil)
 		if code != 200 || hdr.Get("Content-Type") != "application/x-tar" {
