@@ -107,6 +107,16 @@ func TestVolumes(t *testing.T) {
 	if hasName(e.volumeNames(t), vol) {
 		t.Errorf("volume ls still lists %s after volume rm", vol)
 	}
+	// prune takes anonymous volumes only, unless -a.
+	e.mustRun(t, 0, "volume", "create", "e2e-prunable")
+	r = e.mustRun(t, 0, "volume", "prune", "-f")
+	if !hasName(e.volumeNames(t), "e2e-prunable") {
+		t.Errorf("volume prune without -a removed a named volume: %q", r.stdout)
+	}
+	r = e.mustRun(t, 0, "volume", "prune", "-f", "-a")
+	if hasName(e.volumeNames(t), "e2e-prunable") || !strings.Contains(r.stdout, "e2e-prunable") {
+		t.Errorf("volume prune -a left e2e-prunable or did not say so: %q", r.stdout)
+	}
 	e.checkClean(t, before)
 }
 
@@ -173,7 +183,12 @@ func TestDockerCLIVolumes(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "bind mounts of host paths are not supported; use a named volume") {
 		t.Errorf("docker run with a host bind mount: exit %d, stderr %q", r.code, r.stderr)
 	}
-	d.mustDocker(t, 0, "", "volume", "rm", vol)
+	// Unused volumes go with prune; the API 1.41 daemon prunes named ones too.
+	d.mustDocker(t, 0, "", "volume", "create", "prunable")
+	r = d.mustDocker(t, 0, "", "volume", "prune", "-f")
+	if !strings.Contains(r.stdout, "prunable") || !strings.Contains(r.stdout, vol) {
+		t.Errorf("docker volume prune -f printed %q, want prunable and %s", r.stdout, vol)
+	}
 	r = d.mustDocker(t, 0, "", "volume", "ls", "-q")
 	if strings.Contains(r.stdout, vol) {
 		t.Errorf("docker volume ls after rm = %q", r.stdout)

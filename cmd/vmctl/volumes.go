@@ -1,14 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	units "github.com/docker/go-units"
 	"github.com/moby/moby/api/types/volume"
 	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
@@ -25,6 +28,8 @@ type volumeBackend interface {
 	list(ctx context.Context) ([]volume.Volume, error)
 	inspect(ctx context.Context, name string) (volume.Volume, error)
 	remove(ctx context.Context, name string, force bool) error
+	// prune removes unused volumes: anonymous ones, or all with all set.
+	prune(ctx context.Context, all bool) ([]string, uint64, error)
 	// connFailed reports an error after which trying the next name is pointless.
 	connFailed(err error) bool
 	close()
@@ -93,6 +98,10 @@ func (l localVolumes) remove(ctx context.Context, name string, force bool) error
 	return l.e.Volumes.Remove(ctx, name, force)
 }
 
+func (l localVolumes) prune(ctx context.Context, all bool) ([]string, uint64, error) {
+	return l.e.Volumes.Prune(ctx, func(v *volumes.Volume) bool { return !all && !v.Anonymous })
+}
+
 func (localVolumes) connFailed(error) bool { return false }
 func (localVolumes) close()                {}
 
@@ -120,6 +129,13 @@ func (rv remoteVolumes) remove(ctx context.Context, name string, force bool) err
 	return rv.r.fail(err)
 }
 
+func (rv remoteVolumes) prune(ctx context.Context, all bool) ([]string, uint64, error) {
+	// Explicit, because an API 1.41 daemon prunes all unused volumes by
+	// default and a newer one only anonymous ones.
+	res, err := rv.r.api.VolumePrune(ctx, client.VolumePruneOptions{Filters: client.Filters{}.Add("all", strconv.FormatBool(all))})
+	return res.Report.VolumesDeleted, res.Report.SpaceReclaimed, rv.r.fail(err)
+}
+
 func (remoteVolumes) connFailed(err error) bool { return client.IsErrConnectionFailed(err) }
 func (rv remoteVolumes) close()                { rv.r.Close() }
 
@@ -132,7 +148,8 @@ func newVolumeCommand(g *globalOptions) *cobra.Command {
 			return cmd.Help()
 		},
 	}
-	cmd.AddCommand(newVolumeCreateCommand(g), newVolumeLsCommand(g), newVolumeInspectCommand(g), newVolumeRmCommand(g))
+	cmd.AddCommand(newVolumeCreateCommand(g), newVolumeLsCommand(g), newVolumeInspectCommand(g), newVolumeRmCommand(g),
+		newVolumePruneCommand(g))
 	return cmd
 }
 
@@ -294,5 +311,44 @@ func newVolumeRmCommand(g *globalOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "do not fail on volumes that do not exist")
+	return cmd
+}
+
+func newVolumePruneCommand(g *globalOptions) *cobra.Command {
+	var all, force bool
+	cmd := &cobra.Command{
+		Use:   "prune [-a] [-f]",
+		Short: "Remove anonymous volumes no container uses (with -a, all unused volumes)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !force {
+				what := "anonymous volumes"
+				if all {
+					what = "all volumes"
+				}
+				fmt.Fprintf(os.Stderr, "This removes %s that no container uses, with their data. Continue? [y/N] ", what)
+				answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+				if a := strings.TrimSpace(strings.ToLower(answer)); a != "y" && a != "yes" {
+					return nil
+				}
+			}
+			b, err := g.volumeBackend()
+			if err != nil {
+				return err
+			}
+			defer b.close()
+			removed, freed, err := b.prune(cmd.Context(), all)
+			for _, name := range removed {
+				fmt.Println(name)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Printf("Total reclaimed space: %s\n", units.HumanSize(float64(freed)))
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "remove all unused volumes, not just anonymous ones")
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "do not ask for confirmation")
 	return cmd
 }

@@ -20,6 +20,7 @@ import (
 func (s *Server) volumeRoutes(m *http.ServeMux) {
 	m.HandleFunc("GET /volumes", s.volumeList)
 	m.HandleFunc("POST /volumes/create", s.volumeCreate)
+	m.HandleFunc("POST /volumes/prune", s.volumePrune)
 	m.HandleFunc("GET /volumes/{name}", s.volumeInspect)
 	m.HandleFunc("DELETE /volumes/{name}", s.volumeDelete)
 }
@@ -45,35 +46,53 @@ func volumeJSON(v *volumes.Volume) volume.Volume {
 // key=value). Docker sends either {"k":["v"]} or {"k":{"v":true}}.
 type volumeFilters map[string][]string
 
-func parseVolumeFilters(raw string) (volumeFilters, error) {
+// decodeFilters reads a ?filters= value in either of docker's forms.
+func decodeFilters(raw string) (volumeFilters, error) {
 	out := volumeFilters{}
 	if raw == "" {
 		return out, nil
 	}
 	var lists map[string][]string
 	if err := json.Unmarshal([]byte(raw), &lists); err == nil {
-		out = lists
-	} else {
-		var sets map[string]map[string]bool
-		if err := json.Unmarshal([]byte(raw), &sets); err != nil {
-			return nil, errs.New(errdefs.ErrInvalidArgument, "invalid filters %q: want a JSON object of lists", raw)
+		if lists != nil {
+			out = lists
 		}
-		for k, set := range sets {
-			for v, on := range set {
-				if on {
-					out[k] = append(out[k], v)
-				}
+		return out, nil
+	}
+	var sets map[string]map[string]bool
+	if err := json.Unmarshal([]byte(raw), &sets); err != nil {
+		return nil, errs.New(errdefs.ErrInvalidArgument, "invalid filters %q: want a JSON object of lists", raw)
+	}
+	for k, set := range sets {
+		for v, on := range set {
+			if on {
+				out[k] = append(out[k], v)
 			}
 		}
+	}
+	return out, nil
+}
+
+func checkBoolFilter(name string, vs []string) error {
+	for _, v := range vs {
+		if v != "true" && v != "false" && v != "1" && v != "0" {
+			return errs.New(errdefs.ErrInvalidArgument, "invalid filter '%s=%s': want true or false", name, v)
+		}
+	}
+	return nil
+}
+
+func parseVolumeFilters(raw string) (volumeFilters, error) {
+	out, err := decodeFilters(raw)
+	if err != nil {
+		return nil, err
 	}
 	for k, vs := range out {
 		switch k {
 		case "name", "label":
 		case "dangling":
-			for _, v := range vs {
-				if v != "true" && v != "false" && v != "1" && v != "0" {
-					return nil, errs.New(errdefs.ErrInvalidArgument, "invalid filter 'dangling=%s': want true or false", v)
-				}
+			if err := checkBoolFilter(k, vs); err != nil {
+				return nil, err
 			}
 		default:
 			return nil, errs.New(errdefs.ErrInvalidArgument, "invalid filter '%s'", k)
@@ -92,13 +111,18 @@ func (f volumeFilters) match(v *volumes.Volume, refs int) bool {
 		}
 	}
 	for _, l := range f["label"] {
-		k, want, hasValue := strings.Cut(l, "=")
-		got, ok := v.Labels[k]
-		if !ok || (hasValue && got != want) {
+		if !hasLabel(v, l) {
 			return false
 		}
 	}
 	return true
+}
+
+// hasLabel matches a label filter: "key" or "key=value".
+func hasLabel(v *volumes.Volume, filter string) bool {
+	k, want, hasValue := strings.Cut(filter, "=")
+	got, ok := v.Labels[k]
+	return ok && (!hasValue || got == want)
 }
 
 func anyOf(xs []string, pred func(string) bool) bool {
@@ -178,6 +202,54 @@ func (s *Server) volumeDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// volumePrune removes unused volumes: all of them before API 1.42 (or with
+// the all filter), only anonymous ones from 1.42 on, as dockerd does; label
+// and label! narrow the choice.
+func (s *Server) volumePrune(w http.ResponseWriter, r *http.Request) {
+	f, err := decodeFilters(r.URL.Query().Get("filters"))
+	if err == nil {
+		for k, vs := range f {
+			switch k {
+			case "label", "label!":
+			case "all":
+				err = checkBoolFilter(k, vs)
+			default:
+				err = errs.New(errdefs.ErrInvalidArgument, "invalid filter '%s'", k)
+			}
+		}
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	all := !apiAtLeast(r, 42)
+	for _, v := range f["all"] {
+		all = v == "true" || v == "1"
+	}
+	keep := func(v *volumes.Volume) bool {
+		if !all && !v.Anonymous {
+			return true
+		}
+		for _, l := range f["label"] {
+			if !hasLabel(v, l) {
+				return true
+			}
+		}
+		for _, l := range f["label!"] {
+			if hasLabel(v, l) {
+				return true
+			}
+		}
+		return false
+	}
+	removed, freed, err := s.eng.Volumes.Prune(r.Context(), keep)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, volume.PruneReport{VolumesDeleted: removed, SpaceReclaimed: freed})
 }
 
 // volumeMounts turns HostConfig.Binds and HostConfig.Mounts into the

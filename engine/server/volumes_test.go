@@ -165,3 +165,40 @@ func FuzzVolumeFilters(f *testing.F) {
 		filt.match(&volumes.Volume{Name: "v1", Labels: map[string]string{"a": "b"}}, 0)
 	})
 }
+
+// Before API 1.42 prune takes every unused volume; from 1.42 only
+// anonymous ones unless all=true, as dockerd does.
+func TestVolumePrune(t *testing.T) {
+	if testing.Short() {
+		t.Skip("makes ext4 disks")
+	}
+	s := newTestServer(t)
+	create := func(name string) {
+		if rec := volumeRequest(t, s, "POST", "/volumes/create", `{"Name":"`+name+`","DriverOpts":{"size":"16m"}}`); rec.Code != http.StatusCreated {
+			t.Fatalf("create %s = %d %s", name, rec.Code, rec.Body)
+		}
+	}
+	prune := func(path string) []string {
+		rec := volumeRequest(t, s, "POST", path, "")
+		var rep volume.PruneReport
+		if err := json.Unmarshal(rec.Body.Bytes(), &rep); err != nil || rec.Code != http.StatusOK {
+			t.Fatalf("POST %s = %d %s", path, rec.Code, rec.Body)
+		}
+		return rep.VolumesDeleted
+	}
+	create("keepme")
+	create("other")
+	if got := prune(`/v1.44/volumes/prune`); len(got) != 0 {
+		t.Errorf("prune at 1.44 removed named volumes %v", got)
+	}
+	if got := prune(`/v1.44/volumes/prune?filters={"all":["true"],"label!":["x"]}`); len(got) != 2 {
+		t.Errorf("prune all at 1.44 removed %v, want both", got)
+	}
+	create("old")
+	if got := prune(`/v1.41/volumes/prune`); len(got) != 1 || got[0] != "old" {
+		t.Errorf("prune at 1.41 removed %v, want [old]", got)
+	}
+	if rec := volumeRequest(t, s, "POST", `/volumes/prune?filters={"until":["1h"]}`, ""); rec.Code != http.StatusBadRequest {
+		t.Errorf("prune with an unknown filter = %d, want 400", rec.Code)
+	}
+}

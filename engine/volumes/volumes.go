@@ -20,6 +20,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -296,6 +297,11 @@ func (s *Service) Remove(ctx context.Context, name string, force bool) error {
 	if cs := users[v.Name]; len(cs) > 0 {
 		return errs.New(errdefs.ErrConflict, "volume %s is in use by container %s: remove the container first", v.Name, strings.Join(cs, ", "))
 	}
+	return s.removeLocked(v.Name)
+}
+
+// removeLocked deletes a volume's directory. Precondition: the lock is held.
+func (s *Service) removeLocked(name string) error {
 	s.removeTrash()
 	trash, err := os.MkdirTemp(s.cfg.Root, trashPrefix)
 	if err != nil {
@@ -312,6 +318,41 @@ func (s *Service) Remove(ctx context.Context, name string, force bool) error {
 		return fmt.Errorf("remove volume %s: %w", name, err)
 	}
 	return nil
+}
+
+// Prune removes every volume that no container references and that keep
+// does not want kept (nil keeps none), and returns the names removed and
+// the disk space freed.
+func (s *Service) Prune(ctx context.Context, keep func(*Volume) bool) ([]string, uint64, error) {
+	l, err := s.lock(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer l.Release()
+	list, err := s.List()
+	if err != nil {
+		return nil, 0, err
+	}
+	users, err := s.users()
+	if err != nil {
+		return nil, 0, err
+	}
+	removed := []string{}
+	var freed uint64
+	for _, v := range list {
+		if len(users[v.Name]) > 0 || (keep != nil && keep(v)) {
+			continue
+		}
+		var st syscall.Stat_t
+		if err := syscall.Stat(v.Disk, &st); err == nil {
+			freed += uint64(st.Blocks) * 512
+		}
+		if err := s.removeLocked(v.Name); err != nil {
+			return removed, freed, err
+		}
+		removed = append(removed, v.Name)
+	}
+	return removed, freed, nil
 }
 
 // removeTrash deletes what removals that died halfway left. Precondition:

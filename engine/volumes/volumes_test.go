@@ -281,3 +281,24 @@ func TestClaim(t *testing.T) {
 		t.Errorf("Claim(missing) = %v, want not found", err)
 	}
 }
+
+func TestPrune(t *testing.T) {
+	s := newTestService(t, map[string][]string{"used": {"web"}})
+	ctx := context.Background()
+	for _, o := range []CreateOptions{{Name: "used"}, {Name: "named"}, {Name: "anon1", Anonymous: true}} {
+		if _, err := s.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed, _, err := s.Prune(ctx, func(v *Volume) bool { return !v.Anonymous })
+	if err != nil || fmt.Sprint(removed) != "[anon1]" {
+		t.Errorf("Prune(anonymous only) = %v, %v; want [anon1]", removed, err)
+	}
+	removed, _, err = s.Prune(ctx, nil)
+	if err != nil || fmt.Sprint(removed) != "[named]" {
+		t.Errorf("Prune(all) = %v, %v; want [named] (used is in use)", removed, err)
+	}
+	if list, _ := s.List(); len(list) != 1 || list[0].Name != "used" {
+		t.Errorf("after prunes, volumes = %v, want only used", list)
+	}
+}
