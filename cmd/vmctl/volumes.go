@@ -137,7 +137,7 @@ func (rv remoteVolumes) prune(ctx context.Context, all bool) ([]string, uint64, 
 }
 
 func (remoteVolumes) connFailed(err error) bool { return client.IsErrConnectionFailed(err) }
-func (rv remoteVolumes) close()                { rv.r.Close() }
+func (rv remoteVolumes) close()                 { rv.r.Close() }
 
 func newVolumeCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
