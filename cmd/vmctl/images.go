@@ -1,15 +1,24 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/containerd/errdefs"
 	units "github.com/docker/go-units"
+	"github.com/moby/moby/api/types/jsonstream"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/vmctl/vmctl/engine/images"
 )
 
 func newLoadCommand(g *globalOptions) *cobra.Command {
@@ -19,9 +28,6 @@ func newLoadCommand(g *globalOptions) *cobra.Command {
 		Short: "Load images from a docker save tarball or an OCI image-layout tarball",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if g.host != "" {
-				return remoteUnsupported("load")
-			}
 			var r io.Reader = os.Stdin
 			if input != "" && input != "-" {
 				f, err := os.Open(input)
@@ -30,20 +36,25 @@ func newLoadCommand(g *globalOptions) *cobra.Command {
 				}
 				defer f.Close()
 				r = f
+			} else if term.IsTerminal(int(os.Stdin.Fd())) {
+				return errors.New("load reads an archive from stdin, which is a terminal: give -i FILE or redirect stdin")
+			}
+			if g.host != "" {
+				return remoteLoad(cmd.Context(), g, r)
 			}
 			e, err := g.open()
 			if err != nil {
 				return err
 			}
-			loaded, err := e.LoadImages(cmd.Context(), r)
+			loaded, err := e.Images.LoadArchive(cmd.Context(), r)
 			if err != nil {
 				return err
 			}
 			for _, img := range loaded {
-				if len(img.RepoTags) == 0 {
+				if len(img.Tags) == 0 {
 					fmt.Printf("Loaded image ID: %s\n", img.ID)
 				}
-				for _, t := range img.RepoTags {
+				for _, t := range img.Tags {
 					fmt.Printf("Loaded image: %s\n", t)
 				}
 			}
@@ -52,6 +63,113 @@ func newLoadCommand(g *globalOptions) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&input, "input", "i", "", "read from a tar archive file instead of stdin")
 	return cmd
+}
+
+// remoteLoad sends the archive to the daemon and prints what it loaded,
+// as the daemon words it ("Loaded image: busybox:latest").
+func remoteLoad(ctx context.Context, g *globalOptions, in io.Reader) error {
+	r, err := g.remote()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	resp, err := r.api.ImageLoad(ctx, in)
+	if err != nil {
+		return r.fail(err)
+	}
+	defer resp.Close()
+	dec := json.NewDecoder(resp)
+	for {
+		var m jsonstream.Message
+		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return r.fail(fmt.Errorf("reading the daemon's reply: %w", err))
+		}
+		if m.Error != nil {
+			return &daemonError{msg: oneLine(errors.New(m.Error.Message)), err: errdefs.ErrUnknown}
+		}
+		if m.Stream != "" {
+			fmt.Print(m.Stream)
+		}
+	}
+}
+
+func newSaveCommand(g *globalOptions) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "save [-o FILE] IMAGE [IMAGE...]",
+		Short: "Write images to a docker save tarball (on stdout unless -o is given)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output == "" || output == "-" {
+				if term.IsTerminal(int(os.Stdout.Fd())) {
+					return errors.New("refusing to write an image archive to a terminal: give -o FILE or redirect stdout")
+				}
+				return saveImages(cmd.Context(), g, args, os.Stdout)
+			}
+			return saveToFile(output, func(w io.Writer) error { return saveImages(cmd.Context(), g, args, w) })
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "write to this file instead of stdout")
+	return cmd
+}
+
+// saveImages writes a docker save archive of refs to w, from the daemon
+// with -H, else from the local store.
+func saveImages(ctx context.Context, g *globalOptions, refs []string, w io.Writer) error {
+	if g.host != "" {
+		r, err := g.remote()
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		rc, err := r.api.ImageSave(ctx, refs)
+		if err != nil {
+			return r.fail(err)
+		}
+		defer rc.Close()
+		// The daemon cuts the connection if it fails half way, so a
+		// short archive shows up here as an error, never as success.
+		if _, err := io.Copy(w, rc); err != nil {
+			return r.fail(fmt.Errorf("receiving the archive: %w", err))
+		}
+		return nil
+	}
+	e, err := g.open()
+	if err != nil {
+		return err
+	}
+	named, err := e.Images.ForSave(ctx, refs)
+	if err != nil {
+		return err
+	}
+	return images.WriteArchive(w, images.FormatDocker, named)
+}
+
+// saveToFile runs write on a temp file next to path and renames it to
+// path only if write succeeded, so a failed save leaves no partial
+// archive (and an existing file at path untouched).
+func saveToFile(path string, write func(io.Writer) error) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-")
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, unwrapPathError(err))
+	}
+	defer os.Remove(f.Name()) // no-op after the rename
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Chmod(f.Name(), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, unwrapPathError(err))
+	}
+	return nil
 }
 
 func unwrapPathError(err error) error {

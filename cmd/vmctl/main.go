@@ -75,6 +75,7 @@ API, so one vmctl can drive several daemons; the engine flags (--data-root,
 	root.AddCommand(
 		newRunCommand(g),
 		newLoadCommand(g),
+		newSaveCommand(g),
 		newImagesCommand(g),
 		newRmiCommand(g),
 		newPullCommand(g),

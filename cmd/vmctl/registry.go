@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	units "github.com/docker/go-units"
+	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -98,7 +99,9 @@ func newPushCommand(g *globalOptions) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if g.host != "" {
-				return remoteUnsupported("push")
+				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				return remotePush(ctx, g, args[0])
 			}
 			e, err := g.open()
 			if err != nil {
@@ -129,7 +132,13 @@ func newTagCommand(g *globalOptions) *cobra.Command {
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if g.host != "" {
-				return remoteUnsupported("tag")
+				r, err := g.remote()
+				if err != nil {
+					return err
+				}
+				defer r.Close()
+				_, err = r.api.ImageTag(cmd.Context(), client.ImageTagOptions{Source: args[0], Target: args[1]})
+				return r.fail(err)
 			}
 			e, err := g.open()
 			if err != nil {
@@ -138,6 +147,50 @@ func newTagCommand(g *globalOptions) *cobra.Command {
 			return e.Images.Tag(cmd.Context(), args[0], args[1])
 		},
 	}
+}
+
+// remotePush asks the daemon to push ref with this user's credentials
+// for its registry and prints the stream as the in-process push prints its
+// progress: one line per layer state, then "TAG: digest: D size: N".
+func remotePush(ctx context.Context, g *globalOptions, ref string) error {
+	if _, err := images.ParseRemoteReference(ref); err != nil {
+		return err
+	}
+	auth, err := registryAuth(ref)
+	if err != nil {
+		return err
+	}
+	r, err := g.remote()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	resp, err := r.api.ImagePush(ctx, ref, client.ImagePushOptions{RegistryAuth: auth})
+	if err != nil {
+		return r.fail(err)
+	}
+	defer resp.Close()
+	last := map[string]string{}
+	for m, err := range resp.JSONMessages(ctx) {
+		if err != nil {
+			return r.fail(err)
+		}
+		if m.Error != nil {
+			return &daemonError{msg: oneLine(errors.New(m.Error.Message)), err: errdefs.ErrUnknown}
+		}
+		// Waiting and Preparing say nothing yet; byte counts are left out,
+		// as in the in-process push's output to a file or pipe.
+		if m.Status == "" || m.Status == string(images.StatePreparing) || m.Status == string(images.StateWaiting) || last[m.ID] == m.Status {
+			continue
+		}
+		last[m.ID] = m.Status
+		if m.ID != "" {
+			fmt.Printf("%s: %s\n", m.ID, m.Status)
+		} else {
+			fmt.Println(m.Status)
+		}
+	}
+	return nil
 }
 
 func newLoginCommand() *cobra.Command {
