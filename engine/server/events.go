@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"sync"
@@ -150,4 +151,35 @@ func (s *Server) systemEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// imageEvent reports an image event as dockerd does: the actor is the
+// image (an ID, or the reference for pull and push) and its name the
+// reference the action was about.
+func (s *Server) imageEvent(action, id, name string) {
+	s.eng.Events.Publish(engevents.Event{Type: engevents.TypeImage, Action: action, ID: id,
+		Attributes: map[string]string{"name": name}})
+}
+
+// imageID is ref's image ID, for the events of actions that leave the
+// image in the store; ref itself if it no longer resolves.
+func (s *Server) imageID(ctx context.Context, ref string) string {
+	if img, err := s.eng.Images.Resolve(ctx, ref); err == nil {
+		return img.ID
+	}
+	return ref
+}
+
+// volumeEvent reports a volume event: the actor is the volume's name.
+func (s *Server) volumeEvent(action, name, driver string) {
+	s.eng.Events.Publish(engevents.Event{Type: engevents.TypeVolume, Action: action, ID: name,
+		Attributes: map[string]string{"driver": driver}})
+}
+
+// firstNonEmpty is the first of list, or def when list is empty.
+func firstNonEmpty(list []string, def string) string {
+	if len(list) > 0 {
+		return list[0]
+	}
+	return def
 }

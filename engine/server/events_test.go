@@ -2,8 +2,10 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	engevents "github.com/vmctl/vmctl/engine/events"
+	"github.com/vmctl/vmctl/engine/images"
 )
 
 func TestFilterTerms(t *testing.T) {
@@ -183,5 +186,68 @@ func TestEventsLive(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the stream did not end on Close")
+	}
+}
+
+// Image and volume handlers report their events.
+func TestImageAndVolumeEvents(t *testing.T) {
+	if testing.Short() {
+		t.Skip("makes an ext4 disk")
+	}
+	s := newTestServer(t)
+	_, sub := s.eng.Events.Subscribe(time.Time{}, nil)
+	defer sub.Close()
+	img := randomImage(t)
+	id := imageID(t, img)
+	steps := []struct {
+		method, path string
+		body         []byte
+	}{
+		{"POST", "/v1.41/images/load", archiveOf(t, images.NamedImage{Tag: "app:1", Image: img})},
+		{"POST", "/v1.41/images/app:1/tag?repo=app&tag=2", nil},
+		{"DELETE", "/v1.41/images/app:2", nil},
+		{"DELETE", "/v1.41/images/app:1", nil},
+		{"POST", "/v1.41/volumes/create", []byte(`{"Name":"data","DriverOpts":{"size":"16m"}}`)},
+		{"DELETE", "/v1.41/volumes/data", nil},
+	}
+	for _, st := range steps {
+		var body io.Reader
+		if st.body != nil {
+			body = bytes.NewReader(st.body)
+		}
+		req := httptest.NewRequest(st.method, st.path, body)
+		if st.body != nil && strings.Contains(st.path, "volumes") {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		if rec.Code >= 300 {
+			t.Fatalf("%s %s = %d %s", st.method, st.path, rec.Code, rec.Body)
+		}
+	}
+	want := []string{
+		"image load " + id + " name=app:1",
+		"image tag " + id + " name=app:2",
+		"image untag " + id + " name=app:2",
+		"image untag " + id + " name=app:1",
+		"image delete " + id + " name=" + id,
+		"volume create data driver=local",
+		"volume destroy data driver=local",
+	}
+	for i, w := range want {
+		select {
+		case e := <-sub.C():
+			got := fmt.Sprintf("%s %s %s", e.Type, e.Action, e.ID)
+			for _, k := range []string{"name", "driver"} {
+				if v, ok := e.Attributes[k]; ok {
+					got += " " + k + "=" + v
+				}
+			}
+			if got != w {
+				t.Errorf("event %d = %q, want %q", i, got, w)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("event %d (%s) never came", i, w)
+		}
 	}
 }

@@ -77,6 +77,7 @@ func nonNil(s []string) []string {
 
 func (s *Server) imageDelete(w http.ResponseWriter, r *http.Request) {
 	ref := r.PathValue("name")
+	id := s.imageID(r.Context(), ref) // for the untag events, before it may go
 	res, err := s.eng.Images.Remove(r.Context(), ref)
 	if err != nil {
 		writeError(w, err)
@@ -85,9 +86,11 @@ func (s *Server) imageDelete(w http.ResponseWriter, r *http.Request) {
 	out := []image.DeleteResponse{}
 	for _, t := range res.Untagged {
 		out = append(out, image.DeleteResponse{Untagged: t})
+		s.imageEvent("untag", id, t)
 	}
 	for _, d := range res.Deleted {
 		out = append(out, image.DeleteResponse{Deleted: d})
+		s.imageEvent("delete", d, d)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -130,6 +133,7 @@ func (s *Server) imageCreate(w http.ResponseWriter, r *http.Request) {
 		out.fail(err)
 		return
 	}
+	s.imageEvent("pull", images.FamiliarName(parsed), images.FamiliarName(parsed))
 	out.send(jsonstream.Message{Status: "Digest: " + img.Digest})
 	out.send(jsonstream.Message{Status: "Status: Downloaded newer image for " + images.FamiliarName(parsed)})
 }

@@ -104,6 +104,7 @@ func (s *Server) imageLoad(w http.ResponseWriter, r *http.Request) {
 	}
 	out := newJSONStream(w)
 	for _, img := range loaded {
+		s.imageEvent("load", img.ID, firstNonEmpty(img.Tags, img.ID))
 		if len(img.Tags) == 0 {
 			out.send(jsonstream.Message{Stream: "Loaded image ID: " + img.ID + "\n"})
 		}
@@ -178,6 +179,7 @@ func (s *Server) imageTag(w http.ResponseWriter, r *http.Request, source string)
 		writeError(w, err)
 		return
 	}
+	s.imageEvent("tag", s.imageID(r.Context(), target), target)
 	w.WriteHeader(http.StatusCreated)
 }
 
@@ -220,6 +222,7 @@ func (s *Server) imagePush(w http.ResponseWriter, r *http.Request, repo string) 
 			out.fail(err)
 			return
 		}
+		s.imageEvent("push", ref, ref)
 		out.send(jsonstream.Message{Status: fmt.Sprintf("%s: digest: %s size: %d", res.Tag, res.Digest, res.Size)})
 		aux, err := json.Marshal(struct {
 			Tag    string

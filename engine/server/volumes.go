@@ -179,6 +179,7 @@ func (s *Server) volumeCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	s.volumeEvent("create", v.Name, v.Driver)
 	writeJSON(w, http.StatusCreated, volumeJSON(v))
 }
 
@@ -201,6 +202,7 @@ func (s *Server) volumeDelete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	s.volumeEvent("destroy", r.PathValue("name"), volumes.DriverLocal)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -248,6 +250,9 @@ func (s *Server) volumePrune(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	for _, name := range removed {
+		s.volumeEvent("destroy", name, volumes.DriverLocal)
 	}
 	writeJSON(w, http.StatusOK, volume.PruneReport{VolumesDeleted: removed, SpaceReclaimed: freed})
 }
