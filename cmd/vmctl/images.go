@@ -180,12 +180,16 @@ func unwrapPathError(err error) error {
 }
 
 func newImagesCommand(g *globalOptions) *cobra.Command {
-	var quiet bool
+	var quiet, noTrunc bool
+	var format string
 	cmd := &cobra.Command{
 		Use:   "images",
 		Short: "List local images",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "" || noTrunc {
+				return formatImages(cmd.Context(), g, format, quiet, noTrunc)
+			}
 			if g.host != "" {
 				return remoteImages(cmd.Context(), g, quiet)
 			}
@@ -223,6 +227,8 @@ func newImagesCommand(g *globalOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only show image IDs")
+	cmd.Flags().BoolVar(&noTrunc, "no-trunc", false, "do not truncate image IDs")
+	cmd.Flags().StringVar(&format, "format", "", "format output with a Go template (.ID .Repository .Tag .Digest .CreatedSince .CreatedAt .Size), \"table TEMPLATE\" or json")
 	return cmd
 }
 
