@@ -59,6 +59,16 @@ func TestDaemonEventsAndFilters(t *testing.T) {
 	if got := strings.TrimSpace(r.stdout); got != "evrm 0 busybox\nevexit 3 busybox" {
 		t.Errorf("die events:\n%s\nwant evrm 0 then evexit 3, from busybox", got)
 	}
+	r = d.mustVmctl(t, 0, "", "events", "--since", fmt.Sprint(since), "--until", fmt.Sprint(until),
+		"--filter", "event=die", "--filter", "container=evexit", "--format", "{{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}")
+	if got := strings.TrimSpace(r.stdout); got != "evexit 3" {
+		t.Errorf("vmctl -H events --filter event=die --filter container=evexit: %q, want evexit 3", got)
+	}
+	r = runClient(t, "", nil, "events")
+	if r.code != 125 {
+		t.Errorf("vmctl events without a daemon: exit %d, want 125", r.code)
+	}
+	oneLine(t, r, "events needs a daemon")
 	r = d.docker(t, "", "events", "--filter", "colour=red", "--until", fmt.Sprint(until))
 	if r.code == 0 || !strings.Contains(r.stderr, "invalid filter 'colour'") {
 		t.Errorf("docker events --filter colour=red: exit %d, stderr %q; want an invalid filter error", r.code, r.stderr)
