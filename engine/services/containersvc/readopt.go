@@ -146,6 +146,7 @@ func (s *Service) markLost(c *containers.Container, why string) {
 	s.mu.Lock()
 	s.exitRecord(c.ID).record(ExitStatus{Code: c.State.ExitCode, Error: why})
 	s.mu.Unlock()
+	s.publishExit(c, ExitStatus{Code: c.State.ExitCode, Error: why})
 	if c.Config.AutoRemove {
 		// --rm: the run is over, so the container goes, as after any exit.
 		s.cfg.Store.Delete(c.ID)
@@ -153,6 +154,7 @@ func (s *Service) markLost(c *containers.Container, why string) {
 		s.mu.Lock()
 		s.forgetLocked(c.ID)
 		s.mu.Unlock()
+		s.publish("destroy", c, nil)
 	} else {
 		s.cfg.Store.Update(c)
 	}
