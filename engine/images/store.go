@@ -2,10 +2,13 @@
 // an index of tagged images, kept as an OCI image layout in one directory
 // (oci-layout, index.json, blobs/sha256/...), so standard tools can read it.
 //
-// It loads `docker save` and OCI-layout archives, verifying every blob
-// against its digest before the store changes, lists, resolves Docker-style
-// references (names, tags, full and short IDs), tags, and removes images
-// with garbage collection of blobs nothing references any more.
+// It loads `docker save` and OCI-layout archives and pulls from registries,
+// verifying every blob against its digest and every layer against its diff
+// ID before the store changes (a pulled layer in the same pass as its
+// download); writes archives (save) and pushes to registries, blobs
+// unchanged; lists, resolves Docker-style references (names, tags, full and
+// short IDs), tags, and removes images with garbage collection of blobs
+// nothing references any more.
 //
 // Mutations are serialised across processes by an flock on <root>/lock and
 // become visible atomically: blobs are written and fsynced first, then
@@ -13,8 +16,9 @@
 // unreferenced blobs, which the next Remove collects, and staging
 // directories, which the next Open removes.
 //
-// This package does not pull from or push to registries, and has no CLI or
-// HTTP code; it does not build disks (see engine/rootfs).
+// It has no CLI or HTTP code (progress is reported through ProgressFunc,
+// errors are classified with errdefs for the edges to map), and it does not
+// build disks (see engine/rootfs).
 package images
 
 import (
