@@ -8,7 +8,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"sync"
@@ -87,9 +86,9 @@ func (g *globalOptions) api() (r *remote, closeFn func(), err error) {
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			return
-		}
+		// Serve ends with ErrServerClosed when done closes it; the
+		// listener cannot fail otherwise.
+		srv.Serve(l)
 	}()
 	c, err := client.New(client.WithHost("unix:///in-process.sock"), client.WithDialContext(l.dial), client.WithAPIVersionNegotiation())
 	if err != nil {
