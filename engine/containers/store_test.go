@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -187,12 +188,65 @@ func TestStoreConcurrentCreateOneName(t *testing.T) {
 // a loop, printing each committed count, until it is killed.
 const crashChildEnv = "VMCTL_TEST_STORE_CRASH_ROOT"
 
+// createChildEnv makes the test binary create one container named
+// "shared" and print ok, conflict or the error.
+const createChildEnv = "VMCTL_TEST_STORE_CREATE_ROOT"
+
 func TestMain(m *testing.M) {
 	if root := os.Getenv(crashChildEnv); root != "" {
 		crashChild(root)
 		return
 	}
+	if root := os.Getenv(createChildEnv); root != "" {
+		s, err := OpenStore(root)
+		if err == nil {
+			err = s.Create(newContainer("shared", time.Now()))
+		}
+		switch {
+		case err == nil:
+			fmt.Println("ok")
+		case errdefs.IsConflict(err):
+			fmt.Println("conflict")
+		default:
+			fmt.Println("error:", err)
+		}
+		return
+	}
 	os.Exit(m.Run())
+}
+
+// Processes racing to create one name: exactly one wins, across processes.
+func TestStoreCreateAcrossProcesses(t *testing.T) {
+	root := t.TempDir()
+	const n = 6
+	outs := make([]*exec.Cmd, n)
+	bufs := make([]*strings.Builder, n)
+	for i := range outs {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), createChildEnv+"="+root)
+		bufs[i] = &strings.Builder{}
+		cmd.Stdout = bufs[i]
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		outs[i] = cmd
+	}
+	won := 0
+	for i, cmd := range outs {
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("child %d: %v", i, err)
+		}
+		switch out := strings.TrimSpace(bufs[i].String()); out {
+		case "ok":
+			won++
+		case "conflict":
+		default:
+			t.Errorf("child %d: %s", i, out)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d processes created the name, want exactly 1", won)
+	}
 }
 
 func crashChild(root string) {
