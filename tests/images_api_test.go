@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/creack/pty"
 )
 
 // Images in and out of vmctld over its API: the real docker CLI and
@@ -141,6 +143,40 @@ func TestImagesAPI(t *testing.T) {
 		}
 		vm(0, "", "rmi", "127.0.0.1:9/e2e/busybox:1")
 		vm(0, "", "rmi", ref)
+	})
+
+	t.Run("terminals", func(t *testing.T) {
+		// An archive is never written to a terminal nor read from one, with
+		// or without a daemon: each refusal is one line, exit 125.
+		e := e2e(t)
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"-H", d.host(), "save", "busybox"}, "refusing to write an image archive to a terminal"},
+			{[]string{"--data-root", e.dataRoot, "--exec-root", e.execRoot, "save", "busybox"}, "refusing to write an image archive to a terminal"},
+			{[]string{"-H", d.host(), "load"}, "stdin, which is a terminal"},
+			{[]string{"--data-root", e.dataRoot, "--exec-root", e.execRoot, "load"}, "stdin, which is a terminal"},
+		} {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			c := clientCmd(ctx, e, nil, tc.args...)
+			c.SysProcAttr = nil // pty.Start makes its own session
+			ptmx, err := pty.Start(c)
+			must(t, err)
+			var out bytes.Buffer
+			out.ReadFrom(ptmx) // ends with EIO when vmctl exits
+			err = c.Wait()
+			ptmx.Close()
+			cancel()
+			code := -1
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+			text := strings.TrimSpace(strings.ReplaceAll(out.String(), "\r", ""))
+			if code != 125 || strings.Count(text, "\n") != 0 || !strings.Contains(text, tc.want) {
+				t.Errorf("vmctl %s on a terminal: exit %d, output %q; want 125 and one line containing %q", strings.Join(tc.args, " "), code, text, tc.want)
+			}
+		}
 	})
 
 	t.Run("bad input", func(t *testing.T) {
