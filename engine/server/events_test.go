@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmctl/vmctl/engine/containers"
 	engevents "github.com/vmctl/vmctl/engine/events"
 	"github.com/vmctl/vmctl/engine/images"
 )
@@ -250,4 +251,22 @@ func TestImageAndVolumeEvents(t *testing.T) {
 			t.Fatalf("event %d (%s) never came", i, w)
 		}
 	}
+}
+
+// FuzzFilterInput: no filters parameter, since or until makes the
+// handlers' parsing panic.
+func FuzzFilterInput(f *testing.F) {
+	f.Add(`{"status":{"exited":true}}`, "1700000000.5")
+	f.Add(`{"name":["("],"before":["x"]}`, "2023-11-14T22:13:20Z")
+	f.Add(`{"label":{"a=b":true},"exited":{"-1":true}}`, "-5.")
+	f.Fuzz(func(t *testing.T, filters, ts string) {
+		r := httptest.NewRequest("GET", "/containers/json?filters="+url.QueryEscape(filters), nil)
+		terms, err := filterTerms(r)
+		if err != nil {
+			return
+		}
+		engevents.NewFilter(terms)
+		containers.Select([]*containers.Container{{ID: strings.Repeat("a", 64), Name: "web"}}, containers.ListOptions{Filters: terms})
+		parseTimestamp("since", ts)
+	})
 }
