@@ -138,11 +138,23 @@ func TestDaemonEventsAndFilters(t *testing.T) {
 	}
 }
 
-// In-process vmctl (no daemon): ps and inspect take filters and templates.
+// In-process vmctl (no daemon): ps in one process lists what a vmctl run
+// in another is running (the store is not held open by either), and ps
+// and inspect take filters and templates.
 func TestPsFormatInProcess(t *testing.T) {
 	e := e2e(t)
 	before := e.containerCount(t)
-	e.mustRun(t, 0, "run", "--name", "fmtcheck", "busybox", "true")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	run := e.cmd(ctx, "run", "--name", "fmtcheck", "busybox", "sleep", "3")
+	must(t, run.Start())
+	waitFor(t, func() bool {
+		r := e.run(t, "ps", "--filter", "name=^fmtcheck$", "--format", "{{.Names}} {{.State}}")
+		return strings.TrimSpace(r.stdout) == "fmtcheck running"
+	}, "vmctl ps in another process to list the running container")
+	if err := run.Wait(); err != nil {
+		t.Fatalf("vmctl run: %v", err)
+	}
 	r := e.mustRun(t, 0, "ps", "-a", "--filter", "name=^fmtcheck$", "--format", "{{.Names}} {{.Status}}")
 	if !strings.HasPrefix(strings.TrimSpace(r.stdout), "fmtcheck Exited (0) ") {
 		t.Errorf("vmctl ps --format: %q, want fmtcheck Exited (0)", r.stdout)
