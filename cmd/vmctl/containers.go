@@ -19,7 +19,7 @@ func newPsCommand(g *globalOptions) *cobra.Command {
 		Long: `List containers.
 
 --filter takes docker's keys: id, name, status, exited, label, ancestor,
-before, since. --format takes a Go template over docker's fields (.ID,
+before, since, volume. --format takes a Go template over docker's fields (.ID,
 .Image, .Command, .CreatedAt, .RunningFor, .Status, .State, .Names, .Ports,
 .Labels, .Label "key"), "table TEMPLATE" for columns with headers, or json.`,
 		Args: cobra.NoArgs,

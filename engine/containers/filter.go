@@ -25,14 +25,14 @@ type ListOptions struct {
 // psFilterKeys are the ps filter terms this engine evaluates.
 var psFilterKeys = map[string]bool{
 	"id": true, "name": true, "status": true, "exited": true, "label": true,
-	"ancestor": true, "before": true, "since": true,
+	"ancestor": true, "before": true, "since": true, "volume": true,
 }
 
 // unsupportedPsKeys are Docker's other ps terms: refused by name rather
 // than ignored, which would list containers the user filtered out.
 var unsupportedPsKeys = map[string]bool{
 	"expose": true, "health": true, "isolation": true, "is-task": true,
-	"network": true, "publish": true, "volume": true,
+	"network": true, "publish": true,
 }
 
 // Docker's container states; only some occur here, all are valid filters.
@@ -172,6 +172,11 @@ func (f *psFilter) match(c *Container) bool {
 		case "ancestor":
 			for _, v := range vs {
 				ok = ok || sameImage(c.Config, v)
+			}
+		case "volume":
+			// A volume's name, or where it is mounted, as in docker.
+			for _, m := range c.Config.Mounts {
+				ok = ok || contains(vs, m.Name) || contains(vs, m.Destination)
 			}
 		case "before":
 			ok = c.Created.Before(f.before.Created) && c.ID != f.before.ID

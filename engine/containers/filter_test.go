@@ -22,6 +22,7 @@ func TestSelect(t *testing.T) {
 		mk("db", "bbb1", 3, State{Status: StatusExited, ExitCode: 3}, "postgres:16", map[string]string{"tier": "back"}),
 		mk("fresh", "ccc1", 4, State{Status: StatusCreated}, "alpine", nil),
 	}
+	list[2].Config.Mounts = []Mount{{Name: "pgdata", Destination: "/var/lib/postgresql/data"}}
 	for _, tc := range []struct {
 		opts ListOptions
 		want string
@@ -44,6 +45,9 @@ func TestSelect(t *testing.T) {
 		{ListOptions{All: true, Filters: map[string][]string{"ancestor": {"busybox:latest"}}}, "[web webapp]"},
 		{ListOptions{All: true, Filters: map[string][]string{"ancestor": {"feedface"}}}, "[web webapp db fresh]"},
 		{ListOptions{All: true, Filters: map[string][]string{"ancestor": {"postgres"}}}, "[]"},
+		{ListOptions{All: true, Filters: map[string][]string{"volume": {"pgdata"}}}, "[db]"},
+		{ListOptions{All: true, Filters: map[string][]string{"volume": {"/var/lib/postgresql/data"}}}, "[db]"},
+		{ListOptions{All: true, Filters: map[string][]string{"volume": {"other"}}}, "[]"},
 		{ListOptions{All: true, Filters: map[string][]string{"before": {"webapp"}}}, "[db fresh]"},
 		{ListOptions{All: true, Filters: map[string][]string{"since": {"db"}}}, "[web webapp]"},
 		{ListOptions{All: true, Filters: map[string][]string{"since": {"bbb1"}, "before": {"web"}}}, "[webapp]"},

@@ -97,8 +97,8 @@ func statusText(c *containers.Container, now time.Time) string {
 }
 
 // containerList is GET /containers/json: docker ps, with its filters
-// (id, name, status, exited, label, ancestor, before, since) and limit. An
-// unknown filter is a 400 "invalid filter 'x'", as from dockerd.
+// (id, name, status, exited, label, ancestor, before, since, volume) and
+// limit. An unknown filter is a 400 "invalid filter 'x'", as from dockerd.
 func (s *Server) containerList(w http.ResponseWriter, r *http.Request) {
 	flags, err := boolParams(r, "all", "size")
 	if err != nil {
