@@ -123,6 +123,7 @@ func TestFilter(t *testing.T) {
 		"name": "web", "image": "busybox", "exitCode": "0", "com.example.tier": "front"}}
 	exec := Event{Type: TypeContainer, Action: "exec_start: sh -c true", ID: "abcdef0123", Attributes: map[string]string{"name": "web", "image": "busybox"}}
 	pull := Event{Type: TypeImage, Action: "pull", ID: "busybox:latest", Attributes: map[string]string{"name": "busybox:latest"}}
+	tag := Event{Type: TypeImage, Action: "tag", ID: "sha256:feedface00", Attributes: map[string]string{"name": "busybox:1"}}
 	vol := Event{Type: TypeVolume, Action: "create", ID: "data", Attributes: map[string]string{"driver": "local"}}
 	for _, tc := range []struct {
 		terms map[string][]string
@@ -144,6 +145,11 @@ func TestFilter(t *testing.T) {
 		{map[string][]string{"image": {"busybox:latest"}}, die, true},
 		{map[string][]string{"image": {"busybox:latest"}}, pull, true},
 		{map[string][]string{"image": {"alpine"}}, pull, false},
+		{map[string][]string{"image": {"busybox"}}, pull, true},
+		{map[string][]string{"image": {"busybox:1"}}, tag, true},
+		{map[string][]string{"image": {"sha256:feedface"}}, tag, true},
+		{map[string][]string{"image": {"feedface"}}, tag, true},
+		{map[string][]string{"image": {"fee"}}, tag, false},
 		{map[string][]string{"label": {"com.example.tier"}}, die, true},
 		{map[string][]string{"label": {"com.example.tier=front"}}, die, true},
 		{map[string][]string{"label": {"com.example.tier=back"}}, die, false},

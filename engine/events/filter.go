@@ -80,7 +80,10 @@ func (f *Filter) matchOne(key, v string, e Event) bool {
 		return e.Type == TypeVolume && matchObject(e, v)
 	case "image":
 		if e.Type == TypeImage {
-			return matchObject(e, v)
+			// The image's ID (or an ID prefix) or its name, busybox being
+			// busybox:latest.
+			id, short := strings.TrimPrefix(e.ID, "sha256:"), strings.TrimPrefix(v, "sha256:")
+			return e.ID == v || sameImage(e.Attributes["name"], v) || (len(short) >= 4 && strings.HasPrefix(id, short))
 		}
 		return e.Type == TypeContainer && sameImage(e.Attributes["image"], v)
 	case "label":
