@@ -110,6 +110,20 @@ func (st *stage) diffID(ld v1.Descriptor) (int64, v1.Hash, error) {
 		return 0, v1.Hash{}, err
 	}
 	defer f.Close()
+	head := make([]byte, 4)
+	hn, _ := io.ReadFull(f, head)
+	if layerMediaTypeOf(head[:hn]) == types.OCIUncompressedLayer {
+		// Not compressed (as docker save writes layers): the tar is the
+		// blob, whose digest its file name already is.
+		fi, err := f.Stat()
+		if err != nil {
+			return 0, v1.Hash{}, err
+		}
+		return fi.Size(), ld.Digest, nil
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, v1.Hash{}, err
+	}
 	n, h, err := unpackStream(f)
 	if err != nil {
 		return 0, v1.Hash{}, fmt.Errorf("unpacking: %w", err)
