@@ -3,11 +3,13 @@ package server
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/authn"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/api/types/jsonstream"
 	"github.com/moby/moby/api/types/registry"
@@ -61,11 +63,31 @@ func (s *Server) imageGet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, image.InspectResponse{
+	resp := image.InspectResponse{
 		ID: img.ID, RepoTags: nonNil(img.RepoTags), RepoDigests: []string{},
 		Created: img.Created.UTC().Format("2006-01-02T15:04:05.999999999Z07:00"),
 		Size:    img.Size, Os: img.OS, Architecture: img.Architecture,
-	})
+		RootFS: image.RootFS{Type: "layers"},
+	}
+	// The image config's JSON field names are Docker's (Env, Cmd,
+	// Entrypoint, ...), so the stored config converts by a JSON round trip.
+	cfg, err := json.Marshal(img.Config)
+	if err == nil {
+		resp.Config = &dockerspec.DockerOCIImageConfig{}
+		err = json.Unmarshal(cfg, resp.Config)
+	}
+	if err != nil {
+		writeError(w, fmt.Errorf("image %s: config: %w", ref, err))
+		return
+	}
+	if content := img.Content(); content != nil {
+		if cf, err := content.ConfigFile(); err == nil {
+			for _, d := range cf.RootFS.DiffIDs {
+				resp.RootFS.Layers = append(resp.RootFS.Layers, d.String())
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 func nonNil(s []string) []string {
