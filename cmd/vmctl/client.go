@@ -303,11 +303,6 @@ func remoteVersion(ctx context.Context, g *globalOptions) error {
 	return nil
 }
 
-// remoteUnsupported is for commands the daemon's API does not offer.
-func remoteUnsupported(name string) error {
-	return &statusError{code: 125, err: fmt.Errorf("%s is not available with -H/VMCTL_HOST: vmctld does not offer it; run it on the daemon's host without -H", name)}
-}
-
 // registryAuth is the X-Registry-Auth value for pulling ref: the
 // credentials `vmctl login` stored on this machine for ref's registry, or
 // empty for anonymous access. The daemon never lends its own credentials,

@@ -18,7 +18,11 @@ import (
 // API 1.22 sent {"key":["value"]}; both are accepted, as dockerd does.
 // Which keys are valid is up to the caller's domain filter.
 func filterTerms(r *http.Request) (map[string][]string, error) {
-	raw := r.URL.Query().Get("filters")
+	return decodeFilterTerms(r.URL.Query().Get("filters"))
+}
+
+// decodeFilterTerms is filterTerms of a filters value.
+func decodeFilterTerms(raw string) (map[string][]string, error) {
 	if raw == "" {
 		return nil, nil
 	}

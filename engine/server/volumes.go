@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"time"
@@ -48,29 +47,8 @@ type volumeFilters map[string][]string
 
 // decodeFilters reads a ?filters= value in either of docker's forms.
 func decodeFilters(raw string) (volumeFilters, error) {
-	out := volumeFilters{}
-	if raw == "" {
-		return out, nil
-	}
-	var lists map[string][]string
-	if err := json.Unmarshal([]byte(raw), &lists); err == nil {
-		if lists != nil {
-			out = lists
-		}
-		return out, nil
-	}
-	var sets map[string]map[string]bool
-	if err := json.Unmarshal([]byte(raw), &sets); err != nil {
-		return nil, errs.New(errdefs.ErrInvalidArgument, "invalid filters %q: want a JSON object of lists", raw)
-	}
-	for k, set := range sets {
-		for v, on := range set {
-			if on {
-				out[k] = append(out[k], v)
-			}
-		}
-	}
-	return out, nil
+	terms, err := decodeFilterTerms(raw)
+	return volumeFilters(terms), err
 }
 
 func checkBoolFilter(name string, vs []string) error {
