@@ -256,7 +256,7 @@ func (st *stage) dockerImages(ctx context.Context, files archiveFiles) ([]candid
 		if err != nil {
 			return nil, err
 		}
-		c, err := st.verifyImage(ctx, desc)
+		c, err := st.verifyImage(ctx, desc, checkDiffIDs)
 		if err != nil {
 			return nil, err
 		}
@@ -349,7 +349,7 @@ func (st *stage) ociImages(ctx context.Context, files archiveFiles) ([]candidate
 		if err != nil {
 			return nil, err
 		}
-		c, err := st.verifyImage(ctx, desc)
+		c, err := st.verifyImage(ctx, desc, checkDiffIDs)
 		if err != nil {
 			return nil, err
 		}

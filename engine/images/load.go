@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/vmctl/vmctl/internal/flock"
@@ -25,9 +24,6 @@ type stage struct {
 	dir   string
 	blobs blobDir
 	lock  *flock.Lock
-
-	mu       sync.Mutex
-	unpacked map[v1.Hash]layerSums // layers measured as they were written
 }
 
 func (s *Store) newStage(ctx context.Context) (*stage, error) {
@@ -40,7 +36,7 @@ func (s *Store) newStage(ctx context.Context) (*stage, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	return &stage{dir: dir, blobs: blobDir(filepath.Join(dir, "blobs")), lock: l, unpacked: map[v1.Hash]layerSums{}}, nil
+	return &stage{dir: dir, blobs: blobDir(filepath.Join(dir, "blobs")), lock: l}, nil
 }
 
 // remove deletes the stage, then drops its lock (in that order, so a
@@ -77,34 +73,14 @@ func (s *Store) removeStaleStages() {
 // candidate is a verified image in a stage, ready to be committed.
 type candidate struct {
 	manifest v1.Descriptor
-	config   v1.Hash // the image's ID
+	config   v1.Hash  // the image's ID
 	tags     []string // fully qualified
 	blobs    []v1.Hash
 }
 
-// writeLayer stages a layer blob, measuring its diff ID in the same pass
-// (see blobDir.writeLayer), so verifyImage need not read it again.
-func (st *stage) writeLayer(r io.Reader, verified v1.Hash) (layerSums, error) {
-	sums, err := st.blobs.writeLayer(r, verified)
-	if err != nil {
-		return layerSums{}, err
-	}
-	st.mu.Lock()
-	st.unpacked[sums.digest] = sums
-	st.mu.Unlock()
-	return sums, nil
-}
-
-// diffID returns the diff ID and unpacked size of a staged layer: the ones
-// measured when it was written, or else by decompressing it now (a layer
-// linked from the store, or staged by a plain writeBlob).
+// diffID returns the diff ID and unpacked size of a staged layer, by
+// decompressing it (or, for an uncompressed layer, from its file name).
 func (st *stage) diffID(ld v1.Descriptor) (int64, v1.Hash, error) {
-	st.mu.Lock()
-	sums, ok := st.unpacked[ld.Digest]
-	st.mu.Unlock()
-	if ok {
-		return sums.unpacked, sums.diffID, nil
-	}
 	f, err := st.blobs.open(ld.Digest)
 	if err != nil {
 		return 0, v1.Hash{}, err
@@ -131,12 +107,26 @@ func (st *stage) diffID(ld v1.Descriptor) (int64, v1.Hash, error) {
 	return n, h, nil
 }
 
+// diffIDCheck says whether verifyImage unpacks layers to check them
+// against the config's diff IDs.
+type diffIDCheck bool
+
+const (
+	checkDiffIDs diffIDCheck = true
+	// deferDiffIDs leaves the check to whoever first unpacks the image
+	// (engine/rootfs) and marks the image unverified: a pull, whose
+	// layers were checked against their digests as they arrived.
+	deferDiffIDs diffIDCheck = false
+)
+
 // verifyImage checks that the manifest desc names, its config and all its
-// layers are in the stage with the sizes the manifest states, and that each
+// layers are in the stage with the sizes the manifest states, that the
+// config lists one diff ID per layer, and, with checkDiffIDs, that each
 // layer unpacks to the diff ID the config lists. Blob digests need no
 // re-check: a stage holds each blob under the digest of its content. It
-// records the unpacked size on the descriptor.
-func (st *stage) verifyImage(ctx context.Context, desc v1.Descriptor) (candidate, error) {
+// records on the descriptor the unpacked size, or that the diff IDs are
+// not checked yet.
+func (st *stage) verifyImage(ctx context.Context, desc v1.Descriptor, diffIDs diffIDCheck) (candidate, error) {
 	if !desc.MediaType.IsImage() {
 		return candidate{}, fmt.Errorf("%s is a %q, not an image manifest", desc.Digest, desc.MediaType)
 	}
@@ -175,6 +165,10 @@ func (st *stage) verifyImage(ctx context.Context, desc v1.Descriptor) (candidate
 		if err := st.checkBlob(ld, "layer"); err != nil {
 			return candidate{}, err
 		}
+		c.blobs = append(c.blobs, ld.Digest)
+		if !diffIDs {
+			continue
+		}
 		n, diffID, err := st.diffID(ld)
 		if err != nil {
 			return candidate{}, fmt.Errorf("layer %s: %w", ld.Digest, err)
@@ -184,7 +178,10 @@ func (st *stage) verifyImage(ctx context.Context, desc v1.Descriptor) (candidate
 				ld.Digest, diffID, cfg.RootFS.DiffIDs[i])
 		}
 		unpacked += n
-		c.blobs = append(c.blobs, ld.Digest)
+	}
+	if !diffIDs {
+		c.manifest.Annotations = map[string]string{annotationUnverified: "true"}
+		return c, nil
 	}
 	c.manifest.Annotations = map[string]string{annotationSize: strconv.FormatInt(unpacked, 10)}
 	return c, nil
@@ -221,6 +218,7 @@ func (s *Store) commit(ctx context.Context, st *stage, cands []candidate) ([]Ima
 			return err
 		}
 		for _, c := range cands {
+			c.manifest = mergeVerification(idx, c.manifest)
 			if len(c.tags) == 0 {
 				addUntagged(idx, c.manifest)
 			}
@@ -253,6 +251,38 @@ func (s *Store) commit(ctx context.Context, st *stage, cands []candidate) ([]Ima
 	return out, nil
 }
 
+// mergeVerification makes all index entries of desc's manifest agree on
+// whether its layers were checked against the diff IDs: an entry that
+// records a check (made by a load of the same manifest, earlier or now)
+// outranks one that records none (a pull), since the blobs are the same.
+// It returns desc with the annotations all entries now carry.
+//
+// Precondition: the store lock is held.
+func mergeVerification(idx *v1.IndexManifest, desc v1.Descriptor) v1.Descriptor {
+	checked := desc
+	if checked.Annotations[annotationUnverified] != "" {
+		for _, d := range idx.Manifests {
+			if d.Digest == desc.Digest && d.Annotations[annotationUnverified] == "" {
+				checked.Annotations = map[string]string{}
+				carryAnnotations(checked.Annotations, d)
+				break
+			}
+		}
+	}
+	if checked.Annotations[annotationUnverified] != "" {
+		return checked
+	}
+	for i, d := range idx.Manifests {
+		if d.Digest != desc.Digest || d.Annotations[annotationUnverified] == "" {
+			continue
+		}
+		delete(d.Annotations, annotationUnverified)
+		carryAnnotations(d.Annotations, checked)
+		idx.Manifests[i] = d
+	}
+	return checked
+}
+
 // Add stores img (for example one fetched from a registry) under the given
 // tags, verifying every blob against the manifest and the layers against
 // the config's diff IDs first.
@@ -274,7 +304,7 @@ func (s *Store) Add(ctx context.Context, img v1.Image, tags ...string) (Image, e
 	if err != nil {
 		return Image{}, err
 	}
-	c, err := st.verifyImage(ctx, desc)
+	c, err := st.verifyImage(ctx, desc, checkDiffIDs)
 	if err != nil {
 		return Image{}, err
 	}

@@ -115,8 +115,14 @@ func isLoopbackRegistry(hostport string) bool {
 // it and tags it with ref when ref names a tag. A layer already in the store
 // is not fetched: before each layer's GET the store is checked for its
 // digest, and a hit is linked into the stage instead (StateAlreadyExists).
-// Every blob is checked against its digest and every layer against the
-// config's diff ID before the store changes.
+// Every blob is checked against its digest and size before the store
+// changes; the layers' diff IDs are not (the image is stored with
+// LayersVerified false): engine/rootfs checks them when it first unpacks
+// the image, so a pull costs one pass over the compressed bytes.
+//
+// Sharing a stored layer by its digest is safe with the check deferred: a
+// blob's digest fixes its content, and the diff-ID check is made per image
+// (against that image's config) at every unpack, never recorded per blob.
 func (s *Store) Pull(ctx context.Context, ref string, opts RemoteOptions) (Image, error) {
 	r, err := ParseRemoteReference(ref)
 	if err != nil {
@@ -147,7 +153,7 @@ func (s *Store) Pull(ctx context.Context, ref string, opts RemoteOptions) (Image
 	if err != nil {
 		return Image{}, remoteError("pull", r, err)
 	}
-	c, err := st.verifyImage(ctx, mdesc)
+	c, err := st.verifyImage(ctx, mdesc, deferDiffIDs)
 	if err != nil {
 		return Image{}, fmt.Errorf("pull %s: %w", FamiliarName(r), err)
 	}
@@ -246,15 +252,19 @@ func (s *Store) fetchLayer(ctx context.Context, st *stage, img v1.Image, ld v1.D
 	// A remote layer's compressed stream checks itself: go-containerregistry
 	// reads at most the descriptor's size and fails at the end unless the
 	// bytes had the descriptor's digest (TestPullFailureLeavesStoreUnchanged
-	// holds it to that). Hashing it again here was a third of a pull's CPU.
-	sums, err := st.writeLayer(cr, ld.Digest)
+	// holds it to that), so the blob is stored without hashing it again.
+	// Nor is it decompressed here to check the config's diff ID: that
+	// doubled a pull's CPU time, and engine/rootfs checks diff IDs as it
+	// unpacks the layers (containerd's model: digests at fetch, diff IDs
+	// at unpack).
+	digest, size, err := st.blobs.writeBlobTo(cr, nil, ld.Digest)
 	if err != nil {
 		return false, fmt.Errorf("fetching layer %s: %w", ld.Digest, err)
 	}
-	rep.emit(Progress{Digest: ld.Digest, State: StateVerifying, Current: sums.size, Total: ld.Size})
-	if sums.digest != ld.Digest || sums.size != ld.Size {
-		os.Remove(st.blobs.path(sums.digest))
-		return false, fmt.Errorf("layer %s is corrupt: got %d bytes with digest %s", ld.Digest, sums.size, sums.digest)
+	rep.emit(Progress{Digest: ld.Digest, State: StateVerifying, Current: size, Total: ld.Size})
+	if digest != ld.Digest || size != ld.Size {
+		os.Remove(st.blobs.path(digest))
+		return false, fmt.Errorf("layer %s is corrupt: got %d bytes with digest %s", ld.Digest, size, digest)
 	}
 	return true, nil
 }

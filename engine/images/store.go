@@ -2,10 +2,12 @@
 // an index of tagged images, kept as an OCI image layout in one directory
 // (oci-layout, index.json, blobs/sha256/...), so standard tools can read it.
 //
-// It loads `docker save` and OCI-layout archives and pulls from registries,
-// verifying every blob against its digest and every layer against its diff
-// ID before the store changes (a pulled layer in the same pass as its
-// download); writes archives (save) and pushes to registries, blobs
+// It loads `docker save` and OCI-layout archives, verifying every blob
+// against its digest and every layer against its diff ID before the store
+// changes, and pulls from registries, verifying every blob against its
+// digest and size as it arrives but leaving the diff IDs to be checked
+// where the image is first unpacked (engine/rootfs), as containerd does;
+// writes archives (save) and pushes to registries, blobs
 // unchanged; lists, resolves Docker-style references (names, tags, full and
 // short IDs), tags, and removes images with garbage collection of blobs
 // nothing references any more.
@@ -51,6 +53,15 @@ var ErrNotFound = errdefs.ErrNotFound
 // image was verified, so List need not decompress layers.
 const annotationSize = "io.vmctl.image.unpacked-size"
 
+// annotationUnverified marks an image whose layers have not been checked
+// against its config's diff IDs (a pulled one), so that nothing reading
+// the store takes them as checked.
+const annotationUnverified = "io.vmctl.image.diff-ids-unverified"
+
+// carriedAnnotations are the annotations of an index entry that describe
+// the image rather than the entry, kept when the image is tagged again.
+var carriedAnnotations = []string{annotationSize, annotationUnverified}
+
 // Image is a stored image as users see it.
 type Image struct {
 	// ID is the digest of the image config ("sha256:..."), as Docker shows it.
@@ -60,11 +71,19 @@ type Image struct {
 	// RepoTags are familiar names ("busybox:latest"), sorted.
 	RepoTags []string
 	Created  time.Time
-	// Size is the total size of the unpacked layers in bytes.
-	Size         int64
-	OS           string
-	Architecture string
-	Config       v1.Config
+	// Size is the total size of the unpacked layers in bytes, or of the
+	// compressed ones while that is not measured (a pulled image).
+	Size int64
+	// LayersVerified says whether every layer of the manifest Content
+	// reads was checked against the config's diff ID when it was stored,
+	// as Load and Add do. A pulled image's layers were checked against
+	// their digests only; their diff IDs are checked where they are
+	// unpacked (rootfs.ImageDisk), so nothing else may take them as
+	// checked while this is false.
+	LayersVerified bool
+	OS             string
+	Architecture   string
+	Config         v1.Config
 
 	content v1.Image
 }
@@ -263,6 +282,9 @@ func (s *Store) toImage(r *record) (Image, error) {
 		Architecture: cfg.Architecture,
 		Config:       cfg.Config,
 		content:      content,
+		// Every entry of a record has the annotation or none: it is
+		// set per manifest, and the entries share this manifest.
+		LayersVerified: desc.Annotations[annotationUnverified] == "",
 	}
 	for _, t := range r.tags {
 		img.RepoTags = append(img.RepoTags, familiarString(t))
@@ -348,9 +370,7 @@ func setTag(idx *v1.IndexManifest, tag string, desc v1.Descriptor) {
 	}
 	d := desc
 	d.Annotations = map[string]string{ocispec.AnnotationRefName: tag}
-	if n, ok := desc.Annotations[annotationSize]; ok {
-		d.Annotations[annotationSize] = n
-	}
+	carryAnnotations(d.Annotations, desc)
 	idx.Manifests = append(idx.Manifests, d)
 }
 
@@ -360,11 +380,21 @@ func addUntagged(idx *v1.IndexManifest, desc v1.Descriptor) {
 		return
 	}
 	d := desc
-	d.Annotations = nil
-	if n, ok := desc.Annotations[annotationSize]; ok {
-		d.Annotations = map[string]string{annotationSize: n}
+	d.Annotations = map[string]string{}
+	carryAnnotations(d.Annotations, desc)
+	if len(d.Annotations) == 0 {
+		d.Annotations = nil
 	}
 	idx.Manifests = append(idx.Manifests, d)
+}
+
+// carryAnnotations copies desc's carriedAnnotations into to.
+func carryAnnotations(to map[string]string, desc v1.Descriptor) {
+	for _, k := range carriedAnnotations {
+		if v, ok := desc.Annotations[k]; ok {
+			to[k] = v
+		}
+	}
 }
 
 // RemoveResult says what Remove did, in the shape of Docker's image delete

@@ -27,8 +27,10 @@ import (
 
 	"github.com/vmctl/vmctl/internal/flock"
 
+	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
+	"github.com/vmctl/vmctl/engine/errs"
 	"github.com/vmctl/vmctl/engine/images"
 )
 
@@ -134,6 +136,10 @@ func (b *Builder) ImageDisk(ctx context.Context, img images.Image) (string, erro
 		return final, nil
 	}
 	if err := b.build(ctx, mkfs, img, h, final); err != nil {
+		if cl, ok := errors.AsType[*CorruptLayerError](err); ok {
+			// Already one line that names the image and says what to do.
+			return "", errs.Class(errdefs.ErrDataLoss, cl)
+		}
 		return "", fmt.Errorf("building disk for image %s: %w", shortID(h), err)
 	}
 	return final, nil
@@ -141,13 +147,26 @@ func (b *Builder) ImageDisk(ctx context.Context, img images.Image) (string, erro
 
 func shortID(h string) string { return h[:12] }
 
+// displayName is how errors name an image: by its first tag, else by its
+// short ID, as docker images lists it.
+func displayName(img images.Image, h string) string {
+	if len(img.RepoTags) > 0 {
+		return img.RepoTags[0]
+	}
+	return shortID(h)
+}
+
 func (b *Builder) build(ctx context.Context, mkfs string, img images.Image, h, final string) error {
 	dir, err := os.MkdirTemp(b.tmpDir(), h+"-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	rc := mutate.Extract(img.Content())
+	content, err := checkDiffIDs(img.Content(), displayName(img, h))
+	if err != nil {
+		return err
+	}
+	rc := mutate.Extract(content)
 	use, err := extractTar(ctx, rc, dir)
 	rc.Close()
 	if err != nil {
