@@ -1,0 +1,67 @@
+package tests
+
+import (
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// A pulled image whose config lists a wrong diff ID for a layer: the pull
+// succeeds (it checks blobs by digest and size; diff IDs are checked where
+// the layers are unpacked), and every run of it fails with one line that
+// names the layer and says what to do, leaving no container and no disk.
+func TestCorruptImageDiffID(t *testing.T) {
+	e := e2e(t)
+	reg := startRegistry(t, "", "")
+	dc := withDockerConfig(t)
+	before := e.containerCount(t)
+	baseRef := reg.host + "/e2e/base:1"
+	ref := reg.host + "/e2e/corrupt:1"
+	t.Cleanup(func() {
+		e.run(t, "rmi", ref)
+		e.run(t, "rmi", baseRef)
+	})
+	e.mustRunEnv(t, dc, 0, "tag", "busybox", baseRef)
+	e.mustRunEnv(t, dc, 0, "push", baseRef)
+	newLayer, _ := pushChildImage(t, baseRef, ref, "hello\n")
+
+	// Rewrite the pushed image's config: the new layer's diff ID is wrong.
+	r, err := name.ParseReference(ref, name.Insecure)
+	must(t, err)
+	img, err := remote.Image(r)
+	must(t, err)
+	cf, err := img.ConfigFile()
+	must(t, err)
+	cf = cf.DeepCopy()
+	last := len(cf.RootFS.DiffIDs) - 1
+	good := cf.RootFS.DiffIDs[last]
+	cf.RootFS.DiffIDs[last] = cf.RootFS.DiffIDs[0]
+	bad, err := mutate.ConfigFile(img, cf)
+	must(t, err)
+	must(t, remote.Write(r, bad))
+
+	e.mustRunEnv(t, dc, 0, "pull", "-q", ref)
+	want := "layer " + strconv.Itoa(last+1) + " (" + newLayer.String() + ") does not match its diff ID " +
+		cf.RootFS.DiffIDs[last].String() + " (it unpacks to " + good.String() + "): the image is corrupt; remove it and pull it again"
+	for try := 1; try <= 2; try++ {
+		res := e.runWith(t, nil, dc, "run", "--rm", ref, "true")
+		if res.code == 0 {
+			t.Fatalf("try %d: run of the corrupt image succeeded", try)
+		}
+		oneLine(t, res, want)
+		t.Logf("try %d: exit %d: %s", try, res.code, res.stderr)
+	}
+	id, err := bad.ConfigName()
+	must(t, err)
+	// The lock file that serialises builds of an image stays, as for every image.
+	for _, pattern := range []string{id.Hex + ".ext4", "." + id.Hex + "-*", "../tmp/" + id.Hex + "-*"} {
+		if left, _ := filepath.Glob(filepath.Join(e.dataRoot, "disks", pattern)); len(left) != 0 {
+			t.Errorf("the corrupt image left disks or scratch space: %v", left)
+		}
+	}
+	e.checkClean(t, before)
+}
