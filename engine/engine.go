@@ -8,9 +8,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 
 	"github.com/containerd/errdefs"
 
@@ -176,7 +178,7 @@ func (s imageSource) Resolve(ctx context.Context, ref string) (containersvc.Imag
 	return containersvc.ImageInfo{
 		ID: img.ID, Name: name, Entrypoint: img.Config.Entrypoint, Cmd: img.Config.Cmd,
 		Env: img.Config.Env, WorkingDir: img.Config.WorkingDir, User: img.Config.User,
-		StopSignal: img.Config.StopSignal,
+		StopSignal: img.Config.StopSignal, Volumes: slices.Sorted(maps.Keys(img.Config.Volumes)),
 	}, nil
 }
 

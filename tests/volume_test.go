@@ -179,6 +179,23 @@ func TestDockerCLIVolumes(t *testing.T) {
 	if r.stdout != "from-docker\n" {
 		t.Errorf("a new container reads %q, want \"from-docker\\n\"", r.stdout)
 	}
+	// docker rm keeps a container's anonymous volumes; docker rm -v takes
+	// them along (named ones stay either way).
+	count := func() int { return len(strings.Fields(d.mustDocker(t, 0, "", "volume", "ls", "-q").stdout)) }
+	d.mustDocker(t, 0, "", "create", "--name", "anon1", "-v", "/scratch", "-v", vol+":/data", "busybox", "true")
+	d.mustDocker(t, 0, "", "create", "--name", "anon2", "-v", "/scratch", "busybox", "true")
+	n := count()
+	d.mustDocker(t, 0, "", "rm", "anon1")
+	if got := count(); got != n {
+		t.Errorf("volumes after docker rm: %d, want %d (anonymous volumes stay without -v)", got, n)
+	}
+	d.mustDocker(t, 0, "", "rm", "-v", "anon2")
+	if got := count(); got != n-1 {
+		t.Errorf("volumes after docker rm -v: %d, want %d", got, n-1)
+	}
+	if r := d.mustDocker(t, 0, "", "volume", "ls", "-q"); !strings.Contains(r.stdout, vol) {
+		t.Errorf("the named volume went with docker rm: %q", r.stdout)
+	}
 	r = d.docker(t, "", "run", "--rm", "-v", "/etc:/host", "busybox", "true")
 	if r.code == 0 || !strings.Contains(r.stderr, "bind mounts of host paths are not supported; use a named volume") {
 		t.Errorf("docker run with a host bind mount: exit %d, stderr %q", r.code, r.stderr)

@@ -103,26 +103,19 @@ func shortContainerID(id string) string {
 	return id
 }
 
-func remoteRm(ctx context.Context, g *globalOptions, refs []string, force bool) error {
+func remoteRm(ctx context.Context, g *globalOptions, refs []string, opts client.ContainerRemoveOptions) error {
 	r, err := g.remote()
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	var failed error
-	for _, ref := range refs {
-		if _, err := r.api.ContainerRemove(ctx, ref, client.ContainerRemoveOptions{Force: force}); err != nil {
-			err = r.fail(err)
-			if client.IsErrConnectionFailed(err) {
-				return err
-			}
-			fmt.Fprintln(os.Stderr, "vmctl: "+oneLine(err))
-			failed = &statusError{code: 1}
-			continue
+	return forEach(refs, func(ref string) error {
+		if _, err := r.api.ContainerRemove(ctx, ref, opts); err != nil {
+			return r.fail(err)
 		}
 		fmt.Println(ref)
-	}
-	return failed
+		return nil
+	})
 }
 
 func remoteImages(ctx context.Context, g *globalOptions, quiet bool) error {
@@ -173,17 +166,10 @@ func remoteRmi(ctx context.Context, g *globalOptions, refs []string) error {
 		return err
 	}
 	defer r.Close()
-	var failed error
-	for _, ref := range refs {
+	return forEach(refs, func(ref string) error {
 		res, err := r.api.ImageRemove(ctx, ref, client.ImageRemoveOptions{})
 		if err != nil {
-			err = r.fail(err)
-			if client.IsErrConnectionFailed(err) {
-				return err
-			}
-			fmt.Fprintln(os.Stderr, "vmctl: "+oneLine(err))
-			failed = &statusError{code: 1}
-			continue
+			return r.fail(err)
 		}
 		for _, d := range res.Items {
 			if d.Untagged != "" {
@@ -196,8 +182,8 @@ func remoteRmi(ctx context.Context, g *globalOptions, refs []string) error {
 		if len(res.Items) == 0 {
 			fmt.Printf("Untagged: %s\n", ref)
 		}
-	}
-	return failed
+		return nil
+	})
 }
 
 // pull asks the daemon to pull ref and prints each layer's state

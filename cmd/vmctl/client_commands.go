@@ -136,20 +136,13 @@ func eachContainer(ctx context.Context, g *globalOptions, refs []string, op func
 		return err
 	}
 	defer r.Close()
-	var failed error
-	for _, ref := range refs {
+	return forEach(refs, func(ref string) error {
 		if err := op(ctx, r, ref); err != nil {
-			err = r.fail(err)
-			if client.IsErrConnectionFailed(err) {
-				return err
-			}
-			fmt.Fprintln(os.Stderr, "vmctl: "+oneLine(err))
-			failed = &statusError{code: 1}
-			continue
+			return r.fail(err)
 		}
 		fmt.Println(ref)
-	}
-	return failed
+		return nil
+	})
 }
 
 func newStartCommand(g *globalOptions) *cobra.Command {
@@ -236,18 +229,15 @@ JSON keys ({{.Id}}); json prints one JSON object per line.`,
 			}
 			defer done()
 			var objs []inspected
-			var failed error
-			for _, ref := range args {
+			failed := forEach(args, func(ref string) error {
 				obj, err := r.inspect(cmd.Context(), ref, kind)
-				if err != nil {
-					if client.IsErrConnectionFailed(err) {
-						return err
-					}
-					fmt.Fprintln(os.Stderr, "vmctl: "+oneLine(err))
-					failed = &statusError{code: 1}
-					continue
+				if err == nil {
+					objs = append(objs, obj)
 				}
-				objs = append(objs, obj)
+				return err
+			})
+			if failed != nil && len(objs) == 0 && client.IsErrConnectionFailed(failed) {
+				return failed
 			}
 			if err := writeInspect(os.Stdout, objs, format); err != nil {
 				return err

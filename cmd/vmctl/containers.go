@@ -6,6 +6,7 @@ import (
 
 	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
+	"github.com/vmctl/vmctl/engine/services/containersvc"
 )
 
 func newPsCommand(g *globalOptions) *cobra.Command {
@@ -56,31 +57,29 @@ before, since, volume. --format takes a Go template over docker's fields (.ID,
 }
 
 func newRmCommand(g *globalOptions) *cobra.Command {
-	var force bool
+	var opts containersvc.RemoveOptions
 	cmd := &cobra.Command{
-		Use:   "rm [-f] CONTAINER [CONTAINER...]",
+		Use:   "rm [-f] [-v] CONTAINER [CONTAINER...]",
 		Short: "Remove containers and their writable layers",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if g.host != "" {
-				return remoteRm(cmd.Context(), g, args, force)
+				return remoteRm(cmd.Context(), g, args, client.ContainerRemoveOptions{Force: opts.Force, RemoveVolumes: opts.Volumes})
 			}
 			e, err := g.open()
 			if err != nil {
 				return err
 			}
-			var failed error
-			for _, ref := range args {
-				if err := e.Containers.Remove(cmd.Context(), ref, force); err != nil {
-					fmt.Fprintln(os.Stderr, "vmctl: "+oneLine(err))
-					failed = &statusError{code: 1}
-					continue
+			return forEach(args, func(ref string) error {
+				if err := e.Containers.Remove(cmd.Context(), ref, opts); err != nil {
+					return err
 				}
 				fmt.Println(ref)
-			}
-			return failed
+				return nil
+			})
 		},
 	}
-	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill a running container before removing it")
+	cmd.Flags().BoolVarP(&opts.Force, "force", "f", false, "kill a running container before removing it")
+	cmd.Flags().BoolVarP(&opts.Volumes, "volumes", "v", false, "remove the container's anonymous volumes too")
 	return cmd
 }

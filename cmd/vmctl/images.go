@@ -245,16 +245,13 @@ func newRmiCommand(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var failed error
-			for _, ref := range args {
+			return forEach(args, func(ref string) error {
 				if err := e.RemoveImage(cmd.Context(), ref); err != nil {
-					fmt.Fprintln(os.Stderr, "vmctl: "+oneLine(err))
-					failed = &statusError{code: 1}
-					continue
+					return err
 				}
 				fmt.Printf("Untagged: %s\n", ref)
-			}
-			return failed
+				return nil
+			})
 		},
 	}
 }

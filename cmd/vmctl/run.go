@@ -184,7 +184,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, image st
 	}
 	if err := e.Containers.Start(bootCtx, c.ID, stdio); err != nil {
 		if o.rm {
-			e.Containers.Remove(context.Background(), c.ID, true)
+			e.Containers.Remove(context.Background(), c.ID, containersvc.RemoveOptions{Force: true})
 		}
 		if bootCtx.Err() != nil && ctx.Err() == nil {
 			return &statusError{code: 130, err: fmt.Errorf("interrupted while starting the container")}

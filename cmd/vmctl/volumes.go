@@ -30,8 +30,6 @@ type volumeBackend interface {
 	remove(ctx context.Context, name string, force bool) error
 	// prune removes unused volumes: anonymous ones, or all with all set.
 	prune(ctx context.Context, all bool) ([]string, uint64, error)
-	// connFailed reports an error after which trying the next name is pointless.
-	connFailed(err error) bool
 	close()
 }
 
@@ -102,8 +100,7 @@ func (l localVolumes) prune(ctx context.Context, all bool) ([]string, uint64, er
 	return l.e.Volumes.Prune(ctx, func(v *volumes.Volume) bool { return !all && !v.Anonymous })
 }
 
-func (localVolumes) connFailed(error) bool { return false }
-func (localVolumes) close()                {}
+func (localVolumes) close() {}
 
 type remoteVolumes struct{ r *remote }
 
@@ -136,8 +133,7 @@ func (rv remoteVolumes) prune(ctx context.Context, all bool) ([]string, uint64, 
 	return res.Report.VolumesDeleted, res.Report.SpaceReclaimed, rv.r.fail(err)
 }
 
-func (remoteVolumes) connFailed(err error) bool { return client.IsErrConnectionFailed(err) }
-func (rv remoteVolumes) close()                 { rv.r.Close() }
+func (rv remoteVolumes) close() { rv.r.Close() }
 
 func newVolumeCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
@@ -253,17 +249,7 @@ func eachVolume(ctx context.Context, g *globalOptions, names []string, op func(v
 		return err
 	}
 	defer b.close()
-	var failed error
-	for _, name := range names {
-		if err := op(b, name); err != nil {
-			if b.connFailed(err) {
-				return err
-			}
-			fmt.Fprintln(os.Stderr, "vmctl: "+oneLine(err))
-			failed = &statusError{code: 1}
-		}
-	}
-	return failed
+	return forEach(names, func(name string) error { return op(b, name) })
 }
 
 func newVolumeInspectCommand(g *globalOptions) *cobra.Command {

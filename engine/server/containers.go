@@ -2,7 +2,9 @@ package server
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -60,6 +62,8 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	// docker run -v /path asks for an anonymous volume in Config.Volumes.
+	vols = containersvc.WithAnonymousVolumes(vols, slices.Sorted(maps.Keys(cfg.Volumes)))
 	o := containersvc.CreateOptions{
 		Image: cfg.Image, Name: strings.TrimPrefix(r.URL.Query().Get("name"), "/"),
 		Cmd: cfg.Cmd, Entrypoint: cfg.Entrypoint, Env: cfg.Env, WorkingDir: cfg.WorkingDir,
@@ -285,7 +289,7 @@ func (s *Server) containerDelete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errs.New(errdefs.ErrInvalidArgument, "container links are not supported"))
 		return
 	}
-	if err := s.eng.Containers.Remove(r.Context(), r.PathValue("id"), flags[0]); err != nil {
+	if err := s.eng.Containers.Remove(r.Context(), r.PathValue("id"), containersvc.RemoveOptions{Force: flags[0], Volumes: flags[1]}); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -40,6 +40,9 @@ type ImageInfo struct {
 	User       string
 	// StopSignal is the image's STOPSIGNAL; a create option overrides it.
 	StopSignal string
+	// Volumes are the image's VOLUME paths: each gets an anonymous volume
+	// unless the container mounts one there.
+	Volumes []string
 }
 
 // ImageSource resolves image references and builds their read-only disks.
@@ -221,7 +224,7 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 	if _, err := BuildSpec(c); err != nil {
 		return nil, err
 	}
-	if err := s.createRecord(ctx, c, o.Volumes); err != nil {
+	if err := s.createRecord(ctx, c, WithAnonymousVolumes(o.Volumes, img.Volumes)); err != nil {
 		return nil, err
 	}
 	if err := s.cfg.NewWritableDisk(s.writableDisk(c.ID), s.cfg.WritableDiskSize); err != nil {
@@ -288,9 +291,18 @@ func processAlive(pid int) bool {
 	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
-// Remove deletes a container and its writable disk. A running container
-// is killed first when force is set.
-func (s *Service) Remove(ctx context.Context, ref string, force bool) error {
+// RemoveOptions are docker rm's flags.
+type RemoveOptions struct {
+	// Force kills a running container first.
+	Force bool
+	// Volumes removes the container's anonymous volumes too (docker rm -v);
+	// a --rm container's go with it in any case, named volumes never.
+	Volumes bool
+}
+
+// Remove deletes a container and its writable disk.
+func (s *Service) Remove(ctx context.Context, ref string, opts RemoveOptions) error {
+	force := opts.Force
 	c, err := s.cfg.Store.Get(ref)
 	if err != nil {
 		return err
@@ -315,7 +327,11 @@ func (s *Service) Remove(ctx context.Context, ref string, force bool) error {
 	if err := s.cfg.Store.Delete(c.ID); err != nil {
 		return err
 	}
-	s.dropAnonymousVolumes(c)
+	if opts.Volumes {
+		s.removeAnonymousVolumes(c)
+	} else {
+		s.dropAnonymousVolumes(c)
+	}
 	s.mu.Lock()
 	s.forgetLocked(c.ID)
 	s.mu.Unlock()

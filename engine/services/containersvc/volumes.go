@@ -98,6 +98,25 @@ func NewVolumeName() string {
 	return hex.EncodeToString(b[:])
 }
 
+// WithAnonymousVolumes adds an anonymous volume for each path that no
+// mount in reqs covers, as docker does for the image's VOLUME paths and a
+// create request's Config.Volumes (where docker run -v /path puts them).
+// Paths are compared clean; invalid ones are left for planMounts to refuse.
+func WithAnonymousVolumes(reqs []VolumeMount, paths []string) []VolumeMount {
+	covered := map[string]bool{}
+	for _, r := range reqs {
+		covered[path.Clean(r.Destination)] = true
+	}
+	out := reqs
+	for _, p := range paths {
+		if !covered[path.Clean(p)] {
+			covered[path.Clean(p)] = true
+			out = append(out, VolumeMount{Destination: p})
+		}
+	}
+	return out
+}
+
 // planMounts validates the requested volumes and names the anonymous ones.
 func planMounts(reqs []VolumeMount) ([]containers.Mount, error) {
 	if len(reqs) > maxVolumes {

@@ -79,10 +79,10 @@ func TestPlanMounts(t *testing.T) {
 }
 
 // fakeImages resolves every reference to one image.
-type fakeImages struct{}
+type fakeImages struct{ volumes []string }
 
-func (fakeImages) Resolve(context.Context, string) (ImageInfo, error) {
-	return ImageInfo{ID: "sha256:0123", Name: "busybox", Cmd: []string{"sh"}}, nil
+func (f fakeImages) Resolve(context.Context, string) (ImageInfo, error) {
+	return ImageInfo{ID: "sha256:0123", Name: "busybox", Cmd: []string{"sh"}, Volumes: f.volumes}, nil
 }
 func (fakeImages) Disk(context.Context, string) (string, error) { return "", errors.New("not used") }
 
@@ -164,7 +164,7 @@ func TestCreateWithVolumes(t *testing.T) {
 	a.release()
 
 	// Removing the --rm container takes its anonymous volume, not the named one.
-	if err := s.Remove(ctx, "web", false); err != nil {
+	if err := s.Remove(ctx, "web", RemoveOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := vols.Get(anon); !errdefs.IsNotFound(err) {
@@ -209,4 +209,40 @@ func FuzzParseBind(f *testing.F) {
 			t.Fatalf("planMounts(%+v) destination %q is not clean and absolute", m, dst)
 		}
 	})
+}
+
+func TestWithAnonymousVolumes(t *testing.T) {
+	tests := []struct {
+		reqs  []VolumeMount
+		paths []string
+		want  []VolumeMount
+	}{
+		{nil, nil, nil},
+		{nil, []string{"/data"}, []VolumeMount{{Destination: "/data"}}},
+		// A mount the user asked for wins over the image's VOLUME.
+		{[]VolumeMount{{Name: "v", Destination: "/data/"}}, []string{"/data", "/logs"},
+			[]VolumeMount{{Name: "v", Destination: "/data/"}, {Destination: "/logs"}}},
+		{nil, []string{"/a", "/a/"}, []VolumeMount{{Destination: "/a"}}},
+	}
+	for _, tt := range tests {
+		if got := WithAnonymousVolumes(tt.reqs, tt.paths); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("WithAnonymousVolumes(%v, %v) = %v, want %v", tt.reqs, tt.paths, got, tt.want)
+		}
+	}
+}
+
+// An image's VOLUME gets an anonymous volume at create.
+func TestCreateWithImageVolume(t *testing.T) {
+	s := newVolumeTestService(t)
+	s.cfg.Images = fakeImages{volumes: []string{"/var/lib/db"}}
+	c, err := s.Create(context.Background(), CreateOptions{Image: "db", Name: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Config.Mounts) != 1 || !c.Config.Mounts[0].Anonymous || c.Config.Mounts[0].Destination != "/var/lib/db" {
+		t.Fatalf("mounts = %+v, want one anonymous volume on /var/lib/db", c.Config.Mounts)
+	}
+	if _, err := s.cfg.Volumes.Get(c.Config.Mounts[0].Name); err != nil {
+		t.Errorf("the image's volume was not created: %v", err)
+	}
 }
