@@ -108,9 +108,12 @@ func TestClientDrivesTwoDaemons(t *testing.T) {
 		}
 	})
 	t.Run("a container stays on its daemon", func(t *testing.T) {
-		id := strings.TrimSpace(a.mustVmctl(t, 0, "", "run", "-d", "--name", "only-on-a", "busybox", "sleep", "60").stdout)
+		id := strings.TrimSpace(a.mustVmctl(t, 0, "", "run", "-d", "--name", "only-on-a", "--label", "side=a", "busybox", "sleep", "60").stdout)
 		if len(id) != 64 {
-			t.Errorf("run -d printed %q, want a container ID", id)
+			t.Fatalf("run -d printed %q, want a container ID", id)
+		}
+		if r := a.mustVmctl(t, 0, "", "ps", "-q", "--filter", "label=side=a"); r.stdout != id[:12]+"\n" {
+			t.Errorf("ps --filter label=side=a on A = %q, want %s", r.stdout, id[:12])
 		}
 		if r := a.mustVmctl(t, 0, "", "ps"); !regexp.MustCompile(`(?m)^` + id[:12] + `\s.*\sonly-on-a$`).MatchString(r.stdout) {
 			t.Errorf("ps on A = %q, want only-on-a with ID %s", r.stdout, id[:12])

@@ -27,7 +27,7 @@ func (o *runOptions) createRequest(image string, cmdArgs []string) (client.Conta
 	}
 	cfg := &container.Config{
 		Image: co.Image, Cmd: co.Cmd, Entrypoint: co.Entrypoint, Env: co.Env, WorkingDir: co.WorkingDir,
-		User: co.User, Hostname: co.Hostname, Tty: co.Tty, OpenStdin: co.OpenStdin,
+		User: co.User, Hostname: co.Hostname, Tty: co.Tty, OpenStdin: co.OpenStdin, Labels: co.Labels,
 		// docker run -i: stdin closes with the first attached client's EOF.
 		StdinOnce:    co.OpenStdin,
 		AttachStdin:  co.OpenStdin,

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -114,5 +115,29 @@ func TestRemoteFail(t *testing.T) {
 	var se *statusError
 	if _, err := (&globalOptions{host: "nope"}).remote(); !errors.As(err, &se) || se.code != 125 {
 		t.Errorf("remote() with a bad host = %v, want status 125", err)
+	}
+}
+
+func TestRunLabels(t *testing.T) {
+	tests := []struct {
+		labels  []string
+		want    map[string]string
+		wantErr bool
+	}{
+		{nil, nil, false},
+		{[]string{"a=1", "b", "c=x=y"}, map[string]string{"a": "1", "b": "", "c": "x=y"}, false},
+		{[]string{"a=1", "a=2"}, map[string]string{"a": "2"}, false},
+		{[]string{"=v"}, nil, true},
+	}
+	for _, tt := range tests {
+		o := &runOptions{labels: tt.labels, hypervisor: "auto", pull: "missing"}
+		co, err := o.createOptions("busybox", nil)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("labels %q: err = %v, want error %v", tt.labels, err, tt.wantErr)
+			continue
+		}
+		if !tt.wantErr && !reflect.DeepEqual(co.Labels, tt.want) {
+			t.Errorf("labels %q = %v, want %v", tt.labels, co.Labels, tt.want)
+		}
 	}
 }

@@ -33,6 +33,7 @@ type runOptions struct {
 	entrypoint  string
 	pull        string
 	volumes     []string
+	labels      []string
 }
 
 func newRunCommand(g *globalOptions) *cobra.Command {
@@ -70,6 +71,7 @@ func newRunCommand(g *globalOptions) *cobra.Command {
 	f.StringVar(&o.entrypoint, "entrypoint", "", "override the image's entrypoint")
 	f.StringVar(&o.pull, "pull", "missing", `pull the image before running: "missing", "never" or "always"`)
 	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "mount a volume: NAME:/path[:ro] (created if missing), or /path for an anonymous volume")
+	f.StringArrayVarP(&o.labels, "label", "l", nil, "set a label on the container: KEY=VALUE (or KEY, with an empty value)")
 	return cmd
 }
 
@@ -90,6 +92,16 @@ func (o *runOptions) createOptions(image string, cmd []string) (containersvc.Cre
 	}
 	if o.entrypoint != "" {
 		co.Entrypoint = []string{o.entrypoint}
+	}
+	for _, kv := range o.labels {
+		k, v, _ := strings.Cut(kv, "=")
+		if k == "" {
+			return co, fmt.Errorf("invalid --label %q: want KEY=VALUE", kv)
+		}
+		if co.Labels == nil {
+			co.Labels = map[string]string{}
+		}
+		co.Labels[k] = v
 	}
 	for _, v := range o.volumes {
 		m, err := containersvc.ParseBind(v)
