@@ -86,6 +86,7 @@ type Image struct {
 	Config         v1.Config
 
 	content v1.Image
+	store   *Store // for RecordUnpacked
 }
 
 // Content returns the image's manifest, config and layers, for example for
@@ -282,6 +283,7 @@ func (s *Store) toImage(r *record) (Image, error) {
 		Architecture: cfg.Architecture,
 		Config:       cfg.Config,
 		content:      content,
+		store:        s,
 		// Every entry of a record has the annotation or none: it is
 		// set per manifest, and the entries share this manifest.
 		LayersVerified: desc.Annotations[annotationUnverified] == "",

@@ -51,26 +51,40 @@ func (e *CorruptLayerError) Unwrap() error { return e.Err }
 // read (mutate.Extract reads each layer's uncompressed stream to its end).
 type checkedImage struct {
 	v1.Image
-	layers []v1.Layer
+	layers []v1.Layer // of *checkedLayer
 }
 
 func (c checkedImage) Layers() ([]v1.Layer, error) { return c.layers, nil }
 
+// unpacked is the total size of the layers' uncompressed streams, once
+// every layer was read to its end and matched its diff ID; false before.
+func (c checkedImage) unpacked() (int64, bool) {
+	var total int64
+	for _, l := range c.layers {
+		cl := l.(*checkedLayer)
+		if !cl.matched {
+			return 0, false
+		}
+		total += cl.size
+	}
+	return total, true
+}
+
 // checkDiffIDs wraps img so that reading a layer's uncompressed stream to
 // its end fails with a *CorruptLayerError unless it had the diff ID the
 // config lists for that layer. name is how errors name the image.
-func checkDiffIDs(img v1.Image, name string) (v1.Image, error) {
+func checkDiffIDs(img v1.Image, name string) (checkedImage, error) {
 	cf, err := img.ConfigFile()
 	if err != nil {
-		return nil, fmt.Errorf("reading image config: %w", err)
+		return checkedImage{}, fmt.Errorf("reading image config: %w", err)
 	}
 	layers, err := img.Layers()
 	if err != nil {
-		return nil, fmt.Errorf("reading image layers: %w", err)
+		return checkedImage{}, fmt.Errorf("reading image layers: %w", err)
 	}
 	if len(cf.RootFS.DiffIDs) != len(layers) {
 		// Pull and load refuse such an image; this guards the index below.
-		return nil, fmt.Errorf("the config lists %d layers but the manifest has %d", len(cf.RootFS.DiffIDs), len(layers))
+		return checkedImage{}, fmt.Errorf("the config lists %d layers but the manifest has %d", len(cf.RootFS.DiffIDs), len(layers))
 	}
 	out := checkedImage{Image: img, layers: make([]v1.Layer, len(layers))}
 	for i, l := range layers {
@@ -80,11 +94,15 @@ func checkDiffIDs(img v1.Image, name string) (v1.Image, error) {
 }
 
 // checkedLayer is a layer whose Uncompressed stream checks its diff ID.
+// mutate.Extract reads each layer once, from one goroutine.
 type checkedLayer struct {
 	v1.Layer
 	image string
 	index int
 	want  v1.Hash
+
+	size    int64 // bytes of the uncompressed stream read so far
+	matched bool  // the stream ended and had the diff ID
 }
 
 func (l *checkedLayer) corrupt(got v1.Hash, err error) *CorruptLayerError {
@@ -130,12 +148,14 @@ func (r *diffIDReader) Read(p []byte) (int, error) {
 	}
 	n, err := r.rc.Read(p)
 	r.h.Write(p[:n])
+	r.layer.size += int64(n)
 	switch {
 	case errors.Is(err, io.EOF):
 		got := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(r.h.Sum(nil))}
 		if got != r.layer.want {
 			r.err = r.layer.corrupt(got, nil)
 		} else {
+			r.layer.matched = true
 			r.err = io.EOF
 		}
 		return n, r.err

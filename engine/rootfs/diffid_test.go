@@ -51,16 +51,9 @@ type rawLayer struct {
 	diffID v1.Hash
 }
 
-// goodLayer is a gzipped tar of ents with its true diff ID.
-func goodLayer(t testing.TB, ents ...ent) rawLayer {
-	t.Helper()
-	tb := tarOf(t, ents...)
-	return rawLayer{blob: gzipped(t, tb), diffID: digestOf(tb)}
-}
-
 // pulledImage pushes an image made of layers to an in-process registry and
 // pulls it into a fresh store, as `vmctl pull` would.
-func pulledImage(t testing.TB, layers ...rawLayer) images.Image {
+func pulledImage(t testing.TB, layers ...rawLayer) (images.Image, *images.Store) {
 	t.Helper()
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
@@ -102,7 +95,7 @@ func pulledImage(t testing.TB, layers ...rawLayer) images.Image {
 	if pulled.LayersVerified {
 		t.Fatalf("pulled image has LayersVerified; the test means to exercise the check at unpack")
 	}
-	return pulled
+	return pulled, s
 }
 
 // A pulled image's layers are checked against its config's diff IDs as the
@@ -111,20 +104,23 @@ func pulledImage(t testing.TB, layers ...rawLayer) images.Image {
 // one line, leaves nothing behind, and fails again on every later try.
 func TestImageDiskChecksDiffIDs(t *testing.T) {
 	needTools(t)
-	base := goodLayer(t, dirEnt("bin", 0o755), reg("bin/sh", "shell", 0o755))
+	baseTar := tarOf(t, dirEnt("bin", 0o755), reg("bin/sh", "shell", 0o755))
+	base, baseSize := rawLayer{gzipped(t, baseTar), digestOf(baseTar)}, int64(len(baseTar))
 	top := tarOf(t, reg("etc/motd", "hello", 0o644))
 	trailing := append(bytes.Clone(top), []byte("bytes after the end-of-archive marker")...)
 	corruptGzip := gzipped(t, top)
 	corruptGzip[len(corruptGzip)/2] ^= 0xff
 	otherDiffID := digestOf([]byte("something else"))
 	for _, tc := range []struct {
-		name   string
-		layers []rawLayer
-		layer  int // the layer the error names; 0 for success
-		want   string
+		name     string
+		layers   []rawLayer
+		layer    int // the layer the error names; 0 for success
+		want     string
+		unpacked int64 // for success: the layers' uncompressed size
 	}{
-		{name: "good", layers: []rawLayer{base, {gzipped(t, top), digestOf(top)}}},
-		{name: "trailing bytes in the diff ID", layers: []rawLayer{base, {gzipped(t, trailing), digestOf(trailing)}}},
+		{name: "good", layers: []rawLayer{base, {gzipped(t, top), digestOf(top)}}, unpacked: baseSize + int64(len(top))},
+		{name: "trailing bytes in the diff ID", layers: []rawLayer{base, {gzipped(t, trailing), digestOf(trailing)}},
+			unpacked: baseSize + int64(len(trailing))},
 		{name: "wrong diff ID of the top layer", layers: []rawLayer{base, {gzipped(t, top), otherDiffID}},
 			layer: 2, want: "does not match its diff ID " + otherDiffID.String() + " (it unpacks to " + digestOf(top).String() + ")"},
 		{name: "wrong diff ID of the bottom layer", layers: []rawLayer{{base.blob, otherDiffID}, {gzipped(t, top), digestOf(top)}},
@@ -135,7 +131,7 @@ func TestImageDiskChecksDiffIDs(t *testing.T) {
 			layer: 2, want: "cannot be unpacked"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			img := pulledImage(t, tc.layers...)
+			img, store := pulledImage(t, tc.layers...)
 			b := newBuilder(t)
 			for try := 1; try <= 2; try++ {
 				disk, err := b.ImageDisk(context.Background(), img)
@@ -148,6 +144,15 @@ func TestImageDiskChecksDiffIDs(t *testing.T) {
 					}
 					if out := debugfs(t, disk, "cat /bin/sh"); out != "shell" {
 						t.Errorf("/bin/sh on the disk = %q", out)
+					}
+					// The store now knows the layers were checked, and
+					// their unpacked size, as if the image was loaded.
+					got, err := store.Resolve(context.Background(), img.ID)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !got.LayersVerified || got.Size != tc.unpacked {
+						t.Errorf("after the build: LayersVerified %v, Size %d; want true, %d", got.LayersVerified, got.Size, tc.unpacked)
 					}
 					return
 				}
@@ -168,6 +173,9 @@ func TestImageDiskChecksDiffIDs(t *testing.T) {
 				p, _ := b.DiskPath(img.ID)
 				if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 					t.Errorf("try %d: a disk was cached for the corrupt image (%v)", try, err)
+				}
+				if got, err := store.Resolve(context.Background(), img.ID); err != nil || got.LayersVerified {
+					t.Errorf("try %d: after a failed build the store says LayersVerified %v (%v)", try, got.LayersVerified, err)
 				}
 			}
 		})

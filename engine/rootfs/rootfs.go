@@ -135,13 +135,19 @@ func (b *Builder) ImageDisk(ctx context.Context, img images.Image) (string, erro
 	if _, err := os.Stat(final); err == nil {
 		return final, nil
 	}
-	if err := b.build(ctx, mkfs, img, h, final); err != nil {
+	unpacked, err := b.build(ctx, mkfs, img, h, final)
+	if err != nil {
 		if cl, ok := errors.AsType[*CorruptLayerError](err); ok {
 			// Already one line that names the image and says what to do.
 			return "", errs.Class(errdefs.ErrDataLoss, cl)
 		}
 		return "", fmt.Errorf("building disk for image %s: %w", shortID(h), err)
 	}
+	// A pulled image's layers have now been checked against its diff IDs;
+	// the store records that, with their unpacked size, as a load would.
+	// Failing to record it costs nothing but a size shown as compressed,
+	// so the disk is returned regardless.
+	_ = img.RecordUnpacked(ctx, unpacked)
 	return final, nil
 }
 
@@ -156,25 +162,32 @@ func displayName(img images.Image, h string) string {
 	return shortID(h)
 }
 
-func (b *Builder) build(ctx context.Context, mkfs string, img images.Image, h, final string) error {
+// build makes the disk and returns the unpacked size of the image's layers.
+func (b *Builder) build(ctx context.Context, mkfs string, img images.Image, h, final string) (int64, error) {
 	dir, err := os.MkdirTemp(b.tmpDir(), h+"-")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer os.RemoveAll(dir)
 	content, err := checkDiffIDs(img.Content(), displayName(img, h))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	rc := mutate.Extract(content)
 	use, err := extractTar(ctx, rc, dir)
 	rc.Close()
 	if err != nil {
-		return err
+		return 0, err
+	}
+	unpacked, ok := content.unpacked()
+	if !ok {
+		// extractTar reads mutate.Extract to its end, which reads every
+		// layer to its end; a layer not read whole is a bug, not a pass.
+		return 0, fmt.Errorf("image %s: not every layer was read to its end", displayName(img, h))
 	}
 	f, err := os.CreateTemp(b.disksDir(), "."+h+"-*.ext4")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // no-op after the rename
@@ -184,7 +197,7 @@ func (b *Builder) build(ctx context.Context, mkfs string, img images.Image, h, f
 		err = cerr
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
 	args := []string{
 		"-q", "-F",
@@ -202,23 +215,23 @@ func (b *Builder) build(ctx context.Context, mkfs string, img images.Image, h, f
 	}
 	if out, err := exec.CommandContext(ctx, mkfs, args...).CombinedOutput(); err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return 0, ctx.Err()
 		}
-		return fmt.Errorf("mkfs.ext4: %w: %s", err, firstLine(out))
+		return 0, fmt.Errorf("mkfs.ext4: %w: %s", err, firstLine(out))
 	}
 	// The read-only feature makes the kernel refuse a read-write mount of a
 	// disk that VMs share; mke2fs 1.47 cannot set it, tune2fs can.
 	tune := filepath.Join(filepath.Dir(mkfs), "tune2fs")
 	if out, err := exec.CommandContext(ctx, tune, "-O", "read-only", tmp).CombinedOutput(); err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return 0, ctx.Err()
 		}
-		return fmt.Errorf("tune2fs: %w: %s", err, firstLine(out))
+		return 0, fmt.Errorf("tune2fs: %w: %s", err, firstLine(out))
 	}
 	if err := syncFile(tmp); err != nil {
-		return err
+		return 0, err
 	}
-	return os.Rename(tmp, final)
+	return unpacked, os.Rename(tmp, final)
 }
 
 // diskSize sizes a read-only disk from what extraction counted: data plus
