@@ -5,7 +5,9 @@
 // two with overlayfs.
 //
 // Images are unpacked on the host into a temporary directory (through
-// os.Root, so hostile layer paths cannot escape it) and packed with
+// os.Root, so hostile layer paths cannot escape it), each layer checked
+// against the diff ID its config lists as it is unpacked (for a pulled
+// image this is the first such check; see diffid.go), and packed with
 // mkfs.ext4 -d, which needs e2fsprogs but no mounting, loop devices or
 // kernel support. Building needs root, to keep owners and make device nodes.
 //
