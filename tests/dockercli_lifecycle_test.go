@@ -1,13 +1,16 @@
 package tests
 
 import (
+	"context"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The docker CLI's run flags, and the lifecycle commands that act on a
-// running container: kill, wait, restart, start -a -i. (docker run itself
+// running container: kill, wait, restart, start -a -i, and run -it on a pty. (docker run itself
 // waits for the exit before it starts the container: the other tests.)
 func TestDockerCLILifecycle(t *testing.T) {
 	if _, err := exec.LookPath("docker"); err != nil {
@@ -75,6 +78,15 @@ func TestDockerCLILifecycle(t *testing.T) {
 		if r := d.mustDocker(t, 0, "", "wait", "w"); strings.TrimSpace(r.stdout) != "5" {
 			t.Errorf("second docker wait w = %q, want 5", r.stdout)
 		}
+	})
+
+	t.Run("run -it", func(t *testing.T) {
+		// The docker CLI on a real pty: raw terminal, size and resize, exit status.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		c := exec.CommandContext(ctx, "docker", "run", "-i", "-t", "--rm", "busybox", "sh")
+		c.Env = append(os.Environ(), "DOCKER_HOST=unix://"+d.sock, "DOCKER_CONFIG="+t.TempDir(), "DOCKER_CONTEXT=")
+		driveTerminal(t, c)
 	})
 
 	t.Run("info", func(t *testing.T) {
