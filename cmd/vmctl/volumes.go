@@ -9,131 +9,62 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	units "github.com/docker/go-units"
 	"github.com/moby/moby/api/types/volume"
 	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 
-	"github.com/vmctl/vmctl/engine"
 	"github.com/vmctl/vmctl/engine/services/containersvc"
 	"github.com/vmctl/vmctl/engine/volumes"
 )
 
-// volumeBackend is where the volume commands act: the in-process engine or
-// a daemon. Both give volumes in the API's form, so output is the same.
-type volumeBackend interface {
-	create(ctx context.Context, o volumes.CreateOptions) (volume.Volume, error)
-	list(ctx context.Context) ([]volume.Volume, error)
-	inspect(ctx context.Context, name string) (volume.Volume, error)
-	remove(ctx context.Context, name string, force bool) error
-	// prune removes unused volumes: anonymous ones, or all with all set.
-	prune(ctx context.Context, all bool) ([]string, uint64, error)
-	close()
-}
-
+// volumeBackend is the API the volume commands use: the daemon named by -H,
+// or the engine served in this process (see api), so both give the same
+// answers and output.
 func (g *globalOptions) volumeBackend() (volumeBackend, error) {
-	if g.host != "" {
-		r, err := g.remote()
-		if err != nil {
-			return nil, err
-		}
-		return remoteVolumes{r}, nil
-	}
-	e, err := g.open()
+	r, done, err := g.api()
 	if err != nil {
-		return nil, err
+		return volumeBackend{}, err
 	}
-	return localVolumes{e}, nil
+	return volumeBackend{r, done}, nil
 }
 
-type localVolumes struct{ e *engine.Engine }
-
-func apiVolume(v *volumes.Volume) volume.Volume {
-	out := volume.Volume{
-		Name: v.Name, Driver: v.Driver, Mountpoint: v.Disk, Scope: "local",
-		CreatedAt: v.CreatedAt.Format(time.RFC3339), Labels: v.Labels, Options: v.Options,
-	}
-	if out.Labels == nil {
-		out.Labels = map[string]string{}
-	}
-	if out.Options == nil {
-		out.Options = map[string]string{}
-	}
-	return out
+type volumeBackend struct {
+	r    *remote
+	done func()
 }
 
-func (l localVolumes) create(ctx context.Context, o volumes.CreateOptions) (volume.Volume, error) {
-	v, err := l.e.Volumes.Create(ctx, o)
-	if err != nil {
-		return volume.Volume{}, err
-	}
-	return apiVolume(v), nil
-}
-
-func (l localVolumes) list(context.Context) ([]volume.Volume, error) {
-	vs, err := l.e.Volumes.List()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]volume.Volume, len(vs))
-	for i, v := range vs {
-		out[i] = apiVolume(v)
-	}
-	return out, nil
-}
-
-func (l localVolumes) inspect(_ context.Context, name string) (volume.Volume, error) {
-	v, err := l.e.Volumes.Get(name)
-	if err != nil {
-		return volume.Volume{}, err
-	}
-	return apiVolume(v), nil
-}
-
-func (l localVolumes) remove(ctx context.Context, name string, force bool) error {
-	return l.e.Volumes.Remove(ctx, name, force)
-}
-
-func (l localVolumes) prune(ctx context.Context, all bool) ([]string, uint64, error) {
-	return l.e.Volumes.Prune(ctx, func(v *volumes.Volume) bool { return !all && !v.Anonymous })
-}
-
-func (localVolumes) close() {}
-
-type remoteVolumes struct{ r *remote }
-
-func (rv remoteVolumes) create(ctx context.Context, o volumes.CreateOptions) (volume.Volume, error) {
+func (rv volumeBackend) create(ctx context.Context, o volumes.CreateOptions) (volume.Volume, error) {
 	res, err := rv.r.api.VolumeCreate(ctx, client.VolumeCreateOptions{
 		Name: o.Name, Driver: o.Driver, DriverOpts: o.DriverOpts, Labels: o.Labels,
 	})
 	return res.Volume, rv.r.fail(err)
 }
 
-func (rv remoteVolumes) list(ctx context.Context) ([]volume.Volume, error) {
+func (rv volumeBackend) list(ctx context.Context) ([]volume.Volume, error) {
 	res, err := rv.r.api.VolumeList(ctx, client.VolumeListOptions{})
 	return res.Items, rv.r.fail(err)
 }
 
-func (rv remoteVolumes) inspect(ctx context.Context, name string) (volume.Volume, error) {
+func (rv volumeBackend) inspect(ctx context.Context, name string) (volume.Volume, error) {
 	res, err := rv.r.api.VolumeInspect(ctx, name, client.VolumeInspectOptions{})
 	return res.Volume, rv.r.fail(err)
 }
 
-func (rv remoteVolumes) remove(ctx context.Context, name string, force bool) error {
+func (rv volumeBackend) remove(ctx context.Context, name string, force bool) error {
 	_, err := rv.r.api.VolumeRemove(ctx, name, client.VolumeRemoveOptions{Force: force})
 	return rv.r.fail(err)
 }
 
-func (rv remoteVolumes) prune(ctx context.Context, all bool) ([]string, uint64, error) {
+func (rv volumeBackend) prune(ctx context.Context, all bool) ([]string, uint64, error) {
 	// Explicit, because an API 1.41 daemon prunes all unused volumes by
 	// default and a newer one only anonymous ones.
 	res, err := rv.r.api.VolumePrune(ctx, client.VolumePruneOptions{Filters: client.Filters{}.Add("all", strconv.FormatBool(all))})
 	return res.Report.VolumesDeleted, res.Report.SpaceReclaimed, rv.r.fail(err)
 }
 
-func (rv remoteVolumes) close() { rv.r.Close() }
+func (rv volumeBackend) close() { rv.done() }
 
 func newVolumeCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
