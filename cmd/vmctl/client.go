@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net/url"
 	"os"
 	"runtime"
@@ -21,8 +22,10 @@ import (
 	units "github.com/docker/go-units"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/moby/moby/api/pkg/authconfig"
+	"github.com/moby/moby/api/types/jsonstream"
 	"github.com/moby/moby/api/types/registry"
 	"github.com/moby/moby/client"
+	"github.com/moby/moby/client/pkg/jsonmessage"
 
 	"github.com/vmctl/vmctl/engine"
 	"github.com/vmctl/vmctl/engine/images"
@@ -186,9 +189,8 @@ func remoteRmi(ctx context.Context, g *globalOptions, refs []string) error {
 	})
 }
 
-// pull asks the daemon to pull ref and prints each layer's state
-// changes on out. Byte counts are left out: the lines stay readable in a
-// log as well as on a terminal.
+// pull asks the daemon to pull ref and shows its progress on out (see
+// display).
 func (r *remote) pull(ctx context.Context, ref string, out io.Writer) error {
 	auth, err := registryAuth(ref)
 	if err != nil {
@@ -199,25 +201,18 @@ func (r *remote) pull(ctx context.Context, ref string, out io.Writer) error {
 		return r.fail(err)
 	}
 	defer resp.Close()
-	last := map[string]string{}
-	for m, err := range resp.JSONMessages(ctx) {
-		if err != nil {
-			return r.fail(err)
-		}
-		if m.Error != nil {
-			return &daemonError{msg: oneLine(errors.New(m.Error.Message)), err: errdefs.ErrUnknown}
-		}
-		if m.Status == "" || last[m.ID] == m.Status {
-			continue
-		}
-		last[m.ID] = m.Status
-		if m.ID != "" {
-			fmt.Fprintf(out, "%s: %s\n", m.ID, m.Status)
-		} else {
-			fmt.Fprintln(out, m.Status)
-		}
+	return r.display(resp.JSONMessages(ctx), out)
+}
+
+// display shows a pull's or push's progress stream as the docker CLI does:
+// a bar per layer on a terminal, one line per state change otherwise. An
+// error in the stream becomes the command's one-line error.
+func (r *remote) display(msgs iter.Seq2[jsonstream.Message, error], out io.Writer) error {
+	err := jsonmessage.DisplayMessages(msgs, out)
+	if jerr := (*jsonstream.Error)(nil); errors.As(err, &jerr) {
+		return &daemonError{msg: oneLine(errors.New(jerr.Message)), err: errdefs.ErrUnknown}
 	}
-	return nil
+	return r.fail(err)
 }
 
 func remotePull(ctx context.Context, g *globalOptions, ref string, quiet bool) error {

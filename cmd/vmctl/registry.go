@@ -170,27 +170,7 @@ func remotePush(ctx context.Context, g *globalOptions, ref string) error {
 		return r.fail(err)
 	}
 	defer resp.Close()
-	last := map[string]string{}
-	for m, err := range resp.JSONMessages(ctx) {
-		if err != nil {
-			return r.fail(err)
-		}
-		if m.Error != nil {
-			return &daemonError{msg: oneLine(errors.New(m.Error.Message)), err: errdefs.ErrUnknown}
-		}
-		// Waiting and Preparing say nothing yet; byte counts are left out,
-		// as in the in-process push's output to a file or pipe.
-		if m.Status == "" || m.Status == string(images.StatePreparing) || m.Status == string(images.StateWaiting) || last[m.ID] == m.Status {
-			continue
-		}
-		last[m.ID] = m.Status
-		if m.ID != "" {
-			fmt.Printf("%s: %s\n", m.ID, m.Status)
-		} else {
-			fmt.Println(m.Status)
-		}
-	}
-	return nil
+	return r.display(resp.JSONMessages(ctx), os.Stdout)
 }
 
 func newLoginCommand() *cobra.Command {
