@@ -43,6 +43,10 @@ func TestImagesAPI(t *testing.T) {
 		if m := digestLine.FindStringSubmatch(pull.stdout); m == nil || m[1] != pushed {
 			t.Errorf("docker pull digest differs from pushed %s:\n%s", pushed, pull.stdout)
 		}
+		repo := ref[:strings.LastIndex(ref, ":")]
+		if r := d.mustDocker(t, 0, "", "inspect", "-f", "{{json .RepoDigests}}", ref); strings.TrimSpace(r.stdout) != `["`+repo+"@"+pushed+`"]` {
+			t.Errorf("docker inspect RepoDigests = %s, want [%s@%s]", r.stdout, repo, pushed)
+		}
 		if r := d.mustDocker(t, 0, "", "images", "--format", "{{.Repository}}:{{.Tag}}"); !strings.Contains(r.stdout, ref+"\n") || !strings.Contains(r.stdout, "busybox:latest\n") {
 			t.Errorf("docker images = %q, want %s and busybox:latest", r.stdout, ref)
 		}

@@ -76,6 +76,9 @@ type candidate struct {
 	config   v1.Hash  // the image's ID
 	tags     []string // fully qualified
 	blobs    []v1.Hash
+	// repoDigests are registry references to record (see
+	// annotationRepoDigests).
+	repoDigests []string
 }
 
 // diffID returns the diff ID and unpacked size of a staged layer, by
@@ -225,6 +228,7 @@ func (s *Store) commit(ctx context.Context, st *stage, cands []candidate) ([]Ima
 			for _, t := range c.tags {
 				setTag(idx, t, c.manifest)
 			}
+			addRepoDigests(idx, c.manifest.Digest, c.repoDigests...)
 		}
 		return nil
 	})

@@ -160,6 +160,7 @@ func (s *Store) Pull(ctx context.Context, ref string, opts RemoteOptions) (Image
 	if t, ok := r.(name.Tag); ok {
 		c.tags = []string{t.Name()}
 	}
+	c.repoDigests = []string{r.Context().Digest(desc.Digest.String()).String()}
 	imgs, err := s.commit(ctx, st, []candidate{c})
 	if err != nil {
 		return Image{}, err

@@ -109,6 +109,10 @@ func (s *Store) Push(ctx context.Context, ref string, opts RemoteOptions) (PushR
 	if err != nil {
 		return PushResult{}, err
 	}
+	if m, err := v1.NewHash(local.Digest); err == nil {
+		// The image is pushed; failing to note where is not a push failure.
+		s.recordPush(ctx, m, tag.Context(), m)
+	}
 	return PushResult{Tag: tag.TagStr(), Digest: local.Digest, Size: int64(len(raw))}, nil
 }
 

@@ -60,7 +60,7 @@ const annotationUnverified = "io.vmctl.image.diff-ids-unverified"
 
 // carriedAnnotations are the annotations of an index entry that describe
 // the image rather than the entry, kept when the image is tagged again.
-var carriedAnnotations = []string{annotationSize, annotationUnverified}
+var carriedAnnotations = []string{annotationSize, annotationUnverified, annotationRepoDigests}
 
 // Image is a stored image as users see it.
 type Image struct {
@@ -70,6 +70,9 @@ type Image struct {
 	Digest string
 	// RepoTags are familiar names ("busybox:latest"), sorted.
 	RepoTags []string
+	// RepoDigests are the registry references ("repo@sha256:...") this
+	// image was pulled by or pushed to, familiar form, sorted.
+	RepoDigests []string
 	Created  time.Time
 	// Size is the total size of the unpacked layers in bytes, or of the
 	// compressed ones while that is not measured (a pulled image).
@@ -291,6 +294,7 @@ func (s *Store) toImage(r *record) (Image, error) {
 	for _, t := range r.tags {
 		img.RepoTags = append(img.RepoTags, familiarString(t))
 	}
+	img.RepoDigests = repoDigests(r.manifests)
 	slices.Sort(img.RepoTags)
 	if n, err := strconv.ParseInt(desc.Annotations[annotationSize], 10, 64); err == nil {
 		img.Size = n

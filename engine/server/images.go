@@ -33,7 +33,7 @@ func (s *Server) imageList(w http.ResponseWriter, r *http.Request) {
 
 func imageSummary(img images.Image) image.Summary {
 	sum := image.Summary{
-		ID: img.ID, RepoTags: img.RepoTags, RepoDigests: []string{}, Created: img.Created.Unix(),
+		ID: img.ID, RepoTags: img.RepoTags, RepoDigests: nonNil(img.RepoDigests), Created: img.Created.Unix(),
 		Size: img.Size, Labels: img.Config.Labels, Containers: -1, SharedSize: -1,
 	}
 	if sum.RepoTags == nil {
@@ -64,7 +64,7 @@ func (s *Server) imageGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := image.InspectResponse{
-		ID: img.ID, RepoTags: nonNil(img.RepoTags), RepoDigests: []string{},
+		ID: img.ID, RepoTags: nonNil(img.RepoTags), RepoDigests: nonNil(img.RepoDigests),
 		Created: img.Created.UTC().Format("2006-01-02T15:04:05.999999999Z07:00"),
 		Size:    img.Size, Os: img.OS, Architecture: img.Architecture,
 		RootFS: image.RootFS{Type: "layers"},
