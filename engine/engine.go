@@ -106,7 +106,8 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{cfg: cfg, Images: imgs, Disks: disks, Events: events.NewBus(events.DefaultHistory)}
 	e.Volumes, err = volumes.New(volumes.Config{
 		Root: filepath.Join(cfg.DataRoot, "volumes"), NewDisk: disks.WritableDisk,
-		Users: func() (map[string][]string, error) { return e.Containers.VolumeUsers() },
+		Users:  func() (map[string][]string, error) { return e.Containers.VolumeUsers() },
+		Events: e.Events,
 	})
 	if err != nil {
 		return nil, err

@@ -170,12 +170,6 @@ func (s *Server) imageID(ctx context.Context, ref string) string {
 	return ref
 }
 
-// volumeEvent reports a volume event: the actor is the volume's name.
-func (s *Server) volumeEvent(action, name, driver string) {
-	s.eng.Events.Publish(engevents.Event{Type: engevents.TypeVolume, Action: action, ID: name,
-		Attributes: map[string]string{"driver": driver}})
-}
-
 // firstNonEmpty is the first of list, or def when list is empty.
 func firstNonEmpty(list []string, def string) string {
 	if len(list) > 0 {

@@ -157,7 +157,6 @@ func (s *Server) volumeCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.volumeEvent("create", v.Name, v.Driver)
 	writeJSON(w, http.StatusCreated, volumeJSON(v))
 }
 
@@ -180,7 +179,6 @@ func (s *Server) volumeDelete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.volumeEvent("destroy", r.PathValue("name"), volumes.DriverLocal)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -228,9 +226,6 @@ func (s *Server) volumePrune(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, err)
 		return
-	}
-	for _, name := range removed {
-		s.volumeEvent("destroy", name, volumes.DriverLocal)
 	}
 	writeJSON(w, http.StatusOK, volume.PruneReport{VolumesDeleted: removed, SpaceReclaimed: freed})
 }

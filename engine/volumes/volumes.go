@@ -27,6 +27,7 @@ import (
 	units "github.com/docker/go-units"
 
 	"github.com/vmctl/vmctl/engine/errs"
+	"github.com/vmctl/vmctl/engine/events"
 	"github.com/vmctl/vmctl/internal/flock"
 )
 
@@ -90,6 +91,10 @@ type Config struct {
 	// Users returns, for each volume name, the names of the containers
 	// that reference it, running or not. Nil means no container ever does.
 	Users func() (map[string][]string, error)
+	// Events, if set, receives create and destroy events of volumes,
+	// whoever asked for them (an API client, a container's create or
+	// removal, a prune).
+	Events *events.Bus
 }
 
 // Service manages the volumes under one root.
@@ -196,7 +201,16 @@ func (s *Service) createLocked(ctx context.Context, o CreateOptions) (*Volume, e
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("create volume %s: %w", o.Name, err)
 	}
+	s.publish("create", v.Name)
 	return v, nil
+}
+
+// publish reports a volume event; the actor is the volume's name.
+func (s *Service) publish(action, name string) {
+	if s.cfg.Events != nil {
+		s.cfg.Events.Publish(events.Event{Type: events.TypeVolume, Action: action, ID: name,
+			Attributes: map[string]string{"driver": DriverLocal}})
+	}
 }
 
 // Get returns a volume by name.
@@ -314,6 +328,7 @@ func (s *Service) removeLocked(name string) error {
 		os.Remove(trash)
 		return fmt.Errorf("remove volume %s: %w", name, err)
 	}
+	s.publish("destroy", name)
 	if err := os.RemoveAll(trash); err != nil {
 		return fmt.Errorf("remove volume %s: %w", name, err)
 	}
