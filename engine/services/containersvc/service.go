@@ -280,7 +280,9 @@ func (s *Service) reconcile(c *containers.Container) {
 	if c.State.FinishedAt.IsZero() {
 		c.State.FinishedAt = time.Now().UTC()
 	}
-	s.cfg.Store.Update(c)
+	if s.cfg.Store.Update(c) == nil {
+		s.publishExit(c, ExitStatus{Code: c.State.ExitCode, Error: c.State.Error})
+	}
 }
 
 func processAlive(pid int) bool {
