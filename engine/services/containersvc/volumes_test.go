@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/vmctl/vmctl/engine/containers"
+	"github.com/vmctl/vmctl/engine/events"
 	"github.com/vmctl/vmctl/engine/volumes"
 )
 
@@ -244,5 +247,34 @@ func TestCreateWithImageVolume(t *testing.T) {
 	}
 	if _, err := s.cfg.Volumes.Get(c.Config.Mounts[0].Name); err != nil {
 		t.Errorf("the image's volume was not created: %v", err)
+	}
+}
+
+// A container whose owning process ended without recording the exit is
+// marked exited by the next listing, which reports die with its code.
+func TestListReportsLostContainersDie(t *testing.T) {
+	s := newVolumeTestService(t)
+	bus := events.NewBus(16)
+	s.cfg.Events = bus
+	c, err := s.Create(context.Background(), CreateOptions{Image: "busybox", Name: "lost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := exec.Command("/bin/true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	c.State = containers.State{Status: containers.StatusRunning, OwnerPid: gone.Process.Pid}
+	if err := s.cfg.Store.Update(c); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.List()
+	if err != nil || len(list) != 1 || list[0].State.Status != containers.StatusExited || list[0].State.ExitCode != 255 {
+		t.Fatalf("List = %+v, %v; want lost exited with 255", list, err)
+	}
+	past, sub := bus.Subscribe(time.Unix(1, 0), func(e events.Event) bool { return e.Action == "die" })
+	sub.Close()
+	if len(past) != 1 || past[0].ID != c.ID || past[0].Attributes["exitCode"] != "255" {
+		t.Errorf("die events = %+v, want one for lost with exitCode 255", past)
 	}
 }
