@@ -21,6 +21,7 @@ import (
 	"github.com/vmctl/vmctl/guest-agent/reaper"
 	"github.com/vmctl/vmctl/guest-agent/service"
 	"github.com/vmctl/vmctl/guest-agent/storage"
+	"github.com/vmctl/vmctl/guest-agent/trace"
 	"github.com/vmctl/vmctl/guest-agent/transport"
 )
 
@@ -49,6 +50,7 @@ func main() {
 }
 
 func serve() {
+	started := trace.Now()
 	logw := pid1.OpenLog()
 	clog.L.Logger.SetOutput(logw)
 	// Quiet on success: the library's info messages are not errors.
@@ -58,6 +60,12 @@ func serve() {
 	}
 	if pid1.Selftest() {
 		return
+	}
+	cmdline, _ := os.ReadFile("/proc/cmdline")
+	if pid1.HasKernelFlag(string(cmdline), trace.Flag) {
+		trace.Enable(true)
+		trace.Add(trace.Mark{Name: "agent: main", At: started})
+		trace.Step("agent: boot mounts and cgroups")
 	}
 
 	r := reaper.New()
@@ -113,6 +121,7 @@ func serve() {
 		}
 	}
 	if path, err := findPort(portWait); err == nil {
+		trace.Step("agent: serial port found")
 		serveOn("virtio-serial", transport.ListenSerial(path))
 	} else if !vsockOK {
 		pid1.Logf("%v", err)

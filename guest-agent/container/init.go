@@ -16,6 +16,7 @@ import (
 
 	"github.com/vmctl/vmctl/guest-agent/mountopt"
 	"github.com/vmctl/vmctl/guest-agent/netif"
+	"github.com/vmctl/vmctl/guest-agent/trace"
 )
 
 // InitArg is the hidden first argument that turns the agent binary into a
@@ -31,6 +32,8 @@ type initConfig struct {
 	Rootfs string      `json:"rootfs"`
 	DevPts string      `json:"devpts"`
 	Spec   *specs.Spec `json:"spec"`
+	// Trace asks the init to time its steps and send them with "ready".
+	Trace bool `json:"trace,omitempty"`
 }
 
 // syncMsg is one message on the sync socket, in either direction.
@@ -38,6 +41,8 @@ type syncMsg struct {
 	Type string `json:"type"` // "ready", "error", "start"
 	Kind string `json:"kind,omitempty"`
 	Msg  string `json:"msg,omitempty"`
+	// Trace carries the init's step times with "ready" (see trace).
+	Trace []trace.Mark `json:"trace,omitempty"`
 }
 
 // InitMain runs the container init: it never returns. Sequence:
@@ -49,6 +54,7 @@ func InitMain() {
 	// Capabilities, no_new_privs and the cgroup namespace are per thread:
 	// everything must happen on the thread that finally calls execve.
 	runtime.LockOSThread()
+	entered := trace.Now()
 	sock := os.NewFile(syncFd, "sync")
 	unix.CloseOnExec(syncFd)
 	dec := json.NewDecoder(sock)
@@ -64,11 +70,15 @@ func InitMain() {
 	if cfg.Spec == nil || cfg.Spec.Process == nil || cfg.Spec.Linux == nil {
 		fail(errorf(ErrInvalid, "container config is incomplete"))
 	}
+	trace.Enable(cfg.Trace)
+	trace.Add(trace.Mark{Name: "init: main (after runtime and package init)", At: entered})
+	trace.Step("init: config read")
 	path, err := setupContainer(&cfg)
 	if err != nil {
 		fail(err)
 	}
-	if err := enc.Encode(syncMsg{Type: "ready"}); err != nil {
+	trace.Step("init: command found")
+	if err := enc.Encode(syncMsg{Type: "ready", Trace: trace.Take()}); err != nil {
 		os.Exit(1)
 	}
 	var msg syncMsg
@@ -115,15 +125,18 @@ func setupContainer(cfg *initConfig) (string, error) {
 		return "", fmt.Errorf("bind rootfs: %w", err)
 	}
 	terminal := s.Process.Terminal
+	trace.Step("init: cgroup ns, propagation, rootfs bind")
 	if err := mountAll(cfg.Rootfs, cfg.DevPts, s.Mounts, terminal); err != nil {
 		return "", err
 	}
+	trace.Step("init: spec mounts and /dev")
 	if err := createDevices(cfg.Rootfs, s.Linux.Devices); err != nil {
 		return "", err
 	}
 	if err := pivotRoot(cfg.Rootfs); err != nil {
 		return "", err
 	}
+	trace.Step("init: pivot_root")
 	if hasNamespace(s, specs.UTSNamespace) {
 		if s.Hostname != "" {
 			if err := unix.Sethostname([]byte(s.Hostname)); err != nil {
@@ -153,6 +166,7 @@ func setupContainer(cfg *initConfig) (string, error) {
 	if err := readonlyPaths(s.Linux.ReadonlyPaths); err != nil {
 		return "", err
 	}
+	trace.Step("init: hostname, lo, sysctls, masked and read-only paths")
 	if s.Root != nil && s.Root.Readonly {
 		if err := unix.Mount("", "/", "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 			return "", fmt.Errorf("remount / read-only: %w", err)

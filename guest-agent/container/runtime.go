@@ -29,6 +29,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmctl/vmctl/guest-agent/reaper"
+	"github.com/vmctl/vmctl/guest-agent/trace"
 )
 
 // Config configures a Runtime.
@@ -156,6 +157,7 @@ func (r *Runtime) Create(ctx context.Context, id string, spec *specs.Spec, rootf
 	if err != nil {
 		return err
 	}
+	trace.Step("create: cgroup made")
 	if err := r.startInit(ctx, c, rootfs); err != nil {
 		c.cg.kill()
 		if c.init != nil {
@@ -223,6 +225,7 @@ func (r *Runtime) startInit(ctx context.Context, c *Container, rootfs string) er
 	}
 	p.Pid, p.proc = cmd.Process.Pid, cmd.Process
 	p.watch(ch)
+	trace.Step("create: init forked")
 	c.init = p
 	c.sync = sock
 	c.dec = json.NewDecoder(sock)
@@ -232,7 +235,7 @@ func (r *Runtime) startInit(ctx context.Context, c *Container, rootfs string) er
 		deadline = d
 	}
 	sock.SetDeadline(deadline)
-	if err := json.NewEncoder(sock).Encode(initConfig{Rootfs: rootfs, DevPts: r.cfg.DevPts, Spec: c.spec}); err != nil {
+	if err := json.NewEncoder(sock).Encode(initConfig{Rootfs: rootfs, DevPts: r.cfg.DevPts, Spec: c.spec, Trace: trace.Enabled()}); err != nil {
 		sock.Close()
 		return fmt.Errorf("send config to container init: %w", err)
 	}
@@ -241,6 +244,8 @@ func (r *Runtime) startInit(ctx context.Context, c *Container, rootfs string) er
 		sock.Close()
 		return fmt.Errorf("container init did not report ready: %w", err)
 	}
+	trace.Add(msg.Trace...)
+	trace.Step("create: init ready")
 	if msg.Type == "error" {
 		sock.Close()
 		return kindError(msg.Kind, msg.Msg)
@@ -275,6 +280,7 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	if err := json.NewEncoder(sock).Encode(syncMsg{Type: "start"}); err != nil {
 		return fmt.Errorf("start container %q: %w", id, err)
 	}
+	trace.Step("start: sent to init")
 	// The socket is close-on-exec in the init: EOF means the exec worked.
 	msg, err := readSync(c.dec)
 	if err == io.EOF {

@@ -26,6 +26,7 @@ import (
 	agent "github.com/vmctl/vmctl/api/agent/v1"
 	"github.com/vmctl/vmctl/guest-agent/container"
 	"github.com/vmctl/vmctl/guest-agent/storage"
+	"github.com/vmctl/vmctl/guest-agent/trace"
 )
 
 // Version is the agent's version, set at build time with
@@ -121,6 +122,7 @@ func invalid(format string, args ...any) error {
 
 // Health reports the agent's version, kernel and transport.
 func (s *Service) Health(ctx context.Context, _ *agent.HealthRequest) (*agent.HealthResponse, error) {
+	trace.Step("health: request")
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
 		return nil, toStatus(fmt.Errorf("uname: %w", err))
@@ -135,6 +137,7 @@ func (s *Service) Health(ctx context.Context, _ *agent.HealthRequest) (*agent.He
 // CreateContainer mounts the storages, builds the rootfs and creates the
 // container.
 func (s *Service) CreateContainer(ctx context.Context, req *agent.CreateContainerRequest) (*agent.Empty, error) {
+	trace.Step("create: request")
 	id := req.GetContainerId()
 	if err := container.ValidID(id); err != nil {
 		return nil, toStatus(err)
@@ -162,10 +165,12 @@ func (s *Service) CreateContainer(ctx context.Context, req *agent.CreateContaine
 	if _, err := s.cfg.Runtime.Get(id); err == nil {
 		return nil, status.Errorf(codes.AlreadyExists, "container %q already exists", id)
 	}
+	trace.Step("create: spec decoded and checked")
 	rootfs, err := s.cfg.Storage.Mount(id, disks)
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	trace.Step("create: rootfs mounted")
 	// Volumes are bind mounts of disks mounted beside the rootfs; the
 	// runtime resolves their mount points inside the rootfs.
 	spec.Mounts = append(spec.Mounts, s.cfg.Storage.Binds(id, disks)...)
@@ -180,9 +185,11 @@ func (s *Service) CreateContainer(ctx context.Context, req *agent.CreateContaine
 
 // StartContainer lets the init exec the user's command.
 func (s *Service) StartContainer(ctx context.Context, req *agent.ContainerRequest) (*agent.Empty, error) {
+	trace.Step("start: request")
 	if err := s.cfg.Runtime.Start(ctx, req.GetContainerId()); err != nil {
 		return nil, toStatus(err)
 	}
+	trace.Step("start: user command exec'd")
 	return &agent.Empty{}, nil
 }
 
@@ -246,6 +253,12 @@ func (s *Service) WaitProcess(ctx context.Context, req *agent.ProcessRequest) (*
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if req.GetExecId() == "" && trace.Enabled() {
+		trace.Step("wait: container init exited")
+		for _, line := range strings.Split(strings.TrimSuffix(trace.Table(trace.Take()), "\n"), "\n") {
+			s.cfg.Logf("%s", line)
+		}
+	}
 	return &agent.WaitProcessResponse{ExitStatus: int32(e.Status), OomKilled: e.OOMKilled}, nil
 }
 
@@ -297,6 +310,9 @@ func (s *Service) read(req *agent.ReadOutputRequest, which container.Stream) (*a
 	data, at, eof, err := p.Read(which, int(min(req.GetMaxLen(), container.MaxRead)), req.GetOffset())
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if at == 0 && len(data) > 0 && req.GetExecId() == "" {
+		trace.Step("read: first output")
 	}
 	return &agent.ReadOutputResponse{Data: data, Eof: eof, Offset: at}, nil
 }

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmctl/vmctl/guest-agent/mountopt"
+	"github.com/vmctl/vmctl/guest-agent/trace"
 )
 
 // Roles a disk can play.
@@ -198,6 +199,7 @@ func (m *Manager) Mount(id string, disks []Disk) (rootfs string, err error) {
 		if err := m.mountDisk(d, target); err != nil {
 			return "", err
 		}
+		trace.Step("storage: mounted disk " + d.Serial)
 		if d.Role == RoleWritable {
 			writable = target
 		} else {
@@ -226,9 +228,11 @@ func (m *Manager) Mount(id string, disks []Disk) (rootfs string, err error) {
 		}
 		data += ",upperdir=" + upper + ",workdir=" + work
 	}
+	trace.Step("storage: upper and work dirs")
 	if err := unix.Mount("overlay", rootfs, "overlay", 0, data); err != nil {
 		return "", fmt.Errorf("mount overlay rootfs: %w", err)
 	}
+	trace.Step("storage: overlay mounted")
 	return rootfs, m.mountVolumes(id, disks, rootfs)
 }
 
