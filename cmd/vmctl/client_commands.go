@@ -189,15 +189,7 @@ func (r *remote) startAttached(ctx context.Context, ref string) error {
 	}
 	defer at.Close()
 	wait := r.api.ContainerWait(ctx, id, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
-	outputDone := make(chan struct{})
-	go func() {
-		defer close(outputDone)
-		if tty {
-			io.Copy(os.Stdout, at.Reader)
-		} else {
-			stdcopy.StdCopy(os.Stdout, os.Stderr, at.Reader)
-		}
-	}()
+	outputDone := streamIO(at.HijackedResponse, tty, false)
 	if _, err := r.api.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
 		return startError(r, err)
 	}

@@ -3,16 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/containerd/errdefs"
-	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
-	"golang.org/x/term"
 )
 
 // createRequest is the wire form of the run options.
@@ -48,8 +45,7 @@ func remoteRun(ctx context.Context, g *globalOptions, o *runOptions, image strin
 	if err != nil {
 		return &statusError{code: 125, err: err}
 	}
-	stdinFd, stdoutFd := int(os.Stdin.Fd()), int(os.Stdout.Fd())
-	rows, cols, err := o.terminalSize(stdinFd, stdoutFd)
+	rows, cols, err := terminalSize(o.tty, o.interactive)
 	if err != nil {
 		return err
 	}
@@ -73,21 +69,9 @@ func remoteRun(ctx context.Context, g *globalOptions, o *runOptions, image strin
 		}
 		return code(err)
 	}
-	if o.pull == "always" {
-		if err := r.pull(bootCtx, image, os.Stderr); err != nil {
-			return bootFailed(err, func(err error) error { return err })
-		}
-	}
-	created, err := r.api.ContainerCreate(bootCtx, req)
-	if err != nil && errdefs.IsNotFound(err) && o.pull == "missing" {
-		fmt.Fprintf(os.Stderr, "Unable to find image '%s' locally\n", image)
-		if err := r.pull(bootCtx, image, os.Stderr); err != nil {
-			return bootFailed(err, func(err error) error { return err })
-		}
-		created, err = r.api.ContainerCreate(bootCtx, req)
-	}
+	created, err := r.create(bootCtx, req, image, o.pull)
 	if err != nil {
-		return bootFailed(err, r.fail)
+		return bootFailed(err, func(err error) error { return err })
 	}
 	id := created.ID
 	cleanup := func() {
@@ -121,21 +105,7 @@ func remoteRun(ctx context.Context, g *globalOptions, o *runOptions, image strin
 	}
 	wait := r.api.ContainerWait(ctx, id, client.ContainerWaitOptions{Condition: cond})
 
-	outputDone := make(chan struct{})
-	go func() {
-		defer close(outputDone)
-		if o.tty {
-			io.Copy(os.Stdout, attach.Reader)
-		} else {
-			stdcopy.StdCopy(os.Stdout, os.Stderr, attach.Reader)
-		}
-	}()
-	if o.interactive {
-		go func() {
-			io.Copy(attach.Conn, os.Stdin)
-			attach.CloseWrite()
-		}()
-	}
+	outputDone := streamIO(attach.HijackedResponse, o.tty, o.interactive)
 
 	if _, err := r.api.ContainerStart(bootCtx, id, client.ContainerStartOptions{}); err != nil {
 		attach.Close()
@@ -144,19 +114,32 @@ func remoteRun(ctx context.Context, g *globalOptions, o *runOptions, image strin
 	}
 	stopBoot()
 
-	if o.tty && o.interactive {
-		if state, err := term.MakeRaw(stdinFd); err == nil {
-			defer term.Restore(stdinFd, state)
-		}
-	}
-	if o.tty && term.IsTerminal(stdoutFd) {
-		stop := forwardResize(stdoutFd, func(rows, cols uint16) { r.resize(ctx, id, rows, cols) })
-		defer stop()
-	}
+	restore := userTerminal(o.tty, o.interactive, func(rows, cols uint16) { r.resize(ctx, id, rows, cols) })
+	defer restore()
 	stopSignals := forwardSignals(func(sig syscall.Signal) { r.kill(ctx, id, sig) })
 	defer stopSignals()
 
 	return r.waitExit(wait.Result, wait.Error, outputDone)
+}
+
+// create creates the container of req, first pulling its image as pull
+// ("missing", "never", "always") asks, with the progress on stderr as
+// docker run and docker create show it. Errors are the daemon's one line.
+func (r *remote) create(ctx context.Context, req client.ContainerCreateOptions, image, pull string) (client.ContainerCreateResult, error) {
+	if pull == "always" {
+		if err := r.pull(ctx, image, os.Stderr); err != nil {
+			return client.ContainerCreateResult{}, err
+		}
+	}
+	created, err := r.api.ContainerCreate(ctx, req)
+	if err != nil && errdefs.IsNotFound(err) && pull == "missing" {
+		fmt.Fprintf(os.Stderr, "Unable to find image '%s' locally\n", image)
+		if err := r.pull(ctx, image, os.Stderr); err != nil {
+			return client.ContainerCreateResult{}, err
+		}
+		created, err = r.api.ContainerCreate(ctx, req)
+	}
+	return created, r.fail(err)
 }
 
 // waitExit waits for the container's exit status, then for the attach

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -12,7 +13,7 @@ import (
 
 	units "github.com/docker/go-units"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
+	"github.com/spf13/pflag"
 
 	"github.com/vmctl/vmctl/engine/services/containersvc"
 )
@@ -54,10 +55,16 @@ func newRunCommand(g *globalOptions) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
+	f.BoolVarP(&o.detach, "detach", "d", false, "run in the background and print the container ID (needs -H/VMCTL_HOST)")
+	o.addFlags(f)
+	return cmd
+}
+
+// addFlags registers the container options run and create share.
+func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	// Flags after IMAGE belong to the container's command.
 	f.SetInterspersed(false)
 	f.BoolVar(&o.rm, "rm", false, "remove the container when it exits")
-	f.BoolVarP(&o.detach, "detach", "d", false, "run in the background and print the container ID (needs -H/VMCTL_HOST)")
 	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep stdin open and stream it to the container")
 	f.BoolVarP(&o.tty, "tty", "t", false, "allocate a terminal")
 	f.StringArrayVarP(&o.env, "env", "e", nil, "set an environment variable (KEY=VALUE; KEY alone takes it from this environment)")
@@ -72,7 +79,21 @@ func newRunCommand(g *globalOptions) *cobra.Command {
 	f.StringVar(&o.pull, "pull", "missing", `pull the image before running: "missing", "never" or "always"`)
 	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "mount a volume: NAME:/path[:ro] (created if missing), or /path for an anonymous volume")
 	f.StringArrayVarP(&o.labels, "label", "l", nil, "set a label on the container: KEY=VALUE (or KEY, with an empty value)")
-	return cmd
+}
+
+// resolveEnv completes docker's "-e KEY" with this process's value of KEY;
+// a KEY that is not set here is passed as given.
+func resolveEnv(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		if k, _, ok := strings.Cut(kv, "="); !ok {
+			if v, set := os.LookupEnv(k); set {
+				kv = k + "=" + v
+			}
+		}
+		out = append(out, kv)
+	}
+	return out
 }
 
 func (o *runOptions) createOptions(image string, cmd []string) (containersvc.CreateOptions, error) {
@@ -81,15 +102,7 @@ func (o *runOptions) createOptions(image string, cmd []string) (containersvc.Cre
 		Hostname: o.hostname, Tty: o.tty, OpenStdin: o.interactive, Hypervisor: o.hypervisor,
 		AutoRemove: o.rm,
 	}
-	for _, kv := range o.env {
-		if k, _, ok := strings.Cut(kv, "="); !ok {
-			// Docker: "-e KEY" passes this process's value, if any.
-			if v, set := os.LookupEnv(k); set {
-				kv = k + "=" + v
-			}
-		}
-		co.Env = append(co.Env, kv)
-	}
+	co.Env = resolveEnv(o.env)
 	if o.entrypoint != "" {
 		co.Entrypoint = []string{o.entrypoint}
 	}
@@ -137,27 +150,15 @@ func (o *runOptions) createOptions(image string, cmd []string) (containersvc.Cre
 	return co, nil
 }
 
-// terminalSize checks that -it has a terminal to read from, and returns the
-// size of the user's terminal for a -t container (0, 0 when unknown).
-func (o *runOptions) terminalSize(stdinFd, stdoutFd int) (rows, cols uint16, err error) {
-	if o.tty && o.interactive && !term.IsTerminal(stdinFd) {
-		return 0, 0, &statusError{code: 125, err: fmt.Errorf("the input device is not a TTY; drop -t or run from a terminal")}
-	}
-	if o.tty && term.IsTerminal(stdoutFd) {
-		if w, h, err := term.GetSize(stdoutFd); err == nil {
-			return uint16(h), uint16(w), nil
-		}
-	}
-	return 0, 0, nil
-}
+// errNotATTY refuses -it without a terminal to read keys from.
+var errNotATTY = errors.New("the input device is not a TTY; drop -t or run from a terminal")
 
 func runContainer(ctx context.Context, g *globalOptions, o *runOptions, image string, cmdArgs []string) error {
 	co, err := o.createOptions(image, cmdArgs)
 	if err != nil {
 		return &statusError{code: 125, err: err}
 	}
-	stdinFd, stdoutFd := int(os.Stdin.Fd()), int(os.Stdout.Fd())
-	rows, cols, err := o.terminalSize(stdinFd, stdoutFd)
+	rows, cols, err := terminalSize(o.tty, o.interactive)
 	if err != nil {
 		return err
 	}
@@ -205,16 +206,8 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, image st
 	}
 	stopBoot()
 
-	if o.tty && o.interactive {
-		if state, err := term.MakeRaw(stdinFd); err == nil {
-			defer term.Restore(stdinFd, state)
-		}
-	}
-	stopResize := func() {}
-	if o.tty && term.IsTerminal(stdoutFd) {
-		stopResize = forwardResize(stdoutFd, func(rows, cols uint16) { e.Containers.Resize(ctx, c.ID, rows, cols) })
-	}
-	defer stopResize()
+	restore := userTerminal(o.tty, o.interactive, func(rows, cols uint16) { e.Containers.Resize(ctx, c.ID, rows, cols) })
+	defer restore()
 	stopSignals := forwardSignals(func(sig syscall.Signal) { e.Containers.Kill(ctx, c.ID, sig) })
 	defer stopSignals()
 

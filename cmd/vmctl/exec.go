@@ -1,0 +1,146 @@
+package main
+
+// vmctl exec: another process in a running container, through a daemon.
+// Without -H there is no daemon to ask: a container's VM belongs to the
+// `vmctl run` process that started it, and nothing else can reach it.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/moby/moby/client"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+type execOptions struct {
+	interactive bool
+	tty         bool
+	detach      bool
+	env         []string
+	workdir     string
+	user        string
+}
+
+func newExecCommand(g *globalOptions) *cobra.Command {
+	o := &execOptions{}
+	cmd := &cobra.Command{
+		Use:   "exec [OPTIONS] CONTAINER COMMAND [ARG...]",
+		Short: "Run a command in a running container (needs -H/VMCTL_HOST)",
+		Long: `Run a command in a running container, in its namespaces, as docker exec does.
+
+The exit status is the command's (126: not executable, 127: not found).
+Like docker exec, vmctl exec does not forward signals: Ctrl-C ends vmctl,
+and the daemon then ends the command. With -t -i, keys such as Ctrl-C go
+to the command's terminal instead.`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req, err := o.request(args[1:])
+			if err != nil {
+				return &statusError{code: 125, err: err}
+			}
+			return g.onDaemon("exec", func(r *remote) error { return r.exec(cmd.Context(), args[0], req, o.detach) })
+		},
+	}
+	o.addFlags(cmd.Flags())
+	return cmd
+}
+
+func (o *execOptions) addFlags(f *pflag.FlagSet) {
+	// Flags after CONTAINER belong to the command.
+	f.SetInterspersed(false)
+	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep stdin open and stream it to the command")
+	f.BoolVarP(&o.tty, "tty", "t", false, "allocate a terminal")
+	f.BoolVarP(&o.detach, "detach", "d", false, "run the command in the background and print nothing")
+	f.StringArrayVarP(&o.env, "env", "e", nil, "set an environment variable (KEY=VALUE; KEY alone takes it from this environment)")
+	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory inside the container")
+	f.StringVarP(&o.user, "user", "u", "", "user to run as: UID[:GID]")
+}
+
+// request is the exec's wire form. A detached exec attaches nothing, as
+// docker exec -d asks; an attached one always gets stdout and stderr.
+func (o *execOptions) request(cmd []string) (client.ExecCreateOptions, error) {
+	if cmd[0] == "" {
+		return client.ExecCreateOptions{}, errors.New("no command to run: give CONTAINER COMMAND [ARG...]")
+	}
+	return client.ExecCreateOptions{
+		Cmd: cmd, Env: resolveEnv(o.env), WorkingDir: o.workdir, User: o.user, TTY: o.tty,
+		AttachStdin:  o.interactive && !o.detach,
+		AttachStdout: !o.detach, AttachStderr: !o.detach,
+	}, nil
+}
+
+// exec creates the exec, then either starts it detached or attaches to it
+// until its output ends, and returns its exit status from inspect, as the
+// docker CLI does. A command that could not be run reports why in its
+// stderr stream and ends with 126 or 127.
+func (r *remote) exec(ctx context.Context, ref string, req client.ExecCreateOptions, detach bool) error {
+	if !detach && req.TTY {
+		rows, cols, err := terminalSize(req.TTY, req.AttachStdin)
+		if err != nil {
+			return err
+		}
+		req.ConsoleSize = client.ConsoleSize{Height: uint(rows), Width: uint(cols)}
+	}
+	created, err := r.api.ExecCreate(ctx, ref, req)
+	if err != nil {
+		return r.fail(err)
+	}
+	id := created.ID
+	if detach {
+		_, err := r.api.ExecStart(ctx, id, client.ExecStartOptions{Detach: true, TTY: req.TTY})
+		return r.fail(err)
+	}
+	at, err := r.api.ExecAttach(ctx, id, client.ExecAttachOptions{TTY: req.TTY, ConsoleSize: req.ConsoleSize})
+	if err != nil {
+		return r.fail(err)
+	}
+	defer at.Close()
+	outputDone := streamIO(at.HijackedResponse, req.TTY, req.AttachStdin)
+	restore := userTerminal(req.TTY, req.AttachStdin, func(rows, cols uint16) {
+		r.api.ExecResize(ctx, id, client.ExecResizeOptions{Height: uint(rows), Width: uint(cols)})
+	})
+	<-outputDone
+	restore()
+	res, err := r.api.ExecInspect(ctx, id, client.ExecInspectOptions{})
+	if err != nil {
+		return r.fail(err)
+	}
+	if res.Running {
+		// The stream ended without the process: the daemon lost it.
+		return fmt.Errorf("the exec's output ended while it still runs (exec %s)", shortContainerID(id))
+	}
+	if res.ExitCode != 0 {
+		return &statusError{code: res.ExitCode}
+	}
+	return nil
+}
+
+// onDaemon runs op on the daemon of -H for the daemon-only command name,
+// with docker's exit statuses: 125 without a daemon, 1 for a refusal.
+func (g *globalOptions) onDaemon(name string, op func(*remote) error) error {
+	if g.host == "" {
+		return needsDaemon(name)
+	}
+	r, err := g.remote()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return daemonFailure(op(r))
+}
+
+// daemonFailure gives an error that is not already an exit status the
+// status 1, as the docker CLI exits for a refusal of the daemon's in its
+// exec, attach, create, restart and wait (run's own failures are 125).
+func daemonFailure(err error) error {
+	if err == nil {
+		return nil
+	}
+	var se *statusError
+	if errors.As(err, &se) {
+		return err
+	}
+	return &statusError{code: 1, err: err}
+}

@@ -1,0 +1,81 @@
+package main
+
+// The client's side of an attached process, shared by run, start -a,
+// attach and exec: the output of a hijacked connection, this process's
+// stdin into it, and the user's terminal (raw mode, size).
+
+import (
+	"io"
+	"os"
+
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/client"
+	"golang.org/x/term"
+)
+
+// streamIO copies hr's output to stdout and stderr until it ends (one raw
+// stream with a terminal, framed stdout/stderr otherwise) and, with stdin,
+// this process's stdin to hr, closing hr's write side at EOF so that the
+// process reads its end of input. The returned channel closes when the
+// output has ended; the stdin copy is not waited for, as docker does not:
+// a process may exit before the user stops typing.
+func streamIO(hr client.HijackedResponse, tty, stdin bool) <-chan struct{} {
+	outputDone := make(chan struct{})
+	go func() {
+		defer close(outputDone)
+		if tty {
+			io.Copy(os.Stdout, hr.Reader)
+		} else {
+			stdcopy.StdCopy(os.Stdout, os.Stderr, hr.Reader)
+		}
+	}()
+	if stdin {
+		go func() {
+			io.Copy(hr.Conn, os.Stdin)
+			hr.CloseWrite()
+		}()
+	}
+	return outputDone
+}
+
+// userTerminal prepares the user's terminal for a process with a tty: raw
+// mode when stdin feeds it (keys such as Ctrl-C then reach the process as
+// bytes), and its size sent now and on every SIGWINCH when stdout is a
+// terminal. It returns the function that undoes both.
+func userTerminal(tty, interactive bool, resize func(rows, cols uint16)) (restore func()) {
+	if !tty {
+		return func() {}
+	}
+	stdinFd, stdoutFd := int(os.Stdin.Fd()), int(os.Stdout.Fd())
+	var state *term.State
+	if interactive {
+		if s, err := term.MakeRaw(stdinFd); err == nil {
+			state = s
+		}
+	}
+	stopResize := func() {}
+	if term.IsTerminal(stdoutFd) {
+		stopResize = forwardResize(stdoutFd, resize)
+	}
+	return func() {
+		stopResize()
+		if state != nil {
+			term.Restore(stdinFd, state)
+		}
+	}
+}
+
+// terminalSize checks that -it has a terminal to read from, and returns the
+// size of the user's terminal for a process with a tty (0, 0 when unknown).
+func terminalSize(tty, interactive bool) (rows, cols uint16, err error) {
+	stdinFd, stdoutFd := int(os.Stdin.Fd()), int(os.Stdout.Fd())
+	if tty && interactive && !term.IsTerminal(stdinFd) {
+		return 0, 0, &statusError{code: 125, err: errNotATTY}
+	}
+	if tty && term.IsTerminal(stdoutFd) {
+		if w, h, err := term.GetSize(stdoutFd); err == nil {
+			return uint16(h), uint16(w), nil
+		}
+	}
+	return 0, 0, nil
+}
