@@ -1,0 +1,147 @@
+package tests
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// vmctl's own exec, restart, wait, create and attach against vmctld, with
+// docker's output and exit statuses. Four guests boot in all (x, its
+// restart, the attached one, the created one).
+func TestVmctlExecAndLifecycle(t *testing.T) {
+	e := e2e(t)
+	d := startDaemon(t)
+	// The trailing echo keeps sh as pid 1 (busybox sh execs a last simple
+	// command in place of itself), so that stop's SIGTERM needs the kill.
+	d.mustVmctl(t, 0, "", "run", "-d", "--name", "x", "busybox", "sh", "-c", "echo hello > /f; sleep 300; echo done")
+	t.Cleanup(func() { d.vmctl(t, "", "rm", "-f", "x", "a", "c") })
+	waitFor(t, func() bool { return d.vmctl(t, "", "exec", "x", "cat", "/f").stdout == "hello\n" }, "vmctl exec x cat /f to print hello")
+
+	t.Run("exec output and status", func(t *testing.T) {
+		r := d.mustVmctl(t, 0, "", "exec", "x", "sh", "-c", "echo out; echo err >&2")
+		if r.stdout != "out\n" || r.stderr != "err\n" {
+			t.Errorf("stdout %q stderr %q, want out and err on their own streams", r.stdout, r.stderr)
+		}
+		d.mustVmctl(t, 3, "", "exec", "x", "sh", "-c", "exit 3")
+		r = d.mustVmctl(t, 127, "", "exec", "x", "no-such-command")
+		oneLine(t, r, "no-such-command")
+		r = d.mustVmctl(t, 126, "", "exec", "x", "/f")
+		oneLine(t, r, "/f")
+	})
+	t.Run("exec options", func(t *testing.T) {
+		r := d.mustVmctl(t, 0, "", "exec", "-e", "FOO=bar", "-w", "/tmp", "-u", "1000:1000", "x", "sh", "-c", `echo "$FOO $(pwd) $(id -u):$(id -g)"`)
+		if want := "bar /tmp 1000:1000\n"; r.stdout != want {
+			t.Errorf("stdout = %q, want %q", r.stdout, want)
+		}
+	})
+	t.Run("exec -i", func(t *testing.T) {
+		// The input's EOF closes the command's stdin, so cat ends.
+		if r := d.mustVmctl(t, 0, "line one\nline two\n", "exec", "-i", "x", "cat"); r.stdout != "line one\nline two\n" {
+			t.Errorf("stdout = %q, want the input back", r.stdout)
+		}
+		// Without -i the command reads EOF at once.
+		if r := d.mustVmctl(t, 0, "ignored\n", "exec", "x", "cat"); r.stdout != "" {
+			t.Errorf("stdout = %q without -i, want nothing", r.stdout)
+		}
+	})
+	t.Run("exec -d", func(t *testing.T) {
+		r := d.mustVmctl(t, 0, "", "exec", "-d", "x", "sh", "-c", "sleep 1; echo bg > /g")
+		if r.stdout != "" || r.stderr != "" {
+			t.Errorf("exec -d printed stdout %q stderr %q, want nothing", r.stdout, r.stderr)
+		}
+		waitFor(t, func() bool { return d.vmctl(t, "", "exec", "x", "cat", "/g").stdout == "bg\n" }, "the detached exec to write /g")
+	})
+	t.Run("exec -it", func(t *testing.T) {
+		// A real pty: raw terminal, the size at start and after SIGWINCH,
+		// the shell's exit status as vmctl's.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		driveTerminal(t, clientCmd(ctx, e, nil, "-H", d.host(), "exec", "-i", "-t", "x", "sh"))
+	})
+	t.Run("restart keeps the writable layer", func(t *testing.T) {
+		d.mustVmctl(t, 0, "", "exec", "x", "sh", "-c", "echo kept > /kept")
+		if r := d.mustVmctl(t, 0, "", "restart", "-t", "1", "x"); r.stdout != "x\n" {
+			t.Errorf("restart printed %q, want x", r.stdout)
+		}
+		r := d.mustVmctl(t, 0, "", "exec", "x", "cat", "/kept")
+		if r.stdout != "kept\n" {
+			t.Errorf("cat /kept after restart = %q, want kept", r.stdout)
+		}
+		r = d.mustVmctl(t, 1, "", "restart", "no-such")
+		oneLine(t, r, "no-such")
+	})
+	t.Run("wait", func(t *testing.T) {
+		done := make(chan result, 1)
+		go func() { done <- d.vmctl(t, "", "wait", "x") }()
+		time.Sleep(500 * time.Millisecond) // let wait block on the running x
+		d.mustVmctl(t, 0, "", "kill", "x")
+		if r := <-done; r.code != 0 || r.stdout != "137\n" {
+			t.Errorf("wait x: exit %d stdout %q, want 0 and 137", r.code, r.stdout)
+		}
+		// Not running: the last exit code, at once.
+		if r := d.mustVmctl(t, 0, "", "wait", "x"); r.stdout != "137\n" {
+			t.Errorf("second wait x = %q, want 137", r.stdout)
+		}
+		r := d.mustVmctl(t, 1, "", "exec", "x", "true")
+		oneLine(t, r, "not running")
+	})
+	t.Run("attach", func(t *testing.T) {
+		d.mustVmctl(t, 0, "", "run", "-d", "--name", "a", "busybox", "sh", "-c",
+			"echo before; while [ ! -e /stop ]; do echo tick; sleep 0.2; done; echo bye; exit 4")
+		waitFor(t, func() bool { return strings.Contains(d.vmctl(t, "", "logs", "a").stdout, "tick") }, "a to run")
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		c := clientCmd(ctx, e, nil, "-H", d.host(), "attach", "a")
+		out, err := c.StdoutPipe()
+		must(t, err)
+		must(t, c.Start())
+		br := bufio.NewReader(out)
+		if line, err := br.ReadString('\n'); err != nil || line != "tick\n" {
+			t.Errorf("first attached line %q, %v; want tick (output from the attach on)", line, err)
+		}
+		d.mustVmctl(t, 0, "", "exec", "a", "touch", "/stop")
+		rest, _ := io.ReadAll(br)
+		err = c.Wait()
+		if !strings.HasSuffix(string(rest), "bye\n") || strings.Contains(string(rest), "before") {
+			t.Errorf("attached output %q, want the ticks then bye, not what came before the attach", rest)
+		}
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 4 {
+			t.Errorf("attach exit: %v, want status 4", err)
+		}
+		r := d.mustVmctl(t, 1, "", "attach", "a")
+		oneLine(t, r, "cannot attach to a stopped container")
+	})
+	t.Run("create and start -a", func(t *testing.T) {
+		r := d.mustVmctl(t, 0, "", "create", "--name", "c", "-e", "WHO=created", "busybox", "sh", "-c", `echo "$WHO"; exit 2`)
+		if !regexp.MustCompile(`^[0-9a-f]{64}\n$`).MatchString(r.stdout) {
+			t.Errorf("create printed %q, want the container ID", r.stdout)
+		}
+		if st := d.mustVmctl(t, 0, "", "inspect", "-f", "{{.State.Status}}", "c").stdout; st != "created\n" {
+			t.Errorf("state after create = %q, want created", st)
+		}
+		if r := d.mustVmctl(t, 2, "", "start", "-a", "c"); r.stdout != "created\n" {
+			t.Errorf("start -a c printed %q, want created", r.stdout)
+		}
+		r = d.mustVmctl(t, 1, "", "create", "--name", "c", "busybox")
+		oneLine(t, r, "already in use")
+	})
+	t.Run("without a daemon", func(t *testing.T) {
+		for _, args := range [][]string{{"exec", "x", "true"}, {"restart", "x"}, {"wait", "x"}, {"create", "busybox"}, {"attach", "x"}} {
+			r := runClient(t, "", nil, args...)
+			if r.code != 125 {
+				t.Errorf("vmctl %s without -H: exit %d, want 125", strings.Join(args, " "), r.code)
+			}
+			oneLine(t, r, args[0]+" needs a daemon")
+		}
+	})
+	d.mustVmctl(t, 0, "", "rm", "x", "a", "c")
+	if r := d.mustVmctl(t, 0, "", "ps", "-a", "-q"); r.stdout != "" {
+		t.Errorf("containers left after rm: %q", r.stdout)
+	}
+}
