@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -33,6 +34,9 @@ func TestVmctlExecAndLifecycle(t *testing.T) {
 		oneLine(t, r, "no-such-command")
 		r = d.mustVmctl(t, 126, "", "exec", "x", "/f")
 		oneLine(t, r, "/f")
+		// docker exec's status for -it without a terminal is 1.
+		r = d.mustVmctl(t, 1, "", "exec", "-i", "-t", "x", "true")
+		oneLine(t, r, "not a TTY")
 	})
 	t.Run("exec options", func(t *testing.T) {
 		r := d.mustVmctl(t, 0, "", "exec", "-e", "FOO=bar", "-w", "/tmp", "-u", "1000:1000", "x", "sh", "-c", `echo "$FOO $(pwd) $(id -u):$(id -g)"`)
@@ -56,6 +60,25 @@ func TestVmctlExecAndLifecycle(t *testing.T) {
 			t.Errorf("exec -d printed stdout %q stderr %q, want nothing", r.stdout, r.stderr)
 		}
 		waitFor(t, func() bool { return d.vmctl(t, "", "exec", "x", "cat", "/g").stdout == "bg\n" }, "the detached exec to write /g")
+	})
+	t.Run("exec does not forward signals", func(t *testing.T) {
+		// As docker exec: SIGINT ends vmctl, and the command never gets it.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c := clientCmd(ctx, e, nil, "-H", d.host(), "exec", "x", "sh", "-c", `trap "echo got > /int" INT; echo ready; sleep 1; echo end`)
+		out, err := c.StdoutPipe()
+		must(t, err)
+		must(t, c.Start())
+		if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+			t.Errorf("first line %q, %v; want ready", line, err)
+		}
+		must(t, c.Process.Signal(syscall.SIGINT))
+		c.Wait()
+		if ws, ok := c.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGINT {
+			t.Errorf("vmctl exec after SIGINT: %v, want ended by SIGINT", c.ProcessState)
+		}
+		time.Sleep(1500 * time.Millisecond) // past the command's sleep, when a trap would run
+		d.mustVmctl(t, 1, "", "exec", "x", "test", "-e", "/int")
 	})
 	t.Run("exec -it", func(t *testing.T) {
 		// A real pty: raw terminal, the size at start and after SIGWINCH,
@@ -93,7 +116,7 @@ func TestVmctlExecAndLifecycle(t *testing.T) {
 	})
 	t.Run("attach", func(t *testing.T) {
 		d.mustVmctl(t, 0, "", "run", "-d", "--name", "a", "busybox", "sh", "-c",
-			"echo before; while [ ! -e /stop ]; do echo tick; sleep 0.2; done; echo bye; exit 4")
+			"trap 'echo bye; exit 4' TERM; echo before; while true; do echo tick; sleep 0.2; done")
 		waitFor(t, func() bool { return strings.Contains(d.vmctl(t, "", "logs", "a").stdout, "tick") }, "a to run")
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
@@ -105,7 +128,8 @@ func TestVmctlExecAndLifecycle(t *testing.T) {
 		if line, err := br.ReadString('\n'); err != nil || line != "tick\n" {
 			t.Errorf("first attached line %q, %v; want tick (output from the attach on)", line, err)
 		}
-		d.mustVmctl(t, 0, "", "exec", "a", "touch", "/stop")
+		// --sig-proxy (the default) sends the container the signal.
+		must(t, c.Process.Signal(syscall.SIGTERM))
 		rest, _ := io.ReadAll(br)
 		err = c.Wait()
 		if !strings.HasSuffix(string(rest), "bye\n") || strings.Contains(string(rest), "before") {

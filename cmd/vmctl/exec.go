@@ -79,7 +79,7 @@ func (r *remote) exec(ctx context.Context, ref string, req client.ExecCreateOpti
 	if !detach && req.TTY {
 		rows, cols, err := terminalSize(req.TTY, req.AttachStdin)
 		if err != nil {
-			return err
+			return errNotATTY // status 1 here, as docker exec exits (run: 125)
 		}
 		req.ConsoleSize = client.ConsoleSize{Height: uint(rows), Width: uint(cols)}
 	}

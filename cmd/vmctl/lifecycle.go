@@ -152,7 +152,7 @@ func (r *remote) attach(ctx context.Context, ref string, o *attachOptions) error
 	tty := cfg != nil && cfg.Tty
 	stdin := !o.noStdin && cfg != nil && cfg.OpenStdin
 	if _, _, err := terminalSize(tty, stdin); err != nil {
-		return err
+		return errNotATTY // status 1, as docker attach exits
 	}
 	at, err := r.api.ContainerAttach(ctx, id, client.ContainerAttachOptions{Stream: true, Stdin: stdin, Stdout: true, Stderr: true})
 	if err != nil {
