@@ -84,27 +84,11 @@ func (r *remote) logs(ctx context.Context, ref string, follow bool, tail string)
 }
 
 func newStopCommand(g *globalOptions) *cobra.Command {
-	var timeout int
-	cmd := &cobra.Command{
-		Use:   "stop [-t SECONDS] CONTAINER [CONTAINER...]",
-		Short: "Stop running containers, then SIGKILL after a timeout (needs -H/VMCTL_HOST)",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if g.host == "" {
-				return needsDaemon("stop")
-			}
-			var opts client.ContainerStopOptions
-			if cmd.Flags().Changed("time") {
-				opts.Timeout = &timeout
-			}
-			return eachContainer(cmd.Context(), g, args, func(ctx context.Context, r *remote, ref string) error {
-				_, err := r.api.ContainerStop(ctx, ref, opts)
-				return err
-			})
-		},
-	}
-	cmd.Flags().IntVarP(&timeout, "time", "t", 10, "seconds to wait before killing the container")
-	return cmd
+	return newTimedCommand(g, "stop", "Stop running containers, then SIGKILL after a timeout (needs -H/VMCTL_HOST)",
+		func(ctx context.Context, r *remote, ref string, timeout *int) error {
+			_, err := r.api.ContainerStop(ctx, ref, client.ContainerStopOptions{Timeout: timeout})
+			return err
+		})
 }
 
 func newKillCommand(g *globalOptions) *cobra.Command {

@@ -50,22 +50,32 @@ ends. Start it with vmctl start [-a].`,
 }
 
 func newRestartCommand(g *globalOptions) *cobra.Command {
+	return newTimedCommand(g, "restart", "Stop and start containers, keeping their writable layers (needs -H/VMCTL_HOST)",
+		func(ctx context.Context, r *remote, ref string, timeout *int) error {
+			_, err := r.api.ContainerRestart(ctx, ref, client.ContainerRestartOptions{Timeout: timeout})
+			return err
+		})
+}
+
+// newTimedCommand builds stop and restart: both take -t SECONDS (nil when
+// not given, so that the daemon's default applies) and act on each
+// container in turn, printing its name.
+func newTimedCommand(g *globalOptions, name, short string, op func(ctx context.Context, r *remote, ref string, timeout *int) error) *cobra.Command {
 	var timeout int
 	cmd := &cobra.Command{
-		Use:   "restart [-t SECONDS] CONTAINER [CONTAINER...]",
-		Short: "Stop and start containers, keeping their writable layers (needs -H/VMCTL_HOST)",
+		Use:   name + " [-t SECONDS] CONTAINER [CONTAINER...]",
+		Short: short,
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if g.host == "" {
-				return needsDaemon("restart")
+				return needsDaemon(name)
 			}
-			var opts client.ContainerRestartOptions
+			var t *int
 			if cmd.Flags().Changed("time") {
-				opts.Timeout = &timeout
+				t = &timeout
 			}
 			return eachContainer(cmd.Context(), g, args, func(ctx context.Context, r *remote, ref string) error {
-				_, err := r.api.ContainerRestart(ctx, ref, opts)
-				return err
+				return op(ctx, r, ref, t)
 			})
 		},
 	}
@@ -106,13 +116,8 @@ func (r *remote) wait(ctx context.Context, ref string) error {
 	}
 }
 
-type attachOptions struct {
-	noStdin  bool
-	sigProxy bool
-}
-
 func newAttachCommand(g *globalOptions) *cobra.Command {
-	o := &attachOptions{}
+	var noStdin, sigProxy bool
 	cmd := &cobra.Command{
 		Use:   "attach [--no-stdin] [--sig-proxy=false] CONTAINER",
 		Short: "Attach to a running container's output (and input) until it exits (needs -H/VMCTL_HOST)",
@@ -126,11 +131,11 @@ with one, Ctrl-C reaches the container as a key. docker's detach keys
 or, without a tty, with a signal when --sig-proxy=false.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.onDaemon("attach", func(r *remote) error { return r.attach(cmd.Context(), args[0], o) })
+			return g.onDaemon("attach", func(r *remote) error { return r.attach(cmd.Context(), args[0], !noStdin, sigProxy) })
 		},
 	}
-	cmd.Flags().BoolVar(&o.noStdin, "no-stdin", false, "do not attach stdin")
-	cmd.Flags().BoolVar(&o.sigProxy, "sig-proxy", true, "send the signals vmctl gets to the container (without a tty)")
+	cmd.Flags().BoolVar(&noStdin, "no-stdin", false, "do not attach stdin")
+	cmd.Flags().BoolVar(&sigProxy, "sig-proxy", true, "send the signals vmctl gets to the container (without a tty)")
 	return cmd
 }
 
@@ -138,8 +143,9 @@ or, without a tty, with a signal when --sig-proxy=false.`,
 var errAttachStopped = errors.New("you cannot attach to a stopped container, start it first")
 
 // attach is docker attach: the running container's streams until it
-// exits, then its exit status.
-func (r *remote) attach(ctx context.Context, ref string, o *attachOptions) error {
+// exits, then its exit status. withStdin attaches stdin if the container
+// has one open; sigProxy sends it the signals vmctl gets (without a tty).
+func (r *remote) attach(ctx context.Context, ref string, withStdin, sigProxy bool) error {
 	c, err := r.api.ContainerInspect(ctx, ref, client.ContainerInspectOptions{})
 	if err != nil {
 		return r.fail(err)
@@ -150,7 +156,7 @@ func (r *remote) attach(ctx context.Context, ref string, o *attachOptions) error
 	id := c.Container.ID
 	cfg := c.Container.Config
 	tty := cfg != nil && cfg.Tty
-	stdin := !o.noStdin && cfg != nil && cfg.OpenStdin
+	stdin := withStdin && cfg != nil && cfg.OpenStdin
 	if _, _, err := terminalSize(tty, stdin); err != nil {
 		return errNotATTY // status 1, as docker attach exits
 	}
@@ -165,7 +171,7 @@ func (r *remote) attach(ctx context.Context, ref string, o *attachOptions) error
 	outputDone := streamIO(at.HijackedResponse, tty, stdin)
 	restore := userTerminal(tty, stdin, func(rows, cols uint16) { r.resize(ctx, id, rows, cols) })
 	defer restore()
-	if o.sigProxy && !tty {
+	if sigProxy && !tty {
 		// docker attach proxies signals only without a tty: with one,
 		// the keys that make them reach the container's terminal.
 		stop := forwardSignals(func(sig syscall.Signal) { r.kill(ctx, id, sig) })
