@@ -32,8 +32,8 @@ func newExecCommand(g *globalOptions) *cobra.Command {
 
 The exit status is the command's (126: not executable, 127: not found).
 Like docker exec, vmctl exec does not forward signals: Ctrl-C ends vmctl,
-and the daemon then ends the command. With -t -i, keys such as Ctrl-C go
-to the command's terminal instead.`,
+and the daemon ends the command when its next output finds no client.
+With -t -i, keys such as Ctrl-C go to the command's terminal instead.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req, err := o.request(args[1:])
