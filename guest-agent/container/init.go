@@ -1,10 +1,8 @@
 package container
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -27,22 +25,14 @@ const InitArg = "__vmctl_container_init"
 // syncFd is the descriptor of the init's end of the sync socket (ExtraFiles[0]).
 const syncFd = 3
 
-// initConfig is what the agent sends the init over the sync socket.
+// initConfig is what the agent sends the init over the sync socket (see
+// wire.go for the encoding and which parts of Spec it carries).
 type initConfig struct {
-	Rootfs string      `json:"rootfs"`
-	DevPts string      `json:"devpts"`
-	Spec   *specs.Spec `json:"spec"`
+	Rootfs string
+	DevPts string
+	Spec   *specs.Spec
 	// Trace asks the init to time its steps and send them with "ready".
-	Trace bool `json:"trace,omitempty"`
-}
-
-// syncMsg is one message on the sync socket, in either direction.
-type syncMsg struct {
-	Type string `json:"type"` // "ready", "error", "start"
-	Kind string `json:"kind,omitempty"`
-	Msg  string `json:"msg,omitempty"`
-	// Trace carries the init's step times with "ready" (see trace).
-	Trace []trace.Mark `json:"trace,omitempty"`
+	Trace bool
 }
 
 // InitMain runs the container init: it never returns. Sequence:
@@ -57,16 +47,18 @@ func InitMain() {
 	entered := trace.Now()
 	sock := os.NewFile(syncFd, "sync")
 	unix.CloseOnExec(syncFd)
-	dec := json.NewDecoder(sock)
-	enc := json.NewEncoder(sock)
 	fail := func(err error) {
-		_ = enc.Encode(syncMsg{Type: "error", Kind: kindName(err), Msg: err.Error()})
+		_ = writeSync(sock, syncMsg{Type: msgError, Kind: kindName(err), Msg: err.Error()})
 		os.Exit(initFailStatus(err))
 	}
-	var cfg initConfig
-	if err := dec.Decode(&cfg); err != nil {
+	m, err := readSync(sock)
+	if err == nil && m.Type != msgConfig {
+		err = fmt.Errorf("%w: got type %q instead of the config", errMalformed, m.Type)
+	}
+	if err != nil {
 		fail(fmt.Errorf("read container config: %w", err))
 	}
+	cfg := m.Cfg
 	if cfg.Spec == nil || cfg.Spec.Process == nil || cfg.Spec.Linux == nil {
 		fail(errorf(ErrInvalid, "container config is incomplete"))
 	}
@@ -78,11 +70,10 @@ func InitMain() {
 		fail(err)
 	}
 	trace.Step("init: command found")
-	if err := enc.Encode(syncMsg{Type: "ready", Trace: trace.Take()}); err != nil {
+	if err := writeSync(sock, syncMsg{Type: msgReady, Mark: trace.Take()}); err != nil {
 		os.Exit(1)
 	}
-	var msg syncMsg
-	if err := dec.Decode(&msg); err != nil || msg.Type != "start" {
+	if msg, err := readSync(sock); err != nil || msg.Type != msgStart {
 		// The agent went away or removed the container before start.
 		os.Exit(1)
 	}
@@ -311,14 +302,4 @@ func dropBoundingSet(keep []string) error {
 		}
 	}
 	return nil
-}
-
-// readSync reads one message; io.EOF means the peer closed the socket.
-func readSync(dec *json.Decoder) (syncMsg, error) {
-	var m syncMsg
-	err := dec.Decode(&m)
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		err = io.EOF
-	}
-	return m, err
 }

@@ -14,7 +14,6 @@ package container
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -82,7 +81,6 @@ type Container struct {
 	init  *Process
 	procs map[string]*Process
 	sync  net.Conn // to the init until it execs
-	dec   *json.Decoder
 }
 
 // New returns a runtime.
@@ -228,29 +226,29 @@ func (r *Runtime) startInit(ctx context.Context, c *Container, rootfs string) er
 	trace.Step("create: init forked")
 	c.init = p
 	c.sync = sock
-	c.dec = json.NewDecoder(sock)
 
 	deadline := time.Now().Add(r.cfg.SetupTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
 	sock.SetDeadline(deadline)
-	if err := json.NewEncoder(sock).Encode(initConfig{Rootfs: rootfs, DevPts: r.cfg.DevPts, Spec: c.spec, Trace: trace.Enabled()}); err != nil {
+	cfg := initConfig{Rootfs: rootfs, DevPts: r.cfg.DevPts, Spec: c.spec, Trace: trace.Enabled()}
+	if err := writeSync(sock, syncMsg{Type: msgConfig, Cfg: cfg}); err != nil {
 		sock.Close()
 		return fmt.Errorf("send config to container init: %w", err)
 	}
-	msg, err := readSync(c.dec)
+	msg, err := readSync(sock)
 	if err != nil {
 		sock.Close()
 		return fmt.Errorf("container init did not report ready: %w", err)
 	}
-	trace.Add(msg.Trace...)
+	trace.Add(msg.Mark...)
 	trace.Step("create: init ready")
-	if msg.Type == "error" {
+	if msg.Type == msgError {
 		sock.Close()
 		return kindError(msg.Kind, msg.Msg)
 	}
-	if msg.Type != "ready" {
+	if msg.Type != msgReady {
 		sock.Close()
 		return fmt.Errorf("container init sent %q instead of ready", msg.Type)
 	}
@@ -277,19 +275,19 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	if d, ok := ctx.Deadline(); ok {
 		sock.SetDeadline(d)
 	}
-	if err := json.NewEncoder(sock).Encode(syncMsg{Type: "start"}); err != nil {
+	if err := writeSync(sock, syncMsg{Type: msgStart}); err != nil {
 		return fmt.Errorf("start container %q: %w", id, err)
 	}
 	trace.Step("start: sent to init")
 	// The socket is close-on-exec in the init: EOF means the exec worked.
-	msg, err := readSync(c.dec)
+	msg, err := readSync(sock)
 	if err == io.EOF {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("start container %q: %w", id, err)
 	}
-	if msg.Type == "error" {
+	if msg.Type == msgError {
 		return kindError(msg.Kind, msg.Msg)
 	}
 	return fmt.Errorf("start container %q: unexpected %q from init", id, msg.Type)

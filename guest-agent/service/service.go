@@ -171,6 +171,8 @@ func (s *Service) CreateContainer(ctx context.Context, req *agent.CreateContaine
 		return nil, toStatus(err)
 	}
 	trace.Step("create: rootfs mounted")
+	container.Prefetch(rootfs, spec.Process)
+	trace.Step("create: command prefetch started")
 	// Volumes are bind mounts of disks mounted beside the rootfs; the
 	// runtime resolves their mount points inside the rootfs.
 	spec.Mounts = append(spec.Mounts, s.cfg.Storage.Binds(id, disks)...)
@@ -253,12 +255,6 @@ func (s *Service) WaitProcess(ctx context.Context, req *agent.ProcessRequest) (*
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if req.GetExecId() == "" && trace.Enabled() {
-		trace.Step("wait: container init exited")
-		for _, line := range strings.Split(strings.TrimSuffix(trace.Table(trace.Take()), "\n"), "\n") {
-			s.cfg.Logf("%s", line)
-		}
-	}
 	return &agent.WaitProcessResponse{ExitStatus: int32(e.Status), OomKilled: e.OOMKilled}, nil
 }
 
@@ -311,8 +307,17 @@ func (s *Service) read(req *agent.ReadOutputRequest, which container.Stream) (*a
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if at == 0 && len(data) > 0 && req.GetExecId() == "" {
-		trace.Step("read: first output")
+	if req.GetExecId() == "" && trace.Enabled() {
+		if at == 0 && len(data) > 0 {
+			trace.Step("read: first output")
+		}
+		if eof && which == container.Stdout {
+			// The init's output has ended: every step of its start is
+			// recorded by now.
+			for _, line := range strings.Split(strings.TrimSuffix(trace.Table(trace.Take()), "\n"), "\n") {
+				s.cfg.Logf("%s", line)
+			}
+		}
 	}
 	return &agent.ReadOutputResponse{Data: data, Eof: eof, Offset: at}, nil
 }

@@ -33,7 +33,7 @@ func TestTraceTimesContainerStart(t *testing.T) {
 		t.Logf("%10s ms %9s ms  %s", m[1], m[2], strings.TrimSpace(m[3]))
 	}
 	want := []string{"agent: main", "create: request", "storage: overlay mounted", "init: main (after runtime and package init)",
-		"init: pivot_root", "create: init ready", "start: user command exec'd", "read: first output", "wait: container init exited"}
+		"init: pivot_root", "create: init ready", "start: user command exec'd", "read: first output"}
 	at := 0
 	for _, s := range steps {
 		if at < len(want) && s == want[at] {
