@@ -334,12 +334,14 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 	if err := c.cg.kill(); err != nil {
 		return fmt.Errorf("kill container %q: %w", id, err)
 	}
+	trace.Step("remove: cgroup killed")
 	for _, p := range procs {
 		if _, err := p.Wait(ctx); err != nil {
 			return fmt.Errorf("wait for container %q to die: %w", id, err)
 		}
 		p.io.close()
 	}
+	trace.Step("remove: processes reaped")
 	if err := c.cg.remove(); err != nil {
 		return err
 	}

@@ -219,7 +219,10 @@ func (s *Service) remove(ctx context.Context, id string) error {
 	if err := s.cfg.Runtime.Remove(ctx, id); err != nil {
 		return err
 	}
-	return s.cfg.Storage.Unmount(id)
+	trace.Step("remove: processes gone, cgroup removed")
+	err := s.cfg.Storage.Unmount(id)
+	trace.Step("remove: rootfs and disks unmounted")
+	return err
 }
 
 // ExecProcess starts an extra process in a running container.
@@ -314,9 +317,7 @@ func (s *Service) read(req *agent.ReadOutputRequest, which container.Stream) (*a
 		if eof && which == container.Stdout {
 			// The init's output has ended: every step of its start is
 			// recorded by now.
-			for _, line := range strings.Split(strings.TrimSuffix(trace.Table(trace.Take()), "\n"), "\n") {
-				s.cfg.Logf("%s", line)
-			}
+			s.logTrace()
 		}
 	}
 	return &agent.ReadOutputResponse{Data: data, Eof: eof, Offset: at}, nil
@@ -330,6 +331,15 @@ func (s *Service) ReadStdout(ctx context.Context, req *agent.ReadOutputRequest) 
 // ReadStderr returns the next chunk of stderr.
 func (s *Service) ReadStderr(ctx context.Context, req *agent.ReadOutputRequest) (*agent.ReadOutputResponse, error) {
 	return s.read(req, container.Stderr)
+}
+
+// logTrace prints the steps recorded so far (see trace).
+func (s *Service) logTrace() {
+	if t := trace.Table(trace.Take()); t != "" {
+		for _, line := range strings.Split(strings.TrimSuffix(t, "\n"), "\n") {
+			s.cfg.Logf("%s", line)
+		}
+	}
 }
 
 // ResizeTty sets the terminal size.
@@ -349,6 +359,7 @@ const powerOffDelay = 100 * time.Millisecond
 
 // Shutdown removes every container, syncs, and then ends the VM.
 func (s *Service) Shutdown(ctx context.Context, _ *agent.ShutdownRequest) (*agent.Empty, error) {
+	trace.Step("shutdown: request")
 	s.lifecycle.Lock()
 	var errs []error
 	for _, id := range s.cfg.Runtime.IDs() {
@@ -357,7 +368,10 @@ func (s *Service) Shutdown(ctx context.Context, _ *agent.ShutdownRequest) (*agen
 		}
 	}
 	s.lifecycle.Unlock()
+	trace.Step("shutdown: containers removed")
 	unix.Sync()
+	trace.Step("shutdown: synced")
+	s.logTrace()
 	if err := errors.Join(errs...); err != nil {
 		// The VM ends anyway; the host learns what could not be cleaned.
 		s.cfg.Logf("shutdown: %v", err)

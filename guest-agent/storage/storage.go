@@ -298,6 +298,7 @@ func (m *Manager) Unmount(id string) error {
 			errs = append(errs, err)
 			continue
 		}
+		trace.Step("storage: unmounted " + n)
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}

@@ -291,6 +291,14 @@ func (g *guest) create(t *testing.T, id string, spec *specs.Spec) error {
 // run does what `vmctl run` does and returns stdout, stderr and the exit.
 func (g *guest) run(t *testing.T, id string, spec *specs.Spec) (string, string, *agent.WaitProcessResponse) {
 	t.Helper()
+	stdout, stderr, wait := g.runKept(t, id, spec)
+	g.remove(t, id)
+	return stdout, stderr, wait
+}
+
+// runKept is run without removing the container.
+func (g *guest) runKept(t *testing.T, id string, spec *specs.Spec) (string, string, *agent.WaitProcessResponse) {
+	t.Helper()
 	if err := g.create(t, id, spec); err != nil {
 		t.Fatalf("CreateContainer %s: %v", id, err)
 	}
@@ -310,7 +318,6 @@ func (g *guest) run(t *testing.T, id string, spec *specs.Spec) (string, string, 
 		t.Fatalf("WaitProcess %s: %v", id, err)
 	}
 	wg.Wait()
-	g.remove(t, id)
 	return stdout, stderr, wait
 }
 
