@@ -171,8 +171,6 @@ func (s *Service) CreateContainer(ctx context.Context, req *agent.CreateContaine
 		return nil, toStatus(err)
 	}
 	trace.Step("create: rootfs mounted")
-	container.Prefetch(rootfs, spec.Process)
-	trace.Step("create: command prefetch started")
 	// Volumes are bind mounts of disks mounted beside the rootfs; the
 	// runtime resolves their mount points inside the rootfs.
 	spec.Mounts = append(spec.Mounts, s.cfg.Storage.Binds(id, disks)...)
