@@ -72,7 +72,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	var grace *time.Timer
 	c := console{rep: rep, start: start, tee: cfg.Console, onDone: func() {
 		grace = time.AfterFunc(poweroffGrace, func() { killedAfterDone.Store(true); cancel() })
-	}}
+	}, onWedged: cancel}
 	c.read(stdout)
 	waitErr := cmd.Wait()
 	if grace != nil {
@@ -82,6 +82,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.Console = c.all.String()
 
 	switch {
+	case c.wedged != "":
+		return rep, fmt.Errorf("%w (%s): %s; QEMU killed", ErrWedged, c.where(), c.wedged)
 	case rep.Done:
 		if waitErr != nil && !killedAfterDone.Load() {
 			return rep, fmt.Errorf("nested: QEMU failed after L1 finished: %w: %s", waitErr, firstLine(stderr.String()))
@@ -170,6 +172,8 @@ type console struct {
 	start        time.Time
 	tee          io.Writer
 	onDone       func()
+	onWedged     func()
+	wedged       string // the kernel's report of a wedged L1 CPU
 	all          strings.Builder
 	current      string // scenario between its begin and result markers
 	output       strings.Builder
@@ -194,6 +198,12 @@ func (c *console) read(r io.Reader) {
 }
 
 func (c *console) handle(line string) {
+	if c.wedged == "" && isWedgeReport(line) {
+		c.wedged = strings.TrimSpace(line)
+		if c.onWedged != nil {
+			c.onWedged()
+		}
+	}
 	ev, ok := parseLine(line)
 	if !ok {
 		if c.current != "" {
@@ -228,6 +238,19 @@ func (c *console) handle(line string) {
 	case "NESTED-TIMEOUT":
 		c.guestTimeout = true
 	}
+}
+
+// ErrWedged means L1's kernel reported a CPU stuck for many seconds (a
+// soft lockup or an RCU stall). Seen under TCG's emulated SVM with L2 guests
+// of any VMM, QEMU+KVM included: the emulated CPU stays in guest mode and
+// L1 never runs again, so the run is ended at once rather than at its
+// timeout. A caller may boot L1 again.
+var ErrWedged = errors.New("nested: L1 wedged")
+
+// isWedgeReport recognises the kernel's lockup and stall reports.
+func isWedgeReport(line string) bool {
+	return strings.Contains(line, "BUG: soft lockup") || strings.Contains(line, "self-detected stall on CPU") ||
+		strings.Contains(line, "detected stalls on CPUs")
 }
 
 // where says how far L1 got, for error messages.

@@ -2,6 +2,7 @@ package nested
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"strings"
@@ -104,4 +105,41 @@ func TestRunDeadline(t *testing.T) {
 		t.Errorf("Run returned after %v, want about 8s", el)
 	}
 	t.Logf("error: %v", err)
+}
+
+// TestRunWedged: when L1's kernel reports a stuck CPU, Run ends at once with
+// ErrWedged instead of waiting for the deadline. The report is faked through
+// /dev/kmsg; a real one comes from the kernel's watchdog.
+func TestRunWedged(t *testing.T) {
+	k := testKernel(t)
+	cfg := Config{
+		Kernel: k,
+		Scenarios: []Scenario{{Name: "stuck", Timeout: time.Hour,
+			Script: `echo "<3>watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [qemu-system-x86:114]" >/dev/kmsg; sleep 1000`}},
+	}
+	start := time.Now()
+	rep, err := Run(context.Background(), cfg)
+	if !errors.Is(err, ErrWedged) || !strings.Contains(err.Error(), "during scenario stuck") || !strings.Contains(err.Error(), "CPU#1 stuck for 22s") {
+		t.Fatalf("Run err = %v, want ErrWedged during scenario stuck\nconsole:\n%s", err, rep.Console)
+	}
+	if el := time.Since(start); el > time.Minute {
+		t.Errorf("Run returned after %v: a wedged L1 must end the run at once", el)
+	}
+}
+
+func TestIsWedgeReport(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want bool
+	}{
+		{"[   28.387961] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [qemu-system-x86:114]", true},
+		{"[   61.1] rcu: INFO: rcu_preempt self-detected stall on CPU", true},
+		{"[   61.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:", true},
+		{"[    4.8] kvm [114]: vcpu0, guest rIP: 0xffffffff81002f8d Unhandled WRMSR(0xc0010007) = 0xffff", false},
+		{"NESTED-RESULT name=x status=pass start=1 end=2 detail=soft lockup test", false},
+	} {
+		if got := isWedgeReport(tc.line); got != tc.want {
+			t.Errorf("isWedgeReport(%q) = %v, want %v", tc.line, got, tc.want)
+		}
+	}
 }
