@@ -155,6 +155,16 @@ func TestVmctlExecAndLifecycle(t *testing.T) {
 		r = d.mustVmctl(t, 1, "", "create", "--name", "c", "busybox")
 		oneLine(t, r, "already in use")
 	})
+	t.Run("start -a -i", func(t *testing.T) {
+		d.mustVmctl(t, 0, "", "create", "-i", "--name", "cat", "busybox", "sh", "-c", "cat; echo done")
+		if r := d.mustVmctl(t, 0, "first\nsecond\n", "start", "-a", "-i", "cat"); r.stdout != "first\nsecond\ndone\n" {
+			t.Errorf("start -a -i cat printed %q", r.stdout)
+		}
+		// A second run of the same container takes its own input.
+		if r := d.mustVmctl(t, 0, "third\n", "start", "-i", "cat"); r.stdout != "third\ndone\n" {
+			t.Errorf("second start -i cat printed %q", r.stdout)
+		}
+	})
 	t.Run("without a daemon", func(t *testing.T) {
 		for _, args := range [][]string{{"exec", "x", "true"}, {"restart", "x"}, {"wait", "x"}, {"create", "busybox"}, {"attach", "x"}} {
 			r := runClient(t, "", nil, args...)
@@ -164,7 +174,7 @@ func TestVmctlExecAndLifecycle(t *testing.T) {
 			oneLine(t, r, args[0]+" needs a daemon")
 		}
 	})
-	d.mustVmctl(t, 0, "", "rm", "x", "a", "c")
+	d.mustVmctl(t, 0, "", "rm", "x", "a", "c", "cat")
 	if r := d.mustVmctl(t, 0, "", "ps", "-a", "-q"); r.stdout != "" {
 		t.Errorf("containers left after rm: %q", r.stdout)
 	}

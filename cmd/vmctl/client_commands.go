@@ -130,9 +130,9 @@ func eachContainer(ctx context.Context, g *globalOptions, refs []string, op func
 }
 
 func newStartCommand(g *globalOptions) *cobra.Command {
-	var attach bool
+	var attach, interactive bool
 	cmd := &cobra.Command{
-		Use:   "start [-a] CONTAINER",
+		Use:   "start [-a] [-i] CONTAINER",
 		Short: "Start a stopped container, keeping its writable layer (needs -H/VMCTL_HOST)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -144,42 +144,41 @@ func newStartCommand(g *globalOptions) *cobra.Command {
 				return err
 			}
 			defer r.Close()
-			if !attach {
+			if !attach && !interactive {
 				if _, err := r.api.ContainerStart(cmd.Context(), args[0], client.ContainerStartOptions{}); err != nil {
 					return startError(r, err)
 				}
 				fmt.Println(args[0])
 				return nil
 			}
-			return r.startAttached(cmd.Context(), args[0])
+			return r.startAttached(cmd.Context(), args[0], interactive)
 		},
 	}
 	cmd.Flags().BoolVarP(&attach, "attach", "a", false, "attach to the container's output and end with its exit status")
+	cmd.Flags().BoolVarP(&interactive, "interactive", "i", false, "attach stdin too (implies -a; the container must have been created with -i)")
 	return cmd
 }
 
-// startAttached is docker start -a: attach, wait for the next exit, start,
-// print the output until the run ends and return its status.
-func (r *remote) startAttached(ctx context.Context, ref string) error {
+// startAttached is docker start -a [-i]: attach, wait for the next exit,
+// start, carry the streams until the run ends and return its status.
+func (r *remote) startAttached(ctx context.Context, ref string, interactive bool) error {
 	c, err := r.api.ContainerInspect(ctx, ref, client.ContainerInspectOptions{})
 	if err != nil {
 		return r.fail(err)
 	}
 	id := c.Container.ID
-	tty := c.Container.Config != nil && c.Container.Config.Tty
-	at, err := r.api.ContainerAttach(ctx, id, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
-	if err != nil {
-		return r.fail(err)
+	cfg := c.Container.Config
+	tty := cfg != nil && cfg.Tty
+	stdin := interactive && cfg != nil && cfg.OpenStdin
+	if _, _, err := terminalSize(tty, stdin); err != nil {
+		return errNotATTY
 	}
-	defer at.Close()
-	wait := r.api.ContainerWait(ctx, id, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
-	outputDone := streamIO(at.HijackedResponse, tty, false)
-	if _, err := r.api.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
-		return startError(r, err)
-	}
-	stopSignals := forwardSignals(func(sig syscall.Signal) { r.kill(ctx, id, sig) })
-	defer stopSignals()
-	return r.waitExit(wait.Result, wait.Error, outputDone)
+	return r.attachSession(ctx, id, tty, stdin, true, container.WaitConditionNextExit, func() error {
+		if _, err := r.api.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
+			return startError(r, err)
+		}
+		return nil
+	})
 }
 
 func newInspectCommand(g *globalOptions) *cobra.Command {

@@ -160,20 +160,32 @@ func (r *remote) attach(ctx context.Context, ref string, withStdin, sigProxy boo
 	if _, _, err := terminalSize(tty, stdin); err != nil {
 		return errNotATTY // status 1, as docker attach exits
 	}
+	// The wait is registered after the attach, so no output is missed; a
+	// container that exits in between answers at once with its code.
+	return r.attachSession(ctx, id, tty, stdin, sigProxy, container.WaitConditionNotRunning, nil)
+}
+
+// attachSession carries a container's streams for attach and start -a:
+// it attaches (stdin too if asked), waits for cond, runs start if given,
+// sets up the user's terminal for a tty and proxies signals without one
+// (docker does not with a tty: the keys that make them reach the
+// container's terminal), and returns the container's exit status.
+func (r *remote) attachSession(ctx context.Context, id string, tty, stdin, sigProxy bool, cond container.WaitCondition, start func() error) error {
 	at, err := r.api.ContainerAttach(ctx, id, client.ContainerAttachOptions{Stream: true, Stdin: stdin, Stdout: true, Stderr: true})
 	if err != nil {
 		return r.fail(err)
 	}
 	defer at.Close()
-	// Registered after the attach, so no output is missed; a container
-	// that exits in between answers at once with its code.
-	wait := r.api.ContainerWait(ctx, id, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+	wait := r.api.ContainerWait(ctx, id, client.ContainerWaitOptions{Condition: cond})
 	outputDone := streamIO(at.HijackedResponse, tty, stdin)
 	restore := userTerminal(tty, stdin, func(rows, cols uint16) { r.resize(ctx, id, rows, cols) })
 	defer restore()
+	if start != nil {
+		if err := start(); err != nil {
+			return err
+		}
+	}
 	if sigProxy && !tty {
-		// docker attach proxies signals only without a tty: with one,
-		// the keys that make them reach the container's terminal.
 		stop := forwardSignals(func(sig syscall.Signal) { r.kill(ctx, id, sig) })
 		defer stop()
 	}
