@@ -17,7 +17,7 @@ func TestDockerCLILifecycle(t *testing.T) {
 		t.Fatalf("the docker CLI is not installed: `make deps` installs it")
 	}
 	d := startDaemon(t)
-	t.Cleanup(func() { d.docker(t, "", "rm", "-f", "life", "cat", "w") })
+	t.Cleanup(func() { d.docker(t, "", "rm", "-f", "life", "cat", "w", "chatty") })
 
 	t.Run("run flags", func(t *testing.T) {
 		script := `echo "$FOO $(pwd) $(id -u):$(id -g) $(hostname) $(nproc)"; trap 'echo got-term; exit 0' TERM; while true; do sleep 0.1; done`
@@ -80,6 +80,22 @@ func TestDockerCLILifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("logs -f", func(t *testing.T) {
+		// Follows the output as it comes and ends when the container does.
+		d.mustDocker(t, 0, "", "run", "-d", "--name", "chatty", "busybox", "sh", "-c", "echo one; sleep 1; echo two >&2; sleep 1; echo three")
+		r := d.mustDocker(t, 0, "", "logs", "-f", "chatty")
+		if r.stdout != "one\nthree\n" || r.stderr != "two\n" {
+			t.Errorf("docker logs -f chatty: stdout %q stderr %q, want one, three and two on stderr", r.stdout, r.stderr)
+		}
+		if st := strings.TrimSpace(d.mustDocker(t, 0, "", "inspect", "-f", "{{.State.Status}}", "chatty").stdout); st != "exited" {
+			t.Errorf("after logs -f returned the container is %q, want exited", st)
+		}
+		r = d.mustDocker(t, 0, "", "logs", "--tail", "1", "chatty")
+		if r.stdout != "three\n" {
+			t.Errorf("docker logs --tail 1 = %q", r.stdout)
+		}
+	})
+
 	t.Run("run -it", func(t *testing.T) {
 		// The docker CLI on a real pty: raw terminal, size and resize, exit status.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -91,12 +107,12 @@ func TestDockerCLILifecycle(t *testing.T) {
 
 	t.Run("info", func(t *testing.T) {
 		r := d.mustDocker(t, 0, "", "info", "--format", "{{.Containers}} {{.ContainersStopped}} {{.OperatingSystem}}")
-		if f := strings.Fields(r.stdout); len(f) < 3 || f[0] != "3" || f[1] != "3" {
-			t.Errorf("docker info = %q, want 3 containers, 3 stopped", r.stdout)
+		if f := strings.Fields(r.stdout); len(f) < 3 || f[0] != "4" || f[1] != "4" {
+			t.Errorf("docker info = %q, want 4 containers, 4 stopped", r.stdout)
 		}
 	})
 
-	d.mustDocker(t, 0, "", "rm", "life", "cat", "w")
+	d.mustDocker(t, 0, "", "rm", "life", "cat", "w", "chatty")
 	if r := d.mustDocker(t, 0, "", "ps", "-a", "-q"); r.stdout != "" {
 		t.Errorf("containers left after rm: %q", r.stdout)
 	}

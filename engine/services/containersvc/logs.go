@@ -148,7 +148,7 @@ type LogsOptions struct {
 	// Tail is how many of the last entries to return; negative means all.
 	Tail int
 	// Follow keeps returning new output until the container's current run
-	// ends or ctx is done.
+	// has ended and its exit is recorded, or ctx is done.
 	Follow bool
 }
 
@@ -244,6 +244,13 @@ func (s *Service) Logs(ctx context.Context, ref string, o LogsOptions, emit func
 			}
 		}
 		if ended {
+			// Return once the exit is recorded, as docker logs -f does: a
+			// client that inspects the container next sees it exited.
+			select {
+			case <-t.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 			return nil
 		}
 	}
