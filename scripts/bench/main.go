@@ -6,7 +6,11 @@
 // boot of the same guest kernel and guest image with the same machine
 // options, whose agent prints one line and reboots (vmctl.selftest). Both
 // are timed from process start to their first output line and to process
-// exit, interleaved, median of -n runs.
+// exit, interleaved, median of -n runs. On a shared machine the spread
+// between runs is larger than most single changes: compare ratios of
+// several rounds, and read the in-guest step times for where the time goes
+// (`go test -v -run TestTraceTimesContainerStart ./guest-agent/vmtest`
+// boots with vmctl.trace and prints them).
 package main
 
 import (
