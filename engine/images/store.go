@@ -73,7 +73,7 @@ type Image struct {
 	// RepoDigests are the registry references ("repo@sha256:...") this
 	// image was pulled by or pushed to, familiar form, sorted.
 	RepoDigests []string
-	Created  time.Time
+	Created     time.Time
 	// Size is the total size of the unpacked layers in bytes, or of the
 	// compressed ones while that is not measured (a pulled image).
 	Size int64

@@ -242,4 +242,3 @@ func runDaemon(n int) error {
 	fmt.Println()
 	return nil
 }
-

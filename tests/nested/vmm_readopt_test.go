@@ -82,4 +82,3 @@ func TestVMMReadopt(t *testing.T) {
 	r := result(t, "vmm-readopt")
 	t.Log(r.Output)
 }
-

@@ -84,8 +84,8 @@ type fakeProc struct {
 	// sent is the stdout offset after the last chunk handed out; the fake
 	// insists on acknowledged reads, as the agent does.
 	sent atomic.Uint64
-	exit   chan int    // receives the status once
-	once   sync.Once
+	exit chan int // receives the status once
+	once sync.Once
 }
 
 func (p *fakeProc) end(code int) {
