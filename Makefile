@@ -45,6 +45,8 @@ demo: build kernel image
 
 vet:
 	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt -w needed: $$out"; exit 1; fi
 
 unit: deps
 	$(GO) test -count=1 ./...
