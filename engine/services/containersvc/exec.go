@@ -376,11 +376,12 @@ func execSpec(c *containers.Container, o ExecOptions) (*specs.Process, error) {
 		return nil, errs.New(errdefs.ErrInvalidArgument, "working directory %q must be absolute", cwd)
 	}
 	proc := &specs.Process{
-		Terminal: o.Tty,
-		User:     specs.User{UID: uid, GID: gid},
-		Args:     append([]string(nil), o.Cmd...),
-		Env:      env,
-		Cwd:      cwd,
+		Terminal:     o.Tty,
+		User:         specs.User{UID: uid, GID: gid},
+		Args:         append([]string(nil), o.Cmd...),
+		Env:          env,
+		Cwd:          cwd,
+		Capabilities: &specs.LinuxCapabilities{Bounding: DefaultCapabilities},
 	}
 	if o.Tty && o.ConsoleRows > 0 && o.ConsoleCols > 0 {
 		proc.ConsoleSize = &specs.Box{Height: uint(o.ConsoleRows), Width: uint(o.ConsoleCols)}

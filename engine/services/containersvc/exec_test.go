@@ -33,6 +33,8 @@ func TestExecSpec(t *testing.T) {
 		Env:      []string{"PATH=/bin", "HOSTNAME=box", "A=1"},
 		Hostname: "box", User: "10:20", WorkingDir: "/srv",
 	}}
+	// An exec is confined as the container's own process is.
+	caps := &specs.LinuxCapabilities{Bounding: DefaultCapabilities}
 	tests := []struct {
 		name    string
 		o       ExecOptions
@@ -42,19 +44,19 @@ func TestExecSpec(t *testing.T) {
 		{
 			name: "container defaults",
 			o:    ExecOptions{Cmd: []string{"ls", "-l"}},
-			want: specs.Process{Args: []string{"ls", "-l"}, Env: []string{"PATH=/bin", "HOSTNAME=box", "A=1"}, Cwd: "/srv", User: specs.User{UID: 10, GID: 20}},
+			want: specs.Process{Args: []string{"ls", "-l"}, Env: []string{"PATH=/bin", "HOSTNAME=box", "A=1"}, Cwd: "/srv", User: specs.User{UID: 10, GID: 20}, Capabilities: caps},
 		},
 		{
 			name: "exec overrides",
 			o:    ExecOptions{Cmd: []string{"sh"}, Env: []string{"A=2", "B=3"}, User: "0", WorkingDir: "/tmp"},
-			want: specs.Process{Args: []string{"sh"}, Env: []string{"PATH=/bin", "HOSTNAME=box", "A=2", "B=3"}, Cwd: "/tmp"},
+			want: specs.Process{Args: []string{"sh"}, Env: []string{"PATH=/bin", "HOSTNAME=box", "A=2", "B=3"}, Cwd: "/tmp", Capabilities: caps},
 		},
 		{
 			name: "tty adds TERM and the size",
 			o:    ExecOptions{Cmd: []string{"sh"}, Tty: true, ConsoleRows: 40, ConsoleCols: 120},
 			want: specs.Process{
 				Terminal: true, Args: []string{"sh"}, Env: []string{"PATH=/bin", "HOSTNAME=box", "A=1", "TERM=xterm"},
-				Cwd: "/srv", User: specs.User{UID: 10, GID: 20}, ConsoleSize: &specs.Box{Height: 40, Width: 120},
+				Cwd: "/srv", User: specs.User{UID: 10, GID: 20}, ConsoleSize: &specs.Box{Height: 40, Width: 120}, Capabilities: caps,
 			},
 		},
 		{name: "relative workdir", o: ExecOptions{Cmd: []string{"sh"}, WorkingDir: "tmp"}, wantErr: errdefs.ErrInvalidArgument},

@@ -104,6 +104,28 @@ func ParseUser(s string) (uid, gid uint32, err error) {
 	return uint32(uv), uint32(gv), nil
 }
 
+// DefaultCapabilities is the bounding set of a container's processes:
+// Docker's default, so that images behave as under Docker (root may chown,
+// bind low ports, use raw sockets...) but may not mount, load modules,
+// change the clock or trace other processes. The VM is the isolation
+// boundary; this keeps a container's root from reconfiguring its guest.
+var DefaultCapabilities = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+	"CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+}
+
+// maskedPaths and readonlyPaths are Docker's defaults: kernel interfaces a
+// container has no business reading (masked) or changing (read-only).
+var (
+	maskedPaths = []string{
+		"/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+		"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+		"/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+	}
+	readonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+)
+
 // BuildSpec turns a container record into the OCI runtime spec the agent runs.
 func BuildSpec(c *containers.Container) (*specs.Spec, error) {
 	cfg := c.Config
@@ -119,11 +141,12 @@ func BuildSpec(c *containers.Container) (*specs.Spec, error) {
 		return nil, errs.New(errdefs.ErrInvalidArgument, "working directory %q must be absolute", cwd)
 	}
 	proc := &specs.Process{
-		Terminal: cfg.Tty,
-		User:     specs.User{UID: uid, GID: gid},
-		Args:     cfg.Args,
-		Env:      cfg.Env,
-		Cwd:      cwd,
+		Terminal:     cfg.Tty,
+		User:         specs.User{UID: uid, GID: gid},
+		Args:         cfg.Args,
+		Env:          cfg.Env,
+		Cwd:          cwd,
+		Capabilities: &specs.LinuxCapabilities{Bounding: DefaultCapabilities},
 	}
 	if cfg.Tty && cfg.ConsoleRows > 0 && cfg.ConsoleCols > 0 {
 		proc.ConsoleSize = &specs.Box{Height: uint(cfg.ConsoleRows), Width: uint(cfg.ConsoleCols)}
@@ -154,7 +177,9 @@ func BuildSpec(c *containers.Container) (*specs.Spec, error) {
 				{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}, {Type: specs.UTSNamespace},
 				{Type: specs.IPCNamespace}, {Type: specs.NetworkNamespace},
 			},
-			Resources: res,
+			Resources:     res,
+			MaskedPaths:   maskedPaths,
+			ReadonlyPaths: readonlyPaths,
 		},
 	}, nil
 }
