@@ -73,8 +73,8 @@ func (es *eventStreams) closeAll() {
 
 // systemEvents is GET /events: the kept events since ?since= that match
 // ?filters=, then the live ones, until ?until= or until the client goes.
-// Without since, only live events; with an until in the past, only kept
-// ones.
+// Without since or until, only live events; with an until in the past,
+// only kept ones.
 func (s *Server) systemEvents(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	since, err := parseTimestamp("since", q.Get("since"))
@@ -101,7 +101,13 @@ func (s *Server) systemEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	past, sub := s.eng.Events.Subscribe(since, filter.Match)
+	// dockerd replays its kept events when either bound is given: an until
+	// alone means the history up to it (docker events --until 0s).
+	replayFrom := since
+	if replayFrom.IsZero() && !until.IsZero() {
+		replayFrom = time.Unix(0, 0)
+	}
+	past, sub := s.eng.Events.Subscribe(replayFrom, filter.Match)
 	defer sub.Close()
 
 	w.Header().Set("Content-Type", "application/json")

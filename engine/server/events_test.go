@@ -123,6 +123,17 @@ func TestEventsReplay(t *testing.T) {
 			t.Errorf("GET /events?%s = %s, want %s", tc.query, strings.Join(got, " "), tc.want)
 		}
 	}
+	// --until alone replays the kept events up to it, as dockerd does
+	// (docker events --until without --since shows the history).
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, httptest.NewRequest("GET", "/v1.41/events?until="+ts(2*time.Second), nil))
+	var got []string
+	for _, m := range readEvents(t, rec.Body.String()) {
+		got = append(got, string(m.Action))
+	}
+	if strings.Join(got, " ") != "create die pull" {
+		t.Errorf("GET /events?until=t0+2s = %v, want create die pull", got)
+	}
 	die := readEvents(t, func() string {
 		rec := httptest.NewRecorder()
 		s.ServeHTTP(rec, httptest.NewRequest("GET", "/events?since="+ts(time.Second)+"&until="+ts(time.Second), nil))
