@@ -18,7 +18,7 @@ type ListOptions struct {
 	// Limit keeps the newest Limit containers (0: all); it implies All.
 	Limit int
 	// Filters are Docker's ps filter terms: key -> values. Within a key any
-	// value may match; every key must match.
+	// value may match (label: every value must); every key must match.
 	Filters map[string][]string
 }
 
@@ -164,10 +164,13 @@ func (f *psFilter) match(c *Container) bool {
 				ok = ok || (c.State.Status == StatusExited && c.State.ExitCode == code)
 			}
 		case "label":
+			// Unlike the other keys, every label term must match, as in
+			// Docker (label=a --filter label=b is a and b).
+			ok = true
 			for _, v := range vs {
 				name, want, hasValue := strings.Cut(v, "=")
 				got, found := c.Config.Labels[name]
-				ok = ok || (found && (!hasValue || got == want))
+				ok = ok && found && (!hasValue || got == want)
 			}
 		case "ancestor":
 			for _, v := range vs {

@@ -41,6 +41,9 @@ func TestSelect(t *testing.T) {
 		{ListOptions{All: true, Filters: map[string][]string{"exited": {"0", "3"}}}, "[webapp db]"},
 		{ListOptions{All: true, Filters: map[string][]string{"label": {"tier"}}}, "[web db]"},
 		{ListOptions{All: true, Filters: map[string][]string{"label": {"tier=back"}}}, "[db]"},
+		// Docker requires every label term (MatchKVList), not any one.
+		{ListOptions{All: true, Filters: map[string][]string{"label": {"tier", "tier=back"}}}, "[db]"},
+		{ListOptions{All: true, Filters: map[string][]string{"label": {"tier=front", "tier=back"}}}, "[]"},
 		{ListOptions{All: true, Filters: map[string][]string{"ancestor": {"busybox"}}}, "[web webapp]"},
 		{ListOptions{All: true, Filters: map[string][]string{"ancestor": {"busybox:latest"}}}, "[web webapp]"},
 		{ListOptions{All: true, Filters: map[string][]string{"ancestor": {"feedface"}}}, "[web webapp db fresh]"},

@@ -153,6 +153,10 @@ func TestFilter(t *testing.T) {
 		{map[string][]string{"label": {"com.example.tier"}}, die, true},
 		{map[string][]string{"label": {"com.example.tier=front"}}, die, true},
 		{map[string][]string{"label": {"com.example.tier=back"}}, die, false},
+		// Every label term must match (Docker's MatchKVList), unlike other keys.
+		{map[string][]string{"label": {"com.example.tier", "exitCode=0"}}, die, true},
+		{map[string][]string{"label": {"com.example.tier=front", "com.example.tier=back"}}, die, false},
+		{map[string][]string{"label": {"com.example.tier", "nosuch"}}, die, false},
 		{map[string][]string{"volume": {"data"}}, vol, true},
 		{map[string][]string{"volume": {"data"}}, die, false},
 		{map[string][]string{"type": {"container"}, "event": {"die"}, "container": {"db"}}, die, false},

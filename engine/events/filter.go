@@ -9,7 +9,8 @@ import (
 )
 
 // Filter selects events by Docker's event filter terms. Within one term
-// any value may match; every term given must match.
+// any value may match (label: every value must); every term given must
+// match.
 type Filter struct {
 	terms map[string][]string
 }
@@ -52,10 +53,13 @@ func (f *Filter) Match(e Event) bool {
 		if len(vs) == 0 {
 			continue
 		}
-		ok := false
+		// Within a term any value may match, except labels: Docker wants
+		// every label term (label=a --filter label=b is a and b).
+		all := k == "label"
+		ok := all
 		for _, v := range vs {
-			if f.matchOne(k, v, e) {
-				ok = true
+			if m := f.matchOne(k, v, e); m != all {
+				ok = m
 				break
 			}
 		}
