@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -215,7 +216,9 @@ func copyMeta(src, dst string) error {
 // Binds returns the bind mounts that put the container's volumes (mounted
 // by Mount) at their mount points, for the container's OCI spec. The
 // container runtime resolves each destination inside the rootfs and
-// creates it if missing.
+// creates it if missing. They come parents first (fewer path components
+// first, as docker orders mounts): a bind on /a made after one on /a/b
+// would hide the volume at /a/b.
 func (m *Manager) Binds(id string, disks []Disk) []specs.Mount {
 	var out []specs.Mount
 	for _, d := range disks {
@@ -231,5 +234,8 @@ func (m *Manager) Binds(id string, disks []Disk) []specs.Mount {
 			Source: filepath.Join(m.volumeDir(id, d), volumeData), Options: opts,
 		})
 	}
+	slices.SortStableFunc(out, func(a, b specs.Mount) int {
+		return strings.Count(a.Destination, "/") - strings.Count(b.Destination, "/")
+	})
 	return out
 }

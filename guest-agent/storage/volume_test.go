@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/vmctl/vmctl/guest-agent/internal/testenv"
@@ -144,5 +145,27 @@ func TestMountVolume(t *testing.T) {
 	defer m2.Unmount("c2")
 	if b, err := os.ReadFile(filepath.Join(m2.Binds("c2", disks2)[0].Source, "hostname")); err != nil || string(b) != "image\n" {
 		t.Errorf("volume under a symlink got hostname %q, %v; want the image's", b, err)
+	}
+}
+
+// Binds mounts a parent before the volumes nested in it, whatever the
+// order of the disks, as docker does: a later bind on a parent would
+// hide the nested volume.
+func TestBindsParentsFirst(t *testing.T) {
+	m := &Manager{BaseDir: "/run/test"}
+	disks := []Disk{
+		{Serial: "img", Role: RoleImage},
+		{Serial: "v0", Role: RoleVolume, MountPoint: "/var/lib/db/logs"},
+		{Serial: "v1", Role: RoleVolume, MountPoint: "/var/lib/db", ReadOnly: true},
+		{Serial: "v2", Role: RoleVolume, MountPoint: "/data"},
+		{Serial: "v3", Role: RoleVolume, MountPoint: "/var"},
+	}
+	var got []string
+	for _, b := range m.Binds("c1", disks) {
+		got = append(got, b.Destination+" "+filepath.Base(filepath.Dir(b.Source)))
+	}
+	want := []string{"/data volume-v2", "/var volume-v3", "/var/lib/db volume-v1", "/var/lib/db/logs volume-v0"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Binds order = %q, want %q", got, want)
 	}
 }
