@@ -84,8 +84,10 @@ func checkDestination(dst string) (string, error) {
 	if clean == "/" {
 		return "", errs.New(errdefs.ErrInvalidArgument, "invalid mount path %q: a volume cannot replace the root filesystem", dst)
 	}
-	if strings.IndexByte(clean, 0) >= 0 {
-		return "", errs.New(errdefs.ErrInvalidArgument, "invalid mount path %q", dst)
+	// The guest refuses NUL and newline (storage.ValidateMountPoint); a
+	// container created with one could never start.
+	if strings.ContainsAny(clean, "\x00\n") {
+		return "", errs.New(errdefs.ErrInvalidArgument, "invalid mount path %q: it must not contain a NUL or newline", dst)
 	}
 	return clean, nil
 }

@@ -59,6 +59,9 @@ func TestPlanMounts(t *testing.T) {
 		{name: "relative", in: []VolumeMount{{Name: "data", Destination: "data"}}, wantErr: true},
 		{name: "dotdot", in: []VolumeMount{{Name: "data", Destination: "/a/../etc"}}, wantErr: true},
 		{name: "root", in: []VolumeMount{{Name: "data", Destination: "/"}}, wantErr: true},
+		// The guest refuses these at start; create must refuse them first.
+		{name: "newline", in: []VolumeMount{{Name: "data", Destination: "/da\nta"}}, wantErr: true},
+		{name: "nul", in: []VolumeMount{{Name: "data", Destination: "/da\x00ta"}}, wantErr: true},
 		{name: "bad name", in: []VolumeMount{{Name: "d", Destination: "/d"}}, wantErr: true},
 		{name: "same path twice", in: []VolumeMount{{Name: "a1", Destination: "/d"}, {Name: "b1", Destination: "/d/"}}, wantErr: true},
 		{name: "same volume twice", in: []VolumeMount{{Name: "a1", Destination: "/d"}, {Name: "a1", Destination: "/e"}}, wantErr: true},
