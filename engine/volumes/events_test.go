@@ -2,6 +2,7 @@ package volumes
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -12,7 +13,7 @@ import (
 
 // Every way a volume comes or goes reports it: Create, a container's Use
 // (an implicit create), Remove and Prune; a create of an existing volume
-// does not.
+// does not, nor does a Use whose record failed (its volumes are undone).
 func TestVolumeEvents(t *testing.T) {
 	ctx := context.Background()
 	bus := events.NewBus(64)
@@ -31,6 +32,9 @@ func TestVolumeEvents(t *testing.T) {
 	must(err)
 	_, err = s.Create(ctx, CreateOptions{Name: "aa"})
 	must(err)
+	if err := s.Use(ctx, []CreateOptions{{Name: "aa"}, {Name: "cc"}}, func(map[string]*Volume) error { return errors.New("no record") }); err == nil {
+		t.Fatal("Use with a failing record succeeded")
+	}
 	must(s.Use(ctx, []CreateOptions{{Name: "aa"}, {Name: "bb"}}, func(map[string]*Volume) error { return nil }))
 	must(s.Remove(ctx, "aa", false))
 	_, _, err = s.Prune(ctx, nil)

@@ -157,7 +157,11 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*Volume, error) 
 		return nil, err
 	}
 	defer l.Release()
-	return s.createLocked(ctx, o)
+	v, created, err := s.createLocked(ctx, o)
+	if created {
+		s.publish("create", v.Name)
+	}
+	return v, err
 }
 
 func (s *Service) validate(o CreateOptions) error {
@@ -171,38 +175,39 @@ func (s *Service) validate(o CreateOptions) error {
 	return err
 }
 
-// createLocked needs the lock held and o validated.
-func (s *Service) createLocked(ctx context.Context, o CreateOptions) (*Volume, error) {
+// createLocked returns the volume o names, making it if it does not
+// exist (created). It publishes nothing: the caller reports the create
+// once the volume is kept. Preconditions: the lock is held, o is valid.
+func (s *Service) createLocked(ctx context.Context, o CreateOptions) (v *Volume, created bool, err error) {
 	if v, err := s.load(o.Name); err == nil {
-		return v, nil
+		return v, false, nil
 	} else if !errdefs.IsNotFound(err) {
-		return nil, err
+		return nil, false, err
 	}
 	size, _ := parseOptions(o.DriverOpts)
 	dir := s.dir(o.Name)
 	// A directory without metadata is a create that died: start over.
 	if err := os.RemoveAll(dir); err != nil {
-		return nil, fmt.Errorf("create volume %s: %w", o.Name, err)
+		return nil, false, fmt.Errorf("create volume %s: %w", o.Name, err)
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create volume %s: %w", o.Name, err)
+		return nil, false, fmt.Errorf("create volume %s: %w", o.Name, err)
 	}
-	v := &Volume{
+	v = &Volume{
 		Name: o.Name, Driver: DriverLocal, CreatedAt: time.Now().UTC().Truncate(time.Second),
 		Labels: o.Labels, Options: o.DriverOpts, Size: size, Anonymous: o.Anonymous,
 		Disk: filepath.Join(dir, diskFile),
 	}
 	if err := s.cfg.NewDisk(ctx, v.Disk, size); err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("create volume %s: %w", o.Name, err)
+		return nil, false, fmt.Errorf("create volume %s: %w", o.Name, err)
 	}
 	// The metadata is written last: it is what makes the volume exist.
 	if err := writeFileAtomic(filepath.Join(dir, metaFile), v); err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("create volume %s: %w", o.Name, err)
+		return nil, false, fmt.Errorf("create volume %s: %w", o.Name, err)
 	}
-	s.publish("create", v.Name)
-	return v, nil
+	return v, true, nil
 }
 
 // publish reports a volume event; the actor is the volume's name.
@@ -408,9 +413,7 @@ func (s *Service) Use(ctx context.Context, reqs []CreateOptions, record func(map
 		if vols[o.Name] != nil {
 			continue
 		}
-		_, err := s.load(o.Name)
-		isNew := errdefs.IsNotFound(err)
-		v, err := s.createLocked(ctx, o)
+		v, isNew, err := s.createLocked(ctx, o)
 		if err != nil {
 			undo()
 			return err
@@ -423,6 +426,10 @@ func (s *Service) Use(ctx context.Context, reqs []CreateOptions, record func(map
 	if err := record(vols); err != nil {
 		undo()
 		return err
+	}
+	// Reported only now: a volume undone above never existed for anyone.
+	for _, name := range created {
+		s.publish("create", name)
 	}
 	return nil
 }
