@@ -173,11 +173,17 @@ func putRecord(recs *bolt.Bucket, c *Container) error {
 }
 
 // decode copies a record out of a transaction (bbolt's slices are only
-// valid inside it; json.Unmarshal copies).
+// valid inside it; json.Unmarshal copies). A record must carry the ID it
+// is stored under: one that claims another would be taken for that
+// container (an Update of it would overwrite the other's record), and a
+// short one for a valid ID.
 func decode(id string, b []byte) (*Container, error) {
 	var c Container
 	if err := json.Unmarshal(b, &c); err != nil {
 		return nil, fmt.Errorf("container %s: corrupt record: %w", id, err)
+	}
+	if c.ID != id {
+		return nil, fmt.Errorf("container %s: corrupt record: it names container %q", id, c.ID)
 	}
 	return &c, nil
 }
@@ -317,10 +323,16 @@ func (s *Store) Delete(id string) error {
 		if b == nil {
 			return nil
 		}
-		if c, err := decode(id, b); err == nil && string(names.Get([]byte(c.Name))) == id {
-			if err := names.Delete([]byte(c.Name)); err != nil {
-				return err
+		if c, err := decode(id, b); err == nil {
+			if string(names.Get([]byte(c.Name))) == id {
+				if err := names.Delete([]byte(c.Name)); err != nil {
+					return err
+				}
 			}
+		} else if err := deleteNamesOf(names, id); err != nil {
+			// A corrupt record does not say its name: free every name
+			// that points at it, or the name stays taken for good.
+			return err
 		}
 		return recs.Delete([]byte(id))
 	})
@@ -329,6 +341,26 @@ func (s *Store) Delete(id string) error {
 	}
 	if err := os.RemoveAll(s.Dir(id)); err != nil {
 		return fmt.Errorf("remove container %s: %w", id[:12], err)
+	}
+	return nil
+}
+
+// deleteNamesOf removes the name entries that point at id.
+func deleteNamesOf(names *bolt.Bucket, id string) error {
+	var taken [][]byte
+	err := names.ForEach(func(k, v []byte) error {
+		if string(v) == id {
+			taken = append(taken, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range taken {
+		if err := names.Delete(k); err != nil {
+			return err
+		}
 	}
 	return nil
 }

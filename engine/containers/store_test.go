@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	bolt "go.etcd.io/bbolt"
 )
 
 func newContainer(name string, created time.Time) *Container {
@@ -414,5 +415,68 @@ func BenchmarkStoreList(b *testing.B) {
 		if _, err := s.List(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// corruptRecord overwrites a stored record with raw bytes, as a damaged
+// disk or a foreign tool could leave it.
+func corruptRecord(t *testing.T, root, id string, raw []byte) {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(root, "meta.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketV1).Bucket(bucketContainers).Put([]byte(id), raw)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A record whose body does not belong to its key is corrupt: it is not
+// listed (its short or foreign ID would be taken for a container's), Get
+// says so, and Delete still frees its name.
+func TestStoreCorruptRecords(t *testing.T) {
+	root := t.TempDir()
+	s, err := OpenStore(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, web, garbled := newContainer("other", time.Now()), newContainer("web", time.Now()), newContainer("garbled", time.Now())
+	for _, c := range []*Container{other, web, garbled} {
+		if err := s.Create(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// web's record claims another ID: short, then other's.
+	for _, claimed := range []string{"x", other.ID} {
+		body, _ := json.Marshal(&Container{ID: claimed, Name: "web", State: State{Status: StatusRunning, VMMPid: 1}})
+		corruptRecord(t, root, web.ID, body)
+		list, err := s.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range list {
+			if c.ID == claimed && c.Name == "web" {
+				t.Errorf("List returned web's record under the ID %q it claims", claimed)
+			}
+		}
+		if c, err := s.Get(web.ID); err == nil {
+			t.Errorf("Get of a record claiming ID %q = %+v, want a corrupt-record error", claimed, c)
+		}
+	}
+	corruptRecord(t, root, garbled.ID, []byte("{not json"))
+	for _, c := range []*Container{web, garbled} {
+		if err := s.Delete(c.ID); err != nil {
+			t.Fatalf("Delete(%s) of a corrupt record = %v", c.Name, err)
+		}
+		if err := s.Create(newContainer(c.Name, time.Now())); err != nil {
+			t.Errorf("Create(%s) after deleting the corrupt record = %v, want the name free", c.Name, err)
+		}
+	}
+	if got, err := s.Get("other"); err != nil || got.ID != other.ID {
+		t.Errorf("Get(other) = %v, %v; the corrupt records must not touch it", got, err)
 	}
 }
