@@ -226,6 +226,10 @@ func (s *Service) Get(name string) (*Volume, error) {
 	return s.load(name)
 }
 
+// errDamaged marks a volume whose metadata exists but cannot be read as a
+// volume: it is left out of listings and may still be removed.
+var errDamaged = errors.New("damaged volume metadata")
+
 func (s *Service) load(name string) (*Volume, error) {
 	b, err := os.ReadFile(filepath.Join(s.dir(name), metaFile))
 	if errors.Is(err, os.ErrNotExist) {
@@ -236,10 +240,10 @@ func (s *Service) load(name string) (*Volume, error) {
 	}
 	var v Volume
 	if err := json.Unmarshal(b, &v); err != nil {
-		return nil, fmt.Errorf("read volume %s: %w", name, err)
+		return nil, fmt.Errorf("read volume %s: %w: %w", name, errDamaged, err)
 	}
 	if v.Name != name {
-		return nil, fmt.Errorf("read volume %s: its metadata names %q", name, v.Name)
+		return nil, fmt.Errorf("read volume %s: %w: it names %q", name, errDamaged, v.Name)
 	}
 	v.Disk = filepath.Join(s.dir(name), diskFile)
 	return &v, nil
@@ -259,6 +263,11 @@ func (s *Service) List() ([]*Volume, error) {
 		v, err := s.load(e.Name())
 		if errdefs.IsNotFound(err) {
 			continue // being created or removed
+		}
+		if errors.Is(err, errDamaged) {
+			// One damaged record must not hide every other volume (the
+			// container store skips such records too); Remove takes it.
+			continue
 		}
 		if err != nil {
 			return nil, err
@@ -295,15 +304,15 @@ func (s *Service) users() (map[string][]string, error) {
 
 // Remove deletes a volume and its data. A volume that any container
 // references, running or stopped, is refused (ErrConflict); with force, a
-// missing volume is not an error.
+// missing volume is not an error. A volume with damaged metadata can be
+// removed, so that it can be got rid of at all.
 func (s *Service) Remove(ctx context.Context, name string, force bool) error {
 	l, err := s.lock(ctx)
 	if err != nil {
 		return err
 	}
 	defer l.Release()
-	v, err := s.Get(name)
-	if err != nil {
+	if _, err := s.Get(name); err != nil && !errors.Is(err, errDamaged) {
 		if force && errdefs.IsNotFound(err) {
 			return nil
 		}
@@ -313,10 +322,10 @@ func (s *Service) Remove(ctx context.Context, name string, force bool) error {
 	if err != nil {
 		return err
 	}
-	if cs := users[v.Name]; len(cs) > 0 {
-		return errs.New(errdefs.ErrConflict, "volume %s is in use by container %s: remove the container first", v.Name, strings.Join(cs, ", "))
+	if cs := users[name]; len(cs) > 0 {
+		return errs.New(errdefs.ErrConflict, "volume %s is in use by container %s: remove the container first", name, strings.Join(cs, ", "))
 	}
-	return s.removeLocked(v.Name)
+	return s.removeLocked(name)
 }
 
 // removeLocked deletes a volume's directory. Precondition: the lock is held.

@@ -302,3 +302,40 @@ func TestPrune(t *testing.T) {
 		t.Errorf("after prunes, volumes = %v, want only used", list)
 	}
 }
+
+// A volume whose metadata is damaged does not break the listing or a
+// prune of the others, and can still be removed (unless in use).
+func TestCorruptMetadata(t *testing.T) {
+	s := newTestService(t, map[string][]string{"held": {"web"}})
+	ctx := context.Background()
+	for _, n := range []string{"good", "bad", "held"} {
+		if _, err := s.Create(ctx, CreateOptions{Name: n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, content := range map[string]string{"bad": "{not json", "held": `{"name":"other"}`} {
+		if err := os.WriteFile(filepath.Join(s.cfg.Root, name, metaFile), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := s.List()
+	if err != nil || len(list) != 1 || list[0].Name != "good" {
+		t.Errorf("List with damaged metadata = %v, %v; want only good", list, err)
+	}
+	if _, err := s.Get("bad"); err == nil || errdefs.IsNotFound(err) {
+		t.Errorf("Get(bad) = %v, want an error that is not not-found", err)
+	}
+	if err := s.Remove(ctx, "held", false); !errdefs.IsConflict(err) {
+		t.Errorf("Remove of a damaged volume in use = %v, want conflict", err)
+	}
+	if err := s.Remove(ctx, "bad", false); err != nil {
+		t.Errorf("Remove of a damaged volume = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(s.cfg.Root, "bad")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Remove of a damaged volume left its directory: %v", err)
+	}
+	removed, _, err := s.Prune(ctx, nil)
+	if err != nil || fmt.Sprint(removed) != "[good]" {
+		t.Errorf("Prune with a damaged volume = %v, %v; want [good]", removed, err)
+	}
+}
