@@ -202,7 +202,14 @@ func (s *Service) createLocked(ctx context.Context, o CreateOptions) (v *Volume,
 		os.RemoveAll(dir)
 		return nil, false, fmt.Errorf("create volume %s: %w", o.Name, err)
 	}
-	// The metadata is written last: it is what makes the volume exist.
+	// The metadata is written last: it is what makes the volume exist. So
+	// the disk (NewDisk does not sync it) and the directory entries must
+	// be on stable storage first, or a crash could leave a volume whose
+	// disk has no file system, which no guest can mount.
+	if err := syncPaths(v.Disk, dir, s.cfg.Root); err != nil {
+		os.RemoveAll(dir)
+		return nil, false, fmt.Errorf("create volume %s: %w", o.Name, err)
+	}
 	if err := writeFileAtomic(filepath.Join(dir, metaFile), v); err != nil {
 		os.RemoveAll(dir)
 		return nil, false, fmt.Errorf("create volume %s: %w", o.Name, err)
@@ -473,8 +480,26 @@ func (s *Service) Claim(ctx context.Context, names []string) (release func(), er
 	return release, nil
 }
 
+// syncPaths fsyncs each file or directory.
+func syncPaths(paths ...string) error {
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
 // writeFileAtomic writes v as JSON to path through a synced temp file and
-// a rename, so readers see the old content or the new, never a part.
+// a rename, so readers see the old content or the new, never a part; the
+// directory is synced after the rename so that the new content survives
+// a crash.
 func writeFileAtomic(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
@@ -496,5 +521,8 @@ func writeFileAtomic(path string, v any) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return syncPaths(filepath.Dir(path))
 }
