@@ -68,7 +68,8 @@ func (m *Manager) mountVolume(id string, d Disk, rootfs string) error {
 // prepareVolumeData creates the volume's data directory on first use and,
 // as docker does, fills it with what the image has at the mount point
 // (the directory's owner and mode included). It goes through a temporary
-// directory and a rename, so an interrupted copy is redone next time.
+// directory, a sync and a rename, so an interrupted copy is redone next
+// time.
 func prepareVolumeData(volRoot, rootfs, mountPoint string) error {
 	data := filepath.Join(volRoot, volumeData)
 	if _, err := os.Lstat(data); err == nil {
@@ -99,8 +100,27 @@ func prepareVolumeData(volRoot, rootfs, mountPoint string) error {
 			return fmt.Errorf("volume at %s: %w", mountPoint, err)
 		}
 	}
+	// The copy must be on the disk before the rename says it is complete:
+	// ext4 can commit the rename before delayed-allocation data, and a VM
+	// ended then would leave a _data of empty files that is never redone.
+	if err := syncFS(volRoot); err != nil {
+		return fmt.Errorf("volume at %s: %w", mountPoint, err)
+	}
 	if err := os.Rename(tmp, data); err != nil {
 		return fmt.Errorf("volume at %s: %w", mountPoint, err)
+	}
+	return nil
+}
+
+// syncFS flushes the file system that holds dir.
+func syncFS(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Syncfs(fd); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }
