@@ -120,6 +120,22 @@ func TestVolumes(t *testing.T) {
 	e.checkClean(t, before)
 }
 
+// Volumes nested in one another are mounted parents first, whatever the
+// order of the -v flags, as docker does: the outer volume does not hide
+// the inner one, and each keeps its own files.
+func TestNestedVolumes(t *testing.T) {
+	e := e2e(t)
+	before := e.containerCount(t)
+	t.Cleanup(func() { e.run(t, "volume", "rm", "-f", "e2e-outer", "e2e-inner") })
+	e.mustRun(t, 0, "run", "--rm", "-v", "e2e-inner:/x/y", "-v", "e2e-outer:/x", "busybox", "sh", "-c",
+		"echo in > /x/y/f && echo out > /x/g")
+	r := e.mustRun(t, 0, "run", "--rm", "-v", "e2e-inner:/i", "-v", "e2e-outer:/o", "busybox", "cat", "/i/f", "/o/g")
+	if r.stdout != "in\nout\n" {
+		t.Errorf("inner and outer volumes hold %q, want \"in\\nout\\n\"", r.stdout)
+	}
+	e.checkClean(t, before)
+}
+
 // Bad requests fail in one line and leave nothing behind.
 func TestVolumeBadInput(t *testing.T) {
 	e := e2e(t)
