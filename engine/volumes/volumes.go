@@ -200,6 +200,11 @@ func (s *Service) createLocked(ctx context.Context, o CreateOptions) (v *Volume,
 	}
 	if err := s.cfg.NewDisk(ctx, v.Disk, size); err != nil {
 		os.RemoveAll(dir)
+		if errors.Is(err, syscall.EFBIG) {
+			// The size passed parseOptions but not the host's file system
+			// (ext4 with 4 KiB blocks stops 4 KiB short of 16 TiB).
+			return nil, false, errs.New(errdefs.ErrInvalidArgument, "invalid volume size %q: larger than a file can be on this host's file system", o.DriverOpts["size"])
+		}
 		return nil, false, fmt.Errorf("create volume %s: %w", o.Name, err)
 	}
 	// The metadata is written last: it is what makes the volume exist. So

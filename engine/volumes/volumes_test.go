@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -337,5 +338,26 @@ func TestCorruptMetadata(t *testing.T) {
 	removed, _, err := s.Prune(ctx, nil)
 	if err != nil || fmt.Sprint(removed) != "[good]" {
 		t.Errorf("Prune with a damaged volume = %v, %v; want [good]", removed, err)
+	}
+}
+
+// A size the host's file system cannot hold in one file (ext4 with 4 KiB
+// blocks stops just short of 16 TiB) is the client's error, in one line,
+// and leaves nothing behind.
+func TestCreateTooLargeForHost(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "volumes")
+	s, err := New(Config{Root: root, NewDisk: func(_ context.Context, p string, _ int64) error {
+		return fmt.Errorf("creating writable disk: %w", &os.PathError{Op: "truncate", Path: p, Err: syscall.EFBIG})
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Create(context.Background(), CreateOptions{Name: "huge", DriverOpts: map[string]string{"size": "16t"}})
+	want := `invalid volume size "16t": larger than a file can be on this host's file system`
+	if !errdefs.IsInvalidArgument(err) || err.Error() != want {
+		t.Errorf("Create(size=16t) = %v, want invalid argument %q", err, want)
+	}
+	if entries, _ := os.ReadDir(root); len(entries) > 1 {
+		t.Errorf("a refused create left %d entries", len(entries))
 	}
 }
