@@ -20,8 +20,8 @@ func newEventsCommand(g *globalOptions) *cobra.Command {
 		Long: `Stream what happens to containers, images and volumes, as docker events does.
 
 --since replays the daemon's recent events from TIME; --until ends the
-stream at TIME (both: a Unix time, an RFC 3339 time, or a duration before
-now such as 10m). --filter takes docker's keys: container, event, image,
+stream at TIME, and alone replays the recent events up to it (both: a Unix
+time, an RFC 3339 time, or a duration before now such as 10m). --filter takes docker's keys: container, event, image,
 label, type, volume. --format takes a Go template over docker's event
 (.Type, .Action, .Actor.ID, .Actor.Attributes, .Time, .TimeNano) or json.
 
