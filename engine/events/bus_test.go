@@ -3,6 +3,7 @@ package events
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,6 +125,8 @@ func TestFilter(t *testing.T) {
 	exec := Event{Type: TypeContainer, Action: "exec_start: sh -c true", ID: "abcdef0123", Attributes: map[string]string{"name": "web", "image": "busybox"}}
 	pull := Event{Type: TypeImage, Action: "pull", ID: "busybox:latest", Attributes: map[string]string{"name": "busybox:latest"}}
 	tag := Event{Type: TypeImage, Action: "tag", ID: "sha256:feedface00", Attributes: map[string]string{"name": "busybox:1"}}
+	pinned := Event{Type: TypeContainer, Action: "start", ID: "abcdef0123", Attributes: map[string]string{"name": "web", "image": "busybox:1.36@sha256:" + strings.Repeat("0", 64)}}
+	private := Event{Type: TypeContainer, Action: "start", ID: "abcdef0123", Attributes: map[string]string{"name": "web", "image": "127.0.0.1:5000/team/app:3"}}
 	vol := Event{Type: TypeVolume, Action: "create", ID: "data", Attributes: map[string]string{"driver": "local"}}
 	for _, tc := range []struct {
 		terms map[string][]string
@@ -150,6 +153,13 @@ func TestFilter(t *testing.T) {
 		{map[string][]string{"image": {"sha256:feedface"}}, tag, true},
 		{map[string][]string{"image": {"feedface"}}, tag, true},
 		{map[string][]string{"image": {"fee"}}, tag, false},
+		// A repository name matches every tag of it, as dockerd's stripTag.
+		{map[string][]string{"image": {"busybox"}}, tag, true},
+		{map[string][]string{"image": {"busybox:2"}}, tag, false},
+		{map[string][]string{"image": {"busybox"}}, pinned, true},
+		{map[string][]string{"image": {"alpine"}}, pinned, false},
+		{map[string][]string{"image": {"127.0.0.1:5000/team/app"}}, private, true},
+		{map[string][]string{"image": {"team/app"}}, private, false},
 		{map[string][]string{"label": {"com.example.tier"}}, die, true},
 		{map[string][]string{"label": {"com.example.tier=front"}}, die, true},
 		{map[string][]string{"label": {"com.example.tier=back"}}, die, false},

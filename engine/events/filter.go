@@ -105,9 +105,26 @@ func matchObject(e Event, v string) bool {
 	return e.ID == v || e.Attributes["name"] == v || (len(v) >= 1 && strings.HasPrefix(e.ID, v) && e.Type == TypeContainer)
 }
 
-// sameImage compares image references loosely: "busybox" is "busybox:latest".
-func sameImage(a, b string) bool {
-	return a == b || withTag(a) == withTag(b)
+// sameImage reports whether the filter value v names the image reference
+// a: loosely ("busybox" is "busybox:latest"), or as the repository of a,
+// whatever its tag or digest, as dockerd's image filter compares a
+// reference stripped to its familiar name ("busybox" matches
+// "busybox:1.36").
+func sameImage(a, v string) bool {
+	return a == v || withTag(a) == withTag(v) || (a != "" && familiarRepo(a) == v)
+}
+
+// familiarRepo is ref without its tag or digest: "busybox:1@sha256:..."
+// is "busybox". References are compared as given (events carry the
+// reference the user typed); a fully qualified one is not shortened.
+func familiarRepo(ref string) string {
+	if i := strings.Index(ref, "@"); i >= 0 {
+		ref = ref[:i]
+	}
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		ref = ref[:i]
+	}
+	return ref
 }
 
 func withTag(ref string) string {
