@@ -54,6 +54,11 @@ func TestDaemonEventsAndFilters(t *testing.T) {
 			t.Errorf("event %q passed the filter container=evrm", l)
 		}
 	}
+	// --until alone replays the history up to it, as with dockerd.
+	r = d.mustDocker(t, 0, "", "events", "--until", fmt.Sprint(until), "--filter", "container=evrm", "--format", "{{.Action}}")
+	if got := strings.Fields(r.stdout); !subsequence(got, "create", "start", "die", "destroy") {
+		t.Errorf("docker events --until without --since: %q, want the evrm events", r.stdout)
+	}
 	r = d.mustDocker(t, 0, "", "events", "--since", fmt.Sprint(since), "--until", fmt.Sprint(until),
 		"--filter", "event=die", "--format", "{{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}} {{.Actor.Attributes.image}}")
 	if got := strings.TrimSpace(r.stdout); got != "evrm 0 busybox\nevexit 3 busybox" {
