@@ -2,6 +2,7 @@ package containers
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,7 +14,9 @@ import (
 // (<root>/<id>/container.json) into the database, in one transaction, and
 // renames each imported file to container.json.imported so that it is
 // imported once. A record whose name is taken meanwhile keeps its ID and
-// gets a generated name; an unreadable file is left where it is.
+// gets a generated name; an unreadable file is left where it is. Processes
+// that open the store at once may all import: the database transaction
+// keeps each record single, and the renames tolerate one another.
 func (s *Store) importLegacy() error {
 	entries, err := os.ReadDir(s.root)
 	if err != nil {
@@ -41,9 +44,15 @@ func (s *Store) importLegacy() error {
 		return nil
 	}
 	err = s.update(func(recs, names *bolt.Bucket) error {
-		for _, c := range found {
+		for i, c := range found {
 			if recs.Get([]byte(c.ID)) != nil {
 				continue // imported by a process that died before the rename
+			}
+			if _, err := os.Stat(files[i]); err != nil {
+				// Imported and renamed by another process since the
+				// directory was read (the record may since have been
+				// removed): not to be brought back.
+				continue
 			}
 			taken := func(n string) bool { return names.Get([]byte(n)) != nil }
 			if c.Name == "" || taken(c.Name) {
@@ -62,7 +71,8 @@ func (s *Store) importLegacy() error {
 		return fmt.Errorf("container store: import records of an earlier version: %w", err)
 	}
 	for _, f := range files {
-		if err := os.Rename(f, f+".imported"); err != nil {
+		// Several processes may import at once; one rename wins.
+		if err := os.Rename(f, f+".imported"); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("container store: %w", err)
 		}
 	}

@@ -198,6 +198,14 @@ func TestMain(m *testing.M) {
 		crashChild(root)
 		return
 	}
+	if root := os.Getenv(openChildEnv); root != "" {
+		if _, err := OpenStore(root); err != nil {
+			fmt.Println("error:", err)
+		} else {
+			fmt.Println("ok")
+		}
+		return
+	}
 	if root := os.Getenv(createChildEnv); root != "" {
 		s, err := OpenStore(root)
 		if err == nil {
@@ -363,6 +371,58 @@ func TestStoreImportsLegacyRecords(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, old.ID, "container.json.imported")); err != nil {
 		t.Errorf("imported record was not renamed: %v", err)
+	}
+}
+
+// openChildEnv makes the test binary open the store and print ok or the
+// error.
+const openChildEnv = "VMCTL_TEST_STORE_OPEN_ROOT"
+
+// Processes that open a store with legacy records at once (vmctld and a
+// vmctl ps right after an upgrade) all succeed, and the records are
+// imported once.
+func TestStoreImportAcrossProcesses(t *testing.T) {
+	for round := 0; round < 3; round++ {
+		root := t.TempDir()
+		for i := 0; i < 8; i++ {
+			old := newContainer(fmt.Sprintf("legacy%d", i), time.Now().UTC())
+			if err := os.Mkdir(filepath.Join(root, old.ID), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(old)
+			if err := os.WriteFile(filepath.Join(root, old.ID, legacyRecord), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		const n = 6
+		cmds := make([]*exec.Cmd, n)
+		outs := make([]*strings.Builder, n)
+		for i := range cmds {
+			cmds[i] = exec.Command(os.Args[0], "-test.run=^$")
+			cmds[i].Env = append(os.Environ(), openChildEnv+"="+root)
+			outs[i] = &strings.Builder{}
+			cmds[i].Stdout = outs[i]
+		}
+		for _, cmd := range cmds {
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, cmd := range cmds {
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("child %d: %v", i, err)
+			}
+			if out := strings.TrimSpace(outs[i].String()); out != "ok" {
+				t.Errorf("round %d: process %d opening the store: %s", round, i, out)
+			}
+		}
+		s, err := OpenStore(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if list, err := s.List(); err != nil || len(list) != 8 {
+			t.Fatalf("round %d: List = %d records, %v; want the 8 imported once", round, len(list), err)
+		}
 	}
 }
 
