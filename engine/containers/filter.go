@@ -129,19 +129,27 @@ func compileFilter(list []*Container, terms map[string][]string) (*psFilter, err
 	return f, nil
 }
 
-// findRef resolves a container reference the way Store.Get does.
+// findRef resolves a container reference the way Store.Get does: a full
+// ID, else a name, else a unique ID prefix.
 func findRef(list []*Container, ref string) *Container {
-	var prefix *Container
+	var byName, prefix *Container
+	ambiguous := false
 	for _, c := range list {
-		if c.ID == ref || c.Name == strings.TrimPrefix(ref, "/") {
+		switch {
+		case c.ID == ref:
 			return c
-		}
-		if ref != "" && strings.HasPrefix(c.ID, ref) {
-			if prefix != nil {
-				return nil
-			}
+		case c.Name == strings.TrimPrefix(ref, "/"):
+			byName = c
+		case ref != "" && strings.HasPrefix(c.ID, ref):
+			ambiguous = ambiguous || prefix != nil
 			prefix = c
 		}
+	}
+	if byName != nil {
+		return byName
+	}
+	if ambiguous {
+		return nil
 	}
 	return prefix
 }

@@ -70,8 +70,23 @@ func TestSelect(t *testing.T) {
 	}
 }
 
+// A before/since reference resolves as Store.Get does: ID, then name, then
+// a unique ID prefix, whatever the order of the list.
+func TestSelectReferenceOrder(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	list := []*Container{
+		{ID: "abc1" + strings.Repeat("0", 60), Name: "x", Created: t0.Add(3 * time.Minute)},
+		{ID: "abc2" + strings.Repeat("0", 60), Name: "y", Created: t0.Add(2 * time.Minute)},
+		{ID: "f" + strings.Repeat("0", 63), Name: "abc", Created: t0.Add(time.Minute)},
+	}
+	got, err := Select(list, ListOptions{All: true, Filters: map[string][]string{"since": {"abc"}}})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("Select(since=abc) = %v, %v; want x and y, newer than the container named abc", got, err)
+	}
+}
+
 func TestSelectRejects(t *testing.T) {
-	list := []*Container{{ID: strings.Repeat("a", 64), Name: "web"}}
+	list := []*Container{{ID: strings.Repeat("a", 64), Name: "web"}, {ID: "ab" + strings.Repeat("0", 62), Name: "db"}}
 	for _, tc := range []struct {
 		terms map[string][]string
 		msg   string
@@ -83,6 +98,7 @@ func TestSelectRejects(t *testing.T) {
 		{map[string][]string{"name": {"("}}, "invalid filter 'name=(': error parsing regexp: missing closing ): `(`", errdefs.IsInvalidArgument},
 		{map[string][]string{"network": {"bridge"}}, "filter 'network' is not supported by vmctl", errdefs.IsInvalidArgument},
 		{map[string][]string{"before": {"nosuch"}}, "no such container: nosuch", errdefs.IsNotFound},
+		{map[string][]string{"before": {"a"}}, "no such container: a", errdefs.IsNotFound}, // ambiguous prefix
 	} {
 		_, err := Select(list, ListOptions{Filters: tc.terms})
 		if err == nil || !tc.class(err) || err.Error() != tc.msg {
