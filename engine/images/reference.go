@@ -33,7 +33,24 @@ func ParseTag(s string) (name.Tag, error) {
 	if err != nil {
 		return name.Tag{}, fmt.Errorf("%w: %q: %w", ErrInvalidReference, s, err)
 	}
+	// As Docker: a name that looks like an image ID would make references
+	// ambiguous ("is it the image with this ID or the repository?").
+	if repo := strings.TrimPrefix(t.RepositoryStr(), "library/"); isFullHexID(repo) {
+		return name.Tag{}, fmt.Errorf("%w: %q: a repository name cannot be a 64-digit hexadecimal string", ErrInvalidReference, s)
+	}
 	return t, nil
+}
+
+func isFullHexID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // parseReference accepts a tag or a digest reference.
