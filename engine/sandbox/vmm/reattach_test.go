@@ -2,10 +2,13 @@ package vmm
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmctl/vmctl/engine/sandbox"
 )
@@ -24,6 +27,7 @@ func TestReattachChecksTheProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		waitExec(t, cmd.Process.Pid, argv0)
 		return cmd
 	}
 	vmmPath := filepath.Join(dir, "bin", Binary)
@@ -79,9 +83,26 @@ func TestReattachNeedsTheControlSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	waitExec(t, cmd.Process.Pid, cmd.Args[0])
 	d := &Driver{binary: cmd.Args[0], detach: true}
 	_, err := d.Reattach(context.Background(), sandbox.Config{ID: "c1", StateDir: dir}, cmd.Process.Pid)
 	if err == nil || !strings.Contains(err.Error(), "vmm.sock") {
 		t.Fatalf("Reattach without a control server = %v, want an error naming the socket", err)
 	}
+}
+
+// waitExec waits until process pid has executed its program (its command
+// line starts with argv0): right after Start, the child may still be the
+// forked copy of this test binary.
+func waitExec(t *testing.T, pid int, argv0 string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		if strings.HasPrefix(string(b), argv0+"\x00") {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("process %d did not exec %s", pid, argv0)
 }
