@@ -201,10 +201,20 @@ func (e *Engine) ListImages(ctx context.Context) ([]images.Image, error) {
 	return e.Images.List(ctx)
 }
 
-// RemoveImage untags or deletes an image.
-func (e *Engine) RemoveImage(ctx context.Context, ref string) error {
-	_, err := e.Images.Remove(ctx, ref)
-	return err
+// RemoveImage untags or deletes an image, as docker rmi does: an image a
+// container uses (running or not) is not deleted (refused, or with force
+// only untagged), and a deleted image's cached disk goes with it.
+func (e *Engine) RemoveImage(ctx context.Context, ref string, force bool) (images.RemoveResult, error) {
+	res, err := e.Images.Remove(ctx, ref, images.RemoveOptions{Force: force, InUse: e.Containers.ImageUser})
+	if err != nil {
+		return res, err
+	}
+	for _, id := range res.Deleted {
+		if err := e.Disks.RemoveImageDisk(ctx, id); err != nil {
+			return res, fmt.Errorf("image %s removed, but not its disk: %w", id, err)
+		}
+	}
+	return res, nil
 }
 
 // Info describes how this host runs VMs.

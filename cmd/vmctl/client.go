@@ -163,14 +163,10 @@ func splitRepoTag(rt string) (string, string) {
 	return rt, "<none>"
 }
 
-func remoteRmi(ctx context.Context, g *globalOptions, refs []string) error {
-	r, err := g.remote()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
+// rmi removes images through the API and prints what went, as docker rmi.
+func rmi(ctx context.Context, r *remote, refs []string, force bool) error {
 	return forEach(refs, func(ref string) error {
-		res, err := r.api.ImageRemove(ctx, ref, client.ImageRemoveOptions{})
+		res, err := r.api.ImageRemove(ctx, ref, client.ImageRemoveOptions{Force: force})
 		if err != nil {
 			return r.fail(err)
 		}

@@ -233,27 +233,28 @@ func newImagesCommand(g *globalOptions) *cobra.Command {
 }
 
 func newRmiCommand(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:   "rmi IMAGE [IMAGE...]",
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "rmi [-f] IMAGE [IMAGE...]",
 		Short: "Remove images",
-		Args:  cobra.MinimumNArgs(1),
+		Long: `Remove images, as docker rmi does: a reference by tag untags it and
+deletes the image with its last tag; one by ID deletes it with all its tags.
+An image a container uses, running or not, is not deleted: refused, or with
+-f only untagged.`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if g.host != "" {
-				return remoteRmi(cmd.Context(), g, args)
-			}
-			e, err := g.open()
+			// Without -H the engine is served in this process (see api):
+			// one implementation, the same output.
+			r, done, err := g.api()
 			if err != nil {
 				return err
 			}
-			return forEach(args, func(ref string) error {
-				if err := e.RemoveImage(cmd.Context(), ref); err != nil {
-					return err
-				}
-				fmt.Printf("Untagged: %s\n", ref)
-				return nil
-			})
+			defer done()
+			return rmi(cmd.Context(), r, args, force)
 		},
 	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "untag an image even if a container uses it")
+	return cmd
 }
 
 func shortImageID(id string) string {

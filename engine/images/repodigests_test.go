@@ -59,7 +59,7 @@ func TestRepoDigests(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ref := range []string{reg.host + "/team/app:1", reg.host + "/team/multi:1"} {
-		if _, err := dst.Remove(ctx, ref); err != nil {
+		if _, err := dst.Remove(ctx, ref, RemoveOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

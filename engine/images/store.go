@@ -36,6 +36,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vmctl/vmctl/engine/errs"
 	"github.com/vmctl/vmctl/internal/flock"
 
 	"github.com/containerd/errdefs"
@@ -410,10 +411,20 @@ type RemoveResult struct {
 	Deleted  []string
 }
 
+// RemoveOptions are docker rmi's.
+type RemoveOptions struct {
+	// InUse names a container that uses the image with this ID, if any.
+	// An image in use is not deleted: without Force the removal is refused
+	// (ErrConflict), with Force only its tags go and it stays, untagged,
+	// for the containers that use it (Docker's behaviour).
+	InUse func(imageID string) (container string, used bool)
+	Force bool
+}
+
 // Remove untags ref if it names a tag, and deletes the image when that was
 // its last tag; a reference by ID or digest deletes the image with all its
 // tags. Blobs no other image uses are then deleted.
-func (s *Store) Remove(ctx context.Context, ref string) (RemoveResult, error) {
+func (s *Store) Remove(ctx context.Context, ref string, opts RemoveOptions) (RemoveResult, error) {
 	var res RemoveResult
 	err := s.update(ctx, func(idx *v1.IndexManifest) error {
 		recs, err := s.records(idx)
@@ -430,6 +441,14 @@ func (s *Store) Remove(ctx context.Context, ref string) (RemoveResult, error) {
 			})
 			res.Untagged = append(res.Untagged, familiarString(m.tag))
 			return nil
+		}
+		if opts.InUse != nil {
+			if c, used := opts.InUse(m.rec.id.String()); used {
+				if !opts.Force {
+					return errs.New(errdefs.ErrConflict, "conflict: unable to remove image %s (must be forced): container %s is using it", ref, c)
+				}
+				return untagInUse(idx, m, &res)
+			}
 		}
 		ids := map[v1.Hash]bool{}
 		for _, d := range m.rec.manifests {
@@ -452,6 +471,26 @@ func (s *Store) Remove(ctx context.Context, ref string) (RemoveResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// untagInUse removes the tags of a forced removal of an image that a
+// container uses (all of them for a reference by ID) and keeps the image
+// as an untagged entry. Precondition: the store lock is held.
+func untagInUse(idx *v1.IndexManifest, m match, res *RemoveResult) error {
+	drop := func(t string) bool { return m.tag == "" || t == m.tag }
+	keep := m.rec.manifests[0]
+	idx.Manifests = slices.DeleteFunc(idx.Manifests, func(d v1.Descriptor) bool {
+		t := d.Annotations[ocispec.AnnotationRefName]
+		return t != "" && drop(t) && slices.Contains(m.rec.tags, t)
+	})
+	for _, t := range m.rec.tags {
+		if drop(t) {
+			res.Untagged = append(res.Untagged, familiarString(t))
+		}
+	}
+	slices.Sort(res.Untagged)
+	addUntagged(idx, keep)
+	return nil
 }
 
 // collectGarbage deletes blobs that no manifest in the index references.

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -333,7 +334,7 @@ func TestRemove(t *testing.T) {
 		{configDigest(t, b)[7:19], []string{"b:latest"}, []string{configDigest(t, b)}, 0},
 	}
 	for _, st := range steps {
-		res, err := s.Remove(ctx, st.ref)
+		res, err := s.Remove(ctx, st.ref, RemoveOptions{})
 		if err != nil {
 			t.Fatalf("Remove(%q): %v", st.ref, err)
 		}
@@ -344,7 +345,7 @@ func TestRemove(t *testing.T) {
 			t.Errorf("after Remove(%q): %d blobs, want %d", st.ref, n, st.blobsLeft)
 		}
 	}
-	if _, err := s.Remove(ctx, "a"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Remove(ctx, "a", RemoveOptions{}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Remove of a removed image: %v, want ErrNotFound", err)
 	}
 	if list, _ := s.List(ctx); len(list) != 0 {
@@ -420,5 +421,44 @@ func TestAdd(t *testing.T) {
 	want, _ := img.Digest()
 	if got.Digest != want.String() || !slices.Equal(got.RepoTags, []string{"added:1"}) {
 		t.Errorf("Add = digest %s tags %v; want %s [added:1]", got.Digest, got.RepoTags, want)
+	}
+}
+
+// An image a container uses is not deleted: refused without force; with
+// force its tags go and it stays, untagged, resolvable by ID.
+func TestRemoveInUse(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t)
+	img := testImage(t, "used", map[string]string{"a": "1"})
+	added := addTagged(t, s, img, "app:1")
+	addTagged(t, s, img, "app:2")
+	inUse := func(id string) (string, bool) { return "web", id == added.ID }
+
+	// Untagging one of two tags deletes nothing, so it is allowed.
+	if res, err := s.Remove(ctx, "app:2", RemoveOptions{InUse: inUse}); err != nil || len(res.Deleted) != 0 {
+		t.Fatalf("untag of one tag = %+v, %v", res, err)
+	}
+	_, err := s.Remove(ctx, "app:1", RemoveOptions{InUse: inUse})
+	if !errdefs.IsConflict(err) || !strings.Contains(err.Error(), "container web is using it") {
+		t.Fatalf("Remove of the last tag of an image in use = %v, want a conflict naming web", err)
+	}
+	if _, err := s.Remove(ctx, added.ID, RemoveOptions{InUse: inUse}); !errdefs.IsConflict(err) {
+		t.Fatalf("Remove by ID of an image in use = %v, want a conflict", err)
+	}
+	res, err := s.Remove(ctx, "app:1", RemoveOptions{InUse: inUse, Force: true})
+	if err != nil || len(res.Deleted) != 0 || len(res.Untagged) != 1 || res.Untagged[0] != "app:1" {
+		t.Fatalf("forced Remove = %+v, %v; want app:1 untagged, nothing deleted", res, err)
+	}
+	kept, err := s.Resolve(ctx, added.ID)
+	if err != nil || len(kept.RepoTags) != 0 {
+		t.Fatalf("after the forced removal: %+v, %v; want the image, untagged", kept, err)
+	}
+	// Once nothing uses it, it goes.
+	res, err = s.Remove(ctx, added.ID, RemoveOptions{InUse: func(string) (string, bool) { return "", false }})
+	if err != nil || len(res.Deleted) != 1 {
+		t.Fatalf("Remove of the unused image = %+v, %v", res, err)
+	}
+	if _, err := s.Resolve(ctx, added.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Resolve after deletion = %v, want not found", err)
 	}
 }

@@ -85,6 +85,25 @@ func (b *Builder) DiskPath(id string) (string, error) {
 
 func (b *Builder) lockPath(h string) string { return filepath.Join(b.disksDir(), h+".lock") }
 
+// RemoveImageDisk deletes the cached disk of the image with this ID (a
+// removed image), waiting for a build of it in progress. A VM that has the
+// disk open keeps its copy until it ends.
+func (b *Builder) RemoveImageDisk(ctx context.Context, id string) error {
+	h, err := idHex(id)
+	if err != nil {
+		return err
+	}
+	l, err := flock.Acquire(ctx, b.lockPath(h))
+	if err != nil {
+		return err
+	}
+	defer l.Release()
+	if err := os.Remove(filepath.Join(b.disksDir(), h+".ext4")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
 // removeStale deletes scratch entries (named <hex>-...) whose build is no
 // longer running, which the per-image lock tells.
 func (b *Builder) removeStale() {

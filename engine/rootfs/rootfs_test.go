@@ -459,3 +459,31 @@ func BenchmarkWritableDisk(b *testing.B) {
 		})
 	}
 }
+
+func TestRemoveImageDisk(t *testing.T) {
+	needTools(t)
+	img := storedImage(t, []ent{reg("f", "data", 0o644)})
+	b := newBuilder(t)
+	ctx := context.Background()
+	disk, err := b.ImageDisk(ctx, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.RemoveImageDisk(ctx, img.ID); err != nil {
+		t.Fatalf("RemoveImageDisk: %v", err)
+	}
+	if _, err := os.Stat(disk); !os.IsNotExist(err) {
+		t.Errorf("the disk is still there (stat: %v)", err)
+	}
+	// Gone already, or never built: not an error.
+	if err := b.RemoveImageDisk(ctx, img.ID); err != nil {
+		t.Errorf("second RemoveImageDisk: %v", err)
+	}
+	if err := b.RemoveImageDisk(ctx, "sha256:../../etc"); err == nil {
+		t.Error("RemoveImageDisk took a malformed ID")
+	}
+	// The image can be built again.
+	if _, err := b.ImageDisk(ctx, img); err != nil {
+		t.Errorf("ImageDisk after removal: %v", err)
+	}
+}

@@ -99,8 +99,13 @@ func nonNil(s []string) []string {
 
 func (s *Server) imageDelete(w http.ResponseWriter, r *http.Request) {
 	ref := r.PathValue("name")
+	flags, err := boolParams(r, "force", "noprune")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	id := s.imageID(r.Context(), ref) // for the untag events, before it may go
-	res, err := s.eng.Images.Remove(r.Context(), ref)
+	res, err := s.eng.RemoveImage(r.Context(), ref, flags[0])
 	if err != nil {
 		writeError(w, err)
 		return

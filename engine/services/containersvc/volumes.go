@@ -219,6 +219,22 @@ func (s *Service) VolumeUsers() (map[string][]string, error) {
 	return out, nil
 }
 
+// ImageUser names a container, running or not, made from the image with
+// this ID, for docker rmi's in-use check.
+func (s *Service) ImageUser(imageID string) (string, bool) {
+	all, err := s.cfg.Store.List()
+	if err != nil {
+		// Unknown is in use: an image must not go from under a container.
+		return "(container store unreadable: " + err.Error() + ")", true
+	}
+	for _, c := range all {
+		if c.Config.ImageID == imageID {
+			return displayName(c), true
+		}
+	}
+	return "", false
+}
+
 func displayName(c *containers.Container) string {
 	if c.Name != "" {
 		return c.Name
