@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -59,6 +60,8 @@ type Engine struct {
 	// Events carries what happens to containers, images and volumes to
 	// GET /events; it lives as long as the engine.
 	Events *events.Bus
+
+	store *containers.Store
 }
 
 func (c *Config) setDefaults() {
@@ -103,7 +106,7 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, Images: imgs, Disks: disks, Events: events.NewBus(events.DefaultHistory)}
+	e := &Engine{cfg: cfg, Images: imgs, Disks: disks, Events: events.NewBus(events.DefaultHistory), store: store}
 	e.Volumes, err = volumes.New(volumes.Config{
 		Root: filepath.Join(cfg.DataRoot, "volumes"), NewDisk: disks.WritableDisk,
 		Users:  func() (map[string][]string, error) { return e.Containers.VolumeUsers() },
@@ -199,6 +202,17 @@ func (e *Engine) LoadImages(ctx context.Context, r io.Reader) ([]images.Image, e
 // ListImages lists local images.
 func (e *Engine) ListImages(ctx context.Context) ([]images.Image, error) {
 	return e.Images.List(ctx)
+}
+
+// orphanGrace is how long a container directory without a record is left
+// alone: far longer than any create takes between the two.
+const orphanGrace = 10 * time.Minute
+
+// SweepOrphans removes container directories that no record names, left
+// by a process that died between the two (see containers.Store). vmctld
+// calls it at start; it returns the IDs removed.
+func (e *Engine) SweepOrphans() ([]string, error) {
+	return e.store.SweepOrphans(orphanGrace)
 }
 
 // RemoveImage untags or deletes an image, as docker rmi does: an image a

@@ -87,6 +87,12 @@ func run() error {
 	if len(adopted) > 0 {
 		log.Printf("vmctld: re-adopted %d running container(s)", len(adopted))
 	}
+	// Not fatal: a directory that cannot be removed now can be next time.
+	if swept, err := eng.SweepOrphans(); err != nil {
+		log.Printf("vmctld: sweeping container directories without a record: %v", err)
+	} else if len(swept) > 0 {
+		log.Printf("vmctld: removed %d container director(ies) without a record, left by a crash", len(swept))
+	}
 	api := server.New(eng)
 	srv := &http.Server{Handler: api, ReadHeaderTimeout: 30 * time.Second}
 

@@ -384,3 +384,42 @@ func generateName(id string, taken func(string) bool) string {
 		}
 	}
 }
+
+// SweepOrphans removes the container directories that no record names and
+// that have not changed for grace: what a process that died between making
+// a container's directory and committing its record (or between deleting a
+// record and its directory) left, possibly with a large writable disk. The
+// grace keeps a create in progress in another process safe. It returns the
+// IDs of the directories removed.
+func (s *Store) SweepOrphans(grace time.Duration) ([]string, error) {
+	entries, err := os.ReadDir(s.root)
+	if err != nil {
+		return nil, fmt.Errorf("container store: %w", err)
+	}
+	known := map[string]bool{}
+	err = s.view(func(recs, _ *bolt.Bucket) error {
+		return recs.ForEach(func(k, _ []byte) error {
+			known[string(k)] = true
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	for _, e := range entries {
+		id := e.Name()
+		if !e.IsDir() || len(id) != 64 || strings.Trim(id, "0123456789abcdef") != "" || known[id] {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil || time.Since(info.ModTime()) < grace {
+			continue
+		}
+		if err := os.RemoveAll(s.Dir(id)); err != nil {
+			return removed, fmt.Errorf("container store: remove orphaned %s: %w", id[:12], err)
+		}
+		removed = append(removed, id)
+	}
+	return removed, nil
+}
