@@ -97,8 +97,10 @@ func (s *stdio) closeChild() {
 // offset makes reads safe to retry. The last chunk handed out stays pending
 // until a read names its end: a read from the pending chunk's start (the
 // reader lost the answer, e.g. a restarted host) gets it again; a read from
-// its end drops it and gets new data. Any other offset is refused, because
-// the bytes it names are gone.
+// inside it gets the rest of it (the host kept part of the chunk: it logs a
+// chunk line by line, and a daemon killed between two lines resumes after
+// the last one it logged); a read from its end drops it and gets new data.
+// Any other offset is refused, because the bytes it names are gone.
 func (s *stdio) read(which Stream, max int, offset uint64) ([]byte, uint64, bool, error) {
 	if which != Stdout && which != Stderr {
 		return nil, 0, false, errorf(ErrInvalid, "unknown stream %d", which)
@@ -112,8 +114,8 @@ func (s *stdio) read(which Stream, max int, offset uint64) ([]byte, uint64, bool
 	}
 	s.readMu[which].Lock()
 	defer s.readMu[which].Unlock()
-	if p := s.pending[which]; p != nil && offset == s.sent[which]-uint64(len(p)) {
-		return p, offset, false, nil
+	if p := s.pending[which]; p != nil && offset >= s.sent[which]-uint64(len(p)) && offset < s.sent[which] {
+		return p[len(p)-int(s.sent[which]-offset):], offset, false, nil
 	}
 	if offset != s.sent[which] {
 		return nil, 0, false, errorf(ErrInvalid, "output offset %d is not available (the stream is at %d)", offset, s.sent[which])

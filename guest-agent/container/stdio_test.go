@@ -6,7 +6,8 @@ import (
 )
 
 // TestReadRetry checks the offset contract of output reads: a lost answer
-// can be asked for again, and only the pending chunk or new data can be.
+// can be asked for again (whole or from inside, for a host that kept part
+// of it), and only the pending chunk or new data can be.
 func TestReadRetry(t *testing.T) {
 	s, err := newStdio(false, nil)
 	if err != nil {
@@ -31,7 +32,9 @@ func TestReadRetry(t *testing.T) {
 		{offset: 3, wantErr: true}, // nothing sent yet: only 0 is valid
 		{offset: 0, want: "hel", wantAt: 0},
 		{offset: 0, want: "hel", wantAt: 0}, // lost answer: sent again
-		{offset: 1, wantErr: true},          // inside the pending chunk
+		{offset: 1, want: "el", wantAt: 1},  // part of the chunk kept: the rest
+		{offset: 0, want: "hel", wantAt: 0}, // still pending as a whole
+		{offset: 2, want: "l", wantAt: 2},
 		{offset: 4, wantErr: true},          // beyond what was sent
 		{offset: 3, want: "lo", wantAt: 3},  // acknowledged: new data
 		{offset: 3, want: "lo", wantAt: 3},
