@@ -35,8 +35,8 @@ func TestReadRetry(t *testing.T) {
 		{offset: 1, want: "el", wantAt: 1},  // part of the chunk kept: the rest
 		{offset: 0, want: "hel", wantAt: 0}, // still pending as a whole
 		{offset: 2, want: "l", wantAt: 2},
-		{offset: 4, wantErr: true},          // beyond what was sent
-		{offset: 3, want: "lo", wantAt: 3},  // acknowledged: new data
+		{offset: 4, wantErr: true},         // beyond what was sent
+		{offset: 3, want: "lo", wantAt: 3}, // acknowledged: new data
 		{offset: 3, want: "lo", wantAt: 3},
 		{offset: 0, wantErr: true}, // acknowledged bytes are gone
 	} {
