@@ -52,6 +52,9 @@ type LogEntry struct {
 // use: the task serializes writes.
 type logWriter struct {
 	f *os.File
+	// size is the length of the file's complete entries: a failed write
+	// is cut back to it.
+	size int64
 }
 
 func openLog(path string) (*logWriter, error) {
@@ -59,7 +62,12 @@ func openLog(path string) (*logWriter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("container log: %w", err)
 	}
-	return &logWriter{f: f}, nil
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("container log: %w", err)
+	}
+	return &logWriter{f: f, size: fi.Size()}, nil
 }
 
 // write stores data as one entry per line. Each entry goes out in one
@@ -81,8 +89,13 @@ func (w *logWriter) write(stream Stream, at time.Time, data []byte) error {
 		binary.BigEndian.PutUint64(buf[8:], uint64(at.UnixNano()))
 		copy(buf[logHeaderLen:], data[:n])
 		if _, err := w.f.Write(buf); err != nil {
+			// A short write (a full disk) leaves half an entry, after
+			// which every entry appended later, by this run or the next,
+			// would be read as part of it: cut it off.
+			w.f.Truncate(w.size)
 			return fmt.Errorf("container log: %w", err)
 		}
+		w.size += int64(len(buf))
 		data = data[n:]
 	}
 	return nil
@@ -117,9 +130,14 @@ func readLogEntry(r io.Reader) (LogEntry, int, error) {
 // logOffsets returns how many bytes of each stream the log holds from
 // entries written at or after since (the start of the current run), by
 // Stream. A missing log holds nothing.
+//
+// An incomplete entry at the end (its writer was killed in the middle of
+// the write) is cut off: its bytes are not counted, so they are read from
+// the agent again, and entries appended next must not follow half an
+// entry.
 func logOffsets(path string, since time.Time) ([3]uint64, error) {
 	var off [3]uint64
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return off, nil
 	}
@@ -128,18 +146,30 @@ func logOffsets(path string, since time.Time) ([3]uint64, error) {
 	}
 	defer f.Close()
 	r := bufio.NewReader(f)
+	var end int64
 	for {
-		e, _, err := readLogEntry(r)
+		e, n, err := readLogEntry(r)
 		if err == io.EOF {
-			return off, nil
+			break
 		}
 		if err != nil {
 			return off, fmt.Errorf("%w: %s", err, path)
 		}
+		end += int64(n)
 		if !e.Time.Before(since) {
 			off[e.Stream] += uint64(len(e.Data))
 		}
 	}
+	fi, err := f.Stat()
+	if err != nil {
+		return off, fmt.Errorf("container log: %w", err)
+	}
+	if fi.Size() > end {
+		if err := f.Truncate(end); err != nil {
+			return off, fmt.Errorf("container log: cut off an incomplete entry: %w", err)
+		}
+	}
+	return off, nil
 }
 
 // LogsOptions selects what Logs returns.

@@ -1,10 +1,13 @@
 package containersvc
 
 import (
+	"bufio"
 	"bytes"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -139,5 +142,99 @@ func TestLogOffsets(t *testing.T) {
 	}
 	if _, err := logOffsets(path, start); err == nil {
 		t.Error("a corrupt log gave offsets")
+	}
+}
+
+// TestLogOffsetsTornTail checks that a log whose last entry was cut short
+// (its writer was killed mid-write) resumes cleanly: the partial entry's
+// bytes are not counted, and entries appended afterwards read back intact.
+func TestLogOffsetsTornTail(t *testing.T) {
+	start := time.Unix(1000, 0)
+	for _, cut := range []int{1, logHeaderLen - 1, logHeaderLen, logHeaderLen + 3} {
+		path := filepath.Join(t.TempDir(), logFileName)
+		w, err := openLog(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.write(StreamStdout, start, []byte("kept\n")); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole := fi.Size()
+		if err := w.write(StreamStdout, start, []byte("torn line\n")); err != nil {
+			t.Fatal(err)
+		}
+		w.close()
+		if err := os.Truncate(path, whole+int64(cut)); err != nil {
+			t.Fatal(err)
+		}
+
+		off, err := logOffsets(path, start)
+		if err != nil || off != [3]uint64{StreamStdout: 5} {
+			t.Fatalf("cut %d: logOffsets = %v, %v; want 5 stdout bytes", cut, off, err)
+		}
+		w, err = openLog(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.write(StreamStdout, start, []byte("torn line\nnext\n")); err != nil {
+			t.Fatal(err)
+		}
+		w.close()
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		r := bufio.NewReader(f)
+		for {
+			e, _, err := readLogEntry(r)
+			if err != nil {
+				if err != io.EOF {
+					t.Errorf("cut %d: %v", cut, err)
+				}
+				break
+			}
+			got = append(got, string(e.Data))
+		}
+		f.Close()
+		if want := []string{"kept\n", "torn line\n", "next\n"}; !slices.Equal(got, want) {
+			t.Errorf("cut %d: log after resuming = %q, want %q", cut, got, want)
+		}
+	}
+}
+
+// TestLogWriteFullDisk checks that an entry the file system had no room for
+// leaves no half entry behind for the next run to append after.
+func TestLogWriteFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("not root: a full file system is made with a small tmpfs mount")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=8k"); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v", err)
+	}
+	defer syscall.Unmount(dir, 0)
+	path := filepath.Join(dir, logFileName)
+	w, err := openLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.write(StreamStdout, time.Now(), []byte("kept\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.write(StreamStdout, time.Now(), bytes.Repeat([]byte("x"), 16<<10)); err == nil {
+		t.Fatal("a 16 KiB entry fit in an 8 KiB file system")
+	}
+	w.close()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := logHeaderLen + len("kept\n"); len(b) != want {
+		t.Errorf("log after the failed write has %d bytes, want %d (the complete entry only)", len(b), want)
 	}
 }
