@@ -122,7 +122,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		return err
 	}
 	if name != "." {
-		if err := x.root.MkdirAll(path.Dir(name), 0o755); err != nil {
+		if err := x.mkParents(name); err != nil {
 			return err
 		}
 	}
@@ -163,6 +163,35 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		// records are consumed by archive/tar); skip it like Docker does.
 		return nil
 	}
+}
+
+// mkParents makes the directories above name. A layer need not list them
+// (many tools write only files), and those made here take inodes and blocks
+// on the disk like listed ones, so they are counted once each too; a
+// parent that turns out to be a symlink is counted as well, which only
+// makes the disk a little larger.
+func (x *extractor) mkParents(name string) error {
+	parent := path.Dir(name)
+	if err := x.root.MkdirAll(parent, 0o755); err != nil {
+		return err
+	}
+	for p := parent; p != "." && !x.seenDirs[p]; p = path.Dir(p) {
+		x.countDir(p)
+	}
+	return nil
+}
+
+// countDir adds the directory name to the usage, once.
+func (x *extractor) countDir(name string) {
+	if x.seenDirs == nil {
+		x.seenDirs = map[string]bool{}
+	}
+	if x.seenDirs[name] || name == "." {
+		return
+	}
+	x.seenDirs[name] = true
+	x.use.bytes += blockSize
+	x.use.inodes++
 }
 
 // errKeepDir stops a non-directory entry from replacing a directory.
@@ -208,14 +237,7 @@ func (x *extractor) dir(name string, hdr *tar.Header, mode fs.FileMode) error {
 	default:
 		return err
 	}
-	if x.seenDirs == nil {
-		x.seenDirs = map[string]bool{}
-	}
-	if !x.seenDirs[name] && name != "." {
-		x.seenDirs[name] = true
-		x.use.bytes += blockSize
-		x.use.inodes++
-	}
+	x.countDir(name)
 	if err := x.owner(name, hdr); err != nil {
 		return err
 	}
@@ -275,7 +297,7 @@ func (x *extractor) link(hdr *tar.Header, wait bool) error {
 		x.pendingLinks = append(x.pendingLinks, hdr)
 		return nil
 	}
-	if err := x.root.MkdirAll(path.Dir(name), 0o755); err != nil {
+	if err := x.mkParents(name); err != nil {
 		return err
 	}
 	if err := x.replace(name); err != nil {

@@ -218,6 +218,9 @@ func TestImageDiskSizing(t *testing.T) {
 		{"empty", []ent{dirEnt("x", 0o755)}},
 		{"many small files in one directory", many(1500, func(i int) ent { return reg(fmt.Sprintf("d/file-with-a-longish-name-%05d", i), "x", 0o644) })},
 		{"one large file", []ent{reg("big", strings.Repeat("0123456789abcdef", 1<<20), 0o644)}},
+		// Layers need not list directories (mutate.Extract passes on what
+		// the layer has): the ones made implicitly need inodes and blocks too.
+		{"files in unlisted directories", many(2000, func(i int) ent { return reg(fmt.Sprintf("d%04d/f", i), "x", 0o644) })},
 		{"deep tree", many(100, func(i int) ent { return dirEnt(strings.Repeat("d/", i+1), 0o755) })},
 		{"long symlinks", many(500, func(i int) ent { return symlink(fmt.Sprintf("l%04d", i), long) })},
 		{"many hard links", append([]ent{reg("bin/busybox", "b", 0o755)}, many(500, func(i int) ent { return hardlink(fmt.Sprintf("bin/a%04d", i), "bin/busybox") })...)},
