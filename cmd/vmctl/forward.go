@@ -14,7 +14,13 @@ import (
 func forwardResize(fd int, resize func(rows, cols uint16)) func() {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGWINCH)
-	ch <- syscall.SIGWINCH // the size may have changed since create
+	// The size may have changed since create: ask for it once now. A
+	// SIGWINCH that came since Notify may already fill the channel (and
+	// asks the same); a plain send would then block forever.
+	select {
+	case ch <- syscall.SIGWINCH:
+	default:
+	}
 	done := make(chan struct{})
 	go func() {
 		for {
