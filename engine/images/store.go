@@ -423,7 +423,9 @@ type RemoveOptions struct {
 
 // Remove untags ref if it names a tag, and deletes the image when that was
 // its last tag; a reference by ID or digest deletes the image with all its
-// tags. Blobs no other image uses are then deleted.
+// tags, except that, as in Docker, an ID of an image with several tags is
+// refused (ErrConflict) unless opts.Force. Blobs no other image uses are
+// then deleted.
 func (s *Store) Remove(ctx context.Context, ref string, opts RemoveOptions) (RemoveResult, error) {
 	var res RemoveResult
 	err := s.update(ctx, func(idx *v1.IndexManifest) error {
@@ -441,6 +443,12 @@ func (s *Store) Remove(ctx context.Context, ref string, opts RemoveOptions) (Rem
 			})
 			res.Untagged = append(res.Untagged, familiarString(m.tag))
 			return nil
+		}
+		// An image ID (find matches no tag, and a digest reference has an
+		// "@") names every tag at once; dockerd refuses to drop more than
+		// one that way unless forced.
+		if m.tag == "" && !strings.Contains(ref, "@") && len(m.rec.tags) > 1 && !opts.Force {
+			return errs.New(errdefs.ErrConflict, "conflict: unable to delete %s (must be forced) - image is referenced in multiple repositories", m.rec.id.Hex[:12])
 		}
 		if opts.InUse != nil {
 			if c, used := opts.InUse(m.rec.id.String()); used {

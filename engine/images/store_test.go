@@ -462,3 +462,30 @@ func TestRemoveInUse(t *testing.T) {
 		t.Errorf("Resolve after deletion = %v, want not found", err)
 	}
 }
+
+// docker rmi by ID refuses an image with more than one tag unless forced
+// ("image is referenced in multiple repositories"), and leaves it whole.
+func TestRemoveByIDWithSeveralTags(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t)
+	img := testImage(t, "tagged twice", map[string]string{"a": "1"})
+	added := addTagged(t, s, img, "a:1")
+	addTagged(t, s, img, "b:1")
+	for _, ref := range []string{added.ID, added.ID[7:], added.ID[7:19]} {
+		_, err := s.Remove(ctx, ref, RemoveOptions{})
+		if !errdefs.IsConflict(err) || !strings.Contains(err.Error(), "must be forced") {
+			t.Errorf("Remove(%q) of an image with two tags = %v, want a conflict", ref, err)
+		}
+	}
+	got, err := s.Resolve(ctx, added.ID)
+	if err != nil || !slices.Equal(got.RepoTags, []string{"a:1", "b:1"}) {
+		t.Fatalf("after the refused removals: %+v, %v; want the image with both tags", got.RepoTags, err)
+	}
+	res, err := s.Remove(ctx, added.ID[7:19], RemoveOptions{Force: true})
+	if err != nil || !slices.Equal(res.Untagged, []string{"a:1", "b:1"}) || !slices.Equal(res.Deleted, []string{added.ID}) {
+		t.Fatalf("forced Remove = %+v, %v; want both tags untagged and the image deleted", res, err)
+	}
+	if n := blobCount(t, s); n != 0 {
+		t.Errorf("%d blobs left after the forced removal, want 0", n)
+	}
+}
