@@ -330,13 +330,17 @@ func TestRunOverTTRPC(t *testing.T) {
 				if err != nil || string(again.Data) != string(resp.Data) || again.Offset != resp.Offset {
 					t.Fatalf("repeated read at %d = %+v, %v; want %q again", len(out), again, err, resp.Data)
 				}
+				// A host that kept part of the chunk asks for the rest.
+				if len(resp.Data) > 1 {
+					rest, err := rd(ctx, &agent.ReadOutputRequest{ContainerId: "c1", MaxLen: 3, Offset: uint64(len(out) + 1)})
+					if err != nil || string(rest.Data) != string(resp.Data[1:]) || rest.Offset != uint64(len(out)+1) {
+						t.Fatalf("read inside the chunk at %d = %+v, %v; want %q", len(out)+1, rest, err, resp.Data[1:])
+					}
+				}
 				// Bytes already acknowledged or never sent cannot be asked for.
 				bad := []uint64{uint64(len(out) + len(resp.Data) + 1)}
 				if len(out) > 0 {
 					bad = append(bad, uint64(len(out)-1))
-				}
-				if len(resp.Data) > 1 {
-					bad = append(bad, uint64(len(out)+1))
 				}
 				for _, bad := range bad {
 					if _, err := rd(ctx, &agent.ReadOutputRequest{ContainerId: "c1", MaxLen: 3, Offset: bad}); code(err) != codes.InvalidArgument {
