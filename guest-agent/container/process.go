@@ -29,6 +29,11 @@ type Process struct {
 	exited chan struct{}
 	mu     sync.Mutex // guards exit
 	exit   Exit
+	// released closes the agent's ends of the stdio once the process has
+	// exited and its output was read to the end: nothing can use them any
+	// more, and a container exec'ed into again and again (health checks)
+	// would otherwise hold 3 descriptors per exec until it is removed.
+	released sync.Once
 }
 
 func newProcess(id string, io *stdio, cg *cgroup) *Process {
@@ -47,7 +52,17 @@ func (p *Process) watch(ch <-chan reaper.Status) {
 			p.proc.Release()
 		}
 		close(p.exited)
+		p.releaseIfDone()
 	}()
+}
+
+// releaseIfDone closes the process's stdio once it has exited and both
+// outputs have reached EOF. Later reads still answer EOF (a closed stream
+// reads as ended), so a host that lost the EOF answer can ask again.
+func (p *Process) releaseIfDone() {
+	if p.Exited() && p.io.drained() {
+		p.released.Do(p.io.close)
+	}
 }
 
 // Wait blocks until the process has exited or ctx ends.
@@ -94,7 +109,11 @@ func (p *Process) Signal(sig syscall.Signal) error {
 // stdio.read for why reads carry one) and the offset of the first byte;
 // eof is set once the stream has ended and every byte was read.
 func (p *Process) Read(which Stream, max int, offset uint64) (data []byte, at uint64, eof bool, err error) {
-	return p.io.read(which, max, offset)
+	data, at, eof, err = p.io.read(which, max, offset)
+	if eof {
+		p.releaseIfDone()
+	}
+	return data, at, eof, err
 }
 
 // Write writes to the process's stdin or terminal.

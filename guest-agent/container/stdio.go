@@ -36,6 +36,7 @@ type stdio struct {
 	readMu  [2]sync.Mutex
 	sent    [2]uint64
 	pending [2][]byte
+	atEOF   [2]bool // a read has reported the stream's end
 	writeMu sync.Mutex
 	// stdinClosed is guarded by writeMu.
 	stdinClosed bool
@@ -132,9 +133,24 @@ func (s *stdio) read(which Stream, max int, offset uint64) ([]byte, uint64, bool
 	case err == nil:
 		return nil, offset, false, nil
 	case err == io.EOF, errors.Is(err, os.ErrClosed), s.terminal && errors.Is(err, syscall.EIO):
+		s.atEOF[which] = true
 		return nil, offset, true, nil
 	}
 	return nil, 0, false, fmt.Errorf("read output: %w", err)
+}
+
+// drained reports whether every output has been read to its end (a
+// terminal's stderr has none).
+func (s *stdio) drained() bool {
+	for _, which := range []Stream{Stdout, Stderr} {
+		s.readMu[which].Lock()
+		done := s.out[which] == nil || s.atEOF[which]
+		s.readMu[which].Unlock()
+		if !done {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *stdio) write(p []byte) (int, error) {
@@ -179,6 +195,10 @@ func (s *stdio) resize(rows, cols uint32) error {
 		return errorf(ErrInvalid, "terminal size %dx%d is out of range", cols, rows)
 	}
 	if err := pty.Setsize(s.stdin, &pty.Winsize{Rows: uint16(rows), Cols: uint16(cols)}); err != nil {
+		if errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EBADF) {
+			// Released after the exit (see Process.releaseIfDone).
+			return errorf(ErrState, "process has exited")
+		}
 		return fmt.Errorf("set terminal size: %w", err)
 	}
 	return nil
