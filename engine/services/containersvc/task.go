@@ -431,5 +431,18 @@ func (t *task) pumpOutput(execID string, read readFunc, from uint64, deliver fun
 		if resp.Eof {
 			return
 		}
+		if len(resp.Data) == 0 {
+			// The agent's reads block until there is output, so an empty
+			// answer is rare; a guest that gives nothing but empty answers
+			// must not have the host spin on it.
+			select {
+			case <-t.ctx.Done():
+				return
+			case <-time.After(emptyReadBackoff):
+			}
+		}
 	}
 }
+
+// emptyReadBackoff is the pause after an output read that returned nothing.
+const emptyReadBackoff = 10 * time.Millisecond
