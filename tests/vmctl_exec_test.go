@@ -10,6 +10,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 )
 
 // vmctl's own exec, restart, wait, create and attach against vmctld, with
@@ -87,6 +90,11 @@ func TestVmctlExecAndLifecycle(t *testing.T) {
 		defer cancel()
 		driveTerminal(t, clientCmd(ctx, e, nil, "-H", d.host(), "exec", "-i", "-t", "x", "sh"))
 	})
+	t.Run("exec -it restores the terminal on SIGTERM", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		signalRawSession(t, clientCmd(ctx, e, nil, "-H", d.host(), "exec", "-i", "-t", "x", "sh"))
+	})
 	t.Run("restart keeps the writable layer", func(t *testing.T) {
 		d.mustVmctl(t, 0, "", "exec", "x", "sh", "-c", "echo kept > /kept")
 		if r := d.mustVmctl(t, 0, "", "restart", "-t", "1", "x"); r.stdout != "x\n" {
@@ -141,6 +149,14 @@ func TestVmctlExecAndLifecycle(t *testing.T) {
 		r := d.mustVmctl(t, 1, "", "attach", "a")
 		oneLine(t, r, "cannot attach to a stopped container")
 	})
+	t.Run("attach to a tty restores the terminal on SIGTERM", func(t *testing.T) {
+		// run -d -it needs no terminal of its own (this test has none).
+		d.mustVmctl(t, 0, "", "run", "-d", "-i", "-t", "--name", "tt", "busybox", "sh")
+		defer d.vmctl(t, "", "rm", "-f", "tt")
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		signalRawSession(t, clientCmd(ctx, e, nil, "-H", d.host(), "attach", "tt"))
+	})
 	t.Run("create and start -a", func(t *testing.T) {
 		r := d.mustVmctl(t, 0, "", "create", "--name", "c", "-e", "WHO=created", "busybox", "sh", "-c", `echo "$WHO"; exit 2`)
 		if !regexp.MustCompile(`^[0-9a-f]{64}\n$`).MatchString(r.stdout) {
@@ -177,5 +193,45 @@ func TestVmctlExecAndLifecycle(t *testing.T) {
 	d.mustVmctl(t, 0, "", "rm", "x", "a", "c", "cat")
 	if r := d.mustVmctl(t, 0, "", "ps", "-a", "-q"); r.stdout != "" {
 		t.Errorf("containers left after rm: %q", r.stdout)
+	}
+}
+
+// signalRawSession starts c (a session that puts its terminal in raw mode)
+// on a pty it keeps the terminal side of, sends it SIGTERM once the
+// terminal is raw, and checks that c ends with status 143 and leaves the
+// terminal as it found it (canonical, echoing).
+func signalRawSession(t *testing.T, c *exec.Cmd) {
+	t.Helper()
+	ptmx, tty, err := pty.Open()
+	must(t, err)
+	defer ptmx.Close()
+	defer tty.Close()
+	go io.Copy(io.Discard, ptmx)
+	c.Stdin, c.Stdout, c.Stderr = tty, tty, tty
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	must(t, c.Start())
+	defer func() {
+		if c.ProcessState == nil { // a failed check above: end it here
+			c.Process.Kill()
+			c.Wait()
+		}
+	}()
+	termios := func() *unix.Termios {
+		tio, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+		must(t, err)
+		return tio
+	}
+	const cooked = unix.ICANON | unix.ECHO
+	if termios().Lflag&cooked != cooked {
+		t.Fatal("the test's pty does not start canonical and echoing")
+	}
+	waitFor(t, func() bool { return termios().Lflag&cooked == 0 }, "vmctl to put the terminal in raw mode")
+	must(t, c.Process.Signal(syscall.SIGTERM))
+	err = c.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 128+int(syscall.SIGTERM) {
+		t.Errorf("after SIGTERM: %v, want exit status 143", err)
+	}
+	if termios().Lflag&cooked != cooked {
+		t.Errorf("vmctl ended by SIGTERM left the terminal raw")
 	}
 }

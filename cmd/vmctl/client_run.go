@@ -45,12 +45,17 @@ func remoteRun(ctx context.Context, g *globalOptions, o *runOptions, image strin
 	if err != nil {
 		return &statusError{code: 125, err: err}
 	}
-	rows, cols, err := terminalSize(o.tty, o.interactive)
-	if err != nil {
-		return err
-	}
-	if rows > 0 && cols > 0 {
-		req.HostConfig.ConsoleSize = [2]uint{uint(rows), uint(cols)}
+	// A detached run reads no keys: -d -it from a script without a
+	// terminal is fine, as docker run checks the terminal only when it
+	// attaches.
+	if !o.detach {
+		rows, cols, err := terminalSize(o.tty, o.interactive)
+		if err != nil {
+			return err
+		}
+		if rows > 0 && cols > 0 {
+			req.HostConfig.ConsoleSize = [2]uint{uint(rows), uint(cols)}
+		}
 	}
 	r, err := g.remote()
 	if err != nil {

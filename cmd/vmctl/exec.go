@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
@@ -98,11 +99,26 @@ func (r *remote) exec(ctx context.Context, ref string, req client.ExecCreateOpti
 	}
 	defer at.Close()
 	outputDone := streamIO(at.HijackedResponse, req.TTY, req.AttachStdin)
+	received := func() syscall.Signal { return 0 }
+	if req.TTY && req.AttachStdin {
+		// Raw mode: a signal must end the session, not vmctl outright.
+		sigCtx, got, stop := endOnSignal(ctx)
+		defer stop()
+		received = got
+		context.AfterFunc(sigCtx, func() {
+			if got() != 0 {
+				at.Close() // ends the output, so restore runs below
+			}
+		})
+	}
 	restore := userTerminal(req.TTY, req.AttachStdin, func(rows, cols uint16) {
 		r.api.ExecResize(ctx, id, client.ExecResizeOptions{Height: uint(rows), Width: uint(cols)})
 	})
 	<-outputDone
 	restore()
+	if sig := received(); sig != 0 {
+		return signalStatus(sig)
+	}
 	res, err := r.api.ExecInspect(ctx, id, client.ExecInspectOptions{})
 	if err != nil {
 		return r.fail(err)

@@ -176,7 +176,15 @@ func (r *remote) attachSession(ctx context.Context, id string, tty, stdin, sigPr
 		return r.fail(err)
 	}
 	defer at.Close()
-	wait := r.api.ContainerWait(ctx, id, client.ContainerWaitOptions{Condition: cond})
+	// In raw mode (a tty fed by stdin) no signal is forwarded; one that
+	// comes ends the wait, and the session returns through restore.
+	waitCtx, received := ctx, func() syscall.Signal { return 0 }
+	if tty && stdin {
+		sigCtx, got, stop := endOnSignal(ctx)
+		defer stop()
+		waitCtx, received = sigCtx, got
+	}
+	wait := r.api.ContainerWait(waitCtx, id, client.ContainerWaitOptions{Condition: cond})
 	outputDone := streamIO(at.HijackedResponse, tty, stdin)
 	restore := userTerminal(tty, stdin, func(rows, cols uint16) { r.resize(ctx, id, rows, cols) })
 	defer restore()
@@ -189,5 +197,9 @@ func (r *remote) attachSession(ctx context.Context, id string, tty, stdin, sigPr
 		stop := forwardSignals(func(sig syscall.Signal) { r.kill(ctx, id, sig) })
 		defer stop()
 	}
-	return r.waitExit(wait.Result, wait.Error, outputDone)
+	err = r.waitExit(wait.Result, wait.Error, outputDone)
+	if sig := received(); sig != 0 {
+		return signalStatus(sig)
+	}
+	return err
 }

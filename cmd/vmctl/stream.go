@@ -5,8 +5,12 @@ package main
 // stdin into it, and the user's terminal (raw mode, size).
 
 import (
+	"context"
 	"io"
 	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
@@ -78,4 +82,35 @@ func terminalSize(tty, interactive bool) (rows, cols uint16, err error) {
 		}
 	}
 	return 0, 0, nil
+}
+
+// endOnSignal is for a session in raw mode that forwards no signals (exec
+// -it, attach and start -a -i to a container with a tty): the terminal
+// sends no SIGINT then, but a kill or a closed terminal still ends vmctl,
+// and Go's default exit would leave the user's terminal raw. It catches
+// the signals that end a process, and cancels the returned context when
+// one comes so that the session returns through its deferred restore;
+// received reports that signal (0 before one came). stop undoes it.
+func endOnSignal(parent context.Context) (ctx context.Context, received func() syscall.Signal, stop func()) {
+	ctx, cancel := context.WithCancel(parent)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	var got atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-ch:
+			got.Store(int32(s.(syscall.Signal)))
+			cancel()
+		case <-done:
+		}
+	}()
+	received = func() syscall.Signal { return syscall.Signal(got.Load()) }
+	return ctx, received, func() { signal.Stop(ch); close(done); cancel() }
+}
+
+// signalStatus is the exit status of a session ended by sig, the one a
+// shell reports for a process that sig killed.
+func signalStatus(sig syscall.Signal) error {
+	return &statusError{code: 128 + int(sig)}
 }
