@@ -126,6 +126,10 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 			return err
 		}
 	}
+	if hdr.Typeflag != tar.TypeDir && name != "." {
+		// Its name takes room in its directory, whatever its data does.
+		x.use.bytes += direntBytes(name)
+	}
 	mode := hdr.FileInfo().Mode()
 	switch hdr.Typeflag {
 	case tar.TypeDir:
@@ -190,8 +194,16 @@ func (x *extractor) countDir(name string) {
 		return
 	}
 	x.seenDirs[name] = true
-	x.use.bytes += blockSize
+	x.use.bytes += blockSize + direntBytes(name)
 	x.use.inodes++
+}
+
+// direntBytes is the room name's entry takes in its directory on ext4: an
+// 8-byte header and the name padded to 4 bytes (struct ext4_dir_entry_2).
+// A directory's first block is counted with the directory; the entries
+// fill it and the blocks after it.
+func direntBytes(name string) int64 {
+	return 8 + roundUp(int64(len(path.Base(name))), 4)
 }
 
 // errKeepDir stops a non-directory entry from replacing a directory.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -244,5 +245,34 @@ func TestCleanName(t *testing.T) {
 		if err != nil && !errors.Is(err, errUnsafePath) {
 			t.Errorf("cleanName(%q) error %v is not errUnsafePath", tt.in, err)
 		}
+	}
+}
+
+// Entries that take no data block (empty files, short symlinks, hard links,
+// device nodes) still take room in their directory: the disk is sized for
+// their names too.
+func TestExtractCountsDirectoryEntries(t *testing.T) {
+	needRoot(t)
+	long := strings.Repeat("n", 200)
+	const n = 1000
+	var ents []ent
+	for i := range n {
+		name := fmt.Sprintf("d/%s-%04d", long, i)
+		switch i % 3 {
+		case 0:
+			ents = append(ents, reg(name, "", 0o644))
+		case 1:
+			ents = append(ents, symlink(name, "x"))
+		default:
+			ents = append(ents, hardlink(name, "d/"+long+"-0000"))
+		}
+	}
+	use, err := extractTar(context.Background(), bytes.NewReader(tarOf(t, ents...)), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An ext4 directory entry is 8 bytes plus the name rounded up to 4.
+	if want := int64(n * (8 + 208)); use.bytes < want {
+		t.Errorf("extractTar counted %d bytes for %d entries with %d-byte names, want at least %d", use.bytes, n, len(long)+5, want)
 	}
 }
