@@ -170,6 +170,21 @@ func TestVmctlExecAndLifecycle(t *testing.T) {
 		}
 		r = d.mustVmctl(t, 1, "", "create", "--name", "c", "busybox")
 		oneLine(t, r, "already in use")
+		// A refused start exits 1, as docker start does, whatever the
+		// reason (run's 127 is run's own).
+		d.mustVmctl(t, 0, "", "create", "--name", "bad", "busybox", "no-such-command")
+		defer d.vmctl(t, "", "rm", "-f", "bad")
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"start", "bad"}, "no-such-command"},
+			{[]string{"start", "-a", "bad"}, "no-such-command"},
+			{[]string{"start", "no-such"}, "no such container"},
+			{[]string{"start", "-a", "no-such"}, "no such container"},
+		} {
+			oneLine(t, d.mustVmctl(t, 1, "", tc.args...), tc.want)
+		}
 	})
 	t.Run("start -a -i", func(t *testing.T) {
 		d.mustVmctl(t, 0, "", "create", "-i", "--name", "cat", "busybox", "sh", "-c", "cat; echo done")

@@ -136,22 +136,18 @@ func newStartCommand(g *globalOptions) *cobra.Command {
 		Short: "Start a stopped container, keeping its writable layer (needs -H/VMCTL_HOST)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if g.host == "" {
-				return needsDaemon("start")
-			}
-			r, err := g.remote()
-			if err != nil {
-				return err
-			}
-			defer r.Close()
-			if !attach && !interactive {
-				if _, err := r.api.ContainerStart(cmd.Context(), args[0], client.ContainerStartOptions{}); err != nil {
-					return startError(r, err)
+			// docker start exits 1 when the start is refused, even for a
+			// command that is not found (run's 125/126/127 are run's own).
+			return g.onDaemon("start", func(r *remote) error {
+				if !attach && !interactive {
+					if _, err := r.api.ContainerStart(cmd.Context(), args[0], client.ContainerStartOptions{}); err != nil {
+						return r.fail(err)
+					}
+					fmt.Println(args[0])
+					return nil
 				}
-				fmt.Println(args[0])
-				return nil
-			}
-			return r.startAttached(cmd.Context(), args[0], interactive)
+				return r.startAttached(cmd.Context(), args[0], interactive)
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&attach, "attach", "a", false, "attach to the container's output and end with its exit status")
@@ -174,10 +170,8 @@ func (r *remote) startAttached(ctx context.Context, ref string, interactive bool
 		return errNotATTY
 	}
 	return r.attachSession(ctx, id, tty, stdin, true, container.WaitConditionNextExit, func() error {
-		if _, err := r.api.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
-			return startError(r, err)
-		}
-		return nil
+		_, err := r.api.ContainerStart(ctx, id, client.ContainerStartOptions{})
+		return r.fail(err)
 	})
 }
 
