@@ -172,21 +172,28 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, image st
 	// was made; afterwards signals go to the container.
 	bootCtx, stopBoot := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stopBoot()
+	// bootFailed reports err, or the interrupt that caused it.
+	bootFailed := func(err error) error {
+		if bootCtx.Err() != nil && ctx.Err() == nil {
+			return &statusError{code: 130, err: fmt.Errorf("interrupted while starting the container")}
+		}
+		return err
+	}
 	// Like docker run: an image that is not here is pulled first, with its
 	// progress on stderr.
 	switch o.pull {
 	case "missing":
 		if err := pullIfMissing(bootCtx, e, image, os.Stderr); err != nil {
-			return err
+			return bootFailed(err)
 		}
 	case "always":
 		if _, err := pullImage(bootCtx, e, image, os.Stderr); err != nil {
-			return err
+			return bootFailed(err)
 		}
 	}
 	c, err := e.Containers.Create(bootCtx, co)
 	if err != nil {
-		return err
+		return bootFailed(err)
 	}
 	stdio := containersvc.Stdio{Stdout: os.Stdout, Stderr: os.Stderr}
 	if o.interactive {
@@ -199,10 +206,7 @@ func runContainer(ctx context.Context, g *globalOptions, o *runOptions, image st
 		if o.rm {
 			e.Containers.Remove(context.Background(), c.ID, containersvc.RemoveOptions{Force: true})
 		}
-		if bootCtx.Err() != nil && ctx.Err() == nil {
-			return &statusError{code: 130, err: fmt.Errorf("interrupted while starting the container")}
-		}
-		return err
+		return bootFailed(err)
 	}
 	stopBoot()
 
