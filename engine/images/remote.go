@@ -185,6 +185,19 @@ func (s *Store) fetch(ctx context.Context, st *stage, img v1.Image, rep *reporte
 	if err != nil {
 		return v1.Descriptor{}, err
 	}
+	// The registry client reads a blob up to the size its descriptor
+	// declares, and to the end of the response when that is negative
+	// (unknown); the config is read into memory. So the sizes a registry
+	// declares bound what it can make the daemon read, and must be checked
+	// before anything is fetched.
+	if m.Config.Size < 0 || m.Config.Size > maxJSONBlob {
+		return v1.Descriptor{}, fmt.Errorf("config %s declares a size of %d bytes; an image config has 0 to %d", m.Config.Digest, m.Config.Size, maxJSONBlob)
+	}
+	for _, ld := range m.Layers {
+		if ld.Size < 0 {
+			return v1.Descriptor{}, fmt.Errorf("layer %s declares a negative size (%d bytes)", ld.Digest, ld.Size)
+		}
+	}
 	mh, err := st.blobs.writeBytes(raw)
 	if err != nil {
 		return v1.Descriptor{}, err
