@@ -14,7 +14,9 @@
 //
 // Mutations are serialised across processes by an flock on <root>/lock and
 // become visible atomically: blobs are written and fsynced first, then
-// index.json is replaced by rename. Readers take no lock. A crash can leave
+// index.json is replaced by rename. Readers take no lock; an image removed
+// while a reader reads the blobs of the index it read is left out of what
+// the reader returns. A crash can leave
 // unreferenced blobs, which the next Remove collects, and staging
 // directories, which the next Open removes.
 //
@@ -29,6 +31,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -234,7 +237,21 @@ type record struct {
 	tags      []string        // fully qualified tag names
 }
 
+// removedMeanwhile says whether manifest m, whose blobs a reader without
+// the store lock found missing, is gone from the index on disk: a Remove
+// took it away, and collected its blobs, between the reader's reading of
+// the index and of the blobs. Under the store lock (update) the index
+// cannot change, so there a missing blob is damage.
+func (s *Store) removedMeanwhile(m v1.Hash) bool {
+	idx, err := s.readIndex()
+	if err != nil {
+		return false
+	}
+	return !slices.ContainsFunc(idx.Manifests, func(d v1.Descriptor) bool { return d.Digest == m })
+}
+
 // records reads the image grouping of idx from the manifests it names.
+// Entries a concurrent Remove took away meanwhile are left out.
 func (s *Store) records(idx *v1.IndexManifest) ([]*record, error) {
 	byID := map[v1.Hash]*record{}
 	configOf := map[v1.Hash]v1.Hash{}
@@ -243,6 +260,13 @@ func (s *Store) records(idx *v1.IndexManifest) ([]*record, error) {
 		id, ok := configOf[d.Digest]
 		if !ok {
 			img, err := newBlobImage(s.blobs, d)
+			if errors.Is(err, fs.ErrNotExist) {
+				if s.removedMeanwhile(d.Digest) {
+					continue
+				}
+				// Removed and added again meanwhile: read it again.
+				img, err = newBlobImage(s.blobs, d)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("image store is damaged: %w", err)
 			}
@@ -323,6 +347,12 @@ func (s *Store) List(ctx context.Context) ([]Image, error) {
 			return nil, err
 		}
 		img, err := s.toImage(r)
+		if errors.Is(err, fs.ErrNotExist) {
+			if s.removedMeanwhile(r.manifests[0].Digest) {
+				continue // see records
+			}
+			img, err = s.toImage(r)
+		}
 		if err != nil {
 			return nil, err
 		}
