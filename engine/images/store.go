@@ -43,6 +43,7 @@ import (
 	"github.com/vmctl/vmctl/internal/flock"
 
 	"github.com/containerd/errdefs"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -452,10 +453,12 @@ type RemoveOptions struct {
 }
 
 // Remove untags ref if it names a tag, and deletes the image when that was
-// its last tag; a reference by ID or digest deletes the image with all its
-// tags, except that, as in Docker, an ID of an image with several tags is
-// refused (ErrConflict) unless opts.Force. Blobs no other image uses are
-// then deleted.
+// its last tag. A digest reference ("name@sha256:...") of an image that has
+// tags is removed from its repository digests only; of an untagged one, it
+// deletes the image. A reference by ID deletes the image with all its tags,
+// except that, as in Docker, an ID of an image with several tags is refused
+// (ErrConflict) unless opts.Force. Blobs no other image uses are then
+// deleted.
 func (s *Store) Remove(ctx context.Context, ref string, opts RemoveOptions) (RemoveResult, error) {
 	var res RemoveResult
 	err := s.update(ctx, func(idx *v1.IndexManifest) error {
@@ -473,6 +476,15 @@ func (s *Store) Remove(ctx context.Context, ref string, opts RemoveOptions) (Rem
 			})
 			res.Untagged = append(res.Untagged, familiarString(m.tag))
 			return nil
+		}
+		// A digest reference of an image that has tags goes alone, as in
+		// Docker: the image stays for its tags.
+		if m.tag == "" && strings.Contains(ref, "@") && len(m.rec.tags) > 0 {
+			if d, err := name.NewDigest(ref); err == nil {
+				dropRepoDigest(idx, m.rec, d.Name())
+				res.Untagged = append(res.Untagged, FamiliarName(d))
+				return nil
+			}
 		}
 		// An image ID (find matches no tag, and a digest reference has an
 		// "@") names every tag at once; dockerd refuses to drop more than
@@ -509,6 +521,27 @@ func (s *Store) Remove(ctx context.Context, ref string, opts RemoveOptions) (Rem
 		}
 	}
 	return res, nil
+}
+
+// dropRepoDigest removes the repository digest ref (fully qualified) from
+// the entries of rec. Precondition: the store lock is held.
+func dropRepoDigest(idx *v1.IndexManifest, rec *record, ref string) {
+	for i, d := range idx.Manifests {
+		if !slices.ContainsFunc(rec.manifests, func(m v1.Descriptor) bool { return m.Digest == d.Digest }) {
+			continue
+		}
+		v, ok := d.Annotations[annotationRepoDigests]
+		if !ok {
+			continue
+		}
+		kept := slices.DeleteFunc(splitRepoDigests(v), func(s string) bool { return s == ref })
+		if len(kept) == 0 {
+			delete(d.Annotations, annotationRepoDigests)
+		} else {
+			d.Annotations[annotationRepoDigests] = strings.Join(kept, ",")
+		}
+		idx.Manifests[i] = d
+	}
 }
 
 // untagInUse removes the tags of a forced removal of an image that a

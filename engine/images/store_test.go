@@ -489,3 +489,39 @@ func TestRemoveByIDWithSeveralTags(t *testing.T) {
 		t.Errorf("%d blobs left after the forced removal, want 0", n)
 	}
 }
+
+// docker rmi name@digest of an image that also has tags removes that
+// digest reference only; the image stays with its tags.
+func TestRemoveByDigestKeepsTaggedImage(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t)
+	added := addTagged(t, s, testImage(t, "pulled", map[string]string{"p": "1"}), "app:1")
+	m, err := v1.NewHash(added.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := name.NewRepository("app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.recordPush(ctx, m, repo, m); err != nil {
+		t.Fatal(err)
+	}
+	ref := "app@" + added.Digest
+	res, err := s.Remove(ctx, ref, RemoveOptions{})
+	if err != nil || !slices.Equal(res.Untagged, []string{ref}) || len(res.Deleted) != 0 {
+		t.Fatalf("Remove(%q) = %+v, %v; want only %s untagged", ref, res, err, ref)
+	}
+	got, err := s.Resolve(ctx, "app:1")
+	if err != nil || got.ID != added.ID || len(got.RepoDigests) != 0 {
+		t.Fatalf("after Remove(%q): %+v, %v; want the image, tagged, without the digest reference", ref, got, err)
+	}
+	// Untagged, the image goes when named by its digest.
+	if _, err := s.Remove(ctx, "app:1", RemoveOptions{InUse: func(string) (string, bool) { return "c", true }, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	res, err = s.Remove(ctx, ref, RemoveOptions{})
+	if err != nil || !slices.Equal(res.Deleted, []string{added.ID}) {
+		t.Fatalf("Remove(%q) of the untagged image = %+v, %v; want it deleted", ref, res, err)
+	}
+}
