@@ -490,7 +490,11 @@ func (s *Store) Remove(ctx context.Context, ref string, opts RemoveOptions) (Rem
 		// "@") names every tag at once; dockerd refuses to drop more than
 		// one that way unless forced.
 		if m.tag == "" && !strings.Contains(ref, "@") && len(m.rec.tags) > 1 && !opts.Force {
-			return errs.New(errdefs.ErrConflict, "conflict: unable to delete %s (must be forced) - image is referenced in multiple repositories", m.rec.id.Hex[:12])
+			short := m.rec.id.Hex
+			if len(short) > 12 {
+				short = short[:12]
+			}
+			return errs.New(errdefs.ErrConflict, "conflict: unable to delete %s (must be forced) - image is referenced in multiple repositories", short)
 		}
 		if opts.InUse != nil {
 			if c, used := opts.InUse(m.rec.id.String()); used {
