@@ -4,6 +4,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/containerd/errdefs"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 func TestParseTagRefusesImageIDNames(t *testing.T) {
@@ -26,5 +29,16 @@ func TestParseTagRefusesImageIDNames(t *testing.T) {
 		if err != nil && !errors.Is(err, ErrInvalidReference) {
 			t.Errorf("ParseTag(%q) = %v, not an invalid reference", tc.ref, err)
 		}
+	}
+}
+
+// A short ID that matches two images is the client's mistake (a 4xx), not
+// the store's.
+func TestAmbiguousShortIDIsInvalidArgument(t *testing.T) {
+	recs := []*record{{id: v1.Hash{Algorithm: "sha256", Hex: "abcdef1234560" + strings.Repeat("0", 51)}},
+		{id: v1.Hash{Algorithm: "sha256", Hex: "abcdef1234561" + strings.Repeat("0", 51)}}}
+	_, err := find(recs, "abcdef123456")
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "matches more than one image") {
+		t.Fatalf("find of an ambiguous short ID = %v, want an invalid-argument error", err)
 	}
 }

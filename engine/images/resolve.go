@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -22,6 +23,9 @@ type ambiguousError struct{ ref string }
 func (e *ambiguousError) Error() string {
 	return fmt.Sprintf("short image ID %q matches more than one image: give more of it", e.ref)
 }
+
+// Is makes it a client error for the edges (errdefs.IsInvalidArgument).
+func (e *ambiguousError) Is(target error) bool { return target == errdefs.ErrInvalidArgument }
 
 // match is how a reference was resolved, which Remove needs.
 type match struct {
