@@ -28,7 +28,9 @@ var _ sandbox.Reattacher = (*Driver)(nil)
 //     socket, which the VMM kept listening on: the agent, which lost its
 //     connection with the old engine process, accepts a new one;
 //   - the end of the VM is noticed by polling the pidfd (the VMM is not a
-//     child of this process); its exit code comes from the control API.
+//     child of this process); its exit code comes from the control API;
+//   - a process that is this VM's VMM but whose control API cannot be
+//     reached is ended: nobody else could end it.
 func (d *Driver) Reattach(ctx context.Context, cfg sandbox.Config, pid int) (_ sandbox.Sandbox, err error) {
 	if cfg.ID == "" || !filepath.IsAbs(cfg.StateDir) {
 		return nil, errors.New("reattach: the VM ID and an absolute state directory are needed")
@@ -61,12 +63,16 @@ func (d *Driver) Reattach(ctx context.Context, cfg sandbox.Config, pid int) (_ s
 		unix.Close(pidfd)
 		return nil, fmt.Errorf("reattach VM %s: %w", cfg.ID, err)
 	}
-	if err := v.connectControlOnce(); err != nil {
-		// Leave the VM running: the caller decides whether to end it.
-		unix.Close(pidfd)
-		return nil, fmt.Errorf("reattach VM %s: %w", cfg.ID, err)
-	}
 	go v.reap()
+	if err := v.connectControlOnce(); err != nil {
+		// This VM's VMM (checked above) with no control API: it cannot be
+		// adopted, and the caller, which gets no handle on it, records the
+		// container as ended. Left running, it would keep the container's
+		// disks in use unseen, and a next start would boot a second VM on
+		// the same writable disk. End it.
+		v.Destroy()
+		return nil, fmt.Errorf("reattach VM %s: %w (the VM was ended)", cfg.ID, err)
+	}
 	return v, nil
 }
 

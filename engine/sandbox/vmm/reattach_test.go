@@ -74,20 +74,38 @@ func TestReattachChecksTheProcess(t *testing.T) {
 }
 
 // TestReattachNeedsTheControlSocket: our VMM's process, but nothing serves
-// its control socket (it is wedged or still starting): refused, left alone.
+// its control socket: refused, and the process is ended (the caller records
+// the container as ended and could otherwise boot a second VM on its disk).
 func TestReattachNeedsTheControlSocket(t *testing.T) {
 	dir := t.TempDir()
-	sock := filepath.Join(dir, "vmm.sock")
+	stateDir := filepath.Join(dir, "c1")
+	if err := os.Mkdir(stateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(stateDir, "vmm.sock")
 	cmd := &exec.Cmd{Path: "/bin/sh", Args: []string{filepath.Join(dir, Binary), "-c", "sleep 100; true", "-control", sock}}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	waited := make(chan struct{})
+	go func() { cmd.Wait(); close(waited) }()
+	defer func() {
+		cmd.Process.Kill()
+		<-waited
+	}()
 	waitExec(t, cmd.Process.Pid, cmd.Args[0])
 	d := &Driver{binary: cmd.Args[0], detach: true}
-	_, err := d.Reattach(context.Background(), sandbox.Config{ID: "c1", StateDir: dir}, cmd.Process.Pid)
+	_, err := d.Reattach(context.Background(), sandbox.Config{ID: "c1", StateDir: stateDir}, cmd.Process.Pid)
 	if err == nil || !strings.Contains(err.Error(), "vmm.sock") {
 		t.Fatalf("Reattach without a control server = %v, want an error naming the socket", err)
+	}
+	select {
+	case <-waited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the VMM that could not be adopted still runs")
+	}
+	if _, err := os.Stat(stateDir); !os.IsNotExist(err) {
+		t.Errorf("state dir of the ended VM left behind (stat: %v)", err)
 	}
 }
 
