@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,10 +24,12 @@ func TestReattachChecksTheProcess(t *testing.T) {
 		t.Helper()
 		// A shell standing in for the VMM: what counts is its command line.
 		cmd := &exec.Cmd{Path: "/bin/sh", Args: append([]string{argv0, "-c", "sleep 100; true"}, args...)}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		// The group goes too: the shell's sleep would outlive it.
+		t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
 		waitExec(t, cmd.Process.Pid, argv0)
 		return cmd
 	}
@@ -84,13 +87,14 @@ func TestReattachNeedsTheControlSocket(t *testing.T) {
 	}
 	sock := filepath.Join(stateDir, "vmm.sock")
 	cmd := &exec.Cmd{Path: "/bin/sh", Args: []string{filepath.Join(dir, Binary), "-c", "sleep 100; true", "-control", sock}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	waited := make(chan struct{})
 	go func() { cmd.Wait(); close(waited) }()
 	defer func() {
-		cmd.Process.Kill()
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-waited
 	}()
 	waitExec(t, cmd.Process.Pid, cmd.Args[0])

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -101,10 +102,12 @@ func TestReadoptDecisions(t *testing.T) {
 				// A stand-in VMM: its command line names the state dir, as
 				// QEMU's names its sockets there.
 				p := exec.Command("sh", "-c", "sleep 60; :", filepath.Join(stateDir, "agent.sock"))
+				p.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 				if err := p.Start(); err != nil {
 					t.Fatal(err)
 				}
-				t.Cleanup(func() { p.Process.Kill(); p.Wait() })
+				// The group goes too: the shell's sleep would outlive it.
+				t.Cleanup(func() { syscall.Kill(-p.Process.Pid, syscall.SIGKILL); p.Wait() })
 				c.State.VMMPid = p.Process.Pid
 			}
 			if err := store.Create(c); err != nil {
