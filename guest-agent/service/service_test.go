@@ -299,6 +299,9 @@ func TestRunOverTTRPC(t *testing.T) {
 	if _, err := c.CreateContainer(ctx, &agent.CreateContainerRequest{ContainerId: "c1", OciSpec: validSpec(), Storages: disks}); err != nil {
 		t.Fatalf("CreateContainer: %v", err)
 	}
+	// A failed check must not leave the container's mounts and processes
+	// behind (after the removal below, this finds nothing to do).
+	defer s.Shutdown(context.Background(), &agent.ShutdownRequest{})
 	_, err = c.CreateContainer(ctx, &agent.CreateContainerRequest{ContainerId: "c1", OciSpec: validSpec(), Storages: disks})
 	if code(err) != codes.AlreadyExists {
 		t.Errorf("second CreateContainer c1 = %v, want AlreadyExists", err)
