@@ -703,9 +703,10 @@ type ReadOutputRequest struct {
 	ExecId      string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
 	MaxLen      uint32                 `protobuf:"varint,3,opt,name=max_len,json=maxLen,proto3" json:"max_len,omitempty"`
 	// offset is the number of bytes of this stream the host has received
-	// and kept since the process started. It must be either the offset of
-	// the last chunk the agent sent (the host did not get it: it is sent
-	// again) or the end of that chunk (acknowledged: new data follows).
+	// and kept since the process started. It must lie within the last
+	// chunk the agent sent, or at its end: from inside it (the host lost
+	// the answer, or kept only part of it), the rest of that chunk is sent
+	// again; at its end, the chunk is acknowledged and new data follows.
 	// Anything else is refused with InvalidArgument.
 	Offset        uint64 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
