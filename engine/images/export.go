@@ -22,11 +22,7 @@ func (s *Store) ForSave(ctx context.Context, refs []string) ([]NamedImage, error
 	if len(refs) == 0 {
 		return nil, errs.New(errdefs.ErrInvalidArgument, "no image to save: name at least one")
 	}
-	idx, err := s.readIndex()
-	if err != nil {
-		return nil, err
-	}
-	recs, err := s.records(idx)
+	recs, err := s.currentRecords()
 	if err != nil {
 		return nil, err
 	}
@@ -73,11 +69,7 @@ func (s *Store) RepositoryTags(ctx context.Context, repo string) ([]string, erro
 	if err != nil {
 		return nil, errs.Class(errdefs.ErrInvalidArgument, fmt.Errorf("%w: %q: %w", ErrInvalidReference, repo, err))
 	}
-	idx, err := s.readIndex()
-	if err != nil {
-		return nil, err
-	}
-	recs, err := s.records(idx)
+	recs, err := s.currentRecords()
 	if err != nil {
 		return nil, err
 	}

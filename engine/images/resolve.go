@@ -102,11 +102,7 @@ func findShort(recs []*record, ref, prefix string) (match, error) {
 // more hex digits) image ID, or "sha256:<id>". An unknown reference gives an
 // error for which errors.Is(err, ErrNotFound) holds.
 func (s *Store) Resolve(ctx context.Context, ref string) (Image, error) {
-	idx, err := s.readIndex()
-	if err != nil {
-		return Image{}, err
-	}
-	recs, err := s.records(idx)
+	recs, err := s.currentRecords()
 	if err != nil {
 		return Image{}, err
 	}
@@ -119,11 +115,7 @@ func (s *Store) Resolve(ctx context.Context, ref string) (Image, error) {
 
 // byManifest returns the image whose manifest has digest h.
 func (s *Store) byManifest(h v1.Hash) (Image, error) {
-	idx, err := s.readIndex()
-	if err != nil {
-		return Image{}, err
-	}
-	recs, err := s.records(idx)
+	recs, err := s.currentRecords()
 	if err != nil {
 		return Image{}, err
 	}

@@ -251,6 +251,16 @@ func (s *Store) removedMeanwhile(m v1.Hash) bool {
 	return !slices.ContainsFunc(idx.Manifests, func(d v1.Descriptor) bool { return d.Digest == m })
 }
 
+// currentRecords is the image grouping of the index as it is now, for the
+// readers, which take no lock.
+func (s *Store) currentRecords() ([]*record, error) {
+	idx, err := s.readIndex()
+	if err != nil {
+		return nil, err
+	}
+	return s.records(idx)
+}
+
 // records reads the image grouping of idx from the manifests it names.
 // Entries a concurrent Remove took away meanwhile are left out.
 func (s *Store) records(idx *v1.IndexManifest) ([]*record, error) {
@@ -334,11 +344,7 @@ func (s *Store) toImage(r *record) (Image, error) {
 
 // List returns every stored image, newest first.
 func (s *Store) List(ctx context.Context) ([]Image, error) {
-	idx, err := s.readIndex()
-	if err != nil {
-		return nil, err
-	}
-	recs, err := s.records(idx)
+	recs, err := s.currentRecords()
 	if err != nil {
 		return nil, err
 	}
