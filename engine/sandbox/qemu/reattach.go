@@ -3,16 +3,12 @@ package qemu
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/vmctl/vmctl/engine/sandbox"
 )
@@ -37,22 +33,19 @@ const reattachMonitorTimeout = 5 * time.Second
 //   - the end of the VM is noticed by polling the pidfd: QEMU is not a
 //     child of this process, so its wait status is unknown.
 func (d *Driver) Reattach(ctx context.Context, cfg sandbox.Config, pid int) (_ sandbox.Sandbox, err error) {
-	if cfg.ID == "" || !filepath.IsAbs(cfg.StateDir) {
-		return nil, errors.New("reattach: the VM ID and an absolute state directory are needed")
-	}
-	if pid <= 0 {
-		return nil, fmt.Errorf("reattach VM %s: invalid pid %d", cfg.ID, pid)
-	}
-	pidfd, err := unix.PidfdOpen(pid, 0)
+	agentPath := filepath.Join(cfg.StateDir, agentSocketName)
+	proc, err := sandbox.HoldProcess(cfg, pid, "QEMU", func(pid int, args [][]byte) error {
+		return checkOwnQEMU(pid, args, agentPath)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("reattach VM %s: QEMU process %d: %w", cfg.ID, pid, err)
+		return nil, err
 	}
 	v := &vm{
 		id:          cfg.ID,
 		stateDir:    cfg.StateDir,
 		consoleLog:  cfg.ConsoleLog,
 		qmpPath:     filepath.Join(cfg.StateDir, qmpSocketName),
-		agentPath:   filepath.Join(cfg.StateDir, agentSocketName),
+		agentPath:   agentPath,
 		logPath:     filepath.Join(cfg.StateDir, stderrLogName),
 		pidPath:     filepath.Join(cfg.StateDir, pidFileName),
 		pid:         pid,
@@ -60,18 +53,13 @@ func (d *Driver) Reattach(ctx context.Context, cfg sandbox.Config, pid int) (_ s
 		done:        make(chan struct{}),
 		agentConns:  make(chan net.Conn, 1),
 		createdDir:  true,
-		releaseProc: func() { unix.Close(pidfd) },
+		releaseProc: proc.Release,
+		killProc:    proc.Kill,
 	}
 	v.created = []string{v.qmpPath, v.agentPath, v.logPath, v.pidPath}
-	v.killProc = func() error { return unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0) }
 	v.waitProc = func() syscall.WaitStatus {
-		sandbox.WaitPidfd(pidfd)
+		proc.Wait()
 		return 0
-	}
-	// Checked after opening the pidfd: the process it holds cannot change.
-	if err := checkOwnQEMU(pid, v.agentPath); err != nil {
-		unix.Close(pidfd)
-		return nil, fmt.Errorf("reattach VM %s: %w", cfg.ID, err)
 	}
 	go v.reap()
 	defer func() {
@@ -110,16 +98,13 @@ func (d *Driver) Reattach(ctx context.Context, cfg sandbox.Config, pid int) (_ s
 	return v, nil
 }
 
-// checkOwnQEMU makes sure pid runs the QEMU whose agent socket is agentPath
-// (its command line names it), so that a recycled pid or another program is
+// checkOwnQEMU makes sure process pid, whose command line is args, runs the
+// QEMU whose agent socket is agentPath
+// (the command line names it), so that a recycled pid or another program is
 // never adopted.
-func checkOwnQEMU(pid int, agentPath string) error {
-	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil {
-		return fmt.Errorf("process %d: %w", pid, err)
-	}
+func checkOwnQEMU(pid int, args [][]byte, agentPath string) error {
 	want := []byte("path=" + escape(agentPath) + ",")
-	for _, arg := range bytes.Split(cmdline, []byte{0}) {
+	for _, arg := range args {
 		if bytes.Contains(arg, want) {
 			return nil
 		}

@@ -1,15 +1,9 @@
 package vmm
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/vmctl/vmctl/engine/sandbox"
 )
@@ -32,36 +26,28 @@ var _ sandbox.Reattacher = (*Driver)(nil)
 //   - a process that is this VM's VMM but whose control API cannot be
 //     reached is ended: nobody else could end it.
 func (d *Driver) Reattach(ctx context.Context, cfg sandbox.Config, pid int) (_ sandbox.Sandbox, err error) {
-	if cfg.ID == "" || !filepath.IsAbs(cfg.StateDir) {
-		return nil, errors.New("reattach: the VM ID and an absolute state directory are needed")
-	}
-	if pid <= 0 {
-		return nil, fmt.Errorf("reattach VM %s: invalid pid %d", cfg.ID, pid)
-	}
-	pidfd, err := unix.PidfdOpen(pid, 0)
+	controlSock := filepath.Join(cfg.StateDir, "vmm.sock")
+	proc, err := sandbox.HoldProcess(cfg, pid, Binary, func(pid int, args [][]byte) error {
+		return checkOwnVMM(pid, args, controlSock)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("reattach VM %s: %s process %d: %w", cfg.ID, Binary, pid, err)
+		return nil, err
 	}
 	v := &vm{
 		id:          cfg.ID,
 		stateDir:    cfg.StateDir,
 		createdDir:  true,
-		controlSock: filepath.Join(cfg.StateDir, "vmm.sock"),
+		controlSock: controlSock,
 		vsockSock:   filepath.Join(cfg.StateDir, "vsock.sock"),
 		logPath:     filepath.Join(cfg.StateDir, "vmm.log"),
 		exited:      make(chan struct{}),
 		pid:         pid,
-		release:     func() { unix.Close(pidfd) },
+		release:     proc.Release,
+		killProc:    proc.Kill,
 	}
-	v.killProc = func() error { return unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0) }
 	v.waitProc = func() (int, bool, string) {
-		sandbox.WaitPidfd(pidfd)
+		proc.Wait()
 		return 0, false, fmt.Sprintf("%s process %d ended", Binary, pid)
-	}
-	// Checked after opening the pidfd: the process it holds cannot change.
-	if err := checkOwnVMM(pid, v.controlSock); err != nil {
-		unix.Close(pidfd)
-		return nil, fmt.Errorf("reattach VM %s: %w", cfg.ID, err)
 	}
 	go v.reap()
 	if err := v.connectControlOnce(); err != nil {
@@ -87,14 +73,10 @@ func (v *vm) connectControlOnce() error {
 	return nil
 }
 
-// checkOwnVMM makes sure pid runs the vmctl-vmm whose control socket is
-// controlSock, so that a recycled pid or another program is never adopted.
-func checkOwnVMM(pid int, controlSock string) error {
-	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil {
-		return fmt.Errorf("process %d: %w", pid, err)
-	}
-	args := bytes.Split(bytes.TrimSuffix(cmdline, []byte{0}), []byte{0})
+// checkOwnVMM makes sure process pid, whose command line is args, runs the
+// vmctl-vmm whose control socket is controlSock, so that a recycled pid or
+// another program is never adopted.
+func checkOwnVMM(pid int, args [][]byte, controlSock string) error {
 	if len(args) == 0 || filepath.Base(string(args[0])) != Binary {
 		return fmt.Errorf("process %d is not %s", pid, Binary)
 	}

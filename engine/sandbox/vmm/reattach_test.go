@@ -46,7 +46,10 @@ func TestReattachChecksTheProcess(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := checkOwnVMM(tt.cmd.Process.Pid, ours)
+			args, err := sandbox.ProcessArgs(tt.cmd.Process.Pid)
+			if err == nil {
+				err = checkOwnVMM(tt.cmd.Process.Pid, args, ours)
+			}
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatalf("checkOwnVMM = %v, want accepted", err)
