@@ -9,6 +9,7 @@
 #   NESTED-RESULT name=<scenario> status=pass|fail start=<s> end=<s> detail=<text to end of line>
 #   NESTED-DONE uptime=<s>
 #   NESTED-TIMEOUT uptime=<s>
+#   NESTED-ALIVE uptime=<s>      (every 5 s: L1 still runs)
 #
 # Times are L1's /proc/uptime. The first result is always l1-kvm.
 
@@ -28,6 +29,16 @@ result() { echo "NESTED-RESULT name=$1 status=$2 start=$3 end=$(up) detail=$4"; 
 # NESTED_SCENARIOS ("name:seconds ...") are written by the host.
 . /nested/plan
 echo "NESTED-BOOT uptime=$(up)"
+
+# A heartbeat: under TCG's emulated SVM, L1 can wedge so that it never runs
+# again and prints nothing; the host notices the silence (see run.go).
+(
+	while :; do
+		echo "NESTED-ALIVE uptime=$(up)"
+		sleep 5
+	done
+) &
+echo $! >/run/nested-heartbeat.pid
 
 # The host kills QEMU on its own deadline; this one also ends a machine whose
 # host process died and left QEMU behind.

@@ -78,7 +78,15 @@ type Config struct {
 	Console io.Writer
 	// KernelArgs are appended to L1's kernel command line.
 	KernelArgs []string
+	// SilenceLimit is how long L1 may print nothing, not even its 5 s
+	// heartbeat, once /init runs, before it counts as wedged
+	// (ErrWedged); default DefaultSilenceLimit.
+	SilenceLimit time.Duration
 }
+
+// DefaultSilenceLimit is twelve missed heartbeats: far beyond any stall of
+// a busy host, well below the scenarios' time limits.
+const DefaultSilenceLimit = 60 * time.Second
 
 func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Kernel.Vmlinuz == "" || len(cfg.Kernel.ModuleFiles) != len(Modules) {
@@ -120,6 +128,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	cfg.Scenarios = scenarios
 	if cfg.Timeout == 0 {
 		cfg.Timeout = cfg.guestDeadline() + 30*time.Second
+	}
+	if cfg.SilenceLimit == 0 {
+		cfg.SilenceLimit = DefaultSilenceLimit
 	}
 	return cfg, nil
 }

@@ -15,6 +15,7 @@ const (
 	markResult  = "NESTED-RESULT "
 	markDone    = "NESTED-DONE "
 	markTimeout = "NESTED-TIMEOUT "
+	markAlive   = "NESTED-ALIVE "
 )
 
 // KVMCheck is the name of the result init.sh reports for loading the KVM
@@ -35,7 +36,7 @@ type event struct {
 // ending). ok is false for ordinary console output and for a marker whose
 // fields do not parse, which a test then sees as a missing result.
 func parseLine(line string) (ev event, ok bool) {
-	for _, m := range []string{markResult, markBegin, markBoot, markDone, markTimeout} {
+	for _, m := range []string{markResult, markBegin, markBoot, markDone, markTimeout, markAlive} {
 		i := strings.Index(line, m)
 		if i < 0 {
 			continue

@@ -70,9 +70,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	var killedAfterDone atomic.Bool
 	var grace *time.Timer
+	// The silence watchdog runs from L1's /init on (its heartbeat starts
+	// there) until L1 is done; every console line resets it.
+	var silent atomic.Bool
+	watchdog := time.AfterFunc(time.Hour, func() { silent.Store(true); cancel() })
+	watchdog.Stop()
+	defer watchdog.Stop()
 	c := console{rep: rep, start: start, tee: cfg.Console, onDone: func() {
+		watchdog.Stop()
 		grace = time.AfterFunc(poweroffGrace, func() { killedAfterDone.Store(true); cancel() })
-	}, onWedged: cancel}
+	}, onWedged: cancel, onLine: func() {
+		if rep.Boot > 0 && !rep.Done {
+			watchdog.Reset(cfg.SilenceLimit)
+		}
+	}}
 	c.read(stdout)
 	waitErr := cmd.Wait()
 	if grace != nil {
@@ -81,6 +92,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.Wall = time.Since(start)
 	rep.Console = c.all.String()
 
+	if c.wedged == "" && silent.Load() {
+		c.wedged = fmt.Sprintf("L1 printed nothing for %v, not even its heartbeat", cfg.SilenceLimit)
+	}
 	switch {
 	case c.wedged != "":
 		return rep, fmt.Errorf("%w (%s): %s; QEMU killed", ErrWedged, c.where(), c.wedged)
@@ -173,6 +187,7 @@ type console struct {
 	tee          io.Writer
 	onDone       func()
 	onWedged     func()
+	onLine       func() // after each line is handled
 	wedged       string // the kernel's report of a wedged L1 CPU
 	all          strings.Builder
 	current      string // scenario between its begin and result markers
@@ -190,6 +205,9 @@ func (c *console) read(r io.Reader) {
 			}
 			c.all.WriteString(line)
 			c.handle(strings.TrimRight(line, "\r\n"))
+			if c.onLine != nil {
+				c.onLine()
+			}
 		}
 		if err != nil {
 			return
@@ -241,10 +259,11 @@ func (c *console) handle(line string) {
 }
 
 // ErrWedged means L1's kernel reported a CPU stuck for many seconds (a
-// soft lockup or an RCU stall). Seen under TCG's emulated SVM with L2 guests
-// of any VMM, QEMU+KVM included: the emulated CPU stays in guest mode and
-// L1 never runs again, so the run is ended at once rather than at its
-// timeout. A caller may boot L1 again.
+// soft lockup or an RCU stall), or L1 went silent, its heartbeat included
+// (Config.SilenceLimit). Seen under TCG's emulated SVM with L2 guests of any
+// VMM, QEMU+KVM included: the emulated CPU stays in guest mode and L1 never
+// runs again, so the run is ended then rather than at its timeout. A
+// caller may boot L1 again.
 var ErrWedged = errors.New("nested: L1 wedged")
 
 // isWedgeReport recognises the kernel's lockup and stall reports.

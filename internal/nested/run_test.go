@@ -143,3 +143,24 @@ func TestIsWedgeReport(t *testing.T) {
 		}
 	}
 }
+
+// TestRunSilent: an L1 that prints nothing any more, not even its
+// heartbeat (here stopped by the scenario; in the wild, an L1 that never
+// runs again), ends the run with ErrWedged once the silence limit passes.
+func TestRunSilent(t *testing.T) {
+	k := testKernel(t)
+	cfg := Config{
+		Kernel:       k,
+		SilenceLimit: 15 * time.Second,
+		Scenarios: []Scenario{{Name: "mute", Timeout: time.Hour,
+			Script: `kill -STOP "$(cat /run/nested-heartbeat.pid)"; sleep 1000`}},
+	}
+	start := time.Now()
+	rep, err := Run(context.Background(), cfg)
+	if !errors.Is(err, ErrWedged) || !strings.Contains(err.Error(), "printed nothing for 15s") || !strings.Contains(err.Error(), "during scenario mute") {
+		t.Fatalf("Run err = %v, want ErrWedged for silence during scenario mute\nconsole:\n%s", err, rep.Console)
+	}
+	if el := time.Since(start); el > 2*time.Minute {
+		t.Errorf("Run returned after %v: the silence limit must end the run", el)
+	}
+}
