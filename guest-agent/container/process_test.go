@@ -51,9 +51,16 @@ func TestProcessReleasesStdio(t *testing.T) {
 				t.Fatalf("stdout released before the process exited: %v", err)
 			}
 			exit()
-			// watch releases right after it closes exited; give it time.
+			// watch releases right after it closes exited, one file after
+			// another; give it time to close them all.
 			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-				if _, err := s.out[Stdout].Stat(); err != nil {
+				open := 0
+				for _, f := range []*os.File{s.stdin, s.out[Stdout], s.out[Stderr]} {
+					if _, err := f.Stat(); err == nil {
+						open++
+					}
+				}
+				if open == 0 {
 					break
 				}
 			}
