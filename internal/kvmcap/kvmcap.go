@@ -27,9 +27,27 @@ type Host struct {
 // Default is this machine's /dev, /proc and /sys.
 var Default = Host{DevKVM: "/dev/kvm", CPUInfo: "/proc/cpuinfo", PVMModule: "/sys/module/kvm_pvm"}
 
-// ErrCannotRunGuests is wrapped by Check's error where /dev/kvm exists but
-// cannot run a stock Linux guest.
+// ErrCannotRunGuests is wrapped by Check's error where this host cannot run
+// a stock Linux guest on KVM: /dev/kvm is missing, PVM-flavoured, or without
+// hardware virtualization under it. All three are the same answer to the
+// caller (the VMM refuses, auto picks QEMU); only the reason differs.
 var ErrCannotRunGuests = errors.New("it cannot run full guests")
+
+// ErrNoDevice is wrapped (with ErrCannotRunGuests) by Check's error where
+// there is no KVM device at all, for callers that could still use a limited
+// one (tiny hand-made guests run on a PVM /dev/kvm, not on a missing one).
+var ErrNoDevice = errors.New("no KVM device")
+
+// noDeviceError is Check's answer on a host without /dev/kvm.
+type noDeviceError struct{ path string }
+
+func (e *noDeviceError) Error() string {
+	return fmt.Sprintf("%s does not exist: KVM is not enabled on this host, so it cannot run full guests", e.path)
+}
+
+func (e *noDeviceError) Is(target error) bool {
+	return target == ErrCannotRunGuests || target == ErrNoDevice
+}
 
 // Check returns nil if h's /dev/kvm can run full Linux guests, else one
 // line saying why.
@@ -37,7 +55,7 @@ func (h Host) Check() error {
 	f, err := os.OpenFile(h.DevKVM, os.O_RDWR, 0)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("%s does not exist: KVM is not enabled on this host", h.DevKVM)
+		return &noDeviceError{path: h.DevKVM}
 	case errors.Is(err, fs.ErrPermission):
 		return fmt.Errorf("%s is not accessible: run as root or join the kvm group", h.DevKVM)
 	case err != nil:

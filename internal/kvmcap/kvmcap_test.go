@@ -31,7 +31,7 @@ func TestCheck(t *testing.T) {
 	}{
 		{"svm", Host{node, svm, absent}, "", false},
 		{"vmx", Host{node, vmx, absent}, "", false},
-		{"no device", Host{absent, svm, absent}, "does not exist: KVM is not enabled", false},
+		{"no device", Host{absent, svm, absent}, "does not exist: KVM is not enabled on this host, so it cannot run full guests", true},
 		{"pvm without flag", Host{node, none, pvm}, "PVM-flavoured KVM (kvm_pvm loaded, no vmx/svm CPU flag): it cannot run full guests", true},
 		{"pvm with flag", Host{node, svm, pvm}, "PVM-flavoured KVM (kvm_pvm loaded): it cannot run full guests", true},
 		{"no flag", Host{node, none, absent}, "no vmx/svm flag", true},
@@ -50,6 +50,9 @@ func TestCheck(t *testing.T) {
 		}
 		if got := errors.Is(err, ErrCannotRunGuests); got != tt.cantRun {
 			t.Errorf("%s: errors.Is(ErrCannotRunGuests) = %v, want %v", tt.name, got, tt.cantRun)
+		}
+		if got, want := errors.Is(err, ErrNoDevice), tt.name == "no device"; got != want {
+			t.Errorf("%s: errors.Is(ErrNoDevice) = %v, want %v", tt.name, got, want)
 		}
 	}
 }

@@ -15,6 +15,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -46,7 +47,13 @@ func main() {
 		if *only != "" && s.name != *only {
 			continue
 		}
-		if err := s.run(*n); err != nil {
+		err := s.run(*n)
+		var skip *skipped
+		switch {
+		case errors.As(err, &skip):
+			// What this machine lacks is not a failure of the bench.
+			fmt.Printf("\nbench %s: skipped: %s\n", s.name, skip.why)
+		case err != nil:
 			fmt.Fprintf(os.Stderr, "bench %s: %v\n", s.name, err)
 			failed = true
 		}
@@ -55,6 +62,14 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// skipped is a section's answer on a machine that lacks what it measures
+// (a /dev/kvm, say): one line saying why, and the other sections go on.
+type skipped struct{ why string }
+
+func (s *skipped) Error() string { return "skipped: " + s.why }
+
+func skip(format string, args ...any) error { return &skipped{why: fmt.Sprintf(format, args...)} }
 
 type sample struct{ first, exit time.Duration }
 

@@ -57,7 +57,9 @@ func runMem(n int) error {
 	vmmArgs := []string{vmm, "-kernel", kernel, "-initrd", initrd, "-memory", fmt.Sprint(memGuestMiB),
 		"-console", "", "-wait-start", "-control", filepath.Join(tmp, "vmm.sock")}
 	masked := false
-	if err := machine.DefaultHost.CheckHost(); errors.Is(err, machine.ErrKVMCannotRunGuests) {
+	if err := machine.DefaultHost.CheckHost(); errors.Is(err, machine.ErrNoKVM) {
+		return skip("%v", err)
+	} else if errors.Is(err, machine.ErrKVMCannotRunGuests) {
 		if vmmArgs, err = maskedHostArgs(tmp, vmmArgs); err != nil {
 			return err
 		}
