@@ -19,6 +19,7 @@ import (
 
 	"github.com/vmctl/vmctl/engine"
 	"github.com/vmctl/vmctl/engine/images"
+	"github.com/vmctl/vmctl/internal/registryauth"
 )
 
 func newPullCommand(g *globalOptions) *cobra.Command {
@@ -173,7 +174,7 @@ func remotePush(ctx context.Context, g *globalOptions, ref string) error {
 	return r.display(resp.JSONMessages(ctx), os.Stdout)
 }
 
-func newLoginCommand() *cobra.Command {
+func newLoginCommand(g *globalOptions) *cobra.Command {
 	var user, password string
 	var passwordStdin bool
 	cmd := &cobra.Command{
@@ -201,14 +202,28 @@ func newLoginCommand() *cobra.Command {
 				}
 				password = strings.TrimRight(string(b), "\r\n")
 			}
-			var err error
+			host, key, err := registryauth.Normalize(server)
+			if err != nil {
+				return err
+			}
 			if user, password, err = promptCredentials(user, password); err != nil {
 				return err
 			}
-			if _, err := images.Login(cmd.Context(), server, user, password, images.RemoteOptions{}); err != nil {
+			// As docker login: the engine checks the credentials against
+			// the registry (POST /auth), the client keeps them.
+			r, done, err := g.api()
+			if err != nil {
 				return err
 			}
-			fmt.Println("Login Succeeded")
+			defer done()
+			res, err := r.api.RegistryLogin(cmd.Context(), client.RegistryLoginOptions{Username: user, Password: password, ServerAddress: host})
+			if err != nil {
+				return r.fail(err)
+			}
+			if err := registryauth.Store(key, user, password); err != nil {
+				return fmt.Errorf("login: %w", err)
+			}
+			fmt.Println(res.Auth.Status)
 			return nil
 		},
 	}
@@ -258,15 +273,19 @@ func newLogoutCommand() *cobra.Command {
 			if len(args) == 1 {
 				server = args[0]
 			}
-			reg, had, err := images.Logout(server)
+			host, key, err := registryauth.Normalize(server)
 			if err != nil {
 				return err
 			}
+			had, err := registryauth.Erase(key)
+			if err != nil {
+				return fmt.Errorf("logout: %w", err)
+			}
 			if !had {
-				fmt.Printf("Not logged in to %s\n", reg.RegistryStr())
+				fmt.Printf("Not logged in to %s\n", host)
 				return nil
 			}
-			fmt.Printf("Removing login credentials for %s\n", reg.RegistryStr())
+			fmt.Printf("Removing login credentials for %s\n", host)
 			return nil
 		},
 	}

@@ -1,66 +1,53 @@
 package images
 
-// Registry credentials live where Docker keeps them, in
-// $DOCKER_CONFIG/config.json (default ~/.docker/config.json), through
-// Docker's own config code, so credential helpers ("credsStore") work and
-// the docker CLI and vmctl share logins. Pull and Push read them through
-// authn.DefaultKeychain, which uses the same code and the same keys.
+// Registry logins: the engine checks credentials (CheckLogin, POST /auth);
+// the client stores them where Docker keeps them (internal/registryauth)
+// and sends them with each pull and push (X-Registry-Auth). Pull and Push
+// fall back to authn.DefaultKeychain, which reads the same file.
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/containerd/errdefs"
-	"github.com/docker/cli/cli/config"
-	"github.com/docker/cli/cli/config/types"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/vmctl/vmctl/engine/errs"
+	"github.com/vmctl/vmctl/internal/registryauth"
 )
 
 // ErrLoginFailed classifies credentials a registry rejected.
 var ErrLoginFailed = errors.New("incorrect username or password")
 
-// ParseRegistry normalises what a user passes to login/logout: empty means
-// the default registry; a scheme and a path ("https://host/v1/") are
-// dropped. It returns the registry and the key its credentials are stored
-// under in config.json (Docker's legacy URL for the default registry, the
-// host[:port] otherwise).
+// ParseRegistry normalises what a user passes to login (see
+// registryauth.Normalize) and returns the registry, insecure for a registry
+// on this machine as pulls treat it, and its credentials' key.
 func ParseRegistry(server string) (name.Registry, string, error) {
-	host := strings.TrimSpace(server)
-	host = strings.TrimPrefix(strings.TrimPrefix(host, "https://"), "http://")
-	if i := strings.IndexByte(host, '/'); i >= 0 {
-		host = host[:i]
-	}
-	if host == "" {
-		host = name.DefaultRegistry
+	host, key, err := registryauth.Normalize(server)
+	if err != nil {
+		return name.Registry{}, "", errs.Class(errdefs.ErrInvalidArgument, err)
 	}
 	var opts []name.Option
 	if isLoopbackRegistry(host) {
 		opts = append(opts, name.Insecure)
 	}
-	reg, err := name.NewRegistry(host, append(opts, name.StrictValidation)...)
+	reg, err := name.NewRegistry(host, opts...)
 	if err != nil {
 		return name.Registry{}, "", errs.Class(errdefs.ErrInvalidArgument, fmt.Errorf("invalid registry %q: %w", server, err))
-	}
-	key := reg.RegistryStr()
-	if key == name.DefaultRegistry {
-		key = authn.DefaultAuthKey
 	}
 	return reg, key, nil
 }
 
-// Login checks user and password against server (see ParseRegistry) and,
-// if the registry accepts them, stores them for later pulls and pushes. It
-// returns the registry's name as users know it.
-func Login(ctx context.Context, server, user, password string, opts RemoteOptions) (string, error) {
-	reg, key, err := ParseRegistry(server)
+// CheckLogin checks user and password against server (see ParseRegistry),
+// as dockerd's POST /auth does: the client stores them once they pass
+// (registryauth.Store). It returns the registry's name as users know it.
+func CheckLogin(ctx context.Context, server, user, password string, opts RemoteOptions) (string, error) {
+	reg, _, err := ParseRegistry(server)
 	if err != nil {
 		return "", err
 	}
@@ -69,14 +56,6 @@ func Login(ctx context.Context, server, user, password string, opts RemoteOption
 	}
 	if err := checkLogin(ctx, reg, &authn.Basic{Username: user, Password: password}, opts); err != nil {
 		return "", err
-	}
-	cf, err := config.Load(config.Dir())
-	if err != nil {
-		return "", fmt.Errorf("login: reading docker config: %w", err)
-	}
-	err = cf.GetCredentialsStore(key).Store(types.AuthConfig{Username: user, Password: password, ServerAddress: key})
-	if err != nil {
-		return "", fmt.Errorf("login: storing credentials in %s: %w", cf.Filename, err)
 	}
 	return reg.RegistryStr(), nil
 }
@@ -120,30 +99,4 @@ func loginError(reg name.Registry, err error) error {
 		return errs.New(errdefs.ErrUnavailable, "login to %s failed: cannot reach the registry: %s", reg.RegistryStr(), why)
 	}
 	return errs.New(errdefs.ErrUnavailable, "login to %s failed: %s", reg.RegistryStr(), oneLineErr(err))
-}
-
-// Logout removes stored credentials for server. It reports whether there
-// were any.
-func Logout(server string) (name.Registry, bool, error) {
-	reg, key, err := ParseRegistry(server)
-	if err != nil {
-		return name.Registry{}, false, err
-	}
-	cf, err := config.Load(config.Dir())
-	if err != nil {
-		return reg, false, fmt.Errorf("logout: reading docker config: %w", err)
-	}
-	_, inFile := cf.AuthConfigs[key]
-	store := cf.GetCredentialsStore(key)
-	had := inFile
-	if ac, err := store.Get(key); err == nil && (ac.Username != "" || ac.IdentityToken != "") {
-		had = true
-	}
-	if !had {
-		return reg, false, nil
-	}
-	if err := store.Erase(key); err != nil {
-		return reg, true, fmt.Errorf("logout: removing credentials from %s: %w", cf.Filename, err)
-	}
-	return reg, true, nil
 }

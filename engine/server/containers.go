@@ -34,6 +34,35 @@ func unsupportedHostConfig(hc *container.HostConfig) error {
 	return nil
 }
 
+// Runtimes are the hypervisors a container can ask for with
+// HostConfig.Runtime (docker run --runtime): "auto" picks the native VMM
+// where /dev/kvm runs full guests and QEMU otherwise, "kvm" insists on the
+// native VMM and "qemu" on QEMU. An empty Runtime is DefaultRuntime, as
+// with dockerd.
+var Runtimes = []string{"auto", "kvm", "qemu"}
+
+// DefaultRuntime is the runtime of a create that names none.
+const DefaultRuntime = "auto"
+
+// runtimeHypervisor checks a create's HostConfig.Runtime.
+func runtimeHypervisor(name string) (string, error) {
+	if name == "" {
+		return DefaultRuntime, nil
+	}
+	if !slices.Contains(Runtimes, name) {
+		return "", errs.New(errdefs.ErrInvalidArgument, "unknown or invalid runtime name: %s (want one of %s)", name, strings.Join(Runtimes, ", "))
+	}
+	return name, nil
+}
+
+// runtimeName is the runtime inspect shows: the one the create asked for.
+func runtimeName(hypervisor string) string {
+	if hypervisor == "" {
+		return DefaultRuntime
+	}
+	return hypervisor
+}
+
 func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 	var req container.CreateRequest
 	if err := decodeBody(w, r, &req, false); err != nil {
@@ -57,6 +86,11 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	hypervisor, err := runtimeHypervisor(hc.Runtime)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	vols, err := volumeMounts(hc)
 	if err != nil {
 		writeError(w, err)
@@ -70,6 +104,7 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 		User: cfg.User, Hostname: cfg.Hostname, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
 		StdinOnce: cfg.StdinOnce, StopSignal: cfg.StopSignal, MemoryBytes: hc.Memory,
 		NanoCPUs: hc.NanoCPUs, AutoRemove: hc.AutoRemove, Volumes: vols, Labels: cfg.Labels,
+		Hypervisor: hypervisor,
 	}
 	if cfg.Tty && hc.ConsoleSize[0] > 0 && hc.ConsoleSize[1] > 0 {
 		o.ConsoleRows, o.ConsoleCols = clampU16(hc.ConsoleSize[0]), clampU16(hc.ConsoleSize[1])
@@ -173,7 +208,7 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 			StdinOnce: cfg.StdinOnce, Env: cfg.Env, Cmd: cfg.Args, Image: cfg.Image,
 			WorkingDir: cfg.WorkingDir, StopSignal: cfg.StopSignal, Labels: labelsOrEmpty(cfg.Labels),
 		},
-		HostConfig: &container.HostConfig{AutoRemove: cfg.AutoRemove, NetworkMode: "none"},
+		HostConfig: &container.HostConfig{AutoRemove: cfg.AutoRemove, NetworkMode: "none", Runtime: runtimeName(cfg.Hypervisor)},
 		Mounts:     mountPoints(c),
 	}
 	resp.HostConfig.Memory = cfg.MemoryBytes

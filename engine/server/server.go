@@ -62,6 +62,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /version", s.version)
 	m.HandleFunc("GET /info", s.info)
 	m.HandleFunc("GET /events", s.systemEvents)
+	m.HandleFunc("POST /auth", s.auth)
 
 	m.HandleFunc("GET /images/json", s.imageList)
 	m.HandleFunc("POST /images/create", s.imageCreate)

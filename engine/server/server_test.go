@@ -144,6 +144,14 @@ func TestHandler(t *testing.T) {
 		{"POST", "/v1.41/images/create", "", 400, "fromImage is required"},
 		{"POST", "/v1.41/images/create?fromImage=Bad%20Name", "", 400, ""},
 		{"PUT", "/v1.41/containers/json", "", 404, "page not found"},
+		// docker run --runtime picks the hypervisor; an unknown one is
+		// refused before the image is looked up.
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Runtime":"runc"}}`, 400, "unknown or invalid runtime name: runc"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Runtime":"qemu"}}`, 404, "No such image"},
+		{"GET", "/v1.41/info", "", 200, `"DefaultRuntime":"auto"`},
+		{"GET", "/v1.41/info", "", 200, `"qemu":{}`},
+		{"POST", "/v1.41/auth", `{"username":"u","password":"p","serveraddress":"bad host"}`, 400, "invalid registry"},
+		{"POST", "/v1.41/auth", `{"serveraddress":"127.0.0.1:1"}`, 400, "a username and a password are needed"},
 	}
 	for _, tt := range tests {
 		req := httptest.NewRequest(tt.method, tt.path, strings.NewReader(tt.body))

@@ -87,7 +87,7 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 		Driver: "vmctl-disk", LoggingDriver: "vmctl-local", CgroupVersion: "2",
 		KernelVersion: kernelRelease(), OperatingSystem: "vmctl (a VM per container)",
 		OSType: runtime.GOOS, Architecture: runtime.GOARCH, NCPU: runtime.NumCPU(),
-		ServerVersion: engine.Version, DefaultRuntime: "vmctl",
+		ServerVersion: engine.Version, DefaultRuntime: DefaultRuntime,
 		DockerRootDir: s.eng.DataRoot(), SystemTime: time.Now().Format(time.RFC3339Nano),
 		IndexServerAddress: "https://index.docker.io/v1/",
 	}
@@ -105,11 +105,24 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 	if unix.Sysinfo(&si) == nil {
 		info.MemTotal = int64(si.Totalram) * int64(si.Unit)
 	}
-	hi := engine.HostInfo(s.eng.Config())
+	info.Runtimes = map[string]system.RuntimeWithStatus{}
+	for _, name := range Runtimes {
+		info.Runtimes[name] = system.RuntimeWithStatus{}
+	}
+	cfg := s.eng.Config()
+	hi := engine.HostInfo(cfg)
+	// What `auto` picks here and why, then the facts behind it, in the
+	// order vmctl info prints them.
 	if hi.Hypervisor != "" {
 		info.DriverStatus = [][2]string{{"Hypervisor", hi.Hypervisor}, {"Acceleration", hi.Accel}, {"Reason", hi.Reason}}
 	} else {
 		info.Warnings = append(info.Warnings, "no hypervisor: "+hi.Reason)
 	}
+	info.DriverStatus = append(info.DriverStatus, [2]string{"KVM", hi.KVM})
+	if hi.QEMU != "" {
+		info.DriverStatus = append(info.DriverStatus, [2]string{"QEMU", hi.QEMU})
+	}
+	info.DriverStatus = append(info.DriverStatus,
+		[2]string{"Guest kernel", hi.Kernel}, [2]string{"Guest image", hi.Initrd}, [2]string{"Exec root", cfg.ExecRoot})
 	writeJSON(w, http.StatusOK, info)
 }
