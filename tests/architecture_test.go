@@ -159,3 +159,24 @@ func TestRuleCheckerCatchesViolations(t *testing.T) {
 		t.Errorf("allowed() misclassifies modules")
 	}
 }
+
+// TestCLIIsAnAPIClient checks that vmctl reaches the engine only through
+// the Docker Engine API: of the engine it imports only what serves that
+// API in-process (the engine's wiring and its REST server), never a
+// service, store or driver whose calls would be a second path.
+func TestCLIIsAnAPIClient(t *testing.T) {
+	allowed := map[string]bool{"engine": true, "engine/server": true}
+	for _, p := range listPackages(t) {
+		if rel(p.ImportPath) != "cmd/vmctl" {
+			continue
+		}
+		for _, imp := range p.Imports {
+			to := rel(imp)
+			if strings.HasPrefix(imp, module+"/") && under(to, "engine") && !allowed[to] {
+				t.Errorf("cmd/vmctl imports %s: the CLI talks to the engine only through its API (engine/server in-process)", imp)
+			}
+		}
+		return
+	}
+	t.Fatal("cmd/vmctl not found in go list")
+}

@@ -19,10 +19,11 @@ import (
 func (d *daemon) host() string { return "unix://" + d.sock }
 
 // clientCmd builds a vmctl command with the given environment additions; the
-// caller's VMCTL_HOST never leaks in.
+// caller's VMCTL_HOST never leaks in, and no daemon of the machine's on the
+// default socket is found (see noDefaultDaemon).
 func clientCmd(ctx context.Context, e *env, extraEnv []string, args ...string) *exec.Cmd {
 	c := exec.CommandContext(ctx, e.vmctl, args...)
-	c.Env = append(os.Environ(), "VMCTL_HOST=")
+	c.Env = append(os.Environ(), "VMCTL_HOST=", e.noDefaultDaemon())
 	c.Env = append(c.Env, extraEnv...)
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return c
@@ -169,8 +170,8 @@ func TestClientDrivesTwoDaemons(t *testing.T) {
 		b.mustVmctl(t, 0, "", "rm", "life")
 		r = b.mustVmctl(t, 1, "", "inspect", "life")
 		oneLine(t, r, "no such container or image: life")
-		if r := runClient(t, "", nil, "logs", "life"); r.code != 125 || !strings.Contains(r.stderr, "needs a daemon") {
-			t.Errorf("logs without -H: exit %d stderr %q, want 125 and needs a daemon", r.code, r.stderr)
+		if r := runClient(t, "", nil, "kill", "life"); r.code != 125 || !strings.Contains(r.stderr, "kill needs a daemon") {
+			t.Errorf("kill without a daemon: exit %d stderr %q, want 125 and needs a daemon", r.code, r.stderr)
 		}
 	})
 	t.Run("logs follow", func(t *testing.T) {

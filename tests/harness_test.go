@@ -91,9 +91,17 @@ type result struct {
 func (e *env) cmd(ctx context.Context, args ...string) *exec.Cmd {
 	full := append([]string{"--data-root", e.dataRoot, "--exec-root", e.execRoot}, args...)
 	c := exec.CommandContext(ctx, e.vmctl, full...)
-	c.Env = append(os.Environ(), "VMCTL_KERNEL=", "VMCTL_INITRD=")
+	c.Env = append(os.Environ(), "VMCTL_KERNEL=", "VMCTL_INITRD=", "VMCTL_HOST=", e.noDefaultDaemon())
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return c
+}
+
+// noDefaultDaemon is the environment entry that points vmctl's default
+// daemon socket at a path where none listens, so that a vmctld this machine
+// runs on the real default socket never serves a test meant for the
+// in-process engine.
+func (e *env) noDefaultDaemon() string {
+	return "VMCTL_DEFAULT_HOST=unix://" + filepath.Join(e.execRoot, "no-daemon.sock")
 }
 
 // run runs vmctl with no stdin and returns what it printed and its exit status.

@@ -23,35 +23,22 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// needsDaemon is the error of a daemon-only command run without -H.
-func needsDaemon(name string) error {
-	return &statusError{code: 125, err: fmt.Errorf("%s needs a daemon: start vmctld and pass -H or set VMCTL_HOST", name)}
-}
-
 func newLogsCommand(g *globalOptions) *cobra.Command {
 	var follow bool
 	var tail string
 	cmd := &cobra.Command{
 		Use:   "logs [-f] [--tail N] CONTAINER",
-		Short: "Show a container's output (needs -H/VMCTL_HOST)",
+		Short: "Show a container's output (-f of a running container needs vmctld)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if g.host == "" {
-				return needsDaemon("logs")
-			}
 			if tail != "all" {
 				if n, err := strconv.Atoi(tail); err != nil || n < 0 {
 					return &statusError{code: 125, err: fmt.Errorf("invalid --tail %q: want a number of lines or all", tail)}
 				}
 			}
-			r, err := g.remote()
-			if err != nil {
-				return err
-			}
-			defer r.Close()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return r.logs(ctx, args[0], follow, tail)
+			return g.withEngine("logs -f", false, func(r *remote) error { return r.logs(ctx, args[0], follow, tail) })
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output until the container stops")
@@ -63,6 +50,11 @@ func (r *remote) logs(ctx context.Context, ref string, follow bool, tail string)
 	c, err := r.api.ContainerInspect(ctx, ref, client.ContainerInspectOptions{})
 	if err != nil {
 		return r.fail(err)
+	}
+	// The in-process engine ends with this command: a running
+	// container's later output is the daemon's that runs it.
+	if follow && r.inProcess && c.Container.State != nil && c.Container.State.Running {
+		return needsDaemon("logs -f of a running container", r.why)
 	}
 	rc, err := r.api.ContainerLogs(ctx, c.Container.ID, client.ContainerLogsOptions{
 		ShowStdout: true, ShowStderr: true, Follow: follow, Tail: tail,
@@ -84,7 +76,7 @@ func (r *remote) logs(ctx context.Context, ref string, follow bool, tail string)
 }
 
 func newStopCommand(g *globalOptions) *cobra.Command {
-	return newTimedCommand(g, "stop", "Stop running containers, then SIGKILL after a timeout (needs -H/VMCTL_HOST)",
+	return newTimedCommand(g, "stop", "Stop running containers, then SIGKILL after a timeout (needs vmctld)",
 		func(ctx context.Context, r *remote, ref string, timeout *int) error {
 			_, err := r.api.ContainerStop(ctx, ref, client.ContainerStopOptions{Timeout: timeout})
 			return err
@@ -95,13 +87,10 @@ func newKillCommand(g *globalOptions) *cobra.Command {
 	var sig string
 	cmd := &cobra.Command{
 		Use:   "kill [-s SIGNAL] CONTAINER [CONTAINER...]",
-		Short: "Send a signal to running containers (needs -H/VMCTL_HOST)",
+		Short: "Send a signal to running containers (needs vmctld)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if g.host == "" {
-				return needsDaemon("kill")
-			}
-			return eachContainer(cmd.Context(), g, args, func(ctx context.Context, r *remote, ref string) error {
+			return eachContainer(cmd.Context(), g, "kill", args, func(ctx context.Context, r *remote, ref string) error {
 				_, err := r.api.ContainerKill(ctx, ref, client.ContainerKillOptions{Signal: sig})
 				return err
 			})
@@ -114,8 +103,8 @@ func newKillCommand(g *globalOptions) *cobra.Command {
 // eachContainer applies op to every ref, printing each one that
 // succeeded and one line per failure, as docker does; any failure makes
 // the exit status 1.
-func eachContainer(ctx context.Context, g *globalOptions, refs []string, op func(context.Context, *remote, string) error) error {
-	r, err := g.remote()
+func eachContainer(ctx context.Context, g *globalOptions, name string, refs []string, op func(context.Context, *remote, string) error) error {
+	r, err := g.connect(name, true)
 	if err != nil {
 		return err
 	}
@@ -133,12 +122,12 @@ func newStartCommand(g *globalOptions) *cobra.Command {
 	var attach, interactive bool
 	cmd := &cobra.Command{
 		Use:   "start [-a] [-i] CONTAINER",
-		Short: "Start a stopped container, keeping its writable layer (needs -H/VMCTL_HOST)",
+		Short: "Start a stopped container, keeping its writable layer (needs vmctld)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// docker start exits 1 when the start is refused, even for a
 			// command that is not found (run's 125/126/127 are run's own).
-			return g.onDaemon("start", func(r *remote) error {
+			return g.onEngine("start", true, func(r *remote) error {
 				if !attach && !interactive {
 					if _, err := r.api.ContainerStart(cmd.Context(), args[0], client.ContainerStartOptions{}); err != nil {
 						return r.fail(err)
@@ -192,11 +181,11 @@ JSON keys ({{.Id}}); json prints one JSON object per line.`,
 			default:
 				return &statusError{code: 125, err: fmt.Errorf("invalid --type %q: want container or image", kind)}
 			}
-			r, done, err := g.api()
+			r, err := g.connect("inspect", false)
 			if err != nil {
 				return err
 			}
-			defer done()
+			defer r.Close()
 			var objs []inspected
 			failed := forEach(args, func(ref string) error {
 				obj, err := r.inspect(cmd.Context(), ref, kind)

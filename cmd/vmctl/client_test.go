@@ -81,7 +81,7 @@ func TestRemoteFail(t *testing.T) {
 	defer srv.Close()
 
 	g := &globalOptions{host: "unix://" + sock}
-	r, err := g.remote()
+	r, err := g.connect("ps", true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func TestRemoteFail(t *testing.T) {
 	}
 
 	gone := &globalOptions{host: "unix://" + filepath.Join(t.TempDir(), "none.sock")}
-	r2, err := gone.remote()
+	r2, err := gone.connect("ps", true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,8 +113,8 @@ func TestRemoteFail(t *testing.T) {
 		t.Errorf("fail(nil) != nil")
 	}
 	var se *statusError
-	if _, err := (&globalOptions{host: "nope"}).remote(); !errors.As(err, &se) || se.code != 125 {
-		t.Errorf("remote() with a bad host = %v, want status 125", err)
+	if _, err := (&globalOptions{host: "nope"}).connect("ps", false); !errors.As(err, &se) || se.code != 125 {
+		t.Errorf("connect() with a bad host = %v, want status 125", err)
 	}
 }
 
@@ -131,13 +131,13 @@ func TestRunLabels(t *testing.T) {
 	}
 	for _, tt := range tests {
 		o := &runOptions{labels: tt.labels, hypervisor: "auto", pull: "missing"}
-		co, err := o.createOptions("busybox", nil)
+		req, err := o.request("busybox", nil)
 		if (err != nil) != tt.wantErr {
 			t.Errorf("labels %q: err = %v, want error %v", tt.labels, err, tt.wantErr)
 			continue
 		}
-		if !tt.wantErr && !reflect.DeepEqual(co.Labels, tt.want) {
-			t.Errorf("labels %q = %v, want %v", tt.labels, co.Labels, tt.want)
+		if !tt.wantErr && !reflect.DeepEqual(req.Config.Labels, tt.want) {
+			t.Errorf("labels %q = %v, want %v", tt.labels, req.Config.Labels, tt.want)
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 
 	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
-	"github.com/vmctl/vmctl/engine/services/containersvc"
 )
 
 func newPsCommand(g *globalOptions) *cobra.Command {
@@ -33,11 +32,11 @@ before, since, volume. --format takes a Go template over docker's fields (.ID,
 			if latest {
 				opts.Limit = 1
 			}
-			r, done, err := g.api()
+			r, err := g.connect("ps", false)
 			if err != nil {
 				return err
 			}
-			defer done()
+			defer r.Close()
 			list, err := r.api.ContainerList(cmd.Context(), opts)
 			if err != nil {
 				return r.fail(err)
@@ -57,29 +56,24 @@ before, since, volume. --format takes a Go template over docker's fields (.ID,
 }
 
 func newRmCommand(g *globalOptions) *cobra.Command {
-	var opts containersvc.RemoveOptions
+	var opts client.ContainerRemoveOptions
 	cmd := &cobra.Command{
 		Use:   "rm [-f] [-v] CONTAINER [CONTAINER...]",
 		Short: "Remove containers and their writable layers",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if g.host != "" {
-				return remoteRm(cmd.Context(), g, args, client.ContainerRemoveOptions{Force: opts.Force, RemoveVolumes: opts.Volumes})
-			}
-			e, err := g.open()
-			if err != nil {
-				return err
-			}
-			return forEach(args, func(ref string) error {
-				if err := e.Containers.Remove(cmd.Context(), ref, opts); err != nil {
-					return err
-				}
-				fmt.Println(ref)
-				return nil
+			return g.withEngine("rm", false, func(r *remote) error {
+				return forEach(args, func(ref string) error {
+					if _, err := r.api.ContainerRemove(cmd.Context(), ref, opts); err != nil {
+						return r.fail(err)
+					}
+					fmt.Println(ref)
+					return nil
+				})
 			})
 		},
 	}
 	cmd.Flags().BoolVarP(&opts.Force, "force", "f", false, "kill a running container before removing it")
-	cmd.Flags().BoolVarP(&opts.Volumes, "volumes", "v", false, "remove the container's anonymous volumes too")
+	cmd.Flags().BoolVarP(&opts.RemoveVolumes, "volumes", "v", false, "remove the container's anonymous volumes too")
 	return cmd
 }

@@ -16,7 +16,7 @@ func newEventsCommand(g *globalOptions) *cobra.Command {
 	var filters []string
 	cmd := &cobra.Command{
 		Use:   "events [--since TIME] [--until TIME] [--filter KEY=VALUE] [--format TEMPLATE]",
-		Short: "Stream what happens to containers, images and volumes (needs -H/VMCTL_HOST)",
+		Short: "Stream what happens to containers, images and volumes (needs vmctld)",
 		Long: `Stream what happens to containers, images and volumes, as docker events does.
 
 --since replays the daemon's recent events from TIME; --until ends the
@@ -29,9 +29,6 @@ Events need a daemon: without one, each vmctl process has its own engine
 and nothing would outlive the command.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if g.host == "" {
-				return needsDaemon("events")
-			}
 			f, err := parseFilters(filters)
 			if err != nil {
 				return err
@@ -40,7 +37,7 @@ and nothing would outlive the command.`,
 			if err != nil {
 				return err
 			}
-			r, err := g.remote()
+			r, err := g.connect("events", true)
 			if err != nil {
 				return err
 			}

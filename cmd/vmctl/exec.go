@@ -1,7 +1,7 @@
 package main
 
 // vmctl exec: another process in a running container, through a daemon.
-// Without -H there is no daemon to ask: a container's VM belongs to the
+// Without one there is nothing to ask: a container's VM belongs to the
 // `vmctl run` process that started it, and nothing else can reach it.
 
 import (
@@ -28,7 +28,7 @@ func newExecCommand(g *globalOptions) *cobra.Command {
 	o := &execOptions{}
 	cmd := &cobra.Command{
 		Use:   "exec [OPTIONS] CONTAINER COMMAND [ARG...]",
-		Short: "Run a command in a running container (needs -H/VMCTL_HOST)",
+		Short: "Run a command in a running container (needs vmctld)",
 		Long: `Run a command in a running container, in its namespaces, as docker exec does.
 
 The exit status is the command's (126: not executable, 127: not found).
@@ -41,7 +41,7 @@ With -t -i, keys such as Ctrl-C go to the command's terminal instead.`,
 			if err != nil {
 				return &statusError{code: 125, err: err}
 			}
-			return g.onDaemon("exec", func(r *remote) error { return r.exec(cmd.Context(), args[0], req, o.detach) })
+			return g.onEngine("exec", true, func(r *remote) error { return r.exec(cmd.Context(), args[0], req, o.detach) })
 		},
 	}
 	o.addFlags(cmd.Flags())
@@ -131,32 +131,4 @@ func (r *remote) exec(ctx context.Context, ref string, req client.ExecCreateOpti
 		return &statusError{code: res.ExitCode}
 	}
 	return nil
-}
-
-// onDaemon runs op on the daemon of -H for the daemon-only command name,
-// with docker's exit statuses: 125 without a daemon, 1 for a refusal.
-func (g *globalOptions) onDaemon(name string, op func(*remote) error) error {
-	if g.host == "" {
-		return needsDaemon(name)
-	}
-	r, err := g.remote()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	return daemonFailure(op(r))
-}
-
-// daemonFailure gives an error that is not already an exit status the
-// status 1, as the docker CLI exits for a refusal of the daemon's in its
-// exec, attach, create, restart and wait (run's own failures are 125).
-func daemonFailure(err error) error {
-	if err == nil {
-		return nil
-	}
-	var se *statusError
-	if errors.As(err, &se) {
-		return err
-	}
-	return &statusError{code: 1, err: err}
 }

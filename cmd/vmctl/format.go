@@ -7,11 +7,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"text/template"
@@ -166,19 +164,4 @@ func writeEvent(w io.Writer, tmpl *template.Template, m events.Message) error {
 	line.WriteByte('\n')
 	_, err := io.WriteString(w, line.String())
 	return err
-}
-
-// formatImages is vmctl images with --format or --no-trunc, through the
-// API in either mode.
-func formatImages(ctx context.Context, g *globalOptions, format string, quiet, noTrunc bool) error {
-	r, done, err := g.api()
-	if err != nil {
-		return err
-	}
-	defer done()
-	list, err := r.api.ImageList(ctx, client.ImageListOptions{})
-	if err != nil {
-		return r.fail(err)
-	}
-	return writeImages(os.Stdout, list.Items, format, quiet, noTrunc)
 }

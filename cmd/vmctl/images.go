@@ -15,10 +15,9 @@ import (
 	"github.com/containerd/errdefs"
 	units "github.com/docker/go-units"
 	"github.com/moby/moby/api/types/jsonstream"
+	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-
-	"github.com/vmctl/vmctl/engine/images"
 )
 
 func newLoadCommand(g *globalOptions) *cobra.Command {
@@ -28,51 +27,27 @@ func newLoadCommand(g *globalOptions) *cobra.Command {
 		Short: "Load images from a docker save tarball or an OCI image-layout tarball",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var r io.Reader = os.Stdin
+			var in io.Reader = os.Stdin
 			if input != "" && input != "-" {
 				f, err := os.Open(input)
 				if err != nil {
 					return fmt.Errorf("open %s: %w", input, unwrapPathError(err))
 				}
 				defer f.Close()
-				r = f
+				in = f
 			} else if term.IsTerminal(int(os.Stdin.Fd())) {
 				return errors.New("load reads an archive from stdin, which is a terminal: give -i FILE or redirect stdin")
 			}
-			if g.host != "" {
-				return remoteLoad(cmd.Context(), g, r)
-			}
-			e, err := g.open()
-			if err != nil {
-				return err
-			}
-			loaded, err := e.Images.LoadArchive(cmd.Context(), r)
-			if err != nil {
-				return err
-			}
-			for _, img := range loaded {
-				if len(img.Tags) == 0 {
-					fmt.Printf("Loaded image ID: %s\n", img.ID)
-				}
-				for _, t := range img.Tags {
-					fmt.Printf("Loaded image: %s\n", t)
-				}
-			}
-			return nil
+			return g.withEngine("load", false, func(r *remote) error { return r.load(cmd.Context(), in) })
 		},
 	}
 	cmd.Flags().StringVarP(&input, "input", "i", "", "read from a tar archive file instead of stdin")
 	return cmd
 }
 
-// remoteLoad sends the archive to the daemon and prints what it loaded,
-// as the daemon words it ("Loaded image: busybox:latest").
-func remoteLoad(ctx context.Context, g *globalOptions, in io.Reader) error {
-	r, err := g.remote()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
+// load sends the archive to the engine and prints what it loaded, as the
+// engine words it ("Loaded image: busybox:latest").
+func (r *remote) load(ctx context.Context, in io.Reader) error {
 	resp, err := r.api.ImageLoad(ctx, in)
 	if err != nil {
 		return r.fail(err)
@@ -84,7 +59,7 @@ func remoteLoad(ctx context.Context, g *globalOptions, in io.Reader) error {
 		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
 			return nil
 		} else if err != nil {
-			return r.fail(fmt.Errorf("reading the daemon's reply: %w", err))
+			return r.fail(fmt.Errorf("reading the engine's reply: %w", err))
 		}
 		if m.Error != nil {
 			return &daemonError{msg: oneLine(errors.New(m.Error.Message)), err: errdefs.ErrUnknown}
@@ -102,49 +77,35 @@ func newSaveCommand(g *globalOptions) *cobra.Command {
 		Short: "Write images to a docker save tarball (on stdout unless -o is given)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			save := func(w io.Writer) error {
+				return g.withEngine("save", false, func(r *remote) error { return r.save(cmd.Context(), args, w) })
+			}
 			if output == "" || output == "-" {
 				if term.IsTerminal(int(os.Stdout.Fd())) {
 					return errors.New("refusing to write an image archive to a terminal: give -o FILE or redirect stdout")
 				}
-				return saveImages(cmd.Context(), g, args, os.Stdout)
+				return save(os.Stdout)
 			}
-			return saveToFile(output, func(w io.Writer) error { return saveImages(cmd.Context(), g, args, w) })
+			return saveToFile(output, save)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "write to this file instead of stdout")
 	return cmd
 }
 
-// saveImages writes a docker save archive of refs to w, from the daemon
-// with -H, else from the local store.
-func saveImages(ctx context.Context, g *globalOptions, refs []string, w io.Writer) error {
-	if g.host != "" {
-		r, err := g.remote()
-		if err != nil {
-			return err
-		}
-		defer r.Close()
-		rc, err := r.api.ImageSave(ctx, refs)
-		if err != nil {
-			return r.fail(err)
-		}
-		defer rc.Close()
-		// The daemon cuts the connection if it fails half way, so a
-		// short archive shows up here as an error, never as success.
-		if _, err := io.Copy(w, rc); err != nil {
-			return r.fail(fmt.Errorf("receiving the archive: %w", err))
-		}
-		return nil
-	}
-	e, err := g.open()
+// save writes a docker save archive of refs to w.
+func (r *remote) save(ctx context.Context, refs []string, w io.Writer) error {
+	rc, err := r.api.ImageSave(ctx, refs)
 	if err != nil {
-		return err
+		return r.fail(err)
 	}
-	named, err := e.Images.ForSave(ctx, refs)
-	if err != nil {
-		return err
+	defer rc.Close()
+	// The engine cuts the connection if it fails half way, so a short
+	// archive shows up here as an error, never as success.
+	if _, err := io.Copy(w, rc); err != nil {
+		return r.fail(fmt.Errorf("receiving the archive: %w", err))
 	}
-	return images.WriteArchive(w, images.FormatDocker, named)
+	return nil
 }
 
 // saveToFile runs write on a temp file next to path and renames it to
@@ -187,49 +148,51 @@ func newImagesCommand(g *globalOptions) *cobra.Command {
 		Short: "List local images",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if format != "" || noTrunc {
-				return formatImages(cmd.Context(), g, format, quiet, noTrunc)
-			}
-			if g.host != "" {
-				return remoteImages(cmd.Context(), g, quiet)
-			}
-			e, err := g.open()
-			if err != nil {
-				return err
-			}
-			list, err := e.ListImages(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if quiet {
-				for _, img := range list {
-					fmt.Println(shortImageID(img.ID))
+			return g.withEngine("images", false, func(r *remote) error {
+				list, err := r.api.ImageList(cmd.Context(), client.ImageListOptions{})
+				if err != nil {
+					return r.fail(err)
 				}
-				return nil
-			}
-			w := tabwriter.NewWriter(os.Stdout, 0, 0, 3, ' ', 0)
-			fmt.Fprintln(w, "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE")
-			for _, img := range list {
-				tags := img.RepoTags
-				if len(tags) == 0 {
-					tags = []string{"<none>:<none>"}
+				if format != "" || noTrunc {
+					return writeImages(os.Stdout, list.Items, format, quiet, noTrunc)
 				}
-				for _, rt := range tags {
-					i := strings.LastIndex(rt, ":")
-					repo, tag := rt, "<none>"
-					if i > 0 && !strings.Contains(rt[i:], "/") {
-						repo, tag = rt[:i], rt[i+1:]
+				if quiet {
+					for _, img := range list.Items {
+						fmt.Println(shortImageID(img.ID))
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", repo, tag, shortImageID(img.ID), ago(img.Created), units.HumanSizeWithPrecision(float64(img.Size), 3))
+					return nil
 				}
-			}
-			return w.Flush()
+				w := tabwriter.NewWriter(os.Stdout, 0, 0, 3, ' ', 0)
+				fmt.Fprintln(w, "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE")
+				for _, img := range list.Items {
+					tags := img.RepoTags
+					if len(tags) == 0 {
+						tags = []string{"<none>:<none>"}
+					}
+					for _, rt := range tags {
+						repo, tag := splitRepoTag(rt)
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", repo, tag, shortImageID(img.ID),
+							ago(time.Unix(img.Created, 0)), units.HumanSizeWithPrecision(float64(img.Size), 3))
+					}
+				}
+				return w.Flush()
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only show image IDs")
 	cmd.Flags().BoolVar(&noTrunc, "no-trunc", false, "do not truncate image IDs")
 	cmd.Flags().StringVar(&format, "format", "", "format output with a Go template (.ID .Repository .Tag .Digest .CreatedSince .CreatedAt .Size), \"table TEMPLATE\" or json")
 	return cmd
+}
+
+// splitRepoTag splits "host:5000/name:tag" at the tag's colon, not the
+// port's.
+func splitRepoTag(rt string) (string, string) {
+	i := strings.LastIndex(rt, ":")
+	if i > 0 && !strings.Contains(rt[i:], "/") {
+		return rt[:i], rt[i+1:]
+	}
+	return rt, "<none>"
 }
 
 func newRmiCommand(g *globalOptions) *cobra.Command {
@@ -243,18 +206,33 @@ An image a container uses, running or not, is not deleted: refused, or with
 -f only untagged.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			// Without -H the engine is served in this process (see api):
-			// one implementation, the same output.
-			r, done, err := g.api()
-			if err != nil {
-				return err
-			}
-			defer done()
-			return rmi(cmd.Context(), r, args, force)
+			return g.withEngine("rmi", false, func(r *remote) error { return r.rmi(cmd.Context(), args, force) })
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "untag an image even if a container uses it")
 	return cmd
+}
+
+// rmi removes images and prints what went, as docker rmi.
+func (r *remote) rmi(ctx context.Context, refs []string, force bool) error {
+	return forEach(refs, func(ref string) error {
+		res, err := r.api.ImageRemove(ctx, ref, client.ImageRemoveOptions{Force: force})
+		if err != nil {
+			return r.fail(err)
+		}
+		for _, d := range res.Items {
+			if d.Untagged != "" {
+				fmt.Printf("Untagged: %s\n", d.Untagged)
+			}
+			if d.Deleted != "" {
+				fmt.Printf("Deleted: %s\n", d.Deleted)
+			}
+		}
+		if len(res.Items) == 0 {
+			fmt.Printf("Untagged: %s\n", ref)
+		}
+		return nil
+	})
 }
 
 func shortImageID(id string) string {

@@ -1,10 +1,9 @@
 package main
 
-// docker's lifecycle commands vmctl drives on a daemon: create, restart,
-// wait and attach. Like start and stop they need -H/VMCTL_HOST: without a
-// daemon a container lives only as long as the `vmctl run` that started
-// it, so there is nothing to restart, wait for or attach to, and a created
-// container could never be started.
+// docker's lifecycle commands: create, restart, wait and attach. Like start
+// and stop they need a daemon: without one a container lives only as long
+// as the `vmctl run` that started it, so there is nothing to restart, wait
+// for or attach to, and a created container could never be started.
 
 import (
 	"context"
@@ -21,7 +20,7 @@ func newCreateCommand(g *globalOptions) *cobra.Command {
 	o := &runOptions{}
 	cmd := &cobra.Command{
 		Use:   "create [OPTIONS] IMAGE [COMMAND] [ARG...]",
-		Short: "Create a container without starting it, and print its ID (needs -H/VMCTL_HOST)",
+		Short: "Create a container without starting it, and print its ID (needs vmctld)",
 		Long: `Create a container without starting it, and print its ID, as docker create does.
 
 It takes run's options; an image that is not here is pulled first, as run
@@ -29,14 +28,11 @@ does. --rm makes the daemon remove the container when a later start's run
 ends. Start it with vmctl start [-a].`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if g.host == "" {
-				return needsDaemon("create")
-			}
-			req, err := o.createRequest(args[0], args[1:])
+			req, err := o.request(args[0], args[1:])
 			if err != nil {
 				return &statusError{code: 125, err: err}
 			}
-			return g.onDaemon("create", func(r *remote) error {
+			return g.onEngine("create", true, func(r *remote) error {
 				created, err := r.create(cmd.Context(), req, args[0], o.pull)
 				if err == nil {
 					fmt.Println(created.ID)
@@ -50,7 +46,7 @@ ends. Start it with vmctl start [-a].`,
 }
 
 func newRestartCommand(g *globalOptions) *cobra.Command {
-	return newTimedCommand(g, "restart", "Stop and start containers, keeping their writable layers (needs -H/VMCTL_HOST)",
+	return newTimedCommand(g, "restart", "Stop and start containers, keeping their writable layers (needs vmctld)",
 		func(ctx context.Context, r *remote, ref string, timeout *int) error {
 			_, err := r.api.ContainerRestart(ctx, ref, client.ContainerRestartOptions{Timeout: timeout})
 			return err
@@ -67,14 +63,11 @@ func newTimedCommand(g *globalOptions, name, short string, op func(ctx context.C
 		Short: short,
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if g.host == "" {
-				return needsDaemon(name)
-			}
 			var t *int
 			if cmd.Flags().Changed("time") {
 				t = &timeout
 			}
-			return eachContainer(cmd.Context(), g, args, func(ctx context.Context, r *remote, ref string) error {
+			return eachContainer(cmd.Context(), g, name, args, func(ctx context.Context, r *remote, ref string) error {
 				return op(ctx, r, ref, t)
 			})
 		},
@@ -86,7 +79,7 @@ func newTimedCommand(g *globalOptions, name, short string, op func(ctx context.C
 func newWaitCommand(g *globalOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "wait CONTAINER [CONTAINER...]",
-		Short: "Wait until containers stop, and print their exit codes (needs -H/VMCTL_HOST)",
+		Short: "Wait until containers stop, and print their exit codes (needs vmctld)",
 		Long: `Wait until containers stop, and print their exit codes, one a line.
 
 A container that is not running answers at once with its last exit code.
@@ -94,7 +87,7 @@ As with docker wait, the exit status is 0 whatever the codes are, and 1
 when a container could not be waited for.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.onDaemon("wait", func(r *remote) error {
+			return g.onEngine("wait", true, func(r *remote) error {
 				return forEach(args, func(ref string) error { return r.wait(cmd.Context(), ref) })
 			})
 		},
@@ -120,7 +113,7 @@ func newAttachCommand(g *globalOptions) *cobra.Command {
 	var noStdin, sigProxy bool
 	cmd := &cobra.Command{
 		Use:   "attach [--no-stdin] [--sig-proxy=false] CONTAINER",
-		Short: "Attach to a running container's output (and input) until it exits (needs -H/VMCTL_HOST)",
+		Short: "Attach to a running container's output (and input) until it exits (needs vmctld)",
 		Long: `Attach this terminal to a running container until it exits, as docker attach does.
 
 Output from now on is shown; stdin goes to the container if it was
@@ -131,7 +124,7 @@ with one, Ctrl-C reaches the container as a key. docker's detach keys
 or, without a tty, with a signal when --sig-proxy=false.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.onDaemon("attach", func(r *remote) error { return r.attach(cmd.Context(), args[0], !noStdin, sigProxy) })
+			return g.onEngine("attach", true, func(r *remote) error { return r.attach(cmd.Context(), args[0], !noStdin, sigProxy) })
 		},
 	}
 	cmd.Flags().BoolVar(&noStdin, "no-stdin", false, "do not attach stdin")

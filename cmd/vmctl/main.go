@@ -8,11 +8,11 @@ import (
 	"os"
 	"strings"
 
-	"github.com/containerd/errdefs"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/vmctl/vmctl/engine"
-	"github.com/vmctl/vmctl/engine/services/containersvc"
+	"github.com/vmctl/vmctl/engine/server"
 )
 
 // statusError carries the exit status a command must end with, like the
@@ -35,7 +35,10 @@ type globalOptions struct {
 	execRoot string
 	kernel   string
 	initrd   string
-	host     string // a vmctld to drive; empty runs the engine in this process
+	host     string // a vmctld to drive (-H, VMCTL_HOST); empty: see connect
+	// flags are the persistent flags, to tell the engine flags given
+	// from their defaults.
+	flags *pflag.FlagSet
 }
 
 func envOr(key, def string) string {
@@ -52,11 +55,15 @@ func newRootCommand() (*cobra.Command, *globalOptions) {
 		Short: "Run containers, each in its own lightweight virtual machine",
 		Long: `Run containers, each in its own lightweight virtual machine.
 
-Without -H (or VMCTL_HOST) vmctl runs the engine in this process, on the
-state under --data-root and --exec-root. With -H unix:///path/to/socket or
--H tcp://host:port it drives that vmctld instead, over the Docker Engine
-API, so one vmctl can drive several daemons; the engine flags (--data-root,
---exec-root, --kernel, --initrd) are then the daemon's business and unused.`,
+vmctl is a client of the Docker Engine API. It drives the vmctld that -H
+(unix:///path/to/socket or tcp://host:port) or VMCTL_HOST names, so one
+vmctl can drive several daemons; else the vmctld on the default socket,
+` + server.DefaultHost + ` (VMCTL_DEFAULT_HOST moves it), as docker finds
+its daemon. With no daemon there, or with an engine flag (--data-root,
+--exec-root, --kernel, --initrd, or their environment variables), the
+engine runs in this process on that state: containers then live only as
+long as the command, so run -d, create, start, stop, restart, kill, exec,
+attach, wait and events need a daemon. vmctl info says which engine it used.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       engine.Version,
@@ -68,7 +75,8 @@ API, so one vmctl can drive several daemons; the engine flags (--data-root,
 	f.StringVar(&g.execRoot, "exec-root", envOr("VMCTL_EXEC_ROOT", "/run/vmctl"), "root of runtime state: VM sockets (env VMCTL_EXEC_ROOT)")
 	f.StringVar(&g.kernel, "kernel", os.Getenv("VMCTL_KERNEL"), "guest kernel (bzImage); default: guest/vmlinuz next to the vmctl binary (env VMCTL_KERNEL)")
 	f.StringVar(&g.initrd, "initrd", os.Getenv("VMCTL_INITRD"), "guest image (initramfs with the agent); default: guest/initramfs.img next to the vmctl binary (env VMCTL_INITRD)")
-	f.StringVarP(&g.host, "host", "H", os.Getenv("VMCTL_HOST"), "vmctld to drive: unix:///path or tcp://host:port (env VMCTL_HOST); default: run the engine in this process")
+	f.StringVarP(&g.host, "host", "H", os.Getenv("VMCTL_HOST"), "vmctld to drive: unix:///path or tcp://host:port (env VMCTL_HOST); default: the one on "+server.DefaultHost+" if it answers, else the engine in this process")
+	g.flags = f
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &statusError{code: 125, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
@@ -103,16 +111,6 @@ API, so one vmctl can drive several daemons; the engine flags (--data-root,
 	return root, g
 }
 
-// open starts the in-process engine over the global options.
-func (g *globalOptions) open() (*engine.Engine, error) {
-	return engine.New(engine.Config{
-		DataRoot: g.dataRoot,
-		ExecRoot: g.execRoot,
-		Kernel:   g.kernel,
-		Initrd:   g.initrd,
-	})
-}
-
 func main() {
 	root, _ := newRootCommand()
 	err := root.ExecuteContext(context.Background())
@@ -127,10 +125,6 @@ func main() {
 			os.Exit(code)
 		}
 	}
-	var ce *containersvc.CommandError
-	if errors.As(err, &ce) {
-		code = ce.ExitCode
-	}
 	fmt.Fprintln(os.Stderr, "vmctl: "+oneLine(err))
 	os.Exit(code)
 }
@@ -141,6 +135,3 @@ func oneLine(err error) string {
 	msg = strings.ReplaceAll(msg, "\r", "")
 	return strings.ReplaceAll(msg, "\n", "; ")
 }
-
-// isNotFound is for messages that differ on unknown objects.
-func isNotFound(err error) bool { return errdefs.IsNotFound(err) }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,14 +10,10 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/containerd/errdefs"
-	units "github.com/docker/go-units"
 	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/vmctl/vmctl/engine"
-	"github.com/vmctl/vmctl/engine/images"
 	"github.com/vmctl/vmctl/internal/registryauth"
 )
 
@@ -29,68 +24,38 @@ func newPullCommand(g *globalOptions) *cobra.Command {
 		Short: "Download an image from a registry",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if g.host != "" {
-				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-				defer stop()
-				return remotePull(ctx, g, args[0], quiet)
-			}
-			e, err := g.open()
+			ref := args[0]
+			parsed, err := parseReference(ref)
 			if err != nil {
 				return err
 			}
-			out := io.Writer(os.Stdout)
-			if quiet {
-				out = io.Discard
-			}
-			// Ctrl-C cancels the pull cleanly: the stage is removed and the
-			// store is left as it was.
+			// Ctrl-C cancels the pull cleanly: the engine removes what it
+			// staged and leaves the store as it was.
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			img, err := pullImage(ctx, e, args[0], out)
-			if err != nil {
-				return err
-			}
-			if quiet {
-				fmt.Println(img)
-			}
-			return nil
+			return g.withEngine("pull", false, func(r *remote) error {
+				out := io.Writer(os.Stdout)
+				if quiet {
+					out = io.Discard
+				}
+				// docker pull's header; run, like docker run, goes straight
+				// from "Unable to find image" to the layers.
+				if last := ref[strings.LastIndex(ref, "/")+1:]; !strings.ContainsAny(last, ":@") {
+					fmt.Fprintln(out, "Using default tag: latest")
+				}
+				fmt.Fprintf(out, "%s: Pulling from %s\n", parsed.Identifier(), parsed.Context().RepositoryStr())
+				if err := r.pull(ctx, ref, out); err != nil {
+					return err
+				}
+				if quiet {
+					fmt.Println(parsed.Name())
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the image name")
 	return cmd
-}
-
-// pullImage pulls ref, drawing progress on out, and returns the image's
-// full name.
-func pullImage(ctx context.Context, e *engine.Engine, ref string, out io.Writer) (string, error) {
-	r, err := images.ParseRemoteReference(ref)
-	if err != nil {
-		return "", err
-	}
-	if last := ref[strings.LastIndex(ref, "/")+1:]; !strings.ContainsAny(last, ":@") {
-		fmt.Fprintln(out, "Using default tag: latest")
-	}
-	fmt.Fprintf(out, "%s: Pulling from %s\n", r.Identifier(), r.Context().RepositoryStr())
-	pp := newProgressPrinter(out)
-	img, err := e.Images.Pull(ctx, ref, images.RemoteOptions{Progress: pp.update})
-	if err != nil {
-		return "", err
-	}
-	fmt.Fprintf(out, "Digest: %s\n", img.Digest)
-	fmt.Fprintf(out, "Status: Downloaded image for %s\n", images.FamiliarName(r))
-	return r.Name(), nil
-}
-
-// pullIfMissing pulls ref unless the store already has it, as `run` does
-// with an image it cannot find. Progress goes to out.
-func pullIfMissing(ctx context.Context, e *engine.Engine, ref string, out io.Writer) error {
-	_, err := e.Images.Resolve(ctx, ref)
-	if err == nil || !errdefs.IsNotFound(err) {
-		return err
-	}
-	fmt.Fprintf(out, "Unable to find image '%s' locally\n", ref)
-	_, err = pullImage(ctx, e, ref, out)
-	return err
 }
 
 func newPushCommand(g *globalOptions) *cobra.Command {
@@ -99,29 +64,26 @@ func newPushCommand(g *globalOptions) *cobra.Command {
 		Short: "Upload an image to a registry",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if g.host != "" {
-				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-				defer stop()
-				return remotePush(ctx, g, args[0])
+			ref := args[0]
+			if _, err := parseReference(ref); err != nil {
+				return err
 			}
-			e, err := g.open()
+			auth, err := registryAuth(ref)
 			if err != nil {
 				return err
 			}
-			r, err := images.ParseRemoteReference(args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Printf("The push refers to repository [%s]\n", r.Context().Name())
-			pp := newProgressPrinter(os.Stdout)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			res, err := e.Images.Push(ctx, args[0], images.RemoteOptions{Progress: pp.update})
-			if err != nil {
-				return err
-			}
-			fmt.Printf("%s: digest: %s size: %d\n", res.Tag, res.Digest, res.Size)
-			return nil
+			// The engine's stream, as the docker CLI prints it: one line
+			// per layer state, then "TAG: digest: D size: N".
+			return g.withEngine("push", false, func(r *remote) error {
+				resp, err := r.api.ImagePush(ctx, ref, client.ImagePushOptions{RegistryAuth: auth})
+				if err != nil {
+					return r.fail(err)
+				}
+				defer resp.Close()
+				return r.display(resp.JSONMessages(ctx), os.Stdout)
+			})
 		},
 	}
 }
@@ -132,46 +94,12 @@ func newTagCommand(g *globalOptions) *cobra.Command {
 		Short: "Give an image another name",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if g.host != "" {
-				r, err := g.remote()
-				if err != nil {
-					return err
-				}
-				defer r.Close()
-				_, err = r.api.ImageTag(cmd.Context(), client.ImageTagOptions{Source: args[0], Target: args[1]})
+			return g.withEngine("tag", false, func(r *remote) error {
+				_, err := r.api.ImageTag(cmd.Context(), client.ImageTagOptions{Source: args[0], Target: args[1]})
 				return r.fail(err)
-			}
-			e, err := g.open()
-			if err != nil {
-				return err
-			}
-			return e.Images.Tag(cmd.Context(), args[0], args[1])
+			})
 		},
 	}
-}
-
-// remotePush asks the daemon to push ref with this user's credentials
-// for its registry and prints the stream as the in-process push prints its
-// progress: one line per layer state, then "TAG: digest: D size: N".
-func remotePush(ctx context.Context, g *globalOptions, ref string) error {
-	if _, err := images.ParseRemoteReference(ref); err != nil {
-		return err
-	}
-	auth, err := registryAuth(ref)
-	if err != nil {
-		return err
-	}
-	r, err := g.remote()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	resp, err := r.api.ImagePush(ctx, ref, client.ImagePushOptions{RegistryAuth: auth})
-	if err != nil {
-		return r.fail(err)
-	}
-	defer resp.Close()
-	return r.display(resp.JSONMessages(ctx), os.Stdout)
 }
 
 func newLoginCommand(g *globalOptions) *cobra.Command {
@@ -211,11 +139,11 @@ func newLoginCommand(g *globalOptions) *cobra.Command {
 			}
 			// As docker login: the engine checks the credentials against
 			// the registry (POST /auth), the client keeps them.
-			r, done, err := g.api()
+			r, err := g.connect("login", false)
 			if err != nil {
 				return err
 			}
-			defer done()
+			defer r.Close()
 			res, err := r.api.RegistryLogin(cmd.Context(), client.RegistryLoginOptions{Username: user, Password: password, ServerAddress: host})
 			if err != nil {
 				return r.fail(err)
@@ -289,64 +217,4 @@ func newLogoutCommand() *cobra.Command {
 			return nil
 		},
 	}
-}
-
-// progressPrinter draws a pull's or push's per-layer progress: bars
-// redrawn in place on a terminal, one line per state change otherwise
-// (logs, pipes, tests).
-type progressPrinter struct {
-	out   io.Writer
-	tty   bool
-	board images.ProgressBoard
-	drawn int // terminal lines drawn so far
-	last  map[string]images.ProgressState
-}
-
-func newProgressPrinter(out io.Writer) *progressPrinter {
-	tty := false
-	if f, ok := out.(*os.File); ok {
-		tty = term.IsTerminal(int(f.Fd()))
-	}
-	return &progressPrinter{out: out, tty: tty, last: map[string]images.ProgressState{}}
-}
-
-func (pp *progressPrinter) update(p images.Progress) {
-	if pp.board.Update(p) < 0 {
-		return
-	}
-	if pp.tty {
-		pp.redraw()
-		return
-	}
-	if pp.last[p.ID()] == p.State || p.State == images.StateWaiting || p.State == images.StatePreparing {
-		return
-	}
-	pp.last[p.ID()] = p.State
-	fmt.Fprintf(pp.out, "%s: %s\n", p.ID(), p.State)
-}
-
-// redraw moves the cursor back over the rows drawn before and rewrites
-// them all, so rows keep their order as layers finish out of order.
-func (pp *progressPrinter) redraw() {
-	var sb strings.Builder
-	if pp.drawn > 0 {
-		fmt.Fprintf(&sb, "\x1b[%dA", pp.drawn)
-	}
-	rows := pp.board.Rows()
-	for _, r := range rows {
-		sb.WriteString("\x1b[2K")
-		sb.WriteString(formatRow(r))
-		sb.WriteByte('\n')
-	}
-	pp.drawn = len(rows)
-	io.WriteString(pp.out, sb.String())
-}
-
-func formatRow(r images.Progress) string {
-	line := fmt.Sprintf("%s: %s", r.ID(), r.State)
-	if bar := images.Bar(r, 52); bar != "" {
-		line = fmt.Sprintf("%s: %-12s %s %s/%s", r.ID(), r.State, bar,
-			units.HumanSizeWithPrecision(float64(r.Current), 3), units.HumanSizeWithPrecision(float64(r.Total), 3))
-	}
-	return line
 }

@@ -11,11 +11,12 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/containerd/errdefs"
 	units "github.com/docker/go-units"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-
-	"github.com/vmctl/vmctl/engine/services/containersvc"
 )
 
 type runOptions struct {
@@ -42,20 +43,35 @@ func newRunCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run [OPTIONS] IMAGE [COMMAND] [ARG...]",
 		Short: "Run a command in a new container, in its own VM",
-		Args:  cobra.MinimumNArgs(1),
+		Long: `Run a command in a new container, in its own VM, as docker run does.
+
+Without a daemon the engine runs in this process, and the container lives
+as long as this command: -d needs vmctld.`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if g.host != "" {
-				return remoteRun(cmd.Context(), g, o, args[0], args[1:])
+			req, err := o.request(args[0], args[1:])
+			if err != nil {
+				return &statusError{code: 125, err: err}
 			}
-			if o.detach {
-				// The in-process engine ends with this process.
-				return &statusError{code: 125, err: fmt.Errorf("-d needs a daemon: start vmctld and pass -H or set VMCTL_HOST")}
+			// A detached run reads no keys: -d -it from a script without a
+			// terminal is fine, as docker run checks the terminal only when
+			// it attaches.
+			if !o.detach {
+				rows, cols, err := terminalSize(o.tty, o.interactive)
+				if err != nil {
+					return err
+				}
+				if rows > 0 && cols > 0 {
+					req.HostConfig.ConsoleSize = [2]uint{uint(rows), uint(cols)}
+				}
 			}
-			return runContainer(cmd.Context(), g, o, args[0], args[1:])
+			return g.withEngine("run -d", o.detach, func(r *remote) error {
+				return r.run(cmd.Context(), o, req)
+			})
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVarP(&o.detach, "detach", "d", false, "run in the background and print the container ID (needs -H/VMCTL_HOST)")
+	f.BoolVarP(&o.detach, "detach", "d", false, "run in the background and print the container ID (needs vmctld)")
 	o.addFlags(f)
 	return cmd
 }
@@ -74,7 +90,8 @@ func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.name, "name", "", "assign a name to the container")
 	f.StringVarP(&o.memory, "memory", "m", "", "memory limit (e.g. 256m, 1g)")
 	f.StringVar(&o.cpus, "cpus", "", "number of CPUs (e.g. 1, 1.5)")
-	f.StringVar(&o.hypervisor, "hypervisor", "auto", "hypervisor: auto, kvm (native VMM) or qemu")
+	f.StringVar(&o.hypervisor, "hypervisor", "auto", "hypervisor: auto, kvm (native VMM) or qemu (the API's HostConfig.Runtime, docker's --runtime)")
+	f.StringVar(&o.hypervisor, "runtime", "auto", "same as --hypervisor")
 	f.StringVar(&o.entrypoint, "entrypoint", "", "override the image's entrypoint")
 	f.StringVar(&o.pull, "pull", "missing", `pull the image before running: "missing", "never" or "always"`)
 	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "mount a volume: NAME:/path[:ro] (created if missing), or /path for an anonymous volume")
@@ -96,134 +113,192 @@ func resolveEnv(env []string) []string {
 	return out
 }
 
-func (o *runOptions) createOptions(image string, cmd []string) (containersvc.CreateOptions, error) {
-	co := containersvc.CreateOptions{
-		Image: image, Name: o.name, Cmd: cmd, WorkingDir: o.workdir, User: o.user,
-		Hostname: o.hostname, Tty: o.tty, OpenStdin: o.interactive, Hypervisor: o.hypervisor,
-		AutoRemove: o.rm,
+// request is the create request of run's and create's options: what the
+// docker CLI sends for the same flags. The engine checks everything again;
+// the checks here only give a flag's own message before anything starts.
+func (o *runOptions) request(image string, cmdArgs []string) (client.ContainerCreateOptions, error) {
+	cfg := &container.Config{
+		Image: image, Env: resolveEnv(o.env), WorkingDir: o.workdir, User: o.user, Hostname: o.hostname,
+		Tty: o.tty, OpenStdin: o.interactive,
+		// docker run -i: stdin closes with the first attached client's EOF.
+		StdinOnce:    o.interactive,
+		AttachStdin:  o.interactive,
+		AttachStdout: true, AttachStderr: true,
 	}
-	co.Env = resolveEnv(o.env)
+	if len(cmdArgs) > 0 {
+		cfg.Cmd = cmdArgs
+	}
 	if o.entrypoint != "" {
-		co.Entrypoint = []string{o.entrypoint}
+		cfg.Entrypoint = []string{o.entrypoint}
 	}
 	for _, kv := range o.labels {
 		k, v, _ := strings.Cut(kv, "=")
 		if k == "" {
-			return co, fmt.Errorf("invalid --label %q: want KEY=VALUE", kv)
+			return client.ContainerCreateOptions{}, fmt.Errorf("invalid --label %q: want KEY=VALUE", kv)
 		}
-		if co.Labels == nil {
-			co.Labels = map[string]string{}
+		if cfg.Labels == nil {
+			cfg.Labels = map[string]string{}
 		}
-		co.Labels[k] = v
+		cfg.Labels[k] = v
 	}
-	for _, v := range o.volumes {
-		m, err := containersvc.ParseBind(v)
-		if err != nil {
-			return co, err
-		}
-		co.Volumes = append(co.Volumes, m)
-	}
+	// The engine parses -v itself, with docker's rules.
+	hc := &container.HostConfig{AutoRemove: o.rm, Binds: o.volumes, Runtime: o.hypervisor}
 	if o.memory != "" {
 		n, err := units.RAMInBytes(o.memory)
 		if err != nil || n <= 0 {
-			return co, fmt.Errorf("invalid --memory %q: want a size such as 64m or 1g", o.memory)
+			return client.ContainerCreateOptions{}, fmt.Errorf("invalid --memory %q: want a size such as 64m or 1g", o.memory)
 		}
-		co.MemoryBytes = n
+		hc.Memory = n
 	}
 	if o.cpus != "" {
 		f, err := strconv.ParseFloat(o.cpus, 64)
 		if err != nil || f <= 0 || math.IsInf(f, 0) || math.IsNaN(f) {
-			return co, fmt.Errorf("invalid --cpus %q: want a positive number such as 1 or 1.5", o.cpus)
+			return client.ContainerCreateOptions{}, fmt.Errorf("invalid --cpus %q: want a positive number such as 1 or 1.5", o.cpus)
 		}
-		co.NanoCPUs = int64(f * 1e9)
+		hc.NanoCPUs = int64(f * 1e9)
 	}
 	switch o.hypervisor {
 	case "auto", "kvm", "qemu":
 	default:
-		return co, fmt.Errorf("invalid --hypervisor %q: want auto, kvm or qemu", o.hypervisor)
+		return client.ContainerCreateOptions{}, fmt.Errorf("invalid --hypervisor %q: want auto, kvm or qemu", o.hypervisor)
 	}
 	switch o.pull {
 	case "missing", "never", "always":
 	default:
-		return co, fmt.Errorf("invalid --pull %q: want missing, never or always", o.pull)
+		return client.ContainerCreateOptions{}, fmt.Errorf("invalid --pull %q: want missing, never or always", o.pull)
 	}
-	return co, nil
+	return client.ContainerCreateOptions{Config: cfg, HostConfig: hc, Name: o.name}, nil
 }
 
 // errNotATTY refuses -it without a terminal to read keys from.
 var errNotATTY = errors.New("the input device is not a TTY; drop -t or run from a terminal")
 
-func runContainer(ctx context.Context, g *globalOptions, o *runOptions, image string, cmdArgs []string) error {
-	co, err := o.createOptions(image, cmdArgs)
-	if err != nil {
-		return &statusError{code: 125, err: err}
-	}
-	rows, cols, err := terminalSize(o.tty, o.interactive)
-	if err != nil {
-		return err
-	}
-	co.ConsoleRows, co.ConsoleCols = rows, cols
-
-	e, err := g.open()
-	if err != nil {
-		return err
-	}
+// run is `docker run`: create (pulling a missing image), attach, wait,
+// start, then forward signals and terminal size until the container exits.
+func (r *remote) run(ctx context.Context, o *runOptions, req client.ContainerCreateOptions) error {
+	image := req.Config.Image
 	// Until the container runs, a signal cancels the run and removes what
 	// was made; afterwards signals go to the container.
 	bootCtx, stopBoot := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stopBoot()
 	// bootFailed reports err, or the interrupt that caused it.
-	bootFailed := func(err error) error {
+	bootFailed := func(err error, code func(error) error) error {
 		if bootCtx.Err() != nil && ctx.Err() == nil {
 			return &statusError{code: 130, err: fmt.Errorf("interrupted while starting the container")}
 		}
-		return err
+		return code(err)
 	}
-	// Like docker run: an image that is not here is pulled first, with its
-	// progress on stderr.
-	switch o.pull {
-	case "missing":
-		if err := pullIfMissing(bootCtx, e, image, os.Stderr); err != nil {
-			return bootFailed(err)
-		}
-	case "always":
-		if _, err := pullImage(bootCtx, e, image, os.Stderr); err != nil {
-			return bootFailed(err)
-		}
-	}
-	c, err := e.Containers.Create(bootCtx, co)
+	created, err := r.create(bootCtx, req, image, o.pull)
 	if err != nil {
-		return bootFailed(err)
+		return bootFailed(err, func(err error) error { return err })
 	}
-	stdio := containersvc.Stdio{Stdout: os.Stdout, Stderr: os.Stderr}
-	if o.interactive {
-		stdio.Stdin = os.Stdin
-	}
-	if o.tty {
-		stdio.Stderr = nil // a terminal carries everything on stdout
-	}
-	if err := e.Containers.Start(bootCtx, c.ID, stdio); err != nil {
+	id := created.ID
+	cleanup := func() {
 		if o.rm {
-			e.Containers.Remove(context.Background(), c.ID, containersvc.RemoveOptions{Force: true})
+			r.api.ContainerRemove(context.Background(), id, client.ContainerRemoveOptions{Force: true})
 		}
-		return bootFailed(err)
+	}
+
+	if o.detach {
+		if _, err := r.api.ContainerStart(bootCtx, id, client.ContainerStartOptions{}); err != nil {
+			cleanup()
+			return bootFailed(err, func(err error) error { return startError(r, err) })
+		}
+		fmt.Println(id)
+		return nil
+	}
+
+	attach, err := r.api.ContainerAttach(bootCtx, id, client.ContainerAttachOptions{
+		Stream: true, Stdin: o.interactive, Stdout: true, Stderr: true,
+	})
+	if err != nil {
+		cleanup()
+		return bootFailed(err, r.fail)
+	}
+	defer attach.Close()
+	// With --rm the engine removes the container as it exits; waiting for
+	// the removal means the record is gone when vmctl returns.
+	cond := container.WaitConditionNextExit
+	if o.rm {
+		cond = container.WaitConditionRemoved
+	}
+	wait := r.api.ContainerWait(ctx, id, client.ContainerWaitOptions{Condition: cond})
+
+	outputDone := streamIO(attach.HijackedResponse, o.tty, o.interactive)
+
+	if _, err := r.api.ContainerStart(bootCtx, id, client.ContainerStartOptions{}); err != nil {
+		attach.Close()
+		cleanup()
+		return bootFailed(err, func(err error) error { return startError(r, err) })
 	}
 	stopBoot()
 
-	restore := userTerminal(o.tty, o.interactive, func(rows, cols uint16) { e.Containers.Resize(ctx, c.ID, rows, cols) })
+	restore := userTerminal(o.tty, o.interactive, func(rows, cols uint16) { r.resize(ctx, id, rows, cols) })
 	defer restore()
-	stopSignals := forwardSignals(func(sig syscall.Signal) { e.Containers.Kill(ctx, c.ID, sig) })
+	stopSignals := forwardSignals(func(sig syscall.Signal) { r.kill(ctx, id, sig) })
 	defer stopSignals()
 
-	st, err := e.Containers.Wait(ctx, c.ID)
-	if err != nil {
-		return err
+	return r.waitExit(wait.Result, wait.Error, outputDone)
+}
+
+// create creates the container of req, first pulling its image as pull
+// ("missing", "never", "always") asks, with the progress on stderr as
+// docker run and docker create show it. Errors are the engine's one line.
+func (r *remote) create(ctx context.Context, req client.ContainerCreateOptions, image, pull string) (client.ContainerCreateResult, error) {
+	if pull == "always" {
+		if err := r.pull(ctx, image, os.Stderr); err != nil {
+			return client.ContainerCreateResult{}, err
+		}
 	}
-	if st.Error != "" {
-		fmt.Fprintln(os.Stderr, "vmctl: "+st.Error)
+	created, err := r.api.ContainerCreate(ctx, req)
+	if err != nil && errdefs.IsNotFound(err) && pull == "missing" {
+		fmt.Fprintf(os.Stderr, "Unable to find image '%s' locally\n", image)
+		if err := r.pull(ctx, image, os.Stderr); err != nil {
+			return client.ContainerCreateResult{}, err
+		}
+		created, err = r.api.ContainerCreate(ctx, req)
 	}
-	if st.Code != 0 {
-		return &statusError{code: st.Code}
+	return created, r.fail(err)
+}
+
+// waitExit waits for the container's exit status, then for the attach
+// stream to end (the engine ends it after the last output, so all of it is
+// printed before returning), and turns the status into vmctl's own.
+func (r *remote) waitExit(result <-chan container.WaitResponse, errc <-chan error, outputDone <-chan struct{}) error {
+	var status container.WaitResponse
+	select {
+	case status = <-result:
+	case err := <-errc:
+		return r.fail(err)
+	}
+	<-outputDone
+	if status.Error != nil && status.Error.Message != "" {
+		fmt.Fprintln(os.Stderr, "vmctl: "+status.Error.Message)
+	}
+	if status.StatusCode != 0 {
+		return &statusError{code: int(status.StatusCode)}
 	}
 	return nil
+}
+
+// startError keeps Docker's exit statuses for a command that could not be
+// run: 127 not found, 126 not executable, 125 anything else.
+func startError(r *remote, err error) error {
+	code := 125
+	switch {
+	case errdefs.IsNotFound(err):
+		code = 127
+	case errdefs.IsPermissionDenied(err):
+		code = 126
+	}
+	return &statusError{code: code, err: r.fail(err)}
+}
+
+// resize and kill are the engine's side of forwardResize and forwardSignals.
+func (r *remote) resize(ctx context.Context, id string, rows, cols uint16) {
+	r.api.ContainerResize(ctx, id, client.ContainerResizeOptions{Height: uint(rows), Width: uint(cols)})
+}
+
+func (r *remote) kill(ctx context.Context, id string, sig syscall.Signal) {
+	r.api.ContainerKill(ctx, id, client.ContainerKillOptions{Signal: fmt.Sprint(int(sig))})
 }

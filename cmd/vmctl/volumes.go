@@ -14,31 +14,25 @@ import (
 	"github.com/moby/moby/api/types/volume"
 	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
-
-	"github.com/vmctl/vmctl/engine/services/containersvc"
-	"github.com/vmctl/vmctl/engine/volumes"
 )
 
 // volumeBackend is the API the volume commands use: the daemon named by -H,
 // or the engine served in this process (see api), so both give the same
 // answers and output.
 func (g *globalOptions) volumeBackend() (volumeBackend, error) {
-	r, done, err := g.api()
+	r, err := g.connect("volume", false)
 	if err != nil {
 		return volumeBackend{}, err
 	}
-	return volumeBackend{r, done}, nil
+	return volumeBackend{r}, nil
 }
 
 type volumeBackend struct {
-	r    *remote
-	done func()
+	r *remote
 }
 
-func (rv volumeBackend) create(ctx context.Context, o volumes.CreateOptions) (volume.Volume, error) {
-	res, err := rv.r.api.VolumeCreate(ctx, client.VolumeCreateOptions{
-		Name: o.Name, Driver: o.Driver, DriverOpts: o.DriverOpts, Labels: o.Labels,
-	})
+func (rv volumeBackend) create(ctx context.Context, o client.VolumeCreateOptions) (volume.Volume, error) {
+	res, err := rv.r.api.VolumeCreate(ctx, o)
 	return res.Volume, rv.r.fail(err)
 }
 
@@ -64,7 +58,7 @@ func (rv volumeBackend) prune(ctx context.Context, all bool) ([]string, uint64, 
 	return res.Report.VolumesDeleted, res.Report.SpaceReclaimed, rv.r.fail(err)
 }
 
-func (rv volumeBackend) close() { rv.done() }
+func (rv volumeBackend) close() { rv.r.Close() }
 
 func newVolumeCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
@@ -104,11 +98,10 @@ func newVolumeCreateCommand(g *globalOptions) *cobra.Command {
 		Short: "Create a volume (an ext4 disk, 8 GiB sparse unless --opt size= says otherwise)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o := volumes.CreateOptions{Driver: driver}
+			// Without a name the engine makes one up, as dockerd does.
+			o := client.VolumeCreateOptions{Driver: driver}
 			if len(args) == 1 {
 				o.Name = args[0]
-			} else {
-				o.Name = containersvc.NewVolumeName()
 			}
 			var err error
 			if o.DriverOpts, err = parseKeyValues("opt", opts); err != nil {

@@ -1,19 +1,22 @@
 package main
 
-// The in-process side of the listing and inspection commands (ps,
-// inspect, images --format): without -H they serve the engine's REST API
-// inside this process, over in-memory connections, and use the same client
-// code as with a daemon. Filters, templates and JSON are then the daemon's
-// exactly, with one implementation of each.
+// The in-process engine: without a daemon, vmctl runs the engine itself
+// and serves its REST API inside this process, over in-memory
+// connections, to the same client code it uses with a daemon. Filters,
+// templates, JSON, progress streams and errors are then the daemon's
+// exactly, with one implementation of each. The engine ends with the
+// process, so its containers cannot outlive the command that runs them.
 
 import (
 	"context"
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/moby/moby/client"
 
+	"github.com/vmctl/vmctl/engine"
 	"github.com/vmctl/vmctl/engine/server"
 )
 
@@ -66,19 +69,21 @@ func (l *pipeListener) dial(ctx context.Context, _, _ string) (net.Conn, error) 
 	return nil, net.ErrClosed
 }
 
-// api returns a client of the daemon named by -H, or else of the engine
-// served in this process; close ends either.
-func (g *globalOptions) api() (r *remote, closeFn func(), err error) {
-	if g.host != "" {
-		r, err := g.remote()
-		if err != nil {
-			return nil, nil, err
-		}
-		return r, r.Close, nil
-	}
-	eng, err := g.open()
+// handlerGrace bounds how long closing the in-process engine waits for
+// requests still in flight (a removal after an interrupted run, say).
+const handlerGrace = 30 * time.Second
+
+// inProcess starts the engine in this process on the global options'
+// state and returns a client of it; why is what led here, for vmctl info.
+func (g *globalOptions) inProcess(why string) (*remote, error) {
+	eng, err := engine.New(engine.Config{
+		DataRoot: g.dataRoot,
+		ExecRoot: g.execRoot,
+		Kernel:   g.kernel,
+		Initrd:   g.initrd,
+	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	api := server.New(eng)
 	l := newPipeListener()
@@ -86,20 +91,26 @@ func (g *globalOptions) api() (r *remote, closeFn func(), err error) {
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
-		// Serve ends with ErrServerClosed when done closes it; the
-		// listener cannot fail otherwise.
+		// Serve ends with ErrServerClosed once Shutdown closes the
+		// listener; it cannot fail otherwise.
 		srv.Serve(l)
 	}()
 	c, err := client.New(client.WithHost("unix:///in-process.sock"), client.WithDialContext(l.dial), client.WithAPIVersionNegotiation())
 	if err != nil {
 		srv.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	r = &remote{host: "the in-process engine", api: c}
-	return r, func() {
+	return &remote{host: "the in-process engine", api: c, inProcess: true, why: why, closeFn: func() {
 		c.Close()
+		// Streams (attach, logs -f, events) end first; then plain
+		// requests finish, so that what they do to containers and disks
+		// is done before the process exits.
 		api.Close()
-		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), handlerGrace)
+		defer cancel()
+		if srv.Shutdown(ctx) != nil {
+			srv.Close()
+		}
 		<-served
-	}, nil
+	}}, nil
 }
