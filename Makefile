@@ -5,6 +5,7 @@
 #   make bench   benchmarks, printed as side-by-side tables
 #   make build   binaries into bin/, guest image into bin/guest/
 #   make kernel  guest kernel into bin/guest/ (cached outside the tree by config hash)
+#   make install binaries, guest files and systemd units under PREFIX (default /usr/local)
 #   make e2e-nested  the native VMM booting the guest inside a nested L1 (QEMU TCG + emulated SVM)
 
 SHELL := /bin/bash
@@ -18,7 +19,16 @@ BIN := bin
 GUEST := $(BIN)/guest
 DATA_ROOT ?= /var/lib/vmctl
 
-.PHONY: all demo test unit e2e e2e-nested nested-prepare fuzz bench build kernel image deps clean vet
+# make install: binaries in PREFIX/bin, the guest kernel and image in
+# PREFIX/lib/vmctl/guest (where an installed vmctl and vmctld look for them),
+# vmctld.service and vmctld.socket where systemd finds local units. DESTDIR
+# stages the whole tree elsewhere (packaging, tests).
+PREFIX ?= /usr/local
+BINDIR = $(PREFIX)/bin
+GUESTDIR = $(PREFIX)/lib/vmctl/guest
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+
+.PHONY: all demo test unit e2e e2e-nested nested-prepare fuzz bench build kernel image deps clean vet install
 
 all: build
 
@@ -34,6 +44,14 @@ build: deps
 
 kernel: deps
 	@bash scripts/build-kernel.sh $(GUEST)
+
+install: build kernel
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(GUESTDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(BIN)/vmctl $(BIN)/vmctld $(BIN)/vmctl-vmm $(DESTDIR)$(BINDIR)/
+	install -m 0644 $(GUEST)/vmlinuz $(GUEST)/initramfs.img $(GUEST)/kernel.release $(DESTDIR)$(GUESTDIR)/
+	sed 's|@BINDIR@|$(BINDIR)|g' scripts/systemd/vmctld.service > $(DESTDIR)$(UNITDIR)/vmctld.service
+	install -m 0644 scripts/systemd/vmctld.socket $(DESTDIR)$(UNITDIR)/vmctld.socket
+	@echo "installed under $(DESTDIR)$(PREFIX); start the daemon with: systemctl daemon-reload && systemctl enable --now vmctld.socket"
 
 image: deps
 	$(GO) run ./scripts/mkimage -o build/busybox.tar

@@ -28,6 +28,7 @@ require (
 
 require (
 	github.com/Azure/go-ansiterm v0.0.0-20261006220739-8c912ac31dd4 // indirect
+	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/moby/term v0.5.2 // indirect
 )
 

@@ -70,12 +70,27 @@ func (c *Config) setDefaults() {
 	if err == nil {
 		dir = filepath.Dir(exe)
 	}
+	guest := guestDir(dir)
 	if c.Kernel == "" {
-		c.Kernel = filepath.Join(dir, "guest", "vmlinuz")
+		c.Kernel = filepath.Join(guest, "vmlinuz")
 	}
 	if c.Initrd == "" {
-		c.Initrd = filepath.Join(dir, "guest", "initramfs.img")
+		c.Initrd = filepath.Join(guest, "initramfs.img")
 	}
+}
+
+// guestDir is where the guest files are by default, for a binary in
+// exeDir: guest/ beside it in a build tree (bin/guest), else
+// PREFIX/lib/vmctl/guest for one installed in PREFIX/bin (make install).
+func guestDir(exeDir string) string {
+	built := filepath.Join(exeDir, "guest")
+	installed := filepath.Join(exeDir, "..", "lib", "vmctl", "guest")
+	if _, err := os.Stat(filepath.Join(built, "vmlinuz")); err != nil {
+		if _, err := os.Stat(filepath.Join(installed, "vmlinuz")); err == nil {
+			return filepath.Clean(installed)
+		}
+	}
+	return built
 }
 
 // New opens the stores under cfg.DataRoot.

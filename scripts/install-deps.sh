@@ -11,6 +11,9 @@ packages=(
 	# images and tests: a static busybox for the demo image, socket plumbing,
 	# a real registry server for pull/push tests
 	busybox-static socat docker-registry
+	# make install's units are checked with systemd-analyze, socket activation
+	# with systemd-socket-activate
+	systemd
 )
 
 # The docker CLI drives vmctld in the tests. Machines usually have one; only

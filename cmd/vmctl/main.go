@@ -73,8 +73,8 @@ attach, wait and events need a daemon. vmctl info says which engine it used.`,
 	f := root.PersistentFlags()
 	f.StringVar(&g.dataRoot, "data-root", envOr("VMCTL_DATA_ROOT", "/var/lib/vmctl"), "root of persistent state: images, disks, containers (env VMCTL_DATA_ROOT)")
 	f.StringVar(&g.execRoot, "exec-root", envOr("VMCTL_EXEC_ROOT", "/run/vmctl"), "root of runtime state: VM sockets (env VMCTL_EXEC_ROOT)")
-	f.StringVar(&g.kernel, "kernel", os.Getenv("VMCTL_KERNEL"), "guest kernel (bzImage); default: guest/vmlinuz next to the vmctl binary (env VMCTL_KERNEL)")
-	f.StringVar(&g.initrd, "initrd", os.Getenv("VMCTL_INITRD"), "guest image (initramfs with the agent); default: guest/initramfs.img next to the vmctl binary (env VMCTL_INITRD)")
+	f.StringVar(&g.kernel, "kernel", os.Getenv("VMCTL_KERNEL"), "guest kernel (bzImage); default: guest/vmlinuz next to the vmctl binary, or ../lib/vmctl/guest/ when installed (env VMCTL_KERNEL)")
+	f.StringVar(&g.initrd, "initrd", os.Getenv("VMCTL_INITRD"), "guest image (initramfs with the agent); default: guest/initramfs.img next to the vmctl binary, or ../lib/vmctl/guest/ when installed (env VMCTL_INITRD)")
 	f.StringVarP(&g.host, "host", "H", os.Getenv("VMCTL_HOST"), "vmctld to drive: unix:///path or tcp://host:port (env VMCTL_HOST); default: the one on "+server.DefaultHost+" if it answers, else the engine in this process")
 	g.flags = f
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {

@@ -18,6 +18,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/coreos/go-systemd/v22/daemon"
+
 	"github.com/vmctl/vmctl/engine"
 	"github.com/vmctl/vmctl/engine/server"
 )
@@ -39,9 +42,9 @@ func run() error {
 	cfg := engine.Config{DetachVMs: true}
 	flag.StringVar(&cfg.DataRoot, "data-root", "/var/lib/vmctl", "directory of persistent state: images, disks, containers")
 	flag.StringVar(&cfg.ExecRoot, "exec-root", "/run/vmctl", "directory of runtime state (keep it short: unix socket paths are limited)")
-	flag.StringVar(&cfg.Kernel, "kernel", os.Getenv("VMCTL_KERNEL"), "guest kernel (default: guest/vmlinuz next to this program)")
-	flag.StringVar(&cfg.Initrd, "initrd", os.Getenv("VMCTL_INITRD"), "guest image (default: guest/initramfs.img next to this program)")
-	flag.Var(&hosts, "H", "address to serve the API on: unix:///path or tcp://host:port (repeatable; default "+server.DefaultHost+")")
+	flag.StringVar(&cfg.Kernel, "kernel", os.Getenv("VMCTL_KERNEL"), "guest kernel (default: guest/vmlinuz next to this program, or ../lib/vmctl/guest/ when installed)")
+	flag.StringVar(&cfg.Initrd, "initrd", os.Getenv("VMCTL_INITRD"), "guest image (default: guest/initramfs.img next to this program, or ../lib/vmctl/guest/ when installed)")
+	flag.Var(&hosts, "H", "address to serve the API on: unix:///path, tcp://host:port, or fd:// for the sockets systemd passes (socket activation; repeatable; default "+server.DefaultHost+")")
 	flag.Var(&hosts, "host", "same as -H")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -54,12 +57,27 @@ func run() error {
 		hosts = hostList{server.DefaultHost}
 	}
 	var listeners []net.Listener
+	var names []string
 	closeAll := func() {
 		for _, l := range listeners {
 			l.Close()
 		}
 	}
 	for _, h := range hosts {
+		if h == "fd://" {
+			// Socket activation (vmctld.socket), as dockerd's -H fd://:
+			// systemd listens, and starts vmctld on the first client.
+			ls, err := activation.Listeners()
+			if err != nil || len(ls) == 0 {
+				closeAll()
+				return fmt.Errorf("-H fd://: no sockets passed by systemd (start vmctld through vmctld.socket, or give -H unix:///path)")
+			}
+			for _, l := range ls {
+				listeners = append(listeners, l)
+				names = append(names, "fd://"+l.Addr().String())
+			}
+			continue
+		}
 		parsed, err := server.ParseHost(h)
 		if err != nil {
 			closeAll()
@@ -71,6 +89,7 @@ func run() error {
 			return err
 		}
 		listeners = append(listeners, l)
+		names = append(names, h)
 	}
 	eng, err := engine.New(cfg)
 	if err != nil {
@@ -101,7 +120,7 @@ func run() error {
 	errc := make(chan error, len(listeners))
 	var wg sync.WaitGroup
 	for i, l := range listeners {
-		log.Printf("vmctld %s: API %s on %s", engine.Version, server.APIVersion, hosts[i])
+		log.Printf("vmctld %s: API %s on %s", engine.Version, server.APIVersion, names[i])
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -110,6 +129,8 @@ func run() error {
 			}
 		}()
 	}
+	// Under systemd (Type=notify), the unit is up once the API answers.
+	daemon.SdNotify(false, daemon.SdNotifyReady)
 	select {
 	case <-ctx.Done():
 		log.Printf("vmctld: shutting down")
@@ -128,7 +149,11 @@ func run() error {
 		srv.Close() // waits and log follows that did not end in time
 	}
 	wg.Wait()
+	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	for _, h := range hosts {
+		if h == "fd://" {
+			continue // systemd's socket, not ours to remove
+		}
 		if p, perr := server.ParseHost(h); perr == nil && p.Network == "unix" {
 			os.Remove(p.Address)
 		}
