@@ -213,32 +213,6 @@ func runDaemon(n int) error {
 	remoteRun := func() *exec.Cmd {
 		return exec.Command(vmctl, "-H", "unix://"+sock, "run", "--rm", "busybox", "echo", "hi")
 	}
-	// Warm-up builds each data root's image disk.
-	for _, c := range []*exec.Cmd{local(), remoteRun()} {
-		if out, err := c.CombinedOutput(); err != nil {
-			return fmt.Errorf("warm-up %v: %v: %s", c.Args, err, out)
-		}
-	}
-	var ins, ds []sample
-	for i := 0; i < n; i++ {
-		a, err := timeFirstLine(local(), "hi")
-		if err != nil {
-			return fmt.Errorf("in-process run: %w", err)
-		}
-		b, err := timeFirstLine(remoteRun(), "hi")
-		if err != nil {
-			return fmt.Errorf("run through vmctld: %w", err)
-		}
-		ins, ds = append(ins, a), append(ds, b)
-	}
-	fmt.Printf("\nrun --rm busybox echo hi: in-process engine vs through vmctld (vmctl -H), median of %d, interleaved\n\n", n)
-	printHeader("in-process", "via vmctld")
-	first := func(s sample) time.Duration { return s.first }
-	exit := func(s sample) time.Duration { return s.exit }
-	a, b := median(ins, first), median(ds, first)
-	printRow("create -> start -> first output", fmt.Sprintf("%.0fms", ms(a)), fmt.Sprintf("%.0fms", ms(b)), float64(b)/float64(a))
-	a, b = median(ins, exit), median(ds, exit)
-	printRow("to exit", fmt.Sprintf("%.0fms", ms(a)), fmt.Sprintf("%.0fms", ms(b)), float64(b)/float64(a))
-	fmt.Println()
-	return nil
+	return compareRuns(n, "run --rm busybox echo hi: in-process engine vs through vmctld (vmctl -H)",
+		"in-process", "via vmctld", "hi", local, remoteRun)
 }

@@ -71,6 +71,39 @@ func (s *skipped) Error() string { return "skipped: " + s.why }
 
 func skip(format string, args ...any) error { return &skipped{why: fmt.Sprintf(format, args...)} }
 
+// compareRuns times two commands that print marker, warmed up once each,
+// interleaved n times, and prints the medians to the marker and to exit
+// side by side under title.
+func compareRuns(n int, title, peerName, oursName, marker string, peer, ours func() *exec.Cmd) error {
+	for _, c := range []*exec.Cmd{peer(), ours()} {
+		if out, err := c.CombinedOutput(); err != nil {
+			return fmt.Errorf("warm-up %v: %v: %s", c.Args, err, out)
+		}
+	}
+	var ps, qs []sample
+	for i := 0; i < n; i++ {
+		p, err := timeFirstLine(peer(), marker)
+		if err != nil {
+			return fmt.Errorf("%s: %w", peerName, err)
+		}
+		o, err := timeFirstLine(ours(), marker)
+		if err != nil {
+			return fmt.Errorf("%s: %w", oursName, err)
+		}
+		ps, qs = append(ps, p), append(qs, o)
+	}
+	fmt.Printf("\n%s, median of %d, interleaved\n\n", title, n)
+	printHeader(peerName, oursName)
+	first := func(s sample) time.Duration { return s.first }
+	exit := func(s sample) time.Duration { return s.exit }
+	a, b := median(ps, first), median(qs, first)
+	printRow("create -> start -> first output", fmt.Sprintf("%.0fms", ms(a)), fmt.Sprintf("%.0fms", ms(b)), float64(b)/float64(a))
+	a, b = median(ps, exit), median(qs, exit)
+	printRow("to exit", fmt.Sprintf("%.0fms", ms(a)), fmt.Sprintf("%.0fms", ms(b)), float64(b)/float64(a))
+	fmt.Println()
+	return nil
+}
+
 type sample struct{ first, exit time.Duration }
 
 func runBoot(n int) error {
