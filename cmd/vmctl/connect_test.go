@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -171,5 +172,36 @@ func TestRunRequest(t *testing.T) {
 		if _, err := bad.request("busybox", nil); err == nil {
 			t.Errorf("request(%+v) = nil error, want one", bad)
 		}
+	}
+}
+
+// The in-process connections close half-way, as a unix socket does: the
+// client's CloseWrite is what ends a container's stdin.
+func TestInProcessHalfClose(t *testing.T) {
+	a, b, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	cw, ok := a.(interface{ CloseWrite() error })
+	if !ok {
+		t.Fatalf("%T has no CloseWrite", a)
+	}
+	go func() {
+		a.Write([]byte("stdin"))
+		cw.CloseWrite()
+	}()
+	got, err := io.ReadAll(b)
+	if err != nil || string(got) != "stdin" {
+		t.Fatalf("read to EOF = %q, %v; want stdin then EOF", got, err)
+	}
+	// The other direction still works after the half-close.
+	if _, err := b.Write([]byte("out")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 3)
+	if _, err := io.ReadFull(a, buf); err != nil || string(buf) != "out" {
+		t.Errorf("read after half-close = %q, %v", buf, err)
 	}
 }

@@ -1,27 +1,31 @@
 package main
 
 // The in-process engine: without a daemon, vmctl runs the engine itself
-// and serves its REST API inside this process, over in-memory
-// connections, to the same client code it uses with a daemon. Filters,
+// and serves its REST API inside this process, over socket pairs, to the same client code it uses with a daemon. Filters,
 // templates, JSON, progress streams and errors are then the daemon's
 // exactly, with one implementation of each. The engine ends with the
 // process, so its containers cannot outlive the command that runs them.
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/moby/moby/client"
+	"golang.org/x/sys/unix"
 
 	"github.com/vmctl/vmctl/engine"
 	"github.com/vmctl/vmctl/engine/server"
 )
 
-// pipeListener hands the server one end of an in-memory connection per
-// dial.
+// pipeListener hands the server one end of a connected socket pair per
+// dial. A socket pair rather than net.Pipe: attach needs half-close (the
+// client's CloseWrite is the container's stdin EOF), and kernel buffers
+// keep a writer from waiting on each read.
 type pipeListener struct {
 	conns chan net.Conn
 	done  chan struct{}
@@ -54,7 +58,10 @@ func (l *pipeListener) Close() error {
 func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
 
 func (l *pipeListener) dial(ctx context.Context, _, _ string) (net.Conn, error) {
-	client, srv := net.Pipe()
+	client, srv, err := socketPair()
+	if err != nil {
+		return nil, err
+	}
 	select {
 	case l.conns <- srv:
 		return client, nil
@@ -67,6 +74,30 @@ func (l *pipeListener) dial(ctx context.Context, _, _ string) (net.Conn, error) 
 		return nil, ctx.Err()
 	}
 	return nil, net.ErrClosed
+}
+
+// socketPair returns the two ends of a connected unix stream socket pair.
+func socketPair() (net.Conn, net.Conn, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("in-process engine: socketpair: %w", err)
+	}
+	var conns [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "in-process-api")
+		c, err := net.FileConn(f) // dups fd
+		f.Close()
+		if err != nil {
+			if i == 1 {
+				conns[0].Close()
+			} else {
+				unix.Close(fds[1])
+			}
+			return nil, nil, fmt.Errorf("in-process engine: %w", err)
+		}
+		conns[i] = c
+	}
+	return conns[0], conns[1], nil
 }
 
 // handlerGrace bounds how long closing the in-process engine waits for
