@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -89,12 +90,15 @@ func TestNoDefaultDaemon(t *testing.T) {
 	// follow it: logs -f of it needs a daemon, plain logs does not.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	runner := e.cmd(ctx, "run", "--rm", "--name", "inproc", "busybox", "sh", "-c", "echo started; sleep 600")
+	runner := e.cmd(ctx, "run", "--rm", "--name", "inproc", "busybox", "sh", "-c", "trap 'exit 0' TERM; echo started; sleep 600 & wait")
 	must(t, runner.Start())
 	defer func() {
-		e.run(t, "rm", "-f", "inproc")
-		cancel()
-		runner.Wait()
+		// vmctl run passes the signal on; the container ends, and --rm
+		// takes its record and disks.
+		runner.Process.Signal(syscall.SIGTERM)
+		if err := runner.Wait(); err != nil {
+			t.Errorf("the in-process run ended with %v after SIGTERM", err)
+		}
 	}()
 	waitFor(t, func() bool { return e.run(t, "logs", "inproc").stdout == "started\n" }, "the in-process container's output")
 	r := e.run(t, "logs", "-f", "inproc")
