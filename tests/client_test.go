@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vmctl/vmctl/engine/sandbox"
 )
 
 // host is the -H value that selects d.
@@ -221,8 +223,22 @@ func TestClientDrivesTwoDaemons(t *testing.T) {
 	t.Run("pull never", func(t *testing.T) {
 		r := a.mustVmctl(t, 125, "", "run", "--pull", "never", "--rm", "no-such-image:1", "true")
 		oneLine(t, r, "No such image")
-		r = a.mustVmctl(t, 125, "", "run", "--hypervisor", "kvm", "--rm", "busybox", "true")
-		oneLine(t, r, "the daemon chooses its hypervisor")
+	})
+	t.Run("hypervisor", func(t *testing.T) {
+		// --hypervisor (--runtime) travels as HostConfig.Runtime: the
+		// daemon runs the container on the one asked for.
+		a.mustVmctl(t, 0, "", "create", "--name", "onqemu", "--hypervisor", "qemu", "busybox", "true")
+		if r := a.mustVmctl(t, 0, "", "inspect", "-f", "{{.HostConfig.Runtime}}", "onqemu"); r.stdout != "qemu\n" {
+			t.Errorf("inspect HostConfig.Runtime = %q, want qemu", r.stdout)
+		}
+		if r := a.mustVmctl(t, 0, "", "start", "-a", "onqemu"); r.code != 0 {
+			t.Errorf("start -a of a qemu container: exit %d", r.code)
+		}
+		a.mustVmctl(t, 0, "", "rm", "onqemu")
+		if ok, _ := sandbox.KVMCapability(); !ok {
+			r := a.mustVmctl(t, 125, "", "run", "--runtime", "kvm", "--rm", "busybox", "true")
+			oneLine(t, r, "hypervisor kvm: ")
+		}
 	})
 	t.Run("rmi", func(t *testing.T) {
 		r := b.mustVmctl(t, 1, "", "rmi", "no-such-image")
