@@ -16,6 +16,7 @@ import (
 
 	clog "github.com/containerd/log"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/guest-agent/container"
 	"github.com/vmctl/vmctl/guest-agent/pid1"
 	"github.com/vmctl/vmctl/guest-agent/reaper"
@@ -62,7 +63,7 @@ func serve() {
 		return
 	}
 	cmdline, _ := os.ReadFile("/proc/cmdline")
-	if pid1.HasKernelFlag(string(cmdline), trace.Flag) {
+	if pid1.HasKernelFlag(string(cmdline), contract.TraceFlag) {
 		trace.Enable(true)
 		trace.Add(trace.Mark{Name: "agent: main", At: started})
 		trace.Step("agent: boot mounts and cgroups")
@@ -113,8 +114,8 @@ func serve() {
 	// still be on its way from the host.
 	vsockOK := false
 	if transport.HasVsock() {
-		if l, err := transport.ListenVsock(transport.AgentVsockPort); err == nil {
-			serveOn("vsock", l)
+		if l, err := transport.ListenVsock(contract.VsockPort); err == nil {
+			serveOn(contract.TransportVsock, l)
 			vsockOK = true
 		} else {
 			pid1.Logf("%v", err)
@@ -122,7 +123,7 @@ func serve() {
 	}
 	if path, err := findPort(portWait); err == nil {
 		trace.Step("agent: serial port found")
-		serveOn("virtio-serial", transport.ListenSerial(path))
+		serveOn(contract.TransportSerial, transport.ListenSerial(path))
 	} else if !vsockOK {
 		pid1.Logf("%v", err)
 	}
@@ -133,7 +134,7 @@ func serve() {
 func findPort(wait time.Duration) (string, error) {
 	deadline := time.Now().Add(wait)
 	for {
-		path, err := transport.FindSerialPort("/sys/class/virtio-ports", "/dev", transport.AgentPortName)
+		path, err := transport.FindSerialPort("/sys/class/virtio-ports", "/dev", contract.SerialPortName)
 		if err == nil || time.Now().After(deadline) {
 			return path, err
 		}

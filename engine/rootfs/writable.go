@@ -19,6 +19,12 @@ import (
 // ext4 with a journal needs a few MiB before it holds any data.
 const MinWritableSize = 16 << 20
 
+// writableLabel is the ext4 label of writable disks, for people reading
+// blkid. It is not part of the guest contract: the agent finds a disk by
+// its virtio-blk serial (api/agent/contract), never by label, so the label
+// differs from the serial to keep anyone from relying on it.
+const writableLabel = "vmctl-writable"
+
 // NewWritableDisk creates path as a sparse ext4 disk of size bytes (rounded
 // up to whole blocks) for a container's read-write layer, with a journal,
 // since it takes writes. It refuses to overwrite an existing file.
@@ -57,7 +63,7 @@ func NewWritableDisk(path string, size int64) (err error) {
 		"-q", "-F",
 		"-b", strconv.Itoa(blockSize),
 		"-m", "0",
-		"-L", "vmctl-rw",
+		"-L", writableLabel,
 		"-E", "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1,nodiscard",
 		path,
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vmctl/vmctl/api/agent/contract"
 )
 
 // kernelMounts are the guest's own filesystems; Shutdown leaves them alone
@@ -104,25 +106,19 @@ func HasKernelFlag(cmdline, flag string) bool {
 	return false
 }
 
-// SelftestFlag on the kernel command line makes the agent announce readiness
-// on the console and reboot at once: a bare-boot reference for benchmarks.
-const SelftestFlag = "vmctl.selftest"
-
-// ReadyLine is what the agent prints in selftest mode.
-const ReadyLine = "vmctl-agent: ready"
-
-// Selftest prints ReadyLine to the console and reboots if the kernel command
-// line asks for it; otherwise it returns false and does nothing.
+// Selftest prints contract.SelftestReadyLine to the console and reboots if
+// the kernel command line carries contract.SelftestFlag (a bare-boot
+// reference for benchmarks); otherwise it returns false and does nothing.
 func Selftest() bool {
 	cmdline, err := os.ReadFile("/proc/cmdline")
-	if err != nil || !HasKernelFlag(string(cmdline), SelftestFlag) {
+	if err != nil || !HasKernelFlag(string(cmdline), contract.SelftestFlag) {
 		return false
 	}
 	if c, err := os.OpenFile("/dev/console", os.O_WRONLY|unix.O_NOCTTY, 0); err == nil {
-		fmt.Fprintln(c, ReadyLine)
+		fmt.Fprintln(c, contract.SelftestReadyLine)
 		c.Close()
 	} else {
-		fmt.Fprintln(os.Stderr, ReadyLine)
+		fmt.Fprintln(os.Stderr, contract.SelftestReadyLine)
 	}
 	if err := Reboot(); err != nil {
 		Logf("selftest: %v", err)

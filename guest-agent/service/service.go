@@ -38,7 +38,7 @@ type Config struct {
 	Runtime *container.Runtime
 	Storage *storage.Manager
 	// Transport names the channel this service answers on, for Health:
-	// "vsock" or "virtio-serial".
+	// contract.TransportVsock or contract.TransportSerial.
 	Transport string
 	// PowerOff ends the VM. Shutdown calls it after its reply was sent.
 	// Nil means Shutdown only cleans up (tests).

@@ -19,14 +19,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/guest-agent/mountopt"
 	"github.com/vmctl/vmctl/guest-agent/trace"
-)
-
-// Roles a disk can play.
-const (
-	RoleImage    = "image"
-	RoleWritable = "writable"
 )
 
 // MaxSerial is VIRTIO_BLK_ID_BYTES: the longest serial virtio-blk reports.
@@ -38,7 +33,9 @@ type Disk struct {
 	FSType   string // default ext4
 	Options  []string
 	ReadOnly bool
-	Role     string
+	// Role is one of contract.RoleImage, RoleWritable and RoleVolume: a
+	// volume's data directory is bound into the container at MountPoint.
+	Role string
 	// MountPoint is where a volume appears in the container (RoleVolume only).
 	MountPoint string
 }
@@ -94,11 +91,11 @@ func Validate(disks []Disk) error {
 				return fmt.Errorf("%w: mount option %q", ErrInvalid, o)
 			}
 		}
-		if d.Role != RoleVolume && d.MountPoint != "" {
+		if d.Role != contract.RoleVolume && d.MountPoint != "" {
 			return fmt.Errorf("%w: disk %q of role %s has a mount point", ErrInvalid, d.Serial, d.Role)
 		}
 		switch d.Role {
-		case RoleVolume:
+		case contract.RoleVolume:
 			if err := ValidateMountPoint(d.MountPoint); err != nil {
 				return err
 			}
@@ -106,9 +103,9 @@ func Validate(disks []Disk) error {
 				return fmt.Errorf("%w: two volumes on %s", ErrInvalid, d.MountPoint)
 			}
 			seen["\x00"+d.MountPoint] = true
-		case RoleImage:
+		case contract.RoleImage:
 			images++
-		case RoleWritable:
+		case contract.RoleWritable:
 			writable++
 			if d.ReadOnly {
 				return fmt.Errorf("%w: the writable disk %q is marked read-only", ErrInvalid, d.Serial)
@@ -189,18 +186,18 @@ func (m *Manager) Mount(id string, disks []Disk) (rootfs string, err error) {
 	var lowers []string
 	writable := ""
 	for i, d := range disks {
-		if d.Role == RoleVolume {
+		if d.Role == contract.RoleVolume {
 			continue // mounted once the rootfs exists, below
 		}
 		target := filepath.Join(dir, "image"+strconv.Itoa(i))
-		if d.Role == RoleWritable {
+		if d.Role == contract.RoleWritable {
 			target = filepath.Join(dir, "writable")
 		}
 		if err := m.mountDisk(d, target); err != nil {
 			return "", err
 		}
 		trace.Step("storage: mounted disk " + d.Serial)
-		if d.Role == RoleWritable {
+		if d.Role == contract.RoleWritable {
 			writable = target
 		} else {
 			lowers = append(lowers, target)
@@ -240,7 +237,7 @@ func (m *Manager) Mount(id string, disks []Disk) (rootfs string, err error) {
 // content at its mount point, so it needs the rootfs.
 func (m *Manager) mountVolumes(id string, disks []Disk, rootfs string) error {
 	for _, d := range disks {
-		if d.Role == RoleVolume {
+		if d.Role == contract.RoleVolume {
 			if err := m.mountVolume(id, d, rootfs); err != nil {
 				return err
 			}
@@ -259,7 +256,7 @@ func (m *Manager) mountDisk(d Disk, target string) error {
 	}
 	flags, _, data := mountopt.Parse(d.Options)
 	flags &^= unix.MS_BIND | unix.MS_REC | unix.MS_REMOUNT
-	if d.ReadOnly || d.Role == RoleImage {
+	if d.ReadOnly || d.Role == contract.RoleImage {
 		flags |= unix.MS_RDONLY
 	}
 	fstype := d.FSType

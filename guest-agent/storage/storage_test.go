@@ -9,12 +9,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/guest-agent/internal/testenv"
 )
 
 func TestValidate(t *testing.T) {
-	img := Disk{Serial: "img", Role: RoleImage}
-	rw := Disk{Serial: "rw", Role: RoleWritable}
+	img := Disk{Serial: "img", Role: contract.RoleImage}
+	rw := Disk{Serial: "rw", Role: contract.RoleWritable}
 	tests := []struct {
 		name  string
 		disks []Disk
@@ -22,18 +23,18 @@ func TestValidate(t *testing.T) {
 	}{
 		{"image only", []Disk{img}, true},
 		{"image and writable", []Disk{img, rw}, true},
-		{"two images", []Disk{img, {Serial: "img2", Role: RoleImage}, rw}, true},
+		{"two images", []Disk{img, {Serial: "img2", Role: contract.RoleImage}, rw}, true},
 		{"none", nil, false},
 		{"writable only", []Disk{rw}, false},
-		{"two writable", []Disk{img, rw, {Serial: "rw2", Role: RoleWritable}}, false},
+		{"two writable", []Disk{img, rw, {Serial: "rw2", Role: contract.RoleWritable}}, false},
 		{"unknown role", []Disk{img, {Serial: "x", Role: "scratch"}}, false},
-		{"empty serial", []Disk{{Role: RoleImage}}, false},
-		{"long serial", []Disk{{Serial: strings.Repeat("s", 21), Role: RoleImage}}, false},
-		{"slash in serial", []Disk{{Serial: "a/b", Role: RoleImage}}, false},
-		{"duplicate serial", []Disk{img, {Serial: "img", Role: RoleWritable}}, false},
-		{"read-only writable", []Disk{img, {Serial: "rw", Role: RoleWritable, ReadOnly: true}}, false},
-		{"comma in option", []Disk{{Serial: "img", Role: RoleImage, Options: []string{"a,b"}}}, false},
-		{"bad fstype", []Disk{{Serial: "img", Role: RoleImage, FSType: "ext4,x"}}, false},
+		{"empty serial", []Disk{{Role: contract.RoleImage}}, false},
+		{"long serial", []Disk{{Serial: strings.Repeat("s", 21), Role: contract.RoleImage}}, false},
+		{"slash in serial", []Disk{{Serial: "a/b", Role: contract.RoleImage}}, false},
+		{"duplicate serial", []Disk{img, {Serial: "img", Role: contract.RoleWritable}}, false},
+		{"read-only writable", []Disk{img, {Serial: "rw", Role: contract.RoleWritable, ReadOnly: true}}, false},
+		{"comma in option", []Disk{{Serial: "img", Role: contract.RoleImage, Options: []string{"a,b"}}}, false},
+		{"bad fstype", []Disk{{Serial: "img", Role: contract.RoleImage, FSType: "ext4,x"}}, false},
 	}
 	for _, tt := range tests {
 		err := Validate(tt.disks)
@@ -86,8 +87,8 @@ func TestMountOverlayAndPersistence(t *testing.T) {
 	})
 	m := &Manager{SysBlock: sys, DevDir: "/dev", BaseDir: t.TempDir()}
 	disks := []Disk{
-		{Serial: "img-serial", Role: RoleImage},
-		{Serial: "rw-serial", Role: RoleWritable, Options: []string{"noatime"}},
+		{Serial: "img-serial", Role: contract.RoleImage},
+		{Serial: "rw-serial", Role: contract.RoleWritable, Options: []string{"noatime"}},
 	}
 
 	rootfs, err := m.Mount("c1", disks)
@@ -141,7 +142,7 @@ func TestMountMissingDiskCleansUp(t *testing.T) {
 		t.Skip("needs root: mounts disks")
 	}
 	m := &Manager{SysBlock: testenv.FakeSysBlock(t, nil), DevDir: "/dev", BaseDir: t.TempDir()}
-	_, err := m.Mount("c", []Disk{{Serial: "nope", Role: RoleImage}})
+	_, err := m.Mount("c", []Disk{{Serial: "nope", Role: contract.RoleImage}})
 	if !errors.Is(err, ErrNotFound) {
 		t.Errorf("Mount of a missing disk = %v, want ErrNotFound", err)
 	}

@@ -13,11 +13,9 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-)
 
-// RoleVolume is a named volume: its disk's data directory is bound into
-// the container at Disk.MountPoint.
-const RoleVolume = "volume"
+	"github.com/vmctl/vmctl/api/agent/contract"
+)
 
 // volumeData is the directory on a volume's filesystem that the container
 // sees. Keeping the data one level down hides lost+found and tells a
@@ -242,7 +240,7 @@ func copyMeta(src, dst string) error {
 func (m *Manager) Binds(id string, disks []Disk) []specs.Mount {
 	var out []specs.Mount
 	for _, d := range disks {
-		if d.Role != RoleVolume {
+		if d.Role != contract.RoleVolume {
 			continue
 		}
 		opts := []string{"rbind"}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/guest-agent/internal/testenv"
 )
 
@@ -39,21 +40,21 @@ func TestValidateMountPoint(t *testing.T) {
 }
 
 func TestValidateVolumes(t *testing.T) {
-	img := Disk{Serial: "img", Role: RoleImage}
-	vol := Disk{Serial: "vol0", Role: RoleVolume, MountPoint: "/data"}
+	img := Disk{Serial: "img", Role: contract.RoleImage}
+	vol := Disk{Serial: "vol0", Role: contract.RoleVolume, MountPoint: "/data"}
 	tests := []struct {
 		name  string
 		disks []Disk
 		valid bool
 	}{
 		{"one volume", []Disk{img, vol}, true},
-		{"read-only volume", []Disk{img, {Serial: "v", Role: RoleVolume, MountPoint: "/d", ReadOnly: true}}, true},
-		{"two volumes", []Disk{img, vol, {Serial: "vol1", Role: RoleVolume, MountPoint: "/other"}}, true},
-		{"same mount point twice", []Disk{img, vol, {Serial: "vol1", Role: RoleVolume, MountPoint: "/data"}}, false},
-		{"no mount point", []Disk{img, {Serial: "v", Role: RoleVolume}}, false},
-		{"escaping mount point", []Disk{img, {Serial: "v", Role: RoleVolume, MountPoint: "/../etc"}}, false},
-		{"relative mount point", []Disk{img, {Serial: "v", Role: RoleVolume, MountPoint: "data"}}, false},
-		{"mount point on an image", []Disk{{Serial: "img", Role: RoleImage, MountPoint: "/x"}}, false},
+		{"read-only volume", []Disk{img, {Serial: "v", Role: contract.RoleVolume, MountPoint: "/d", ReadOnly: true}}, true},
+		{"two volumes", []Disk{img, vol, {Serial: "vol1", Role: contract.RoleVolume, MountPoint: "/other"}}, true},
+		{"same mount point twice", []Disk{img, vol, {Serial: "vol1", Role: contract.RoleVolume, MountPoint: "/data"}}, false},
+		{"no mount point", []Disk{img, {Serial: "v", Role: contract.RoleVolume}}, false},
+		{"escaping mount point", []Disk{img, {Serial: "v", Role: contract.RoleVolume, MountPoint: "/../etc"}}, false},
+		{"relative mount point", []Disk{img, {Serial: "v", Role: contract.RoleVolume, MountPoint: "data"}}, false},
+		{"mount point on an image", []Disk{{Serial: "img", Role: contract.RoleImage, MountPoint: "/x"}}, false},
 		{"volumes only", []Disk{vol}, false},
 	}
 	for _, tt := range tests {
@@ -92,10 +93,10 @@ func TestMountVolume(t *testing.T) {
 	})
 	m := &Manager{SysBlock: sys, DevDir: "/dev", BaseDir: t.TempDir()}
 	disks := []Disk{
-		{Serial: "img", Role: RoleImage},
-		{Serial: "rw", Role: RoleWritable},
-		{Serial: "vol0", Role: RoleVolume, MountPoint: "/data"},
-		{Serial: "vol1", Role: RoleVolume, MountPoint: "/empty", ReadOnly: true},
+		{Serial: "img", Role: contract.RoleImage},
+		{Serial: "rw", Role: contract.RoleWritable},
+		{Serial: "vol0", Role: contract.RoleVolume, MountPoint: "/data"},
+		{Serial: "vol1", Role: contract.RoleVolume, MountPoint: "/empty", ReadOnly: true},
 	}
 	if _, err := m.Mount("c1", disks); err != nil {
 		t.Fatalf("Mount: %v", err)
@@ -138,7 +139,7 @@ func TestMountVolume(t *testing.T) {
 	vol3 := loopDisk(t, nil)
 	sys2 := testenv.FakeSysBlock(t, map[string]string{filepath.Base(linkImage): "img2", filepath.Base(vol3): "vol2"})
 	m2 := &Manager{SysBlock: sys2, DevDir: "/dev", BaseDir: t.TempDir()}
-	disks2 := []Disk{{Serial: "img2", Role: RoleImage}, {Serial: "vol2", Role: RoleVolume, MountPoint: "/link"}}
+	disks2 := []Disk{{Serial: "img2", Role: contract.RoleImage}, {Serial: "vol2", Role: contract.RoleVolume, MountPoint: "/link"}}
 	if _, err := m2.Mount("c2", disks2); err != nil {
 		t.Fatalf("Mount with a symlinked mount point: %v", err)
 	}
@@ -154,11 +155,11 @@ func TestMountVolume(t *testing.T) {
 func TestBindsParentsFirst(t *testing.T) {
 	m := &Manager{BaseDir: "/run/test"}
 	disks := []Disk{
-		{Serial: "img", Role: RoleImage},
-		{Serial: "v0", Role: RoleVolume, MountPoint: "/var/lib/db/logs"},
-		{Serial: "v1", Role: RoleVolume, MountPoint: "/var/lib/db", ReadOnly: true},
-		{Serial: "v2", Role: RoleVolume, MountPoint: "/data"},
-		{Serial: "v3", Role: RoleVolume, MountPoint: "/var"},
+		{Serial: "img", Role: contract.RoleImage},
+		{Serial: "v0", Role: contract.RoleVolume, MountPoint: "/var/lib/db/logs"},
+		{Serial: "v1", Role: contract.RoleVolume, MountPoint: "/var/lib/db", ReadOnly: true},
+		{Serial: "v2", Role: contract.RoleVolume, MountPoint: "/data"},
+		{Serial: "v3", Role: contract.RoleVolume, MountPoint: "/var"},
 	}
 	var got []string
 	for _, b := range m.Binds("c1", disks) {

@@ -1,6 +1,7 @@
 // Package trace records CLOCK_MONOTONIC timestamps of the steps between the
 // agent's start and a container's first output, and prints them as a table
-// on the console when the kernel command line carries vmctl.trace. It is
+// on the console when the kernel command line carries contract.TraceFlag
+// (api/agent/contract). It is
 // how the in-guest part of a container's start is measured; with the flag
 // absent, recording is off and costs one branch per step.
 //
@@ -21,9 +22,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// Flag on the kernel command line turns tracing on.
-const Flag = "vmctl.trace"
 
 // Mark is one step: its name and when it ended.
 type Mark struct {

@@ -22,9 +22,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// AgentPortName is the virtio-serial port name the host gives the agent.
-const AgentPortName = "vmctl.agent"
-
 // FindSerialPort returns the device path (devDir/vportNpM) of the
 // virtio-serial port whose sysfs name (sysDir/vportNpM/name) equals name.
 func FindSerialPort(sysDir, devDir, name string) (string, error) {

@@ -9,9 +9,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// AgentVsockPort is the vsock port the agent listens on.
-const AgentVsockPort = 1024
-
 // HasVsock reports whether the guest can reach its host over vsock. The
 // vsock core alone (/dev/vsock, PF_VSOCK) accepts listeners even with no
 // device behind it; only a guest-to-host transport gives the guest a context

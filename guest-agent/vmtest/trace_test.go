@@ -9,6 +9,7 @@ import (
 
 	agent "github.com/vmctl/vmctl/api/agent/v1"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/guest-agent/internal/testenv"
 )
 
@@ -20,7 +21,7 @@ func TestTraceTimesContainerStart(t *testing.T) {
 	testenv.RequireRoot(t)
 	image := testenv.Ext4Image(t, testenv.BusyboxRoot(t, ""), "16M")
 	writable := testenv.Ext4Image(t, "", "64M")
-	g := boot(t, bootOpts{cmdline: "vmctl.trace", disks: []disk{{image, "img0", true}, {writable, "rw0", false}}, connect: true})
+	g := boot(t, bootOpts{cmdline: contract.TraceFlag, disks: []disk{{image, "img0", true}, {writable, "rw0", false}}, connect: true})
 	out, _, wait := g.runKept(t, "c1", dockerSpec("vmbox", "echo", "hi"))
 	if out != "hi\n" || wait.ExitStatus != 0 {
 		t.Fatalf("echo hi = %q, %+v", out, wait)

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	agent "github.com/vmctl/vmctl/api/agent/v1"
 	"github.com/vmctl/vmctl/guest-agent/internal/testenv"
 )
@@ -141,7 +142,7 @@ func boot(t *testing.T, o bootOpts) *guest {
 			// reconnect=1: QEMU dials again a second after the host side
 			// closed, as with the engine's QEMU driver.
 			"-chardev", "socket,id=agent,reconnect=1,path="+sock,
-			"-device", "virtserialport,chardev=agent,name=vmctl.agent")
+			"-device", "virtserialport,chardev=agent,name="+contract.SerialPortName)
 	}
 	for i, d := range o.disks {
 		drive := fmt.Sprintf("id=d%d,file=%s,format=raw,if=none", i, d.path)
@@ -476,13 +477,13 @@ func TestAgentInVM(t *testing.T) {
 // ready line on the console and ends the VM without any host connection.
 func TestSelftestBoot(t *testing.T) {
 	start := time.Now()
-	g := boot(t, bootOpts{cmdline: "vmctl.selftest"})
+	g := boot(t, bootOpts{cmdline: contract.SelftestFlag})
 	g.waitExit(t, bootTimeout)
 	b, err := os.ReadFile(g.console)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(b, []byte("vmctl-agent: ready\n")) && !bytes.Contains(b, []byte("vmctl-agent: ready\r\n")) {
+	if !bytes.Contains(b, []byte(contract.SelftestReadyLine+"\n")) && !bytes.Contains(b, []byte(contract.SelftestReadyLine+"\r\n")) {
 		t.Fatalf("console has no ready line:\n%s", b)
 	}
 	t.Logf("boot to ready and reboot: %v", time.Since(start).Round(time.Millisecond))

@@ -26,6 +26,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/engine/sandbox/qemu"
 )
 
@@ -141,14 +142,14 @@ func runBoot(n int) error {
 	}
 	// The same virtual hardware and kernel command line the QEMU driver
 	// gives a container's VM of the default size (1 vCPU, 256 MiB).
-	bareArgs := qemu.BareArgs("tcg", 1, 256, kernel, initrd, []string{"vmctl.selftest"})
+	bareArgs := qemu.BareArgs("tcg", 1, 256, kernel, initrd, []string{contract.SelftestFlag})
 	bare := func() *exec.Cmd { return exec.Command("qemu-system-x86_64", bareArgs...) }
-	if _, err := timeFirstLine(bare(), "vmctl-agent: ready"); err != nil {
+	if _, err := timeFirstLine(bare(), contract.SelftestReadyLine); err != nil {
 		return fmt.Errorf("bare QEMU boot: %w", err)
 	}
 	var bares, runs []sample
 	for i := 0; i < n; i++ {
-		b, err := timeFirstLine(bare(), "vmctl-agent: ready")
+		b, err := timeFirstLine(bare(), contract.SelftestReadyLine)
 		if err != nil {
 			return fmt.Errorf("bare QEMU boot: %w", err)
 		}

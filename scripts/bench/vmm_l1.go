@@ -29,6 +29,7 @@ import (
 
 	"github.com/containerd/ttrpc"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	agentapi "github.com/vmctl/vmctl/api/agent/v1"
 )
 
@@ -116,7 +117,7 @@ func l1Boot(o l1Opts, kind, tmp string) (string, error) {
 			"-append", "console=ttyS0 reboot=t panic=-1 quiet",
 			"-global", "virtio-mmio.force-legacy=false", "-device", "virtio-serial-device,max_ports=2",
 			"-chardev", "socket,id=agent,path="+sock+",server=on,wait=off",
-			"-device", "virtserialport,chardev=agent,name=vmctl.agent")
+			"-device", "virtserialport,chardev=agent,name="+contract.SerialPortName)
 		dial = func(ctx context.Context) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
@@ -124,7 +125,7 @@ func l1Boot(o l1Opts, kind, tmp string) (string, error) {
 	default:
 		cmd = exec.Command(o.vmm, "-kernel", o.kernel, "-initrd", o.initrd,
 			"-memory", fmt.Sprint(o.memMiB), "-vsock-uds", sock, "-console", sock+".console")
-		dial = func(ctx context.Context) (net.Conn, error) { return hybridConnect(ctx, sock, 1024) }
+		dial = func(ctx context.Context) (net.Conn, error) { return hybridConnect(ctx, sock, contract.VsockPort) }
 	}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/engine/sandbox/qemu"
 	"github.com/vmctl/vmctl/hypervisor/machine"
 )
@@ -67,7 +68,7 @@ func runMem(n int) error {
 	} else if err != nil {
 		return fmt.Errorf("vmctl-vmm cannot run here: %w", err)
 	}
-	qemuBase := qemu.BareArgs("tcg", 1, memGuestMiB, kernel, initrd, []string{"vmctl.selftest"})
+	qemuBase := qemu.BareArgs("tcg", 1, memGuestMiB, kernel, initrd, []string{contract.SelftestFlag})
 	qemuPaused := append(append([]string{"qemu-system-x86_64"}, qemuBase...), "-S",
 		"-qmp", "unix:"+filepath.Join(tmp, "qmp.sock")+",server=on,wait=off")
 	qemuBooted := append([]string{"qemu-system-x86_64"}, qemuBase...)
@@ -200,7 +201,7 @@ func memBooted(args []string) (vmmMemory, error) {
 	defer p.stop()
 	timer := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
 	defer timer.Stop()
-	if !firstLineWith(bufio.NewScanner(out), "vmctl-agent: ready") {
+	if !firstLineWith(bufio.NewScanner(out), contract.SelftestReadyLine) {
 		return vmmMemory{}, fmt.Errorf("agent never printed its ready line: %s", strings.TrimSpace(stderr.String()))
 	}
 	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {

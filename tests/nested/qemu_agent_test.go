@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/internal/nested"
 )
 
@@ -21,7 +22,7 @@ qemu-system-x86_64 -M microvm,acpi=off -enable-kvm -cpu host -m 256 \
 	-kernel ` + l1Kernel + ` -initrd ` + l1Image + ` -append "console=ttyS0 reboot=t panic=-1 quiet" \
 	-global virtio-mmio.force-legacy=false -device virtio-serial-device,max_ports=2 \
 	-chardev socket,id=agent,path=/tmp/qemu-agent.sock,server=on,wait=off \
-	-device virtserialport,chardev=agent,name=vmctl.agent </dev/null &
+	-device virtserialport,chardev=agent,name=` + contract.SerialPortName + ` </dev/null &
 qemu=$!
 if ! agentcheck -serial /tmp/qemu-agent.sock -timeout 60s -release "$rel" -shutdown; then
 	kill $qemu

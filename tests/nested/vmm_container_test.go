@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/internal/nested"
 )
 
@@ -24,7 +25,7 @@ func init() {
 		Scenario: nested.Scenario{Name: "vmm-container", Timeout: 75 * time.Second, Script: prelude + `
 rel=$(cat ` + l1Release + `)
 vmctl-vmm -kernel ` + l1Kernel + ` -initrd ` + l1Image + ` -memory 256 -vsock-uds /tmp/ctr.vsock \
-	-disk ` + l1ImageDisk + `,serial=vmctl-image,ro -disk ` + l1WritableDisk + `,serial=vmctl-rw -console - &
+	-disk ` + l1ImageDisk + `,serial=` + contract.ImageDiskSerial + `,ro -disk ` + l1WritableDisk + `,serial=` + contract.WritableDiskSerial + ` -console - &
 vmm=$!
 if ! agentcheck -uds /tmp/ctr.vsock -timeout 60s -release "$rel" -container "uname -r" -shutdown; then
 	kill $vmm

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/engine/sandbox"
 )
 
@@ -68,10 +69,6 @@ const (
 	pidFileName     = "qemu.pid"
 )
 
-// agentPortName is the virtio-serial port name the agent looks for in
-// /sys/class/virtio-ports/*/name.
-const agentPortName = "vmctl.agent"
-
 // launch is everything buildArgs needs, already validated.
 type launch struct {
 	id         string
@@ -128,7 +125,7 @@ func buildArgs(l launch) []string {
 		// restarted daemon) listens again.
 		"-device", "virtio-serial-device,max_ports=2",
 		"-chardev", "socket,id=agent,path="+escape(l.agentSock)+",reconnect=1",
-		"-device", "virtserialport,chardev=agent,name="+agentPortName,
+		"-device", "virtserialport,chardev=agent,name="+contract.SerialPortName,
 	)
 	for i, d := range cfg.Disks {
 		id := fmt.Sprintf("disk%d", i)

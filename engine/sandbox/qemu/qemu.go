@@ -8,7 +8,7 @@
 //     and the SHUTDOWN / GUEST_PANICKED / STOP events that give the exit
 //     reason);
 //   - agent.sock: the driver listens, QEMU connects to it as a client for the
-//     virtio-serial port "vmctl.agent", which is the agent's only channel (one
+//     agent's virtio-serial port (api/agent/contract), its only channel (one
 //     byte stream; vhost-vsock is not available on every host);
 //   - qemu.log (QEMU's stdout and stderr, quoted in start errors) and
 //     qemu.pid.

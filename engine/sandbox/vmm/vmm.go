@@ -1,7 +1,8 @@
 // Package vmm is the sandbox driver for vmctl-vmm, the project's native Go
 // VMM: one vmctl-vmm process per VM, controlled over its ttrpc control API
 // (api/vmm/v1), with the guest agent reached through the VM's hybrid
-// virtio-vsock socket (`CONNECT 1024` on a unix socket).
+// virtio-vsock socket (`CONNECT <port>` on a unix socket, the port of
+// api/agent/contract).
 //
 // The engine never links the VMM: a crashed or compromised VMM takes down
 // only its own VM. This package does not decide whether this host can run
@@ -25,15 +26,13 @@ import (
 
 	"github.com/containerd/ttrpc"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	vmmapi "github.com/vmctl/vmctl/api/vmm/v1"
 	"github.com/vmctl/vmctl/engine/sandbox"
 )
 
 // Binary is the VMM executable's name.
 const Binary = "vmctl-vmm"
-
-// AgentVsockPort is the vsock port the guest agent listens on.
-const AgentVsockPort = 1024
 
 // guestCID is the guest's vsock context ID; each VM has its own device, so
 // every guest can use the first guest CID.
@@ -363,7 +362,7 @@ func firstNonEmpty(a, b string) string {
 func (v *vm) DialAgent(ctx context.Context) (net.Conn, error) {
 	backoff := 5 * time.Millisecond
 	for {
-		conn, err := dialVsock(ctx, v.vsockSock, AgentVsockPort)
+		conn, err := dialVsock(ctx, v.vsockSock, contract.VsockPort)
 		if err == nil {
 			return conn, nil
 		}

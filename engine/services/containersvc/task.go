@@ -16,16 +16,11 @@ import (
 
 	"github.com/vmctl/vmctl/engine/errs"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	agentapi "github.com/vmctl/vmctl/api/agent/v1"
 	"github.com/vmctl/vmctl/engine/agent"
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/sandbox"
-)
-
-// Disk serials the agent looks for; the role says what each disk is.
-const (
-	imageSerial    = "vmctl-image"
-	writableSerial = "vmctl-rw"
 )
 
 // ioChunk is the largest stdio transfer per agent call.
@@ -200,8 +195,8 @@ func (t *task) boot(ctx context.Context) error {
 		VCPUs:     vcpus,
 		MemoryMiB: mem,
 		Disks: append([]sandbox.Disk{
-			{Path: imageDisk, Serial: imageSerial, ReadOnly: true},
-			{Path: s.writableDisk(c.ID), Serial: writableSerial},
+			{Path: imageDisk, Serial: contract.ImageDiskSerial, ReadOnly: true},
+			{Path: s.writableDisk(c.ID), Serial: contract.WritableDiskSerial},
 		}, vols.disks...),
 		StateDir:   filepath.Join(s.cfg.ExecRoot, c.ShortID()),
 		ConsoleLog: console,
@@ -234,8 +229,8 @@ func (t *task) boot(ctx context.Context) error {
 		ContainerId: c.ID,
 		OciSpec:     specJSON,
 		Storages: append([]*agentapi.Storage{
-			{Serial: imageSerial, Fstype: "ext4", Readonly: true, Role: "image"},
-			{Serial: writableSerial, Fstype: "ext4", Role: "writable"},
+			{Serial: contract.ImageDiskSerial, Fstype: "ext4", Readonly: true, Role: contract.RoleImage},
+			{Serial: contract.WritableDiskSerial, Fstype: "ext4", Role: contract.RoleWritable},
 		}, vols.storages...),
 	})
 	if err != nil {

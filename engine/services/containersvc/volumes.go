@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	agentapi "github.com/vmctl/vmctl/api/agent/v1"
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/errs"
@@ -20,9 +21,6 @@ import (
 // maxVolumes bounds the volumes of one container: each is a virtio-mmio
 // disk, and QEMU's microvm machine has 24 transports for everything.
 const maxVolumes = 16
-
-// volumeSerialPrefix + index is the serial of a volume's disk.
-const volumeSerialPrefix = "vmctl-vol"
 
 // VolumeMount asks for a volume in a container (docker run -v,
 // HostConfig.Binds, HostConfig.Mounts of type volume).
@@ -300,13 +298,13 @@ func (s *Service) attachVolumes(ctx context.Context, c *containers.Container) (*
 		if err != nil {
 			return nil, fmt.Errorf("volume of container %s: %w", displayName(c), err)
 		}
-		serial := fmt.Sprintf("%s%d", volumeSerialPrefix, i)
+		serial := contract.VolumeDiskSerial(i)
 		// The disk is always writable: the guest may have to replay the
 		// journal, and creates the data directory on first use. The agent
 		// makes the container's view read-only.
 		a.disks = append(a.disks, sandbox.Disk{Path: v.Disk, Serial: serial})
 		a.storages = append(a.storages, &agentapi.Storage{
-			Serial: serial, Fstype: "ext4", Readonly: m.ReadOnly, Role: "volume", MountPoint: m.Destination,
+			Serial: serial, Fstype: "ext4", Readonly: m.ReadOnly, Role: contract.RoleVolume, MountPoint: m.Destination,
 		})
 	}
 	ok = true

@@ -4,10 +4,10 @@
 // virtio-serial port whose chardev is a unix socket; then ttrpc. It calls
 // Health, optionally checks the reported kernel release, with -container
 // runs a command in a container on the image and writable disks the VM was
-// given (serials vmctl-image and vmctl-rw, as the engine names them) and
-// checks its output, and with -shutdown asks the agent to end the VM. It
-// prints one line per step and exits 0 only when every step succeeded. The
-// nested harness runs it inside L1.
+// given (with the serials of api/agent/contract, as the engine names them)
+// and checks its output, and with -shutdown asks the agent to end the VM.
+// It prints one line per step and exits 0 only when every step succeeded.
+// The nested harness runs it inside L1.
 package main
 
 import (
@@ -26,6 +26,7 @@ import (
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	agentapi "github.com/vmctl/vmctl/api/agent/v1"
 )
 
@@ -33,7 +34,7 @@ func main() {
 	var (
 		uds      = flag.String("uds", "", "vmctl-vmm's vsock unix socket")
 		serial   = flag.String("serial", "", "QEMU's virtio-serial chardev unix socket (instead of -uds)")
-		port     = flag.Uint("port", 1024, "agent vsock port")
+		port     = flag.Uint("port", contract.VsockPort, "agent vsock port")
 		timeout  = flag.Duration("timeout", time.Minute, "time allowed for the guest to boot and answer")
 		release  = flag.String("release", "", "kernel release the agent must report (empty: do not check)")
 		shutdown = flag.Bool("shutdown", false, "call Shutdown after Health")
@@ -47,9 +48,9 @@ func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 
-	wantTransport, dial := "vsock", func(ctx context.Context) (net.Conn, error) { return handshake(ctx, *uds, *port) }
+	wantTransport, dial := contract.TransportVsock, func(ctx context.Context) (net.Conn, error) { return handshake(ctx, *uds, *port) }
 	if *serial != "" {
-		wantTransport, dial = "virtio-serial", func(ctx context.Context) (net.Conn, error) {
+		wantTransport, dial = contract.TransportSerial, func(ctx context.Context) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", *serial)
 		}
@@ -97,12 +98,8 @@ func main() {
 	}
 }
 
-// Disk serials and the container ID the engine would use.
-const (
-	imageSerial    = "vmctl-image"
-	writableSerial = "vmctl-rw"
-	containerID    = "agentcheck"
-)
+// containerID names the one container, as the engine would.
+const containerID = "agentcheck"
 
 // containerSpec is the shape engine/services/containersvc.BuildSpec gives
 // a container without a tty, limits or user: the agent sees what the
@@ -141,8 +138,8 @@ func runContainer(ctx context.Context, api agentapi.TTRPCAgentService, args []st
 		ContainerId: containerID,
 		OciSpec:     spec,
 		Storages: []*agentapi.Storage{
-			{Serial: imageSerial, Fstype: "ext4", Readonly: true, Role: "image"},
-			{Serial: writableSerial, Fstype: "ext4", Role: "writable"},
+			{Serial: contract.ImageDiskSerial, Fstype: "ext4", Readonly: true, Role: contract.RoleImage},
+			{Serial: contract.WritableDiskSerial, Fstype: "ext4", Role: contract.RoleWritable},
 		},
 	}); err != nil {
 		return "", 0, fmt.Errorf("CreateContainer: %w", err)

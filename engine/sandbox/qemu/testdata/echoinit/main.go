@@ -1,8 +1,9 @@
-// Command echoinit is a minimal guest PID 1 for the driver's tests: it opens
-// the vmctl.agent virtio-serial port and echoes what it reads. A line
-// "reboot" makes it reboot the guest (QEMU then exits), "panic" makes it
-// exit, which panics the kernel ("Attempted to kill init"), "disks" lists
-// the virtio-blk disks as "name:serial:ro" fields.
+// Command echoinit is a minimal guest PID 1 for the driver's tests: it
+// opens the agent's virtio-serial port (contract.SerialPortName) and echoes
+// what it reads. A line "reboot" makes it reboot the guest (QEMU then
+// exits), "panic" makes it exit, which panics the kernel ("Attempted to
+// kill init"), "disks" lists the virtio-blk disks as "name:serial:ro"
+// fields.
 package main
 
 import (
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vmctl/vmctl/api/agent/contract"
 )
 
 func main() {
@@ -24,7 +27,7 @@ func main() {
 	if err := syscall.Mount("sysfs", "/sys", "sysfs", 0, ""); err != nil {
 		fmt.Println("echoinit: mount /sys:", err)
 	}
-	port, err := findPort("vmctl.agent")
+	port, err := findPort(contract.SerialPortName)
 	if err != nil {
 		fmt.Println("echoinit:", err)
 		halt()

@@ -1,0 +1,75 @@
+// Package contract is what the host and the guest agent agree on outside
+// the ttrpc messages of api/agent/v1: where the agent listens, how the disks
+// of a container are named and what each is for, and what the guest kernel
+// command line may ask of the agent. The engine (its sandbox drivers and its
+// agent client) and the guest agent both import it, so each value is written
+// once; tests/architecture_test.go fails when one of them appears as a
+// literal anywhere else.
+//
+// It holds names and numbers only: no transport code, no validation of
+// what a guest sends (the agent client does that).
+package contract
+
+import "strconv"
+
+// The agent channel. The agent serves ttrpc on whichever of these the VM
+// has, and reports which one answered in HealthResponse.transport.
+const (
+	// VsockPort is the vsock port the agent listens on. Under vmctl-vmm the
+	// host reaches it through the VM's hybrid vsock socket
+	// ("CONNECT <port>\n").
+	VsockPort = 1024
+	// SerialPortName is the name of the virtio-serial port the agent
+	// serves on where the host has no vsock (QEMU without vhost-vsock); the
+	// guest finds it in /sys/class/virtio-ports/*/name.
+	SerialPortName = "vmctl.agent"
+
+	// TransportVsock and TransportSerial are the values of
+	// HealthResponse.transport.
+	TransportVsock  = "vsock"
+	TransportSerial = "virtio-serial"
+)
+
+// Disks. The host attaches each disk of a container as virtio-blk with one
+// of these serials and names the same serial in the disk's Storage; the
+// agent finds the device by its serial, never by probe order. A serial is
+// at most 20 bytes (VIRTIO_BLK_ID_BYTES).
+const (
+	// ImageDiskSerial is the container image's read-only disk.
+	ImageDiskSerial = "vmctl-image"
+	// WritableDiskSerial is the container's writable disk: the overlay's
+	// upper and work directories.
+	WritableDiskSerial = "vmctl-rw"
+	// VolumeDiskSerialPrefix followed by the volume's index in the
+	// container's mounts is a volume's serial (see VolumeDiskSerial).
+	VolumeDiskSerialPrefix = "vmctl-vol"
+)
+
+// VolumeDiskSerial is the serial of the container's i-th volume disk.
+func VolumeDiskSerial(i int) string { return VolumeDiskSerialPrefix + strconv.Itoa(i) }
+
+// Storage roles (Storage.role): what the agent does with a disk.
+const (
+	// RoleImage is a read-only lower layer of the container's overlay.
+	RoleImage = "image"
+	// RoleWritable holds the overlay's upper and work directories.
+	RoleWritable = "writable"
+	// RoleVolume is a named volume, bound into the container at the
+	// storage's mount point.
+	RoleVolume = "volume"
+)
+
+// The guest kernel command line. The agent reads /proc/cmdline for these
+// flags, bare or as flag=value; the drivers put nothing else there that
+// the agent reads.
+const (
+	// SelftestFlag makes the agent print SelftestReadyLine on the console
+	// and reboot at once, without serving: the bare-boot reference of the
+	// boot benchmarks.
+	SelftestFlag = "vmctl.selftest"
+	// SelftestReadyLine is the console line of a selftest boot.
+	SelftestReadyLine = "vmctl-agent: ready"
+	// TraceFlag makes the agent time the steps of each container start
+	// and print them as a table on the console.
+	TraceFlag = "vmctl.trace"
+)
