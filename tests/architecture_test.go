@@ -24,6 +24,8 @@ const module = "github.com/vmctl/vmctl"
 type goPackage struct {
 	ImportPath string
 	Imports    []string
+	// TestImports and XTestImports are the imports of the package's tests.
+	TestImports, XTestImports []string
 }
 
 // listPackages returns every package of the module with its direct imports.
@@ -121,6 +123,9 @@ func TestDependencyRules(t *testing.T) {
 				if internalImp && (under(to, "hypervisor") || under(to, "guest-agent")) {
 					fail("engine/ never imports hypervisor/ or guest-agent/: it drives VMMs as processes")
 				}
+				if internalImp && under(to, agentAPI) && !under(from, "engine/agent") {
+					fail("only engine/agent speaks the agent API: use its typed client")
+				}
 				if isEngineDomain(from) && (internalImp && (under(to, "api") || under(to, "engine/server") || under(to, "engine/services")) || imp == "github.com/containerd/ttrpc") {
 					fail("engine domain packages import no transport code")
 				}
@@ -129,8 +134,20 @@ func TestDependencyRules(t *testing.T) {
 				fail("nothing imports cmd/")
 			}
 		}
+		// The engine's tests, too, drive the agent through engine/agent.
+		if under(from, "engine") && !under(from, "engine/agent") {
+			for _, imp := range append(p.TestImports, p.XTestImports...) {
+				if under(rel(imp), agentAPI) && strings.HasPrefix(imp, module+"/") {
+					t.Errorf("%s tests import %s: only engine/agent speaks the agent API: use its typed client", from, imp)
+				}
+			}
+		}
 	}
 }
+
+// agentAPI is the generated agent API: the guest serves it, and on the
+// host only the agent client (engine/agent) speaks it.
+const agentAPI = "api/agent/v1"
 
 // isEngineDomain: engine packages other than the adapters (agent client,
 // sandbox drivers, services, server) and the wiring package. Sandbox

@@ -1,26 +1,36 @@
 // Package agent is the host side of the engine -> guest agent channel: a
-// ttrpc client of api/agent/v1 over whatever byte stream the sandbox driver
-// provides, plus the conversion of the agent's status errors into the
-// engine's error classes (github.com/containerd/errdefs).
+// typed client of api/agent/v1 with one method per agent call, over
+// whatever byte stream the sandbox driver provides.
 //
-// It does not know how the stream reaches the guest (vsock, virtio-serial).
+// Callers pass and get engine-side Go types (OCI specs, exit statuses,
+// output chunks); the protobuf messages and ttrpc stay in this package.
+// Every error a method returns is classified once, here, with the classes
+// of github.com/containerd/errdefs, keeping the agent's message as its text
+// (see convert). The guest is not trusted: an answer that no agent keeping
+// to the API would give (more bytes than asked for, output from another
+// offset, an exit status no process can have) fails the call with
+// ErrBadAnswer instead of reaching the caller.
+//
+// It does not know how the stream reaches the guest (vsock, virtio-serial)
+// nor what the engine does with a container.
 package agent
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
+	"fmt"
+	"math"
 	"net"
+	"syscall"
 
-	"github.com/containerd/errdefs"
 	"github.com/containerd/ttrpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	agentapi "github.com/vmctl/vmctl/api/agent/v1"
-	"github.com/vmctl/vmctl/engine/errs"
 )
 
-// Client talks to one guest's agent.
+// Client talks to one guest's agent. Its methods are safe to call from
+// several goroutines at once.
 type Client struct {
 	tc  *ttrpc.Client
 	api agentapi.TTRPCAgentService
@@ -32,69 +42,210 @@ func New(conn net.Conn) *Client {
 	return &Client{tc: tc, api: agentapi.NewTTRPCAgentClient(tc)}
 }
 
-// API returns the raw service; errors it returns are status errors, pass
-// them through Convert.
-func (c *Client) API() agentapi.TTRPCAgentService { return c.api }
-
-// Close closes the channel; calls in flight fail.
+// Close closes the channel; calls in flight fail with errdefs.ErrUnavailable.
 func (c *Client) Close() error { return c.tc.Close() }
 
-// WaitReady blocks until the agent answers Health, or ctx ends.
+// Health is what the agent reports about itself.
+type Health struct {
+	AgentVersion string
+	// KernelRelease is uname -r of the guest.
+	KernelRelease string
+	// Transport is the channel that answered: contract.TransportVsock or
+	// contract.TransportSerial.
+	Transport string
+}
+
+// Health asks the agent whether it serves requests, and blocks until it
+// answers or ctx ends: it is how a boot waits for the agent.
 //
 // One call is enough: on a single-stream channel the request waits in the
 // stream until the agent starts reading, so retrying would only queue
 // duplicates.
-func (c *Client) WaitReady(ctx context.Context) (*agentapi.HealthResponse, error) {
+func (c *Client) Health(ctx context.Context) (Health, error) {
 	resp, err := c.api.Health(ctx, &agentapi.HealthRequest{})
 	if err != nil {
-		return nil, Convert(err)
+		return Health{}, convert(err)
 	}
-	return resp, nil
+	return Health{
+		AgentVersion:  oneLine(resp.GetAgentVersion()),
+		KernelRelease: oneLine(resp.GetKernelRelease()),
+		Transport:     oneLine(resp.GetTransport()),
+	}, nil
 }
 
-// Convert maps an agent status error onto errdefs classes, keeping the
-// agent's message as the text.
-func Convert(err error) error {
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, ttrpc.ErrClosed) {
-		return errs.New(errdefs.ErrUnavailable, "agent connection closed")
-	}
-	st, ok := status.FromError(err)
-	if !ok {
-		return err
-	}
-	var class error
-	switch st.Code() {
-	case codes.NotFound:
-		class = errdefs.ErrNotFound
-	case codes.InvalidArgument:
-		class = errdefs.ErrInvalidArgument
-	case codes.PermissionDenied:
-		class = errdefs.ErrPermissionDenied
-	case codes.AlreadyExists:
-		class = errdefs.ErrAlreadyExists
-	case codes.FailedPrecondition:
-		class = errdefs.ErrFailedPrecondition
-	case codes.Unavailable:
-		class = errdefs.ErrUnavailable
-	case codes.Canceled:
-		return context.Canceled
-	case codes.DeadlineExceeded:
-		return context.DeadlineExceeded
-	default:
-		return errors.New(st.Message())
-	}
-	return &agentError{msg: st.Message(), class: class}
+// Storage is a disk the agent mounts for a container.
+type Storage struct {
+	// Serial is the disk's virtio-blk serial (see api/agent/contract).
+	Serial string
+	// FSType is the disk's filesystem; empty means ext4.
+	FSType   string
+	Options  []string
+	ReadOnly bool
+	// Role is contract.RoleImage, RoleWritable or RoleVolume.
+	Role string
+	// MountPoint is where a volume appears in the container; empty for
+	// the other roles.
+	MountPoint string
 }
 
-// agentError keeps the agent's own message as the error text while
-// classifying it for callers (errors.Is(err, errdefs.ErrNotFound)).
-type agentError struct {
-	msg   string
-	class error
+// CreateContainer has the agent mount the storages, build the rootfs and
+// start the container's init stopped before it runs spec's command.
+// spec.Root is ignored: the rootfs is the overlay of the storages.
+func (c *Client) CreateContainer(ctx context.Context, id string, spec *specs.Spec, storages []Storage) error {
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return fmt.Errorf("encode the OCI spec of container %s: %w", id, err)
+	}
+	req := &agentapi.CreateContainerRequest{ContainerId: id, OciSpec: specJSON}
+	for _, s := range storages {
+		req.Storages = append(req.Storages, &agentapi.Storage{
+			Serial: s.Serial, Fstype: s.FSType, Options: s.Options, Readonly: s.ReadOnly,
+			Role: s.Role, MountPoint: s.MountPoint,
+		})
+	}
+	_, err = c.api.CreateContainer(ctx, req)
+	return convert(err)
 }
 
-func (e *agentError) Error() string { return e.msg }
-func (e *agentError) Unwrap() error { return e.class }
+// StartContainer lets the container's init run the user's command.
+func (c *Client) StartContainer(ctx context.Context, id string) error {
+	_, err := c.api.StartContainer(ctx, &agentapi.ContainerRequest{ContainerId: id})
+	return convert(err)
+}
+
+// RemoveContainer kills what is left of the container and unmounts its
+// storage. Safe to retry.
+func (c *Client) RemoveContainer(ctx context.Context, id string) error {
+	_, err := c.api.RemoveContainer(ctx, &agentapi.ContainerRequest{ContainerId: id})
+	return convert(err)
+}
+
+// Process addresses a process in the guest: the container's own process
+// has an empty ExecID, a process added by ExecProcess the ID the host gave
+// it.
+type Process struct {
+	ContainerID string
+	ExecID      string
+}
+
+// ExecProcess starts proc as process p.ExecID inside the running container
+// p.ContainerID.
+func (c *Client) ExecProcess(ctx context.Context, p Process, proc *specs.Process) error {
+	procJSON, err := json.Marshal(proc)
+	if err != nil {
+		return fmt.Errorf("encode exec process %s: %w", p.ExecID, err)
+	}
+	_, err = c.api.ExecProcess(ctx, &agentapi.ExecProcessRequest{ContainerId: p.ContainerID, ExecId: p.ExecID, OciProcess: procJSON})
+	return convert(err)
+}
+
+// Exit is how a process ended.
+type Exit struct {
+	// Status is the exit code, or 128+N if signal N killed the process.
+	Status int
+	// OOMKilled is set when the container's cgroup saw an OOM kill.
+	OOMKilled bool
+}
+
+// maxExitStatus is the largest status a process can end with: an exit code
+// is one byte, and 128+N for the signals (N <= 64) stays below it.
+const maxExitStatus = 255
+
+// WaitProcess blocks until the process exits. Safe to retry: a finished
+// process keeps its status until its container is removed.
+func (c *Client) WaitProcess(ctx context.Context, p Process) (Exit, error) {
+	resp, err := c.api.WaitProcess(ctx, &agentapi.ProcessRequest{ContainerId: p.ContainerID, ExecId: p.ExecID})
+	if err != nil {
+		return Exit{}, convert(err)
+	}
+	if st := resp.GetExitStatus(); st < 0 || st > maxExitStatus {
+		return Exit{}, badAnswer("WaitProcess", "exit status %d, outside 0..%d", st, maxExitStatus)
+	}
+	return Exit{Status: int(resp.GetExitStatus()), OOMKilled: resp.GetOomKilled()}, nil
+}
+
+// SignalProcess delivers sig to the process.
+func (c *Client) SignalProcess(ctx context.Context, p Process, sig syscall.Signal) error {
+	if sig <= 0 {
+		return fmt.Errorf("signal %d is not a signal", sig)
+	}
+	_, err := c.api.SignalProcess(ctx, &agentapi.SignalProcessRequest{ContainerId: p.ContainerID, ExecId: p.ExecID, Signal: uint32(sig)})
+	return convert(err)
+}
+
+// WriteStdin writes data to the process's stdin (or its terminal) and
+// returns how much of it the agent took.
+func (c *Client) WriteStdin(ctx context.Context, p Process, data []byte) (int, error) {
+	resp, err := c.api.WriteStdin(ctx, &agentapi.WriteStdinRequest{ContainerId: p.ContainerID, ExecId: p.ExecID, Data: data})
+	if err != nil {
+		return 0, convert(err)
+	}
+	if n := resp.GetLen(); uint64(n) > uint64(len(data)) {
+		return 0, badAnswer("WriteStdin", "wrote %d bytes of %d", n, len(data))
+	}
+	return int(resp.GetLen()), nil
+}
+
+// CloseStdin closes the process's stdin; on a terminal it sends EOF.
+func (c *Client) CloseStdin(ctx context.Context, p Process) error {
+	_, err := c.api.CloseStdin(ctx, &agentapi.ProcessRequest{ContainerId: p.ContainerID, ExecId: p.ExecID})
+	return convert(err)
+}
+
+// Output is one chunk of a process's output stream.
+type Output struct {
+	Data []byte
+	// EOF is set once the stream has ended and every byte was read.
+	EOF bool
+}
+
+// ReadStdout returns the next chunk of the process's stdout (all of its
+// output with a terminal): at most max bytes from the stream offset
+// offset, which is how much of the stream the caller has kept. It blocks
+// until there is output or the stream ends. Safe to retry from the same
+// offset: the agent sends again what the caller did not keep (see the
+// agent API).
+func (c *Client) ReadStdout(ctx context.Context, p Process, max int, offset uint64) (Output, error) {
+	return c.read(ctx, "ReadStdout", c.api.ReadStdout, p, max, offset)
+}
+
+// ReadStderr is ReadStdout for stderr.
+func (c *Client) ReadStderr(ctx context.Context, p Process, max int, offset uint64) (Output, error) {
+	return c.read(ctx, "ReadStderr", c.api.ReadStderr, p, max, offset)
+}
+
+type readCall func(context.Context, *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error)
+
+func (c *Client) read(ctx context.Context, name string, call readCall, p Process, max int, offset uint64) (Output, error) {
+	if max <= 0 {
+		return Output{}, fmt.Errorf("%s: read size %d must be positive", name, max)
+	}
+	maxLen := uint32(min(max, math.MaxUint32))
+	resp, err := call(ctx, &agentapi.ReadOutputRequest{ContainerId: p.ContainerID, ExecId: p.ExecID, MaxLen: maxLen, Offset: offset})
+	if err != nil {
+		return Output{}, convert(err)
+	}
+	switch {
+	case resp.GetOffset() != offset:
+		return Output{}, badAnswer(name, "data from stream offset %d, asked for %d", resp.GetOffset(), offset)
+	case len(resp.GetData()) > int(maxLen):
+		return Output{}, badAnswer(name, "%d bytes, asked for at most %d", len(resp.GetData()), maxLen)
+	case math.MaxUint64-offset < uint64(len(resp.GetData())):
+		return Output{}, badAnswer(name, "data past the largest stream offset")
+	}
+	return Output{Data: resp.GetData(), EOF: resp.GetEof()}, nil
+}
+
+// ResizeTty sets the window size of the process's terminal.
+func (c *Client) ResizeTty(ctx context.Context, p Process, rows, cols uint16) error {
+	_, err := c.api.ResizeTty(ctx, &agentapi.ResizeTtyRequest{ContainerId: p.ContainerID, ExecId: p.ExecID, Rows: uint32(rows), Cols: uint32(cols)})
+	return convert(err)
+}
+
+// Shutdown has the agent remove every container, sync and unmount every
+// filesystem, and then end the VM. It returns once the agent has synced:
+// from then on the guest's disks are consistent on the host.
+func (c *Client) Shutdown(ctx context.Context) error {
+	_, err := c.api.Shutdown(ctx, &agentapi.ShutdownRequest{})
+	return convert(err)
+}

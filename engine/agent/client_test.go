@@ -2,38 +2,440 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"net"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/vmctl/vmctl/api/agent/contract"
+	agentapi "github.com/vmctl/vmctl/api/agent/v1"
 )
 
-func TestConvert(t *testing.T) {
+// fakeAgent serves the agent API from memory: it records each request and
+// answers with what the test set, or with err.
+type fakeAgent struct {
+	mu   sync.Mutex
+	reqs []proto.Message
+
+	err    error
+	health *agentapi.HealthResponse
+	wait   *agentapi.WaitProcessResponse
+	write  *agentapi.WriteStdinResponse
+	// read answers ReadStdout and ReadStderr.
+	read func(*agentapi.ReadOutputRequest) *agentapi.ReadOutputResponse
+	// block makes every call wait for its context to end.
+	block bool
+}
+
+var _ agentapi.TTRPCAgentService = (*fakeAgent)(nil)
+
+func (f *fakeAgent) record(ctx context.Context, req proto.Message) error {
+	f.mu.Lock()
+	f.reqs = append(f.reqs, req)
+	err, block := f.err, f.block
+	f.mu.Unlock()
+	if block {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return err
+}
+
+func (f *fakeAgent) requests() []proto.Message {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]proto.Message(nil), f.reqs...)
+}
+
+func (f *fakeAgent) Health(ctx context.Context, req *agentapi.HealthRequest) (*agentapi.HealthResponse, error) {
+	if err := f.record(ctx, req); err != nil {
+		return nil, err
+	}
+	return f.health, nil
+}
+
+func (f *fakeAgent) empty(ctx context.Context, req proto.Message) (*agentapi.Empty, error) {
+	if err := f.record(ctx, req); err != nil {
+		return nil, err
+	}
+	return &agentapi.Empty{}, nil
+}
+
+func (f *fakeAgent) CreateContainer(ctx context.Context, req *agentapi.CreateContainerRequest) (*agentapi.Empty, error) {
+	return f.empty(ctx, req)
+}
+
+func (f *fakeAgent) StartContainer(ctx context.Context, req *agentapi.ContainerRequest) (*agentapi.Empty, error) {
+	return f.empty(ctx, req)
+}
+
+func (f *fakeAgent) RemoveContainer(ctx context.Context, req *agentapi.ContainerRequest) (*agentapi.Empty, error) {
+	return f.empty(ctx, req)
+}
+
+func (f *fakeAgent) ExecProcess(ctx context.Context, req *agentapi.ExecProcessRequest) (*agentapi.Empty, error) {
+	return f.empty(ctx, req)
+}
+
+func (f *fakeAgent) WaitProcess(ctx context.Context, req *agentapi.ProcessRequest) (*agentapi.WaitProcessResponse, error) {
+	if err := f.record(ctx, req); err != nil {
+		return nil, err
+	}
+	return f.wait, nil
+}
+
+func (f *fakeAgent) SignalProcess(ctx context.Context, req *agentapi.SignalProcessRequest) (*agentapi.Empty, error) {
+	return f.empty(ctx, req)
+}
+
+func (f *fakeAgent) WriteStdin(ctx context.Context, req *agentapi.WriteStdinRequest) (*agentapi.WriteStdinResponse, error) {
+	if err := f.record(ctx, req); err != nil {
+		return nil, err
+	}
+	return f.write, nil
+}
+
+func (f *fakeAgent) CloseStdin(ctx context.Context, req *agentapi.ProcessRequest) (*agentapi.Empty, error) {
+	return f.empty(ctx, req)
+}
+
+func (f *fakeAgent) ReadStdout(ctx context.Context, req *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error) {
+	if err := f.record(ctx, req); err != nil {
+		return nil, err
+	}
+	return f.read(req), nil
+}
+
+func (f *fakeAgent) ReadStderr(ctx context.Context, req *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error) {
+	return f.ReadStdout(ctx, req)
+}
+
+func (f *fakeAgent) ResizeTty(ctx context.Context, req *agentapi.ResizeTtyRequest) (*agentapi.Empty, error) {
+	return f.empty(ctx, req)
+}
+
+func (f *fakeAgent) Shutdown(ctx context.Context, req *agentapi.ShutdownRequest) (*agentapi.Empty, error) {
+	return f.empty(ctx, req)
+}
+
+// pipeListener hands out one end of a net.Pipe, then blocks until closed.
+type pipeListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *pipeListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *pipeListener) Addr() net.Addr { return &net.UnixAddr{Name: "pipe", Net: "unix"} }
+
+// serve connects a Client to fake through a real ttrpc server over a
+// net.Pipe.
+func serve(t *testing.T, fake *fakeAgent) *Client {
+	t.Helper()
+	srv, err := ttrpc.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentapi.RegisterTTRPCAgentService(srv, fake)
+	host, guest := net.Pipe()
+	l := &pipeListener{conns: make(chan net.Conn, 1), done: make(chan struct{})}
+	l.conns <- guest
+	go srv.Serve(context.Background(), l)
+	c := New(host)
+	t.Cleanup(func() {
+		c.Close()
+		srv.Close()
+	})
+	return c
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestClientCalls checks that each method sends the request its arguments
+// say and turns the answer into engine types.
+func TestClientCalls(t *testing.T) {
+	spec := &specs.Spec{Version: specs.Version, Process: &specs.Process{Args: []string{"sh"}, Cwd: "/"}, Hostname: "box"}
+	specJSON, _ := json.Marshal(spec)
+	proc := &specs.Process{Args: []string{"ls", "-l"}, Cwd: "/srv", Terminal: true}
+	procJSON, _ := json.Marshal(proc)
+	p := Process{ContainerID: "c1", ExecID: "e1"}
+	tests := []struct {
+		name    string
+		call    func(context.Context, *Client) (any, error)
+		wantReq proto.Message
+		want    any
+	}{
+		{
+			name:    "health",
+			call:    func(ctx context.Context, c *Client) (any, error) { return c.Health(ctx) },
+			wantReq: &agentapi.HealthRequest{},
+			want:    Health{AgentVersion: "v1", KernelRelease: "6.1.0", Transport: contract.TransportSerial},
+		},
+		{
+			name: "create",
+			call: func(ctx context.Context, c *Client) (any, error) {
+				return nil, c.CreateContainer(ctx, "c1", spec, []Storage{
+					{Serial: contract.ImageDiskSerial, FSType: "ext4", ReadOnly: true, Role: contract.RoleImage},
+					{Serial: contract.VolumeDiskSerial(0), Options: []string{"noatime"}, Role: contract.RoleVolume, MountPoint: "/data"},
+				})
+			},
+			wantReq: &agentapi.CreateContainerRequest{ContainerId: "c1", OciSpec: specJSON, Storages: []*agentapi.Storage{
+				{Serial: contract.ImageDiskSerial, Fstype: "ext4", Readonly: true, Role: contract.RoleImage},
+				{Serial: contract.VolumeDiskSerial(0), Options: []string{"noatime"}, Role: contract.RoleVolume, MountPoint: "/data"},
+			}},
+		},
+		{
+			name:    "start",
+			call:    func(ctx context.Context, c *Client) (any, error) { return nil, c.StartContainer(ctx, "c1") },
+			wantReq: &agentapi.ContainerRequest{ContainerId: "c1"},
+		},
+		{
+			name:    "remove",
+			call:    func(ctx context.Context, c *Client) (any, error) { return nil, c.RemoveContainer(ctx, "c1") },
+			wantReq: &agentapi.ContainerRequest{ContainerId: "c1"},
+		},
+		{
+			name:    "exec",
+			call:    func(ctx context.Context, c *Client) (any, error) { return nil, c.ExecProcess(ctx, p, proc) },
+			wantReq: &agentapi.ExecProcessRequest{ContainerId: "c1", ExecId: "e1", OciProcess: procJSON},
+		},
+		{
+			name:    "wait",
+			call:    func(ctx context.Context, c *Client) (any, error) { return c.WaitProcess(ctx, p) },
+			wantReq: &agentapi.ProcessRequest{ContainerId: "c1", ExecId: "e1"},
+			want:    Exit{Status: 137, OOMKilled: true},
+		},
+		{
+			name: "signal",
+			call: func(ctx context.Context, c *Client) (any, error) {
+				return nil, c.SignalProcess(ctx, p, syscall.SIGTERM)
+			},
+			wantReq: &agentapi.SignalProcessRequest{ContainerId: "c1", ExecId: "e1", Signal: 15},
+		},
+		{
+			name:    "write",
+			call:    func(ctx context.Context, c *Client) (any, error) { return c.WriteStdin(ctx, p, []byte("hello")) },
+			wantReq: &agentapi.WriteStdinRequest{ContainerId: "c1", ExecId: "e1", Data: []byte("hello")},
+			want:    3,
+		},
+		{
+			name:    "close stdin",
+			call:    func(ctx context.Context, c *Client) (any, error) { return nil, c.CloseStdin(ctx, p) },
+			wantReq: &agentapi.ProcessRequest{ContainerId: "c1", ExecId: "e1"},
+		},
+		{
+			name: "read stdout",
+			call: func(ctx context.Context, c *Client) (any, error) {
+				return c.ReadStdout(ctx, Process{ContainerID: "c1"}, 4096, 10)
+			},
+			wantReq: &agentapi.ReadOutputRequest{ContainerId: "c1", MaxLen: 4096, Offset: 10},
+			want:    Output{Data: []byte("out"), EOF: true},
+		},
+		{
+			name:    "read stderr",
+			call:    func(ctx context.Context, c *Client) (any, error) { return c.ReadStderr(ctx, p, 2, 0) },
+			wantReq: &agentapi.ReadOutputRequest{ContainerId: "c1", ExecId: "e1", MaxLen: 2, Offset: 0},
+			want:    Output{Data: []byte("ou")},
+		},
+		{
+			name:    "resize",
+			call:    func(ctx context.Context, c *Client) (any, error) { return nil, c.ResizeTty(ctx, p, 40, 120) },
+			wantReq: &agentapi.ResizeTtyRequest{ContainerId: "c1", ExecId: "e1", Rows: 40, Cols: 120},
+		},
+		{
+			name:    "shutdown",
+			call:    func(ctx context.Context, c *Client) (any, error) { return nil, c.Shutdown(ctx) },
+			wantReq: &agentapi.ShutdownRequest{},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fake := &fakeAgent{
+				health: &agentapi.HealthResponse{AgentVersion: "v1", KernelRelease: "6.1.0", Transport: contract.TransportSerial},
+				wait:   &agentapi.WaitProcessResponse{ExitStatus: 137, OomKilled: true},
+				write:  &agentapi.WriteStdinResponse{Len: 3},
+				read: func(req *agentapi.ReadOutputRequest) *agentapi.ReadOutputResponse {
+					data := []byte("out")[:min(3, int(req.MaxLen))]
+					return &agentapi.ReadOutputResponse{Data: data, Eof: len(data) == 3, Offset: req.Offset}
+				},
+			}
+			c := serve(t, fake)
+			got, err := tt.call(ctxT(t), c)
+			if err != nil {
+				t.Fatalf("call: %v", err)
+			}
+			if tt.want != nil && !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("result = %#v, want %#v", got, tt.want)
+			}
+			reqs := fake.requests()
+			if len(reqs) != 1 || !proto.Equal(reqs[0], tt.wantReq) {
+				t.Errorf("agent got %v, want one %v", reqs, tt.wantReq)
+			}
+		})
+	}
+}
+
+// TestClientErrors checks that errors from the agent arrive classified,
+// with the agent's message as one line of text.
+func TestClientErrors(t *testing.T) {
 	tests := []struct {
 		name  string
-		in    error
-		class error
+		err   error
+		class error // nil: unclassified
 		text  string
 	}{
 		{"not found", status.Error(codes.NotFound, `exec: "nope": executable file not found in $PATH`), errdefs.ErrNotFound, `exec: "nope": executable file not found in $PATH`},
 		{"permission", status.Error(codes.PermissionDenied, "exec: /etc: permission denied"), errdefs.ErrPermissionDenied, "exec: /etc: permission denied"},
 		{"invalid", status.Error(codes.InvalidArgument, "bad spec"), errdefs.ErrInvalidArgument, "bad spec"},
-		{"closed", ttrpc.ErrClosed, errdefs.ErrUnavailable, "agent connection closed"},
+		{"exists", status.Error(codes.AlreadyExists, `container "c1" already exists`), errdefs.ErrAlreadyExists, `container "c1" already exists`},
+		{"state", status.Error(codes.FailedPrecondition, "not running"), errdefs.ErrFailedPrecondition, "not running"},
+		{"unavailable", status.Error(codes.Unavailable, "busy"), errdefs.ErrUnavailable, "busy"},
 		{"deadline", status.Error(codes.DeadlineExceeded, "x"), context.DeadlineExceeded, context.DeadlineExceeded.Error()},
+		{"canceled", status.Error(codes.Canceled, "x"), context.Canceled, context.Canceled.Error()},
+		{"internal", status.Error(codes.Internal, "agent error in Wait: boom"), nil, "agent error in Wait: boom"},
+		{"multi-line", status.Error(codes.InvalidArgument, "bad\nspec\x1b[2J"), errdefs.ErrInvalidArgument, "bad spec [2J"},
+		{"long", status.Error(codes.NotFound, strings.Repeat("é", maxMessage)), errdefs.ErrNotFound, strings.Repeat("é", maxMessage/2) + "..."},
 	}
 	for _, tt := range tests {
-		got := Convert(tt.in)
-		if !errors.Is(got, tt.class) {
-			t.Errorf("%s: Convert(%v) = %v, want class %v", tt.name, tt.in, got, tt.class)
+		t.Run(tt.name, func(t *testing.T) {
+			c := serve(t, &fakeAgent{err: tt.err})
+			err := c.StartContainer(ctxT(t), "c1")
+			if err == nil {
+				t.Fatalf("StartContainer succeeded, want %v", tt.err)
+			}
+			if tt.class != nil && !errors.Is(err, tt.class) {
+				t.Errorf("StartContainer = %v, want class %v", err, tt.class)
+			}
+			if tt.class == nil && (errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) || errdefs.IsUnavailable(err)) {
+				t.Errorf("StartContainer = %v, want no class", err)
+			}
+			if err.Error() != tt.text {
+				t.Errorf("StartContainer error text = %q, want %q", err.Error(), tt.text)
+			}
+		})
+	}
+
+	t.Run("closed", func(t *testing.T) {
+		c := serve(t, &fakeAgent{})
+		c.Close()
+		if err := c.StartContainer(ctxT(t), "c1"); !errdefs.IsUnavailable(err) {
+			t.Errorf("StartContainer on a closed client = %v, want unavailable", err)
 		}
-		if got.Error() != tt.text {
-			t.Errorf("%s: Convert(%v).Error() = %q, want %q", tt.name, tt.in, got.Error(), tt.text)
+	})
+	t.Run("deadline", func(t *testing.T) {
+		c := serve(t, &fakeAgent{block: true})
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		if _, err := c.WaitProcess(ctx, Process{ContainerID: "c1"}); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("WaitProcess past its deadline = %v, want %v", err, context.DeadlineExceeded)
+		}
+	})
+	t.Run("bad arguments", func(t *testing.T) {
+		fake := &fakeAgent{}
+		c := serve(t, fake)
+		if err := c.SignalProcess(ctxT(t), Process{ContainerID: "c1"}, 0); err == nil {
+			t.Errorf("SignalProcess(0) succeeded")
+		}
+		if _, err := c.ReadStdout(ctxT(t), Process{ContainerID: "c1"}, 0, 0); err == nil {
+			t.Errorf("ReadStdout of 0 bytes succeeded")
+		}
+		if n := len(fake.requests()); n != 0 {
+			t.Errorf("bad arguments reached the agent (%d requests)", n)
+		}
+	})
+}
+
+// TestClientHostileAnswers checks that answers no agent keeping to the API
+// gives fail the call instead of reaching the engine.
+func TestClientHostileAnswers(t *testing.T) {
+	p := Process{ContainerID: "c1"}
+	read := func(data string, offset func(uint64) uint64) func(*agentapi.ReadOutputRequest) *agentapi.ReadOutputResponse {
+		return func(req *agentapi.ReadOutputRequest) *agentapi.ReadOutputResponse {
+			return &agentapi.ReadOutputResponse{Data: []byte(data), Offset: offset(req.Offset)}
 		}
 	}
-	if Convert(nil) != nil {
-		t.Errorf("Convert(nil) != nil")
+	same := func(o uint64) uint64 { return o }
+	tests := []struct {
+		name string
+		fake *fakeAgent
+		call func(context.Context, *Client) error
+	}{
+		{"negative exit status", &fakeAgent{wait: &agentapi.WaitProcessResponse{ExitStatus: -1}},
+			func(ctx context.Context, c *Client) error { _, err := c.WaitProcess(ctx, p); return err }},
+		{"exit status over 255", &fakeAgent{wait: &agentapi.WaitProcessResponse{ExitStatus: 256}},
+			func(ctx context.Context, c *Client) error { _, err := c.WaitProcess(ctx, p); return err }},
+		{"wrote more than given", &fakeAgent{write: &agentapi.WriteStdinResponse{Len: 6}},
+			func(ctx context.Context, c *Client) error {
+				_, err := c.WriteStdin(ctx, p, []byte("hello"))
+				return err
+			}},
+		{"read more than asked", &fakeAgent{read: read("12345", same)},
+			func(ctx context.Context, c *Client) error { _, err := c.ReadStdout(ctx, p, 4, 0); return err }},
+		{"read from another offset", &fakeAgent{read: read("x", func(o uint64) uint64 { return o + 7 })},
+			func(ctx context.Context, c *Client) error { _, err := c.ReadStderr(ctx, p, 4, 3); return err }},
+		{"read past the end of offsets", &fakeAgent{read: read("xy", same)},
+			func(ctx context.Context, c *Client) error { _, err := c.ReadStdout(ctx, p, 4, 1<<64-1); return err }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := serve(t, tt.fake)
+			err := tt.call(ctxT(t), c)
+			if !errors.Is(err, ErrBadAnswer) || !errdefs.IsDataLoss(err) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("call = %v, want a one-line ErrBadAnswer of class data loss", err)
+			}
+		})
+	}
+	// The edges are answers an agent may give.
+	c := serve(t, &fakeAgent{wait: &agentapi.WaitProcessResponse{ExitStatus: 255}, read: read("1234", same)})
+	if e, err := c.WaitProcess(ctxT(t), p); err != nil || e.Status != 255 {
+		t.Errorf("WaitProcess with status 255 = %+v, %v", e, err)
+	}
+	if o, err := c.ReadStdout(ctxT(t), p, 4, 0); err != nil || string(o.Data) != "1234" {
+		t.Errorf("ReadStdout of exactly max bytes = %+v, %v", o, err)
+	}
+}
+
+func TestOneLine(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"plain", "plain"},
+		{"a\nb\r\nc\td", "a b  c d"},
+		{"bad \xff byte", "bad   byte"},
+		{strings.Repeat("x", maxMessage+1), strings.Repeat("x", maxMessage) + "..."},
+		// A cut inside a character backs up to its start.
+		{strings.Repeat("x", maxMessage-1) + "é", strings.Repeat("x", maxMessage-1) + "..."},
+	}
+	for _, tt := range tests {
+		if got := oneLine(tt.in); got != tt.want {
+			t.Errorf("oneLine(%.20q...) = %.40q..., want %.40q...", tt.in, got, tt.want)
+		}
 	}
 }

@@ -5,8 +5,6 @@ import (
 	"io"
 	"sync"
 	"time"
-
-	agentapi "github.com/vmctl/vmctl/api/agent/v1"
 )
 
 // AttachOptions are the streams a client connects to a container. Nil
@@ -165,10 +163,7 @@ func (t *task) endOutput() {
 // pumpStdin feeds the container's stdin from attached clients, one at a
 // time, until a client with stdinOnce reaches EOF or the run ends.
 func (t *task) pumpStdin() {
-	api := t.agent.API()
-	closeStdin := func() {
-		api.CloseStdin(t.ctx, &agentapi.ProcessRequest{ContainerId: t.c.ID})
-	}
+	closeStdin := func() { t.agent.CloseStdin(t.ctx, t.process("")) }
 	buf := make([]byte, ioChunk)
 	for {
 		var a *Attachment
@@ -180,7 +175,7 @@ func (t *task) pumpStdin() {
 		for {
 			n, err := a.stdin.Read(buf)
 			if n > 0 {
-				if _, werr := api.WriteStdin(t.ctx, &agentapi.WriteStdinRequest{ContainerId: t.c.ID, Data: buf[:n]}); werr != nil {
+				if _, werr := t.agent.WriteStdin(t.ctx, t.process(""), buf[:n]); werr != nil {
 					return
 				}
 			}
@@ -198,5 +193,5 @@ func (t *task) pumpStdin() {
 // closeStdinNow is for containers without OpenStdin: their process reads
 // EOF at once, as under Docker.
 func (t *task) closeStdinNow(ctx context.Context) {
-	t.agent.API().CloseStdin(ctx, &agentapi.ProcessRequest{ContainerId: t.c.ID})
+	t.agent.CloseStdin(ctx, t.process(""))
 }

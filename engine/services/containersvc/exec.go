@@ -2,9 +2,7 @@ package containersvc
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -15,8 +13,6 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	agentapi "github.com/vmctl/vmctl/api/agent/v1"
-	"github.com/vmctl/vmctl/engine/agent"
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/errs"
 )
@@ -167,10 +163,7 @@ func (s *Service) ExecResize(ctx context.Context, id string, rows, cols uint16) 
 		return nil
 	}
 	p.mu.Unlock()
-	_, err = p.t.agent.API().ResizeTty(ctx, &agentapi.ResizeTtyRequest{
-		ContainerId: p.t.c.ID, ExecId: p.id, Rows: uint32(rows), Cols: uint32(cols),
-	})
-	return agent.Convert(err)
+	return p.t.agent.ResizeTty(ctx, p.t.process(p.id), rows, cols)
 }
 
 // ExecStart runs the exec's process. Without detach it carries stdio (nil
@@ -219,15 +212,9 @@ func (s *Service) ExecStart(ctx context.Context, id string, stdio Stdio, detach 
 		p.finish(nil)
 		return err
 	}
-	procJSON, err := json.Marshal(spec)
-	if err != nil {
-		p.finish(nil)
-		return fmt.Errorf("encode exec process: %w", err)
-	}
-	api := t.agent.API()
-	_, err = api.ExecProcess(ctx, &agentapi.ExecProcessRequest{ContainerId: t.c.ID, ExecId: p.id, OciProcess: procJSON})
-	if err != nil {
-		err = commandError(agent.Convert(err))
+	proc := t.process(p.id)
+	if err := t.agent.ExecProcess(ctx, proc, spec); err != nil {
+		err = commandError(err)
 		code := 126 // Docker's status for an exec that could not start
 		var ce *CommandError
 		if errors.As(err, &ce) {
@@ -245,7 +232,7 @@ func (s *Service) ExecStart(ctx context.Context, id string, stdio Stdio, detach 
 	if o.Tty && (rows != o.ConsoleRows || cols != o.ConsoleCols) {
 		// A resize arrived while the process was being started: it was
 		// stored after the size above was read, so apply it now.
-		api.ResizeTty(ctx, &agentapi.ResizeTtyRequest{ContainerId: t.c.ID, ExecId: p.id, Rows: uint32(rows), Cols: uint32(cols)})
+		t.agent.ResizeTty(ctx, proc, rows, cols)
 	}
 
 	if detach {
@@ -259,7 +246,7 @@ func (s *Service) ExecStart(ctx context.Context, id string, stdio Stdio, detach 
 		select {
 		case <-ctx.Done():
 			killCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			api.SignalProcess(killCtx, &agentapi.SignalProcessRequest{ContainerId: t.c.ID, ExecId: p.id, Signal: uint32(syscall.SIGKILL)})
+			t.agent.SignalProcess(killCtx, proc, syscall.SIGKILL)
 			cancel()
 		case <-ended:
 		}
@@ -273,14 +260,14 @@ func (s *Service) ExecStart(ctx context.Context, id string, stdio Stdio, detach 
 // owner, who ends it by closing the connection it reads from.
 func (p *execProcess) carry(stdio Stdio) {
 	t := p.t
-	api := t.agent.API()
+	proc := t.process(p.id)
 	if p.opts.Tty {
 		stdio.Stderr = nil // a terminal carries everything on stdout
 	}
 	if p.opts.AttachStdin && stdio.Stdin != nil {
 		go p.pumpStdin(stdio)
 	} else {
-		api.CloseStdin(t.ctx, &agentapi.ProcessRequest{ContainerId: t.c.ID, ExecId: p.id})
+		t.agent.CloseStdin(t.ctx, proc)
 	}
 
 	var pumps sync.WaitGroup
@@ -298,18 +285,17 @@ func (p *execProcess) carry(stdio Stdio) {
 		})
 	}
 	pumps.Add(1)
-	go pump(api.ReadStdout, stdio.Stdout)
+	go pump(t.agent.ReadStdout, stdio.Stdout)
 	if !p.opts.Tty {
 		pumps.Add(1)
-		go pump(api.ReadStderr, stdio.Stderr)
+		go pump(t.agent.ReadStderr, stdio.Stderr)
 	}
 
 	// If the wait fails, the container's run ended and its VM is gone:
 	// the process was killed with it.
 	code := 128 + int(syscall.SIGKILL)
-	resp, err := api.WaitProcess(t.ctx, &agentapi.ProcessRequest{ContainerId: t.c.ID, ExecId: p.id})
-	if err == nil {
-		code = int(resp.ExitStatus)
+	if end, err := t.agent.WaitProcess(t.ctx, proc); err == nil {
+		code = end.Status
 	}
 	// As for the container's own process: output written just before the
 	// exit is still in flight, but a stuck guest must not hang the client.
@@ -326,12 +312,12 @@ func (p *execProcess) carry(stdio Stdio) {
 // process's stdin at the client's EOF.
 func (p *execProcess) pumpStdin(stdio Stdio) {
 	t := p.t
-	api := t.agent.API()
+	proc := t.process(p.id)
 	buf := make([]byte, ioChunk)
 	for {
 		n, err := stdio.Stdin.Read(buf)
 		if n > 0 {
-			if _, werr := api.WriteStdin(t.ctx, &agentapi.WriteStdinRequest{ContainerId: t.c.ID, ExecId: p.id, Data: buf[:n]}); werr != nil {
+			if _, werr := t.agent.WriteStdin(t.ctx, proc, buf[:n]); werr != nil {
 				return // the process has ended or the run is gone
 			}
 		}
@@ -339,7 +325,7 @@ func (p *execProcess) pumpStdin(stdio Stdio) {
 			break
 		}
 	}
-	api.CloseStdin(t.ctx, &agentapi.ProcessRequest{ContainerId: t.c.ID, ExecId: p.id})
+	t.agent.CloseStdin(t.ctx, proc)
 }
 
 // finish records the end. code nil means the process never ran and has no

@@ -3,10 +3,8 @@ package containersvc
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -18,14 +16,11 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
-	agentapi "github.com/vmctl/vmctl/api/agent/v1"
 	"github.com/vmctl/vmctl/engine/agent"
 	"github.com/vmctl/vmctl/engine/containers"
+	"github.com/vmctl/vmctl/engine/errs"
 )
 
 func TestExecSpec(t *testing.T) {
@@ -97,9 +92,10 @@ func (p *fakeProc) end(code int) {
 	})
 }
 
-// fakeAgent serves the exec part of the agent API from memory.
+// fakeAgent is the exec part of the agent, in memory, with the errors the
+// agent client gives.
 type fakeAgent struct {
-	agentapi.TTRPCAgentService // nil: other calls are not expected
+	guestAgent // nil: other calls are not expected
 
 	mu      sync.Mutex
 	procs   map[string]*fakeProc
@@ -113,24 +109,20 @@ func (f *fakeAgent) proc(id string) (*fakeProc, error) {
 	if p := f.procs[id]; p != nil {
 		return p, nil
 	}
-	return nil, status.Errorf(codes.NotFound, "process %q not found", id)
+	return nil, errs.New(errdefs.ErrNotFound, "process %q not found", id)
 }
 
-func (f *fakeAgent) ExecProcess(ctx context.Context, req *agentapi.ExecProcessRequest) (*agentapi.Empty, error) {
-	var sp specs.Process
-	if err := json.Unmarshal(req.OciProcess, &sp); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "bad process: %v", err)
-	}
+func (f *fakeAgent) ExecProcess(ctx context.Context, proc agent.Process, sp *specs.Process) error {
 	switch sp.Args[0] {
 	case "nosuch":
-		return nil, status.Errorf(codes.NotFound, "exec: %q: executable file not found in $PATH", sp.Args[0])
+		return errs.New(errdefs.ErrNotFound, "exec: %q: executable file not found in $PATH", sp.Args[0])
 	case "noexec":
-		return nil, status.Errorf(codes.PermissionDenied, "exec: %q: permission denied", sp.Args[0])
+		return errs.New(errdefs.ErrPermissionDenied, "exec: %q: permission denied", sp.Args[0])
 	}
 	p := &fakeProc{args: sp.Args, stdout: make(chan []byte, 16), exit: make(chan int, 1)}
 	f.mu.Lock()
-	f.procs[req.ExecId] = p
-	f.specs[req.ExecId] = sp
+	f.procs[proc.ExecID] = p
+	f.specs[proc.ExecID] = *sp
 	f.mu.Unlock()
 	switch sp.Args[0] {
 	case "echo":
@@ -140,87 +132,89 @@ func (f *fakeAgent) ExecProcess(ctx context.Context, req *agentapi.ExecProcessRe
 		code, _ := strconv.Atoi(sp.Args[1])
 		p.end(code)
 	}
-	return &agentapi.Empty{}, nil
+	return nil
 }
 
-func (f *fakeAgent) WaitProcess(ctx context.Context, req *agentapi.ProcessRequest) (*agentapi.WaitProcessResponse, error) {
-	p, err := f.proc(req.ExecId)
+func (f *fakeAgent) WaitProcess(ctx context.Context, proc agent.Process) (agent.Exit, error) {
+	p, err := f.proc(proc.ExecID)
 	if err != nil {
-		return nil, err
+		return agent.Exit{}, err
 	}
 	select {
 	case code := <-p.exit:
-		return &agentapi.WaitProcessResponse{ExitStatus: int32(code)}, nil
+		return agent.Exit{Status: code}, nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return agent.Exit{}, ctx.Err()
 	}
 }
 
-func (f *fakeAgent) SignalProcess(ctx context.Context, req *agentapi.SignalProcessRequest) (*agentapi.Empty, error) {
-	p, err := f.proc(req.ExecId)
+func (f *fakeAgent) SignalProcess(ctx context.Context, proc agent.Process, sig syscall.Signal) error {
+	p, err := f.proc(proc.ExecID)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	p.end(128 + int(req.Signal))
-	return &agentapi.Empty{}, nil
+	p.end(128 + int(sig))
+	return nil
 }
 
-func (f *fakeAgent) WriteStdin(ctx context.Context, req *agentapi.WriteStdinRequest) (*agentapi.WriteStdinResponse, error) {
-	p, err := f.proc(req.ExecId)
+func (f *fakeAgent) WriteStdin(ctx context.Context, proc agent.Process, data []byte) (int, error) {
+	p, err := f.proc(proc.ExecID)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	if p.args[0] == "cat" {
-		p.stdout <- append([]byte(nil), req.Data...)
+		p.stdout <- append([]byte(nil), data...)
 	}
-	return &agentapi.WriteStdinResponse{Len: uint32(len(req.Data))}, nil
+	return len(data), nil
 }
 
-func (f *fakeAgent) CloseStdin(ctx context.Context, req *agentapi.ProcessRequest) (*agentapi.Empty, error) {
-	p, err := f.proc(req.ExecId)
+func (f *fakeAgent) CloseStdin(ctx context.Context, proc agent.Process) error {
+	p, err := f.proc(proc.ExecID)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if p.args[0] == "cat" {
 		p.end(0)
 	}
-	return &agentapi.Empty{}, nil
+	return nil
 }
 
-func (f *fakeAgent) ReadStdout(ctx context.Context, req *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error) {
-	p, err := f.proc(req.ExecId)
+func (f *fakeAgent) ReadStdout(ctx context.Context, proc agent.Process, max int, offset uint64) (agent.Output, error) {
+	p, err := f.proc(proc.ExecID)
 	if err != nil {
-		return nil, err
+		return agent.Output{}, err
 	}
 	at := p.sent.Load()
-	if req.Offset != at {
-		return nil, status.Errorf(codes.InvalidArgument, "offset %d, stream at %d", req.Offset, at)
+	if offset != at {
+		return agent.Output{}, errs.New(errdefs.ErrInvalidArgument, "offset %d, stream at %d", offset, at)
 	}
 	select {
 	case b, ok := <-p.stdout:
 		p.sent.Add(uint64(len(b)))
-		return &agentapi.ReadOutputResponse{Data: b, Eof: !ok, Offset: at}, nil
+		return agent.Output{Data: b, EOF: !ok}, nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return agent.Output{}, ctx.Err()
 	}
 }
 
-func (f *fakeAgent) ReadStderr(ctx context.Context, req *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error) {
-	if _, err := f.proc(req.ExecId); err != nil {
-		return nil, err
+func (f *fakeAgent) ReadStderr(ctx context.Context, proc agent.Process, max int, offset uint64) (agent.Output, error) {
+	if _, err := f.proc(proc.ExecID); err != nil {
+		return agent.Output{}, err
 	}
-	return &agentapi.ReadOutputResponse{Eof: true}, nil
+	return agent.Output{EOF: true}, nil
 }
 
-func (f *fakeAgent) ResizeTty(ctx context.Context, req *agentapi.ResizeTtyRequest) (*agentapi.Empty, error) {
+func (f *fakeAgent) ResizeTty(ctx context.Context, proc agent.Process, rows, cols uint16) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.resizes = append(f.resizes, req.ExecId+" "+strconv.Itoa(int(req.Rows))+"x"+strconv.Itoa(int(req.Cols)))
-	return &agentapi.Empty{}, nil
+	f.resizes = append(f.resizes, proc.ExecID+" "+strconv.Itoa(int(rows))+"x"+strconv.Itoa(int(cols)))
+	return nil
 }
 
+func (f *fakeAgent) Close() error { return nil }
+
 // execFixture is a service with one running container whose agent is a
-// fakeAgent served over a unix socket.
+// fakeAgent.
 func execFixture(t *testing.T) (*Service, *fakeAgent, *task) {
 	t.Helper()
 	dir := t.TempDir()
@@ -237,31 +231,12 @@ func execFixture(t *testing.T) (*Service, *fakeAgent, *task) {
 		t.Fatal(err)
 	}
 	fake := &fakeAgent{procs: map[string]*fakeProc{}, specs: map[string]specs.Process{}}
-	srv, err := ttrpc.NewServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	agentapi.RegisterTTRPCAgentService(srv, fake)
-	sock := filepath.Join(dir, "agent.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(context.Background(), l)
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := New(Config{Store: store})
-	tk := &task{svc: s, c: c, agent: agent.New(conn), ready: make(chan struct{}), done: make(chan struct{})}
+	tk := &task{svc: s, c: c, agent: fake, ready: make(chan struct{}), done: make(chan struct{})}
 	tk.ctx, tk.cancel = context.WithCancel(context.Background())
 	close(tk.ready)
 	s.tasks[c.ID] = tk
-	t.Cleanup(func() {
-		tk.cancel()
-		tk.agent.Close()
-		srv.Close()
-	})
+	t.Cleanup(tk.cancel)
 	return s, fake, tk
 }
 

@@ -103,7 +103,7 @@ func (s *Service) readopt(ctx context.Context, c *containers.Container) error {
 		return fail("reconnect the agent channel", err)
 	}
 	t.agent = agent.New(conn)
-	if _, err := t.agent.WaitReady(ctx); err != nil {
+	if _, err := t.agent.Health(ctx); err != nil {
 		return fail("wait for the guest agent", err)
 	}
 

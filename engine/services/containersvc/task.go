@@ -2,7 +2,6 @@ package containersvc
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,11 +12,11 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/vmctl/vmctl/engine/errs"
 
 	"github.com/vmctl/vmctl/api/agent/contract"
-	agentapi "github.com/vmctl/vmctl/api/agent/v1"
 	"github.com/vmctl/vmctl/engine/agent"
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/sandbox"
@@ -55,13 +54,33 @@ func commandError(err error) error {
 	return err
 }
 
+// guestAgent is what a run asks of the agent in its VM: an
+// engine/agent.Client, whose errors are classified already.
+type guestAgent interface {
+	Health(ctx context.Context) (agent.Health, error)
+	CreateContainer(ctx context.Context, id string, spec *specs.Spec, storages []agent.Storage) error
+	StartContainer(ctx context.Context, id string) error
+	ExecProcess(ctx context.Context, p agent.Process, proc *specs.Process) error
+	WaitProcess(ctx context.Context, p agent.Process) (agent.Exit, error)
+	SignalProcess(ctx context.Context, p agent.Process, sig syscall.Signal) error
+	WriteStdin(ctx context.Context, p agent.Process, data []byte) (int, error)
+	CloseStdin(ctx context.Context, p agent.Process) error
+	ReadStdout(ctx context.Context, p agent.Process, max int, offset uint64) (agent.Output, error)
+	ReadStderr(ctx context.Context, p agent.Process, max int, offset uint64) (agent.Output, error)
+	ResizeTty(ctx context.Context, p agent.Process, rows, cols uint16) error
+	Shutdown(ctx context.Context) error
+	Close() error
+}
+
+var _ guestAgent = (*agent.Client)(nil)
+
 // task is one run of a container: its VM, agent connection, pumps and
 // attached clients.
 type task struct {
 	svc   *Service
 	c     *containers.Container
 	sb    sandbox.Sandbox
-	agent *agent.Client
+	agent guestAgent
 
 	// ctx lives as long as the task; cancel aborts every agent call.
 	ctx    context.Context
@@ -171,10 +190,6 @@ func (t *task) boot(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	specJSON, err := json.Marshal(spec)
-	if err != nil {
-		return err
-	}
 	imageDisk, err := s.cfg.Images.Disk(ctx, c.Config.ImageID)
 	if err != nil {
 		return fmt.Errorf("image disk: %w", err)
@@ -221,23 +236,18 @@ func (t *task) boot(ctx context.Context) error {
 		return t.bootError("connect to the guest agent", err)
 	}
 	t.agent = agent.New(conn)
-	if _, err := t.agent.WaitReady(bootCtx); err != nil {
+	if _, err := t.agent.Health(bootCtx); err != nil {
 		return t.bootError("wait for the guest agent", err)
 	}
-	api := t.agent.API()
-	_, err = api.CreateContainer(bootCtx, &agentapi.CreateContainerRequest{
-		ContainerId: c.ID,
-		OciSpec:     specJSON,
-		Storages: append([]*agentapi.Storage{
-			{Serial: contract.ImageDiskSerial, Fstype: "ext4", Readonly: true, Role: contract.RoleImage},
-			{Serial: contract.WritableDiskSerial, Fstype: "ext4", Role: contract.RoleWritable},
-		}, vols.storages...),
-	})
+	err = t.agent.CreateContainer(bootCtx, c.ID, spec, append([]agent.Storage{
+		{Serial: contract.ImageDiskSerial, FSType: "ext4", ReadOnly: true, Role: contract.RoleImage},
+		{Serial: contract.WritableDiskSerial, FSType: "ext4", Role: contract.RoleWritable},
+	}, vols.storages...))
 	if err != nil {
-		return commandError(agent.Convert(err))
+		return commandError(err)
 	}
-	if _, err := api.StartContainer(bootCtx, &agentapi.ContainerRequest{ContainerId: c.ID}); err != nil {
-		return commandError(agent.Convert(err))
+	if err := t.agent.StartContainer(bootCtx, c.ID); err != nil {
+		return commandError(err)
 	}
 	c.State = containers.State{
 		Status: containers.StatusRunning, StartedAt: time.Now().UTC(),
@@ -266,18 +276,16 @@ func (t *task) bootError(what string, err error) error {
 // run carries stdio until the process exits, then records the exit, stops
 // the VM and releases everything.
 func (t *task) run() {
-	api := t.agent.API()
-	id := t.c.ID
 	var pumps sync.WaitGroup
 	pump := func(read readFunc, stream Stream) {
 		defer pumps.Done()
 		t.pumpOutput("", read, t.resume[stream], func(b []byte) { t.output(stream, b) })
 	}
 	pumps.Add(1)
-	go pump(api.ReadStdout, StreamStdout)
+	go pump(t.agent.ReadStdout, StreamStdout)
 	if !t.c.Config.Tty {
 		pumps.Add(1)
-		go pump(api.ReadStderr, StreamStderr)
+		go pump(t.agent.ReadStderr, StreamStderr)
 	}
 	if t.c.Config.OpenStdin {
 		go t.pumpStdin()
@@ -286,18 +294,18 @@ func (t *task) run() {
 	}
 
 	exit := ExitStatus{}
-	resp, err := api.WaitProcess(t.ctx, &agentapi.ProcessRequest{ContainerId: id})
+	end, err := t.agent.WaitProcess(t.ctx, t.process(""))
 	if err != nil {
 		exit.Code = 255
-		exit.Error = "lost the container: " + agent.Convert(err).Error()
+		exit.Error = "lost the container: " + err.Error()
 		waitCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 		if vmExit, werr := t.sb.Wait(waitCtx); werr == nil {
 			exit.Error = fmt.Sprintf("the VM ended unexpectedly (%s: %s)", vmExit.Reason, vmExit.Detail)
 		}
 		cancel()
 	} else {
-		exit.Code = int(resp.ExitStatus)
-		exit.OOMKilled = resp.OomKilled
+		exit.Code = end.Status
+		exit.OOMKilled = end.OOMKilled
 	}
 
 	// Output written just before the exit is still in flight; give the
@@ -352,7 +360,7 @@ func (t *task) run() {
 func (t *task) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := t.agent.API().Shutdown(ctx, &agentapi.ShutdownRequest{}); err != nil {
+	if err := t.agent.Shutdown(ctx); err != nil {
 		// No clean unmount: give the guest a moment in case it is
 		// shutting down on its own, then end it.
 		waitCtx, cancelWait := context.WithTimeout(context.Background(), time.Second)
@@ -392,41 +400,46 @@ func (t *task) signal(ctx context.Context, sig syscall.Signal) error {
 	if err := t.booted(); err != nil {
 		return err
 	}
-	_, err := t.agent.API().SignalProcess(ctx, &agentapi.SignalProcessRequest{ContainerId: t.c.ID, Signal: uint32(sig)})
-	return agent.Convert(err)
+	return t.agent.SignalProcess(ctx, t.process(""), sig)
 }
 
 func (t *task) resize(ctx context.Context, rows, cols uint16) error {
 	if err := t.booted(); err != nil {
 		return err
 	}
-	_, err := t.agent.API().ResizeTty(ctx, &agentapi.ResizeTtyRequest{ContainerId: t.c.ID, Rows: uint32(rows), Cols: uint32(cols)})
-	return agent.Convert(err)
+	return t.agent.ResizeTty(ctx, t.process(""), rows, cols)
+}
+
+// process addresses a process of this run: the container's own for an
+// empty execID.
+func (t *task) process(execID string) agent.Process {
+	return agent.Process{ContainerID: t.c.ID, ExecID: execID}
 }
 
 // readFunc is the agent's ReadStdout or ReadStderr.
-type readFunc func(context.Context, *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error)
+type readFunc func(ctx context.Context, p agent.Process, max int, offset uint64) (agent.Output, error)
 
 // pumpOutput reads one output stream of a process (execID "" is the
 // container's own) from stream offset from until its EOF or the end of the
 // run, handing each chunk to deliver. Each read acknowledges the chunks
 // delivered before it (see the agent API), so a chunk whose answer never
-// arrived is read again by whoever resumes from the same offset.
+// arrived is read again by whoever resumes from the same offset. A failed
+// read (the run ended, or an answer the client refused) ends the stream.
 func (t *task) pumpOutput(execID string, read readFunc, from uint64, deliver func([]byte)) {
 	off := from
 	for {
-		resp, err := read(t.ctx, &agentapi.ReadOutputRequest{ContainerId: t.c.ID, ExecId: execID, MaxLen: ioChunk, Offset: off})
-		if err != nil || resp.Offset != off {
+		out, err := read(t.ctx, t.process(execID), ioChunk, off)
+		if err != nil {
 			return
 		}
-		if len(resp.Data) > 0 {
-			deliver(resp.Data)
-			off += uint64(len(resp.Data))
+		if len(out.Data) > 0 {
+			deliver(out.Data)
+			off += uint64(len(out.Data))
 		}
-		if resp.Eof {
+		if out.EOF {
 			return
 		}
-		if len(resp.Data) == 0 {
+		if len(out.Data) == 0 {
 			// The agent's reads block until there is output, so an empty
 			// answer is rare; a guest that gives nothing but empty answers
 			// must not have the host spin on it.

@@ -2,17 +2,19 @@ package containersvc
 
 import (
 	"context"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	agentapi "github.com/vmctl/vmctl/api/agent/v1"
+	"github.com/vmctl/vmctl/engine/agent"
 	"github.com/vmctl/vmctl/engine/containers"
 )
 
 // TestPumpOutputHostileAgent checks what an output pump does with answers
-// a guest should not give: a wrong offset ends the stream, and endless
-// empty answers are paced instead of spun on.
+// a guest should not give: a refused answer (the agent client checks
+// offsets and sizes) ends the stream, and endless empty answers are paced
+// instead of spun on.
 func TestPumpOutputHostileAgent(t *testing.T) {
 	newTask := func() *task {
 		tk := &task{c: &containers.Container{ID: containers.NewID()}}
@@ -21,27 +23,32 @@ func TestPumpOutputHostileAgent(t *testing.T) {
 		return tk
 	}
 
-	t.Run("wrong offset", func(t *testing.T) {
+	t.Run("refused answer", func(t *testing.T) {
 		tk := newTask()
 		var got []byte
-		read := func(ctx context.Context, req *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error) {
-			return &agentapi.ReadOutputResponse{Data: []byte("x"), Offset: req.Offset + 7}, nil
+		var offsets []uint64
+		read := func(ctx context.Context, p agent.Process, max int, off uint64) (agent.Output, error) {
+			offsets = append(offsets, off)
+			if len(offsets) > 2 {
+				return agent.Output{}, agent.ErrBadAnswer
+			}
+			return agent.Output{Data: []byte("ab")}, nil
 		}
-		tk.pumpOutput("", read, 0, func(b []byte) { got = append(got, b...) })
-		if len(got) != 0 {
-			t.Errorf("delivered %q from answers at the wrong offset", got)
+		tk.pumpOutput("", read, 5, func(b []byte) { got = append(got, b...) })
+		if string(got) != "abab" || !reflect.DeepEqual(offsets, []uint64{5, 7, 9}) {
+			t.Errorf("delivered %q reading at offsets %v, want \"abab\" from 5, 7, then a refused read at 9", got, offsets)
 		}
 	})
 
 	t.Run("empty answers", func(t *testing.T) {
 		tk := newTask()
 		var calls atomic.Int64
-		read := func(ctx context.Context, req *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error) {
+		read := func(ctx context.Context, p agent.Process, max int, off uint64) (agent.Output, error) {
 			if err := ctx.Err(); err != nil {
-				return nil, err
+				return agent.Output{}, err
 			}
 			calls.Add(1)
-			return &agentapi.ReadOutputResponse{Offset: req.Offset}, nil
+			return agent.Output{}, nil
 		}
 		done := make(chan struct{})
 		go func() {

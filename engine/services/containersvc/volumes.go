@@ -11,7 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/vmctl/vmctl/api/agent/contract"
-	agentapi "github.com/vmctl/vmctl/api/agent/v1"
+	"github.com/vmctl/vmctl/engine/agent"
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/errs"
 	"github.com/vmctl/vmctl/engine/sandbox"
@@ -244,7 +244,7 @@ func displayName(c *containers.Container) string {
 // for the container's volumes; release ends the claims on them.
 type volumeAttachment struct {
 	disks    []sandbox.Disk
-	storages []*agentapi.Storage
+	storages []agent.Storage
 	release  func()
 }
 
@@ -303,8 +303,8 @@ func (s *Service) attachVolumes(ctx context.Context, c *containers.Container) (*
 		// journal, and creates the data directory on first use. The agent
 		// makes the container's view read-only.
 		a.disks = append(a.disks, sandbox.Disk{Path: v.Disk, Serial: serial})
-		a.storages = append(a.storages, &agentapi.Storage{
-			Serial: serial, Fstype: "ext4", Readonly: m.ReadOnly, Role: contract.RoleVolume, MountPoint: m.Destination,
+		a.storages = append(a.storages, agent.Storage{
+			Serial: serial, FSType: "ext4", ReadOnly: m.ReadOnly, Role: contract.RoleVolume, MountPoint: m.Destination,
 		})
 	}
 	ok = true

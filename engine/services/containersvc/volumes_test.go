@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/events"
 	"github.com/vmctl/vmctl/engine/volumes"
@@ -164,7 +165,7 @@ func TestCreateWithVolumes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("attachVolumes after web stopped = %v", err)
 	}
-	if len(a.disks) != 1 || a.disks[0].ReadOnly || a.storages[0].Role != "volume" || a.storages[0].MountPoint != "/d" || !a.storages[0].Readonly {
+	if len(a.disks) != 1 || a.disks[0].ReadOnly || a.storages[0].Role != contract.RoleVolume || a.storages[0].Serial != a.disks[0].Serial || a.storages[0].MountPoint != "/d" || !a.storages[0].ReadOnly {
 		t.Errorf("attachVolumes = disks %+v storages %+v", a.disks, a.storages)
 	}
 	a.release()
