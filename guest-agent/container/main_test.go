@@ -69,6 +69,16 @@ func testSpec(args ...string) *specs.Spec {
 	}
 }
 
+// mustValidate is ValidateSpec for specs a test knows to be valid.
+func mustValidate(t *testing.T, s *specs.Spec) ValidSpec {
+	t.Helper()
+	valid, err := ValidateSpec(s)
+	if err != nil {
+		t.Fatalf("ValidateSpec: %v", err)
+	}
+	return valid
+}
+
 var testSeq int
 
 // run creates and starts a container and registers its removal.
@@ -78,7 +88,7 @@ func run(t *testing.T, rt *Runtime, spec *specs.Spec) string {
 	id := fmt.Sprintf("test-%d-%d", os.Getpid(), testSeq)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := rt.Create(ctx, id, spec, busyboxRoot(t)); err != nil {
+	if err := rt.Create(ctx, id, mustValidate(t, spec), busyboxRoot(t)); err != nil {
 		t.Fatalf("Create: %v", err)
 	}
 	t.Cleanup(func() {

@@ -127,12 +127,13 @@ func (r *Runtime) IDs() []string {
 
 // Create starts the container's init on rootfs (a prepared directory) and
 // waits until it is ready to exec the user's command.
-func (r *Runtime) Create(ctx context.Context, id string, spec *specs.Spec, rootfs string) (err error) {
+func (r *Runtime) Create(ctx context.Context, id string, valid ValidSpec, rootfs string) (err error) {
 	if err := validID(id); err != nil {
 		return err
 	}
-	if err := ValidateSpec(spec); err != nil {
-		return err
+	spec := valid.spec
+	if spec == nil {
+		return errorf(ErrInvalid, "spec is missing")
 	}
 	c := &Container{ID: id, spec: spec, procs: make(map[string]*Process)}
 	r.mu.Lock()

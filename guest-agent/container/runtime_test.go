@@ -208,7 +208,7 @@ func TestCreateErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		id := "err-" + tt.name
-		err := rt.Create(ctx, id, testSpec(tt.args...), busyboxRoot(t))
+		err := rt.Create(ctx, id, mustValidate(t, testSpec(tt.args...)), busyboxRoot(t))
 		if !errors.Is(err, tt.kind) || err.Error() != tt.message {
 			t.Errorf("Create(%v) = %v, want %v %q", tt.args, err, tt.kind, tt.message)
 		}
@@ -216,7 +216,7 @@ func TestCreateErrors(t *testing.T) {
 			t.Errorf("failed container %s is still known: %v", id, err)
 		}
 	}
-	if err := rt.Create(ctx, "bad/id", testSpec("true"), busyboxRoot(t)); !errors.Is(err, ErrInvalid) {
+	if err := rt.Create(ctx, "bad/id", mustValidate(t, testSpec("true")), busyboxRoot(t)); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Create with a bad id = %v, want ErrInvalid", err)
 	}
 	if err := rt.Start(ctx, "unknown"); !errors.Is(err, ErrNotFound) {
@@ -230,14 +230,14 @@ func TestRemoveKillsAndCleansUp(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// Removed while created (never started) ...
-	if err := rt.Create(ctx, "rm-created", testSpec("sleep", "100"), busyboxRoot(t)); err != nil {
+	if err := rt.Create(ctx, "rm-created", mustValidate(t, testSpec("sleep", "100")), busyboxRoot(t)); err != nil {
 		t.Fatal(err)
 	}
 	if err := rt.Remove(ctx, "rm-created"); err != nil {
 		t.Fatalf("Remove created: %v", err)
 	}
 	// ... and while running, with an exec'd process.
-	if err := rt.Create(ctx, "rm-running", testSpec("sleep", "100"), busyboxRoot(t)); err != nil {
+	if err := rt.Create(ctx, "rm-running", mustValidate(t, testSpec("sleep", "100")), busyboxRoot(t)); err != nil {
 		t.Fatal(err)
 	}
 	if err := rt.Start(ctx, "rm-running"); err != nil {
@@ -309,8 +309,8 @@ func TestConcurrentCreateSameID(t *testing.T) {
 	const n = 4
 	errs := make(chan error, n)
 	for i := 0; i < n; i++ {
-		root := busyboxRoot(t)
-		go func() { errs <- rt.Create(ctx, "same", testSpec("sleep", "100"), root) }()
+		root, spec := busyboxRoot(t), mustValidate(t, testSpec("sleep", "100"))
+		go func() { errs <- rt.Create(ctx, "same", spec, root) }()
 	}
 	created := 0
 	for i := 0; i < n; i++ {

@@ -23,9 +23,23 @@ var nsFlags = map[specs.LinuxNamespaceType]uintptr{
 // DefaultPath is used when the process environment has no PATH.
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+// ValidSpec is an OCI spec that ValidateSpec accepted. Runtime.Create takes
+// nothing else: a spec is checked once, where it enters the guest (the
+// agent service, before it mounts anything), and cannot reach the runtime
+// unchecked.
+type ValidSpec struct{ spec *specs.Spec }
+
 // ValidateSpec checks what the runtime needs from an OCI spec, so that a bad
-// request fails with ErrInvalid before anything is created.
-func ValidateSpec(s *specs.Spec) error {
+// request fails with ErrInvalid before anything is created, and returns it
+// for Runtime.Create. The caller must not change s afterwards.
+func ValidateSpec(s *specs.Spec) (ValidSpec, error) {
+	if err := validateSpec(s); err != nil {
+		return ValidSpec{}, err
+	}
+	return ValidSpec{spec: s}, nil
+}
+
+func validateSpec(s *specs.Spec) error {
 	if s == nil {
 		return errorf(ErrInvalid, "spec is missing")
 	}

@@ -1,6 +1,7 @@
 package container
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -65,16 +66,31 @@ func TestValidateSpec(t *testing.T) {
 	for _, tt := range tests {
 		s := ok()
 		tt.mutate(s)
-		err := ValidateSpec(s)
-		if tt.valid && err != nil {
-			t.Errorf("%s: ValidateSpec = %v, want nil", tt.name, err)
+		valid, err := ValidateSpec(s)
+		if tt.valid && (err != nil || valid.spec != s) {
+			t.Errorf("%s: ValidateSpec = %v, want the spec and no error", tt.name, err)
 		}
-		if !tt.valid && !errors.Is(err, ErrInvalid) {
-			t.Errorf("%s: ValidateSpec = %v, want ErrInvalid", tt.name, err)
+		if !tt.valid && (!errors.Is(err, ErrInvalid) || valid.spec != nil) {
+			t.Errorf("%s: ValidateSpec = %v, want ErrInvalid and no spec", tt.name, err)
 		}
 	}
-	if err := ValidateSpec(nil); !errors.Is(err, ErrInvalid) {
+	if _, err := ValidateSpec(nil); !errors.Is(err, ErrInvalid) {
 		t.Errorf("ValidateSpec(nil) = %v", err)
+	}
+}
+
+// TestCreateTakesOnlyValidSpecs: a spec that did not go through
+// ValidateSpec is refused before anything is created.
+func TestCreateTakesOnlyValidSpecs(t *testing.T) {
+	rt, err := New(Config{Reaper: testReaper, CgroupRoot: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Create(context.Background(), "c1", ValidSpec{}, t.TempDir()); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Create with an unchecked spec = %v, want ErrInvalid", err)
+	}
+	if ids := rt.IDs(); len(ids) != 0 {
+		t.Errorf("Create of an unchecked spec left containers %v", ids)
 	}
 }
 

@@ -146,9 +146,6 @@ func (s *Service) CreateContainer(ctx context.Context, req *agent.CreateContaine
 	if err := json.Unmarshal(req.GetOciSpec(), &spec); err != nil {
 		return nil, invalid("oci_spec is not a valid OCI runtime spec: %v", err)
 	}
-	if err := container.ValidateSpec(&spec); err != nil {
-		return nil, toStatus(err)
-	}
 	disks := make([]storage.Disk, 0, len(req.GetStorages()))
 	for _, st := range req.GetStorages() {
 		disks = append(disks, storage.Disk{
@@ -157,6 +154,14 @@ func (s *Service) CreateContainer(ctx context.Context, req *agent.CreateContaine
 		})
 	}
 	if err := storage.Validate(disks); err != nil {
+		return nil, toStatus(err)
+	}
+	// Volumes are bind mounts of disks mounted beside the rootfs; the
+	// runtime resolves their mount points inside the rootfs. The spec is
+	// checked once, with them, before anything is mounted.
+	spec.Mounts = append(spec.Mounts, s.cfg.Storage.Binds(id, disks)...)
+	valid, err := container.ValidateSpec(&spec)
+	if err != nil {
 		return nil, toStatus(err)
 	}
 
@@ -171,10 +176,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *agent.CreateContaine
 		return nil, toStatus(err)
 	}
 	trace.Step("create: rootfs mounted")
-	// Volumes are bind mounts of disks mounted beside the rootfs; the
-	// runtime resolves their mount points inside the rootfs.
-	spec.Mounts = append(spec.Mounts, s.cfg.Storage.Binds(id, disks)...)
-	if err := s.cfg.Runtime.Create(ctx, id, &spec, rootfs); err != nil {
+	if err := s.cfg.Runtime.Create(ctx, id, valid, rootfs); err != nil {
 		if uerr := s.cfg.Storage.Unmount(id); uerr != nil {
 			s.cfg.Logf("create %s: cleanup: %v", id, uerr)
 		}
