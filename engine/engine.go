@@ -137,6 +137,7 @@ func New(cfg Config) (*Engine, error) {
 			return disks.WritableDisk(context.Background(), path, size)
 		},
 		ChooseDriver: e.chooseDriver,
+		OpenDriver:   e.openDriver,
 		Kernel:       cfg.Kernel,
 		Initrd:       cfg.Initrd,
 		ExecRoot:     cfg.ExecRoot,
@@ -146,37 +147,49 @@ func New(cfg Config) (*Engine, error) {
 	return e, nil
 }
 
-// chooseDriver picks the driver for a hypervisor name and checks that
-// everything a boot needs is there, so that a run fails before it creates
+// chooseDriver picks the hypervisor for a name and checks that everything
+// a boot on it needs is there, so that a run fails before it creates
 // anything.
-func (e *Engine) chooseDriver(name string) (containersvc.DriverChoice, error) {
+func (e *Engine) chooseDriver(name string) (sandbox.Choice, error) {
 	choice, err := sandbox.Choose(name)
 	if err != nil {
-		return containersvc.DriverChoice{}, errs.Class(errdefs.ErrInvalidArgument, err)
+		return sandbox.Choice{}, errs.Class(errdefs.ErrInvalidArgument, err)
+	}
+	if _, err := e.openDriver(choice); err != nil {
+		return sandbox.Choice{}, err
+	}
+	return choice, nil
+}
+
+// openDriver returns the driver for a hypervisor choice, made now or
+// recorded with a container, once this host can run it and everything a
+// boot needs is there.
+func (e *Engine) openDriver(choice sandbox.Choice) (sandbox.Driver, error) {
+	if err := sandbox.CanRun(choice); err != nil {
+		return nil, errs.Class(errdefs.ErrFailedPrecondition, err)
 	}
 	for _, f := range []struct{ what, path, fix string }{
 		{"guest kernel", e.cfg.Kernel, "build it with `make kernel` or pass --kernel"},
 		{"guest image", e.cfg.Initrd, "build it with `make build` or pass --initrd"},
 	} {
 		if st, err := os.Stat(f.path); err != nil || !st.Mode().IsRegular() {
-			return containersvc.DriverChoice{}, errs.New(errdefs.ErrFailedPrecondition, "%s not found at %s: %s", f.what, f.path, f.fix)
+			return nil, errs.New(errdefs.ErrFailedPrecondition, "%s not found at %s: %s", f.what, f.path, f.fix)
 		}
 	}
+	var d sandbox.Driver
+	var err error
 	switch choice.Driver {
 	case "qemu":
-		d, err := qemu.New(qemu.Options{Binary: e.cfg.QEMU, Accel: choice.Accel, Detach: e.cfg.DetachVMs})
-		if err != nil {
-			return containersvc.DriverChoice{}, errs.Class(errdefs.ErrFailedPrecondition, err)
-		}
-		return containersvc.DriverChoice{Driver: d, Accel: choice.Accel, Reason: choice.Reason}, nil
+		d, err = qemu.New(qemu.Options{Binary: e.cfg.QEMU, Accel: choice.Accel, Detach: e.cfg.DetachVMs})
 	case "kvm":
-		d, err := vmm.New(vmm.Options{Binary: e.cfg.VMM, Detach: e.cfg.DetachVMs})
-		if err != nil {
-			return containersvc.DriverChoice{}, errs.Class(errdefs.ErrFailedPrecondition, err)
-		}
-		return containersvc.DriverChoice{Driver: d, Accel: choice.Accel, Reason: choice.Reason}, nil
+		d, err = vmm.New(vmm.Options{Binary: e.cfg.VMM, Detach: e.cfg.DetachVMs})
+	default:
+		return nil, errs.New(errdefs.ErrNotImplemented, "hypervisor %s: no driver", choice.Driver)
 	}
-	return containersvc.DriverChoice{}, errs.New(errdefs.ErrNotImplemented, "hypervisor %s: no driver", choice.Driver)
+	if err != nil {
+		return nil, errs.Class(errdefs.ErrFailedPrecondition, err)
+	}
+	return d, nil
 }
 
 // imageSource adapts the image store and disk builder to the container service.

@@ -2,8 +2,9 @@
 // its persistent store.
 //
 // A container is a record: what to run (resolved from the image and the
-// user's options at create time), and what happened to it (state, exit
-// status). It does not know how a container is run; engine/services does.
+// user's options at create time, down to the hypervisor, the image disk and
+// the OCI spec), and what happened to it (state, exit status). It does not
+// know how a container is run; engine/services does.
 package containers
 
 import (
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/vmctl/vmctl/engine/errs"
 )
@@ -51,14 +53,33 @@ type Config struct {
 	MemoryBytes int64 `json:"memoryBytes,omitempty"`
 	// NanoCPUs limits CPU time (1e9 = one CPU); 0 means no limit.
 	NanoCPUs int64 `json:"nanoCpus,omitempty"`
-	// Hypervisor is the user's choice: "auto", "kvm" or "qemu".
+	// Hypervisor is the hypervisor chosen at create from the user's request
+	// ("auto", "kvm" or "qemu"): "kvm" (the native VMM) or "qemu". Every
+	// start uses it, as docker keeps the runtime a container was created
+	// with. A record of an earlier version holds the request itself and no
+	// Accel (see Resolved).
 	Hypervisor string `json:"hypervisor"`
+	// Accel is the accelerator chosen with Hypervisor: "kvm" or "tcg".
+	Accel      string `json:"accel,omitempty"`
 	AutoRemove bool   `json:"autoRemove"`
 	// Labels are the user's metadata (docker run --label), matched by
 	// label filters.
 	Labels map[string]string `json:"labels,omitempty"`
 	// Mounts are the volumes mounted into the container.
 	Mounts []Mount `json:"mounts,omitempty"`
+
+	// ImageDisk is the image's read-only disk, built at create.
+	ImageDisk string `json:"imageDisk,omitempty"`
+	// Spec is the OCI runtime spec the guest runs, built at create from
+	// the fields above.
+	Spec *specs.Spec `json:"spec,omitempty"`
+}
+
+// Resolved reports whether create chose the hypervisor, built the image
+// disk and the spec. Records written by earlier versions did not: their
+// next start does it once and records the result.
+func (c *Config) Resolved() bool {
+	return c.Accel != "" && c.ImageDisk != "" && c.Spec != nil
 }
 
 // Mount is a volume mounted into a container.

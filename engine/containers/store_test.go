@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -371,6 +373,52 @@ func TestStoreImportsLegacyRecords(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, old.ID, "container.json.imported")); err != nil {
 		t.Errorf("imported record was not renamed: %v", err)
+	}
+}
+
+// TestStoreKeepsWhatCreateResolved: the hypervisor, image disk and spec a
+// create resolved survive the store, and a record as the version before
+// them wrote it (the user's hypervisor request, none of the three) still
+// loads, as not resolved.
+func TestStoreKeepsWhatCreateResolved(t *testing.T) {
+	s, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newContainer("new", time.Now().UTC())
+	c.Config.Hypervisor, c.Config.Accel, c.Config.ImageDisk = "qemu", "tcg", "/var/lib/vmctl/disks/sha256-ab.ext4"
+	c.Config.Spec = &specs.Spec{Version: specs.Version, Process: &specs.Process{Args: []string{"sh"}, Cwd: "/"}, Hostname: "box"}
+	if !c.Config.Resolved() {
+		t.Fatalf("Resolved() = false for %+v", c.Config)
+	}
+	if err := s.Create(c); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get("new")
+	if err != nil || !reflect.DeepEqual(got.Config, c.Config) {
+		t.Fatalf("Get(new) = %+v, %v; want config %+v", got, err, c.Config)
+	}
+
+	id := NewID()
+	old := `{"id":"` + id + `","name":"old","created":"2025-01-02T03:04:05Z",` +
+		`"config":{"image":"busybox","imageId":"sha256:0123","args":["sh"],"env":["PATH=/bin"],"workingDir":"",` +
+		`"hostname":"old","tty":false,"openStdin":false,"hypervisor":"auto","autoRemove":false},` +
+		`"state":{"status":"exited","exitCode":0,"oomKilled":false,"driver":"qemu","accel":"tcg"}}`
+	err = s.update(func(recs, names *bolt.Bucket) error {
+		if err := names.Put([]byte("old"), []byte(id)); err != nil {
+			return err
+		}
+		return recs.Put([]byte(id), []byte(old))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.Get("old")
+	if err != nil || got.Config.Hypervisor != "auto" || got.Config.ImageID != "sha256:0123" || got.State.Driver != "qemu" {
+		t.Fatalf("Get(old) = %+v, %v", got, err)
+	}
+	if got.Config.Resolved() {
+		t.Errorf("a record of the earlier version is Resolved(): %+v", got.Config)
 	}
 }
 

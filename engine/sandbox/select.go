@@ -31,6 +31,9 @@ func KVMCapability() (ok bool, reason string) { return DefaultHost.KVMCapability
 // machine.
 func Choose(name string) (Choice, error) { return DefaultHost.Choose(name) }
 
+// CanRun reports why a choice made earlier cannot run on this machine now.
+func CanRun(c Choice) error { return DefaultHost.CanRun(c) }
+
 // KVMCapability reports whether h's /dev/kvm can run full Linux guests,
 // and why in one line.
 func (h Host) KVMCapability() (ok bool, reason string) {
@@ -62,4 +65,28 @@ func (h Host) Choose(name string) (Choice, error) {
 		return Choice{Driver: "qemu", Accel: "kvm", Reason: "qemu with KVM acceleration (asked for): " + why}, nil
 	}
 	return Choice{Driver: "kvm", Accel: "kvm", Reason: "the native VMM (vmctl-vmm): " + why}, nil
+}
+
+// CanRun reports why c, a choice made earlier (by Choose, then recorded
+// with a container), cannot run on h now, or nil if it can. It does not
+// choose again: a container keeps the hypervisor it was created for, as a
+// docker container keeps its runtime.
+func (h Host) CanRun(c Choice) error {
+	switch {
+	case c.Driver != "kvm" && c.Driver != "qemu":
+		return fmt.Errorf("unknown hypervisor %q: want kvm or qemu", c.Driver)
+	case c.Accel != "kvm" && c.Accel != "tcg":
+		return fmt.Errorf("hypervisor %s: unknown accelerator %q: want kvm or tcg", c.Driver, c.Accel)
+	case c.Driver == "kvm" && c.Accel != "kvm":
+		return fmt.Errorf("hypervisor kvm: accelerator %q: the native VMM runs on KVM only", c.Accel)
+	case c.Accel == "tcg":
+		return nil // software emulation runs anywhere QEMU does
+	}
+	if ok, why := h.KVMCapability(); !ok {
+		if c.Driver == "qemu" {
+			return fmt.Errorf("hypervisor qemu with KVM acceleration: %s", why)
+		}
+		return fmt.Errorf("hypervisor kvm: %s", why)
+	}
+	return nil
 }

@@ -114,3 +114,37 @@ func TestChoose(t *testing.T) {
 		})
 	}
 }
+
+func TestCanRun(t *testing.T) {
+	tests := []struct {
+		name    string
+		c       Choice
+		capable bool
+		wantErr string // "": runs
+	}{
+		{"kvm on a capable host", Choice{Driver: "kvm", Accel: "kvm"}, true, ""},
+		{"kvm on pvm", Choice{Driver: "kvm", Accel: "kvm"}, false, "hypervisor kvm: /"},
+		{"qemu kvm on a capable host", Choice{Driver: "qemu", Accel: "kvm"}, true, ""},
+		{"qemu kvm on pvm", Choice{Driver: "qemu", Accel: "kvm"}, false, "hypervisor qemu with KVM acceleration: /"},
+		{"qemu tcg anywhere", Choice{Driver: "qemu", Accel: "tcg"}, false, ""},
+		{"auto is no choice", Choice{Driver: "auto", Accel: "kvm"}, true, `unknown hypervisor "auto"`},
+		{"no accelerator", Choice{Driver: "qemu"}, true, `hypervisor qemu: unknown accelerator ""`},
+		{"native VMM without KVM", Choice{Driver: "kvm", Accel: "tcg"}, true, "hypervisor kvm: accelerator \"tcg\""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			flags := "fpu vmx"
+			if !tt.capable {
+				flags = "fpu"
+			}
+			h := fakeHost(t, true, flags, !tt.capable)
+			err := h.CanRun(tt.c)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("CanRun(%+v) = %v, want nil", tt.c, err)
+			case tt.wantErr != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n")):
+				t.Errorf("CanRun(%+v) = %v, want one line starting %q", tt.c, err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -55,7 +55,11 @@ func runtimeHypervisor(name string) (string, error) {
 	return name, nil
 }
 
-// runtimeName is the runtime inspect shows: the one the create asked for.
+// runtimeName is the runtime inspect shows: the hypervisor the create
+// chose for the runtime it asked for ("auto" becomes kvm or qemu), which
+// every start uses, as docker shows the runtime a container runs on. A
+// record of an earlier version that has not started since holds the
+// request itself.
 func runtimeName(hypervisor string) string {
 	if hypervisor == "" {
 		return DefaultRuntime

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/vmctl/vmctl/engine/agent"
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/sandbox"
 )
@@ -60,13 +59,14 @@ func (s *Service) readopt(ctx context.Context, c *containers.Container) error {
 		os.RemoveAll(stateDir)
 		return fmt.Errorf("the VM ended while no daemon was running (VMM process %d is gone)", c.State.VMMPid)
 	}
-	choice, err := s.cfg.ChooseDriver(c.State.Driver)
+	// The driver of the VM that runs, as recorded at its start.
+	drv, err := s.cfg.OpenDriver(sandbox.Choice{Driver: c.State.Driver, Accel: c.State.Accel})
 	if err != nil {
 		return fmt.Errorf("cannot re-adopt the VM: %w", err)
 	}
-	ra, ok := choice.Driver.(sandbox.Reattacher)
+	ra, ok := drv.(sandbox.Reattacher)
 	if !ok {
-		return fmt.Errorf("cannot re-adopt the VM: the %s driver cannot reattach to a running VM", choice.Driver.Name())
+		return fmt.Errorf("cannot re-adopt the VM: the %s driver cannot reattach to a running VM", drv.Name())
 	}
 	ctx, cancel := context.WithTimeout(ctx, readoptTimeout)
 	defer cancel()
@@ -102,7 +102,7 @@ func (s *Service) readopt(ctx context.Context, c *containers.Container) error {
 	if err != nil {
 		return fail("reconnect the agent channel", err)
 	}
-	t.agent = agent.New(conn)
+	t.agent = s.newAgent(conn)
 	if _, err := t.agent.Health(ctx); err != nil {
 		return fail("wait for the guest agent", err)
 	}

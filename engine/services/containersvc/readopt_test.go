@@ -80,7 +80,7 @@ func TestReadoptDecisions(t *testing.T) {
 		},
 		{
 			name:   "driver refuses the process",
-			state:  containers.State{Status: containers.StatusRunning, VMMPid: vmm, Driver: "qemu"},
+			state:  containers.State{Status: containers.StatusRunning, VMMPid: vmm, Driver: "qemu", Accel: "tcg"},
 			driver: refusingDriver{}, wantStatus: containers.StatusExited, wantError: "not the QEMU of this VM", wantCalls: 1,
 		},
 	}
@@ -122,8 +122,12 @@ func TestReadoptDecisions(t *testing.T) {
 			if drv == nil {
 				drv = plainDriver{}
 			}
-			s := New(Config{Store: store, ExecRoot: execRoot, ChooseDriver: func(string) (DriverChoice, error) {
-				return DriverChoice{Driver: drv}, nil
+			s := New(Config{Store: store, ExecRoot: execRoot, OpenDriver: func(ch sandbox.Choice) (sandbox.Driver, error) {
+				// The driver of the running VM, as its start recorded it.
+				if ch.Driver != tt.state.Driver || ch.Accel != tt.state.Accel {
+					t.Errorf("OpenDriver(%+v), want the recorded %s/%s", ch, tt.state.Driver, tt.state.Accel)
+				}
+				return drv, nil
 			}})
 			adopted, err := s.Readopt(context.Background())
 			if err != nil || len(adopted) != 0 {

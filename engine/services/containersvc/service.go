@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/vmctl/vmctl/engine/errs"
 
+	"github.com/vmctl/vmctl/engine/agent"
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/events"
 	"github.com/vmctl/vmctl/engine/sandbox"
@@ -53,22 +55,21 @@ type ImageSource interface {
 	Disk(ctx context.Context, imageID string) (string, error)
 }
 
-// DriverChoice is the driver picked for a start, and why.
-type DriverChoice struct {
-	Driver sandbox.Driver
-	Accel  string
-	Reason string
-}
-
 // Config wires a Service.
 type Config struct {
 	Store  *containers.Store
 	Images ImageSource
 	// NewWritableDisk creates a container's empty read-write disk.
 	NewWritableDisk func(path string, size int64) error
-	// ChooseDriver validates a hypervisor name ("auto", "kvm", "qemu") and
-	// returns the driver to use; its errors are one clear line.
-	ChooseDriver func(name string) (DriverChoice, error)
+	// ChooseDriver chooses the hypervisor for a request ("auto", "kvm",
+	// "qemu") on this host and checks that a VM can boot on it (guest
+	// files, VMM binary). Create calls it, once; the container keeps the
+	// choice. Its errors are one clear line.
+	ChooseDriver func(name string) (sandbox.Choice, error)
+	// OpenDriver returns the driver for a choice made earlier (recorded with
+	// a container) without choosing again, or one clear line saying why it
+	// cannot run on this host now.
+	OpenDriver func(sandbox.Choice) (sandbox.Driver, error)
 	// Kernel and Initrd are the guest kernel and the guest image.
 	Kernel, Initrd string
 	// ExecRoot holds per-VM runtime state (sockets); keep it short, unix
@@ -99,6 +100,9 @@ type Service struct {
 	// changed is closed and replaced on every start, exit and removal, to
 	// wake waiters. Guarded by mu.
 	changed chan struct{}
+
+	// newAgent wraps a VM's agent channel: agent.New, or a fake in tests.
+	newAgent func(net.Conn) guestAgent
 }
 
 // New returns a Service.
@@ -112,6 +116,7 @@ func New(cfg Config) *Service {
 	return &Service{
 		cfg: cfg, tasks: map[string]*task{}, pending: map[string][]*Attachment{},
 		exits: map[string]*exitRecord{}, changed: make(chan struct{}),
+		newAgent: func(conn net.Conn) guestAgent { return agent.New(conn) },
 	}
 }
 
@@ -149,8 +154,11 @@ const minMemory = 6 << 20
 // maxVCPUs bounds --cpus: more vCPUs than host CPUs only slows a guest down.
 var maxVCPUs = 8
 
-// Create validates the options, resolves the image and stores a new
-// container with its writable disk. On error nothing is left behind.
+// Create validates the options, chooses the hypervisor, resolves the image,
+// builds the image's disk and the OCI spec, and stores a new container
+// with all of them and its writable disk: a start uses what Create
+// recorded and does none of it again. On error nothing is left behind but
+// the image disk, a cache entry.
 func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Container, error) {
 	if o.Name != "" {
 		if err := containers.ValidateName(o.Name); err != nil {
@@ -171,7 +179,8 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 			return nil, err
 		}
 	}
-	if _, err := s.cfg.ChooseDriver(o.Hypervisor); err != nil {
+	choice, err := s.cfg.ChooseDriver(o.Hypervisor)
+	if err != nil {
 		return nil, err
 	}
 	img, err := s.cfg.Images.Resolve(ctx, o.Image)
@@ -216,13 +225,16 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 			Hostname: hostname, Tty: o.Tty, OpenStdin: o.OpenStdin, StdinOnce: o.StdinOnce,
 			StopSignal: firstNonEmpty(o.StopSignal, img.StopSignal), ConsoleRows: o.ConsoleRows,
 			ConsoleCols: o.ConsoleCols, MemoryBytes: o.MemoryBytes, NanoCPUs: o.NanoCPUs,
-			Hypervisor: o.Hypervisor, AutoRemove: o.AutoRemove, Labels: o.Labels,
+			Hypervisor: choice.Driver, Accel: choice.Accel, AutoRemove: o.AutoRemove, Labels: o.Labels,
 		},
 		State: containers.State{Status: containers.StatusCreated},
 	}
-	// Catch spec errors (user, workdir) now rather than at start.
-	if _, err := BuildSpec(c); err != nil {
+	// Spec errors (user, workdir) fail the create, not a start.
+	if c.Config.Spec, err = BuildSpec(c); err != nil {
 		return nil, err
+	}
+	if c.Config.ImageDisk, err = s.cfg.Images.Disk(ctx, img.ID); err != nil {
+		return nil, fmt.Errorf("image disk: %w", err)
 	}
 	if err := s.createRecord(ctx, c, WithAnonymousVolumes(o.Volumes, img.Volumes)); err != nil {
 		return nil, err

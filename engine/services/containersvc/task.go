@@ -180,19 +180,44 @@ func (s *Service) Start(ctx context.Context, ref string, stdio Stdio) error {
 	return nil
 }
 
+// prepareStart returns the driver for the hypervisor recorded at the
+// container's create, without choosing again. A record of an earlier
+// version gets what its create did not record (the hypervisor choice, the
+// image disk, the spec) now, once; so does an image disk that went
+// missing from the cache. The caller stores them with the start's outcome.
+func (s *Service) prepareStart(ctx context.Context, c *containers.Container) (sandbox.Driver, error) {
+	cfg := &c.Config
+	if cfg.Accel == "" {
+		choice, err := s.cfg.ChooseDriver(firstNonEmpty(cfg.Hypervisor, "auto"))
+		if err != nil {
+			return nil, err
+		}
+		cfg.Hypervisor, cfg.Accel = choice.Driver, choice.Accel
+	}
+	drv, err := s.cfg.OpenDriver(sandbox.Choice{Driver: cfg.Hypervisor, Accel: cfg.Accel})
+	if err != nil {
+		return nil, fmt.Errorf("cannot start container %s (created for hypervisor %s): %w", displayName(c), cfg.Hypervisor, err)
+	}
+	if cfg.Spec == nil {
+		if cfg.Spec, err = BuildSpec(c); err != nil {
+			return nil, err
+		}
+	}
+	if st, err := os.Stat(cfg.ImageDisk); cfg.ImageDisk == "" || err != nil || !st.Mode().IsRegular() {
+		disk, err := s.cfg.Images.Disk(ctx, cfg.ImageID)
+		if err != nil {
+			return nil, fmt.Errorf("image disk: %w", err)
+		}
+		cfg.ImageDisk = disk
+	}
+	return drv, nil
+}
+
 func (t *task) boot(ctx context.Context) error {
 	s, c := t.svc, t.c
-	choice, err := s.cfg.ChooseDriver(c.Config.Hypervisor)
+	drv, err := s.prepareStart(ctx, c)
 	if err != nil {
 		return err
-	}
-	spec, err := BuildSpec(c)
-	if err != nil {
-		return err
-	}
-	imageDisk, err := s.cfg.Images.Disk(ctx, c.Config.ImageID)
-	if err != nil {
-		return fmt.Errorf("image disk: %w", err)
 	}
 	vols, err := s.attachVolumes(ctx, c)
 	if err != nil {
@@ -203,14 +228,14 @@ func (t *task) boot(ctx context.Context) error {
 	vcpus, mem := vmShape(c.Config)
 	console := s.ConsoleLog(c.ID)
 	os.Remove(console)
-	sb, err := choice.Driver.Start(ctx, sandbox.Config{
+	sb, err := drv.Start(ctx, sandbox.Config{
 		ID:        c.ShortID(),
 		Kernel:    s.cfg.Kernel,
 		Initrd:    s.cfg.Initrd,
 		VCPUs:     vcpus,
 		MemoryMiB: mem,
 		Disks: append([]sandbox.Disk{
-			{Path: imageDisk, Serial: contract.ImageDiskSerial, ReadOnly: true},
+			{Path: c.Config.ImageDisk, Serial: contract.ImageDiskSerial, ReadOnly: true},
 			{Path: s.writableDisk(c.ID), Serial: contract.WritableDiskSerial},
 		}, vols.disks...),
 		StateDir:   filepath.Join(s.cfg.ExecRoot, c.ShortID()),
@@ -235,11 +260,11 @@ func (t *task) boot(ctx context.Context) error {
 	if err != nil {
 		return t.bootError("connect to the guest agent", err)
 	}
-	t.agent = agent.New(conn)
+	t.agent = s.newAgent(conn)
 	if _, err := t.agent.Health(bootCtx); err != nil {
 		return t.bootError("wait for the guest agent", err)
 	}
-	err = t.agent.CreateContainer(bootCtx, c.ID, spec, append([]agent.Storage{
+	err = t.agent.CreateContainer(bootCtx, c.ID, c.Config.Spec, append([]agent.Storage{
 		{Serial: contract.ImageDiskSerial, FSType: "ext4", ReadOnly: true, Role: contract.RoleImage},
 		{Serial: contract.WritableDiskSerial, FSType: "ext4", Role: contract.RoleWritable},
 	}, vols.storages...))
@@ -251,7 +276,7 @@ func (t *task) boot(ctx context.Context) error {
 	}
 	c.State = containers.State{
 		Status: containers.StatusRunning, StartedAt: time.Now().UTC(),
-		Driver: choice.Driver.Name(), Accel: choice.Accel, VMMPid: sb.Pid(), OwnerPid: os.Getpid(),
+		Driver: drv.Name(), Accel: c.Config.Accel, VMMPid: sb.Pid(), OwnerPid: os.Getpid(),
 	}
 	return s.cfg.Store.Update(c)
 }

@@ -2,12 +2,12 @@ package containersvc
 
 import (
 	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +16,7 @@ import (
 	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/events"
+	"github.com/vmctl/vmctl/engine/sandbox"
 	"github.com/vmctl/vmctl/engine/volumes"
 )
 
@@ -91,7 +92,9 @@ type fakeImages struct{ volumes []string }
 func (f fakeImages) Resolve(context.Context, string) (ImageInfo, error) {
 	return ImageInfo{ID: "sha256:0123", Name: "busybox", Cmd: []string{"sh"}, Volumes: f.volumes}, nil
 }
-func (fakeImages) Disk(context.Context, string) (string, error) { return "", errors.New("not used") }
+func (fakeImages) Disk(_ context.Context, id string) (string, error) {
+	return "/images/" + strings.TrimPrefix(id, "sha256:") + ".ext4", nil
+}
 
 func newVolumeTestService(t *testing.T) *Service {
 	t.Helper()
@@ -114,7 +117,9 @@ func newVolumeTestService(t *testing.T) *Service {
 	s = New(Config{
 		Store: store, Images: fakeImages{}, Volumes: vols,
 		NewWritableDisk: func(p string, _ int64) error { return os.WriteFile(p, nil, 0o600) },
-		ChooseDriver:    func(string) (DriverChoice, error) { return DriverChoice{Driver: plainDriver{}}, nil },
+		ChooseDriver: func(string) (sandbox.Choice, error) {
+			return sandbox.Choice{Driver: "qemu", Accel: "tcg"}, nil
+		},
 	})
 	return s
 }

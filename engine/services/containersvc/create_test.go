@@ -1,0 +1,366 @@
+package containersvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/vmctl/vmctl/api/agent/contract"
+	"github.com/vmctl/vmctl/engine/agent"
+	"github.com/vmctl/vmctl/engine/containers"
+	"github.com/vmctl/vmctl/engine/errs"
+	"github.com/vmctl/vmctl/engine/sandbox"
+)
+
+// bootFixture counts what a create and a start ask of their collaborators:
+// hypervisor choice, image resolution, image disk, driver. Its driver
+// "boots" at once and its agent runs each container to exit 0.
+type bootFixture struct {
+	t   *testing.T
+	svc *Service
+	dir string
+
+	mu       sync.Mutex
+	chosen   []string // ChooseDriver's names
+	resolved int      // Images.Resolve calls
+	disks    int      // Images.Disk calls
+	opened   []sandbox.Choice
+	openErr  error
+	starts   []sandbox.Config
+	created  []*specs.Spec // the specs the agent got
+	storages [][]agent.Storage
+}
+
+func newBootFixture(t *testing.T) *bootFixture {
+	t.Helper()
+	f := &bootFixture{t: t, dir: t.TempDir()}
+	store, err := containers.OpenStore(filepath.Join(f.dir, "containers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc = New(Config{
+		Store: store, Images: f,
+		NewWritableDisk: func(p string, _ int64) error { return os.WriteFile(p, nil, 0o600) },
+		ChooseDriver: func(name string) (sandbox.Choice, error) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.chosen = append(f.chosen, name)
+			return sandbox.Choice{Driver: "qemu", Accel: "tcg"}, nil
+		},
+		OpenDriver: func(c sandbox.Choice) (sandbox.Driver, error) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.opened = append(f.opened, c)
+			if f.openErr != nil {
+				return nil, f.openErr
+			}
+			return bootDriver{f}, nil
+		},
+		ExecRoot: filepath.Join(f.dir, "run"),
+	})
+	f.svc.newAgent = func(conn net.Conn) guestAgent { return &bootAgent{f: f, conn: conn} }
+	return f
+}
+
+func (f *bootFixture) Resolve(_ context.Context, ref string) (ImageInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.resolved++
+	return ImageInfo{ID: "sha256:0123", Name: ref, Cmd: []string{"sh"}, User: "7:8", WorkingDir: "/srv"}, nil
+}
+
+// Disk "builds" the image disk: a file in the fixture's directory.
+func (f *bootFixture) Disk(_ context.Context, id string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.disks++
+	p := filepath.Join(f.dir, strings.TrimPrefix(id, "sha256:")+".ext4")
+	return p, os.WriteFile(p, []byte("disk"), 0o600)
+}
+
+type counts struct {
+	chosen, resolved, disks, opened, starts int
+}
+
+func (f *bootFixture) counts() counts {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return counts{len(f.chosen), f.resolved, f.disks, len(f.opened), len(f.starts)}
+}
+
+// run starts the container and waits for its exit.
+func (f *bootFixture) run(ref string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	wait, err := f.svc.PrepareWait(ref, WaitNextExit)
+	if err != nil {
+		return err
+	}
+	if err := f.svc.Start(ctx, ref, Stdio{}); err != nil {
+		return err
+	}
+	st, err := wait(ctx)
+	if err == nil && (st.Code != 0 || st.Error != "") {
+		err = fmt.Errorf("exit %+v", st)
+	}
+	return err
+}
+
+type bootDriver struct{ f *bootFixture }
+
+func (bootDriver) Name() string { return "qemu" }
+
+func (d bootDriver) Start(_ context.Context, cfg sandbox.Config) (sandbox.Sandbox, error) {
+	d.f.mu.Lock()
+	defer d.f.mu.Unlock()
+	d.f.starts = append(d.f.starts, cfg)
+	return &bootSandbox{ended: make(chan struct{})}, nil
+}
+
+type bootSandbox struct {
+	once  sync.Once
+	ended chan struct{}
+}
+
+func (*bootSandbox) ID() string { return "vm" }
+func (*bootSandbox) Pid() int   { return 0 }
+func (*bootSandbox) DialAgent(context.Context) (net.Conn, error) {
+	host, guest := net.Pipe()
+	guest.Close()
+	return host, nil
+}
+func (b *bootSandbox) Wait(ctx context.Context) (sandbox.Exit, error) {
+	select {
+	case <-b.ended:
+		return sandbox.Exit{Reason: sandbox.ExitShutdown}, nil
+	case <-ctx.Done():
+		return sandbox.Exit{}, ctx.Err()
+	}
+}
+func (b *bootSandbox) Stop(context.Context) error { return b.Destroy() }
+func (b *bootSandbox) Destroy() error {
+	b.once.Do(func() { close(b.ended) })
+	return nil
+}
+
+// bootAgent runs every container to exit 0 without output.
+type bootAgent struct {
+	guestAgent // nil: other calls are not expected
+	f          *bootFixture
+	conn       net.Conn
+}
+
+func (*bootAgent) Health(context.Context) (agent.Health, error) { return agent.Health{}, nil }
+func (a *bootAgent) CreateContainer(_ context.Context, _ string, spec *specs.Spec, st []agent.Storage) error {
+	a.f.mu.Lock()
+	defer a.f.mu.Unlock()
+	a.f.created = append(a.f.created, spec)
+	a.f.storages = append(a.f.storages, st)
+	return nil
+}
+func (*bootAgent) StartContainer(context.Context, string) error    { return nil }
+func (*bootAgent) CloseStdin(context.Context, agent.Process) error { return nil }
+func (*bootAgent) SignalProcess(context.Context, agent.Process, syscall.Signal) error {
+	return nil
+}
+func (*bootAgent) WaitProcess(context.Context, agent.Process) (agent.Exit, error) {
+	return agent.Exit{}, nil
+}
+func (*bootAgent) ReadStdout(context.Context, agent.Process, int, uint64) (agent.Output, error) {
+	return agent.Output{EOF: true}, nil
+}
+func (*bootAgent) ReadStderr(context.Context, agent.Process, int, uint64) (agent.Output, error) {
+	return agent.Output{EOF: true}, nil
+}
+func (*bootAgent) Shutdown(context.Context) error { return nil }
+func (a *bootAgent) Close() error                 { return a.conn.Close() }
+
+// TestCreateResolvesOnce: a create chooses the hypervisor, resolves the
+// image and builds its disk and the spec once and records them; starts use
+// the record and choose, resolve and build nothing again.
+func TestCreateResolvesOnce(t *testing.T) {
+	f := newBootFixture(t)
+	c, err := f.svc.Create(context.Background(), CreateOptions{Image: "busybox", Name: "web", Hypervisor: "auto"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.counts(), (counts{chosen: 1, resolved: 1, disks: 1}); got != want {
+		t.Errorf("after create: %+v, want %+v", got, want)
+	}
+	rec, err := f.svc.Get("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := rec.Config
+	wantSpec, _ := BuildSpec(rec)
+	if cfg.Hypervisor != "qemu" || cfg.Accel != "tcg" || cfg.ImageDisk != filepath.Join(f.dir, "0123.ext4") ||
+		!reflect.DeepEqual(cfg.Spec, wantSpec) || !cfg.Resolved() {
+		t.Fatalf("record = hypervisor %q accel %q disk %q spec %+v; want qemu, tcg, the built disk and spec",
+			cfg.Hypervisor, cfg.Accel, cfg.ImageDisk, cfg.Spec)
+	}
+	if cfg.Spec.Process.User.UID != 7 || cfg.Spec.Process.Cwd != "/srv" {
+		t.Errorf("recorded spec does not carry the image's user and workdir: %+v", cfg.Spec.Process)
+	}
+
+	for i := 0; i < 2; i++ {
+		if err := f.run(c.ID); err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+	}
+	if got, want := f.counts(), (counts{chosen: 1, resolved: 1, disks: 1, opened: 2, starts: 2}); got != want {
+		t.Errorf("after two starts: %+v, want %+v", got, want)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.starts {
+		if f.opened[i] != (sandbox.Choice{Driver: "qemu", Accel: "tcg"}) {
+			t.Errorf("start %d opened %+v, want the recorded qemu/tcg", i, f.opened[i])
+		}
+		if d := f.starts[i].Disks; len(d) < 2 || d[0].Path != cfg.ImageDisk || d[0].Serial != contract.ImageDiskSerial {
+			t.Errorf("start %d disks = %+v, want the recorded image disk first", i, d)
+		}
+		if !reflect.DeepEqual(f.created[i], cfg.Spec) {
+			t.Errorf("start %d sent spec %+v, want the recorded %+v", i, f.created[i], cfg.Spec)
+		}
+		if st := f.storages[i]; len(st) != 2 || st[0].Role != contract.RoleImage || st[1].Serial != contract.WritableDiskSerial {
+			t.Errorf("start %d storages = %+v", i, st)
+		}
+	}
+	rec, _ = f.svc.Get("web")
+	if rec.State.Driver != "qemu" || rec.State.Accel != "tcg" {
+		t.Errorf("state after start = driver %q accel %q, want qemu tcg", rec.State.Driver, rec.State.Accel)
+	}
+}
+
+// TestStartResolvesEarlierRecordsOnce: a record written before create
+// recorded its hypervisor, disk and spec gets them at its first start,
+// from the request it holds, and keeps them.
+func TestStartResolvesEarlierRecordsOnce(t *testing.T) {
+	f := newBootFixture(t)
+	c := &containers.Container{ID: containers.NewID(), Name: "old", Created: time.Now().UTC(),
+		Config: containers.Config{Image: "busybox", ImageID: "sha256:0123", Args: []string{"sh"},
+			Env: []string{"PATH=/bin"}, Hostname: "old", Hypervisor: "auto"},
+		State: containers.State{Status: containers.StatusExited}}
+	if err := f.svc.cfg.Store.Create(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f.svc.writableDisk(c.ID), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := f.run("old"); err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+	}
+	if got, want := f.counts(), (counts{chosen: 1, disks: 1, opened: 2, starts: 2}); got != want {
+		t.Errorf("after two starts: %+v, want %+v", got, want)
+	}
+	if f.chosen[0] != "auto" {
+		t.Errorf("ChooseDriver(%q), want the recorded request auto", f.chosen[0])
+	}
+	rec, _ := f.svc.Get("old")
+	if !rec.Config.Resolved() || rec.Config.Hypervisor != "qemu" || rec.Config.Accel != "tcg" {
+		t.Errorf("record after the first start = %+v, want resolved for qemu/tcg", rec.Config)
+	}
+}
+
+// TestStartRebuildsMissingImageDisk: an image disk that went from the
+// cache is built again (and recorded), not a failed start.
+func TestStartRebuildsMissingImageDisk(t *testing.T) {
+	f := newBootFixture(t)
+	c, err := f.svc.Create(context.Background(), CreateOptions{Image: "busybox"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(c.Config.ImageDisk); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.run(c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.counts(); got.disks != 2 || got.chosen != 1 || got.resolved != 1 {
+		t.Errorf("counts = %+v, want the disk built again and nothing else", got)
+	}
+	if _, err := os.Stat(c.Config.ImageDisk); err != nil {
+		t.Errorf("image disk not rebuilt: %v", err)
+	}
+}
+
+// TestStartOnRecordedDriverThatCannotRun: a start does not choose again
+// when the recorded hypervisor cannot run here now; it fails with one line
+// that says so, and boots nothing.
+func TestStartOnRecordedDriverThatCannotRun(t *testing.T) {
+	f := newBootFixture(t)
+	c, err := f.svc.Create(context.Background(), CreateOptions{Image: "busybox", Name: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.openErr = errs.New(errdefs.ErrFailedPrecondition, "hypervisor qemu with KVM acceleration: /dev/kvm does not exist")
+	err = f.svc.Start(context.Background(), "web", Stdio{})
+	want := "cannot start container web (created for hypervisor qemu): hypervisor qemu with KVM acceleration: /dev/kvm does not exist"
+	if !errdefs.IsFailedPrecondition(err) || err.Error() != want {
+		t.Errorf("Start = %v, want %q, failed precondition", err, want)
+	}
+	if got := f.counts(); got.chosen != 1 || got.starts != 0 {
+		t.Errorf("counts = %+v, want no new choice and no VM", got)
+	}
+	rec, _ := f.svc.Get(c.ID)
+	if rec.State.Status != containers.StatusCreated || rec.State.Error != want || rec.Config.Hypervisor != "qemu" {
+		t.Errorf("record after the failed start = %+v", rec)
+	}
+	if f.svc.task(c.ID) != nil {
+		t.Errorf("a failed start left its run behind")
+	}
+}
+
+// TestCreateFailuresLeaveNothing: a create whose hypervisor choice, spec
+// or image disk fails stores no record.
+func TestCreateFailuresLeaveNothing(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(*bootFixture)
+		o     CreateOptions
+		class func(error) bool
+	}{
+		{"unknown hypervisor", func(f *bootFixture) {
+			f.svc.cfg.ChooseDriver = func(name string) (sandbox.Choice, error) {
+				return sandbox.Choice{}, errs.New(errdefs.ErrInvalidArgument, "unknown hypervisor %q: use auto, kvm or qemu", name)
+			}
+		}, CreateOptions{Image: "busybox", Hypervisor: "xen"}, errdefs.IsInvalidArgument},
+		{"bad user", nil, CreateOptions{Image: "busybox", User: "nobody"}, errdefs.IsInvalidArgument},
+		{"image disk fails", func(f *bootFixture) { f.svc.cfg.Images = brokenDisks{f} },
+			CreateOptions{Image: "busybox"}, errdefs.IsUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newBootFixture(t)
+			if tt.setup != nil {
+				tt.setup(f)
+			}
+			if _, err := f.svc.Create(context.Background(), tt.o); !tt.class(err) {
+				t.Errorf("Create = %v, want an error of the right class", err)
+			}
+			if all, err := f.svc.List(); err != nil || len(all) != 0 {
+				t.Errorf("List after a failed create = %d records, %v", len(all), err)
+			}
+		})
+	}
+}
+
+type brokenDisks struct{ *bootFixture }
+
+func (brokenDisks) Disk(context.Context, string) (string, error) {
+	return "", errs.Class(errdefs.ErrUnavailable, errors.New("no space left for the image disk"))
+}
