@@ -24,7 +24,6 @@ import (
 
 	"github.com/vmctl/vmctl/engine"
 	"github.com/vmctl/vmctl/engine/errs"
-	"github.com/vmctl/vmctl/engine/images"
 )
 
 // APIVersion is the Docker Engine API version advertised: the newest the
@@ -165,8 +164,7 @@ func statusOf(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errdefs.IsNotFound(err):
 		return http.StatusNotFound
-	// The image store's own class for a malformed reference is bad input.
-	case errdefs.IsInvalidArgument(err), errors.Is(err, images.ErrInvalidReference):
+	case errdefs.IsInvalidArgument(err):
 		return http.StatusBadRequest
 	case errdefs.IsConflict(err), errdefs.IsAlreadyExists(err), errdefs.IsFailedPrecondition(err):
 		return http.StatusConflict
