@@ -26,6 +26,7 @@ import (
 	"github.com/vmctl/vmctl/engine/sandbox/qemu"
 	"github.com/vmctl/vmctl/engine/sandbox/vmm"
 	"github.com/vmctl/vmctl/engine/services/containersvc"
+	"github.com/vmctl/vmctl/engine/services/volumesvc"
 	"github.com/vmctl/vmctl/engine/volumes"
 )
 
@@ -56,7 +57,7 @@ type Engine struct {
 	Images     *images.Store
 	Disks      *rootfs.Builder
 	Containers *containersvc.Service
-	Volumes    *volumes.Service
+	Volumes    *volumesvc.Service
 	// Events carries what happens to containers, images and volumes to
 	// GET /events; it lives as long as the engine.
 	Events *events.Bus
@@ -122,14 +123,14 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, Images: imgs, Disks: disks, Events: events.NewBus(events.DefaultHistory), store: store}
-	e.Volumes, err = volumes.New(volumes.Config{
+	vols, err := volumes.Open(volumes.Config{
 		Root: filepath.Join(cfg.DataRoot, "volumes"), NewDisk: disks.WritableDisk,
-		Users:  func() (map[string][]string, error) { return e.Containers.VolumeUsers() },
-		Events: e.Events,
+		Users: func() (map[string][]string, error) { return e.Containers.VolumeUsers() },
 	})
 	if err != nil {
 		return nil, err
 	}
+	e.Volumes = volumesvc.New(volumesvc.Config{Store: vols, Events: e.Events})
 	e.Containers = containersvc.New(containersvc.Config{
 		Store:  store,
 		Images: imageSource{imgs, disks},
