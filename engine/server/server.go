@@ -22,8 +22,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/common"
 
-	"github.com/vmctl/vmctl/engine"
 	"github.com/vmctl/vmctl/engine/errs"
+	"github.com/vmctl/vmctl/engine/services"
 )
 
 // APIVersion is the Docker Engine API version advertised: the newest the
@@ -38,18 +38,29 @@ const maxBodyBytes = 1 << 20
 
 // Server serves the API for one engine.
 type Server struct {
-	eng *engine.Engine
-	mux *http.ServeMux
+	containers ContainerService
+	images     ImageService
+	volumes    VolumeService
+	system     SystemService
+	events     EventSource
+	// serverHeader is the Server header of every reply.
+	serverHeader string
+	mux          *http.ServeMux
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{} // hijacked connections, closed on Close
 
-	events eventStreams // open GET /events streams, ended on Close
+	streams eventStreams // open GET /events streams, ended on Close
 }
 
-// New returns a Server over eng.
-func New(eng *engine.Engine) *Server {
-	s := &Server{eng: eng, mux: http.NewServeMux(), conns: map[net.Conn]struct{}{}}
+// New returns a Server over an engine's services (engine.Engine.Services).
+func New(svc services.Services) *Server {
+	s := &Server{
+		containers: svc.Containers, images: svc.Images, volumes: svc.Volumes,
+		system: svc.System, events: svc.Events,
+		serverHeader: "vmctld/" + svc.System.Version().Version + " (linux)",
+		mux:          http.NewServeMux(), conns: map[net.Conn]struct{}{},
+	}
 	s.routes()
 	return s
 }
@@ -104,7 +115,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Api-Version", APIVersion)
 	h.Set("Docker-Experimental", "false")
 	h.Set("Ostype", "linux")
-	h.Set("Server", "vmctld/"+engine.Version+" (linux)")
+	h.Set("Server", s.serverHeader)
 	version := APIVersion
 	if m := versionPrefix.FindStringSubmatch(r.URL.Path); m != nil {
 		major, err1 := strconv.Atoi(m[1])
@@ -136,7 +147,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Close closes every hijacked connection, so that attached clients see the
 // daemon go away instead of hanging.
 func (s *Server) Close() {
-	s.events.closeAll()
+	s.streams.closeAll()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {

@@ -9,7 +9,6 @@ import (
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/volume"
 
-	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/errs"
 	"github.com/vmctl/vmctl/engine/services/containersvc"
 	"github.com/vmctl/vmctl/engine/services/volumesvc"
@@ -47,7 +46,7 @@ func (s *Server) volumeList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	list, err := s.eng.Volumes.List(volumesvc.ListOptions{Filters: terms})
+	list, err := s.volumes.List(volumesvc.ListOptions{Filters: terms})
 	if err != nil {
 		writeError(w, err)
 		return
@@ -74,7 +73,7 @@ func (s *Server) volumeCreate(w http.ResponseWriter, r *http.Request) {
 		// docker volume create without a name: a generated one.
 		o.Name = containersvc.NewVolumeName()
 	}
-	v, err := s.eng.Volumes.Create(r.Context(), o)
+	v, err := s.volumes.Create(r.Context(), o)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -83,7 +82,7 @@ func (s *Server) volumeCreate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) volumeInspect(w http.ResponseWriter, r *http.Request) {
-	v, err := s.eng.Volumes.Get(r.PathValue("name"))
+	v, err := s.volumes.Get(r.PathValue("name"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -97,7 +96,7 @@ func (s *Server) volumeDelete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if err := s.eng.Volumes.Remove(r.Context(), r.PathValue("name"), force); err != nil {
+	if err := s.volumes.Remove(r.Context(), r.PathValue("name"), force); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -113,7 +112,7 @@ func (s *Server) volumePrune(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	removed, freed, err := s.eng.Volumes.Prune(r.Context(), volumesvc.PruneOptions{All: !apiAtLeast(r, 42), Filters: terms})
+	removed, freed, err := s.volumes.Prune(r.Context(), volumesvc.PruneOptions{All: !apiAtLeast(r, 42), Filters: terms})
 	if err != nil {
 		writeError(w, err)
 		return
@@ -161,7 +160,7 @@ func volumeMounts(hc *container.HostConfig) ([]containersvc.VolumeMount, error) 
 }
 
 // mountPoints is a container's Mounts in inspect and ps.
-func mountPoints(c *containers.Container) []container.MountPoint {
+func mountPoints(c *containersvc.Container) []container.MountPoint {
 	out := []container.MountPoint{}
 	for _, m := range c.Config.Mounts {
 		mode := ""

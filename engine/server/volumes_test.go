@@ -140,12 +140,13 @@ func TestVolumeMounts(t *testing.T) {
 // A container create with a host bind mount answers 400 in one line and
 // leaves no volume behind.
 func TestCreateWithHostBind(t *testing.T) {
-	s := newTestServer(t)
+	svc := newTestServices(t)
+	s := New(svc)
 	rec := volumeRequest(t, s, "POST", "/containers/create", `{"Image":"busybox","HostConfig":{"Binds":["data:/data","/etc:/host"]}}`)
 	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "bind mounts of host paths are not supported; use a named volume") {
 		t.Errorf("create with a host bind = %d %s", rec.Code, rec.Body)
 	}
-	if list, _ := s.eng.Volumes.List(volumesvc.ListOptions{}); len(list) != 0 {
+	if list, _ := svc.Volumes.List(volumesvc.ListOptions{}); len(list) != 0 {
 		t.Errorf("a refused create left volumes: %v", list)
 	}
 }

@@ -107,3 +107,10 @@ func (s *Service) Save(ctx context.Context, refs []string) (*Archive, error) {
 func (a *Archive) Write(w io.Writer) error {
 	return images.WriteArchive(w, images.FormatDocker, a.named)
 }
+
+// CheckLogin checks user and password against a registry, as dockerd's
+// POST /auth does, and returns the registry's name as users know it (see
+// images.CheckLogin). Nothing is stored: the client keeps credentials.
+func (s *Service) CheckLogin(ctx context.Context, server, user, password string) (string, error) {
+	return images.CheckLogin(ctx, server, user, password, images.RemoteOptions{})
+}
