@@ -55,10 +55,15 @@ type Server struct {
 
 // New returns a Server over an engine's services (engine.Engine.Services).
 func New(svc services.Services) *Server {
+	return newServer(svc.Containers, svc.Images, svc.Volumes, svc.System, svc.Events)
+}
+
+// newServer is New over any implementations of the services: the engine's,
+// or a test's.
+func newServer(c ContainerService, i ImageService, v VolumeService, sys SystemService, ev EventSource) *Server {
 	s := &Server{
-		containers: svc.Containers, images: svc.Images, volumes: svc.Volumes,
-		system: svc.System, events: svc.Events,
-		serverHeader: "vmctld/" + svc.System.Version().Version + " (linux)",
+		containers: c, images: i, volumes: v, system: sys, events: ev,
+		serverHeader: "vmctld/" + sys.Version().Version + " (linux)",
 		mux:          http.NewServeMux(), conns: map[net.Conn]struct{}{},
 	}
 	s.routes()
