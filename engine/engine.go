@@ -1,16 +1,15 @@
 // Package engine wires the engine's stores, drivers and services into one
-// value that a front end owns: the vmctl CLI in-process today, the vmctld
-// daemon later. It holds no logic of its own beyond defaults and the
-// adapters between packages.
+// value that a front end owns: vmctld, or vmctl serving the API in its own
+// process. It holds no logic of its own beyond defaults and the adapters
+// between packages; front ends drive the services it builds
+// (engine/services).
 package engine
 
 import (
 	"context"
 	"fmt"
-	"io"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"time"
@@ -25,7 +24,11 @@ import (
 	"github.com/vmctl/vmctl/engine/sandbox"
 	"github.com/vmctl/vmctl/engine/sandbox/qemu"
 	"github.com/vmctl/vmctl/engine/sandbox/vmm"
+	"github.com/vmctl/vmctl/engine/services"
 	"github.com/vmctl/vmctl/engine/services/containersvc"
+	"github.com/vmctl/vmctl/engine/services/imagesvc"
+	"github.com/vmctl/vmctl/engine/services/systemsvc"
+	"github.com/vmctl/vmctl/engine/services/volumesvc"
 	"github.com/vmctl/vmctl/engine/volumes"
 )
 
@@ -50,18 +53,11 @@ type Config struct {
 	DetachVMs bool
 }
 
-// Engine is the set of services a front end drives.
+// Engine is one engine: its stores, opened, and the services over them.
 type Engine struct {
-	cfg        Config
-	Images     *images.Store
-	Disks      *rootfs.Builder
-	Containers *containersvc.Service
-	Volumes    *volumes.Service
-	// Events carries what happens to containers, images and volumes to
-	// GET /events; it lives as long as the engine.
-	Events *events.Bus
-
-	store *containers.Store
+	cfg      Config
+	services services.Services
+	store    *containers.Store
 }
 
 func (c *Config) setDefaults() {
@@ -121,16 +117,20 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, Images: imgs, Disks: disks, Events: events.NewBus(events.DefaultHistory), store: store}
-	e.Volumes, err = volumes.New(volumes.Config{
+	e := &Engine{cfg: cfg, store: store}
+	bus := events.NewBus(events.DefaultHistory)
+	// The services refer to each other through these, set below: volumes
+	// and images ask the container service who uses them.
+	var ctrs *containersvc.Service
+	vols, err := volumes.Open(volumes.Config{
 		Root: filepath.Join(cfg.DataRoot, "volumes"), NewDisk: disks.WritableDisk,
-		Users:  func() (map[string][]string, error) { return e.Containers.VolumeUsers() },
-		Events: e.Events,
+		Users: func() (map[string][]string, error) { return ctrs.VolumeUsers() },
 	})
 	if err != nil {
 		return nil, err
 	}
-	e.Containers = containersvc.New(containersvc.Config{
+	volSvc := volumesvc.New(volumesvc.Config{Store: vols, Events: bus})
+	ctrs = containersvc.New(containersvc.Config{
 		Store:  store,
 		Images: imageSource{imgs, disks},
 		NewWritableDisk: func(path string, size int64) error {
@@ -141,11 +141,27 @@ func New(cfg Config) (*Engine, error) {
 		Kernel:       cfg.Kernel,
 		Initrd:       cfg.Initrd,
 		ExecRoot:     cfg.ExecRoot,
-		Events:       e.Events,
-		Volumes:      e.Volumes,
+		Events:       bus,
+		Volumes:      volSvc,
 	})
+	imgSvc := imagesvc.New(imagesvc.Config{Store: imgs, Disks: disks, InUse: ctrs.ImageUser, Events: bus})
+	e.services = services.Services{
+		Containers: ctrs,
+		Images:     imgSvc,
+		Volumes:    volSvc,
+		System: systemsvc.New(systemsvc.Config{
+			Version: Version, DataRoot: cfg.DataRoot, ExecRoot: cfg.ExecRoot,
+			Host:       systemsvc.HostConfig{Kernel: cfg.Kernel, Initrd: cfg.Initrd, QEMU: cfg.QEMU},
+			Containers: ctrs, Images: imgSvc,
+		}),
+		Events: bus,
+	}
 	return e, nil
 }
+
+// Services returns the engine's services, for a front end to serve
+// (server.New(eng.Services())).
+func (e *Engine) Services() services.Services { return e.services }
 
 // chooseDriver picks the hypervisor for a name and checks that everything
 // a boot on it needs is there, so that a run fails before it creates
@@ -222,16 +238,6 @@ func (s imageSource) Disk(ctx context.Context, imageID string) (string, error) {
 	return s.disks.ImageDisk(ctx, img)
 }
 
-// LoadImages imports the images of a docker save or OCI layout tarball.
-func (e *Engine) LoadImages(ctx context.Context, r io.Reader) ([]images.Image, error) {
-	return e.Images.Load(ctx, r)
-}
-
-// ListImages lists local images.
-func (e *Engine) ListImages(ctx context.Context) ([]images.Image, error) {
-	return e.Images.List(ctx)
-}
-
 // orphanGrace is how long a container directory without a record is left
 // alone: far longer than any create takes between the two.
 const orphanGrace = 10 * time.Minute
@@ -241,58 +247,4 @@ const orphanGrace = 10 * time.Minute
 // calls it at start; it returns the IDs removed.
 func (e *Engine) SweepOrphans() ([]string, error) {
 	return e.store.SweepOrphans(orphanGrace)
-}
-
-// RemoveImage untags or deletes an image, as docker rmi does: an image a
-// container uses (running or not) is not deleted (refused, or with force
-// only untagged), and a deleted image's cached disk goes with it.
-func (e *Engine) RemoveImage(ctx context.Context, ref string, force bool) (images.RemoveResult, error) {
-	res, err := e.Images.Remove(ctx, ref, images.RemoveOptions{Force: force, InUse: e.Containers.ImageUser})
-	if err != nil {
-		return res, err
-	}
-	for _, id := range res.Deleted {
-		if err := e.Disks.RemoveImageDisk(ctx, id); err != nil {
-			return res, fmt.Errorf("image %s removed, but not its disk: %w", id, err)
-		}
-	}
-	return res, nil
-}
-
-// Info describes how this host runs VMs.
-type Info struct {
-	Hypervisor string // driver auto picks
-	Accel      string
-	Reason     string
-	KVM        string // what /dev/kvm can do
-	QEMU       string // the QEMU binary, or why there is none
-	Kernel     string
-	Initrd     string
-}
-
-// HostInfo reports the hypervisor choice for this host and the guest files.
-func HostInfo(cfg Config) Info {
-	cfg.setDefaults()
-	info := Info{Kernel: cfg.Kernel, Initrd: cfg.Initrd}
-	if ok, why := sandbox.KVMCapability(); ok {
-		info.KVM = "can run full guests"
-	} else {
-		info.KVM = why
-	}
-	choice, err := sandbox.Choose("auto")
-	if err != nil {
-		info.Reason = err.Error()
-		return info
-	}
-	info.Hypervisor, info.Accel, info.Reason = choice.Driver, choice.Accel, choice.Reason
-	if choice.Driver == "qemu" {
-		if _, err := qemu.New(qemu.Options{Binary: cfg.QEMU, Accel: choice.Accel}); err != nil {
-			info.QEMU = err.Error()
-		} else if cfg.QEMU != "" {
-			info.QEMU = cfg.QEMU
-		} else if p, err := exec.LookPath("qemu-system-x86_64"); err == nil {
-			info.QEMU = p
-		}
-	}
-	return info
 }

@@ -126,8 +126,15 @@ func TestDependencyRules(t *testing.T) {
 				if internalImp && under(to, agentAPI) && !under(from, "engine/agent") {
 					fail("only engine/agent speaks the agent API: use its typed client")
 				}
-				if isEngineDomain(from) && (internalImp && (under(to, "api") || under(to, "engine/server") || under(to, "engine/services")) || imp == "github.com/containerd/ttrpc") {
+				if isEngineDomain(from) && (internalImp && (under(to, "api") || under(to, "engine/server") || under(to, "engine/services")) ||
+					imp == "github.com/containerd/ttrpc" || under(imp, dockerWireTypes)) {
 					fail("engine domain packages import no transport code")
+				}
+				if under(from, "engine/server") && internalImp && (to == "engine" || isEngineStore(to)) {
+					fail("engine/server depends on the engine's services, never on its wiring or a store")
+				}
+				if under(from, "engine/services") && internalImp && (to == "engine" || under(to, "engine/server")) {
+					fail("the engine's services know neither its wiring nor the REST server")
 				}
 			}
 			if internalImp && under(to, "cmd") {
@@ -165,6 +172,21 @@ func isEngineDomain(p string) bool {
 	return under(p, "engine")
 }
 
+// dockerWireTypes are the Docker Engine API's wire types, which only the
+// REST server converts to and from.
+const dockerWireTypes = "github.com/moby/moby/api"
+
+// isEngineStore: the packages that keep the engine's state (images, image
+// disks, containers, volumes), which only the services and the wiring use.
+func isEngineStore(p string) bool {
+	for _, store := range []string{"engine/images", "engine/rootfs", "engine/containers", "engine/volumes"} {
+		if under(p, store) {
+			return true
+		}
+	}
+	return false
+}
+
 func allowed(imp string, mods []string) bool {
 	for _, m := range mods {
 		if under(imp, m) {
@@ -179,6 +201,10 @@ func TestRuleCheckerCatchesViolations(t *testing.T) {
 	if !isEngineDomain("engine/images") || isEngineDomain("engine/agent") || isEngineDomain("engine") || isEngineDomain("engine/services/containersvc") ||
 		isEngineDomain("engine/sandbox/vmm") || !isEngineDomain("engine/sandbox") {
 		t.Errorf("isEngineDomain misclassifies packages")
+	}
+	if !isEngineStore("engine/images") || !isEngineStore("engine/volumes") || !isEngineStore("engine/containers") || !isEngineStore("engine/rootfs") ||
+		isEngineStore("engine/services/imagesvc") || isEngineStore("engine/events") || isEngineStore("engine") {
+		t.Errorf("isEngineStore misclassifies packages")
 	}
 	if !allowed("golang.org/x/sys/unix", guestAgentModules) || allowed("github.com/spf13/cobra", guestAgentModules) {
 		t.Errorf("allowed() misclassifies modules")

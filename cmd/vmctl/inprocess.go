@@ -116,7 +116,7 @@ func (g *globalOptions) inProcess(why string) (*remote, error) {
 	if err != nil {
 		return nil, err
 	}
-	api := server.New(eng)
+	api := server.New(eng.Services())
 	l := newPipeListener()
 	srv := &http.Server{Handler: api}
 	served := make(chan struct{})

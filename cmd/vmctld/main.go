@@ -98,7 +98,7 @@ func run() error {
 	}
 	// Containers left running by an earlier vmctld are taken over before
 	// the API answers, so no client sees them as exited meanwhile.
-	adopted, err := eng.Containers.Readopt(context.Background())
+	adopted, err := eng.Services().Containers.Readopt(context.Background())
 	if err != nil {
 		closeAll()
 		return err
@@ -112,7 +112,7 @@ func run() error {
 	} else if len(swept) > 0 {
 		log.Printf("vmctld: removed %d container director(ies) without a record, left by a crash", len(swept))
 	}
-	api := server.New(eng)
+	api := server.New(eng.Services())
 	srv := &http.Server{Handler: api, ReadHeaderTimeout: 30 * time.Second}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

@@ -1,20 +1,24 @@
 package images
 
 import (
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/vmctl/vmctl/engine/errs"
 )
 
 // Names are normalised the way Docker does it: "busybox" is the same image
 // as "<default registry>/library/busybox:latest". The store keeps the fully
 // qualified form (what name.Tag.Name returns) and shows the familiar form.
 
-// ErrInvalidReference classifies a string that is neither an image name nor an ID.
-var ErrInvalidReference = errors.New("invalid reference format")
+// ErrInvalidReference classifies a string that is neither an image name nor
+// an ID. It is bad input (errdefs.ErrInvalidArgument) wherever it is wrapped,
+// so the edges map it without knowing this package.
+var ErrInvalidReference = errs.New(errdefs.ErrInvalidArgument, "invalid reference format")
 
 var (
 	hexID      = regexp.MustCompile(`^[0-9a-f]{64}$`)

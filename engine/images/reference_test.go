@@ -26,8 +26,8 @@ func TestParseTagRefusesImageIDNames(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("ParseTag(%q) = %v, want ok %v", tc.ref, err, tc.ok)
 		}
-		if err != nil && !errors.Is(err, ErrInvalidReference) {
-			t.Errorf("ParseTag(%q) = %v, not an invalid reference", tc.ref, err)
+		if err != nil && (!errors.Is(err, ErrInvalidReference) || !errdefs.IsInvalidArgument(err)) {
+			t.Errorf("ParseTag(%q) = %v, not an invalid reference classed as bad input", tc.ref, err)
 		}
 	}
 }

@@ -68,6 +68,12 @@ func (p Progress) ID() string {
 	return h
 }
 
+// Transferring says whether the blob's bytes are on the move (downloading or
+// pushing), the states in which Current and Total count them.
+func (p Progress) Transferring() bool {
+	return p.State == StateDownloading || p.State == StatePushing
+}
+
 // ProgressFunc receives events. Pull and Push never call it from two
 // goroutines at once, so it needs no locking of its own.
 type ProgressFunc func(Progress)

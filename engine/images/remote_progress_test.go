@@ -130,3 +130,13 @@ func TestReporterThrottlesByteCounts(t *testing.T) {
 	var nilRep *reporter
 	nilRep.emit(Progress{Digest: d}) // must not panic
 }
+
+func TestProgressTransferring(t *testing.T) {
+	for _, s := range []ProgressState{StateWaiting, StateDownloading, StateVerifying, StateAlreadyExists, StateDone,
+		StatePreparing, StatePushing, StateLayerExists, StatePushed} {
+		want := s == StateDownloading || s == StatePushing
+		if got := (Progress{State: s}).Transferring(); got != want {
+			t.Errorf("Progress{State: %q}.Transferring() = %v, want %v", s, got, want)
+		}
+	}
+}

@@ -103,7 +103,7 @@ func (s *Server) containerAttach(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errs.New(errdefs.ErrNotImplemented, "attach with logs=1 and stream=0 is not supported: use the logs endpoint"))
 		return
 	}
-	c, err := s.eng.Containers.Get(r.PathValue("id"))
+	c, err := s.containers.Get(r.PathValue("id"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -145,12 +145,12 @@ func (s *Server) containerAttach(w http.ResponseWriter, r *http.Request) {
 		in = io.MultiReader(bufReader(buf), conn)
 		o.Stdin = in
 	}
-	a, err := s.eng.Containers.Attach(c.ID, o)
+	a, err := s.containers.Attach(c.ID, o)
 	if err != nil {
 		outErr.Write([]byte("Error: " + err.Error() + "\n"))
 		return
 	}
-	defer s.eng.Containers.Detach(a)
+	defer s.containers.Detach(a)
 	// Without stdin the client half-closes at once, so EOF from it cannot
 	// tell "gone" from "only listening": a client that went away is noticed
 	// by its failing writes, and the handler ends with the run.
@@ -195,7 +195,7 @@ func (s *Server) containerLogs(w http.ResponseWriter, r *http.Request) {
 		}
 		tail = n
 	}
-	c, err := s.eng.Containers.Get(r.PathValue("id"))
+	c, err := s.containers.Get(r.PathValue("id"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -205,7 +205,7 @@ func (s *Server) containerLogs(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	rc.Flush()
 	outOut, outErr := outputWriters(w, c.Config.Tty)
-	err = s.eng.Containers.Logs(r.Context(), c.ID, containersvc.LogsOptions{
+	err = s.containers.Logs(r.Context(), c.ID, containersvc.LogsOptions{
 		Stdout: stdout, Stderr: stderr, Tail: tail, Follow: follow,
 	}, func(e containersvc.LogEntry) error {
 		out := outOut

@@ -7,7 +7,6 @@ import (
 	"github.com/moby/moby/api/types/registry"
 
 	"github.com/vmctl/vmctl/engine/errs"
-	"github.com/vmctl/vmctl/engine/images"
 )
 
 // auth is POST /auth, docker login's check: the engine tries the
@@ -23,7 +22,7 @@ func (s *Server) auth(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errs.New(errdefs.ErrInvalidArgument, "login with a token is not supported: give a username and a password"))
 		return
 	}
-	if _, err := images.CheckLogin(r.Context(), req.ServerAddress, req.Username, req.Password, images.RemoteOptions{}); err != nil {
+	if _, err := s.images.CheckLogin(r.Context(), req.ServerAddress, req.Username, req.Password); err != nil {
 		writeError(w, err)
 		return
 	}

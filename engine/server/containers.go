@@ -14,7 +14,6 @@ import (
 	units "github.com/docker/go-units"
 	"github.com/moby/moby/api/types/container"
 
-	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/errs"
 	"github.com/vmctl/vmctl/engine/services/containersvc"
 )
@@ -113,7 +112,7 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 	if cfg.Tty && hc.ConsoleSize[0] > 0 && hc.ConsoleSize[1] > 0 {
 		o.ConsoleRows, o.ConsoleCols = clampU16(hc.ConsoleSize[0]), clampU16(hc.ConsoleSize[1])
 	}
-	c, err := s.eng.Containers.Create(r.Context(), o)
+	c, err := s.containers.Create(r.Context(), o)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -129,11 +128,11 @@ func clampU16(v uint) uint16 {
 }
 
 // statusText is docker ps's STATUS column.
-func statusText(c *containers.Container, now time.Time) string {
+func statusText(c *containersvc.Container, now time.Time) string {
 	switch c.State.Status {
-	case containers.StatusRunning:
+	case containersvc.StatusRunning:
 		return "Up " + units.HumanDuration(now.Sub(c.State.StartedAt))
-	case containers.StatusExited:
+	case containersvc.StatusExited:
 		return fmt.Sprintf("Exited (%d) %s ago", c.State.ExitCode, units.HumanDuration(now.Sub(c.State.FinishedAt)))
 	}
 	return "Created"
@@ -148,7 +147,7 @@ func (s *Server) containerList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	opts := containers.ListOptions{All: flags[0]}
+	opts := containersvc.ListOptions{All: flags[0]}
 	if v := r.URL.Query().Get("limit"); v != "" {
 		if opts.Limit, err = strconv.Atoi(v); err != nil {
 			writeError(w, errs.New(errdefs.ErrInvalidArgument, "invalid limit %q: want a number", v))
@@ -159,12 +158,7 @@ func (s *Server) containerList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	list, err := s.eng.Containers.List()
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	list, err = containers.Select(list, opts)
+	list, err := s.containers.Select(opts)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -193,7 +187,7 @@ func timeString(t time.Time) string {
 }
 
 func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
-	c, err := s.eng.Containers.Get(r.PathValue("id"))
+	c, err := s.containers.Get(r.PathValue("id"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -203,7 +197,7 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 		ID: c.ID, Created: timeString(c.Created), Name: "/" + c.Name, Image: cfg.ImageID,
 		Driver: "vmctl-disk", Platform: "linux",
 		State: &container.State{
-			Status: container.ContainerState(c.State.Status), Running: c.State.Status == containers.StatusRunning,
+			Status: container.ContainerState(c.State.Status), Running: c.State.Status == containersvc.StatusRunning,
 			OOMKilled: c.State.OOMKilled, Pid: c.State.VMMPid, ExitCode: c.State.ExitCode, Error: c.State.Error,
 			StartedAt: timeString(c.State.StartedAt), FinishedAt: timeString(c.State.FinishedAt),
 		},
@@ -224,16 +218,16 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) containerStart(w http.ResponseWriter, r *http.Request) {
-	c, err := s.eng.Containers.Get(r.PathValue("id"))
+	c, err := s.containers.Get(r.PathValue("id"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	if c.State.Status == containers.StatusRunning {
+	if c.State.Status == containersvc.StatusRunning {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	if err := s.eng.Containers.Start(r.Context(), c.ID, containersvc.Stdio{}); err != nil {
+	if err := s.containers.Start(r.Context(), c.ID, containersvc.Stdio{}); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -265,7 +259,7 @@ func (s *Server) containerStop(w http.ResponseWriter, r *http.Request) {
 		err = errs.New(errdefs.ErrInvalidArgument, "stop with a signal is not supported: set StopSignal at create")
 	}
 	if err == nil {
-		err = s.eng.Containers.Stop(r.Context(), r.PathValue("id"), timeout)
+		err = s.containers.Stop(r.Context(), r.PathValue("id"), timeout)
 	}
 	if err != nil {
 		writeError(w, err)
@@ -277,7 +271,7 @@ func (s *Server) containerStop(w http.ResponseWriter, r *http.Request) {
 func (s *Server) containerRestart(w http.ResponseWriter, r *http.Request) {
 	timeout, err := stopTimeout(r)
 	if err == nil {
-		err = s.eng.Containers.Restart(r.Context(), r.PathValue("id"), timeout)
+		err = s.containers.Restart(r.Context(), r.PathValue("id"), timeout)
 	}
 	if err != nil {
 		writeError(w, err)
@@ -296,7 +290,7 @@ func (s *Server) containerKill(w http.ResponseWriter, r *http.Request) {
 		}
 		sig = parsed
 	}
-	if err := s.eng.Containers.Kill(r.Context(), r.PathValue("id"), sig); err != nil {
+	if err := s.containers.Kill(r.Context(), r.PathValue("id"), sig); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -311,7 +305,7 @@ func (s *Server) containerResize(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errs.New(errdefs.ErrInvalidArgument, "invalid terminal size h=%q w=%q: want numbers up to 65535", q.Get("h"), q.Get("w")))
 		return
 	}
-	if err := s.eng.Containers.Resize(r.Context(), r.PathValue("id"), uint16(h), uint16(wd)); err != nil {
+	if err := s.containers.Resize(r.Context(), r.PathValue("id"), uint16(h), uint16(wd)); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -328,7 +322,7 @@ func (s *Server) containerDelete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errs.New(errdefs.ErrInvalidArgument, "container links are not supported"))
 		return
 	}
-	if err := s.eng.Containers.Remove(r.Context(), r.PathValue("id"), containersvc.RemoveOptions{Force: flags[0], Volumes: flags[1]}); err != nil {
+	if err := s.containers.Remove(r.Context(), r.PathValue("id"), containersvc.RemoveOptions{Force: flags[0], Volumes: flags[1]}); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -344,7 +338,7 @@ func (s *Server) containerWait(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	wait, err := s.eng.Containers.PrepareWait(r.PathValue("id"), cond)
+	wait, err := s.containers.PrepareWait(r.PathValue("id"), cond)
 	if err != nil {
 		writeError(w, err)
 		return

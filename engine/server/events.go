@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"sync"
@@ -107,7 +106,7 @@ func (s *Server) systemEvents(w http.ResponseWriter, r *http.Request) {
 	if replayFrom.IsZero() && !until.IsZero() {
 		replayFrom = time.Unix(0, 0)
 	}
-	past, sub := s.eng.Events.Subscribe(replayFrom, filter.Match)
+	past, sub := s.events.Subscribe(replayFrom, filter.Match)
 	defer sub.Close()
 
 	w.Header().Set("Content-Type", "application/json")
@@ -140,7 +139,7 @@ func (s *Server) systemEvents(w http.ResponseWriter, r *http.Request) {
 		defer timer.Stop()
 		deadline = timer.C
 	}
-	closing := s.events.doneChan()
+	closing := s.streams.doneChan()
 	for {
 		select {
 		case e, ok := <-sub.C():
@@ -157,29 +156,4 @@ func (s *Server) systemEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-}
-
-// imageEvent reports an image event as dockerd does: the actor is the
-// image (an ID, or the reference for pull and push) and its name the
-// reference the action was about.
-func (s *Server) imageEvent(action, id, name string) {
-	s.eng.Events.Publish(engevents.Event{Type: engevents.TypeImage, Action: action, ID: id,
-		Attributes: map[string]string{"name": name}})
-}
-
-// imageID is ref's image ID, for the events of actions that leave the
-// image in the store; ref itself if it no longer resolves.
-func (s *Server) imageID(ctx context.Context, ref string) string {
-	if img, err := s.eng.Images.Resolve(ctx, ref); err == nil {
-		return img.ID
-	}
-	return ref
-}
-
-// firstNonEmpty is the first of list, or def when list is empty.
-func firstNonEmpty(list []string, def string) string {
-	if len(list) > 0 {
-		return list[0]
-	}
-	return def
 }

@@ -83,7 +83,8 @@ func readEvents(t *testing.T, body string) []eventMessage {
 }
 
 func TestEventsReplay(t *testing.T) {
-	s := newTestServer(t)
+	svc := newTestServices(t)
+	s := New(svc)
 	t0 := time.Now().Add(-time.Minute).Truncate(time.Second)
 	for i, e := range []engevents.Event{
 		{Type: engevents.TypeContainer, Action: "create", ID: "c1", Attributes: map[string]string{"name": "web", "image": "busybox"}},
@@ -92,7 +93,7 @@ func TestEventsReplay(t *testing.T) {
 		{Type: engevents.TypeContainer, Action: "destroy", ID: "c2", Attributes: map[string]string{"name": "db"}},
 	} {
 		e.Time = t0.Add(time.Duration(i) * time.Second)
-		s.eng.Events.Publish(e)
+		svc.Events.Publish(e)
 	}
 	ts := func(d time.Duration) string { return fmt.Sprintf("%d.%09d", t0.Add(d).Unix(), 0) }
 	for _, tc := range []struct {
@@ -168,7 +169,8 @@ func TestEventsBadInput(t *testing.T) {
 // A live stream delivers events as they are published and ends when the
 // server closes.
 func TestEventsLive(t *testing.T) {
-	s := newTestServer(t)
+	svc := newTestServices(t)
+	s := New(svc)
 	hs := httptest.NewServer(s)
 	defer hs.Close()
 	resp, err := http.Get(hs.URL + "/events?filters=" + url.QueryEscape(`{"event":{"start":true}}`))
@@ -178,8 +180,8 @@ func TestEventsLive(t *testing.T) {
 	defer resp.Body.Close()
 	// The handler subscribes before it sends the headers, so what is
 	// published from now on reaches it.
-	s.eng.Events.Publish(engevents.Event{Type: engevents.TypeContainer, Action: "create", ID: "c1"})
-	s.eng.Events.Publish(engevents.Event{Type: engevents.TypeContainer, Action: "start", ID: "c1"})
+	svc.Events.Publish(engevents.Event{Type: engevents.TypeContainer, Action: "create", ID: "c1"})
+	svc.Events.Publish(engevents.Event{Type: engevents.TypeContainer, Action: "start", ID: "c1"})
 	lines := bufio.NewScanner(resp.Body)
 	if !lines.Scan() {
 		t.Fatalf("no event: %v", lines.Err())
@@ -206,8 +208,9 @@ func TestImageAndVolumeEvents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("makes an ext4 disk")
 	}
-	s := newTestServer(t)
-	_, sub := s.eng.Events.Subscribe(time.Time{}, nil)
+	svc := newTestServices(t)
+	s := New(svc)
+	_, sub := svc.Events.Subscribe(time.Time{}, nil)
 	defer sub.Close()
 	img := randomImage(t)
 	id := imageID(t, img)

@@ -38,7 +38,7 @@ func (s *Server) execCreate(w http.ResponseWriter, r *http.Request) {
 	if req.Tty && req.ConsoleSize != nil && req.ConsoleSize[0] > 0 && req.ConsoleSize[1] > 0 {
 		o.ConsoleRows, o.ConsoleCols = clampU16(req.ConsoleSize[0]), clampU16(req.ConsoleSize[1])
 	}
-	id, err := s.eng.Containers.ExecCreate(r.PathValue("id"), o)
+	id, err := s.containers.ExecCreate(r.PathValue("id"), o)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -58,20 +58,20 @@ func (s *Server) execStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	info, err := s.eng.Containers.ExecInspect(id)
+	info, err := s.containers.ExecInspect(id)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	if req.ConsoleSize != nil && req.ConsoleSize[0] > 0 && req.ConsoleSize[1] > 0 && info.Options.Tty {
 		// Sets the initial size: the process has not started yet.
-		if err := s.eng.Containers.ExecResize(r.Context(), id, clampU16(req.ConsoleSize[0]), clampU16(req.ConsoleSize[1])); err != nil {
+		if err := s.containers.ExecResize(r.Context(), id, clampU16(req.ConsoleSize[0]), clampU16(req.ConsoleSize[1])); err != nil {
 			writeError(w, err)
 			return
 		}
 	}
 	if req.Detach {
-		if err := s.eng.Containers.ExecStart(r.Context(), id, containersvc.Stdio{}, true); err != nil {
+		if err := s.containers.ExecStart(r.Context(), id, containersvc.Stdio{}, true); err != nil {
 			writeError(w, err)
 			return
 		}
@@ -120,7 +120,7 @@ func (s *Server) execStart(w http.ResponseWriter, r *http.Request) {
 		// Bytes the server read ahead while parsing the request are stdin too.
 		stdio.Stdin = io.MultiReader(bufReader(buf), conn)
 	}
-	if err := s.eng.Containers.ExecStart(ctx, id, stdio, false); err != nil {
+	if err := s.containers.ExecStart(ctx, id, stdio, false); err != nil {
 		outErr.Write([]byte(err.Error() + "\r\n"))
 	}
 	// Let the client read the last frames before the close.
@@ -144,7 +144,7 @@ func (c cancelOnError) Write(p []byte) (int, error) {
 }
 
 func (s *Server) execInspect(w http.ResponseWriter, r *http.Request) {
-	info, err := s.eng.Containers.ExecInspect(r.PathValue("id"))
+	info, err := s.containers.ExecInspect(r.PathValue("id"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -168,7 +168,7 @@ func (s *Server) execResize(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errs.New(errdefs.ErrInvalidArgument, "invalid terminal size h=%q w=%q: want numbers from 0 to 65535", r.URL.Query().Get("h"), r.URL.Query().Get("w")))
 		return
 	}
-	if err := s.eng.Containers.ExecResize(r.Context(), r.PathValue("id"), uint16(rows), uint16(cols)); err != nil {
+	if err := s.containers.ExecResize(r.Context(), r.PathValue("id"), uint16(rows), uint16(cols)); err != nil {
 		writeError(w, err)
 		return
 	}

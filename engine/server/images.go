@@ -15,11 +15,11 @@ import (
 	"github.com/moby/moby/api/types/registry"
 
 	"github.com/vmctl/vmctl/engine/errs"
-	"github.com/vmctl/vmctl/engine/images"
+	"github.com/vmctl/vmctl/engine/services/imagesvc"
 )
 
 func (s *Server) imageList(w http.ResponseWriter, r *http.Request) {
-	list, err := s.eng.ListImages(r.Context())
+	list, err := s.images.List(r.Context())
 	if err != nil {
 		writeError(w, err)
 		return
@@ -31,7 +31,7 @@ func (s *Server) imageList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func imageSummary(img images.Image) image.Summary {
+func imageSummary(img imagesvc.Image) image.Summary {
 	sum := image.Summary{
 		ID: img.ID, RepoTags: img.RepoTags, RepoDigests: nonNil(img.RepoDigests), Created: img.Created.Unix(),
 		Size: img.Size, Labels: img.Config.Labels, Containers: -1, SharedSize: -1,
@@ -58,7 +58,7 @@ func (s *Server) imageGet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errs.New(errdefs.ErrNotFound, "page not found: %s %s", r.Method, r.URL.Path))
 		return
 	}
-	img, err := s.eng.Images.Resolve(r.Context(), ref)
+	img, err := s.images.Inspect(r.Context(), ref)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -67,7 +67,7 @@ func (s *Server) imageGet(w http.ResponseWriter, r *http.Request) {
 		ID: img.ID, RepoTags: nonNil(img.RepoTags), RepoDigests: nonNil(img.RepoDigests),
 		Created: img.Created.UTC().Format("2006-01-02T15:04:05.999999999Z07:00"),
 		Size:    img.Size, Os: img.OS, Architecture: img.Architecture,
-		RootFS: image.RootFS{Type: "layers"},
+		RootFS: image.RootFS{Type: "layers", Layers: img.Layers},
 	}
 	// The image config's JSON field names are Docker's (Env, Cmd,
 	// Entrypoint, ...), so the stored config converts by a JSON round trip.
@@ -79,13 +79,6 @@ func (s *Server) imageGet(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, fmt.Errorf("image %s: config: %w", ref, err))
 		return
-	}
-	if content := img.Content(); content != nil {
-		if cf, err := content.ConfigFile(); err == nil {
-			for _, d := range cf.RootFS.DiffIDs {
-				resp.RootFS.Layers = append(resp.RootFS.Layers, d.String())
-			}
-		}
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
@@ -104,8 +97,7 @@ func (s *Server) imageDelete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	id := s.imageID(r.Context(), ref) // for the untag events, before it may go
-	res, err := s.eng.RemoveImage(r.Context(), ref, flags[0])
+	res, err := s.images.Remove(r.Context(), ref, flags[0])
 	if err != nil {
 		writeError(w, err)
 		return
@@ -113,11 +105,9 @@ func (s *Server) imageDelete(w http.ResponseWriter, r *http.Request) {
 	out := []image.DeleteResponse{}
 	for _, t := range res.Untagged {
 		out = append(out, image.DeleteResponse{Untagged: t})
-		s.imageEvent("untag", id, t)
 	}
 	for _, d := range res.Deleted {
 		out = append(out, image.DeleteResponse{Deleted: d})
-		s.imageEvent("delete", d, d)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -143,26 +133,22 @@ func (s *Server) imageCreate(w http.ResponseWriter, r *http.Request) {
 			ref += ":" + tag
 		}
 	}
-	parsed, err := images.ParseRemoteReference(ref)
-	if err != nil {
-		writeError(w, errs.Class(errdefs.ErrInvalidArgument, err))
-		return
-	}
 	keychain, err := clientKeychain(r.Header.Get("X-Registry-Auth"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 
+	// A malformed reference fails the pull before any progress: an
+	// ordinary error reply.
 	out := newJSONStream(w)
-	img, err := s.eng.Images.Pull(r.Context(), ref, images.RemoteOptions{Keychain: keychain, Progress: out.progress})
+	pulled, err := s.images.Pull(r.Context(), ref, imagesvc.RemoteOptions{Keychain: keychain, Progress: out.progress})
 	if err != nil {
 		out.fail(err)
 		return
 	}
-	s.imageEvent("pull", images.FamiliarName(parsed), images.FamiliarName(parsed))
-	out.send(jsonstream.Message{Status: "Digest: " + img.Digest})
-	out.send(jsonstream.Message{Status: "Status: Downloaded newer image for " + images.FamiliarName(parsed)})
+	out.send(jsonstream.Message{Status: "Digest: " + pulled.Image.Digest})
+	out.send(jsonstream.Message{Status: "Status: Downloaded newer image for " + pulled.Name})
 }
 
 // clientKeychain turns the X-Registry-Auth header (base64url JSON) into

@@ -14,7 +14,7 @@ import (
 	"github.com/moby/moby/api/types/jsonstream"
 
 	"github.com/vmctl/vmctl/engine/errs"
-	"github.com/vmctl/vmctl/engine/images"
+	"github.com/vmctl/vmctl/engine/services/imagesvc"
 )
 
 // maxLoadBytes caps a load's request body. An archive is streamed into the
@@ -63,9 +63,9 @@ func (s *jsonStream) sendMessage(m streamMessage) {
 }
 
 // progress forwards a pull's or push's layer event as dockerd words it.
-func (s *jsonStream) progress(p images.Progress) {
+func (s *jsonStream) progress(p imagesvc.Progress) {
 	m := jsonstream.Message{ID: p.ID(), Status: string(p.State), Progress: &jsonstream.Progress{}}
-	if p.Total > 0 && !p.State.Final() && (p.State == images.StateDownloading || p.State == images.StatePushing) {
+	if p.Total > 0 && p.Transferring() {
 		m.Progress = &jsonstream.Progress{Current: p.Current, Total: p.Total}
 	}
 	s.send(m)
@@ -97,14 +97,13 @@ func (s *Server) imageLoad(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body := http.MaxBytesReader(w, r.Body, maxLoadBytes)
-	loaded, err := s.eng.Images.LoadArchive(r.Context(), body)
+	loaded, err := s.images.Load(r.Context(), body)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	out := newJSONStream(w)
 	for _, img := range loaded {
-		s.imageEvent("load", img.ID, firstNonEmpty(img.Tags, img.ID))
 		if len(img.Tags) == 0 {
 			out.send(jsonstream.Message{Stream: "Loaded image ID: " + img.ID + "\n"})
 		}
@@ -128,14 +127,14 @@ func (s *Server) imageSaveMany(w http.ResponseWriter, r *http.Request) {
 // resolved before the 200, so an unknown one is an ordinary 404; blobs are
 // copied from the store straight into the response.
 func (s *Server) imageSave(w http.ResponseWriter, r *http.Request, refs []string) {
-	named, err := s.eng.Images.ForSave(r.Context(), refs)
+	archive, err := s.images.Save(r.Context(), refs)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-tar")
 	w.WriteHeader(http.StatusOK)
-	if err := images.WriteArchive(w, images.FormatDocker, named); err != nil {
+	if err := archive.Write(w); err != nil {
 		// The status is sent; the only honest signal left is to cut the
 		// connection, so the client sees a truncated download rather than
 		// a short archive that looks whole. net/http's documented way.
@@ -175,11 +174,10 @@ func (s *Server) imageTag(w http.ResponseWriter, r *http.Request, source string)
 	if tag != "" {
 		target += ":" + tag
 	}
-	if err := s.eng.Images.Tag(r.Context(), source, target); err != nil {
+	if err := s.images.Tag(r.Context(), source, target); err != nil {
 		writeError(w, err)
 		return
 	}
-	s.imageEvent("tag", s.imageID(r.Context(), target), target)
 	w.WriteHeader(http.StatusCreated)
 }
 
@@ -192,37 +190,20 @@ func (s *Server) imagePush(w http.ResponseWriter, r *http.Request, repo string) 
 		writeError(w, err)
 		return
 	}
-	var refs []string
-	if tag := r.URL.Query().Get("tag"); tag != "" {
-		ref := repo + ":" + tag
-		if _, err := images.ParseRemoteReference(ref); err != nil {
-			writeError(w, err)
-			return
-		}
-		// An image that is not here is a 404 before any progress.
-		if _, err := s.eng.Images.Resolve(r.Context(), ref); err != nil {
-			writeError(w, err)
-			return
-		}
-		refs = []string{ref}
-	} else if refs, err = s.eng.Images.RepositoryTags(r.Context(), repo); err != nil {
-		writeError(w, err)
-		return
-	}
-	parsed, err := images.ParseRemoteReference(refs[0])
+	// An image that is not here is a 404 before any progress.
+	repository, refs, err := s.images.PushTargets(r.Context(), repo, r.URL.Query().Get("tag"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	out := newJSONStream(w)
-	out.send(jsonstream.Message{Status: "The push refers to repository [" + parsed.Context().Name() + "]"})
+	out.send(jsonstream.Message{Status: "The push refers to repository [" + repository + "]"})
 	for _, ref := range refs {
-		res, err := s.eng.Images.Push(r.Context(), ref, images.RemoteOptions{Keychain: keychain, Progress: out.progress})
+		res, err := s.images.Push(r.Context(), ref, imagesvc.RemoteOptions{Keychain: keychain, Progress: out.progress})
 		if err != nil {
 			out.fail(err)
 			return
 		}
-		s.imageEvent("push", ref, ref)
 		out.send(jsonstream.Message{Status: fmt.Sprintf("%s: digest: %s size: %d", res.Tag, res.Digest, res.Size)})
 		aux, err := json.Marshal(struct {
 			Tag    string

@@ -22,9 +22,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/common"
 
-	"github.com/vmctl/vmctl/engine"
 	"github.com/vmctl/vmctl/engine/errs"
-	"github.com/vmctl/vmctl/engine/images"
+	"github.com/vmctl/vmctl/engine/services"
 )
 
 // APIVersion is the Docker Engine API version advertised: the newest the
@@ -39,18 +38,34 @@ const maxBodyBytes = 1 << 20
 
 // Server serves the API for one engine.
 type Server struct {
-	eng *engine.Engine
-	mux *http.ServeMux
+	containers ContainerService
+	images     ImageService
+	volumes    VolumeService
+	system     SystemService
+	events     EventSource
+	// serverHeader is the Server header of every reply.
+	serverHeader string
+	mux          *http.ServeMux
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{} // hijacked connections, closed on Close
 
-	events eventStreams // open GET /events streams, ended on Close
+	streams eventStreams // open GET /events streams, ended on Close
 }
 
-// New returns a Server over eng.
-func New(eng *engine.Engine) *Server {
-	s := &Server{eng: eng, mux: http.NewServeMux(), conns: map[net.Conn]struct{}{}}
+// New returns a Server over an engine's services (engine.Engine.Services).
+func New(svc services.Services) *Server {
+	return newServer(svc.Containers, svc.Images, svc.Volumes, svc.System, svc.Events)
+}
+
+// newServer is New over any implementations of the services: the engine's,
+// or a test's.
+func newServer(c ContainerService, i ImageService, v VolumeService, sys SystemService, ev EventSource) *Server {
+	s := &Server{
+		containers: c, images: i, volumes: v, system: sys, events: ev,
+		serverHeader: "vmctld/" + sys.Version().Version + " (linux)",
+		mux:          http.NewServeMux(), conns: map[net.Conn]struct{}{},
+	}
 	s.routes()
 	return s
 }
@@ -105,7 +120,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Api-Version", APIVersion)
 	h.Set("Docker-Experimental", "false")
 	h.Set("Ostype", "linux")
-	h.Set("Server", "vmctld/"+engine.Version+" (linux)")
+	h.Set("Server", s.serverHeader)
 	version := APIVersion
 	if m := versionPrefix.FindStringSubmatch(r.URL.Path); m != nil {
 		major, err1 := strconv.Atoi(m[1])
@@ -137,7 +152,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Close closes every hijacked connection, so that attached clients see the
 // daemon go away instead of hanging.
 func (s *Server) Close() {
-	s.events.closeAll()
+	s.streams.closeAll()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
@@ -165,8 +180,7 @@ func statusOf(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errdefs.IsNotFound(err):
 		return http.StatusNotFound
-	// The image store's own class for a malformed reference is bad input.
-	case errdefs.IsInvalidArgument(err), errors.Is(err, images.ErrInvalidReference):
+	case errdefs.IsInvalidArgument(err):
 		return http.StatusBadRequest
 	case errdefs.IsConflict(err), errdefs.IsAlreadyExists(err), errdefs.IsFailedPrecondition(err):
 		return http.StatusConflict

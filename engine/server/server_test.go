@@ -17,11 +17,12 @@ import (
 
 	"github.com/vmctl/vmctl/engine"
 	"github.com/vmctl/vmctl/engine/errs"
+	"github.com/vmctl/vmctl/engine/services"
 )
 
-// newTestServer serves a real engine on a temp data root. Nothing here
-// boots a VM: without images, create fails before any start.
-func newTestServer(t testing.TB) *Server {
+// newTestServices are a real engine's services on a temp data root.
+// Nothing here boots a VM: without images, create fails before any start.
+func newTestServices(t testing.TB) services.Services {
 	t.Helper()
 	dir := t.TempDir()
 	// Guest files that exist, so that create gets past the driver check
@@ -36,7 +37,13 @@ func newTestServer(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(eng)
+	return eng.Services()
+}
+
+// newTestServer serves newTestServices.
+func newTestServer(t testing.TB) *Server {
+	t.Helper()
+	return New(newTestServices(t))
 }
 
 func TestMuxWriterRoundTrip(t *testing.T) {

@@ -3,17 +3,11 @@ package server
 import (
 	"context"
 	"net/http"
-	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/moby/moby/api/types/system"
-	"golang.org/x/sys/unix"
-
-	"github.com/vmctl/vmctl/engine"
-	"github.com/vmctl/vmctl/engine/containers"
 )
 
 func withAPIVersion(ctx context.Context, v string) context.Context {
@@ -49,68 +43,42 @@ func (s *Server) ping(w http.ResponseWriter, r *http.Request) {
 	w.Write([]byte("OK"))
 }
 
-func kernelRelease() string {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return ""
-	}
-	return unix.ByteSliceToString(u.Release[:])
-}
-
 func (s *Server) version(w http.ResponseWriter, r *http.Request) {
+	v := s.system.Version()
 	writeJSON(w, http.StatusOK, system.VersionResponse{
 		Platform:   system.PlatformInfo{Name: "vmctl"},
-		Version:    engine.Version,
+		Version:    v.Version,
 		APIVersion: APIVersion, MinAPIVersion: MinAPIVersion,
-		Os: runtime.GOOS, Arch: runtime.GOARCH, GoVersion: runtime.Version(),
-		KernelVersion: kernelRelease(),
+		Os: v.OS, Arch: v.Arch, GoVersion: v.GoVersion,
+		KernelVersion: v.KernelVersion,
 		Components: []system.ComponentVersion{{
-			Name: "Engine", Version: engine.Version,
-			Details: map[string]string{"ApiVersion": APIVersion, "MinAPIVersion": MinAPIVersion, "Os": runtime.GOOS, "Arch": runtime.GOARCH},
+			Name: "Engine", Version: v.Version,
+			Details: map[string]string{"ApiVersion": APIVersion, "MinAPIVersion": MinAPIVersion, "Os": v.OS, "Arch": v.Arch},
 		}},
 	})
 }
 
 func (s *Server) info(w http.ResponseWriter, r *http.Request) {
-	list, err := s.eng.Containers.List()
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	imgs, err := s.eng.ListImages(r.Context())
+	si, err := s.system.Info(r.Context())
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	info := system.Info{
-		ID: "vmctld", Containers: len(list), Images: len(imgs),
+		ID: "vmctld", Name: si.Hostname, Containers: si.Containers, ContainersRunning: si.Running,
+		ContainersStopped: si.Stopped, Images: si.Images,
 		Driver: "vmctl-disk", LoggingDriver: "vmctl-local", CgroupVersion: "2",
-		KernelVersion: kernelRelease(), OperatingSystem: "vmctl (a VM per container)",
-		OSType: runtime.GOOS, Architecture: runtime.GOARCH, NCPU: runtime.NumCPU(),
-		ServerVersion: engine.Version, DefaultRuntime: DefaultRuntime,
-		DockerRootDir: s.eng.DataRoot(), SystemTime: time.Now().Format(time.RFC3339Nano),
+		KernelVersion: si.KernelVersion, OperatingSystem: "vmctl (a VM per container)",
+		OSType: si.OS, Architecture: si.Arch, NCPU: si.NCPU, MemTotal: si.MemTotal,
+		ServerVersion: si.Version.Version, DefaultRuntime: DefaultRuntime,
+		DockerRootDir: si.DataRoot, SystemTime: time.Now().Format(time.RFC3339Nano),
 		IndexServerAddress: "https://index.docker.io/v1/",
-	}
-	for _, c := range list {
-		if c.State.Status == containers.StatusRunning {
-			info.ContainersRunning++
-		} else {
-			info.ContainersStopped++
-		}
-	}
-	if name, err := os.Hostname(); err == nil {
-		info.Name = name
-	}
-	var si unix.Sysinfo_t
-	if unix.Sysinfo(&si) == nil {
-		info.MemTotal = int64(si.Totalram) * int64(si.Unit)
 	}
 	info.Runtimes = map[string]system.RuntimeWithStatus{}
 	for _, name := range Runtimes {
 		info.Runtimes[name] = system.RuntimeWithStatus{}
 	}
-	cfg := s.eng.Config()
-	hi := engine.HostInfo(cfg)
+	hi := si.Host
 	// What `auto` picks here and why, then the facts behind it, in the
 	// order vmctl info prints them.
 	if hi.Hypervisor != "" {
@@ -123,6 +91,6 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 		info.DriverStatus = append(info.DriverStatus, [2]string{"QEMU", hi.QEMU})
 	}
 	info.DriverStatus = append(info.DriverStatus,
-		[2]string{"Guest kernel", hi.Kernel}, [2]string{"Guest image", hi.Initrd}, [2]string{"Exec root", cfg.ExecRoot})
+		[2]string{"Guest kernel", hi.Kernel}, [2]string{"Guest image", hi.Initrd}, [2]string{"Exec root", si.ExecRoot})
 	writeJSON(w, http.StatusOK, info)
 }

@@ -6,7 +6,9 @@
 // that a container references, and serialises all of that across processes
 // sharing a data root with one flock. It does not know how a volume reaches
 // a guest (containersvc passes the disk to the VM and the agent mounts it),
-// nor which containers exist: the Users callback tells it.
+// nor which containers exist: the Users callback tells it. It reports no
+// events: its methods say what they created and removed, and the volume
+// service (engine/services/volumesvc) reports that.
 package volumes
 
 import (
@@ -27,7 +29,6 @@ import (
 	units "github.com/docker/go-units"
 
 	"github.com/vmctl/vmctl/engine/errs"
-	"github.com/vmctl/vmctl/engine/events"
 	"github.com/vmctl/vmctl/internal/flock"
 )
 
@@ -81,7 +82,7 @@ type CreateOptions struct {
 	Anonymous  bool
 }
 
-// Config wires a Service.
+// Config wires a Store.
 type Config struct {
 	// Root is the directory of all volumes, <data-root>/volumes.
 	Root string
@@ -91,26 +92,22 @@ type Config struct {
 	// Users returns, for each volume name, the names of the containers
 	// that reference it, running or not. Nil means no container ever does.
 	Users func() (map[string][]string, error)
-	// Events, if set, receives create and destroy events of volumes,
-	// whoever asked for them (an API client, a container's create or
-	// removal, a prune).
-	Events *events.Bus
 }
 
-// Service manages the volumes under one root.
-type Service struct {
+// Store keeps the volumes under one root.
+type Store struct {
 	cfg Config
 }
 
-// New returns a Service over cfg.Root, creating the directory.
-func New(cfg Config) (*Service, error) {
+// Open returns the Store over cfg.Root, creating the directory.
+func Open(cfg Config) (*Store, error) {
 	if cfg.Root == "" || cfg.NewDisk == nil {
 		return nil, errors.New("volumes: root and disk maker must be set")
 	}
 	if err := os.MkdirAll(cfg.Root, 0o700); err != nil {
 		return nil, fmt.Errorf("volumes: %w", err)
 	}
-	return &Service{cfg: cfg}, nil
+	return &Store{cfg: cfg}, nil
 }
 
 // validName is docker's rule for volume names (at least two characters);
@@ -141,30 +138,27 @@ func parseOptions(opts map[string]string) (int64, error) {
 	return size, nil
 }
 
-func (s *Service) dir(name string) string { return filepath.Join(s.cfg.Root, name) }
-func (s *Service) lock(ctx context.Context) (*flock.Lock, error) {
+func (s *Store) dir(name string) string { return filepath.Join(s.cfg.Root, name) }
+func (s *Store) lock(ctx context.Context) (*flock.Lock, error) {
 	return flock.Acquire(ctx, filepath.Join(s.cfg.Root, lockFile))
 }
 
 // Create makes a volume. A volume of that name that exists already is
-// returned as it is, whatever the options (docker's behaviour).
-func (s *Service) Create(ctx context.Context, o CreateOptions) (*Volume, error) {
+// returned as it is, whatever the options (docker's behaviour); created
+// says whether this call made it.
+func (s *Store) Create(ctx context.Context, o CreateOptions) (v *Volume, created bool, err error) {
 	if err := s.validate(o); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	l, err := s.lock(ctx)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer l.Release()
-	v, created, err := s.createLocked(ctx, o)
-	if created {
-		s.publish("create", v.Name)
-	}
-	return v, err
+	return s.createLocked(ctx, o)
 }
 
-func (s *Service) validate(o CreateOptions) error {
+func (s *Store) validate(o CreateOptions) error {
 	if err := ValidateName(o.Name); err != nil {
 		return err
 	}
@@ -176,9 +170,8 @@ func (s *Service) validate(o CreateOptions) error {
 }
 
 // createLocked returns the volume o names, making it if it does not
-// exist (created). It publishes nothing: the caller reports the create
-// once the volume is kept. Preconditions: the lock is held, o is valid.
-func (s *Service) createLocked(ctx context.Context, o CreateOptions) (v *Volume, created bool, err error) {
+// exist (created). Preconditions: the lock is held, o is valid.
+func (s *Store) createLocked(ctx context.Context, o CreateOptions) (v *Volume, created bool, err error) {
 	if v, err := s.load(o.Name); err == nil {
 		return v, false, nil
 	} else if !errdefs.IsNotFound(err) {
@@ -222,16 +215,8 @@ func (s *Service) createLocked(ctx context.Context, o CreateOptions) (v *Volume,
 	return v, true, nil
 }
 
-// publish reports a volume event; the actor is the volume's name.
-func (s *Service) publish(action, name string) {
-	if s.cfg.Events != nil {
-		s.cfg.Events.Publish(events.Event{Type: events.TypeVolume, Action: action, ID: name,
-			Attributes: map[string]string{"driver": DriverLocal}})
-	}
-}
-
 // Get returns a volume by name.
-func (s *Service) Get(name string) (*Volume, error) {
+func (s *Store) Get(name string) (*Volume, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, errs.New(errdefs.ErrNotFound, "no such volume: %s", name)
 	}
@@ -242,7 +227,7 @@ func (s *Service) Get(name string) (*Volume, error) {
 // volume: it is left out of listings and may still be removed.
 var errDamaged = errors.New("damaged volume metadata")
 
-func (s *Service) load(name string) (*Volume, error) {
+func (s *Store) load(name string) (*Volume, error) {
 	b, err := os.ReadFile(filepath.Join(s.dir(name), metaFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, errs.New(errdefs.ErrNotFound, "no such volume: %s", name)
@@ -262,7 +247,7 @@ func (s *Service) load(name string) (*Volume, error) {
 }
 
 // List returns every volume, by name.
-func (s *Service) List() ([]*Volume, error) {
+func (s *Store) List() ([]*Volume, error) {
 	entries, err := os.ReadDir(s.cfg.Root)
 	if err != nil {
 		return nil, fmt.Errorf("list volumes: %w", err)
@@ -291,7 +276,7 @@ func (s *Service) List() ([]*Volume, error) {
 }
 
 // RefCount returns how many containers reference each volume.
-func (s *Service) RefCount() (map[string]int, error) {
+func (s *Store) RefCount() (map[string]int, error) {
 	users, err := s.users()
 	if err != nil {
 		return nil, err
@@ -303,7 +288,7 @@ func (s *Service) RefCount() (map[string]int, error) {
 	return out, nil
 }
 
-func (s *Service) users() (map[string][]string, error) {
+func (s *Store) users() (map[string][]string, error) {
 	if s.cfg.Users == nil {
 		return map[string][]string{}, nil
 	}
@@ -317,54 +302,57 @@ func (s *Service) users() (map[string][]string, error) {
 // Remove deletes a volume and its data. A volume that any container
 // references, running or stopped, is refused (ErrConflict); with force, a
 // missing volume is not an error. A volume with damaged metadata can be
-// removed, so that it can be got rid of at all.
-func (s *Service) Remove(ctx context.Context, name string, force bool) error {
+// removed, so that it can be got rid of at all. removed says whether the
+// volume is gone, which it can be with an error: when its data could not
+// all be deleted (the next removal deletes the rest).
+func (s *Store) Remove(ctx context.Context, name string, force bool) (removed bool, err error) {
 	l, err := s.lock(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer l.Release()
 	if _, err := s.Get(name); err != nil && !errors.Is(err, errDamaged) {
 		if force && errdefs.IsNotFound(err) {
-			return nil
+			return false, nil
 		}
-		return err
+		return false, err
 	}
 	users, err := s.users()
 	if err != nil {
-		return err
+		return false, err
 	}
 	if cs := users[name]; len(cs) > 0 {
-		return errs.New(errdefs.ErrConflict, "volume %s is in use by container %s: remove the container first", name, strings.Join(cs, ", "))
+		return false, errs.New(errdefs.ErrConflict, "volume %s is in use by container %s: remove the container first", name, strings.Join(cs, ", "))
 	}
 	return s.removeLocked(name)
 }
 
-// removeLocked deletes a volume's directory. Precondition: the lock is held.
-func (s *Service) removeLocked(name string) error {
+// removeLocked deletes a volume's directory; removed as for Remove.
+// Precondition: the lock is held.
+func (s *Store) removeLocked(name string) (removed bool, err error) {
 	s.removeTrash()
 	trash, err := os.MkdirTemp(s.cfg.Root, trashPrefix)
 	if err != nil {
-		return fmt.Errorf("remove volume %s: %w", name, err)
+		return false, fmt.Errorf("remove volume %s: %w", name, err)
 	}
 	// Renamed first, so the volume is gone at once even if the delete of
 	// its data is cut short.
 	dst := filepath.Join(trash, name)
 	if err := os.Rename(s.dir(name), dst); err != nil {
 		os.Remove(trash)
-		return fmt.Errorf("remove volume %s: %w", name, err)
+		return false, fmt.Errorf("remove volume %s: %w", name, err)
 	}
-	s.publish("destroy", name)
 	if err := os.RemoveAll(trash); err != nil {
-		return fmt.Errorf("remove volume %s: %w", name, err)
+		return true, fmt.Errorf("remove volume %s: %w", name, err)
 	}
-	return nil
+	return true, nil
 }
 
 // Prune removes every volume that no container references and that keep
 // does not want kept (nil keeps none), and returns the names removed and
-// the disk space freed.
-func (s *Service) Prune(ctx context.Context, keep func(*Volume) bool) ([]string, uint64, error) {
+// the disk space freed; with an error, those removed before it (and the
+// one it cut short, if that is gone).
+func (s *Store) Prune(ctx context.Context, keep func(*Volume) bool) ([]string, uint64, error) {
 	l, err := s.lock(ctx)
 	if err != nil {
 		return nil, 0, err
@@ -388,17 +376,20 @@ func (s *Service) Prune(ctx context.Context, keep func(*Volume) bool) ([]string,
 		if err := syscall.Stat(v.Disk, &st); err == nil {
 			freed += uint64(st.Blocks) * 512
 		}
-		if err := s.removeLocked(v.Name); err != nil {
+		gone, err := s.removeLocked(v.Name)
+		if gone {
+			removed = append(removed, v.Name)
+		}
+		if err != nil {
 			return removed, freed, err
 		}
-		removed = append(removed, v.Name)
 	}
 	return removed, freed, nil
 }
 
 // removeTrash deletes what removals that died halfway left. Precondition:
 // the lock is held, so no removal is in progress.
-func (s *Service) removeTrash() {
+func (s *Store) removeTrash() {
 	entries, _ := os.ReadDir(s.cfg.Root)
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), trashPrefix) {
@@ -411,20 +402,20 @@ func (s *Service) removeTrash() {
 // record with them while holding the lock that Remove takes: a volume
 // cannot be removed between this check and the container record that
 // references it, which record writes. Volumes created here are removed
-// again if record fails.
-func (s *Service) Use(ctx context.Context, reqs []CreateOptions, record func(map[string]*Volume) error) error {
+// again if record fails; created names those that record was called with
+// and that did not exist before.
+func (s *Store) Use(ctx context.Context, reqs []CreateOptions, record func(map[string]*Volume) error) (created []string, err error) {
 	for _, o := range reqs {
 		if err := s.validate(o); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	l, err := s.lock(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer l.Release()
 	vols := map[string]*Volume{}
-	var created []string
 	undo := func() {
 		for _, name := range created {
 			os.RemoveAll(s.dir(name))
@@ -437,7 +428,7 @@ func (s *Service) Use(ctx context.Context, reqs []CreateOptions, record func(map
 		v, isNew, err := s.createLocked(ctx, o)
 		if err != nil {
 			undo()
-			return err
+			return nil, err
 		}
 		if isNew {
 			created = append(created, o.Name)
@@ -446,20 +437,16 @@ func (s *Service) Use(ctx context.Context, reqs []CreateOptions, record func(map
 	}
 	if err := record(vols); err != nil {
 		undo()
-		return err
+		return nil, err
 	}
-	// Reported only now: a volume undone above never existed for anyone.
-	for _, name := range created {
-		s.publish("create", name)
-	}
-	return nil
+	return created, nil
 }
 
 // Claim takes, in a fixed order, one lock per named volume and returns
 // their release. A container start holds the claims of its volumes from
 // its in-use check until it is recorded as running, so that two starts
 // (in any processes) cannot both find a volume free.
-func (s *Service) Claim(ctx context.Context, names []string) (release func(), err error) {
+func (s *Store) Claim(ctx context.Context, names []string) (release func(), err error) {
 	names = slices.Clone(names)
 	slices.Sort(names)
 	names = slices.Compact(names)

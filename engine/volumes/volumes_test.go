@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,9 +27,9 @@ func fakeDisk(_ context.Context, path string, size int64) error {
 	return f.Truncate(size)
 }
 
-func newTestService(t *testing.T, users map[string][]string) *Service {
+func newTestStore(t *testing.T, users map[string][]string) *Store {
 	t.Helper()
-	s, err := New(Config{
+	s, err := Open(Config{
 		Root: filepath.Join(t.TempDir(), "volumes"), NewDisk: fakeDisk,
 		Users: func() (map[string][]string, error) { return users, nil },
 	})
@@ -74,8 +75,8 @@ func TestCreateOptions(t *testing.T) {
 		{CreateOptions{Name: "v1", Driver: "nfs"}, 0, true},
 		{CreateOptions{Name: "x"}, 0, true},
 	} {
-		s := newTestService(t, nil)
-		v, err := s.Create(context.Background(), tc.opts)
+		s := newTestStore(t, nil)
+		v, _, err := s.Create(context.Background(), tc.opts)
 		if tc.wantErr {
 			if !errdefs.IsInvalidArgument(err) {
 				t.Errorf("Create(%+v) = %v, want an invalid-argument error", tc.opts, err)
@@ -97,19 +98,19 @@ func TestCreateOptions(t *testing.T) {
 }
 
 func TestCreateExistingReturnsIt(t *testing.T) {
-	s := newTestService(t, nil)
+	s := newTestStore(t, nil)
 	ctx := context.Background()
-	v1, err := s.Create(ctx, CreateOptions{Name: "data", Labels: map[string]string{"a": "b"}})
-	if err != nil {
-		t.Fatal(err)
+	v1, created, err := s.Create(ctx, CreateOptions{Name: "data", Labels: map[string]string{"a": "b"}})
+	if err != nil || !created {
+		t.Fatalf("Create = %v, created %v; want a new volume", err, created)
 	}
 	marker := []byte("keep me")
 	if err := os.WriteFile(v1.Disk, marker, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	v2, err := s.Create(ctx, CreateOptions{Name: "data", DriverOpts: map[string]string{"size": "1g"}})
-	if err != nil {
-		t.Fatal(err)
+	v2, created, err := s.Create(ctx, CreateOptions{Name: "data", DriverOpts: map[string]string{"size": "1g"}})
+	if err != nil || created {
+		t.Fatalf("second Create = %v, created %v; want the existing volume", err, created)
 	}
 	if v2.Size != v1.Size || v2.Labels["a"] != "b" || !v2.CreatedAt.Equal(v1.CreatedAt) {
 		t.Errorf("second Create = %+v, want the first volume %+v", v2, v1)
@@ -120,10 +121,10 @@ func TestCreateExistingReturnsIt(t *testing.T) {
 }
 
 func TestGetListRemove(t *testing.T) {
-	s := newTestService(t, map[string][]string{"used": {"web"}})
+	s := newTestStore(t, map[string][]string{"used": {"web"}})
 	ctx := context.Background()
 	for _, n := range []string{"zeta", "alpha", "used"} {
-		if _, err := s.Create(ctx, CreateOptions{Name: n}); err != nil {
+		if _, _, err := s.Create(ctx, CreateOptions{Name: n}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -147,24 +148,24 @@ func TestGetListRemove(t *testing.T) {
 		t.Errorf("Get(../x) = %v, want not found", err)
 	}
 
-	err = s.Remove(ctx, "used", true)
-	if !errdefs.IsConflict(err) || err.Error() != "volume used is in use by container web: remove the container first" {
+	removed, err := s.Remove(ctx, "used", true)
+	if removed || !errdefs.IsConflict(err) || err.Error() != "volume used is in use by container web: remove the container first" {
 		t.Errorf("Remove(used) = %v, want a conflict naming web", err)
 	}
 	if _, err := s.Get("used"); err != nil {
 		t.Errorf("a refused Remove changed the volume: %v", err)
 	}
-	if err := s.Remove(ctx, "alpha", false); err != nil {
-		t.Errorf("Remove(alpha) = %v", err)
+	if removed, err := s.Remove(ctx, "alpha", false); err != nil || !removed {
+		t.Errorf("Remove(alpha) = %v, %v; want removed", removed, err)
 	}
 	if _, err := os.Stat(filepath.Join(s.cfg.Root, "alpha")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Remove(alpha) left its directory: %v", err)
 	}
-	if err := s.Remove(ctx, "alpha", false); !errdefs.IsNotFound(err) {
+	if removed, err := s.Remove(ctx, "alpha", false); removed || !errdefs.IsNotFound(err) {
 		t.Errorf("second Remove(alpha) = %v, want not found", err)
 	}
-	if err := s.Remove(ctx, "alpha", true); err != nil {
-		t.Errorf("forced Remove of a missing volume = %v, want nil", err)
+	if removed, err := s.Remove(ctx, "alpha", true); removed || err != nil {
+		t.Errorf("forced Remove of a missing volume = %v, %v; want nothing removed, no error", removed, err)
 	}
 	entries, _ := os.ReadDir(s.cfg.Root)
 	for _, e := range entries {
@@ -175,16 +176,16 @@ func TestGetListRemove(t *testing.T) {
 }
 
 func TestUse(t *testing.T) {
-	s := newTestService(t, nil)
+	s := newTestStore(t, nil)
 	ctx := context.Background()
-	if _, err := s.Create(ctx, CreateOptions{Name: "old"}); err != nil {
+	if _, _, err := s.Create(ctx, CreateOptions{Name: "old"}); err != nil {
 		t.Fatal(err)
 	}
 	// A failing record undoes only what Use created.
 	boom := errors.New("record failed")
-	err := s.Use(ctx, []CreateOptions{{Name: "old"}, {Name: "new"}}, func(map[string]*Volume) error { return boom })
-	if !errors.Is(err, boom) {
-		t.Fatalf("Use = %v, want %v", err, boom)
+	created, err := s.Use(ctx, []CreateOptions{{Name: "old"}, {Name: "new"}}, func(map[string]*Volume) error { return boom })
+	if !errors.Is(err, boom) || created != nil {
+		t.Fatalf("Use = %v, created %v; want %v, none", err, created, boom)
 	}
 	if _, err := s.Get("new"); !errdefs.IsNotFound(err) {
 		t.Errorf("after a failed record, new = %v, want not found", err)
@@ -193,14 +194,17 @@ func TestUse(t *testing.T) {
 		t.Errorf("after a failed record, old = %v, want it kept", err)
 	}
 	var got map[string]*Volume
-	err = s.Use(ctx, []CreateOptions{{Name: "old"}, {Name: "new", Anonymous: true}, {Name: "new"}}, func(v map[string]*Volume) error {
+	created, err = s.Use(ctx, []CreateOptions{{Name: "old"}, {Name: "new", Anonymous: true}, {Name: "new"}}, func(v map[string]*Volume) error {
 		got = v
 		return nil
 	})
 	if err != nil || len(got) != 2 || got["new"].Disk == "" || !got["new"].Anonymous {
 		t.Fatalf("Use = %v, volumes %+v", err, got)
 	}
-	if err := s.Use(ctx, []CreateOptions{{Name: "ok"}, {Name: "b/d"}}, func(map[string]*Volume) error { return nil }); !errdefs.IsInvalidArgument(err) {
+	if !slices.Equal(created, []string{"new"}) {
+		t.Errorf("Use created %q, want [new] (old existed)", created)
+	}
+	if _, err := s.Use(ctx, []CreateOptions{{Name: "ok"}, {Name: "b/d"}}, func(map[string]*Volume) error { return nil }); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("Use with a bad name = %v, want invalid argument", err)
 	}
 	if _, err := s.Get("ok"); !errdefs.IsNotFound(err) {
@@ -208,14 +212,14 @@ func TestUse(t *testing.T) {
 	}
 }
 
-// TestConcurrentCreate runs creates of one name from two services on one
+// TestConcurrentCreate runs creates of one name from two stores on one
 // root (as two processes would): exactly one disk is made, and everyone
 // gets the same volume.
 func TestConcurrentCreate(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "volumes")
 	var made atomic.Int32
-	newSvc := func() *Service {
-		s, err := New(Config{Root: root, NewDisk: func(ctx context.Context, p string, n int64) error {
+	newStore := func() *Store {
+		s, err := Open(Config{Root: root, NewDisk: func(ctx context.Context, p string, n int64) error {
 			made.Add(1)
 			return fakeDisk(ctx, p, n)
 		}})
@@ -224,7 +228,7 @@ func TestConcurrentCreate(t *testing.T) {
 		}
 		return s
 	}
-	a, b := newSvc(), newSvc()
+	a, b := newStore(), newStore()
 	var wg sync.WaitGroup
 	errc := make(chan error, 20)
 	for i := 0; i < 20; i++ {
@@ -235,7 +239,7 @@ func TestConcurrentCreate(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			v, err := s.Create(context.Background(), CreateOptions{Name: "shared"})
+			v, _, err := s.Create(context.Background(), CreateOptions{Name: "shared"})
 			if err == nil && v.Name != "shared" {
 				err = fmt.Errorf("got volume %q", v.Name)
 			}
@@ -255,10 +259,10 @@ func TestConcurrentCreate(t *testing.T) {
 }
 
 func TestClaim(t *testing.T) {
-	s := newTestService(t, nil)
+	s := newTestStore(t, nil)
 	ctx := context.Background()
 	for _, n := range []string{"a1", "b1"} {
-		if _, err := s.Create(ctx, CreateOptions{Name: n}); err != nil {
+		if _, _, err := s.Create(ctx, CreateOptions{Name: n}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -284,10 +288,10 @@ func TestClaim(t *testing.T) {
 }
 
 func TestPrune(t *testing.T) {
-	s := newTestService(t, map[string][]string{"used": {"web"}})
+	s := newTestStore(t, map[string][]string{"used": {"web"}})
 	ctx := context.Background()
 	for _, o := range []CreateOptions{{Name: "used"}, {Name: "named"}, {Name: "anon1", Anonymous: true}} {
-		if _, err := s.Create(ctx, o); err != nil {
+		if _, _, err := s.Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -307,10 +311,10 @@ func TestPrune(t *testing.T) {
 // A volume whose metadata is damaged does not break the listing or a
 // prune of the others, and can still be removed (unless in use).
 func TestCorruptMetadata(t *testing.T) {
-	s := newTestService(t, map[string][]string{"held": {"web"}})
+	s := newTestStore(t, map[string][]string{"held": {"web"}})
 	ctx := context.Background()
 	for _, n := range []string{"good", "bad", "held"} {
-		if _, err := s.Create(ctx, CreateOptions{Name: n}); err != nil {
+		if _, _, err := s.Create(ctx, CreateOptions{Name: n}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -326,10 +330,10 @@ func TestCorruptMetadata(t *testing.T) {
 	if _, err := s.Get("bad"); err == nil || errdefs.IsNotFound(err) {
 		t.Errorf("Get(bad) = %v, want an error that is not not-found", err)
 	}
-	if err := s.Remove(ctx, "held", false); !errdefs.IsConflict(err) {
+	if _, err := s.Remove(ctx, "held", false); !errdefs.IsConflict(err) {
 		t.Errorf("Remove of a damaged volume in use = %v, want conflict", err)
 	}
-	if err := s.Remove(ctx, "bad", false); err != nil {
+	if _, err := s.Remove(ctx, "bad", false); err != nil {
 		t.Errorf("Remove of a damaged volume = %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(s.cfg.Root, "bad")); !errors.Is(err, os.ErrNotExist) {
@@ -346,13 +350,13 @@ func TestCorruptMetadata(t *testing.T) {
 // and leaves nothing behind.
 func TestCreateTooLargeForHost(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "volumes")
-	s, err := New(Config{Root: root, NewDisk: func(_ context.Context, p string, _ int64) error {
+	s, err := Open(Config{Root: root, NewDisk: func(_ context.Context, p string, _ int64) error {
 		return fmt.Errorf("creating writable disk: %w", &os.PathError{Op: "truncate", Path: p, Err: syscall.EFBIG})
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.Create(context.Background(), CreateOptions{Name: "huge", DriverOpts: map[string]string{"size": "16t"}})
+	_, _, err = s.Create(context.Background(), CreateOptions{Name: "huge", DriverOpts: map[string]string{"size": "16t"}})
 	want := `invalid volume size "16t": larger than a file can be on this host's file system`
 	if !errdefs.IsInvalidArgument(err) || err.Error() != want {
 		t.Errorf("Create(size=16t) = %v, want invalid argument %q", err, want)

@@ -28,7 +28,6 @@ import (
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/events"
 	"github.com/vmctl/vmctl/engine/sandbox"
-	"github.com/vmctl/vmctl/engine/volumes"
 )
 
 // ImageInfo is what the service needs to know of an image.
@@ -80,7 +79,7 @@ type Config struct {
 	// WritableDiskSize is the size of each container's read-write disk.
 	WritableDiskSize int64
 	// Volumes holds named volumes; nil means containers cannot have any.
-	Volumes *volumes.Service
+	Volumes VolumeService
 	// Events receives the container events (create, start, die...); nil
 	// reports none.
 	Events events.Publisher

@@ -17,6 +17,7 @@ import (
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/events"
 	"github.com/vmctl/vmctl/engine/sandbox"
+	"github.com/vmctl/vmctl/engine/services/volumesvc"
 	"github.com/vmctl/vmctl/engine/volumes"
 )
 
@@ -99,12 +100,12 @@ func (fakeImages) Disk(_ context.Context, id string) (string, error) {
 func newVolumeTestService(t *testing.T) *Service {
 	t.Helper()
 	dir := t.TempDir()
-	store, err := containers.OpenStore(filepath.Join(dir, "containers"))
+	containerStore, err := containers.OpenStore(filepath.Join(dir, "containers"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var s *Service
-	vols, err := volumes.New(volumes.Config{
+	store, err := volumes.Open(volumes.Config{
 		Root: filepath.Join(dir, "volumes"),
 		NewDisk: func(_ context.Context, p string, n int64) error {
 			return os.WriteFile(p, nil, 0o600)
@@ -115,7 +116,7 @@ func newVolumeTestService(t *testing.T) *Service {
 		t.Fatal(err)
 	}
 	s = New(Config{
-		Store: store, Images: fakeImages{}, Volumes: vols,
+		Store: containerStore, Images: fakeImages{}, Volumes: volumesvc.New(volumesvc.Config{Store: store}),
 		NewWritableDisk: func(p string, _ int64) error { return os.WriteFile(p, nil, 0o600) },
 		ChooseDriver: func(string) (sandbox.Choice, error) {
 			return sandbox.Choice{Driver: "qemu", Accel: "tcg"}, nil
@@ -127,7 +128,7 @@ func newVolumeTestService(t *testing.T) *Service {
 func TestCreateWithVolumes(t *testing.T) {
 	ctx := context.Background()
 	s := newVolumeTestService(t)
-	vols := s.cfg.Volumes
+	vols := s.cfg.Volumes.(*volumesvc.Service)
 
 	c, err := s.Create(ctx, CreateOptions{Image: "busybox", Name: "web", AutoRemove: true,
 		Volumes: []VolumeMount{{Name: "data", Destination: "/data"}, {Destination: "/cache"}}})
@@ -187,11 +188,11 @@ func TestCreateWithVolumes(t *testing.T) {
 	}
 
 	// A bad request creates nothing.
-	before, _ := vols.List()
+	before, _ := vols.List(volumesvc.ListOptions{})
 	if _, err := s.Create(ctx, CreateOptions{Image: "busybox", Volumes: []VolumeMount{{Name: "new1", Destination: "/a"}, {Name: "new2", Destination: "rel"}}}); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("Create with a relative mount path = %v, want invalid argument", err)
 	}
-	if after, _ := vols.List(); len(after) != len(before) {
+	if after, _ := vols.List(volumesvc.ListOptions{}); len(after) != len(before) {
 		t.Errorf("a refused create changed the volumes: %d before, %d after", len(before), len(after))
 	}
 }

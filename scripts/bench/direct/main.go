@@ -41,15 +41,16 @@ func run(dataRoot, execRoot, image string, cmd []string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	c, err := e.Containers.Create(ctx, containersvc.CreateOptions{Image: image, Cmd: cmd, Hypervisor: "auto", AutoRemove: true})
+	ctrs := e.Services().Containers
+	c, err := ctrs.Create(ctx, containersvc.CreateOptions{Image: image, Cmd: cmd, Hypervisor: "auto", AutoRemove: true})
 	if err != nil {
 		return 0, err
 	}
-	defer e.Containers.Remove(context.Background(), c.ID, containersvc.RemoveOptions{Force: true})
-	if err := e.Containers.Start(ctx, c.ID, containersvc.Stdio{Stdout: os.Stdout, Stderr: os.Stderr}); err != nil {
+	defer ctrs.Remove(context.Background(), c.ID, containersvc.RemoveOptions{Force: true})
+	if err := ctrs.Start(ctx, c.ID, containersvc.Stdio{Stdout: os.Stdout, Stderr: os.Stderr}); err != nil {
 		return 0, err
 	}
-	st, err := e.Containers.Wait(ctx, c.ID)
+	st, err := ctrs.Wait(ctx, c.ID)
 	if err != nil {
 		return 0, err
 	}

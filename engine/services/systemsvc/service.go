@@ -1,0 +1,123 @@
+// Package systemsvc is the system service: what the engine is (version,
+// build, the host kernel) and what it holds (containers and images,
+// counted), and how this host runs VMs (the hypervisor auto picks, and
+// why). It backs docker version and docker info.
+//
+// It has no transport code, and it changes nothing.
+package systemsvc
+
+import (
+	"context"
+	"os"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vmctl/vmctl/engine/containers"
+	"github.com/vmctl/vmctl/engine/images"
+)
+
+// Containers lists the containers (engine/services/containersvc).
+type Containers interface {
+	List() ([]*containers.Container, error)
+}
+
+// Images lists the images (engine/services/imagesvc).
+type Images interface {
+	List(ctx context.Context) ([]images.Image, error)
+}
+
+// Config wires a Service.
+type Config struct {
+	// Version is the engine's version, set at build time.
+	Version string
+	// DataRoot and ExecRoot are where the engine keeps its persistent and
+	// its runtime state.
+	DataRoot, ExecRoot string
+	// Host says how VMs are run here; see HostConfig.
+	Host       HostConfig
+	Containers Containers
+	Images     Images
+}
+
+// Service answers questions about the engine and the host.
+type Service struct {
+	cfg     Config
+	version Version
+}
+
+// New returns a Service. The facts that cannot change while the process
+// runs (the build, the kernel) are read once, here.
+func New(cfg Config) *Service {
+	return &Service{cfg: cfg, version: Version{
+		Version: cfg.Version, GoVersion: runtime.Version(),
+		OS: runtime.GOOS, Arch: runtime.GOARCH, KernelVersion: kernelRelease(),
+	}}
+}
+
+// Version is what docker version shows of the engine.
+type Version struct {
+	Version   string
+	GoVersion string
+	OS, Arch  string
+	// KernelVersion is the host kernel's release.
+	KernelVersion string
+}
+
+// Version returns the engine's version and build.
+func (s *Service) Version() Version { return s.version }
+
+// Info is what docker info shows of the engine and the host.
+type Info struct {
+	Version
+	// Containers counts every container; Running and Stopped split them.
+	Containers, Running, Stopped int
+	Images                       int
+	DataRoot, ExecRoot           string
+	// Hostname, NCPU and MemTotal (bytes) describe the host; Hostname and
+	// MemTotal are empty when they cannot be read.
+	Hostname string
+	NCPU     int
+	MemTotal int64
+	Host     Host
+}
+
+// Info counts the containers and images and probes the host.
+func (s *Service) Info(ctx context.Context) (Info, error) {
+	list, err := s.cfg.Containers.List()
+	if err != nil {
+		return Info{}, err
+	}
+	imgs, err := s.cfg.Images.List(ctx)
+	if err != nil {
+		return Info{}, err
+	}
+	info := Info{
+		Version: s.version, Containers: len(list), Images: len(imgs),
+		DataRoot: s.cfg.DataRoot, ExecRoot: s.cfg.ExecRoot, NCPU: runtime.NumCPU(),
+		Host: ProbeHost(s.cfg.Host),
+	}
+	for _, c := range list {
+		if c.State.Status == containers.StatusRunning {
+			info.Running++
+		} else {
+			info.Stopped++
+		}
+	}
+	if name, err := os.Hostname(); err == nil {
+		info.Hostname = name
+	}
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil {
+		info.MemTotal = int64(si.Totalram) * int64(si.Unit)
+	}
+	return info, nil
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
