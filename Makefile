@@ -7,6 +7,7 @@
 #   make kernel  guest kernel into bin/guest/ (cached outside the tree by config hash)
 #   make install binaries, guest files and systemd units under PREFIX (default /usr/local)
 #   make e2e-nested  the native VMM booting the guest inside a nested L1 (QEMU TCG + emulated SVM)
+#   make proto   regenerate api/*/v1/*.pb.go from the .proto files (generators pinned in scripts/proto.sh)
 
 SHELL := /bin/bash
 GO ?= go
@@ -28,7 +29,7 @@ BINDIR = $(PREFIX)/bin
 GUESTDIR = $(PREFIX)/lib/vmctl/guest
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 
-.PHONY: all demo test unit e2e e2e-nested nested-prepare fuzz bench build kernel image deps clean vet install
+.PHONY: all demo test unit e2e e2e-nested nested-prepare fuzz bench build kernel image proto deps clean vet install
 
 all: build
 
@@ -55,6 +56,11 @@ install: build kernel
 
 image: deps
 	$(GO) run ./scripts/mkimage -o build/busybox.tar
+
+# The contracts' Go code, from api/*/v1/*.proto. tests/proto_test.go checks
+# that the checked-in files are what this produces.
+proto: deps
+	@bash scripts/proto.sh
 
 demo: build kernel image
 	$(BIN)/vmctl --data-root $(DATA_ROOT) load -i build/busybox.tar

@@ -6,8 +6,9 @@ set -euo pipefail
 packages=(
 	# run: the QEMU driver and disk images
 	qemu-system-x86 e2fsprogs
-	# build: the guest kernel (Debian's 6.1 source) and protobuf contracts
-	linux-source-6.1 flex bison libelf-dev bc make gcc
+	# build: the guest kernel (Debian's 6.1 source) and protobuf contracts (make proto,
+	# and the test that the checked-in generated code is current)
+	linux-source-6.1 flex bison libelf-dev bc make gcc protobuf-compiler
 	# images and tests: a static busybox for the demo image, socket plumbing,
 	# a real registry server for pull/push tests
 	busybox-static socat docker-registry
