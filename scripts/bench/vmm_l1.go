@@ -31,6 +31,7 @@ import (
 
 	"github.com/vmctl/vmctl/api/agent/contract"
 	agentapi "github.com/vmctl/vmctl/api/agent/v1"
+	"github.com/vmctl/vmctl/internal/hybridvsock"
 )
 
 // l1RetryInterval is the pause between attempts to reach the agent; it
@@ -125,7 +126,7 @@ func l1Boot(o l1Opts, kind, tmp string) (string, error) {
 	default:
 		cmd = exec.Command(o.vmm, "-kernel", o.kernel, "-initrd", o.initrd,
 			"-memory", fmt.Sprint(o.memMiB), "-vsock-uds", sock, "-console", sock+".console")
-		dial = func(ctx context.Context) (net.Conn, error) { return hybridConnect(ctx, sock, contract.VsockPort) }
+		dial = func(ctx context.Context) (net.Conn, error) { return hybridvsock.Dial(ctx, sock, contract.VsockPort) }
 	}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -175,38 +176,6 @@ func l1Boot(o l1Opts, kind, tmp string) (string, error) {
 	}
 	return fmt.Sprintf("VMMBOOT vmm=%s health_ms=%d exit_ms=%d rss_kb=%d pss_kb=%d guest_kb=%d", kind,
 		health.Milliseconds(), time.Since(start).Milliseconds(), mem.RSS, mem.PSS, mem.GuestRSS), nil
-}
-
-// hybridConnect opens a guest vsock port through the VMM's hybrid vsock
-// socket: "CONNECT <port>\n", answered "OK <port>\n" once the guest
-// accepted.
-func hybridConnect(ctx context.Context, uds string, port int) (net.Conn, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", uds)
-	if err != nil {
-		return nil, err
-	}
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := fmt.Fprintf(conn, "CONNECT %d\n", port); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	// Byte by byte: what follows the reply line is the agent's stream.
-	var line []byte
-	b := make([]byte, 1)
-	for len(line) < 64 && (len(line) == 0 || line[len(line)-1] != '\n') {
-		if _, err := conn.Read(b); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("no reply to CONNECT: %w", err)
-		}
-		line = append(line, b[0])
-	}
-	if !strings.HasPrefix(string(line), "OK ") {
-		conn.Close()
-		return nil, fmt.Errorf("CONNECT refused: %q", strings.TrimSpace(string(line)))
-	}
-	conn.SetDeadline(time.Time{})
-	return conn, nil
 }
 
 // l1Sample is one parsed VMMBOOT line.

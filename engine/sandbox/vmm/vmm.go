@@ -29,6 +29,7 @@ import (
 	"github.com/vmctl/vmctl/api/agent/contract"
 	vmmapi "github.com/vmctl/vmctl/api/vmm/v1"
 	"github.com/vmctl/vmctl/engine/sandbox"
+	"github.com/vmctl/vmctl/internal/hybridvsock"
 )
 
 // Binary is the VMM executable's name.
@@ -362,7 +363,7 @@ func firstNonEmpty(a, b string) string {
 func (v *vm) DialAgent(ctx context.Context) (net.Conn, error) {
 	backoff := 5 * time.Millisecond
 	for {
-		conn, err := dialVsock(ctx, v.vsockSock, contract.VsockPort)
+		conn, err := hybridvsock.Dial(ctx, v.vsockSock, contract.VsockPort)
 		if err == nil {
 			return conn, nil
 		}
@@ -377,52 +378,6 @@ func (v *vm) DialAgent(ctx context.Context) (net.Conn, error) {
 			backoff *= 2
 		}
 	}
-}
-
-// dialVsock performs the host side of the hybrid vsock handshake:
-// "CONNECT <port>\n", answered by "OK <host port>\n".
-func dialVsock(ctx context.Context, sock string, port uint32) (net.Conn, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", sock)
-	if err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(2 * time.Second)
-	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
-		deadline = dl
-	}
-	conn.SetDeadline(deadline)
-	if _, err := fmt.Fprintf(conn, "CONNECT %d\n", port); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	// Read byte by byte: whatever follows the line is the stream's.
-	line, err := readLine(conn, 64)
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("vsock handshake: %w", err)
-	}
-	if !strings.HasPrefix(line, "OK ") {
-		conn.Close()
-		return nil, fmt.Errorf("vsock handshake: unexpected answer %q", line)
-	}
-	conn.SetDeadline(time.Time{})
-	return conn, nil
-}
-
-func readLine(conn net.Conn, max int) (string, error) {
-	var b strings.Builder
-	one := make([]byte, 1)
-	for b.Len() < max {
-		if _, err := conn.Read(one); err != nil {
-			return "", err
-		}
-		if one[0] == '\n' {
-			return b.String(), nil
-		}
-		b.WriteByte(one[0])
-	}
-	return "", errors.New("answer line too long")
 }
 
 func (v *vm) exitNow() sandbox.Exit {

@@ -1,17 +1,22 @@
 package vmm
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/engine/sandbox"
 )
 
@@ -81,7 +86,9 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// fakeVsock plays the VMM's side of the hybrid vsock handshake.
+// fakeVsock plays the VMM's side of the hybrid vsock handshake: answer
+// gives the reply to a CONNECT, "" to close the connection as the VMM does
+// while nothing in the guest listens.
 func fakeVsock(t *testing.T, answer func(port string) string) string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "v.sock")
@@ -98,47 +105,64 @@ func fakeVsock(t *testing.T, answer func(port string) string) string {
 			}
 			go func(c net.Conn) {
 				defer c.Close()
-				line, err := readLine(c, 64)
+				line, err := bufio.NewReader(c).ReadString('\n')
 				if err != nil {
 					return
 				}
-				reply := answer(strings.TrimPrefix(line, "CONNECT "))
+				reply := answer(strings.TrimSuffix(strings.TrimPrefix(line, "CONNECT "), "\n"))
 				if reply == "" {
-					return // the guest refused: the VMM closes the connection
+					return
 				}
 				io.WriteString(c, reply)
-				io.Copy(c, c) // echo
+				io.Copy(io.Discard, c)
 			}(c)
 		}
 	}()
 	return sock
 }
 
-func TestDialVsock(t *testing.T) {
+// DialAgent retries while the guest boots and hands over the agent's
+// stream from its first byte.
+func TestDialAgentRetriesUntilTheAgentListens(t *testing.T) {
+	var attempts atomic.Int32
 	sock := fakeVsock(t, func(port string) string {
-		if port != "1024" {
+		if port != strconv.Itoa(contract.VsockPort) || attempts.Add(1) < 3 {
 			return ""
 		}
 		return "OK 1073741824\nhello"
 	})
+	v := &vm{vsockSock: sock, exited: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, err := dialVsock(ctx, sock, 1024)
+	conn, err := v.DialAgent(ctx)
 	if err != nil {
-		t.Fatalf("dialVsock: %v", err)
+		t.Fatalf("DialAgent: %v", err)
 	}
 	defer conn.Close()
-	// Bytes after the OK line belong to the stream.
 	buf := make([]byte, 5)
 	if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "hello" {
 		t.Errorf("first stream bytes = %q, %v; want hello", buf, err)
 	}
-	if _, err := dialVsock(ctx, sock, 52); err == nil {
-		t.Errorf("dialVsock to a port nobody listens on succeeded")
+	if n := attempts.Load(); n != 3 {
+		t.Errorf("DialAgent connected on attempt %d, want 3 (two refusals first)", n)
 	}
-	bad := fakeVsock(t, func(string) string { return "NOPE\n" })
-	if _, err := dialVsock(ctx, bad, 1024); err == nil || !strings.Contains(err.Error(), "unexpected answer") {
-		t.Errorf("dialVsock with a bad answer: %v", err)
+}
+
+// A VM that ended stops the retries with its exit detail; a ctx that ends
+// stops them with the last attempt's error.
+func TestDialAgentGivesUp(t *testing.T) {
+	sock := fakeVsock(t, func(string) string { return "" })
+	ended := &vm{vsockSock: sock, exited: make(chan struct{}), exit: sandbox.Exit{Detail: "guest panicked"}}
+	close(ended.exited)
+	if _, err := ended.DialAgent(context.Background()); err == nil || !strings.Contains(err.Error(), "ended before its agent answered: guest panicked") {
+		t.Errorf("DialAgent to an ended VM: %v", err)
+	}
+	running := &vm{vsockSock: sock, exited: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := running.DialAgent(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "last error: vsock port 1024: ") {
+		t.Errorf("DialAgent while the agent never listens: %v; want the deadline and the last attempt's error", err)
 	}
 }
 

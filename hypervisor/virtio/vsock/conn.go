@@ -252,7 +252,7 @@ func (d *Device) handleTx(ch *queue.Chain) uint32 {
 		// Connecting --RESPONSE--> Established
 		c.state = stateEstablished
 		c.timer.Stop()
-		d.startLocked(c, []byte("OK "+strconv.FormatUint(uint64(c.key.local), 10)+"\n"))
+		d.startLocked(c, okLine(c.key.local))
 	case OpRST:
 		d.closeLocked(c)
 	case OpShutdown:

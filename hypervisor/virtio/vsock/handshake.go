@@ -8,6 +8,11 @@ import (
 	"strings"
 )
 
+// The hybrid handshake: the host writes "CONNECT <port>\n"; once the guest
+// accepted, the device answers "OK <host port>\n" and the stream follows;
+// otherwise it closes the connection without a word. internal/hybridvsock
+// is the host-side client; client_test.go drives it against this device.
+
 // maxConnectLine bounds the host's handshake line.
 const maxConnectLine = 64
 
@@ -42,4 +47,9 @@ func parseConnect(line string) (uint32, error) {
 		return 0, fmt.Errorf("handshake %q: bad port: %w", line, err)
 	}
 	return uint32(port), nil
+}
+
+// okLine is the answer to a CONNECT the guest accepted, from hostPort.
+func okLine(hostPort uint32) []byte {
+	return []byte("OK " + strconv.FormatUint(uint64(hostPort), 10) + "\n")
 }

@@ -11,13 +11,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"strings"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/vmctl/vmctl/api/agent/contract"
 	agentapi "github.com/vmctl/vmctl/api/agent/v1"
+	"github.com/vmctl/vmctl/internal/hybridvsock"
 )
 
 func main() {
@@ -44,11 +44,14 @@ func main() {
 	if (*uds == "") == (*serial == "") {
 		fail("give one of -uds PATH or -serial PATH")
 	}
+	if *port > math.MaxUint32 {
+		fail("-port %d is not a vsock port", *port)
+	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 
-	wantTransport, dial := contract.TransportVsock, func(ctx context.Context) (net.Conn, error) { return handshake(ctx, *uds, *port) }
+	wantTransport, dial := contract.TransportVsock, func(ctx context.Context) (net.Conn, error) { return hybridvsock.Dial(ctx, *uds, uint32(*port)) }
 	if *serial != "" {
 		wantTransport, dial = contract.TransportSerial, func(ctx context.Context) (net.Conn, error) {
 			var d net.Dialer
@@ -205,43 +208,6 @@ func connect(ctx context.Context, dial func(context.Context) (net.Conn, error)) 
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-func handshake(ctx context.Context, uds string, port uint) (net.Conn, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", uds)
-	if err != nil {
-		return nil, err
-	}
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := fmt.Fprintf(conn, "CONNECT %d\n", port); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	// Read the reply one byte at a time: anything after the newline
-	// belongs to the agent's stream and must stay unread.
-	line, err := bufio.NewReaderSize(&oneByte{conn}, 16).ReadString('\n')
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("no reply to CONNECT: %w", err)
-	}
-	if !strings.HasPrefix(line, "OK ") {
-		conn.Close()
-		return nil, errors.New("CONNECT refused: " + strings.TrimSpace(line))
-	}
-	conn.SetDeadline(time.Time{})
-	return conn, nil
-}
-
-// oneByte makes every Read return at most one byte, so a bufio.Reader on
-// top never reads past the handshake line.
-type oneByte struct{ c net.Conn }
-
-func (o *oneByte) Read(p []byte) (int, error) {
-	if len(p) > 1 {
-		p = p[:1]
-	}
-	return o.c.Read(p)
 }
 
 func fail(format string, a ...any) {
