@@ -13,7 +13,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/vmctl/vmctl/internal/flock"
+	"github.com/vmctl/vmctl/engine/flock"
 )
 
 func (s *Store) readIndex() (*v1.IndexManifest, error) {

@@ -11,10 +11,10 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/vmctl/vmctl/internal/flock"
-
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/vmctl/vmctl/engine/flock"
 )
 
 // stage is a private directory under <root>/tmp where a load writes and

@@ -17,7 +17,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/vmctl/vmctl/engine/errs"
-	"github.com/vmctl/vmctl/internal/flock"
+	"github.com/vmctl/vmctl/engine/flock"
 )
 
 // RemoveResult says what Remove did, in the shape of Docker's image delete

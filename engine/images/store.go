@@ -38,7 +38,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/vmctl/vmctl/internal/flock"
+	"github.com/vmctl/vmctl/engine/flock"
 )
 
 // ErrNotFound is returned (wrapped) when a reference names no stored image.

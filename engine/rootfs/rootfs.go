@@ -27,12 +27,11 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/vmctl/vmctl/internal/flock"
-
 	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/vmctl/vmctl/engine/errs"
+	"github.com/vmctl/vmctl/engine/flock"
 	"github.com/vmctl/vmctl/engine/images"
 )
 

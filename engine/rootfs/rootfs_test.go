@@ -16,12 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmctl/vmctl/internal/flock"
-
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/vmctl/vmctl/engine/flock"
 	"github.com/vmctl/vmctl/engine/images"
 )
 

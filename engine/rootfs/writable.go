@@ -10,9 +10,9 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/vmctl/vmctl/internal/flock"
-
 	"golang.org/x/sys/unix"
+
+	"github.com/vmctl/vmctl/engine/flock"
 )
 
 // MinWritableSize is the smallest writable disk NewWritableDisk makes:

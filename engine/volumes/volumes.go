@@ -29,7 +29,7 @@ import (
 	units "github.com/docker/go-units"
 
 	"github.com/vmctl/vmctl/engine/errs"
-	"github.com/vmctl/vmctl/internal/flock"
+	"github.com/vmctl/vmctl/engine/flock"
 )
 
 // DriverLocal is the only volume driver: a disk image on this host.
