@@ -2,9 +2,9 @@
 // hypervisor: a Driver turns a Config into a running Sandbox, whose only
 // channel into the guest is the agent connection.
 //
-// Drivers (qemu, and later vmm) live in subpackages. The engine never links a
-// VMM: each VM is its own process, controlled over that process's API, so a
-// crashed VMM takes down only its own VM.
+// Drivers (vmm for vmctl-vmm, qemu) live in subpackages. The engine never
+// links a VMM: each VM is its own process, controlled over that process's
+// API, so a crashed VMM takes down only its own VM.
 //
 // This package does not know about containers or images.
 package sandbox
