@@ -11,12 +11,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vmctl/vmctl/internal/netnsrun"
 )
 
 // env is the shared end-to-end environment: one data root with the busybox
@@ -32,8 +33,16 @@ type env struct {
 var shared *env
 
 func TestMain(m *testing.M) {
-	if os.Getenv(netnsEnv) == "" && os.Geteuid() == 0 {
-		os.Exit(inOwnNetns())
+	// The tests run in a network namespace of their own: every vmctl,
+	// vmctld, QEMU and registry they start inherits it, so bridges, taps
+	// and rules the engine makes stay there and go with it.
+	if os.Geteuid() == 0 && !netnsrun.Inside() {
+		code, err := netnsrun.Reexec("vmctl-e2e")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tests: "+err.Error())
+			os.Exit(1)
+		}
+		os.Exit(code)
 	}
 	code := m.Run()
 	if shared != nil {
@@ -41,62 +50,6 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(shared.execRoot)
 	}
 	os.Exit(code)
-}
-
-// netnsEnv names the network namespace the tests run in, once they do.
-const netnsEnv = "VMCTL_E2E_NETNS"
-
-// inOwnNetns runs this test binary again inside a network namespace of its
-// own, with only lo up, and returns its exit status. Every vmctl, vmctld,
-// QEMU and registry the tests start inherits it, so bridges, taps and
-// rules the engine makes stay there, and the namespace's deletion takes
-// whatever a failed test left.
-func inOwnNetns() int {
-	name := fmt.Sprintf("vmctl-e2e-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "tests: create network namespace %s: %v: %s\n", name, err, out)
-		return 1
-	}
-	defer exec.Command("ip", "netns", "del", name).Run()
-	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "tests: lo up in %s: %v: %s\n", name, err, out)
-		return 1
-	}
-	self, err := os.Executable()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "tests: %v\n", err)
-		return 1
-	}
-	cmd := exec.Command("ip", append([]string{"netns", "exec", name, self}, os.Args[1:]...)...)
-	cmd.Env = append(os.Environ(), netnsEnv+"="+name)
-	if ns, err := os.Readlink("/proc/self/ns/net"); err == nil {
-		cmd.Env = append(cmd.Env, "VMCTL_E2E_OUTER_NETNS="+ns)
-	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	// go test's timeout and an interrupt reach this process: pass them on.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
-	if err := cmd.Start(); err != nil {
-		fmt.Fprintf(os.Stderr, "tests: %v\n", err)
-		return 1
-	}
-	go func() {
-		for s := range sigs {
-			cmd.Process.Signal(s)
-		}
-	}()
-	err = cmd.Wait()
-	signal.Stop(sigs)
-	if ee, ok := err.(*exec.ExitError); ok {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return 128 + int(ws.Signal())
-		}
-		return ee.ExitCode()
-	} else if err != nil {
-		fmt.Fprintf(os.Stderr, "tests: %v\n", err)
-		return 1
-	}
-	return 0
 }
 
 // e2e returns the shared environment, loading the busybox image on first use.
@@ -312,19 +265,18 @@ func must(t *testing.T, err error) {
 var _ = fmt.Sprintf
 
 // The end-to-end tests run in a network namespace of their own (see
-// inOwnNetns): whatever networking the engine sets up never reaches the
+// TestMain): whatever networking the engine sets up never reaches the
 // machine's own.
 func TestRunsInOwnNetns(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("not root: the tests run in the machine's namespace")
 	}
-	name := os.Getenv(netnsEnv)
-	if name == "" {
-		t.Fatalf("%s is not set: the tests run in the machine's network namespace", netnsEnv)
+	if !netnsrun.Inside() {
+		t.Fatalf("%s is not set: the tests run in the machine's network namespace", netnsrun.Env)
 	}
 	own, err := os.Readlink("/proc/self/ns/net")
 	must(t, err)
-	if outer := os.Getenv("VMCTL_E2E_OUTER_NETNS"); outer == "" || own == outer {
+	if outer := os.Getenv(netnsrun.OuterEnv); outer == "" || own == outer {
 		t.Errorf("the tests' network namespace %s is the one go test started them in (%q)", own, outer)
 	}
 	out, err := exec.Command("ip", "-o", "link").Output()
