@@ -61,7 +61,8 @@ type Config struct {
 	// Lookup returns the addresses of a name of the network, given in
 	// lower case without the final dot ("web", "db.backend"); nil for a
 	// name the network does not know, which is then forwarded. It is
-	// called concurrently.
+	// called concurrently, and on the path of every query: it must answer
+	// from memory, without waiting on locks held for long.
 	Lookup func(name string) []netip.Addr
 	// Reverse returns the names (as Lookup takes them) of an address of
 	// the network, for PTR queries; nil forwards the query. Optional; it
