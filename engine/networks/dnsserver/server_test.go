@@ -1,13 +1,11 @@
 package dnsserver
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -16,35 +14,32 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/miekg/dns"
+
+	"github.com/vmctl/vmctl/internal/netnsrun"
 )
 
-const netnsEnv = "DNSSERVER_TEST_NETNS"
-
-// inNewNetns runs the calling test again, alone, in a network namespace of
-// its own (unshare --net), where it may listen on port 53 of any 127.0.0.x
-// without meeting the host's resolver, and fails if it fails there. It
-// returns true inside that namespace, false outside.
-func inNewNetns(t *testing.T) bool {
-	t.Helper()
-	if os.Getenv(netnsEnv) == t.Name() {
-		if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-			t.Fatalf("ip link set lo up: %v: %s", err, out)
+// TestMain runs the tests, as root, in a network namespace of their own,
+// where port 53 of any 127.0.0.x is free (the host's own resolver, such as
+// systemd-resolved on 127.0.0.53, is not there).
+func TestMain(m *testing.M) {
+	if os.Geteuid() == 0 && !netnsrun.Inside() {
+		code, err := netnsrun.Reexec("vmctl-dnsserver-test")
+		if err != nil {
+			os.Stderr.WriteString("dnsserver tests: " + err.Error() + "\n")
+			os.Exit(1)
 		}
-		return true
+		os.Exit(code)
 	}
-	if os.Geteuid() != 0 {
+	os.Exit(m.Run())
+}
+
+// needNetns skips a test that must run in a namespace of its own where
+// there is none.
+func needNetns(t *testing.T) {
+	t.Helper()
+	if !netnsrun.Inside() {
 		t.Skip("not root: the test needs a network namespace of its own")
 	}
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Skip("unshare (util-linux) is missing: the test needs a network namespace of its own")
-	}
-	cmd := exec.Command("unshare", "--net", "--", os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), netnsEnv+"="+t.Name())
-	out, err := cmd.CombinedOutput()
-	if err != nil || !bytes.Contains(out, []byte("--- PASS: "+t.Name())) {
-		t.Fatalf("in a network namespace of its own: %v\n%s", err, out)
-	}
-	return false
 }
 
 // fakeUpstream is a nameserver the test runs on addr:53.
@@ -153,9 +148,7 @@ func tryAsk(proto, name string, qtype uint16, timeout time.Duration) (*dns.Msg, 
 // 127.0.0.2 and 127.0.0.4, with miekg/dns as the client, in a network
 // namespace of its own.
 func TestServer(t *testing.T) {
-	if !inNewNetns(t) {
-		return
-	}
+	needNetns(t)
 	first := startUpstream(t, "127.0.0.2", true)
 	second := startUpstream(t, "127.0.0.4", false)
 	resolvConf := filepath.Join(t.TempDir(), "resolv.conf")

@@ -1,48 +1,43 @@
 package portproxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vmctl/vmctl/internal/netnsrun"
 )
 
-const netnsEnv = "PORTPROXY_TEST_NETNS"
-
-// inNewNetns runs the calling test again, alone, in a network namespace of
-// its own (unshare --net) and fails if it fails there. It returns true
-// inside that namespace, where the test goes on with its loopback up, and
-// false outside, where the test has nothing more to do.
-func inNewNetns(t *testing.T) bool {
-	t.Helper()
-	if os.Getenv(netnsEnv) == t.Name() {
-		if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-			t.Fatalf("ip link set lo up: %v: %s", err, out)
+// TestMain runs the tests, as root, in a network namespace of their own,
+// where listening on 0.0.0.0 or on any 127.0.0.x port exposes nothing of
+// the machine's and meets none of its listeners.
+func TestMain(m *testing.M) {
+	if os.Geteuid() == 0 && !netnsrun.Inside() {
+		code, err := netnsrun.Reexec("vmctl-portproxy-test")
+		if err != nil {
+			os.Stderr.WriteString("portproxy tests: " + err.Error() + "\n")
+			os.Exit(1)
 		}
-		return true
+		os.Exit(code)
 	}
-	if os.Geteuid() != 0 {
+	os.Exit(m.Run())
+}
+
+// needNetns skips a test that must run in a namespace of its own where
+// there is none.
+func needNetns(t *testing.T) {
+	t.Helper()
+	if !netnsrun.Inside() {
 		t.Skip("not root: the test needs a network namespace of its own")
 	}
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Skip("unshare (util-linux) is missing: the test needs a network namespace of its own")
-	}
-	cmd := exec.Command("unshare", "--net", "--", os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), netnsEnv+"="+t.Name())
-	out, err := cmd.CombinedOutput()
-	if err != nil || !bytes.Contains(out, []byte("--- PASS: "+t.Name())) {
-		t.Fatalf("in a network namespace of its own: %v\n%s", err, out)
-	}
-	return false
 }
 
 // checkGoroutines fails t at its end if goroutines started during the test

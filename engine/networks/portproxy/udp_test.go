@@ -228,9 +228,7 @@ func TestUDPStop(t *testing.T) {
 // to the client would pick 127.0.0.1); a connected client socket drops
 // anything else.
 func TestUDPReplySource(t *testing.T) {
-	if !inNewNetns(t) {
-		return
-	}
+	needNetns(t)
 	checkGoroutines(t)
 	container := udpServer(t, netip.AddrPort{}, udpEcho)
 	p := startProxy(t, Binding{Proto: "udp", Container: container}, Options{})
