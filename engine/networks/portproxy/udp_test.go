@@ -238,4 +238,18 @@ func TestUDPReplySource(t *testing.T) {
 			t.Errorf("to %s: %q, %v", to, got, err)
 		}
 	}
+	// The same over IPv6 (IPV6_PKTINFO), where lo has ::1.
+	p6, err := Start(t.Context(), Binding{Proto: "udp", HostIP: netip.IPv6Unspecified(), Container: container}, Options{})
+	if err != nil {
+		t.Skipf("no IPv6 on lo: %v", err)
+	}
+	defer p6.Stop()
+	c, err := net.Dial("udp6", netip.AddrPortFrom(netip.IPv6Loopback(), p6.HostPort()).String())
+	if err != nil {
+		t.Skipf("no IPv6 on lo: %v", err)
+	}
+	defer c.Close()
+	if got, err := exchange(c.(*net.UDPConn), []byte("v6"), 2*time.Second); err != nil || string(got) != "echo v6" {
+		t.Errorf("to ::1: %q, %v", got, err)
+	}
 }
