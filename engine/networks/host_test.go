@@ -177,7 +177,7 @@ func TestRuleset(t *testing.T) {
 			`nfproto ipv4 ip daddr 10.99.0.1 l4proto udp th dport 5353 dnat to 172.30.0.2:53`,
 			`nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local l4proto tcp th dport 8080 dnat to 172.30.0.2:80`,
 		},
-		"isolation": {`oifname "br-inside" drop`, `oifname "br-web" drop`, `oifname "vmctl0" drop`},
+		"isolation":  {`oifname "br-inside" drop`, `oifname "br-web" drop`, `oifname "vmctl0" drop`},
 		"prerouting": {"jump published"},
 		"output":     {"jump published"},
 		"postrouting": {
