@@ -1,5 +1,5 @@
 // Package events is the engine's event bus: services publish what happened
-// to containers, images and volumes; front ends (GET /events, vmctl events)
+// to containers, images, volumes and networks; front ends (GET /events, vmctl events)
 // subscribe, optionally replaying recent events from a bounded history.
 //
 // It keeps events in memory only: a restarted daemon starts with an empty
@@ -25,6 +25,7 @@ const (
 	TypeContainer Type = "container"
 	TypeImage     Type = "image"
 	TypeVolume    Type = "volume"
+	TypeNetwork   Type = "network"
 )
 
 // Event is one thing that happened to one object.
@@ -33,7 +34,7 @@ type Event struct {
 	// Action is Docker's action name ("create", "die", "exec_start: sh").
 	Action string
 	// ID is the object's ID (a container ID, an image ID or reference, a
-	// volume name).
+	// volume name, a network ID).
 	ID string
 	// Attributes describe the object: name, image, exitCode, signal...
 	Attributes map[string]string

@@ -128,6 +128,8 @@ func TestFilter(t *testing.T) {
 	pinned := Event{Type: TypeContainer, Action: "start", ID: "abcdef0123", Attributes: map[string]string{"name": "web", "image": "busybox:1.36@sha256:" + strings.Repeat("0", 64)}}
 	private := Event{Type: TypeContainer, Action: "start", ID: "abcdef0123", Attributes: map[string]string{"name": "web", "image": "127.0.0.1:5000/team/app:3"}}
 	vol := Event{Type: TypeVolume, Action: "create", ID: "data", Attributes: map[string]string{"driver": "local"}}
+	netConnect := Event{Type: TypeNetwork, Action: "connect", ID: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+		Attributes: map[string]string{"name": "web", "type": "bridge", "container": "abcdef"}}
 	for _, tc := range []struct {
 		terms map[string][]string
 		e     Event
@@ -169,6 +171,11 @@ func TestFilter(t *testing.T) {
 		{map[string][]string{"label": {"com.example.tier", "nosuch"}}, die, false},
 		{map[string][]string{"volume": {"data"}}, vol, true},
 		{map[string][]string{"volume": {"data"}}, die, false},
+		{map[string][]string{"network": {"web"}}, netConnect, true},
+		{map[string][]string{"network": {"0123456789ab"}}, netConnect, true},
+		{map[string][]string{"network": {"db"}}, netConnect, false},
+		{map[string][]string{"network": {"web"}}, die, false},
+		{map[string][]string{"type": {"network"}, "event": {"connect"}}, netConnect, true},
 		{map[string][]string{"type": {"container"}, "event": {"die"}, "container": {"db"}}, die, false},
 		{map[string][]string{"scope": {"local"}}, die, true},
 	} {

@@ -18,11 +18,11 @@ type Filter struct {
 // filterKeys are the terms Docker accepts that make sense here.
 var filterKeys = map[string]bool{
 	"container": true, "event": true, "image": true, "label": true,
-	"type": true, "volume": true, "scope": true,
+	"type": true, "volume": true, "network": true, "scope": true,
 }
 
 var validTypes = map[string]bool{string(TypeContainer): true, string(TypeImage): true, string(TypeVolume): true,
-	"network": true, "daemon": true, "plugin": true, "builder": true, "config": true, "node": true,
+	string(TypeNetwork): true, "daemon": true, "plugin": true, "builder": true, "config": true, "node": true,
 	"secret": true, "service": true}
 
 // NewFilter checks the terms (as from the filters query parameter) and
@@ -82,6 +82,9 @@ func (f *Filter) matchOne(key, v string, e Event) bool {
 		return e.Type == TypeContainer && matchObject(e, v)
 	case "volume":
 		return e.Type == TypeVolume && matchObject(e, v)
+	case "network":
+		// The network's ID, ID prefix or name, as dockerd matches it.
+		return e.Type == TypeNetwork && (e.ID == v || e.Attributes["name"] == v || strings.HasPrefix(e.ID, v))
 	case "image":
 		if e.Type == TypeImage {
 			// The image's ID (or an ID prefix) or its name, busybox being
