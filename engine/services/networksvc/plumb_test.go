@@ -311,6 +311,12 @@ func TestPlumbInternal(t *testing.T) {
 	if err := f.svc.Release(ctx, c.ID); err != nil {
 		t.Fatal(err)
 	}
+	if err := f.svc.Remove(ctx, "back"); err != nil {
+		t.Fatal(err)
+	}
+	if got := links(t); len(got) != 0 && !slices.Equal(got, []string{"vmctl0"}) {
+		t.Errorf("links left: %v", got)
+	}
 	// No networks, no network files but the host names.
 	none := ctr('8', "eight")
 	p, err = f.svc.Plumb(ctx, none.ID)
