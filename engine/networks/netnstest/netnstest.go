@@ -6,56 +6,41 @@
 // A whole process is moved, not a thread: taps are made in the namespace
 // of the process that opens /dev/net/tun, /proc/sys/net is the opener's
 // namespace, and listeners the code under test opens must be there too.
-// Main re-executes the test binary in a new namespace; peer namespaces
-// (a container's, the outside world's) are made with NewNS and entered for
-// one call with Do.
+// Main re-executes the test binary in a new namespace (internal/netnsrun);
+// peer namespaces (a container's, the outside world's) are made with NewNS
+// and entered for one call with Do.
 package netnstest
 
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
-	"syscall"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/vmctl/vmctl/internal/netnsrun"
 )
 
-// envInside is set in the re-executed test binary.
-const envInside = "VMCTL_TEST_IN_NETNS"
-
 // Main runs the tests in a new network namespace: as root it re-executes
-// the test binary there and exits with its status; elsewhere it runs them
-// as they are, and the tests that need the namespace skip (Require).
+// the test binary there (internal/netnsrun) and exits with its status;
+// elsewhere it runs them as they are, and the tests that need the
+// namespace skip (Require).
 func Main(m *testing.M) {
-	if os.Getenv(envInside) == "1" {
-		if err := loUp(); err != nil {
+	if os.Geteuid() == 0 && !netnsrun.Inside() {
+		code, err := netnsrun.Reexec("vmctl-nettest")
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "netnstest:", err)
 			os.Exit(1)
 		}
-		os.Exit(m.Run())
+		os.Exit(code)
 	}
-	if os.Geteuid() != 0 {
-		os.Exit(m.Run())
-	}
-	cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
-	cmd.Env = append(os.Environ(), envInside+"=1")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Run(); err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
-			os.Exit(ee.ExitCode())
-		}
-		fmt.Fprintln(os.Stderr, "netnstest: running the tests in a new network namespace:", err)
-		os.Exit(1)
-	}
-	os.Exit(0)
+	os.Exit(m.Run())
 }
 
 // Inside reports whether the tests run in a namespace of their own.
-func Inside() bool { return os.Getenv(envInside) == "1" }
+func Inside() bool { return netnsrun.Inside() }
 
 // Require skips t unless it runs in a network namespace of its own.
 func Require(t testing.TB) {
