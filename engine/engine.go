@@ -20,6 +20,7 @@ import (
 	"github.com/vmctl/vmctl/engine/errs"
 	"github.com/vmctl/vmctl/engine/events"
 	"github.com/vmctl/vmctl/engine/images"
+	"github.com/vmctl/vmctl/engine/networks"
 	"github.com/vmctl/vmctl/engine/rootfs"
 	"github.com/vmctl/vmctl/engine/sandbox"
 	"github.com/vmctl/vmctl/engine/sandbox/qemu"
@@ -27,6 +28,7 @@ import (
 	"github.com/vmctl/vmctl/engine/services"
 	"github.com/vmctl/vmctl/engine/services/containersvc"
 	"github.com/vmctl/vmctl/engine/services/imagesvc"
+	"github.com/vmctl/vmctl/engine/services/networksvc"
 	"github.com/vmctl/vmctl/engine/services/systemsvc"
 	"github.com/vmctl/vmctl/engine/services/volumesvc"
 	"github.com/vmctl/vmctl/engine/volumes"
@@ -51,6 +53,10 @@ type Config struct {
 	VMM string
 	// DetachVMs lets VMs outlive the process that started them (a daemon).
 	DetachVMs bool
+	// Network holds the daemon's networking flags (--bip, --fixed-cidr,
+	// --default-address-pool, --mtu); zero values keep what the data
+	// root has (see networks.Open).
+	Network networks.DaemonOptions
 }
 
 // Engine is one engine: its stores, opened, and the services over them.
@@ -130,6 +136,18 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	volSvc := volumesvc.New(volumesvc.Config{Store: vols, Events: bus})
+	netStore, err := networks.Open(filepath.Join(cfg.DataRoot, "networks"), cfg.Network)
+	if err != nil {
+		return nil, err
+	}
+	host, err := networks.OpenHost()
+	if err != nil {
+		return nil, err
+	}
+	// The userland proxy and the DNS server (Proxies, Names) are not wired
+	// yet: published ports work by DNAT alone, and containers have no
+	// name server on their gateway.
+	netSvc := networksvc.New(networksvc.Config{Store: netStore, Host: host, Events: bus})
 	ctrs = containersvc.New(containersvc.Config{
 		Store:  store,
 		Images: imageSource{imgs, disks},
@@ -149,6 +167,7 @@ func New(cfg Config) (*Engine, error) {
 		Containers: ctrs,
 		Images:     imgSvc,
 		Volumes:    volSvc,
+		Networks:   netSvc,
 		System: systemsvc.New(systemsvc.Config{
 			Version: Version, DataRoot: cfg.DataRoot, ExecRoot: cfg.ExecRoot,
 			Host:       systemsvc.HostConfig{Kernel: cfg.Kernel, Initrd: cfg.Initrd, QEMU: cfg.QEMU},

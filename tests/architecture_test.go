@@ -177,9 +177,10 @@ func isEngineDomain(p string) bool {
 const dockerWireTypes = "github.com/moby/moby/api"
 
 // isEngineStore: the packages that keep the engine's state (images, image
-// disks, containers, volumes), which only the services and the wiring use.
+// disks, containers, volumes, networks), which only the services and the
+// wiring use.
 func isEngineStore(p string) bool {
-	for _, store := range []string{"engine/images", "engine/rootfs", "engine/containers", "engine/volumes"} {
+	for _, store := range []string{"engine/images", "engine/rootfs", "engine/containers", "engine/volumes", "engine/networks"} {
 		if under(p, store) {
 			return true
 		}
@@ -202,7 +203,7 @@ func TestRuleCheckerCatchesViolations(t *testing.T) {
 		isEngineDomain("engine/sandbox/vmm") || !isEngineDomain("engine/sandbox") {
 		t.Errorf("isEngineDomain misclassifies packages")
 	}
-	if !isEngineStore("engine/images") || !isEngineStore("engine/volumes") || !isEngineStore("engine/containers") || !isEngineStore("engine/rootfs") ||
+	if !isEngineStore("engine/images") || !isEngineStore("engine/volumes") || !isEngineStore("engine/containers") || !isEngineStore("engine/rootfs") || !isEngineStore("engine/networks") ||
 		isEngineStore("engine/services/imagesvc") || isEngineStore("engine/events") || isEngineStore("engine") {
 		t.Errorf("isEngineStore misclassifies packages")
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/vmctl/vmctl/engine"
+	"github.com/vmctl/vmctl/engine/networks"
 	"github.com/vmctl/vmctl/engine/server"
 )
 
@@ -29,6 +30,26 @@ type hostList []string
 
 func (h *hostList) String() string     { return strings.Join(*h, ",") }
 func (h *hostList) Set(v string) error { *h = append(*h, v); return nil }
+
+// poolList is --default-address-pool, repeatable as dockerd's.
+type poolList []networks.AddressPool
+
+func (p *poolList) String() string {
+	var s []string
+	for _, x := range *p {
+		s = append(s, fmt.Sprintf("base=%s,size=%d", x.Base, x.Size))
+	}
+	return strings.Join(s, " ")
+}
+
+func (p *poolList) Set(v string) error {
+	pool, err := networks.ParseAddressPool(v)
+	if err != nil {
+		return err
+	}
+	*p = append(*p, pool)
+	return nil
+}
 
 func main() {
 	if err := run(); err != nil {
@@ -46,7 +67,13 @@ func run() error {
 	flag.StringVar(&cfg.Initrd, "initrd", os.Getenv("VMCTL_INITRD"), "guest image (default: guest/initramfs.img next to this program, or ../lib/vmctl/guest/ when installed)")
 	flag.Var(&hosts, "H", "address to serve the API on: unix:///path, tcp://host:port, or fd:// for the sockets systemd passes (socket activation; repeatable; default "+server.DefaultHost+")")
 	flag.Var(&hosts, "host", "same as -H")
+	var pools poolList
+	flag.StringVar(&cfg.Network.BIP, "bip", "", "the default network's gateway address and prefix (default 172.30.0.1/16, on bridge vmctl0)")
+	flag.StringVar(&cfg.Network.FixedCIDR, "fixed-cidr", "", "the part of the default network's subnet that containers' addresses come from")
+	flag.Var(&pools, "default-address-pool", "subnets for networks created without --subnet, as base=SUBNET,size=BITS (repeatable; default dockerd's)")
+	flag.IntVar(&cfg.Network.MTU, "mtu", 0, "the MTU of the default network, and of other networks unless they set their own (default 1500)")
 	flag.Parse()
+	cfg.Network.AddressPools = pools
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q: vmctld takes only flags", flag.Arg(0))
 	}

@@ -28,7 +28,8 @@ import (
 //	                  v1/endpoints/<container id>/<network id> -> Endpoint (JSON),
 //	                  v1/addresses/<network id>/<4-byte address> -> container id
 //	                  (and "last-handed-out" -> the address handed out last),
-//	                  v1/settings/<container id> -> Settings (JSON)
+//	                  v1/settings/<container id> -> Settings (JSON),
+//	                  v1/config/address-pools -> the daemon's pools (JSON)
 //	networks.db.lock  serialises the processes that open networks.db
 //	host.lock         serialises the processes that change the host (LockHost)
 //
@@ -57,6 +58,8 @@ var (
 	bucketEndpoints = []byte("endpoints")
 	bucketAddresses = []byte("addresses")
 	bucketSettings  = []byte("settings")
+	bucketConfig    = []byte("config")
+	keyPools        = []byte("address-pools")
 	keyLast         = []byte("last-handed-out") // never 4 bytes long, unlike an address
 )
 
@@ -73,16 +76,16 @@ func Open(root string, opts DaemonOptions) (*Store, error) {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("network store: %w", err)
 	}
-	s := &Store{root: root, db: filepath.Join(root, "networks.db"), lock: filepath.Join(root, "networks.db.lock"), pools: opts.AddressPools}
-	if len(s.pools) == 0 {
-		s.pools = DefaultAddressPools
-	}
+	s := &Store{root: root, db: filepath.Join(root, "networks.db"), lock: filepath.Join(root, "networks.db.lock")}
 	def, err := defaultNetwork(opts)
 	if err != nil {
 		return nil, err
 	}
 	explicit := opts.BIP != "" || opts.FixedCIDR != "" || opts.MTU != 0
 	err = s.update(func(t *txn) error {
+		if err := s.loadPools(t, opts.AddressPools); err != nil {
+			return err
+		}
 		old, err := t.getByName(DefaultName)
 		if errdefs.IsNotFound(err) {
 			def.ID, def.Created = NewID(), time.Now().UTC()
@@ -108,6 +111,29 @@ func Open(root string, opts DaemonOptions) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// loadPools records the daemon's address pools when it names some, so
+// that every process on the data root cuts subnets from the same ones, and
+// reads the recorded ones otherwise.
+func (s *Store) loadPools(t *txn, pools []AddressPool) error {
+	if len(pools) > 0 {
+		b, err := json.Marshal(pools)
+		if err != nil {
+			return err
+		}
+		s.pools = pools
+		return t.config.Put(keyPools, b)
+	}
+	s.pools = DefaultAddressPools
+	if b := t.config.Get(keyPools); b != nil {
+		var stored []AddressPool
+		if err := json.Unmarshal(b, &stored); err != nil {
+			return fmt.Errorf("network store: corrupt address pools: %w", err)
+		}
+		s.pools = stored
+	}
+	return nil
 }
 
 // defaultNetwork is the default network as the daemon's options make it.
@@ -151,7 +177,7 @@ func (s *Store) LockHost(ctx context.Context) (*flock.Lock, error) {
 
 // txn is one transaction's view of the v1 buckets.
 type txn struct {
-	networks, names, endpoints, addresses, settings *bolt.Bucket
+	networks, names, endpoints, addresses, settings, config *bolt.Bucket
 }
 
 func (s *Store) update(fn func(*txn) error) error {
@@ -167,7 +193,7 @@ func (s *Store) update(fn func(*txn) error) error {
 			for _, b := range []struct {
 				name []byte
 				to   **bolt.Bucket
-			}{{bucketNetworks, &t.networks}, {bucketNames, &t.names}, {bucketEndpoints, &t.endpoints}, {bucketAddresses, &t.addresses}, {bucketSettings, &t.settings}} {
+			}{{bucketNetworks, &t.networks}, {bucketNames, &t.names}, {bucketEndpoints, &t.endpoints}, {bucketAddresses, &t.addresses}, {bucketSettings, &t.settings}, {bucketConfig, &t.config}} {
 				if *b.to, err = v1.CreateBucketIfNotExists(b.name); err != nil {
 					return err
 				}
@@ -187,8 +213,8 @@ func (s *Store) view(fn func(*txn) error) error {
 				return fmt.Errorf("network store %s: no v1 bucket: the database is not a vmctl store", s.db)
 			}
 			t := txn{networks: v1.Bucket(bucketNetworks), names: v1.Bucket(bucketNames), endpoints: v1.Bucket(bucketEndpoints),
-				addresses: v1.Bucket(bucketAddresses), settings: v1.Bucket(bucketSettings)}
-			if t.networks == nil || t.names == nil || t.endpoints == nil || t.addresses == nil || t.settings == nil {
+				addresses: v1.Bucket(bucketAddresses), settings: v1.Bucket(bucketSettings), config: v1.Bucket(bucketConfig)}
+			if t.networks == nil || t.names == nil || t.endpoints == nil || t.addresses == nil || t.settings == nil || t.config == nil {
 				return fmt.Errorf("network store %s: incomplete v1 bucket", s.db)
 			}
 			return fn(&t)

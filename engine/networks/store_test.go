@@ -71,6 +71,18 @@ func TestDefaultNetwork(t *testing.T) {
 	}
 }
 
+func TestAddressPoolsKept(t *testing.T) {
+	root := t.TempDir()
+	pools := []AddressPool{{Base: netip.MustParsePrefix("10.200.0.0/16"), Size: 24}}
+	openStore(t, root, DaemonOptions{AddressPools: pools})
+	// A process without the flag cuts subnets from the daemon's pools.
+	s := openStore(t, root, DaemonOptions{})
+	n, err := s.Create(CreateOptions{Name: "p"}, nil)
+	if err != nil || n.Subnet.String() != "10.200.0.0/24" {
+		t.Errorf("Create without --subnet = %v, %v; want 10.200.0.0/24", n.Subnet, err)
+	}
+}
+
 func TestCreateValidation(t *testing.T) {
 	s := openStore(t, t.TempDir(), DaemonOptions{})
 	if _, err := s.Create(CreateOptions{Name: "one", Subnet: "10.1.0.0/16"}, nil); err != nil {
