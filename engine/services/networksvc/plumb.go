@@ -20,7 +20,8 @@ import (
 )
 
 // NIC is one virtio-net device of the VM, backed by a host tap.
-// (sandbox.NIC has the same fields; the wiring converts.)
+// (sandbox.NIC has the same fields in the same order; the wiring
+// converts.)
 type NIC struct {
 	Tap string
 	MAC net.HardwareAddr
@@ -29,17 +30,18 @@ type NIC struct {
 }
 
 // Interface is what the agent configures on one guest interface, found by
-// its MAC. (agent.Interface has the same fields; the wiring converts.)
+// its MAC. (agent.Interface has the same fields in the same order; the
+// wiring converts.)
 type Interface struct {
+	MAC net.HardwareAddr
 	// Name is eth0, eth1... in the order of the VM's NICs.
 	Name      string
-	MAC       net.HardwareAddr
 	Addresses []netip.Prefix
 	MTU       int
 }
 
-// Route is a guest route. (agent.Route has the same fields; the wiring
-// converts.)
+// Route is a guest route. (agent.Route has the same fields in the same
+// order; the wiring converts.)
 type Route struct {
 	// Destination is the zero Prefix for the default route.
 	Destination netip.Prefix
@@ -185,7 +187,7 @@ func plumbing(eps []Endpoint, nets map[string]Network, gw int, st networks.Setti
 		n := nets[e.NetworkID]
 		name := fmt.Sprintf("eth%d", i)
 		p.NICs = append(p.NICs, NIC{Tap: e.Tap, MAC: e.MAC, MTU: n.MTU})
-		p.Interfaces = append(p.Interfaces, Interface{Name: name, MAC: e.MAC, Addresses: []netip.Prefix{netip.PrefixFrom(e.IP, n.Subnet.Bits())}, MTU: n.MTU})
+		p.Interfaces = append(p.Interfaces, Interface{MAC: e.MAC, Name: name, Addresses: []netip.Prefix{netip.PrefixFrom(e.IP, n.Subnet.Bits())}, MTU: n.MTU})
 		if i == gw {
 			p.Routes = append(p.Routes, Route{Gateway: n.Gateway, Device: name})
 			p.Ports = e.Ports
