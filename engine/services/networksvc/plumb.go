@@ -404,6 +404,11 @@ func (s *Service) Release(ctx context.Context, containerID string) error {
 // (re-adopted VMs) are plumbed again keeping their addresses, taps and
 // host ports (the proxies and DNS servers lived in the previous daemon),
 // and taps no running container owns are removed.
+//
+// running must name every container whose VM runs, whichever process
+// runs it (the container records' running state), not only those this
+// process re-adopted: a container a foreground vmctl runs on the same data
+// root would lose its taps otherwise.
 func (s *Service) Restore(ctx context.Context, running []string) error {
 	if s.host == nil {
 		return nil
