@@ -21,6 +21,7 @@ import (
 	"github.com/vmctl/vmctl/engine/events"
 	"github.com/vmctl/vmctl/engine/images"
 	"github.com/vmctl/vmctl/engine/networks"
+	"github.com/vmctl/vmctl/engine/networks/portproxy"
 	"github.com/vmctl/vmctl/engine/rootfs"
 	"github.com/vmctl/vmctl/engine/sandbox"
 	"github.com/vmctl/vmctl/engine/sandbox/qemu"
@@ -144,10 +145,8 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The userland proxy and the DNS server (Proxies, Names) are not wired
-	// yet: published ports work by DNAT alone, and containers have no
-	// name server on their gateway.
-	netSvc := networksvc.New(networksvc.Config{Store: netStore, Host: host, Events: bus})
+	netSvc := networksvc.New(networksvc.Config{Store: netStore, Host: host, Events: bus,
+		Proxies: proxyHook{portproxy.NewManager(portproxy.Options{})}, Names: newNameHook()})
 	ctrs = containersvc.New(containersvc.Config{
 		Store:  store,
 		Images: imageSource{imgs, disks},

@@ -1,0 +1,112 @@
+package engine
+
+// The network service's hooks to what runs in the engine's process: the
+// userland proxy of published ports (engine/networks/portproxy) and one
+// DNS server per network (engine/networks/dnsserver).
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/vmctl/vmctl/engine/networks/dnsserver"
+	"github.com/vmctl/vmctl/engine/networks/portproxy"
+	"github.com/vmctl/vmctl/engine/services/networksvc"
+)
+
+// proxyHook is networksvc.Proxies over a portproxy.Manager.
+type proxyHook struct{ m *portproxy.Manager }
+
+func (h proxyHook) Publish(ctx context.Context, owner string, ports []networksvc.ProxiedPort) ([]networksvc.ProxiedPort, error) {
+	bs := make([]portproxy.Binding, len(ports))
+	for i, p := range ports {
+		bs[i] = portproxy.Binding{Proto: p.Proto, HostIP: p.HostIP, HostPort: p.HostPort, Container: p.Container}
+	}
+	got, err := h.m.Publish(ctx, owner, bs)
+	if err != nil {
+		return nil, err
+	}
+	out := append([]networksvc.ProxiedPort(nil), ports...)
+	for i := range out {
+		out[i].HostPort = got[i].HostPort
+	}
+	return out, nil
+}
+
+func (h proxyHook) Unpublish(owner string) { h.m.Unpublish(owner) }
+
+// nameHook is networksvc.Names: one dnsserver per network, on its
+// gateway, answering from a table the network service replaces whole.
+type nameHook struct {
+	mu      sync.Mutex
+	servers map[string]*netNames // by network ID; guarded by mu
+}
+
+// netNames is one network's server and the names it answers.
+type netNames struct {
+	srv     *dnsserver.Server
+	addr    netip.AddrPort
+	clients netip.Prefix
+	table   atomic.Pointer[nameTable]
+}
+
+// nameTable is a network's names (lower case) and, for PTR queries, each
+// address's names.
+type nameTable struct {
+	names   map[string][]netip.Addr
+	reverse map[netip.Addr][]string
+}
+
+func newNameTable(records map[string][]netip.Addr) *nameTable {
+	t := &nameTable{names: map[string][]netip.Addr{}, reverse: map[netip.Addr][]string{}}
+	for name, addrs := range records {
+		n := strings.ToLower(strings.TrimSuffix(name, "."))
+		t.names[n] = append(t.names[n], addrs...)
+		for _, a := range addrs {
+			t.reverse[a] = append(t.reverse[a], n)
+		}
+	}
+	return t
+}
+
+func newNameHook() *nameHook { return &nameHook{servers: map[string]*netNames{}} }
+
+func (h *nameHook) Serve(ctx context.Context, n networksvc.Network, records map[string][]netip.Addr) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	addr := netip.AddrPortFrom(n.Gateway, 53)
+	if s := h.servers[n.ID]; s != nil {
+		if s.addr == addr && s.clients == n.Subnet {
+			s.table.Store(newNameTable(records))
+			return nil
+		}
+		s.srv.Stop() // the network's addresses changed (a new --bip)
+		delete(h.servers, n.ID)
+	}
+	s := &netNames{addr: addr, clients: n.Subnet}
+	s.table.Store(newNameTable(records))
+	srv, err := dnsserver.Start(ctx, dnsserver.Config{
+		Addr:    addr,
+		Clients: n.Subnet,
+		Lookup:  func(name string) []netip.Addr { return s.table.Load().names[name] },
+		Reverse: func(a netip.Addr) []string { return s.table.Load().reverse[a] },
+	})
+	if err != nil {
+		return err
+	}
+	s.srv = srv
+	h.servers[n.ID] = s
+	return nil
+}
+
+func (h *nameHook) Remove(networkID string) {
+	h.mu.Lock()
+	s := h.servers[networkID]
+	delete(h.servers, networkID)
+	h.mu.Unlock()
+	if s != nil {
+		s.srv.Stop()
+	}
+}

@@ -1,0 +1,99 @@
+package engine
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vmctl/vmctl/engine/networks"
+	"github.com/vmctl/vmctl/engine/networks/netnstest"
+	"github.com/vmctl/vmctl/engine/networks/portproxy"
+	"github.com/vmctl/vmctl/engine/services/networksvc"
+)
+
+// The hooks' tests listen on addresses of a namespace of their own.
+func TestMain(m *testing.M) { netnstest.Main(m) }
+
+func lookup(ctx context.Context, server, name string) ([]netip.Addr, error) {
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", server)
+	}}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	addrs, err := r.LookupNetIP(ctx, "ip4", name)
+	for i := range addrs {
+		addrs[i] = addrs[i].Unmap()
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	return addrs, err
+}
+
+func TestNameHook(t *testing.T) {
+	netnstest.Require(t)
+	host, err := networks.OpenHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	n := networksvc.Network{ID: "n1", Name: "web", Bridge: "br-names", MTU: 1500,
+		Subnet: netip.MustParsePrefix("10.70.0.0/24"), Gateway: netip.MustParseAddr("10.70.0.1")}
+	if err := host.EnsureBridge(&n); err != nil {
+		t.Fatal(err)
+	}
+	defer host.DeleteLink(n.Bridge)
+	ctx := context.Background()
+	h := newNameHook()
+	a, b := netip.MustParseAddr("10.70.0.5"), netip.MustParseAddr("10.70.0.6")
+	if err := h.Serve(ctx, n, map[string][]netip.Addr{"alpha": {a}, "Shared": {a, b}}); err != nil {
+		t.Fatal(err)
+	}
+	defer h.Remove(n.ID)
+	if got, err := lookup(ctx, "10.70.0.1:53", "alpha."); err != nil || !slices.Equal(got, []netip.Addr{a}) {
+		t.Errorf("alpha = %v, %v", got, err)
+	}
+	if got, err := lookup(ctx, "10.70.0.1:53", "shared."); err != nil || !slices.Equal(got, []netip.Addr{a, b}) {
+		t.Errorf("shared (an alias of two) = %v, %v", got, err)
+	}
+	// New records replace the old at once, on the same server.
+	if err := h.Serve(ctx, n, map[string][]netip.Addr{"beta": {b}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := lookup(ctx, "10.70.0.1:53", "beta."); err != nil || !slices.Equal(got, []netip.Addr{b}) {
+		t.Errorf("beta = %v, %v", got, err)
+	}
+	if got, err := lookup(ctx, "10.70.0.1:53", "alpha."); err == nil && slices.Contains(got, a) {
+		t.Errorf("alpha still answered after its record went: %v", got)
+	}
+	h.Remove(n.ID)
+	if got, err := lookup(ctx, "10.70.0.1:53", "beta."); err == nil {
+		t.Errorf("a removed server answered: %v", got)
+	}
+}
+
+func TestProxyHook(t *testing.T) {
+	netnstest.Require(t)
+	ctx := context.Background()
+	h := proxyHook{portproxy.NewManager(portproxy.Options{})}
+	ports := []networksvc.ProxiedPort{{PortBinding: networksvc.PortBinding{Proto: "tcp", HostIP: netip.MustParseAddr("127.0.0.1"), ContainerPort: 80},
+		Container: netip.MustParseAddrPort("10.70.0.5:80")}}
+	got, err := h.Publish(ctx, "a", ports)
+	if err != nil || len(got) != 1 || got[0].HostPort == 0 || got[0].ContainerPort != 80 || got[0].Container != ports[0].Container {
+		t.Fatalf("Publish = %+v, %v", got, err)
+	}
+	taken := ports
+	taken[0].HostPort = got[0].HostPort
+	if _, err := h.Publish(ctx, "b", taken); !errdefs.IsConflict(err) {
+		t.Errorf("Publish of a taken port = %v, want a conflict", err)
+	}
+	h.Unpublish("a")
+	if _, err := h.Publish(ctx, "b", taken); err != nil {
+		t.Errorf("Publish after Unpublish: %v", err)
+	}
+	h.Unpublish("b")
+}
