@@ -245,6 +245,7 @@ func (s imageSource) Resolve(ctx context.Context, ref string) (containersvc.Imag
 		ID: img.ID, Name: name, Entrypoint: img.Config.Entrypoint, Cmd: img.Config.Cmd,
 		Env: img.Config.Env, WorkingDir: img.Config.WorkingDir, User: img.Config.User,
 		StopSignal: img.Config.StopSignal, Volumes: slices.Sorted(maps.Keys(img.Config.Volumes)),
+		ExposedPorts: slices.Sorted(maps.Keys(img.Config.ExposedPorts)),
 	}, nil
 }
 

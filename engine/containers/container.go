@@ -67,6 +67,9 @@ type Config struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// Mounts are the volumes mounted into the container.
 	Mounts []Mount `json:"mounts,omitempty"`
+	// Network is what the container asked of the network at create; nil
+	// in records of versions before networking (see NetworkMode).
+	Network *NetworkConfig `json:"network,omitempty"`
 
 	// ImageDisk is the image's read-only disk, built at create.
 	ImageDisk string `json:"imageDisk,omitempty"`

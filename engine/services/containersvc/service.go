@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,6 +45,9 @@ type ImageInfo struct {
 	// Volumes are the image's VOLUME paths: each gets an anonymous volume
 	// unless the container mounts one there.
 	Volumes []string
+	// ExposedPorts are the image's EXPOSE ports, "80/tcp" form (the image
+	// config's keys), sorted.
+	ExposedPorts []string
 }
 
 // ImageSource resolves image references and builds their read-only disks.
@@ -145,6 +149,52 @@ type CreateOptions struct {
 	// created (docker's behaviour).
 	Volumes []VolumeMount
 	Labels  map[string]string
+
+	// The network options (docker run --network, -p, -P, --dns...), checked
+	// by the REST server against the API's rules; the network service
+	// checks what only it can (addresses free and in the subnet).
+	//
+	// NetworkMode is HostConfig.NetworkMode as given, which inspect shows:
+	// NetworkDefault or NetworkBridge (the default network), NetworkNone,
+	// or a network's name or ID.
+	NetworkMode string
+	// Networks are the networks the container joins at create, by name,
+	// with the options of its endpoint on each. NetworkMode's network is
+	// one of them, the container's first (eth0, the default route and the
+	// published ports); for NetworkDefault and NetworkBridge it is the
+	// default network. Empty for NetworkNone.
+	Networks map[string]EndpointOptions
+	// PortBindings are the ports to publish (-p); HostPort 0 asks for one
+	// chosen at start.
+	PortBindings []PortBinding
+	// PublishAll publishes every exposed port, the create's and the
+	// image's, on a port chosen at start (-P).
+	PublishAll bool
+	// ExposedPorts are the create's exposed ports (--expose, and the
+	// container ports of -p); the record holds them with the image's.
+	ExposedPorts []Port
+	// DNS servers, search domains and resolver options for the container's
+	// resolv.conf; empty DNS means the network's own DNS server.
+	DNS, DNSSearch, DNSOptions []string
+	// ExtraHosts are "name:address" lines for /etc/hosts; the address
+	// "host-gateway" stands for the first network's gateway.
+	ExtraHosts []string
+	// MacAddress is the MAC asked for the first network's interface
+	// (Config.MacAddress of API 1.41), kept for inspect; it is also that
+	// network's EndpointOptions.MAC.
+	MacAddress string
+}
+
+// EndpointOptions are what a container asks of its endpoint on one network
+// (NetworkingConfig.EndpointsConfig, docker run --ip, --network-alias).
+type EndpointOptions struct {
+	// IP is the address asked for; the zero Addr lets the network choose.
+	IP netip.Addr
+	// Aliases are extra DNS names of the container on this network.
+	Aliases []string
+	// MAC is the interface's address asked for; nil lets the engine
+	// choose.
+	MAC net.HardwareAddr
 }
 
 // minMemory is the smallest memory limit accepted (Docker's is 6 MiB).

@@ -12,6 +12,19 @@ type (
 	// ListOptions chooses containers as docker ps does: all, limit and
 	// filters.
 	ListOptions = containers.ListOptions
+	// NetworkConfig is what a container asked of the network at create.
+	NetworkConfig = containers.NetworkConfig
+	// Port is a container port and its protocol.
+	Port = containers.Port
+	// PortBinding publishes a container port on the host.
+	PortBinding = containers.PortBinding
+)
+
+// The network modes besides a network's name or ID.
+const (
+	NetworkDefault = containers.NetworkDefault
+	NetworkBridge  = containers.NetworkBridge
+	NetworkNone    = containers.NetworkNone
 )
 
 // The states of a container.
