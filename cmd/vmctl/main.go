@@ -107,6 +107,8 @@ attach, wait and events need a daemon. vmctl info says which engine it used.`,
 		newInfoCommand(g),
 		newVersionCommand(g),
 		newVolumeCommand(g),
+		newNetworkCommand(g),
+		newPortCommand(g),
 	)
 	return root, g
 }

@@ -36,6 +36,7 @@ type runOptions struct {
 	pull        string
 	volumes     []string
 	labels      []string
+	net         networkOptions
 }
 
 func newRunCommand(g *globalOptions) *cobra.Command {
@@ -96,6 +97,7 @@ func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.pull, "pull", "missing", `pull the image before running: "missing", "never" or "always"`)
 	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "mount a volume: NAME:/path[:ro] (created if missing), or /path for an anonymous volume")
 	f.StringArrayVarP(&o.labels, "label", "l", nil, "set a label on the container: KEY=VALUE (or KEY, with an empty value)")
+	o.net.addFlags(f)
 }
 
 // resolveEnv completes docker's "-e KEY" with this process's value of KEY;
@@ -167,7 +169,11 @@ func (o *runOptions) request(image string, cmdArgs []string) (client.ContainerCr
 	default:
 		return client.ContainerCreateOptions{}, fmt.Errorf("invalid --pull %q: want missing, never or always", o.pull)
 	}
-	return client.ContainerCreateOptions{Config: cfg, HostConfig: hc, Name: o.name}, nil
+	req := client.ContainerCreateOptions{Config: cfg, HostConfig: hc, Name: o.name}
+	if err := o.net.apply(&req); err != nil {
+		return client.ContainerCreateOptions{}, err
+	}
+	return req, nil
 }
 
 // errNotATTY refuses -it without a terminal to read keys from.
