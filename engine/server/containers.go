@@ -13,18 +13,18 @@ import (
 	"github.com/containerd/errdefs"
 	units "github.com/docker/go-units"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
 
 	"github.com/vmctl/vmctl/engine/errs"
 	"github.com/vmctl/vmctl/engine/services/containersvc"
 )
 
 // unsupportedHostConfig rejects options that would otherwise be silently
-// ignored: a container without the port the user asked for is worse than a
-// clear error. Binds and Mounts are checked by volumeMounts.
+// ignored: a container without what the user asked for is worse than a
+// clear error. Binds and Mounts are checked by volumeMounts, the network
+// options by createNetwork.
 func unsupportedHostConfig(hc *container.HostConfig) error {
 	switch {
-	case len(hc.PortBindings) > 0 || hc.PublishAllPorts:
-		return errs.New(errdefs.ErrInvalidArgument, "published ports are not supported yet")
 	case hc.Privileged:
 		return errs.New(errdefs.ErrInvalidArgument, "privileged containers are not supported")
 	case hc.RestartPolicy.Name != "" && hc.RestartPolicy.Name != "no":
@@ -67,7 +67,7 @@ func runtimeName(hypervisor string) string {
 }
 
 func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
-	var req container.CreateRequest
+	var req createRequest
 	if err := decodeBody(w, r, &req, false); err != nil {
 		writeError(w, err)
 		return
@@ -81,9 +81,9 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errs.New(errdefs.ErrInvalidArgument, "no image given: Config.Image is required"))
 		return
 	}
-	hc := req.HostConfig
-	if hc == nil {
-		hc = &container.HostConfig{}
+	hc := &container.HostConfig{}
+	if req.HostConfig != nil {
+		hc = &req.HostConfig.HostConfig
 	}
 	if err := unsupportedHostConfig(hc); err != nil {
 		writeError(w, err)
@@ -111,6 +111,10 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	if cfg.Tty && hc.ConsoleSize[0] > 0 && hc.ConsoleSize[1] > 0 {
 		o.ConsoleRows, o.ConsoleCols = clampU16(hc.ConsoleSize[0]), clampU16(hc.ConsoleSize[1])
+	}
+	if err := s.createNetwork(r.Context(), &req, hc, !apiAtLeast(r, 44), &o); err != nil {
+		writeError(w, err)
+		return
 	}
 	c, err := s.containers.Create(r.Context(), o)
 	if err != nil {
@@ -164,19 +168,53 @@ func (s *Server) containerList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	out := []container.Summary{}
+	out := []containerSummary{}
 	for _, c := range list {
-		sum := container.Summary{
-			ID: c.ID, Names: []string{"/" + c.Name}, Image: c.Config.Image, ImageID: c.Config.ImageID,
-			Command: strings.Join(c.Config.Args, " "), Created: c.Created.Unix(),
-			Ports: []container.PortSummary{}, Labels: labelsOrEmpty(c.Config.Labels),
-			State: container.ContainerState(c.State.Status), Status: statusText(c, now),
-			Mounts: mountPoints(c),
+		cn, err := s.containerNetwork(r.Context(), c)
+		if err != nil {
+			writeError(w, err)
+			return
 		}
-		sum.HostConfig.NetworkMode = "none"
+		sum := containerSummary{
+			Summary: container.Summary{
+				ID: c.ID, Names: []string{"/" + c.Name}, Image: c.Config.Image, ImageID: c.Config.ImageID,
+				Command: strings.Join(c.Config.Args, " "), Created: c.Created.Unix(),
+				Labels: labelsOrEmpty(c.Config.Labels),
+				State:  container.ContainerState(c.State.Status), Status: statusText(c, now),
+				Mounts: mountPoints(c),
+			},
+			Ports:           cn.portsJSON(c),
+			NetworkSettings: &summaryNetworkSettings{Networks: cn.endpointsJSON(c)},
+		}
+		sum.HostConfig.NetworkMode = c.Config.NetworkMode()
 		out = append(out, sum)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// containerSummary is an entry of GET /containers/json with the network
+// fields in API 1.41's shape (see container_network.go).
+type containerSummary struct {
+	container.Summary
+	Ports           []portSummary
+	NetworkSettings *summaryNetworkSettings
+}
+
+type summaryNetworkSettings struct {
+	Networks map[string]*endpointSettings
+}
+
+// inspectResponse is GET /containers/{id}/json with the network fields in
+// API 1.41's shape: Config.MacAddress and the NetworkSettings of 1.41.
+type inspectResponse struct {
+	container.InspectResponse
+	Config          *inspectConfig
+	NetworkSettings *networkSettings
+}
+
+type inspectConfig struct {
+	container.Config
+	MacAddress string `json:",omitempty"`
 }
 
 func timeString(t time.Time) string {
@@ -192,6 +230,11 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	cn, err := s.containerNetwork(r.Context(), c)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	cfg := c.Config
 	resp := container.InspectResponse{
 		ID: c.ID, Created: timeString(c.Created), Name: "/" + c.Name, Image: cfg.ImageID,
@@ -201,20 +244,32 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 			OOMKilled: c.State.OOMKilled, Pid: c.State.VMMPid, ExitCode: c.State.ExitCode, Error: c.State.Error,
 			StartedAt: timeString(c.State.StartedAt), FinishedAt: timeString(c.State.FinishedAt),
 		},
-		Config: &container.Config{
-			Hostname: cfg.Hostname, User: cfg.User, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
-			StdinOnce: cfg.StdinOnce, Env: cfg.Env, Cmd: cfg.Args, Image: cfg.Image,
-			WorkingDir: cfg.WorkingDir, StopSignal: cfg.StopSignal, Labels: labelsOrEmpty(cfg.Labels),
-		},
-		HostConfig: &container.HostConfig{AutoRemove: cfg.AutoRemove, NetworkMode: "none", Runtime: runtimeName(cfg.Hypervisor)},
+		HostConfig: &container.HostConfig{AutoRemove: cfg.AutoRemove, Runtime: runtimeName(cfg.Hypervisor)},
 		Mounts:     mountPoints(c),
 	}
 	resp.HostConfig.Memory = cfg.MemoryBytes
 	resp.HostConfig.NanoCPUs = cfg.NanoCPUs
+	hostConfigNetwork(resp.HostConfig, c)
 	if len(cfg.Args) > 0 {
 		resp.Path, resp.Args = cfg.Args[0], cfg.Args[1:]
 	}
-	writeJSON(w, http.StatusOK, resp)
+	conf := &inspectConfig{Config: container.Config{
+		Hostname: cfg.Hostname, User: cfg.User, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
+		StdinOnce: cfg.StdinOnce, Env: cfg.Env, Cmd: cfg.Args, Image: cfg.Image,
+		WorkingDir: cfg.WorkingDir, StopSignal: cfg.StopSignal, Labels: labelsOrEmpty(cfg.Labels),
+	}}
+	if nc := cfg.Network; nc != nil {
+		conf.MacAddress = nc.MacAddress
+		for _, p := range nc.ExposedPorts {
+			if port, ok := network.PortFrom(p.Port, network.IPProtocol(p.Proto)); ok {
+				if conf.ExposedPorts == nil {
+					conf.ExposedPorts = network.PortSet{}
+				}
+				conf.ExposedPorts[port] = struct{}{}
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, inspectResponse{InspectResponse: resp, Config: conf, NetworkSettings: cn.settingsJSON(c)})
 }
 
 func (s *Server) containerStart(w http.ResponseWriter, r *http.Request) {

@@ -41,6 +41,7 @@ type Server struct {
 	containers ContainerService
 	images     ImageService
 	volumes    VolumeService
+	networks   NetworkService // nil: the engine has no networks
 	system     SystemService
 	events     EventSource
 	// serverHeader is the Server header of every reply.
@@ -55,14 +56,18 @@ type Server struct {
 
 // New returns a Server over an engine's services (engine.Engine.Services).
 func New(svc services.Services) *Server {
-	return newServer(svc.Containers, svc.Images, svc.Volumes, svc.System, svc.Events)
+	var nets NetworkService
+	if svc.Networks != nil {
+		nets = svc.Networks
+	}
+	return newServer(svc.Containers, svc.Images, svc.Volumes, nets, svc.System, svc.Events)
 }
 
 // newServer is New over any implementations of the services: the engine's,
 // or a test's.
-func newServer(c ContainerService, i ImageService, v VolumeService, sys SystemService, ev EventSource) *Server {
+func newServer(c ContainerService, i ImageService, v VolumeService, n NetworkService, sys SystemService, ev EventSource) *Server {
 	s := &Server{
-		containers: c, images: i, volumes: v, system: sys, events: ev,
+		containers: c, images: i, volumes: v, networks: n, system: sys, events: ev,
 		serverHeader: "vmctld/" + sys.Version().Version + " (linux)",
 		mux:          http.NewServeMux(), conns: map[net.Conn]struct{}{},
 	}
@@ -102,6 +107,7 @@ func (s *Server) routes() {
 	m.HandleFunc("DELETE /containers/{id}", s.containerDelete)
 	s.execRoutes(m)
 	s.volumeRoutes(m)
+	s.networkRoutes(m)
 
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errs.New(errdefs.ErrNotFound, "page not found: %s %s", r.Method, r.URL.Path))

@@ -14,6 +14,7 @@ import (
 	"github.com/vmctl/vmctl/engine/events"
 	"github.com/vmctl/vmctl/engine/services/containersvc"
 	"github.com/vmctl/vmctl/engine/services/imagesvc"
+	"github.com/vmctl/vmctl/engine/services/networksvc"
 	"github.com/vmctl/vmctl/engine/services/systemsvc"
 	"github.com/vmctl/vmctl/engine/services/volumesvc"
 )
@@ -61,6 +62,22 @@ type VolumeService interface {
 	List(o volumesvc.ListOptions) ([]*volumesvc.Volume, error)
 	Remove(ctx context.Context, name string, force bool) error
 	Prune(ctx context.Context, o volumesvc.PruneOptions) (removed []string, freed uint64, err error)
+}
+
+// NetworkService keeps networks and the containers' endpoints on them
+// (networksvc.Service). List and Prune take docker's filters and check
+// them; the rules of networks (names, drivers, addresses, what a running
+// container or the default network allows) are the service's.
+type NetworkService interface {
+	Create(ctx context.Context, o networksvc.CreateOptions) (networksvc.Network, error)
+	Get(ctx context.Context, ref string) (networksvc.Network, error)
+	NetworkEndpoints(ctx context.Context, ref string) ([]networksvc.Endpoint, error)
+	List(ctx context.Context, filters map[string][]string) ([]networksvc.Network, error)
+	Remove(ctx context.Context, ref string) error
+	Prune(ctx context.Context, filters map[string][]string) ([]string, error)
+	Connect(ctx context.Context, ref string, c networksvc.ContainerRef, o networksvc.EndpointOptions) (networksvc.Endpoint, error)
+	Disconnect(ctx context.Context, ref, containerID string, force bool) error
+	Endpoints(ctx context.Context, containerID string) ([]networksvc.Endpoint, error)
 }
 
 // SystemService describes the engine and the host (systemsvc.Service).

@@ -65,7 +65,7 @@ func TestInfoAndVersion(t *testing.T) {
 		{"none", none, slices.Concat(facts, guest), []string{"no hypervisor: no hypervisor can run here"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newServer(nil, nil, nil, fakeSystem{info: tc.info}, nil)
+			s := newServer(nil, nil, nil, nil, fakeSystem{info: tc.info}, nil)
 			var info system.Info
 			rec := getJSON(t, s, "/v1.41/info", &info)
 			if rec.Code != http.StatusOK || rec.Header().Get("Server") != "vmctld/1.2.3 (linux)" {
@@ -85,7 +85,7 @@ func TestInfoAndVersion(t *testing.T) {
 		})
 	}
 
-	s := newServer(nil, nil, nil, fakeSystem{info: base}, nil)
+	s := newServer(nil, nil, nil, nil, fakeSystem{info: base}, nil)
 	var v system.VersionResponse
 	if rec := getJSON(t, s, "/version", &v); rec.Code != http.StatusOK {
 		t.Fatalf("GET /version = %d %s", rec.Code, rec.Body)
@@ -95,7 +95,7 @@ func TestInfoAndVersion(t *testing.T) {
 		t.Errorf("version = %+v", v)
 	}
 
-	broken := newServer(nil, nil, nil, fakeSystem{info: base, err: errors.New("container store unreadable")}, nil)
+	broken := newServer(nil, nil, nil, nil, fakeSystem{info: base, err: errors.New("container store unreadable")}, nil)
 	rec := getJSON(t, broken, "/info", &struct{}{})
 	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), "container store unreadable") {
 		t.Errorf("GET /info with a failing service = %d %s", rec.Code, rec.Body)
