@@ -421,6 +421,11 @@ func (cn containerNetwork) endpointsJSON(c *containersvc.Container) map[string]*
 			Aliases: e.Aliases, NetworkID: n.ID, EndpointID: endpointID(n.ID, c.ID),
 			MacAddress: e.MAC.String(),
 		}
+		// On a user-defined network the container's short ID is one of
+		// its names too, and dockerd lists it with the aliases.
+		if short := c.ShortID(); !n.Default && !slices.Contains(e.Aliases, short) {
+			es.Aliases = append(slices.Clone(e.Aliases), short)
+		}
 		if e.StaticIP {
 			es.IPAMConfig = &endpointIPAMConfig{IPv4Address: e.IP.String()}
 		}

@@ -195,7 +195,7 @@ func TestContainerInspectNetwork(t *testing.T) {
 	 "Ports":{},"SandboxKey":"","SecondaryIPAddresses":null,"SecondaryIPv6Addresses":null,
 	 "EndpointID":"","Gateway":"","GlobalIPv6Address":"","GlobalIPv6PrefixLen":0,
 	 "IPAddress":"","IPPrefixLen":0,"IPv6Gateway":"","MacAddress":"",
-	 "Networks":{"backend":{"IPAMConfig":{"IPv4Address":"10.7.0.9"},"Links":null,"Aliases":["database"],"NetworkID":"`+userNet.ID+`",
+	 "Networks":{"backend":{"IPAMConfig":{"IPv4Address":"10.7.0.9"},"Links":null,"Aliases":["database","222222222222"],"NetworkID":"`+userNet.ID+`",
 	  "EndpointID":"`+dbEP+`","Gateway":"10.7.0.1","IPAddress":"10.7.0.9","IPPrefixLen":24,"IPv6Gateway":"",
 	  "GlobalIPv6Address":"","GlobalIPv6PrefixLen":0,"MacAddress":"02:42:0a:07:00:09","DriverOpts":null}}}`)
 	jsonEqual(t, "db's HostConfig.PortBindings", field(t, body, "HostConfig", "PortBindings"), `{}`)
