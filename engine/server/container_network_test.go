@@ -258,3 +258,38 @@ func TestContainerListNetwork(t *testing.T) {
 		t.Errorf("ps web's bridge endpoint = %+v", ep)
 	}
 }
+
+// FuzzNetworkRequests feeds request bodies to the handlers that parse a
+// client's network options: whatever they hold, the answer is a success
+// or a 4xx with a message, never a panic (a 500) or a create that reached
+// the container service with options the server refused.
+func FuzzNetworkRequests(f *testing.F) {
+	f.Add(dockerCLICreate, `{"Name":"n","IPAM":{"Config":[{"Subnet":"10.0.0.0/24"}]}}`, `{"Container":"db","EndpointConfig":{"IPAMConfig":{"IPv4Address":"10.7.0.2"}}}`)
+	f.Add(`{"Image":"x","HostConfig":{"PortBindings":{"80/tcp":[{"HostIp":"[::1]","HostPort":"1-2"}]},"ExtraHosts":[":"]}}`, `{"Name":"n","EnableIPv6":true}`, `{"Container":"lo"}`)
+	f.Add(`{"Image":"x","ExposedPorts":{"65536/udp":{}},"MacAddress":"zz","NetworkingConfig":{"EndpointsConfig":{"a":null}}}`, `{}`, `{"EndpointConfig":{"MacAddress":"01:00:5e:00:00:01"}}`)
+	f.Fuzz(func(t *testing.T, create, netCreate, connect string) {
+		s, _, ctrs := newNetworkTestServer()
+		for _, req := range []struct{ path, body string }{
+			{"/v1.41/containers/create", create}, {"/v1.44/containers/create", create},
+			{"/v1.41/networks/create", netCreate}, {"/v1.41/networks/backend/connect", connect},
+		} {
+			rec := request(s, "POST", req.path, req.body)
+			if rec.Code >= 500 {
+				t.Fatalf("POST %s %q = %d %s", req.path, req.body, rec.Code, rec.Body)
+			}
+			if rec.Code >= 400 && replyText(rec) == "" {
+				t.Fatalf("POST %s %q = %d without a message", req.path, req.body, rec.Code)
+			}
+		}
+		for _, o := range ctrs.created {
+			for _, b := range o.PortBindings {
+				if b.ContainerPort == 0 || (b.Proto != "tcp" && b.Proto != "udp") || (b.HostIP.IsValid() && !b.HostIP.Is4()) {
+					t.Fatalf("create passed a port binding the server should refuse: %+v", b)
+				}
+			}
+			if o.NetworkMode == "host" || strings.HasPrefix(o.NetworkMode, "container:") {
+				t.Fatalf("create passed network mode %q", o.NetworkMode)
+			}
+		}
+	})
+}
