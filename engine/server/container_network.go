@@ -74,13 +74,6 @@ func (s *Server) createNetwork(ctx context.Context, req *createRequest, hc *cont
 	case strings.HasPrefix(mode, "container:"):
 		return bad("network mode %s is not supported: each container runs in its own VM, with a network stack of its own", mode)
 	}
-	if s.networks == nil && mode == containersvc.NetworkDefault {
-		// An engine without its network service runs containers with
-		// loopback only, and says so.
-		mode = containersvc.NetworkNone
-	}
-	o.NetworkMode = mode
-
 	var rawHC *createHostConfig
 	if req.HostConfig != nil {
 		rawHC = req.HostConfig
@@ -129,6 +122,16 @@ func (s *Server) createNetwork(ctx context.Context, req *createRequest, hc *cont
 	if req.NetworkingConfig != nil {
 		eps = req.NetworkingConfig.EndpointsConfig
 	}
+	if s.networks == nil && mode == containersvc.NetworkDefault {
+		// An engine without its network service runs containers that ask
+		// for no network in particular with loopback only, and says so
+		// (mode none); what needs a network is refused below.
+		if len(o.PortBindings) > 0 || o.PublishAll || mac != nil || len(eps) > 0 {
+			return errNoNetworks
+		}
+		mode = containersvc.NetworkNone
+	}
+	o.NetworkMode = mode
 	// API 1.41 connects a new container to one network; newer clients may
 	// name several.
 	if apiVersion41 && len(eps) > 1 {

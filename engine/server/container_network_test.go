@@ -95,6 +95,7 @@ func TestContainerCreateNetwork(t *testing.T) {
 		{name: "bad extra host", body: `{"Image":"nginx","HostConfig":{"ExtraHosts":["gw"]}}`, code: 400, msg: `bad format for add-host: "gw"`},
 		{name: "bad extra host ip", body: `{"Image":"nginx","HostConfig":{"ExtraHosts":["gw:10.0.0"]}}`, code: 400, msg: `invalid IP address in add-host: "10.0.0"`},
 		{name: "bad mac", body: `{"Image":"nginx","MacAddress":"02:42"}`, code: 400, msg: "invalid MAC address: 02:42"},
+		{name: "links", body: `{"Image":"nginx","HostConfig":{"Links":["db:db"]}}`, code: 400, msg: "container links are not supported"},
 		{name: "two macs", body: `{"Image":"nginx","MacAddress":"02:42:ac:1e:00:01","HostConfig":{"NetworkMode":"backend"},
 			"NetworkingConfig":{"EndpointsConfig":{"backend":{"MacAddress":"02:42:ac:1e:00:02"}}}}`, code: 400, msg: "conflicting MAC addresses"},
 	} {
@@ -139,10 +140,15 @@ func TestContainerCreateWithoutNetworks(t *testing.T) {
 	for _, body := range []string{
 		`{"Image":"nginx","HostConfig":{"NetworkMode":"backend"}}`,
 		`{"Image":"nginx","HostConfig":{"PortBindings":{"80/tcp":[{"HostPort":"80"}]}}}`,
+		`{"Image":"nginx","HostConfig":{"PublishAllPorts":true}}`,
+		`{"Image":"nginx","MacAddress":"02:42:ac:1e:00:09"}`,
 	} {
-		if rec := request(s, "POST", "/containers/create", body); rec.Code < 400 {
-			t.Errorf("create %s = %d, want a refusal", body, rec.Code)
+		if rec := request(s, "POST", "/containers/create", body); rec.Code != 501 || !strings.Contains(replyText(rec), "networks are not available") {
+			t.Errorf("create %s = %d %s, want 501", body, rec.Code, rec.Body)
 		}
+	}
+	if rec := request(s, "POST", "/containers/create", `{"Image":"nginx","HostConfig":{"NetworkMode":"none","PublishAllPorts":true}}`); rec.Code != 400 {
+		t.Errorf("create in mode none with -P = %d %s, want 400", rec.Code, rec.Body)
 	}
 	for _, path := range []string{"/networks", "/networks/bridge"} {
 		if rec := request(s, "GET", path, ""); rec.Code != 501 || !strings.Contains(replyText(rec), "networks are not available") {

@@ -25,6 +25,8 @@ import (
 // options by createNetwork.
 func unsupportedHostConfig(hc *container.HostConfig) error {
 	switch {
+	case len(hc.Links) > 0:
+		return errs.New(errdefs.ErrInvalidArgument, "container links are not supported: put the containers on a user-defined network, where they find each other by name")
 	case hc.Privileged:
 		return errs.New(errdefs.ErrInvalidArgument, "privileged containers are not supported")
 	case hc.RestartPolicy.Name != "" && hc.RestartPolicy.Name != "no":
