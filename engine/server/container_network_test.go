@@ -66,7 +66,8 @@ func TestContainerCreateNetwork(t *testing.T) {
 		// the default network, and a second network at API 1.44.
 		{name: "endpoint mac", body: `{"Image":"nginx","HostConfig":{"NetworkMode":"default"},
 			"NetworkingConfig":{"EndpointsConfig":{"default":{"MacAddress":"02:42:ac:1e:00:09"}}}}`, code: 201,
-			want: containersvc.CreateOptions{NetworkMode: "default", Networks: map[string]containersvc.EndpointOptions{"bridge": {MAC: mac("02:42:ac:1e:00:09")}}}},
+			want: containersvc.CreateOptions{NetworkMode: "default", Networks: map[string]containersvc.EndpointOptions{"bridge": {MAC: mac("02:42:ac:1e:00:09")}},
+				MacAddress: "02:42:ac:1e:00:09"}},
 		{name: "two networks, 1.44", path: "/v1.44/containers/create", body: `{"Image":"nginx","HostConfig":{"NetworkMode":"bridge"},
 			"NetworkingConfig":{"EndpointsConfig":{"bridge":{},"backend":{"Aliases":["api"]}}}}`, code: 201,
 			want: containersvc.CreateOptions{NetworkMode: "bridge", Networks: map[string]containersvc.EndpointOptions{"bridge": {}, "backend": {Aliases: []string{"api"}}}}},

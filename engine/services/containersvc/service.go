@@ -180,8 +180,9 @@ type CreateOptions struct {
 	// "host-gateway" stands for the first network's gateway.
 	ExtraHosts []string
 	// MacAddress is the MAC asked for the first network's interface
-	// (Config.MacAddress of API 1.41), kept for inspect; it is also that
-	// network's EndpointOptions.MAC.
+	// (Config.MacAddress of API 1.41, or that network's endpoint
+	// settings), kept for inspect; it is also that network's
+	// EndpointOptions.MAC.
 	MacAddress string
 }
 
