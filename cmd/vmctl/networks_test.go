@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
@@ -155,5 +156,23 @@ func TestWriteNetworks(t *testing.T) {
 	}
 	if err := writeNetworks(&out, list, "{{.Nope", false, false); err == nil {
 		t.Error("a bad template was accepted")
+	}
+}
+
+// run and create pull a missing image, not one that is there when the
+// network the container names is missing.
+func TestIsMissingImage(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{cerrdefs.ErrNotFound.WithMessage("No such image: busybox:latest"), true},
+		{cerrdefs.ErrNotFound.WithMessage("network nope not found"), false},
+		{cerrdefs.ErrInvalidArgument.WithMessage("No such image: x"), false},
+		{nil, false},
+	} {
+		if got := isMissingImage(tc.err); got != tc.want {
+			t.Errorf("isMissingImage(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

@@ -257,7 +257,7 @@ func (r *remote) create(ctx context.Context, req client.ContainerCreateOptions, 
 		}
 	}
 	created, err := r.api.ContainerCreate(ctx, req)
-	if err != nil && errdefs.IsNotFound(err) && pull == "missing" {
+	if isMissingImage(err) && pull == "missing" {
 		fmt.Fprintf(os.Stderr, "Unable to find image '%s' locally\n", image)
 		if err := r.pull(ctx, image, os.Stderr); err != nil {
 			return client.ContainerCreateResult{}, err
@@ -265,6 +265,13 @@ func (r *remote) create(ctx context.Context, req client.ContainerCreateOptions, 
 		created, err = r.api.ContainerCreate(ctx, req)
 	}
 	return created, r.fail(err)
+}
+
+// isMissingImage reports whether a create failed for want of its image,
+// which a pull may cure, rather than for another thing not found (the
+// network it names).
+func isMissingImage(err error) bool {
+	return err != nil && errdefs.IsNotFound(err) && strings.Contains(err.Error(), "No such image")
 }
 
 // waitExit waits for the container's exit status, then for the attach
