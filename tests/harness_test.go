@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 	// vmctld, QEMU and registry they start inherits it, so bridges, taps
 	// and rules the engine makes stay there and go with it.
 	if os.Geteuid() == 0 && !netnsrun.Inside() {
-		code, err := netnsrun.Reexec("vmctl-e2e")
+		code, err := netnsrun.Reexec("vmctl-e2e", netnsrun.Options{ResolvConf: "nameserver " + outsideDNS + "\n"})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "tests: "+err.Error())
 			os.Exit(1)
@@ -51,6 +51,10 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
+
+// outsideDNS is the tests' resolver: the host the network tests run
+// beyond the engine's bridges, in a namespace of theirs (see outside).
+const outsideDNS = "198.51.100.2"
 
 // e2e returns the shared environment, loading the busybox image on first use.
 func e2e(t *testing.T) *env {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 )
 
@@ -30,16 +31,35 @@ const (
 // Reexec's.
 func Inside() bool { return os.Getenv(Env) != "" }
 
+// Options shape the namespace.
+type Options struct {
+	// ResolvConf, if set, is the namespace's /etc/resolv.conf: `ip netns
+	// exec` mounts /etc/netns/<name>/resolv.conf over the machine's, so
+	// resolvers the program's children read are ones the program itself
+	// runs in namespaces it made, never the machine's.
+	ResolvConf string
+}
+
 // Reexec runs os.Args again under `ip netns exec` in a new namespace named
 // prefix-<pid> and returns its exit status (128+N if signal N ended it);
 // the namespace is deleted afterwards. SIGINT, SIGTERM and SIGQUIT are
 // passed on. The caller exits with the status.
-func Reexec(prefix string) (int, error) {
+func Reexec(prefix string, o Options) (int, error) {
 	name := fmt.Sprintf("%s-%d", prefix, os.Getpid())
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("create network namespace %s: %v: %s", name, err, out)
 	}
 	defer exec.Command("ip", "netns", "del", name).Run()
+	if o.ResolvConf != "" {
+		dir := filepath.Join("/etc/netns", name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return 0, err
+		}
+		defer os.RemoveAll(dir)
+		if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(o.ResolvConf), 0o644); err != nil {
+			return 0, err
+		}
+	}
 	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("lo up in %s: %v: %s", name, err, out)
 	}

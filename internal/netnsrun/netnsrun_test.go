@@ -11,7 +11,7 @@ import (
 // a namespace, the inner run checks it is there.
 func TestMain(m *testing.M) {
 	if os.Geteuid() == 0 && !Inside() {
-		code, err := Reexec("vmctl-netnsrun-test")
+		code, err := Reexec("vmctl-netnsrun-test", Options{ResolvConf: "nameserver 198.51.100.53\n"})
 		if err != nil {
 			os.Stderr.WriteString("netnsrun: " + err.Error() + "\n")
 			os.Exit(1)
@@ -41,5 +41,8 @@ func TestInsideOwnNamespace(t *testing.T) {
 	}
 	if out, err := exec.Command("ip", "netns", "list").Output(); err != nil || !strings.Contains(string(out), os.Getenv(Env)) {
 		t.Errorf("ip netns list = %q, %v; want %s", out, err, os.Getenv(Env))
+	}
+	if b, err := os.ReadFile("/etc/resolv.conf"); err != nil || string(b) != "nameserver 198.51.100.53\n" {
+		t.Errorf("/etc/resolv.conf in the namespace = %q, %v; want the one Reexec was given", b, err)
 	}
 }

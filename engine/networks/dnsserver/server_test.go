@@ -23,7 +23,7 @@ import (
 // systemd-resolved on 127.0.0.53, is not there).
 func TestMain(m *testing.M) {
 	if os.Geteuid() == 0 && !netnsrun.Inside() {
-		code, err := netnsrun.Reexec("vmctl-dnsserver-test")
+		code, err := netnsrun.Reexec("vmctl-dnsserver-test", netnsrun.Options{})
 		if err != nil {
 			os.Stderr.WriteString("dnsserver tests: " + err.Error() + "\n")
 			os.Exit(1)

@@ -29,7 +29,7 @@ import (
 // namespace skip (Require).
 func Main(m *testing.M) {
 	if os.Geteuid() == 0 && !netnsrun.Inside() {
-		code, err := netnsrun.Reexec("vmctl-nettest")
+		code, err := netnsrun.Reexec("vmctl-nettest", netnsrun.Options{})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "netnstest:", err)
 			os.Exit(1)

@@ -21,7 +21,7 @@ import (
 // the machine's and meets none of its listeners.
 func TestMain(m *testing.M) {
 	if os.Geteuid() == 0 && !netnsrun.Inside() {
-		code, err := netnsrun.Reexec("vmctl-portproxy-test")
+		code, err := netnsrun.Reexec("vmctl-portproxy-test", netnsrun.Options{})
 		if err != nil {
 			os.Stderr.WriteString("portproxy tests: " + err.Error() + "\n")
 			os.Exit(1)
