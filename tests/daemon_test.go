@@ -3,12 +3,14 @@ package tests
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +20,10 @@ import (
 // (short) exec root, with busybox loaded.
 type daemon struct {
 	root, dataRoot, execRoot, sock string
+	// netns is the network namespace vmctld runs in, one per daemon, so
+	// that two daemons' bridges, addresses and rules never meet (vmctl
+	// clients reach it through its unix socket from anywhere).
+	netns string
 	cmd                            *exec.Cmd
 	stderr                         *bytes.Buffer
 	bin                            string
@@ -29,7 +35,11 @@ func (d *daemon) launch(t *testing.T, bin string) {
 	t.Helper()
 	d.bin = bin
 	d.stderr = &bytes.Buffer{}
-	d.cmd = exec.Command(bin, "--data-root", d.dataRoot, "--exec-root", d.execRoot, "-H", "unix://"+d.sock,
+	if d.netns == "" {
+		d.netns = newNetns(t, "vmctl-d")
+	}
+	// ip netns exec execs vmctld: the process is vmctld's, for signals.
+	d.cmd = exec.Command("ip", "netns", "exec", d.netns, bin, "--data-root", d.dataRoot, "--exec-root", d.execRoot, "-H", "unix://"+d.sock,
 		"--kernel", filepath.Join(d.root, "bin/guest/vmlinuz"), "--initrd", filepath.Join(d.root, "bin/guest/initramfs.img"))
 	d.cmd.Stderr = d.stderr
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -142,6 +152,27 @@ func (d *daemon) stop(t *testing.T) {
 	}
 	os.RemoveAll(d.dataRoot)
 	os.RemoveAll(d.execRoot)
+	if d.netns != "" {
+		exec.Command("ip", "netns", "del", d.netns).Run()
+	}
+}
+
+// netnsSeq numbers the namespaces the tests make.
+var netnsSeq atomic.Int32
+
+// newNetns makes a named network namespace with lo up; the caller deletes
+// it (ip netns del), or the tests' own namespace's end does.
+func newNetns(t *testing.T, prefix string) string {
+	t.Helper()
+	name := fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), netnsSeq.Add(1))
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		exec.Command("ip", "netns", "del", name).Run()
+		t.Fatalf("lo up in %s: %v: %s", name, err, out)
+	}
+	return name
 }
 
 // http returns a client of the daemon's socket.
