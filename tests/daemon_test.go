@@ -37,6 +37,7 @@ func (d *daemon) launch(t *testing.T, bin string) {
 	d.stderr = &bytes.Buffer{}
 	if d.netns == "" {
 		d.netns = newNetns(t, "vmctl-d")
+		must(t, relayLoopbackInto(d.netns))
 	}
 	// ip netns exec execs vmctld: the process is vmctld's, for signals.
 	d.cmd = exec.Command("ip", "netns", "exec", d.netns, bin, "--data-root", d.dataRoot, "--exec-root", d.execRoot, "-H", "unix://"+d.sock,
@@ -153,6 +154,7 @@ func (d *daemon) stop(t *testing.T) {
 	os.RemoveAll(d.dataRoot)
 	os.RemoveAll(d.execRoot)
 	if d.netns != "" {
+		closeLoopbackIn(d.netns)
 		exec.Command("ip", "netns", "del", d.netns).Run()
 	}
 }

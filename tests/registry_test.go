@@ -83,6 +83,8 @@ func startRegistry(t *testing.T, user, password string) *registryServer {
 	cmd := exec.Command(bin, "serve", filepath.Join(dir, "config.yml"))
 	cmd.Stdout, cmd.Stderr = r, r
 	must(t, cmd.Start())
+	// Daemons reach it at the same address from their own namespaces.
+	must(t, shareLoopback(ln.Addr().(*net.TCPAddr).Port))
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()

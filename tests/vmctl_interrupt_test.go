@@ -20,6 +20,7 @@ func TestRunInterruptedDuringPull(t *testing.T) {
 	e := e2e(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
+	must(t, shareLoopbackAddr(l.Addr().String()))
 	var held sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
