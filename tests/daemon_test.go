@@ -23,10 +23,10 @@ type daemon struct {
 	// netns is the network namespace vmctld runs in, one per daemon, so
 	// that two daemons' bridges, addresses and rules never meet (vmctl
 	// clients reach it through its unix socket from anywhere).
-	netns string
-	cmd                            *exec.Cmd
-	stderr                         *bytes.Buffer
-	bin                            string
+	netns  string
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	bin    string
 }
 
 // launch starts the vmctld binary bin on d's roots and socket and waits
