@@ -99,7 +99,7 @@ test: build kernel image nested-prepare vet
 	VMCTL_E2E=1 $(GO) test -p 1 -count=1 -timeout 60m ./...
 	@bash scripts/fuzz-smoke.sh
 
-bench: build kernel image
+bench: build kernel image nested-prepare
 	$(GO) run ./scripts/bench
 
 clean:

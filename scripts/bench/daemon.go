@@ -62,6 +62,10 @@ func startRegistry(dir string) (string, func(), error) {
 	return "", nil, fmt.Errorf("registry did not start on %s", addr)
 }
 
+// craneEnv passes the crane binary main built to the bench in its
+// namespace.
+const craneEnv = "VMCTL_BENCH_CRANE"
+
 // buildCrane installs go-containerregistry's crane (the version vmctl links)
 // into dir through the module proxy.
 func buildCrane(dir string) (string, error) {
@@ -85,9 +89,11 @@ func runPull(n int) error {
 		return err
 	}
 	defer stop()
-	crane, err := buildCrane(tmp)
-	if err != nil {
-		return err
+	// Built before the bench entered its namespace (see main), where
+	// the module proxy is out of reach.
+	crane := os.Getenv(craneEnv)
+	if crane == "" {
+		return fmt.Errorf("%s is not set: the crane peer was not built", craneEnv)
 	}
 	// Five random (incompressible) layers of 40 MiB.
 	img, err := random.Image(40<<20, 5)
