@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -138,4 +139,33 @@ func CgroupRoot(t testing.TB) string {
 	}
 	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
 	return dir
+}
+
+// NetNS moves the calling goroutine into a new, empty network namespace
+// (only lo, down), for tests that change interfaces, addresses and routes.
+// It locks the goroutine to its OS thread and never unlocks it: the thread,
+// the only one in that namespace, ends with the test's goroutine, and the
+// namespace with it. Sockets opened and commands started from this
+// goroutine live in the namespace; subtests (other goroutines) do not.
+func NetNS(t testing.TB) {
+	t.Helper()
+	RequireRoot(t)
+	runtime.LockOSThread()
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		t.Skipf("needs network namespaces: unshare(CLONE_NEWNET): %v", err)
+	}
+}
+
+// Veth creates a veth pair in the caller's network namespace (see NetNS)
+// with iproute2, naming both ends and giving the first the MAC mac.
+func Veth(t testing.TB, name, peer, mac string) {
+	t.Helper()
+	args := []string{"link", "add", name}
+	if mac != "" {
+		args = append(args, "address", mac)
+	}
+	args = append(args, "type", "veth", "peer", "name", peer)
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Skipf("needs veth links (ip link add ... type veth): %v: %s", err, out)
+	}
 }
