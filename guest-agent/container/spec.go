@@ -2,6 +2,7 @@ package container
 
 import (
 	"path"
+	"slices"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -169,6 +170,20 @@ func isBind(m specs.Mount) bool {
 		}
 	}
 	return false
+}
+
+// JoinGuestNetwork makes the container share the guest's root network
+// namespace, where the agent configured the VM's interfaces, instead of
+// the new one the spec asks for: one container per VM, so the VM is the
+// boundary (docs/networking.md). A network namespace given by path is
+// left for ValidateSpec to refuse.
+func JoinGuestNetwork(s *specs.Spec) {
+	if s == nil || s.Linux == nil {
+		return
+	}
+	s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(ns specs.LinuxNamespace) bool {
+		return ns.Type == specs.NetworkNamespace && ns.Path == ""
+	})
 }
 
 func hasNamespace(s *specs.Spec, t specs.LinuxNamespaceType) bool {

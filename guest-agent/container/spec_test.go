@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 func i64(v int64) *int64   { return &v }
@@ -236,4 +237,26 @@ func TestPathEnv(t *testing.T) {
 			t.Errorf("pathEnv(%q) = %q, want %q", tt.env, got, tt.want)
 		}
 	}
+}
+
+func TestJoinGuestNetwork(t *testing.T) {
+	s := &specs.Spec{Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{
+		{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace}, {Type: specs.MountNamespace},
+	}}}
+	JoinGuestNetwork(s)
+	if hasNamespace(s, specs.NetworkNamespace) || !hasNamespace(s, specs.PIDNamespace) || !hasNamespace(s, specs.MountNamespace) {
+		t.Errorf("namespaces after JoinGuestNetwork = %+v, want pid and mnt only", s.Linux.Namespaces)
+	}
+	if cloneFlags(s)&unix.CLONE_NEWNET != 0 {
+		t.Errorf("clone flags %#x still create a network namespace", cloneFlags(s))
+	}
+	// A namespace to join by path is not silently dropped: ValidateSpec
+	// refuses it.
+	byPath := &specs.Spec{Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.NetworkNamespace, Path: "/proc/1/ns/net"}}}}
+	JoinGuestNetwork(byPath)
+	if len(byPath.Linux.Namespaces) != 1 {
+		t.Errorf("JoinGuestNetwork dropped a namespace given by path: %+v", byPath.Linux.Namespaces)
+	}
+	JoinGuestNetwork(nil)
+	JoinGuestNetwork(&specs.Spec{})
 }

@@ -1,6 +1,7 @@
 // Package service implements the agent's ttrpc service (api/agent/v1) on top
-// of the container runtime and the storage manager: it decodes and checks
-// requests, calls the runtime, and turns errors into status codes.
+// of the container runtime, the storage manager, the network configuration
+// and the container's /etc files: it decodes and checks requests, calls
+// them, and turns errors into status codes.
 //
 // It does not listen on anything (see transport) and does not do PID-1
 // duties (see pid1); ending the VM is a function it is given.
@@ -25,6 +26,8 @@ import (
 
 	agent "github.com/vmctl/vmctl/api/agent/v1"
 	"github.com/vmctl/vmctl/guest-agent/container"
+	"github.com/vmctl/vmctl/guest-agent/etcfiles"
+	"github.com/vmctl/vmctl/guest-agent/netconf"
 	"github.com/vmctl/vmctl/guest-agent/storage"
 	"github.com/vmctl/vmctl/guest-agent/trace"
 )
@@ -37,6 +40,11 @@ var Version = "dev"
 type Config struct {
 	Runtime *container.Runtime
 	Storage *storage.Manager
+	// Etc holds the containers' /etc files from the host.
+	Etc etcfiles.Dir
+	// ConfigureNetwork applies a checked network request in the guest's
+	// root network namespace. Nil means netconf.Configure.
+	ConfigureNetwork func(netconf.Request) error
 	// Transport names the channel this service answers on, for Health:
 	// contract.TransportVsock or contract.TransportSerial.
 	Transport string
@@ -53,7 +61,10 @@ type Service struct {
 	// lifecycle serializes create and remove, so two requests for one ID
 	// cannot interleave their mounts.
 	lifecycle sync.Mutex
-	shutdown  sync.Once
+	// network serializes ConfigureNetwork: two requests must not
+	// interleave their changes (or undo each other's).
+	network  sync.Mutex
+	shutdown sync.Once
 }
 
 var _ agent.TTRPCAgentService = (*Service)(nil)
@@ -62,6 +73,9 @@ var _ agent.TTRPCAgentService = (*Service)(nil)
 func New(cfg Config) *Service {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
+	}
+	if cfg.ConfigureNetwork == nil {
+		cfg.ConfigureNetwork = netconf.Configure
 	}
 	return &Service{cfg: cfg}
 }
@@ -102,7 +116,8 @@ func toStatus(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, container.ErrPermission):
 		code = codes.PermissionDenied
-	case errors.Is(err, container.ErrInvalid), errors.Is(err, storage.ErrInvalid):
+	case errors.Is(err, container.ErrInvalid), errors.Is(err, storage.ErrInvalid),
+		errors.Is(err, netconf.ErrInvalid), errors.Is(err, etcfiles.ErrInvalid):
 		code = codes.InvalidArgument
 	case errors.Is(err, container.ErrExists):
 		code = codes.AlreadyExists
@@ -134,6 +149,32 @@ func (s *Service) Health(ctx context.Context, _ *agent.HealthRequest) (*agent.He
 	}, nil
 }
 
+// ConfigureNetwork configures the guest's interfaces and routes (see
+// netconf): the whole request is checked before anything changes, and a
+// request the kernel refuses partway is undone.
+func (s *Service) ConfigureNetwork(ctx context.Context, req *agent.ConfigureNetworkRequest) (*agent.Empty, error) {
+	trace.Step("network: request")
+	r := netconf.Request{}
+	for _, in := range req.GetInterfaces() {
+		r.Interfaces = append(r.Interfaces, netconf.Interface{
+			MAC: in.GetMac(), Name: in.GetName(), Addresses: in.GetAddresses(), MTU: in.GetMtu(),
+		})
+	}
+	for _, rt := range req.GetRoutes() {
+		r.Routes = append(r.Routes, netconf.Route{Destination: rt.GetDestination(), Gateway: rt.GetGateway(), Device: rt.GetDevice()})
+	}
+	if err := netconf.Check(r); err != nil {
+		return nil, toStatus(err)
+	}
+	s.network.Lock()
+	defer s.network.Unlock()
+	if err := s.cfg.ConfigureNetwork(r); err != nil {
+		return nil, toStatus(err)
+	}
+	trace.Step("network: configured")
+	return &agent.Empty{}, nil
+}
+
 // CreateContainer mounts the storages, builds the rootfs and creates the
 // container.
 func (s *Service) CreateContainer(ctx context.Context, req *agent.CreateContainerRequest) (*agent.Empty, error) {
@@ -156,10 +197,19 @@ func (s *Service) CreateContainer(ctx context.Context, req *agent.CreateContaine
 	if err := storage.Validate(disks); err != nil {
 		return nil, toStatus(err)
 	}
-	// Volumes are bind mounts of disks mounted beside the rootfs; the
-	// runtime resolves their mount points inside the rootfs. The spec is
-	// checked once, with them, before anything is mounted.
+	files := etcfiles.Files{Hosts: req.GetHosts(), ResolvConf: req.GetResolvConf(), Hostname: req.GetHostnameFile()}
+	if err := files.Check(); err != nil {
+		return nil, toStatus(err)
+	}
+	if req.GetShareGuestNetwork() {
+		container.JoinGuestNetwork(&spec)
+	}
+	// Volumes and the /etc files are bind mounts of what is mounted or
+	// written beside the rootfs; the runtime resolves their destinations
+	// inside the rootfs. The spec is checked once, with them, before
+	// anything is mounted.
 	spec.Mounts = append(spec.Mounts, s.cfg.Storage.Binds(id, disks)...)
+	spec.Mounts = append(spec.Mounts, s.cfg.Etc.Mounts(id, files, spec.Mounts)...)
 	valid, err := container.ValidateSpec(&spec)
 	if err != nil {
 		return nil, toStatus(err)
@@ -176,8 +226,12 @@ func (s *Service) CreateContainer(ctx context.Context, req *agent.CreateContaine
 		return nil, toStatus(err)
 	}
 	trace.Step("create: rootfs mounted")
-	if err := s.cfg.Runtime.Create(ctx, id, valid, rootfs); err != nil {
-		if uerr := s.cfg.Storage.Unmount(id); uerr != nil {
+	err = s.cfg.Etc.Write(id, files)
+	if err == nil {
+		err = s.cfg.Runtime.Create(ctx, id, valid, rootfs)
+	}
+	if err != nil {
+		if uerr := errors.Join(s.cfg.Storage.Unmount(id), s.cfg.Etc.Remove(id)); uerr != nil {
 			s.cfg.Logf("create %s: cleanup: %v", id, uerr)
 		}
 		return nil, toStatus(err)
@@ -222,7 +276,7 @@ func (s *Service) remove(ctx context.Context, id string) error {
 	trace.Step("remove: processes gone, cgroup removed")
 	err := s.cfg.Storage.Unmount(id)
 	trace.Step("remove: rootfs and disks unmounted")
-	return err
+	return errors.Join(err, s.cfg.Etc.Remove(id))
 }
 
 // ExecProcess starts an extra process in a running container.

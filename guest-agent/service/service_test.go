@@ -20,7 +20,9 @@ import (
 
 	agent "github.com/vmctl/vmctl/api/agent/v1"
 	"github.com/vmctl/vmctl/guest-agent/container"
+	"github.com/vmctl/vmctl/guest-agent/etcfiles"
 	"github.com/vmctl/vmctl/guest-agent/internal/testenv"
+	"github.com/vmctl/vmctl/guest-agent/netconf"
 	"github.com/vmctl/vmctl/guest-agent/reaper"
 	"github.com/vmctl/vmctl/guest-agent/storage"
 )
@@ -47,7 +49,10 @@ func newTestService(t testing.TB, sysBlock, cgroupRoot string) *Service {
 	return New(Config{
 		Runtime:   rt,
 		Storage:   &storage.Manager{SysBlock: sysBlock, DevDir: "/dev", BaseDir: t.TempDir()},
+		Etc:       etcfiles.Dir{Base: t.TempDir()},
 		Transport: "virtio-serial",
+		// These tests run on the host: its network is not theirs to change.
+		ConfigureNetwork: func(netconf.Request) error { return errors.New("no network to configure in this test") },
 	})
 }
 
@@ -106,6 +111,16 @@ func TestRequestValidation(t *testing.T) {
 		{"create: unknown role", func() error {
 			_, err := s.CreateContainer(ctx, &agent.CreateContainerRequest{ContainerId: "c", OciSpec: validSpec(),
 				Storages: []*agent.Storage{{Serial: "img", Role: "scratch"}}})
+			return err
+		}, codes.InvalidArgument},
+		{"create: hosts with a NUL byte", func() error {
+			_, err := s.CreateContainer(ctx, &agent.CreateContainerRequest{ContainerId: "c", OciSpec: validSpec(), Storages: disks,
+				Hosts: "127.0.0.1 localhost\x00"})
+			return err
+		}, codes.InvalidArgument},
+		{"create: resolv.conf too large", func() error {
+			_, err := s.CreateContainer(ctx, &agent.CreateContainerRequest{ContainerId: "c", OciSpec: validSpec(), Storages: disks,
+				ResolvConf: strings.Repeat("#", etcfiles.MaxSize+1)})
 			return err
 		}, codes.InvalidArgument},
 		{"create: disk not attached", func() error {
@@ -194,6 +209,8 @@ func TestToStatus(t *testing.T) {
 		{container.ErrPermission, codes.PermissionDenied},
 		{container.ErrInvalid, codes.InvalidArgument},
 		{storage.ErrInvalid, codes.InvalidArgument},
+		{fmt.Errorf("wrapped: %w", netconf.ErrInvalid), codes.InvalidArgument},
+		{etcfiles.ErrInvalid, codes.InvalidArgument},
 		{container.ErrExists, codes.AlreadyExists},
 		{container.ErrState, codes.FailedPrecondition},
 		{context.DeadlineExceeded, codes.DeadlineExceeded},

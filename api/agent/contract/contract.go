@@ -73,3 +73,12 @@ const (
 	// and print them as a table on the console.
 	TraceFlag = "vmctl.trace"
 )
+
+// Network interfaces. The host names every NIC of a VM in
+// ConfigureNetwork; the i-th NIC it attaches (eth0 first, as under Docker)
+// is InterfaceName(i), and the agent renames the device with that MAC
+// address to it.
+const InterfaceNamePrefix = "eth"
+
+// InterfaceName is the name of a VM's i-th NIC in the guest.
+func InterfaceName(i int) string { return InterfaceNamePrefix + strconv.Itoa(i) }

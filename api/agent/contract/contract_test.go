@@ -43,3 +43,18 @@ func TestKernelFlagsAreWords(t *testing.T) {
 		}
 	}
 }
+
+// Interface names must be valid Linux interface names (dev_valid_name:
+// at most IFNAMSIZ-1 bytes, no '/', ':' or white space) for every NIC a VM
+// can have.
+func TestInterfaceNames(t *testing.T) {
+	if got := InterfaceName(0); got != "eth0" {
+		t.Errorf("InterfaceName(0) = %q, want eth0", got)
+	}
+	for _, i := range []int{0, 1, 99} {
+		n := InterfaceName(i)
+		if len(n) > 15 || strings.ContainsAny(n, "/: \t\n") || n == "lo" {
+			t.Errorf("InterfaceName(%d) = %q is not a valid interface name", i, n)
+		}
+	}
+}

@@ -259,21 +259,231 @@ func (x *Storage) GetMountPoint() string {
 	return ""
 }
 
+// NetworkInterface is one NIC of the guest, as the host attached it.
+type NetworkInterface struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// mac finds the interface: the address the host gave the virtio-net
+	// device ("02:42:ac:1e:00:02").
+	Mac string `protobuf:"bytes,1,opt,name=mac,proto3" json:"mac,omitempty"`
+	// name is what the interface is renamed to ("eth0", see
+	// api/agent/contract); at most 15 bytes.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// addresses are IPv4 or IPv6 addresses with their prefix length
+	// ("172.30.0.2/16").
+	Addresses []string `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// mtu is the interface's MTU; 0 keeps the device's (1500 unless the
+	// device offers another).
+	Mtu           uint32 `protobuf:"varint,4,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkInterface) Reset() {
+	*x = NetworkInterface{}
+	mi := &file_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkInterface) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkInterface) ProtoMessage() {}
+
+func (x *NetworkInterface) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkInterface.ProtoReflect.Descriptor instead.
+func (*NetworkInterface) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *NetworkInterface) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *NetworkInterface) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NetworkInterface) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *NetworkInterface) GetMtu() uint32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+// NetworkRoute is a route of the guest's main routing table.
+type NetworkRoute struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// destination is a network ("10.1.0.0/16"); empty is the default
+	// route (of gateway's family, IPv4 without a gateway).
+	Destination string `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
+	// gateway is the next hop; it must lie in a subnet of an address the
+	// request gives the route's interface (any interface if device is
+	// empty). Empty: the destination is on the link of device.
+	Gateway string `protobuf:"bytes,2,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// device is the name of an interface of the request; it is required
+	// when gateway is empty.
+	Device        string `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkRoute) Reset() {
+	*x = NetworkRoute{}
+	mi := &file_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkRoute) ProtoMessage() {}
+
+func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkRoute.ProtoReflect.Descriptor instead.
+func (*NetworkRoute) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *NetworkRoute) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *NetworkRoute) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *NetworkRoute) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+type ConfigureNetworkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Interfaces    []*NetworkInterface    `protobuf:"bytes,1,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	Routes        []*NetworkRoute        `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigureNetworkRequest) Reset() {
+	*x = ConfigureNetworkRequest{}
+	mi := &file_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigureNetworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigureNetworkRequest) ProtoMessage() {}
+
+func (x *ConfigureNetworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigureNetworkRequest.ProtoReflect.Descriptor instead.
+func (*ConfigureNetworkRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ConfigureNetworkRequest) GetInterfaces() []*NetworkInterface {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
+}
+
+func (x *ConfigureNetworkRequest) GetRoutes() []*NetworkRoute {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
 type CreateContainerRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	// oci_spec is an OCI runtime-spec config.json (specs-go Spec) that
 	// says what to run: process, hostname, mounts, namespaces, resources.
 	// root.path is ignored: the rootfs is the overlay of the storages.
-	OciSpec       []byte     `protobuf:"bytes,2,opt,name=oci_spec,json=ociSpec,proto3" json:"oci_spec,omitempty"`
-	Storages      []*Storage `protobuf:"bytes,3,rep,name=storages,proto3" json:"storages,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	OciSpec  []byte     `protobuf:"bytes,2,opt,name=oci_spec,json=ociSpec,proto3" json:"oci_spec,omitempty"`
+	Storages []*Storage `protobuf:"bytes,3,rep,name=storages,proto3" json:"storages,omitempty"`
+	// hosts, resolv_conf and hostname_file are the contents of the
+	// container's /etc/hosts, /etc/resolv.conf and /etc/hostname. The
+	// agent writes each non-empty one to a file of the container's and
+	// binds it over the rootfs's file (created if the image has none),
+	// unless the spec mounts something there itself; empty keeps the
+	// image's file.
+	Hosts        string `protobuf:"bytes,4,opt,name=hosts,proto3" json:"hosts,omitempty"`
+	ResolvConf   string `protobuf:"bytes,5,opt,name=resolv_conf,json=resolvConf,proto3" json:"resolv_conf,omitempty"`
+	HostnameFile string `protobuf:"bytes,6,opt,name=hostname_file,json=hostnameFile,proto3" json:"hostname_file,omitempty"`
+	// share_guest_network makes the container join the guest's root
+	// network namespace, where ConfigureNetwork put the interfaces,
+	// instead of the new one its spec asks for.
+	ShareGuestNetwork bool `protobuf:"varint,7,opt,name=share_guest_network,json=shareGuestNetwork,proto3" json:"share_guest_network,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *CreateContainerRequest) Reset() {
 	*x = CreateContainerRequest{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -285,7 +495,7 @@ func (x *CreateContainerRequest) String() string {
 func (*CreateContainerRequest) ProtoMessage() {}
 
 func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -298,7 +508,7 @@ func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerRequest.ProtoReflect.Descriptor instead.
 func (*CreateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateContainerRequest) GetContainerId() string {
@@ -322,6 +532,34 @@ func (x *CreateContainerRequest) GetStorages() []*Storage {
 	return nil
 }
 
+func (x *CreateContainerRequest) GetHosts() string {
+	if x != nil {
+		return x.Hosts
+	}
+	return ""
+}
+
+func (x *CreateContainerRequest) GetResolvConf() string {
+	if x != nil {
+		return x.ResolvConf
+	}
+	return ""
+}
+
+func (x *CreateContainerRequest) GetHostnameFile() string {
+	if x != nil {
+		return x.HostnameFile
+	}
+	return ""
+}
+
+func (x *CreateContainerRequest) GetShareGuestNetwork() bool {
+	if x != nil {
+		return x.ShareGuestNetwork
+	}
+	return false
+}
+
 type ContainerRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -331,7 +569,7 @@ type ContainerRequest struct {
 
 func (x *ContainerRequest) Reset() {
 	*x = ContainerRequest{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -343,7 +581,7 @@ func (x *ContainerRequest) String() string {
 func (*ContainerRequest) ProtoMessage() {}
 
 func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -356,7 +594,7 @@ func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerRequest.ProtoReflect.Descriptor instead.
 func (*ContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ContainerRequest) GetContainerId() string {
@@ -378,7 +616,7 @@ type ExecProcessRequest struct {
 
 func (x *ExecProcessRequest) Reset() {
 	*x = ExecProcessRequest{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -390,7 +628,7 @@ func (x *ExecProcessRequest) String() string {
 func (*ExecProcessRequest) ProtoMessage() {}
 
 func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -403,7 +641,7 @@ func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
 func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ExecProcessRequest) GetContainerId() string {
@@ -437,7 +675,7 @@ type ProcessRequest struct {
 
 func (x *ProcessRequest) Reset() {
 	*x = ProcessRequest{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -449,7 +687,7 @@ func (x *ProcessRequest) String() string {
 func (*ProcessRequest) ProtoMessage() {}
 
 func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -462,7 +700,7 @@ func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessRequest.ProtoReflect.Descriptor instead.
 func (*ProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ProcessRequest) GetContainerId() string {
@@ -491,7 +729,7 @@ type WaitProcessResponse struct {
 
 func (x *WaitProcessResponse) Reset() {
 	*x = WaitProcessResponse{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -503,7 +741,7 @@ func (x *WaitProcessResponse) String() string {
 func (*WaitProcessResponse) ProtoMessage() {}
 
 func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -516,7 +754,7 @@ func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessResponse.ProtoReflect.Descriptor instead.
 func (*WaitProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WaitProcessResponse) GetExitStatus() int32 {
@@ -544,7 +782,7 @@ type SignalProcessRequest struct {
 
 func (x *SignalProcessRequest) Reset() {
 	*x = SignalProcessRequest{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +794,7 @@ func (x *SignalProcessRequest) String() string {
 func (*SignalProcessRequest) ProtoMessage() {}
 
 func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +807,7 @@ func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessRequest.ProtoReflect.Descriptor instead.
 func (*SignalProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SignalProcessRequest) GetContainerId() string {
@@ -604,7 +842,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +854,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +867,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WriteStdinRequest) GetContainerId() string {
@@ -662,7 +900,7 @@ type WriteStdinResponse struct {
 
 func (x *WriteStdinResponse) Reset() {
 	*x = WriteStdinResponse{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -674,7 +912,7 @@ func (x *WriteStdinResponse) String() string {
 func (*WriteStdinResponse) ProtoMessage() {}
 
 func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -687,7 +925,7 @@ func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
 func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WriteStdinResponse) GetLen() uint32 {
@@ -715,7 +953,7 @@ type ReadOutputRequest struct {
 
 func (x *ReadOutputRequest) Reset() {
 	*x = ReadOutputRequest{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +965,7 @@ func (x *ReadOutputRequest) String() string {
 func (*ReadOutputRequest) ProtoMessage() {}
 
 func (x *ReadOutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +978,7 @@ func (x *ReadOutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOutputRequest.ProtoReflect.Descriptor instead.
 func (*ReadOutputRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReadOutputRequest) GetContainerId() string {
@@ -783,7 +1021,7 @@ type ReadOutputResponse struct {
 
 func (x *ReadOutputResponse) Reset() {
 	*x = ReadOutputResponse{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -795,7 +1033,7 @@ func (x *ReadOutputResponse) String() string {
 func (*ReadOutputResponse) ProtoMessage() {}
 
 func (x *ReadOutputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -808,7 +1046,7 @@ func (x *ReadOutputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOutputResponse.ProtoReflect.Descriptor instead.
 func (*ReadOutputResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReadOutputResponse) GetData() []byte {
@@ -844,7 +1082,7 @@ type ResizeTtyRequest struct {
 
 func (x *ResizeTtyRequest) Reset() {
 	*x = ResizeTtyRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +1094,7 @@ func (x *ResizeTtyRequest) String() string {
 func (*ResizeTtyRequest) ProtoMessage() {}
 
 func (x *ResizeTtyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +1107,7 @@ func (x *ResizeTtyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeTtyRequest.ProtoReflect.Descriptor instead.
 func (*ResizeTtyRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResizeTtyRequest) GetContainerId() string {
@@ -908,7 +1146,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +1158,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,7 +1171,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 var File_agent_proto protoreflect.FileDescriptor
@@ -954,11 +1192,30 @@ const file_agent_proto_rawDesc = "" +
 	"\breadonly\x18\x04 \x01(\bR\breadonly\x12\x12\n" +
 	"\x04role\x18\x05 \x01(\tR\x04role\x12\x1f\n" +
 	"\vmount_point\x18\x06 \x01(\tR\n" +
-	"mountPoint\"\x8b\x01\n" +
+	"mountPoint\"h\n" +
+	"\x10NetworkInterface\x12\x10\n" +
+	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\taddresses\x18\x03 \x03(\tR\taddresses\x12\x10\n" +
+	"\x03mtu\x18\x04 \x01(\rR\x03mtu\"b\n" +
+	"\fNetworkRoute\x12 \n" +
+	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x18\n" +
+	"\agateway\x18\x02 \x01(\tR\agateway\x12\x16\n" +
+	"\x06device\x18\x03 \x01(\tR\x06device\"\x91\x01\n" +
+	"\x17ConfigureNetworkRequest\x12@\n" +
+	"\n" +
+	"interfaces\x18\x01 \x03(\v2 .vmctl.agent.v1.NetworkInterfaceR\n" +
+	"interfaces\x124\n" +
+	"\x06routes\x18\x02 \x03(\v2\x1c.vmctl.agent.v1.NetworkRouteR\x06routes\"\x97\x02\n" +
 	"\x16CreateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x19\n" +
 	"\boci_spec\x18\x02 \x01(\fR\aociSpec\x123\n" +
-	"\bstorages\x18\x03 \x03(\v2\x17.vmctl.agent.v1.StorageR\bstorages\"5\n" +
+	"\bstorages\x18\x03 \x03(\v2\x17.vmctl.agent.v1.StorageR\bstorages\x12\x14\n" +
+	"\x05hosts\x18\x04 \x01(\tR\x05hosts\x12\x1f\n" +
+	"\vresolv_conf\x18\x05 \x01(\tR\n" +
+	"resolvConf\x12#\n" +
+	"\rhostname_file\x18\x06 \x01(\tR\fhostnameFile\x12.\n" +
+	"\x13share_guest_network\x18\a \x01(\bR\x11shareGuestNetwork\"5\n" +
 	"\x10ContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"q\n" +
 	"\x12ExecProcessRequest\x12!\n" +
@@ -998,9 +1255,10 @@ const file_agent_proto_rawDesc = "" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +
 	"\x04rows\x18\x03 \x01(\rR\x04rows\x12\x12\n" +
 	"\x04cols\x18\x04 \x01(\rR\x04cols\"\x11\n" +
-	"\x0fShutdownRequest2\xf3\a\n" +
+	"\x0fShutdownRequest2\xc7\b\n" +
 	"\x05Agent\x12G\n" +
-	"\x06Health\x12\x1d.vmctl.agent.v1.HealthRequest\x1a\x1e.vmctl.agent.v1.HealthResponse\x12P\n" +
+	"\x06Health\x12\x1d.vmctl.agent.v1.HealthRequest\x1a\x1e.vmctl.agent.v1.HealthResponse\x12R\n" +
+	"\x10ConfigureNetwork\x12'.vmctl.agent.v1.ConfigureNetworkRequest\x1a\x15.vmctl.agent.v1.Empty\x12P\n" +
 	"\x0fCreateContainer\x12&.vmctl.agent.v1.CreateContainerRequest\x1a\x15.vmctl.agent.v1.Empty\x12I\n" +
 	"\x0eStartContainer\x12 .vmctl.agent.v1.ContainerRequest\x1a\x15.vmctl.agent.v1.Empty\x12J\n" +
 	"\x0fRemoveContainer\x12 .vmctl.agent.v1.ContainerRequest\x1a\x15.vmctl.agent.v1.Empty\x12H\n" +
@@ -1030,58 +1288,65 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_agent_proto_goTypes = []any{
-	(*Empty)(nil),                  // 0: vmctl.agent.v1.Empty
-	(*HealthRequest)(nil),          // 1: vmctl.agent.v1.HealthRequest
-	(*HealthResponse)(nil),         // 2: vmctl.agent.v1.HealthResponse
-	(*Storage)(nil),                // 3: vmctl.agent.v1.Storage
-	(*CreateContainerRequest)(nil), // 4: vmctl.agent.v1.CreateContainerRequest
-	(*ContainerRequest)(nil),       // 5: vmctl.agent.v1.ContainerRequest
-	(*ExecProcessRequest)(nil),     // 6: vmctl.agent.v1.ExecProcessRequest
-	(*ProcessRequest)(nil),         // 7: vmctl.agent.v1.ProcessRequest
-	(*WaitProcessResponse)(nil),    // 8: vmctl.agent.v1.WaitProcessResponse
-	(*SignalProcessRequest)(nil),   // 9: vmctl.agent.v1.SignalProcessRequest
-	(*WriteStdinRequest)(nil),      // 10: vmctl.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),     // 11: vmctl.agent.v1.WriteStdinResponse
-	(*ReadOutputRequest)(nil),      // 12: vmctl.agent.v1.ReadOutputRequest
-	(*ReadOutputResponse)(nil),     // 13: vmctl.agent.v1.ReadOutputResponse
-	(*ResizeTtyRequest)(nil),       // 14: vmctl.agent.v1.ResizeTtyRequest
-	(*ShutdownRequest)(nil),        // 15: vmctl.agent.v1.ShutdownRequest
+	(*Empty)(nil),                   // 0: vmctl.agent.v1.Empty
+	(*HealthRequest)(nil),           // 1: vmctl.agent.v1.HealthRequest
+	(*HealthResponse)(nil),          // 2: vmctl.agent.v1.HealthResponse
+	(*Storage)(nil),                 // 3: vmctl.agent.v1.Storage
+	(*NetworkInterface)(nil),        // 4: vmctl.agent.v1.NetworkInterface
+	(*NetworkRoute)(nil),            // 5: vmctl.agent.v1.NetworkRoute
+	(*ConfigureNetworkRequest)(nil), // 6: vmctl.agent.v1.ConfigureNetworkRequest
+	(*CreateContainerRequest)(nil),  // 7: vmctl.agent.v1.CreateContainerRequest
+	(*ContainerRequest)(nil),        // 8: vmctl.agent.v1.ContainerRequest
+	(*ExecProcessRequest)(nil),      // 9: vmctl.agent.v1.ExecProcessRequest
+	(*ProcessRequest)(nil),          // 10: vmctl.agent.v1.ProcessRequest
+	(*WaitProcessResponse)(nil),     // 11: vmctl.agent.v1.WaitProcessResponse
+	(*SignalProcessRequest)(nil),    // 12: vmctl.agent.v1.SignalProcessRequest
+	(*WriteStdinRequest)(nil),       // 13: vmctl.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),      // 14: vmctl.agent.v1.WriteStdinResponse
+	(*ReadOutputRequest)(nil),       // 15: vmctl.agent.v1.ReadOutputRequest
+	(*ReadOutputResponse)(nil),      // 16: vmctl.agent.v1.ReadOutputResponse
+	(*ResizeTtyRequest)(nil),        // 17: vmctl.agent.v1.ResizeTtyRequest
+	(*ShutdownRequest)(nil),         // 18: vmctl.agent.v1.ShutdownRequest
 }
 var file_agent_proto_depIdxs = []int32{
-	3,  // 0: vmctl.agent.v1.CreateContainerRequest.storages:type_name -> vmctl.agent.v1.Storage
-	1,  // 1: vmctl.agent.v1.Agent.Health:input_type -> vmctl.agent.v1.HealthRequest
-	4,  // 2: vmctl.agent.v1.Agent.CreateContainer:input_type -> vmctl.agent.v1.CreateContainerRequest
-	5,  // 3: vmctl.agent.v1.Agent.StartContainer:input_type -> vmctl.agent.v1.ContainerRequest
-	5,  // 4: vmctl.agent.v1.Agent.RemoveContainer:input_type -> vmctl.agent.v1.ContainerRequest
-	6,  // 5: vmctl.agent.v1.Agent.ExecProcess:input_type -> vmctl.agent.v1.ExecProcessRequest
-	7,  // 6: vmctl.agent.v1.Agent.WaitProcess:input_type -> vmctl.agent.v1.ProcessRequest
-	9,  // 7: vmctl.agent.v1.Agent.SignalProcess:input_type -> vmctl.agent.v1.SignalProcessRequest
-	10, // 8: vmctl.agent.v1.Agent.WriteStdin:input_type -> vmctl.agent.v1.WriteStdinRequest
-	7,  // 9: vmctl.agent.v1.Agent.CloseStdin:input_type -> vmctl.agent.v1.ProcessRequest
-	12, // 10: vmctl.agent.v1.Agent.ReadStdout:input_type -> vmctl.agent.v1.ReadOutputRequest
-	12, // 11: vmctl.agent.v1.Agent.ReadStderr:input_type -> vmctl.agent.v1.ReadOutputRequest
-	14, // 12: vmctl.agent.v1.Agent.ResizeTty:input_type -> vmctl.agent.v1.ResizeTtyRequest
-	15, // 13: vmctl.agent.v1.Agent.Shutdown:input_type -> vmctl.agent.v1.ShutdownRequest
-	2,  // 14: vmctl.agent.v1.Agent.Health:output_type -> vmctl.agent.v1.HealthResponse
-	0,  // 15: vmctl.agent.v1.Agent.CreateContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 16: vmctl.agent.v1.Agent.StartContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 17: vmctl.agent.v1.Agent.RemoveContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 18: vmctl.agent.v1.Agent.ExecProcess:output_type -> vmctl.agent.v1.Empty
-	8,  // 19: vmctl.agent.v1.Agent.WaitProcess:output_type -> vmctl.agent.v1.WaitProcessResponse
-	0,  // 20: vmctl.agent.v1.Agent.SignalProcess:output_type -> vmctl.agent.v1.Empty
-	11, // 21: vmctl.agent.v1.Agent.WriteStdin:output_type -> vmctl.agent.v1.WriteStdinResponse
-	0,  // 22: vmctl.agent.v1.Agent.CloseStdin:output_type -> vmctl.agent.v1.Empty
-	13, // 23: vmctl.agent.v1.Agent.ReadStdout:output_type -> vmctl.agent.v1.ReadOutputResponse
-	13, // 24: vmctl.agent.v1.Agent.ReadStderr:output_type -> vmctl.agent.v1.ReadOutputResponse
-	0,  // 25: vmctl.agent.v1.Agent.ResizeTty:output_type -> vmctl.agent.v1.Empty
-	0,  // 26: vmctl.agent.v1.Agent.Shutdown:output_type -> vmctl.agent.v1.Empty
-	14, // [14:27] is the sub-list for method output_type
-	1,  // [1:14] is the sub-list for method input_type
-	1,  // [1:1] is the sub-list for extension type_name
-	1,  // [1:1] is the sub-list for extension extendee
-	0,  // [0:1] is the sub-list for field type_name
+	4,  // 0: vmctl.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> vmctl.agent.v1.NetworkInterface
+	5,  // 1: vmctl.agent.v1.ConfigureNetworkRequest.routes:type_name -> vmctl.agent.v1.NetworkRoute
+	3,  // 2: vmctl.agent.v1.CreateContainerRequest.storages:type_name -> vmctl.agent.v1.Storage
+	1,  // 3: vmctl.agent.v1.Agent.Health:input_type -> vmctl.agent.v1.HealthRequest
+	6,  // 4: vmctl.agent.v1.Agent.ConfigureNetwork:input_type -> vmctl.agent.v1.ConfigureNetworkRequest
+	7,  // 5: vmctl.agent.v1.Agent.CreateContainer:input_type -> vmctl.agent.v1.CreateContainerRequest
+	8,  // 6: vmctl.agent.v1.Agent.StartContainer:input_type -> vmctl.agent.v1.ContainerRequest
+	8,  // 7: vmctl.agent.v1.Agent.RemoveContainer:input_type -> vmctl.agent.v1.ContainerRequest
+	9,  // 8: vmctl.agent.v1.Agent.ExecProcess:input_type -> vmctl.agent.v1.ExecProcessRequest
+	10, // 9: vmctl.agent.v1.Agent.WaitProcess:input_type -> vmctl.agent.v1.ProcessRequest
+	12, // 10: vmctl.agent.v1.Agent.SignalProcess:input_type -> vmctl.agent.v1.SignalProcessRequest
+	13, // 11: vmctl.agent.v1.Agent.WriteStdin:input_type -> vmctl.agent.v1.WriteStdinRequest
+	10, // 12: vmctl.agent.v1.Agent.CloseStdin:input_type -> vmctl.agent.v1.ProcessRequest
+	15, // 13: vmctl.agent.v1.Agent.ReadStdout:input_type -> vmctl.agent.v1.ReadOutputRequest
+	15, // 14: vmctl.agent.v1.Agent.ReadStderr:input_type -> vmctl.agent.v1.ReadOutputRequest
+	17, // 15: vmctl.agent.v1.Agent.ResizeTty:input_type -> vmctl.agent.v1.ResizeTtyRequest
+	18, // 16: vmctl.agent.v1.Agent.Shutdown:input_type -> vmctl.agent.v1.ShutdownRequest
+	2,  // 17: vmctl.agent.v1.Agent.Health:output_type -> vmctl.agent.v1.HealthResponse
+	0,  // 18: vmctl.agent.v1.Agent.ConfigureNetwork:output_type -> vmctl.agent.v1.Empty
+	0,  // 19: vmctl.agent.v1.Agent.CreateContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 20: vmctl.agent.v1.Agent.StartContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 21: vmctl.agent.v1.Agent.RemoveContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 22: vmctl.agent.v1.Agent.ExecProcess:output_type -> vmctl.agent.v1.Empty
+	11, // 23: vmctl.agent.v1.Agent.WaitProcess:output_type -> vmctl.agent.v1.WaitProcessResponse
+	0,  // 24: vmctl.agent.v1.Agent.SignalProcess:output_type -> vmctl.agent.v1.Empty
+	14, // 25: vmctl.agent.v1.Agent.WriteStdin:output_type -> vmctl.agent.v1.WriteStdinResponse
+	0,  // 26: vmctl.agent.v1.Agent.CloseStdin:output_type -> vmctl.agent.v1.Empty
+	16, // 27: vmctl.agent.v1.Agent.ReadStdout:output_type -> vmctl.agent.v1.ReadOutputResponse
+	16, // 28: vmctl.agent.v1.Agent.ReadStderr:output_type -> vmctl.agent.v1.ReadOutputResponse
+	0,  // 29: vmctl.agent.v1.Agent.ResizeTty:output_type -> vmctl.agent.v1.Empty
+	0,  // 30: vmctl.agent.v1.Agent.Shutdown:output_type -> vmctl.agent.v1.Empty
+	17, // [17:31] is the sub-list for method output_type
+	3,  // [3:17] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1095,7 +1360,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -9,6 +9,7 @@ import (
 
 type TTRPCAgentService interface {
 	Health(context.Context, *HealthRequest) (*HealthResponse, error)
+	ConfigureNetwork(context.Context, *ConfigureNetworkRequest) (*Empty, error)
 	CreateContainer(context.Context, *CreateContainerRequest) (*Empty, error)
 	StartContainer(context.Context, *ContainerRequest) (*Empty, error)
 	RemoveContainer(context.Context, *ContainerRequest) (*Empty, error)
@@ -32,6 +33,13 @@ func RegisterTTRPCAgentService(srv *ttrpc.Server, svc TTRPCAgentService) {
 					return nil, err
 				}
 				return svc.Health(ctx, &req)
+			},
+			"ConfigureNetwork": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ConfigureNetworkRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ConfigureNetwork(ctx, &req)
 			},
 			"CreateContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req CreateContainerRequest
@@ -134,6 +142,14 @@ func NewTTRPCAgentClient(client *ttrpc.Client) TTRPCAgentService {
 func (c *ttrpcagentClient) Health(ctx context.Context, req *HealthRequest) (*HealthResponse, error) {
 	var resp HealthResponse
 	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "Health", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcagentClient) ConfigureNetwork(ctx context.Context, req *ConfigureNetworkRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "ConfigureNetwork", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
