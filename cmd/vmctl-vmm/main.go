@@ -93,6 +93,7 @@ func run(start time.Time, args []string) int {
 		vsockCID  = fs.Uint("vsock-cid", 3, "guest vsock context ID")
 		tap       = fs.String("tap", "", "tap interface `name` for a virtio-net device (enables it)")
 		mac       = fs.String("mac", "", "guest MAC `address` for -tap (default: derived from the tap name)")
+		mtu       = fs.Int("mtu", 0, "`MTU` offered to the guest for -tap, 68 to 65535 (default: the guest's 1500)")
 		console   = fs.String("console", "-", "serial console output `file` (- for stdout, empty to discard)")
 		ctlPath   = fs.String("control", "", "control API unix socket `path`")
 		waitStart = fs.Bool("wait-start", false, "build the VM but boot it only on the control API's Start")
@@ -147,6 +148,9 @@ func run(start time.Time, args []string) int {
 			}
 			copy(cfg.Net.MAC[:], hw)
 		}
+		cfg.Net.MTU = *mtu
+	} else if *mac != "" || *mtu != 0 {
+		return fail(exitUsage, "-mac and -mtu configure the NIC of -tap: give -tap too")
 	}
 	out, closeOut, err := openConsole(*console)
 	if err != nil {

@@ -43,6 +43,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-kernel", "k", "-memory", "7"}, exitUsage},
 		{[]string{"-kernel", "k", "-disk", "d,bogus"}, exitUsage},
 		{[]string{"-kernel", "k", "-tap", "t0", "-mac", "zz"}, exitUsage},
+		{[]string{"-kernel", "k", "-tap", "t0", "-mtu", "67"}, exitUsage},
+		{[]string{"-kernel", "k", "-tap", "t0", "-mtu", "65536"}, exitUsage},
+		{[]string{"-kernel", "k", "-mtu", "1400"}, exitUsage},
 		{[]string{"-kernel", "k", "-log-level", "loud"}, exitUsage},
 		{[]string{"-help"}, 0},
 	}

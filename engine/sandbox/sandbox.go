@@ -10,7 +10,9 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"time"
 )
@@ -25,6 +27,43 @@ type Disk struct {
 	ReadOnly bool
 }
 
+// NIC is one virtio-net device of a VM, backed by a host tap that the
+// engine created and attached to its network (docs/networking.md).
+type NIC struct {
+	// Tap is the host tap interface: persistent, created with
+	// IFF_TAP|IFF_NO_PI|IFF_VNET_HDR. The driver opens it by name.
+	Tap string
+	// MAC is the guest's address; the agent finds the device by it.
+	MAC net.HardwareAddr
+	// MTU is offered to the guest (VIRTIO_NET_F_MTU); 0 means 1500.
+	MTU int
+}
+
+// maxTapName is IFNAMSIZ-1.
+const maxTapName = 15
+
+// Validate checks what every driver needs of a NIC: a tap name that is a
+// valid interface name and safe in a VMM's option syntax (letters, digits,
+// '-', '_', '.'), a unicast Ethernet address, and an MTU a virtio-net
+// device can offer (68, the IPv4 minimum, to 65535).
+func (n NIC) Validate() error {
+	if n.Tap == "" || len(n.Tap) > maxTapName {
+		return fmt.Errorf("NIC tap name %q must be 1 to %d bytes", n.Tap, maxTapName)
+	}
+	for _, c := range []byte(n.Tap) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("NIC tap name %q: character %q not allowed (use letters, digits, '-', '_', '.')", n.Tap, c)
+		}
+	}
+	if len(n.MAC) != 6 || n.MAC[0]&1 != 0 || bytes.Equal(n.MAC, make(net.HardwareAddr, 6)) {
+		return fmt.Errorf("NIC on tap %s: MAC address %q is not a unicast Ethernet address", n.Tap, n.MAC)
+	}
+	if n.MTU != 0 && (n.MTU < 68 || n.MTU > 65535) {
+		return fmt.Errorf("NIC on tap %s: MTU %d is outside 68..65535", n.Tap, n.MTU)
+	}
+	return nil
+}
+
 // Config describes one VM. Paths must be absolute.
 type Config struct {
 	// ID names the VM in logs and process titles.
@@ -37,6 +76,10 @@ type Config struct {
 	VCPUs      int
 	MemoryMiB  int
 	Disks      []Disk
+	// NICs are the VM's network devices, in guest order: the agent names
+	// the i-th contract.InterfaceName(i) (eth0 first). None: the guest has
+	// only loopback.
+	NICs []NIC
 	// StateDir holds the VM's sockets, console log and pid file. The driver
 	// creates it if needed and removes what it created on Destroy.
 	StateDir string

@@ -99,6 +99,9 @@ func (c *Config) Validate() error {
 	if c.Net != nil && (c.Net.Tap == "" || len(c.Net.Tap) > 15) {
 		return fmt.Errorf("tap name %q: must be 1 to 15 bytes", c.Net.Tap)
 	}
+	if c.Net != nil && c.Net.MTU != 0 && (c.Net.MTU < 68 || c.Net.MTU > 65535) {
+		return fmt.Errorf("MTU %d: must be 68 to 65535", c.Net.MTU)
+	}
 	if strings.ContainsRune(c.Cmdline, 0) {
 		return fmt.Errorf("kernel command line contains a NUL byte")
 	}

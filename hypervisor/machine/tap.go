@@ -15,6 +15,8 @@ type Net struct {
 	Tap string
 	// MAC is the guest's address; zero means one derived from Tap.
 	MAC [6]byte
+	// MTU, if not 0, is offered to the guest as its MTU (68 to 65535).
+	MTU int
 }
 
 // tapVnetHdrSize is the vnet header size set on the tap: 12 bytes, the

@@ -1,9 +1,11 @@
 package qemu
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -70,6 +72,19 @@ func TestBuildArgs(t *testing.T) {
 			"file=/c/rw,,1.ext4,if=none,id=disk1,format=raw,cache=writeback,readonly=off,discard=unmap",
 			"file=/c/nosr.ext4,if=none,id=disk2,format=raw,cache=writeback,readonly=off,discard=unmap",
 		}},
+		{"no NICs", nil, "-netdev", nil},
+		{"NIC taps", func(l *launch) { l.cfg.NICs = twoNICs }, "-netdev", []string{
+			"tap,id=net0,ifname=vt0123456789ab,script=no,downscript=no",
+			"tap,id=net1,ifname=vt1,script=no,downscript=no",
+		}},
+		{"NIC taps with vhost-net", func(l *launch) { l.cfg.NICs, l.vhostNet = twoNICs[:1], true }, "-netdev", []string{
+			"tap,id=net0,ifname=vt0123456789ab,script=no,downscript=no,vhost=on",
+		}},
+		{"NIC devices", func(l *launch) { l.cfg.NICs = twoNICs }, "-device", []string{
+			"virtio-serial-device,max_ports=2", "virtserialport,chardev=agent,name=vmctl.agent",
+			"virtio-net-device,netdev=net0,mac=02:42:ac:1e:00:02,host_mtu=1400",
+			"virtio-net-device,netdev=net1,mac=02:00:00:00:00:09",
+		}},
 		{"name escaped", func(l *launch) { l.id = "a,b" }, "-name", []string{"guest=a,,b"}},
 		{"pidfile", nil, "-pidfile", []string{"/run/v/c1/qemu.pid"}},
 	}
@@ -87,6 +102,11 @@ func TestBuildArgs(t *testing.T) {
 			}
 		})
 	}
+}
+
+var twoNICs = []sandbox.NIC{
+	{Tap: "vt0123456789ab", MAC: net.HardwareAddr{0x02, 0x42, 0xac, 0x1e, 0, 2}, MTU: 1400},
+	{Tap: "vt1", MAC: net.HardwareAddr{0x02, 0, 0, 0, 0, 9}},
 }
 
 func TestBuildArgsFixedFlags(t *testing.T) {
@@ -157,6 +177,22 @@ func TestValidateConfig(t *testing.T) {
 			c.Disks = []sandbox.Disk{{Path: "/d", Serial: "s"}, {Path: "/e", Serial: "s"}}
 		}, "used twice"},
 		{"too many disks", func(c *sandbox.Config) { c.Disks = make([]sandbox.Disk, 24) }, "at most 23"},
+		{"NICs", func(c *sandbox.Config) { c.NICs = twoNICs }, ""},
+		{"too many disks and NICs", func(c *sandbox.Config) {
+			c.Disks = make([]sandbox.Disk, 22)
+			for i := range c.Disks {
+				c.Disks[i] = sandbox.Disk{Path: "/d" + strconv.Itoa(i), Serial: "s" + strconv.Itoa(i)}
+			}
+			c.NICs = twoNICs
+		}, "22 disks and 2 NICs, the microvm machine takes at most 23 devices"},
+		{"bad NIC", func(c *sandbox.Config) { c.NICs = []sandbox.NIC{{Tap: "vt,0", MAC: twoNICs[0].MAC}} }, "not allowed"},
+		{"NIC without MAC", func(c *sandbox.Config) { c.NICs = []sandbox.NIC{{Tap: "vt0"}} }, "not a unicast Ethernet address"},
+		{"NICs on one tap", func(c *sandbox.Config) {
+			c.NICs = []sandbox.NIC{twoNICs[0], {Tap: twoNICs[0].Tap, MAC: twoNICs[1].MAC}}
+		}, "two NICs share"},
+		{"NICs with one MAC", func(c *sandbox.Config) {
+			c.NICs = []sandbox.NIC{twoNICs[0], {Tap: "vt9", MAC: twoNICs[0].MAC}}
+		}, "two NICs share"},
 		{"socket path too long", func(c *sandbox.Config) { c.StateDir = "/" + strings.Repeat("d", 100) }, "unix sockets allow 107: use a shorter StateDir"},
 		{"socket path at the limit", func(c *sandbox.Config) { c.StateDir = "/" + strings.Repeat("d", 107-1-len("/agent.sock")) }, ""},
 	}

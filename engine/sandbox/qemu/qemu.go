@@ -187,6 +187,7 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 	args := buildArgs(launch{
 		id: cfg.ID, accel: d.accel, cfg: cfg,
 		agentSock: v.agentPath, pidFile: v.pidPath, consoleLog: cfg.ConsoleLog,
+		vhostNet: len(cfg.NICs) > 0 && vhostNetAvailable(),
 	})
 	cmd := exec.Command(d.binary, args...)
 	cmd.Stdout = logFile

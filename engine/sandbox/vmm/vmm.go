@@ -123,6 +123,13 @@ func Args(cfg sandbox.Config, controlSock, vsockSock, console string) []string {
 		}
 		args = append(args, "-disk", spec)
 	}
+	// vmctl-vmm has one virtio-net device (validate refuses more).
+	for _, n := range cfg.NICs[:min(len(cfg.NICs), 1)] {
+		args = append(args, "-tap", n.Tap, "-mac", n.MAC.String())
+		if n.MTU > 0 {
+			args = append(args, "-mtu", strconv.Itoa(n.MTU))
+		}
+	}
 	return args
 }
 
@@ -141,6 +148,14 @@ func validate(cfg sandbox.Config) error {
 	for _, d := range cfg.Disks {
 		if strings.Contains(d.Path, ",") || strings.Contains(d.Serial, ",") || len(d.Serial) > 20 {
 			return fmt.Errorf("disk %s: paths and serials must not contain commas; serials are at most 20 bytes", d.Path)
+		}
+	}
+	if len(cfg.NICs) > 1 {
+		return fmt.Errorf("%s gives a VM one NIC; this one has %d: use the qemu hypervisor for more", Binary, len(cfg.NICs))
+	}
+	for _, n := range cfg.NICs {
+		if err := n.Validate(); err != nil {
+			return err
 		}
 	}
 	// sockaddr_un holds 107 bytes; the vsock device also binds <sock>_<port>.

@@ -28,6 +28,7 @@ func TestArgs(t *testing.T) {
 			{Path: "/d/image.ext4", Serial: "vmctl-image", ReadOnly: true},
 			{Path: "/d/rw.ext4", Serial: "vmctl-rw"},
 		},
+		NICs: []sandbox.NIC{{Tap: "vt0123456789ab", MAC: net.HardwareAddr{0x02, 0x42, 0xac, 0x1e, 0, 2}, MTU: 1400}},
 	}
 	args := Args(cfg, "/s/vmm.sock", "/s/vsock.sock", "/s/console.log")
 	want := map[string][]string{
@@ -41,17 +42,33 @@ func TestArgs(t *testing.T) {
 		"-control":   {"/s/vmm.sock"},
 		"-console":   {"/s/console.log"},
 		"-disk":      {"/d/image.ext4,serial=vmctl-image,ro", "/d/rw.ext4,serial=vmctl-rw"},
+		"-tap":       {"vt0123456789ab"},
+		"-mac":       {"02:42:ac:1e:00:02"},
+		"-mtu":       {"1400"},
 	}
-	for flag, w := range want {
+	values := func(args []string, flag string) []string {
 		var got []string
 		for i := 0; i+1 < len(args); i++ {
 			if args[i] == flag {
 				got = append(got, args[i+1])
 			}
 		}
-		if !slices.Equal(got, w) {
+		return got
+	}
+	for flag, w := range want {
+		if got := values(args, flag); !slices.Equal(got, w) {
 			t.Errorf("Args() %s = %q, want %q", flag, got, w)
 		}
+	}
+	// Without an MTU the guest keeps its default; without a NIC there is
+	// no network device at all.
+	cfg.NICs[0].MTU = 0
+	if got := values(Args(cfg, "/s/vmm.sock", "/s/vsock.sock", ""), "-mtu"); got != nil {
+		t.Errorf("Args() without an MTU: -mtu %q", got)
+	}
+	cfg.NICs = nil
+	if got := Args(cfg, "/s/vmm.sock", "/s/vsock.sock", ""); slices.Contains(got, "-tap") || slices.Contains(got, "-mac") {
+		t.Errorf("Args() without NICs = %q", got)
 	}
 }
 
@@ -73,6 +90,13 @@ func TestValidate(t *testing.T) {
 		{"long state dir", func(c *sandbox.Config) { c.StateDir = "/" + strings.Repeat("x", 100) }, "too long for unix sockets"},
 		{"comma in disk", func(c *sandbox.Config) { c.Disks = []sandbox.Disk{{Path: "/a,b"}} }, "commas"},
 		{"long serial", func(c *sandbox.Config) { c.Disks = []sandbox.Disk{{Path: "/a", Serial: strings.Repeat("s", 21)}} }, "20 bytes"},
+		{"one NIC", func(c *sandbox.Config) { c.NICs = []sandbox.NIC{{Tap: "vt0", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}}} }, ""},
+		{"two NICs", func(c *sandbox.Config) {
+			c.NICs = []sandbox.NIC{{Tap: "vt0", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}}, {Tap: "vt1", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}}}
+		}, "one NIC; this one has 2"},
+		{"bad NIC", func(c *sandbox.Config) {
+			c.NICs = []sandbox.NIC{{Tap: "vt0", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, MTU: 9}}
+		}, "MTU 9"},
 	}
 	for _, tt := range tests {
 		cfg := ok

@@ -42,6 +42,10 @@ import (
 // FeatureMAC is VIRTIO_NET_F_MAC: the configuration space holds the MAC.
 const FeatureMAC uint64 = 1 << 5
 
+// FeatureMTU is VIRTIO_NET_F_MTU: the configuration space holds the MTU
+// the guest should use (and not exceed).
+const FeatureMTU uint64 = 1 << 3
+
 // HeaderSize is the guest's struct virtio_net_hdr with num_buffers (a
 // VERSION_1 device always uses it).
 const HeaderSize = 12
@@ -67,6 +71,9 @@ type Config struct {
 	VnetHdrSize int
 	// MAC is the guest's Ethernet address.
 	MAC [6]byte
+	// MTU, if not 0, is offered to the guest (VIRTIO_NET_F_MTU). It must
+	// be at least 68.
+	MTU uint16
 }
 
 // Device is a virtio-net device.
@@ -74,6 +81,7 @@ type Device struct {
 	tap     *os.File
 	hdrSize int
 	config  [12]byte // struct virtio_net_config: mac[6], status, max_virtqueue_pairs, mtu
+	mtu     bool     // the config's mtu is set (VIRTIO_NET_F_MTU offered)
 	log     *slog.Logger
 
 	rxWake, txWake virtio.Waker
@@ -94,6 +102,9 @@ func New(cfg Config) (*Device, error) {
 	if hdr != 10 && hdr != 12 {
 		return nil, fmt.Errorf("virtio-net: tap vnet header size %d, want 10 or 12", hdr)
 	}
+	if cfg.MTU != 0 && cfg.MTU < 68 {
+		return nil, fmt.Errorf("virtio-net: MTU %d is below 68", cfg.MTU)
+	}
 	// Reads must be interruptible on reset, which needs the runtime poller.
 	if err := cfg.Tap.SetReadDeadline(time.Time{}); err != nil {
 		return nil, fmt.Errorf("virtio-net: tap must be opened non-blocking: %w", err)
@@ -106,6 +117,10 @@ func New(cfg Config) (*Device, error) {
 		txWake:  virtio.NewWaker(),
 	}
 	copy(d.config[:6], cfg.MAC[:])
+	if cfg.MTU != 0 {
+		binary.LittleEndian.PutUint16(d.config[10:12], cfg.MTU)
+		d.mtu = true
+	}
 	return d, nil
 }
 
@@ -114,7 +129,11 @@ func (d *Device) DeviceID() virtio.DeviceID { return virtio.IDNet }
 
 // Features implements virtio.Device.
 func (d *Device) Features() uint64 {
-	return virtio.FeatureVersion1 | virtio.FeatureEventIdx | virtio.FeatureIndirectDesc | FeatureMAC
+	f := virtio.FeatureVersion1 | virtio.FeatureEventIdx | virtio.FeatureIndirectDesc | FeatureMAC
+	if d.mtu {
+		f |= FeatureMTU
+	}
+	return f
 }
 
 // QueueMaxSizes implements virtio.Device: receiveq1, transmitq1.

@@ -139,6 +139,29 @@ func TestConfigMAC(t *testing.T) {
 	}
 }
 
+func TestConfigMTU(t *testing.T) {
+	r := newRig(t, 0)
+	if mmiotest.Features(r.tr)&FeatureMTU != 0 {
+		t.Error("VIRTIO_NET_F_MTU offered without an MTU")
+	}
+	tap, _ := fakeTap(t)
+	dev, err := New(Config{Tap: tap, MTU: 1400})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dev.Features()&FeatureMTU == 0 {
+		t.Fatal("VIRTIO_NET_F_MTU not offered with an MTU")
+	}
+	var mtu [2]byte
+	dev.ReadConfig(10, mtu[:])
+	if got := int(mtu[0]) | int(mtu[1])<<8; got != 1400 {
+		t.Errorf("config mtu = %d, want 1400", got)
+	}
+	if _, err := New(Config{Tap: tap, MTU: 67}); err == nil {
+		t.Error("New accepted an MTU below 68")
+	}
+}
+
 // Reset must interrupt the reader blocked on the tap, and the device must
 // work again after re-activation.
 func TestResetInterruptsReader(t *testing.T) {
