@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"syscall"
 
 	"github.com/containerd/ttrpc"
@@ -88,15 +89,97 @@ type Storage struct {
 	MountPoint string
 }
 
+// Interface is a NIC of the VM as the agent configures it.
+type Interface struct {
+	// MAC finds the device in the guest: the address its sandbox.NIC has.
+	MAC net.HardwareAddr
+	// Name is what the device is renamed to: contract.InterfaceName(i)
+	// for the VM's i-th NIC.
+	Name string
+	// Addresses are the interface's addresses with their prefix lengths
+	// (172.30.0.2/16).
+	Addresses []netip.Prefix
+	// MTU 0 keeps the device's.
+	MTU int
+}
+
+// Route is a route of the guest's main table.
+type Route struct {
+	// Destination is the network reached; the zero Prefix is the default
+	// route (of Gateway's family).
+	Destination netip.Prefix
+	// Gateway is the next hop; it must be in the subnet of an address of
+	// the interfaces configured with the route. The zero Addr means the
+	// destination is on Device's link.
+	Gateway netip.Addr
+	// Device is the Name of one of the interfaces; required without a
+	// Gateway.
+	Device string
+}
+
+// ConfigureNetwork has the agent configure the guest's interfaces and
+// routes, before CreateContainer. The agent checks the whole request
+// first and undoes a change the kernel refuses: an error
+// (errdefs.ErrInvalidArgument for an absent MAC, an address or route it
+// cannot take) leaves the guest's network as it was. Safe to retry.
+func (c *Client) ConfigureNetwork(ctx context.Context, ifaces []Interface, routes []Route) error {
+	req := &agentapi.ConfigureNetworkRequest{}
+	for _, in := range ifaces {
+		if len(in.MAC) != 6 {
+			return fmt.Errorf("configure network: interface %s: MAC address %q is not 6 bytes", in.Name, in.MAC)
+		}
+		if in.MTU < 0 || in.MTU > math.MaxUint16 {
+			return fmt.Errorf("configure network: interface %s: MTU %d is outside 0..65535", in.Name, in.MTU)
+		}
+		ni := &agentapi.NetworkInterface{Mac: in.MAC.String(), Name: in.Name, Mtu: uint32(in.MTU)}
+		for _, a := range in.Addresses {
+			if !a.IsValid() {
+				return fmt.Errorf("configure network: interface %s: an address is not set", in.Name)
+			}
+			ni.Addresses = append(ni.Addresses, a.String())
+		}
+		req.Interfaces = append(req.Interfaces, ni)
+	}
+	for _, r := range routes {
+		nr := &agentapi.NetworkRoute{Device: r.Device}
+		if r.Destination.IsValid() {
+			nr.Destination = r.Destination.String()
+		}
+		if r.Gateway.IsValid() {
+			nr.Gateway = r.Gateway.String()
+		}
+		req.Routes = append(req.Routes, nr)
+	}
+	_, err := c.api.ConfigureNetwork(ctx, req)
+	return convert(err)
+}
+
+// ContainerNetwork is what a container gets of its VM's network. The zero
+// value is a container with only loopback and the image's /etc files.
+type ContainerNetwork struct {
+	// Hosts, ResolvConf and HostnameFile are the contents of the
+	// container's /etc/hosts, /etc/resolv.conf and /etc/hostname; an empty
+	// one keeps the image's file.
+	Hosts, ResolvConf, HostnameFile string
+	// ShareGuestNetwork makes the container use the guest's network
+	// namespace, where ConfigureNetwork put the VM's NICs, instead of a new
+	// one with only lo.
+	ShareGuestNetwork bool
+}
+
 // CreateContainer has the agent mount the storages, build the rootfs and
 // start the container's init stopped before it runs spec's command.
 // spec.Root is ignored: the rootfs is the overlay of the storages.
-func (c *Client) CreateContainer(ctx context.Context, id string, spec *specs.Spec, storages []Storage) error {
+func (c *Client) CreateContainer(ctx context.Context, id string, spec *specs.Spec, storages []Storage, network ContainerNetwork) error {
 	specJSON, err := json.Marshal(spec)
 	if err != nil {
 		return fmt.Errorf("encode the OCI spec of container %s: %w", id, err)
 	}
-	req := &agentapi.CreateContainerRequest{ContainerId: id, OciSpec: specJSON}
+	req := &agentapi.CreateContainerRequest{
+		ContainerId: id, OciSpec: specJSON,
+		Hosts: network.Hosts, ResolvConf: network.ResolvConf, HostnameFile: network.HostnameFile,
+		ShareGuestNetwork: network.ShareGuestNetwork,
+	}
 	for _, s := range storages {
 		req.Storages = append(req.Storages, &agentapi.Storage{
 			Serial: s.Serial, Fstype: s.FSType, Options: s.Options, Readonly: s.ReadOnly,

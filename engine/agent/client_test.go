@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"net/netip"
 	"reflect"
 	"strings"
 	"sync"
@@ -71,6 +72,10 @@ func (f *fakeAgent) empty(ctx context.Context, req proto.Message) (*agentapi.Emp
 		return nil, err
 	}
 	return &agentapi.Empty{}, nil
+}
+
+func (f *fakeAgent) ConfigureNetwork(ctx context.Context, req *agentapi.ConfigureNetworkRequest) (*agentapi.Empty, error) {
+	return f.empty(ctx, req)
 }
 
 func (f *fakeAgent) CreateContainer(ctx context.Context, req *agentapi.CreateContainerRequest) (*agentapi.Empty, error) {
@@ -206,12 +211,47 @@ func TestClientCalls(t *testing.T) {
 				return nil, c.CreateContainer(ctx, "c1", spec, []Storage{
 					{Serial: contract.ImageDiskSerial, FSType: "ext4", ReadOnly: true, Role: contract.RoleImage},
 					{Serial: contract.VolumeDiskSerial(0), Options: []string{"noatime"}, Role: contract.RoleVolume, MountPoint: "/data"},
-				})
+				}, ContainerNetwork{})
 			},
 			wantReq: &agentapi.CreateContainerRequest{ContainerId: "c1", OciSpec: specJSON, Storages: []*agentapi.Storage{
 				{Serial: contract.ImageDiskSerial, Fstype: "ext4", Readonly: true, Role: contract.RoleImage},
 				{Serial: contract.VolumeDiskSerial(0), Options: []string{"noatime"}, Role: contract.RoleVolume, MountPoint: "/data"},
 			}},
+		},
+		{
+			name: "create on a network",
+			call: func(ctx context.Context, c *Client) (any, error) {
+				return nil, c.CreateContainer(ctx, "c1", spec, []Storage{{Serial: contract.ImageDiskSerial, Role: contract.RoleImage}},
+					ContainerNetwork{Hosts: "172.30.0.2\tbox\n", ResolvConf: "nameserver 172.30.0.1\n", HostnameFile: "box\n", ShareGuestNetwork: true})
+			},
+			wantReq: &agentapi.CreateContainerRequest{ContainerId: "c1", OciSpec: specJSON,
+				Storages: []*agentapi.Storage{{Serial: contract.ImageDiskSerial, Role: contract.RoleImage}},
+				Hosts:    "172.30.0.2\tbox\n", ResolvConf: "nameserver 172.30.0.1\n", HostnameFile: "box\n", ShareGuestNetwork: true},
+		},
+		{
+			name: "configure network",
+			call: func(ctx context.Context, c *Client) (any, error) {
+				return nil, c.ConfigureNetwork(ctx, []Interface{
+					{MAC: net.HardwareAddr{0x02, 0x42, 0xac, 0x1e, 0, 2}, Name: contract.InterfaceName(0), MTU: 1400,
+						Addresses: []netip.Prefix{netip.MustParsePrefix("172.30.0.2/16"), netip.MustParsePrefix("fd00:30::2/64")}},
+					{MAC: net.HardwareAddr{0x02, 0, 0, 0, 0, 9}, Name: contract.InterfaceName(1)},
+				}, []Route{
+					{Gateway: netip.MustParseAddr("172.30.0.1")},
+					{Destination: netip.MustParsePrefix("10.50.0.0/16"), Gateway: netip.MustParseAddr("172.30.0.9"), Device: "eth0"},
+					{Destination: netip.MustParsePrefix("192.168.7.0/24"), Device: "eth1"},
+				})
+			},
+			wantReq: &agentapi.ConfigureNetworkRequest{
+				Interfaces: []*agentapi.NetworkInterface{
+					{Mac: "02:42:ac:1e:00:02", Name: "eth0", Mtu: 1400, Addresses: []string{"172.30.0.2/16", "fd00:30::2/64"}},
+					{Mac: "02:00:00:00:00:09", Name: "eth1"},
+				},
+				Routes: []*agentapi.NetworkRoute{
+					{Gateway: "172.30.0.1"},
+					{Destination: "10.50.0.0/16", Gateway: "172.30.0.9", Device: "eth0"},
+					{Destination: "192.168.7.0/24", Device: "eth1"},
+				},
+			},
 		},
 		{
 			name:    "start",
@@ -367,6 +407,15 @@ func TestClientErrors(t *testing.T) {
 		}
 		if _, err := c.ReadStdout(ctxT(t), Process{ContainerID: "c1"}, 0, 0); err == nil {
 			t.Errorf("ReadStdout of 0 bytes succeeded")
+		}
+		for _, in := range []Interface{
+			{Name: "eth0", MAC: net.HardwareAddr{1, 2, 3}},
+			{Name: "eth0", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, MTU: 70000},
+			{Name: "eth0", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, Addresses: []netip.Prefix{{}}},
+		} {
+			if err := c.ConfigureNetwork(ctxT(t), []Interface{in}, nil); err == nil {
+				t.Errorf("ConfigureNetwork(%+v) succeeded", in)
+			}
 		}
 		if n := len(fake.requests()); n != 0 {
 			t.Errorf("bad arguments reached the agent (%d requests)", n)

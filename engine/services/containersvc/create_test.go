@@ -41,6 +41,11 @@ type bootFixture struct {
 	starts   []sandbox.Config
 	created  []*specs.Spec // the specs the agent got
 	storages [][]agent.Storage
+	networks []agent.ContainerNetwork
+	ifaces   [][]agent.Interface
+	routes   [][]agent.Route
+	// calls are the agent calls that change the guest, in order.
+	calls []string
 }
 
 func newBootFixture(t *testing.T) *bootFixture {
@@ -163,11 +168,13 @@ type bootAgent struct {
 }
 
 func (*bootAgent) Health(context.Context) (agent.Health, error) { return agent.Health{}, nil }
-func (a *bootAgent) CreateContainer(_ context.Context, _ string, spec *specs.Spec, st []agent.Storage) error {
+func (a *bootAgent) CreateContainer(_ context.Context, _ string, spec *specs.Spec, st []agent.Storage, n agent.ContainerNetwork) error {
 	a.f.mu.Lock()
 	defer a.f.mu.Unlock()
 	a.f.created = append(a.f.created, spec)
 	a.f.storages = append(a.f.storages, st)
+	a.f.networks = append(a.f.networks, n)
+	a.f.calls = append(a.f.calls, "create")
 	return nil
 }
 func (*bootAgent) StartContainer(context.Context, string) error    { return nil }
@@ -236,6 +243,9 @@ func TestCreateResolvesOnce(t *testing.T) {
 		}
 		if st := f.storages[i]; len(st) != 2 || st[0].Role != contract.RoleImage || st[1].Serial != contract.WritableDiskSerial {
 			t.Errorf("start %d storages = %+v", i, st)
+		}
+		if n := f.networks[i]; n != (agent.ContainerNetwork{}) || len(f.starts[i].NICs) != 0 {
+			t.Errorf("start %d without a network service: NICs %+v, container network %+v; want none", i, f.starts[i].NICs, n)
 		}
 	}
 	rec, _ = f.svc.Get("web")

@@ -84,6 +84,9 @@ type Config struct {
 	WritableDiskSize int64
 	// Volumes holds named volumes; nil means containers cannot have any.
 	Volumes VolumeService
+	// Network plumbs each run's network; nil means every container has
+	// only loopback.
+	Network Network
 	// Events receives the container events (create, start, die...); nil
 	// reports none.
 	Events events.Publisher

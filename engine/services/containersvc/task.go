@@ -58,7 +58,8 @@ func commandError(err error) error {
 // engine/agent.Client, whose errors are classified already.
 type guestAgent interface {
 	Health(ctx context.Context) (agent.Health, error)
-	CreateContainer(ctx context.Context, id string, spec *specs.Spec, storages []agent.Storage) error
+	ConfigureNetwork(ctx context.Context, ifaces []agent.Interface, routes []agent.Route) error
+	CreateContainer(ctx context.Context, id string, spec *specs.Spec, storages []agent.Storage, network agent.ContainerNetwork) error
 	StartContainer(ctx context.Context, id string) error
 	ExecProcess(ctx context.Context, p agent.Process, proc *specs.Process) error
 	WaitProcess(ctx context.Context, p agent.Process) (agent.Exit, error)
@@ -225,6 +226,13 @@ func (t *task) boot(ctx context.Context) error {
 	}
 	// Held until the container is recorded as running, below.
 	defer vols.release()
+	var plumbing Plumbing
+	if s.cfg.Network != nil {
+		// Unplumbed by destroy, whatever happens from here on.
+		if plumbing, err = s.cfg.Network.Plumb(ctx, c.ID); err != nil {
+			return fmt.Errorf("network: %w", err)
+		}
+	}
 	vcpus, mem := vmShape(c.Config)
 	console := s.ConsoleLog(c.ID)
 	os.Remove(console)
@@ -238,6 +246,7 @@ func (t *task) boot(ctx context.Context) error {
 			{Path: c.Config.ImageDisk, Serial: contract.ImageDiskSerial, ReadOnly: true},
 			{Path: s.writableDisk(c.ID), Serial: contract.WritableDiskSerial},
 		}, vols.disks...),
+		NICs:       plumbing.NICs,
 		StateDir:   filepath.Join(s.cfg.ExecRoot, c.ShortID()),
 		ConsoleLog: console,
 	})
@@ -264,10 +273,15 @@ func (t *task) boot(ctx context.Context) error {
 	if _, err := t.agent.Health(bootCtx); err != nil {
 		return t.bootError("wait for the guest agent", err)
 	}
+	if len(plumbing.Interfaces) > 0 || len(plumbing.Routes) > 0 {
+		if err := t.agent.ConfigureNetwork(bootCtx, plumbing.Interfaces, plumbing.Routes); err != nil {
+			return t.bootError("configure the guest's network", err)
+		}
+	}
 	err = t.agent.CreateContainer(bootCtx, c.ID, c.Config.Spec, append([]agent.Storage{
 		{Serial: contract.ImageDiskSerial, FSType: "ext4", ReadOnly: true, Role: contract.RoleImage},
 		{Serial: contract.WritableDiskSerial, FSType: "ext4", Role: contract.RoleWritable},
-	}, vols.storages...))
+	}, vols.storages...), plumbing.containerNetwork(c.Config.Hostname))
 	if err != nil {
 		return commandError(err)
 	}
@@ -395,7 +409,8 @@ func (t *task) shutdown() {
 	t.destroy()
 }
 
-// destroy kills the VM if it runs and frees every host resource. Idempotent.
+// destroy kills the VM if it runs and frees every host resource, the
+// run's network included. Idempotent.
 func (t *task) destroy() {
 	t.destroyOnce.Do(func() {
 		if t.cancel != nil {
@@ -406,6 +421,13 @@ func (t *task) destroy() {
 		}
 		if t.sb != nil {
 			t.sb.Destroy()
+		}
+		if n := t.svc.cfg.Network; n != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), unplumbTimeout)
+			// A failure leaves taps or rules the network service sweeps
+			// at its next Restore; the run has ended either way.
+			_ = n.Unplumb(ctx, t.c.ID)
+			cancel()
 		}
 	})
 }
