@@ -27,7 +27,7 @@ var guestInit []byte
 // fullChecks are the checks guest-init.sh runs in mode "full"; each must print VMCTL-OK.
 var fullChecks = []string{
 	"init", "uart16550a", "smp", "virtio-blk-serial", "ext4", "virtio-serial-port",
-	"virtio-console", "virtio-net", "virtio-rng", "vsock-core", "devpts", "overlay-tmpfs",
+	"virtio-console", "virtio-net", "ipv4-config", "ipv6", "af-packet", "virtio-rng", "vsock-core", "devpts", "overlay-tmpfs",
 	"overlay-ext4-upper", "cgroup2-controllers", "cgroup-oom-kill", "cgroup-pids",
 	"namespaces", "user-namespace", "sysvipc",
 }

@@ -135,7 +135,10 @@ func TestFragmentsKeepContract(t *testing.T) {
 		"CONFIG_VIRTIO_CONSOLE":              "y", // agent channel on QEMU hosts without vsock
 		"CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES": "y",
 		"CONFIG_VIRTIO_BLK":                  "y",
-		"CONFIG_VIRTIO_NET":                  "y",
+		"CONFIG_VIRTIO_NET":                  "y", // a VM's NICs (docs/networking.md)
+		"CONFIG_INET":                        "y",
+		"CONFIG_IPV6":                        "y", // ::1 on lo; servers that listen on [::]
+		"CONFIG_PACKET":                      "y", // tcpdump, arping, DHCP clients in containers
 		"CONFIG_VIRTIO_VSOCKETS":             "y",
 		"CONFIG_HW_RANDOM_VIRTIO":            "y",
 		"CONFIG_BLK_DEV_INITRD":              "y",

@@ -41,6 +41,14 @@ if [ "$mode" = full ]; then
 	check virtio-serial-port sh -c 'grep -qx vmctl.agent /sys/class/virtio-ports/vport*/name'
 	check virtio-console sh -c '[ -c /dev/hvc0 ] && echo console-ok >/dev/hvc0'
 	check virtio-net sh -c '[ -e /sys/class/net/eth0 ]'
+	# What the agent does with a NIC: rename, MTU, address, up, default route.
+	check ipv4-config sh -c '
+		ip link set eth0 name vmnet0 && ip link set vmnet0 mtu 1400 &&
+		ip addr add 10.200.0.2/24 dev vmnet0 && ip link set vmnet0 up &&
+		ip route add default via 10.200.0.1 && ip route | grep -q "default via 10.200.0.1 dev vmnet0"'
+	check ipv6 sh -c '
+		ip link set lo up && grep -q "^0\{31\}1 " /proc/net/if_inet6 && ! [ -e /sys/class/net/sit0 ]'
+	check af-packet sh -c '[ -e /proc/net/packet ]'
 	check virtio-rng sh -c 'grep -q virtio_rng /sys/class/misc/hw_random/rng_current'
 	check vsock-core sh -c '[ -c /dev/vsock ]'
 	check devpts sh -c 'mkdir -p /dev/pts && mount -t devpts devpts /dev/pts && [ -c /dev/pts/ptmx ]'
