@@ -108,6 +108,16 @@ type bootOpts struct {
 	connect bool
 	// noAgentPort leaves the virtio-serial port out.
 	noAgentPort bool
+	// netns runs QEMU in this named network namespace (ip netns), where
+	// the taps of nics are.
+	netns string
+	nics  []nic
+}
+
+// nic is a virtio-net device on a tap, as the engine's QEMU driver gives it.
+type nic struct {
+	tap, mac string
+	mtu      int
 }
 
 // boot starts QEMU with the agent as init.
@@ -151,7 +161,18 @@ func boot(t *testing.T, o bootOpts) *guest {
 		}
 		args = append(args, "-drive", drive, "-device", fmt.Sprintf("virtio-blk-device,drive=d%d,serial=%s", i, d.serial))
 	}
+	for i, n := range o.nics {
+		dev := fmt.Sprintf("virtio-net-device,netdev=net%d,mac=%s", i, n.mac)
+		if n.mtu != 0 {
+			dev += fmt.Sprintf(",host_mtu=%d", n.mtu)
+		}
+		args = append(args, "-netdev", fmt.Sprintf("tap,id=net%d,ifname=%s,script=no,downscript=no", i, n.tap), "-device", dev)
+	}
 	g.cmd = exec.Command(qemuBinary, args...)
+	if o.netns != "" {
+		// ip netns exec execs QEMU in the namespace: the pid stays QEMU's.
+		g.cmd = exec.Command("ip", append([]string{"netns", "exec", o.netns, qemuBinary}, args...)...)
+	}
 	var stderr bytes.Buffer
 	g.cmd.Stderr = &stderr
 	if err := g.cmd.Start(); err != nil {

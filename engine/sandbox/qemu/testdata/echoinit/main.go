@@ -3,7 +3,7 @@
 // what it reads. A line "reboot" makes it reboot the guest (QEMU then
 // exits), "panic" makes it exit, which panics the kernel ("Attempted to
 // kill init"), "disks" lists the virtio-blk disks as "name:serial:ro"
-// fields.
+// fields, "nics" the network interfaces but lo as "mac:mtu" fields.
 package main
 
 import (
@@ -55,6 +55,8 @@ func main() {
 			os.Exit(3)
 		case "disks":
 			f.WriteString(disks() + "\n")
+		case "nics":
+			f.WriteString(nics() + "\n")
 		default:
 			f.WriteString(line)
 		}
@@ -78,6 +80,20 @@ func findPort(name string) (string, error) {
 func halt() {
 	syscall.Reboot(syscall.LINUX_REBOOT_CMD_RESTART)
 	select {}
+}
+
+func nics() string {
+	var out []string
+	dirs, _ := filepath.Glob("/sys/class/net/*")
+	for _, d := range dirs {
+		if filepath.Base(d) == "lo" {
+			continue
+		}
+		mac, _ := os.ReadFile(d + "/address")
+		mtu, _ := os.ReadFile(d + "/mtu")
+		out = append(out, strings.TrimSpace(string(mac))+":"+strings.TrimSpace(string(mtu)))
+	}
+	return strings.Join(out, " ")
 }
 
 func disks() string {
