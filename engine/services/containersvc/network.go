@@ -28,24 +28,21 @@ type Plumbing struct {
 	Interfaces []agent.Interface
 	Routes     []agent.Route
 	// Hosts and ResolvConf are the container's /etc/hosts and
-	// /etc/resolv.conf.
+	// /etc/resolv.conf; an empty one keeps the image's.
 	Hosts, ResolvConf string
 }
 
 // unplumbTimeout bounds the release of a run's network after its VM ended.
 const unplumbTimeout = 10 * time.Second
 
-// containerNetwork is what the agent's CreateContainer gets: a container
-// with NICs uses the guest's network namespace, where they are, and gets
-// the network's /etc files and its own /etc/hostname, as under Docker. A
-// container without (the zero Plumbing) keeps a namespace with only lo
-// and the image's files.
+// containerNetwork is what the agent's CreateContainer gets: the files the
+// plumbing has (empty ones keep the image's), its own /etc/hostname as
+// under Docker, and, with NICs, the guest's network namespace, where they
+// are. A container without NICs keeps a namespace with only lo. The zero
+// Plumbing (no network service) changes nothing in the container.
 func (p Plumbing) containerNetwork(hostname string) agent.ContainerNetwork {
-	if len(p.NICs) == 0 {
-		return agent.ContainerNetwork{}
-	}
-	n := agent.ContainerNetwork{Hosts: p.Hosts, ResolvConf: p.ResolvConf, ShareGuestNetwork: true}
-	if hostname != "" {
+	n := agent.ContainerNetwork{Hosts: p.Hosts, ResolvConf: p.ResolvConf, ShareGuestNetwork: len(p.NICs) > 0}
+	if hostname != "" && (n != agent.ContainerNetwork{}) {
 		n.HostnameFile = hostname + "\n"
 	}
 	return n

@@ -105,12 +105,13 @@ func TestStartPlumbsNetwork(t *testing.T) {
 	}
 }
 
-// TestStartWithoutEndpoints: a container the network service has nothing
-// for (--network none) boots without NICs, in a namespace of its own.
+// TestStartWithoutEndpoints: a container the network service gives no
+// NICs (--network none) boots without any, in a namespace of its own, with
+// the files the service gives.
 func TestStartWithoutEndpoints(t *testing.T) {
 	f, n := networkFixture(t, nil)
-	n.plumbing = Plumbing{}
-	c, err := f.svc.Create(context.Background(), CreateOptions{Image: "busybox", Name: "none"})
+	n.plumbing = Plumbing{Hosts: "127.0.0.1\tlocalhost\n"}
+	c, err := f.svc.Create(context.Background(), CreateOptions{Image: "busybox", Name: "none", Hostname: "box"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,8 +120,9 @@ func TestStartWithoutEndpoints(t *testing.T) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.starts[0].NICs) != 0 || !reflect.DeepEqual(f.calls, []string{"create"}) || f.networks[0] != (agent.ContainerNetwork{}) {
-		t.Errorf("NICs %+v, calls %v, network %+v; want none, create only, none", f.starts[0].NICs, f.calls, f.networks[0])
+	want := agent.ContainerNetwork{Hosts: "127.0.0.1\tlocalhost\n", HostnameFile: "box\n"}
+	if len(f.starts[0].NICs) != 0 || !reflect.DeepEqual(f.calls, []string{"create"}) || f.networks[0] != want {
+		t.Errorf("NICs %+v, calls %v, network %+v; want none, create only, %+v", f.starts[0].NICs, f.calls, f.networks[0], want)
 	}
 }
 
