@@ -160,6 +160,7 @@ func New(cfg Config) (*Engine, error) {
 		ExecRoot:     cfg.ExecRoot,
 		Events:       bus,
 		Volumes:      volSvc,
+		Network:      containerNetwork{netSvc},
 	})
 	imgSvc := imagesvc.New(imagesvc.Config{Store: imgs, Disks: disks, InUse: ctrs.ImageUser, Events: bus})
 	e.services = services.Services{
@@ -170,11 +171,39 @@ func New(cfg Config) (*Engine, error) {
 		System: systemsvc.New(systemsvc.Config{
 			Version: Version, DataRoot: cfg.DataRoot, ExecRoot: cfg.ExecRoot,
 			Host:       systemsvc.HostConfig{Kernel: cfg.Kernel, Initrd: cfg.Initrd, QEMU: cfg.QEMU},
-			Containers: ctrs, Images: imgSvc,
+			Containers: ctrs, Images: imgSvc, Warnings: netSvc.HostWarnings,
 		}),
 		Events: bus,
 	}
 	return e, nil
+}
+
+// Restore takes over, at a daemon's start, what an earlier one left on the
+// same roots: the containers whose VMs still run (re-adopted, see
+// containersvc.Readopt), then the host's networking of every container of
+// the data root that runs, whichever process runs it (its taps, rules,
+// proxies and names, keeping its addresses), sweeping the taps and rules
+// no running container owns. It returns the re-adopted containers.
+func (e *Engine) Restore(ctx context.Context) ([]string, error) {
+	ctrs := e.services.Containers
+	adopted, err := ctrs.Readopt(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all, err := ctrs.List()
+	if err != nil {
+		return adopted, err
+	}
+	var running []string
+	for _, c := range all {
+		if c.State.Status == containers.StatusRunning {
+			running = append(running, c.ID)
+		}
+	}
+	if err := e.services.Networks.Restore(ctx, running); err != nil {
+		return adopted, fmt.Errorf("restore container networking: %w", err)
+	}
+	return adopted, nil
 }
 
 // Services returns the engine's services, for a front end to serve

@@ -11,8 +11,12 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/vmctl/vmctl/engine/agent"
+	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/networks/dnsserver"
 	"github.com/vmctl/vmctl/engine/networks/portproxy"
+	"github.com/vmctl/vmctl/engine/sandbox"
+	"github.com/vmctl/vmctl/engine/services/containersvc"
 	"github.com/vmctl/vmctl/engine/services/networksvc"
 )
 
@@ -109,4 +113,80 @@ func (h *nameHook) Remove(networkID string) {
 	if s != nil {
 		s.srv.Stop()
 	}
+}
+
+// containerNetwork is the container service's Network over the network
+// service: it turns a create's joins, ports and DNS settings into the
+// service's endpoints and records, and its plumbing into the VM's NICs and
+// the agent's configuration (the two sides' types have the same fields).
+type containerNetwork struct{ svc *networksvc.Service }
+
+func (n containerNetwork) Join(ctx context.Context, c *containers.Container, joins []containersvc.NetworkJoin) (err error) {
+	defer func() {
+		if err != nil {
+			n.svc.Release(context.WithoutCancel(ctx), c.ID)
+		}
+	}()
+	for _, j := range joins {
+		o := networksvc.EndpointOptions{IP: j.Endpoint.IP, Aliases: j.Endpoint.Aliases, MAC: j.Endpoint.MAC}
+		if _, err := n.svc.Connect(ctx, j.Network, networksvc.ContainerRef{ID: c.ID, Name: c.Name}, o); err != nil {
+			return err
+		}
+	}
+	nc := c.Config.Network
+	if nc == nil {
+		return nil
+	}
+	if err := n.svc.SetPorts(ctx, c.ID, publishedPorts(nc)); err != nil {
+		return err
+	}
+	return n.svc.SetDNS(ctx, c.ID, networksvc.DNSConfig{
+		Hostname: c.Config.Hostname, Servers: nc.DNS, Search: nc.DNSSearch, Options: nc.DNSOptions, ExtraHosts: nc.ExtraHosts,
+	})
+}
+
+// publishedPorts are the ports a container publishes: its -p bindings,
+// then, with -P, each exposed port no binding names on a port the engine
+// chooses at start.
+func publishedPorts(nc *containers.NetworkConfig) []networksvc.PortBinding {
+	out := make([]networksvc.PortBinding, 0, len(nc.PortBindings))
+	bound := map[containers.Port]bool{}
+	for _, b := range nc.PortBindings {
+		out = append(out, networksvc.PortBinding(b))
+		bound[containers.Port{Port: b.ContainerPort, Proto: b.Proto}] = true
+	}
+	if nc.PublishAll {
+		for _, p := range nc.ExposedPorts {
+			if !bound[p] {
+				out = append(out, networksvc.PortBinding{Proto: p.Proto, ContainerPort: p.Port})
+			}
+		}
+	}
+	return out
+}
+
+func (n containerNetwork) Release(ctx context.Context, containerID string) error {
+	return n.svc.Release(ctx, containerID)
+}
+
+func (n containerNetwork) Plumb(ctx context.Context, containerID string) (containersvc.Plumbing, error) {
+	p, err := n.svc.Plumb(ctx, containerID)
+	if err != nil {
+		return containersvc.Plumbing{}, err
+	}
+	out := containersvc.Plumbing{Hosts: p.Hosts, ResolvConf: p.ResolvConf}
+	for _, nic := range p.NICs {
+		out.NICs = append(out.NICs, sandbox.NIC(nic))
+	}
+	for _, i := range p.Interfaces {
+		out.Interfaces = append(out.Interfaces, agent.Interface(i))
+	}
+	for _, r := range p.Routes {
+		out.Routes = append(out.Routes, agent.Route(r))
+	}
+	return out, nil
+}
+
+func (n containerNetwork) Unplumb(ctx context.Context, containerID string) error {
+	return n.svc.Unplumb(ctx, containerID)
 }

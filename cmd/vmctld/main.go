@@ -123,9 +123,10 @@ func run() error {
 		closeAll()
 		return err
 	}
-	// Containers left running by an earlier vmctld are taken over before
-	// the API answers, so no client sees them as exited meanwhile.
-	adopted, err := eng.Services().Containers.Readopt(context.Background())
+	// Containers left running by an earlier vmctld, and their networking,
+	// are taken over before the API answers, so no client sees them as
+	// exited meanwhile.
+	adopted, err := eng.Restore(context.Background())
 	if err != nil {
 		closeAll()
 		return err

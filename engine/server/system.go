@@ -86,6 +86,7 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 	} else {
 		info.Warnings = append(info.Warnings, "no hypervisor: "+hi.Reason)
 	}
+	info.Warnings = append(info.Warnings, si.Warnings...)
 	info.DriverStatus = append(info.DriverStatus, [2]string{"KVM", hi.KVM})
 	if hi.QEMU != "" {
 		info.DriverStatus = append(info.DriverStatus, [2]string{"QEMU", hi.QEMU})

@@ -83,7 +83,7 @@ func (f *bootFixture) Resolve(_ context.Context, ref string) (ImageInfo, error) 
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.resolved++
-	return ImageInfo{ID: "sha256:0123", Name: ref, Cmd: []string{"sh"}, User: "7:8", WorkingDir: "/srv"}, nil
+	return ImageInfo{ID: "sha256:0123", Name: ref, Cmd: []string{"sh"}, User: "7:8", WorkingDir: "/srv", ExposedPorts: []string{"80/tcp"}}, nil
 }
 
 // Disk "builds" the image disk: a file in the fixture's directory.

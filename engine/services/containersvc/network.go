@@ -1,16 +1,33 @@
 package containersvc
 
 import (
+	"cmp"
 	"context"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/vmctl/vmctl/engine/agent"
+	"github.com/vmctl/vmctl/engine/containers"
+	"github.com/vmctl/vmctl/engine/errs"
 	"github.com/vmctl/vmctl/engine/sandbox"
 )
 
-// Network gives each run of a container the network its endpoints say
-// (docs/networking.md): the network service, or a fake in tests.
+// Network gives a container its endpoints from create to removal, and each
+// run of it the network they say (docs/networking.md): the network
+// service, or a fake in tests.
 type Network interface {
+	// Join gives a new container its endpoints, one per network in joins
+	// (the first is eth0's, with the default route and the published
+	// ports), and records the ports to publish and the DNS settings of
+	// c.Config.Network. On error it keeps none of them.
+	Join(ctx context.Context, c *containers.Container, joins []NetworkJoin) error
+	// Release frees a removed container's endpoints and addresses. It is
+	// safe to call for a container that has none.
+	Release(ctx context.Context, containerID string) error
 	// Plumb readies the container's endpoints for a run (taps, rules) and
 	// says what its VM and agent need. A container without endpoints
 	// (--network none) gets the zero Plumbing.
@@ -18,6 +35,14 @@ type Network interface {
 	// Unplumb undoes Plumb once the container's VM is gone. It is safe to
 	// call for a container that is not plumbed.
 	Unplumb(ctx context.Context, containerID string) error
+}
+
+// NetworkJoin is one network a container joins at create.
+type NetworkJoin struct {
+	// Network is the network's name or ID; the default network for
+	// NetworkDefault and NetworkBridge.
+	Network  string
+	Endpoint EndpointOptions
 }
 
 // Plumbing is what one run needs of the container's network.
@@ -46,4 +71,78 @@ func (p Plumbing) containerNetwork(hostname string) agent.ContainerNetwork {
 		n.HostnameFile = hostname + "\n"
 	}
 	return n
+}
+
+// networkConfig is what a container records of its create's network
+// options: the mode (NetworkNone too, which inspect shows), the ports to
+// publish, its exposed ports (the create's, the image's and those -p
+// names), the DNS settings.
+func networkConfig(o CreateOptions, imageExposed []string) (*containers.NetworkConfig, error) {
+	mode := o.NetworkMode
+	if mode == "" {
+		mode = NetworkDefault
+	}
+	exposed := append([]Port(nil), o.ExposedPorts...)
+	for _, s := range imageExposed {
+		p, err := parseImagePort(s)
+		if err != nil {
+			return nil, err
+		}
+		exposed = append(exposed, p)
+	}
+	for _, b := range o.PortBindings {
+		exposed = append(exposed, Port{Port: b.ContainerPort, Proto: b.Proto})
+	}
+	slices.SortFunc(exposed, func(a, b Port) int {
+		if c := cmp.Compare(a.Port, b.Port); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Proto, b.Proto)
+	})
+	exposed = slices.Compact(exposed)
+	return &containers.NetworkConfig{
+		Mode: mode, PortBindings: o.PortBindings, PublishAll: o.PublishAll, ExposedPorts: exposed,
+		DNS: o.DNS, DNSSearch: o.DNSSearch, DNSOptions: o.DNSOptions, ExtraHosts: o.ExtraHosts,
+		MacAddress: o.MacAddress,
+	}, nil
+}
+
+// parseImagePort reads an image config's exposed port, "80/tcp" (or "80",
+// which is tcp).
+func parseImagePort(s string) (Port, error) {
+	num, proto, ok := strings.Cut(s, "/")
+	if !ok {
+		proto = "tcp"
+	}
+	n, err := strconv.ParseUint(num, 10, 16)
+	if err != nil || n == 0 || (proto != "tcp" && proto != "udp") {
+		return Port{}, errs.New(errdefs.ErrInvalidArgument, "the image exposes %q: want PORT[/tcp|/udp]", s)
+	}
+	return Port{Port: uint16(n), Proto: proto}, nil
+}
+
+// networkJoins orders a create's networks: the one NetworkMode names (the
+// default network for NetworkDefault and NetworkBridge) first, the others
+// by name. None for NetworkNone.
+func networkJoins(o CreateOptions, mode string) []NetworkJoin {
+	if mode == NetworkNone {
+		return nil
+	}
+	first := mode
+	if first == NetworkDefault {
+		first = NetworkBridge
+	}
+	joins := []NetworkJoin{{Network: first, Endpoint: o.Networks[mode]}}
+	if mode == NetworkDefault {
+		if ep, ok := o.Networks[NetworkBridge]; ok {
+			joins[0].Endpoint = ep
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(o.Networks)) {
+		if name == mode || (mode == NetworkDefault && name == NetworkBridge) {
+			continue
+		}
+		joins = append(joins, NetworkJoin{Network: name, Endpoint: o.Networks[name]})
+	}
+	return joins
 }

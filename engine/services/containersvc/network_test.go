@@ -6,12 +6,15 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/engine/agent"
+	"github.com/vmctl/vmctl/engine/errs"
 	"github.com/vmctl/vmctl/engine/sandbox"
 )
 
@@ -19,9 +22,33 @@ import (
 type fakeNetwork struct {
 	plumbing  Plumbing
 	plumbErr  error
+	joinErr   error
 	mu        sync.Mutex
 	plumbed   []string
 	unplumbed []string
+	joined    map[string][]NetworkJoin // by container ID
+	released  []string
+}
+
+func (n *fakeNetwork) Join(_ context.Context, c *Container, joins []NetworkJoin) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.joinErr != nil {
+		return n.joinErr
+	}
+	if n.joined == nil {
+		n.joined = map[string][]NetworkJoin{}
+	}
+	n.joined[c.ID] = joins
+	return nil
+}
+
+func (n *fakeNetwork) Release(_ context.Context, id string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.released = append(n.released, id)
+	delete(n.joined, id)
+	return nil
 }
 
 func (n *fakeNetwork) Plumb(_ context.Context, id string) (Plumbing, error) {
@@ -158,4 +185,92 @@ func TestStartNetworkFailures(t *testing.T) {
 			t.Errorf("after a failed configure: %d containers created, unplumbed %v; want none, the container", len(f.created), n.unplumbed)
 		}
 	})
+}
+
+// A create joins its networks in order (NetworkMode's first, the default
+// network for "default"), records its ports (the image's EXPOSE and -p's
+// ports among the exposed ones) and DNS settings, and a removal releases
+// the endpoints; a refused join leaves no container.
+func TestCreateJoinsNetworks(t *testing.T) {
+	f, n := networkFixture(t, nil)
+	ctx := context.Background()
+	ip := netip.MustParseAddr("10.99.0.7")
+	c, err := f.svc.Create(ctx, CreateOptions{Image: "busybox", Name: "web",
+		NetworkMode: "front", Networks: map[string]EndpointOptions{"front": {IP: ip}, "back": {Aliases: []string{"db"}}, "alpha": {}},
+		PortBindings: []PortBinding{{Proto: "udp", HostPort: 53, ContainerPort: 53}}, PublishAll: true,
+		ExposedPorts: []Port{{Port: 8080, Proto: "tcp"}}, DNS: []string{"10.0.0.53"}, ExtraHosts: []string{"h:10.1.1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joins := n.joined[c.ID]
+	var order []string
+	for _, j := range joins {
+		order = append(order, j.Network)
+	}
+	if !slices.Equal(order, []string{"front", "alpha", "back"}) || joins[0].Endpoint.IP != ip || !slices.Equal(joins[2].Endpoint.Aliases, []string{"db"}) {
+		t.Errorf("joins = %+v, want front (with its IP) first, then alpha and back (with its alias)", joins)
+	}
+	nc := c.Config.Network
+	wantExposed := []Port{{Port: 53, Proto: "udp"}, {Port: 80, Proto: "tcp"}, {Port: 8080, Proto: "tcp"}}
+	if nc.Mode != "front" || !nc.PublishAll || !slices.Equal(nc.ExposedPorts, wantExposed) || !slices.Equal(nc.DNS, []string{"10.0.0.53"}) {
+		t.Errorf("recorded network config = %+v, want mode front, -P, exposed %v, the DNS server", nc, wantExposed)
+	}
+	if got, err := f.svc.Get(c.ID); err != nil || got.Config.Network == nil || got.Config.Network.Mode != "front" {
+		t.Errorf("stored record's network = %+v, %v", got.Config.Network, err)
+	}
+
+	d, err := f.svc.Create(ctx, CreateOptions{Image: "busybox"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := n.joined[d.ID]; len(j) != 1 || j[0].Network != NetworkBridge || d.Config.Network.Mode != NetworkDefault {
+		t.Errorf("a create without a network joins %+v with mode %q, want the default network (bridge), mode default", j, d.Config.Network.Mode)
+	}
+	none, err := f.svc.Create(ctx, CreateOptions{Image: "busybox", NetworkMode: NetworkNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := n.joined[none.ID]; ok || none.Config.Network.Mode != NetworkNone {
+		t.Errorf("--network none joined %+v (mode %q)", n.joined[none.ID], none.Config.Network.Mode)
+	}
+
+	if err := f.svc.Remove(ctx, c.ID, RemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(n.released, c.ID) {
+		t.Errorf("removal released %v, want %s among them", n.released, c.ID)
+	}
+
+	n.joinErr = errs.New(errdefs.ErrConflict, "address 10.99.0.7 is in use")
+	before, _ := f.svc.List()
+	if _, err := f.svc.Create(ctx, CreateOptions{Image: "busybox", Name: "clash"}); !errdefs.IsConflict(err) {
+		t.Fatalf("create with a refused join = %v, want the join's conflict", err)
+	}
+	if after, _ := f.svc.List(); len(after) != len(before) {
+		t.Errorf("containers after a refused join: %d, want %d", len(after), len(before))
+	}
+	if _, err := f.svc.Get("clash"); !errdefs.IsNotFound(err) {
+		t.Errorf("the refused container is still there: %v", err)
+	}
+}
+
+func TestParseImagePort(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Port
+		ok   bool
+	}{
+		{"80/tcp", Port{Port: 80, Proto: "tcp"}, true},
+		{"53/udp", Port{Port: 53, Proto: "udp"}, true},
+		{"8080", Port{Port: 8080, Proto: "tcp"}, true},
+		{"0/tcp", Port{}, false},
+		{"70000/tcp", Port{}, false},
+		{"80/sctp", Port{}, false},
+		{"x/tcp", Port{}, false},
+	} {
+		got, err := parseImagePort(tc.in)
+		if (err == nil) != tc.ok || (tc.ok && got != tc.want) {
+			t.Errorf("parseImagePort(%q) = %v, %v; want %v (ok %v)", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
 }

@@ -282,6 +282,9 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 		},
 		State: containers.State{Status: containers.StatusCreated},
 	}
+	if c.Config.Network, err = networkConfig(o, img.ExposedPorts); err != nil {
+		return nil, err
+	}
 	// Spec errors (user, workdir) fail the create, not a start.
 	if c.Config.Spec, err = BuildSpec(c); err != nil {
 		return nil, err
@@ -296,6 +299,15 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 		s.cfg.Store.Delete(c.ID)
 		s.removeAnonymousVolumes(c)
 		return nil, fmt.Errorf("create writable disk: %w", err)
+	}
+	// An engine without networking (Config.Network nil: tests) runs
+	// every container on loopback alone.
+	if joins := networkJoins(o, c.Config.Network.Mode); len(joins) > 0 && s.cfg.Network != nil {
+		if err := s.cfg.Network.Join(ctx, c, joins); err != nil {
+			s.cfg.Store.Delete(c.ID)
+			s.removeAnonymousVolumes(c)
+			return nil, err
+		}
 	}
 	s.publish("create", c, nil)
 	return c, nil
@@ -390,6 +402,13 @@ func (s *Service) Remove(ctx context.Context, ref string, opts RemoveOptions) er
 		}
 		t.destroy()
 		<-t.done
+	}
+	// Addresses go first: a release that fails leaves the container, to
+	// be removed again, rather than addresses nobody owns.
+	if s.cfg.Network != nil {
+		if err := s.cfg.Network.Release(ctx, c.ID); err != nil {
+			return fmt.Errorf("cannot remove container %s: releasing its network endpoints: %w", c.Name, err)
+		}
 	}
 	if err := s.cfg.Store.Delete(c.ID); err != nil {
 		return err

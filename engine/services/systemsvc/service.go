@@ -38,6 +38,10 @@ type Config struct {
 	Host       HostConfig
 	Containers Containers
 	Images     Images
+	// Warnings reports what of the host stands in containers' way (a
+	// forward policy that drops their traffic, say), one line each; nil
+	// reports nothing.
+	Warnings func(ctx context.Context) ([]string, error)
 }
 
 // Service answers questions about the engine and the host.
@@ -80,6 +84,8 @@ type Info struct {
 	NCPU     int
 	MemTotal int64
 	Host     Host
+	// Warnings are the host's problems for containers (Config.Warnings).
+	Warnings []string
 }
 
 // Info counts the containers and images and probes the host.
@@ -106,6 +112,13 @@ func (s *Service) Info(ctx context.Context) (Info, error) {
 	}
 	if name, err := os.Hostname(); err == nil {
 		info.Hostname = name
+	}
+	if s.cfg.Warnings != nil {
+		w, err := s.cfg.Warnings(ctx)
+		if err != nil {
+			w = []string{"cannot check the host's networking: " + err.Error()}
+		}
+		info.Warnings = w
 	}
 	var si unix.Sysinfo_t
 	if unix.Sysinfo(&si) == nil {
