@@ -99,7 +99,7 @@ func (m *Machine) setupVirtio() ([]string, error) {
 			if mac == ([6]byte{}) {
 				mac = macFor(n.Tap)
 			}
-			dev, err := net.New(net.Config{Tap: tap, VnetHdrSize: tapVnetHdrSize, MAC: mac, MTU: uint16(n.MTU)})
+			dev, err := net.New(net.Config{Tap: tap, MAC: mac, MTU: n.MTU})
 			if err != nil {
 				tap.Close()
 				return nil, nil, fmt.Errorf("net: %w", err)
