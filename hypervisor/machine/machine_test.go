@@ -261,6 +261,18 @@ func TestNewFailsFastOnLimitedKVM(t *testing.T) {
 	}
 }
 
+// A build that fails after New started making things returns the error
+// (and releases what it made) rather than panicking: here /dev/kvm is
+// missing, past the host check.
+func TestNewFailureReturnsError(t *testing.T) {
+	host := DefaultHost
+	host.DevKVM = filepath.Join(t.TempDir(), "no-kvm")
+	m, err := New(Config{Kernel: "/nonexistent", Host: host, SkipHostCheck: true})
+	if err == nil || m != nil {
+		t.Fatalf("New = %v, %v; want no machine and an error", m, err)
+	}
+}
+
 func TestMACFor(t *testing.T) {
 	a, b := macFor("tap0"), macFor("tap1")
 	if a == b || a != macFor("tap0") {
