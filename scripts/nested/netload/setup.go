@@ -73,6 +73,7 @@ ip addr add "$(arg netload.addr)" dev eth0
 echo "L2-NET up features=$(cat $n/device/features) mtu=$(cat $n/mtu) addr=$(arg netload.addr)"
 netload serve -listen :5201
 s=$n/statistics
+echo "L2-NET interrupts $(grep virtio /proc/interrupts | tr -s ' ' | tr '\n' ';')"
 echo "L2-NET done rx_packets=$(cat $s/rx_packets) rx_errors=$(cat $s/rx_errors) rx_dropped=$(cat $s/rx_dropped) rx_length_errors=$(cat $s/rx_length_errors) tx_packets=$(cat $s/tx_packets) tx_errors=$(cat $s/tx_errors) tx_dropped=$(cat $s/tx_dropped)"
 reboot -f
 `
