@@ -582,3 +582,26 @@ func descriptorAt(addr uint64, n uint32, next bool, nextIdx uint16) queue.Descri
 func queueDesc(table uint64, n uint32) queue.Descriptor {
 	return queue.Descriptor{Addr: table, Len: n, Flags: queue.DescFlagIndirect}
 }
+
+// A frame the tap could not express (EINVAL) is counted and skipped at
+// once; a deadline (a reset) ends the reader; other errors are retried.
+func TestReadFailed(t *testing.T) {
+	tap, _ := fakeTap(t)
+	d, err := newDevice(Config{Tap: tap}, &recordingControl{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	r := &receiver{d: d, stop: stop}
+	start := time.Now()
+	if !r.readFailed(syscall.EINVAL) || d.Stats().Dropped[RxMalformed] != 1 || time.Since(start) > 50*time.Millisecond {
+		t.Errorf("EINVAL: want an immediate retry and one rx-malformed drop, stats %v", d.Stats())
+	}
+	if !r.readFailed(syscall.EBADFD) || !r.failing {
+		t.Error("EBADFD: want a retry, logged once")
+	}
+	close(stop)
+	if r.readFailed(os.ErrDeadlineExceeded) || r.readFailed(syscall.EBADFD) {
+		t.Error("a stopped reader retried")
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"os"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vmctl/vmctl/hypervisor/virtio"
 	"github.com/vmctl/vmctl/hypervisor/virtio/queue"
 )
@@ -266,6 +268,12 @@ func (r *receiver) readFailed(err error) bool {
 	case <-r.stop:
 		return false
 	default:
+	}
+	if errors.Is(err, unix.EINVAL) {
+		// The host kernel had a frame its vnet header cannot express
+		// and dropped it; the next read is unaffected.
+		r.d.drop(RxMalformed, 0)
+		return true
 	}
 	if !r.failing {
 		r.d.log.Warn("virtio-net: tap read failed; retrying", "err", err)
