@@ -80,7 +80,8 @@ cpu() { awk '{print $14 + $15}' /proc/$1/stat; }
 # process spent on it (vhost-net's kernel thread is not in it).
 measure() {
 	c0=$(cpu $2)
-	netload $3 -to $4 -duration %s -verify=false -label $1 || echo "NETBENCH-FAIL vm=$1 $3"
+	netload $3 -to $4 -duration %s -verify=false -label $1 2>/tmp/netload.err ||
+		echo "NETBENCH-FAIL vm=$1 $3: $(tail -n 1 /tmp/netload.err)"
 	echo "NETBENCH cpu label=$1 dir=$3 ticks=$(($(cpu $2) - c0)) hz=$(getconf CLK_TCK 2>/dev/null || echo 100)"
 }
 `, strings.Join(netModulesBench, " "), strings.Join([]string{netGuests[0].tap, netGuests[1].tap, netGuests[2].tap}, " "), netTransfer)
@@ -120,7 +121,7 @@ fi
 			fmt.Fprintf(&b, `if [ -n "$ok_%s" ]; then
 	measure %s $pid_%s send %s
 	measure %s $pid_%s recv %s
-	netload rr -to %s -n %d -label %s || echo "NETBENCH-FAIL vm=%s rr"
+	netload rr -to %s -n %d -label %s 2>/tmp/netload.err || echo "NETBENCH-FAIL vm=%s rr: $(tail -n 1 /tmp/netload.err)"
 fi
 `, v, g.label, v, to, g.label, v, to, to, netRRCount, g.label, g.label)
 		}
