@@ -204,8 +204,8 @@ func runNet(n int) error {
 	fmt.Printf("\nNetwork guest <-> L1 inside the nested L1 (KVM on emulated SVM): one TCP stream for %v each way, "+
 		"%d 64-byte requests; tap on a bridge; same kernel and initramfs; median of %d rounds, interleaved\n\n",
 		netTransfer, netRRCount, n)
-	fmt.Printf("| %-36s | %12s | %14s | %12s | %16s |\n", "", "QEMU", "QEMU vhost-net", "vmctl-vmm", "vmctl-vmm / QEMU")
-	fmt.Printf("|%s|%s|%s|%s|%s|\n", strings.Repeat("-", 38), strings.Repeat("-", 14), strings.Repeat("-", 16), strings.Repeat("-", 14), strings.Repeat("-", 18))
+	fmt.Printf("| %-40s | %12s | %14s | %12s | %16s |\n", "", "QEMU", "QEMU vhost-net", "vmctl-vmm", "vmctl-vmm / QEMU")
+	fmt.Printf("|%s|%s|%s|%s|%s|\n", strings.Repeat("-", 42), strings.Repeat("-", 14), strings.Repeat("-", 16), strings.Repeat("-", 14), strings.Repeat("-", 18))
 	row := func(name, unit string, pick func(netBenchResult) []float64) {
 		cell := func(label string) (string, float64) {
 			v := pick(res[label])
@@ -222,7 +222,7 @@ func runNet(n int) error {
 		if qv > 0 && ov > 0 {
 			ratio = fmt.Sprintf("%.2fx", ov/qv)
 		}
-		fmt.Printf("| %-36s | %12s | %14s | %12s | %16s |\n", name, q, h, o, ratio)
+		fmt.Printf("| %-40s | %12s | %14s | %12s | %16s |\n", name, q, h, o, ratio)
 	}
 	row("L1 -> guest throughput (higher: better)", "Mbit/s", func(r netBenchResult) []float64 { return r.send })
 	row("guest -> L1 throughput (higher: better)", "Mbit/s", func(r netBenchResult) []float64 { return r.recv })
