@@ -39,7 +39,8 @@ Flags:
 Exit codes:
   0   the guest powered off or rebooted (i8042 reset, reboot=k), halted,
       or the VM was stopped (control Stop, SIGTERM, SIGINT)
-  1   setup or host-side failure (bad file, KVM_RUN failed, ...)
+  1   setup or host-side failure (bad file, a -tap that does not exist or
+      is in use, a -mtu above the tap's MTU, KVM_RUN failed, ...)
   2   invalid command line
   3   this host's /dev/kvm cannot run full guests (no vmx/svm, or PVM)
   10  triple fault (KVM_EXIT_SHUTDOWN)
@@ -93,7 +94,7 @@ func run(start time.Time, args []string) int {
 		vsockCID  = fs.Uint("vsock-cid", 3, "guest vsock context ID")
 		tap       = fs.String("tap", "", "tap interface `name` for a virtio-net device (enables it)")
 		mac       = fs.String("mac", "", "guest MAC `address` for -tap (default: derived from the tap name)")
-		mtu       = fs.Int("mtu", 0, "`MTU` offered to the guest for -tap, 68 to 65535 (default: the guest's 1500)")
+		mtu       = fs.Int("mtu", 0, "MTU offered to the guest for -tap, 68 to 65535, at most the tap's (default: the tap's MTU)")
 		console   = fs.String("console", "-", "serial console output `file` (- for stdout, empty to discard)")
 		ctlPath   = fs.String("control", "", "control API unix socket `path`")
 		waitStart = fs.Bool("wait-start", false, "build the VM but boot it only on the control API's Start")
@@ -139,18 +140,21 @@ func run(start time.Time, args []string) int {
 		}
 		cfg.Vsock = &machine.Vsock{CID: uint32(*vsockCID), UDSPath: *vsockUDS}
 	}
+	if *tap == "" && (*mac != "" || *mtu != 0) {
+		return fail(exitUsage, "-mac and -mtu configure the NIC of -tap: give -tap NAME too")
+	}
 	if *tap != "" {
-		cfg.Net = &machine.Net{Tap: *tap}
+		cfg.Net = &machine.Net{Tap: *tap, MTU: *mtu}
 		if *mac != "" {
 			hw, err := net.ParseMAC(*mac)
 			if err != nil || len(hw) != 6 {
 				return fail(exitUsage, "-mac %q: want an Ethernet address like 02:00:00:00:00:01", *mac)
 			}
+			if hw[0]&1 != 0 || [6]byte(hw) == [6]byte{} {
+				return fail(exitUsage, "-mac %s: want a unicast address (the first byte even), not all zeros", *mac)
+			}
 			copy(cfg.Net.MAC[:], hw)
 		}
-		cfg.Net.MTU = *mtu
-	} else if *mac != "" || *mtu != 0 {
-		return fail(exitUsage, "-mac and -mtu configure the NIC of -tap: give -tap too")
 	}
 	out, closeOut, err := openConsole(*console)
 	if err != nil {

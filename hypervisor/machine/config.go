@@ -96,11 +96,10 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("vsock: no unix socket path")
 		}
 	}
-	if c.Net != nil && (c.Net.Tap == "" || len(c.Net.Tap) > 15) {
-		return fmt.Errorf("tap name %q: must be 1 to 15 bytes", c.Net.Tap)
-	}
-	if c.Net != nil && c.Net.MTU != 0 && (c.Net.MTU < 68 || c.Net.MTU > 65535) {
-		return fmt.Errorf("MTU %d: must be 68 to 65535", c.Net.MTU)
+	if c.Net != nil {
+		if err := c.Net.validate(); err != nil {
+			return err
+		}
 	}
 	if strings.ContainsRune(c.Cmdline, 0) {
 		return fmt.Errorf("kernel command line contains a NUL byte")

@@ -58,7 +58,7 @@ type Machine struct {
 
 // New builds the VM described by cfg, ready to Start. On error nothing it
 // created is left behind.
-func New(cfg Config) (m *Machine, err error) {
+func New(cfg Config) (_ *Machine, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -67,12 +67,13 @@ func New(cfg Config) (m *Machine, err error) {
 			return nil, err
 		}
 	}
-	m = &Machine{cfg: cfg, done: make(chan struct{}),
+	// m is not the result: every error return sets that to nil before
+	// this cleanup runs.
+	m := &Machine{cfg: cfg, done: make(chan struct{}),
 		buses: vcpu.Buses{PIO: bus.New("pio"), MMIO: bus.New("mmio")}}
 	defer func() {
 		if err != nil {
 			m.Close()
-			m = nil
 		}
 	}()
 	sys, err := kvm.Open(cfg.Host.DevKVM)

@@ -34,6 +34,11 @@ func TestConfigValidate(t *testing.T) {
 		{"vsock without socket", Config{Kernel: "k", Vsock: &Vsock{CID: 3}}, "no unix socket"},
 		{"too many disks", Config{Kernel: "k", Disks: make([]Disk, 9)}, "9 disks"},
 		{"NUL in cmdline", Config{Kernel: "k", Cmdline: "a\x00b"}, "NUL"},
+		{"no tap name", Config{Kernel: "k", Net: &Net{}}, "tap name"},
+		{"long tap name", Config{Kernel: "k", Net: &Net{Tap: strings.Repeat("t", 16)}}, "tap name"},
+		{"mtu too small", Config{Kernel: "k", Net: &Net{Tap: "t0", MTU: 67}}, "mtu 67"},
+		{"mtu too large", Config{Kernel: "k", Net: &Net{Tap: "t0", MTU: 65536}}, "mtu 65536"},
+		{"mtu in range", Config{Kernel: "k", Net: &Net{Tap: "t0", MTU: 9000}}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -165,8 +170,8 @@ func TestMachineBuildsAndRuns(t *testing.T) {
 	}
 	var nic *Net
 	if os.Geteuid() == 0 {
-		// A non-persistent tap: it disappears when the machine closes it.
 		nic = &Net{Tap: "vmctltest0"}
+		createTap(t, nic.Tap, 0)
 	} else {
 		t.Log("not root: running without a virtio-net tap")
 	}
@@ -253,6 +258,18 @@ func TestNewFailsFastOnLimitedKVM(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "\n") || time.Since(start) > time.Second {
 		t.Errorf("error %q (after %s): want one line, at once", err, time.Since(start))
+	}
+}
+
+// A build that fails after New started making things returns the error
+// (and releases what it made) rather than panicking: here /dev/kvm is
+// missing, past the host check.
+func TestNewFailureReturnsError(t *testing.T) {
+	host := DefaultHost
+	host.DevKVM = filepath.Join(t.TempDir(), "no-kvm")
+	m, err := New(Config{Kernel: "/nonexistent", Host: host, SkipHostCheck: true})
+	if err == nil || m != nil {
+		t.Fatalf("New = %v, %v; want no machine and an error", m, err)
 	}
 }
 

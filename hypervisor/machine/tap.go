@@ -1,53 +1,95 @@
 package machine
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
+	gonet "net"
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vmctl/vmctl/hypervisor/virtio/net"
 )
 
 // Net is a virtio-net device on a host tap interface.
 type Net struct {
-	// Tap is the name of an existing tap interface (created and attached
-	// to a bridge by the engine), or a new one the kernel creates.
+	// Tap is the name of an existing tap interface, created (with
+	// IFF_VNET_HDR allowed, as `ip tuntap add ... vnet_hdr` does) and
+	// attached to a bridge by the engine. The machine does not create one.
 	Tap string
 	// MAC is the guest's address; zero means one derived from Tap.
 	MAC [6]byte
-	// MTU, if not 0, is offered to the guest as its MTU (68 to 65535).
+	// MTU is offered to the guest (net.MinMTU to net.MaxMTU); 0 means the
+	// tap's own MTU. It may not exceed the tap's MTU: larger frames would
+	// be dropped on the host side.
 	MTU int
 }
 
-// tapVnetHdrSize is the vnet header size set on the tap: 12 bytes, the
-// virtio 1.x header with num_buffers, so frames need no header rewriting.
-const tapVnetHdrSize = 12
+// ErrNoTap means the configured tap interface does not exist.
+var ErrNoTap = errors.New("tap interface does not exist")
 
-// openTap opens tap interface name for a virtio-net device: no packet
-// info, a vnet header on every frame, non-blocking for Go's poller.
-func openTap(name string) (*os.File, error) {
-	if len(name) == 0 || len(name) >= unix.IFNAMSIZ {
-		return nil, fmt.Errorf("tap name %q: must be 1 to %d bytes", name, unix.IFNAMSIZ-1)
+// validate checks n's fields that need no host access.
+func (n *Net) validate() error {
+	if n.Tap == "" || len(n.Tap) >= unix.IFNAMSIZ {
+		return fmt.Errorf("tap name %q: must be 1 to %d bytes", n.Tap, unix.IFNAMSIZ-1)
+	}
+	if n.MTU != 0 && (n.MTU < net.MinMTU || n.MTU > net.MaxMTU) {
+		return fmt.Errorf("mtu %d: must be %d to %d", n.MTU, net.MinMTU, net.MaxMTU)
+	}
+	return nil
+}
+
+// openTap attaches to the existing tap interface of n for a virtio-net
+// device: no packet info, a vnet header on every frame, non-blocking for
+// Go's poller. It returns the file and the MTU to offer the guest. Every
+// error is one line that says what to do.
+func openTap(n *Net) (*os.File, int, error) {
+	name := n.Tap
+	iface, err := gonet.InterfaceByName(name)
+	if err != nil {
+		return nil, 0, fmt.Errorf("tap %s: %w: create it first (ip tuntap add dev %s mode tap vnet_hdr)", name, ErrNoTap, name)
+	}
+	mtu := n.MTU
+	if mtu == 0 {
+		mtu = iface.MTU
+	}
+	if mtu > iface.MTU {
+		return nil, 0, fmt.Errorf("tap %s: mtu %d is larger than the tap's MTU %d: raise the tap's (ip link set dev %s mtu %d) or lower -mtu",
+			name, mtu, iface.MTU, name, mtu)
+	}
+	if mtu < net.MinMTU || mtu > net.MaxMTU {
+		return nil, 0, fmt.Errorf("tap %s: its MTU %d cannot be offered to a guest (%d to %d)", name, mtu, net.MinMTU, net.MaxMTU)
 	}
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, fmt.Errorf("tap %s: open /dev/net/tun: %w", name, err)
+		return nil, 0, fmt.Errorf("tap %s: open /dev/net/tun: %w", name, err)
 	}
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("tap %s: %w", name, err)
+		return nil, 0, fmt.Errorf("tap %s: %w", name, err)
 	}
 	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("tap %s: TUNSETIFF: %w", name, err)
+		switch {
+		case errors.Is(err, unix.EBUSY):
+			return nil, 0, fmt.Errorf("tap %s is already in use by another process", name)
+		case errors.Is(err, unix.EPERM):
+			return nil, 0, fmt.Errorf("tap %s: not permitted to attach (the tap's owner or group, or CAP_NET_ADMIN)", name)
+		case errors.Is(err, unix.EINVAL):
+			return nil, 0, fmt.Errorf("tap %s is not a single-queue tap interface (TUNSETIFF: %v)", name, err)
+		}
+		return nil, 0, fmt.Errorf("tap %s: TUNSETIFF: %w", name, err)
 	}
-	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, tapVnetHdrSize); err != nil {
+	// Had the tap disappeared since the lookup, TUNSETIFF made a new one,
+	// attached to nothing: refuse it (closing the file removes it).
+	if now, err := gonet.InterfaceByName(name); err != nil || now.Index != iface.Index {
 		unix.Close(fd)
-		return nil, fmt.Errorf("tap %s: TUNSETVNETHDRSZ: %w", name, err)
+		return nil, 0, fmt.Errorf("tap %s: %w (it went away while attaching)", name, ErrNoTap)
 	}
-	return os.NewFile(uintptr(fd), "tap:"+name), nil
+	return os.NewFile(uintptr(fd), "tap:"+name), mtu, nil
 }
 
 // macFor derives a stable, locally administered unicast MAC from a name.

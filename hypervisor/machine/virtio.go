@@ -3,6 +3,7 @@ package machine
 import (
 	"errors"
 	"fmt"
+	gonet "net"
 	"os"
 	"sync"
 
@@ -91,7 +92,7 @@ func (m *Machine) setupVirtio() ([]string, error) {
 	}
 	if n := m.cfg.Net; n != nil {
 		specs = append(specs, spec{"net", func() (virtio.Device, func() error, error) {
-			tap, err := openTap(n.Tap)
+			tap, mtu, err := openTap(n)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -99,12 +100,18 @@ func (m *Machine) setupVirtio() ([]string, error) {
 			if mac == ([6]byte{}) {
 				mac = macFor(n.Tap)
 			}
-			dev, err := net.New(net.Config{Tap: tap, VnetHdrSize: tapVnetHdrSize, MAC: mac, MTU: uint16(n.MTU)})
+			dev, err := net.New(net.Config{Tap: tap, MAC: mac, MTU: mtu})
 			if err != nil {
 				tap.Close()
 				return nil, nil, fmt.Errorf("net: %w", err)
 			}
-			return dev, tap.Close, nil
+			m.cfg.Log.Info("virtio-net", "tap", n.Tap, "mac", gonet.HardwareAddr(mac[:]).String(), "mtu", mtu,
+				"features", fmt.Sprintf("%#x", dev.Features()))
+			closeTap := func() error {
+				m.cfg.Log.Info("virtio-net counters", "tap", n.Tap, "stats", dev.Stats().String())
+				return tap.Close()
+			}
+			return dev, closeTap, nil
 		}})
 	}
 	specs = append(specs, spec{"rng", func() (virtio.Device, func() error, error) {

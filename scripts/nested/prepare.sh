@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Prepares the L1 kernel of the nested test harness: Debian's cloud kernel
-# (vmlinuz) and the three modules that give L1 a /dev/kvm on QEMU's emulated
-# AMD SVM (irqbypass, kvm, kvm-amd). The package is downloaded and unpacked,
-# never installed, into a cache outside the repository:
+# (vmlinuz), the three modules that give L1 a /dev/kvm on QEMU's emulated
+# AMD SVM (irqbypass, kvm, kvm-amd), the ones the network scenarios load
+# for a tap on a bridge (llc, stp, bridge, tun) and the ones QEMU's
+# vhost-net needs in the network benchmark (vhost_iotlb, vhost, tap,
+# vhost_net). The package is downloaded and unpacked, never installed, into
+# a cache outside the repository:
 #
 #   ${CACHE_DIR:-${VMCTL_CACHE_DIR:-/var/cache/vmctl}}/nested/<kernel release>/
-#       vmlinuz  irqbypass.ko  kvm.ko  kvm-amd.ko  kernel.release  package
+#       vmlinuz  irqbypass.ko  kvm.ko  kvm-amd.ko  ...  kernel.release  package
 #   .../nested/current -> <kernel release>
 #
 # Usage: prepare.sh [CACHE_DIR]. Prints the prepared directory on stdout.
@@ -17,12 +20,19 @@ set -euo pipefail
 cache_root=${1:-${VMCTL_CACHE_DIR:-/var/cache/vmctl}}
 nested=$cache_root/nested
 meta=linux-image-cloud-amd64
-modules=(irqbypass kvm kvm-amd)
+modules=(irqbypass kvm kvm-amd llc stp bridge tun vhost_iotlb vhost tap vhost_net)
 
 log() { echo "nested/prepare: $*" >&2; }
 die() { log "$*"; exit 1; }
 
-complete() { [ -f "$1/.complete" ]; }
+# complete: prepared, with every module of the list above (a cache made
+# when the list was shorter is prepared again).
+complete() {
+	[ -f "$1/.complete" ] || return 1
+	for m in "${modules[@]}"; do
+		[ -f "$1/$m.ko" ] || return 1
+	done
+}
 
 # resolve prints the versioned package the meta-package depends on now
 # (linux-image-<release>-cloud-amd64), or nothing when apt does not know it.

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/vmctl/vmctl/hypervisor/virtio"
 	"github.com/vmctl/vmctl/hypervisor/virtio/mmio"
 	"github.com/vmctl/vmctl/hypervisor/virtio/mmio/mmiotest"
+	"github.com/vmctl/vmctl/hypervisor/virtio/queue"
 	"github.com/vmctl/vmctl/hypervisor/virtio/queue/queuetest"
 )
 
@@ -20,7 +23,7 @@ func (c *countIRQ) Trigger() error { c.n.Add(1); return nil }
 
 // fakeTap is a SOCK_SEQPACKET socketpair: like a tap, it keeps frame
 // boundaries, and its device end is a non-blocking *os.File.
-func fakeTap(t *testing.T) (dev, peer *os.File) {
+func fakeTap(t testing.TB) (dev, peer *os.File) {
 	t.Helper()
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -31,141 +34,254 @@ func fakeTap(t *testing.T) (dev, peer *os.File) {
 	return dev, peer
 }
 
-type rig struct {
-	dev    *Device
-	tr     *mmio.Transport
-	rx, tx *queuetest.Driver
-	peer   *os.File
+// recordingControl stands in for the tap's ioctls. It accepts offload flag
+// sets within supported and records every call.
+type recordingControl struct {
+	mu        sync.Mutex
+	supported int
+	hdrSizes  []int
+	offloads  []int
 }
 
-func newRig(t *testing.T, hdrSize int) *rig {
+func (c *recordingControl) setVnetHdrSize(n int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hdrSizes = append(c.hdrSizes, n)
+	return nil
+}
+
+func (c *recordingControl) setOffload(flags int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if flags&^c.supported != 0 {
+		return syscall.EINVAL
+	}
+	c.offloads = append(c.offloads, flags)
+	return nil
+}
+
+func (c *recordingControl) lastOffload() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.offloads[len(c.offloads)-1]
+}
+
+const allTapOffloads = tunFCSUM | tunFTSO4 | tunFTSO6 | tunFTSOECN
+
+type rig struct {
+	dev    *Device
+	ctl    *recordingControl
+	tr     *mmio.Transport
+	mem    *queuetest.Memory
+	rx, tx *queuetest.Driver
+	peer   *os.File
+	acked  uint64
+}
+
+type rigOpts struct {
+	features uint64 // what the driver acks (0: everything offered)
+	mtu      int
+	rxSlot   uint32 // receive data slot size (default 2048)
+	rxSize   uint16
+}
+
+func newRig(t *testing.T, o rigOpts) *rig {
 	t.Helper()
 	tap, peer := fakeTap(t)
-	dev, err := New(Config{Tap: tap, VnetHdrSize: hdrSize, MAC: [6]byte{0x02, 0, 0, 0, 0, 0x42}})
+	ctl := &recordingControl{supported: allTapOffloads}
+	dev, err := newDevice(Config{Tap: tap, MAC: guestMAC, MTU: o.mtu}, ctl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mem := queuetest.NewMemory(0x100000, 4<<20)
-	r := &rig{dev: dev, peer: peer}
-	r.rx = queuetest.NewDriver(mem, 0x100000, 16, 2048)
-	r.tx = queuetest.NewDriver(mem, r.rx.End(), 16, 2048)
+	if o.rxSlot == 0 {
+		o.rxSlot = 2048
+	}
+	if o.rxSize == 0 {
+		o.rxSize = 64
+	}
+	r := &rig{dev: dev, ctl: ctl, peer: peer}
+	r.mem = queuetest.NewMemory(0x100000, 16<<20)
+	r.rx = queuetest.NewDriver(r.mem, 0x100000, o.rxSize, o.rxSlot)
+	r.tx = queuetest.NewDriver(r.mem, r.rx.End(), 64, 4096)
 	r.rx.EventIdx, r.tx.EventIdx = true, true
-	r.tr = mmio.New(dev, mem, &countIRQ{})
-	if _, err := mmiotest.Boot(r.tr, dev.Features(), []*queuetest.Driver{r.rx, r.tx}); err != nil {
+	r.tr = mmio.New(dev, r.mem, &countIRQ{})
+	want := o.features
+	if want == 0 {
+		want = dev.Features()
+	}
+	if r.acked, err = mmiotest.Boot(r.tr, want|virtio.FeatureVersion1, []*queuetest.Driver{r.rx, r.tx}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { mmiotest.Write32(r.tr, mmio.RegStatus, 0) })
 	return r
 }
 
-func frame(n int, fill byte) []byte {
-	f := bytes.Repeat([]byte{fill}, n)
-	copy(f, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 0x42, 0x08, 0x00})
-	return f
-}
-
-func TestTransmit(t *testing.T) {
-	for _, hdrSize := range []int{0, 12} {
-		r := newRig(t, hdrSize)
-		want := 10
-		if hdrSize == 12 {
-			want = 12
-		}
-		guestHdr := bytes.Repeat([]byte{0xee}, HeaderSize) // nonsense the device must not pass on
-		f := frame(1000, 0xab)
-		r.tx.Add(queuetest.Readable(guestHdr), queuetest.Readable(f[:500]), queuetest.Readable(f[500:]))
-		mmiotest.Write32(r.tr, mmio.RegQueueNotify, txQueue)
-		buf := make([]byte, 4096)
-		r.peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, err := r.peer.Read(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n != want+len(f) || !bytes.Equal(buf[:want], make([]byte, want)) || !bytes.Equal(buf[want:n], f) {
-			t.Fatalf("hdr %d: tap got %d bytes (header % x), want %d zero header bytes and the frame", hdrSize, n, buf[:want], want)
-		}
-		if _, err := r.tx.WaitUsed(5 * time.Second); err != nil {
-			t.Fatal(err)
-		}
+// send has the guest transmit hdr+frame, split over the given number of
+// descriptors.
+func (r *rig) send(t *testing.T, h netHeader, frame []byte, pieces int) {
+	t.Helper()
+	var hb [HeaderSize]byte
+	h.encode(hb[:])
+	data := append(hb[:], frame...)
+	var segs []queuetest.Segment
+	step := (len(data) + pieces - 1) / pieces
+	for len(data) > 0 {
+		n := min(step, len(data))
+		segs = append(segs, queuetest.Readable(data[:n]))
+		data = data[n:]
 	}
-}
-
-func TestReceive(t *testing.T) {
-	r := newRig(t, 0)
-	// A frame that arrives before the guest posts buffers waits in the tap.
-	f1 := frame(600, 1)
-	if _, err := r.peer.Write(append(make([]byte, 10), f1...)); err != nil {
+	if _, err := r.tx.AddIndirect(segs...); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond)
-	r.rx.Add(queuetest.Writable(HeaderSize + 1514))
-	mmiotest.Write32(r.tr, mmio.RegQueueNotify, rxQueue)
+	mmiotest.Write32(r.tr, mmio.RegQueueNotify, txQueue)
+	if _, err := r.tx.WaitUsed(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tapRead returns the next frame the device wrote to the tap, header
+// decoded, or fails after timeout.
+func (r *rig) tapRead(t *testing.T, timeout time.Duration) (netHeader, []byte) {
+	t.Helper()
+	buf := make([]byte, HeaderSize+maxFrame)
+	r.peer.SetReadDeadline(time.Now().Add(timeout))
+	n, err := r.peer.Read(buf)
+	if err != nil {
+		t.Fatalf("tap read: %v", err)
+	}
+	return decodeHeader(buf), buf[HeaderSize:n]
+}
+
+// tapQuiet fails if the device wrote anything to the tap.
+func (r *rig) tapQuiet(t *testing.T) {
+	t.Helper()
+	buf := make([]byte, HeaderSize+maxFrame)
+	r.peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, err := r.peer.Read(buf); err == nil {
+		t.Fatalf("the tap got a %d-byte frame, want none", n-HeaderSize)
+	}
+}
+
+// tapWrite injects a frame with a host header, as the kernel would.
+func (r *rig) tapWrite(t *testing.T, h netHeader, frame []byte) {
+	t.Helper()
+	var hb [HeaderSize]byte
+	h.encode(hb[:])
+	if _, err := r.peer.Write(append(hb[:], frame...)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (r *rig) kickRx() { mmiotest.Write32(r.tr, mmio.RegQueueNotify, rxQueue) }
+
+// postRx posts n receive buffers of size bytes each.
+func (r *rig) postRx(t *testing.T, n int, size uint32) {
+	t.Helper()
+	for range n {
+		if _, err := r.rx.Add(queuetest.Writable(size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.kickRx()
+}
+
+// rxFrame collects the next received frame, following num_buffers.
+func (r *rig) rxFrame(t *testing.T) (netHeader, []byte, int) {
+	t.Helper()
 	u, err := r.rx.WaitUsed(5 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.Len != uint32(HeaderSize+len(f1)) || u.Data[10] != 1 || u.Data[11] != 0 || !bytes.Equal(u.Data[HeaderSize:], f1) {
-		t.Fatalf("guest got %d bytes, num_buffers % x; want the header with num_buffers 1 and the frame", u.Len, u.Data[10:12])
+	if len(u.Data) < HeaderSize {
+		t.Fatalf("used buffer of %d bytes: no room for the header", len(u.Data))
 	}
+	h := decodeHeader(u.Data)
+	data := append([]byte(nil), u.Data[HeaderSize:]...)
+	for i := 1; i < int(h.NumBuffers); i++ {
+		// Every buffer of a frame is published at once.
+		u, ok, err := r.rx.PopUsed()
+		if !ok || err != nil {
+			t.Fatalf("buffer %d of %d missing after the first was published (%v)", i+1, h.NumBuffers, err)
+		}
+		data = append(data, u.Data...)
+	}
+	return h, data, int(h.NumBuffers)
+}
 
-	// A frame too large for the buffer is dropped; the next one uses it.
-	r.rx.Add(queuetest.Writable(HeaderSize), queuetest.Writable(1514))
-	mmiotest.Write32(r.tr, mmio.RegQueueNotify, rxQueue)
-	r.peer.Write(append(make([]byte, 10), frame(1600, 2)...))
-	f3 := frame(100, 3)
-	r.peer.Write(append(make([]byte, 10), f3...))
-	u, err = r.rx.WaitUsed(5 * time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(u.Data[HeaderSize:], f3) {
-		t.Fatalf("guest got a %d-byte frame, want the 100-byte one after the oversized drop", len(u.Data)-HeaderSize)
+func (r *rig) stats() Stats { return r.dev.Stats() }
+
+func TestFeaturesFollowTheTap(t *testing.T) {
+	base := virtio.FeatureVersion1 | virtio.FeatureEventIdx | virtio.FeatureIndirectDesc | FeatureMAC | FeatureMTU |
+		FeatureStatus | FeatureMrgRxBuf | FeatureCSUM | FeatureHostTSO4 | FeatureHostTSO6 | FeatureHostECN
+	for _, tt := range []struct {
+		supported int
+		want      uint64
+	}{
+		{allTapOffloads, base | FeatureGuestCSUM | FeatureGuestTSO4 | FeatureGuestTSO6 | FeatureGuestECN},
+		{tunFCSUM, base | FeatureGuestCSUM},
+		{0, base},
+	} {
+		tap, _ := fakeTap(t)
+		ctl := &recordingControl{supported: tt.supported}
+		d, err := newDevice(Config{Tap: tap}, ctl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Features() != tt.want {
+			t.Errorf("tap offloads %#x: features %#x, want %#x", tt.supported, d.Features(), tt.want)
+		}
+		if len(ctl.hdrSizes) != 1 || ctl.hdrSizes[0] != HeaderSize {
+			t.Errorf("vnet header sizes set: %v, want [%d]", ctl.hdrSizes, HeaderSize)
+		}
+		if ctl.lastOffload() != 0 {
+			t.Errorf("tap offloads after New: %#x, want none until a driver negotiates", ctl.lastOffload())
+		}
 	}
 }
 
-func TestConfigMAC(t *testing.T) {
-	r := newRig(t, 0)
-	var mac [6]byte
-	for i := range mac {
-		var b [1]byte
-		r.tr.Read(mmio.RegConfig+uint64(i), b[:])
-		mac[i] = b[0]
-	}
-	if mac != [6]byte{0x02, 0, 0, 0, 0, 0x42} {
-		t.Fatalf("config MAC % x", mac)
-	}
-	if mmiotest.Features(r.tr)&FeatureMAC == 0 {
-		t.Fatal("VIRTIO_NET_F_MAC not offered")
+// The tap's offloads are exactly what the driver negotiated, and none
+// after a reset (a driver that acks less must not get TSO frames).
+func TestTapOffloadsFollowNegotiation(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		acked uint64
+		want  int
+	}{
+		{"everything", 0, allTapOffloads},
+		{"no receive offloads", FeatureCSUM | FeatureHostTSO4 | FeatureMrgRxBuf, 0},
+		{"receive checksum only", FeatureGuestCSUM, tunFCSUM},
+		{"TSO4 only", FeatureGuestCSUM | FeatureGuestTSO4, tunFCSUM | tunFTSO4},
+		{"TSO without its checksum prerequisite", FeatureGuestTSO4 | FeatureGuestTSO6, 0},
+	} {
+		r := newRig(t, rigOpts{features: tt.acked})
+		if got := r.ctl.lastOffload(); got != tt.want {
+			t.Errorf("%s: tap offloads %#x after DRIVER_OK, want %#x", tt.name, got, tt.want)
+		}
+		mmiotest.Write32(r.tr, mmio.RegStatus, 0)
+		if got := r.ctl.lastOffload(); got != 0 {
+			t.Errorf("%s: tap offloads %#x after reset, want 0", tt.name, got)
+		}
 	}
 }
 
-func TestConfigMTU(t *testing.T) {
-	r := newRig(t, 0)
-	if mmiotest.Features(r.tr)&FeatureMTU != 0 {
-		t.Error("VIRTIO_NET_F_MTU offered without an MTU")
+func TestConfigSpace(t *testing.T) {
+	r := newRig(t, rigOpts{mtu: 9000})
+	cfg := make([]byte, 12)
+	for i := range cfg {
+		r.tr.Read(mmio.RegConfig+uint64(i), cfg[i:i+1])
 	}
-	tap, _ := fakeTap(t)
-	dev, err := New(Config{Tap: tap, MTU: 1400})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if dev.Features()&FeatureMTU == 0 {
-		t.Fatal("VIRTIO_NET_F_MTU not offered with an MTU")
-	}
-	var mtu [2]byte
-	dev.ReadConfig(10, mtu[:])
-	if got := int(mtu[0]) | int(mtu[1])<<8; got != 1400 {
-		t.Errorf("config mtu = %d, want 1400", got)
-	}
-	if _, err := New(Config{Tap: tap, MTU: 67}); err == nil {
-		t.Error("New accepted an MTU below 68")
+	want := []byte{0x02, 0, 0, 0, 0, 0x42, 1, 0, 0, 0, 0x28, 0x23} // MAC, LINK_UP, no queue pairs, 9000
+	if !bytes.Equal(cfg, want) {
+		t.Fatalf("config space % x, want % x", cfg, want)
 	}
 }
 
 // Reset must interrupt the reader blocked on the tap, and the device must
 // work again after re-activation.
 func TestResetInterruptsReader(t *testing.T) {
-	r := newRig(t, 0)
+	r := newRig(t, rigOpts{})
+	r.postRx(t, 1, 2048) // the reader now waits on the tap
+	time.Sleep(20 * time.Millisecond)
 	done := make(chan struct{})
 	go func() { r.dev.Reset(); close(done) }()
 	select {
@@ -180,9 +296,8 @@ func TestResetInterruptsReader(t *testing.T) {
 	if _, err := mmiotest.Boot(r.tr, r.dev.Features(), []*queuetest.Driver{r.rx, r.tx}); err != nil {
 		t.Fatal(err)
 	}
-	r.rx.Add(queuetest.Writable(2000))
-	mmiotest.Write32(r.tr, mmio.RegQueueNotify, rxQueue)
-	r.peer.Write(append(make([]byte, 10), frame(64, 9)...))
+	r.postRx(t, 1, 2000)
+	r.tapWrite(t, netHeader{}, plainFrame(64, 9))
 	if _, err := r.rx.WaitUsed(5 * time.Second); err != nil {
 		t.Fatalf("receive after reset: %v", err)
 	}
@@ -202,7 +317,25 @@ func TestNewRejects(t *testing.T) {
 		t.Error("New accepted no tap")
 	}
 	tap, _ := fakeTap(t)
-	if _, err := New(Config{Tap: tap, VnetHdrSize: 11}); err == nil {
-		t.Error("New accepted an 11-byte vnet header")
+	for _, mtu := range []int{-1, 67, 65536} {
+		if _, err := newDevice(Config{Tap: tap, MTU: mtu}, &recordingControl{}); err == nil {
+			t.Errorf("New accepted MTU %d", mtu)
+		}
 	}
+	// A socket is not a tap: the vnet header ioctl fails and New says so.
+	if _, err := New(Config{Tap: tap}); err == nil {
+		t.Error("New accepted a socket for a tap")
+	}
+}
+
+func descriptorAt(addr uint64, n uint32, next bool, nextIdx uint16) queue.Descriptor {
+	d := queue.Descriptor{Addr: addr, Len: n}
+	if next {
+		d.Flags, d.Next = queue.DescFlagNext, nextIdx
+	}
+	return d
+}
+
+func queueDesc(table uint64, n uint32) queue.Descriptor {
+	return queue.Descriptor{Addr: table, Len: n, Flags: queue.DescFlagIndirect}
 }

@@ -211,6 +211,39 @@ func (q *Queue) PushUsed(head uint16, n uint32) error {
 	return nil
 }
 
+// UsedElem is one used ring entry: a chain's head and the bytes written
+// into its writable buffers.
+type UsedElem struct {
+	Head uint16
+	Len  uint32
+}
+
+// PushUsedBatch publishes every entry of used with one store of used->idx,
+// after all of them are written: the driver sees all or none. A received
+// frame spread over several buffers (virtio-net's mergeable receive
+// buffers) must appear whole, or a driver reading the first buffer finds
+// the others missing. Nothing is published if a head is out of range.
+func (q *Queue) PushUsedBatch(used []UsedElem) error {
+	if len(used) > int(q.size) {
+		return fmt.Errorf("%d used entries at once on a queue of %d", len(used), q.size)
+	}
+	for _, u := range used {
+		if u.Head >= q.size {
+			return fmt.Errorf("used head %d outside a queue of %d", u.Head, q.size)
+		}
+	}
+	idx := q.nextUsed
+	for _, u := range used {
+		off := q.usedOff + 4 + 8*int(idx&(q.size-1))
+		binary.LittleEndian.PutUint32(q.used[off:], uint32(u.Head))
+		binary.LittleEndian.PutUint32(q.used[off+4:], u.Len)
+		idx++
+	}
+	q.nextUsed = idx
+	ringidx.Store(q.used, q.usedOff+2, q.nextUsed)
+	return nil
+}
+
 // DisableNotify asks the driver not to kick while the device is draining
 // the queue. It is a hint: kicks may still arrive.
 func (q *Queue) DisableNotify() {

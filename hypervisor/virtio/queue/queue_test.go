@@ -293,3 +293,44 @@ func TestNotificationSuppression(t *testing.T) {
 		}
 	}
 }
+
+// PushUsedBatch publishes several chains, in any order, with one index
+// store, across the ring's wrap-around; a bad head publishes nothing.
+func TestPushUsedBatch(t *testing.T) {
+	_, d, q := setup(t, 4)
+	for round := range 5 { // 15 entries: the used index wraps the 4-entry ring
+		var chains []*queue.Chain
+		for range 3 {
+			if _, err := d.Add(queuetest.Writable(8)); err != nil {
+				t.Fatal(err)
+			}
+			c, err := q.Pop()
+			if err != nil || c == nil {
+				t.Fatalf("round %d: Pop() = %v, %v", round, c, err)
+			}
+			chains = append(chains, c)
+		}
+		if err := q.PushUsedBatch([]queue.UsedElem{{Head: chains[0].Head, Len: 1}, {Head: 9, Len: 2}}); err == nil {
+			t.Fatal("PushUsedBatch accepted a head outside the queue")
+		}
+		if _, _, ok := d.PopUsedRaw(); ok {
+			t.Fatal("a refused batch published an entry")
+		}
+		batch := []queue.UsedElem{{Head: chains[2].Head, Len: 3}, {Head: chains[0].Head, Len: 1}, {Head: chains[1].Head, Len: 2}}
+		if err := q.PushUsedBatch(batch); err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range batch {
+			u, ok, err := d.PopUsed()
+			if !ok || err != nil || u.Head != want.Head || u.Len != want.Len {
+				t.Fatalf("round %d entry %d: used %+v, %v, %v; want head %d len %d", round, i, u, ok, err, want.Head, want.Len)
+			}
+		}
+		if _, ok, _ := d.PopUsed(); ok {
+			t.Fatalf("round %d: more used entries than pushed", round)
+		}
+	}
+	if err := q.PushUsedBatch(make([]queue.UsedElem, 5)); err == nil {
+		t.Error("PushUsedBatch accepted more entries than the queue has")
+	}
+}

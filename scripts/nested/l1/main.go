@@ -50,6 +50,7 @@ func main() {
 		timeout = flag.Duration("timeout", nested.DefaultScenarioTimeout, "time limit of each script")
 		qemu    = flag.Bool("qemu", false, "also copy the host's qemu-system-x86_64, its libraries and microvm firmware into L1")
 		cache   = flag.String("cache", "", "cache directory of scripts/nested/prepare.sh (default $VMCTL_CACHE_DIR or /var/cache/vmctl)")
+		kargs   = flag.String("append", "", "extra L1 kernel command line arguments, space separated (e.g. tsc=reliable)")
 	)
 	flag.Var(&files, "f", "copy `HOSTPATH[=L1PATH]` into L1 (default L1PATH: nested/bin/BASENAME); repeatable")
 	flag.Func("e", "run this shell `script` in L1; repeatable", func(s string) error { exprs = append(exprs, s); return nil })
@@ -76,7 +77,7 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	cfg := nested.Config{Kernel: k, Files: files, CPUs: *cpus, MemoryMiB: *mem, Console: os.Stdout}
+	cfg := nested.Config{Kernel: k, Files: files, CPUs: *cpus, MemoryMiB: *mem, Console: os.Stdout, KernelArgs: strings.Fields(*kargs)}
 	for i, e := range exprs {
 		cfg.Scenarios = append(cfg.Scenarios, nested.Scenario{Name: fmt.Sprintf("e%d", i+1), Script: e, Timeout: *timeout})
 	}
