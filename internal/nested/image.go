@@ -56,7 +56,7 @@ func (cfg Config) image() (initramfs.Image, error) {
 		return img, fmt.Errorf("nested: %s: %w (install busybox-static)", cfg.Busybox, err)
 	}
 	add("bin/busybox", 0o755, bb)
-	for i, m := range Modules {
+	for i, m := range cfg.Kernel.Modules {
 		ko, err := os.ReadFile(cfg.Kernel.ModuleFiles[i])
 		if err != nil {
 			return img, fmt.Errorf("nested: module %s: %w", m, err)
@@ -125,7 +125,7 @@ func (cfg Config) image() (initramfs.Image, error) {
 func (cfg Config) plan() []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "NESTED_DEADLINE=%d\n", seconds1(cfg.guestDeadline()))
-	fmt.Fprintf(&b, "NESTED_MODULES=%q\n", strings.Join(Modules, " "))
+	fmt.Fprintf(&b, "NESTED_MODULES=%q\n", strings.Join(cfg.Kernel.Modules, " "))
 	var specs []string
 	for _, s := range cfg.Scenarios {
 		specs = append(specs, fmt.Sprintf("%s:%d", s.Name, seconds1(s.Timeout)))

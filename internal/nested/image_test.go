@@ -20,7 +20,8 @@ func fakeKernel(t *testing.T) Kernel {
 	dir := t.TempDir()
 	k := Kernel{Dir: dir, Release: "test", Vmlinuz: filepath.Join(dir, "vmlinuz")}
 	os.WriteFile(k.Vmlinuz, []byte("kernel"), 0o644)
-	for _, m := range Modules {
+	for _, m := range []string{"irqbypass", "kvm", "kvm-amd"} {
+		k.Modules = append(k.Modules, m)
 		f := filepath.Join(dir, m+".ko")
 		if err := os.WriteFile(f, []byte("module "+m), 0o644); err != nil {
 			t.Fatal(err)
@@ -150,19 +151,36 @@ func TestFindKernel(t *testing.T) {
 	dir := filepath.Join(root, "nested", "6.1.0-1-cloud-amd64")
 	os.MkdirAll(dir, 0o755)
 	os.Symlink("6.1.0-1-cloud-amd64", filepath.Join(root, "nested", "current"))
-	for _, f := range []string{"vmlinuz", "irqbypass.ko", "kvm.ko", ".complete"} {
+	for _, f := range []string{"vmlinuz", ".complete"} {
 		os.WriteFile(filepath.Join(dir, f), nil, 0o644)
 	}
 	os.WriteFile(filepath.Join(dir, "kernel.release"), []byte("6.1.0-1-cloud-amd64\n"), 0o644)
-	if _, err := FindKernel(root); !errors.Is(err, ErrNotPrepared) || !strings.Contains(err.Error(), "kvm-amd.ko") {
-		t.Errorf("FindKernel(no kvm-amd) = %v, want ErrNotPrepared naming kvm-amd.ko", err)
+	if _, err := FindKernel(root); !errors.Is(err, ErrNotPrepared) || !strings.Contains(err.Error(), "modules.order") {
+		t.Errorf("FindKernel(no modules.order) = %v, want ErrNotPrepared naming modules.order", err)
 	}
-	os.WriteFile(filepath.Join(dir, "kvm-amd.ko"), nil, 0o644)
+	// A cache prepared before a module joined RequiredModules is not
+	// prepared enough.
+	short := RequiredModules[:len(RequiredModules)-1]
+	os.WriteFile(filepath.Join(dir, "modules.order"), []byte(strings.Join(short, "\n")+"\n"), 0o644)
+	last := RequiredModules[len(RequiredModules)-1]
+	if _, err := FindKernel(root); !errors.Is(err, ErrNotPrepared) || !strings.Contains(err.Error(), last) {
+		t.Errorf("FindKernel(short modules.order) = %v, want ErrNotPrepared naming %s", err, last)
+	}
+	order := append([]string{"libcrc32c"}, RequiredModules...)
+	os.WriteFile(filepath.Join(dir, "modules.order"), []byte(strings.Join(order, "\n")+"\n"), 0o644)
+	for _, m := range order[:len(order)-1] {
+		os.WriteFile(filepath.Join(dir, m+".ko"), nil, 0o644)
+	}
+	if _, err := FindKernel(root); !errors.Is(err, ErrNotPrepared) || !strings.Contains(err.Error(), last+".ko") {
+		t.Errorf("FindKernel(no %s.ko) = %v, want ErrNotPrepared naming it", last, err)
+	}
+	os.WriteFile(filepath.Join(dir, last+".ko"), nil, 0o644)
 	k, err := FindKernel(root)
 	if err != nil {
 		t.Fatalf("FindKernel: %v", err)
 	}
-	if k.Release != "6.1.0-1-cloud-amd64" || k.Dir != dir || len(k.ModuleFiles) != 3 || filepath.Base(k.ModuleFiles[2]) != "kvm-amd.ko" {
+	if k.Release != "6.1.0-1-cloud-amd64" || k.Dir != dir || len(k.Modules) != len(order) || len(k.ModuleFiles) != len(order) ||
+		k.Modules[0] != "libcrc32c" || filepath.Base(k.ModuleFiles[0]) != "libcrc32c.ko" {
 		t.Errorf("FindKernel = %+v", k)
 	}
 }

@@ -89,7 +89,7 @@ type Config struct {
 const DefaultSilenceLimit = 60 * time.Second
 
 func (cfg Config) withDefaults() (Config, error) {
-	if cfg.Kernel.Vmlinuz == "" || len(cfg.Kernel.ModuleFiles) != len(Modules) {
+	if cfg.Kernel.Vmlinuz == "" || len(cfg.Kernel.Modules) == 0 || len(cfg.Kernel.ModuleFiles) != len(cfg.Kernel.Modules) {
 		return cfg, fmt.Errorf("nested: no L1 kernel given (use FindKernel)")
 	}
 	if cfg.Busybox == "" {

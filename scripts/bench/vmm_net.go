@@ -51,9 +51,6 @@ var netGuests = []netGuest{
 	{"vmctl-vmm", "vtv", "10.90.0.4", "02:00:00:00:90:04"},
 }
 
-// netModulesBench: a tap on a bridge, and vhost-net for QEMU.
-var netModulesBench = []string{"llc", "stp", "bridge", "tun", "vhost_iotlb", "vhost", "tap", "vhost_net"}
-
 const (
 	netTransfer = 3 * time.Second
 	netRRCount  = 500
@@ -64,7 +61,6 @@ func netScript(n int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `
 fail() { echo "NETBENCH-FAIL $*"; exit 1; }
-for m in %s; do insmod modules/$m.ko || fail "insmod $m"; done
 brctl addbr br0 || fail addbr
 ip link set br0 up
 ip addr add 10.90.0.1/24 dev br0
@@ -84,7 +80,7 @@ measure() {
 		echo "NETBENCH-FAIL vm=$1 $3: $(tail -n 1 /tmp/netload.err)"
 	echo "NETBENCH cpu label=$1 dir=$3 ticks=$(($(cpu $2) - c0)) hz=$(getconf CLK_TCK 2>/dev/null || echo 100)"
 }
-`, strings.Join(netModulesBench, " "), strings.Join([]string{netGuests[0].tap, netGuests[1].tap, netGuests[2].tap}, " "), netTransfer)
+`, strings.Join([]string{netGuests[0].tap, netGuests[1].tap, netGuests[2].tap}, " "), netTransfer)
 	for _, g := range netGuests {
 		switch g.label {
 		case "vmctl-vmm":
@@ -178,13 +174,7 @@ func runNet(n int) error {
 		nested.File{Path: "nested/guest/vmlinuz", Source: kernel},
 		nested.File{Path: "nested/guest/l2-net.img", Source: img},
 	)
-	for _, m := range netModulesBench {
-		src := filepath.Join(k.Dir, m+".ko")
-		if _, err := os.Stat(src); err != nil {
-			return fmt.Errorf("%s is missing: run scripts/nested/prepare.sh", src)
-		}
-		files = append(files, nested.File{Path: "nested/modules/" + m + ".ko", Source: src})
-	}
+	// L1 loaded the bridge, tun and vhost-net modules at boot.
 	// Boots take up to a minute on a busy host; each round is two
 	// transfers and the latency run per guest.
 	perRound := time.Duration(len(netGuests)) * (2*netTransfer + 40*time.Second)

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Prepares the L1 kernel of the nested test harness: Debian's cloud kernel
-# (vmlinuz), the three modules that give L1 a /dev/kvm on QEMU's emulated
-# AMD SVM (irqbypass, kvm, kvm-amd), the ones the network scenarios load
-# for a tap on a bridge (llc, stp, bridge, tun) and the ones QEMU's
-# vhost-net needs in the network benchmark (vhost_iotlb, vhost, tap,
-# vhost_net). The package is downloaded and unpacked, never installed, into
-# a cache outside the repository:
+# (vmlinuz) and the modules L1 loads at boot, with their dependencies: the
+# ones that give L1 a /dev/kvm on QEMU's emulated AMD SVM (irqbypass, kvm,
+# kvm-amd), and the ones a host gives vmctld's networking (bridge, tun,
+# veth, nftables with NAT, conntrack and fib) and QEMU's vhost-net. The
+# package is downloaded and unpacked, never installed, into a cache outside
+# the repository:
 #
 #   ${CACHE_DIR:-${VMCTL_CACHE_DIR:-/var/cache/vmctl}}/nested/<kernel release>/
-#       vmlinuz  irqbypass.ko  kvm.ko  kvm-amd.ko  ...  kernel.release  package
+#       vmlinuz  *.ko  modules.order  kernel.release  package
 #   .../nested/current -> <kernel release>
+#
+# modules.order lists the modules in the order they load (dependencies first).
 #
 # Usage: prepare.sh [CACHE_DIR]. Prints the prepared directory on stdout.
 # Idempotent: when the version the archive offers is already unpacked, a run
@@ -20,7 +22,9 @@ set -euo pipefail
 cache_root=${1:-${VMCTL_CACHE_DIR:-/var/cache/vmctl}}
 nested=$cache_root/nested
 meta=linux-image-cloud-amd64
-modules=(irqbypass kvm kvm-amd llc stp bridge tun vhost_iotlb vhost tap vhost_net)
+# Keep in step with RequiredModules in internal/nested/kernel.go.
+modules=(irqbypass kvm kvm-amd bridge tun veth vhost_net
+	nf_tables nft_ct nft_masq nft_nat nft_chain_nat nft_fib_inet nft_fib_ipv4 nft_fib_ipv6)
 
 log() { echo "nested/prepare: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -28,9 +32,9 @@ die() { log "$*"; exit 1; }
 # complete: prepared, with every module of the list above (a cache made
 # when the list was shorter is prepared again).
 complete() {
-	[ -f "$1/.complete" ] || return 1
+	[ -f "$1/.complete" ] && [ -f "$1/modules.order" ] || return 1
 	for m in "${modules[@]}"; do
-		[ -f "$1/$m.ko" ] || return 1
+		grep -qx "$m" "$1/modules.order" && [ -f "$1/$m.ko" ] || return 1
 	done
 }
 
@@ -81,20 +85,39 @@ cp "$work/root/boot/vmlinuz-$release" "$out/vmlinuz"
 
 # Module file names depend on how Debian built the package (.ko in bookworm's
 # 6.1, .ko.xz or .ko.zst in later ones); decompress here so that L1's busybox
-# insmod only ever sees plain .ko files.
+# insmod only ever sees plain .ko files. A module's dependencies are its
+# .modinfo "depends=" entry (names with underscores, files may use dashes);
+# each module is copied after the ones it depends on.
 moddir=$work/root/lib/modules/$release
-for m in "${modules[@]}"; do
-	f=$(find "$moddir" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" | head -n1)
+declare -A done_=()
+order=()
+add_module() {
+	local m=$1 f dep
+	[ -z "${done_[$m]:-}" ] || return 0
+	done_[$m]=1
+	f=$(find "$moddir" \( -name "$m.ko*" -o -name "${m//_/-}.ko*" -o -name "${m//-/_}.ko*" \) | head -n1)
 	[ -n "$f" ] || die "$pkg has no $m module"
+	local name
+	name=$(basename "$f")
+	name=${name%%.ko*}
 	case "$f" in
-	*.ko) cp "$f" "$out/$m.ko" ;;
-	*.ko.xz) xz -dc "$f" >"$out/$m.ko" ;;
+	*.ko) cp "$f" "$out/$name.ko" ;;
+	*.ko.xz) xz -dc "$f" >"$out/$name.ko" ;;
 	*.ko.zst)
 		command -v zstd >/dev/null || die "$f is zstd-compressed: apt-get install zstd"
-		zstd -qdc "$f" >"$out/$m.ko"
+		zstd -qdc "$f" >"$out/$name.ko"
 		;;
+	*) die "unexpected module file $f" ;;
 	esac
+	for dep in $(tr '\0' '\n' <"$out/$name.ko" | sed -n 's/^depends=//p' | head -n1 | tr , ' '); do
+		add_module "$dep"
+	done
+	order+=("$name")
+}
+for m in "${modules[@]}"; do
+	add_module "$m"
 done
+printf '%s\n' "${order[@]}" >"$out/modules.order"
 echo "$release" >"$out/kernel.release"
 dpkg-deb -f "$deb" Package Version >"$out/package"
 touch "$out/.complete"

@@ -27,22 +27,13 @@ import (
 // vnet headers on a bridge that carries the host side's address.
 
 // Paths inside L1.
-const (
-	l1NetImage   = "guest/l2-net.img"
-	l1NetModules = "modules-net"
-)
+const l1NetImage = "guest/l2-net.img"
 
-// netModules are loaded in this order (a bridge needs stp and llc).
-var netModules = []string{"llc", "stp", "bridge", "tun"}
-
-// netPrelude loads the network modules once per L1 and defines
+// netPrelude (L1 loaded the bridge and tun modules at boot) defines
 // bridge_tap NAME BRIDGE ADDR [MTU]: a persistent tap on a new bridge
 // with the host side's address.
 var netPrelude = prelude + `
 fail() { echo "FAIL: $*"; exit 1; }
-for m in ` + strings.Join(netModules, " ") + `; do
-	grep -q "^$m " /proc/modules || insmod ` + l1NetModules + `/$m.ko || fail "insmod $m"
-done
 bridge_tap() {
 	netload mktap ${4:+-mtu $4} "$1" || fail "mktap $1"
 	brctl addbr "$2" || fail "addbr $2"
@@ -90,21 +81,9 @@ func init() {
 				return nil, fmt.Errorf("netload l2image: %w: %s", err, out)
 			}
 		}
-		k, err := nested.FindKernel("")
-		if err != nil {
-			return nil, err
-		}
-		fs := append(vmmFiles(root),
+		return append(vmmFiles(root),
 			nested.File{Path: "nested/bin/netload", Source: load},
-			nested.File{Path: "nested/" + l1NetImage, Source: img})
-		for _, m := range netModules {
-			src := filepath.Join(k.Dir, m+".ko")
-			if _, err := os.Stat(src); err != nil {
-				return nil, fmt.Errorf("%s is missing: run scripts/nested/prepare.sh (make nested-prepare)", src)
-			}
-			fs = append(fs, nested.File{Path: "nested/" + l1NetModules + "/" + m + ".ko", Source: src})
-		}
-		return fs, nil
+			nested.File{Path: "nested/" + l1NetImage, Source: img}), nil
 	}
 	register(scenario{
 		test: "TestVMMNet",
