@@ -145,8 +145,10 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	names := newNameHook()
 	netSvc := networksvc.New(networksvc.Config{Store: netStore, Host: host, Events: bus,
-		Proxies: proxyHook{portproxy.NewManager(portproxy.Options{})}, Names: newNameHook()})
+		Proxies: proxyHook{portproxy.NewManager(portproxy.Options{})}, Names: names})
+	names.reload = netSvc.Records
 	ctrs = containersvc.New(containersvc.Config{
 		Store:  store,
 		Images: imageSource{imgs, disks},

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vmctl/vmctl/engine/agent"
 	"github.com/vmctl/vmctl/engine/containers"
@@ -43,17 +44,69 @@ func (h proxyHook) Unpublish(owner string) { h.m.Unpublish(owner) }
 
 // nameHook is networksvc.Names: one dnsserver per network, on its
 // gateway, answering from a table the network service replaces whole.
+//
+// Engines on one data root may run in several processes (a vmctld and
+// foreground vmctl runs, or several of those): each serves the networks
+// its containers run on, on the same address (dnsserver's ReusePort), and
+// the kernel spreads queries among them. A process learns of containers
+// the others start only from the store, so a name a table lacks makes it
+// read the store again (reload), at most once per reloadEvery.
 type nameHook struct {
 	mu      sync.Mutex
 	servers map[string]*netNames // by network ID; guarded by mu
+	// reload reads a network's names from the store; nil never reloads.
+	// Set before the first Serve.
+	reload func(networkID string) (map[string][]netip.Addr, error)
 }
+
+// reloadEvery bounds how often a miss makes a server read the store.
+const reloadEvery = time.Second
 
 // netNames is one network's server and the names it answers.
 type netNames struct {
-	srv     *dnsserver.Server
-	addr    netip.AddrPort
-	clients netip.Prefix
-	table   atomic.Pointer[nameTable]
+	id        string
+	srv       *dnsserver.Server
+	addr      netip.AddrPort
+	clients   netip.Prefix
+	table     atomic.Pointer[nameTable]
+	loaded    atomic.Int64 // when table was last set, in UnixNano
+	reloading atomic.Bool
+	reload    func(networkID string) (map[string][]netip.Addr, error)
+}
+
+func (s *netNames) set(records map[string][]netip.Addr) {
+	s.table.Store(newNameTable(records))
+	s.loaded.Store(time.Now().UnixNano())
+}
+
+// fresh returns the table, read again from the store first when it is
+// older than reloadEvery and miss says the current one lacks what a query
+// asks. One query reloads at a time; the others answer from the table
+// they find.
+func (s *netNames) fresh(miss func(*nameTable) bool) *nameTable {
+	t := s.table.Load()
+	if s.reload == nil || !miss(t) || time.Since(time.Unix(0, s.loaded.Load())) < reloadEvery {
+		return t
+	}
+	if !s.reloading.CompareAndSwap(false, true) {
+		return t
+	}
+	defer s.reloading.Store(false)
+	records, err := s.reload(s.id)
+	if err != nil {
+		s.loaded.Store(time.Now().UnixNano()) // not again before reloadEvery
+		return t
+	}
+	s.set(records)
+	return s.table.Load()
+}
+
+func (s *netNames) lookup(name string) []netip.Addr {
+	return s.fresh(func(t *nameTable) bool { return t.names[name] == nil }).names[name]
+}
+
+func (s *netNames) reverse(a netip.Addr) []string {
+	return s.fresh(func(t *nameTable) bool { return t.reverse[a] == nil }).reverse[a]
 }
 
 // nameTable is a network's names (lower case) and, for PTR queries, each
@@ -83,19 +136,20 @@ func (h *nameHook) Serve(ctx context.Context, n networksvc.Network, records map[
 	addr := netip.AddrPortFrom(n.Gateway, 53)
 	if s := h.servers[n.ID]; s != nil {
 		if s.addr == addr && s.clients == n.Subnet {
-			s.table.Store(newNameTable(records))
+			s.set(records)
 			return nil
 		}
 		s.srv.Stop() // the network's addresses changed (a new --bip)
 		delete(h.servers, n.ID)
 	}
-	s := &netNames{addr: addr, clients: n.Subnet}
-	s.table.Store(newNameTable(records))
+	s := &netNames{id: n.ID, addr: addr, clients: n.Subnet, reload: h.reload}
+	s.set(records)
 	srv, err := dnsserver.Start(ctx, dnsserver.Config{
-		Addr:    addr,
-		Clients: n.Subnet,
-		Lookup:  func(name string) []netip.Addr { return s.table.Load().names[name] },
-		Reverse: func(a netip.Addr) []string { return s.table.Load().reverse[a] },
+		Addr:      addr,
+		Clients:   n.Subnet,
+		Lookup:    s.lookup,
+		Reverse:   s.reverse,
+		ReusePort: true,
 	})
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,6 +74,65 @@ func TestNameHook(t *testing.T) {
 	h.Remove(n.ID)
 	if got, err := lookup(ctx, "10.70.0.1:53", "beta."); err == nil {
 		t.Errorf("a removed server answered: %v", got)
+	}
+}
+
+// Engines of one data root in two processes both serve a network's names
+// on its gateway; a name one of them has not seen (a container the other
+// started) is read from the store, once per reloadEvery.
+func TestNameHookShared(t *testing.T) {
+	netnstest.Require(t)
+	host, err := networks.OpenHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	n := networksvc.Network{ID: "n2", Name: "shared", Bridge: "br-shared", MTU: 1500,
+		Subnet: netip.MustParsePrefix("10.71.0.0/24"), Gateway: netip.MustParseAddr("10.71.0.1")}
+	if err := host.EnsureBridge(&n); err != nil {
+		t.Fatal(err)
+	}
+	defer host.DeleteLink(n.Bridge)
+	ctx := context.Background()
+	a, g := netip.MustParseAddr("10.71.0.5"), netip.MustParseAddr("10.71.0.7")
+	var reloads atomic.Int32
+	store := map[string][]netip.Addr{"alpha": {a}, "gamma": {g}}
+	first, second := newNameHook(), newNameHook()
+	for _, h := range []*nameHook{first, second} {
+		h.reload = func(id string) (map[string][]netip.Addr, error) {
+			if id != n.ID {
+				t.Errorf("reload(%q), want %q", id, n.ID)
+			}
+			reloads.Add(1)
+			return store, nil
+		}
+	}
+	if err := first.Serve(ctx, n, map[string][]netip.Addr{"alpha": {a}}); err != nil {
+		t.Fatal(err)
+	}
+	defer first.Remove(n.ID)
+	if err := second.Serve(ctx, n, store); err != nil {
+		t.Fatalf("a second engine's server on the same gateway: %v", err)
+	}
+	defer second.Remove(n.ID)
+	for range 4 { // the kernel spreads queries over both
+		if got, err := lookup(ctx, "10.71.0.1:53", "alpha."); err != nil || !slices.Equal(got, []netip.Addr{a}) {
+			t.Errorf("alpha = %v, %v", got, err)
+		}
+	}
+	s := first.servers[n.ID]
+	if got := s.lookup("gamma"); got != nil || reloads.Load() != 0 {
+		t.Errorf("a fresh table reloaded on a miss: %v, %d reloads", got, reloads.Load())
+	}
+	s.loaded.Store(time.Now().Add(-2 * reloadEvery).UnixNano())
+	if got := s.lookup("gamma"); !slices.Equal(got, []netip.Addr{g}) || reloads.Load() != 1 {
+		t.Errorf("gamma after the table aged = %v (%d reloads), want %v from one reload", got, reloads.Load(), g)
+	}
+	if got := s.lookup("nothing"); got != nil || reloads.Load() != 1 {
+		t.Errorf("a miss right after a reload read the store again: %v, %d reloads", got, reloads.Load())
+	}
+	if got := s.reverse(g); !slices.Equal(got, []string{"gamma"}) {
+		t.Errorf("reverse of %v = %v", g, got)
 	}
 }
 

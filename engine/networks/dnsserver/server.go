@@ -93,6 +93,12 @@ type Config struct {
 	// TCPIdleTimeout without a query (default 10s).
 	MaxTCPConns    int
 	TCPIdleTimeout time.Duration
+	// ReusePort lets other servers of the same user bind the same address
+	// (SO_REUSEPORT; the kernel spreads queries among them): engines that
+	// share a data root in several processes each serve the network's
+	// names. A server of another program, which sets no SO_REUSEPORT,
+	// still makes the address taken.
+	ReusePort bool
 }
 
 func (c Config) withDefaults() Config {
@@ -162,6 +168,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
 	s := newServer(cfg)
 	var lc net.ListenConfig
+	if cfg.ReusePort {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			})
+			return errors.Join(err, serr)
+		}
+	}
 	pc, err := lc.ListenPacket(ctx, "udp", cfg.Addr.String())
 	if err != nil {
 		s.cancel()

@@ -360,6 +360,46 @@ func TestServer(t *testing.T) {
 			t.Errorf("the first server after the failed start: %v", r)
 		}
 	})
+	t.Run("address shared", func(t *testing.T) {
+		// Engines of one data root in several processes each serve the
+		// network: servers with ReusePort share the address, and a
+		// program that does not set it still finds it taken (and makes it
+		// taken for them).
+		cfg := Config{Addr: serverAddr, Lookup: testLookup, ResolvConf: resolvConf, ReusePort: true}
+		a, err := Start(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Stop()
+		b, err := Start(context.Background(), cfg)
+		if err != nil {
+			t.Fatalf("a second server with ReusePort: %v", err)
+		}
+		if r := ask(t, "udp", "web.", dns.TypeA); len(r.Answer) != 2 {
+			t.Errorf("with two servers: %v", r)
+		}
+		if r := ask(t, "tcp", "web.", dns.TypeA); len(r.Answer) != 2 {
+			t.Errorf("with two servers, over TCP: %v", r)
+		}
+		b.Stop()
+		if r := ask(t, "udp", "web.", dns.TypeA); len(r.Answer) != 2 {
+			t.Errorf("after the second server stopped: %v", r)
+		}
+		if s, err := Start(context.Background(), Config{Addr: serverAddr, Lookup: testLookup, ResolvConf: resolvConf}); !errdefs.IsConflict(err) {
+			if s != nil {
+				s.Stop()
+			}
+			t.Errorf("Start without ReusePort beside one with it = %v, want a conflict", err)
+		}
+		a.Stop()
+		startServer(t, Config{ResolvConf: resolvConf})
+		if s, err := Start(context.Background(), cfg); !errdefs.IsConflict(err) {
+			if s != nil {
+				s.Stop()
+			}
+			t.Errorf("Start with ReusePort beside a server without it = %v, want a conflict", err)
+		}
+	})
 }
 
 func TestStartInvalid(t *testing.T) {

@@ -298,22 +298,7 @@ func (s *Service) syncNames(ctx context.Context, nets map[string]Network) error 
 	}
 	var errList []error
 	for _, n := range nets {
-		records := map[string][]netip.Addr{}
-		running := false
-		for _, e := range eps {
-			if e.NetworkID != n.ID || !e.Plumbed() {
-				continue
-			}
-			running = true
-			if n.Default {
-				continue // docker resolves no container names there
-			}
-			for _, name := range append([]string{e.ContainerName, short(e.ContainerID)}, e.Aliases...) {
-				if name != "" && !slices.Contains(records[name], e.IP) {
-					records[name] = append(records[name], e.IP)
-				}
-			}
-		}
+		records, running := networkRecords(n, eps)
 		if !running {
 			s.names.Remove(n.ID)
 			continue
@@ -323,6 +308,44 @@ func (s *Service) syncNames(ctx context.Context, nets map[string]Network) error 
 		}
 	}
 	return errors.Join(errList...)
+}
+
+// networkRecords are the names n's DNS server answers (each running
+// container's name, short ID and aliases; none on the default network, as
+// under docker) and whether any container runs on n.
+func networkRecords(n Network, eps []Endpoint) (records map[string][]netip.Addr, running bool) {
+	records = map[string][]netip.Addr{}
+	for _, e := range eps {
+		if e.NetworkID != n.ID || !e.Plumbed() {
+			continue
+		}
+		running = true
+		if n.Default {
+			continue // docker resolves no container names there
+		}
+		for _, name := range append([]string{e.ContainerName, short(e.ContainerID)}, e.Aliases...) {
+			if name != "" && !slices.Contains(records[name], e.IP) {
+				records[name] = append(records[name], e.IP)
+			}
+		}
+	}
+	return records, running
+}
+
+// Records are the names the DNS server of the network networkID answers,
+// from the store: what Serve last set, unless a container of another
+// process sharing the data root started or stopped since.
+func (s *Service) Records(networkID string) (map[string][]netip.Addr, error) {
+	n, err := s.store.Get(networkID)
+	if err != nil {
+		return nil, err
+	}
+	eps, err := s.store.Endpoints()
+	if err != nil {
+		return nil, err
+	}
+	records, _ := networkRecords(n, eps)
+	return records, nil
 }
 
 // Unplumb undoes Plumb once a container's VM is gone: its taps, rules,
