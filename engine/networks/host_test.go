@@ -81,6 +81,14 @@ func TestBridgeAndTap(t *testing.T) {
 	if pi, err := netlink.LinkGetProtinfo(l); err != nil || !pi.Hairpin {
 		t.Errorf("tap hairpin = %v, %v; want on", pi.Hairpin, err)
 	}
+	// The bridge keeps its own MAC, from the gateway, whatever its ports'
+	// are: a tap with a lower one would otherwise become the bridge's.
+	if err := netlink.LinkSetHardwareAddr(l, net.HardwareAddr{0x02, 0, 0, 0, 0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	if br, err := netlink.LinkByName("br-test"); err != nil || br.Attrs().HardwareAddr.String() != "02:42:0a:20:00:01" {
+		t.Errorf("bridge MAC with a port of a lower one = %v, %v; want 02:42:0a:20:00:01 (from its gateway 10.32.0.1)", br.Attrs().HardwareAddr, err)
+	}
 	if taps, err := h.Taps(); err != nil || !slices.Equal(taps, []string{tap}) {
 		t.Errorf("Taps = %v, %v", taps, err)
 	}

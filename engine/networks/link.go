@@ -3,6 +3,7 @@ package networks
 // Links: the bridges and taps of the host, through netlink.
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -69,6 +70,16 @@ func (h *Host) EnsureBridge(n *Network) (err error) {
 			h.nl.LinkDel(link)
 		}
 	}()
+	// A bridge without an address of its own takes the lowest of its
+	// ports' (the taps') and changes it as they come and go: containers
+	// that knew the gateway by the old one lose it until their neighbour
+	// entry expires. Its own, from the gateway as an endpoint's is from
+	// its address, never changes.
+	if mac := net.HardwareAddr(MACFor(n.Gateway)); !bytes.Equal(link.Attrs().HardwareAddr, mac) {
+		if err := h.nl.LinkSetHardwareAddr(link, mac); err != nil {
+			return fmt.Errorf("bridge %s: setting its MAC %s: %w", n.Bridge, mac, err)
+		}
+	}
 	if link.Attrs().MTU != n.MTU {
 		if err := h.nl.LinkSetMTU(link, n.MTU); err != nil {
 			return fmt.Errorf("bridge %s: setting MTU %d: %w", n.Bridge, n.MTU, err)
