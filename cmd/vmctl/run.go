@@ -201,7 +201,9 @@ func (r *remote) run(ctx context.Context, o *runOptions, req client.ContainerCre
 	id := created.ID
 	cleanup := func() {
 		if o.rm {
-			r.api.ContainerRemove(context.Background(), id, client.ContainerRemoveOptions{Force: true})
+			if _, err := r.api.ContainerRemove(context.Background(), id, client.ContainerRemoveOptions{Force: true}); err != nil {
+				fmt.Fprintln(os.Stderr, "vmctl: --rm: "+r.fail(err).Error())
+			}
 		}
 	}
 

@@ -20,14 +20,15 @@ import (
 
 // fakeNetwork gives every container the same plumbing, or fails.
 type fakeNetwork struct {
-	plumbing  Plumbing
-	plumbErr  error
-	joinErr   error
-	mu        sync.Mutex
-	plumbed   []string
-	unplumbed []string
-	joined    map[string][]NetworkJoin // by container ID
-	released  []string
+	plumbing   Plumbing
+	plumbErr   error
+	joinErr    error
+	releaseErr error
+	mu         sync.Mutex
+	plumbed    []string
+	unplumbed  []string
+	joined     map[string][]NetworkJoin // by container ID
+	released   []string
 }
 
 func (n *fakeNetwork) Join(_ context.Context, c *Container, joins []NetworkJoin) error {
@@ -46,6 +47,9 @@ func (n *fakeNetwork) Join(_ context.Context, c *Container, joins []NetworkJoin)
 func (n *fakeNetwork) Release(_ context.Context, id string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.releaseErr != nil {
+		return n.releaseErr
+	}
 	n.released = append(n.released, id)
 	delete(n.joined, id)
 	return nil

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vmctl/vmctl/engine/containers"
@@ -49,7 +53,116 @@ func (s *Service) Readopt(ctx context.Context) ([]string, error) {
 		}
 		adopted = append(adopted, c.ID)
 	}
+	s.sweepOrphans(all)
 	return adopted, nil
+}
+
+// sweepOrphans ends the VMs of this exec root that no container runs and
+// no live process is starting: a start cut short by the death of its
+// process (a daemon killed while QEMU waited, paused, for it) leaves a VMM
+// that nothing will ever resume or end. Such a VMM's parent is gone, so it
+// is init's child; one whose parent lives belongs to a start under way in
+// another process (a foreground vmctl on the same roots) and is left
+// alone. State directories without a VMM go too. all are the container
+// records as Readopt found them.
+func (s *Service) sweepOrphans(all []*containers.Container) {
+	entries, err := os.ReadDir(s.cfg.ExecRoot)
+	if err != nil {
+		return
+	}
+	keep := map[string]bool{}
+	for _, c := range all {
+		if s.task(c.ID) != nil || (c.State.Status == containers.StatusRunning && processAlive(c.State.OwnerPid)) {
+			keep[c.ShortID()] = true
+		}
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.IsDir() || !isShortID(name) || keep[name] {
+			continue
+		}
+		dir := filepath.Join(s.cfg.ExecRoot, name)
+		pids := processesNaming(dir + "/")
+		if slices.ContainsFunc(pids, func(pid int) bool { return parentOf(pid) != 1 }) {
+			continue // its starter lives
+		}
+		for _, pid := range pids {
+			log.Printf("ending VMM process %d of %s: no container runs it (its start was cut short)", pid, name)
+			syscall.Kill(pid, syscall.SIGKILL)
+			waitGone(pid, 5*time.Second)
+		}
+		os.RemoveAll(dir)
+	}
+}
+
+// parentOf returns pid's parent, or 0 once it is gone.
+func parentOf(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}
+
+// isShortID reports whether name is a container's short ID: 12 lower-case
+// hex digits.
+func isShortID(name string) bool {
+	if len(name) != 12 {
+		return false
+	}
+	for _, r := range name {
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// processesNaming lists the processes whose command line contains s.
+func processesNaming(s string) []int {
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + p.Name() + "/cmdline")
+		if err == nil && bytes.Contains(cmdline, []byte(s)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// waitGone waits up to limit for pid to end (a child of another process
+// is reaped by its parent or by init; a zombie counts as gone).
+func waitGone(pid int, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return
+		}
+		// The state follows the command's closing parenthesis.
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // readopt adopts one container's VM and starts its run.
@@ -147,10 +260,8 @@ func (s *Service) markLost(c *containers.Container, why string) {
 	s.exitRecord(c.ID).record(ExitStatus{Code: c.State.ExitCode, Error: why})
 	s.mu.Unlock()
 	s.publishExit(c, ExitStatus{Code: c.State.ExitCode, Error: why})
-	if c.Config.AutoRemove {
+	if c.Config.AutoRemove && s.autoRemove(c) {
 		// --rm: the run is over, so the container goes, as after any exit.
-		s.cfg.Store.Delete(c.ID)
-		s.dropAnonymousVolumes(c)
 		s.mu.Lock()
 		s.forgetLocked(c.ID)
 		s.mu.Unlock()

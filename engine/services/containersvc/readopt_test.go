@@ -6,9 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -44,6 +47,7 @@ func TestReadoptDecisions(t *testing.T) {
 		name       string
 		state      containers.State
 		autoRemove bool
+		releaseErr error // of the network's Release
 		driver     sandbox.Driver
 		wantStatus containers.Status // "" means the record is gone
 		wantError  string
@@ -57,6 +61,12 @@ func TestReadoptDecisions(t *testing.T) {
 		{
 			name:  "VM gone, --rm container is removed",
 			state: containers.State{Status: containers.StatusRunning, Driver: "qemu"}, autoRemove: true,
+		},
+		{
+			name:  "VM gone, --rm container whose addresses cannot be released stays",
+			state: containers.State{Status: containers.StatusRunning, Driver: "qemu"}, autoRemove: true,
+			releaseErr: errors.New("store locked"),
+			wantStatus: containers.StatusExited, wantError: "the VM ended while no daemon was running",
 		},
 		{
 			name:       "owner still alive: not ours to adopt",
@@ -122,7 +132,8 @@ func TestReadoptDecisions(t *testing.T) {
 			if drv == nil {
 				drv = plainDriver{}
 			}
-			s := New(Config{Store: store, ExecRoot: execRoot, OpenDriver: func(ch sandbox.Choice) (sandbox.Driver, error) {
+			nw := &fakeNetwork{releaseErr: tt.releaseErr}
+			s := New(Config{Store: store, ExecRoot: execRoot, Network: nw, OpenDriver: func(ch sandbox.Choice) (sandbox.Driver, error) {
 				// The driver of the running VM, as its start recorded it.
 				if ch.Driver != tt.state.Driver || ch.Accel != tt.state.Accel {
 					t.Errorf("OpenDriver(%+v), want the recorded %s/%s", ch, tt.state.Driver, tt.state.Accel)
@@ -137,6 +148,9 @@ func TestReadoptDecisions(t *testing.T) {
 			if tt.wantStatus == "" {
 				if !errdefs.IsNotFound(err) {
 					t.Fatalf("record after Readopt: %+v, %v; want it removed", got, err)
+				}
+				if !slices.Contains(nw.released, c.ID) {
+					t.Errorf("a removed --rm container's endpoints were not released (released %v)", nw.released)
 				}
 				return
 			}
@@ -158,5 +172,71 @@ func TestReadoptDecisions(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A start cut short by its process's death leaves a VMM that init
+// inherited: the next Readopt ends it and removes its state directory. A
+// VMM whose starter lives, a running container's directory and what is
+// not a container's are left alone.
+func TestReadoptSweepsOrphans(t *testing.T) {
+	dir := t.TempDir()
+	store, err := containers.OpenStore(filepath.Join(dir, "containers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	execRoot := filepath.Join(dir, "run")
+	mk := func(name string) string {
+		d := filepath.Join(execRoot, name)
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	orphanDir, startingDir, staleDir, otherDir := mk("0123456789ab"), mk("bbbbbbbbbbbb"), mk("cccccccccccc"), mk("not-a-vm")
+	// The orphan: a stand-in VMM naming its state dir, whose parent (the
+	// outer shell) exits at once, so that init inherits it.
+	out, err := exec.Command("sh", "-c", `sh -c 'sleep 60; :' `+orphanDir+`/agent.sock >/dev/null 2>&1 & echo $!`).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(orphan, syscall.SIGKILL) })
+	for deadline := time.Now().Add(5 * time.Second); parentOf(orphan) != 1; {
+		if time.Now().After(deadline) {
+			t.Skipf("the stand-in's parent is %d, not init (a subreaper runs the tests)", parentOf(orphan))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A start under way in this (live) process.
+	starting := exec.Command("sh", "-c", "sleep 60; :", startingDir+"/agent.sock")
+	if err := starting.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { starting.Process.Kill(); starting.Wait() })
+
+	s := New(Config{Store: store, ExecRoot: execRoot, OpenDriver: func(sandbox.Choice) (sandbox.Driver, error) { return plainDriver{}, nil }})
+	if _, err := s.Readopt(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(orphanDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the orphan's state dir is left (stat: %v)", err)
+	}
+	if syscall.Kill(orphan, 0) == nil && parentOf(orphan) != 0 {
+		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(orphan) + "/stat"); !strings.Contains(string(b), ") Z ") {
+			t.Errorf("the orphan VMM %d still runs", orphan)
+		}
+	}
+	if _, err := os.Stat(staleDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a state dir without a VMM is left (stat: %v)", err)
+	}
+	if _, err := os.Stat(startingDir); err != nil || syscall.Kill(starting.Process.Pid, 0) != nil {
+		t.Errorf("a start under way lost its state dir (%v) or its VMM", err)
+	}
+	if _, err := os.Stat(otherDir); err != nil {
+		t.Errorf("a directory that is no VM's was removed: %v", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"math"
 	"net"
 	"net/netip"
@@ -424,6 +425,27 @@ func (s *Service) Remove(ctx context.Context, ref string, opts RemoveOptions) er
 	s.notify()
 	s.publish("destroy", c, nil)
 	return nil
+}
+
+// autoRemove removes the record of a --rm container whose run is over,
+// with its network endpoints and its anonymous volumes' references, and
+// reports whether it did. A release that fails keeps the record (exited),
+// as a failed remove does, so that the addresses have an owner to remove.
+func (s *Service) autoRemove(c *containers.Container) bool {
+	if s.cfg.Network != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := s.cfg.Network.Release(ctx, c.ID); err != nil {
+			log.Printf("container %s: --rm: releasing its network endpoints: %v (remove it again)", c.Name, err)
+			return false
+		}
+	}
+	if err := s.cfg.Store.Delete(c.ID); err != nil {
+		log.Printf("container %s: --rm: %v", c.Name, err)
+		return false
+	}
+	s.dropAnonymousVolumes(c)
+	return true
 }
 
 // forgetLocked releases what the service keeps for a removed container.

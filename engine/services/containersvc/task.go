@@ -373,19 +373,17 @@ func (t *task) run() {
 	s.exitRecord(c.ID).record(exit)
 	s.mu.Unlock()
 	s.publishExit(c, exit)
-	if c.Config.AutoRemove {
-		s.cfg.Store.Delete(c.ID)
-		s.dropAnonymousVolumes(c)
-	} else {
+	removed := c.Config.AutoRemove && s.autoRemove(c)
+	if !removed {
 		s.cfg.Store.Update(c)
 	}
 	s.mu.Lock()
 	delete(s.tasks, c.ID)
-	if c.Config.AutoRemove {
+	if removed {
 		s.forgetLocked(c.ID)
 	}
 	s.mu.Unlock()
-	if c.Config.AutoRemove {
+	if removed {
 		s.publish("destroy", c, nil)
 	}
 	close(t.done)
