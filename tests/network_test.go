@@ -211,6 +211,13 @@ func TestNetworking(t *testing.T) {
 			fetch("http://a/", 10)+"; "+fetch("http://alpha/", 10)); r.stdout != "a\na\n" {
 			t.Errorf("a by name and by alias on n1: %q", r.stdout)
 		}
+		// --dns on a user network: the network's server stays in
+		// resolv.conf (names still resolve) and forwards the rest there.
+		n1GW := strings.TrimSpace(d.mustVmctl(t, 0, "", "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", "n1").stdout)
+		if r := d.mustVmctl(t, 0, "", "run", "--rm", "--network", "n1", "--dns", outsideHost, "busybox", "sh", "-c",
+			"cat /etc/resolv.conf; "+fetch("http://a/", 10)+"; "+fetch("http://"+outsideName+"/", 10)); r.stdout != "nameserver "+n1GW+"\na\n"+outsidePage {
+			t.Errorf("--dns %s on n1 (gateway %s): %q", outsideHost, n1GW, r.stdout)
+		}
 		if r := d.vmctl(t, "", "run", "--rm", "--network", "n3", "busybox", "sh", "-c", fetch("http://"+aIP+"/", 3)); r.code == 0 {
 			t.Errorf("a container on n3 reached a on n1: %q", r.stdout)
 		}
@@ -251,6 +258,14 @@ func TestNetworking(t *testing.T) {
 		}
 		if r := d.mustDocker(t, 0, "", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web"); !strings.HasPrefix(r.stdout, "172.30.") {
 			t.Errorf("web's address = %q", r.stdout)
+		}
+		for _, f := range []string{"network=dn", "publish=80", "expose=80/tcp"} {
+			if r := d.mustDocker(t, 0, "", "ps", "--filter", f, "--format", "{{.Names}}"); strings.TrimSpace(r.stdout) != "dweb" {
+				t.Errorf("docker ps --filter %s = %q, want dweb", f, r.stdout)
+			}
+		}
+		if r := d.mustVmctl(t, 0, "", "ps", "--filter", "network=bridge", "--filter", "publish=8080", "--format", "{{.Names}}"); strings.TrimSpace(r.stdout) != "" {
+			t.Errorf("vmctl ps --filter network=bridge --filter publish=8080 = %q, want none (web publishes 80)", r.stdout)
 		}
 		d.mustDocker(t, 0, "", "rm", "-f", "dweb")
 		containers = append(containers, "dc")

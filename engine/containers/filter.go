@@ -1,6 +1,7 @@
 package containers
 
 import (
+	"fmt"
 	"regexp"
 	"sort"
 	"strconv"
@@ -20,19 +21,22 @@ type ListOptions struct {
 	// Filters are Docker's ps filter terms: key -> values. Within a key any
 	// value may match (label: every value must); every key must match.
 	Filters map[string][]string
+	// Networks returns the names and IDs of the networks a container is
+	// on, for the network term; nil refuses the term.
+	Networks func(c *Container) []string
 }
 
 // psFilterKeys are the ps filter terms this engine evaluates.
 var psFilterKeys = map[string]bool{
 	"id": true, "name": true, "status": true, "exited": true, "label": true,
 	"ancestor": true, "before": true, "since": true, "volume": true,
+	"network": true, "publish": true, "expose": true,
 }
 
 // unsupportedPsKeys are Docker's other ps terms: refused by name rather
 // than ignored, which would list containers the user filtered out.
 var unsupportedPsKeys = map[string]bool{
-	"expose": true, "health": true, "isolation": true, "is-task": true,
-	"network": true, "publish": true,
+	"health": true, "isolation": true, "is-task": true,
 }
 
 // Docker's container states; only some occur here, all are valid filters.
@@ -47,6 +51,12 @@ var validStatus = map[string]bool{
 // container in list is a not-found error.
 func Select(list []*Container, opts ListOptions) ([]*Container, error) {
 	f, err := compileFilter(list, opts.Filters)
+	if err == nil {
+		f.networks = opts.Networks
+		if _, ok := opts.Filters["network"]; ok && f.networks == nil {
+			err = invalidFilter("filter 'network' is not supported without networking")
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -75,6 +85,70 @@ type psFilter struct {
 	before     *Container
 	since      *Container
 	impliesAll bool
+	ports      map[string][]portRange // publish, expose
+	networks   func(c *Container) []string
+}
+
+// portRange is a publish or expose term: "80", "80/udp", "8000-8080/tcp"
+// (tcp unless given).
+type portRange struct {
+	from, to uint16
+	proto    string
+}
+
+func parsePortRange(v string) (portRange, error) {
+	ports, proto, _ := strings.Cut(v, "/")
+	if proto == "" {
+		proto = "tcp"
+	}
+	if proto != "tcp" && proto != "udp" && proto != "sctp" {
+		return portRange{}, fmt.Errorf("unknown protocol %q", proto)
+	}
+	lo, hi, isRange := strings.Cut(ports, "-")
+	from, err := strconv.ParseUint(lo, 10, 16)
+	if err != nil || from == 0 {
+		return portRange{}, fmt.Errorf("invalid port %q", lo)
+	}
+	to := from
+	if isRange {
+		if to, err = strconv.ParseUint(hi, 10, 16); err != nil || to < from {
+			return portRange{}, fmt.Errorf("invalid port range %q", ports)
+		}
+	}
+	return portRange{from: uint16(from), to: uint16(to), proto: proto}, nil
+}
+
+func (r portRange) has(p Port) bool { return p.Proto == r.proto && r.from <= p.Port && p.Port <= r.to }
+
+// publishedPorts are a container's ports docker ps --filter publish
+// matches: those -p binds, and with -P the exposed ones.
+func publishedPorts(c *Container) []Port {
+	nc := c.Config.Network
+	if nc == nil {
+		return nil
+	}
+	var out []Port
+	for _, b := range nc.PortBindings {
+		out = append(out, Port{Port: b.ContainerPort, Proto: b.Proto})
+	}
+	if nc.PublishAll {
+		out = append(out, nc.ExposedPorts...)
+	}
+	return out
+}
+
+// exposedPorts are the ports --filter expose matches: the exposed ones and
+// those -p binds (which docker exposes too).
+func exposedPorts(c *Container) []Port {
+	nc := c.Config.Network
+	if nc == nil {
+		return nil
+	}
+	out := append([]Port(nil), nc.ExposedPorts...)
+	for _, b := range nc.PortBindings {
+		out = append(out, Port{Port: b.ContainerPort, Proto: b.Proto})
+	}
+	return out
 }
 
 func invalidFilter(format string, args ...any) error {
@@ -82,7 +156,7 @@ func invalidFilter(format string, args ...any) error {
 }
 
 func compileFilter(list []*Container, terms map[string][]string) (*psFilter, error) {
-	f := &psFilter{terms: terms, patterns: map[string][]*regexp.Regexp{}}
+	f := &psFilter{terms: terms, patterns: map[string][]*regexp.Regexp{}, ports: map[string][]portRange{}}
 	for k, vs := range terms {
 		switch {
 		case unsupportedPsKeys[k]:
@@ -107,6 +181,12 @@ func compileFilter(list []*Container, terms map[string][]string) (*psFilter, err
 				// Docker lists every container that has the status asked
 				// for, -a or not.
 				f.impliesAll = true
+			case "publish", "expose":
+				r, err := parsePortRange(v)
+				if err != nil {
+					return nil, invalidFilter("invalid filter '%s=%s': %v", k, v, err)
+				}
+				f.ports[k] = append(f.ports[k], r)
 			case "exited":
 				code, err := strconv.Atoi(v)
 				if err != nil {
@@ -188,6 +268,21 @@ func (f *psFilter) match(c *Container) bool {
 			// A volume's name, or where it is mounted, as in docker.
 			for _, m := range c.Config.Mounts {
 				ok = ok || contains(vs, m.Name) || contains(vs, m.Destination)
+			}
+		case "network":
+			// A network's name or ID, as in docker.
+			for _, n := range f.networks(c) {
+				ok = ok || contains(vs, n)
+			}
+		case "publish", "expose":
+			ports := publishedPorts(c)
+			if k == "expose" {
+				ports = exposedPorts(c)
+			}
+			for _, r := range f.ports[k] {
+				for _, p := range ports {
+					ok = ok || r.has(p)
+				}
 			}
 		case "before":
 			ok = c.Created.Before(f.before.Created) && c.ID != f.before.ID

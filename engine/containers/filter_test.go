@@ -23,6 +23,20 @@ func TestSelect(t *testing.T) {
 		mk("fresh", "ccc1", 4, State{Status: StatusCreated}, "alpine", nil),
 	}
 	list[2].Config.Mounts = []Mount{{Name: "pgdata", Destination: "/var/lib/postgresql/data"}}
+	// web publishes 8080:80 and exposes 443 (image); webapp publishes
+	// every exposed port (-P: 5432/tcp, 53/udp); db has no networking.
+	list[0].Config.Network = &NetworkConfig{Mode: "app", PortBindings: []PortBinding{{Proto: "tcp", HostPort: 8080, ContainerPort: 80}},
+		ExposedPorts: []Port{{Port: 443, Proto: "tcp"}}}
+	list[1].Config.Network = &NetworkConfig{Mode: "default", PublishAll: true, ExposedPorts: []Port{{Port: 53, Proto: "udp"}, {Port: 5432, Proto: "tcp"}}}
+	onNetworks := func(c *Container) []string {
+		switch c.Name {
+		case "web":
+			return []string{"n1id", "app"}
+		case "webapp", "fresh":
+			return []string{"b0id", "bridge"}
+		}
+		return nil
+	}
 	for _, tc := range []struct {
 		opts ListOptions
 		want string
@@ -52,6 +66,17 @@ func TestSelect(t *testing.T) {
 		{ListOptions{All: true, Filters: map[string][]string{"volume": {"/var/lib/postgresql/data"}}}, "[db]"},
 		{ListOptions{All: true, Filters: map[string][]string{"volume": {"other"}}}, "[]"},
 		{ListOptions{All: true, Filters: map[string][]string{"before": {"webapp"}}}, "[db fresh]"},
+		{ListOptions{All: true, Filters: map[string][]string{"publish": {"80"}}}, "[web]"},
+		{ListOptions{All: true, Filters: map[string][]string{"publish": {"80/udp"}}}, "[]"},
+		{ListOptions{All: true, Filters: map[string][]string{"publish": {"443"}}}, "[]"},
+		{ListOptions{All: true, Filters: map[string][]string{"publish": {"50-100/udp"}}}, "[webapp]"},
+		{ListOptions{All: true, Filters: map[string][]string{"publish": {"1-65535"}}}, "[web webapp]"},
+		{ListOptions{All: true, Filters: map[string][]string{"expose": {"443/tcp"}}}, "[web]"},
+		{ListOptions{All: true, Filters: map[string][]string{"expose": {"80"}}}, "[web]"},
+		{ListOptions{All: true, Filters: map[string][]string{"expose": {"5432"}}}, "[webapp]"},
+		{ListOptions{All: true, Networks: onNetworks, Filters: map[string][]string{"network": {"bridge"}}}, "[webapp fresh]"},
+		{ListOptions{All: true, Networks: onNetworks, Filters: map[string][]string{"network": {"n1id", "nosuch"}}}, "[web]"},
+		{ListOptions{Networks: onNetworks, Filters: map[string][]string{"network": {"app"}, "publish": {"80"}}}, "[web]"},
 		{ListOptions{All: true, Filters: map[string][]string{"since": {"db"}}}, "[web webapp]"},
 		{ListOptions{All: true, Filters: map[string][]string{"since": {"bbb1"}, "before": {"web"}}}, "[webapp]"},
 	} {
@@ -96,7 +121,11 @@ func TestSelectRejects(t *testing.T) {
 		{map[string][]string{"status": {"sleeping"}}, "invalid filter 'status=sleeping'", errdefs.IsInvalidArgument},
 		{map[string][]string{"exited": {"x"}}, "invalid filter 'exited=x': want an exit code", errdefs.IsInvalidArgument},
 		{map[string][]string{"name": {"("}}, "invalid filter 'name=(': error parsing regexp: missing closing ): `(`", errdefs.IsInvalidArgument},
-		{map[string][]string{"network": {"bridge"}}, "filter 'network' is not supported by vmctl", errdefs.IsInvalidArgument},
+		{map[string][]string{"network": {"bridge"}}, "filter 'network' is not supported without networking", errdefs.IsInvalidArgument},
+		{map[string][]string{"health": {"healthy"}}, "filter 'health' is not supported by vmctl", errdefs.IsInvalidArgument},
+		{map[string][]string{"publish": {"http"}}, `invalid filter 'publish=http': invalid port "http"`, errdefs.IsInvalidArgument},
+		{map[string][]string{"expose": {"80/icmp"}}, `invalid filter 'expose=80/icmp': unknown protocol "icmp"`, errdefs.IsInvalidArgument},
+		{map[string][]string{"publish": {"90-80"}}, `invalid filter 'publish=90-80': invalid port range "90-80"`, errdefs.IsInvalidArgument},
 		{map[string][]string{"before": {"nosuch"}}, "no such container: nosuch", errdefs.IsNotFound},
 		{map[string][]string{"before": {"a"}}, "no such container: a", errdefs.IsNotFound}, // ambiguous prefix
 	} {

@@ -164,6 +164,20 @@ func (s *Server) containerList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if s.networks != nil {
+		// --filter network=NAME|ID: the networks each container is on.
+		opts.Networks = func(c *containersvc.Container) []string {
+			cn, err := s.containerNetwork(r.Context(), c)
+			if err != nil {
+				return nil
+			}
+			var refs []string
+			for id, n := range cn.networks {
+				refs = append(refs, id, n.Name)
+			}
+			return refs
+		}
+	}
 	list, err := s.containers.Select(opts)
 	if err != nil {
 		writeError(w, err)
