@@ -148,7 +148,7 @@ func New(cfg Config) (*Engine, error) {
 	names := newNameHook()
 	netSvc := networksvc.New(networksvc.Config{Store: netStore, Host: host, Events: bus,
 		Proxies: proxyHook{portproxy.NewManager(portproxy.Options{})}, Names: names})
-	names.reload = netSvc.Records
+	names.reload = netSvc.Names
 	ctrs = containersvc.New(containersvc.Config{
 		Store:  store,
 		Images: imageSource{imgs, disks},

@@ -56,7 +56,7 @@ type nameHook struct {
 	servers map[string]*netNames // by network ID; guarded by mu
 	// reload reads a network's names from the store; nil never reloads.
 	// Set before the first Serve.
-	reload func(networkID string) (map[string][]netip.Addr, error)
+	reload func(networkID string) (networksvc.NameSet, error)
 }
 
 // reloadEvery bounds how often a miss makes a server read the store.
@@ -71,11 +71,11 @@ type netNames struct {
 	table     atomic.Pointer[nameTable]
 	loaded    atomic.Int64 // when table was last set, in UnixNano
 	reloading atomic.Bool
-	reload    func(networkID string) (map[string][]netip.Addr, error)
+	reload    func(networkID string) (networksvc.NameSet, error)
 }
 
-func (s *netNames) set(records map[string][]netip.Addr) {
-	s.table.Store(newNameTable(records))
+func (s *netNames) set(set networksvc.NameSet) {
+	s.table.Store(newNameTable(set))
 	s.loaded.Store(time.Now().UnixNano())
 }
 
@@ -92,12 +92,12 @@ func (s *netNames) fresh(miss func(*nameTable) bool) *nameTable {
 		return t
 	}
 	defer s.reloading.Store(false)
-	records, err := s.reload(s.id)
+	set, err := s.reload(s.id)
 	if err != nil {
 		s.loaded.Store(time.Now().UnixNano()) // not again before reloadEvery
 		return t
 	}
-	s.set(records)
+	s.set(set)
 	return s.table.Load()
 }
 
@@ -109,46 +109,59 @@ func (s *netNames) reverse(a netip.Addr) []string {
 	return s.fresh(func(t *nameTable) bool { return t.reverse[a] == nil }).reverse[a]
 }
 
-// nameTable is a network's names (lower case) and, for PTR queries, each
-// address's names.
-type nameTable struct {
-	names   map[string][]netip.Addr
-	reverse map[netip.Addr][]string
+// upstreams are a client's own name servers; a client the table does not
+// know (a container another process started) makes it read the store.
+func (s *netNames) upstreams(client netip.Addr) []netip.AddrPort {
+	return s.fresh(func(t *nameTable) bool { return !t.clients[client] }).upstreams[client]
 }
 
-func newNameTable(records map[string][]netip.Addr) *nameTable {
-	t := &nameTable{names: map[string][]netip.Addr{}, reverse: map[netip.Addr][]string{}}
-	for name, addrs := range records {
+// nameTable is a network's names (lower case) and, for PTR queries, each
+// address's names; its clients (the containers' addresses) and those
+// clients' own name servers.
+type nameTable struct {
+	names     map[string][]netip.Addr
+	reverse   map[netip.Addr][]string
+	clients   map[netip.Addr]bool
+	upstreams map[netip.Addr][]netip.AddrPort
+}
+
+func newNameTable(set networksvc.NameSet) *nameTable {
+	t := &nameTable{names: map[string][]netip.Addr{}, reverse: map[netip.Addr][]string{}, clients: map[netip.Addr]bool{}, upstreams: set.Upstreams}
+	for name, addrs := range set.Records {
 		n := strings.ToLower(strings.TrimSuffix(name, "."))
 		t.names[n] = append(t.names[n], addrs...)
 		for _, a := range addrs {
 			t.reverse[a] = append(t.reverse[a], n)
 		}
 	}
+	for a := range set.Upstreams {
+		t.clients[a] = true
+	}
 	return t
 }
 
 func newNameHook() *nameHook { return &nameHook{servers: map[string]*netNames{}} }
 
-func (h *nameHook) Serve(ctx context.Context, n networksvc.Network, records map[string][]netip.Addr) error {
+func (h *nameHook) Serve(ctx context.Context, n networksvc.Network, set networksvc.NameSet) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	addr := netip.AddrPortFrom(n.Gateway, 53)
 	if s := h.servers[n.ID]; s != nil {
 		if s.addr == addr && s.clients == n.Subnet {
-			s.set(records)
+			s.set(set)
 			return nil
 		}
 		s.srv.Stop() // the network's addresses changed (a new --bip)
 		delete(h.servers, n.ID)
 	}
 	s := &netNames{id: n.ID, addr: addr, clients: n.Subnet, reload: h.reload}
-	s.set(records)
+	s.set(set)
 	srv, err := dnsserver.Start(ctx, dnsserver.Config{
 		Addr:      addr,
 		Clients:   n.Subnet,
 		Lookup:    s.lookup,
 		Reverse:   s.reverse,
+		Upstreams: s.upstreams,
 		ReusePort: true,
 	})
 	if err != nil {

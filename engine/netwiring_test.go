@@ -51,7 +51,7 @@ func TestNameHook(t *testing.T) {
 	ctx := context.Background()
 	h := newNameHook()
 	a, b := netip.MustParseAddr("10.70.0.5"), netip.MustParseAddr("10.70.0.6")
-	if err := h.Serve(ctx, n, map[string][]netip.Addr{"alpha": {a}, "Shared": {a, b}}); err != nil {
+	if err := h.Serve(ctx, n, networksvc.NameSet{Records: map[string][]netip.Addr{"alpha": {a}, "Shared": {a, b}}}); err != nil {
 		t.Fatal(err)
 	}
 	defer h.Remove(n.ID)
@@ -62,7 +62,7 @@ func TestNameHook(t *testing.T) {
 		t.Errorf("shared (an alias of two) = %v, %v", got, err)
 	}
 	// New records replace the old at once, on the same server.
-	if err := h.Serve(ctx, n, map[string][]netip.Addr{"beta": {b}}); err != nil {
+	if err := h.Serve(ctx, n, networksvc.NameSet{Records: map[string][]netip.Addr{"beta": {b}}}); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := lookup(ctx, "10.70.0.1:53", "beta."); err != nil || !slices.Equal(got, []netip.Addr{b}) {
@@ -96,10 +96,11 @@ func TestNameHookShared(t *testing.T) {
 	ctx := context.Background()
 	a, g := netip.MustParseAddr("10.71.0.5"), netip.MustParseAddr("10.71.0.7")
 	var reloads atomic.Int32
-	store := map[string][]netip.Addr{"alpha": {a}, "gamma": {g}}
+	store := networksvc.NameSet{Records: map[string][]netip.Addr{"alpha": {a}, "gamma": {g}},
+		Upstreams: map[netip.Addr][]netip.AddrPort{a: nil, g: {netip.MustParseAddrPort("10.71.0.53:53")}}}
 	first, second := newNameHook(), newNameHook()
 	for _, h := range []*nameHook{first, second} {
-		h.reload = func(id string) (map[string][]netip.Addr, error) {
+		h.reload = func(id string) (networksvc.NameSet, error) {
 			if id != n.ID {
 				t.Errorf("reload(%q), want %q", id, n.ID)
 			}
@@ -107,7 +108,7 @@ func TestNameHookShared(t *testing.T) {
 			return store, nil
 		}
 	}
-	if err := first.Serve(ctx, n, map[string][]netip.Addr{"alpha": {a}}); err != nil {
+	if err := first.Serve(ctx, n, networksvc.NameSet{Records: map[string][]netip.Addr{"alpha": {a}}, Upstreams: map[netip.Addr][]netip.AddrPort{a: nil}}); err != nil {
 		t.Fatal(err)
 	}
 	defer first.Remove(n.ID)
@@ -133,6 +134,14 @@ func TestNameHookShared(t *testing.T) {
 	}
 	if got := s.reverse(g); !slices.Equal(got, []string{"gamma"}) {
 		t.Errorf("reverse of %v = %v", g, got)
+	}
+	// A client's own name servers, from the reloaded table; a known client
+	// without any reads nothing again.
+	if got := s.upstreams(g); len(got) != 1 || got[0].String() != "10.71.0.53:53" {
+		t.Errorf("gamma's name servers = %v", got)
+	}
+	if got := s.upstreams(a); got != nil || reloads.Load() != 1 {
+		t.Errorf("alpha's name servers = %v (%d reloads), want none from the table", got, reloads.Load())
 	}
 }
 

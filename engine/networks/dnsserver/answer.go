@@ -22,7 +22,7 @@ const ednsSize = 1232
 func (s *Server) handle(ctx context.Context, query []byte, client netip.AddrPort, proto string) []byte {
 	reply, fwd := s.respond(query, client, proto)
 	if fwd != nil {
-		return s.respondForwarded(ctx, fwd, proto)
+		return s.respondForwarded(ctx, fwd, client, proto)
 	}
 	return reply
 }
@@ -48,8 +48,8 @@ func (s *Server) respond(query []byte, client netip.AddrPort, proto string) ([]b
 
 // respondForwarded forwards req and packs the upstream's answer, or
 // SERVFAIL when none came.
-func (s *Server) respondForwarded(ctx context.Context, req *dns.Msg, proto string) []byte {
-	resp := s.forward(ctx, req, proto)
+func (s *Server) respondForwarded(ctx context.Context, req *dns.Msg, client netip.AddrPort, proto string) []byte {
+	resp := s.forward(ctx, req, client, proto)
 	if resp == nil {
 		resp = reply(req, dns.RcodeServerFailure)
 	}

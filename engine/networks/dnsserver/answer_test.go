@@ -48,7 +48,7 @@ func newTestServer(t testing.TB, cfg Config) (*Server, *atomic.Int32) {
 	cfg.Addr = netip.MustParseAddrPort("172.30.0.1:53")
 	s := newServer(cfg.withDefaults())
 	var forwarded atomic.Int32
-	s.forward = func(ctx context.Context, req *dns.Msg, proto string) *dns.Msg {
+	s.forward = func(ctx context.Context, req *dns.Msg, _ netip.AddrPort, proto string) *dns.Msg {
 		forwarded.Add(1)
 		if req.Question[0].Name == "fails.example." {
 			return nil

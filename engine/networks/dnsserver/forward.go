@@ -15,14 +15,28 @@ import (
 	"github.com/miekg/dns"
 )
 
-// forwardUpstream asks the host's nameservers, in resolv.conf's order, as
+// forwardUpstream asks the client's own nameservers (Config.Upstreams),
+// else the host's, in resolv.conf's order, as
 // the client asked (UDP or TCP), within ForwardTimeout. A reply cut short
 // (TC) over UDP goes back as it is: the client asks again over TCP, and
 // that query is forwarded over TCP. SERVFAIL and REFUSED from one
 // nameserver move on to the next, as the host's resolver does. nil when no
 // nameserver answered.
-func (s *Server) forwardUpstream(ctx context.Context, req *dns.Msg, proto string) *dns.Msg {
-	servers := s.upstreams.get()
+func (s *Server) forwardUpstream(ctx context.Context, req *dns.Msg, client netip.AddrPort, proto string) *dns.Msg {
+	var servers []netip.AddrPort
+	if s.cfg.Upstreams != nil {
+		for _, a := range s.cfg.Upstreams(client.Addr().Unmap()) {
+			if a.Port() == 0 {
+				a = netip.AddrPortFrom(a.Addr(), 53)
+			}
+			if a != s.cfg.Addr { // never to itself
+				servers = append(servers, a)
+			}
+		}
+	}
+	if len(servers) == 0 {
+		servers = s.upstreams.get()
+	}
 	if len(servers) == 0 {
 		return nil
 	}

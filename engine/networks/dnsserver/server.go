@@ -68,6 +68,11 @@ type Config struct {
 	// the network, for PTR queries; nil forwards the query. Optional; it
 	// is called concurrently.
 	Reverse func(addr netip.Addr) []string
+	// Upstreams, if set, returns the nameservers a client's queries go to
+	// instead of the host's (a container's --dns, which docker's embedded
+	// DNS server forwards to); nil or empty means the host's. Called
+	// concurrently, from memory.
+	Upstreams func(client netip.Addr) []netip.AddrPort
 	// ResolvConf is the path of the host's resolv.conf (default
 	// /etc/resolv.conf), whose nameservers get what the network does not
 	// answer. A missing file, or one without nameservers, means
@@ -137,7 +142,7 @@ type Server struct {
 	upstreams *upstreams
 	// forward answers what the network does not know; the upstream
 	// forwarder, or a stand-in in tests.
-	forward func(ctx context.Context, req *dns.Msg, proto string) *dns.Msg
+	forward func(ctx context.Context, req *dns.Msg, client netip.AddrPort, proto string) *dns.Msg
 
 	udp      *net.UDPConn
 	udpRaw   syscall.RawConn
@@ -277,7 +282,7 @@ func (s *Server) serveUDP() {
 		go func() {
 			defer s.wg.Done()
 			defer func() { <-s.inFlight }()
-			if reply := s.respondForwarded(s.ctx, fwd, "udp"); reply != nil {
+			if reply := s.respondForwarded(s.ctx, fwd, from, "udp"); reply != nil {
 				s.sendUDP(reply, from)
 			}
 		}()
@@ -374,7 +379,7 @@ func (s *Server) serveConn(c *net.TCPConn) {
 			case <-s.ctx.Done():
 				return
 			}
-			reply = s.respondForwarded(s.ctx, fwd, "tcp")
+			reply = s.respondForwarded(s.ctx, fwd, from, "tcp")
 			<-s.inFlight
 		}
 		if reply == nil {

@@ -181,6 +181,39 @@ func TestServer(t *testing.T) {
 		}
 	})
 
+	t.Run("a client's own nameservers", func(t *testing.T) {
+		// A container's --dns: its queries the network does not answer go
+		// there, the others' to the host's; the network's names stay.
+		var asked []netip.Addr
+		var mu sync.Mutex
+		startServer(t, Config{ResolvConf: resolvConf, Upstreams: func(c netip.Addr) []netip.AddrPort {
+			mu.Lock()
+			asked = append(asked, c)
+			mu.Unlock()
+			if c == netip.MustParseAddr("127.0.0.1") {
+				return []netip.AddrPort{netip.MustParseAddrPort("127.0.0.4:0"), serverAddr} // port 0: 53; itself: skipped
+			}
+			return nil
+		}})
+		before := first.queries.Load()
+		for _, proto := range []string{"udp", "tcp"} {
+			if got := answers(ask(t, proto, "example.test.", dns.TypeA)); len(got) != 1 || got[0] != "A 192.0.2.4" {
+				t.Errorf("%s: %v, want the client's nameserver's answer", proto, got)
+			}
+			if got := answers(ask(t, proto, "web.", dns.TypeA)); len(got) != 2 {
+				t.Errorf("%s: the network's name with the client's nameservers: %v", proto, got)
+			}
+		}
+		if first.queries.Load() != before {
+			t.Error("a client with nameservers of its own was forwarded to the host's")
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(asked) == 0 || asked[0] != netip.MustParseAddr("127.0.0.1") {
+			t.Errorf("Upstreams called for %v, want the client 127.0.0.1", asked)
+		}
+	})
+
 	t.Run("truncated upstream answer", func(t *testing.T) {
 		startServer(t, Config{ResolvConf: resolvConf})
 		r := ask(t, "udp", "big.test.", dns.TypeA)

@@ -30,15 +30,27 @@ type ProxiedPort struct {
 	Container netip.AddrPort
 }
 
+// NameSet is what a network's DNS server answers.
+type NameSet struct {
+	// Records are the names of the network's running containers (each
+	// with its addresses, as several containers may share an alias). The
+	// default network's are empty: as under docker, containers there are
+	// not found by name.
+	Records map[string][]netip.Addr
+	// Upstreams are, by each running container's address on the network,
+	// its own name servers (--dns; nil for none), which its queries the
+	// network does not answer go to, as docker's embedded DNS server
+	// forwards them.
+	Upstreams map[netip.Addr][]netip.AddrPort
+}
+
 // Names runs one DNS server per network, on its gateway address: it
 // answers the names of the network's running containers and forwards the
-// rest to the host's resolvers.
+// rest to the host's resolvers, or to a container's own (--dns).
 type Names interface {
-	// Serve starts the network's server if it does not run, and sets the
-	// names it answers (each name with its addresses, as several
-	// containers may share an alias). The default network's records are
-	// empty: as under docker, containers there are not found by name.
-	Serve(ctx context.Context, n Network, records map[string][]netip.Addr) error
+	// Serve starts the network's server if it does not run, and sets what
+	// it answers.
+	Serve(ctx context.Context, n Network, set NameSet) error
 	// Remove stops the network's server; a network without one is no
 	// error.
 	Remove(networkID string)

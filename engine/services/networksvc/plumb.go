@@ -201,7 +201,7 @@ func plumbing(eps []Endpoint, nets map[string]Network, gw int, st networks.Setti
 	}
 	gateway := nets[main.NetworkID].Gateway
 	p.Hosts = hostsFile(hostname(main.ContainerID, st.DNS), st.DNS.Domainname, main.IP, extraHosts(st.DNS, gateway))
-	p.ResolvConf = resolvConf(st.DNS, gateway)
+	p.ResolvConf = resolvConf(st.DNS, gateway, !nets[main.NetworkID].Default)
 	return p
 }
 
@@ -298,54 +298,64 @@ func (s *Service) syncNames(ctx context.Context, nets map[string]Network) error 
 	}
 	var errList []error
 	for _, n := range nets {
-		records, running := networkRecords(n, eps)
+		set, running := networkNames(n, eps, s.store.Settings)
 		if !running {
 			s.names.Remove(n.ID)
 			continue
 		}
-		if err := s.names.Serve(ctx, n, records); err != nil {
+		if err := s.names.Serve(ctx, n, set); err != nil {
 			errList = append(errList, fmt.Errorf("DNS server of network %s: %w", n.Name, err))
 		}
 	}
 	return errors.Join(errList...)
 }
 
-// networkRecords are the names n's DNS server answers (each running
-// container's name, short ID and aliases; none on the default network, as
-// under docker) and whether any container runs on n.
-func networkRecords(n Network, eps []Endpoint) (records map[string][]netip.Addr, running bool) {
-	records = map[string][]netip.Addr{}
+// networkNames are what n's DNS server answers (each running container's
+// name, short ID and aliases, none on the default network as under
+// docker, and the name servers of containers that have their own), and
+// whether any container runs on n. settings reads a container's.
+func networkNames(n Network, eps []Endpoint, settings func(containerID string) (networks.Settings, error)) (set NameSet, running bool) {
+	set = NameSet{Records: map[string][]netip.Addr{}, Upstreams: map[netip.Addr][]netip.AddrPort{}}
 	for _, e := range eps {
 		if e.NetworkID != n.ID || !e.Plumbed() {
 			continue
 		}
 		running = true
+		var own []netip.AddrPort
+		if st, err := settings(e.ContainerID); err == nil {
+			for _, srv := range st.DNS.Servers {
+				if a, err := netip.ParseAddr(srv); err == nil {
+					own = append(own, netip.AddrPortFrom(a, 53))
+				}
+			}
+		}
+		set.Upstreams[e.IP] = own // every client, nil for the host's
 		if n.Default {
 			continue // docker resolves no container names there
 		}
 		for _, name := range append([]string{e.ContainerName, short(e.ContainerID)}, e.Aliases...) {
-			if name != "" && !slices.Contains(records[name], e.IP) {
-				records[name] = append(records[name], e.IP)
+			if name != "" && !slices.Contains(set.Records[name], e.IP) {
+				set.Records[name] = append(set.Records[name], e.IP)
 			}
 		}
 	}
-	return records, running
+	return set, running
 }
 
-// Records are the names the DNS server of the network networkID answers,
-// from the store: what Serve last set, unless a container of another
-// process sharing the data root started or stopped since.
-func (s *Service) Records(networkID string) (map[string][]netip.Addr, error) {
+// Names are what the DNS server of the network networkID answers, from
+// the store: what Serve last set, unless a container of another process
+// sharing the data root started or stopped since.
+func (s *Service) Names(networkID string) (NameSet, error) {
 	n, err := s.store.Get(networkID)
 	if err != nil {
-		return nil, err
+		return NameSet{}, err
 	}
 	eps, err := s.store.Endpoints()
 	if err != nil {
-		return nil, err
+		return NameSet{}, err
 	}
-	records, _ := networkRecords(n, eps)
-	return records, nil
+	set, _ := networkNames(n, eps, s.store.Settings)
+	return set, nil
 }
 
 // Unplumb undoes Plumb once a container's VM is gone: its taps, rules,
@@ -559,13 +569,16 @@ func parseExtraHost(h string) (name, addr string, err error) {
 	return name, addr, nil
 }
 
-// resolvConf is the container's /etc/resolv.conf: its --dns servers, else
-// the network's DNS server on the gateway; never the host's resolvers,
-// which are often on 127.0.0.x and unreachable from the guest.
-func resolvConf(c DNSConfig, gateway netip.Addr) string {
+// resolvConf is the container's /etc/resolv.conf: the network's DNS
+// server on the gateway, which forwards to the host's resolvers (often on
+// 127.0.0.x, unreachable from the guest); as under docker, --dns servers
+// replace it on the default network, and on a user network (embedded)
+// its server forwards to them instead, so that the network's names still
+// resolve.
+func resolvConf(c DNSConfig, gateway netip.Addr, embedded bool) string {
 	var b strings.Builder
 	servers := c.Servers
-	if len(servers) == 0 {
+	if len(servers) == 0 || embedded {
 		servers = []string{gateway.String()}
 	}
 	for _, s := range servers {

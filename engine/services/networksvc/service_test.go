@@ -128,18 +128,20 @@ func (p *proxies) published(owner string) []ProxiedPort {
 // names records what the DNS servers would answer.
 type names struct {
 	mu      sync.Mutex
-	serving map[string]map[string][]netip.Addr // by network name
-	byID    map[string]string
+	serving   map[string]map[string][]netip.Addr // by network name
+	upstreams map[string]map[netip.Addr][]netip.AddrPort
+	byID      map[string]string
 }
 
 func newNames() *names {
-	return &names{serving: map[string]map[string][]netip.Addr{}, byID: map[string]string{}}
+	return &names{serving: map[string]map[string][]netip.Addr{}, upstreams: map[string]map[netip.Addr][]netip.AddrPort{}, byID: map[string]string{}}
 }
 
-func (n *names) Serve(ctx context.Context, nw Network, records map[string][]netip.Addr) error {
+func (n *names) Serve(ctx context.Context, nw Network, set NameSet) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.serving[nw.Name], n.byID[nw.ID] = records, nw.Name
+	n.serving[nw.Name], n.byID[nw.ID] = set.Records, nw.Name
+	n.upstreams[nw.Name] = set.Upstreams
 	return nil
 }
 
@@ -334,12 +336,17 @@ func TestSettingsValidation(t *testing.T) {
 
 func TestResolvAndHosts(t *testing.T) {
 	gw := netip.MustParseAddr("172.30.0.1")
-	if got := resolvConf(DNSConfig{}, gw); got != "nameserver 172.30.0.1\n" {
+	if got := resolvConf(DNSConfig{}, gw, false); got != "nameserver 172.30.0.1\n" {
 		t.Errorf("resolv.conf = %q", got)
 	}
-	got := resolvConf(DNSConfig{Servers: []string{"10.0.0.53", "10.0.0.54"}, Search: []string{"a.example", "b.example"}, Options: []string{"ndots:2"}}, gw)
+	dns := DNSConfig{Servers: []string{"10.0.0.53", "10.0.0.54"}, Search: []string{"a.example", "b.example"}, Options: []string{"ndots:2"}}
+	got := resolvConf(dns, gw, false)
 	if want := "nameserver 10.0.0.53\nnameserver 10.0.0.54\nsearch a.example b.example\noptions ndots:2\n"; got != want {
 		t.Errorf("resolv.conf = %q, want %q", got, want)
+	}
+	// On a user network the gateway's server stays, and forwards to them.
+	if got, want := resolvConf(dns, gw, true), "nameserver 172.30.0.1\nsearch a.example b.example\noptions ndots:2\n"; got != want {
+		t.Errorf("resolv.conf on a user network = %q, want %q", got, want)
 	}
 	hosts := hostsFile("web", "example.org", netip.MustParseAddr("172.30.0.2"), extraHosts(DNSConfig{ExtraHosts: []string{"db:10.1.1.1", "host.docker.internal:host-gateway"}}, gw))
 	for _, line := range []string{"127.0.0.1\tlocalhost\n", "10.1.1.1\tdb\n", "172.30.0.1\thost.docker.internal\n", "172.30.0.2\tweb.example.org web\n"} {
