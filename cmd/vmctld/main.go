@@ -72,7 +72,13 @@ func run() error {
 	flag.StringVar(&cfg.Network.FixedCIDR, "fixed-cidr", "", "the part of the default network's subnet that containers' addresses come from")
 	flag.Var(&pools, "default-address-pool", "subnets for networks created without --subnet, as base=SUBNET,size=BITS (repeatable; default dockerd's)")
 	flag.IntVar(&cfg.Network.MTU, "mtu", 0, "the MTU of the default network, and of other networks unless they set their own (default 1500)")
+	configFile := flag.String("config-file", defaultConfigFile, "daemon configuration file, JSON with dockerd's names for the flags above (data-root, exec-root, hosts, bip, fixed-cidr, default-address-pools, mtu)")
 	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config-file" })
+	if err := applyConfigFile(flag.CommandLine, *configFile, explicit, &cfg, &hosts, &pools); err != nil {
+		return err
+	}
 	cfg.Network.AddressPools = pools
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q: vmctld takes only flags", flag.Arg(0))
