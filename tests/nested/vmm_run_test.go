@@ -14,7 +14,7 @@ import (
 func init() {
 	register(scenario{
 		test: "TestVMMRun",
-		Scenario: nested.Scenario{Name: "vmm-run", Timeout: 90 * time.Second, Script: prelude + `
+		Scenario: nested.Scenario{Name: "vmm-run", Timeout: 150 * time.Second, Script: prelude + `
 mkdir -p /tmp/d /run/v
 cd /x
 if ! /x/vmctl --data-root /tmp/d --exec-root /run/v load -i busybox.tar; then
@@ -27,7 +27,17 @@ rc=$?
 took=$(($(ms) - t0))
 echo "$out"
 echo "vmctl run --hypervisor kvm --rm busybox echo ok exited with $rc in ${took} ms, printed: $(echo "$out" | tail -n 1)"
-[ "$rc" = 0 ] && [ "$(echo "$out" | tail -n 1)" = ok ]
+[ "$rc" = 0 ] && [ "$(echo "$out" | tail -n 1)" = ok ] || exit 1
+# The container's NIC is vmctl-vmm's virtio-net on a tap on vmctl0: an
+# address on the default network, and TCP to a server of L1's.
+mkdir -p /tmp/www && echo page >/tmp/www/index.html
+httpd -p 8000 -h /tmp/www || { echo "httpd in L1 failed"; exit 1; }
+out=$(/x/vmctl --data-root /tmp/d --exec-root /run/v run --hypervisor kvm --rm busybox sh -c \
+	'ip -4 -o addr show eth0; timeout 20 wget -q -O- http://172.30.0.1:8000/ || exit 1' 2>&1)
+rc=$?
+echo "$out"
+echo "networked run exited with $rc"
+[ "$rc" = 0 ] && echo "$out" | grep -q "inet 172\.30\." && [ "$(echo "$out" | tail -n 1)" = page ]
 `},
 		needs: append(vmmNeeds, "bin/vmctl", "bin/guest/initramfs.img", "build/busybox.tar"),
 		files: vmctlRunFiles,
@@ -70,7 +80,9 @@ func vmctlRunFiles(root, tmp string) ([]nested.File, error) {
 }
 
 // TestVMMRun: inside L1, `vmctl run --hypervisor kvm --rm busybox echo ok`
-// loads the image, runs the container in a vmctl-vmm VM and prints ok.
+// loads the image, runs the container in a vmctl-vmm VM and prints ok;
+// a second run, on the default network, fetches a page from L1 over its
+// NIC.
 func TestVMMRun(t *testing.T) {
 	r := result(t, "vmm-run")
 	t.Log(r.Output)
