@@ -127,7 +127,7 @@ func (p *proxies) published(owner string) []ProxiedPort {
 
 // names records what the DNS servers would answer.
 type names struct {
-	mu      sync.Mutex
+	mu        sync.Mutex
 	serving   map[string]map[string][]netip.Addr // by network name
 	upstreams map[string]map[netip.Addr][]netip.AddrPort
 	byID      map[string]string
