@@ -1,6 +1,10 @@
 package nested
 
-import "testing"
+import (
+	"strings"
+	"testing"
+	"time"
+)
 
 func TestParseLine(t *testing.T) {
 	tests := []struct {
@@ -57,4 +61,21 @@ func FuzzParseLine(f *testing.F) {
 			t.Errorf("parseLine(%q) accepted invalid name %q", line, ev.name)
 		}
 	})
+}
+
+// A heartbeat echoed in the middle of a scenario's line (tee passes on
+// half lines) is taken out, and the line is whole in the output.
+func TestConsoleHeartbeatInsideLine(t *testing.T) {
+	c := console{rep: &Report{}, start: time.Now(), onDone: func() {}}
+	c.read(strings.NewReader("NESTED-BEGIN name=net uptime=1.0\n" +
+		"L2-NET up features=0101NESTED-ALIVE uptime=2.5\n" +
+		"1100 mtu=9000\n" +
+		"last\n" +
+		"NESTED-RESULT name=net status=pass start=1.0 end=3.0 detail=ok\n"))
+	if len(c.rep.Results) != 1 {
+		t.Fatalf("results = %+v", c.rep.Results)
+	}
+	if got, want := c.rep.Results[0].Output, "L2-NET up features=01011100 mtu=9000\nlast\n"; got != want {
+		t.Errorf("output = %q, want %q", got, want)
+	}
 }

@@ -197,6 +197,11 @@ type console struct {
 
 func (c *console) read(r io.Reader) {
 	br := bufio.NewReaderSize(r, 64<<10)
+	// The heartbeat is echoed while a scenario's output may be half
+	// written (tee passes on what it reads, a VMM's serial console byte
+	// by byte): a heartbeat inside a line is handled on its own, and the
+	// line's start joins its rest on the next line.
+	var partial string
 	for {
 		line, err := br.ReadString('\n')
 		if line != "" {
@@ -204,12 +209,21 @@ func (c *console) read(r io.Reader) {
 				c.tee.Write([]byte(line)) // a failing tee must not stop the run
 			}
 			c.all.WriteString(line)
+			line = partial + line
+			partial = ""
+			if i := strings.Index(line, markAlive); i > 0 && strings.HasSuffix(line, "\n") {
+				partial = line[:i]
+				line = line[i:]
+			}
 			c.handle(strings.TrimRight(line, "\r\n"))
 			if c.onLine != nil {
 				c.onLine()
 			}
 		}
 		if err != nil {
+			if partial != "" {
+				c.handle(strings.TrimRight(partial, "\r\n"))
+			}
 			return
 		}
 	}
