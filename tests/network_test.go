@@ -5,6 +5,7 @@ import (
 	"net"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -259,9 +260,19 @@ func TestNetworking(t *testing.T) {
 		if r := d.mustDocker(t, 0, "", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web"); !strings.HasPrefix(r.stdout, "172.30.") {
 			t.Errorf("web's address = %q", r.stdout)
 		}
-		for _, f := range []string{"network=dn", "publish=80", "expose=80/tcp"} {
-			if r := d.mustDocker(t, 0, "", "ps", "--filter", f, "--format", "{{.Names}}"); strings.TrimSpace(r.stdout) != "dweb" {
-				t.Errorf("docker ps --filter %s = %q, want dweb", f, r.stdout)
+		// web publishes 80 (-p 8080:80), eph exposes it and publishes it
+		// with -P; dweb is alone on dn.
+		for f, want := range map[string]string{"network=dn": "dweb", "publish=80": "dweb eph web", "expose=80/tcp": "dweb eph web",
+			"publish=80/udp": "", "network=dn,publish=80": "dweb"} {
+			args := []string{"ps", "--format", "{{.Names}}"}
+			for _, term := range strings.Split(f, ",") {
+				args = append(args, "--filter", term)
+			}
+			r := d.mustDocker(t, 0, "", args...)
+			got := strings.Fields(r.stdout)
+			slices.Sort(got)
+			if strings.Join(got, " ") != want {
+				t.Errorf("docker ps --filter %s = %q, want %q", f, got, want)
 			}
 		}
 		if r := d.mustVmctl(t, 0, "", "ps", "--filter", "network=bridge", "--filter", "publish=8080", "--format", "{{.Names}}"); strings.TrimSpace(r.stdout) != "" {
