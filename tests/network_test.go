@@ -3,12 +3,15 @@ package tests
 import (
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/nftables"
 )
 
 // taps lists the engine's tap devices in the named namespace ("" for the
@@ -30,6 +33,46 @@ func taps(t *testing.T, ns string) []string {
 		}
 	}
 	return names
+}
+
+// vmctlRules counts the rules of vmctl's nftables table (inet vmctl) in
+// the namespace ns; 0 when the table does not exist.
+func vmctlRules(t *testing.T, ns string) int {
+	t.Helper()
+	f, err := os.Open("/run/netns/" + ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, tb := range tables {
+		if tb.Name != "vmctl" {
+			continue
+		}
+		chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ch := range chains {
+			if ch.Table.Name != "vmctl" {
+				continue
+			}
+			rules, err := c.GetRules(tb, ch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += len(rules)
+		}
+	}
+	return n
 }
 
 // A container on the default network, run in-process: eth0 with an address
@@ -130,6 +173,9 @@ func TestNetworking(t *testing.T) {
 		run(t, "web", "-p", "8080:80", "-p", "127.0.0.1:8081:80", "-p", "5353:53/udp",
 			"udpecho:test", "sh", "-c", "mkdir -p /www && echo page > /www/index.html && httpd -p 80 -h /www && exec udpecho 53")
 		waitPage(t, d.netns, "127.0.0.1:8080", "page\n")
+		if vmctlRules(t, d.netns) == 0 {
+			t.Errorf("no rules in table inet vmctl while web runs and publishes ports")
+		}
 		if body, err := get(t, d.netns, "127.0.0.1:8081"); err != nil || body != "page\n" {
 			t.Errorf("127.0.0.1:8081 from the host: %q, %v", body, err)
 		}
@@ -196,6 +242,13 @@ func TestNetworking(t *testing.T) {
 			t.Fatalf("port eph 80 = %q, want an ephemeral host port", r.stdout)
 		}
 		waitFor(t, func() bool { _, err := get(t, d.netns, "127.0.0.1:"+m[1]); return err == nil }, "eph's ephemeral port")
+		// -p 80: an ephemeral host port for one container port.
+		run(t, "ephp", "-p", "80", "busybox", "httpd", "-f", "-p", "80")
+		r = d.mustVmctl(t, 0, "", "port", "ephp", "80/tcp")
+		if m = regexp.MustCompile(`0\.0\.0\.0:(\d+)`).FindStringSubmatch(r.stdout); m == nil || m[1] == "80" {
+			t.Fatalf("port ephp 80/tcp = %q, want an ephemeral host port", r.stdout)
+		}
+		waitFor(t, func() bool { _, err := get(t, d.netns, "127.0.0.1:"+m[1]); return err == nil }, "ephp's ephemeral port")
 	})
 
 	t.Run("user networks", func(t *testing.T) {
@@ -239,6 +292,37 @@ func TestNetworking(t *testing.T) {
 		d.mustVmctl(t, 0, "", "network", "disconnect", "n1", "cc")
 		r := d.mustVmctl(t, 1, "", "network", "rm", "n1")
 		oneLine(t, r, "n1")
+		// A running container's VM takes no new NIC: 409, one line,
+		// nothing attached.
+		r = d.mustVmctl(t, 1, "", "network", "connect", "n3", "a")
+		oneLine(t, r, "running")
+		if r := d.mustVmctl(t, 0, "", "inspect", "-f", "{{len .NetworkSettings.Networks}}", "a"); strings.TrimSpace(r.stdout) != "1" {
+			t.Errorf("a's networks after a refused connect: %s", r.stdout)
+		}
+
+		// --ip-range, a label and the bridge's name; the network's events.
+		since := time.Now().Add(-time.Second).Unix()
+		d.mustVmctl(t, 0, "", "network", "create", "--subnet", "10.96.0.0/24", "--ip-range", "10.96.0.128/25",
+			"--label", "team=a", "-o", "com.docker.network.bridge.name=br-n4", "n4")
+		if r := d.mustVmctl(t, 0, "", "network", "inspect", "-f", `{{index .Labels "team"}} {{index .Options "com.docker.network.bridge.name"}}`, "n4"); strings.TrimSpace(r.stdout) != "a br-n4" {
+			t.Errorf("n4's label and bridge option: %q", r.stdout)
+		}
+		if r := d.mustVmctl(t, 0, "", "run", "--rm", "--network", "n4", "busybox", "ip", "-4", "-o", "addr", "show", "eth0"); !strings.Contains(r.stdout, "inet 10.96.0.1") ||
+			!regexp.MustCompile(`inet 10\.96\.0\.(12[89]|1[3-9][0-9]|2[0-5][0-9])/24`).MatchString(r.stdout) {
+			t.Errorf("an address of n4's --ip-range 10.96.0.128/25: %q", r.stdout)
+		}
+		if out, err := exec.Command("ip", "-n", d.netns, "link", "show", "br-n4").CombinedOutput(); err != nil {
+			t.Errorf("n4's bridge br-n4: %v: %s", err, out)
+		}
+		d.mustVmctl(t, 0, "", "network", "rm", "n4")
+		if err := exec.Command("ip", "-n", d.netns, "link", "show", "br-n4").Run(); err == nil {
+			t.Errorf("br-n4 is left after network rm n4")
+		}
+		r = d.mustDocker(t, 0, "", "events", "--since", fmt.Sprint(since), "--until", fmt.Sprint(time.Now().Unix()+1),
+			"--filter", "type=network", "--filter", "network=n4", "--format", "{{.Action}}")
+		if got := strings.Fields(r.stdout); !slices.Equal(got, []string{"create", "connect", "disconnect", "destroy"}) {
+			t.Errorf("docker events of n4 = %q, want create, connect, disconnect, destroy", got)
+		}
 	})
 
 	t.Run("docker CLI", func(t *testing.T) {
@@ -261,8 +345,8 @@ func TestNetworking(t *testing.T) {
 			t.Errorf("web's address = %q", r.stdout)
 		}
 		// web publishes 80 (-p 8080:80), eph exposes it and publishes it
-		// with -P; dweb is alone on dn.
-		for f, want := range map[string]string{"network=dn": "dweb", "publish=80": "dweb eph web", "expose=80/tcp": "dweb eph web",
+		// with -P, ephp with -p 80; dweb is alone on dn.
+		for f, want := range map[string]string{"network=dn": "dweb", "publish=80": "dweb eph ephp web", "expose=80/tcp": "dweb eph ephp web",
 			"publish=80/udp": "", "network=dn,publish=80": "dweb"} {
 			args := []string{"ps", "--format", "{{.Names}}"}
 			for _, term := range strings.Split(f, ",") {
@@ -358,6 +442,9 @@ func TestNetworking(t *testing.T) {
 		}
 		if left := taps(t, d.netns); len(left) > 0 {
 			t.Errorf("taps left after every container was removed: %v", left)
+		}
+		if n := vmctlRules(t, d.netns); n != 0 {
+			t.Errorf("%d nftables rules left in table inet vmctl after every container was removed", n)
 		}
 		if r := d.mustVmctl(t, 0, "", "network", "inspect", "-f", "{{len .Containers}}", "bridge"); strings.TrimSpace(r.stdout) != "0" {
 			t.Errorf("endpoints left on bridge: %s", r.stdout)
