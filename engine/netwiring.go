@@ -208,7 +208,7 @@ func (n containerNetwork) Join(ctx context.Context, c *containers.Container, joi
 		return err
 	}
 	return n.svc.SetDNS(ctx, c.ID, networksvc.DNSConfig{
-		Hostname: c.Config.Hostname, Servers: nc.DNS, Search: nc.DNSSearch, Options: nc.DNSOptions, ExtraHosts: nc.ExtraHosts,
+		Hostname: c.Config.Hostname, Domainname: c.Config.Domainname, Servers: nc.DNS, Search: nc.DNSSearch, Options: nc.DNSOptions, ExtraHosts: nc.ExtraHosts,
 	})
 }
 

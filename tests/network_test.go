@@ -89,13 +89,13 @@ func TestNetworkDefault(t *testing.T) {
 		"ip route",
 		"echo ---; cat /etc/resolv.conf",
 		"echo ---; cat /etc/hosts",
-		"echo ---; cat /etc/hostname",
+		"echo ---; cat /etc/hostname; cat /proc/sys/kernel/domainname",
 		"echo ---; wget -q -O- http://" + outsideHost + "/",
 		"echo ---; nslookup " + outsideName,
 		// UDP straight to the outside host, through NAT.
 		"echo ---; nslookup " + outsideName + " " + outsideHost,
 	}, "; ")
-	r := e.mustRun(t, 0, "run", "--rm", "--hostname", "web1", "busybox", "sh", "-c", script)
+	r := e.mustRun(t, 0, "run", "--rm", "--hostname", "web1", "--domainname", "example.test", "busybox", "sh", "-c", script)
 	parts := strings.Split(r.stdout, "---\n")
 	if len(parts) != 7 {
 		t.Fatalf("output in %d parts, want 7:\n%s\nstderr: %s", len(parts), r.stdout, r.stderr)
@@ -106,11 +106,11 @@ func TestNetworkDefault(t *testing.T) {
 	if !strings.Contains(parts[1], "nameserver 172.30.0.1") {
 		t.Errorf("resolv.conf:\n%s\nwant the gateway as nameserver", parts[1])
 	}
-	if !regexp.MustCompile(`(?m)^172\.30\.\d+\.\d+\s+web1\b`).MatchString(parts[2]) || !strings.Contains(parts[2], "localhost") {
-		t.Errorf("hosts:\n%s\nwant localhost and web1 at the container's address", parts[2])
+	if !regexp.MustCompile(`(?m)^172\.30\.\d+\.\d+\s+web1\.example\.test web1$`).MatchString(parts[2]) || !strings.Contains(parts[2], "localhost") {
+		t.Errorf("hosts:\n%s\nwant localhost and web1.example.test web1 at the container's address", parts[2])
 	}
-	if parts[3] != "web1\n" {
-		t.Errorf("hostname file %q, want web1", parts[3])
+	if parts[3] != "web1\nexample.test\n" {
+		t.Errorf("hostname file and domain name %q, want web1 and example.test (--domainname)", parts[3])
 	}
 	if parts[4] != outsidePage {
 		t.Errorf("HTTP to the outside through NAT: %q, want %q", parts[4], outsidePage)

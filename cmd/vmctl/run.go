@@ -28,6 +28,7 @@ type runOptions struct {
 	workdir     string
 	user        string
 	hostname    string
+	domainname  string
 	name        string
 	memory      string
 	cpus        string
@@ -88,6 +89,7 @@ func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory inside the container")
 	f.StringVarP(&o.user, "user", "u", "", "user to run as: UID[:GID]")
 	f.StringVar(&o.hostname, "hostname", "", "container host name")
+	f.StringVar(&o.domainname, "domainname", "", "container NIS domain name")
 	f.StringVar(&o.name, "name", "", "assign a name to the container")
 	f.StringVarP(&o.memory, "memory", "m", "", "memory limit (e.g. 256m, 1g)")
 	f.StringVar(&o.cpus, "cpus", "", "number of CPUs (e.g. 1, 1.5)")
@@ -120,7 +122,7 @@ func resolveEnv(env []string) []string {
 // the checks here only give a flag's own message before anything starts.
 func (o *runOptions) request(image string, cmdArgs []string) (client.ContainerCreateOptions, error) {
 	cfg := &container.Config{
-		Image: image, Env: resolveEnv(o.env), WorkingDir: o.workdir, User: o.user, Hostname: o.hostname,
+		Image: image, Env: resolveEnv(o.env), WorkingDir: o.workdir, User: o.user, Hostname: o.hostname, Domainname: o.domainname,
 		Tty: o.tty, OpenStdin: o.interactive,
 		// docker run -i: stdin closes with the first attached client's EOF.
 		StdinOnce:    o.interactive,

@@ -38,10 +38,12 @@ type Config struct {
 	Env        []string `json:"env"`
 	WorkingDir string   `json:"workingDir"`
 	// User is "UID[:GID]".
-	User      string `json:"user,omitempty"`
-	Hostname  string `json:"hostname"`
-	Tty       bool   `json:"tty"`
-	OpenStdin bool   `json:"openStdin"`
+	User     string `json:"user,omitempty"`
+	Hostname string `json:"hostname"`
+	// Domainname is docker run --domainname.
+	Domainname string `json:"domainname,omitempty"`
+	Tty        bool   `json:"tty"`
+	OpenStdin  bool   `json:"openStdin"`
 	// StdinOnce closes stdin when the first attached client's stdin ends.
 	StdinOnce bool `json:"stdinOnce,omitempty"`
 	// StopSignal is what a stop sends first; empty means SIGTERM.

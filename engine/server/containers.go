@@ -106,7 +106,7 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 	o := containersvc.CreateOptions{
 		Image: cfg.Image, Name: strings.TrimPrefix(r.URL.Query().Get("name"), "/"),
 		Cmd: cfg.Cmd, Entrypoint: cfg.Entrypoint, Env: cfg.Env, WorkingDir: cfg.WorkingDir,
-		User: cfg.User, Hostname: cfg.Hostname, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
+		User: cfg.User, Hostname: cfg.Hostname, Domainname: cfg.Domainname, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
 		StdinOnce: cfg.StdinOnce, StopSignal: cfg.StopSignal, MemoryBytes: hc.Memory,
 		NanoCPUs: hc.NanoCPUs, AutoRemove: hc.AutoRemove, Volumes: vols, Labels: cfg.Labels,
 		Hypervisor: hypervisor,
@@ -270,7 +270,7 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 		resp.Path, resp.Args = cfg.Args[0], cfg.Args[1:]
 	}
 	conf := &inspectConfig{Config: container.Config{
-		Hostname: cfg.Hostname, User: cfg.User, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
+		Hostname: cfg.Hostname, Domainname: cfg.Domainname, User: cfg.User, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
 		StdinOnce: cfg.StdinOnce, Env: cfg.Env, Cmd: cfg.Args, Image: cfg.Image,
 		WorkingDir: cfg.WorkingDir, StopSignal: cfg.StopSignal, Labels: labelsOrEmpty(cfg.Labels),
 	}}

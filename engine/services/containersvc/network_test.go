@@ -230,6 +230,20 @@ func TestCreateJoinsNetworks(t *testing.T) {
 	if j := n.joined[d.ID]; len(j) != 1 || j[0].Network != NetworkBridge || d.Config.Network.Mode != NetworkDefault {
 		t.Errorf("a create without a network joins %+v with mode %q, want the default network (bridge), mode default", j, d.Config.Network.Mode)
 	}
+	// --domainname: recorded, in the spec (the guest sets it), and refused
+	// when no host name could hold it.
+	dn, err := f.svc.Create(ctx, CreateOptions{Image: "busybox", Hostname: "web", Domainname: "example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dn.Config.Domainname != "example.org" || dn.Config.Spec == nil || dn.Config.Spec.Domainname != "example.org" {
+		t.Errorf("--domainname: record %q, spec %+v", dn.Config.Domainname, dn.Config.Spec)
+	}
+	for _, bad := range []string{"a b", strings.Repeat("x", 65), "evil/../x"} {
+		if _, err := f.svc.Create(ctx, CreateOptions{Image: "busybox", Domainname: bad}); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("--domainname %q = %v, want invalid argument", bad, err)
+		}
+	}
 	none, err := f.svc.Create(ctx, CreateOptions{Image: "busybox", NetworkMode: NetworkNone})
 	if err != nil {
 		t.Fatal(err)

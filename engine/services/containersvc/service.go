@@ -137,6 +137,9 @@ type CreateOptions struct {
 	WorkingDir string
 	User       string
 	Hostname   string
+	// Domainname is the container's NIS domain name and its /etc/hosts
+	// entry's domain (docker run --domainname).
+	Domainname string
 	Tty        bool
 	OpenStdin  bool
 	// StdinOnce closes the container's stdin when the first attached
@@ -258,6 +261,9 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 	if hostname == "" {
 		hostname = id[:12]
 	}
+	if err := validDomainname(o.Domainname); err != nil {
+		return nil, err
+	}
 	env, err := MergeEnv(img.Env, o.Env, hostname, o.Tty)
 	if err != nil {
 		return nil, err
@@ -276,7 +282,7 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 		Created: time.Now().UTC(),
 		Config: containers.Config{
 			Image: o.Image, ImageID: img.ID, Args: args, Env: env, WorkingDir: workdir, User: user,
-			Hostname: hostname, Tty: o.Tty, OpenStdin: o.OpenStdin, StdinOnce: o.StdinOnce,
+			Hostname: hostname, Domainname: o.Domainname, Tty: o.Tty, OpenStdin: o.OpenStdin, StdinOnce: o.StdinOnce,
 			StopSignal: firstNonEmpty(o.StopSignal, img.StopSignal), ConsoleRows: o.ConsoleRows,
 			ConsoleCols: o.ConsoleCols, MemoryBytes: o.MemoryBytes, NanoCPUs: o.NanoCPUs,
 			Hypervisor: choice.Driver, Accel: choice.Accel, AutoRemove: o.AutoRemove, Labels: o.Labels,
@@ -544,4 +550,18 @@ func firstNonEmpty(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// validDomainname checks docker run --domainname: what sethostname and
+// setdomainname take (at most 64 bytes) and a host name may hold.
+func validDomainname(d string) error {
+	if len(d) > 64 {
+		return errs.New(errdefs.ErrInvalidArgument, "invalid domainname %q: longer than 64 characters", d)
+	}
+	for _, r := range d {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return errs.New(errdefs.ErrInvalidArgument, "invalid domainname %q: only letters, digits, '-' and '.'", d)
+		}
+	}
+	return nil
 }

@@ -162,10 +162,11 @@ func BuildSpec(c *containers.Container) (*specs.Spec, error) {
 		res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
 	}
 	return &specs.Spec{
-		Version:  specs.Version,
-		Process:  proc,
-		Root:     &specs.Root{Path: "rootfs"},
-		Hostname: cfg.Hostname,
+		Version:    specs.Version,
+		Process:    proc,
+		Root:       &specs.Root{Path: "rootfs"},
+		Hostname:   cfg.Hostname,
+		Domainname: cfg.Domainname,
 		Mounts: []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
