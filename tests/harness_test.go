@@ -48,12 +48,19 @@ func TestMain(m *testing.M) {
 		linksAtStart = string(out)
 	}
 	code := m.Run()
+	for _, d := range tempDirs {
+		os.RemoveAll(d)
+	}
 	if shared != nil {
 		os.RemoveAll(shared.dataRoot)
 		os.RemoveAll(shared.execRoot)
 	}
 	os.Exit(code)
 }
+
+// tempDirs are removed once every test has run (what several tests share,
+// such as the images they build).
+var tempDirs []string
 
 // linksAtStart is what `ip -o link` showed in the tests' namespace before
 // any test ran (in-process engines make the default bridge in it later).

@@ -171,6 +171,7 @@ var udpEchoImage = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	tempDirs = append(tempDirs, dir)
 	bin := filepath.Join(dir, "udpecho")
 	build := exec.Command("go", "build", "-o", bin, "./testdata/udpecho")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
