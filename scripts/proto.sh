@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Usage: scripts/proto.sh [--tools | OUTDIR]
 # Generates the Go code of the contracts in api/ (agent/v1, vmm/v1) from their .proto files:
 # NAME.pb.go (protoc-gen-go) and NAME_ttrpc.pb.go (protoc-gen-go-ttrpc), beside the .proto, or
 # under OUTDIR with the same layout (OUTDIR/agent/v1/...) when one is given; tests/proto_test.go
@@ -20,7 +21,15 @@ protoc_gen_go=google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 protoc_gen_go_ttrpc=github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@v1.2.10
 protoc_version="libprotoc 3.21.12"
 
-[ $# -le 1 ] || die "usage: scripts/proto.sh [OUTDIR]"
+# --tools installs the generators and does nothing else: the tests run it
+# before they enter a network namespace of their own, where the module proxy
+# is out of reach.
+tools_only=
+if [ "${1:-}" = "--tools" ]; then
+	tools_only=1
+	shift
+fi
+[ $# -le 1 ] || die "usage: scripts/proto.sh [--tools | OUTDIR]"
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 api="$repo_root/api"
 outdir=${1:-$api}
@@ -52,6 +61,7 @@ install() {
 }
 gen_go=$(install "$protoc_gen_go")
 gen_ttrpc=$(install "$protoc_gen_go_ttrpc")
+[ -z "$tools_only" ] || exit 0
 
 protos=()
 while IFS= read -r p; do protos+=("$p"); done < <(cd "$api" && find . -name '*.proto' | sed 's|^\./||' | sort)

@@ -37,6 +37,14 @@ func TestMain(m *testing.M) {
 	// vmctld, QEMU and registry they start inherits it, so bridges, taps
 	// and rules the engine makes stay there and go with it.
 	if os.Geteuid() == 0 && !netnsrun.Inside() {
+		// What needs the module proxy is fetched first, outside the
+		// namespace (TestGeneratedContractsAreCurrent's generators); a
+		// failure here shows again, with its reason, in that test.
+		if _, err := exec.LookPath("protoc"); err == nil {
+			if out, err := exec.Command("bash", "../scripts/proto.sh", "--tools").CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "tests: installing the protoc generators: %v: %s", err, out)
+			}
+		}
 		code, err := netnsrun.Reexec("vmctl-e2e", netnsrun.Options{ResolvConf: "nameserver " + outsideDNS + "\n"})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "tests: "+err.Error())
