@@ -13,9 +13,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmctl/vmctl/engine/boltfile"
+
 	"github.com/containerd/errdefs"
 	bolt "go.etcd.io/bbolt"
-	"golang.org/x/sys/unix"
 
 	"github.com/vmctl/vmctl/engine/errs"
 )
@@ -39,8 +40,7 @@ import (
 // cache; a write adds bbolt's two fsyncs.
 type Store struct {
 	root string
-	db   string
-	lock string
+	db   string // and its flock(2) queue, db + ".lock"
 
 	// mu keeps this process's goroutines from queueing in flock(2) one
 	// thread each; the flock then only orders processes.
@@ -53,11 +53,6 @@ var (
 	bucketNames      = []byte("names")
 )
 
-// openTimeout bounds the wait for bbolt's own lock on meta.db. It is only
-// reached by a process that opens meta.db without taking meta.db.lock
-// first (a debugging tool); the store's processes queue on meta.db.lock.
-const openTimeout = 2 * time.Second
-
 // legacyRecord is the per-container JSON file of earlier versions.
 const legacyRecord = "container.json"
 
@@ -67,7 +62,7 @@ func OpenStore(root string) (*Store, error) {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("container store: %w", err)
 	}
-	s := &Store{root: root, db: filepath.Join(root, "meta.db"), lock: filepath.Join(root, "meta.db.lock")}
+	s := &Store{root: root, db: filepath.Join(root, "meta.db")}
 	if err := s.update(func(*bolt.Bucket, *bolt.Bucket) error { return nil }); err != nil {
 		return nil, err
 	}
@@ -122,37 +117,9 @@ func (s *Store) view(fn func(recs, names *bolt.Bucket) error) error {
 	})
 }
 
-// withDB opens the database for one operation: shared for readers,
-// exclusive for writers, queued on meta.db.lock so that waiting costs no
-// polling (bbolt's own lock wait polls every 50 ms).
+// withDB opens the database for one operation (boltfile.Use).
 func (s *Store) withDB(readOnly bool, fn func(*bolt.DB) error) error {
-	lf, err := os.OpenFile(s.lock, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return fmt.Errorf("container store lock: %w", err)
-	}
-	defer lf.Close()
-	how := unix.LOCK_EX
-	if readOnly {
-		how = unix.LOCK_SH
-	}
-	for {
-		err = unix.Flock(int(lf.Fd()), how)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("container store lock: %w", err)
-	}
-	db, err := bolt.Open(s.db, 0o600, &bolt.Options{Timeout: openTimeout, ReadOnly: readOnly})
-	if err != nil {
-		return fmt.Errorf("container store %s: %w", s.db, err)
-	}
-	ferr := fn(db)
-	if err := db.Close(); err != nil && ferr == nil {
-		ferr = fmt.Errorf("container store %s: %w", s.db, err)
-	}
-	return ferr
+	return boltfile.Use(s.db, "container store", readOnly, fn)
 }
 
 // NewID returns a random 64-hex-digit container ID.

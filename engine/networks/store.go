@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmctl/vmctl/engine/boltfile"
+
 	"github.com/containerd/errdefs"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
@@ -40,8 +42,7 @@ import (
 // flock on the file for as long as it is open.
 type Store struct {
 	root string
-	db   string
-	lock string
+	db   string // and its flock(2) queue, db + ".lock"
 
 	// pools are cut into subnets for networks created without one.
 	pools []AddressPool
@@ -63,10 +64,6 @@ var (
 	keyLast         = []byte("last-handed-out") // never 4 bytes long, unlike an address
 )
 
-// openTimeout bounds the wait for bbolt's own lock, which only a process
-// that skips networks.db.lock (a debugging tool) can make anyone wait for.
-const openTimeout = 2 * time.Second
-
 // Open opens (creating if needed) the store under root and makes sure the
 // default network exists, as opts describe it. Options left empty keep
 // what is stored, so that a process started without the daemon's flags
@@ -76,7 +73,7 @@ func Open(root string, opts DaemonOptions) (*Store, error) {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("network store: %w", err)
 	}
-	s := &Store{root: root, db: filepath.Join(root, "networks.db"), lock: filepath.Join(root, "networks.db.lock")}
+	s := &Store{root: root, db: filepath.Join(root, "networks.db")}
 	def, err := defaultNetwork(opts)
 	if err != nil {
 		return nil, err
@@ -222,36 +219,9 @@ func (s *Store) view(fn func(*txn) error) error {
 	})
 }
 
-// withDB opens the database for one operation: shared for readers,
-// exclusive for writers, queued on networks.db.lock.
+// withDB opens the database for one operation (boltfile.Use).
 func (s *Store) withDB(readOnly bool, fn func(*bolt.DB) error) error {
-	lf, err := os.OpenFile(s.lock, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return fmt.Errorf("network store lock: %w", err)
-	}
-	defer lf.Close()
-	how := unix.LOCK_EX
-	if readOnly {
-		how = unix.LOCK_SH
-	}
-	for {
-		err = unix.Flock(int(lf.Fd()), how)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("network store lock: %w", err)
-	}
-	db, err := bolt.Open(s.db, 0o600, &bolt.Options{Timeout: openTimeout, ReadOnly: readOnly})
-	if err != nil {
-		return fmt.Errorf("network store %s: %w", s.db, err)
-	}
-	ferr := fn(db)
-	if err := db.Close(); err != nil && ferr == nil {
-		ferr = fmt.Errorf("network store %s: %w", s.db, err)
-	}
-	return ferr
+	return boltfile.Use(s.db, "network store", readOnly, fn)
 }
 
 func notFound(ref string) error {
