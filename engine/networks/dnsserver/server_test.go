@@ -15,32 +15,12 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/miekg/dns"
 
-	"github.com/vmctl/vmctl/internal/netnsrun"
+	"github.com/vmctl/vmctl/engine/networks/netnstest"
 )
 
-// TestMain runs the tests, as root, in a network namespace of their own,
-// where port 53 of any 127.0.0.x is free (the host's own resolver, such as
-// systemd-resolved on 127.0.0.53, is not there).
-func TestMain(m *testing.M) {
-	if os.Geteuid() == 0 && !netnsrun.Inside() {
-		code, err := netnsrun.Reexec("vmctl-dnsserver-test", netnsrun.Options{})
-		if err != nil {
-			os.Stderr.WriteString("dnsserver tests: " + err.Error() + "\n")
-			os.Exit(1)
-		}
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
-}
-
-// needNetns skips a test that must run in a namespace of its own where
-// there is none.
-func needNetns(t *testing.T) {
-	t.Helper()
-	if !netnsrun.Inside() {
-		t.Skip("not root: the test needs a network namespace of its own")
-	}
-}
+// TestMain runs the tests in a network namespace of their own, where port
+// 53 of any 127.0.0.x is free and listeners expose nothing of the machine.
+func TestMain(m *testing.M) { netnstest.Main(m) }
 
 // fakeUpstream is a nameserver the test runs on addr:53.
 type fakeUpstream struct {
@@ -148,7 +128,7 @@ func tryAsk(proto, name string, qtype uint16, timeout time.Duration) (*dns.Msg, 
 // 127.0.0.2 and 127.0.0.4, with miekg/dns as the client, in a network
 // namespace of its own.
 func TestServer(t *testing.T) {
-	needNetns(t)
+	netnstest.Require(t)
 	first := startUpstream(t, "127.0.0.2", true)
 	second := startUpstream(t, "127.0.0.4", false)
 	resolvConf := filepath.Join(t.TempDir(), "resolv.conf")

@@ -6,39 +6,18 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/vmctl/vmctl/internal/netnsrun"
+	"github.com/vmctl/vmctl/engine/networks/netnstest"
 )
 
-// TestMain runs the tests, as root, in a network namespace of their own,
-// where listening on 0.0.0.0 or on any 127.0.0.x port exposes nothing of
-// the machine's and meets none of its listeners.
-func TestMain(m *testing.M) {
-	if os.Geteuid() == 0 && !netnsrun.Inside() {
-		code, err := netnsrun.Reexec("vmctl-portproxy-test", netnsrun.Options{})
-		if err != nil {
-			os.Stderr.WriteString("portproxy tests: " + err.Error() + "\n")
-			os.Exit(1)
-		}
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
-}
-
-// needNetns skips a test that must run in a namespace of its own where
-// there is none.
-func needNetns(t *testing.T) {
-	t.Helper()
-	if !netnsrun.Inside() {
-		t.Skip("not root: the test needs a network namespace of its own")
-	}
-}
+// TestMain runs the tests in a network namespace of their own, where port
+// 53 of any 127.0.0.x is free and listeners expose nothing of the machine.
+func TestMain(m *testing.M) { netnstest.Main(m) }
 
 // checkGoroutines fails t at its end if goroutines started during the test
 // are still running a moment after cleanup.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/vmctl/vmctl/engine/networks/netnstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -362,7 +363,7 @@ func TestStartErrors(t *testing.T) {
 // TestConflictAcrossAddresses: 0.0.0.0:P conflicts with 127.0.0.1:P and
 // back, and tcp and udp are separate; 0.0.0.0 needs a namespace of its own.
 func TestConflictAcrossAddresses(t *testing.T) {
-	needNetns(t)
+	netnstest.Require(t)
 	container := netip.MustParseAddrPort("127.0.0.1:80")
 	everywhere := netip.IPv4Unspecified()
 	all := startProxy(t, Binding{Proto: "tcp", HostIP: everywhere, Container: container}, Options{})

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vmctl/vmctl/engine/networks/netnstest"
 )
 
 // udpServer answers each datagram on 127.0.0.1 (or at addr, if valid) with
@@ -228,7 +230,7 @@ func TestUDPStop(t *testing.T) {
 // to the client would pick 127.0.0.1); a connected client socket drops
 // anything else.
 func TestUDPReplySource(t *testing.T) {
-	needNetns(t)
+	netnstest.Require(t)
 	checkGoroutines(t)
 	container := udpServer(t, netip.AddrPort{}, udpEcho)
 	p := startProxy(t, Binding{Proto: "udp", Container: container}, Options{})
