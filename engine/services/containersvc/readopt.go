@@ -95,22 +95,29 @@ func (s *Service) sweepOrphans(all []*containers.Container) {
 	}
 }
 
-// parentOf returns pid's parent, or 0 once it is gone.
-func parentOf(pid int) int {
+// procStat returns the state letter and the parent of pid, from
+// /proc/PID/stat; ok is false once pid is gone.
+func procStat(pid int) (state byte, ppid int, ok bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0
+		return 0, 0, false
 	}
 	// "pid (comm) state ppid ...": comm may hold spaces and parentheses.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0
+		return 0, 0, false
 	}
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return 0
+	if len(f) < 2 || len(f[0]) != 1 {
+		return 0, 0, false
 	}
-	ppid, _ := strconv.Atoi(f[1])
+	ppid, _ = strconv.Atoi(f[1])
+	return f[0][0], ppid, true
+}
+
+// parentOf returns pid's parent, or 0 once it is gone.
+func parentOf(pid int) int {
+	_, ppid, _ := procStat(pid)
 	return ppid
 }
 
@@ -153,12 +160,7 @@ func processesNaming(s string) []int {
 func waitGone(pid int, limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			return
-		}
-		// The state follows the command's closing parenthesis.
-		if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
+		if state, _, ok := procStat(pid); !ok || state == 'Z' {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
