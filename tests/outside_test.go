@@ -1,9 +1,7 @@
 package tests
 
 import (
-	"archive/tar"
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -16,9 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/vmctl/vmctl/internal/imagefile"
+
 	"github.com/miekg/dns"
 )
 
@@ -182,31 +179,6 @@ var udpEchoImage = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(&tar.Header{Name: "bin/udpecho", Mode: 0o755, Size: int64(len(prog)), Typeflag: tar.TypeReg}); err != nil {
-		return "", err
-	}
-	tw.Write(prog)
-	if err := tw.Close(); err != nil {
-		return "", err
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil })
-	if err != nil {
-		return "", err
-	}
-	base, err := tarball.ImageFromPath(filepath.Join("..", "build", "busybox.tar"), nil)
-	if err != nil {
-		return "", err
-	}
-	img, err := mutate.AppendLayers(base, layer)
-	if err != nil {
-		return "", err
-	}
-	tag, err := name.NewTag("udpecho:test")
-	if err != nil {
-		return "", err
-	}
 	out := filepath.Join(dir, "udpecho.tar")
-	return out, tarball.WriteToFile(out, tag, img)
+	return out, imagefile.Add(filepath.Join("..", "build", "busybox.tar"), "bin/udpecho", 0o755, prog, "udpecho:test", out)
 })

@@ -185,9 +185,6 @@ func runDaemon(n int) error {
 	}
 	defer os.RemoveAll(execB)
 	vmctl, _ := filepath.Abs("bin/vmctl")
-	vmctld, _ := filepath.Abs("bin/vmctld")
-	kernel, _ := filepath.Abs("bin/guest/vmlinuz")
-	initrd, _ := filepath.Abs("bin/guest/initramfs.img")
 	inproc := filepath.Join(tmp, "inproc")
 	daemonRoot := filepath.Join(tmp, "daemon")
 	for _, root := range []string{inproc, daemonRoot} {
@@ -196,23 +193,11 @@ func runDaemon(n int) error {
 		}
 	}
 	sock := filepath.Join(tmp, "d.sock")
-	d := exec.Command(vmctld, "--data-root", daemonRoot, "--exec-root", execB, "-H", "unix://"+sock, "--kernel", kernel, "--initrd", initrd)
-	var dlog strings.Builder
-	d.Stderr = &dlog
-	if err := d.Start(); err != nil {
+	stop, err := startVmctld(sock, daemonRoot, execB)
+	if err != nil {
 		return err
 	}
-	defer func() { d.Process.Signal(os.Interrupt); d.Wait() }()
-	for i := 0; ; i++ {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			break
-		}
-		if i == 200 {
-			return fmt.Errorf("vmctld did not listen: %s", dlog.String())
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	defer stop()
 	local := func() *exec.Cmd {
 		return exec.Command(vmctl, "--data-root", inproc, "--exec-root", execA, "run", "--rm", "busybox", "echo", "hi")
 	}
@@ -221,4 +206,31 @@ func runDaemon(n int) error {
 	}
 	return compareRuns(n, "run --rm busybox echo hi: in-process engine vs through vmctld (vmctl -H)",
 		"in-process", "via vmctld", "hi", local, remoteRun)
+}
+
+// startVmctld runs bin/vmctld on dataRoot and execRoot, serving on the unix
+// socket sock, with the guest files of bin/guest, and returns once it
+// accepts connections. stop interrupts it and waits for it.
+func startVmctld(sock, dataRoot, execRoot string) (stop func(), err error) {
+	vmctld, _ := filepath.Abs("bin/vmctld")
+	kernel, _ := filepath.Abs("bin/guest/vmlinuz")
+	initrd, _ := filepath.Abs("bin/guest/initramfs.img")
+	d := exec.Command(vmctld, "--data-root", dataRoot, "--exec-root", execRoot, "-H", "unix://"+sock, "--kernel", kernel, "--initrd", initrd)
+	var dlog strings.Builder
+	d.Stderr = &dlog
+	if err := d.Start(); err != nil {
+		return nil, err
+	}
+	stop = func() { d.Process.Signal(os.Interrupt); d.Wait() }
+	for i := 0; ; i++ {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return stop, nil
+		}
+		if i == 200 {
+			stop()
+			return nil, fmt.Errorf("vmctld did not listen: %s", dlog.String())
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
 }

@@ -247,3 +247,14 @@ func median(xs []sample, pick func(sample) time.Duration) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// buildStatic builds the package pkg into out without cgo: a static
+// binary, for a nested L1 or a container image without shared libraries.
+func buildStatic(out, pkg string) error {
+	build := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w: %s", pkg, err, b)
+	}
+	return nil
+}

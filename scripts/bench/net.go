@@ -21,20 +21,14 @@ package main
 // outside (the host's address, DNAT).
 
 import (
-	"archive/tar"
-	"bytes"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/vmctl/vmctl/internal/imagefile"
 )
 
 func init() { sections = append(sections, section{"net", runNetwork}) }
@@ -64,10 +58,8 @@ func runNetwork(n int) error {
 	}
 	defer os.RemoveAll(exe)
 	load := filepath.Join(tmp, "netload")
-	build := exec.Command("go", "build", "-trimpath", "-o", load, "./scripts/nested/netload")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./scripts/nested/netload: %w: %s", err, out)
+	if err := buildStatic(load, "./scripts/nested/netload"); err != nil {
+		return err
 	}
 	archive := filepath.Join(tmp, "netload.tar")
 	if err := netloadImage(load, archive); err != nil {
@@ -116,27 +108,12 @@ func runNetwork(n int) error {
 	}
 
 	vmctl, _ := filepath.Abs("bin/vmctl")
-	vmctld, _ := filepath.Abs("bin/vmctld")
-	kernel, _ := filepath.Abs("bin/guest/vmlinuz")
-	initrd, _ := filepath.Abs("bin/guest/initramfs.img")
 	sock := filepath.Join(tmp, "d.sock")
-	d := exec.Command(vmctld, "--data-root", filepath.Join(tmp, "data"), "--exec-root", exe, "-H", "unix://"+sock, "--kernel", kernel, "--initrd", initrd)
-	var dlog strings.Builder
-	d.Stderr = &dlog
-	if err := d.Start(); err != nil {
+	stop, err := startVmctld(sock, filepath.Join(tmp, "data"), exe)
+	if err != nil {
 		return err
 	}
-	defer func() { d.Process.Signal(os.Interrupt); d.Wait() }()
-	for i := 0; ; i++ {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			break
-		}
-		if i == 200 {
-			return fmt.Errorf("vmctld did not listen: %s", dlog.String())
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	defer stop()
 	v := func(args ...string) (string, error) {
 		out, err := exec.Command(vmctl, append([]string{"-H", "unix://" + sock}, args...)...).CombinedOutput()
 		if err != nil {
@@ -301,30 +278,5 @@ func netloadImage(bin, archive string) error {
 	if err != nil {
 		return err
 	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(&tar.Header{Name: "bin/netload", Mode: 0o755, Size: int64(len(prog)), Typeflag: tar.TypeReg}); err != nil {
-		return err
-	}
-	tw.Write(prog)
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil })
-	if err != nil {
-		return err
-	}
-	base, err := tarball.ImageFromPath("build/busybox.tar", nil)
-	if err != nil {
-		return err
-	}
-	img, err := mutate.AppendLayers(base, layer)
-	if err != nil {
-		return err
-	}
-	tag, err := name.NewTag("netload:bench")
-	if err != nil {
-		return err
-	}
-	return tarball.WriteToFile(archive, tag, img)
+	return imagefile.Add("build/busybox.tar", "bin/netload", 0o755, prog, "netload:bench", archive)
 }

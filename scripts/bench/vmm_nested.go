@@ -51,10 +51,8 @@ func runNested(n int) error {
 	defer os.RemoveAll(tmp)
 	// L1 has no shared libraries: this program goes in static.
 	self := filepath.Join(tmp, "vmctl-bench")
-	build := exec.Command("go", "build", "-trimpath", "-o", self, "./scripts/bench")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./scripts/bench for L1: %w: %s", err, out)
+	if err := buildStatic(self, "./scripts/bench"); err != nil {
+		return err
 	}
 	files, err := nested.HostExecutable(qemuBin, "usr/bin/qemu-system-x86_64")
 	if err != nil {

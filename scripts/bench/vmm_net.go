@@ -155,10 +155,8 @@ func runNet(n int) error {
 	}
 	defer os.RemoveAll(tmp)
 	load := filepath.Join(tmp, "netload")
-	build := exec.Command("go", "build", "-trimpath", "-o", load, "./scripts/nested/netload")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./scripts/nested/netload: %w: %s", err, out)
+	if err := buildStatic(load, "./scripts/nested/netload"); err != nil {
+		return err
 	}
 	img := filepath.Join(tmp, "l2-net.img")
 	if out, err := exec.Command(load, "l2image", "-o", img).CombinedOutput(); err != nil {
