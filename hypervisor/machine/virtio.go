@@ -196,6 +196,12 @@ func (m *Machine) stopVirtio() {
 			if m.vm != nil {
 				_ = m.vm.UnregisterIRQFD(vd.irqfd.fd, vd.irq)
 			}
+			if vd.transport != nil {
+				vd.transport.Close()
+				if n := vd.transport.Reraised(); n > 0 {
+					m.cfg.Log.Info("virtio: interrupts the driver missed were raised again", "device", vd.name, "count", n)
+				}
+			}
 			vd.dev.Reset()
 			vd.irqfd.file.Close()
 			vd.irqfd = nil

@@ -35,6 +35,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vmctl/vmctl/hypervisor/virtio/mmio"
 	"github.com/vmctl/vmctl/internal/nested"
 )
 
@@ -125,7 +126,7 @@ fi
 	for _, g := range netGuests {
 		fmt.Fprintf(&b, "netload quit -to %s:5201 || kill $pid_%s\n", g.addr, strings.ReplaceAll(g.label, "-", "_"))
 	}
-	b.WriteString("wait\ngrep -h 'virtio-net counters' /tmp/vmctl-vmm.log\n")
+	b.WriteString("wait\ngrep -hE 'virtio-net counters|raised again' /tmp/vmctl-vmm.log\n")
 	return b.String()
 }
 
@@ -220,6 +221,9 @@ func runNet(n int) error {
 	fmt.Println()
 	if c := regexp.MustCompile(`stats="([^"]*)"`).FindStringSubmatch(r.Output); c != nil {
 		fmt.Printf("vmctl-vmm's virtio-net counters at the end: %s\n\n", c[1])
+	}
+	for _, c := range regexp.MustCompile(`raised again" device=(\S+) count=(\d+)`).FindAllStringSubmatch(r.Output, -1) {
+		fmt.Printf("vmctl-vmm raised %s interrupts of %s again that the guest had not acknowledged after %v\n\n", c[2], c[1], mmio.ReraiseAfter)
 	}
 	if len(failures) > 0 {
 		return fmt.Errorf("some runs failed: %s", strings.Join(failures, "; "))

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vmctl/vmctl/hypervisor/bus"
 	"github.com/vmctl/vmctl/hypervisor/memory"
@@ -102,6 +103,13 @@ type Transport struct {
 	// cleared by the driver; it is atomic so device goroutines never wait
 	// for mu, which a reset holds while it waits for them.
 	interruptStatus atomic.Uint32
+	// acks counts the driver's InterruptACK writes; the re-raise timer
+	// compares it across its period.
+	acks atomic.Uint64
+	// reraised counts interrupts raised again because the driver left
+	// them unacknowledged for a whole period.
+	reraised atomic.Uint64
+	rr       reraiseTimer
 	// active is true between a successful DRIVER_OK and the next reset.
 	// It is written under mu and read without it by queue kicks.
 	active atomic.Bool
@@ -146,8 +154,7 @@ func (t *Transport) ConfigChanged() error {
 	t.mu.Lock()
 	t.configGeneration++
 	t.mu.Unlock()
-	t.interruptStatus.Or(InterruptConfigChange)
-	return t.irq.Trigger()
+	return t.raise(InterruptConfigChange)
 }
 
 // usedIRQ is the Interrupt a device gets: it flags a used buffer
@@ -155,8 +162,85 @@ func (t *Transport) ConfigChanged() error {
 type usedIRQ struct{ t *Transport }
 
 func (u usedIRQ) Trigger() error {
-	u.t.interruptStatus.Or(InterruptUsedBuffer)
-	return u.t.irq.Trigger()
+	return u.t.raise(InterruptUsedBuffer)
+}
+
+// ReraiseAfter is how long an interrupt may stay unacknowledged before the
+// transport raises it again.
+//
+// The line is an edge (an irqfd pulse on an IOAPIC pin), and an edge can be
+// lost on its way: a pin masked at that instant drops it, and so can a
+// nested hypervisor's event injection. A lost edge would strand the driver
+// for good: virtio-net's receive path, for one, posts no buffers until it
+// hears about the used ones, and the device, with no buffers, has nothing
+// to signal. QEMU's virtio-mmio holds a level line while the status is
+// non-zero, which cannot be lost; the timer gives the edge the same
+// guarantee. A driver that got the interrupt acknowledges it in its
+// handler's first instructions, so a re-raise is rare, and harmless when it
+// does happen: the handler finds the status bits set and serves them.
+const ReraiseAfter = 100 * time.Millisecond
+
+// reraiseTimer re-raises the interrupt while the status stays set and
+// unacknowledged. It runs only while an interrupt is outstanding.
+type reraiseTimer struct {
+	mu      sync.Mutex
+	timer   *time.Timer // armed while an interrupt is outstanding
+	acks    uint64      // Transport.acks when the timer was armed
+	stopped bool        // Close ran: never arm again
+}
+
+// raise sets status bits and raises the line, and makes sure the re-raise
+// timer watches them.
+func (t *Transport) raise(bits uint32) error {
+	t.interruptStatus.Or(bits)
+	err := t.irq.Trigger()
+	t.rr.mu.Lock()
+	if t.rr.timer == nil && !t.rr.stopped {
+		t.rr.acks = t.acks.Load()
+		t.rr.timer = time.AfterFunc(ReraiseAfter, t.reraise)
+	}
+	t.rr.mu.Unlock()
+	return err
+}
+
+// reraise runs one period after the timer was armed: with the status still
+// set and not one acknowledgement since, the driver missed the interrupt,
+// so it is raised again. The timer stays armed while bits are set.
+func (t *Transport) reraise() {
+	t.rr.mu.Lock()
+	defer t.rr.mu.Unlock()
+	if t.rr.stopped {
+		return
+	}
+	if t.interruptStatus.Load() == 0 {
+		t.rr.timer = nil
+		return
+	}
+	if acks := t.acks.Load(); acks == t.rr.acks {
+		t.reraised.Add(1)
+		if err := t.irq.Trigger(); err != nil {
+			slog.Warn("virtio-mmio: raising an unacknowledged interrupt again", "device", t.dev.DeviceID(), "err", err)
+		}
+	} else {
+		t.rr.acks = acks
+	}
+	t.rr.timer.Reset(ReraiseAfter)
+}
+
+// Reraised reports how many interrupts were raised again because the
+// driver had not acknowledged them (see ReraiseAfter).
+func (t *Transport) Reraised() uint64 { return t.reraised.Load() }
+
+// Close stops the re-raise timer for good; after it returns the transport
+// never touches its interrupt again. Call it before closing the line.
+func (t *Transport) Close() {
+	t.rr.mu.Lock()
+	defer t.rr.mu.Unlock()
+	t.rr.stopped = true
+	if t.rr.timer != nil {
+		t.rr.timer.Stop()
+		t.rr.timer = nil
+	}
 }
 
 // Read implements bus.Device.
@@ -258,6 +342,7 @@ func (t *Transport) Write(offset uint64, data []byte) {
 		return
 	case RegInterruptACK:
 		t.interruptStatus.And(^v)
+		t.acks.Add(1)
 		return
 	}
 	t.mu.Lock()
@@ -356,8 +441,7 @@ func (t *Transport) writeStatus(v uint32) {
 			slog.Warn("virtio-mmio: device activation failed", "device", t.dev.DeviceID(), "err", err)
 			v |= virtio.StatusDeviceNeedsReset
 			t.status = v
-			t.interruptStatus.Or(InterruptConfigChange)
-			_ = t.irq.Trigger()
+			_ = t.raise(InterruptConfigChange)
 			return
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vmctl/vmctl/hypervisor/memory"
 	"github.com/vmctl/vmctl/hypervisor/virtio"
@@ -389,5 +390,62 @@ func TestStatusDeviceOwnedBits(t *testing.T) {
 	wr(tr, RegStatus, 0)
 	if st := rd(tr, RegStatus); st != 0 {
 		t.Fatalf("status after reset = %#x, want 0", st)
+	}
+}
+
+// An interrupt the driver leaves unacknowledged (its edge was lost) is
+// raised again every period until acknowledged; one acknowledged at once
+// is never raised again; after Close nothing is raised.
+func TestUnacknowledgedInterruptRaisedAgain(t *testing.T) {
+	tr, dev, irq, mem := newTransport()
+	d := queuetest.NewDriver(mem, 0x10000, 16, 64)
+	negotiate(tr, virtio.FeatureVersion1)
+	c := d.Config()
+	setupQueue(tr, 0, 16, c.DescTable, c.AvailRing, c.UsedRing)
+	wr(tr, RegStatus, allStatus)
+
+	// Acknowledged at once: the timer finds the status clear.
+	if err := dev.irq.Trigger(); err != nil {
+		t.Fatal(err)
+	}
+	wr(tr, RegInterruptACK, InterruptUsedBuffer)
+	time.Sleep(3 * ReraiseAfter)
+	if irq.count() != 1 || tr.Reraised() != 0 {
+		t.Fatalf("acknowledged interrupt: %d raises, %d re-raised; want 1, 0", irq.count(), tr.Reraised())
+	}
+
+	// Never acknowledged: raised again, more than once.
+	if err := dev.irq.Trigger(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(50 * ReraiseAfter)
+	for tr.Reraised() < 2 && time.Now().Before(deadline) {
+		time.Sleep(ReraiseAfter / 4)
+	}
+	if tr.Reraised() < 2 || irq.count() < 4 {
+		t.Fatalf("unacknowledged interrupt: %d raises, %d re-raised; want at least 4 and 2", irq.count(), tr.Reraised())
+	}
+	if rd(tr, RegInterruptStatus) != InterruptUsedBuffer {
+		t.Fatal("re-raising changed the status")
+	}
+
+	// Acknowledged late: the re-raising stops.
+	wr(tr, RegInterruptACK, InterruptUsedBuffer)
+	time.Sleep(2 * ReraiseAfter)
+	n := irq.count()
+	time.Sleep(3 * ReraiseAfter)
+	if irq.count() != n {
+		t.Fatalf("raised %d more times after the acknowledgement", irq.count()-n)
+	}
+
+	// Closed with an interrupt outstanding: never raised again.
+	if err := dev.irq.Trigger(); err != nil {
+		t.Fatal(err)
+	}
+	tr.Close()
+	n = irq.count()
+	time.Sleep(3 * ReraiseAfter)
+	if irq.count() != n {
+		t.Fatalf("raised %d times after Close", irq.count()-n)
 	}
 }
