@@ -145,9 +145,10 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	host.SetRouteLocalnet(cfg.Network.KernelPorts)
 	names := newNameHook()
 	netSvc := networksvc.New(networksvc.Config{Store: netStore, Host: host, Events: bus,
-		Proxies: proxyHook{portproxy.NewManager(portproxy.Options{})}, Names: names})
+		Proxies: proxyHook{portproxy.NewManager(portproxy.Options{})}, Names: names, KernelPorts: cfg.Network.KernelPorts})
 	names.reload = netSvc.Names
 	ctrs = containersvc.New(containersvc.Config{
 		Store:  store,

@@ -27,6 +27,8 @@ type daemon struct {
 	cmd    *exec.Cmd
 	stderr *bytes.Buffer
 	bin    string
+	// args are more flags for vmctld, set before a launch.
+	args []string
 }
 
 // launch starts the vmctld binary bin on d's roots and socket and waits
@@ -40,8 +42,9 @@ func (d *daemon) launch(t *testing.T, bin string) {
 		must(t, relayLoopbackInto(d.netns))
 	}
 	// ip netns exec execs vmctld: the process is vmctld's, for signals.
-	d.cmd = exec.Command("ip", "netns", "exec", d.netns, bin, "--data-root", d.dataRoot, "--exec-root", d.execRoot, "-H", "unix://"+d.sock,
-		"--kernel", filepath.Join(d.root, "bin/guest/vmlinuz"), "--initrd", filepath.Join(d.root, "bin/guest/initramfs.img"))
+	args := append([]string{"netns", "exec", d.netns, bin, "--data-root", d.dataRoot, "--exec-root", d.execRoot, "-H", "unix://" + d.sock,
+		"--kernel", filepath.Join(d.root, "bin/guest/vmlinuz"), "--initrd", filepath.Join(d.root, "bin/guest/initramfs.img")}, d.args...)
+	d.cmd = exec.Command("ip", args...)
 	d.cmd.Stderr = d.stderr
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	must(t, d.cmd.Start())

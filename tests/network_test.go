@@ -39,6 +39,17 @@ func taps(t *testing.T, ns string) []string {
 // the namespace ns; 0 when the table does not exist.
 func vmctlRules(t *testing.T, ns string) int {
 	t.Helper()
+	n := 0
+	for _, c := range vmctlChainRules(t, ns) {
+		n += c
+	}
+	return n
+}
+
+// vmctlChainRules counts the rules of each chain of vmctl's nftables table
+// in the namespace ns.
+func vmctlChainRules(t *testing.T, ns string) map[string]int {
+	t.Helper()
 	f, err := os.Open("/run/netns/" + ns)
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +63,7 @@ func vmctlRules(t *testing.T, ns string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
+	n := map[string]int{}
 	for _, tb := range tables {
 		if tb.Name != "vmctl" {
 			continue
@@ -69,7 +80,7 @@ func vmctlRules(t *testing.T, ns string) int {
 			if err != nil {
 				t.Fatal(err)
 			}
-			n += len(rules)
+			n[ch.Name] += len(rules)
 		}
 	}
 	return n
@@ -426,6 +437,46 @@ func TestNetworking(t *testing.T) {
 		d.vmctl(t, "", "rm", "-f", "killed")
 		if r := d.mustVmctl(t, 0, "", "ps", "-a", "--filter", "name=killed", "-q"); r.stdout != "" {
 			t.Errorf("killed still listed after rm -f: %q", r.stdout)
+		}
+	})
+
+	t.Run("without the userland proxy", func(t *testing.T) {
+		// dockerd's --userland-proxy=false: the same daemon, restarted
+		// with it, carries the host's loopback and the containers to
+		// published ports by DNAT; the containers it re-adopts keep
+		// their ports.
+		d.crash(t)
+		d.args = []string{"--userland-proxy=false"}
+		d.launch(t, d.bin)
+		run(t, "kweb", append([]string{"-p", "8092:80", "-p", "127.0.0.1:8093:80"}, serve("kpage")...)...)
+		waitPage(t, d.netns, "127.0.0.1:8092", "kpage\n")
+		if body, err := get(t, d.netns, "127.0.0.1:8093"); err != nil || body != "kpage\n" {
+			t.Errorf("127.0.0.1:8093 from the host: %q, %v", body, err)
+		}
+		if body, err := get(t, o.ns, outsideGateway+":8092"); err != nil || body != "kpage\n" {
+			t.Errorf("%s:8092 from outside: %q, %v", outsideGateway, body, err)
+		}
+		if _, err := get(t, o.ns, outsideGateway+":8093"); err == nil {
+			t.Errorf("a port published on 127.0.0.1 answered from outside")
+		}
+		if r := d.mustVmctl(t, 0, "", "run", "--rm", "busybox", "sh", "-c", fetch("http://"+outsideGateway+":8092/", 10)); r.stdout != "kpage\n" {
+			t.Errorf("another container through the host port: %q", r.stdout)
+		}
+		if r := d.mustVmctl(t, 0, "", "exec", "kweb", "timeout", "10", "wget", "-q", "-O-", "http://"+outsideGateway+":8092/"); r.stdout != "kpage\n" {
+			t.Errorf("the container through its own host port: %q", r.stdout)
+		}
+		if body, err := get(t, d.netns, "127.0.0.1:8080"); err != nil || body != "page\n" {
+			t.Errorf("web's 127.0.0.1:8080 after the restart: %q, %v", body, err)
+		}
+		// The kernel carries it: loopback DNAT for the two loopback
+		// ports, the guard, and route_localnet on the bridge.
+		rules := vmctlChainRules(t, d.netns)
+		if rules["loopback"] < 2 || rules["guard"] == 0 {
+			t.Errorf("rules per chain without the userland proxy: %v; want loopback DNAT and the guard", rules)
+		}
+		out, err := exec.Command("ip", "netns", "exec", d.netns, "cat", "/proc/sys/net/ipv4/conf/vmctl0/route_localnet").CombinedOutput()
+		if err != nil || string(out) != "1\n" {
+			t.Errorf("route_localnet of vmctl0: %q, %v; want 1", out, err)
 		}
 	})
 

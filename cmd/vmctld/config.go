@@ -28,6 +28,7 @@ type daemonFile struct {
 	FixedCIDR           string        `json:"fixed-cidr"`
 	DefaultAddressPools []addressPool `json:"default-address-pools"`
 	MTU                 int           `json:"mtu"`
+	UserlandProxy       bool          `json:"userland-proxy"`
 }
 
 type addressPool struct {
@@ -40,6 +41,7 @@ type addressPool struct {
 var fileDirectives = map[string]string{
 	"data-root": "data-root", "exec-root": "exec-root", "H": "hosts", "host": "hosts",
 	"bip": "bip", "fixed-cidr": "fixed-cidr", "default-address-pool": "default-address-pools", "mtu": "mtu",
+	"userland-proxy": "userland-proxy",
 }
 
 // applyConfigFile reads the configuration file at path into what the flags
@@ -95,6 +97,9 @@ func applyConfigFile(fset *flag.FlagSet, path string, explicit bool, cfg *engine
 	}
 	if present["mtu"] {
 		cfg.Network.MTU = f.MTU
+	}
+	if present["userland-proxy"] {
+		cfg.Network.KernelPorts = !f.UserlandProxy
 	}
 	for _, p := range f.DefaultAddressPools {
 		if err := pools.Set(fmt.Sprintf("base=%s,size=%d", p.Base, p.Size)); err != nil {

@@ -69,7 +69,14 @@ func TestConfigFile(t *testing.T) {
 	if cfg, _, _, err := parse(p, true, "--bip", "10.3.0.1/24"); err != nil || cfg.Network.BIP != "10.3.0.1/24" || cfg.Network.MTU != 9000 {
 		t.Errorf("flag and file together: %+v, %v", cfg.Network, err)
 	}
-	for _, bad := range []string{`{"bridge": "br0"}`, `{"mtu": "big"}`, `{`, `{"default-address-pools": [{"base": "10.0.0.0/8", "size": 4}]}`} {
+	// dockerd's userland-proxy: false carries published ports by DNAT alone.
+	if cfg, _, _, err := parse(write(`{"userland-proxy": false}`), true); err != nil || !cfg.Network.KernelPorts {
+		t.Errorf(`{"userland-proxy": false}: KernelPorts %v, %v; want true`, cfg.Network.KernelPorts, err)
+	}
+	if cfg, _, _, err := parse(write(`{"userland-proxy": true}`), true); err != nil || cfg.Network.KernelPorts {
+		t.Errorf(`{"userland-proxy": true}: KernelPorts %v, %v; want false`, cfg.Network.KernelPorts, err)
+	}
+	for _, bad := range []string{`{"bridge": "br0"}`, `{"mtu": "big"}`, `{"userland-proxy": "no"}`, `{`, `{"default-address-pools": [{"base": "10.0.0.0/8", "size": 4}]}`} {
 		if _, _, _, err := parse(write(bad), true); err == nil {
 			t.Errorf("configuration %s accepted", bad)
 		}

@@ -72,8 +72,10 @@ func run() error {
 	flag.StringVar(&cfg.Network.FixedCIDR, "fixed-cidr", "", "the part of the default network's subnet that containers' addresses come from")
 	flag.Var(&pools, "default-address-pool", "subnets for networks created without --subnet, as base=SUBNET,size=BITS (repeatable; default dockerd's)")
 	flag.IntVar(&cfg.Network.MTU, "mtu", 0, "the MTU of the default network, and of other networks unless they set their own (default 1500)")
-	configFile := flag.String("config-file", defaultConfigFile, "daemon configuration file, JSON with dockerd's names for the flags above (data-root, exec-root, hosts, bip, fixed-cidr, default-address-pools, mtu)")
+	userlandProxy := flag.Bool("userland-proxy", true, "carry connections from the host's loopback and from containers to published ports through a proxy in vmctld; false: through DNAT alone (route_localnet on the bridges, with loopback-bound packets from containers dropped)")
+	configFile := flag.String("config-file", defaultConfigFile, "daemon configuration file, JSON with dockerd's names for the flags above (data-root, exec-root, hosts, bip, fixed-cidr, default-address-pools, mtu, userland-proxy)")
 	flag.Parse()
+	cfg.Network.KernelPorts = !*userlandProxy
 	explicit := false
 	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config-file" })
 	if err := applyConfigFile(flag.CommandLine, *configFile, explicit, &cfg, &hosts, &pools); err != nil {

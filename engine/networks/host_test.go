@@ -174,7 +174,7 @@ func TestRuleset(t *testing.T) {
 		{NetworkID: web.ID, ContainerID: c2, IP: netip.MustParseAddr("10.41.0.2"), Ports: []PortBinding{{Proto: "tcp", HostPort: 81, ContainerPort: 80}}},
 		{NetworkID: in.ID, ContainerID: c2, IP: netip.MustParseAddr("10.40.0.2"), Tap: TapName(c2, 1)},
 	}
-	if err := h.ApplyRules(Ruleset([]Network{web, def, in}, eps)); err != nil {
+	if err := h.ApplyRules(Ruleset([]Network{web, def, in}, eps, RuleOptions{})); err != nil {
 		t.Fatalf("ApplyRules: %v", err)
 	}
 	want := map[string][]string{
@@ -196,11 +196,11 @@ func TestRuleset(t *testing.T) {
 			`iifname "br-inside" oifname "br-inside" accept`,
 			`iifname "br-web" oifname "br-web" accept`,
 			`iifname "vmctl0" oifname "vmctl0" accept`,
+			`iifname "br-inside" drop`,
+			`oifname "br-inside" drop`,
 			`iifname "br-inside" jump isolation`,
 			`iifname "br-web" jump isolation`,
 			`iifname "vmctl0" jump isolation`,
-			`iifname "br-inside" drop`,
-			`oifname "br-inside" drop`,
 			"ct state established,related accept",
 			`iifname "br-web" accept`,
 			`iifname "vmctl0" accept`,
@@ -226,8 +226,51 @@ func TestRuleset(t *testing.T) {
 			t.Errorf("base chain %s has policy %v, want accept", ch.Name, ch.Policy)
 		}
 	}
+	// Without the userland proxy: containers are DNATed too (no return),
+	// the host's loopback has its own chain, DNATed connections are
+	// masqueraded out of the bridges and allowed across them, and
+	// loopback destinations from the bridges are dropped before anything.
+	if err := h.ApplyRules(Ruleset([]Network{web, def, in}, eps, RuleOptions{KernelPorts: true})); err != nil {
+		t.Fatalf("ApplyRules: %v", err)
+	}
+	kwant := map[string][]string{
+		"published": {
+			`nfproto ipv4 ip daddr 10.99.0.1 l4proto udp th dport 5353 dnat to 172.30.0.2:53`,
+			`nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local l4proto tcp th dport 8080 dnat to 172.30.0.2:80`,
+		},
+		"loopback": {
+			`nfproto ipv4 ip daddr 127.0.0.0/8 l4proto tcp th dport 8080 dnat to 172.30.0.2:80`,
+			`nfproto ipv4 ip daddr 127.0.0.1 l4proto tcp th dport 9000 dnat to 172.30.0.2:90`,
+		},
+		"output": {"jump published", "jump loopback"},
+		"guard": {
+			`nfproto ipv4 iifname "br-inside" ip daddr 127.0.0.0/8 drop`,
+			`nfproto ipv4 iifname "br-web" ip daddr 127.0.0.0/8 drop`,
+			`nfproto ipv4 iifname "vmctl0" ip daddr 127.0.0.0/8 drop`,
+		},
+		"postrouting": {
+			`nfproto ipv4 oifname "br-inside" ct status dnat ip saddr 127.0.0.0/8 masquerade`,
+			`nfproto ipv4 ip saddr 10.40.0.0/24 oifname "br-inside" ct status dnat masquerade`,
+			`nfproto ipv4 ip saddr 10.41.0.0/24 oifname != "br-web" masquerade`,
+			`nfproto ipv4 oifname "br-web" ct status dnat ip saddr 127.0.0.0/8 masquerade`,
+			`nfproto ipv4 ip saddr 10.41.0.0/24 oifname "br-web" ct status dnat masquerade`,
+			`nfproto ipv4 ip saddr 172.30.0.0/16 oifname != "vmctl0" masquerade`,
+			`nfproto ipv4 oifname "vmctl0" ct status dnat ip saddr 127.0.0.0/8 masquerade`,
+			`nfproto ipv4 ip saddr 172.30.0.0/16 oifname "vmctl0" ct status dnat masquerade`,
+		},
+	}
+	got = loaded(t, h)
+	for chain, rules := range kwant {
+		if !slices.Equal(got[chain], rules) {
+			t.Errorf("without the proxy, chain %s:\n got %s\nwant %s", chain, strings.Join(got[chain], "\n     "), strings.Join(rules, "\n     "))
+		}
+	}
+	if f := got["forward"]; len(f) < 7 || f[5] != `iifname "br-web" ct status dnat accept` || f[6] != `iifname "vmctl0" ct status dnat accept` {
+		t.Errorf("without the proxy, chain forward: %s", strings.Join(f, "\n     "))
+	}
+
 	// A second load replaces the table whole.
-	if err := h.ApplyRules(Ruleset([]Network{def}, nil)); err != nil {
+	if err := h.ApplyRules(Ruleset([]Network{def}, nil, RuleOptions{})); err != nil {
 		t.Fatal(err)
 	}
 	got = loaded(t, h)
@@ -273,7 +316,7 @@ func TestForeignTables(t *testing.T) {
 		t.Errorf("ForwardBlockers = %v, %v", got, err)
 	}
 	n := testNetwork("bridge", "vmctl0", "172.30.0.0/16")
-	if err := h.ApplyRules(Ruleset([]Network{n}, nil)); err != nil {
+	if err := h.ApplyRules(Ruleset([]Network{n}, nil, RuleOptions{})); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := h.ForwardBlockers(); len(got) != 1 {

@@ -91,6 +91,9 @@ type DaemonOptions struct {
 	// MTU is the default network's MTU, and every network's unless its
 	// own option says otherwise; 0 means DefaultMTU.
 	MTU int
+	// KernelPorts is dockerd's --userland-proxy=false: published ports are
+	// carried by DNAT alone (RuleOptions.KernelPorts).
+	KernelPorts bool
 }
 
 // CreateOptions is what a user asks for (docker network create), as typed.

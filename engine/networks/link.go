@@ -21,7 +21,16 @@ import (
 // changes with Store.LockHost.
 type Host struct {
 	nl *netlink.Handle
+	// routeLocalnet is set on the bridges EnsureBridge brings up: the
+	// kernel-only published ports (RuleOptions.KernelPorts) send the
+	// host's loopback connections out by them.
+	routeLocalnet bool
 }
+
+// SetRouteLocalnet chooses route_localnet for the bridges EnsureBridge
+// brings up from now on: on for RuleOptions.KernelPorts, off otherwise
+// (it is turned off again on a bridge a previous daemon turned on).
+func (h *Host) SetRouteLocalnet(on bool) { h.routeLocalnet = on }
 
 // OpenHost returns a Host on the calling process's network namespace.
 func OpenHost() (*Host, error) {
@@ -109,8 +118,28 @@ func (h *Host) EnsureBridge(n *Network) (err error) {
 			return fmt.Errorf("bridge %s: adding %s: %w", n.Bridge, want, err)
 		}
 	}
+	if err := setSysctl(fmt.Sprintf("/proc/sys/net/ipv4/conf/%s/route_localnet", n.Bridge), h.routeLocalnet); err != nil {
+		return fmt.Errorf("bridge %s: %w", n.Bridge, err)
+	}
 	if err := h.nl.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bridge %s: bringing it up: %w", n.Bridge, err)
+	}
+	return nil
+}
+
+// setSysctl sets a boolean sysctl of the calling thread's namespace,
+// writing only when it differs.
+func setSysctl(path string, on bool) error {
+	want := byte('0')
+	if on {
+		want = '1'
+	}
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) > 0 && b[0] == want {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte{want, '\n'}, 0o644); err != nil {
+		return fmt.Errorf("setting %s: %w", path, err)
 	}
 	return nil
 }
@@ -245,12 +274,7 @@ func (h *Host) TakenPrefixes() ([]netip.Prefix, error) {
 // EnableForwarding turns on IPv4 forwarding in the namespace, which
 // routing between the bridges and the host's other interfaces needs.
 func (h *Host) EnableForwarding() error {
-	const path = "/proc/sys/net/ipv4/ip_forward"
-	b, err := os.ReadFile(path)
-	if err == nil && len(b) > 0 && b[0] == '1' {
-		return nil
-	}
-	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
+	if err := setSysctl("/proc/sys/net/ipv4/ip_forward", true); err != nil {
 		return fmt.Errorf("enabling IPv4 forwarding: %w", err)
 	}
 	return nil

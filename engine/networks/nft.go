@@ -22,6 +22,33 @@ package networks
 //	                  accept; to a published port accept
 //	chain isolation   (regular): to any of our bridges, drop
 //
+// Without the userland proxy (RuleOptions.KernelPorts, dockerd's
+// --userland-proxy=false) the kernel carries what the proxy would:
+//
+//	chain published   no return for our bridges: a container reaching a
+//	                  published port through the host is DNATed too
+//	chain output      also jump loopback
+//	chain loopback    (regular, from output only): DNAT of the ports
+//	                  published on 127.0.0.0/8 (all addresses, or a
+//	                  loopback one): the host's own connections, which
+//	                  leave by a bridge with a loopback source, allowed by
+//	                  route_localnet on the bridges (Host.EnsureBridge)
+//	chain postrouting also masquerade a DNATed connection that leaves by
+//	                  a bridge from a loopback source, or from the
+//	                  bridge's own subnet (hairpin; the input interface is
+//	                  not known on this hook): the reply must come back
+//	                  through the host to be translated back
+//	chain forward     before isolation: a DNATed connection from a
+//	                  non-internal bridge is accepted both ways (a
+//	                  container reaching another network's published port)
+//	chain guard       filter hook prerouting priority raw: from our
+//	                  bridges, to 127.0.0.0/8, drop. route_localnet would
+//	                  otherwise let a container reach the host's loopback
+//	                  services (CVE-2020-8558 hit kube-proxy the same way);
+//	                  replies to the host's DNATed connections come
+//	                  addressed to the gateway and are untranslated after
+//	                  this hook, so they pass
+//
 // An accept here ends the packet's walk through this table only: another
 // table's base chain on the same hook (a FORWARD policy drop, as docker
 // sets) still drops it. ForwardBlockers reports such chains.
@@ -61,10 +88,21 @@ type Chain struct {
 	Rules    []Rule
 }
 
+// RuleOptions are the daemon's choices the ruleset follows.
+type RuleOptions struct {
+	// KernelPorts is dockerd's --userland-proxy=false: published ports are
+	// carried by DNAT alone, from the host's loopback and between
+	// containers too (see the table's description above).
+	KernelPorts bool
+}
+
+// loopbackNet is 127.0.0.0/8.
+var loopbackNet = netip.MustParsePrefix("127.0.0.0/8")
+
 // Ruleset builds the table's chains for the networks and endpoints (only
 // the plumbed endpoints' published ports count). It is a pure function of
 // its input; ApplyRules loads its result.
-func Ruleset(nets []Network, eps []Endpoint) []Chain {
+func Ruleset(nets []Network, eps []Endpoint, o RuleOptions) []Chain {
 	nets = append([]Network(nil), nets...)
 	sort.Slice(nets, func(i, j int) bool { return nets[i].Bridge < nets[j].Bridge })
 	byID := map[string]*Network{}
@@ -95,19 +133,24 @@ func Ruleset(nets []Network, eps []Endpoint) []Chain {
 		return a.p.Proto < b.p.Proto
 	})
 
-	var publishedRules, post, fwd, iso []Rule
+	var publishedRules, loopback, post, fwd, iso, guard []Rule
 	for _, n := range nets {
-		publishedRules = append(publishedRules, Rule{"from " + n.Bridge + ": proxied", exprs(iifname(n.Bridge), verdict(expr.VerdictReturn))})
+		if !o.KernelPorts {
+			publishedRules = append(publishedRules, Rule{"from " + n.Bridge + ": proxied", exprs(iifname(n.Bridge), verdict(expr.VerdictReturn))})
+		}
 		iso = append(iso, Rule{"to " + n.Bridge, exprs(oifname(n.Bridge), verdict(expr.VerdictDrop))})
 		if !n.Internal {
 			post = append(post, Rule{"masquerade " + n.Name, exprs(ipv4(), saddrIn(n.Subnet), oifnameNot(n.Bridge), []expr.Any{&expr.Masq{}})})
 		}
+		if o.KernelPorts {
+			guard = append(guard, Rule{"from " + n.Bridge + ": not to loopback", exprs(ipv4(), iifname(n.Bridge), daddrIn(loopbackNet), verdict(expr.VerdictDrop))})
+			post = append(post,
+				Rule{"published, from loopback, to " + n.Bridge, exprs(ipv4(), oifname(n.Bridge), ctDNAT(), saddrIn(loopbackNet), []expr.Any{&expr.Masq{}})},
+				Rule{"published, hairpin on " + n.Bridge, exprs(ipv4(), saddrIn(n.Subnet), oifname(n.Bridge), ctDNAT(), []expr.Any{&expr.Masq{}})})
+		}
 	}
 	for _, n := range nets {
 		fwd = append(fwd, Rule{"within " + n.Bridge, exprs(iifname(n.Bridge), oifname(n.Bridge), verdict(expr.VerdictAccept))})
-	}
-	for _, n := range nets {
-		fwd = append(fwd, Rule{"isolate " + n.Bridge, exprs(iifname(n.Bridge), jump("isolation"))})
 	}
 	for _, n := range nets {
 		if n.Internal {
@@ -115,6 +158,16 @@ func Ruleset(nets []Network, eps []Endpoint) []Chain {
 				Rule{"internal " + n.Name + ": nothing out", exprs(iifname(n.Bridge), verdict(expr.VerdictDrop))},
 				Rule{"internal " + n.Name + ": nothing in", exprs(oifname(n.Bridge), verdict(expr.VerdictDrop))})
 		}
+	}
+	if o.KernelPorts {
+		for _, n := range nets {
+			if !n.Internal {
+				fwd = append(fwd, Rule{"published, from " + n.Bridge + " through the host", exprs(iifname(n.Bridge), ctDNAT(), verdict(expr.VerdictAccept))})
+			}
+		}
+	}
+	for _, n := range nets {
+		fwd = append(fwd, Rule{"isolate " + n.Bridge, exprs(iifname(n.Bridge), jump("isolation"))})
 	}
 	fwd = append(fwd, Rule{"established", exprs(ctStateIn(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept))})
 	for _, n := range nets {
@@ -125,33 +178,45 @@ func Ruleset(nets []Network, eps []Endpoint) []Chain {
 	for _, b := range pub {
 		what := fmt.Sprintf("%s %s:%d for %s", b.p.Proto, b.ip, b.p.ContainerPort, b.who)
 		fwd = append(fwd, Rule{"published " + what, exprs(ipv4(), oifname(b.bridge), daddrIs(b.ip), l4proto(b.p.Proto), dport(b.p.ContainerPort), verdict(expr.VerdictAccept))})
-		var dst [][]expr.Any
-		if b.p.HostIP.IsValid() && !b.p.HostIP.IsUnspecified() {
-			if b.p.HostIP.IsLoopback() {
-				continue // the userland proxy alone serves loopback addresses
-			}
-			dst = [][]expr.Any{daddrIs(b.p.HostIP)}
-		} else {
-			dst = [][]expr.Any{daddrNotIn(netip.MustParsePrefix("127.0.0.0/8")), localDaddr()}
-		}
 		host := "0.0.0.0"
 		if b.p.HostIP.IsValid() {
 			host = b.p.HostIP.String()
 		}
-		parts := append([][]expr.Any{ipv4()}, dst...)
-		r := exprs(append(parts, l4proto(b.p.Proto), dport(b.p.HostPort), dnat(b.ip, b.p.ContainerPort))...)
-		publishedRules = append(publishedRules, Rule{fmt.Sprintf("%s:%d -> %s", host, b.p.HostPort, what), r})
+		tail := [][]expr.Any{l4proto(b.p.Proto), dport(b.p.HostPort), dnat(b.ip, b.p.ContainerPort)}
+		comment := fmt.Sprintf("%s:%d -> %s", host, b.p.HostPort, what)
+		switch {
+		case b.p.HostIP.IsValid() && b.p.HostIP.IsLoopback():
+			// Only the host itself reaches a loopback address: the userland
+			// proxy serves it, or the loopback chain, never prerouting.
+			if o.KernelPorts {
+				loopback = append(loopback, Rule{comment, exprs(append([][]expr.Any{ipv4(), daddrIs(b.p.HostIP)}, tail...)...)})
+			}
+		case b.p.HostIP.IsValid() && !b.p.HostIP.IsUnspecified():
+			publishedRules = append(publishedRules, Rule{comment, exprs(append([][]expr.Any{ipv4(), daddrIs(b.p.HostIP)}, tail...)...)})
+		default:
+			publishedRules = append(publishedRules, Rule{comment, exprs(append([][]expr.Any{ipv4(), daddrNotIn(loopbackNet), localDaddr()}, tail...)...)})
+			if o.KernelPorts {
+				loopback = append(loopback, Rule{fmt.Sprintf("127.0.0.0/8:%d -> %s", b.p.HostPort, what), exprs(append([][]expr.Any{ipv4(), daddrIn(loopbackNet)}, tail...)...)})
+			}
+		}
 	}
-	return []Chain{
+	output := []Rule{{"published ports", exprs(jump("published"))}}
+	chains := []Chain{
 		{Name: "published", Rules: publishedRules},
 		{Name: "isolation", Rules: iso},
-		{Name: "prerouting", Type: nftables.ChainTypeNAT, Hook: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest,
-			Rules: []Rule{{"published ports", exprs(jump("published"))}}},
-		{Name: "output", Type: nftables.ChainTypeNAT, Hook: nftables.ChainHookOutput, Priority: nftables.ChainPriorityNATDest,
-			Rules: []Rule{{"published ports", exprs(jump("published"))}}},
-		{Name: "postrouting", Type: nftables.ChainTypeNAT, Hook: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Rules: post},
-		{Name: "forward", Type: nftables.ChainTypeFilter, Hook: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Rules: fwd},
 	}
+	if o.KernelPorts {
+		output = append(output, Rule{"published ports on loopback", exprs(jump("loopback"))})
+		chains = append(chains, Chain{Name: "loopback", Rules: loopback},
+			Chain{Name: "guard", Type: nftables.ChainTypeFilter, Hook: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw, Rules: guard})
+	}
+	return append(chains,
+		Chain{Name: "prerouting", Type: nftables.ChainTypeNAT, Hook: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest,
+			Rules: []Rule{{"published ports", exprs(jump("published"))}}},
+		Chain{Name: "output", Type: nftables.ChainTypeNAT, Hook: nftables.ChainHookOutput, Priority: nftables.ChainPriorityNATDest, Rules: output},
+		Chain{Name: "postrouting", Type: nftables.ChainTypeNAT, Hook: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Rules: post},
+		Chain{Name: "forward", Type: nftables.ChainTypeFilter, Hook: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Rules: fwd},
+	)
 }
 
 // nft opens an nftables connection on the calling process's namespace.
@@ -383,6 +448,7 @@ func prefixMatch(offset uint32, p netip.Prefix, op expr.CmpOp) []expr.Any {
 }
 
 func saddrIn(p netip.Prefix) []expr.Any    { return prefixMatch(12, p, expr.CmpOpEq) }
+func daddrIn(p netip.Prefix) []expr.Any    { return prefixMatch(16, p, expr.CmpOpEq) }
 func daddrNotIn(p netip.Prefix) []expr.Any { return prefixMatch(16, p, expr.CmpOpNeq) }
 
 func daddrIs(a netip.Addr) []expr.Any {
@@ -403,6 +469,19 @@ func ctStateIn(bits uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binary.NativeEndian.AppendUint32(nil, bits), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+// ipsDstNAT is IPS_DST_NAT of enum ip_conntrack_status.
+const ipsDstNAT = 1 << 5
+
+// ctDNAT: the packet's connection was DNATed (ct status dnat), in either
+// direction.
+func ctDNAT() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binary.NativeEndian.AppendUint32(nil, ipsDstNAT), Xor: make([]byte, 4)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
 	}
 }

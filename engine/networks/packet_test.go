@@ -5,12 +5,14 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/vmctl/vmctl/engine/networks/netnstest"
 )
@@ -200,7 +202,7 @@ func TestPackets(t *testing.T) {
 		{NetworkID: other.ID, ContainerID: id('2'), IP: c2.addr, Tap: "vc2"},
 		{NetworkID: internal.ID, ContainerID: id('3'), IP: c3.addr, Tap: "vc3"},
 	}
-	if err := h.ApplyRules(Ruleset(nets, eps)); err != nil {
+	if err := h.ApplyRules(Ruleset(nets, eps, RuleOptions{})); err != nil {
 		t.Fatal(err)
 	}
 
@@ -278,4 +280,139 @@ func TestPackets(t *testing.T) {
 			t.Error("a published port answered without the table")
 		}
 	})
+}
+
+// Without the userland proxy (dockerd's --userland-proxy=false), the
+// rules alone carry what the proxy would: the host's connections to a
+// published port on 127.0.0.1, a container reaching its own or a
+// neighbour's published port through the host, another network's
+// container reaching it; and route_localnet, which that needs on the
+// bridges, gives a container no way to the host's loopback services.
+func TestPacketsKernelPorts(t *testing.T) {
+	h := openHost(t)
+	h.SetRouteLocalnet(true)
+	def := testNetwork("bridge", "vmctl0", "172.30.0.0/16")
+	other := testNetwork("other", "br-other", "10.42.0.0/24")
+	nets := []Network{def, other}
+	for i := range nets {
+		if err := h.EnsureBridge(&nets[i]); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.DeleteLink(nets[i].Bridge) })
+	}
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/conf/vmctl0/route_localnet"); err != nil || string(b) != "1\n" {
+		t.Fatalf("route_localnet of the bridge: %q, %v; want 1", b, err)
+	}
+	if err := h.EnableForwarding(); err != nil {
+		t.Fatal(err)
+	}
+	outside := addPeer(t, "up0", "", "10.99.0.2/24", "")
+	if l, err := netlink.LinkByName("up0"); err != nil {
+		t.Fatal(err)
+	} else if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("10.99.0.1/24"))}); err != nil {
+		t.Fatal(err)
+	}
+	c1 := addPeer(t, "vc1", "vmctl0", "172.30.0.2/16", "172.30.0.1")
+	c1b := addPeer(t, "vc1b", "vmctl0", "172.30.0.3/16", "172.30.0.1")
+	c2 := addPeer(t, "vc2", "br-other", "10.42.0.2/24", "10.42.0.1")
+	// Hairpin on the container's port, as EnsureTap sets on a VM's tap.
+	if l, err := netlink.LinkByName("vc1"); err != nil {
+		t.Fatal(err)
+	} else if err := netlink.LinkSetHairpin(l, true); err != nil {
+		t.Fatal(err)
+	}
+	id := func(c byte) string { return strings.Repeat(string(c), 64) }
+	eps := []Endpoint{
+		{NetworkID: def.ID, ContainerID: id('1'), IP: c1.addr, Tap: "vc1", Ports: []PortBinding{
+			{Proto: "tcp", HostPort: 8080, ContainerPort: 80},
+			{Proto: "tcp", HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 8090, ContainerPort: 90}}},
+		{NetworkID: def.ID, ContainerID: id('4'), IP: c1b.addr, Tap: "vc1b"},
+		{NetworkID: other.ID, ContainerID: id('2'), IP: c2.addr, Tap: "vc2"},
+	}
+	if err := h.ApplyRules(Ruleset(nets, eps, RuleOptions{KernelPorts: true})); err != nil {
+		t.Fatal(err)
+	}
+	srv := listen(t, c1.ns, "172.30.0.2:80")
+	srv90 := listen(t, c1.ns, "172.30.0.2:90")
+	try := func(what string, ns netns.NsHandle, addr string, got <-chan netip.Addr, from string) {
+		t.Helper()
+		if err := dial(ns, addr, 2*time.Second); err != nil {
+			t.Errorf("%s: %v", what, err)
+			return
+		}
+		expectFrom(t, what, got, from)
+	}
+	try("host to 127.0.0.1:8080", -1, "127.0.0.1:8080", srv, "172.30.0.1")
+	try("host to 127.0.0.1:8090 (published on 127.0.0.1)", -1, "127.0.0.1:8090", srv90, "172.30.0.1")
+	try("outside to the host's address", outside.ns, "10.99.0.1:8080", srv, "10.99.0.2")
+	try("the container to its own published port", c1.ns, "172.30.0.1:8080", srv, "172.30.0.1")
+	// Twice: the host routes the first back out of the bridge it came
+	// in by, and a redirect that sent the neighbour straight to the
+	// container (which routes nothing) for the host's address would break
+	// the second.
+	try("a neighbour to the published port", c1b.ns, "10.99.0.1:8080", srv, "172.30.0.1")
+	try("a neighbour to the published port, again", c1b.ns, "10.99.0.1:8080", srv, "172.30.0.1")
+	if rs, err := netnstest.Handle(t, c1b.ns).RouteGet(net.ParseIP("10.99.0.1")); err != nil || len(rs) != 1 || !rs[0].Gw.Equal(net.ParseIP("172.30.0.1")) {
+		t.Errorf("the neighbour's route to the host's address after the hairpin: %+v, %v; want via 172.30.0.1", rs, err)
+	}
+	try("another network's container to the published port", c2.ns, "10.99.0.1:8080", srv, "172.30.0.1")
+	if err := dial(outside.ns, "10.99.0.1:8090", blocked); err == nil {
+		t.Error("a port published on 127.0.0.1 answered the outside")
+	}
+	if err := dial(c2.ns, "172.30.0.2:80", blocked); err == nil {
+		t.Error("another network's container reached the container's address directly")
+	}
+
+	// A container that routes 127.1.2.3 to its gateway (its kernel is its
+	// own: it drops its local 127/8 route and accepts loopback sources)
+	// must not reach the host's loopback-only services.
+	loop := listen(t, -1, "127.1.2.3:7005")
+	ch := netnstest.Handle(t, c1.ns)
+	local, err := ch.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_LOCAL}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range local {
+		if r.Dst != nil && r.Dst.String() == "127.0.0.0/8" {
+			if err := ch.RouteDel(&r); err != nil {
+				t.Fatalf("removing the container's local 127.0.0.0/8 route: %v", err)
+			}
+		}
+	}
+	eth0, err := ch.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, dst, _ := net.ParseCIDR("127.1.2.3/32")
+	if err := ch.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: dst, Gw: net.ParseIP("172.30.0.1")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := netnstest.Do(c1.ns, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/conf/eth0/route_localnet", []byte("1\n"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dial(c1.ns, "127.1.2.3:7005", blocked); err == nil {
+		t.Error("a container reached a service on the host's loopback")
+	}
+	// The same attempt without the guard chain gets through: the guard,
+	// not the container's set-up, stopped it.
+	if err := h.ApplyRules(Ruleset(nets, eps, RuleOptions{})); err != nil {
+		t.Fatal(err)
+	}
+	try("loopback through the bridge without the guard", c1.ns, "127.1.2.3:7005", loop, "172.30.0.2")
+
+	// Back to the proxy's rules and route_localnet off: the loopback port
+	// is the proxy's again (nothing listens here), and the bridge's
+	// route_localnet, on from before, is turned off.
+	h.SetRouteLocalnet(false)
+	if err := h.EnsureBridge(&nets[0]); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/conf/vmctl0/route_localnet"); err != nil || string(b) != "0\n" {
+		t.Fatalf("route_localnet of the bridge after turning it off: %q, %v; want 0", b, err)
+	}
+	if err := dial(-1, "127.0.0.1:8080", blocked); err == nil {
+		t.Error("127.0.0.1:8080 reached the container with the proxy's rules")
+	}
 }

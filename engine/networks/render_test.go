@@ -50,6 +50,9 @@ func render(es []expr.Any) string {
 			}
 		case *expr.Ct:
 			subject, kind, masked = "ct state", "ctstate", nil
+			if e.Key == expr.CtKeySTATUS {
+				subject, kind = "ct status", "ctstatus"
+			}
 		case *expr.Fib:
 			subject, kind, masked = "fib daddr type", "fib", nil
 		case *expr.Bitwise:
@@ -59,6 +62,14 @@ func render(es []expr.Any) string {
 			if kind == "ctstate" && e.Op == expr.CmpOpNeq && binary.NativeEndian.Uint32(e.Data) == 0 {
 				// (state & bits) != 0: any of the bits.
 				out = append(out, "ct state "+ctStates(binary.NativeEndian.Uint32(masked)))
+				continue
+			}
+			if kind == "ctstatus" && e.Op == expr.CmpOpNeq && binary.NativeEndian.Uint32(e.Data) == 0 {
+				status := fmt.Sprintf("%#x", binary.NativeEndian.Uint32(masked))
+				if binary.NativeEndian.Uint32(masked) == ipsDstNAT {
+					status = "dnat"
+				}
+				out = append(out, "ct status "+status)
 				continue
 			}
 			v := value(kind, e.Data)

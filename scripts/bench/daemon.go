@@ -211,11 +211,11 @@ func runDaemon(n int) error {
 // startVmctld runs bin/vmctld on dataRoot and execRoot, serving on the unix
 // socket sock, with the guest files of bin/guest, and returns once it
 // accepts connections. stop interrupts it and waits for it.
-func startVmctld(sock, dataRoot, execRoot string) (stop func(), err error) {
+func startVmctld(sock, dataRoot, execRoot string, flags ...string) (stop func(), err error) {
 	vmctld, _ := filepath.Abs("bin/vmctld")
 	kernel, _ := filepath.Abs("bin/guest/vmlinuz")
 	initrd, _ := filepath.Abs("bin/guest/initramfs.img")
-	d := exec.Command(vmctld, "--data-root", dataRoot, "--exec-root", execRoot, "-H", "unix://"+sock, "--kernel", kernel, "--initrd", initrd)
+	d := exec.Command(vmctld, append([]string{"--data-root", dataRoot, "--exec-root", execRoot, "-H", "unix://" + sock, "--kernel", kernel, "--initrd", initrd}, flags...)...)
 	var dlog strings.Builder
 	d.Stderr = &dlog
 	if err := d.Start(); err != nil {

@@ -18,7 +18,8 @@ package main
 // namespace. Table 2, published ports: request/response latency to a
 // container's server through its published port against straight to its
 // address, from the host (127.0.0.1, the userland proxy) and from the
-// outside (the host's address, DNAT).
+// outside (the host's address, DNAT); then the same with vmctld restarted
+// with --userland-proxy=false (DNAT from 127.0.0.1 too).
 
 import (
 	"fmt"
@@ -113,7 +114,7 @@ func runNetwork(n int) error {
 	if err != nil {
 		return err
 	}
-	defer stop()
+	defer func() { stop() }()
 	v := func(args ...string) (string, error) {
 		out, err := exec.Command(vmctl, append([]string{"-H", "unix://" + sock}, args...)...).CombinedOutput()
 		if err != nil {
@@ -166,19 +167,9 @@ func runNetwork(n int) error {
 		{"request/response mean (lower: better)", "µs", func(r netBenchResult) []float64 { return r.mean }},
 	}, res["veth"], res["vmctl"])
 
-	// Table 2: one container serving, its port published.
-	if _, err := v("run", "-d", "--name", "bench-srv", "-p", netPublished+":"+netPort, "netload:bench", "netload", "serve"); err != nil {
-		return err
-	}
-	defer v("rm", "-f", "bench-srv")
-	ipOut, err := v("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "bench-srv")
-	if err != nil {
-		return err
-	}
-	ip := strings.TrimSpace(ipOut)
-	if out, err := exec.Command(load, "wait", "-to", ip+":"+netPort, "-timeout", "60s").CombinedOutput(); err != nil {
-		return fmt.Errorf("bench-srv's server: %v: %s", err, out)
-	}
+	// Table 2: one container serving, its port published; with the
+	// userland proxy (dockerd's default), then with the daemon restarted
+	// with --userland-proxy=false (DNAT alone, the host's loopback too).
 	rr := func(label, ns, addr string) {
 		args := []string{load, "rr", "-to", addr, "-label", label, "-n", fmt.Sprint(netRequests)}
 		if ns != "" {
@@ -191,20 +182,56 @@ func runNetwork(n int) error {
 		r, _ := parseNetBench(string(out))
 		res[label] = appendNet(res[label], r[label])
 	}
-	for i := 0; i < n; i++ {
-		rr("host-direct", "", ip+":"+netPort)
-		rr("host-published", "", "127.0.0.1:"+netPublished)
-		rr("out-direct", outside, ip+":"+netPort)
-		rr("out-published", outside, netHostAddr+":"+netPublished)
+	published := func(mode string) error {
+		if _, err := v("run", "-d", "--name", "bench-srv", "-p", netPublished+":"+netPort, "netload:bench", "netload", "serve"); err != nil {
+			return err
+		}
+		defer v("rm", "-f", "bench-srv")
+		ipOut, err := v("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "bench-srv")
+		if err != nil {
+			return err
+		}
+		ip := strings.TrimSpace(ipOut)
+		if out, err := exec.Command(load, "wait", "-to", ip+":"+netPort, "-timeout", "60s").CombinedOutput(); err != nil {
+			return fmt.Errorf("bench-srv's server: %v: %s", err, out)
+		}
+		for i := 0; i < n; i++ {
+			rr(mode+"host-direct", "", ip+":"+netPort)
+			rr(mode+"host-published", "", "127.0.0.1:"+netPublished)
+			rr(mode+"out-direct", outside, ip+":"+netPort)
+			rr(mode+"out-published", outside, netHostAddr+":"+netPublished)
+		}
+		return nil
 	}
-	fmt.Printf("published ports: %d 64-byte requests to a container's server (vmctl run -p %s:%s), median of %d rounds, interleaved\n\n",
-		netRequests, netPublished, netPort, n)
-	netTable("to the container's address", "to the published port", []netRow{
-		{"from the host, 127.0.0.1:" + netPublished + " (userland proxy)", "µs", func(r netBenchResult) []float64 { return r.mean }},
-	}, res["host-direct"], res["host-published"])
-	netTable("to the container's address", "to the published port", []netRow{
-		{"from outside, " + netHostAddr + ":" + netPublished + " (DNAT)", "µs", func(r netBenchResult) []float64 { return r.mean }},
-	}, res["out-direct"], res["out-published"])
+	if err := published(""); err != nil {
+		return err
+	}
+	stop()
+	stop = func() {}
+	stopK, err := startVmctld(sock, filepath.Join(tmp, "data"), exe, "--userland-proxy=false")
+	if err != nil {
+		return err
+	}
+	stop = stopK
+	if err := published("k-"); err != nil {
+		return err
+	}
+	fmt.Printf("published ports: %d 64-byte requests to a container's server (vmctl run -p %s:%s), median of %d rounds, interleaved; "+
+		"vmctld as by default (userland proxy), then restarted with --userland-proxy=false\n\n", netRequests, netPublished, netPort, n)
+	for _, t := range []struct{ mode, name, how string }{
+		{"", "from the host, 127.0.0.1:" + netPublished, "userland proxy"},
+		{"", "from outside, " + netHostAddr + ":" + netPublished, "DNAT"},
+		{"k-", "from the host, 127.0.0.1:" + netPublished, "--userland-proxy=false: DNAT"},
+		{"k-", "from outside, " + netHostAddr + ":" + netPublished, "--userland-proxy=false: DNAT"},
+	} {
+		where := "host"
+		if strings.HasPrefix(t.name, "from outside") {
+			where = "out"
+		}
+		netTable("to the container's address", "to the published port", []netRow{
+			{t.name + " (" + t.how + ")", "µs", func(r netBenchResult) []float64 { return r.mean }},
+		}, res[t.mode+where+"-direct"], res[t.mode+where+"-published"])
+	}
 	if len(failures) > 0 {
 		return fmt.Errorf("some runs failed: %s", strings.Join(failures, "; "))
 	}

@@ -283,7 +283,7 @@ func (s *Service) refreshRules() error {
 	if !slices.ContainsFunc(eps, func(e Endpoint) bool { return e.Plumbed() }) {
 		return s.host.DeleteRules()
 	}
-	return s.host.ApplyRules(networks.Ruleset(nets, eps))
+	return s.host.ApplyRules(networks.Ruleset(nets, eps, s.rules))
 }
 
 // syncNames gives each of nets' DNS servers the names of its running

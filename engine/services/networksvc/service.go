@@ -63,6 +63,12 @@ type Config struct {
 	Proxies Proxies
 	// Names runs the networks' DNS servers; nil runs none.
 	Names Names
+	// KernelPorts is dockerd's --userland-proxy=false (see
+	// networks.RuleOptions): the proxies still run, to hold the host ports
+	// and serve what no rule carries (IPv6), but the host's loopback and
+	// the containers reach published ports through DNAT. Host must have
+	// route_localnet set for it (networks.Host.SetRouteLocalnet).
+	KernelPorts bool
 }
 
 // Service manages networks and endpoints, and reports their events.
@@ -72,6 +78,7 @@ type Service struct {
 	events  events.Publisher
 	proxies Proxies
 	names   Names
+	rules   networks.RuleOptions
 
 	// mu serialises this process's changes to the host, so that only one
 	// goroutine queues on the store's host lock (which orders processes).
@@ -80,7 +87,8 @@ type Service struct {
 
 // New returns a Service.
 func New(cfg Config) *Service {
-	return &Service{store: cfg.Store, host: cfg.Host, events: cfg.Events, proxies: cfg.Proxies, names: cfg.Names}
+	return &Service{store: cfg.Store, host: cfg.Host, events: cfg.Events, proxies: cfg.Proxies, names: cfg.Names,
+		rules: networks.RuleOptions{KernelPorts: cfg.KernelPorts}}
 }
 
 // publish reports a network event as dockerd does: the actor is the
