@@ -219,10 +219,10 @@ func runNetwork(n int) error {
 	fmt.Printf("published ports: %d 64-byte requests to a container's server (vmctl run -p %s:%s), median of %d rounds, interleaved; "+
 		"vmctld as by default (userland proxy), then restarted with --userland-proxy=false\n\n", netRequests, netPublished, netPort, n)
 	for _, t := range []struct{ mode, name, how string }{
-		{"", "from the host, 127.0.0.1:" + netPublished, "userland proxy"},
-		{"", "from outside, " + netHostAddr + ":" + netPublished, "DNAT"},
-		{"k-", "from the host, 127.0.0.1:" + netPublished, "--userland-proxy=false: DNAT"},
-		{"k-", "from outside, " + netHostAddr + ":" + netPublished, "--userland-proxy=false: DNAT"},
+		{"", "from the host, 127.0.0.1", "userland proxy"},
+		{"", "from outside, " + netHostAddr, "DNAT"},
+		{"k-", "from the host, 127.0.0.1", "no proxy: DNAT"},
+		{"k-", "from outside, " + netHostAddr, "no proxy: DNAT"},
 	} {
 		where := "host"
 		if strings.HasPrefix(t.name, "from outside") {
