@@ -148,6 +148,29 @@ func dial(ns netns.NsHandle, addr string, timeout time.Duration) error {
 	return nil
 }
 
+// hostWith brings up the bridges of nets (removed at cleanup) and
+// forwarding, and returns the outside: a namespace at 10.99.0.2 on a veth
+// whose host side, up0, is 10.99.0.1.
+func hostWith(t *testing.T, h *Host, nets []Network) peer {
+	t.Helper()
+	for i := range nets {
+		if err := h.EnsureBridge(&nets[i]); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.DeleteLink(nets[i].Bridge) })
+	}
+	if err := h.EnableForwarding(); err != nil {
+		t.Fatal(err)
+	}
+	outside := addPeer(t, "up0", "", "10.99.0.2/24", "")
+	if l, err := netlink.LinkByName("up0"); err != nil {
+		t.Fatal(err)
+	} else if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("10.99.0.1/24"))}); err != nil {
+		t.Fatal(err)
+	}
+	return outside
+}
+
 const blocked = 400 * time.Millisecond
 
 func expectFrom(t *testing.T, what string, got <-chan netip.Addr, want string) {
@@ -169,21 +192,7 @@ func TestPackets(t *testing.T) {
 	internal := testNetwork("internal", "br-internal", "10.43.0.0/24")
 	internal.Internal = true
 	nets := []Network{def, other, internal}
-	for i := range nets {
-		if err := h.EnsureBridge(&nets[i]); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { h.DeleteLink(nets[i].Bridge) })
-	}
-	if err := h.EnableForwarding(); err != nil {
-		t.Fatal(err)
-	}
-	outside := addPeer(t, "up0", "", "10.99.0.2/24", "")
-	if l, err := netlink.LinkByName("up0"); err != nil {
-		t.Fatal(err)
-	} else if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("10.99.0.1/24"))}); err != nil {
-		t.Fatal(err)
-	}
+	outside := hostWith(t, h, nets)
 	// The outside knows its way back to the internal network only, so
 	// that nothing but the rules keeps it out.
 	err := netnstest.Do(outside.ns, func() error {
@@ -294,23 +303,9 @@ func TestPacketsKernelPorts(t *testing.T) {
 	def := testNetwork("bridge", "vmctl0", "172.30.0.0/16")
 	other := testNetwork("other", "br-other", "10.42.0.0/24")
 	nets := []Network{def, other}
-	for i := range nets {
-		if err := h.EnsureBridge(&nets[i]); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { h.DeleteLink(nets[i].Bridge) })
-	}
+	outside := hostWith(t, h, nets)
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/conf/vmctl0/route_localnet"); err != nil || string(b) != "1\n" {
 		t.Fatalf("route_localnet of the bridge: %q, %v; want 1", b, err)
-	}
-	if err := h.EnableForwarding(); err != nil {
-		t.Fatal(err)
-	}
-	outside := addPeer(t, "up0", "", "10.99.0.2/24", "")
-	if l, err := netlink.LinkByName("up0"); err != nil {
-		t.Fatal(err)
-	} else if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("10.99.0.1/24"))}); err != nil {
-		t.Fatal(err)
 	}
 	c1 := addPeer(t, "vc1", "vmctl0", "172.30.0.2/16", "172.30.0.1")
 	c1b := addPeer(t, "vc1b", "vmctl0", "172.30.0.3/16", "172.30.0.1")
