@@ -36,6 +36,7 @@ func (s *Store) toImage(r *record) (Image, error) {
 		// Every entry of a record has the annotation or none: it is
 		// set per manifest, and the entries share this manifest.
 		LayersVerified: desc.Annotations[annotationUnverified] == "",
+		BuildCacheKey:  desc.Annotations[annotationBuildKey],
 	}
 	for _, t := range r.tags {
 		img.RepoTags = append(img.RepoTags, familiarString(t))

@@ -291,6 +291,11 @@ func mergeVerification(idx *v1.IndexManifest, desc v1.Descriptor) v1.Descriptor 
 // tags, verifying every blob against the manifest and the layers against
 // the config's diff IDs first.
 func (s *Store) Add(ctx context.Context, img v1.Image, tags ...string) (Image, error) {
+	return s.add(ctx, img, nil, tags)
+}
+
+// add is Add, with annotations for the image's index entries.
+func (s *Store) add(ctx context.Context, img v1.Image, annotations map[string]string, tags []string) (Image, error) {
 	var full []string
 	for _, t := range tags {
 		tag, err := ParseTag(t)
@@ -313,6 +318,7 @@ func (s *Store) Add(ctx context.Context, img v1.Image, tags ...string) (Image, e
 		return Image{}, err
 	}
 	c.tags = full
+	c.manifest = annotate(c.manifest, annotations)
 	imgs, err := s.commit(ctx, st, []candidate{c})
 	if err != nil {
 		return Image{}, err

@@ -57,7 +57,7 @@ const annotationUnverified = "io.vmctl.image.diff-ids-unverified"
 
 // carriedAnnotations are the annotations of an index entry that describe
 // the image rather than the entry, kept when the image is tagged again.
-var carriedAnnotations = []string{annotationSize, annotationUnverified, annotationRepoDigests}
+var carriedAnnotations = []string{annotationSize, annotationUnverified, annotationRepoDigests, annotationBuildKey}
 
 // Image is a stored image as users see it.
 type Image struct {
@@ -81,9 +81,12 @@ type Image struct {
 	// unpacked (rootfs.ImageDisk), so nothing else may take them as
 	// checked while this is false.
 	LayersVerified bool
-	OS             string
-	Architecture   string
-	Config         v1.Config
+	// BuildCacheKey is the cache key of the build step that made the
+	// image, if a build made it; untagged, it is an intermediate image.
+	BuildCacheKey string
+	OS            string
+	Architecture  string
+	Config        v1.Config
 
 	content v1.Image
 	store   *Store // for RecordUnpacked

@@ -444,3 +444,13 @@ func unixMode(m fs.FileMode) uint32 {
 	}
 	return u
 }
+
+// Extract unpacks the tar stream r into the empty directory dir as the disk
+// builds do (see extractTar): owners, modes, links and device nodes kept,
+// nothing written outside dir whatever the entries name. It returns the
+// bytes the files take. Builds use it for their contexts and for the file
+// systems of the images they copy from.
+func Extract(ctx context.Context, r io.Reader, dir string) (int64, error) {
+	u, err := extractTar(ctx, r, dir)
+	return u.bytes, err
+}
