@@ -141,7 +141,7 @@ func unwrapPathError(err error) error {
 }
 
 func newImagesCommand(g *globalOptions) *cobra.Command {
-	var quiet, noTrunc bool
+	var quiet, noTrunc, all bool
 	var format string
 	cmd := &cobra.Command{
 		Use:   "images",
@@ -149,7 +149,7 @@ func newImagesCommand(g *globalOptions) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.withEngine("images", false, func(r *remote) error {
-				list, err := r.api.ImageList(cmd.Context(), client.ImageListOptions{})
+				list, err := r.api.ImageList(cmd.Context(), client.ImageListOptions{All: all})
 				if err != nil {
 					return r.fail(err)
 				}
@@ -180,6 +180,7 @@ func newImagesCommand(g *globalOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only show image IDs")
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "show all images, the intermediate images of builds too")
 	cmd.Flags().BoolVar(&noTrunc, "no-trunc", false, "do not truncate image IDs")
 	cmd.Flags().StringVar(&format, "format", "", "format output with a Go template (.ID .Repository .Tag .Digest .CreatedSince .CreatedAt .Size), \"table TEMPLATE\" or json")
 	return cmd

@@ -160,7 +160,6 @@ func (b *Builder) Build(ctx context.Context, req Request, out io.Writer) (Result
 	}
 	// Labels from the request go on the final image, as one more
 	// configuration change without a step of its own.
-	id := st.id
 	if len(req.Labels) > 0 {
 		cfg := st.cfg.DeepCopy()
 		if cfg.Config.Labels == nil {
@@ -169,13 +168,11 @@ func (b *Builder) Build(ctx context.Context, req Request, out io.Writer) (Result
 		for k, v := range req.Labels {
 			cfg.Config.Labels[k] = v
 		}
-		img, err := r.commit(ctx, st, cfg, nil, "LABEL (build options)", "")
-		if err != nil {
+		if err := r.configStep(ctx, st, "LABEL (build options)", cfg); err != nil {
 			return Result{}, err
 		}
-		id = img.ID
-		st.id, st.img, st.cfg = img.ID, img.Content(), cfg
 	}
+	id := st.id
 	for _, t := range req.Tags {
 		if _, err := b.Images.AddBuilt(ctx, st.img, st.key, t); err != nil {
 			return Result{}, err

@@ -576,6 +576,10 @@ func isArchive(root *os.Root, p string) bool {
 	return err == nil
 }
 
+// Decompress reads a tar sent plain or compressed with gzip, bzip2 or xz,
+// as docker build accepts contexts and ADD archives.
+func Decompress(r io.Reader) (io.Reader, error) { return decompress(bufio.NewReader(r)) }
+
 func decompress(br *bufio.Reader) (io.Reader, error) {
 	head, _ := br.Peek(6)
 	switch {

@@ -19,6 +19,11 @@ import (
 )
 
 func (s *Server) imageList(w http.ResponseWriter, r *http.Request) {
+	all, err := boolParam(r, "all")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	list, err := s.images.List(r.Context())
 	if err != nil {
 		writeError(w, err)
@@ -26,6 +31,11 @@ func (s *Server) imageList(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]image.Summary, 0, len(list))
 	for _, img := range list {
+		// A build's intermediate images (its steps' results, kept for
+		// its cache) show with all only, as docker images -a shows them.
+		if !all && len(img.RepoTags) == 0 && img.BuildCacheKey != "" {
+			continue
+		}
 		out = append(out, imageSummary(img))
 	}
 	writeJSON(w, http.StatusOK, out)

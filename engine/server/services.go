@@ -53,6 +53,7 @@ type ImageService interface {
 	Load(ctx context.Context, r io.Reader) ([]imagesvc.LoadedImage, error)
 	Save(ctx context.Context, refs []string) (*imagesvc.Archive, error)
 	CheckLogin(ctx context.Context, server, user, password string) (string, error)
+	Build(ctx context.Context, req imagesvc.BuildRequest, contextTar io.Reader, out io.Writer) (imagesvc.BuildResult, error)
 }
 
 // VolumeService keeps named volumes (volumesvc.Service).

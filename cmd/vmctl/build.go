@@ -1,0 +1,274 @@
+package main
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/jsonstream"
+	"github.com/moby/moby/client"
+	"github.com/moby/patternmatcher"
+	"github.com/moby/patternmatcher/ignorefile"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+type buildOptions struct {
+	tags, buildArgs, labels []string
+	file, target, iidfile   string
+	network                 string
+	noCache, pull, quiet    bool
+}
+
+func newBuildCommand(g *globalOptions) *cobra.Command {
+	var o buildOptions
+	cmd := &cobra.Command{
+		Use:   "build [OPTIONS] PATH | -",
+		Short: "Build an image from a Dockerfile (a directory, or a tar on stdin)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts, err := o.apiOptions()
+			if err != nil {
+				return &statusError{code: 125, err: err}
+			}
+			var body io.Reader
+			if args[0] == "-" {
+				if term.IsTerminal(int(os.Stdin.Fd())) {
+					return errors.New("build - reads the context as a tar from stdin, which is a terminal: redirect stdin")
+				}
+				body = os.Stdin
+			} else {
+				rc, dockerfile, err := contextTar(args[0], o.file)
+				if err != nil {
+					return err
+				}
+				defer rc.Close()
+				body, opts.Dockerfile = rc, dockerfile
+			}
+			// docker build exits 1 for a build that fails, as for a refusal.
+			return daemonFailure(g.withEngine("build", false, func(r *remote) error { return r.build(cmd.Context(), body, opts, o) }))
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVarP(&o.tags, "tag", "t", nil, "name the image: NAME[:TAG] (repeatable)")
+	f.StringVarP(&o.file, "file", "f", "", "the Dockerfile (default PATH/Dockerfile)")
+	f.StringArrayVar(&o.buildArgs, "build-arg", nil, "set a build-time variable: KEY=VALUE, or KEY to take it from the environment")
+	f.StringVar(&o.target, "target", "", "build up to this stage")
+	f.BoolVar(&o.noCache, "no-cache", false, "run every step again, using no cache")
+	f.BoolVar(&o.pull, "pull", false, "pull the base images even when they are stored")
+	f.StringArrayVar(&o.labels, "label", nil, "set a label on the image: KEY=VALUE")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "print only the image ID")
+	f.StringVar(&o.iidfile, "iidfile", "", "write the image ID to this file")
+	f.StringVar(&o.network, "network", "default", "the network of RUN steps: default or none")
+	return cmd
+}
+
+func (o buildOptions) apiOptions() (client.ImageBuildOptions, error) {
+	opts := client.ImageBuildOptions{Tags: o.tags, NoCache: o.noCache, PullParent: o.pull, SuppressOutput: o.quiet,
+		Target: o.target, NetworkMode: o.network, Remove: true, BuildArgs: map[string]*string{}, Labels: map[string]string{}}
+	switch o.network {
+	case "default", "none":
+	default:
+		return opts, fmt.Errorf("invalid --network %q: builds take default or none", o.network)
+	}
+	for _, kv := range o.buildArgs {
+		k, v, ok := strings.Cut(kv, "=")
+		if k == "" {
+			return opts, fmt.Errorf("invalid --build-arg %q: want KEY=VALUE", kv)
+		}
+		if !ok {
+			if env, set := os.LookupEnv(k); set {
+				v, ok = env, true
+			}
+		}
+		if ok {
+			opts.BuildArgs[k] = &v
+		} else {
+			opts.BuildArgs[k] = nil
+		}
+	}
+	for _, kv := range o.labels {
+		k, v, _ := strings.Cut(kv, "=")
+		if k == "" {
+			return opts, fmt.Errorf("invalid --label %q: want KEY=VALUE", kv)
+		}
+		opts.Labels[k] = v
+	}
+	return opts, nil
+}
+
+// build sends the context and shows the engine's lines; the image ID goes
+// to stdout alone with -q, and to --iidfile.
+func (r *remote) build(ctx context.Context, body io.Reader, opts client.ImageBuildOptions, o buildOptions) error {
+	resp, err := r.api.ImageBuild(ctx, body, opts)
+	if err != nil {
+		return r.fail(err)
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	id := ""
+	for {
+		var m jsonstream.Message
+		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return r.fail(fmt.Errorf("reading the engine's reply: %w", err))
+		}
+		if m.Error != nil {
+			return &daemonError{msg: oneLine(errors.New(m.Error.Message)), err: errdefs.ErrUnknown}
+		}
+		if m.Aux != nil {
+			var aux struct{ ID string }
+			if json.Unmarshal(*m.Aux, &aux) == nil && aux.ID != "" {
+				id = aux.ID
+			}
+			continue
+		}
+		if m.Stream != "" && !o.quiet {
+			fmt.Print(m.Stream)
+		}
+	}
+	if id == "" {
+		return errors.New("the engine's reply named no image")
+	}
+	if o.quiet {
+		fmt.Println(id)
+	}
+	if o.iidfile != "" {
+		if err := os.WriteFile(o.iidfile, []byte(id), 0o644); err != nil {
+			return fmt.Errorf("write --iidfile: %w", unwrapPathError(err))
+		}
+	}
+	return nil
+}
+
+// contextTar streams the directory dir as a tar, leaving out what its
+// .dockerignore excludes (but never the Dockerfile or .dockerignore), with
+// every entry owned by root, as the docker CLI sends a context. file is -f:
+// a Dockerfile outside dir is added under a name of its own. It returns
+// the Dockerfile's name in the tar.
+func contextTar(dir, file string) (io.ReadCloser, string, error) {
+	info, err := os.Stat(dir)
+	if err != nil {
+		return nil, "", fmt.Errorf("unable to prepare context: %w", unwrapPathError(err))
+	}
+	if !info.IsDir() {
+		return nil, "", fmt.Errorf("unable to prepare context: context must be a directory: %s", dir)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	dockerfile := "Dockerfile"
+	var extra []byte
+	if file != "" && file != "-" {
+		f, err := filepath.Abs(file)
+		if err != nil {
+			return nil, "", err
+		}
+		if rel, err := filepath.Rel(abs, f); err == nil && !strings.HasPrefix(rel, "..") {
+			dockerfile = filepath.ToSlash(rel)
+		} else {
+			if extra, err = os.ReadFile(file); err != nil {
+				return nil, "", fmt.Errorf("unable to prepare context: %w", unwrapPathError(err))
+			}
+			var b [8]byte
+			rand.Read(b[:])
+			dockerfile = ".dockerfile." + hex.EncodeToString(b[:])
+		}
+	} else if file == "-" {
+		if extra, err = io.ReadAll(os.Stdin); err != nil {
+			return nil, "", err
+		}
+		dockerfile = ".dockerfile.stdin"
+	}
+	var pm *patternmatcher.PatternMatcher
+	if f, err := os.Open(filepath.Join(abs, ".dockerignore")); err == nil {
+		patterns, err := ignorefile.ReadAll(f)
+		f.Close()
+		if err != nil {
+			return nil, "", fmt.Errorf("reading .dockerignore: %w", err)
+		}
+		if pm, err = patternmatcher.New(patterns); err != nil {
+			return nil, "", fmt.Errorf(".dockerignore: %w", err)
+		}
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		tw := tar.NewWriter(pw)
+		err := filepath.WalkDir(abs, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(abs, p)
+			if rel == "." {
+				return nil
+			}
+			name := filepath.ToSlash(rel)
+			if pm != nil && name != dockerfile && name != ".dockerignore" {
+				if m, _ := pm.MatchesOrParentMatches(rel); m {
+					if d.IsDir() && !pm.Exclusions() {
+						return fs.SkipDir
+					}
+					return nil
+				}
+			}
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			link := ""
+			if info.Mode()&fs.ModeSymlink != 0 {
+				if link, err = os.Readlink(p); err != nil {
+					return err
+				}
+			}
+			if info.Mode()&fs.ModeSocket != 0 {
+				return nil
+			}
+			hdr, err := tar.FileInfoHeader(info, link)
+			if err != nil {
+				return err
+			}
+			hdr.Name = name
+			if d.IsDir() {
+				hdr.Name += "/"
+			}
+			hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
+			if err := tw.WriteHeader(hdr); err != nil {
+				return err
+			}
+			if hdr.Typeflag == tar.TypeReg {
+				f, err := os.Open(p)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if _, err := io.CopyN(tw, f, hdr.Size); err != nil {
+					return fmt.Errorf("%s: %w", p, err)
+				}
+			}
+			return nil
+		})
+		if err == nil && extra != nil {
+			if err = tw.WriteHeader(&tar.Header{Name: dockerfile, Mode: 0o644, Size: int64(len(extra)), Typeflag: tar.TypeReg}); err == nil {
+				_, err = tw.Write(extra)
+			}
+		}
+		if err == nil {
+			err = tw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	return pr, dockerfile, nil
+}

@@ -1,0 +1,147 @@
+package server
+
+// POST /build: dockerd's classic builder API (Builder-Version 1).
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/jsonstream"
+
+	"github.com/vmctl/vmctl/engine/errs"
+	"github.com/vmctl/vmctl/engine/images"
+	"github.com/vmctl/vmctl/engine/services/imagesvc"
+)
+
+// imageBuild serves POST /build: the body is the build context as a tar
+// (plain or compressed), the query docker build's options. The reply is
+// the classic builder's stream: "Step N/M : ..." lines, the image ID as
+// an aux message, "Successfully built/tagged"; with q only the ID. An
+// error before the first line is an error reply; after, it ends the
+// stream as errorDetail, as dockerd sends it.
+func (s *Server) imageBuild(w http.ResponseWriter, r *http.Request) {
+	req, quiet, err := buildRequest(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := newJSONStream(w)
+	lines := &lineWriter{}
+	if quiet {
+		lines.send = func(string) {}
+	} else {
+		lines.send = func(l string) { out.send(jsonstream.Message{Stream: l}) }
+	}
+	body := http.MaxBytesReader(w, r.Body, imagesvc.MaxContext)
+	res, err := s.images.Build(r.Context(), req, body, lines)
+	lines.flush()
+	if err != nil {
+		if quiet {
+			for _, l := range lines.all {
+				out.send(jsonstream.Message{Stream: l})
+			}
+		}
+		out.fail(err)
+		return
+	}
+	aux, _ := json.Marshal(struct{ ID string }{res.ID})
+	raw := json.RawMessage(aux)
+	out.send(jsonstream.Message{Aux: &raw})
+	if quiet {
+		out.send(jsonstream.Message{Stream: res.ID + "\n"})
+	}
+}
+
+// buildRequest reads docker build's query parameters.
+func buildRequest(r *http.Request) (imagesvc.BuildRequest, bool, error) {
+	q := r.URL.Query()
+	var req imagesvc.BuildRequest
+	if q.Get("remote") != "" {
+		return req, false, errs.New(errdefs.ErrInvalidArgument, "remote build contexts are not supported: send the context as the request body")
+	}
+	if v := q.Get("version"); v != "" && v != "1" {
+		return req, false, errs.New(errdefs.ErrInvalidArgument, "builder version %q is not supported: this engine has the classic builder (version 1)", v)
+	}
+	flags, err := boolParams(r, "nocache", "q", "rm", "forcerm", "pull")
+	if err != nil {
+		return req, false, err
+	}
+	req.NoCache, req.Pull = flags[0], flags[4]
+	req.Dockerfile = q.Get("dockerfile")
+	req.Target = q.Get("target")
+	for _, t := range q["t"] {
+		if _, err := images.ParseTag(t); err != nil {
+			return req, false, errs.New(errdefs.ErrInvalidArgument, "invalid tag %q: %v", t, err)
+		}
+		req.Tags = append(req.Tags, t)
+	}
+	if v := q.Get("buildargs"); v != "" {
+		if err := json.Unmarshal([]byte(v), &req.BuildArgs); err != nil {
+			return req, false, errs.New(errdefs.ErrInvalidArgument, "invalid buildargs %q: %v", v, err)
+		}
+		for k, val := range req.BuildArgs {
+			if val == nil {
+				// The client had no value for it either: dockerd then
+				// leaves the ARG's default, as an unset argument.
+				delete(req.BuildArgs, k)
+			}
+		}
+	}
+	if v := q.Get("labels"); v != "" {
+		if err := json.Unmarshal([]byte(v), &req.Labels); err != nil {
+			return req, false, errs.New(errdefs.ErrInvalidArgument, "invalid labels %q: %v", v, err)
+		}
+	}
+	switch m := q.Get("networkmode"); m {
+	case "", "default", "bridge", "none":
+	default:
+		return req, false, errs.New(errdefs.ErrInvalidArgument, "network mode %q is not supported for builds: use default or none", m)
+	}
+	switch p := q.Get("platform"); p {
+	case "", "linux", "linux/amd64":
+	default:
+		return req, false, errs.New(errdefs.ErrInvalidArgument, "platform %q is not supported: this engine builds linux/amd64", p)
+	}
+	return req, flags[1], nil
+}
+
+// lineWriter hands what a build writes to send a line at a time, and
+// keeps every line (a quiet build's output goes out only with its error).
+type lineWriter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	all  []string
+	send func(string)
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Write(p)
+	for {
+		i := bytes.IndexByte(l.buf.Bytes(), '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		line := string(l.buf.Next(i + 1))
+		l.all = append(l.all, line)
+		l.send(line)
+	}
+}
+
+func (l *lineWriter) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if rest := l.buf.String(); rest != "" {
+		l.buf.Reset()
+		if !strings.HasSuffix(rest, "\n") {
+			rest += "\n"
+		}
+		l.all = append(l.all, rest)
+		l.send(rest)
+	}
+}

@@ -1,0 +1,182 @@
+package tests
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// buildContext writes a context: a two-stage Dockerfile without RUN, a
+// .dockerignore, and the files it copies.
+func buildContext(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	files := map[string]string{
+		"Dockerfile": `ARG BASE=busybox
+FROM ${BASE} AS src
+COPY --chown=1000:1000 --chmod=0640 data.txt /src/data.txt
+FROM ${BASE}
+ARG WHO=world
+ENV GREETING="hello ${WHO}"
+WORKDIR /app
+COPY --from=src /src/data.txt ./data.txt
+COPY conf/ /etc/app/
+COPY *.md /docs/
+LABEL org.example.tier=demo
+EXPOSE 8080
+VOLUME /var/lib/app
+CMD ["sh", "-c", "echo $GREETING; stat -c '%u:%g %a' /app/data.txt; cat /app/data.txt /etc/app/app.conf; ls /docs"]
+`,
+		".dockerignore": "*.log\nconf/secret\n",
+		"data.txt":      "payload\n",
+		"conf/app.conf": "conf\n",
+		"conf/secret":   "secret\n",
+		"readme.md":     "readme\n",
+		"debug.log":     "log\n",
+	}
+	for name, body := range files {
+		p := filepath.Join(dir, name)
+		must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		must(t, os.WriteFile(p, []byte(body), 0o644))
+	}
+	return dir
+}
+
+// Builds through vmctl, the docker CLI and the raw API: the image runs and
+// shows what each instruction set; a rebuild runs nothing; a changed file
+// rebuilds from its COPY on; bad input is one clear line and no image.
+func TestBuild(t *testing.T) {
+	d := startDaemon(t)
+	dir := buildContext(t)
+
+	t.Run("vmctl build", func(t *testing.T) {
+		r := d.mustVmctl(t, 0, "", "build", "-t", "built:1", "--label", "by=vmctl", dir)
+		for _, want := range []string{"Step 1/13 : FROM ${BASE} AS src", "Step 13/13 : CMD", "Successfully built", "Successfully tagged built:1"} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("build output lacks %q:\n%s", want, r.stdout)
+			}
+		}
+		r = d.mustVmctl(t, 0, "", "run", "--rm", "built:1")
+		if want := "hello world\n1000:1000 640\npayload\nconf\nreadme.md\n"; r.stdout != want {
+			t.Errorf("the built image printed %q, want %q", r.stdout, want)
+		}
+		r = d.mustVmctl(t, 0, "", "inspect", "-f", "{{.Config.WorkingDir}} {{.Config.Labels}} {{.Config.ExposedPorts}} {{.Config.Volumes}}", "built:1")
+		if want := "/app map[by:vmctl org.example.tier:demo] map[8080/tcp:{}] map[/var/lib/app:{}]\n"; r.stdout != want {
+			t.Errorf("inspect = %q, want %q", r.stdout, want)
+		}
+		if r := d.mustVmctl(t, 0, "", "run", "--rm", "built:1", "ls", "/etc/app"); r.stdout != "app.conf\n" {
+			t.Errorf("/etc/app holds %q: .dockerignore not applied", r.stdout)
+		}
+	})
+
+	t.Run("cache", func(t *testing.T) {
+		before := d.mustVmctl(t, 0, "", "images", "-a", "-q").stdout
+		r := d.mustVmctl(t, 0, "", "build", "-t", "built:1", "--label", "by=vmctl", dir)
+		if n := strings.Count(r.stdout, " ---> Using cache"); n != 12 {
+			t.Errorf("rebuild: %d steps from the cache, want 12 (all but the two FROMs, and the --label)\n%s", n, r.stdout)
+		}
+		if after := d.mustVmctl(t, 0, "", "images", "-a", "-q").stdout; after != before {
+			t.Errorf("a rebuild with nothing changed made images:\nbefore %s\nafter %s", before, after)
+		}
+		if strings.Contains(d.mustVmctl(t, 0, "", "images").stdout, "<none>") {
+			t.Error("docker images shows the build's intermediate images")
+		}
+		must(t, os.WriteFile(filepath.Join(dir, "readme.md"), []byte("changed\n"), 0o644))
+		r = d.mustVmctl(t, 0, "", "build", "-t", "built:1", dir)
+		if n := strings.Count(r.stdout, " ---> Using cache"); n != 6 {
+			t.Errorf("after changing readme.md: %d steps from the cache, want 6 (those before COPY *.md)\n%s", n, r.stdout)
+		}
+		r = d.mustVmctl(t, 0, "", "build", "--no-cache", "-q", "--iidfile", filepath.Join(t.TempDir(), "iid"), dir)
+		if !strings.HasPrefix(r.stdout, "sha256:") || strings.Count(r.stdout, "\n") != 1 {
+			t.Errorf("build -q printed %q, want the image ID alone", r.stdout)
+		}
+	})
+
+	t.Run("docker build", func(t *testing.T) {
+		r := d.mustDocker(t, 0, "", "build", "-t", "dbuilt", "--build-arg", "WHO=docker", dir)
+		if !strings.Contains(r.stdout, "Successfully tagged dbuilt:latest") {
+			t.Errorf("docker build output:\n%s\n%s", r.stdout, r.stderr)
+		}
+		if r := d.mustDocker(t, 0, "", "run", "--rm", "dbuilt"); !strings.HasPrefix(r.stdout, "hello docker\n") {
+			t.Errorf("docker run dbuilt printed %q", r.stdout)
+		}
+		// The context from stdin, as a tar.
+		r = d.mustDocker(t, 0, tarDir(t, dir), "build", "-q", "-")
+		if !strings.HasPrefix(r.stdout, "sha256:") {
+			t.Errorf("docker build -q - printed %q", r.stdout)
+		}
+	})
+
+	t.Run("API", func(t *testing.T) {
+		resp, err := d.http().Post("http://d/v1.41/build?t=apibuilt&buildargs="+`%7B%22WHO%22%3A%22api%22%7D`, "application/x-tar", strings.NewReader(tarDir(t, dir)))
+		must(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"aux":{"ID":"sha256:`)) || !bytes.Contains(body, []byte("Successfully tagged apibuilt:latest")) {
+			t.Errorf("POST /build: %d\n%s", resp.StatusCode, body)
+		}
+		var last map[string]any
+		for _, l := range bytes.Split(bytes.TrimSpace(body), []byte("\n")) {
+			must(t, json.Unmarshal(l, &last))
+		}
+		// A bad Dockerfile: a 400 before any output.
+		resp, err = d.http().Post("http://d/v1.41/build?dockerfile=nope", "application/x-tar", strings.NewReader(tarDir(t, dir)))
+		must(t, err)
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !bytes.Contains(body, []byte("Cannot locate specified Dockerfile: nope")) {
+			t.Errorf("POST /build?dockerfile=nope: %d %s", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("bad input", func(t *testing.T) {
+		bad := t.TempDir()
+		before := d.mustVmctl(t, 0, "", "images", "-a", "-q").stdout
+		for _, tc := range []struct{ dockerfile, want string }{
+			{"FROM busybox\nCOPY ../x /x\n", "forbidden path outside the build context"},
+			{"FROM busybox\nCOPY missing /x\n", "file not found in build context"},
+			{"FROM busybox\nFROBNICATE\n", "line 2"},
+			{"FROM busybox\nRUN true\n", "RUN is not supported yet"},
+		} {
+			must(t, os.WriteFile(filepath.Join(bad, "Dockerfile"), []byte(tc.dockerfile), 0o644))
+			r := d.mustVmctl(t, 1, "", "build", "-t", "bad", bad)
+			oneLine(t, r, tc.want)
+			r = d.mustDocker(t, 1, "", "build", "-t", "bad", bad)
+			if !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("docker build of %q: stderr %q, want %q", tc.dockerfile, r.stderr, tc.want)
+			}
+		}
+		r := d.mustVmctl(t, 1, "", "build", "--target", "nosuch", dir)
+		oneLine(t, r, "failed to reach build target nosuch")
+		if after := d.mustVmctl(t, 0, "", "images", "-a", "-q").stdout; after != before {
+			t.Errorf("failed builds left images:\nbefore %s\nafter %s", before, after)
+		}
+		if r := d.vmctl(t, "", "inspect", "bad"); r.code == 0 {
+			t.Error("a failed build tagged bad")
+		}
+		if left, _ := filepath.Glob(filepath.Join(d.dataRoot, "images", "tmp", "build-*")); len(left) > 0 {
+			t.Errorf("build scratch directories left: %v", left)
+		}
+	})
+}
+
+// tarDir is the directory dir as a tar, as a build context.
+func tarDir(t *testing.T, dir string) string {
+	t.Helper()
+	var b bytes.Buffer
+	c := exec.Command("tar", "-C", dir, "-cf", "-", ".")
+	c.Stdout = &b
+	must(t, c.Run())
+	tr := tar.NewReader(bytes.NewReader(b.Bytes()))
+	if _, err := tr.Next(); err != nil {
+		t.Fatalf("tar of %s: %v", dir, err)
+	}
+	return b.String()
+}
