@@ -198,6 +198,7 @@ func (m *Machine) stopVirtio() {
 			}
 			if vd.transport != nil {
 				vd.transport.Close()
+				m.cfg.Log.Info("virtio: interrupt status at stop", "device", vd.name, "status", vd.transport.InterruptStatus())
 				if n := vd.transport.Reraised(); n > 0 {
 					m.cfg.Log.Info("virtio: interrupts the driver missed were raised again", "device", vd.name, "count", n)
 				}

@@ -126,7 +126,8 @@ fi
 	for _, g := range netGuests {
 		fmt.Fprintf(&b, "netload quit -to %s:5201 || kill $pid_%s\n", g.addr, strings.ReplaceAll(g.label, "-", "_"))
 	}
-	b.WriteString("wait\ngrep -hE 'virtio-net counters|raised again' /tmp/vmctl-vmm.log\n")
+	b.WriteString("echo VMM-CONSOLE-TAIL; tail -n 12 /tmp/vmctl-vmm.console | sed 's/^/VMM-CONSOLE /'\n")
+	b.WriteString("wait\ngrep -hE 'virtio-net counters|raised again|queues at reset|interrupt status at stop' /tmp/vmctl-vmm.log\n")
 	return b.String()
 }
 
@@ -221,6 +222,13 @@ func runNet(n int) error {
 	fmt.Println()
 	if c := regexp.MustCompile(`stats="([^"]*)"`).FindStringSubmatch(r.Output); c != nil {
 		fmt.Printf("vmctl-vmm's virtio-net counters at the end: %s\n\n", c[1])
+	}
+	if len(failures) > 0 {
+		// The state the VMM's queues and interrupt were left in, for the
+		// diagnosis of a failed run.
+		for _, l := range regexp.MustCompile(`(?m)^.*(queues at reset|interrupt status at stop|^VMM-CONSOLE |NETBENCH cpu label=vmctl-vmm).*$`).FindAllString(r.Output, -1) {
+			fmt.Println(l)
+		}
 	}
 	for _, c := range regexp.MustCompile(`raised again" device=(\S+) count=(\d+)`).FindAllStringSubmatch(r.Output, -1) {
 		fmt.Printf("vmctl-vmm raised %s interrupts of %s again that the guest had not acknowledged after %v\n\n", c[2], c[1], mmio.ReraiseAfter)

@@ -227,6 +227,10 @@ func (t *Transport) reraise() {
 	t.rr.timer.Reset(ReraiseAfter)
 }
 
+// InterruptStatus is the InterruptStatus register: the bits raised and not
+// yet acknowledged.
+func (t *Transport) InterruptStatus() uint32 { return t.interruptStatus.Load() }
+
 // Reraised reports how many interrupts were raised again because the
 // driver had not acknowledged them (see ReraiseAfter).
 func (t *Transport) Reraised() uint64 { return t.reraised.Load() }

@@ -65,8 +65,15 @@ import (
 	"github.com/vmctl/vmctl/hypervisor/virtio/queue"
 )
 
-// QueueSize is the maximum size of each queue.
-const QueueSize = 256
+// QueueSize is the maximum size of the transmit queue, and RxQueueSize of
+// the receive queue. The receive ring is the deeper one: with mergeable
+// buffers a 64 KiB offloaded frame takes 16 to 40 of them, and the guest
+// refills only when its poll runs, so a ring of 256 holds a handful of
+// such frames and the device waits on a slow guest.
+const (
+	QueueSize   = 256
+	RxQueueSize = 1024
+)
 
 const (
 	rxQueue = 0
@@ -98,6 +105,7 @@ type Config struct {
 
 // Device is a virtio-net device.
 type Device struct {
+	queues   [2]*queue.Queue // of the last activation
 	tap      *os.File
 	raw      syscall.RawConn
 	ctl      tapControl
@@ -182,7 +190,7 @@ func (d *Device) DeviceID() virtio.DeviceID { return virtio.IDNet }
 func (d *Device) Features() uint64 { return d.features }
 
 // QueueMaxSizes implements virtio.Device: receiveq1, transmitq1.
-func (d *Device) QueueMaxSizes() []uint16 { return []uint16{QueueSize, QueueSize} }
+func (d *Device) QueueMaxSizes() []uint16 { return []uint16{RxQueueSize, QueueSize} }
 
 // ReadConfig implements virtio.Device.
 func (d *Device) ReadConfig(offset uint64, data []byte) {
@@ -210,6 +218,7 @@ func (d *Device) Activate(mem memory.Memory, features uint64, qs []*queue.Queue,
 		return fmt.Errorf("virtio-net: tap: %w", err)
 	}
 	rx, tx := qs[rxQueue], qs[txQueue]
+	d.queues = [2]*queue.Queue{rx, tx}
 	d.workers.Start()
 	d.workers.Go(func(stop <-chan struct{}) { newReceiver(d, rx, irq, stop).run() })
 	d.workers.Go(func(stop <-chan struct{}) {
@@ -244,6 +253,9 @@ func (d *Device) Reset() {
 		d.log.Error("virtio-net: interrupting the tap", "err", err)
 	}
 	d.workers.Stop()
+	// What a queue looked like when it stopped: the one record of a
+	// receive or transmit path that stalled.
+	d.log.Info("virtio-net queues at reset", "tap", d.tap.Name(), "rx", d.queues[rxQueue].Describe(), "tx", d.queues[txQueue].Describe())
 	if err := d.ctl.setOffload(0); err != nil {
 		d.log.Warn("virtio-net: clearing the tap's offloads", "err", err)
 	}

@@ -283,3 +283,18 @@ func (q *Queue) NeedsInterrupt() bool {
 	flags, _ := ringidx.Load(q.avail, q.availOff)
 	return flags&AvailFlagNoInterrupt == 0
 }
+
+// Describe gives the ring indexes and notification fields as the device
+// and the driver left them, for a diagnosis of a stalled queue. It must
+// not run while the queue's goroutine does.
+func (q *Queue) Describe() string {
+	availFlags, _ := ringidx.Load(q.avail, q.availOff)
+	usedFlags, _ := ringidx.Load(q.used, q.usedOff)
+	usedIdx, _ := ringidx.Load(q.used, q.usedOff+2)
+	usedEvent, _ := ringidx.Load(q.avail, q.availOff+4+2*int(q.size))
+	availEvent, _ := ringidx.Load(q.used, q.usedOff+4+8*int(q.size))
+	return fmt.Sprintf("size %d, avail idx %d (popped to %d), used idx %d (published %d, signalled to %d), "+
+		"avail flags %#x, used flags %#x, used_event %d, avail_event %d, event idx %v, broken %v",
+		q.size, q.loadAvailIdx(), q.nextAvail, usedIdx, q.nextUsed, q.signalledUsed,
+		availFlags, usedFlags, usedEvent, availEvent, q.eventIdx, q.broken != nil)
+}
