@@ -65,15 +65,8 @@ import (
 	"github.com/vmctl/vmctl/hypervisor/virtio/queue"
 )
 
-// QueueSize is the maximum size of the transmit queue, and RxQueueSize of
-// the receive queue. The receive ring is the deeper one: with mergeable
-// buffers a 64 KiB offloaded frame takes 16 to 40 of them, and the guest
-// refills only when its poll runs, so a ring of 256 holds a handful of
-// such frames and the device waits on a slow guest.
-const (
-	QueueSize   = 256
-	RxQueueSize = 1024
-)
+// QueueSize is the maximum size of each queue.
+const QueueSize = 256
 
 const (
 	rxQueue = 0
@@ -190,7 +183,7 @@ func (d *Device) DeviceID() virtio.DeviceID { return virtio.IDNet }
 func (d *Device) Features() uint64 { return d.features }
 
 // QueueMaxSizes implements virtio.Device: receiveq1, transmitq1.
-func (d *Device) QueueMaxSizes() []uint16 { return []uint16{RxQueueSize, QueueSize} }
+func (d *Device) QueueMaxSizes() []uint16 { return []uint16{QueueSize, QueueSize} }
 
 // ReadConfig implements virtio.Device.
 func (d *Device) ReadConfig(offset uint64, data []byte) {
