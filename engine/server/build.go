@@ -13,7 +13,6 @@ import (
 	"github.com/moby/moby/api/types/jsonstream"
 
 	"github.com/vmctl/vmctl/engine/errs"
-	"github.com/vmctl/vmctl/engine/images"
 	"github.com/vmctl/vmctl/engine/services/imagesvc"
 )
 
@@ -74,7 +73,7 @@ func buildRequest(r *http.Request) (imagesvc.BuildRequest, bool, error) {
 	req.Dockerfile = q.Get("dockerfile")
 	req.Target = q.Get("target")
 	for _, t := range q["t"] {
-		if _, err := images.ParseTag(t); err != nil {
+		if err := imagesvc.CheckTag(t); err != nil {
 			return req, false, errs.New(errdefs.ErrInvalidArgument, "invalid tag %q: %v", t, err)
 		}
 		req.Tags = append(req.Tags, t)

@@ -127,3 +127,9 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	l.left -= int64(n)
 	return n, err
 }
+
+// CheckTag checks that t is a valid image name with an optional tag.
+func CheckTag(t string) error {
+	_, err := images.ParseTag(t)
+	return err
+}
