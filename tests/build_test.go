@@ -71,6 +71,17 @@ func TestBuild(t *testing.T) {
 		if want := "/app map[by:vmctl org.example.tier:demo] map[8080/tcp:{}] map[/var/lib/app:{}]\n"; r.stdout != want {
 			t.Errorf("inspect = %q, want %q", r.stdout, want)
 		}
+		// History: the image's steps, newest first, the newest with the ID.
+		id := strings.TrimSpace(d.mustVmctl(t, 0, "", "inspect", "-f", "{{.ID}}", "built:1").stdout)
+		r = d.mustDocker(t, 0, "", "history", "--no-trunc", "--format", "{{.ID}}|{{.CreatedBy}}", "built:1")
+		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+		if len(lines) < 12 || !strings.HasPrefix(lines[0], id+"|") || !strings.Contains(lines[0], "LABEL") ||
+			!strings.Contains(r.stdout, "COPY dir:") || !strings.Contains(r.stdout, "WORKDIR /app") {
+			t.Errorf("docker history built:1:\n%s", r.stdout)
+		}
+		if r := d.mustVmctl(t, 0, "", "history", "-q", "built:1"); !strings.HasPrefix(r.stdout, strings.TrimPrefix(id, "sha256:")[:12]+"\n<missing>\n") {
+			t.Errorf("vmctl history -q built:1 = %q", r.stdout)
+		}
 		if r := d.mustVmctl(t, 0, "", "run", "--rm", "built:1", "ls", "/etc/app"); r.stdout != "app.conf\n" {
 			t.Errorf("/etc/app holds %q: .dockerignore not applied", r.stdout)
 		}

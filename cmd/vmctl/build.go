@@ -13,8 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/containerd/errdefs"
+	units "github.com/docker/go-units"
 	"github.com/moby/moby/api/types/jsonstream"
 	"github.com/moby/moby/client"
 	"github.com/moby/patternmatcher"
@@ -271,4 +274,48 @@ func contextTar(dir, file string) (io.ReadCloser, string, error) {
 		pw.CloseWithError(err)
 	}()
 	return pr, dockerfile, nil
+}
+
+func newHistoryCommand(g *globalOptions) *cobra.Command {
+	var noTrunc, quiet bool
+	cmd := &cobra.Command{
+		Use:   "history [--no-trunc] [-q] IMAGE",
+		Short: "Show the steps that made an image",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return daemonFailure(g.withEngine("history", false, func(r *remote) error {
+				res, err := r.api.ImageHistory(cmd.Context(), args[0])
+				if err != nil {
+					return r.fail(err)
+				}
+				if quiet {
+					for _, h := range res.Items {
+						fmt.Println(historyID(h.ID, noTrunc))
+					}
+					return nil
+				}
+				w := tabwriter.NewWriter(os.Stdout, 0, 0, 3, ' ', 0)
+				fmt.Fprintln(w, "IMAGE\tCREATED\tCREATED BY\tSIZE\tCOMMENT")
+				for _, h := range res.Items {
+					by := strings.ReplaceAll(h.CreatedBy, "\t", " ")
+					if !noTrunc && len(by) > 45 {
+						by = by[:44] + "…"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", historyID(h.ID, noTrunc), ago(time.Unix(h.Created, 0)), by,
+						units.HumanSizeWithPrecision(float64(h.Size), 3), h.Comment)
+				}
+				return w.Flush()
+			}))
+		},
+	}
+	cmd.Flags().BoolVar(&noTrunc, "no-trunc", false, "do not truncate IDs and commands")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only show image IDs")
+	return cmd
+}
+
+func historyID(id string, noTrunc bool) string {
+	if noTrunc || id == "<missing>" {
+		return id
+	}
+	return shortImageID(id)
 }

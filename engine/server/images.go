@@ -55,12 +55,31 @@ func imageSummary(img imagesvc.Image) image.Summary {
 	return sum
 }
 
-// imageGet serves GET /images/{name}/json (inspect) and
-// /images/{name}/get (save); the name may contain slashes.
+// imageHistory serves GET /images/{name}/history.
+func (s *Server) imageHistory(w http.ResponseWriter, r *http.Request, ref string) {
+	hist, err := s.images.History(r.Context(), ref)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := make([]image.HistoryResponseItem, 0, len(hist))
+	for _, h := range hist {
+		out = append(out, image.HistoryResponseItem{ID: h.ID, Created: h.Created.Unix(), CreatedBy: h.CreatedBy,
+			Comment: h.Comment, Size: h.Size, Tags: nonNil(h.Tags)})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// imageGet serves GET /images/{name}/json (inspect), /images/{name}/get
+// (save) and /images/{name}/history; the name may contain slashes.
 func (s *Server) imageGet(w http.ResponseWriter, r *http.Request) {
 	rest := r.PathValue("rest")
 	if ref, ok := strings.CutSuffix(rest, "/get"); ok && ref != "" {
 		s.imageSave(w, r, []string{ref})
+		return
+	}
+	if ref, ok := strings.CutSuffix(rest, "/history"); ok && ref != "" {
+		s.imageHistory(w, r, ref)
 		return
 	}
 	ref, ok := strings.CutSuffix(rest, "/json")

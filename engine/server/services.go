@@ -45,6 +45,7 @@ type ContainerService interface {
 type ImageService interface {
 	List(ctx context.Context) ([]imagesvc.Image, error)
 	Inspect(ctx context.Context, ref string) (imagesvc.Inspection, error)
+	History(ctx context.Context, ref string) ([]imagesvc.HistoryEntry, error)
 	Tag(ctx context.Context, source, target string) error
 	Remove(ctx context.Context, ref string, force bool) (imagesvc.RemoveResult, error)
 	Pull(ctx context.Context, ref string, o imagesvc.RemoteOptions) (imagesvc.Pulled, error)

@@ -12,6 +12,8 @@ package imagesvc
 import (
 	"context"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/vmctl/vmctl/engine/events"
 	"github.com/vmctl/vmctl/engine/images"
@@ -150,4 +152,53 @@ func (s *Service) Remove(ctx context.Context, ref string, force bool) (RemoveRes
 		}
 	}
 	return res, nil
+}
+
+// HistoryEntry is one step of an image's history, as docker history
+// shows it.
+type HistoryEntry struct {
+	// ID is the image's own ID for its newest step, "<missing>" for the
+	// others (the store keeps no parent chain), as dockerd shows pulled
+	// images.
+	ID        string
+	Created   time.Time
+	CreatedBy string
+	Comment   string
+	// Size is the step's layer as stored (compressed), 0 for a step
+	// without a layer.
+	Size int64
+	Tags []string
+}
+
+// History returns the steps that made the image ref names, newest first.
+func (s *Service) History(ctx context.Context, ref string) ([]HistoryEntry, error) {
+	img, err := s.cfg.Store.Resolve(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	content := img.Content()
+	cf, err := content.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	m, err := content.Manifest()
+	if err != nil {
+		return nil, err
+	}
+	var out []HistoryEntry
+	layer := 0
+	for _, h := range cf.History {
+		e := HistoryEntry{ID: "<missing>", Created: h.Created.Time, CreatedBy: h.CreatedBy, Comment: h.Comment}
+		if !h.EmptyLayer && layer < len(m.Layers) {
+			e.Size = m.Layers[layer].Size
+			layer++
+		}
+		out = append(out, e)
+	}
+	slices.Reverse(out)
+	if len(out) == 0 {
+		out = append(out, HistoryEntry{Created: img.Created})
+	}
+	out[0].ID, out[0].Tags = img.ID, img.RepoTags
+	return out, nil
 }
