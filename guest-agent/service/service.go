@@ -65,6 +65,7 @@ type Service struct {
 	// interleave their changes (or undo each other's).
 	network  sync.Mutex
 	shutdown sync.Once
+	exports  exports
 }
 
 var _ agent.TTRPCAgentService = (*Service)(nil)
@@ -274,6 +275,9 @@ func (s *Service) remove(ctx context.Context, id string) error {
 		return err
 	}
 	trace.Step("remove: processes gone, cgroup removed")
+	s.exports.mu.Lock()
+	delete(s.exports.snaps, id)
+	s.exports.mu.Unlock()
 	err := s.cfg.Storage.Unmount(id)
 	trace.Step("remove: rootfs and disks unmounted")
 	return errors.Join(err, s.cfg.Etc.Remove(id))

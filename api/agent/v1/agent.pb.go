@@ -1174,6 +1174,291 @@ func (*ShutdownRequest) Descriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
+type ExportChangesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	SincePrevious bool                   `protobuf:"varint,2,opt,name=since_previous,json=sincePrevious,proto3" json:"since_previous,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportChangesRequest) Reset() {
+	*x = ExportChangesRequest{}
+	mi := &file_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportChangesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportChangesRequest) ProtoMessage() {}
+
+func (x *ExportChangesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportChangesRequest.ProtoReflect.Descriptor instead.
+func (*ExportChangesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ExportChangesRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ExportChangesRequest) GetSincePrevious() bool {
+	if x != nil {
+		return x.SincePrevious
+	}
+	return false
+}
+
+type ExportChangesResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ExportId string                 `protobuf:"bytes,1,opt,name=export_id,json=exportId,proto3" json:"export_id,omitempty"`
+	Size     uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// entries is the number of tar entries: 0 when nothing changed.
+	Entries       uint32 `protobuf:"varint,3,opt,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportChangesResponse) Reset() {
+	*x = ExportChangesResponse{}
+	mi := &file_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportChangesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportChangesResponse) ProtoMessage() {}
+
+func (x *ExportChangesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportChangesResponse.ProtoReflect.Descriptor instead.
+func (*ExportChangesResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ExportChangesResponse) GetExportId() string {
+	if x != nil {
+		return x.ExportId
+	}
+	return ""
+}
+
+func (x *ExportChangesResponse) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ExportChangesResponse) GetEntries() uint32 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
+type ExportRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExportId      string                 `protobuf:"bytes,2,opt,name=export_id,json=exportId,proto3" json:"export_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportRequest) Reset() {
+	*x = ExportRequest{}
+	mi := &file_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportRequest) ProtoMessage() {}
+
+func (x *ExportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportRequest.ProtoReflect.Descriptor instead.
+func (*ExportRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ExportRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ExportRequest) GetExportId() string {
+	if x != nil {
+		return x.ExportId
+	}
+	return ""
+}
+
+type ReadExportRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExportId      string                 `protobuf:"bytes,2,opt,name=export_id,json=exportId,proto3" json:"export_id,omitempty"`
+	Offset        uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	MaxLen        uint32                 `protobuf:"varint,4,opt,name=max_len,json=maxLen,proto3" json:"max_len,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadExportRequest) Reset() {
+	*x = ReadExportRequest{}
+	mi := &file_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadExportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadExportRequest) ProtoMessage() {}
+
+func (x *ReadExportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadExportRequest.ProtoReflect.Descriptor instead.
+func (*ReadExportRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ReadExportRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ReadExportRequest) GetExportId() string {
+	if x != nil {
+		return x.ExportId
+	}
+	return ""
+}
+
+func (x *ReadExportRequest) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ReadExportRequest) GetMaxLen() uint32 {
+	if x != nil {
+		return x.MaxLen
+	}
+	return 0
+}
+
+type ReadExportResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	Eof           bool                   `protobuf:"varint,2,opt,name=eof,proto3" json:"eof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadExportResponse) Reset() {
+	*x = ReadExportResponse{}
+	mi := &file_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadExportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadExportResponse) ProtoMessage() {}
+
+func (x *ReadExportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadExportResponse.ProtoReflect.Descriptor instead.
+func (*ReadExportResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ReadExportResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ReadExportResponse) GetEof() bool {
+	if x != nil {
+		return x.Eof
+	}
+	return false
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1255,7 +1540,26 @@ const file_agent_proto_rawDesc = "" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +
 	"\x04rows\x18\x03 \x01(\rR\x04rows\x12\x12\n" +
 	"\x04cols\x18\x04 \x01(\rR\x04cols\"\x11\n" +
-	"\x0fShutdownRequest2\xc7\b\n" +
+	"\x0fShutdownRequest\"`\n" +
+	"\x14ExportChangesRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12%\n" +
+	"\x0esince_previous\x18\x02 \x01(\bR\rsincePrevious\"b\n" +
+	"\x15ExportChangesResponse\x12\x1b\n" +
+	"\texport_id\x18\x01 \x01(\tR\bexportId\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x18\n" +
+	"\aentries\x18\x03 \x01(\rR\aentries\"O\n" +
+	"\rExportRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1b\n" +
+	"\texport_id\x18\x02 \x01(\tR\bexportId\"\x84\x01\n" +
+	"\x11ReadExportRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1b\n" +
+	"\texport_id\x18\x02 \x01(\tR\bexportId\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x17\n" +
+	"\amax_len\x18\x04 \x01(\rR\x06maxLen\":\n" +
+	"\x12ReadExportResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x10\n" +
+	"\x03eof\x18\x02 \x01(\bR\x03eof2\xbe\n" +
+	"\n" +
 	"\x05Agent\x12G\n" +
 	"\x06Health\x12\x1d.vmctl.agent.v1.HealthRequest\x1a\x1e.vmctl.agent.v1.HealthResponse\x12R\n" +
 	"\x10ConfigureNetwork\x12'.vmctl.agent.v1.ConfigureNetworkRequest\x1a\x15.vmctl.agent.v1.Empty\x12P\n" +
@@ -1273,7 +1577,12 @@ const file_agent_proto_rawDesc = "" +
 	"ReadStdout\x12!.vmctl.agent.v1.ReadOutputRequest\x1a\".vmctl.agent.v1.ReadOutputResponse\x12S\n" +
 	"\n" +
 	"ReadStderr\x12!.vmctl.agent.v1.ReadOutputRequest\x1a\".vmctl.agent.v1.ReadOutputResponse\x12D\n" +
-	"\tResizeTty\x12 .vmctl.agent.v1.ResizeTtyRequest\x1a\x15.vmctl.agent.v1.Empty\x12B\n" +
+	"\tResizeTty\x12 .vmctl.agent.v1.ResizeTtyRequest\x1a\x15.vmctl.agent.v1.Empty\x12\\\n" +
+	"\rExportChanges\x12$.vmctl.agent.v1.ExportChangesRequest\x1a%.vmctl.agent.v1.ExportChangesResponse\x12S\n" +
+	"\n" +
+	"ReadExport\x12!.vmctl.agent.v1.ReadExportRequest\x1a\".vmctl.agent.v1.ReadExportResponse\x12B\n" +
+	"\n" +
+	"DropExport\x12\x1d.vmctl.agent.v1.ExportRequest\x1a\x15.vmctl.agent.v1.Empty\x12B\n" +
 	"\bShutdown\x12\x1f.vmctl.agent.v1.ShutdownRequest\x1a\x15.vmctl.agent.v1.EmptyB+Z)github.com/vmctl/vmctl/api/agent/v1;agentb\x06proto3"
 
 var (
@@ -1288,7 +1597,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: vmctl.agent.v1.Empty
 	(*HealthRequest)(nil),           // 1: vmctl.agent.v1.HealthRequest
@@ -1309,6 +1618,11 @@ var file_agent_proto_goTypes = []any{
 	(*ReadOutputResponse)(nil),      // 16: vmctl.agent.v1.ReadOutputResponse
 	(*ResizeTtyRequest)(nil),        // 17: vmctl.agent.v1.ResizeTtyRequest
 	(*ShutdownRequest)(nil),         // 18: vmctl.agent.v1.ShutdownRequest
+	(*ExportChangesRequest)(nil),    // 19: vmctl.agent.v1.ExportChangesRequest
+	(*ExportChangesResponse)(nil),   // 20: vmctl.agent.v1.ExportChangesResponse
+	(*ExportRequest)(nil),           // 21: vmctl.agent.v1.ExportRequest
+	(*ReadExportRequest)(nil),       // 22: vmctl.agent.v1.ReadExportRequest
+	(*ReadExportResponse)(nil),      // 23: vmctl.agent.v1.ReadExportResponse
 }
 var file_agent_proto_depIdxs = []int32{
 	4,  // 0: vmctl.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> vmctl.agent.v1.NetworkInterface
@@ -1327,23 +1641,29 @@ var file_agent_proto_depIdxs = []int32{
 	15, // 13: vmctl.agent.v1.Agent.ReadStdout:input_type -> vmctl.agent.v1.ReadOutputRequest
 	15, // 14: vmctl.agent.v1.Agent.ReadStderr:input_type -> vmctl.agent.v1.ReadOutputRequest
 	17, // 15: vmctl.agent.v1.Agent.ResizeTty:input_type -> vmctl.agent.v1.ResizeTtyRequest
-	18, // 16: vmctl.agent.v1.Agent.Shutdown:input_type -> vmctl.agent.v1.ShutdownRequest
-	2,  // 17: vmctl.agent.v1.Agent.Health:output_type -> vmctl.agent.v1.HealthResponse
-	0,  // 18: vmctl.agent.v1.Agent.ConfigureNetwork:output_type -> vmctl.agent.v1.Empty
-	0,  // 19: vmctl.agent.v1.Agent.CreateContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 20: vmctl.agent.v1.Agent.StartContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 21: vmctl.agent.v1.Agent.RemoveContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 22: vmctl.agent.v1.Agent.ExecProcess:output_type -> vmctl.agent.v1.Empty
-	11, // 23: vmctl.agent.v1.Agent.WaitProcess:output_type -> vmctl.agent.v1.WaitProcessResponse
-	0,  // 24: vmctl.agent.v1.Agent.SignalProcess:output_type -> vmctl.agent.v1.Empty
-	14, // 25: vmctl.agent.v1.Agent.WriteStdin:output_type -> vmctl.agent.v1.WriteStdinResponse
-	0,  // 26: vmctl.agent.v1.Agent.CloseStdin:output_type -> vmctl.agent.v1.Empty
-	16, // 27: vmctl.agent.v1.Agent.ReadStdout:output_type -> vmctl.agent.v1.ReadOutputResponse
-	16, // 28: vmctl.agent.v1.Agent.ReadStderr:output_type -> vmctl.agent.v1.ReadOutputResponse
-	0,  // 29: vmctl.agent.v1.Agent.ResizeTty:output_type -> vmctl.agent.v1.Empty
-	0,  // 30: vmctl.agent.v1.Agent.Shutdown:output_type -> vmctl.agent.v1.Empty
-	17, // [17:31] is the sub-list for method output_type
-	3,  // [3:17] is the sub-list for method input_type
+	19, // 16: vmctl.agent.v1.Agent.ExportChanges:input_type -> vmctl.agent.v1.ExportChangesRequest
+	22, // 17: vmctl.agent.v1.Agent.ReadExport:input_type -> vmctl.agent.v1.ReadExportRequest
+	21, // 18: vmctl.agent.v1.Agent.DropExport:input_type -> vmctl.agent.v1.ExportRequest
+	18, // 19: vmctl.agent.v1.Agent.Shutdown:input_type -> vmctl.agent.v1.ShutdownRequest
+	2,  // 20: vmctl.agent.v1.Agent.Health:output_type -> vmctl.agent.v1.HealthResponse
+	0,  // 21: vmctl.agent.v1.Agent.ConfigureNetwork:output_type -> vmctl.agent.v1.Empty
+	0,  // 22: vmctl.agent.v1.Agent.CreateContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 23: vmctl.agent.v1.Agent.StartContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 24: vmctl.agent.v1.Agent.RemoveContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 25: vmctl.agent.v1.Agent.ExecProcess:output_type -> vmctl.agent.v1.Empty
+	11, // 26: vmctl.agent.v1.Agent.WaitProcess:output_type -> vmctl.agent.v1.WaitProcessResponse
+	0,  // 27: vmctl.agent.v1.Agent.SignalProcess:output_type -> vmctl.agent.v1.Empty
+	14, // 28: vmctl.agent.v1.Agent.WriteStdin:output_type -> vmctl.agent.v1.WriteStdinResponse
+	0,  // 29: vmctl.agent.v1.Agent.CloseStdin:output_type -> vmctl.agent.v1.Empty
+	16, // 30: vmctl.agent.v1.Agent.ReadStdout:output_type -> vmctl.agent.v1.ReadOutputResponse
+	16, // 31: vmctl.agent.v1.Agent.ReadStderr:output_type -> vmctl.agent.v1.ReadOutputResponse
+	0,  // 32: vmctl.agent.v1.Agent.ResizeTty:output_type -> vmctl.agent.v1.Empty
+	20, // 33: vmctl.agent.v1.Agent.ExportChanges:output_type -> vmctl.agent.v1.ExportChangesResponse
+	23, // 34: vmctl.agent.v1.Agent.ReadExport:output_type -> vmctl.agent.v1.ReadExportResponse
+	0,  // 35: vmctl.agent.v1.Agent.DropExport:output_type -> vmctl.agent.v1.Empty
+	0,  // 36: vmctl.agent.v1.Agent.Shutdown:output_type -> vmctl.agent.v1.Empty
+	20, // [20:37] is the sub-list for method output_type
+	3,  // [3:20] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
 	3,  // [3:3] is the sub-list for extension extendee
 	0,  // [0:3] is the sub-list for field type_name
@@ -1360,7 +1680,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,9 @@ type TTRPCAgentService interface {
 	ReadStdout(context.Context, *ReadOutputRequest) (*ReadOutputResponse, error)
 	ReadStderr(context.Context, *ReadOutputRequest) (*ReadOutputResponse, error)
 	ResizeTty(context.Context, *ResizeTtyRequest) (*Empty, error)
+	ExportChanges(context.Context, *ExportChangesRequest) (*ExportChangesResponse, error)
+	ReadExport(context.Context, *ReadExportRequest) (*ReadExportResponse, error)
+	DropExport(context.Context, *ExportRequest) (*Empty, error)
 	Shutdown(context.Context, *ShutdownRequest) (*Empty, error)
 }
 
@@ -117,6 +120,27 @@ func RegisterTTRPCAgentService(srv *ttrpc.Server, svc TTRPCAgentService) {
 					return nil, err
 				}
 				return svc.ResizeTty(ctx, &req)
+			},
+			"ExportChanges": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ExportChangesRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ExportChanges(ctx, &req)
+			},
+			"ReadExport": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ReadExportRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ReadExport(ctx, &req)
+			},
+			"DropExport": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ExportRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.DropExport(ctx, &req)
 			},
 			"Shutdown": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req ShutdownRequest
@@ -238,6 +262,30 @@ func (c *ttrpcagentClient) ReadStderr(ctx context.Context, req *ReadOutputReques
 func (c *ttrpcagentClient) ResizeTty(ctx context.Context, req *ResizeTtyRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "ResizeTty", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcagentClient) ExportChanges(ctx context.Context, req *ExportChangesRequest) (*ExportChangesResponse, error) {
+	var resp ExportChangesResponse
+	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "ExportChanges", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcagentClient) ReadExport(ctx context.Context, req *ReadExportRequest) (*ReadExportResponse, error) {
+	var resp ReadExportResponse
+	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "ReadExport", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcagentClient) DropExport(ctx context.Context, req *ExportRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "DropExport", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
