@@ -19,6 +19,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/netip"
@@ -331,4 +332,45 @@ func (c *Client) ResizeTty(ctx context.Context, p Process, rows, cols uint16) er
 func (c *Client) Shutdown(ctx context.Context) error {
 	_, err := c.api.Shutdown(ctx, &agentapi.ShutdownRequest{})
 	return convert(err)
+}
+
+// exportChunk is how much of an export one ReadExport asks for.
+const exportChunk = 1 << 20
+
+// ExportChanges writes what the container changed in its root file system
+// to w as an OCI layer tar: everything, or with sincePrevious only what
+// changed since its previous export. It reads the agent's export in
+// chunks and drops it after. An export larger than limit bytes, or an
+// answer that does not fit what was asked, fails (a guest is not
+// trusted). It returns the number of tar entries (0: nothing changed).
+func (c *Client) ExportChanges(ctx context.Context, id string, sincePrevious bool, w io.Writer, limit int64) (int, error) {
+	exp, err := c.api.ExportChanges(ctx, &agentapi.ExportChangesRequest{ContainerId: id, SincePrevious: sincePrevious})
+	if err != nil {
+		return 0, convert(err)
+	}
+	defer c.api.DropExport(context.WithoutCancel(ctx), &agentapi.ExportRequest{ContainerId: id, ExportId: exp.GetExportId()})
+	if exp.GetSize() > uint64(limit) {
+		return 0, fmt.Errorf("the container's changes take %d bytes, more than the limit of %d", exp.GetSize(), limit)
+	}
+	var off uint64
+	for {
+		r, err := c.api.ReadExport(ctx, &agentapi.ReadExportRequest{ContainerId: id, ExportId: exp.GetExportId(), Offset: off, MaxLen: exportChunk})
+		if err != nil {
+			return 0, convert(err)
+		}
+		if len(r.GetData()) > exportChunk || off+uint64(len(r.GetData())) > exp.GetSize() {
+			return 0, badAnswer("ReadExport", "%d bytes at offset %d of an export of %d", len(r.GetData()), off, exp.GetSize())
+		}
+		if _, err := w.Write(r.GetData()); err != nil {
+			return 0, err
+		}
+		off += uint64(len(r.GetData()))
+		if r.GetEof() || len(r.GetData()) == 0 {
+			break
+		}
+	}
+	if off != exp.GetSize() {
+		return 0, badAnswer("ReadExport", "export ended at %d of %d bytes", off, exp.GetSize())
+	}
+	return int(exp.GetEntries()), nil
 }

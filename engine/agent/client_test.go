@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"reflect"
@@ -38,6 +40,10 @@ type fakeAgent struct {
 	read func(*agentapi.ReadOutputRequest) *agentapi.ReadOutputResponse
 	// block makes every call wait for its context to end.
 	block bool
+	// export is what ExportChanges exports; exportSize, if not 0, the
+	// size it claims (a lying guest).
+	export     []byte
+	exportSize uint64
 }
 
 var _ agentapi.TTRPCAgentService = (*fakeAgent)(nil)
@@ -132,6 +138,30 @@ func (f *fakeAgent) ResizeTty(ctx context.Context, req *agentapi.ResizeTtyReques
 }
 
 func (f *fakeAgent) Shutdown(ctx context.Context, req *agentapi.ShutdownRequest) (*agentapi.Empty, error) {
+	return f.empty(ctx, req)
+}
+
+func (f *fakeAgent) ExportChanges(ctx context.Context, req *agentapi.ExportChangesRequest) (*agentapi.ExportChangesResponse, error) {
+	if err := f.record(ctx, req); err != nil {
+		return nil, err
+	}
+	size := uint64(len(f.export))
+	if f.exportSize != 0 {
+		size = f.exportSize
+	}
+	return &agentapi.ExportChangesResponse{ExportId: "0123456789abcdef", Size: size, Entries: 3}, nil
+}
+
+func (f *fakeAgent) ReadExport(ctx context.Context, req *agentapi.ReadExportRequest) (*agentapi.ReadExportResponse, error) {
+	if err := f.record(ctx, req); err != nil {
+		return nil, err
+	}
+	off := min(int(req.Offset), len(f.export))
+	end := min(off+int(req.MaxLen), len(f.export))
+	return &agentapi.ReadExportResponse{Data: f.export[off:end], Eof: end == len(f.export)}, nil
+}
+
+func (f *fakeAgent) DropExport(ctx context.Context, req *agentapi.ExportRequest) (*agentapi.Empty, error) {
 	return f.empty(ctx, req)
 }
 
@@ -486,5 +516,40 @@ func TestOneLine(t *testing.T) {
 		if got := oneLine(tt.in); got != tt.want {
 			t.Errorf("oneLine(%.20q...) = %.40q..., want %.40q...", tt.in, got, tt.want)
 		}
+	}
+}
+
+// An export is read in chunks to its end and dropped; one that claims more
+// than the limit, or sends more than it claimed, fails and is dropped too.
+func TestExportChanges(t *testing.T) {
+	data := bytes.Repeat([]byte("layer"), 500_000) // 2.5 MB: three chunks
+	fake := &fakeAgent{export: data}
+	c := serve(t, fake)
+	var got bytes.Buffer
+	n, err := c.ExportChanges(context.Background(), "c1", true, &got, 10<<20)
+	if err != nil || n != 3 || !bytes.Equal(got.Bytes(), data) {
+		t.Fatalf("ExportChanges = %d, %v, %d bytes; want 3, nil, %d bytes", n, err, got.Len(), len(data))
+	}
+	drops := func() int {
+		k := 0
+		for _, r := range fake.requests() {
+			if _, ok := r.(*agentapi.ExportRequest); ok {
+				k++
+			}
+		}
+		return k
+	}
+	if drops() != 1 {
+		t.Errorf("%d DropExport calls, want 1", drops())
+	}
+	if _, err := c.ExportChanges(context.Background(), "c1", false, io.Discard, 1<<20); err == nil || !strings.Contains(err.Error(), "more than the limit") {
+		t.Errorf("export over the limit: %v", err)
+	}
+	fake.exportSize = 10 // claims 10 bytes, sends 2.5 MB
+	if _, err := c.ExportChanges(context.Background(), "c1", false, io.Discard, 10<<20); err == nil {
+		t.Error("an export larger than it claimed was accepted")
+	}
+	if drops() != 3 {
+		t.Errorf("%d DropExport calls after the failures, want 3", drops())
 	}
 }
