@@ -12,6 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/guest-agent/mountopt"
 	"github.com/vmctl/vmctl/guest-agent/netif"
 	"github.com/vmctl/vmctl/guest-agent/trace"
@@ -33,6 +34,9 @@ type initConfig struct {
 	Spec   *specs.Spec
 	// Trace asks the init to time its steps and send them with "ready".
 	Trace bool
+	// Pause makes the init wait after start instead of running the
+	// spec's process (contract.InitPause).
+	Pause bool
 }
 
 // InitMain runs the container init: it never returns. Sequence:
@@ -76,6 +80,13 @@ func InitMain() {
 	if msg, err := readSync(sock); err != nil || msg.Type != msgStart {
 		// The agent went away or removed the container before start.
 		os.Exit(1)
+	}
+	if cfg.Pause {
+		// The container lives for ExecProcess calls; removal kills it.
+		sock.Close()
+		for {
+			unix.Pause()
+		}
 	}
 	fail(execProcess(path, cfg.Spec.Process))
 }
@@ -170,8 +181,15 @@ func setupContainer(cfg *initConfig) (string, error) {
 	if err := unix.Chdir(cwd); err != nil {
 		return "", errorf(ErrInvalid, "chdir to %s: %v", cwd, err)
 	}
+	if cfg.Pause {
+		return "", nil
+	}
 	return lookPath(s.Process.Args[0], pathEnv(s.Process.Env))
 }
+
+// pauses says whether a container's init waits instead of running the
+// spec's process (contract.InitPause).
+func pauses(s *specs.Spec) bool { return s.Annotations[contract.AnnotationInit] == contract.InitPause }
 
 // lookPath resolves a command as execve will see it in the current root,
 // with Go's exec error wording.

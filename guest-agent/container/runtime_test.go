@@ -3,6 +3,7 @@ package container
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/vmctl/vmctl/api/agent/contract"
 )
 
 func TestRunInNamespaces(t *testing.T) {
@@ -354,5 +357,37 @@ func TestEngineShapedSpec(t *testing.T) {
 	}
 	if e := wait(t, p); e.Status != 0 {
 		t.Errorf("exit = %+v, want 0", e)
+	}
+}
+
+// A pausing container (contract.InitPause) runs nothing of its own, not
+// even a command its image lacks, and serves execs until removed.
+func TestPauseInit(t *testing.T) {
+	requireRoot(t)
+	rt := newTestRuntime(t)
+	spec := testSpec("no-such-command")
+	spec.Annotations = map[string]string{contract.AnnotationInit: contract.InitPause}
+	id := run(t, rt, spec)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 2 {
+		eid := fmt.Sprintf("step%d", i)
+		if err := rt.Exec(ctx, id, eid, &specs.Process{Args: []string{"sh", "-c", "echo step $0", fmt.Sprint(i)}, Env: []string{"PATH=/bin"}, Cwd: "/"}); err != nil {
+			t.Fatalf("exec %d: %v", i, err)
+		}
+		p, _ := rt.Process(id, eid)
+		if got, want := readAll(t, p, Stdout), fmt.Sprintf("step %d\n", i); got != want {
+			t.Errorf("exec %d printed %q, want %q", i, got, want)
+		}
+		if e := wait(t, p); e.Status != 0 {
+			t.Errorf("exec %d exit = %+v", i, e)
+		}
+	}
+	init, _ := rt.Process(id, "")
+	if err := rt.Remove(ctx, id); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if e := wait(t, init); e.Status != 137 {
+		t.Errorf("pausing init after Remove = %d, want 137", e.Status)
 	}
 }

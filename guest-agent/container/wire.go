@@ -123,6 +123,7 @@ func (e *wireEncoder) config(c initConfig) {
 	e.str(c.Rootfs)
 	e.str(c.DevPts)
 	e.bool(c.Trace)
+	e.bool(c.Pause)
 	s := c.Spec
 	if s == nil || s.Process == nil || s.Linux == nil {
 		e.bool(false)
@@ -206,7 +207,7 @@ func (e *wireEncoder) config(c initConfig) {
 }
 
 func (d *wireDecoder) config() initConfig {
-	c := initConfig{Rootfs: d.str(), DevPts: d.str(), Trace: d.bool()}
+	c := initConfig{Rootfs: d.str(), DevPts: d.str(), Trace: d.bool(), Pause: d.bool()}
 	if !d.bool() {
 		return c
 	}

@@ -82,3 +82,15 @@ const InterfaceNamePrefix = "eth"
 
 // InterfaceName is the name of a VM's i-th NIC in the guest.
 func InterfaceName(i int) string { return InterfaceNamePrefix + strconv.Itoa(i) }
+
+// The container init's modes, chosen by an annotation of the OCI spec.
+const (
+	// AnnotationInit names the init's mode; absent, the init execs the
+	// spec's process at StartContainer.
+	AnnotationInit = "io.vmctl.init"
+	// InitPause makes the init set up the container and then wait,
+	// running nothing of the image's, until the container is removed:
+	// a container that exists to run ExecProcess calls (a build's steps).
+	// The spec's process is not looked up or run.
+	InitPause = "pause"
+)
