@@ -165,7 +165,8 @@ func New(cfg Config) (*Engine, error) {
 		Volumes:      volSvc,
 		Network:      containerNetwork{netSvc},
 	})
-	imgSvc := imagesvc.New(imagesvc.Config{Store: imgs, Disks: disks, InUse: ctrs.ImageUser, Events: bus})
+	imgSvc := imagesvc.New(imagesvc.Config{Store: imgs, Disks: disks, InUse: ctrs.ImageUser, Events: bus,
+		BuildRunner: buildRunner{ctrs}})
 	e.services = services.Services{
 		Containers: ctrs,
 		Images:     imgSvc,

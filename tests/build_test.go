@@ -28,11 +28,12 @@ ENV GREETING="hello ${WHO}"
 WORKDIR /app
 COPY --from=src /src/data.txt ./data.txt
 COPY conf/ /etc/app/
+RUN echo "ran as $(id -u) for $WHO" > run.txt && rm /etc/app/app.conf && ls /etc/app | wc -l > count.txt
 COPY *.md /docs/
 LABEL org.example.tier=demo
 EXPOSE 8080
 VOLUME /var/lib/app
-CMD ["sh", "-c", "echo $GREETING; stat -c '%u:%g %a' /app/data.txt; cat /app/data.txt /etc/app/app.conf; ls /docs"]
+CMD ["sh", "-c", "echo $GREETING; stat -c '%u:%g %a' /app/data.txt; cat /app/data.txt /app/run.txt /app/count.txt; ls /docs; test -e /etc/app/app.conf || echo conf removed"]
 `,
 		".dockerignore": "*.log\nconf/secret\n",
 		"data.txt":      "payload\n",
@@ -58,13 +59,13 @@ func TestBuild(t *testing.T) {
 
 	t.Run("vmctl build", func(t *testing.T) {
 		r := d.mustVmctl(t, 0, "", "build", "-t", "built:1", "--label", "by=vmctl", dir)
-		for _, want := range []string{"Step 1/13 : FROM ${BASE} AS src", "Step 13/13 : CMD", "Successfully built", "Successfully tagged built:1"} {
+		for _, want := range []string{"Step 1/14 : FROM ${BASE} AS src", "Step 14/14 : CMD", "Successfully built", "Successfully tagged built:1"} {
 			if !strings.Contains(r.stdout, want) {
 				t.Errorf("build output lacks %q:\n%s", want, r.stdout)
 			}
 		}
 		r = d.mustVmctl(t, 0, "", "run", "--rm", "built:1")
-		if want := "hello world\n1000:1000 640\npayload\nconf\nreadme.md\n"; r.stdout != want {
+		if want := "hello world\n1000:1000 640\npayload\nran as 0 for world\n0\nreadme.md\nconf removed\n"; r.stdout != want {
 			t.Errorf("the built image printed %q, want %q", r.stdout, want)
 		}
 		r = d.mustVmctl(t, 0, "", "inspect", "-f", "{{.Config.WorkingDir}} {{.Config.Labels}} {{.Config.ExposedPorts}} {{.Config.Volumes}}", "built:1")
@@ -82,16 +83,20 @@ func TestBuild(t *testing.T) {
 		if r := d.mustVmctl(t, 0, "", "history", "-q", "built:1"); !strings.HasPrefix(r.stdout, strings.TrimPrefix(id, "sha256:")[:12]+"\n<missing>\n") {
 			t.Errorf("vmctl history -q built:1 = %q", r.stdout)
 		}
-		if r := d.mustVmctl(t, 0, "", "run", "--rm", "built:1", "ls", "/etc/app"); r.stdout != "app.conf\n" {
-			t.Errorf("/etc/app holds %q: .dockerignore not applied", r.stdout)
+		if r := d.mustVmctl(t, 0, "", "run", "--rm", "built:1", "ls", "-a", "/etc/app"); r.stdout != ".\n..\n" {
+			t.Errorf("/etc/app holds %q: .dockerignore not applied, or the RUN's removal lost", r.stdout)
+		}
+		// The step's build container is gone.
+		if r := d.mustVmctl(t, 0, "", "ps", "-a", "-q"); r.stdout != "" {
+			t.Errorf("containers left after the build: %q", r.stdout)
 		}
 	})
 
 	t.Run("cache", func(t *testing.T) {
 		before := d.mustVmctl(t, 0, "", "images", "-a", "-q").stdout
 		r := d.mustVmctl(t, 0, "", "build", "-t", "built:1", "--label", "by=vmctl", dir)
-		if n := strings.Count(r.stdout, " ---> Using cache"); n != 12 {
-			t.Errorf("rebuild: %d steps from the cache, want 12 (all but the two FROMs, and the --label)\n%s", n, r.stdout)
+		if n := strings.Count(r.stdout, " ---> Using cache"); n != 13 {
+			t.Errorf("rebuild: %d steps from the cache, want 13 (all but the two FROMs, and the --label)\n%s", n, r.stdout)
 		}
 		if after := d.mustVmctl(t, 0, "", "images", "-a", "-q").stdout; after != before {
 			t.Errorf("a rebuild with nothing changed made images:\nbefore %s\nafter %s", before, after)
@@ -101,8 +106,8 @@ func TestBuild(t *testing.T) {
 		}
 		must(t, os.WriteFile(filepath.Join(dir, "readme.md"), []byte("changed\n"), 0o644))
 		r = d.mustVmctl(t, 0, "", "build", "-t", "built:1", dir)
-		if n := strings.Count(r.stdout, " ---> Using cache"); n != 6 {
-			t.Errorf("after changing readme.md: %d steps from the cache, want 6 (those before COPY *.md)\n%s", n, r.stdout)
+		if n := strings.Count(r.stdout, " ---> Using cache"); n != 7 {
+			t.Errorf("after changing readme.md: %d steps from the cache, want 7 (those before COPY *.md)\n%s", n, r.stdout)
 		}
 		r = d.mustVmctl(t, 0, "", "build", "--no-cache", "-q", "--iidfile", filepath.Join(t.TempDir(), "iid"), dir)
 		if !strings.HasPrefix(r.stdout, "sha256:") || strings.Count(r.stdout, "\n") != 1 {
@@ -115,7 +120,7 @@ func TestBuild(t *testing.T) {
 		if !strings.Contains(r.stdout, "Successfully tagged dbuilt:latest") {
 			t.Errorf("docker build output:\n%s\n%s", r.stdout, r.stderr)
 		}
-		if r := d.mustDocker(t, 0, "", "run", "--rm", "dbuilt"); !strings.HasPrefix(r.stdout, "hello docker\n") {
+		if r := d.mustDocker(t, 0, "", "run", "--rm", "dbuilt"); !strings.HasPrefix(r.stdout, "hello docker\n") || !strings.Contains(r.stdout, "ran as 0 for docker\n") {
 			t.Errorf("docker run dbuilt printed %q", r.stdout)
 		}
 		// The context from stdin, as a tar.
@@ -154,7 +159,7 @@ func TestBuild(t *testing.T) {
 			{"FROM busybox\nCOPY ../x /x\n", "forbidden path outside the build context"},
 			{"FROM busybox\nCOPY missing /x\n", "file not found in build context"},
 			{"FROM busybox\nFROBNICATE\n", "line 2"},
-			{"FROM busybox\nRUN true\n", "RUN is not supported yet"},
+			{"FROM busybox\nRUN echo failing; exit 3\n", "returned a non-zero code: 3"},
 		} {
 			must(t, os.WriteFile(filepath.Join(bad, "Dockerfile"), []byte(tc.dockerfile), 0o644))
 			r := d.mustVmctl(t, 1, "", "build", "-t", "bad", bad)

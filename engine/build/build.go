@@ -77,6 +77,8 @@ type Request struct {
 	Pull bool
 	// Labels are added to the final image.
 	Labels map[string]string
+	// Network is RUN's network: "default" (or empty) or "none".
+	Network string
 }
 
 // Images is what a build needs of the image store.
@@ -90,7 +92,9 @@ type Images interface {
 
 // Builder runs builds over an image store, with scratch space in TempDir.
 type Builder struct {
-	Images  Images
+	Images Images
+	// Runner runs RUN steps; nil refuses them.
+	Runner  Runner
 	TempDir string
 	// Now gives the creation time of the images built; nil is time.Now.
 	Now func() time.Time

@@ -389,7 +389,7 @@ func TestBuildErrors(t *testing.T) {
 		{"missing source", "FROM base:1\nCOPY nothere /x\n", Request{}, errdefs.ErrInvalidArgument, "file not found in build context"},
 		{"ignored source", "FROM base:1\nCOPY skip.txt /x\n", Request{}, errdefs.ErrInvalidArgument, "excluded by .dockerignore"},
 		{"no glob match", "FROM base:1\nCOPY *.none /x/\n", Request{}, errdefs.ErrInvalidArgument, "no source files were specified"},
-		{"RUN", "FROM base:1\nRUN true\n", Request{}, errdefs.ErrNotImplemented, "RUN is not supported yet"},
+		{"RUN without build VMs", "FROM base:1\nRUN true\n", Request{}, errdefs.ErrNotImplemented, "RUN needs build VMs"},
 		{"ADD URL", "FROM base:1\nADD http://example.invalid/x /x\n", Request{}, errdefs.ErrNotImplemented, "builds here have no network"},
 		{"unknown base", "FROM nosuch:1\n", Request{}, errdefs.ErrNotFound, "nosuch"},
 		{"unknown user", "FROM base:1\nCOPY --chown=ghost a /a\n", Request{}, errdefs.ErrInvalidArgument, "unable to find user ghost"},
@@ -415,5 +415,107 @@ func TestBuildErrors(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(b.TempDir); len(left) > 0 {
 		t.Errorf("scratch space left: %d entries", len(left))
+	}
+}
+
+// fakeRunner runs RUN steps in memory: each Run records its process and
+// "changes" the file system by queueing the layer its Changes returns.
+type fakeRunner struct {
+	started, removed int
+	procs            []Process
+	exit             int
+	// layer builds the tar a step's Changes returns from the process.
+	layer func(p Process) []byte
+	next  []byte
+}
+
+func (f *fakeRunner) Start(ctx context.Context, image, network string) (Container, error) {
+	f.started++
+	return f, nil
+}
+
+func (f *fakeRunner) Run(ctx context.Context, p Process, out io.Writer) (int, error) {
+	f.procs = append(f.procs, p)
+	io.WriteString(out, "ran "+strings.Join(p.Args, " ")+"\n")
+	f.next = f.layer(p)
+	return f.exit, nil
+}
+
+func (f *fakeRunner) Changes(ctx context.Context, w io.Writer, limit int64) error {
+	_, err := w.Write(f.next)
+	return err
+}
+
+func (f *fakeRunner) Remove(ctx context.Context) error { f.removed++; return nil }
+
+func TestBuildRun(t *testing.T) {
+	b, st := newStore(t)
+	ctx := context.Background()
+	fr := &fakeRunner{layer: func(p Process) []byte {
+		name := strings.Fields(p.Args[len(p.Args)-1])[1] // "touch NAME"
+		return tarOf(t, []file{{name: name, body: "made by " + name}, {name: "data/.wh.old"}})
+	}}
+	b.Runner = fr
+	dir := writeContext(t, map[string]string{
+		"Dockerfile": "FROM base:1\nARG V=1\nUSER app\nWORKDIR /work\nRUN touch one\nRUN touch two\nCOPY f /f\nRUN touch three\n",
+		"f":          "f",
+	})
+	var out bytes.Buffer
+	res, err := b.Build(ctx, Request{ContextDir: dir, Tags: []string{"ran:1"}}, &out)
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "ran /bin/sh -c touch one\n") {
+		t.Errorf("the step's output is not in the build's:\n%s", out.String())
+	}
+	// One container for the two RUNs in a row, another after the COPY;
+	// both gone at the end.
+	if fr.started != 2 || fr.removed != 2 || len(fr.procs) != 3 {
+		t.Errorf("%d containers started, %d removed, %d steps run; want 2, 2, 3", fr.started, fr.removed, len(fr.procs))
+	}
+	p := fr.procs[0]
+	if p.User != "1000:1001" || p.Dir != "/work" || !slices.Contains(p.Env, "V=1") || !slices.Contains(p.Env, "PATH=/bin") {
+		t.Errorf("the step's process: %+v", p)
+	}
+	img, err := st.Resolve(ctx, "ran:1")
+	if err != nil || img.ID != res.ID {
+		t.Fatal(err)
+	}
+	files := fsOf(t, img.Content())
+	for _, name := range []string{"/one", "/two", "/three", "/f", "/work"} {
+		if _, ok := files[name]; !ok {
+			t.Errorf("%s is not in the image", name)
+		}
+	}
+	if _, ok := files["/data/old"]; ok {
+		t.Error("the step's whiteout did not remove /data/old")
+	}
+	// Cached: nothing runs.
+	before := len(fr.procs)
+	if res, err := b.Build(ctx, Request{ContextDir: dir}, io.Discard); err != nil || res.Cached != res.Steps-1 || len(fr.procs) != before {
+		t.Errorf("rebuild: %+v, %v, %d more steps run", res, err, len(fr.procs)-before)
+	}
+	// A build arg is part of a RUN's identity.
+	v := "2"
+	if res, _ := b.Build(ctx, Request{ContextDir: dir, BuildArgs: map[string]*string{"V": &v}}, io.Discard); len(fr.procs) != before+3 || res.Cached != 3 {
+		t.Errorf("with V=2: %d steps run, %d cached", len(fr.procs)-before, res.Cached)
+	}
+	// A failing step is an error with its status; nothing is tagged.
+	fr.exit = 3
+	_, err = b.Build(ctx, Request{ContextDir: dir, NoCache: true, Tags: []string{"failed:1"}}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "returned a non-zero code: 3") {
+		t.Errorf("a failing RUN: %v", err)
+	}
+	if _, err := st.Resolve(ctx, "failed:1"); err == nil {
+		t.Error("a failed build was tagged")
+	}
+	if fr.started != fr.removed {
+		t.Errorf("%d build containers started, %d removed", fr.started, fr.removed)
+	}
+	// A guest's layer that climbs out is refused.
+	fr.exit = 0
+	fr.layer = func(Process) []byte { return tarOf(t, []file{{name: "../escape", body: "x"}}) }
+	if _, err := b.Build(ctx, Request{ContextDir: dir, NoCache: true}, io.Discard); err == nil || !strings.Contains(err.Error(), "not a clean relative path") {
+		t.Errorf("a layer with ../escape: %v", err)
 	}
 }

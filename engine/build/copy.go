@@ -296,19 +296,25 @@ func (r *run) copy(ctx context.Context, st *state, text string, c copySpec) erro
 		add(entry{hdr: tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(data)), ModTime: time.Unix(0, 0)}, data: []byte(data)})
 	}
 	entries = withParents(entries, files, owner)
-
-	// The cache key needs the content; the layer is written only on a miss.
-	sum, err := hashEntries(entries)
-	if err != nil {
-		return err
-	}
 	kind := "file"
 	if len(matches) == 1 && matches[0].info.IsDir() {
 		kind = "dir"
 	} else if len(matches)+len(c.inline) > 1 {
 		kind = "multi"
 	}
-	hist := fmt.Sprintf("%s %s:%s in %s ", what, kind, strings.TrimPrefix(sum, "sha256:"), c.dest)
+	return r.layerStep(ctx, st, text, func(sum string) string {
+		return fmt.Sprintf("/bin/sh -c #(nop) %s %s:%s in %s ", what, kind, strings.TrimPrefix(sum, "sha256:"), c.dest)
+	}, entries)
+}
+
+// layerStep commits a step that adds entries as a layer (written only on
+// a cache miss: the key needs their content hash, not the layer);
+// createdBy gives the history line from the hash.
+func (r *run) layerStep(ctx context.Context, st *state, text string, createdBy func(sum string) string, entries []entry) error {
+	sum, err := hashEntries(entries)
+	if err != nil {
+		return err
+	}
 	cfg := st.cfg.DeepCopy()
 	key := cacheKey(st.id, text, cfg, sum)
 	if r.fromCache(ctx, st, key, cfg) {
@@ -322,7 +328,12 @@ func (r *run) copy(ctx context.Context, st *state, text string, c copySpec) erro
 	if err != nil {
 		return err
 	}
-	img, err := r.commit(ctx, st, cfg, layer, hist, key)
+	return r.commitLayer(ctx, st, cfg, layer, createdBy(sum), key)
+}
+
+// commitLayer commits a step that adds layer, and moves st to it.
+func (r *run) commitLayer(ctx context.Context, st *state, cfg *v1.ConfigFile, layer v1.Layer, createdBy, key string) error {
+	img, err := r.commit(ctx, st, cfg, layer, createdBy, key)
 	if err != nil {
 		return err
 	}

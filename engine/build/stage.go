@@ -4,6 +4,7 @@ package build
 // images each step commits.
 
 import (
+	"archive/tar"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -46,6 +47,7 @@ type run struct {
 	used     map[string]bool   // build args some ARG declared
 	temps    []string          // directories to remove at the end
 	unpacked map[string]string // COPY --from file systems, by image ID
+	ctrs     []Container       // build containers not removed yet
 }
 
 // state is a stage as far as it is built.
@@ -60,9 +62,18 @@ type state struct {
 	shell  []string
 	cmdSet bool // the stage set CMD (ENTRYPOINT then keeps it)
 	files  *tree
+	// ctr is the stage's build container, holding the file system of the
+	// layers ctrLayers names (see runStep).
+	ctr       Container
+	ctrLayers string
 }
 
 func (r *run) cleanup() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, c := range r.ctrs {
+		c.Remove(ctx)
+	}
 	for _, d := range r.temps {
 		os.RemoveAll(d)
 	}
@@ -156,6 +167,7 @@ func (r *run) stage(ctx context.Context, i int, s instructions.Stage) (*state, e
 		}
 		fmt.Fprintf(r.out, " ---> %s\n", shortID(st.id))
 	}
+	r.removeContainer(st)
 	r.built[fmt.Sprint(i)] = st
 	if s.Name != "" {
 		r.built[strings.ToLower(s.Name)] = st
@@ -273,7 +285,25 @@ func (r *run) command(ctx context.Context, st *state, c instructions.Command) er
 	}
 	switch c := c.(type) {
 	case *instructions.RunCommand:
-		return errs.New(errdefs.ErrNotImplemented, "%s: RUN is not supported yet: it needs a build VM, which this engine does not have", c)
+		return r.runStep(ctx, st, c)
+	case *instructions.WorkdirCommand:
+		// The directory is made if the image lacks it, as a layer of
+		// its own (owned by root), so that RUN and COPY find it.
+		cfg := st.cfg.DeepCopy()
+		if err := r.configure(st, cfg, c); err != nil {
+			return err
+		}
+		files, err := r.files(ctx, st)
+		if err != nil {
+			return err
+		}
+		if files.isDir(cfg.Config.WorkingDir) {
+			return r.configStep(ctx, st, text(c), cfg)
+		}
+		st.cfg = cfg
+		entries := withParents([]entry{{hdr: tar.Header{Name: strings.TrimPrefix(cfg.Config.WorkingDir, "/"), Typeflag: tar.TypeDir,
+			Mode: 0o755, Format: tar.FormatPAX, ModTime: time.Unix(0, 0)}}}, files, owner{})
+		return r.layerStep(ctx, st, text(c), func(string) string { return "/bin/sh -c #(nop) " + text(c) }, entries)
 	case *instructions.CopyCommand:
 		return r.copy(ctx, st, c.String(), copySpec{sources: c.SourcePaths, dest: c.DestPath, from: c.From, chown: c.Chown, chmod: c.Chmod, inline: c.SourceContents})
 	case *instructions.AddCommand:
@@ -315,7 +345,7 @@ func (r *run) configStep(ctx context.Context, st *state, text string, cfg *v1.Co
 	if r.fromCache(ctx, st, key, cfg) {
 		return nil
 	}
-	img, err := r.commit(ctx, st, cfg, nil, text, key)
+	img, err := r.commit(ctx, st, cfg, nil, "/bin/sh -c #(nop) "+text, key)
 	if err != nil {
 		return err
 	}
@@ -343,10 +373,10 @@ func (r *run) fromCache(ctx context.Context, st *state, key string, cfg *v1.Conf
 }
 
 // commit stores the step's image: st's image with cfg's configuration and,
-// if not nil, one more layer; created by text in the history.
-func (r *run) commit(ctx context.Context, st *state, cfg *v1.ConfigFile, layer v1.Layer, text, key string) (images.Image, error) {
+// if not nil, one more layer; createdBy is its history line.
+func (r *run) commit(ctx context.Context, st *state, cfg *v1.ConfigFile, layer v1.Layer, createdBy, key string) (images.Image, error) {
 	now := r.now()
-	hist := v1.History{Created: v1.Time{Time: now}, CreatedBy: "/bin/sh -c #(nop) " + text, EmptyLayer: layer == nil}
+	hist := v1.History{Created: v1.Time{Time: now}, CreatedBy: createdBy, EmptyLayer: layer == nil}
 	img := st.img
 	var err error
 	if layer != nil {
@@ -365,9 +395,6 @@ func (r *run) commit(ctx context.Context, st *state, cfg *v1.ConfigFile, layer v
 	cfg.Created = v1.Time{Time: now}
 	if img, err = mutate.ConfigFile(img, cfg); err != nil {
 		return images.Image{}, err
-	}
-	if key == "" {
-		key = cacheKey(st.id, text, cfg, "")
 	}
 	stored, err := r.b.Images.AddBuilt(ctx, img, key)
 	if err != nil {

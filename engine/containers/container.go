@@ -64,6 +64,9 @@ type Config struct {
 	// Accel is the accelerator chosen with Hypervisor: "kvm" or "tcg".
 	Accel      string `json:"accel,omitempty"`
 	AutoRemove bool   `json:"autoRemove"`
+	// Pause makes the container run nothing of its own: its init waits
+	// and the container serves execs only (a build's steps).
+	Pause bool `json:"pause,omitempty"`
 	// Labels are the user's metadata (docker run --label), matched by
 	// label filters.
 	Labels map[string]string `json:"labels,omitempty"`

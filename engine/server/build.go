@@ -97,6 +97,7 @@ func buildRequest(r *http.Request) (imagesvc.BuildRequest, bool, error) {
 	}
 	switch m := q.Get("networkmode"); m {
 	case "", "default", "bridge", "none":
+		req.Network = m
 	default:
 		return req, false, errs.New(errdefs.ErrInvalidArgument, "network mode %q is not supported for builds: use default or none", m)
 	}

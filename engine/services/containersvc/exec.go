@@ -374,3 +374,16 @@ func execSpec(c *containers.Container, o ExecOptions) (*specs.Process, error) {
 	}
 	return proc, nil
 }
+
+// ExportChanges writes what the running container changed in its root
+// file system to w as an OCI layer tar, read out of the guest by its
+// agent (the host never mounts what a guest wrote): everything, or with
+// sincePrevious what changed since the previous export. At most limit
+// bytes. It returns the number of tar entries (0: nothing changed).
+func (s *Service) ExportChanges(ctx context.Context, ref string, sincePrevious bool, w io.Writer, limit int64) (int, error) {
+	t, err := s.running(ref)
+	if err != nil {
+		return 0, err
+	}
+	return t.agent.ExportChanges(ctx, t.c.ID, sincePrevious, w, limit)
+}

@@ -156,6 +156,9 @@ type CreateOptions struct {
 	// created (docker's behaviour).
 	Volumes []VolumeMount
 	Labels  map[string]string
+	// Pause runs nothing of the image's: the container serves execs only
+	// (a build's steps). Cmd and Entrypoint are not used.
+	Pause bool
 
 	// The network options (docker run --network, -p, -P, --dns...), checked
 	// by the REST server against the API's rules; the network service
@@ -252,6 +255,10 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 	if o.Entrypoint != nil {
 		imageCmd = nil // Docker: a new entrypoint resets the image's Cmd
 	}
+	if o.Pause {
+		// Never run: the init waits instead (see BuildSpec).
+		entry, imageCmd, o.Cmd = nil, nil, []string{"vmctl-pause"}
+	}
 	args, err := ResolveArgs(entry, imageCmd, o.Cmd)
 	if err != nil {
 		return nil, err
@@ -286,6 +293,7 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 			StopSignal: firstNonEmpty(o.StopSignal, img.StopSignal), ConsoleRows: o.ConsoleRows,
 			ConsoleCols: o.ConsoleCols, MemoryBytes: o.MemoryBytes, NanoCPUs: o.NanoCPUs,
 			Hypervisor: choice.Driver, Accel: choice.Accel, AutoRemove: o.AutoRemove, Labels: o.Labels,
+			Pause: o.Pause,
 		},
 		State: containers.State{Status: containers.StatusCreated},
 	}

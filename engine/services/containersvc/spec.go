@@ -8,6 +8,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/engine/errs"
 
 	"github.com/vmctl/vmctl/engine/containers"
@@ -161,12 +162,17 @@ func BuildSpec(c *containers.Container) (*specs.Spec, error) {
 		period := uint64(cpuPeriod)
 		res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
 	}
+	var annotations map[string]string
+	if cfg.Pause {
+		annotations = map[string]string{contract.AnnotationInit: contract.InitPause}
+	}
 	return &specs.Spec{
-		Version:    specs.Version,
-		Process:    proc,
-		Root:       &specs.Root{Path: "rootfs"},
-		Hostname:   cfg.Hostname,
-		Domainname: cfg.Domainname,
+		Version:     specs.Version,
+		Annotations: annotations,
+		Process:     proc,
+		Root:        &specs.Root{Path: "rootfs"},
+		Hostname:    cfg.Hostname,
+		Domainname:  cfg.Domainname,
 		Mounts: []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},

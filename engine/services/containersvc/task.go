@@ -69,6 +69,7 @@ type guestAgent interface {
 	ReadStdout(ctx context.Context, p agent.Process, max int, offset uint64) (agent.Output, error)
 	ReadStderr(ctx context.Context, p agent.Process, max int, offset uint64) (agent.Output, error)
 	ResizeTty(ctx context.Context, p agent.Process, rows, cols uint16) error
+	ExportChanges(ctx context.Context, id string, sincePrevious bool, w io.Writer, limit int64) (int, error)
 	Shutdown(ctx context.Context) error
 	Close() error
 }

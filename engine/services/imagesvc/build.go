@@ -68,7 +68,7 @@ func (s *Service) Build(ctx context.Context, req BuildRequest, contextTar io.Rea
 		return BuildResult{}, errs.New(errdefs.ErrInvalidArgument, "reading the build context: %v", err)
 	}
 	req.ContextDir = ctxDir
-	b := &build.Builder{Images: buildImages{s}, TempDir: filepath.Join(dir, "steps")}
+	b := &build.Builder{Images: buildImages{s}, Runner: s.cfg.BuildRunner, TempDir: filepath.Join(dir, "steps")}
 	res, err := b.Build(ctx, req, out)
 	if err != nil {
 		return res, err

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/vmctl/vmctl/engine/build"
 	"github.com/vmctl/vmctl/engine/events"
 	"github.com/vmctl/vmctl/engine/images"
 )
@@ -52,6 +53,8 @@ type Config struct {
 	InUse func(imageID string) (container string, used bool)
 	// Events receives the image events; nil reports none.
 	Events events.Publisher
+	// BuildRunner runs the RUN steps of builds; nil refuses them.
+	BuildRunner build.Runner
 }
 
 // Service manages images and reports their events.
