@@ -512,6 +512,11 @@ func TestBuildRun(t *testing.T) {
 	if fr.started != fr.removed {
 		t.Errorf("%d build containers started, %d removed", fr.started, fr.removed)
 	}
+	// RUN's flags are refused, not ignored.
+	bad := writeContext(t, map[string]string{"Dockerfile": "FROM base:1\nRUN --mount=type=cache,target=/c true\n"})
+	if _, err := b.Build(ctx, Request{ContextDir: bad}, io.Discard); !errors.Is(err, errdefs.ErrNotImplemented) || !strings.Contains(err.Error(), "RUN --mount is not supported") {
+		t.Errorf("RUN --mount: %v", err)
+	}
 	// A guest's layer that climbs out is refused.
 	fr.exit = 0
 	fr.layer = func(Process) []byte { return tarOf(t, []file{{name: "../escape", body: "x"}}) }

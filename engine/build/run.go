@@ -61,6 +61,9 @@ func (r *run) runStep(ctx context.Context, st *state, c *instructions.RunCommand
 	if r.b.Runner == nil {
 		return errs.New(errdefs.ErrNotImplemented, "%s: RUN needs build VMs, which this engine does not run", text(c))
 	}
+	if len(c.FlagsUsed) > 0 {
+		return errs.New(errdefs.ErrNotImplemented, "%s: RUN --%s is not supported", text(c), strings.Join(c.FlagsUsed, ", --"))
+	}
 	if len(c.Files) > 0 {
 		return errs.New(errdefs.ErrNotImplemented, "%s: RUN with a heredoc is not supported", text(c))
 	}
