@@ -166,7 +166,7 @@ func New(cfg Config) (*Engine, error) {
 		Network:      containerNetwork{netSvc},
 	})
 	imgSvc := imagesvc.New(imagesvc.Config{Store: imgs, Disks: disks, InUse: ctrs.ImageUser, Events: bus,
-		BuildRunner: buildRunner{ctrs}})
+		BuildRunner: buildRunner{ctrs}, Containers: ctrs})
 	e.services = services.Services{
 		Containers: ctrs,
 		Images:     imgSvc,

@@ -152,6 +152,36 @@ func TestBuild(t *testing.T) {
 		}
 	})
 
+	t.Run("commit", func(t *testing.T) {
+		d.mustVmctl(t, 0, "", "run", "-d", "--name", "work", "busybox", "sh", "-c",
+			"mkdir -p /data && echo saved > /data/file && rm /etc/group && touch /ready && sleep 600")
+		t.Cleanup(func() { d.vmctl(t, "", "rm", "-f", "work") })
+		waitFor(t, func() bool { return d.vmctl(t, "", "exec", "work", "test", "-e", "/ready").code == 0 }, "the container's changes")
+		r := d.mustDocker(t, 0, "", "commit", "-c", `CMD ["cat", "/data/file"]`, "-c", "ENV COMMITTED=1", "-m", "by test", "work", "committed:1")
+		if !strings.HasPrefix(r.stdout, "sha256:") {
+			t.Errorf("docker commit printed %q", r.stdout)
+		}
+		if r := d.mustDocker(t, 0, "", "run", "--rm", "committed:1"); r.stdout != "saved\n" {
+			t.Errorf("the committed image's CMD printed %q", r.stdout)
+		}
+		r = d.mustVmctl(t, 0, "", "run", "--rm", "committed:1", "sh", "-c", "test -e /etc/group || echo group gone; echo $COMMITTED")
+		if r.stdout != "group gone\n1\n" {
+			t.Errorf("the committed image: %q", r.stdout)
+		}
+		if r := d.mustDocker(t, 0, "", "history", "--format", "{{.Comment}}", "committed:1"); !strings.HasPrefix(r.stdout, "by test\n") {
+			t.Errorf("docker history's comment: %q", r.stdout)
+		}
+		if r := d.mustVmctl(t, 0, "", "commit", "work"); !strings.HasPrefix(r.stdout, "sha256:") {
+			t.Errorf("vmctl commit printed %q", r.stdout)
+		}
+		d.mustVmctl(t, 0, "", "rm", "-f", "work")
+		d.mustVmctl(t, 0, "", "create", "--name", "stopped", "busybox", "true")
+		t.Cleanup(func() { d.vmctl(t, "", "rm", "-f", "stopped") })
+		r = d.mustVmctl(t, 1, "", "commit", "stopped", "nope:1")
+		oneLine(t, r, "only a running container can be committed")
+		d.mustDocker(t, 1, "", "commit", "-c", "RUN true", "stopped")
+	})
+
 	t.Run("bad input", func(t *testing.T) {
 		bad := t.TempDir()
 		before := d.mustVmctl(t, 0, "", "images", "-a", "-q").stdout

@@ -319,3 +319,35 @@ func historyID(id string, noTrunc bool) string {
 	}
 	return shortImageID(id)
 }
+
+func newCommitCommand(g *globalOptions) *cobra.Command {
+	var author, message string
+	var changes []string
+	var pause bool
+	cmd := &cobra.Command{
+		Use:   "commit [OPTIONS] CONTAINER [REPOSITORY[:TAG]]",
+		Short: "Make an image of a running container's changes",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ref := ""
+			if len(args) == 2 {
+				ref = args[1]
+			}
+			return daemonFailure(g.withEngine("commit", false, func(r *remote) error {
+				res, err := r.api.ContainerCommit(cmd.Context(), args[0], client.ContainerCommitOptions{
+					Reference: ref, Comment: message, Author: author, Changes: changes, NoPause: !pause})
+				if err != nil {
+					return r.fail(err)
+				}
+				fmt.Println(res.ID)
+				return nil
+			}))
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&author, "author", "a", "", "the image's author")
+	f.StringVarP(&message, "message", "m", "", "the commit message")
+	f.StringArrayVarP(&changes, "change", "c", nil, "apply a Dockerfile instruction to the image (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, USER, VOLUME, WORKDIR, ...)")
+	f.BoolVarP(&pause, "pause", "p", true, "accepted for docker's sake: the changes are read while the container runs")
+	return cmd
+}

@@ -524,3 +524,23 @@ func TestBuildRun(t *testing.T) {
 		t.Errorf("a layer with ../escape: %v", err)
 	}
 }
+
+func TestApplyChanges(t *testing.T) {
+	cfg := &v1.ConfigFile{Config: v1.Config{Env: []string{"PATH=/bin"}, Cmd: []string{"sh"}}}
+	err := ApplyChanges(cfg, []string{`ENV APP=/srv`, `WORKDIR $APP`, `CMD ["serve"]`, `EXPOSE 80`, `LABEL a=b`, `USER 1000`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Config
+	if c.WorkingDir != "/srv" || !slices.Equal(c.Cmd, []string{"serve"}) || c.User != "1000" || c.Labels["a"] != "b" || !slices.Contains(c.Env, "APP=/srv") {
+		t.Errorf("config after the changes: %+v", c)
+	}
+	if _, ok := c.ExposedPorts["80/tcp"]; !ok {
+		t.Errorf("exposed ports %v", c.ExposedPorts)
+	}
+	for _, bad := range []string{"RUN true", "COPY a b", "FROM x", "NOPE x", "ENV"} {
+		if err := ApplyChanges(cfg, []string{bad}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("change %q: %v, want InvalidArgument", bad, err)
+		}
+	}
+}

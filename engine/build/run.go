@@ -160,16 +160,16 @@ func (r *run) stepChanges(ctx context.Context, st *state) (string, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return "", err
 	}
-	if err := checkLayer(f); err != nil {
+	if err := CheckLayer(f); err != nil {
 		return "", fmt.Errorf("the build container's changes: %w", err)
 	}
 	return p, f.Close()
 }
 
-// checkLayer reads a layer tar from a guest through: entries with relative,
+// CheckLayer reads a layer tar from a guest through: entries with relative,
 // clean names that stay inside the layer, hard links to entries before
 // them, nothing but files, directories, links, devices and fifos.
-func checkLayer(r io.Reader) error {
+func CheckLayer(r io.Reader) error {
 	tr := tar.NewReader(r)
 	seen := map[string]bool{}
 	for {

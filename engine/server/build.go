@@ -145,3 +145,73 @@ func (l *lineWriter) flush() {
 		l.send(rest)
 	}
 }
+
+// imageCommit serves POST /commit: an image of a running container, its
+// changes as a new layer, with the changes query's instructions applied.
+// The body (a container config) may be empty; its command, environment,
+// working directory, user and labels, when set, override the container's.
+func (s *Server) imageCommit(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if _, err := boolParam(r, "pause"); err != nil {
+		writeError(w, err)
+		return
+	}
+	req := imagesvc.CommitRequest{Container: q.Get("container"), Comment: q.Get("comment"), Author: q.Get("author"), Changes: q["changes"]}
+	if req.Container == "" {
+		writeError(w, errs.New(errdefs.ErrInvalidArgument, "container is required"))
+		return
+	}
+	if repo := q.Get("repo"); repo != "" {
+		req.Tag = repo
+		if tag := q.Get("tag"); tag != "" {
+			req.Tag += ":" + tag
+		}
+	} else if q.Get("tag") != "" {
+		writeError(w, errs.New(errdefs.ErrInvalidArgument, "a tag needs a repository"))
+		return
+	}
+	var body struct {
+		Cmd, Entrypoint, Env []string
+		WorkingDir, User     string
+		Labels               map[string]string
+	}
+	if err := decodeBody(w, r, &body, true); err != nil {
+		writeError(w, err)
+		return
+	}
+	// The body's settings come first, as changes of their own, so that
+	// the query's changes win.
+	var pre []string
+	if body.Cmd != nil {
+		b, _ := json.Marshal(body.Cmd)
+		pre = append(pre, "CMD "+string(b))
+	}
+	if body.Entrypoint != nil {
+		b, _ := json.Marshal(body.Entrypoint)
+		pre = append(pre, "ENTRYPOINT "+string(b))
+	}
+	for _, e := range body.Env {
+		if k, v, ok := strings.Cut(e, "="); ok {
+			b, _ := json.Marshal(v)
+			pre = append(pre, "ENV "+k+"="+string(b))
+		}
+	}
+	if body.WorkingDir != "" {
+		pre = append(pre, "WORKDIR "+body.WorkingDir)
+	}
+	if body.User != "" {
+		pre = append(pre, "USER "+body.User)
+	}
+	for k, v := range body.Labels {
+		kb, _ := json.Marshal(k)
+		vb, _ := json.Marshal(v)
+		pre = append(pre, "LABEL "+string(kb)+"="+string(vb))
+	}
+	req.Changes = append(pre, req.Changes...)
+	img, err := s.images.Commit(r.Context(), req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, struct{ Id string }{img.ID})
+}

@@ -55,6 +55,7 @@ type ImageService interface {
 	Save(ctx context.Context, refs []string) (*imagesvc.Archive, error)
 	CheckLogin(ctx context.Context, server, user, password string) (string, error)
 	Build(ctx context.Context, req imagesvc.BuildRequest, contextTar io.Reader, out io.Writer) (imagesvc.BuildResult, error)
+	Commit(ctx context.Context, req imagesvc.CommitRequest) (imagesvc.Image, error)
 }
 
 // VolumeService keeps named volumes (volumesvc.Service).

@@ -10,11 +10,17 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/vmctl/vmctl/engine/build"
+	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/errs"
 	"github.com/vmctl/vmctl/engine/flock"
 	"github.com/vmctl/vmctl/engine/images"
@@ -132,4 +138,111 @@ func (l *limitReader) Read(p []byte) (int, error) {
 func CheckTag(t string) error {
 	_, err := images.ParseTag(t)
 	return err
+}
+
+// Containers is what a commit needs of the container service.
+type Containers interface {
+	Get(ref string) (*containers.Container, error)
+	ExportChanges(ctx context.Context, ref string, sincePrevious bool, w io.Writer, limit int64) (int, error)
+}
+
+// CommitRequest is docker commit's.
+type CommitRequest struct {
+	Container string
+	// Tag names the image ("repo[:tag]"); empty leaves it untagged.
+	Tag     string
+	Comment string
+	Author  string
+	// Changes are --change instructions (CMD, ENV, ...).
+	Changes []string
+}
+
+// MaxCommitLayer caps the layer a commit reads out of a container.
+var MaxCommitLayer int64 = 16 << 30
+
+// Commit makes an image of a running container: its image with one more
+// layer, what the container changed (read out of the guest by its agent),
+// and the container's configuration (command, environment, working
+// directory, user), with Changes applied on top.
+func (s *Service) Commit(ctx context.Context, req CommitRequest) (Image, error) {
+	if s.cfg.Containers == nil {
+		return Image{}, errs.New(errdefs.ErrNotImplemented, "commit needs the container service")
+	}
+	if req.Tag != "" {
+		if err := CheckTag(req.Tag); err != nil {
+			return Image{}, errs.New(errdefs.ErrInvalidArgument, "invalid reference format: %v", err)
+		}
+	}
+	c, err := s.cfg.Containers.Get(req.Container)
+	if err != nil {
+		return Image{}, err
+	}
+	base, err := s.cfg.Store.Resolve(ctx, c.Config.ImageID)
+	if err != nil {
+		return Image{}, fmt.Errorf("the container's image: %w", err)
+	}
+	cf, err := base.Content().ConfigFile()
+	if err != nil {
+		return Image{}, err
+	}
+	cfg := cf.DeepCopy()
+	cfg.Config.Env = c.Config.Env
+	cfg.Config.WorkingDir = c.Config.WorkingDir
+	cfg.Config.User = c.Config.User
+	if ep := cfg.Config.Entrypoint; len(c.Config.Args) >= len(ep) && slices.Equal(c.Config.Args[:len(ep)], ep) {
+		cfg.Config.Cmd = c.Config.Args[len(ep):]
+	} else {
+		cfg.Config.Entrypoint, cfg.Config.Cmd = nil, c.Config.Args
+	}
+	if err := build.ApplyChanges(cfg, req.Changes); err != nil {
+		return Image{}, err
+	}
+	tmp, err := os.CreateTemp(filepath.Join(s.cfg.Store.Root(), "tmp"), "commit-")
+	if err != nil {
+		return Image{}, err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if _, err := s.cfg.Containers.ExportChanges(ctx, c.ID, false, tmp, MaxCommitLayer); err != nil {
+		if errdefs.IsConflict(err) {
+			return Image{}, errs.New(errdefs.ErrConflict, "container %s is not running: its changes are read by its VM's agent, so only a running container can be committed", c.Name)
+		}
+		return Image{}, err
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return Image{}, err
+	}
+	if err := build.CheckLayer(tmp); err != nil {
+		return Image{}, fmt.Errorf("the container's changes: %w", err)
+	}
+	layer, err := tarball.LayerFromFile(tmp.Name())
+	if err != nil {
+		return Image{}, err
+	}
+	img, err := mutate.Append(base.Content(), mutate.Addendum{Layer: layer, History: v1.History{
+		Created: v1.Time{Time: time.Now().UTC()}, CreatedBy: strings.Join(c.Config.Args, " "), Comment: req.Comment, Author: req.Author}})
+	if err != nil {
+		return Image{}, err
+	}
+	appended, err := img.ConfigFile()
+	if err != nil {
+		return Image{}, err
+	}
+	cfg.RootFS, cfg.History = appended.RootFS, appended.History
+	cfg.Created = v1.Time{Time: time.Now().UTC()}
+	cfg.Author = req.Author
+	cfg.Container = c.ID
+	if img, err = mutate.ConfigFile(img, cfg); err != nil {
+		return Image{}, err
+	}
+	var tags []string
+	if req.Tag != "" {
+		tags = []string{req.Tag}
+	}
+	stored, err := s.cfg.Store.Add(ctx, img, tags...)
+	if err != nil {
+		return Image{}, err
+	}
+	s.publish("commit", stored.ID, c.Name)
+	return stored, nil
 }

@@ -55,6 +55,8 @@ type Config struct {
 	Events events.Publisher
 	// BuildRunner runs the RUN steps of builds; nil refuses them.
 	BuildRunner build.Runner
+	// Containers gives commits their containers; nil refuses commits.
+	Containers Containers
 }
 
 // Service manages images and reports their events.
