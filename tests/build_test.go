@@ -171,6 +171,24 @@ func TestBuild(t *testing.T) {
 		if r := d.mustDocker(t, 0, "", "history", "--format", "{{.Comment}}", "committed:1"); !strings.HasPrefix(r.stdout, "by test\n") {
 			t.Errorf("docker history's comment: %q", r.stdout)
 		}
+		// diff and export of the same container.
+		r = d.mustDocker(t, 0, "", "diff", "work")
+		for _, want := range []string{"A /data\n", "A /data/file\n", "C /etc\n", "D /etc/group\n", "A /ready\n"} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("docker diff lacks %q:\n%s", want, r.stdout)
+			}
+		}
+		if r := d.mustVmctl(t, 0, "", "diff", "work"); !strings.Contains(r.stdout, "D /etc/group\n") {
+			t.Errorf("vmctl diff:\n%s", r.stdout)
+		}
+		out := filepath.Join(t.TempDir(), "fs.tar")
+		d.mustDocker(t, 0, "", "export", "-o", out, "work")
+		list, err := exec.Command("tar", "-tf", out).Output()
+		must(t, err)
+		names := "\n" + string(list)
+		if !strings.Contains(names, "\ndata/file\n") || !strings.Contains(names, "\nbin/sh\n") || strings.Contains(names, "etc/group\n") || strings.Contains(names, ".wh.") {
+			t.Errorf("docker export's tar holds:\n%s", list)
+		}
 		if r := d.mustVmctl(t, 0, "", "commit", "work"); !strings.HasPrefix(r.stdout, "sha256:") {
 			t.Errorf("vmctl commit printed %q", r.stdout)
 		}
@@ -180,6 +198,7 @@ func TestBuild(t *testing.T) {
 		r = d.mustVmctl(t, 1, "", "commit", "stopped", "nope:1")
 		oneLine(t, r, "only a running container can be committed")
 		d.mustDocker(t, 1, "", "commit", "-c", "RUN true", "stopped")
+		oneLine(t, d.mustVmctl(t, 1, "", "diff", "stopped"), "only a running container")
 	})
 
 	t.Run("bad input", func(t *testing.T) {

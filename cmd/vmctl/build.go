@@ -351,3 +351,57 @@ func newCommitCommand(g *globalOptions) *cobra.Command {
 	f.BoolVarP(&pause, "pause", "p", true, "accepted for docker's sake: the changes are read while the container runs")
 	return cmd
 }
+
+func newDiffCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "diff CONTAINER",
+		Short: "List what a running container changed in its image's file system (A added, C changed, D deleted)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return daemonFailure(g.withEngine("diff", false, func(r *remote) error {
+				res, err := r.api.ContainerDiff(cmd.Context(), args[0], client.ContainerDiffOptions{})
+				if err != nil {
+					return r.fail(err)
+				}
+				for _, c := range res.Changes {
+					kind := map[uint8]string{0: "C", 1: "A", 2: "D"}[uint8(c.Kind)]
+					fmt.Printf("%s %s\n", kind, c.Path)
+				}
+				return nil
+			}))
+		},
+	}
+}
+
+func newExportCommand(g *globalOptions) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "export [-o FILE] CONTAINER",
+		Short: "Write a running container's file system as a tar (on stdout unless -o is given)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			export := func(w io.Writer) error {
+				return daemonFailure(g.withEngine("export", false, func(r *remote) error {
+					rc, err := r.api.ContainerExport(cmd.Context(), args[0], client.ContainerExportOptions{})
+					if err != nil {
+						return r.fail(err)
+					}
+					defer rc.Close()
+					if _, err := io.Copy(w, rc); err != nil {
+						return r.fail(fmt.Errorf("receiving the tar: %w", err))
+					}
+					return nil
+				}))
+			}
+			if output == "" || output == "-" {
+				if term.IsTerminal(int(os.Stdout.Fd())) {
+					return errors.New("refusing to write a tar to a terminal: give -o FILE or redirect stdout")
+				}
+				return export(os.Stdout)
+			}
+			return saveToFile(output, export)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "write to this file instead of stdout")
+	return cmd
+}

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/jsonstream"
 
 	"github.com/vmctl/vmctl/engine/errs"
@@ -214,4 +215,47 @@ func (s *Server) imageCommit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, struct{ Id string }{img.ID})
+}
+
+// containerChanges serves GET /containers/{id}/changes (docker diff).
+func (s *Server) containerChanges(w http.ResponseWriter, r *http.Request) {
+	changes, err := s.images.Diff(r.Context(), r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := make([]container.FilesystemChange, 0, len(changes))
+	for _, c := range changes {
+		out = append(out, container.FilesystemChange{Path: c.Path, Kind: container.ChangeType(c.Kind)})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// containerExport serves GET /containers/{id}/export: the container's file
+// system as a tar. A failure once the tar has begun cuts the connection,
+// so a client never takes a short tar for a whole one.
+func (s *Server) containerExport(w http.ResponseWriter, r *http.Request) {
+	lw := &lazyTar{w: w}
+	if err := s.images.Export(r.Context(), r.PathValue("id"), lw); err != nil {
+		if !lw.started {
+			writeError(w, err)
+			return
+		}
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// lazyTar sends the 200 with the first bytes of a tar.
+type lazyTar struct {
+	w       http.ResponseWriter
+	started bool
+}
+
+func (l *lazyTar) Write(p []byte) (int, error) {
+	if !l.started {
+		l.w.Header().Set("Content-Type", "application/x-tar")
+		l.w.WriteHeader(http.StatusOK)
+		l.started = true
+	}
+	return l.w.Write(p)
 }

@@ -106,6 +106,8 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /containers/{id}/resize", s.containerResize)
 	m.HandleFunc("POST /containers/{id}/attach", s.containerAttach)
 	m.HandleFunc("GET /containers/{id}/logs", s.containerLogs)
+	m.HandleFunc("GET /containers/{id}/changes", s.containerChanges)
+	m.HandleFunc("GET /containers/{id}/export", s.containerExport)
 	m.HandleFunc("DELETE /containers/{id}", s.containerDelete)
 	s.execRoutes(m)
 	s.volumeRoutes(m)

@@ -56,6 +56,8 @@ type ImageService interface {
 	CheckLogin(ctx context.Context, server, user, password string) (string, error)
 	Build(ctx context.Context, req imagesvc.BuildRequest, contextTar io.Reader, out io.Writer) (imagesvc.BuildResult, error)
 	Commit(ctx context.Context, req imagesvc.CommitRequest) (imagesvc.Image, error)
+	Diff(ctx context.Context, ref string) ([]imagesvc.Change, error)
+	Export(ctx context.Context, ref string, w io.Writer) error
 }
 
 // VolumeService keeps named volumes (volumesvc.Service).

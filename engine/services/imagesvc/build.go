@@ -4,13 +4,16 @@ package imagesvc
 // (engine/build).
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -197,52 +200,153 @@ func (s *Service) Commit(ctx context.Context, req CommitRequest) (Image, error) 
 	if err := build.ApplyChanges(cfg, req.Changes); err != nil {
 		return Image{}, err
 	}
-	tmp, err := os.CreateTemp(filepath.Join(s.cfg.Store.Root(), "tmp"), "commit-")
-	if err != nil {
-		return Image{}, err
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	if _, err := s.cfg.Containers.ExportChanges(ctx, c.ID, false, tmp, MaxCommitLayer); err != nil {
-		if errdefs.IsConflict(err) {
-			return Image{}, errs.New(errdefs.ErrConflict, "container %s is not running: its changes are read by its VM's agent, so only a running container can be committed", c.Name)
+	var stored Image
+	err = s.withChanges(ctx, c.ID, func(_ *containers.Container, _ Image, f *os.File) error {
+		layer, err := tarball.LayerFromFile(f.Name())
+		if err != nil {
+			return err
 		}
-		return Image{}, err
-	}
-	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return Image{}, err
-	}
-	if err := build.CheckLayer(tmp); err != nil {
-		return Image{}, fmt.Errorf("the container's changes: %w", err)
-	}
-	layer, err := tarball.LayerFromFile(tmp.Name())
-	if err != nil {
-		return Image{}, err
-	}
-	img, err := mutate.Append(base.Content(), mutate.Addendum{Layer: layer, History: v1.History{
-		Created: v1.Time{Time: time.Now().UTC()}, CreatedBy: strings.Join(c.Config.Args, " "), Comment: req.Comment, Author: req.Author}})
-	if err != nil {
-		return Image{}, err
-	}
-	appended, err := img.ConfigFile()
-	if err != nil {
-		return Image{}, err
-	}
-	cfg.RootFS, cfg.History = appended.RootFS, appended.History
-	cfg.Created = v1.Time{Time: time.Now().UTC()}
-	cfg.Author = req.Author
-	cfg.Container = c.ID
-	if img, err = mutate.ConfigFile(img, cfg); err != nil {
-		return Image{}, err
-	}
-	var tags []string
-	if req.Tag != "" {
-		tags = []string{req.Tag}
-	}
-	stored, err := s.cfg.Store.Add(ctx, img, tags...)
+		img, err := mutate.Append(base.Content(), mutate.Addendum{Layer: layer, History: v1.History{
+			Created: v1.Time{Time: time.Now().UTC()}, CreatedBy: strings.Join(c.Config.Args, " "), Comment: req.Comment, Author: req.Author}})
+		if err != nil {
+			return err
+		}
+		appended, err := img.ConfigFile()
+		if err != nil {
+			return err
+		}
+		cfg.RootFS, cfg.History = appended.RootFS, appended.History
+		cfg.Created = v1.Time{Time: time.Now().UTC()}
+		cfg.Author = req.Author
+		cfg.Container = c.ID
+		if img, err = mutate.ConfigFile(img, cfg); err != nil {
+			return err
+		}
+		var tags []string
+		if req.Tag != "" {
+			tags = []string{req.Tag}
+		}
+		stored, err = s.cfg.Store.Add(ctx, img, tags...)
+		return err
+	})
 	if err != nil {
 		return Image{}, err
 	}
 	s.publish("commit", stored.ID, c.Name)
 	return stored, nil
+}
+
+// Change is one path docker diff lists.
+type Change struct {
+	Path string
+	// Kind is docker's: 0 modified, 1 added, 2 deleted.
+	Kind uint8
+}
+
+// withChanges reads a running container's changes into a scratch file
+// (checked as a build step's are) and calls fn with the container, its
+// image and the layer of its changes.
+func (s *Service) withChanges(ctx context.Context, ref string, fn func(c *containers.Container, base Image, layer *os.File) error) error {
+	if s.cfg.Containers == nil {
+		return errs.New(errdefs.ErrNotImplemented, "this engine has no container service")
+	}
+	c, err := s.cfg.Containers.Get(ref)
+	if err != nil {
+		return err
+	}
+	base, err := s.cfg.Store.Resolve(ctx, c.Config.ImageID)
+	if err != nil {
+		return fmt.Errorf("the container's image: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Join(s.cfg.Store.Root(), "tmp"), "changes-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if _, err := s.cfg.Containers.ExportChanges(ctx, c.ID, false, tmp, MaxCommitLayer); err != nil {
+		if errdefs.IsConflict(err) {
+			return errs.New(errdefs.ErrConflict, "container %s is not running: its changes are read by its VM's agent, so only a running container can be committed, diffed or exported", c.Name)
+		}
+		return err
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if err := build.CheckLayer(tmp); err != nil {
+		return fmt.Errorf("the container's changes: %w", err)
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	return fn(c, base, tmp)
+}
+
+// Diff lists what a running container changed in its image's file system:
+// added, modified (a directory whose entries changed is modified) and
+// deleted paths, sorted.
+func (s *Service) Diff(ctx context.Context, ref string) ([]Change, error) {
+	var out []Change
+	err := s.withChanges(ctx, ref, func(_ *containers.Container, base Image, layer *os.File) error {
+		inBase := map[string]bool{}
+		tr := tar.NewReader(mutate.Extract(base.Content()))
+		for {
+			h, err := tr.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			inBase["/"+strings.Trim(h.Name, "/")] = true
+		}
+		seen := map[string]bool{}
+		lr := tar.NewReader(layer)
+		for {
+			h, err := lr.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			p := "/" + strings.Trim(h.Name, "/")
+			dir, name := path.Split(p)
+			c := Change{Path: p, Kind: 1}
+			switch {
+			case name == ".wh..wh..opq":
+				continue
+			case strings.HasPrefix(name, ".wh."):
+				c = Change{Path: path.Join(dir, strings.TrimPrefix(name, ".wh.")), Kind: 2}
+			case inBase[p]:
+				c.Kind = 0
+			}
+			if !seen[c.Path] {
+				seen[c.Path] = true
+				out = append(out, c)
+			}
+		}
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out, err
+}
+
+// Export writes a running container's whole file system, its image's with
+// its changes, as a tar to w (docker export).
+func (s *Service) Export(ctx context.Context, ref string, w io.Writer) error {
+	return s.withChanges(ctx, ref, func(_ *containers.Container, base Image, layer *os.File) error {
+		l, err := tarball.LayerFromFile(layer.Name())
+		if err != nil {
+			return err
+		}
+		img, err := mutate.AppendLayers(base.Content(), l)
+		if err != nil {
+			return err
+		}
+		rc := mutate.Extract(img)
+		defer rc.Close()
+		_, err = io.Copy(w, rc)
+		return err
+	})
 }
