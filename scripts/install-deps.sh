@@ -15,6 +15,8 @@ packages=(
 	# make install's units are checked with systemd-analyze, socket activation
 	# with systemd-socket-activate
 	systemd
+	# make bench's peer for image builds
+	buildah
 )
 
 # The docker CLI drives vmctld in the tests. Machines usually have one; only
