@@ -9,8 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // buildContext writes a context: a two-stage Dockerfile without RUN, a
@@ -149,6 +153,64 @@ func TestBuild(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusBadRequest || !bytes.Contains(body, []byte("Cannot locate specified Dockerfile: nope")) {
 			t.Errorf("POST /build?dockerfile=nope: %d %s", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("registry", func(t *testing.T) {
+		// A built image goes to a registry and comes back with the same
+		// digest, and its layers follow the OCI rules: the RUN's deletion
+		// is a whiteout file, no overlayfs device or attribute, clean names.
+		reg := startRegistry(t, "", "")
+		ref := reg.host + "/built:1"
+		d.mustVmctl(t, 0, "", "tag", "built:1", ref)
+		push := d.mustVmctl(t, 0, "", "push", ref)
+		m := regexp.MustCompile(`digest: (sha256:[0-9a-f]{64})`).FindStringSubmatch(push.stdout)
+		if m == nil {
+			t.Fatalf("push printed no digest:\n%s", push.stdout)
+		}
+		r, err := name.ParseReference(ref)
+		must(t, err)
+		img, err := remote.Image(r)
+		must(t, err)
+		layers, err := img.Layers()
+		must(t, err)
+		whiteout := false
+		for i, l := range layers {
+			rc, err := l.Uncompressed()
+			must(t, err)
+			tr := tar.NewReader(rc)
+			for {
+				h, err := tr.Next()
+				if err == io.EOF {
+					break
+				}
+				must(t, err)
+				n := strings.TrimSuffix(h.Name, "/")
+				if strings.HasPrefix(n, "/") || strings.Contains("/"+n+"/", "/../") {
+					t.Errorf("layer %d: entry %q", i, h.Name)
+				}
+				if h.Typeflag == tar.TypeChar && h.Devmajor == 0 && h.Devminor == 0 {
+					t.Errorf("layer %d: an overlayfs whiteout device %q", i, h.Name)
+				}
+				for k := range h.PAXRecords {
+					if strings.Contains(k, "overlay") {
+						t.Errorf("layer %d: %q carries %s", i, h.Name, k)
+					}
+				}
+				whiteout = whiteout || n == "etc/app/.wh.app.conf"
+			}
+			rc.Close()
+		}
+		if !whiteout {
+			t.Error("no layer holds the RUN's whiteout etc/app/.wh.app.conf")
+		}
+		d.mustVmctl(t, 0, "", "rmi", ref)
+		d.mustVmctl(t, 0, "", "pull", ref)
+		if got := d.mustVmctl(t, 0, "", "inspect", "-f", "{{range .RepoDigests}}{{.}}{{end}}", ref).stdout; !strings.Contains(got, m[1]) {
+			t.Errorf("pulled back: repo digests %q, want %s", got, m[1])
+		}
+		if r := d.mustVmctl(t, 0, "", "run", "--rm", ref); !strings.Contains(r.stdout, "conf removed\n") {
+			t.Errorf("the pulled image printed %q", r.stdout)
 		}
 	})
 
