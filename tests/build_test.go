@@ -2,7 +2,9 @@ package tests
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,7 +13,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -290,6 +294,42 @@ func TestBuild(t *testing.T) {
 		}
 		if left, _ := filepath.Glob(filepath.Join(d.dataRoot, "images", "tmp", "build-*")); len(left) > 0 {
 			t.Errorf("build scratch directories left: %v", left)
+		}
+	})
+
+	t.Run("interrupted", func(t *testing.T) {
+		// The client goes away while a RUN step runs: the step's VM
+		// stops, and nothing of the build stays.
+		ctxDir := t.TempDir()
+		must(t, os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM busybox\nRUN echo started; sleep 300\n"), 0o644))
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		c := clientCmd(ctx, e2e(t), nil, "-H", d.host(), "build", "-t", "interrupted:1", ctxDir)
+		out, err := c.StdoutPipe()
+		must(t, err)
+		var stderr bytes.Buffer
+		c.Stderr = &stderr
+		must(t, c.Start())
+		sc := bufio.NewScanner(out)
+		var seen []string
+		for sc.Scan() && sc.Text() != "started" {
+			seen = append(seen, sc.Text())
+		}
+		if sc.Err() != nil || !strings.Contains(strings.Join(seen, "\n"), "RUN") {
+			t.Fatalf("the build's output before the step: %q, %s", seen, stderr.String())
+		}
+		if r := d.mustVmctl(t, 0, "", "ps", "-a", "-q", "--filter", "label=io.vmctl.build"); r.stdout == "" {
+			t.Error("no build container while the step runs")
+		}
+		syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+		c.Wait()
+		waitFor(t, func() bool { return d.mustVmctl(t, 0, "", "ps", "-a", "-q").stdout == "" }, "the build container's removal")
+		waitFor(t, func() bool {
+			left, _ := filepath.Glob(filepath.Join(d.dataRoot, "images", "tmp", "build-*"))
+			return len(left) == 0
+		}, "the build's scratch directory's removal")
+		if r := d.vmctl(t, "", "inspect", "interrupted:1"); r.code == 0 {
+			t.Error("an interrupted build tagged its image")
 		}
 	})
 }

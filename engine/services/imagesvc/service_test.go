@@ -1,6 +1,7 @@
 package imagesvc
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -292,3 +293,30 @@ func TestPullPush(t *testing.T) {
 type anonymous struct{}
 
 func (anonymous) Resolve(authn.Resource) (authn.Authenticator, error) { return authn.Anonymous, nil }
+
+// A context over the cap, or one that is not a tar, is a clear 400 and
+// leaves no scratch directory.
+func TestBuildContextChecks(t *testing.T) {
+	f := newFixture(t)
+	old := MaxContext
+	MaxContext = 4096
+	t.Cleanup(func() { MaxContext = old })
+	var big bytes.Buffer
+	tw := tar.NewWriter(&big)
+	tw.WriteHeader(&tar.Header{Name: "Dockerfile", Mode: 0o644, Size: 13})
+	tw.Write([]byte("FROM scratch\n"))
+	tw.WriteHeader(&tar.Header{Name: "big", Mode: 0o644, Size: 8192})
+	tw.Write(make([]byte, 8192))
+	tw.Close()
+	_, err := f.svc.Build(context.Background(), BuildRequest{}, &big, io.Discard)
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "larger than 4096 bytes") {
+		t.Errorf("a context over the cap: %v", err)
+	}
+	_, err = f.svc.Build(context.Background(), BuildRequest{}, strings.NewReader("not a tar at all, not at all............................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................................"), io.Discard)
+	if !errdefs.IsInvalidArgument(err) {
+		t.Errorf("a context that is no tar: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(f.svc.cfg.Store.Root(), "tmp", "build-*")); len(left) > 0 {
+		t.Errorf("scratch directories left: %v", left)
+	}
+}
