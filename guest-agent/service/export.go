@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	agent "github.com/vmctl/vmctl/api/agent/v1"
+	"github.com/vmctl/vmctl/guest-agent/archive"
 	"github.com/vmctl/vmctl/guest-agent/changes"
 	"github.com/vmctl/vmctl/guest-agent/container"
 )
@@ -56,16 +58,9 @@ func (s *Service) ExportChanges(ctx context.Context, req *agent.ExportChangesReq
 	if req.GetSincePrevious() {
 		prev = s.exports.snaps[id]
 	}
-	dir := s.exportDir(id)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, toStatus(err)
-	}
-	var b [8]byte
-	rand.Read(b[:])
-	name := hex.EncodeToString(b[:])
-	f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	f, name, err := s.newExportFile(id)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	next, n, err := changes.Write(f, upper, prev)
 	if err == nil {
@@ -127,6 +122,158 @@ func (s *Service) DropExport(ctx context.Context, req *agent.ExportRequest) (*ag
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, toStatus(err)
+	}
+	return &agent.Empty{}, nil
+}
+
+// rootfs opens the container's root file system.
+func (s *Service) rootfs(id string) (*os.Root, error) {
+	if err := container.ValidID(id); err != nil {
+		return nil, toStatus(err)
+	}
+	root, err := os.OpenRoot(filepath.Join(s.cfg.Storage.Dir(id), "rootfs"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, status.Errorf(codes.NotFound, "no container %s", id)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return root, nil
+}
+
+func pathStat(st archive.Stat) *agent.PathStat {
+	return &agent.PathStat{Name: st.Name, Size: st.Size, Mode: uint32(st.Mode), MtimeUnixNano: st.Mtime.UnixNano(), LinkTarget: st.LinkTarget}
+}
+
+func archiveStatus(err error) error {
+	switch {
+	case errors.Is(err, archive.ErrNotFound), errors.Is(err, fs.ErrNotExist):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, archive.ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return toStatus(err)
+}
+
+// StatPath describes a path of the container's root file system.
+func (s *Service) StatPath(ctx context.Context, req *agent.PathRequest) (*agent.PathStat, error) {
+	root, err := s.rootfs(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	st, _, err := archive.StatPath(root, req.GetPath())
+	if err != nil {
+		return nil, archiveStatus(err)
+	}
+	return pathStat(st), nil
+}
+
+// ArchivePath writes a tar of a path into scratch space.
+func (s *Service) ArchivePath(ctx context.Context, req *agent.PathRequest) (*agent.ArchivePathResponse, error) {
+	id := req.GetContainerId()
+	root, err := s.rootfs(id)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	st, rel, err := archive.StatPath(root, req.GetPath())
+	if err != nil {
+		return nil, archiveStatus(err)
+	}
+	f, name, err := s.newExportFile(id)
+	if err != nil {
+		return nil, err
+	}
+	err = archive.Write(f, root, rel, st.Name)
+	size, _ := f.Seek(0, io.SeekCurrent)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return nil, archiveStatus(err)
+	}
+	return &agent.ArchivePathResponse{ExportId: name, Size: uint64(size), Stat: pathStat(st)}, nil
+}
+
+// newExportFile makes a file for an export in the container's scratch
+// space (on its writable disk).
+func (s *Service) newExportFile(id string) (*os.File, string, error) {
+	dir := s.exportDir(id)
+	if _, err := os.Stat(filepath.Dir(dir)); err != nil {
+		return nil, "", status.Errorf(codes.FailedPrecondition, "container %s has no writable disk for scratch space", id)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, "", toStatus(err)
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	name := hex.EncodeToString(b[:])
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, "", toStatus(err)
+	}
+	return f, name, nil
+}
+
+// WriteUpload appends to an upload.
+func (s *Service) WriteUpload(ctx context.Context, req *agent.WriteUploadRequest) (*agent.Empty, error) {
+	p, err := s.exportPath(req.GetContainerId(), req.GetUploadId())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Dir(filepath.Dir(p))); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "container %s has no writable disk for scratch space", req.GetContainerId())
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return nil, toStatus(err)
+	}
+	flags := os.O_WRONLY | os.O_APPEND
+	if req.GetOffset() == 0 {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	}
+	f, err := os.OpenFile(p, flags, 0o600)
+	if err != nil {
+		return nil, archiveStatus(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if uint64(fi.Size()) != req.GetOffset() {
+		return nil, invalid("upload %s holds %d bytes, not %d", req.GetUploadId(), fi.Size(), req.GetOffset())
+	}
+	if _, err := f.Write(req.GetData()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &agent.Empty{}, nil
+}
+
+// ExtractUpload unpacks an upload into a directory and removes it.
+func (s *Service) ExtractUpload(ctx context.Context, req *agent.ExtractUploadRequest) (*agent.Empty, error) {
+	p, err := s.exportPath(req.GetContainerId(), req.GetUploadId())
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(p)
+	root, err := s.rootfs(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, archiveStatus(err)
+	}
+	defer f.Close()
+	dir, err := archive.Resolve(root, req.GetPath(), true)
+	if err != nil {
+		return nil, archiveStatus(err)
+	}
+	if err := archive.Extract(f, root, dir, archive.Options{KeepOwners: req.GetKeepOwners(), NoOverwriteDirNonDir: req.GetNoOverwriteDirNonDir()}); err != nil {
+		return nil, archiveStatus(err)
 	}
 	return &agent.Empty{}, nil
 }

@@ -1459,6 +1459,345 @@ func (x *ReadExportResponse) GetEof() bool {
 	return false
 }
 
+type PathRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PathRequest) Reset() {
+	*x = PathRequest{}
+	mi := &file_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PathRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PathRequest) ProtoMessage() {}
+
+func (x *PathRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PathRequest.ProtoReflect.Descriptor instead.
+func (*PathRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PathRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *PathRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type PathStat struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Size  int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// mode is Go's fs.FileMode: permission bits and type bits.
+	Mode          uint32 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	MtimeUnixNano int64  `protobuf:"varint,4,opt,name=mtime_unix_nano,json=mtimeUnixNano,proto3" json:"mtime_unix_nano,omitempty"`
+	// link_target is a symlink's target.
+	LinkTarget    string `protobuf:"bytes,5,opt,name=link_target,json=linkTarget,proto3" json:"link_target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PathStat) Reset() {
+	*x = PathStat{}
+	mi := &file_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PathStat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PathStat) ProtoMessage() {}
+
+func (x *PathStat) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PathStat.ProtoReflect.Descriptor instead.
+func (*PathStat) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *PathStat) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PathStat) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *PathStat) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *PathStat) GetMtimeUnixNano() int64 {
+	if x != nil {
+		return x.MtimeUnixNano
+	}
+	return 0
+}
+
+func (x *PathStat) GetLinkTarget() string {
+	if x != nil {
+		return x.LinkTarget
+	}
+	return ""
+}
+
+type ArchivePathResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ExportId      string                 `protobuf:"bytes,1,opt,name=export_id,json=exportId,proto3" json:"export_id,omitempty"`
+	Size          uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Stat          *PathStat              `protobuf:"bytes,3,opt,name=stat,proto3" json:"stat,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArchivePathResponse) Reset() {
+	*x = ArchivePathResponse{}
+	mi := &file_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArchivePathResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArchivePathResponse) ProtoMessage() {}
+
+func (x *ArchivePathResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArchivePathResponse.ProtoReflect.Descriptor instead.
+func (*ArchivePathResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ArchivePathResponse) GetExportId() string {
+	if x != nil {
+		return x.ExportId
+	}
+	return ""
+}
+
+func (x *ArchivePathResponse) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ArchivePathResponse) GetStat() *PathStat {
+	if x != nil {
+		return x.Stat
+	}
+	return nil
+}
+
+type WriteUploadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	UploadId      string                 `protobuf:"bytes,2,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	Offset        uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteUploadRequest) Reset() {
+	*x = WriteUploadRequest{}
+	mi := &file_agent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteUploadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteUploadRequest) ProtoMessage() {}
+
+func (x *WriteUploadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteUploadRequest.ProtoReflect.Descriptor instead.
+func (*WriteUploadRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *WriteUploadRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *WriteUploadRequest) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
+func (x *WriteUploadRequest) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *WriteUploadRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type ExtractUploadRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	UploadId    string                 `protobuf:"bytes,2,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	// path is the directory the tar's entries go into.
+	Path string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	// keep_owners keeps the tar's owners; otherwise everything belongs
+	// to root (docker cp without -a).
+	KeepOwners bool `protobuf:"varint,4,opt,name=keep_owners,json=keepOwners,proto3" json:"keep_owners,omitempty"`
+	// no_overwrite_dir_non_dir refuses to replace a directory with a
+	// non-directory or the reverse.
+	NoOverwriteDirNonDir bool `protobuf:"varint,5,opt,name=no_overwrite_dir_non_dir,json=noOverwriteDirNonDir,proto3" json:"no_overwrite_dir_non_dir,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *ExtractUploadRequest) Reset() {
+	*x = ExtractUploadRequest{}
+	mi := &file_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtractUploadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtractUploadRequest) ProtoMessage() {}
+
+func (x *ExtractUploadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtractUploadRequest.ProtoReflect.Descriptor instead.
+func (*ExtractUploadRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ExtractUploadRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ExtractUploadRequest) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
+func (x *ExtractUploadRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ExtractUploadRequest) GetKeepOwners() bool {
+	if x != nil {
+		return x.KeepOwners
+	}
+	return false
+}
+
+func (x *ExtractUploadRequest) GetNoOverwriteDirNonDir() bool {
+	if x != nil {
+		return x.NoOverwriteDirNonDir
+	}
+	return false
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1558,8 +1897,33 @@ const file_agent_proto_rawDesc = "" +
 	"\amax_len\x18\x04 \x01(\rR\x06maxLen\":\n" +
 	"\x12ReadExportResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x10\n" +
-	"\x03eof\x18\x02 \x01(\bR\x03eof2\xbe\n" +
-	"\n" +
+	"\x03eof\x18\x02 \x01(\bR\x03eof\"D\n" +
+	"\vPathRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\"\x8f\x01\n" +
+	"\bPathStat\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x12&\n" +
+	"\x0fmtime_unix_nano\x18\x04 \x01(\x03R\rmtimeUnixNano\x12\x1f\n" +
+	"\vlink_target\x18\x05 \x01(\tR\n" +
+	"linkTarget\"t\n" +
+	"\x13ArchivePathResponse\x12\x1b\n" +
+	"\texport_id\x18\x01 \x01(\tR\bexportId\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\x12,\n" +
+	"\x04stat\x18\x03 \x01(\v2\x18.vmctl.agent.v1.PathStatR\x04stat\"\x80\x01\n" +
+	"\x12WriteUploadRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1b\n" +
+	"\tupload_id\x18\x02 \x01(\tR\buploadId\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"\xc3\x01\n" +
+	"\x14ExtractUploadRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1b\n" +
+	"\tupload_id\x18\x02 \x01(\tR\buploadId\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x12\x1f\n" +
+	"\vkeep_owners\x18\x04 \x01(\bR\n" +
+	"keepOwners\x126\n" +
+	"\x18no_overwrite_dir_non_dir\x18\x05 \x01(\bR\x14noOverwriteDirNonDir2\xea\f\n" +
 	"\x05Agent\x12G\n" +
 	"\x06Health\x12\x1d.vmctl.agent.v1.HealthRequest\x1a\x1e.vmctl.agent.v1.HealthResponse\x12R\n" +
 	"\x10ConfigureNetwork\x12'.vmctl.agent.v1.ConfigureNetworkRequest\x1a\x15.vmctl.agent.v1.Empty\x12P\n" +
@@ -1582,7 +1946,11 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"ReadExport\x12!.vmctl.agent.v1.ReadExportRequest\x1a\".vmctl.agent.v1.ReadExportResponse\x12B\n" +
 	"\n" +
-	"DropExport\x12\x1d.vmctl.agent.v1.ExportRequest\x1a\x15.vmctl.agent.v1.Empty\x12B\n" +
+	"DropExport\x12\x1d.vmctl.agent.v1.ExportRequest\x1a\x15.vmctl.agent.v1.Empty\x12A\n" +
+	"\bStatPath\x12\x1b.vmctl.agent.v1.PathRequest\x1a\x18.vmctl.agent.v1.PathStat\x12O\n" +
+	"\vArchivePath\x12\x1b.vmctl.agent.v1.PathRequest\x1a#.vmctl.agent.v1.ArchivePathResponse\x12H\n" +
+	"\vWriteUpload\x12\".vmctl.agent.v1.WriteUploadRequest\x1a\x15.vmctl.agent.v1.Empty\x12L\n" +
+	"\rExtractUpload\x12$.vmctl.agent.v1.ExtractUploadRequest\x1a\x15.vmctl.agent.v1.Empty\x12B\n" +
 	"\bShutdown\x12\x1f.vmctl.agent.v1.ShutdownRequest\x1a\x15.vmctl.agent.v1.EmptyB+Z)github.com/vmctl/vmctl/api/agent/v1;agentb\x06proto3"
 
 var (
@@ -1597,7 +1965,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: vmctl.agent.v1.Empty
 	(*HealthRequest)(nil),           // 1: vmctl.agent.v1.HealthRequest
@@ -1623,50 +1991,64 @@ var file_agent_proto_goTypes = []any{
 	(*ExportRequest)(nil),           // 21: vmctl.agent.v1.ExportRequest
 	(*ReadExportRequest)(nil),       // 22: vmctl.agent.v1.ReadExportRequest
 	(*ReadExportResponse)(nil),      // 23: vmctl.agent.v1.ReadExportResponse
+	(*PathRequest)(nil),             // 24: vmctl.agent.v1.PathRequest
+	(*PathStat)(nil),                // 25: vmctl.agent.v1.PathStat
+	(*ArchivePathResponse)(nil),     // 26: vmctl.agent.v1.ArchivePathResponse
+	(*WriteUploadRequest)(nil),      // 27: vmctl.agent.v1.WriteUploadRequest
+	(*ExtractUploadRequest)(nil),    // 28: vmctl.agent.v1.ExtractUploadRequest
 }
 var file_agent_proto_depIdxs = []int32{
 	4,  // 0: vmctl.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> vmctl.agent.v1.NetworkInterface
 	5,  // 1: vmctl.agent.v1.ConfigureNetworkRequest.routes:type_name -> vmctl.agent.v1.NetworkRoute
 	3,  // 2: vmctl.agent.v1.CreateContainerRequest.storages:type_name -> vmctl.agent.v1.Storage
-	1,  // 3: vmctl.agent.v1.Agent.Health:input_type -> vmctl.agent.v1.HealthRequest
-	6,  // 4: vmctl.agent.v1.Agent.ConfigureNetwork:input_type -> vmctl.agent.v1.ConfigureNetworkRequest
-	7,  // 5: vmctl.agent.v1.Agent.CreateContainer:input_type -> vmctl.agent.v1.CreateContainerRequest
-	8,  // 6: vmctl.agent.v1.Agent.StartContainer:input_type -> vmctl.agent.v1.ContainerRequest
-	8,  // 7: vmctl.agent.v1.Agent.RemoveContainer:input_type -> vmctl.agent.v1.ContainerRequest
-	9,  // 8: vmctl.agent.v1.Agent.ExecProcess:input_type -> vmctl.agent.v1.ExecProcessRequest
-	10, // 9: vmctl.agent.v1.Agent.WaitProcess:input_type -> vmctl.agent.v1.ProcessRequest
-	12, // 10: vmctl.agent.v1.Agent.SignalProcess:input_type -> vmctl.agent.v1.SignalProcessRequest
-	13, // 11: vmctl.agent.v1.Agent.WriteStdin:input_type -> vmctl.agent.v1.WriteStdinRequest
-	10, // 12: vmctl.agent.v1.Agent.CloseStdin:input_type -> vmctl.agent.v1.ProcessRequest
-	15, // 13: vmctl.agent.v1.Agent.ReadStdout:input_type -> vmctl.agent.v1.ReadOutputRequest
-	15, // 14: vmctl.agent.v1.Agent.ReadStderr:input_type -> vmctl.agent.v1.ReadOutputRequest
-	17, // 15: vmctl.agent.v1.Agent.ResizeTty:input_type -> vmctl.agent.v1.ResizeTtyRequest
-	19, // 16: vmctl.agent.v1.Agent.ExportChanges:input_type -> vmctl.agent.v1.ExportChangesRequest
-	22, // 17: vmctl.agent.v1.Agent.ReadExport:input_type -> vmctl.agent.v1.ReadExportRequest
-	21, // 18: vmctl.agent.v1.Agent.DropExport:input_type -> vmctl.agent.v1.ExportRequest
-	18, // 19: vmctl.agent.v1.Agent.Shutdown:input_type -> vmctl.agent.v1.ShutdownRequest
-	2,  // 20: vmctl.agent.v1.Agent.Health:output_type -> vmctl.agent.v1.HealthResponse
-	0,  // 21: vmctl.agent.v1.Agent.ConfigureNetwork:output_type -> vmctl.agent.v1.Empty
-	0,  // 22: vmctl.agent.v1.Agent.CreateContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 23: vmctl.agent.v1.Agent.StartContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 24: vmctl.agent.v1.Agent.RemoveContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 25: vmctl.agent.v1.Agent.ExecProcess:output_type -> vmctl.agent.v1.Empty
-	11, // 26: vmctl.agent.v1.Agent.WaitProcess:output_type -> vmctl.agent.v1.WaitProcessResponse
-	0,  // 27: vmctl.agent.v1.Agent.SignalProcess:output_type -> vmctl.agent.v1.Empty
-	14, // 28: vmctl.agent.v1.Agent.WriteStdin:output_type -> vmctl.agent.v1.WriteStdinResponse
-	0,  // 29: vmctl.agent.v1.Agent.CloseStdin:output_type -> vmctl.agent.v1.Empty
-	16, // 30: vmctl.agent.v1.Agent.ReadStdout:output_type -> vmctl.agent.v1.ReadOutputResponse
-	16, // 31: vmctl.agent.v1.Agent.ReadStderr:output_type -> vmctl.agent.v1.ReadOutputResponse
-	0,  // 32: vmctl.agent.v1.Agent.ResizeTty:output_type -> vmctl.agent.v1.Empty
-	20, // 33: vmctl.agent.v1.Agent.ExportChanges:output_type -> vmctl.agent.v1.ExportChangesResponse
-	23, // 34: vmctl.agent.v1.Agent.ReadExport:output_type -> vmctl.agent.v1.ReadExportResponse
-	0,  // 35: vmctl.agent.v1.Agent.DropExport:output_type -> vmctl.agent.v1.Empty
-	0,  // 36: vmctl.agent.v1.Agent.Shutdown:output_type -> vmctl.agent.v1.Empty
-	20, // [20:37] is the sub-list for method output_type
-	3,  // [3:20] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	25, // 3: vmctl.agent.v1.ArchivePathResponse.stat:type_name -> vmctl.agent.v1.PathStat
+	1,  // 4: vmctl.agent.v1.Agent.Health:input_type -> vmctl.agent.v1.HealthRequest
+	6,  // 5: vmctl.agent.v1.Agent.ConfigureNetwork:input_type -> vmctl.agent.v1.ConfigureNetworkRequest
+	7,  // 6: vmctl.agent.v1.Agent.CreateContainer:input_type -> vmctl.agent.v1.CreateContainerRequest
+	8,  // 7: vmctl.agent.v1.Agent.StartContainer:input_type -> vmctl.agent.v1.ContainerRequest
+	8,  // 8: vmctl.agent.v1.Agent.RemoveContainer:input_type -> vmctl.agent.v1.ContainerRequest
+	9,  // 9: vmctl.agent.v1.Agent.ExecProcess:input_type -> vmctl.agent.v1.ExecProcessRequest
+	10, // 10: vmctl.agent.v1.Agent.WaitProcess:input_type -> vmctl.agent.v1.ProcessRequest
+	12, // 11: vmctl.agent.v1.Agent.SignalProcess:input_type -> vmctl.agent.v1.SignalProcessRequest
+	13, // 12: vmctl.agent.v1.Agent.WriteStdin:input_type -> vmctl.agent.v1.WriteStdinRequest
+	10, // 13: vmctl.agent.v1.Agent.CloseStdin:input_type -> vmctl.agent.v1.ProcessRequest
+	15, // 14: vmctl.agent.v1.Agent.ReadStdout:input_type -> vmctl.agent.v1.ReadOutputRequest
+	15, // 15: vmctl.agent.v1.Agent.ReadStderr:input_type -> vmctl.agent.v1.ReadOutputRequest
+	17, // 16: vmctl.agent.v1.Agent.ResizeTty:input_type -> vmctl.agent.v1.ResizeTtyRequest
+	19, // 17: vmctl.agent.v1.Agent.ExportChanges:input_type -> vmctl.agent.v1.ExportChangesRequest
+	22, // 18: vmctl.agent.v1.Agent.ReadExport:input_type -> vmctl.agent.v1.ReadExportRequest
+	21, // 19: vmctl.agent.v1.Agent.DropExport:input_type -> vmctl.agent.v1.ExportRequest
+	24, // 20: vmctl.agent.v1.Agent.StatPath:input_type -> vmctl.agent.v1.PathRequest
+	24, // 21: vmctl.agent.v1.Agent.ArchivePath:input_type -> vmctl.agent.v1.PathRequest
+	27, // 22: vmctl.agent.v1.Agent.WriteUpload:input_type -> vmctl.agent.v1.WriteUploadRequest
+	28, // 23: vmctl.agent.v1.Agent.ExtractUpload:input_type -> vmctl.agent.v1.ExtractUploadRequest
+	18, // 24: vmctl.agent.v1.Agent.Shutdown:input_type -> vmctl.agent.v1.ShutdownRequest
+	2,  // 25: vmctl.agent.v1.Agent.Health:output_type -> vmctl.agent.v1.HealthResponse
+	0,  // 26: vmctl.agent.v1.Agent.ConfigureNetwork:output_type -> vmctl.agent.v1.Empty
+	0,  // 27: vmctl.agent.v1.Agent.CreateContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 28: vmctl.agent.v1.Agent.StartContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 29: vmctl.agent.v1.Agent.RemoveContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 30: vmctl.agent.v1.Agent.ExecProcess:output_type -> vmctl.agent.v1.Empty
+	11, // 31: vmctl.agent.v1.Agent.WaitProcess:output_type -> vmctl.agent.v1.WaitProcessResponse
+	0,  // 32: vmctl.agent.v1.Agent.SignalProcess:output_type -> vmctl.agent.v1.Empty
+	14, // 33: vmctl.agent.v1.Agent.WriteStdin:output_type -> vmctl.agent.v1.WriteStdinResponse
+	0,  // 34: vmctl.agent.v1.Agent.CloseStdin:output_type -> vmctl.agent.v1.Empty
+	16, // 35: vmctl.agent.v1.Agent.ReadStdout:output_type -> vmctl.agent.v1.ReadOutputResponse
+	16, // 36: vmctl.agent.v1.Agent.ReadStderr:output_type -> vmctl.agent.v1.ReadOutputResponse
+	0,  // 37: vmctl.agent.v1.Agent.ResizeTty:output_type -> vmctl.agent.v1.Empty
+	20, // 38: vmctl.agent.v1.Agent.ExportChanges:output_type -> vmctl.agent.v1.ExportChangesResponse
+	23, // 39: vmctl.agent.v1.Agent.ReadExport:output_type -> vmctl.agent.v1.ReadExportResponse
+	0,  // 40: vmctl.agent.v1.Agent.DropExport:output_type -> vmctl.agent.v1.Empty
+	25, // 41: vmctl.agent.v1.Agent.StatPath:output_type -> vmctl.agent.v1.PathStat
+	26, // 42: vmctl.agent.v1.Agent.ArchivePath:output_type -> vmctl.agent.v1.ArchivePathResponse
+	0,  // 43: vmctl.agent.v1.Agent.WriteUpload:output_type -> vmctl.agent.v1.Empty
+	0,  // 44: vmctl.agent.v1.Agent.ExtractUpload:output_type -> vmctl.agent.v1.Empty
+	0,  // 45: vmctl.agent.v1.Agent.Shutdown:output_type -> vmctl.agent.v1.Empty
+	25, // [25:46] is the sub-list for method output_type
+	4,  // [4:25] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1680,7 +2062,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,10 @@ type TTRPCAgentService interface {
 	ExportChanges(context.Context, *ExportChangesRequest) (*ExportChangesResponse, error)
 	ReadExport(context.Context, *ReadExportRequest) (*ReadExportResponse, error)
 	DropExport(context.Context, *ExportRequest) (*Empty, error)
+	StatPath(context.Context, *PathRequest) (*PathStat, error)
+	ArchivePath(context.Context, *PathRequest) (*ArchivePathResponse, error)
+	WriteUpload(context.Context, *WriteUploadRequest) (*Empty, error)
+	ExtractUpload(context.Context, *ExtractUploadRequest) (*Empty, error)
 	Shutdown(context.Context, *ShutdownRequest) (*Empty, error)
 }
 
@@ -141,6 +145,34 @@ func RegisterTTRPCAgentService(srv *ttrpc.Server, svc TTRPCAgentService) {
 					return nil, err
 				}
 				return svc.DropExport(ctx, &req)
+			},
+			"StatPath": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req PathRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.StatPath(ctx, &req)
+			},
+			"ArchivePath": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req PathRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ArchivePath(ctx, &req)
+			},
+			"WriteUpload": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req WriteUploadRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.WriteUpload(ctx, &req)
+			},
+			"ExtractUpload": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ExtractUploadRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ExtractUpload(ctx, &req)
 			},
 			"Shutdown": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req ShutdownRequest
@@ -286,6 +318,38 @@ func (c *ttrpcagentClient) ReadExport(ctx context.Context, req *ReadExportReques
 func (c *ttrpcagentClient) DropExport(ctx context.Context, req *ExportRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "DropExport", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcagentClient) StatPath(ctx context.Context, req *PathRequest) (*PathStat, error) {
+	var resp PathStat
+	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "StatPath", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcagentClient) ArchivePath(ctx context.Context, req *PathRequest) (*ArchivePathResponse, error) {
+	var resp ArchivePathResponse
+	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "ArchivePath", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcagentClient) WriteUpload(ctx context.Context, req *WriteUploadRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "WriteUpload", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcagentClient) ExtractUpload(ctx context.Context, req *ExtractUploadRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "ExtractUpload", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
