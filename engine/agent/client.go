@@ -17,13 +17,18 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"net"
 	"net/netip"
 	"syscall"
+	"time"
 
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -352,25 +357,104 @@ func (c *Client) ExportChanges(ctx context.Context, id string, sincePrevious boo
 	if exp.GetSize() > uint64(limit) {
 		return 0, fmt.Errorf("the container's changes take %d bytes, more than the limit of %d", exp.GetSize(), limit)
 	}
+	if err := c.readExport(ctx, id, exp.GetExportId(), exp.GetSize(), w); err != nil {
+		return 0, err
+	}
+	return int(exp.GetEntries()), nil
+}
+
+// readExport reads an export of size bytes to w, in chunks.
+func (c *Client) readExport(ctx context.Context, id, exportID string, size uint64, w io.Writer) error {
 	var off uint64
 	for {
-		r, err := c.api.ReadExport(ctx, &agentapi.ReadExportRequest{ContainerId: id, ExportId: exp.GetExportId(), Offset: off, MaxLen: exportChunk})
+		r, err := c.api.ReadExport(ctx, &agentapi.ReadExportRequest{ContainerId: id, ExportId: exportID, Offset: off, MaxLen: exportChunk})
 		if err != nil {
-			return 0, convert(err)
+			return convert(err)
 		}
-		if len(r.GetData()) > exportChunk || off+uint64(len(r.GetData())) > exp.GetSize() {
-			return 0, badAnswer("ReadExport", "%d bytes at offset %d of an export of %d", len(r.GetData()), off, exp.GetSize())
+		if len(r.GetData()) > exportChunk || off+uint64(len(r.GetData())) > size {
+			return badAnswer("ReadExport", "%d bytes at offset %d of an export of %d", len(r.GetData()), off, size)
 		}
 		if _, err := w.Write(r.GetData()); err != nil {
-			return 0, err
+			return err
 		}
 		off += uint64(len(r.GetData()))
 		if r.GetEof() || len(r.GetData()) == 0 {
 			break
 		}
 	}
-	if off != exp.GetSize() {
-		return 0, badAnswer("ReadExport", "export ended at %d of %d bytes", off, exp.GetSize())
+	if off != size {
+		return badAnswer("ReadExport", "export ended at %d of %d bytes", off, size)
 	}
-	return int(exp.GetEntries()), nil
+	return nil
+}
+
+// PathStat describes a path of a container's root file system.
+type PathStat struct {
+	Name       string
+	Size       int64
+	Mode       fs.FileMode
+	Mtime      time.Time
+	LinkTarget string
+}
+
+func pathStat(p *agentapi.PathStat) PathStat {
+	return PathStat{Name: p.GetName(), Size: p.GetSize(), Mode: fs.FileMode(p.GetMode()), Mtime: time.Unix(0, p.GetMtimeUnixNano()), LinkTarget: p.GetLinkTarget()}
+}
+
+// StatPath describes a path of the container's root file system, resolved
+// inside it (see the agent API).
+func (c *Client) StatPath(ctx context.Context, id, path string) (PathStat, error) {
+	st, err := c.api.StatPath(ctx, &agentapi.PathRequest{ContainerId: id, Path: path})
+	if err != nil {
+		return PathStat{}, convert(err)
+	}
+	return pathStat(st), nil
+}
+
+// ArchivePath writes a tar of a path of the container's root file system
+// to w, at most limit bytes, and returns the path's description.
+func (c *Client) ArchivePath(ctx context.Context, id, path string, w io.Writer, limit int64) (PathStat, error) {
+	a, err := c.api.ArchivePath(ctx, &agentapi.PathRequest{ContainerId: id, Path: path})
+	if err != nil {
+		return PathStat{}, convert(err)
+	}
+	defer c.api.DropExport(context.WithoutCancel(ctx), &agentapi.ExportRequest{ContainerId: id, ExportId: a.GetExportId()})
+	if a.GetSize() > uint64(limit) {
+		return PathStat{}, fmt.Errorf("%s takes %d bytes as a tar, more than the limit of %d", path, a.GetSize(), limit)
+	}
+	if err := c.readExport(ctx, id, a.GetExportId(), a.GetSize(), w); err != nil {
+		return PathStat{}, err
+	}
+	return pathStat(a.GetStat()), nil
+}
+
+// CopyIn unpacks the tar r into the directory dir of the container's root
+// file system: uploaded in chunks, then unpacked by the agent.
+func (c *Client) CopyIn(ctx context.Context, id, dir string, r io.Reader, keepOwners, noOverwriteDirNonDir bool) error {
+	var b [8]byte
+	rand.Read(b[:])
+	upload := hex.EncodeToString(b[:])
+	buf := make([]byte, exportChunk)
+	var off uint64
+	for {
+		n, rerr := io.ReadFull(r, buf)
+		if n > 0 {
+			if _, err := c.api.WriteUpload(ctx, &agentapi.WriteUploadRequest{ContainerId: id, UploadId: upload, Offset: off, Data: buf[:n]}); err != nil {
+				return convert(err)
+			}
+			off += uint64(n)
+		}
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	if off == 0 {
+		return fmt.Errorf("an empty archive")
+	}
+	_, err := c.api.ExtractUpload(ctx, &agentapi.ExtractUploadRequest{ContainerId: id, UploadId: upload, Path: dir,
+		KeepOwners: keepOwners, NoOverwriteDirNonDir: noOverwriteDirNonDir})
+	return convert(err)
 }

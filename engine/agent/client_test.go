@@ -44,6 +44,8 @@ type fakeAgent struct {
 	// size it claims (a lying guest).
 	export     []byte
 	exportSize uint64
+	// uploaded is what WriteUpload received.
+	uploaded []byte
 }
 
 var _ agentapi.TTRPCAgentService = (*fakeAgent)(nil)
@@ -162,6 +164,31 @@ func (f *fakeAgent) ReadExport(ctx context.Context, req *agentapi.ReadExportRequ
 }
 
 func (f *fakeAgent) DropExport(ctx context.Context, req *agentapi.ExportRequest) (*agentapi.Empty, error) {
+	return f.empty(ctx, req)
+}
+
+func (f *fakeAgent) StatPath(ctx context.Context, req *agentapi.PathRequest) (*agentapi.PathStat, error) {
+	if err := f.record(ctx, req); err != nil {
+		return nil, err
+	}
+	return &agentapi.PathStat{Name: "f", Size: int64(len(f.export))}, nil
+}
+
+func (f *fakeAgent) ArchivePath(ctx context.Context, req *agentapi.PathRequest) (*agentapi.ArchivePathResponse, error) {
+	if err := f.record(ctx, req); err != nil {
+		return nil, err
+	}
+	return &agentapi.ArchivePathResponse{ExportId: "0123456789abcdef", Size: uint64(len(f.export)), Stat: &agentapi.PathStat{Name: "f"}}, nil
+}
+
+func (f *fakeAgent) WriteUpload(ctx context.Context, req *agentapi.WriteUploadRequest) (*agentapi.Empty, error) {
+	f.mu.Lock()
+	f.uploaded = append(f.uploaded, req.Data...)
+	f.mu.Unlock()
+	return f.empty(ctx, req)
+}
+
+func (f *fakeAgent) ExtractUpload(ctx context.Context, req *agentapi.ExtractUploadRequest) (*agentapi.Empty, error) {
 	return f.empty(ctx, req)
 }
 
@@ -551,5 +578,30 @@ func TestExportChanges(t *testing.T) {
 	}
 	if drops() != 3 {
 		t.Errorf("%d DropExport calls after the failures, want 3", drops())
+	}
+}
+
+// A copy out reads the archive to its end; a copy in uploads in chunks
+// at growing offsets, then extracts.
+func TestCopyOutAndIn(t *testing.T) {
+	data := bytes.Repeat([]byte("tar"), 700_000)
+	fake := &fakeAgent{export: data}
+	c := serve(t, fake)
+	var got bytes.Buffer
+	st, err := c.ArchivePath(context.Background(), "c1", "/etc", &got, 10<<20)
+	if err != nil || st.Name != "f" || !bytes.Equal(got.Bytes(), data) {
+		t.Fatalf("ArchivePath = %+v, %v, %d bytes", st, err, got.Len())
+	}
+	if err := c.CopyIn(context.Background(), "c1", "/tmp", bytes.NewReader(data), false, false); err != nil {
+		t.Fatal(err)
+	}
+	var offs []uint64
+	for _, r := range fake.requests() {
+		if w, ok := r.(*agentapi.WriteUploadRequest); ok {
+			offs = append(offs, w.Offset)
+		}
+	}
+	if !bytes.Equal(fake.uploaded, data) || len(offs) != 3 || offs[1] != 1<<20 || offs[2] != 2<<20 {
+		t.Errorf("uploaded %d bytes at offsets %v", len(fake.uploaded), offs)
 	}
 }
