@@ -267,6 +267,47 @@ func TestBuild(t *testing.T) {
 		oneLine(t, d.mustVmctl(t, 1, "", "diff", "stopped"), "only a running container")
 	})
 
+	t.Run("cp", func(t *testing.T) {
+		d.mustVmctl(t, 0, "", "run", "-d", "--name", "cpw", "busybox", "sh", "-c",
+			"mkdir -p /srv/d && echo inner > /srv/d/f && chown 1000:1000 /srv/d/f && ln -s /srv/d /srv/link && ln -s /../../.. /srv/up && touch /ready && sleep 600")
+		t.Cleanup(func() { d.vmctl(t, "", "rm", "-f", "cpw") })
+		waitFor(t, func() bool { return d.vmctl(t, "", "exec", "cpw", "test", "-e", "/ready").code == 0 }, "the container's files")
+		local := t.TempDir()
+		// Out: a directory as a new name, a file through a symlink.
+		d.mustDocker(t, 0, "", "cp", "cpw:/srv/d", filepath.Join(local, "out"))
+		if b, err := os.ReadFile(filepath.Join(local, "out", "f")); err != nil || string(b) != "inner\n" {
+			t.Errorf("docker cp of a directory out: %q, %v", b, err)
+		}
+		d.mustVmctl(t, 0, "", "cp", "cpw:/srv/link/f", filepath.Join(local, "f2"))
+		if b, err := os.ReadFile(filepath.Join(local, "f2")); err != nil || string(b) != "inner\n" {
+			t.Errorf("vmctl cp of a file through a symlink: %q, %v", b, err)
+		}
+		// In: into a directory, and as a new name, with docker and vmctl.
+		must(t, os.WriteFile(filepath.Join(local, "in.txt"), []byte("from host\n"), 0o640))
+		d.mustDocker(t, 0, "", "cp", filepath.Join(local, "in.txt"), "cpw:/srv/d/")
+		d.mustVmctl(t, 0, "", "cp", filepath.Join(local, "in.txt"), "cpw:/srv/renamed.txt")
+		r := d.mustVmctl(t, 0, "", "exec", "cpw", "sh", "-c", "cat /srv/d/in.txt /srv/renamed.txt; stat -c '%u %a' /srv/d/in.txt")
+		if r.stdout != "from host\nfrom host\n0 640\n" {
+			t.Errorf("files copied in: %q", r.stdout)
+		}
+		// A symlink out of the root stays in it: /srv/up is the
+		// container's root, as inside the container.
+		d.mustVmctl(t, 0, "", "cp", filepath.Join(local, "in.txt"), "cpw:/srv/up/planted")
+		if r := d.mustVmctl(t, 0, "", "exec", "cpw", "cat", "/planted"); r.stdout != "from host\n" {
+			t.Errorf("a copy through /srv/up: %q", r.stdout)
+		}
+		d.mustDocker(t, 0, "", "cp", "cpw:/srv/up/srv/d/f", filepath.Join(local, "f3"))
+		if b, _ := os.ReadFile(filepath.Join(local, "f3")); string(b) != "inner\n" {
+			t.Errorf("cp out through /srv/up read %q, not the container's /srv/d/f", b)
+		}
+		if r := d.mustDocker(t, 1, "", "cp", "cpw:/nothing", local); !strings.Contains(r.stderr, "No such") && !strings.Contains(r.stderr, "no such") {
+			t.Errorf("docker cp of nothing: %q", r.stderr)
+		}
+		d.mustVmctl(t, 0, "", "create", "--name", "cpstopped", "busybox", "true")
+		t.Cleanup(func() { d.vmctl(t, "", "rm", "-f", "cpstopped") })
+		oneLine(t, d.mustVmctl(t, 1, "", "cp", "cpstopped:/etc/passwd", local), "only a running container")
+	})
+
 	t.Run("bad input", func(t *testing.T) {
 		bad := t.TempDir()
 		before := d.mustVmctl(t, 0, "", "images", "-a", "-q").stdout

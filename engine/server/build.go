@@ -4,6 +4,7 @@ package server
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/moby/moby/api/types/jsonstream"
 
 	"github.com/vmctl/vmctl/engine/errs"
+	"github.com/vmctl/vmctl/engine/services/containersvc"
 	"github.com/vmctl/vmctl/engine/services/imagesvc"
 )
 
@@ -258,4 +260,84 @@ func (l *lazyTar) Write(p []byte) (int, error) {
 		l.started = true
 	}
 	return l.w.Write(p)
+}
+
+// pathStatHeader is docker cp's X-Docker-Container-Path-Stat: the path's
+// description as base64 JSON.
+func pathStatHeader(w http.ResponseWriter, st containersvc.PathStat) {
+	b, _ := json.Marshal(container.PathStat{Name: st.Name, Size: st.Size, Mode: st.Mode, Mtime: st.Mtime, LinkTarget: st.LinkTarget})
+	w.Header().Set("X-Docker-Container-Path-Stat", base64.StdEncoding.EncodeToString(b))
+}
+
+func archivePath(r *http.Request) (string, error) {
+	p := r.URL.Query().Get("path")
+	if p == "" {
+		return "", errs.New(errdefs.ErrInvalidArgument, "path is required")
+	}
+	return p, nil
+}
+
+// containerArchiveStat serves HEAD /containers/{id}/archive.
+func (s *Server) containerArchiveStat(w http.ResponseWriter, r *http.Request) {
+	p, err := archivePath(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	st, err := s.containers.StatPath(r.Context(), r.PathValue("id"), p)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	pathStatHeader(w, st)
+	w.WriteHeader(http.StatusOK)
+}
+
+// containerArchiveGet serves GET /containers/{id}/archive: a tar of the
+// path, its description in the stat header.
+func (s *Server) containerArchiveGet(w http.ResponseWriter, r *http.Request) {
+	p, err := archivePath(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	st, err := s.containers.StatPath(r.Context(), r.PathValue("id"), p)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	pathStatHeader(w, st)
+	lw := &lazyTar{w: w}
+	if _, err := s.containers.ArchivePath(r.Context(), r.PathValue("id"), p, lw); err != nil {
+		if !lw.started {
+			w.Header().Del("X-Docker-Container-Path-Stat")
+			writeError(w, err)
+			return
+		}
+		panic(http.ErrAbortHandler)
+	}
+	if !lw.started {
+		lw.Write(nil)
+	}
+}
+
+// containerArchivePut serves PUT /containers/{id}/archive: the body, a
+// tar, unpacked into the directory path names.
+func (s *Server) containerArchivePut(w http.ResponseWriter, r *http.Request) {
+	p, err := archivePath(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	flags, err := boolParams(r, "copyUIDGID", "noOverwriteDirNonDir")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	body := http.MaxBytesReader(w, r.Body, containersvc.MaxCopy)
+	if err := s.containers.CopyIn(r.Context(), r.PathValue("id"), p, body, flags[0], flags[1]); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/vmctl/vmctl/engine/agent"
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/errs"
 )
@@ -386,4 +387,51 @@ func (s *Service) ExportChanges(ctx context.Context, ref string, sincePrevious b
 		return 0, err
 	}
 	return t.agent.ExportChanges(ctx, t.c.ID, sincePrevious, w, limit)
+}
+
+// PathStat describes a path of a container's root file system.
+type PathStat = agent.PathStat
+
+// MaxCopy caps what one copy out of a container sends.
+var MaxCopy int64 = 16 << 30
+
+// runningForCopy is the task of a container whose files a copy reaches,
+// or the refusal of a copy in or out of a container
+// whose VM is not running: its files are reached through its agent.
+func (s *Service) runningForCopy(ref string) (*task, error) {
+	t, err := s.running(ref)
+	if errdefs.IsConflict(err) {
+		return nil, errs.New(errdefs.ErrConflict, "%v: its files are reached through its VM's agent, so only a running container's can be copied", err)
+	}
+	return t, err
+}
+
+// StatPath describes a path of a running container's root file system,
+// resolved inside it (docker cp's stat).
+func (s *Service) StatPath(ctx context.Context, ref, path string) (PathStat, error) {
+	t, err := s.runningForCopy(ref)
+	if err != nil {
+		return PathStat{}, err
+	}
+	return t.agent.StatPath(ctx, t.c.ID, path)
+}
+
+// ArchivePath writes a tar of a path of a running container's root file
+// system to w.
+func (s *Service) ArchivePath(ctx context.Context, ref, path string, w io.Writer) (PathStat, error) {
+	t, err := s.runningForCopy(ref)
+	if err != nil {
+		return PathStat{}, err
+	}
+	return t.agent.ArchivePath(ctx, t.c.ID, path, w, MaxCopy)
+}
+
+// CopyIn unpacks the tar r into the directory dir of a running container's
+// root file system; without keepOwners root owns what it makes.
+func (s *Service) CopyIn(ctx context.Context, ref, dir string, r io.Reader, keepOwners, noOverwriteDirNonDir bool) error {
+	t, err := s.runningForCopy(ref)
+	if err != nil {
+		return err
+	}
+	return t.agent.CopyIn(ctx, t.c.ID, dir, r, keepOwners, noOverwriteDirNonDir)
 }

@@ -70,6 +70,9 @@ type guestAgent interface {
 	ReadStderr(ctx context.Context, p agent.Process, max int, offset uint64) (agent.Output, error)
 	ResizeTty(ctx context.Context, p agent.Process, rows, cols uint16) error
 	ExportChanges(ctx context.Context, id string, sincePrevious bool, w io.Writer, limit int64) (int, error)
+	StatPath(ctx context.Context, id, path string) (agent.PathStat, error)
+	ArchivePath(ctx context.Context, id, path string, w io.Writer, limit int64) (agent.PathStat, error)
+	CopyIn(ctx context.Context, id, dir string, r io.Reader, keepOwners, noOverwriteDirNonDir bool) error
 	Shutdown(ctx context.Context) error
 	Close() error
 }
