@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -209,59 +208,15 @@ func contextTar(dir, file string) (io.ReadCloser, string, error) {
 	pr, pw := io.Pipe()
 	go func() {
 		tw := tar.NewWriter(pw)
-		err := filepath.WalkDir(abs, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
+		err := writeTree(tw, abs, "", true, func(rel string, isDir bool) bool {
+			if pm == nil || rel == dockerfile || rel == ".dockerignore" {
+				return false
 			}
-			rel, _ := filepath.Rel(abs, p)
-			if rel == "." {
-				return nil
+			if isDir && pm.Exclusions() {
+				return false // a "!" pattern may take back what is below it
 			}
-			name := filepath.ToSlash(rel)
-			if pm != nil && name != dockerfile && name != ".dockerignore" {
-				if m, _ := pm.MatchesOrParentMatches(rel); m {
-					if d.IsDir() && !pm.Exclusions() {
-						return fs.SkipDir
-					}
-					return nil
-				}
-			}
-			info, err := d.Info()
-			if err != nil {
-				return err
-			}
-			link := ""
-			if info.Mode()&fs.ModeSymlink != 0 {
-				if link, err = os.Readlink(p); err != nil {
-					return err
-				}
-			}
-			if info.Mode()&fs.ModeSocket != 0 {
-				return nil
-			}
-			hdr, err := tar.FileInfoHeader(info, link)
-			if err != nil {
-				return err
-			}
-			hdr.Name = name
-			if d.IsDir() {
-				hdr.Name += "/"
-			}
-			hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
-			if err := tw.WriteHeader(hdr); err != nil {
-				return err
-			}
-			if hdr.Typeflag == tar.TypeReg {
-				f, err := os.Open(p)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				if _, err := io.CopyN(tw, f, hdr.Size); err != nil {
-					return fmt.Errorf("%s: %w", p, err)
-				}
-			}
-			return nil
+			m, _ := pm.MatchesOrParentMatches(filepath.FromSlash(rel))
+			return m
 		})
 		if err == nil && extra != nil {
 			if err = tw.WriteHeader(&tar.Header{Name: dockerfile, Mode: 0o644, Size: int64(len(extra)), Typeflag: tar.TypeReg}); err == nil {
@@ -393,13 +348,7 @@ func newExportCommand(g *globalOptions) *cobra.Command {
 					return nil
 				}))
 			}
-			if output == "" || output == "-" {
-				if term.IsTerminal(int(os.Stdout.Fd())) {
-					return errors.New("refusing to write a tar to a terminal: give -o FILE or redirect stdout")
-				}
-				return export(os.Stdout)
-			}
-			return saveToFile(output, export)
+			return writeOutput(output, "a tar", export)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "write to this file instead of stdout")

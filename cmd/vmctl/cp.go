@@ -180,9 +180,31 @@ func (r *remote) copyIn(ctx context.Context, src, ctr, dst string, keepOwners bo
 // tarTree writes src as a tar whose top entry is name.
 func tarTree(w io.Writer, src, name string) error {
 	tw := tar.NewWriter(w)
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+	if err := writeTree(tw, src, name, false, nil); err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// writeTree writes the tree at src to tw, its entries named top/REL (REL
+// alone for an empty top), owned by root if rootOwned (as the docker CLI
+// sends a build context). exclude, if set, leaves out paths (a directory
+// with what it holds); sockets, devices and fifos are left out too.
+func writeTree(tw *tar.Writer, src, top string, rootOwned bool, exclude func(rel string, isDir bool) bool) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		rel = filepath.ToSlash(rel)
+		if rel == "." && top == "" {
+			return nil
+		}
+		if exclude != nil && exclude(rel, d.IsDir()) {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
 		}
 		info, err := d.Info()
 		if err != nil {
@@ -201,29 +223,28 @@ func tarTree(w io.Writer, src, name string) error {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(src, p)
-		h.Name = path.Join(name, filepath.ToSlash(rel))
+		h.Name = path.Join(top, rel)
 		if d.IsDir() {
 			h.Name += "/"
 		}
 		h.Uname, h.Gname = "", ""
+		if rootOwned {
+			h.Uid, h.Gid = 0, 0
+		}
 		if err := tw.WriteHeader(h); err != nil {
 			return err
 		}
-		if h.Typeflag == tar.TypeReg {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			if _, err := io.CopyN(tw, f, h.Size); err != nil {
-				return err
-			}
+		if h.Typeflag != tar.TypeReg {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if _, err := io.CopyN(tw, f, h.Size); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	return tw.Close()
 }

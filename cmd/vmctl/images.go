@@ -77,16 +77,9 @@ func newSaveCommand(g *globalOptions) *cobra.Command {
 		Short: "Write images to a docker save tarball (on stdout unless -o is given)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			save := func(w io.Writer) error {
+			return writeOutput(output, "an image archive", func(w io.Writer) error {
 				return g.withEngine("save", false, func(r *remote) error { return r.save(cmd.Context(), args, w) })
-			}
-			if output == "" || output == "-" {
-				if term.IsTerminal(int(os.Stdout.Fd())) {
-					return errors.New("refusing to write an image archive to a terminal: give -o FILE or redirect stdout")
-				}
-				return save(os.Stdout)
-			}
-			return saveToFile(output, save)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "write to this file instead of stdout")
@@ -106,6 +99,18 @@ func (r *remote) save(ctx context.Context, refs []string, w io.Writer) error {
 		return r.fail(fmt.Errorf("receiving the archive: %w", err))
 	}
 	return nil
+}
+
+// writeOutput runs write on stdout for an output of "" or "-" (refusing a
+// terminal: what is a tar), or on the file output (see saveToFile).
+func writeOutput(output, what string, write func(io.Writer) error) error {
+	if output == "" || output == "-" {
+		if term.IsTerminal(int(os.Stdout.Fd())) {
+			return fmt.Errorf("refusing to write %s to a terminal: give -o FILE or redirect stdout", what)
+		}
+		return write(os.Stdout)
+	}
+	return saveToFile(output, write)
 }
 
 // saveToFile runs write on a temp file next to path and renames it to

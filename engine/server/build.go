@@ -277,36 +277,37 @@ func archivePath(r *http.Request) (string, error) {
 	return p, nil
 }
 
-// containerArchiveStat serves HEAD /containers/{id}/archive.
-func (s *Server) containerArchiveStat(w http.ResponseWriter, r *http.Request) {
+// statArchivePath reads the path parameter and sets the stat header of
+// what it names; false once it answered with an error.
+func (s *Server) statArchivePath(w http.ResponseWriter, r *http.Request) (string, bool) {
 	p, err := archivePath(r)
 	if err != nil {
 		writeError(w, err)
-		return
+		return "", false
 	}
 	st, err := s.containers.StatPath(r.Context(), r.PathValue("id"), p)
 	if err != nil {
 		writeError(w, err)
-		return
+		return "", false
 	}
 	pathStatHeader(w, st)
-	w.WriteHeader(http.StatusOK)
+	return p, true
+}
+
+// containerArchiveStat serves HEAD /containers/{id}/archive.
+func (s *Server) containerArchiveStat(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.statArchivePath(w, r); ok {
+		w.WriteHeader(http.StatusOK)
+	}
 }
 
 // containerArchiveGet serves GET /containers/{id}/archive: a tar of the
 // path, its description in the stat header.
 func (s *Server) containerArchiveGet(w http.ResponseWriter, r *http.Request) {
-	p, err := archivePath(r)
-	if err != nil {
-		writeError(w, err)
+	p, ok := s.statArchivePath(w, r)
+	if !ok {
 		return
 	}
-	st, err := s.containers.StatPath(r.Context(), r.PathValue("id"), p)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	pathStatHeader(w, st)
 	lw := &lazyTar{w: w}
 	if _, err := s.containers.ArchivePath(r.Context(), r.PathValue("id"), p, lw); err != nil {
 		if !lw.started {
