@@ -259,12 +259,21 @@ func TestBuild(t *testing.T) {
 			t.Errorf("vmctl commit printed %q", r.stdout)
 		}
 		d.mustVmctl(t, 0, "", "rm", "-f", "work")
-		d.mustVmctl(t, 0, "", "create", "--name", "stopped", "busybox", "true")
+		// A container that ran and exited: its VM is booted for the
+		// operation, and it stays exited.
+		d.mustVmctl(t, 0, "", "run", "--name", "stopped", "busybox", "sh", "-c", "echo kept > /kept; rm /etc/group")
 		t.Cleanup(func() { d.vmctl(t, "", "rm", "-f", "stopped") })
-		r = d.mustVmctl(t, 1, "", "commit", "stopped", "nope:1")
-		oneLine(t, r, "only a running container can be committed")
+		if r := d.mustVmctl(t, 0, "", "diff", "stopped"); !strings.Contains(r.stdout, "A /kept\n") || !strings.Contains(r.stdout, "D /etc/group\n") {
+			t.Errorf("diff of an exited container:\n%s", r.stdout)
+		}
+		d.mustDocker(t, 0, "", "commit", "-c", `CMD ["cat", "/kept"]`, "stopped", "fromstopped:1")
+		if r := d.mustVmctl(t, 0, "", "run", "--rm", "fromstopped:1"); r.stdout != "kept\n" {
+			t.Errorf("the image of an exited container printed %q", r.stdout)
+		}
+		if r := d.mustVmctl(t, 0, "", "inspect", "-f", "{{.State.Status}}", "stopped"); r.stdout != "exited\n" {
+			t.Errorf("the container after commit and diff: %q", r.stdout)
+		}
 		d.mustDocker(t, 1, "", "commit", "-c", "RUN true", "stopped")
-		oneLine(t, d.mustVmctl(t, 1, "", "diff", "stopped"), "only a running container")
 	})
 
 	t.Run("cp", func(t *testing.T) {
@@ -303,9 +312,17 @@ func TestBuild(t *testing.T) {
 		if r := d.mustDocker(t, 1, "", "cp", "cpw:/nothing", local); !strings.Contains(r.stderr, "No such") && !strings.Contains(r.stderr, "no such") {
 			t.Errorf("docker cp of nothing: %q", r.stderr)
 		}
-		d.mustVmctl(t, 0, "", "create", "--name", "cpstopped", "busybox", "true")
+		// A created container that never ran: in, then out again.
+		d.mustVmctl(t, 0, "", "create", "--name", "cpstopped", "busybox", "cat", "/tmp/renamed.txt")
 		t.Cleanup(func() { d.vmctl(t, "", "rm", "-f", "cpstopped") })
-		oneLine(t, d.mustVmctl(t, 1, "", "cp", "cpstopped:/etc/passwd", local), "only a running container")
+		d.mustDocker(t, 0, "", "cp", filepath.Join(local, "in.txt"), "cpstopped:/tmp/renamed.txt")
+		d.mustVmctl(t, 0, "", "cp", "cpstopped:/tmp/renamed.txt", filepath.Join(local, "back.txt"))
+		if b, err := os.ReadFile(filepath.Join(local, "back.txt")); err != nil || string(b) != "from host\n" {
+			t.Errorf("a file copied into a created container and back: %q, %v", b, err)
+		}
+		if r := d.mustVmctl(t, 0, "", "start", "-a", "cpstopped"); r.stdout != "from host\n" {
+			t.Errorf("the created container, started, read %q", r.stdout)
+		}
 	})
 
 	t.Run("bad input", func(t *testing.T) {

@@ -376,17 +376,18 @@ func execSpec(c *containers.Container, o ExecOptions) (*specs.Process, error) {
 	return proc, nil
 }
 
-// ExportChanges writes what the running container changed in its root
-// file system to w as an OCI layer tar, read out of the guest by its
-// agent (the host never mounts what a guest wrote): everything, or with
-// sincePrevious what changed since the previous export. At most limit
-// bytes. It returns the number of tar entries (0: nothing changed).
-func (s *Service) ExportChanges(ctx context.Context, ref string, sincePrevious bool, w io.Writer, limit int64) (int, error) {
-	t, err := s.running(ref)
-	if err != nil {
-		return 0, err
-	}
-	return t.agent.ExportChanges(ctx, t.c.ID, sincePrevious, w, limit)
+// ExportChanges writes what the container changed in its root file
+// system to w as an OCI layer tar, read out of the guest by its agent (the
+// host never mounts what a guest wrote; a container that is not running
+// gets a maintenance boot): everything, or with sincePrevious what changed
+// since the previous export of this run. At most limit bytes. It returns
+// the number of tar entries (0: nothing changed).
+func (s *Service) ExportChanges(ctx context.Context, ref string, sincePrevious bool, w io.Writer, limit int64) (n int, err error) {
+	err = s.withAgent(ctx, ref, func(a guestAgent, id string) error {
+		n, err = a.ExportChanges(ctx, id, sincePrevious, w, limit)
+		return err
+	})
+	return n, err
 }
 
 // PathStat describes a path of a container's root file system.
@@ -395,43 +396,30 @@ type PathStat = agent.PathStat
 // MaxCopy caps what one copy out of a container sends.
 var MaxCopy int64 = 16 << 30
 
-// runningForCopy is the task of a container whose files a copy reaches,
-// or the refusal of a copy in or out of a container
-// whose VM is not running: its files are reached through its agent.
-func (s *Service) runningForCopy(ref string) (*task, error) {
-	t, err := s.running(ref)
-	if errdefs.IsConflict(err) {
-		return nil, errs.New(errdefs.ErrConflict, "%v: its files are reached through its VM's agent, so only a running container's can be copied", err)
-	}
-	return t, err
-}
-
-// StatPath describes a path of a running container's root file system,
+// StatPath describes a path of the container's root file system,
 // resolved inside it (docker cp's stat).
-func (s *Service) StatPath(ctx context.Context, ref, path string) (PathStat, error) {
-	t, err := s.runningForCopy(ref)
-	if err != nil {
-		return PathStat{}, err
-	}
-	return t.agent.StatPath(ctx, t.c.ID, path)
-}
-
-// ArchivePath writes a tar of a path of a running container's root file
-// system to w.
-func (s *Service) ArchivePath(ctx context.Context, ref, path string, w io.Writer) (PathStat, error) {
-	t, err := s.runningForCopy(ref)
-	if err != nil {
-		return PathStat{}, err
-	}
-	return t.agent.ArchivePath(ctx, t.c.ID, path, w, MaxCopy)
-}
-
-// CopyIn unpacks the tar r into the directory dir of a running container's
-// root file system; without keepOwners root owns what it makes.
-func (s *Service) CopyIn(ctx context.Context, ref, dir string, r io.Reader, keepOwners, noOverwriteDirNonDir bool) error {
-	t, err := s.runningForCopy(ref)
-	if err != nil {
+func (s *Service) StatPath(ctx context.Context, ref, path string) (st PathStat, err error) {
+	err = s.withAgent(ctx, ref, func(a guestAgent, id string) error {
+		st, err = a.StatPath(ctx, id, path)
 		return err
-	}
-	return t.agent.CopyIn(ctx, t.c.ID, dir, r, keepOwners, noOverwriteDirNonDir)
+	})
+	return st, err
+}
+
+// ArchivePath writes a tar of a path of the container's root file system
+// to w.
+func (s *Service) ArchivePath(ctx context.Context, ref, path string, w io.Writer) (st PathStat, err error) {
+	err = s.withAgent(ctx, ref, func(a guestAgent, id string) error {
+		st, err = a.ArchivePath(ctx, id, path, w, MaxCopy)
+		return err
+	})
+	return st, err
+}
+
+// CopyIn unpacks the tar r into the directory dir of the container's root
+// file system; without keepOwners root owns what it makes.
+func (s *Service) CopyIn(ctx context.Context, ref, dir string, r io.Reader, keepOwners, noOverwriteDirNonDir bool) error {
+	return s.withAgent(ctx, ref, func(a guestAgent, id string) error {
+		return a.CopyIn(ctx, id, dir, r, keepOwners, noOverwriteDirNonDir)
+	})
 }

@@ -99,6 +99,9 @@ type Service struct {
 
 	mu    sync.Mutex
 	tasks map[string]*task // guarded by mu; one per running container
+	// maint holds the containers whose VM runs for a maintenance boot
+	// (maint.go); guarded by mu.
+	maint map[string]bool
 	// pending holds clients attached to a stopped container, for its next
 	// start. Guarded by mu.
 	pending map[string][]*Attachment
@@ -404,6 +407,12 @@ func (s *Service) Remove(ctx context.Context, ref string, opts RemoveOptions) er
 	s.reconcile(c)
 	if err := c.State.Status.CanRemove(force); err != nil {
 		return fmt.Errorf("cannot remove container %s: %w", c.Name, err)
+	}
+	s.mu.Lock()
+	busy := s.maint[c.ID]
+	s.mu.Unlock()
+	if busy {
+		return errs.New(errdefs.ErrConflict, "cannot remove container %s: its files are being read or written (a commit, diff, export or cp)", c.Name)
 	}
 	if t := s.task(c.ID); t != nil {
 		// Kill the process first, as docker rm -f does, so the exit is an

@@ -136,9 +136,12 @@ func (s *Service) Start(ctx context.Context, ref string, stdio Stdio) error {
 		return err
 	}
 	s.mu.Lock()
-	if _, busy := s.tasks[c.ID]; busy {
+	if _, busy := s.tasks[c.ID]; busy || s.maint[c.ID] {
 		s.mu.Unlock()
 		log.close()
+		if !busy {
+			return errs.New(errdefs.ErrConflict, "cannot start container %s: its files are being read or written (a commit, diff, export or cp)", c.Name)
+		}
 		return errs.New(errdefs.ErrConflict, "cannot start container %s: it is already starting", c.Name)
 	}
 	t := &task{

@@ -163,7 +163,7 @@ type CommitRequest struct {
 // MaxCommitLayer caps the layer a commit reads out of a container.
 var MaxCommitLayer int64 = 16 << 30
 
-// Commit makes an image of a running container: its image with one more
+// Commit makes an image of a container: its image with one more
 // layer, what the container changed (read out of the guest by its agent),
 // and the container's configuration (command, environment, working
 // directory, user), with Changes applied on top.
@@ -243,7 +243,7 @@ type Change struct {
 	Kind uint8
 }
 
-// withChanges reads a running container's changes into a scratch file
+// withChanges reads a container's changes into a scratch file
 // (checked as a build step's are) and calls fn with the container, its
 // image and the layer of its changes.
 func (s *Service) withChanges(ctx context.Context, ref string, fn func(c *containers.Container, base Image, layer *os.File) error) error {
@@ -265,9 +265,6 @@ func (s *Service) withChanges(ctx context.Context, ref string, fn func(c *contai
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
 	if _, err := s.cfg.Containers.ExportChanges(ctx, c.ID, false, tmp, MaxCommitLayer); err != nil {
-		if errdefs.IsConflict(err) {
-			return errs.New(errdefs.ErrConflict, "container %s is not running: its changes are read by its VM's agent, so only a running container can be committed, diffed or exported", c.Name)
-		}
 		return err
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
@@ -282,7 +279,7 @@ func (s *Service) withChanges(ctx context.Context, ref string, fn func(c *contai
 	return fn(c, base, tmp)
 }
 
-// Diff lists what a running container changed in its image's file system:
+// Diff lists what a container changed in its image's file system:
 // added, modified (a directory whose entries changed is modified) and
 // deleted paths, sorted.
 func (s *Service) Diff(ctx context.Context, ref string) ([]Change, error) {
@@ -332,7 +329,7 @@ func (s *Service) Diff(ctx context.Context, ref string) ([]Change, error) {
 	return out, err
 }
 
-// Export writes a running container's whole file system, its image's with
+// Export writes a container's whole file system, its image's with
 // its changes, as a tar to w (docker export).
 func (s *Service) Export(ctx context.Context, ref string, w io.Writer) error {
 	return s.withChanges(ctx, ref, func(_ *containers.Container, base Image, layer *os.File) error {
