@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -304,12 +305,17 @@ func (s *Server) containerArchiveStat(w http.ResponseWriter, r *http.Request) {
 // containerArchiveGet serves GET /containers/{id}/archive: a tar of the
 // path, its description in the stat header.
 func (s *Server) containerArchiveGet(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.statArchivePath(w, r)
-	if !ok {
+	p, err := archivePath(r)
+	if err != nil {
+		writeError(w, err)
 		return
 	}
 	lw := &lazyTar{w: w}
-	if _, err := s.containers.ArchivePath(r.Context(), r.PathValue("id"), p, lw); err != nil {
+	err = s.containers.ArchivePath(r.Context(), r.PathValue("id"), p, func(st containersvc.PathStat) io.Writer {
+		pathStatHeader(w, st)
+		return lw
+	})
+	if err != nil {
 		if !lw.started {
 			w.Header().Del("X-Docker-Container-Path-Stat")
 			writeError(w, err)

@@ -23,7 +23,7 @@ import (
 type ContainerService interface {
 	Create(ctx context.Context, o containersvc.CreateOptions) (*containersvc.Container, error)
 	StatPath(ctx context.Context, ref, path string) (containersvc.PathStat, error)
-	ArchivePath(ctx context.Context, ref, path string, w io.Writer) (containersvc.PathStat, error)
+	ArchivePath(ctx context.Context, ref, path string, open func(containersvc.PathStat) io.Writer) error
 	CopyIn(ctx context.Context, ref, dir string, r io.Reader, keepOwners, noOverwriteDirNonDir bool) error
 	Get(ref string) (*containersvc.Container, error)
 	List() ([]*containersvc.Container, error)

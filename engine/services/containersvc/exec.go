@@ -407,13 +407,18 @@ func (s *Service) StatPath(ctx context.Context, ref, path string) (st PathStat, 
 }
 
 // ArchivePath writes a tar of a path of the container's root file system
-// to w.
-func (s *Service) ArchivePath(ctx context.Context, ref, path string, w io.Writer) (st PathStat, err error) {
-	err = s.withAgent(ctx, ref, func(a guestAgent, id string) error {
-		st, err = a.ArchivePath(ctx, id, path, w, MaxCopy)
+// to the writer open gives it once the path is known to exist (docker cp
+// sends the path's description before the tar), in one boot of a
+// container that is not running.
+func (s *Service) ArchivePath(ctx context.Context, ref, path string, open func(PathStat) io.Writer) error {
+	return s.withAgent(ctx, ref, func(a guestAgent, id string) error {
+		st, err := a.StatPath(ctx, id, path)
+		if err != nil {
+			return err
+		}
+		_, err = a.ArchivePath(ctx, id, path, open(st), MaxCopy)
 		return err
 	})
-	return st, err
 }
 
 // CopyIn unpacks the tar r into the directory dir of the container's root
