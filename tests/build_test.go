@@ -355,6 +355,30 @@ func TestBuild(t *testing.T) {
 		}
 	})
 
+	t.Run("prune", func(t *testing.T) {
+		// The build cache goes with docker builder prune; tagged images
+		// keep their layers and run; a rebuild then runs every step.
+		before := strings.Count(d.mustVmctl(t, 0, "", "images", "-a", "-q").stdout, "\n")
+		r := d.mustDocker(t, 0, "", "builder", "prune", "-f")
+		if !strings.Contains(r.stdout, "Total reclaimed space") {
+			t.Errorf("docker builder prune printed %q", r.stdout)
+		}
+		all := d.mustVmctl(t, 0, "", "images", "-a", "-q").stdout
+		if n := strings.Count(all, "\n"); n >= before || n != strings.Count(d.mustVmctl(t, 0, "", "images", "-q").stdout, "\n") {
+			t.Errorf("after builder prune: %d images with -a (was %d), intermediate ones left:\n%s", n, before, all)
+		}
+		if r := d.mustVmctl(t, 0, "", "run", "--rm", "built:1", "cat", "/app/run.txt"); !strings.HasPrefix(r.stdout, "ran as 0") {
+			t.Errorf("built:1 after the prune: %q", r.stdout)
+		}
+		if r := d.mustVmctl(t, 0, "", "build", "-t", "built:1", dir); strings.Contains(r.stdout, "Using cache") {
+			t.Errorf("a rebuild after the prune used a cache:\n%s", r.stdout)
+		}
+		d.mustVmctl(t, 0, "", "image", "prune", "-f")
+		if r := d.vmctl(t, "", "image", "prune"); r.code != 0 {
+			t.Errorf("image prune without -f and no terminal: exit %d, %s", r.code, r.stderr)
+		}
+	})
+
 	t.Run("interrupted", func(t *testing.T) {
 		// The client goes away while a RUN step runs: the step's VM
 		// stops, and nothing of the build stays.

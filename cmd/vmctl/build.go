@@ -354,3 +354,74 @@ func newExportCommand(g *globalOptions) *cobra.Command {
 	cmd.Flags().StringVarP(&output, "output", "o", "", "write to this file instead of stdout")
 	return cmd
 }
+
+func newImageCommand(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "image", Short: "Manage images (prune; the others are top-level commands)"}
+	var all, force bool
+	prune := &cobra.Command{
+		Use:   "prune [-a] [-f]",
+		Short: "Remove untagged images no container uses (a build's intermediate images among them); -a: every unused image",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			what := "WARNING! This will remove all dangling images."
+			if all {
+				what = "WARNING! This will remove all images without at least one container associated to them."
+			}
+			if !force && !confirm(what+"\nAre you sure you want to continue?") {
+				return nil
+			}
+			return daemonFailure(g.withEngine("image prune", false, func(r *remote) error {
+				f := client.Filters{}
+				if all {
+					f = f.Add("dangling", "false")
+				}
+				res, err := r.api.ImagePrune(cmd.Context(), client.ImagePruneOptions{Filters: f})
+				if err != nil {
+					return r.fail(err)
+				}
+				if len(res.Report.ImagesDeleted) > 0 {
+					fmt.Println("Deleted Images:")
+					for _, d := range res.Report.ImagesDeleted {
+						fmt.Println("deleted: " + d.Deleted)
+					}
+					fmt.Println()
+				}
+				fmt.Printf("Total reclaimed space: %s\n", units.HumanSize(float64(res.Report.SpaceReclaimed)))
+				return nil
+			}))
+		},
+	}
+	prune.Flags().BoolVarP(&all, "all", "a", false, "remove every image no container uses, not only untagged ones")
+	prune.Flags().BoolVarP(&force, "force", "f", false, "do not ask for confirmation")
+	cmd.AddCommand(prune)
+	return cmd
+}
+
+func newBuilderCommand(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "builder", Short: "Manage the build cache"}
+	var force bool
+	prune := &cobra.Command{
+		Use:   "prune [-f]",
+		Short: "Remove the build cache: the intermediate images of builds that no container uses",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !force && !confirm("WARNING! This will remove all dangling build cache.\nAre you sure you want to continue?") {
+				return nil
+			}
+			return daemonFailure(g.withEngine("builder prune", false, func(r *remote) error {
+				res, err := r.api.BuildCachePrune(cmd.Context(), client.BuildCachePruneOptions{})
+				if err != nil {
+					return r.fail(err)
+				}
+				for _, id := range res.Report.CachesDeleted {
+					fmt.Println("deleted: " + id)
+				}
+				fmt.Printf("Total reclaimed space: %s\n", units.HumanSize(float64(res.Report.SpaceReclaimed)))
+				return nil
+			}))
+		},
+	}
+	prune.Flags().BoolVarP(&force, "force", "f", false, "do not ask for confirmation")
+	cmd.AddCommand(prune)
+	return cmd
+}

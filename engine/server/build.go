@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/api/types/jsonstream"
 
 	"github.com/vmctl/vmctl/engine/errs"
@@ -347,4 +348,55 @@ func (s *Server) containerArchivePut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// imagePrune serves POST /images/prune: docker image prune deletes the
+// untagged images no container uses (a build's intermediate images among
+// them), with the filter dangling=false (-a) every unused one.
+func (s *Server) imagePrune(w http.ResponseWriter, r *http.Request) {
+	terms, err := filterTerms(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	all := false
+	for k, v := range terms {
+		switch {
+		case k == "dangling" && len(v) == 1 && (v[0] == "false" || v[0] == "0"):
+			all = true
+		case k == "dangling" && len(v) == 1 && (v[0] == "true" || v[0] == "1"):
+		default:
+			writeError(w, errs.New(errdefs.ErrInvalidArgument, "invalid filter '%s'", k))
+			return
+		}
+	}
+	res, err := s.images.Prune(r.Context(), all, false)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := image.PruneReport{ImagesDeleted: []image.DeleteResponse{}, SpaceReclaimed: res.Freed}
+	for _, d := range res.Deleted {
+		out.ImagesDeleted = append(out.ImagesDeleted, image.DeleteResponse{Deleted: d})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// buildPrune serves POST /build/prune: docker builder prune deletes the
+// build cache, the classic builder's intermediate images no container
+// uses.
+func (s *Server) buildPrune(w http.ResponseWriter, r *http.Request) {
+	if _, err := boolParam(r, "all"); err != nil {
+		writeError(w, err)
+		return
+	}
+	res, err := s.images.Prune(r.Context(), true, true)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		CachesDeleted  []string
+		SpaceReclaimed uint64
+	}{append([]string{}, res.Deleted...), res.Freed})
 }

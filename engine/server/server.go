@@ -88,6 +88,8 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /images/create", s.imageCreate)
 	m.HandleFunc("POST /images/load", s.imageLoad)
 	m.HandleFunc("POST /build", s.imageBuild)
+	m.HandleFunc("POST /build/prune", s.buildPrune)
+	m.HandleFunc("POST /images/prune", s.imagePrune)
 	m.HandleFunc("POST /commit", s.imageCommit)
 	m.HandleFunc("GET /images/get", s.imageSaveMany)
 	// Image names contain slashes: /images/{name...} with the action last.

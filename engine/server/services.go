@@ -60,6 +60,7 @@ type ImageService interface {
 	Build(ctx context.Context, req imagesvc.BuildRequest, contextTar io.Reader, out io.Writer) (imagesvc.BuildResult, error)
 	Commit(ctx context.Context, req imagesvc.CommitRequest) (imagesvc.Image, error)
 	Diff(ctx context.Context, ref string) ([]imagesvc.Change, error)
+	Prune(ctx context.Context, all, buildCacheOnly bool) (imagesvc.PruneResult, error)
 	Export(ctx context.Context, ref string, w io.Writer) error
 }
 

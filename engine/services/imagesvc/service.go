@@ -11,6 +11,7 @@ package imagesvc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -206,4 +207,49 @@ func (s *Service) History(ctx context.Context, ref string) ([]HistoryEntry, erro
 	}
 	out[0].ID, out[0].Tags = img.ID, img.RepoTags
 	return out, nil
+}
+
+// PruneResult is what a prune deleted, and the unpacked size of the
+// images it deleted.
+type PruneResult struct {
+	Deleted []string
+	Freed   uint64
+}
+
+// Prune deletes images nothing names or uses, as docker image prune
+// does: untagged ones (a build's intermediate images among them), or
+// with all every image no container uses; with buildCacheOnly just a
+// build's intermediate images (docker builder prune). An image deleted
+// meanwhile by another is skipped.
+func (s *Service) Prune(ctx context.Context, all, buildCacheOnly bool) (PruneResult, error) {
+	list, err := s.cfg.Store.List(ctx)
+	if err != nil {
+		return PruneResult{}, err
+	}
+	var res PruneResult
+	for _, img := range list {
+		switch {
+		case buildCacheOnly && (img.BuildCacheKey == "" || len(img.RepoTags) > 0):
+			continue
+		case !all && len(img.RepoTags) > 0:
+			continue
+		}
+		if s.cfg.InUse != nil {
+			if _, used := s.cfg.InUse(img.ID); used {
+				continue
+			}
+		}
+		r, err := s.Remove(ctx, img.ID, true)
+		if errors.Is(err, images.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return res, err
+		}
+		if len(r.Deleted) > 0 {
+			res.Deleted = append(res.Deleted, r.Deleted...)
+			res.Freed += uint64(max(img.Size, 0))
+		}
+	}
+	return res, nil
 }

@@ -320,3 +320,28 @@ func TestBuildContextChecks(t *testing.T) {
 		t.Errorf("scratch directories left: %v", left)
 	}
 }
+
+// Prune deletes what nothing names or uses: untagged images, or with all
+// every unused one; the build cache alone on request.
+func TestPrune(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	kept := f.load("kept:1")
+	used := f.load("used:1")
+	f.users[used] = "c1"
+	dangling := f.load("gone:1")
+	if err := f.svc.Tag(ctx, "kept:1", "gone:1"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.svc.Prune(ctx, false, false)
+	if err != nil || len(res.Deleted) != 1 || res.Deleted[0] != dangling {
+		t.Fatalf("prune: %+v, %v; want %s deleted", res, err, dangling)
+	}
+	res, err = f.svc.Prune(ctx, true, false)
+	if err != nil || len(res.Deleted) != 1 || res.Deleted[0] != kept {
+		t.Fatalf("prune -a: %+v, %v; want %s deleted (and %s, in use, kept)", res, err, kept, used)
+	}
+	if _, err := f.svc.Resolve(ctx, "used:1"); err != nil {
+		t.Errorf("an image in use was pruned: %v", err)
+	}
+}
