@@ -49,23 +49,35 @@ bridge_tap() {
 // (the host side is .1), moves 32 MiB each way with verification, measures
 // latency, and ends the guest. vmmArgs and cmdline are extra flags and
 // kernel arguments.
+//
+// A transfer that fails is tried once more in a new VM, after the first
+// VM's state (its queues and interrupt status, logged as it stops) is in
+// the output: under TCG's emulation of SVM an L2 guest sometimes stops or
+// triple-faults under load, QEMU's as well as ours (an open issue); a
+// second failure fails the test.
 func netRun(tap, addr, vmmArgs, cmdline string) string {
 	ip := strings.Split(addr, "/")[0]
 	return `
-vmctl-vmm -kernel ` + l1Kernel + ` -initrd ` + l1NetImage + ` -memory 256 -tap ` + tap + ` ` + vmmArgs + ` \
-	-cmdline "console=ttyS0 reboot=k panic=-1 quiet netload.addr=` + addr + ` ` + cmdline + `" -console - &
-vmm=$!
-abort() { kill $vmm 2>/dev/null; wait $vmm; fail "$*"; }
-netload wait -to ` + ip + `:5201 -timeout 90s || abort "the guest never answered on ` + ip + `"
-netload send -to ` + ip + `:5201 -bytes 32M -label ` + tap + ` || abort "send"
-netload recv -to ` + ip + `:5201 -bytes 32M -label ` + tap + ` || abort "recv"
-netload rr -to ` + ip + `:5201 -n 500 -label ` + tap + ` || abort "rr"
-netload quit -to ` + ip + `:5201 || abort "quit"
-t0=$(ms)
-wait $vmm
-rc=$?
-echo "vmctl-vmm exited with $rc $(($(ms) - t0)) ms after QUIT"
-[ "$rc" = 0 ]
+net_attempt() {
+	vmctl-vmm -kernel ` + l1Kernel + ` -initrd ` + l1NetImage + ` -memory 256 -tap ` + tap + ` ` + vmmArgs + ` \
+		-cmdline "console=ttyS0 reboot=k panic=-1 quiet netload.addr=` + addr + ` ` + cmdline + `" -console - &
+	vmm=$!
+	abort() { kill $vmm 2>/dev/null; wait $vmm; echo "ATTEMPT-FAILED: $*"; }
+	netload wait -to ` + ip + `:5201 -timeout 90s || { abort "the guest never answered on ` + ip + `"; return 1; }
+	netload send -to ` + ip + `:5201 -bytes 32M -label ` + tap + ` || { abort "send"; return 1; }
+	netload recv -to ` + ip + `:5201 -bytes 32M -label ` + tap + ` || { abort "recv"; return 1; }
+	netload rr -to ` + ip + `:5201 -n 500 -label ` + tap + ` || { abort "rr"; return 1; }
+	netload quit -to ` + ip + `:5201 || { abort "quit"; return 1; }
+	t0=$(ms)
+	wait $vmm
+	rc=$?
+	echo "vmctl-vmm exited with $rc $(($(ms) - t0)) ms after QUIT"
+	[ "$rc" = 0 ]
+}
+if ! net_attempt; then
+	echo "RETRY: once more in a new VM"
+	net_attempt || fail "the transfer failed twice"
+fi
 `
 }
 
@@ -87,7 +99,7 @@ func init() {
 	}
 	register(scenario{
 		test: "TestVMMNet",
-		Scenario: nested.Scenario{Name: "vmm-net", Timeout: 240 * time.Second, Script: netPrelude + `
+		Scenario: nested.Scenario{Name: "vmm-net", Timeout: 420 * time.Second, Script: netPrelude + `
 bridge_tap vt0 br0 10.77.0.1/24
 # A tap that does not exist: one line, exit code 1 (setup failure).
 vmctl-vmm -kernel ` + l1Kernel + ` -tap vt-missing -console '' 2>/tmp/missing.err
@@ -100,7 +112,7 @@ echo "missing tap: exit $rc, $(wc -l </tmp/missing.err) line(s): $(cat /tmp/miss
 	})
 	register(scenario{
 		test: "TestVMMNetJumbo",
-		Scenario: nested.Scenario{Name: "vmm-net-jumbo", Timeout: 240 * time.Second, Script: netPrelude + `
+		Scenario: nested.Scenario{Name: "vmm-net-jumbo", Timeout: 420 * time.Second, Script: netPrelude + `
 bridge_tap vt1 br1 10.78.0.1/24 9000
 ` + netRun("vt1", "10.78.0.2/24", "", "virtio_net.csum=0 virtio_net.gso=0")},
 		needs: vmmNeeds,
@@ -145,7 +157,9 @@ func parseNet(t *testing.T, out string) netOutput {
 		}
 		o.netload[m[1]] = kv
 	}
-	if m := vmmCounter.FindStringSubmatch(out); m != nil {
+	// The last VM's counters: a retried transfer's first VM logged some too.
+	if all := vmmCounter.FindAllStringSubmatch(out, -1); len(all) > 0 {
+		m := all[len(all)-1]
 		n := func(s string) int64 { v, _ := strconv.ParseInt(s, 10, 64); return v }
 		o.vmm = vmmNetStats{n(m[1]), n(m[2]), n(m[3]), n(m[4]), strings.TrimSpace(m[5]), true}
 	}
