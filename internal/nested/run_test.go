@@ -135,6 +135,7 @@ func TestIsWedgeReport(t *testing.T) {
 		{"[   28.387961] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [qemu-system-x86:114]", true},
 		{"[   61.1] rcu: INFO: rcu_preempt self-detected stall on CPU", true},
 		{"[   61.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:", true},
+		{"[  103.495846] Kernel panic - not syncing: corrupted stack end detected inside scheduler", true},
 		{"[    4.8] kvm [114]: vcpu0, guest rIP: 0xffffffff81002f8d Unhandled WRMSR(0xc0010007) = 0xffff", false},
 		{"NESTED-RESULT name=x status=pass start=1 end=2 detail=soft lockup test", false},
 	} {
