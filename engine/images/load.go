@@ -27,16 +27,37 @@ type stage struct {
 }
 
 func (s *Store) newStage(ctx context.Context) (*stage, error) {
-	dir, err := os.MkdirTemp(s.tmpDir(), "stage-")
+	dir, l, err := s.scratch(ctx, "stage-")
 	if err != nil {
-		return nil, fmt.Errorf("creating staging directory: %w", err)
+		return nil, err
+	}
+	return &stage{dir: dir, blobs: blobDir(filepath.Join(dir, "blobs")), lock: l}, nil
+}
+
+// scratch makes a directory in the store's scratch space, locked until
+// released: one left by a process that died is unlocked, and the next Open
+// removes it (removeStaleStages).
+func (s *Store) scratch(ctx context.Context, prefix string) (string, *flock.Lock, error) {
+	dir, err := os.MkdirTemp(s.tmpDir(), prefix)
+	if err != nil {
+		return "", nil, fmt.Errorf("creating a scratch directory: %w", err)
 	}
 	l, err := flock.Acquire(ctx, filepath.Join(dir, "lock"))
 	if err != nil {
 		os.RemoveAll(dir)
-		return nil, err
+		return "", nil, err
 	}
-	return &stage{dir: dir, blobs: blobDir(filepath.Join(dir, "blobs")), lock: l}, nil
+	return dir, l, nil
+}
+
+// Scratch makes a directory in the store's scratch space for work beside
+// the store (a build's context and steps). release removes it.
+func (s *Store) Scratch(ctx context.Context, prefix string) (dir string, release func(), err error) {
+	dir, l, err := s.scratch(ctx, prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	return dir, func() { os.RemoveAll(dir); l.Release() }, nil
 }
 
 // remove deletes the stage, then drops its lock (in that order, so a

@@ -25,7 +25,6 @@ import (
 	"github.com/vmctl/vmctl/engine/build"
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/errs"
-	"github.com/vmctl/vmctl/engine/flock"
 	"github.com/vmctl/vmctl/engine/images"
 	"github.com/vmctl/vmctl/engine/rootfs"
 )
@@ -44,23 +43,13 @@ var MaxContext int64 = 2 << 30
 // builder's lines to out. Scratch space is removed whether or not the
 // build succeeds; a failed build tags nothing.
 func (s *Service) Build(ctx context.Context, req BuildRequest, contextTar io.Reader, out io.Writer) (BuildResult, error) {
-	tmp := filepath.Join(s.cfg.Store.Root(), "tmp")
-	if err := os.MkdirAll(tmp, 0o700); err != nil {
-		return BuildResult{}, err
-	}
-	// The store's scratch directory: a build that dies leaves its
-	// directory unlocked, and the next Open of the store removes it.
-	dir, err := os.MkdirTemp(tmp, "build-")
+	// The store's scratch space: a build that dies leaves its directory
+	// unlocked, and the next Open of the store removes it.
+	dir, release, err := s.cfg.Store.Scratch(ctx, "build-")
 	if err != nil {
 		return BuildResult{}, err
 	}
-	lock, err := flock.Acquire(ctx, filepath.Join(dir, "lock"))
-	if err != nil {
-		os.RemoveAll(dir)
-		return BuildResult{}, err
-	}
-	defer lock.Release()
-	defer os.RemoveAll(dir)
+	defer release()
 	ctxDir := filepath.Join(dir, "context")
 	if err := os.Mkdir(ctxDir, 0o755); err != nil {
 		return BuildResult{}, err
