@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/errs"
@@ -282,12 +283,34 @@ func (s imageSource) Resolve(ctx context.Context, ref string) (containersvc.Imag
 	}, nil
 }
 
-func (s imageSource) Disk(ctx context.Context, imageID string) (string, error) {
+func (s imageSource) Disks(ctx context.Context, imageID string, budget int) ([]string, error) {
 	img, err := s.images.Resolve(ctx, imageID)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	return s.disks.ImageDisk(ctx, img)
+	return s.disks.ImageDisks(ctx, img, budget, s.bases)
+}
+
+// bases are the chain IDs of the tagged images: the images others are
+// built FROM, whose flattened disks a built image's stack stands on.
+func (s imageSource) bases(ctx context.Context) (map[v1.Hash]bool, error) {
+	imgs, err := s.images.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[v1.Hash]bool{}
+	for _, img := range imgs {
+		if len(img.RepoTags) == 0 || img.Content() == nil {
+			continue
+		}
+		cf, err := img.Content().ConfigFile()
+		if err != nil || len(cf.RootFS.DiffIDs) == 0 {
+			continue
+		}
+		chains := rootfs.ChainIDs(cf.RootFS.DiffIDs)
+		out[chains[len(chains)-1]] = true
+	}
+	return out, nil
 }
 
 // orphanGrace is how long a container directory without a record is left

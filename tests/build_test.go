@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -56,6 +57,19 @@ CMD ["sh", "-c", "echo $GREETING; stat -c '%u:%g %a' /app/data.txt; cat /app/dat
 		must(t, os.WriteFile(p, []byte(body), 0o644))
 	}
 	return dir
+}
+
+// diskFiles lists the daemon's cached image disks.
+func diskFiles(t *testing.T, d *daemon) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(d.dataRoot, "disks", "*.ext4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range m {
+		m[i] = filepath.Base(m[i])
+	}
+	return m
 }
 
 // Builds through vmctl, the docker CLI and the raw API: the image runs and
@@ -116,6 +130,21 @@ func TestBuild(t *testing.T) {
 		r = d.mustVmctl(t, 0, "", "build", "-t", "built:1", dir)
 		if n := strings.Count(r.stdout, " ---> Using cache"); n != 7 {
 			t.Errorf("after changing readme.md: %d steps from the cache, want 7 (those before COPY *.md)\n%s", n, r.stdout)
+		}
+		// The next run writes the disk of the changed layer alone: the
+		// layers below it keep theirs.
+		disksBefore := diskFiles(t, d)
+		if r := d.mustVmctl(t, 0, "", "run", "--rm", "built:1", "cat", "/docs/readme.md", "/app/data.txt"); r.stdout != "changed\npayload\n" {
+			t.Errorf("the rebuilt image shows %q", r.stdout)
+		}
+		var made []string
+		for _, f := range diskFiles(t, d) {
+			if !slices.Contains(disksBefore, f) {
+				made = append(made, f)
+			}
+		}
+		if len(made) != 1 || !strings.HasPrefix(made[0], "layer-") {
+			t.Errorf("the run after a one-file change made disks %v, want one layer disk (had %v)", made, disksBefore)
 		}
 		r = d.mustVmctl(t, 0, "", "build", "--no-cache", "-q", "--iidfile", filepath.Join(t.TempDir(), "iid"), dir)
 		if !strings.HasPrefix(r.stdout, "sha256:") || strings.Count(r.stdout, "\n") != 1 {

@@ -17,7 +17,10 @@ func TestDockerRmiInUse(t *testing.T) {
 	}
 	d := startDaemon(t)
 	id := strings.TrimSpace(d.mustDocker(t, 0, "", "inspect", "-f", "{{.Id}}", "busybox").stdout)
-	disk := filepath.Join(d.dataRoot, "disks", strings.TrimPrefix(id, "sha256:")+".ext4")
+	// busybox has one layer: its chain ID, which keys its disk, is that
+	// layer's diff ID.
+	layer := strings.TrimSpace(d.mustDocker(t, 0, "", "inspect", "-f", "{{index .RootFS.Layers 0}}", "busybox").stdout)
+	disk := filepath.Join(d.dataRoot, "disks", "flat-"+strings.TrimPrefix(layer, "sha256:")+".ext4")
 	d.mustDocker(t, 0, "", "run", "--name", "user", "busybox", "true")
 	if _, err := os.Stat(disk); err != nil {
 		t.Fatalf("the image's disk was not built where expected: %v", err)

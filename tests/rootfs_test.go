@@ -19,16 +19,21 @@ func TestWritesStayInTheContainer(t *testing.T) {
 		t.Fatalf("stdout %q", r.stdout)
 	}
 	// The image disk does not have the file, and still has ls.
-	disks, _ := filepath.Glob(filepath.Join(e.dataRoot, "disks", "*.ext4"))
+	// (Flattened disks, which hold whole images based on busybox; layer
+	// disks of built images hold only their layers.)
+	disks, _ := filepath.Glob(filepath.Join(e.dataRoot, "disks", "flat-*.ext4"))
 	if len(disks) == 0 {
 		t.Fatalf("no image disk under %s/disks", e.dataRoot)
 	}
-	for _, d := range disks {
+	layers, _ := filepath.Glob(filepath.Join(e.dataRoot, "disks", "layer-*.ext4"))
+	for _, d := range append(disks, layers...) {
 		out, _ := exec.Command("debugfs", "-R", "stat /written", d).CombinedOutput()
 		if !strings.Contains(string(out), "File not found") {
 			t.Errorf("image disk %s has /written: %s", d, out)
 		}
-		out, _ = exec.Command("debugfs", "-R", "stat /bin/ls", d).CombinedOutput()
+	}
+	for _, d := range disks {
+		out, _ := exec.Command("debugfs", "-R", "stat /bin/ls", d).CombinedOutput()
 		if strings.Contains(string(out), "File not found") {
 			t.Errorf("image disk %s lost /bin/ls", d)
 		}

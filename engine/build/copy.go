@@ -461,8 +461,10 @@ func fields(file []byte) [][]string {
 }
 
 // withParents sorts entries (a later one of the same name wins) and adds
-// the directories above them that the image lacks, owned by --chown's
-// owner or root, mode 0755.
+// the directories above them: as the image has them, as Docker's layers
+// list them (and as a layer must to be stacked as a lower directory of
+// its own), or, where the image lacks them, owned by --chown's owner or
+// root, mode 0755.
 func withParents(entries []entry, files *tree, o owner) []entry {
 	byName := map[string]int{}
 	var out []entry
@@ -479,11 +481,17 @@ func withParents(entries []entry, files *tree, o owner) []entry {
 	}
 	for _, e := range append([]entry(nil), out...) {
 		for dir := path.Dir(e.hdr.Name); dir != "." && dir != "/"; dir = path.Dir(dir) {
-			if _, ok := byName[dir]; ok || files.isDir("/"+dir) {
+			if _, ok := byName[dir]; ok {
 				continue
 			}
-			h := tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755, Format: tar.FormatPAX, ModTime: e.hdr.ModTime}
-			o.apply(&h, false)
+			var h tar.Header
+			if have := files.dir("/" + dir); have != nil {
+				h = *have
+				h.Name, h.Format = dir, tar.FormatPAX
+			} else {
+				h = tar.Header{Name: dir, Typeflag: tar.TypeDir, Mode: 0o755, Format: tar.FormatPAX, ModTime: e.hdr.ModTime}
+				o.apply(&h, false)
+			}
 			byName[dir] = len(out)
 			out = append(out, entry{hdr: h})
 		}
@@ -670,12 +678,26 @@ func (r *run) fromDir(ctx context.Context, from string) (string, error) {
 // tree indexes an image's file system: what each path is, and the
 // passwd and group files --chown reads.
 type tree struct {
-	layers        string // the diff IDs it was made from
-	dirs          map[string]bool
+	layers        string                 // the diff IDs it was made from
+	dirs          map[string]*tar.Header // by absolute path; the root's is nil
 	passwd, group []byte
 }
 
-func (t *tree) isDir(p string) bool { return t != nil && t.dirs[path.Clean(p)] }
+func (t *tree) isDir(p string) bool {
+	if t == nil {
+		return false
+	}
+	_, ok := t.dirs[path.Clean(p)]
+	return ok
+}
+
+// dir is the image's entry of the directory at p, nil if it has none.
+func (t *tree) dir(p string) *tar.Header {
+	if t == nil {
+		return nil
+	}
+	return t.dirs[path.Clean(p)]
+}
 
 // files returns the index of st's file system, made once per layer set.
 func (r *run) files(ctx context.Context, st *state) (*tree, error) {
@@ -683,7 +705,7 @@ func (r *run) files(ctx context.Context, st *state) (*tree, error) {
 	if st.files != nil && st.files.layers == key {
 		return st.files, nil
 	}
-	t := &tree{layers: key, dirs: map[string]bool{"/": true}}
+	t := &tree{layers: key, dirs: map[string]*tar.Header{"/": nil}}
 	rc := mutate.Extract(st.img)
 	defer rc.Close()
 	tr := tar.NewReader(rc)
@@ -700,7 +722,8 @@ func (r *run) files(ctx context.Context, st *state) (*tree, error) {
 		}
 		name := path.Clean("/" + hdr.Name)
 		if hdr.Typeflag == tar.TypeDir {
-			t.dirs[name] = true
+			t.dirs[name] = &tar.Header{Typeflag: tar.TypeDir, Mode: hdr.Mode, Uid: hdr.Uid, Gid: hdr.Gid,
+				ModTime: hdr.ModTime, PAXRecords: xattrRecords(hdr)}
 		}
 		if (name == "/etc/passwd" || name == "/etc/group") && hdr.Typeflag == tar.TypeReg && hdr.Size < 1<<20 {
 			b, err := io.ReadAll(tr)
@@ -724,4 +747,18 @@ func layersKey(cfg *v1.ConfigFile) string {
 		io.WriteString(h, d.String())
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// xattrRecords are the extended attributes among an entry's PAX records.
+func xattrRecords(hdr *tar.Header) map[string]string {
+	var out map[string]string
+	for k, v := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "SCHILY.xattr.") {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = v
+		}
+	}
+	return out
 }

@@ -76,7 +76,11 @@ type Config struct {
 	// in records of versions before networking (see NetworkMode).
 	Network *NetworkConfig `json:"network,omitempty"`
 
-	// ImageDisk is the image's read-only disk, built at create.
+	// ImageDisks are the image's read-only disks, top layer first, built
+	// at create (see rootfs.Builder.ImageDisks).
+	ImageDisks []string `json:"imageDisks,omitempty"`
+	// ImageDisk is the single flattened disk that records of earlier
+	// versions have instead of ImageDisks.
 	ImageDisk string `json:"imageDisk,omitempty"`
 	// Spec is the OCI runtime spec the guest runs, built at create from
 	// the fields above.
@@ -87,7 +91,19 @@ type Config struct {
 // disk and the spec. Records written by earlier versions did not: their
 // next start does it once and records the result.
 func (c *Config) Resolved() bool {
-	return c.Accel != "" && c.ImageDisk != "" && c.Spec != nil
+	return c.Accel != "" && len(c.Disks()) > 0 && c.Spec != nil
+}
+
+// Disks are the image's read-only disks, top first: ImageDisks, or the
+// one ImageDisk of an earlier version's record.
+func (c *Config) Disks() []string {
+	if len(c.ImageDisks) > 0 {
+		return c.ImageDisks
+	}
+	if c.ImageDisk != "" {
+		return []string{c.ImageDisk}
+	}
+	return nil
 }
 
 // Mount is a volume mounted into a container.

@@ -170,7 +170,7 @@ func TestImageDiskChecksDiffIDs(t *testing.T) {
 				if cl.Layer != tc.layer || !errdefs.IsDataLoss(err) {
 					t.Errorf("try %d: error names layer %d (want %d), data loss %v", try, cl.Layer, tc.layer, errdefs.IsDataLoss(err))
 				}
-				p, _ := b.DiskPath(img.ID)
+				p := flatPath(t, b, img)
 				if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 					t.Errorf("try %d: a disk was cached for the corrupt image (%v)", try, err)
 				}

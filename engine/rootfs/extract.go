@@ -64,10 +64,20 @@ func extractTar(ctx context.Context, r io.Reader, dir string) (usage, error) {
 	}
 	defer root.Close()
 	x := &extractor{root: root}
+	if err := x.unpack(ctx, r); err != nil {
+		return usage{}, err
+	}
+	x.use.inodes++ // the root directory
+	return x.use, nil
+}
+
+// unpack extracts every entry of the tar stream r, then the hard links
+// that came before their targets, then the directories' modes and times.
+func (x *extractor) unpack(ctx context.Context, r io.Reader) error {
 	tr := tar.NewReader(r)
 	for {
 		if err := ctx.Err(); err != nil {
-			return usage{}, err
+			return err
 		}
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -75,29 +85,35 @@ func extractTar(ctx context.Context, r io.Reader, dir string) (usage, error) {
 			// fails (a deferred Close), and reports the failure only when
 			// its pipe is read further; so read to the real end.
 			if _, err := io.Copy(io.Discard, r); err != nil {
-				return usage{}, fmt.Errorf("reading image layers: %w", err)
+				return fmt.Errorf("reading image layers: %w", err)
 			}
 			break
 		}
 		if err != nil {
-			return usage{}, fmt.Errorf("reading image layers: %w", err)
+			return fmt.Errorf("reading image layers: %w", err)
 		}
 		if err := x.entry(hdr, tr); err != nil {
-			return usage{}, fmt.Errorf("extracting %q: %w", hdr.Name, err)
+			return fmt.Errorf("extracting %q: %w", hdr.Name, err)
 		}
 	}
 	// mutate.Extract emits upper layers first, so a hard link can precede
 	// the file it names; those are made once everything else exists.
 	for _, hdr := range x.pendingLinks {
+		if x.overlay {
+			// A link to a file of a lower layer: the layer cannot be a
+			// disk of its own.
+			if target, err := cleanName(hdr.Linkname); err == nil {
+				if _, err := x.root.Lstat(target); errors.Is(err, os.ErrNotExist) {
+					x.unlinked = true
+					continue
+				}
+			}
+		}
 		if err := x.link(hdr, false); err != nil {
-			return usage{}, fmt.Errorf("extracting %q: %w", hdr.Name, err)
+			return fmt.Errorf("extracting %q: %w", hdr.Name, err)
 		}
 	}
-	if err := x.finishDirs(); err != nil {
-		return usage{}, err
-	}
-	x.use.inodes++ // the root directory
-	return x.use, nil
+	return x.finishDirs()
 }
 
 type extractor struct {
@@ -106,6 +122,16 @@ type extractor struct {
 	dirs         []dirMeta
 	seenDirs     map[string]bool
 	pendingLinks []*tar.Header
+
+	// overlay is set when one layer is unpacked as an overlayfs lower
+	// directory (layer.go) rather than a flattened image: whiteouts become
+	// overlayfs's, and what the layer lists is recorded to tell whether
+	// it stands on its own.
+	overlay   bool
+	listed    map[string]bool // directories the layer lists
+	whiteouts map[string]bool // whiteout nodes made
+	entries   int
+	unlinked  bool // a hard link named a file the layer lacks
 }
 
 // dirMeta is applied after extraction: a directory's mode may forbid
@@ -120,6 +146,13 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	name, err := cleanName(hdr.Name)
 	if err != nil {
 		return err
+	}
+	dropOverlayXattrs(hdr)
+	if x.overlay {
+		x.entries++
+		if strings.HasPrefix(path.Base(name), whiteoutPrefix) {
+			return x.whiteout(name)
+		}
 	}
 	if name != "." {
 		if err := x.mkParents(name); err != nil {
@@ -237,9 +270,13 @@ func skipKept(err error) error {
 
 func (x *extractor) dir(name string, hdr *tar.Header, mode fs.FileMode) error {
 	fi, err := x.root.Lstat(name)
+	opaque := false
 	switch {
 	case err == nil && fi.IsDir():
 	case err == nil || errors.Is(err, os.ErrNotExist):
+		// A directory in place of this layer's whiteout of the same
+		// name hides what the layers below have there.
+		opaque = x.whiteouts[name]
 		if err := x.replace(name); err != nil {
 			return skipKept(err)
 		}
@@ -248,6 +285,14 @@ func (x *extractor) dir(name string, hdr *tar.Header, mode fs.FileMode) error {
 		}
 	default:
 		return err
+	}
+	if x.overlay {
+		x.listed[name] = true
+		if opaque {
+			if err := x.setOpaque(name); err != nil {
+				return err
+			}
+		}
 	}
 	x.countDir(name)
 	if err := x.owner(name, hdr); err != nil {
@@ -414,6 +459,18 @@ func hasXattrs(hdr *tar.Header) bool {
 		}
 	}
 	return false
+}
+
+// dropOverlayXattrs removes overlayfs's own attributes (trusted.overlay.*)
+// from an entry: in a layer they would steer the guest's overlay (opaque
+// marks, redirects, metacopy), which only the layer format's whiteouts may
+// do. Docker's and containerd's appliers drop them too.
+func dropOverlayXattrs(hdr *tar.Header) {
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, xattrPrefix+"trusted.overlay.") {
+			delete(hdr.PAXRecords, k)
+		}
+	}
 }
 
 func setXattrs(fd int, hdr *tar.Header) error {

@@ -1,8 +1,9 @@
-// Package rootfs turns images into the block devices a guest mounts: a
-// read-only ext4 disk holding an image's flattened root file system,
-// built once per image and cached by image ID, and a fresh writable ext4
-// disk per container for its read-write layer. The guest agent stacks the
-// two with overlayfs.
+// Package rootfs turns images into the block devices a guest mounts:
+// read-only ext4 disks holding an image's root file system (one flattened
+// disk, or a flattened base with a disk per layer above it, see layer.go),
+// built once and cached by layer chain ID, and a fresh writable ext4 disk
+// per container for its read-write layer. The guest agent stacks them with
+// overlayfs.
 //
 // Images are unpacked on the host into a temporary directory (through
 // os.Root, so hostile layer paths cannot escape it), each layer checked
@@ -28,6 +29,7 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/vmctl/vmctl/engine/errs"
@@ -35,9 +37,10 @@ import (
 	"github.com/vmctl/vmctl/engine/images"
 )
 
-// Builder builds and caches image disks under one directory:
-// <root>/disks/<image-id-hex>.ext4, with scratch space in <root>/tmp.
-// It is safe for concurrent use by goroutines and processes.
+// Builder builds and caches image disks under one directory, <root>/disks
+// (flat-<chain>.ext4 and layer-<chain>.ext4, see layer.go), with scratch
+// space in <root>/tmp. It is safe for concurrent use by goroutines and
+// processes.
 type Builder struct {
 	root string
 }
@@ -73,38 +76,27 @@ func idHex(id string) (string, error) {
 	return h, nil
 }
 
-// DiskPath is where the disk of the image with this ID is (or would be) cached.
-func (b *Builder) DiskPath(id string) (string, error) {
-	h, err := idHex(id)
-	if err != nil {
-		return "", err
+func (b *Builder) lockPath(key string) string { return filepath.Join(b.disksDir(), key+".lock") }
+
+// keyOf returns the cache key a file or scratch name under disks/ or tmp/
+// belongs to: "flat-<hex>" or "layer-<hex>", or the bare image ID hex of
+// the disks of earlier versions, which were keyed by image.
+func keyOf(name string) (string, bool) {
+	name = strings.TrimPrefix(name, ".")
+	kind := ""
+	for _, k := range []string{"flat-", "layer-"} {
+		if strings.HasPrefix(name, k) {
+			kind, name = k, name[len(k):]
+		}
 	}
-	return filepath.Join(b.disksDir(), h+".ext4"), nil
+	if len(name) < 64 || !hexID.MatchString(name[:64]) || (len(name) > 64 && !strings.ContainsRune("-.", rune(name[64]))) {
+		return "", false
+	}
+	return kind + name[:64], true
 }
 
-func (b *Builder) lockPath(h string) string { return filepath.Join(b.disksDir(), h+".lock") }
-
-// RemoveImageDisk deletes the cached disk of the image with this ID (a
-// removed image), waiting for a build of it in progress. A VM that has the
-// disk open keeps its copy until it ends.
-func (b *Builder) RemoveImageDisk(ctx context.Context, id string) error {
-	h, err := idHex(id)
-	if err != nil {
-		return err
-	}
-	l, err := flock.Acquire(ctx, b.lockPath(h))
-	if err != nil {
-		return err
-	}
-	defer l.Release()
-	if err := os.Remove(filepath.Join(b.disksDir(), h+".ext4")); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
-}
-
-// removeStale deletes scratch entries (named <hex>-...) whose build is no
-// longer running, which the per-image lock tells.
+// removeStale deletes scratch entries (named <key>-...) whose build is no
+// longer running, which the key's lock tells.
 func (b *Builder) removeStale() {
 	for _, dir := range []string{b.tmpDir(), b.disksDir()} {
 		entries, err := os.ReadDir(dir)
@@ -112,11 +104,11 @@ func (b *Builder) removeStale() {
 			continue
 		}
 		for _, e := range entries {
-			h, _, ok := strings.Cut(strings.TrimPrefix(e.Name(), "."), "-")
-			if !ok || !hexID.MatchString(h) {
+			key, ok := keyOf(e.Name())
+			if !ok || !strings.HasPrefix(strings.TrimPrefix(e.Name(), "."), key+"-") {
 				continue
 			}
-			l, free, err := flock.TryAcquire(b.lockPath(h), true)
+			l, free, err := flock.TryAcquire(b.lockPath(key), true)
 			if err != nil || !free {
 				continue
 			}
@@ -124,6 +116,63 @@ func (b *Builder) removeStale() {
 			l.Release()
 		}
 	}
+}
+
+// Prune deletes the cached disks that no image of live needs: for each
+// image, the flattened disk and the layer disk of every prefix of its
+// layers are kept. A disk being built is left alone; a VM that has a
+// deleted disk open keeps its copy until it ends, and a stopped container
+// whose disk went gets it built again at its next start. It returns the
+// number of disks deleted.
+func (b *Builder) Prune(ctx context.Context, live []images.Image) (int, error) {
+	keep := map[string]bool{}
+	for _, img := range live {
+		content := img.Content()
+		if content == nil {
+			continue
+		}
+		cf, err := content.ConfigFile()
+		if err != nil {
+			// An image whose config cannot be read keeps nothing: its
+			// disks could not be built either.
+			continue
+		}
+		keep[flatKey(emptyChain)] = keep[flatKey(emptyChain)] || len(cf.RootFS.DiffIDs) == 0
+		for _, c := range ChainIDs(cf.RootFS.DiffIDs) {
+			keep[flatKey(c)], keep[layerKey(c)] = true, true
+		}
+	}
+	entries, err := os.ReadDir(b.disksDir())
+	if err != nil {
+		return 0, err
+	}
+	doomed := map[string]bool{}
+	for _, e := range entries {
+		if key, ok := keyOf(e.Name()); ok && !keep[key] && !strings.HasPrefix(e.Name(), ".") {
+			doomed[key] = true
+		}
+	}
+	removed := 0
+	for key := range doomed {
+		if err := ctx.Err(); err != nil {
+			return removed, err
+		}
+		l, free, err := flock.TryAcquire(b.lockPath(key), true)
+		if err != nil || !free {
+			continue
+		}
+		for _, ext := range []string{".ext4", ".empty", ".unfit"} {
+			err := os.Remove(b.diskFile(key, ext))
+			if err == nil && ext == ".ext4" {
+				removed++
+			}
+		}
+		// The lock goes too: a builder that opened it before this unlink
+		// and takes it after may build the disk once more, which is all.
+		os.Remove(b.lockPath(key))
+		l.Release()
+	}
+	return removed, nil
 }
 
 // ImageDisk returns the path of a read-only ext4 disk holding img's
@@ -135,27 +184,37 @@ func (b *Builder) ImageDisk(ctx context.Context, img images.Image) (string, erro
 	if err != nil {
 		return "", err
 	}
-	final := filepath.Join(b.disksDir(), h+".ext4")
-	if _, err := os.Stat(final); err == nil {
-		return final, nil
-	}
 	mkfs, err := findMkfs()
 	if err != nil {
 		return "", err
 	}
-	if img.Content() == nil {
+	content := img.Content()
+	if content == nil {
 		return "", fmt.Errorf("image %s has no content to build a disk from", img.ID)
 	}
-	l, err := flock.Acquire(ctx, b.lockPath(h))
+	cf, err := content.ConfigFile()
+	if err != nil {
+		return "", fmt.Errorf("reading the config of image %s: %w", img.ID, err)
+	}
+	top := emptyChain
+	if chains := ChainIDs(cf.RootFS.DiffIDs); len(chains) > 0 {
+		top = chains[len(chains)-1]
+	}
+	key := flatKey(top)
+	final := b.diskFile(key, ".ext4")
+	if exists(final) {
+		return final, nil
+	}
+	l, err := flock.Acquire(ctx, b.lockPath(key))
 	if err != nil {
 		return "", err
 	}
 	defer l.Release()
 	// Someone else may have built it while we waited.
-	if _, err := os.Stat(final); err == nil {
+	if exists(final) {
 		return final, nil
 	}
-	unpacked, err := b.build(ctx, mkfs, img, h, final)
+	unpacked, err := b.build(ctx, mkfs, content, displayName(img, h), key, final)
 	if err != nil {
 		if cl, ok := errors.AsType[*CorruptLayerError](err); ok {
 			// Already one line that names the image and says what to do.
@@ -182,32 +241,39 @@ func displayName(img images.Image, h string) string {
 	return shortID(h)
 }
 
-// build makes the disk and returns the unpacked size of the image's layers.
-func (b *Builder) build(ctx context.Context, mkfs string, img images.Image, h, final string) (int64, error) {
-	dir, err := os.MkdirTemp(b.tmpDir(), h+"-")
+// build makes the flattened disk of content's layers at final and returns
+// their unpacked size. name is how errors name the image.
+func (b *Builder) build(ctx context.Context, mkfs string, content v1.Image, name, key, final string) (int64, error) {
+	dir, err := os.MkdirTemp(b.tmpDir(), key+"-")
 	if err != nil {
 		return 0, err
 	}
 	defer os.RemoveAll(dir)
-	content, err := checkDiffIDs(img.Content(), displayName(img, h))
+	checked, err := checkDiffIDs(content, name)
 	if err != nil {
 		return 0, err
 	}
-	rc := mutate.Extract(content)
+	rc := mutate.Extract(checked)
 	use, err := extractTar(ctx, rc, dir)
 	rc.Close()
 	if err != nil {
 		return 0, err
 	}
-	unpacked, ok := content.unpacked()
+	unpacked, ok := checked.unpacked()
 	if !ok {
 		// extractTar reads mutate.Extract to its end, which reads every
 		// layer to its end; a layer not read whole is a bug, not a pass.
-		return 0, fmt.Errorf("image %s: not every layer was read to its end", displayName(img, h))
+		return 0, fmt.Errorf("image %s: not every layer was read to its end", name)
 	}
-	f, err := os.CreateTemp(b.disksDir(), "."+h+"-*.ext4")
+	return unpacked, b.pack(ctx, mkfs, dir, use, key, final)
+}
+
+// pack makes a read-only ext4 disk of dir at final (through a temporary
+// file, renamed once complete and synced).
+func (b *Builder) pack(ctx context.Context, mkfs, dir string, use usage, key, final string) error {
+	f, err := os.CreateTemp(b.disksDir(), "."+key+"-*.ext4")
 	if err != nil {
-		return 0, err
+		return err
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // no-op after the rename
@@ -217,16 +283,17 @@ func (b *Builder) build(ctx context.Context, mkfs string, img images.Image, h, f
 		err = cerr
 	}
 	if err != nil {
-		return 0, err
+		return err
 	}
+	_, h, _ := strings.Cut(key, "-")
 	args := []string{
 		"-q", "-F",
 		"-b", strconv.Itoa(blockSize),
 		"-N", strconv.FormatInt(inodes, 10),
 		"-m", "0",
 		"-L", "vmctl-" + h[:10],
-		// A UUID derived from the image ID names the disk stably.
-		"-U", uuidFrom(h),
+		// A UUID derived from the key names the disk stably.
+		"-U", uuidFrom(key),
 		// Read-only: no journal and no room reserved for growth.
 		"-O", "^has_journal,^resize_inode",
 		"-E", "root_owner=0:0,nodiscard",
@@ -235,23 +302,23 @@ func (b *Builder) build(ctx context.Context, mkfs string, img images.Image, h, f
 	}
 	if out, err := exec.CommandContext(ctx, mkfs, args...).CombinedOutput(); err != nil {
 		if ctx.Err() != nil {
-			return 0, ctx.Err()
+			return ctx.Err()
 		}
-		return 0, fmt.Errorf("mkfs.ext4: %w: %s", err, firstLine(out))
+		return fmt.Errorf("mkfs.ext4: %w: %s", err, firstLine(out))
 	}
 	// The read-only feature makes the kernel refuse a read-write mount of a
 	// disk that VMs share; mke2fs 1.47 cannot set it, tune2fs can.
 	tune := filepath.Join(filepath.Dir(mkfs), "tune2fs")
 	if out, err := exec.CommandContext(ctx, tune, "-O", "read-only", tmp).CombinedOutput(); err != nil {
 		if ctx.Err() != nil {
-			return 0, ctx.Err()
+			return ctx.Err()
 		}
-		return 0, fmt.Errorf("tune2fs: %w: %s", err, firstLine(out))
+		return fmt.Errorf("tune2fs: %w: %s", err, firstLine(out))
 	}
 	if err := syncFile(tmp); err != nil {
-		return 0, err
+		return err
 	}
-	return unpacked, os.Rename(tmp, final)
+	return os.Rename(tmp, final)
 }
 
 // diskSize sizes a read-only disk from what extraction counted: data plus
@@ -289,19 +356,6 @@ func firstLine(b []byte) string {
 		s = s[:i]
 	}
 	return s
-}
-
-// RemoveDisk deletes the cached disk of the image with this ID, if any.
-// A running VM that has the disk open keeps its copy until it exits.
-func (b *Builder) RemoveDisk(id string) error {
-	p, err := b.DiskPath(id)
-	if err != nil {
-		return err
-	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
 }
 
 // ErrNoMkfs says e2fsprogs is missing.

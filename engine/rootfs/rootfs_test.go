@@ -89,15 +89,19 @@ func newBuilder(t testing.TB) *Builder {
 // debugfs runs one debugfs request against a disk image, read-only.
 func debugfs(t testing.TB, disk, req string) string {
 	t.Helper()
-	bin, err := exec.LookPath("debugfs")
-	if err != nil {
-		bin = "/usr/sbin/debugfs"
-	}
-	out, err := exec.Command(bin, "-R", req, disk).Output()
+	out, err := debugfsCmd(disk, req).Output()
 	if err != nil {
 		t.Fatalf("debugfs -R %q: %v", req, err)
 	}
 	return string(out)
+}
+
+func debugfsCmd(disk, req string) *exec.Cmd {
+	bin, err := exec.LookPath("debugfs")
+	if err != nil {
+		bin = "/usr/sbin/debugfs"
+	}
+	return exec.Command(bin, "-R", req, disk)
 }
 
 // leftovers lists what the builder's directories hold besides cached disks
@@ -109,7 +113,8 @@ func leftovers(t testing.TB, b *Builder) []string {
 		entries, _ := os.ReadDir(d)
 		for _, e := range entries {
 			n := e.Name()
-			if d == b.disksDir() && !strings.HasPrefix(n, ".") && (strings.HasSuffix(n, ".ext4") || strings.HasSuffix(n, ".lock")) {
+			if d == b.disksDir() && !strings.HasPrefix(n, ".") && (strings.HasSuffix(n, ".ext4") || strings.HasSuffix(n, ".lock") ||
+				strings.HasSuffix(n, ".empty") || strings.HasSuffix(n, ".unfit")) {
 				continue
 			}
 			out = append(out, filepath.Join(filepath.Base(d), n))
@@ -144,7 +149,7 @@ func TestImageDiskContents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want, _ := b.DiskPath(img.ID); disk != want {
+	if want := flatPath(t, b, img); disk != want {
 		t.Errorf("disk at %s, want %s", disk, want)
 	}
 	tests := []struct {
@@ -190,11 +195,11 @@ func TestImageDiskContents(t *testing.T) {
 	if err != nil || again != disk || !os.SameFile(before, after) {
 		t.Errorf("second ImageDisk = %s, %v; want the cached %s", again, err, disk)
 	}
-	if err := b.RemoveDisk(img.ID); err != nil {
-		t.Fatal(err)
+	if n, err := b.Prune(context.Background(), nil); err != nil || n != 1 {
+		t.Fatalf("Prune with no image = %d, %v; want the one disk removed", n, err)
 	}
 	if _, err := os.Stat(disk); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("disk still there after RemoveDisk")
+		t.Errorf("disk still there after Prune")
 	}
 }
 
@@ -328,7 +333,7 @@ func TestImageDiskFailuresLeaveNothing(t *testing.T) {
 			} else if strings.Contains(err.Error(), "\n") {
 				t.Errorf("error is not one line: %q", err)
 			}
-			p, _ := b.DiskPath(img.ID)
+			p := flatPath(t, b, img)
 			if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("a disk was left at %s", p)
 			}
@@ -462,30 +467,56 @@ func BenchmarkWritableDisk(b *testing.B) {
 	}
 }
 
-func TestRemoveImageDisk(t *testing.T) {
-	needTools(t)
-	img := storedImage(t, []ent{reg("f", "data", 0o644)})
-	b := newBuilder(t)
-	ctx := context.Background()
-	disk, err := b.ImageDisk(ctx, img)
+// flatPath is where the flattened disk of img is cached.
+func flatPath(t testing.TB, b *Builder, img images.Image) string {
+	t.Helper()
+	cf, err := img.Content().ConfigFile()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.RemoveImageDisk(ctx, img.ID); err != nil {
-		t.Fatalf("RemoveImageDisk: %v", err)
+	chains := ChainIDs(cf.RootFS.DiffIDs)
+	if len(chains) == 0 {
+		return b.diskFile(flatKey(emptyChain), ".ext4")
 	}
-	if _, err := os.Stat(disk); !os.IsNotExist(err) {
-		t.Errorf("the disk is still there (stat: %v)", err)
+	return b.diskFile(flatKey(chains[len(chains)-1]), ".ext4")
+}
+
+// TestPrune: Prune keeps the disks of the images it is given and deletes
+// the others, the disks of earlier versions (named by image ID) too.
+func TestPrune(t *testing.T) {
+	needTools(t)
+	keep := storedImage(t, []ent{reg("f", "data", 0o644)})
+	gone := storedImage(t, []ent{reg("g", "other", 0o644)})
+	b := newBuilder(t)
+	ctx := context.Background()
+	kept, err := b.ImageDisk(ctx, keep)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Gone already, or never built: not an error.
-	if err := b.RemoveImageDisk(ctx, img.ID); err != nil {
-		t.Errorf("second RemoveImageDisk: %v", err)
+	disk, err := b.ImageDisk(ctx, gone)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := b.RemoveImageDisk(ctx, "sha256:../../etc"); err == nil {
-		t.Error("RemoveImageDisk took a malformed ID")
+	legacy := filepath.Join(b.disksDir(), strings.TrimPrefix(gone.ID, "sha256:")+".ext4")
+	if err := os.WriteFile(legacy, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	// The image can be built again.
-	if _, err := b.ImageDisk(ctx, img); err != nil {
-		t.Errorf("ImageDisk after removal: %v", err)
+	if n, err := b.Prune(ctx, []images.Image{keep}); err != nil || n != 2 {
+		t.Fatalf("Prune = %d, %v; want 2 disks removed", n, err)
+	}
+	for _, p := range []string{disk, legacy} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s is still there (stat: %v)", filepath.Base(p), err)
+		}
+	}
+	if _, err := os.Stat(kept); err != nil {
+		t.Errorf("the live image's disk went: %v", err)
+	}
+	// Nothing left to remove, and the image can be built again.
+	if n, err := b.Prune(ctx, []images.Image{keep}); err != nil || n != 0 {
+		t.Errorf("second Prune = %d, %v", n, err)
+	}
+	if _, err := b.ImageDisk(ctx, gone); err != nil {
+		t.Errorf("ImageDisk after Prune: %v", err)
 	}
 }

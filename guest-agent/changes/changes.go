@@ -23,8 +23,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -88,22 +90,14 @@ func Write(w io.Writer, dir string, prev Snapshot) (next Snapshot, n int, err er
 		return Snapshot{}, 0, fmt.Errorf("reading the upper directory: %w", err)
 	}
 	sort.Strings(names)
-	tw := tar.NewWriter(w)
-	links := map[uint64]string{} // inode of a file with several names -> the name written
+	// What changed, and what the previous layer had and the directory no
+	// longer has (one whiteout for the topmost path gone).
+	changed := map[string]bool{}
 	for _, p := range names {
-		st := next.files[p]
-		old, had := prev.files[p]
-		if had && old == st {
-			continue
+		if old, had := prev.files[p]; !had || old != next.files[p] {
+			changed[p] = true
 		}
-		k, err := writeEntry(tw, root, p, st, had && old.opaque, links)
-		if err != nil {
-			return Snapshot{}, 0, err
-		}
-		n += k
 	}
-	// What the previous layer had and the directory no longer has: one
-	// whiteout for the topmost path gone.
 	var gone []string
 	for p := range prev.files {
 		if _, ok := next.files[p]; !ok {
@@ -111,6 +105,7 @@ func Write(w io.Writer, dir string, prev Snapshot) (next Snapshot, n int, err er
 		}
 	}
 	sort.Strings(gone)
+	var whiteouts []string
 	for i, p := range gone {
 		if i > 0 && under(p, gone[:i]) {
 			continue
@@ -118,6 +113,32 @@ func Write(w io.Writer, dir string, prev Snapshot) (next Snapshot, n int, err er
 		if prev.files[p].whiteoutNode {
 			continue // a whiteout that went: the lower file is back, which a layer cannot say
 		}
+		whiteouts = append(whiteouts, p)
+	}
+	// Every directory above a change is listed too, as it is now, as
+	// Docker's layers list them: a layer that only implied one could not
+	// be stacked as a lower directory of its own (the engine's layer
+	// disks) without losing the directory's owner and mode.
+	parents := map[string]bool{}
+	for _, p := range append(slices.Collect(maps.Keys(changed)), whiteouts...) {
+		for d := path.Dir(p); d != "." && !parents[d]; d = path.Dir(d) {
+			parents[d] = true
+		}
+	}
+	tw := tar.NewWriter(w)
+	links := map[uint64]string{} // inode of a file with several names -> the name written
+	for _, p := range names {
+		if !changed[p] && !parents[p] {
+			continue
+		}
+		old, had := prev.files[p]
+		k, err := writeEntry(tw, root, p, next.files[p], had && old.opaque, links)
+		if err != nil {
+			return Snapshot{}, 0, err
+		}
+		n += k
+	}
+	for _, p := range whiteouts {
 		if err := tw.WriteHeader(&tar.Header{Name: whiteoutName(p), Typeflag: tar.TypeReg, Format: tar.FormatPAX, ModTime: time.Unix(0, 0)}); err != nil {
 			return Snapshot{}, 0, err
 		}

@@ -110,6 +110,11 @@ func TestWrite(t *testing.T) {
 	if files["d/b"].body != "B" {
 		t.Errorf("d/b = %q", files["d/b"].body)
 	}
+	// d did not change (a file in it was rewritten in place), but a layer
+	// lists every directory above what it holds, as it is now.
+	if g, ok := files["d/"]; !ok || g.mode != 0o750 || slices.Index(order, "d/") > slices.Index(order, "d/b") {
+		t.Errorf("second layer's d/ = %+v (present %v) in %v, want the 0750 directory before d/b", g, ok, order)
+	}
 	for _, name := range []string{"a", "h", "o/.wh.c", ".wh.o/c", "o/c"} {
 		if _, ok := files[name]; ok {
 			t.Errorf("second layer has %s: %v", name, order)

@@ -35,7 +35,8 @@ const (
 // agent finds the device by its serial, never by probe order. A serial is
 // at most 20 bytes (VIRTIO_BLK_ID_BYTES).
 const (
-	// ImageDiskSerial is the container image's read-only disk.
+	// ImageDiskSerial is the container image's read-only disk, or the
+	// top one of several (see ImageDiskSerialN).
 	ImageDiskSerial = "vmctl-image"
 	// WritableDiskSerial is the container's writable disk: the overlay's
 	// upper and work directories.
@@ -44,6 +45,16 @@ const (
 	// container's mounts is a volume's serial (see VolumeDiskSerial).
 	VolumeDiskSerialPrefix = "vmctl-vol"
 )
+
+// ImageDiskSerialN is the serial of the i-th of an image's read-only
+// disks, counted from the top one (ImageDiskSerial). The agent stacks them
+// in the order the storages list them, the first on top.
+func ImageDiskSerialN(i int) string {
+	if i == 0 {
+		return ImageDiskSerial
+	}
+	return ImageDiskSerial + strconv.Itoa(i)
+}
 
 // VolumeDiskSerial is the serial of the container's i-th volume disk.
 func VolumeDiskSerial(i int) string { return VolumeDiskSerialPrefix + strconv.Itoa(i) }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,7 +36,8 @@ type bootFixture struct {
 	mu       sync.Mutex
 	chosen   []string // ChooseDriver's names
 	resolved int      // Images.Resolve calls
-	disks    int      // Images.Disk calls
+	disks    int      // Images.Disks calls
+	budgets  []int    // the budget of each
 	opened   []sandbox.Choice
 	openErr  error
 	starts   []sandbox.Config
@@ -87,12 +89,25 @@ func (f *bootFixture) Resolve(_ context.Context, ref string) (ImageInfo, error) 
 }
 
 // Disk "builds" the image disk: a file in the fixture's directory.
-func (f *bootFixture) Disk(_ context.Context, id string) (string, error) {
+// Disks gives the image as a stack of two disks when the budget allows.
+func (f *bootFixture) Disks(_ context.Context, id string, budget int) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.disks++
-	p := filepath.Join(f.dir, strings.TrimPrefix(id, "sha256:")+".ext4")
-	return p, os.WriteFile(p, []byte("disk"), 0o600)
+	f.budgets = append(f.budgets, budget)
+	names := []string{strings.TrimPrefix(id, "sha256:") + ".ext4"}
+	if budget >= 2 {
+		names = []string{"top.ext4", "base.ext4"}
+	}
+	var out []string
+	for _, n := range names {
+		p := filepath.Join(f.dir, n)
+		if err := os.WriteFile(p, []byte("disk"), 0o600); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 type counts struct {
@@ -212,10 +227,14 @@ func TestCreateResolvesOnce(t *testing.T) {
 	}
 	cfg := rec.Config
 	wantSpec, _ := BuildSpec(rec)
-	if cfg.Hypervisor != "qemu" || cfg.Accel != "tcg" || cfg.ImageDisk != filepath.Join(f.dir, "0123.ext4") ||
+	wantDisks := []string{filepath.Join(f.dir, "top.ext4"), filepath.Join(f.dir, "base.ext4")}
+	if cfg.Hypervisor != "qemu" || cfg.Accel != "tcg" || !slices.Equal(cfg.ImageDisks, wantDisks) ||
 		!reflect.DeepEqual(cfg.Spec, wantSpec) || !cfg.Resolved() {
-		t.Fatalf("record = hypervisor %q accel %q disk %q spec %+v; want qemu, tcg, the built disk and spec",
-			cfg.Hypervisor, cfg.Accel, cfg.ImageDisk, cfg.Spec)
+		t.Fatalf("record = hypervisor %q accel %q disks %q spec %+v; want qemu, tcg, the built disks and spec",
+			cfg.Hypervisor, cfg.Accel, cfg.ImageDisks, cfg.Spec)
+	}
+	if f.budgets[0] != maxImageDisks {
+		t.Errorf("image disk budget %d without volumes, want %d", f.budgets[0], maxImageDisks)
 	}
 	if cfg.Spec.Process.User.UID != 7 || cfg.Spec.Process.Cwd != "/srv" {
 		t.Errorf("recorded spec does not carry the image's user and workdir: %+v", cfg.Spec.Process)
@@ -235,13 +254,17 @@ func TestCreateResolvesOnce(t *testing.T) {
 		if f.opened[i] != (sandbox.Choice{Driver: "qemu", Accel: "tcg"}) {
 			t.Errorf("start %d opened %+v, want the recorded qemu/tcg", i, f.opened[i])
 		}
-		if d := f.starts[i].Disks; len(d) < 2 || d[0].Path != cfg.ImageDisk || d[0].Serial != contract.ImageDiskSerial {
-			t.Errorf("start %d disks = %+v, want the recorded image disk first", i, d)
+		d := f.starts[i].Disks
+		if len(d) != 3 || d[0].Path != wantDisks[0] || d[0].Serial != contract.ImageDiskSerial || !d[0].ReadOnly ||
+			d[1].Path != wantDisks[1] || d[1].Serial != contract.ImageDiskSerial+"1" || !d[1].ReadOnly ||
+			d[2].Serial != contract.WritableDiskSerial {
+			t.Errorf("start %d disks = %+v, want the recorded image disks, top first, then the writable one", i, d)
 		}
 		if !reflect.DeepEqual(f.created[i], cfg.Spec) {
 			t.Errorf("start %d sent spec %+v, want the recorded %+v", i, f.created[i], cfg.Spec)
 		}
-		if st := f.storages[i]; len(st) != 2 || st[0].Role != contract.RoleImage || st[1].Serial != contract.WritableDiskSerial {
+		if st := f.storages[i]; len(st) != 3 || st[0].Role != contract.RoleImage || st[0].Serial != d[0].Serial ||
+			st[1].Role != contract.RoleImage || st[1].Serial != d[1].Serial || st[2].Serial != contract.WritableDiskSerial {
 			t.Errorf("start %d storages = %+v", i, st)
 		}
 		if n := f.networks[i]; n != (agent.ContainerNetwork{}) || len(f.starts[i].NICs) != 0 {
@@ -294,17 +317,54 @@ func TestStartRebuildsMissingImageDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Remove(c.Config.ImageDisk); err != nil {
+	if err := os.Remove(c.Config.ImageDisks[1]); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.run(c.ID); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.counts(); got.disks != 2 || got.chosen != 1 || got.resolved != 1 {
-		t.Errorf("counts = %+v, want the disk built again and nothing else", got)
+		t.Errorf("counts = %+v, want the disks built again and nothing else", got)
 	}
-	if _, err := os.Stat(c.Config.ImageDisk); err != nil {
+	if _, err := os.Stat(c.Config.ImageDisks[1]); err != nil {
 		t.Errorf("image disk not rebuilt: %v", err)
+	}
+}
+
+// TestStartKeepsEarlierSingleDisk: a record of an earlier version names
+// one flattened disk; while it is there, starts use it as it is.
+func TestStartKeepsEarlierSingleDisk(t *testing.T) {
+	f := newBootFixture(t)
+	c, err := f.svc.Create(context.Background(), CreateOptions{Image: "busybox", Name: "old"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := filepath.Join(f.dir, "legacy.ext4")
+	if err := os.WriteFile(legacy, []byte("disk"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.Config.ImageDisks, c.Config.ImageDisk = nil, legacy
+	if err := f.svc.cfg.Store.Update(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.run(c.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if d := f.starts[0].Disks; len(d) != 2 || d[0].Path != legacy || d[0].Serial != contract.ImageDiskSerial {
+		t.Errorf("disks = %+v, want the recorded single disk, then the writable one", d)
+	}
+	if f.disks != 1 {
+		t.Errorf("%d disk builds, want only the create's", f.disks)
+	}
+}
+
+func TestImageDiskBudget(t *testing.T) {
+	for vols, want := range map[int]int{0: 4, 3: 4, 4: 3, 5: 2, 6: 1, 7: 1, 16: 1} {
+		if got := imageDiskBudget(vols); got != want {
+			t.Errorf("imageDiskBudget(%d) = %d, want %d", vols, got, want)
+		}
 	}
 }
 
@@ -371,6 +431,6 @@ func TestCreateFailuresLeaveNothing(t *testing.T) {
 
 type brokenDisks struct{ *bootFixture }
 
-func (brokenDisks) Disk(context.Context, string) (string, error) {
-	return "", errs.Class(errdefs.ErrUnavailable, errors.New("no space left for the image disk"))
+func (brokenDisks) Disks(context.Context, string, int) ([]string, error) {
+	return nil, errs.Class(errdefs.ErrUnavailable, errors.New("no space left for the image disk"))
 }

@@ -69,10 +69,9 @@ func (s *Service) withAgent(ctx context.Context, ref string, fn func(a guestAgen
 	stateDir := filepath.Join(s.cfg.ExecRoot, c.ShortID()+"-m")
 	sb, err := drv.Start(ctx, sandbox.Config{
 		ID: c.ShortID() + "-m", Kernel: s.cfg.Kernel, Initrd: s.cfg.Initrd, VCPUs: vcpus, MemoryMiB: mem,
-		Disks: []sandbox.Disk{
-			{Path: c.Config.ImageDisk, Serial: contract.ImageDiskSerial, ReadOnly: true},
-			{Path: s.writableDisk(c.ID), Serial: contract.WritableDiskSerial},
-		},
+		Disks: append(imageSandboxDisks(c),
+			sandbox.Disk{Path: s.writableDisk(c.ID), Serial: contract.WritableDiskSerial},
+		),
 		StateDir:   stateDir,
 		ConsoleLog: filepath.Join(s.cfg.Store.Dir(c.ID), "maintenance-console.log"),
 	})
@@ -95,10 +94,9 @@ func (s *Service) withAgent(ctx context.Context, ref string, fn func(a guestAgen
 	if err != nil {
 		return err
 	}
-	err = a.CreateContainer(bootCtx, c.ID, spec, []agent.Storage{
-		{Serial: contract.ImageDiskSerial, FSType: "ext4", ReadOnly: true, Role: contract.RoleImage},
-		{Serial: contract.WritableDiskSerial, FSType: "ext4", Role: contract.RoleWritable},
-	}, agent.ContainerNetwork{})
+	err = a.CreateContainer(bootCtx, c.ID, spec, append(imageStorages(c),
+		agent.Storage{Serial: contract.WritableDiskSerial, FSType: "ext4", Role: contract.RoleWritable},
+	), agent.ContainerNetwork{})
 	if err != nil {
 		return fmt.Errorf("mounting container %s's disks: %w", c.Name, err)
 	}

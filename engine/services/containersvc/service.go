@@ -55,8 +55,9 @@ type ImageInfo struct {
 type ImageSource interface {
 	// Resolve returns errdefs.ErrNotFound for an unknown reference.
 	Resolve(ctx context.Context, ref string) (ImageInfo, error)
-	// Disk returns the path of the image's read-only disk, building it if needed.
-	Disk(ctx context.Context, imageID string) (string, error)
+	// Disks returns the paths of the image's read-only disks, top first
+	// and at most budget of them, building what is missing.
+	Disks(ctx context.Context, imageID string, budget int) ([]string, error)
 }
 
 // Config wires a Service.
@@ -307,10 +308,11 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 	if c.Config.Spec, err = BuildSpec(c); err != nil {
 		return nil, err
 	}
-	if c.Config.ImageDisk, err = s.cfg.Images.Disk(ctx, img.ID); err != nil {
+	vols := WithAnonymousVolumes(o.Volumes, img.Volumes)
+	if c.Config.ImageDisks, err = s.cfg.Images.Disks(ctx, img.ID, imageDiskBudget(len(vols))); err != nil {
 		return nil, fmt.Errorf("image disk: %w", err)
 	}
-	if err := s.createRecord(ctx, c, WithAnonymousVolumes(o.Volumes, img.Volumes)); err != nil {
+	if err := s.createRecord(ctx, c, vols); err != nil {
 		return nil, err
 	}
 	if err := s.cfg.NewWritableDisk(s.writableDisk(c.ID), s.cfg.WritableDiskSize); err != nil {

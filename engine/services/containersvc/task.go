@@ -211,12 +211,13 @@ func (s *Service) prepareStart(ctx context.Context, c *containers.Container) (sa
 			return nil, err
 		}
 	}
-	if st, err := os.Stat(cfg.ImageDisk); cfg.ImageDisk == "" || err != nil || !st.Mode().IsRegular() {
-		disk, err := s.cfg.Images.Disk(ctx, cfg.ImageID)
+	if !allRegular(cfg.Disks()) {
+		// Never built (an earlier version's record), or pruned since.
+		disks, err := s.cfg.Images.Disks(ctx, cfg.ImageID, imageDiskBudget(len(cfg.Mounts)))
 		if err != nil {
 			return nil, fmt.Errorf("image disk: %w", err)
 		}
-		cfg.ImageDisk = disk
+		cfg.ImageDisks, cfg.ImageDisk = disks, ""
 	}
 	return drv, nil
 }
@@ -249,10 +250,9 @@ func (t *task) boot(ctx context.Context) error {
 		Initrd:    s.cfg.Initrd,
 		VCPUs:     vcpus,
 		MemoryMiB: mem,
-		Disks: append([]sandbox.Disk{
-			{Path: c.Config.ImageDisk, Serial: contract.ImageDiskSerial, ReadOnly: true},
-			{Path: s.writableDisk(c.ID), Serial: contract.WritableDiskSerial},
-		}, vols.disks...),
+		Disks: append(append(imageSandboxDisks(c),
+			sandbox.Disk{Path: s.writableDisk(c.ID), Serial: contract.WritableDiskSerial},
+		), vols.disks...),
 		NICs:       plumbing.NICs,
 		StateDir:   filepath.Join(s.cfg.ExecRoot, c.ShortID()),
 		ConsoleLog: console,
@@ -285,10 +285,9 @@ func (t *task) boot(ctx context.Context) error {
 			return t.bootError("configure the guest's network", err)
 		}
 	}
-	err = t.agent.CreateContainer(bootCtx, c.ID, c.Config.Spec, append([]agent.Storage{
-		{Serial: contract.ImageDiskSerial, FSType: "ext4", ReadOnly: true, Role: contract.RoleImage},
-		{Serial: contract.WritableDiskSerial, FSType: "ext4", Role: contract.RoleWritable},
-	}, vols.storages...), plumbing.containerNetwork(c.Config.Hostname))
+	err = t.agent.CreateContainer(bootCtx, c.ID, c.Config.Spec, append(append(imageStorages(c),
+		agent.Storage{Serial: contract.WritableDiskSerial, FSType: "ext4", Role: contract.RoleWritable},
+	), vols.storages...), plumbing.containerNetwork(c.Config.Hostname))
 	if err != nil {
 		return commandError(err)
 	}

@@ -93,8 +93,8 @@ type fakeImages struct{ volumes []string }
 func (f fakeImages) Resolve(context.Context, string) (ImageInfo, error) {
 	return ImageInfo{ID: "sha256:0123", Name: "busybox", Cmd: []string{"sh"}, Volumes: f.volumes}, nil
 }
-func (fakeImages) Disk(_ context.Context, id string) (string, error) {
-	return "/images/" + strings.TrimPrefix(id, "sha256:") + ".ext4", nil
+func (fakeImages) Disks(_ context.Context, id string, _ int) ([]string, error) {
+	return []string{"/images/" + strings.TrimPrefix(id, "sha256:") + ".ext4"}, nil
 }
 
 func newVolumeTestService(t *testing.T) *Service {

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vmctl/vmctl/engine/build"
@@ -39,15 +40,16 @@ type (
 	Progress = images.Progress
 )
 
-// Disks removes the cached read-only disk of an image (rootfs.Builder).
+// Disks deletes the cached read-only disks that no image of live needs
+// (rootfs.Builder).
 type Disks interface {
-	RemoveImageDisk(ctx context.Context, imageID string) error
+	Prune(ctx context.Context, live []images.Image) (int, error)
 }
 
 // Config wires a Service.
 type Config struct {
 	Store *images.Store
-	// Disks, if set, loses the disk of every image a removal deletes.
+	// Disks, if set, loses the disks that a removal leaves no image using.
 	Disks Disks
 	// InUse names a container, running or not, made from the image with
 	// this ID; nil means none ever is.
@@ -150,11 +152,15 @@ func (s *Service) Remove(ctx context.Context, ref string, force bool) (RemoveRes
 	if err != nil {
 		return res, err
 	}
-	if s.cfg.Disks != nil {
-		for _, d := range res.Deleted {
-			if err := s.cfg.Disks.RemoveImageDisk(ctx, d); err != nil {
-				return res, fmt.Errorf("image %s removed, but not its disk: %w", d, err)
-			}
+	if s.cfg.Disks != nil && len(res.Deleted) > 0 {
+		// Disks are shared by images with the same layers, so what goes
+		// is what the images left do not use.
+		live, err := s.cfg.Store.List(ctx)
+		if err == nil {
+			_, err = s.cfg.Disks.Prune(ctx, live)
+		}
+		if err != nil {
+			return res, fmt.Errorf("image %s removed, but not its disk: %w", strings.Join(res.Deleted, ", "), err)
 		}
 	}
 	return res, nil

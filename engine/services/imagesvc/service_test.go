@@ -25,18 +25,22 @@ import (
 	"github.com/vmctl/vmctl/engine/images"
 )
 
-// fakeDisks records the image disks removed, failing for the IDs in fail.
+// fakeDisks records the live images of each prune, failing when fail is set.
 type fakeDisks struct {
-	removed []string
-	fail    map[string]bool
+	prunes [][]string // the IDs of the live images, per call
+	fail   bool
 }
 
-func (d *fakeDisks) RemoveImageDisk(_ context.Context, id string) error {
-	if d.fail[id] {
-		return errors.New("disk is busy")
+func (d *fakeDisks) Prune(_ context.Context, live []images.Image) (int, error) {
+	if d.fail {
+		return 0, errors.New("disk is busy")
 	}
-	d.removed = append(d.removed, id)
-	return nil
+	var ids []string
+	for _, img := range live {
+		ids = append(ids, img.ID)
+	}
+	d.prunes = append(d.prunes, ids)
+	return 1, nil
 }
 
 type fixture struct {
@@ -56,7 +60,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{bus: events.NewBus(64), disks: &fakeDisks{fail: map[string]bool{}}, users: map[string]string{},
+	f := &fixture{bus: events.NewBus(64), disks: &fakeDisks{}, users: map[string]string{},
 		since: time.Now().Add(-time.Second), t: t}
 	f.svc = New(Config{Store: store, Disks: f.disks, Events: f.bus,
 		InUse: func(id string) (string, bool) { c, ok := f.users[id]; return c, ok }})
@@ -135,8 +139,8 @@ func TestLoadTagRemoveEvents(t *testing.T) {
 		t.Fatalf("Remove(app:2) = %+v, %v", res, err)
 	}
 	f.wantEvents("untag " + id + " app:2")
-	if len(f.disks.removed) != 0 {
-		t.Errorf("an untag removed disks %v", f.disks.removed)
+	if len(f.disks.prunes) != 0 {
+		t.Errorf("an untag pruned disks: %v", f.disks.prunes)
 	}
 
 	res, err = f.svc.Remove(ctx, "app:1", false)
@@ -144,8 +148,8 @@ func TestLoadTagRemoveEvents(t *testing.T) {
 		t.Fatalf("Remove(app:1) = %+v, %v", res, err)
 	}
 	f.wantEvents("untag "+id+" app:1", "delete "+id+" "+id)
-	if !slices.Equal(f.disks.removed, []string{id}) {
-		t.Errorf("disks removed %v, want the deleted image's", f.disks.removed)
+	if len(f.disks.prunes) != 1 || slices.Contains(f.disks.prunes[0], id) {
+		t.Errorf("disk prunes %v, want one that keeps the disks of the images left, not of %s", f.disks.prunes, id)
 	}
 
 	if _, err := f.svc.Remove(ctx, "app:1", false); !errdefs.IsNotFound(err) {
@@ -174,8 +178,8 @@ func TestRemoveInUse(t *testing.T) {
 	if _, err := f.svc.Resolve(ctx, id); err != nil {
 		t.Errorf("the image in use is gone: %v", err)
 	}
-	if len(f.disks.removed) != 0 {
-		t.Errorf("disks removed %v of an image in use", f.disks.removed)
+	if len(f.disks.prunes) != 0 {
+		t.Errorf("disks pruned (%v) when only an image in use was untagged", f.disks.prunes)
 	}
 }
 
@@ -185,7 +189,7 @@ func TestRemoveDiskFailure(t *testing.T) {
 	f := newFixture(t)
 	id := f.load("app:1")
 	f.events()
-	f.disks.fail[id] = true
+	f.disks.fail = true
 	_, err := f.svc.Remove(context.Background(), "app:1", false)
 	if err == nil || err.Error() != fmt.Sprintf("image %s removed, but not its disk: disk is busy", id) {
 		t.Errorf("Remove with a busy disk = %v", err)
