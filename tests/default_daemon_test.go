@@ -37,8 +37,17 @@ func TestDefaultDaemon(t *testing.T) {
 	if r := vmctl(t, 0, "restart", "-t", "1", "dflt"); r.stdout != "dflt\n" {
 		t.Errorf("restart printed %q", r.stdout)
 	}
-	if r := vmctl(t, 0, "exec", "dflt", "cat", "/proc/1/cmdline"); !strings.Contains(r.stdout, "sleep") {
-		t.Errorf("after restart, exec sees PID 1 %q, want the container's command", r.stdout)
+	// PID 1 is sh until it execs the sleep, its last command; while it
+	// execs, /proc/1/cmdline reads empty, so that is looked at again.
+	var cmdline string
+	for try := 0; try < 20 && !strings.Contains(cmdline, "sleep"); try++ {
+		if try > 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+		cmdline = vmctl(t, 0, "exec", "dflt", "cat", "/proc/1/cmdline").stdout
+	}
+	if !strings.Contains(cmdline, "sleep") {
+		t.Errorf("after restart, exec sees PID 1 %q, want the container's command", cmdline)
 	}
 	if r := vmctl(t, 0, "ps", "--format", "{{.Names}} {{.State}}"); !strings.Contains(r.stdout, "dflt running") {
 		t.Errorf("ps = %q, want dflt running", r.stdout)
