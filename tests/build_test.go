@@ -146,6 +146,16 @@ func TestBuild(t *testing.T) {
 		if len(made) != 1 || !strings.HasPrefix(made[0], "layer-") {
 			t.Errorf("the run after a one-file change made disks %v, want one layer disk (had %v)", made, disksBefore)
 		}
+		// docker inspect shows the stack where overlay2 shows its lower
+		// directories: the changed layer's disk on top, a flattened one
+		// at the bottom.
+		id := strings.TrimSpace(d.mustDocker(t, 0, "", "create", "built:1").stdout)
+		lower := strings.TrimSpace(d.mustDocker(t, 0, "", "inspect", "-f", "{{.GraphDriver.Name}} {{.GraphDriver.Data.LowerDir}}", id).stdout)
+		d.mustDocker(t, 0, "", "rm", id)
+		stack := strings.Split(strings.TrimPrefix(lower, "vmctl-disk "), ":")
+		if len(made) != 1 || len(stack) < 2 || len(stack) > 4 || filepath.Base(stack[0]) != made[0] || !strings.HasPrefix(filepath.Base(stack[len(stack)-1]), "flat-") {
+			t.Errorf("inspect's GraphDriver = %q, want vmctl-disk and the stack: %s on top, a flattened disk at the bottom", lower, made)
+		}
 		r = d.mustVmctl(t, 0, "", "build", "--no-cache", "-q", "--iidfile", filepath.Join(t.TempDir(), "iid"), dir)
 		if !strings.HasPrefix(r.stdout, "sha256:") || strings.Count(r.stdout, "\n") != 1 {
 			t.Errorf("build -q printed %q, want the image ID alone", r.stdout)

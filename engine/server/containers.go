@@ -14,6 +14,7 @@ import (
 	units "github.com/docker/go-units"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/api/types/storage"
 
 	"github.com/vmctl/vmctl/engine/errs"
 	"github.com/vmctl/vmctl/engine/services/containersvc"
@@ -262,6 +263,11 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 		},
 		HostConfig: &container.HostConfig{AutoRemove: cfg.AutoRemove, Runtime: runtimeName(cfg.Hypervisor)},
 		Mounts:     mountPoints(c),
+	}
+	if disks := cfg.Disks(); len(disks) > 0 {
+		// The image's read-only disks, top first, where overlay2 names
+		// its lower directories.
+		resp.GraphDriver = &storage.DriverData{Name: resp.Driver, Data: map[string]string{"LowerDir": strings.Join(disks, ":")}}
 	}
 	resp.HostConfig.Memory = cfg.MemoryBytes
 	resp.HostConfig.NanoCPUs = cfg.NanoCPUs
