@@ -11,6 +11,7 @@ package main
 // first wrote.
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
