@@ -348,6 +348,13 @@ func TestBuild(t *testing.T) {
 		if b, _ := os.ReadFile(filepath.Join(local, "f3")); string(b) != "inner\n" {
 			t.Errorf("cp out through /srv/up read %q, not the container's /srv/d/f", b)
 		}
+		// The container's own /etc/hostname, bound over the image's, as
+		// the container sees it.
+		d.mustDocker(t, 0, "", "cp", "cpw:/etc/hostname", filepath.Join(local, "hostname"))
+		host := d.mustVmctl(t, 0, "", "exec", "cpw", "cat", "/etc/hostname").stdout
+		if b, err := os.ReadFile(filepath.Join(local, "hostname")); err != nil || string(b) != host || host == "" {
+			t.Errorf("docker cp of /etc/hostname: %q, %v; the container has %q", b, err, host)
+		}
 		if r := d.mustDocker(t, 1, "", "cp", "cpw:/nothing", local); !strings.Contains(r.stderr, "No such") && !strings.Contains(r.stderr, "no such") {
 			t.Errorf("docker cp of nothing: %q", r.stderr)
 		}
@@ -361,6 +368,18 @@ func TestBuild(t *testing.T) {
 		}
 		if r := d.mustVmctl(t, 0, "", "start", "-a", "cpstopped"); r.stdout != "from host\n" {
 			t.Errorf("the created container, started, read %q", r.stdout)
+		}
+		// A path under a volume of a stopped container is the volume's:
+		// another container that mounts the volume reads the copy.
+		d.mustVmctl(t, 0, "", "create", "--name", "cpvolc", "-v", "cpvol:/data", "busybox", "true")
+		t.Cleanup(func() { d.vmctl(t, "", "rm", "-f", "cpvolc"); d.vmctl(t, "", "volume", "rm", "cpvol") })
+		d.mustDocker(t, 0, "", "cp", filepath.Join(local, "in.txt"), "cpvolc:/data/in.txt")
+		if r := d.mustVmctl(t, 0, "", "run", "--rm", "-v", "cpvol:/v", "busybox", "cat", "/v/in.txt"); r.stdout != "from host\n" {
+			t.Errorf("the volume of a stopped container, copied into, holds %q", r.stdout)
+		}
+		d.mustDocker(t, 0, "", "cp", "cpvolc:/data/in.txt", filepath.Join(local, "vol.txt"))
+		if b, err := os.ReadFile(filepath.Join(local, "vol.txt")); err != nil || string(b) != "from host\n" {
+			t.Errorf("a file copied out of a stopped container's volume: %q, %v", b, err)
 		}
 	})
 

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -131,6 +132,19 @@ func (s *Service) rootfs(id string) (*os.Root, error) {
 	if err := container.ValidID(id); err != nil {
 		return nil, toStatus(err)
 	}
+	// The container's own view, through its init: the volumes bound into
+	// it, and the /etc/hosts, resolv.conf and hostname bound over the
+	// image's, are where the container sees them. A lookup from this
+	// directory crosses the mounts of the init's mount namespace.
+	if p, err := s.cfg.Runtime.Process(id, ""); err == nil && p != nil && !p.Exited() {
+		if root, err := os.OpenRoot(fmt.Sprintf("/proc/%d/root", p.Pid)); err == nil {
+			if !p.Exited() { // so the pid was still the init's when opened
+				return root, nil
+			}
+			root.Close()
+		}
+	}
+	// An init that is gone (or none yet): the rootfs as mounted.
 	root, err := os.OpenRoot(filepath.Join(s.cfg.Storage.Dir(id), "rootfs"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, status.Errorf(codes.NotFound, "no container %s", id)

@@ -25,8 +25,10 @@ import (
 
 // withAgent runs fn with the agent of the container's VM: the running
 // one's, or, for a created or exited container, a VM booted for fn alone
-// (its disks, no network and no volumes, its init paused so nothing of the
-// container runs) and stopped after. The container's state does not
+// (its disks and volumes, no network, its init paused so nothing of the
+// container runs) and stopped after. Its volumes are claimed as a start
+// claims them, for as long as the VM runs: one that a running container
+// has mounted fails the operation as a conflict. The container's state does not
 // change; a start or removal meanwhile is refused as busy.
 func (s *Service) withAgent(ctx context.Context, ref string, fn func(a guestAgent, id string) error) error {
 	c, err := s.cfg.Store.Get(ref)
@@ -65,13 +67,20 @@ func (s *Service) withAgent(ctx context.Context, ref string, fn func(a guestAgen
 	if _, err := os.Stat(s.writableDisk(c.ID)); err != nil {
 		return fmt.Errorf("container %s's writable disk: %w", c.Name, err)
 	}
+	// A path under a volume is the volume's, for docker cp as for the
+	// container itself.
+	vols, err := s.attachVolumes(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer vols.release()
 	vcpus, mem := vmShape(containers.Config{})
 	stateDir := filepath.Join(s.cfg.ExecRoot, c.ShortID()+"-m")
 	sb, err := drv.Start(ctx, sandbox.Config{
 		ID: c.ShortID() + "-m", Kernel: s.cfg.Kernel, Initrd: s.cfg.Initrd, VCPUs: vcpus, MemoryMiB: mem,
-		Disks: append(imageSandboxDisks(c),
+		Disks: append(append(imageSandboxDisks(c),
 			sandbox.Disk{Path: s.writableDisk(c.ID), Serial: contract.WritableDiskSerial},
-		),
+		), vols.disks...),
 		StateDir:   stateDir,
 		ConsoleLog: filepath.Join(s.cfg.Store.Dir(c.ID), "maintenance-console.log"),
 	})
@@ -94,9 +103,9 @@ func (s *Service) withAgent(ctx context.Context, ref string, fn func(a guestAgen
 	if err != nil {
 		return err
 	}
-	err = a.CreateContainer(bootCtx, c.ID, spec, append(imageStorages(c),
+	err = a.CreateContainer(bootCtx, c.ID, spec, append(append(imageStorages(c),
 		agent.Storage{Serial: contract.WritableDiskSerial, FSType: "ext4", Role: contract.RoleWritable},
-	), agent.ContainerNetwork{})
+	), vols.storages...), agent.ContainerNetwork{})
 	if err != nil {
 		return fmt.Errorf("mounting container %s's disks: %w", c.Name, err)
 	}
