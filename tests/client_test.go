@@ -159,6 +159,10 @@ func TestClientDrivesTwoDaemons(t *testing.T) {
 		waitFor(t, func() bool { return strings.Count(b.vmctl(t, "", "logs", "life").stdout, "started") == 3 }, "the second run's output")
 		b.mustVmctl(t, 0, "", "kill", "-s", "TERM", "life")
 		b.mustVmctl(t, 0, "", "kill", "life")
+		// kill returns once the container is down, as dockerd's does.
+		if r := b.mustVmctl(t, 0, "", "inspect", "-f", "{{.State.Status}}", "life"); r.stdout != "exited\n" {
+			t.Errorf("right after kill, the container is %q", r.stdout)
+		}
 		r = <-done
 		if r.stdout != "started\nstarted\n" || r.code != 137 {
 			t.Errorf("start -a: exit %d, stdout %q; want 137 and the file's content then the echo", r.code, r.stdout)

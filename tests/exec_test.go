@@ -140,6 +140,22 @@ func TestDockerExec(t *testing.T) {
 		if code, body := call("POST", "/exec/"+created.Id+"/start", `{"Detach":true}`); code != 409 {
 			t.Errorf("second start = %d %q, want 409", code, body)
 		}
+		// The stream's framing follows the start request's Tty, not the
+		// create's, as dockerd's does (docker-py starts with Tty false).
+		for _, tc := range []struct {
+			createTty, startTty bool
+			want                string
+		}{
+			{true, false, "\x01\x00\x00\x00\x00\x00\x00\x04hi\r\n"},
+			{false, true, "hi\n"},
+		} {
+			_, body := call("POST", "/containers/x/exec", fmt.Sprintf(`{"Cmd":["echo","hi"],"AttachStdout":true,"Tty":%v}`, tc.createTty))
+			var ex struct{ Id string }
+			must(t, json.Unmarshal([]byte(body), &ex))
+			if code, body := call("POST", "/exec/"+ex.Id+"/start", fmt.Sprintf(`{"Detach":false,"Tty":%v}`, tc.startTty)); code != 200 || body != tc.want {
+				t.Errorf("exec created with Tty %v, started with Tty %v: %d %q, want %q", tc.createTty, tc.startTty, code, body, tc.want)
+			}
+		}
 		bad := []struct {
 			method, path, body string
 			code               int

@@ -25,15 +25,73 @@ import (
 // clear error. Binds and Mounts are checked by volumeMounts, the network
 // options by createNetwork.
 func unsupportedHostConfig(hc *container.HostConfig) error {
+	no := func(format string, a ...any) error { return errs.New(errdefs.ErrInvalidArgument, format, a...) }
 	switch {
 	case len(hc.Links) > 0:
-		return errs.New(errdefs.ErrInvalidArgument, "container links are not supported: put the containers on a user-defined network, where they find each other by name")
+		return no("container links are not supported: put the containers on a user-defined network, where they find each other by name")
 	case hc.Privileged:
-		return errs.New(errdefs.ErrInvalidArgument, "privileged containers are not supported")
+		return no("privileged containers are not supported")
 	case hc.RestartPolicy.Name != "" && hc.RestartPolicy.Name != "no":
-		return errs.New(errdefs.ErrInvalidArgument, "restart policies are not supported yet")
+		return no("restart policies are not supported yet")
+	case len(hc.VolumesFrom) > 0:
+		return no("HostConfig.VolumesFrom (--volumes-from) is not supported: name the volumes with -v")
+	case len(hc.GroupAdd) > 0:
+		return no("HostConfig.GroupAdd (--group-add) is not supported yet")
+	case len(hc.Tmpfs) > 0:
+		return no("HostConfig.Tmpfs (--tmpfs) is not supported yet")
+	case hc.PidMode != "" && hc.PidMode != "private":
+		return no("HostConfig.PidMode %q (--pid) is not supported: a container has its own VM and PID namespace", hc.PidMode)
+	case hc.UTSMode != "" && hc.UTSMode != "private":
+		return no("HostConfig.UTSMode %q (--uts) is not supported: a container has its own VM and host name", hc.UTSMode)
+	case hc.Init != nil && *hc.Init:
+		return no("HostConfig.Init (--init) is not supported yet")
+	case hc.CPUShares != 0:
+		return no("HostConfig.CpuShares (--cpu-shares) is not supported: a container has vCPUs of its own; use --cpus")
+	case hc.CpusetCpus != "":
+		return no("HostConfig.CpusetCpus (--cpuset-cpus) is not supported: a container has vCPUs of its own; use --cpus")
+	case len(hc.DeviceCgroupRules) > 0:
+		return no("HostConfig.DeviceCgroupRules (--device-cgroup-rule) is not supported")
+	case hc.Isolation != "" && hc.Isolation != "default":
+		return no("HostConfig.Isolation %q (--isolation) is not supported: every container is isolated by a VM of its own", hc.Isolation)
+	}
+	switch hc.LogConfig.Type {
+	case "", logDriver, "local":
+		// The daemon's own log, which docker logs reads.
+	default:
+		return no("log driver %q is not supported: containers log to the daemon's own log (%s), which docker logs reads", hc.LogConfig.Type, logDriver)
 	}
 	return nil
+}
+
+// logDriver is the log driver inspect shows: the daemon keeps each
+// container's output in its own log, which docker logs reads as it reads
+// dockerd's default json-file driver, so clients that read logs only from
+// such a driver (docker-py's containers.run) do.
+const logDriver = "json-file"
+
+// unsupportedConfig refuses the create options of Config that are not
+// honoured.
+func unsupportedConfig(cfg *container.Config) error {
+	switch {
+	case cfg.Healthcheck != nil && len(cfg.Healthcheck.Test) > 0 && cfg.Healthcheck.Test[0] != "NONE":
+		return errs.New(errdefs.ErrInvalidArgument, "Config.Healthcheck (--health-cmd) is not supported yet")
+	case cfg.StopTimeout != nil:
+		return errs.New(errdefs.ErrInvalidArgument, "Config.StopTimeout (--stop-timeout) is not supported yet: give docker stop -t")
+	}
+	return nil
+}
+
+// setEnv keeps the Env entries that set a variable: one without "=" (the
+// docker CLI's -e NAME, for a NAME its own environment lacks) sets
+// nothing, as dockerd documents.
+func setEnv(env []string) []string {
+	var out []string
+	for _, e := range env {
+		if strings.Contains(e, "=") {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // Runtimes are the hypervisors a container can ask for with
@@ -92,6 +150,10 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if err := unsupportedConfig(cfg); err != nil {
+		writeError(w, err)
+		return
+	}
 	hypervisor, err := runtimeHypervisor(hc.Runtime)
 	if err != nil {
 		writeError(w, err)
@@ -106,7 +168,7 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 	vols = containersvc.WithAnonymousVolumes(vols, slices.Sorted(maps.Keys(cfg.Volumes)))
 	o := containersvc.CreateOptions{
 		Image: cfg.Image, Name: strings.TrimPrefix(r.URL.Query().Get("name"), "/"),
-		Cmd: cfg.Cmd, Entrypoint: cfg.Entrypoint, Env: cfg.Env, WorkingDir: cfg.WorkingDir,
+		Cmd: cfg.Cmd, Entrypoint: cfg.Entrypoint, Env: setEnv(cfg.Env), WorkingDir: cfg.WorkingDir,
 		User: cfg.User, Hostname: cfg.Hostname, Domainname: cfg.Domainname, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
 		StdinOnce: cfg.StdinOnce, StopSignal: cfg.StopSignal, MemoryBytes: hc.Memory,
 		NanoCPUs: hc.NanoCPUs, AutoRemove: hc.AutoRemove, Volumes: vols, Labels: cfg.Labels,
@@ -261,7 +323,8 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 			OOMKilled: c.State.OOMKilled, Pid: c.State.VMMPid, ExitCode: c.State.ExitCode, Error: c.State.Error,
 			StartedAt: timeString(c.State.StartedAt), FinishedAt: timeString(c.State.FinishedAt),
 		},
-		HostConfig: &container.HostConfig{AutoRemove: cfg.AutoRemove, Runtime: runtimeName(cfg.Hypervisor)},
+		HostConfig: &container.HostConfig{AutoRemove: cfg.AutoRemove, Runtime: runtimeName(cfg.Hypervisor),
+			LogConfig: container.LogConfig{Type: logDriver, Config: map[string]string{}}},
 		Mounts:     mountPoints(c),
 	}
 	if disks := cfg.Disks(); len(disks) > 0 {

@@ -88,7 +88,11 @@ func (s *Server) execStart(w http.ResponseWriter, r *http.Request) {
 	untrack := s.track(conn)
 	defer untrack()
 
-	tty := info.Options.Tty
+	// The stream is raw or multiplexed as the start request says, as
+	// dockerd frames it, whatever the create asked for the process: an
+	// exec made with a terminal and started with Tty false sends its
+	// (terminal) output in stdout frames.
+	tty := req.Tty
 	status := "200 OK"
 	upgrade := r.Header.Get("Upgrade") != ""
 	if upgrade {

@@ -117,6 +117,7 @@ func (s *Server) routes() {
 	s.execRoutes(m)
 	s.volumeRoutes(m)
 	s.networkRoutes(m)
+	s.swarmRoutes(m)
 
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errs.New(errdefs.ErrNotFound, "page not found: %s %s", r.Method, r.URL.Path))

@@ -155,7 +155,32 @@ func TestHandler(t *testing.T) {
 		// refused before the image is looked up.
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Runtime":"runc"}}`, 400, "unknown or invalid runtime name: runc"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Runtime":"qemu"}}`, 404, "No such image"},
-		{"GET", "/v1.41/info", "", 200, `"DefaultRuntime":"auto"`},
+		// Create options that are not honoured are refused, each by name,
+		// before the image is looked up; their default values pass.
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"GroupAdd":["10"]}}`, 400, "HostConfig.GroupAdd"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Tmpfs":{"/t":""}}}`, 400, "HostConfig.Tmpfs"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"PidMode":"host"}}`, 400, "HostConfig.PidMode"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"UTSMode":"host"}}`, 400, "HostConfig.UTSMode"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Init":true}}`, 400, "HostConfig.Init"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"CpuShares":512}}`, 400, "HostConfig.CpuShares"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"CpusetCpus":"0"}}`, 400, "HostConfig.CpusetCpus"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"DeviceCgroupRules":["c 1:3 r"]}}`, 400, "HostConfig.DeviceCgroupRules"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Isolation":"hyperv"}}`, 400, "HostConfig.Isolation"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"VolumesFrom":["x"]}}`, 400, "HostConfig.VolumesFrom"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"LogConfig":{"Type":"syslog"}}}`, 400, "syslog\\\" is not supported"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","Healthcheck":{"Test":["CMD","true"]}}`, 400, "Config.Healthcheck"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","StopTimeout":3}`, 400, "Config.StopTimeout"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","Healthcheck":{"Test":["NONE"]},"HostConfig":{"Init":false,"PidMode":"","Isolation":"default","LogConfig":{"Type":"json-file","Config":{}}}}`, 404, "No such image"},
+		// Swarm and plugins, as a dockerd in no swarm and without plugins.
+		{"POST", "/v1.41/swarm/leave?force=1", "", 503, "This node is not part of a swarm"},
+		{"GET", "/v1.41/swarm", "", 503, "This node is not a swarm manager"},
+		{"GET", "/v1.41/services", "", 503, "This node is not a swarm manager"},
+		{"DELETE", "/v1.41/secrets/x", "", 503, "This node is not a swarm manager"},
+		{"GET", "/v1.41/nodes/abc", "", 503, "This node is not a swarm manager"},
+		{"POST", "/v1.41/swarm/init", "{}", 503, "not supported"},
+		{"GET", "/v1.41/plugins", "", 200, "[]"},
+		{"GET", "/v1.41/plugins/x/json", "", 404, "not found"},
+				{"GET", "/v1.41/info", "", 200, `"DefaultRuntime":"auto"`},
 		{"GET", "/v1.41/info", "", 200, `"qemu":{}`},
 		{"POST", "/v1.41/auth", `{"username":"u","password":"p","serveraddress":"bad host"}`, 400, "invalid registry"},
 		{"POST", "/v1.41/auth", `{"serveraddress":"127.0.0.1:1"}`, 400, "a username and a password are needed"},
@@ -223,4 +248,12 @@ func FuzzHandler(f *testing.F) {
 			t.Errorf("%s %s %q = %d %q", method, path, body, rec.Code, rec.Body.String())
 		}
 	})
+}
+
+// An Env entry without "=" sets nothing, as dockerd documents for -e NAME.
+func TestSetEnv(t *testing.T) {
+	got := setEnv([]string{"A=1", "UNSET", "B=", "C=x=y"})
+	if strings.Join(got, ",") != "A=1,B=,C=x=y" {
+		t.Errorf("setEnv = %q", got)
+	}
 }

@@ -507,10 +507,32 @@ func (s *Service) Kill(ctx context.Context, ref string, sig syscall.Signal) erro
 	if err != nil {
 		return err
 	}
-	if err := t.signal(ctx, sig); err != nil {
-		return err
+	// A guest that stopped answering must not hold the call forever.
+	sctx, cancel := context.WithTimeout(ctx, killGrace)
+	err = t.signal(sctx, sig)
+	cancel()
+	if sig != syscall.SIGKILL {
+		if err != nil {
+			return err
+		}
+		s.publishKill(t.c, sig)
+		return nil
 	}
-	s.publishKill(t.c, sig)
+	// As dockerd does, a SIGKILL returns once the container is down, so
+	// a remove right after it finds it stopped; a guest that does not
+	// answer (or let the signal through) has its VM ended.
+	if err == nil {
+		s.publishKill(t.c, sig)
+	}
+	select {
+	case <-t.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(killGrace):
+	}
+	t.destroy()
+	<-t.done
 	return nil
 }
 
