@@ -325,7 +325,7 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 		},
 		HostConfig: &container.HostConfig{AutoRemove: cfg.AutoRemove, Runtime: runtimeName(cfg.Hypervisor),
 			LogConfig: container.LogConfig{Type: logDriver, Config: map[string]string{}}},
-		Mounts:     mountPoints(c),
+		Mounts: mountPoints(c),
 	}
 	if disks := cfg.Disks(); len(disks) > 0 {
 		// The image's read-only disks, top first, where overlay2 names

@@ -180,7 +180,7 @@ func TestHandler(t *testing.T) {
 		{"POST", "/v1.41/swarm/init", "{}", 503, "not supported"},
 		{"GET", "/v1.41/plugins", "", 200, "[]"},
 		{"GET", "/v1.41/plugins/x/json", "", 404, "not found"},
-				{"GET", "/v1.41/info", "", 200, `"DefaultRuntime":"auto"`},
+		{"GET", "/v1.41/info", "", 200, `"DefaultRuntime":"auto"`},
 		{"GET", "/v1.41/info", "", 200, `"qemu":{}`},
 		{"POST", "/v1.41/auth", `{"username":"u","password":"p","serveraddress":"bad host"}`, 400, "invalid registry"},
 		{"POST", "/v1.41/auth", `{"serveraddress":"127.0.0.1:1"}`, 400, "a username and a password are needed"},
