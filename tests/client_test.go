@@ -127,7 +127,7 @@ func TestClientDrivesTwoDaemons(t *testing.T) {
 		r := b.mustVmctl(t, 1, "", "rm", "-f", "only-on-a")
 		oneLine(t, r, "only-on-a")
 		r = a.mustVmctl(t, 1, "", "rm", "only-on-a")
-		oneLine(t, r, "running")
+		oneLine(t, r, `cannot remove container "/only-on-a": container is running: stop the container before removing or force remove`)
 		a.mustVmctl(t, 0, "", "rm", "-f", "only-on-a")
 		if r := a.mustVmctl(t, 0, "", "ps", "-a", "-q"); r.stdout != "" {
 			t.Errorf("ps -a -q on A = %q after rm -f, want nothing", r.stdout)

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/vmctl/vmctl/engine"
@@ -29,6 +30,7 @@ type daemonFile struct {
 	DefaultAddressPools []addressPool `json:"default-address-pools"`
 	MTU                 int           `json:"mtu"`
 	UserlandProxy       bool          `json:"userland-proxy"`
+	Debug               bool          `json:"debug"`
 }
 
 type addressPool struct {
@@ -41,7 +43,7 @@ type addressPool struct {
 var fileDirectives = map[string]string{
 	"data-root": "data-root", "exec-root": "exec-root", "H": "hosts", "host": "hosts",
 	"bip": "bip", "fixed-cidr": "fixed-cidr", "default-address-pool": "default-address-pools", "mtu": "mtu",
-	"userland-proxy": "userland-proxy",
+	"userland-proxy": "userland-proxy", "D": "debug", "debug": "debug",
 }
 
 // applyConfigFile reads the configuration file at path into what the flags
@@ -100,6 +102,11 @@ func applyConfigFile(fset *flag.FlagSet, path string, explicit bool, cfg *engine
 	}
 	if present["userland-proxy"] {
 		cfg.Network.KernelPorts = !f.UserlandProxy
+	}
+	if present["debug"] {
+		if err := fset.Set("debug", strconv.FormatBool(f.Debug)); err != nil {
+			return fmt.Errorf("configuration file %s: debug: %w", path, err)
+		}
 	}
 	for _, p := range f.DefaultAddressPools {
 		if err := pools.Set(fmt.Sprintf("base=%s,size=%d", p.Base, p.Size)); err != nil {

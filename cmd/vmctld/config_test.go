@@ -76,6 +76,22 @@ func TestConfigFile(t *testing.T) {
 	if cfg, _, _, err := parse(write(`{"userland-proxy": true}`), true); err != nil || cfg.Network.KernelPorts {
 		t.Errorf(`{"userland-proxy": true}: KernelPorts %v, %v; want false`, cfg.Network.KernelPorts, err)
 	}
+	// dockerd's debug: the --debug flag, which logs every request.
+	{
+		fs := flag.NewFlagSet("vmctld", flag.ContinueOnError)
+		debug := fs.Bool("debug", false, "")
+		var cfg engine.Config
+		if err := applyConfigFile(fs, write(`{"debug": true}`), true, &cfg, &hostList{}, &poolList{}); err != nil || !*debug {
+			t.Errorf(`{"debug": true}: debug %v, %v; want true`, *debug, err)
+		}
+		fs.BoolVar(new(bool), "D", false, "")
+		if err := fs.Parse([]string{"-D"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := applyConfigFile(fs, write(`{"debug": true}`), true, &cfg, &hostList{}, &poolList{}); err == nil {
+			t.Error(`{"debug": true} with -D: no error, want one naming both`)
+		}
+	}
 	for _, bad := range []string{`{"bridge": "br0"}`, `{"mtu": "big"}`, `{"userland-proxy": "no"}`, `{`, `{"default-address-pools": [{"base": "10.0.0.0/8", "size": 4}]}`} {
 		if _, _, _, err := parse(write(bad), true); err == nil {
 			t.Errorf("configuration %s accepted", bad)

@@ -73,7 +73,9 @@ func run() error {
 	flag.Var(&pools, "default-address-pool", "subnets for networks created without --subnet, as base=SUBNET,size=BITS (repeatable; default dockerd's)")
 	flag.IntVar(&cfg.Network.MTU, "mtu", 0, "the MTU of the default network, and of other networks unless they set their own (default 1500)")
 	userlandProxy := flag.Bool("userland-proxy", true, "carry connections from the host's loopback and from containers to published ports through a proxy in vmctld; false: through DNAT alone (route_localnet on the bridges, with loopback-bound packets from containers dropped)")
-	configFile := flag.String("config-file", defaultConfigFile, "daemon configuration file, JSON with dockerd's names for the flags above (data-root, exec-root, hosts, bip, fixed-cidr, default-address-pools, mtu, userland-proxy)")
+	debug := flag.Bool("debug", false, "log every API request: method, path, status and time taken")
+	flag.BoolVar(debug, "D", false, "same as --debug")
+	configFile := flag.String("config-file", defaultConfigFile, "daemon configuration file, JSON with dockerd's names for the flags above (data-root, exec-root, hosts, bip, fixed-cidr, default-address-pools, mtu, userland-proxy, debug)")
 	flag.Parse()
 	cfg.Network.KernelPorts = !*userlandProxy
 	explicit := false
@@ -149,6 +151,11 @@ func run() error {
 		log.Printf("vmctld: removed %d container director(ies) without a record, left by a crash", len(swept))
 	}
 	api := server.New(eng.Services())
+	if *debug {
+		api.LogRequest = func(method, path string, status int, took time.Duration) {
+			log.Printf("vmctld: %s %s %d %s", method, path, status, took.Round(time.Microsecond))
+		}
+	}
 	srv := &http.Server{Handler: api, ReadHeaderTimeout: 30 * time.Second}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

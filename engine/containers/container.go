@@ -175,7 +175,7 @@ func (s Status) CanStart() error {
 // CanRemove reports whether a container in this state may be removed.
 func (s Status) CanRemove(force bool) error {
 	if s == StatusRunning && !force {
-		return errs.New(errdefs.ErrConflict, "container is running: stop it before removing it, or force the removal")
+		return errs.New(errdefs.ErrConflict, "container is running: stop the container before removing or force remove")
 	}
 	return nil
 }

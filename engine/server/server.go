@@ -10,6 +10,7 @@
 package server
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"regexp"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/common"
@@ -52,6 +54,10 @@ type Server struct {
 	conns map[net.Conn]struct{} // hijacked connections, closed on Close
 
 	streams eventStreams // open GET /events streams, ended on Close
+
+	// LogRequest, if set, is told of every request when its handler
+	// returns: vmctld --debug logs them, as dockerd -D does.
+	LogRequest func(method, path string, status int, took time.Duration)
 }
 
 // New returns a Server over an engine's services (engine.Engine.Services).
@@ -154,6 +160,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = &r2
 	}
 	r = r.WithContext(withAPIVersion(r.Context(), version))
+	if s.LogRequest != nil {
+		rec := &statusRecorder{ResponseWriter: w}
+		w = rec
+		start, method, path := time.Now(), r.Method, r.URL.RequestURI()
+		defer func() { s.LogRequest(method, path, rec.code(), time.Since(start)) }()
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -163,6 +175,48 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	s.mux.ServeHTTP(w, r)
+}
+
+// statusRecorder notes the status a handler wrote. Unwrap lets
+// http.ResponseController reach the connection's writer (flushes of
+// streams) through it.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Hijack hands over the connection (attach, exec), whose head the handler
+// writes itself: logged as 101.
+func (r *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, buf, err := http.NewResponseController(r.ResponseWriter).Hijack()
+	if err == nil && r.status == 0 {
+		r.status = http.StatusSwitchingProtocols
+	}
+	return c, buf, err
+}
+
+// code is the status written (200 for a handler that wrote nothing).
+func (r *statusRecorder) code() int {
+	if r.status == 0 {
+		return http.StatusOK
+	}
+	return r.status
 }
 
 // Close closes every hijacked connection, so that attached clients see the

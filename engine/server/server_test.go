@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/stdcopy"
@@ -255,5 +257,20 @@ func TestSetEnv(t *testing.T) {
 	got := setEnv([]string{"A=1", "UNSET", "B=", "C=x=y"})
 	if strings.Join(got, ",") != "A=1,B=,C=x=y" {
 		t.Errorf("setEnv = %q", got)
+	}
+}
+
+// With LogRequest set, every request is told with its status.
+func TestLogRequest(t *testing.T) {
+	s := newTestServer(t)
+	var got []string
+	s.LogRequest = func(method, path string, status int, took time.Duration) {
+		got = append(got, fmt.Sprintf("%s %s %d", method, path, status))
+	}
+	for _, p := range []string{"/v1.41/_ping", "/v1.41/containers/nope/json"} {
+		s.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", p, nil))
+	}
+	if want := "GET /_ping 200,GET /containers/nope/json 404"; strings.Join(got, ",") != want {
+		t.Errorf("logged %q, want %q", got, want)
 	}
 }

@@ -408,7 +408,8 @@ func (s *Service) Remove(ctx context.Context, ref string, opts RemoveOptions) er
 	}
 	s.reconcile(c)
 	if err := c.State.Status.CanRemove(force); err != nil {
-		return fmt.Errorf("cannot remove container %s: %w", c.Name, err)
+		// dockerd's words, which scripts match.
+		return fmt.Errorf("cannot remove container %q: %w", "/"+c.Name, err)
 	}
 	s.mu.Lock()
 	busy := s.maint[c.ID]
