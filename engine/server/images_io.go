@@ -5,6 +5,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -81,6 +82,12 @@ func (s *jsonStream) fail(err error) {
 		writeError(s.w, err)
 		return
 	}
+	s.streamError(err)
+}
+
+// streamError sends err as a message of the stream (starting it if need
+// be): {"errorDetail":{"message":...},"error":...}, as dockerd sends it.
+func (s *jsonStream) streamError(err error) {
 	msg := strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
 	s.sendMessage(streamMessage{Message: jsonstream.Message{Error: &jsonstream.Error{Message: msg}}, ErrorMessage: msg})
 }
@@ -98,11 +105,18 @@ func (s *Server) imageLoad(w http.ResponseWriter, r *http.Request) {
 	}
 	body := http.MaxBytesReader(w, r.Body, maxLoadBytes)
 	loaded, err := s.images.Load(r.Context(), body)
+	out := newJSONStream(w)
 	if err != nil {
-		writeError(w, err)
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) || errdefs.IsCanceled(err) {
+			writeError(w, err)
+			return
+		}
+		// dockerd answers 200 and puts what went wrong in the stream,
+		// where clients (docker load, the SDKs) look for it.
+		out.streamError(err)
 		return
 	}
-	out := newJSONStream(w)
 	for _, img := range loaded {
 		if len(img.Tags) == 0 {
 			out.send(jsonstream.Message{Stream: "Loaded image ID: " + img.ID + "\n"})

@@ -149,7 +149,7 @@ func volumeMounts(hc *container.HostConfig) ([]containersvc.VolumeMount, error) 
 			case len(o.Labels) > 0:
 				return nil, errs.New(errdefs.ErrInvalidArgument, "volume labels in a mount are not supported: create the volume first")
 			case o.DriverConfig != nil && o.DriverConfig.Name != "" && o.DriverConfig.Name != volumesvc.DriverLocal:
-				return nil, errs.New(errdefs.ErrInvalidArgument, "volume driver %q is not supported: only local is", o.DriverConfig.Name)
+				return nil, errs.New(errdefs.ErrNotFound, "error looking up volume plugin %s: plugin %q not found (the local driver is the only one)", o.DriverConfig.Name, o.DriverConfig.Name)
 			case o.DriverConfig != nil && len(o.DriverConfig.Options) > 0:
 				return nil, errs.New(errdefs.ErrInvalidArgument, "volume driver options in a mount are not supported: create the volume first")
 			}

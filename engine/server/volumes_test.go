@@ -55,13 +55,15 @@ func TestVolumeAPI(t *testing.T) {
 		{"POST", "/volumes/create", `{"Name":"../x"}`},
 		{"POST", "/volumes/create", `{"Name":"v2","DriverOpts":{"type":"nfs"}}`},
 		{"POST", "/volumes/create", `{"Name":"v2","DriverOpts":{"size":"huge"}}`},
-		{"POST", "/volumes/create", `{"Name":"v2","Driver":"nfs"}`},
 		{"GET", `/volumes?filters={"color":["red"]}`, ""},
 		{"DELETE", "/volumes/data?force=maybe", ""},
 	} {
 		if rec := volumeRequest(t, s, tc.method, tc.path, tc.body); rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `"message"`) {
 			t.Errorf("%s %s %s = %d %s, want 400 with a message", tc.method, tc.path, tc.body, rec.Code, rec.Body)
 		}
+	}
+	if rec := volumeRequest(t, s, "POST", "/volumes/create", `{"Name":"v2","Driver":"nfs"}`); rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), `plugin \"nfs\" not found`) {
+		t.Errorf("create with driver nfs = %d %s, want 404 as dockerd answers", rec.Code, rec.Body)
 	}
 
 	list := func(query string) []string {

@@ -163,7 +163,8 @@ func (s *Store) validate(o CreateOptions) error {
 		return err
 	}
 	if o.Driver != "" && o.Driver != DriverLocal {
-		return errs.New(errdefs.ErrInvalidArgument, "volume driver %q is not supported: only local is", o.Driver)
+		// dockerd's words and status for a driver it has no plugin for.
+		return errs.New(errdefs.ErrNotFound, "error looking up volume plugin %s: plugin %q not found (the local driver is the only one)", o.Driver, o.Driver)
 	}
 	_, err := parseOptions(o.DriverOpts)
 	return err

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -72,7 +73,6 @@ func TestCreateOptions(t *testing.T) {
 		{CreateOptions{Name: "v1", DriverOpts: map[string]string{"size": "lots"}}, 0, true},
 		{CreateOptions{Name: "v1", DriverOpts: map[string]string{"size": "100t"}}, 0, true},
 		{CreateOptions{Name: "v1", DriverOpts: map[string]string{"type": "tmpfs"}}, 0, true},
-		{CreateOptions{Name: "v1", Driver: "nfs"}, 0, true},
 		{CreateOptions{Name: "x"}, 0, true},
 	} {
 		s := newTestStore(t, nil)
@@ -94,6 +94,14 @@ func TestCreateOptions(t *testing.T) {
 		if err != nil || st.Size() != tc.wantSize || v.Size != tc.wantSize {
 			t.Errorf("Create(%+v): disk %v size %d, recorded %d, want %d", tc.opts, err, st.Size(), v.Size, tc.wantSize)
 		}
+	}
+	// A driver other than local is one dockerd has no plugin for: 404.
+	s := newTestStore(t, nil)
+	if _, _, err := s.Create(context.Background(), CreateOptions{Name: "v1", Driver: "nfs"}); !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), `plugin "nfs" not found`) {
+		t.Errorf("Create with driver nfs = %v, want not found naming the plugin", err)
+	}
+	if entries, _ := os.ReadDir(s.cfg.Root); len(entries) > 1 {
+		t.Errorf("Create with driver nfs left %d entries", len(entries))
 	}
 }
 
