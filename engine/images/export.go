@@ -47,16 +47,9 @@ func (s *Store) ForSave(ctx context.Context, refs []string) ([]NamedImage, error
 		if err != nil {
 			return nil, err
 		}
-		switch {
-		case m.tag != "":
-			add(m.tag, img)
-		case len(m.rec.tags) == 0:
-			add("", img)
-		default:
-			for _, t := range m.rec.tags {
-				add(t, img)
-			}
-		}
+		// An image named by ID is saved without its tags, as dockerd
+		// saves it (RepoTags null): the archive names what was asked for.
+		add(m.tag, img)
 	}
 	return out, nil
 }

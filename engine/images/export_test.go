@@ -30,7 +30,8 @@ func TestForSaveAndRepositoryTags(t *testing.T) {
 		err  error
 	}{
 		{refs: []string{"app:1"}, want: []string{"index.docker.io/library/app:1"}},
-		{refs: []string{a.ID}, want: []string{"index.docker.io/library/app:1", "index.docker.io/library/app:2"}},
+		// By ID: the image without its tags (RepoTags null), as dockerd saves it.
+		{refs: []string{a.ID}, want: []string{""}},
 		{refs: []string{"app:1", "app:1"}, want: []string{"index.docker.io/library/app:1"}},
 		{refs: []string{"app:2", "127.0.0.1:5000/x/b:1"}, want: []string{"index.docker.io/library/app:2", "127.0.0.1:5000/x/b:1"}},
 		{refs: []string{"app:1", "nope"}, err: ErrNotFound},
