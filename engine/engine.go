@@ -164,7 +164,9 @@ func New(cfg Config) (*Engine, error) {
 		ExecRoot:     cfg.ExecRoot,
 		Events:       bus,
 		Volumes:      volSvc,
-		Network:      containerNetwork{netSvc},
+		// A daemon outlives its containers' runs, so it restarts them.
+		RestartPolicies: cfg.DetachVMs,
+		Network:         containerNetwork{netSvc},
 	})
 	imgSvc := imagesvc.New(imagesvc.Config{Store: imgs, Disks: disks, InUse: ctrs.ImageUser, Events: bus,
 		BuildRunner: buildRunner{ctrs}, Containers: ctrs})
@@ -209,6 +211,13 @@ func (e *Engine) Restore(ctx context.Context) ([]string, error) {
 		return adopted, fmt.Errorf("restore container networking: %w", err)
 	}
 	return adopted, nil
+}
+
+// RestartOnBoot starts, in the background, the stopped containers whose
+// restart policy wants them running at a daemon's start (after Restore),
+// and returns them.
+func (e *Engine) RestartOnBoot() ([]string, error) {
+	return e.services.Containers.RestartOnBoot()
 }
 
 // Services returns the engine's services, for a front end to serve

@@ -21,6 +21,7 @@ import (
 
 type runOptions struct {
 	rm          bool
+	restart     string
 	detach      bool
 	interactive bool
 	tty         bool
@@ -83,6 +84,7 @@ func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	// Flags after IMAGE belong to the container's command.
 	f.SetInterspersed(false)
 	f.BoolVar(&o.rm, "rm", false, "remove the container when it exits")
+	f.StringVar(&o.restart, "restart", "no", "restart policy (needs vmctld): no, always, unless-stopped, on-failure[:MAX-RETRIES]")
 	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep stdin open and stream it to the container")
 	f.BoolVarP(&o.tty, "tty", "t", false, "allocate a terminal")
 	f.StringArrayVarP(&o.env, "env", "e", nil, "set an environment variable (KEY=VALUE; KEY alone takes it from this environment)")
@@ -147,6 +149,17 @@ func (o *runOptions) request(image string, cmdArgs []string) (client.ContainerCr
 	}
 	// The engine parses -v itself, with docker's rules.
 	hc := &container.HostConfig{AutoRemove: o.rm, Binds: o.volumes, Runtime: o.hypervisor}
+	if o.restart != "" && o.restart != "no" {
+		name, count, hasCount := strings.Cut(o.restart, ":")
+		hc.RestartPolicy.Name = container.RestartPolicyMode(name)
+		if hasCount {
+			n, err := strconv.Atoi(count)
+			if err != nil || name != "on-failure" || n < 0 {
+				return client.ContainerCreateOptions{}, fmt.Errorf("invalid --restart %q: only on-failure takes a count (on-failure:N)", o.restart)
+			}
+			hc.RestartPolicy.MaximumRetryCount = n
+		}
+	}
 	if o.memory != "" {
 		n, err := units.RAMInBytes(o.memory)
 		if err != nil || n <= 0 {

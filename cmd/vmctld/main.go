@@ -141,6 +141,11 @@ func run() error {
 		closeAll()
 		return err
 	}
+	if restarted, err := eng.RestartOnBoot(); err != nil {
+		log.Printf("vmctld: restart policies: %v", err)
+	} else if len(restarted) > 0 {
+		log.Printf("vmctld: starting %d container(s) by their restart policy", len(restarted))
+	}
 	if len(adopted) > 0 {
 		log.Printf("vmctld: re-adopted %d running container(s)", len(adopted))
 	}

@@ -72,6 +72,8 @@ type Config struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// Mounts are the volumes mounted into the container.
 	Mounts []Mount `json:"mounts,omitempty"`
+	// RestartPolicy says when the daemon starts the container again.
+	RestartPolicy RestartPolicy `json:"restartPolicy,omitempty"`
 	// Network is what the container asked of the network at create; nil
 	// in records of versions before networking (see NetworkMode).
 	Network *NetworkConfig `json:"network,omitempty"`
@@ -137,6 +139,20 @@ type State struct {
 	// not running, whatever the record says.
 	VMMPid   int `json:"vmmPid,omitempty"`
 	OwnerPid int `json:"ownerPid,omitempty"`
+	// RestartCount counts the starts its restart policy made since the
+	// last start by a user.
+	RestartCount int `json:"restartCount,omitempty"`
+	// ManuallyStopped says a user stopped (or killed) the container: its
+	// restart policy leaves it stopped (unless-stopped also across daemon
+	// restarts). A start by a user clears it.
+	ManuallyStopped bool `json:"manuallyStopped,omitempty"`
+}
+
+// RestartPolicy is docker run --restart: "no" (or ""), "always",
+// "unless-stopped" or "on-failure" with an optional limit of restarts.
+type RestartPolicy struct {
+	Name              string `json:"name,omitempty"`
+	MaximumRetryCount int    `json:"maximumRetryCount,omitempty"`
 }
 
 // Container is one container record.

@@ -31,8 +31,6 @@ func unsupportedHostConfig(hc *container.HostConfig) error {
 		return no("container links are not supported: put the containers on a user-defined network, where they find each other by name")
 	case hc.Privileged:
 		return no("privileged containers are not supported")
-	case hc.RestartPolicy.Name != "" && hc.RestartPolicy.Name != "no":
-		return no("restart policies are not supported yet")
 	case len(hc.VolumesFrom) > 0:
 		return no("HostConfig.VolumesFrom (--volumes-from) is not supported: name the volumes with -v")
 	case len(hc.GroupAdd) > 0:
@@ -172,7 +170,8 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 		User: cfg.User, Hostname: cfg.Hostname, Domainname: cfg.Domainname, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
 		StdinOnce: cfg.StdinOnce, StopSignal: cfg.StopSignal, MemoryBytes: hc.Memory,
 		NanoCPUs: hc.NanoCPUs, AutoRemove: hc.AutoRemove, Volumes: vols, Labels: cfg.Labels,
-		Hypervisor: hypervisor,
+		Hypervisor:    hypervisor,
+		RestartPolicy: containersvc.RestartPolicy{Name: string(hc.RestartPolicy.Name), MaximumRetryCount: hc.RestartPolicy.MaximumRetryCount},
 	}
 	if cfg.Tty && hc.ConsoleSize[0] > 0 && hc.ConsoleSize[1] > 0 {
 		o.ConsoleRows, o.ConsoleCols = clampU16(hc.ConsoleSize[0]), clampU16(hc.ConsoleSize[1])
@@ -187,6 +186,14 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, container.CreateResponse{ID: c.ID, Warnings: []string{}})
+}
+
+// restartPolicy is a policy as inspect shows it: "no" when none was given.
+func restartPolicy(p containersvc.RestartPolicy) container.RestartPolicy {
+	if p.Name == "" {
+		p.Name = "no"
+	}
+	return container.RestartPolicy{Name: container.RestartPolicyMode(p.Name), MaximumRetryCount: p.MaximumRetryCount}
 }
 
 func clampU16(v uint) uint16 {
@@ -324,8 +331,13 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 			StartedAt: timeString(c.State.StartedAt), FinishedAt: timeString(c.State.FinishedAt),
 		},
 		HostConfig: &container.HostConfig{AutoRemove: cfg.AutoRemove, Runtime: runtimeName(cfg.Hypervisor),
-			LogConfig: container.LogConfig{Type: logDriver, Config: map[string]string{}}},
-		Mounts: mountPoints(c),
+			LogConfig:     container.LogConfig{Type: logDriver, Config: map[string]string{}},
+			RestartPolicy: restartPolicy(cfg.RestartPolicy)},
+		Mounts:       mountPoints(c),
+		RestartCount: c.State.RestartCount,
+	}
+	if s.containers.Restarting(c.ID) {
+		resp.State.Status, resp.State.Restarting = container.StateRestarting, true
 	}
 	if disks := cfg.Disks(); len(disks) > 0 {
 		// The image's read-only disks, top first, where overlay2 names

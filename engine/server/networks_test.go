@@ -127,6 +127,7 @@ func (f *fakeContainers) Get(ref string) (*containersvc.Container, error) {
 	return nil, errs.New(errdefs.ErrNotFound, "No such container: %s", ref)
 }
 func (f *fakeContainers) List() ([]*containersvc.Container, error) { return f.list, nil }
+func (f *fakeContainers) Restarting(string) bool                   { return false }
 func (f *fakeContainers) Select(containersvc.ListOptions) ([]*containersvc.Container, error) {
 	return f.list, nil
 }

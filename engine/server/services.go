@@ -26,6 +26,7 @@ type ContainerService interface {
 	ArchivePath(ctx context.Context, ref, path string, open func(containersvc.PathStat) io.Writer) error
 	CopyIn(ctx context.Context, ref, dir string, r io.Reader, keepOwners, noOverwriteDirNonDir bool) error
 	Get(ref string) (*containersvc.Container, error)
+	Restarting(id string) bool
 	List() ([]*containersvc.Container, error)
 	Select(o containersvc.ListOptions) ([]*containersvc.Container, error)
 	Start(ctx context.Context, ref string, stdio containersvc.Stdio) error

@@ -38,6 +38,7 @@ type bootFixture struct {
 	resolved int      // Images.Resolve calls
 	disks    int      // Images.Disks calls
 	budgets  []int    // the budget of each
+	exitCode int      // every run's
 	opened   []sandbox.Choice
 	openErr  error
 	starts   []sandbox.Config
@@ -197,8 +198,10 @@ func (*bootAgent) CloseStdin(context.Context, agent.Process) error { return nil 
 func (*bootAgent) SignalProcess(context.Context, agent.Process, syscall.Signal) error {
 	return nil
 }
-func (*bootAgent) WaitProcess(context.Context, agent.Process) (agent.Exit, error) {
-	return agent.Exit{}, nil
+func (a *bootAgent) WaitProcess(context.Context, agent.Process) (agent.Exit, error) {
+	a.f.mu.Lock()
+	defer a.f.mu.Unlock()
+	return agent.Exit{Status: a.f.exitCode}, nil
 }
 func (*bootAgent) ReadStdout(context.Context, agent.Process, int, uint64) (agent.Output, error) {
 	return agent.Output{EOF: true}, nil

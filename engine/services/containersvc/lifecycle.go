@@ -155,6 +155,17 @@ func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration) (
 		return err
 	}
 	t := s.task(c.ID)
+	pending := s.Restarting(c.ID)
+	s.cancelRestart(c.ID)
+	if t == nil && pending {
+		// Between two runs of its restart policy: it stays stopped.
+		c.State.ManuallyStopped = true
+		if err := s.cfg.Store.Update(c); err != nil {
+			return err
+		}
+		s.publish("stop", c, nil)
+		return nil
+	}
 	if t == nil {
 		s.reconcile(c)
 		if c.State.Status == containers.StatusRunning {
@@ -162,6 +173,7 @@ func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration) (
 		}
 		return errs.New(errdefs.ErrNotModified, "container %s is not running", c.Name)
 	}
+	t.manualStop.Store(true)
 	// Docker reports stop once the container is down, however it got there.
 	defer func() {
 		if err == nil {

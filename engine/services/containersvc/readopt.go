@@ -270,6 +270,7 @@ func (s *Service) markLost(c *containers.Container, why string) {
 		s.publish("destroy", c, nil)
 	} else {
 		s.cfg.Store.Update(c)
+		s.afterExit(c, c.State.ExitCode, c.State.FinishedAt.Sub(c.State.StartedAt))
 	}
 	s.notify()
 }

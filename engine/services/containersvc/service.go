@@ -92,6 +92,10 @@ type Config struct {
 	// Events receives the container events (create, start, die...); nil
 	// reports none.
 	Events events.Publisher
+	// RestartPolicies is set in a daemon, which applies the containers'
+	// restart policies (restart.go); elsewhere a create with one is
+	// refused.
+	RestartPolicies bool
 }
 
 // Service runs containers.
@@ -108,6 +112,9 @@ type Service struct {
 	pending map[string][]*Attachment
 	// exits holds the exits this service saw, for waiters. Guarded by mu.
 	exits map[string]*exitRecord
+	// restarts holds the restart policies' back-offs and pending starts
+	// (restart.go). Guarded by mu.
+	restarts map[string]*restartState
 	// changed is closed and replaced on every start, exit and removal, to
 	// wake waiters. Guarded by mu.
 	changed chan struct{}
@@ -126,7 +133,7 @@ func New(cfg Config) *Service {
 	}
 	return &Service{
 		cfg: cfg, tasks: map[string]*task{}, pending: map[string][]*Attachment{},
-		exits: map[string]*exitRecord{}, changed: make(chan struct{}),
+		exits: map[string]*exitRecord{}, restarts: map[string]*restartState{}, changed: make(chan struct{}),
 		newAgent: func(conn net.Conn) guestAgent { return agent.New(conn) },
 	}
 }
@@ -156,6 +163,8 @@ type CreateOptions struct {
 	NanoCPUs                 int64
 	Hypervisor               string
 	AutoRemove               bool
+	// RestartPolicy is docker run --restart (restart.go).
+	RestartPolicy RestartPolicy
 	// Volumes are mounted into the container; missing named volumes are
 	// created (docker's behaviour).
 	Volumes []VolumeMount
@@ -243,6 +252,12 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 			return nil, err
 		}
 	}
+	if err := checkRestartPolicy(o.RestartPolicy, o.AutoRemove); err != nil {
+		return nil, err
+	}
+	if p := o.RestartPolicy.Name; p != "" && p != "no" && !s.cfg.RestartPolicies {
+		return nil, errs.New(errdefs.ErrInvalidArgument, "restart policy %s needs vmctld, which restarts containers: start it and run with -H (or on its default socket)", p)
+	}
 	choice, err := s.cfg.ChooseDriver(o.Hypervisor)
 	if err != nil {
 		return nil, err
@@ -297,7 +312,7 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 			StopSignal: firstNonEmpty(o.StopSignal, img.StopSignal), ConsoleRows: o.ConsoleRows,
 			ConsoleCols: o.ConsoleCols, MemoryBytes: o.MemoryBytes, NanoCPUs: o.NanoCPUs,
 			Hypervisor: choice.Driver, Accel: choice.Accel, AutoRemove: o.AutoRemove, Labels: o.Labels,
-			Pause: o.Pause,
+			Pause: o.Pause, RestartPolicy: o.RestartPolicy,
 		},
 		State: containers.State{Status: containers.StatusCreated},
 	}
@@ -407,6 +422,7 @@ func (s *Service) Remove(ctx context.Context, ref string, opts RemoveOptions) er
 		return err
 	}
 	s.reconcile(c)
+	s.cancelRestart(c.ID)
 	if err := c.State.Status.CanRemove(force); err != nil {
 		// dockerd's words, which scripts match.
 		return fmt.Errorf("cannot remove container %q: %w", "/"+c.Name, err)
@@ -507,6 +523,11 @@ func (s *Service) Kill(ctx context.Context, ref string, sig syscall.Signal) erro
 	t, err := s.running(ref)
 	if err != nil {
 		return err
+	}
+	if sig == syscall.SIGKILL {
+		// Killed by a user: its restart policy leaves it stopped.
+		t.manualStop.Store(true)
+		s.cancelRestart(t.c.ID)
 	}
 	// A guest that stopped answering must not hold the call forever.
 	sctx, cancel := context.WithTimeout(ctx, killGrace)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -112,6 +113,11 @@ type task struct {
 	execs map[string]*execProcess
 
 	destroyOnce sync.Once
+
+	// restartCount is the run's State.RestartCount; manualStop is set by a
+	// user's stop or kill, so the restart policy leaves the container be.
+	restartCount int
+	manualStop   atomic.Bool
 }
 
 // Start boots the container's VM, creates and starts the container in it,
@@ -123,9 +129,20 @@ type task struct {
 // The stdio given here is bound to this run only, and its stdin's EOF
 // closes the container's stdin: the caller owns the container's terminal.
 func (s *Service) Start(ctx context.Context, ref string, stdio Stdio) error {
+	return s.start(ctx, ref, stdio, -1)
+}
+
+// start is Start by a user (restartCount -1: the restart policy's count
+// and back-off start over, and a stop by a user is forgotten), or by the
+// container's restart policy, as its restartCount-th restart.
+func (s *Service) start(ctx context.Context, ref string, stdio Stdio, restartCount int) error {
 	c, err := s.cfg.Store.Get(ref)
 	if err != nil {
 		return err
+	}
+	if restartCount < 0 {
+		s.cancelRestart(c.ID)
+		restartCount = 0
 	}
 	s.reconcile(c)
 	if err := c.State.Status.CanStart(); err != nil {
@@ -146,7 +163,7 @@ func (s *Service) Start(ctx context.Context, ref string, stdio Stdio) error {
 	}
 	t := &task{
 		svc: s, c: c, ready: make(chan struct{}), done: make(chan struct{}), log: log,
-		outputDone: make(chan struct{}), stdinCh: make(chan *Attachment, 16),
+		outputDone: make(chan struct{}), stdinCh: make(chan *Attachment, 16), restartCount: restartCount,
 	}
 	// The task context exists before the task is visible to Remove.
 	t.ctx, t.cancel = context.WithCancel(context.Background())
@@ -297,6 +314,7 @@ func (t *task) boot(ctx context.Context) error {
 	c.State = containers.State{
 		Status: containers.StatusRunning, StartedAt: time.Now().UTC(),
 		Driver: drv.Name(), Accel: c.Config.Accel, VMMPid: sb.Pid(), OwnerPid: os.Getpid(),
+		RestartCount: t.restartCount,
 	}
 	return s.cfg.Store.Update(c)
 }
@@ -372,6 +390,7 @@ func (t *task) run() {
 	c.State.OOMKilled = exit.OOMKilled
 	c.State.Error = exit.Error
 	c.State.VMMPid, c.State.OwnerPid = 0, 0
+	c.State.ManuallyStopped = t.manualStop.Load()
 	s := t.svc
 	s.mu.Lock()
 	// The exit is recorded before the removal so that a "removed" waiter
@@ -391,6 +410,8 @@ func (t *task) run() {
 	s.mu.Unlock()
 	if removed {
 		s.publish("destroy", c, nil)
+	} else {
+		s.afterExit(c, exit.Code, c.State.FinishedAt.Sub(c.State.StartedAt))
 	}
 	close(t.done)
 	s.notify()

@@ -1,0 +1,122 @@
+package containersvc
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+func TestParseRestartPolicy(t *testing.T) {
+	for in, want := range map[string]RestartPolicy{
+		"no": {Name: "no"}, "always": {Name: "always"}, "unless-stopped": {Name: "unless-stopped"},
+		"on-failure": {Name: "on-failure"}, "on-failure:3": {Name: "on-failure", MaximumRetryCount: 3},
+	} {
+		if got, err := ParseRestartPolicy(in); err != nil || got != want {
+			t.Errorf("ParseRestartPolicy(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"sometimes", "always:2", "on-failure:", "on-failure:-1", "on-failure:x"} {
+		if _, err := ParseRestartPolicy(bad); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("ParseRestartPolicy(%q) = %v, want invalid argument", bad, err)
+		}
+	}
+	if err := checkRestartPolicy(RestartPolicy{Name: "always"}, true); err == nil {
+		t.Error("a restart policy with AutoRemove was accepted")
+	}
+}
+
+// waitState polls the record until cond holds.
+func waitState(t *testing.T, f *bootFixture, ref string, what string, cond func(status string, restarts int, restarting bool) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := f.svc.Get(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cond(string(c.State.Status), c.State.RestartCount, f.svc.Restarting(c.ID)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: %+v, restarting %v", what, c.State, f.svc.Restarting(c.ID))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// on-failure:2 restarts a failing container twice, with the back-off
+// between, then leaves it exited; a start by a user starts the count over;
+// a container that exits 0 is not restarted by on-failure.
+func TestRestartOnFailure(t *testing.T) {
+	f := newBootFixture(t)
+	f.svc.cfg.RestartPolicies = true
+	f.exitCode = 3
+	c, err := f.svc.Create(context.Background(), CreateOptions{Image: "busybox", Name: "onfail", RestartPolicy: RestartPolicy{Name: "on-failure", MaximumRetryCount: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := f.svc.Start(context.Background(), c.ID, Stdio{}); err != nil {
+		t.Fatal(err)
+	}
+	done := func(status string, n int, restarting bool) bool { return status == "exited" && n == 2 && !restarting }
+	waitState(t, f, "onfail", "two restarts", done)
+	// 100 ms, then 200 ms of back-off.
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Errorf("two restarts took %v: no back-off", took)
+	}
+	time.Sleep(time.Second)
+	if n := f.counts().starts; n != 3 {
+		t.Errorf("%d runs, want 3 (the first and two restarts)", n)
+	}
+	f.mu.Lock()
+	f.exitCode = 0
+	f.mu.Unlock()
+	if err := f.svc.Start(context.Background(), c.ID, Stdio{}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, f, "onfail", "the user's start", func(status string, n int, restarting bool) bool { return status == "exited" && n == 0 })
+	time.Sleep(300 * time.Millisecond)
+	if n := f.counts().starts; n != 4 {
+		t.Errorf("%d runs after an exit 0, want 4: on-failure does not restart it", n)
+	}
+}
+
+// always restarts whatever the exit; a stop by a user, even between two
+// runs, ends that; a policy without a daemon is refused.
+func TestRestartAlwaysUntilStopped(t *testing.T) {
+	f := newBootFixture(t)
+	if _, err := f.svc.Create(context.Background(), CreateOptions{Image: "busybox", RestartPolicy: RestartPolicy{Name: "always"}}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("a restart policy without a daemon: %v, want refused", err)
+	}
+	f.svc.cfg.RestartPolicies = true
+	c, err := f.svc.Create(context.Background(), CreateOptions{Image: "busybox", Name: "al", RestartPolicy: RestartPolicy{Name: "always"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.Start(context.Background(), c.ID, Stdio{}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, f, "al", "a restart pending after the second run", func(_ string, n int, restarting bool) bool { return n >= 1 && restarting })
+	if err := f.svc.Stop(context.Background(), c.ID, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	before := f.counts().starts
+	time.Sleep(time.Second)
+	if n := f.counts().starts; n != before {
+		t.Errorf("%d runs after the stop, want %d: a stopped container stays stopped", n, before)
+	}
+	got, _ := f.svc.Get("al")
+	if !got.State.ManuallyStopped || f.svc.Restarting(c.ID) {
+		t.Errorf("after the stop: %+v, restarting %v", got.State, f.svc.Restarting(c.ID))
+	}
+	// The daemon's start brings an always container back all the same.
+	ids, err := f.svc.RestartOnBoot()
+	if err != nil || len(ids) != 1 || ids[0] != c.ID {
+		t.Fatalf("RestartOnBoot = %v, %v", ids, err)
+	}
+	waitState(t, f, "al", "the start at the daemon's start", func(string, int, bool) bool { return f.counts().starts > before })
+	f.svc.Remove(context.Background(), c.ID, RemoveOptions{Force: true})
+}
