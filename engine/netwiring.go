@@ -257,3 +257,7 @@ func (n containerNetwork) Plumb(ctx context.Context, containerID string) (contai
 func (n containerNetwork) Unplumb(ctx context.Context, containerID string) error {
 	return n.svc.Unplumb(ctx, containerID)
 }
+
+func (n containerNetwork) Rename(ctx context.Context, containerID, name string) error {
+	return n.svc.Rename(ctx, containerID, name)
+}

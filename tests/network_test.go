@@ -276,6 +276,17 @@ func TestNetworking(t *testing.T) {
 			fetch("http://a/", 10)+"; "+fetch("http://alpha/", 10)); r.stdout != "a\na\n" {
 			t.Errorf("a by name and by alias on n1: %q", r.stdout)
 		}
+		// docker rename of a running container: its network's DNS answers
+		// for the new name at once, and no longer for the old one.
+		d.mustDocker(t, 0, "", "rename", "a", "a2")
+		if r := d.mustVmctl(t, 0, "", "run", "--rm", "--network", "n1", "busybox", "sh", "-c",
+			fetch("http://a2/", 10)+"; nslookup a >/dev/null 2>&1 && echo old name resolves"); r.stdout != "a\n" {
+			t.Errorf("after rename a a2, on n1: %q", r.stdout)
+		}
+		if r := d.mustVmctl(t, 0, "", "ps", "--format", "{{.Names}}", "--filter", "name=a2"); r.stdout != "a2\n" {
+			t.Errorf("ps after the rename: %q", r.stdout)
+		}
+		d.mustVmctl(t, 0, "", "rename", "a2", "a")
 		// --dns on a user network: the network's server stays in
 		// resolv.conf (names still resolve) and forwards the rest there.
 		n1GW := strings.TrimSpace(d.mustVmctl(t, 0, "", "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", "n1").stdout)

@@ -100,6 +100,25 @@ func newKillCommand(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
+func newRenameCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rename CONTAINER NEW_NAME",
+		Short: "Rename a container (needs vmctld)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := g.connect("rename", true)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			if _, err := r.api.ContainerRename(cmd.Context(), args[0], client.ContainerRenameOptions{NewName: args[1]}); err != nil {
+				return r.fail(err)
+			}
+			return nil
+		},
+	}
+}
+
 // eachContainer applies op to every ref, printing each one that
 // succeeded and one line per failure, as docker does; any failure makes
 // the exit status 1.

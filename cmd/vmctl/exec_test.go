@@ -91,6 +91,7 @@ func TestNeedsDaemon(t *testing.T) {
 		{"exec", "c", "true"},
 		{"exec", "-it", "c", "sh"},
 		{"restart", "c"},
+		{"rename", "c", "d"},
 		{"wait", "c"},
 		{"create", "busybox"},
 		{"attach", "c"},

@@ -289,6 +289,27 @@ func (s *Store) Endpoints() ([]Endpoint, error) {
 	return out, err
 }
 
+// RenameContainer records a container's new name on its endpoints, which
+// the networks' DNS serves. It returns the endpoints.
+func (s *Store) RenameContainer(containerID, name string) ([]Endpoint, error) {
+	var out []Endpoint
+	err := s.update(func(t *txn) error {
+		var eps []Endpoint
+		if err := t.eachEndpoint(containerID, func(e Endpoint) error { eps = append(eps, e); return nil }); err != nil {
+			return err
+		}
+		for _, e := range eps {
+			e.ContainerName = name
+			if err := t.putEndpoint(&e); err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
 // SetPlumbing records the taps and resolved ports of a container's
 // endpoints (empty when it stops). Each endpoint given must still exist.
 func (s *Store) SetPlumbing(eps []Endpoint) error {

@@ -449,6 +449,20 @@ func (s *Server) containerKill(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// containerRename is POST /containers/{id}/rename?name=NEW.
+func (s *Server) containerRename(w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("name")
+	if name == "" {
+		writeError(w, errs.New(errdefs.ErrInvalidArgument, "no new name given: ?name= is required"))
+		return
+	}
+	if err := s.containers.Rename(r.Context(), r.PathValue("id"), name); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func (s *Server) containerResize(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	h, err1 := strconv.ParseUint(q.Get("h"), 10, 16)

@@ -110,6 +110,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /containers/{id}/stop", s.containerStop)
 	m.HandleFunc("POST /containers/{id}/restart", s.containerRestart)
 	m.HandleFunc("POST /containers/{id}/kill", s.containerKill)
+	m.HandleFunc("POST /containers/{id}/rename", s.containerRename)
 	m.HandleFunc("POST /containers/{id}/wait", s.containerWait)
 	m.HandleFunc("POST /containers/{id}/resize", s.containerResize)
 	m.HandleFunc("POST /containers/{id}/attach", s.containerAttach)

@@ -27,6 +27,7 @@ type ContainerService interface {
 	CopyIn(ctx context.Context, ref, dir string, r io.Reader, keepOwners, noOverwriteDirNonDir bool) error
 	Get(ref string) (*containersvc.Container, error)
 	Restarting(id string) bool
+	Rename(ctx context.Context, ref, name string) error
 	List() ([]*containersvc.Container, error)
 	Select(o containersvc.ListOptions) ([]*containersvc.Container, error)
 	Start(ctx context.Context, ref string, stdio containersvc.Stdio) error

@@ -2,6 +2,7 @@ package containersvc
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"syscall"
@@ -255,4 +256,37 @@ func ParseSignal(s string) (syscall.Signal, error) {
 		return sig, nil
 	}
 	return 0, errs.New(errdefs.ErrInvalidArgument, "invalid signal %q", s)
+}
+
+// Rename gives a container a new name, running or not, as docker rename
+// does: the name must be valid and free; the networks' DNS answers for the
+// new name (and no longer the old) at once; a "rename" event carries the
+// old name.
+func (s *Service) Rename(ctx context.Context, ref, name string) error {
+	name = strings.TrimPrefix(name, "/")
+	if err := containers.ValidateName(name); err != nil {
+		return err
+	}
+	c, err := s.cfg.Store.Get(ref)
+	if err != nil {
+		return err
+	}
+	old := c.Name
+	if old == name {
+		return errs.New(errdefs.ErrInvalidArgument, "renaming a container with the same name as its current name")
+	}
+	c.Name = name
+	if err := s.cfg.Store.Update(c); err != nil {
+		return err
+	}
+	if s.cfg.Network != nil {
+		if err := s.cfg.Network.Rename(ctx, c.ID, name); err != nil {
+			// The record goes back, so that name and DNS agree.
+			c.Name = old
+			s.cfg.Store.Update(c)
+			return fmt.Errorf("rename container %s: %w", old, err)
+		}
+	}
+	s.publish("rename", c, map[string]string{"oldName": "/" + old})
+	return nil
 }

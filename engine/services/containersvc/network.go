@@ -35,6 +35,9 @@ type Network interface {
 	// Unplumb undoes Plumb once the container's VM is gone. It is safe to
 	// call for a container that is not plumbed.
 	Unplumb(ctx context.Context, containerID string) error
+	// Rename gives the container's endpoints its new name, which the
+	// networks' DNS serves.
+	Rename(ctx context.Context, containerID, name string) error
 }
 
 // NetworkJoin is one network a container joins at create.

@@ -27,6 +27,7 @@ type fakeNetwork struct {
 	mu         sync.Mutex
 	plumbed    []string
 	unplumbed  []string
+	renamed    []string
 	joined     map[string][]NetworkJoin // by container ID
 	released   []string
 }
@@ -66,6 +67,12 @@ func (n *fakeNetwork) Unplumb(_ context.Context, id string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.unplumbed = append(n.unplumbed, id)
+	return nil
+}
+func (n *fakeNetwork) Rename(_ context.Context, id, name string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.renamed = append(n.renamed, id+" "+name)
 	return nil
 }
 

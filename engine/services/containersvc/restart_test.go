@@ -120,3 +120,39 @@ func TestRestartAlwaysUntilStopped(t *testing.T) {
 	waitState(t, f, "al", "the start at the daemon's start", func(string, int, bool) bool { return f.counts().starts > before })
 	f.svc.Remove(context.Background(), c.ID, RemoveOptions{Force: true})
 }
+
+// Rename: a free valid name only; the record and the network's endpoints
+// take it.
+func TestRename(t *testing.T) {
+	f := newBootFixture(t)
+	net := &fakeNetwork{}
+	f.svc.cfg.Network = net
+	ctx := context.Background()
+	a, err := f.svc.Create(ctx, CreateOptions{Image: "busybox", Name: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.Create(ctx, CreateOptions{Image: "busybox", Name: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	for name, class := range map[string]func(error) bool{"b": errdefs.IsConflict, "bad/name": errdefs.IsInvalidArgument, "a": errdefs.IsInvalidArgument} {
+		if err := f.svc.Rename(ctx, "a", name); !class(err) {
+			t.Errorf("Rename(a, %s) = %v", name, err)
+		}
+	}
+	if err := f.svc.Rename(ctx, "a", "/c"); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := f.svc.Get("c"); err != nil || c.ID != a.ID {
+		t.Errorf("Get(c) = %v, %v", c, err)
+	}
+	if _, err := f.svc.Get("a"); !errdefs.IsNotFound(err) {
+		t.Errorf("Get(a) after the rename = %v", err)
+	}
+	if len(net.renamed) != 1 || net.renamed[0] != a.ID+" c" {
+		t.Errorf("network renames %v", net.renamed)
+	}
+	if err := f.svc.Rename(ctx, "nope", "d"); !errdefs.IsNotFound(err) {
+		t.Errorf("Rename of a missing container = %v", err)
+	}
+}

@@ -392,6 +392,9 @@ func (t *task) run() {
 	c.State.VMMPid, c.State.OwnerPid = 0, 0
 	c.State.ManuallyStopped = t.manualStop.Load()
 	s := t.svc
+	if cur, err := s.cfg.Store.Get(c.ID); err == nil {
+		c.Name = cur.Name // renamed while it ran
+	}
 	s.mu.Lock()
 	// The exit is recorded before the removal so that a "removed" waiter
 	// finds the status.

@@ -48,6 +48,33 @@ func (s *Service) running(containerID string) (bool, error) {
 	return false, nil
 }
 
+// Rename records a container's new name on its endpoints; where it runs,
+// the networks' DNS answers for the new name at once, and no longer for
+// the old one.
+func (s *Service) Rename(ctx context.Context, containerID, name string) error {
+	unlock, err := s.lockHost(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	eps, err := s.store.RenameContainer(containerID, name)
+	if err != nil {
+		return err
+	}
+	nets := map[string]Network{}
+	for _, e := range eps {
+		if !e.Plumbed() {
+			continue
+		}
+		n, err := s.store.Get(e.NetworkID)
+		if err != nil {
+			return err
+		}
+		nets[n.ID] = n
+	}
+	return s.syncNames(ctx, nets)
+}
+
 // Disconnect removes a container's endpoint on a network and frees its
 // address. A running container is refused unless force: then the
 // endpoint's tap, rules and names go at once (and its published ports, if
