@@ -425,3 +425,46 @@ func newBuilderCommand(g *globalOptions) *cobra.Command {
 	cmd.AddCommand(prune)
 	return cmd
 }
+
+func newContainerCommand(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "container", Short: "Manage containers (prune; the others are top-level commands)"}
+	var force bool
+	var filters []string
+	prune := &cobra.Command{
+		Use:   "prune [-f] [--filter until=TIME|label=KEY[=VALUE]|label!=...]",
+		Short: "Remove every stopped container",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f := client.Filters{}
+			for _, term := range filters {
+				k, v, ok := strings.Cut(term, "=")
+				if !ok {
+					return fmt.Errorf("invalid --filter %q: want KEY=VALUE", term)
+				}
+				f = f.Add(k, v)
+			}
+			if !force && !confirm("WARNING! This will remove all stopped containers.\nAre you sure you want to continue?") {
+				return nil
+			}
+			return daemonFailure(g.withEngine("container prune", false, func(r *remote) error {
+				res, err := r.api.ContainerPrune(cmd.Context(), client.ContainerPruneOptions{Filters: f})
+				if err != nil {
+					return r.fail(err)
+				}
+				if len(res.Report.ContainersDeleted) > 0 {
+					fmt.Println("Deleted Containers:")
+					for _, id := range res.Report.ContainersDeleted {
+						fmt.Println(id)
+					}
+					fmt.Println()
+				}
+				fmt.Printf("Total reclaimed space: %s\n", units.HumanSize(float64(res.Report.SpaceReclaimed)))
+				return nil
+			}))
+		},
+	}
+	prune.Flags().BoolVarP(&force, "force", "f", false, "do not ask for confirmation")
+	prune.Flags().StringArrayVar(&filters, "filter", nil, "only containers created before until=TIME (or DURATION ago), or with (label=) or without (label!=) a label")
+	cmd.AddCommand(prune)
+	return cmd
+}

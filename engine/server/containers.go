@@ -449,6 +449,76 @@ func (s *Server) containerKill(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// containerPrune is POST /containers/prune: docker container prune, with
+// dockerd's filters until (a time or a duration before now) and label,
+// label! (KEY or KEY=VALUE).
+func (s *Server) containerPrune(w http.ResponseWriter, r *http.Request) {
+	terms, err := filterTerms(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	match, err := pruneFilter(terms, time.Now())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	deleted, freed, err := s.containers.Prune(r.Context(), func(c *containersvc.Container) bool { return match(c.Created, c.Config.Labels) })
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, container.PruneReport{ContainersDeleted: append([]string{}, deleted...), SpaceReclaimed: freed})
+}
+
+// pruneFilter reads the filters of the prune endpoints: until (a time,
+// or a duration before now) and label / label! (KEY or KEY=VALUE), each
+// label term required (or refused) in full.
+func pruneFilter(terms map[string][]string, now time.Time) (func(created time.Time, labels map[string]string) bool, error) {
+	var until time.Time
+	for k, v := range terms {
+		switch k {
+		case "until":
+			if len(v) != 1 {
+				return nil, errs.New(errdefs.ErrInvalidArgument, "more than one until filter specified")
+			}
+			if d, err := time.ParseDuration(v[0]); err == nil {
+				until = now.Add(-d)
+				continue
+			}
+			t, err := parseTimestamp("until", v[0])
+			if err != nil {
+				return nil, err
+			}
+			until = t
+		case "label", "label!":
+		default:
+			return nil, errs.New(errdefs.ErrInvalidArgument, "invalid filter '%s'", k)
+		}
+	}
+	has := func(labels map[string]string, term string) bool {
+		k, v, withValue := strings.Cut(term, "=")
+		got, ok := labels[k]
+		return ok && (!withValue || got == v)
+	}
+	return func(created time.Time, labels map[string]string) bool {
+		if !until.IsZero() && !created.Before(until) {
+			return false
+		}
+		for _, term := range terms["label"] {
+			if !has(labels, term) {
+				return false
+			}
+		}
+		for _, term := range terms["label!"] {
+			if has(labels, term) {
+				return false
+			}
+		}
+		return true
+	}, nil
+}
+
 // containerRename is POST /containers/{id}/rename?name=NEW.
 func (s *Server) containerRename(w http.ResponseWriter, r *http.Request) {
 	name := r.URL.Query().Get("name")

@@ -104,6 +104,7 @@ func (s *Server) routes() {
 	m.HandleFunc("DELETE /images/{name...}", s.imageDelete)
 
 	m.HandleFunc("POST /containers/create", s.containerCreate)
+	m.HandleFunc("POST /containers/prune", s.containerPrune)
 	m.HandleFunc("GET /containers/json", s.containerList)
 	m.HandleFunc("GET /containers/{id}/json", s.containerInspect)
 	m.HandleFunc("POST /containers/{id}/start", s.containerStart)

@@ -274,3 +274,36 @@ func TestLogRequest(t *testing.T) {
 		t.Errorf("logged %q, want %q", got, want)
 	}
 }
+
+func TestPruneFilter(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	old, recent := now.Add(-2*time.Hour), now.Add(-time.Minute)
+	for _, tc := range []struct {
+		terms   map[string][]string
+		created time.Time
+		labels  map[string]string
+		want    bool
+	}{
+		{nil, recent, nil, true},
+		{map[string][]string{"until": {"1h"}}, old, nil, true},
+		{map[string][]string{"until": {"1h"}}, recent, nil, false},
+		{map[string][]string{"until": {now.Add(-time.Hour).Format(time.RFC3339)}}, old, nil, true},
+		{map[string][]string{"label": {"keep"}}, recent, map[string]string{"keep": ""}, true},
+		{map[string][]string{"label": {"tier=web"}}, recent, map[string]string{"tier": "db"}, false},
+		{map[string][]string{"label!": {"keep"}}, recent, map[string]string{"keep": "1"}, false},
+		{map[string][]string{"label!": {"keep=2"}}, recent, map[string]string{"keep": "1"}, true},
+	} {
+		match, err := pruneFilter(tc.terms, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := match(tc.created, tc.labels); got != tc.want {
+			t.Errorf("filters %v, created %v, labels %v: %v, want %v", tc.terms, tc.created, tc.labels, got, tc.want)
+		}
+	}
+	for _, bad := range []map[string][]string{{"status": {"exited"}}, {"until": {"soon"}}, {"until": {"1h", "2h"}}} {
+		if _, err := pruneFilter(bad, now); err == nil {
+			t.Errorf("filters %v accepted", bad)
+		}
+	}
+}

@@ -28,6 +28,7 @@ type ContainerService interface {
 	Get(ref string) (*containersvc.Container, error)
 	Restarting(id string) bool
 	Rename(ctx context.Context, ref, name string) error
+	Prune(ctx context.Context, match func(*containersvc.Container) bool) ([]string, uint64, error)
 	List() ([]*containersvc.Container, error)
 	Select(o containersvc.ListOptions) ([]*containersvc.Container, error)
 	Start(ctx context.Context, ref string, stdio containersvc.Stdio) error

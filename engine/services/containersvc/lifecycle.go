@@ -290,3 +290,42 @@ func (s *Service) Rename(ctx context.Context, ref, name string) error {
 	s.publish("rename", c, map[string]string{"oldName": "/" + old})
 	return nil
 }
+
+// Prune removes the stopped containers (created or exited) that match,
+// as docker container prune does, and returns their IDs and the space
+// their writable disks took.
+func (s *Service) Prune(ctx context.Context, match func(*containers.Container) bool) ([]string, uint64, error) {
+	all, err := s.List()
+	if err != nil {
+		return nil, 0, err
+	}
+	var deleted []string
+	var freed uint64
+	for _, c := range all {
+		if err := ctx.Err(); err != nil {
+			return deleted, freed, err
+		}
+		if c.State.Status == containers.StatusRunning || s.task(c.ID) != nil || s.Restarting(c.ID) || !match(c) {
+			continue
+		}
+		size := diskUse(s.writableDisk(c.ID))
+		if err := s.Remove(ctx, c.ID, RemoveOptions{}); err != nil {
+			if errdefs.IsNotFound(err) || errdefs.IsConflict(err) {
+				continue // gone or started meanwhile
+			}
+			return deleted, freed, err
+		}
+		deleted = append(deleted, c.ID)
+		freed += size
+	}
+	return deleted, freed, nil
+}
+
+// diskUse is the space a (sparse) file takes.
+func diskUse(path string) uint64 {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return 0
+	}
+	return uint64(st.Blocks) * 512
+}
