@@ -51,6 +51,16 @@ func TestRestartPolicies(t *testing.T) {
 		if r := d.mustDocker(t, 0, "", "logs", "onfail"); r.stdout != "ran\nran\nran\n" {
 			t.Errorf("logs = %q, want three runs", r.stdout)
 		}
+		// docker logs --since/--until keep the output of a time window.
+		if r := d.mustDocker(t, 0, "", "logs", "--since", "1h", "onfail"); r.stdout != "ran\nran\nran\n" {
+			t.Errorf("logs --since 1h = %q", r.stdout)
+		}
+		if r := d.mustDocker(t, 0, "", "logs", "--until", "2020-01-01T00:00:00Z", "onfail"); r.stdout != "" {
+			t.Errorf("logs --until 2020 = %q, want nothing", r.stdout)
+		}
+		if r := d.mustVmctl(t, 0, "", "logs", "--since", "2020-01-01T00:00:00Z", "--tail", "1", "onfail"); r.stdout != "ran\n" {
+			t.Errorf("vmctl logs --since 2020 --tail 1 = %q", r.stdout)
+		}
 		r := d.mustDocker(t, 0, "", "inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}", "onfail")
 		if r.stdout != "on-failure:2\n" {
 			t.Errorf("inspect's RestartPolicy = %q", r.stdout)

@@ -25,9 +25,9 @@ import (
 
 func newLogsCommand(g *globalOptions) *cobra.Command {
 	var follow bool
-	var tail string
+	var tail, since, until string
 	cmd := &cobra.Command{
-		Use:   "logs [-f] [--tail N] CONTAINER",
+		Use:   "logs [-f] [--tail N] [--since T] [--until T] CONTAINER",
 		Short: "Show a container's output (-f of a running container needs vmctld)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -38,15 +38,19 @@ func newLogsCommand(g *globalOptions) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return g.withEngine("logs -f", false, func(r *remote) error { return r.logs(ctx, args[0], follow, tail) })
+			o := client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Follow: follow, Tail: tail, Since: since, Until: until}
+			return g.withEngine("logs -f", false, func(r *remote) error { return r.logs(ctx, args[0], o) })
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output until the container stops")
 	cmd.Flags().StringVarP(&tail, "tail", "n", "all", "number of lines to show from the end")
+	cmd.Flags().StringVar(&since, "since", "", "only output written since a time (RFC 3339, or seconds since the epoch) or a duration ago (e.g. 10m)")
+	cmd.Flags().StringVar(&until, "until", "", "only output written before a time or a duration ago")
 	return cmd
 }
 
-func (r *remote) logs(ctx context.Context, ref string, follow bool, tail string) error {
+func (r *remote) logs(ctx context.Context, ref string, o client.ContainerLogsOptions) error {
+	follow := o.Follow
 	c, err := r.api.ContainerInspect(ctx, ref, client.ContainerInspectOptions{})
 	if err != nil {
 		return r.fail(err)
@@ -56,9 +60,7 @@ func (r *remote) logs(ctx context.Context, ref string, follow bool, tail string)
 	if follow && r.inProcess && c.Container.State != nil && c.Container.State.Running {
 		return needsDaemon("logs -f of a running container", r.why)
 	}
-	rc, err := r.api.ContainerLogs(ctx, c.Container.ID, client.ContainerLogsOptions{
-		ShowStdout: true, ShowStderr: true, Follow: follow, Tail: tail,
-	})
+	rc, err := r.api.ContainerLogs(ctx, c.Container.ID, o)
 	if err != nil {
 		return r.fail(err)
 	}

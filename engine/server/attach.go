@@ -182,9 +182,18 @@ func (s *Server) containerLogs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	if q.Get("since") != "" && q.Get("since") != "0" || q.Get("until") != "" && q.Get("until") != "0" {
-		writeError(w, errs.New(errdefs.ErrNotImplemented, "logs since/until are not supported yet"))
-		return
+	var since, until time.Time
+	if v := q.Get("since"); v != "" && v != "0" {
+		if since, err = parseTimestamp("since", v); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	if v := q.Get("until"); v != "" && v != "0" {
+		if until, err = parseTimestamp("until", v); err != nil {
+			writeError(w, err)
+			return
+		}
 	}
 	tail := -1
 	if v := q.Get("tail"); v != "" && v != "all" {
@@ -206,7 +215,7 @@ func (s *Server) containerLogs(w http.ResponseWriter, r *http.Request) {
 	rc.Flush()
 	outOut, outErr := outputWriters(w, c.Config.Tty)
 	err = s.containers.Logs(r.Context(), c.ID, containersvc.LogsOptions{
-		Stdout: stdout, Stderr: stderr, Tail: tail, Follow: follow,
+		Stdout: stdout, Stderr: stderr, Tail: tail, Follow: follow, Since: since, Until: until,
 	}, func(e containersvc.LogEntry) error {
 		out := outOut
 		if e.Stream == containersvc.StreamStderr {

@@ -178,8 +178,11 @@ type LogsOptions struct {
 	// Tail is how many of the last entries to return; negative means all.
 	Tail int
 	// Follow keeps returning new output until the container's current run
-	// has ended and its exit is recorded, or ctx is done.
+	// has ended and its exit is recorded, or ctx is done, or Until passed.
 	Follow bool
+	// Since and Until, when set, keep the entries written in [Since, Until]
+	// (docker logs --since, --until); Tail counts among those.
+	Since, Until time.Time
 }
 
 // Logs calls emit for each stored output entry of the container, oldest
@@ -212,6 +215,9 @@ func (s *Service) Logs(ctx context.Context, ref string, o LogsOptions, emit func
 	defer f.Close()
 
 	want := func(e LogEntry) bool {
+		if (!o.Since.IsZero() && e.Time.Before(o.Since)) || (!o.Until.IsZero() && e.Time.After(o.Until)) {
+			return false
+		}
 		return (e.Stream == StreamStdout && o.Stdout) || (e.Stream == StreamStderr && o.Stderr)
 	}
 	br := bufio.NewReader(f)
@@ -254,6 +260,9 @@ func (s *Service) Logs(ctx context.Context, ref string, o LogsOptions, emit func
 		return nil
 	}
 	for {
+		if !o.Until.IsZero() && time.Now().After(o.Until) {
+			return nil // nothing later can be wanted
+		}
 		// The run's end is checked before the read, so the last read after
 		// it sees everything the run wrote.
 		ended := false

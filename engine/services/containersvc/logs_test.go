@@ -3,10 +3,13 @@ package containersvc
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -236,5 +239,51 @@ func TestLogWriteFullDisk(t *testing.T) {
 	}
 	if want := logHeaderLen + len("kept\n"); len(b) != want {
 		t.Errorf("log after the failed write has %d bytes, want %d (the complete entry only)", len(b), want)
+	}
+}
+
+// docker logs --since/--until keep the entries written in the window;
+// --tail counts among them.
+func TestLogsSinceUntil(t *testing.T) {
+	f := newBootFixture(t)
+	c, err := f.svc.Create(context.Background(), CreateOptions{Image: "busybox", Name: "l"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := openLog(filepath.Join(f.svc.cfg.Store.Dir(c.ID), logFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []int64{100, 200, 300} {
+		if err := w.write(StreamStdout, time.Unix(s, 0), []byte(fmt.Sprintf("at %d\n", s))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.close()
+	read := func(o LogsOptions) string {
+		o.Stdout, o.Stderr = true, true
+		if o.Tail == 0 {
+			o.Tail = -1
+		}
+		var out []string
+		err := f.svc.Logs(context.Background(), c.ID, o, func(e LogEntry) error { out = append(out, string(e.Data)); return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(out, "")
+	}
+	for _, tc := range []struct {
+		o    LogsOptions
+		want string
+	}{
+		{LogsOptions{Since: time.Unix(150, 0)}, "at 200\nat 300\n"},
+		{LogsOptions{Until: time.Unix(250, 0)}, "at 100\nat 200\n"},
+		{LogsOptions{Since: time.Unix(150, 0), Until: time.Unix(250, 0)}, "at 200\n"},
+		{LogsOptions{Since: time.Unix(200, 0), Tail: 1}, "at 300\n"},
+		{LogsOptions{Since: time.Unix(400, 0)}, ""},
+	} {
+		if got := read(tc.o); got != tc.want {
+			t.Errorf("since %v until %v tail %d: %q, want %q", tc.o.Since.Unix(), tc.o.Until.Unix(), tc.o.Tail, got, tc.want)
+		}
 	}
 }
