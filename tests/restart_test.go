@@ -1,6 +1,8 @@
 package tests
 
 import (
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +52,17 @@ func TestRestartPolicies(t *testing.T) {
 		}
 		if r := d.mustDocker(t, 0, "", "logs", "onfail"); r.stdout != "ran\nran\nran\n" {
 			t.Errorf("logs = %q, want three runs", r.stdout)
+		}
+		// attach with logs=1&stream=0: the output so far, then the end.
+		req, err := http.NewRequest("POST", "http://vmctld/v1.41/containers/onfail/attach?logs=1&stream=0&stdout=1", nil)
+		must(t, err)
+		resp, err := d.http().Do(req)
+		must(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		frame := "\x01\x00\x00\x00\x00\x00\x00\x04ran\n"
+		if resp.StatusCode != 200 || string(body) != strings.Repeat(frame, 3) {
+			t.Errorf("attach logs=1 stream=0 = %d %q, want three stdout frames", resp.StatusCode, body)
 		}
 		// docker logs --since/--until keep the output of a time window.
 		if r := d.mustDocker(t, 0, "", "logs", "--since", "1h", "onfail"); r.stdout != "ran\nran\nran\n" {

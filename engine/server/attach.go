@@ -99,10 +99,6 @@ func (s *Server) containerAttach(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	stream, stdin, stdout, stderr, logs := flags[0], flags[1], flags[2], flags[3], flags[4]
-	if logs && !stream {
-		writeError(w, errs.New(errdefs.ErrNotImplemented, "attach with logs=1 and stream=0 is not supported: use the logs endpoint"))
-		return
-	}
 	c, err := s.containers.Get(r.PathValue("id"))
 	if err != nil {
 		writeError(w, err)
@@ -133,6 +129,28 @@ func (s *Server) containerAttach(w http.ResponseWriter, r *http.Request) {
 
 	o := containersvc.AttachOptions{}
 	outOut, outErr := outputWriters(conn, c.Config.Tty)
+	if logs && (stdout || stderr) {
+		// logs=1: what the container wrote so far first, as dockerd sends
+		// it; with stream=0 that is all.
+		err := s.containers.Logs(r.Context(), c.ID, containersvc.LogsOptions{Stdout: stdout, Stderr: stderr, Tail: -1},
+			func(e containersvc.LogEntry) error {
+				if e.Stream == containersvc.StreamStderr {
+					_, err := outErr.Write(e.Data)
+					return err
+				}
+				_, err := outOut.Write(e.Data)
+				return err
+			})
+		if err != nil {
+			return
+		}
+	}
+	if !stream {
+		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		return
+	}
 	if stdout {
 		o.Stdout = outOut
 	}
