@@ -102,6 +102,28 @@ func newKillCommand(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
+func newPauseCommand(g *globalOptions, unpause bool) *cobra.Command {
+	name, short := "pause", "Freeze running containers: their VMs' vCPUs stop (needs vmctld)"
+	if unpause {
+		name, short = "unpause", "Let paused containers run again (needs vmctld)"
+	}
+	return &cobra.Command{
+		Use:   name + " CONTAINER [CONTAINER...]",
+		Short: short,
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachContainer(cmd.Context(), g, name, args, func(ctx context.Context, r *remote, ref string) error {
+				if unpause {
+					_, err := r.api.ContainerUnpause(ctx, ref, client.ContainerUnpauseOptions{})
+					return err
+				}
+				_, err := r.api.ContainerPause(ctx, ref, client.ContainerPauseOptions{})
+				return err
+			})
+		},
+	}
+}
+
 func newRenameCommand(g *globalOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "rename CONTAINER NEW_NAME",

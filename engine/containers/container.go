@@ -139,6 +139,9 @@ type State struct {
 	// not running, whatever the record says.
 	VMMPid   int `json:"vmmPid,omitempty"`
 	OwnerPid int `json:"ownerPid,omitempty"`
+	// Paused says the container's VM is frozen (docker pause): it still
+	// runs (Status running), its vCPUs do not.
+	Paused bool `json:"paused,omitempty"`
 	// RestartCount counts the starts its restart policy made since the
 	// last start by a user.
 	RestartCount int `json:"restartCount,omitempty"`

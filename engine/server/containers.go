@@ -203,10 +203,22 @@ func clampU16(v uint) uint16 {
 	return uint16(v)
 }
 
+// stateName is the State of inspect and of docker ps's list: "paused" for
+// a running container whose VM is frozen.
+func stateName(c *containersvc.Container) container.ContainerState {
+	if c.State.Status == containersvc.StatusRunning && c.State.Paused {
+		return container.StatePaused
+	}
+	return container.ContainerState(c.State.Status)
+}
+
 // statusText is docker ps's STATUS column.
 func statusText(c *containersvc.Container, now time.Time) string {
 	switch c.State.Status {
 	case containersvc.StatusRunning:
+		if c.State.Paused {
+			return "Up " + units.HumanDuration(now.Sub(c.State.StartedAt)) + " (Paused)"
+		}
 		return "Up " + units.HumanDuration(now.Sub(c.State.StartedAt))
 	case containersvc.StatusExited:
 		return fmt.Sprintf("Exited (%d) %s ago", c.State.ExitCode, units.HumanDuration(now.Sub(c.State.FinishedAt)))
@@ -266,7 +278,7 @@ func (s *Server) containerList(w http.ResponseWriter, r *http.Request) {
 				ID: c.ID, Names: []string{"/" + c.Name}, Image: c.Config.Image, ImageID: c.Config.ImageID,
 				Command: strings.Join(c.Config.Args, " "), Created: c.Created.Unix(),
 				Labels: labelsOrEmpty(c.Config.Labels),
-				State:  container.ContainerState(c.State.Status), Status: statusText(c, now),
+				State:  stateName(c), Status: statusText(c, now),
 				Mounts: mountPoints(c),
 			},
 			Ports:           cn.portsJSON(c),
@@ -326,7 +338,7 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 		ID: c.ID, Created: timeString(c.Created), Name: "/" + c.Name, Image: cfg.ImageID,
 		Driver: "vmctl-disk", Platform: "linux",
 		State: &container.State{
-			Status: container.ContainerState(c.State.Status), Running: c.State.Status == containersvc.StatusRunning,
+			Status: stateName(c), Running: c.State.Status == containersvc.StatusRunning, Paused: c.State.Paused,
 			OOMKilled: c.State.OOMKilled, Pid: c.State.VMMPid, ExitCode: c.State.ExitCode, Error: c.State.Error,
 			StartedAt: timeString(c.State.StartedAt), FinishedAt: timeString(c.State.FinishedAt),
 		},
@@ -443,6 +455,24 @@ func (s *Server) containerKill(w http.ResponseWriter, r *http.Request) {
 		sig = parsed
 	}
 	if err := s.containers.Kill(r.Context(), r.PathValue("id"), sig); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// containerPause is POST /containers/{id}/pause (docker pause).
+func (s *Server) containerPause(w http.ResponseWriter, r *http.Request) {
+	if err := s.containers.Pause(r.Context(), r.PathValue("id")); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// containerUnpause is POST /containers/{id}/unpause (docker unpause).
+func (s *Server) containerUnpause(w http.ResponseWriter, r *http.Request) {
+	if err := s.containers.Unpause(r.Context(), r.PathValue("id")); err != nil {
 		writeError(w, err)
 		return
 	}

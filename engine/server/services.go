@@ -28,6 +28,8 @@ type ContainerService interface {
 	Get(ref string) (*containersvc.Container, error)
 	Restarting(id string) bool
 	Rename(ctx context.Context, ref, name string) error
+	Pause(ctx context.Context, ref string) error
+	Unpause(ctx context.Context, ref string) error
 	Prune(ctx context.Context, match func(*containersvc.Container) bool) ([]string, uint64, error)
 	List() ([]*containersvc.Container, error)
 	Select(o containersvc.ListOptions) ([]*containersvc.Container, error)

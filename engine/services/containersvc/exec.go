@@ -75,6 +75,9 @@ func (s *Service) ExecCreate(ref string, o ExecOptions) (string, error) {
 	if err := t.booted(); err != nil {
 		return "", err
 	}
+	if err := refusePaused(t); err != nil {
+		return "", err
+	}
 	// Catch bad input (user, working directory, environment) now: the
 	// client learns it from create rather than from a failed start.
 	if _, err := execSpec(t.c, o); err != nil {
@@ -178,6 +181,9 @@ func (s *Service) ExecResize(ctx context.Context, id string, rows, cols uint16) 
 func (s *Service) ExecStart(ctx context.Context, id string, stdio Stdio, detach bool) error {
 	p, err := s.exec(id)
 	if err != nil {
+		return err
+	}
+	if err := refusePaused(p.t); err != nil {
 		return err
 	}
 	p.mu.Lock()

@@ -175,6 +175,10 @@ func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration) (
 		return errs.New(errdefs.ErrNotModified, "container %s is not running", c.Name)
 	}
 	t.manualStop.Store(true)
+	// A frozen guest cannot take the signal.
+	if err := s.resume(ctx, t); err != nil {
+		return err
+	}
 	// Docker reports stop once the container is down, however it got there.
 	defer func() {
 		if err == nil {

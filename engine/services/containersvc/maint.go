@@ -36,6 +36,9 @@ func (s *Service) withAgent(ctx context.Context, ref string, fn func(a guestAgen
 		return err
 	}
 	if t := s.task(c.ID); t != nil {
+		if t.paused.Load() {
+			return errs.New(errdefs.ErrConflict, "container %s is paused: unpause it first", c.Name)
+		}
 		return fn(t.agent, c.ID)
 	}
 	s.reconcile(c)

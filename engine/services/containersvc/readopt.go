@@ -213,6 +213,15 @@ func (s *Service) readopt(ctx context.Context, c *containers.Container) error {
 		t.endOutput()
 		return fmt.Errorf("cannot re-adopt the VM: %s: %w", what, err)
 	}
+	// A paused VM's agent cannot answer: it runs for the re-adoption and
+	// is paused again once its run is followed.
+	pauser, _ := sb.(sandbox.Pauser)
+	wasPaused := c.State.Paused && pauser != nil
+	if wasPaused {
+		if err := pauser.Resume(ctx); err != nil {
+			return fail("let the paused VM run", err)
+		}
+	}
 	conn, err := sb.DialAgent(ctx)
 	if err != nil {
 		return fail("reconnect the agent channel", err)
@@ -232,6 +241,13 @@ func (s *Service) readopt(ctx context.Context, c *containers.Container) error {
 	close(t.ready)
 	s.notify()
 	go t.run()
+	if wasPaused {
+		if err := pauser.Pause(ctx); err == nil {
+			t.paused.Store(true)
+		} else {
+			s.recordPaused(c.ID, false)
+		}
+	}
 	return nil
 }
 

@@ -436,6 +436,7 @@ func (s *Service) Remove(ctx context.Context, ref string, opts RemoveOptions) er
 	if t := s.task(c.ID); t != nil {
 		// Kill the process first, as docker rm -f does, so the exit is an
 		// ordinary 137 rather than a lost VM; end the VM if that fails.
+		s.resume(ctx, t)
 		if t.signal(ctx, syscall.SIGKILL) == nil {
 			s.publishKill(c, syscall.SIGKILL)
 			select {
@@ -528,6 +529,11 @@ func (s *Service) Kill(ctx context.Context, ref string, sig syscall.Signal) erro
 		// Killed by a user: its restart policy leaves it stopped.
 		t.manualStop.Store(true)
 		s.cancelRestart(t.c.ID)
+	}
+	// A frozen guest cannot take the signal: it runs again, as dockerd
+	// lets a paused container take a kill.
+	if err := s.resume(ctx, t); err != nil {
+		return err
 	}
 	// A guest that stopped answering must not hold the call forever.
 	sctx, cancel := context.WithTimeout(ctx, killGrace)

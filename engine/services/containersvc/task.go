@@ -118,6 +118,8 @@ type task struct {
 	// user's stop or kill, so the restart policy leaves the container be.
 	restartCount int
 	manualStop   atomic.Bool
+	// paused is set while the VM is frozen (pause.go).
+	paused atomic.Bool
 }
 
 // Start boots the container's VM, creates and starts the container in it,
@@ -391,6 +393,7 @@ func (t *task) run() {
 	c.State.Error = exit.Error
 	c.State.VMMPid, c.State.OwnerPid = 0, 0
 	c.State.ManuallyStopped = t.manualStop.Load()
+	c.State.Paused = false
 	s := t.svc
 	if cur, err := s.cfg.Store.Get(c.ID); err == nil {
 		c.Name = cur.Name // renamed while it ran
