@@ -6,13 +6,13 @@ import (
 	"time"
 )
 
-// docker pause / unpause against vmctld: the container's VM stops, so its
-// output stops; exec is refused as dockerd refuses it; unpause lets it go
+// docker pause / unpause against vmctld: the container's processes are
+// frozen, so its output stops; exec is refused as dockerd refuses it; unpause lets it go
 // on; a paused container survives a daemon crash paused, and stops.
 func TestPause(t *testing.T) {
 	d := startDaemon(t)
 	t.Cleanup(func() { d.vmctl(t, "", "rm", "-f", "p") })
-	d.mustDocker(t, 0, "", "run", "-d", "--name", "p", "busybox", "sh", "-c", "i=0; while true; do i=$((i+1)); echo $i; sleep 0.2; done")
+	d.mustVmctl(t, 0, "", "run", "-d", "--name", "p", "busybox", "sh", "-c", "i=0; while true; do i=$((i+1)); echo $i; sleep 0.2; done")
 	lines := func() int { return strings.Count(d.mustDocker(t, 0, "", "logs", "p").stdout, "\n") }
 	waitFor(t, func() bool { return lines() > 2 }, "the counter's first lines")
 
@@ -38,8 +38,8 @@ func TestPause(t *testing.T) {
 	// A daemon crash and restart: re-adopted, still paused.
 	d.crash(t)
 	d.launch(t, d.bin)
-	if r := d.mustVmctl(t, 0, "", "inspect", "-f", "{{.State.Status}}", "p"); r.stdout != "paused\n" {
-		t.Errorf("after a daemon restart: %q, want paused", r.stdout)
+	if r := d.mustVmctl(t, 0, "", "inspect", "-f", "{{.State.Status}} {{.State.Error}}", "p"); r.stdout != "paused \n" {
+		t.Fatalf("after a daemon restart: %q, want paused", r.stdout)
 	}
 	before = lines()
 	time.Sleep(time.Second)

@@ -202,6 +202,18 @@ func (c *Client) StartContainer(ctx context.Context, id string) error {
 	return convert(err)
 }
 
+// PauseContainer freezes the container's processes (its cgroup's freezer).
+func (c *Client) PauseContainer(ctx context.Context, id string) error {
+	_, err := c.api.PauseContainer(ctx, &agentapi.ContainerRequest{ContainerId: id})
+	return convert(err)
+}
+
+// ResumeContainer thaws a paused container.
+func (c *Client) ResumeContainer(ctx context.Context, id string) error {
+	_, err := c.api.ResumeContainer(ctx, &agentapi.ContainerRequest{ContainerId: id})
+	return convert(err)
+}
+
 // RemoveContainer kills what is left of the container and unmounts its
 // storage. Safe to retry.
 func (c *Client) RemoveContainer(ctx context.Context, id string) error {

@@ -98,6 +98,14 @@ func (f *fakeAgent) RemoveContainer(ctx context.Context, req *agentapi.Container
 	return f.empty(ctx, req)
 }
 
+func (f *fakeAgent) PauseContainer(ctx context.Context, req *agentapi.ContainerRequest) (*agentapi.Empty, error) {
+	return f.empty(ctx, req)
+}
+
+func (f *fakeAgent) ResumeContainer(ctx context.Context, req *agentapi.ContainerRequest) (*agentapi.Empty, error) {
+	return f.empty(ctx, req)
+}
+
 func (f *fakeAgent) ExecProcess(ctx context.Context, req *agentapi.ExecProcessRequest) (*agentapi.Empty, error) {
 	return f.empty(ctx, req)
 }
@@ -318,6 +326,16 @@ func TestClientCalls(t *testing.T) {
 		{
 			name:    "remove",
 			call:    func(ctx context.Context, c *Client) (any, error) { return nil, c.RemoveContainer(ctx, "c1") },
+			wantReq: &agentapi.ContainerRequest{ContainerId: "c1"},
+		},
+		{
+			name:    "pause",
+			call:    func(ctx context.Context, c *Client) (any, error) { return nil, c.PauseContainer(ctx, "c1") },
+			wantReq: &agentapi.ContainerRequest{ContainerId: "c1"},
+		},
+		{
+			name:    "resume",
+			call:    func(ctx context.Context, c *Client) (any, error) { return nil, c.ResumeContainer(ctx, "c1") },
 			wantReq: &agentapi.ContainerRequest{ContainerId: "c1"},
 		},
 		{

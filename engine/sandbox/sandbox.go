@@ -127,15 +127,6 @@ type Sandbox interface {
 	Destroy() error
 }
 
-// Pauser is implemented by sandboxes whose VM can be frozen whole (every
-// vCPU stopped) and let run again: docker pause and unpause.
-type Pauser interface {
-	// Pause stops every vCPU; pausing a paused VM succeeds.
-	Pause(ctx context.Context) error
-	// Resume lets a paused VM run; resuming a running VM succeeds.
-	Resume(ctx context.Context) error
-}
-
 // Driver starts sandboxes on one kind of hypervisor.
 type Driver interface {
 	// Name is "qemu" or "kvm".

@@ -2,6 +2,7 @@ package container
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -150,4 +151,36 @@ func (c *cgroup) remove() error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("remove cgroup %s: %w", c.path, err)
+}
+
+// freeze sets the cgroup's freezer (cgroup v2 cgroup.freeze) and, when
+// freezing, waits until the kernel reports every process frozen
+// (cgroup.events "frozen 1"), as runc's pause does.
+func (c *cgroup) freeze(ctx context.Context, on bool) error {
+	v := "0"
+	if on {
+		v = "1"
+	}
+	if err := os.WriteFile(filepath.Join(c.path, "cgroup.freeze"), []byte(v), 0); err != nil {
+		return fmt.Errorf("cgroup freezer: %w", err)
+	}
+	if !on {
+		return nil
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(c.path, "cgroup.events"))
+		if err != nil {
+			return fmt.Errorf("cgroup freezer: %w", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if line == "frozen 1" {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cgroup freezer: processes not frozen: %w", ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }

@@ -351,3 +351,21 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 	r.mu.Unlock()
 	return nil
 }
+
+// Pause freezes every process of the container, execs included, and
+// returns once they are frozen; Resume thaws them.
+func (r *Runtime) Pause(ctx context.Context, id string) error { return r.freeze(ctx, id, true) }
+
+// Resume thaws a paused container.
+func (r *Runtime) Resume(ctx context.Context, id string) error { return r.freeze(ctx, id, false) }
+
+func (r *Runtime) freeze(ctx context.Context, id string, on bool) error {
+	c, err := r.Get(id)
+	if err != nil {
+		return err
+	}
+	if c.cg == nil {
+		return errorf(ErrInvalid, "container %q has no cgroup to freeze", id)
+	}
+	return c.cg.freeze(ctx, on)
+}

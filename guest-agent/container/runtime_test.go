@@ -391,3 +391,59 @@ func TestPauseInit(t *testing.T) {
 		t.Errorf("pausing init after Remove = %d, want 137", e.Status)
 	}
 }
+
+// Pause freezes the container's processes, execs included (the cgroup
+// reports frozen); Resume thaws them; a paused container can be removed.
+func TestPauseFreezes(t *testing.T) {
+	requireRoot(t)
+	rt := newTestRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := rt.Create(ctx, "pz", mustValidate(t, testSpec("sleep", "100")), busyboxRoot(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Start(ctx, "pz"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Exec(ctx, "pz", "x", &specs.Process{Args: []string{"sleep", "100"}, Env: []string{"PATH=/bin"}}); err != nil {
+		t.Fatal(err)
+	}
+	frozen := func() string {
+		b, _ := os.ReadFile(filepath.Join(rt.cfg.CgroupRoot, "pz", "cgroup.events"))
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "frozen ") {
+				return l
+			}
+		}
+		return string(b)
+	}
+	if err := rt.Pause(ctx, "pz"); err != nil {
+		t.Fatal(err)
+	}
+	if f := frozen(); f != "frozen 1" {
+		t.Errorf("after Pause: %q", f)
+	}
+	if err := rt.Resume(ctx, "pz"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for frozen() != "frozen 0" && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if f := frozen(); f != "frozen 0" {
+		t.Errorf("after Resume: %q", f)
+	}
+	if err := rt.Pause(ctx, "pz"); err != nil {
+		t.Fatal(err)
+	}
+	init, _ := rt.Process("pz", "")
+	if err := rt.Remove(ctx, "pz"); err != nil {
+		t.Fatalf("Remove of a paused container: %v", err)
+	}
+	if e := wait(t, init); e.Status != 137 {
+		t.Errorf("init status after Remove of a paused container = %d, want 137", e.Status)
+	}
+	if err := rt.Pause(ctx, "nope"); err == nil {
+		t.Error("Pause of a missing container succeeded")
+	}
+}

@@ -250,6 +250,37 @@ func (s *Service) StartContainer(ctx context.Context, req *agent.ContainerReques
 	return &agent.Empty{}, nil
 }
 
+// pauseTimeout bounds the wait for a container's processes to freeze.
+const pauseTimeout = 10 * time.Second
+
+// PauseContainer freezes the container's processes.
+func (s *Service) PauseContainer(ctx context.Context, req *agent.ContainerRequest) (*agent.Empty, error) {
+	return s.freeze(ctx, req.GetContainerId(), true)
+}
+
+// ResumeContainer thaws a paused container.
+func (s *Service) ResumeContainer(ctx context.Context, req *agent.ContainerRequest) (*agent.Empty, error) {
+	return s.freeze(ctx, req.GetContainerId(), false)
+}
+
+func (s *Service) freeze(ctx context.Context, id string, on bool) (*agent.Empty, error) {
+	if err := container.ValidID(id); err != nil {
+		return nil, toStatus(err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, pauseTimeout)
+	defer cancel()
+	var err error
+	if on {
+		err = s.cfg.Runtime.Pause(ctx, id)
+	} else {
+		err = s.cfg.Runtime.Resume(ctx, id)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &agent.Empty{}, nil
+}
+
 // removeTimeout bounds the wait for a killed container's processes.
 const removeTimeout = 30 * time.Second
 

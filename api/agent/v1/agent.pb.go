@@ -1923,13 +1923,15 @@ const file_agent_proto_rawDesc = "" +
 	"\x04path\x18\x03 \x01(\tR\x04path\x12\x1f\n" +
 	"\vkeep_owners\x18\x04 \x01(\bR\n" +
 	"keepOwners\x126\n" +
-	"\x18no_overwrite_dir_non_dir\x18\x05 \x01(\bR\x14noOverwriteDirNonDir2\xea\f\n" +
+	"\x18no_overwrite_dir_non_dir\x18\x05 \x01(\bR\x14noOverwriteDirNonDir2\x81\x0e\n" +
 	"\x05Agent\x12G\n" +
 	"\x06Health\x12\x1d.vmctl.agent.v1.HealthRequest\x1a\x1e.vmctl.agent.v1.HealthResponse\x12R\n" +
 	"\x10ConfigureNetwork\x12'.vmctl.agent.v1.ConfigureNetworkRequest\x1a\x15.vmctl.agent.v1.Empty\x12P\n" +
 	"\x0fCreateContainer\x12&.vmctl.agent.v1.CreateContainerRequest\x1a\x15.vmctl.agent.v1.Empty\x12I\n" +
 	"\x0eStartContainer\x12 .vmctl.agent.v1.ContainerRequest\x1a\x15.vmctl.agent.v1.Empty\x12J\n" +
-	"\x0fRemoveContainer\x12 .vmctl.agent.v1.ContainerRequest\x1a\x15.vmctl.agent.v1.Empty\x12H\n" +
+	"\x0fRemoveContainer\x12 .vmctl.agent.v1.ContainerRequest\x1a\x15.vmctl.agent.v1.Empty\x12I\n" +
+	"\x0ePauseContainer\x12 .vmctl.agent.v1.ContainerRequest\x1a\x15.vmctl.agent.v1.Empty\x12J\n" +
+	"\x0fResumeContainer\x12 .vmctl.agent.v1.ContainerRequest\x1a\x15.vmctl.agent.v1.Empty\x12H\n" +
 	"\vExecProcess\x12\".vmctl.agent.v1.ExecProcessRequest\x1a\x15.vmctl.agent.v1.Empty\x12R\n" +
 	"\vWaitProcess\x12\x1e.vmctl.agent.v1.ProcessRequest\x1a#.vmctl.agent.v1.WaitProcessResponse\x12L\n" +
 	"\rSignalProcess\x12$.vmctl.agent.v1.SignalProcessRequest\x1a\x15.vmctl.agent.v1.Empty\x12S\n" +
@@ -2007,45 +2009,49 @@ var file_agent_proto_depIdxs = []int32{
 	7,  // 6: vmctl.agent.v1.Agent.CreateContainer:input_type -> vmctl.agent.v1.CreateContainerRequest
 	8,  // 7: vmctl.agent.v1.Agent.StartContainer:input_type -> vmctl.agent.v1.ContainerRequest
 	8,  // 8: vmctl.agent.v1.Agent.RemoveContainer:input_type -> vmctl.agent.v1.ContainerRequest
-	9,  // 9: vmctl.agent.v1.Agent.ExecProcess:input_type -> vmctl.agent.v1.ExecProcessRequest
-	10, // 10: vmctl.agent.v1.Agent.WaitProcess:input_type -> vmctl.agent.v1.ProcessRequest
-	12, // 11: vmctl.agent.v1.Agent.SignalProcess:input_type -> vmctl.agent.v1.SignalProcessRequest
-	13, // 12: vmctl.agent.v1.Agent.WriteStdin:input_type -> vmctl.agent.v1.WriteStdinRequest
-	10, // 13: vmctl.agent.v1.Agent.CloseStdin:input_type -> vmctl.agent.v1.ProcessRequest
-	15, // 14: vmctl.agent.v1.Agent.ReadStdout:input_type -> vmctl.agent.v1.ReadOutputRequest
-	15, // 15: vmctl.agent.v1.Agent.ReadStderr:input_type -> vmctl.agent.v1.ReadOutputRequest
-	17, // 16: vmctl.agent.v1.Agent.ResizeTty:input_type -> vmctl.agent.v1.ResizeTtyRequest
-	19, // 17: vmctl.agent.v1.Agent.ExportChanges:input_type -> vmctl.agent.v1.ExportChangesRequest
-	22, // 18: vmctl.agent.v1.Agent.ReadExport:input_type -> vmctl.agent.v1.ReadExportRequest
-	21, // 19: vmctl.agent.v1.Agent.DropExport:input_type -> vmctl.agent.v1.ExportRequest
-	24, // 20: vmctl.agent.v1.Agent.StatPath:input_type -> vmctl.agent.v1.PathRequest
-	24, // 21: vmctl.agent.v1.Agent.ArchivePath:input_type -> vmctl.agent.v1.PathRequest
-	27, // 22: vmctl.agent.v1.Agent.WriteUpload:input_type -> vmctl.agent.v1.WriteUploadRequest
-	28, // 23: vmctl.agent.v1.Agent.ExtractUpload:input_type -> vmctl.agent.v1.ExtractUploadRequest
-	18, // 24: vmctl.agent.v1.Agent.Shutdown:input_type -> vmctl.agent.v1.ShutdownRequest
-	2,  // 25: vmctl.agent.v1.Agent.Health:output_type -> vmctl.agent.v1.HealthResponse
-	0,  // 26: vmctl.agent.v1.Agent.ConfigureNetwork:output_type -> vmctl.agent.v1.Empty
-	0,  // 27: vmctl.agent.v1.Agent.CreateContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 28: vmctl.agent.v1.Agent.StartContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 29: vmctl.agent.v1.Agent.RemoveContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 30: vmctl.agent.v1.Agent.ExecProcess:output_type -> vmctl.agent.v1.Empty
-	11, // 31: vmctl.agent.v1.Agent.WaitProcess:output_type -> vmctl.agent.v1.WaitProcessResponse
-	0,  // 32: vmctl.agent.v1.Agent.SignalProcess:output_type -> vmctl.agent.v1.Empty
-	14, // 33: vmctl.agent.v1.Agent.WriteStdin:output_type -> vmctl.agent.v1.WriteStdinResponse
-	0,  // 34: vmctl.agent.v1.Agent.CloseStdin:output_type -> vmctl.agent.v1.Empty
-	16, // 35: vmctl.agent.v1.Agent.ReadStdout:output_type -> vmctl.agent.v1.ReadOutputResponse
-	16, // 36: vmctl.agent.v1.Agent.ReadStderr:output_type -> vmctl.agent.v1.ReadOutputResponse
-	0,  // 37: vmctl.agent.v1.Agent.ResizeTty:output_type -> vmctl.agent.v1.Empty
-	20, // 38: vmctl.agent.v1.Agent.ExportChanges:output_type -> vmctl.agent.v1.ExportChangesResponse
-	23, // 39: vmctl.agent.v1.Agent.ReadExport:output_type -> vmctl.agent.v1.ReadExportResponse
-	0,  // 40: vmctl.agent.v1.Agent.DropExport:output_type -> vmctl.agent.v1.Empty
-	25, // 41: vmctl.agent.v1.Agent.StatPath:output_type -> vmctl.agent.v1.PathStat
-	26, // 42: vmctl.agent.v1.Agent.ArchivePath:output_type -> vmctl.agent.v1.ArchivePathResponse
-	0,  // 43: vmctl.agent.v1.Agent.WriteUpload:output_type -> vmctl.agent.v1.Empty
-	0,  // 44: vmctl.agent.v1.Agent.ExtractUpload:output_type -> vmctl.agent.v1.Empty
-	0,  // 45: vmctl.agent.v1.Agent.Shutdown:output_type -> vmctl.agent.v1.Empty
-	25, // [25:46] is the sub-list for method output_type
-	4,  // [4:25] is the sub-list for method input_type
+	8,  // 9: vmctl.agent.v1.Agent.PauseContainer:input_type -> vmctl.agent.v1.ContainerRequest
+	8,  // 10: vmctl.agent.v1.Agent.ResumeContainer:input_type -> vmctl.agent.v1.ContainerRequest
+	9,  // 11: vmctl.agent.v1.Agent.ExecProcess:input_type -> vmctl.agent.v1.ExecProcessRequest
+	10, // 12: vmctl.agent.v1.Agent.WaitProcess:input_type -> vmctl.agent.v1.ProcessRequest
+	12, // 13: vmctl.agent.v1.Agent.SignalProcess:input_type -> vmctl.agent.v1.SignalProcessRequest
+	13, // 14: vmctl.agent.v1.Agent.WriteStdin:input_type -> vmctl.agent.v1.WriteStdinRequest
+	10, // 15: vmctl.agent.v1.Agent.CloseStdin:input_type -> vmctl.agent.v1.ProcessRequest
+	15, // 16: vmctl.agent.v1.Agent.ReadStdout:input_type -> vmctl.agent.v1.ReadOutputRequest
+	15, // 17: vmctl.agent.v1.Agent.ReadStderr:input_type -> vmctl.agent.v1.ReadOutputRequest
+	17, // 18: vmctl.agent.v1.Agent.ResizeTty:input_type -> vmctl.agent.v1.ResizeTtyRequest
+	19, // 19: vmctl.agent.v1.Agent.ExportChanges:input_type -> vmctl.agent.v1.ExportChangesRequest
+	22, // 20: vmctl.agent.v1.Agent.ReadExport:input_type -> vmctl.agent.v1.ReadExportRequest
+	21, // 21: vmctl.agent.v1.Agent.DropExport:input_type -> vmctl.agent.v1.ExportRequest
+	24, // 22: vmctl.agent.v1.Agent.StatPath:input_type -> vmctl.agent.v1.PathRequest
+	24, // 23: vmctl.agent.v1.Agent.ArchivePath:input_type -> vmctl.agent.v1.PathRequest
+	27, // 24: vmctl.agent.v1.Agent.WriteUpload:input_type -> vmctl.agent.v1.WriteUploadRequest
+	28, // 25: vmctl.agent.v1.Agent.ExtractUpload:input_type -> vmctl.agent.v1.ExtractUploadRequest
+	18, // 26: vmctl.agent.v1.Agent.Shutdown:input_type -> vmctl.agent.v1.ShutdownRequest
+	2,  // 27: vmctl.agent.v1.Agent.Health:output_type -> vmctl.agent.v1.HealthResponse
+	0,  // 28: vmctl.agent.v1.Agent.ConfigureNetwork:output_type -> vmctl.agent.v1.Empty
+	0,  // 29: vmctl.agent.v1.Agent.CreateContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 30: vmctl.agent.v1.Agent.StartContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 31: vmctl.agent.v1.Agent.RemoveContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 32: vmctl.agent.v1.Agent.PauseContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 33: vmctl.agent.v1.Agent.ResumeContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 34: vmctl.agent.v1.Agent.ExecProcess:output_type -> vmctl.agent.v1.Empty
+	11, // 35: vmctl.agent.v1.Agent.WaitProcess:output_type -> vmctl.agent.v1.WaitProcessResponse
+	0,  // 36: vmctl.agent.v1.Agent.SignalProcess:output_type -> vmctl.agent.v1.Empty
+	14, // 37: vmctl.agent.v1.Agent.WriteStdin:output_type -> vmctl.agent.v1.WriteStdinResponse
+	0,  // 38: vmctl.agent.v1.Agent.CloseStdin:output_type -> vmctl.agent.v1.Empty
+	16, // 39: vmctl.agent.v1.Agent.ReadStdout:output_type -> vmctl.agent.v1.ReadOutputResponse
+	16, // 40: vmctl.agent.v1.Agent.ReadStderr:output_type -> vmctl.agent.v1.ReadOutputResponse
+	0,  // 41: vmctl.agent.v1.Agent.ResizeTty:output_type -> vmctl.agent.v1.Empty
+	20, // 42: vmctl.agent.v1.Agent.ExportChanges:output_type -> vmctl.agent.v1.ExportChangesResponse
+	23, // 43: vmctl.agent.v1.Agent.ReadExport:output_type -> vmctl.agent.v1.ReadExportResponse
+	0,  // 44: vmctl.agent.v1.Agent.DropExport:output_type -> vmctl.agent.v1.Empty
+	25, // 45: vmctl.agent.v1.Agent.StatPath:output_type -> vmctl.agent.v1.PathStat
+	26, // 46: vmctl.agent.v1.Agent.ArchivePath:output_type -> vmctl.agent.v1.ArchivePathResponse
+	0,  // 47: vmctl.agent.v1.Agent.WriteUpload:output_type -> vmctl.agent.v1.Empty
+	0,  // 48: vmctl.agent.v1.Agent.ExtractUpload:output_type -> vmctl.agent.v1.Empty
+	0,  // 49: vmctl.agent.v1.Agent.Shutdown:output_type -> vmctl.agent.v1.Empty
+	27, // [27:50] is the sub-list for method output_type
+	4,  // [4:27] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name

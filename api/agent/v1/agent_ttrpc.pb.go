@@ -13,6 +13,8 @@ type TTRPCAgentService interface {
 	CreateContainer(context.Context, *CreateContainerRequest) (*Empty, error)
 	StartContainer(context.Context, *ContainerRequest) (*Empty, error)
 	RemoveContainer(context.Context, *ContainerRequest) (*Empty, error)
+	PauseContainer(context.Context, *ContainerRequest) (*Empty, error)
+	ResumeContainer(context.Context, *ContainerRequest) (*Empty, error)
 	ExecProcess(context.Context, *ExecProcessRequest) (*Empty, error)
 	WaitProcess(context.Context, *ProcessRequest) (*WaitProcessResponse, error)
 	SignalProcess(context.Context, *SignalProcessRequest) (*Empty, error)
@@ -68,6 +70,20 @@ func RegisterTTRPCAgentService(srv *ttrpc.Server, svc TTRPCAgentService) {
 					return nil, err
 				}
 				return svc.RemoveContainer(ctx, &req)
+			},
+			"PauseContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.PauseContainer(ctx, &req)
+			},
+			"ResumeContainer": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ResumeContainer(ctx, &req)
 			},
 			"ExecProcess": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req ExecProcessRequest
@@ -230,6 +246,22 @@ func (c *ttrpcagentClient) StartContainer(ctx context.Context, req *ContainerReq
 func (c *ttrpcagentClient) RemoveContainer(ctx context.Context, req *ContainerRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "RemoveContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcagentClient) PauseContainer(ctx context.Context, req *ContainerRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "PauseContainer", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcagentClient) ResumeContainer(ctx context.Context, req *ContainerRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "ResumeContainer", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -55,16 +55,7 @@ type vm struct {
 	destroyErr  error
 }
 
-var (
-	_ sandbox.Sandbox = (*vm)(nil)
-	_ sandbox.Pauser  = (*vm)(nil)
-)
-
-// Pause stops the guest's vCPUs (QMP stop).
-func (v *vm) Pause(ctx context.Context) error { return v.run(ctx, "stop") }
-
-// Resume lets a paused guest run (QMP cont).
-func (v *vm) Resume(ctx context.Context) error { return v.run(ctx, "cont") }
+var _ sandbox.Sandbox = (*vm)(nil)
 
 func (v *vm) ID() string { return v.id }
 

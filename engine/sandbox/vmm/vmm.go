@@ -413,23 +413,6 @@ func (v *vm) Wait(ctx context.Context) (sandbox.Exit, error) {
 
 // Stop asks the VMM to stop the VM, and kills it if it has not ended when
 // ctx does.
-var (
-	_ sandbox.Sandbox = (*vm)(nil)
-	_ sandbox.Pauser  = (*vm)(nil)
-)
-
-// Pause stops every vCPU of the VM.
-func (v *vm) Pause(ctx context.Context) error {
-	_, err := v.ctlAPI.Pause(ctx, &vmmapi.PauseRequest{})
-	return err
-}
-
-// Resume lets a paused VM run.
-func (v *vm) Resume(ctx context.Context) error {
-	_, err := v.ctlAPI.Resume(ctx, &vmmapi.ResumeRequest{})
-	return err
-}
-
 func (v *vm) Stop(ctx context.Context) error {
 	v.mu.Lock()
 	v.stopping = true

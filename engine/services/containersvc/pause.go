@@ -1,12 +1,17 @@
 package containersvc
 
-// docker pause and unpause freeze the container's whole VM: every vCPU
-// stops (QMP stop under QEMU, the VMM's Pause under vmctl-vmm), so nothing
-// in the guest runs, its agent included. The container stays running and
-// shows as paused; exec, cp and the other calls that need the agent are
-// refused as dockerd refuses exec into a paused container; stop, kill,
-// restart and rm -f let the VM run again first. A daemon restarted meanwhile
-// re-adopts the VM and leaves it paused.
+// docker pause and unpause freeze the container's processes, execs
+// included, with the cgroup v2 freezer of the container in its guest, as
+// runc (and Kata, through its agent) do; the guest and its agent keep
+// running. The container stays running and shows as paused; exec and the
+// file calls (cp, export, diff, commit) are refused as dockerd refuses exec
+// into a paused container; stop, kill, restart and rm -f thaw it first. A
+// daemon restarted meanwhile re-adopts it paused.
+//
+// Freezing the whole VM (QMP stop) was tried first: a daemon that died
+// while the VM was stopped left the guest's agent with the dead daemon's
+// requests still open on the virtio-serial stream, which the next daemon's
+// reuse of their stream IDs ran into, so its re-adoption failed.
 
 import (
 	"context"
@@ -16,7 +21,6 @@ import (
 
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/errs"
-	"github.com/vmctl/vmctl/engine/sandbox"
 )
 
 // Pause freezes a running container's VM.
@@ -28,11 +32,10 @@ func (s *Service) Pause(ctx context.Context, ref string) error {
 	if t.paused.Load() {
 		return errs.New(errdefs.ErrConflict, "container %s is already paused", t.c.Name)
 	}
-	p, ok := t.sb.(sandbox.Pauser)
-	if !ok {
-		return errs.New(errdefs.ErrNotImplemented, "container %s: its hypervisor cannot pause a VM", t.c.Name)
+	if err := t.booted(); err != nil {
+		return err
 	}
-	if err := p.Pause(ctx); err != nil {
+	if err := t.agent.PauseContainer(ctx, t.c.ID); err != nil {
 		return fmt.Errorf("pause container %s: %w", t.c.Name, err)
 	}
 	t.paused.Store(true)
@@ -64,10 +67,8 @@ func (s *Service) resume(ctx context.Context, t *task) error {
 	if !t.paused.Load() {
 		return nil
 	}
-	if p, ok := t.sb.(sandbox.Pauser); ok {
-		if err := p.Resume(ctx); err != nil {
-			return fmt.Errorf("unpause container %s: %w", t.c.Name, err)
-		}
+	if err := t.agent.ResumeContainer(ctx, t.c.ID); err != nil {
+		return fmt.Errorf("unpause container %s: %w", t.c.Name, err)
 	}
 	t.paused.Store(false)
 	return s.recordPaused(t.c.ID, false)
@@ -85,8 +86,7 @@ func (s *Service) recordPaused(id string, paused bool) error {
 	return s.cfg.Store.Update(c)
 }
 
-// refusePaused is the error of a call the agent of a paused VM would
-// never answer.
+// refusePaused refuses what dockerd refuses on a paused container.
 func refusePaused(t *task) error {
 	if t != nil && t.paused.Load() {
 		return errs.New(errdefs.ErrConflict, "container %s is paused, unpause the container before exec", t.c.Name)

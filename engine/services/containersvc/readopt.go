@@ -213,15 +213,6 @@ func (s *Service) readopt(ctx context.Context, c *containers.Container) error {
 		t.endOutput()
 		return fmt.Errorf("cannot re-adopt the VM: %s: %w", what, err)
 	}
-	// A paused VM's agent cannot answer: it runs for the re-adoption and
-	// is paused again once its run is followed.
-	pauser, _ := sb.(sandbox.Pauser)
-	wasPaused := c.State.Paused && pauser != nil
-	if wasPaused {
-		if err := pauser.Resume(ctx); err != nil {
-			return fail("let the paused VM run", err)
-		}
-	}
 	conn, err := sb.DialAgent(ctx)
 	if err != nil {
 		return fail("reconnect the agent channel", err)
@@ -235,19 +226,15 @@ func (s *Service) readopt(ctx context.Context, c *containers.Container) error {
 	if err := s.cfg.Store.Update(c); err != nil {
 		return fail("record the new owner", err)
 	}
+	// A paused container's processes stay frozen in the guest: the run
+	// taken over is paused.
+	t.paused.Store(c.State.Paused)
 	s.mu.Lock()
 	s.tasks[c.ID] = t
 	s.mu.Unlock()
 	close(t.ready)
 	s.notify()
 	go t.run()
-	if wasPaused {
-		if err := pauser.Pause(ctx); err == nil {
-			t.paused.Store(true)
-		} else {
-			s.recordPaused(c.ID, false)
-		}
-	}
 	return nil
 }
 

@@ -62,6 +62,8 @@ type guestAgent interface {
 	ConfigureNetwork(ctx context.Context, ifaces []agent.Interface, routes []agent.Route) error
 	CreateContainer(ctx context.Context, id string, spec *specs.Spec, storages []agent.Storage, network agent.ContainerNetwork) error
 	StartContainer(ctx context.Context, id string) error
+	PauseContainer(ctx context.Context, id string) error
+	ResumeContainer(ctx context.Context, id string) error
 	ExecProcess(ctx context.Context, p agent.Process, proc *specs.Process) error
 	WaitProcess(ctx context.Context, p agent.Process) (agent.Exit, error)
 	SignalProcess(ctx context.Context, p agent.Process, sig syscall.Signal) error
