@@ -280,7 +280,7 @@ func TestNetworking(t *testing.T) {
 		// for the new name at once, and no longer for the old one.
 		d.mustDocker(t, 0, "", "rename", "a", "a2")
 		if r := d.mustVmctl(t, 0, "", "run", "--rm", "--network", "n1", "busybox", "sh", "-c",
-			fetch("http://a2/", 10)+"; nslookup a >/dev/null 2>&1 && echo old name resolves"); r.stdout != "a\n" {
+			fetch("http://a2/", 10)+"; if nslookup a >/dev/null 2>&1; then echo old name resolves; fi"); r.stdout != "a\n" {
 			t.Errorf("after rename a a2, on n1: %q", r.stdout)
 		}
 		if r := d.mustVmctl(t, 0, "", "ps", "--format", "{{.Names}}", "--filter", "name=a2"); r.stdout != "a2\n" {
