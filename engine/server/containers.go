@@ -595,6 +595,20 @@ func (s *Server) containerDelete(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// containerDeleteLink answers DELETE /containers/PARENT/NAME?link=1
+// (docker rm --link): links do not exist here.
+func (s *Server) containerDeleteLink(w http.ResponseWriter, r *http.Request) {
+	if _, err := boolParams(r, "force", "v", "link"); err != nil {
+		writeError(w, err)
+		return
+	}
+	if r.URL.Query().Get("link") != "" {
+		writeError(w, errs.New(errdefs.ErrInvalidArgument, "container links are not supported: there is no link %s to remove", "/"+r.PathValue("link")))
+		return
+	}
+	writeError(w, errs.New(errdefs.ErrNotFound, "No such container: %s", r.PathValue("link")))
+}
+
 // containerWait registers the waiter, sends the headers at once (docker run
 // waits for them before it starts the container), and writes the status
 // when the condition holds.

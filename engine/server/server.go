@@ -124,6 +124,8 @@ func (s *Server) routes() {
 	m.HandleFunc("PUT /containers/{id}/archive", s.containerArchivePut)
 	m.HandleFunc("GET /containers/{id}/export", s.containerExport)
 	m.HandleFunc("DELETE /containers/{id}", s.containerDelete)
+	// docker rm --link /web/db names a link, with a slash in it.
+	m.HandleFunc("DELETE /containers/{link...}", s.containerDeleteLink)
 	s.execRoutes(m)
 	s.volumeRoutes(m)
 	s.networkRoutes(m)

@@ -181,6 +181,8 @@ func TestHandler(t *testing.T) {
 		{"GET", "/v1.41/nodes/abc", "", 503, "This node is not a swarm manager"},
 		{"POST", "/v1.41/swarm/init", "{}", 503, "not supported"},
 		{"GET", "/v1.41/plugins", "", 200, "[]"},
+		{"DELETE", "/v1.41/containers/web/db?link=1", "", 400, "container links are not supported"},
+		{"DELETE", "/v1.41/containers/web/db", "", 404, "No such container"},
 		{"GET", "/v1.41/plugins/x/json", "", 404, "not found"},
 		{"GET", "/v1.41/info", "", 200, `"DefaultRuntime":"auto"`},
 		{"GET", "/v1.41/info", "", 200, `"qemu":{}`},
