@@ -17,6 +17,8 @@ packages=(
 	systemd
 	# make bench's peer for image builds
 	buildah
+	# Docker's Python SDK drives vmctld in the tests, as users' scripts do
+	python3-docker
 )
 
 # The docker CLI drives vmctld in the tests. Machines usually have one; only
