@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"net/http"
@@ -266,28 +267,63 @@ func (s *Server) containerList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
+	var sizes map[string]int64
+	if flags[1] {
+		// docker ps -s: the writable layer's size, and with the image's.
+		if sizes, err = s.imageSizes(r.Context()); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
 	out := []containerSummary{}
 	for _, c := range list {
-		cn, err := s.containerNetwork(r.Context(), c)
+		sum, err := s.containerSummaryOf(r.Context(), c, now, sizes)
 		if err != nil {
 			writeError(w, err)
 			return
 		}
-		sum := containerSummary{
-			Summary: container.Summary{
-				ID: c.ID, Names: []string{"/" + c.Name}, Image: c.Config.Image, ImageID: c.Config.ImageID,
-				Command: strings.Join(c.Config.Args, " "), Created: c.Created.Unix(),
-				Labels: labelsOrEmpty(c.Config.Labels),
-				State:  stateName(c), Status: statusText(c, now),
-				Mounts: mountPoints(c),
-			},
-			Ports:           cn.portsJSON(c),
-			NetworkSettings: &summaryNetworkSettings{Networks: cn.endpointsJSON(c)},
-		}
-		sum.HostConfig.NetworkMode = c.Config.NetworkMode()
 		out = append(out, sum)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// containerSummaryOf is c as GET /containers/json lists it; with
+// imageSizes (by image ID), with its sizes (docker ps -s).
+func (s *Server) containerSummaryOf(ctx context.Context, c *containersvc.Container, now time.Time, imageSizes map[string]int64) (containerSummary, error) {
+	cn, err := s.containerNetwork(ctx, c)
+	if err != nil {
+		return containerSummary{}, err
+	}
+	sum := containerSummary{
+		Summary: container.Summary{
+			ID: c.ID, Names: []string{"/" + c.Name}, Image: c.Config.Image, ImageID: c.Config.ImageID,
+			Command: strings.Join(c.Config.Args, " "), Created: c.Created.Unix(),
+			Labels: labelsOrEmpty(c.Config.Labels),
+			State:  stateName(c), Status: statusText(c, now),
+			Mounts: mountPoints(c),
+		},
+		Ports:           cn.portsJSON(c),
+		NetworkSettings: &summaryNetworkSettings{Networks: cn.endpointsJSON(c)},
+	}
+	sum.HostConfig.NetworkMode = c.Config.NetworkMode()
+	if imageSizes != nil {
+		sum.SizeRw = s.containers.WritableSize(c.ID)
+		sum.SizeRootFs = sum.SizeRw + imageSizes[c.Config.ImageID]
+	}
+	return sum, nil
+}
+
+// imageSizes maps each image ID to its size.
+func (s *Server) imageSizes(ctx context.Context) (map[string]int64, error) {
+	list, err := s.images.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for _, img := range list {
+		out[img.ID] = img.Size
+	}
+	return out, nil
 }
 
 // containerSummary is an entry of GET /containers/json with the network

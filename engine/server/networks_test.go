@@ -128,6 +128,7 @@ func (f *fakeContainers) Get(ref string) (*containersvc.Container, error) {
 }
 func (f *fakeContainers) List() ([]*containersvc.Container, error) { return f.list, nil }
 func (f *fakeContainers) Restarting(string) bool                   { return false }
+func (f *fakeContainers) WritableSize(string) int64                { return 0 }
 func (f *fakeContainers) Select(containersvc.ListOptions) ([]*containersvc.Container, error) {
 	return f.list, nil
 }

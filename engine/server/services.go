@@ -27,6 +27,7 @@ type ContainerService interface {
 	CopyIn(ctx context.Context, ref, dir string, r io.Reader, keepOwners, noOverwriteDirNonDir bool) error
 	Get(ref string) (*containersvc.Container, error)
 	Restarting(id string) bool
+	WritableSize(id string) int64
 	Rename(ctx context.Context, ref, name string) error
 	Pause(ctx context.Context, ref string) error
 	Unpause(ctx context.Context, ref string) error

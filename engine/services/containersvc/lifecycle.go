@@ -325,6 +325,12 @@ func (s *Service) Prune(ctx context.Context, match func(*containers.Container) b
 	return deleted, freed, nil
 }
 
+// WritableSize is the space the container's writable disk takes on the
+// host (docker ps -s's size, the writable layer).
+func (s *Service) WritableSize(id string) int64 {
+	return int64(diskUse(s.writableDisk(id)))
+}
+
 // diskUse is the space a (sparse) file takes.
 func diskUse(path string) uint64 {
 	var st unix.Stat_t
