@@ -78,6 +78,19 @@ func TestRestartPolicies(t *testing.T) {
 		if r.stdout != "on-failure:2\n" {
 			t.Errorf("inspect's RestartPolicy = %q", r.stdout)
 		}
+		// vmctl update and docker update change the policy of a stopped
+		// container...
+		d.mustVmctl(t, 0, "", "update", "--restart", "no", "onfail")
+		if r := d.mustDocker(t, 0, "", "inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", "onfail"); r.stdout != "no\n" {
+			t.Errorf("after docker update --restart no: %q", r.stdout)
+		}
+		d.mustDocker(t, 0, "", "update", "--restart", "on-failure:2", "--memory", "96m", "onfail")
+		if r := d.mustDocker(t, 0, "", "inspect", "-f", "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.Memory}}", "onfail"); r.stdout != "on-failure 100663296\n" {
+			t.Errorf("after docker update --restart on-failure:2 --memory 96m: %q", r.stdout)
+		}
+		if r := d.mustDocker(t, 1, "", "update", "--pids-limit", "10", "onfail"); !strings.Contains(r.stderr, "PidsLimit is not supported") {
+			t.Errorf("docker update --pids-limit: %q", r.stderr)
+		}
 		// A start by a user starts the count over.
 		d.mustDocker(t, 0, "", "start", "onfail")
 		waitFor(t, func() bool { return state("onfail") == "exited 2 3" }, "two restarts again after a start")
@@ -98,6 +111,10 @@ func TestRestartPolicies(t *testing.T) {
 		}, "the always container running again, restarted")
 		if s := state("unless"); !strings.HasPrefix(s, "exited 0 ") {
 			t.Errorf("unless-stopped after a stop and a daemon restart: %q, want exited", s)
+		}
+		// ...and of a running one, but not its size: its VM is sized.
+		if r := d.mustDocker(t, 1, "", "update", "--memory", "128m", "always"); !strings.Contains(r.stderr, "stop it, update it, start it") {
+			t.Errorf("docker update --memory of a running container: %q", r.stderr)
 		}
 		// A stop is final for always too, until the daemon restarts.
 		d.mustVmctl(t, 0, "", "stop", "-t", "1", "always")

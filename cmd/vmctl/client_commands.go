@@ -124,6 +124,38 @@ func newPauseCommand(g *globalOptions, unpause bool) *cobra.Command {
 	}
 }
 
+func newUpdateCommand(g *globalOptions) *cobra.Command {
+	var restart, memory, cpus string
+	cmd := &cobra.Command{
+		Use:   "update [--restart POLICY] [--memory M] [--cpus N] CONTAINER [CONTAINER...]",
+		Short: "Change containers' restart policy, and the memory and CPUs of stopped ones (needs vmctld)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o := runOptions{restart: restart, memory: memory, cpus: cpus, hypervisor: "auto", pull: "missing"}
+			req, err := o.request("x", nil)
+			if err != nil {
+				return &statusError{code: 125, err: err}
+			}
+			u := client.ContainerUpdateOptions{Resources: &container.Resources{Memory: req.HostConfig.Memory, NanoCPUs: req.HostConfig.NanoCPUs}}
+			if restart != "" {
+				p := req.HostConfig.RestartPolicy
+				if restart == "no" {
+					p.Name = container.RestartPolicyDisabled
+				}
+				u.RestartPolicy = &p
+			}
+			return eachContainer(cmd.Context(), g, "update", args, func(ctx context.Context, r *remote, ref string) error {
+				_, err := r.api.ContainerUpdate(ctx, ref, u)
+				return err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&restart, "restart", "", "restart policy: no, always, unless-stopped, on-failure[:MAX-RETRIES]")
+	cmd.Flags().StringVarP(&memory, "memory", "m", "", "memory limit (e.g. 256m) of a stopped container")
+	cmd.Flags().StringVar(&cpus, "cpus", "", "number of CPUs of a stopped container")
+	return cmd
+}
+
 func newRenameCommand(g *globalOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "rename CONTAINER NEW_NAME",

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -583,6 +584,39 @@ func pruneFilter(terms map[string][]string, now time.Time) (func(created time.Ti
 		}
 		return true
 	}, nil
+}
+
+// containerUpdate is POST /containers/{id}/update (docker update): the
+// restart policy, and memory and CPUs of a stopped container; any other
+// resource is refused by name.
+func (s *Server) containerUpdate(w http.ResponseWriter, r *http.Request) {
+	var req container.UpdateConfig
+	if err := decodeBody(w, r, &req, false); err != nil {
+		writeError(w, err)
+		return
+	}
+	res := reflect.ValueOf(req.Resources)
+	for i := 0; i < res.NumField(); i++ {
+		f, name := res.Field(i), res.Type().Field(i).Name
+		if name == "Memory" || name == "NanoCPUs" {
+			continue
+		}
+		// The docker CLI sends empty lists and nulls for flags not given.
+		empty := f.IsZero() || ((f.Kind() == reflect.Slice || f.Kind() == reflect.Map) && f.Len() == 0)
+		if !empty {
+			writeError(w, errs.New(errdefs.ErrInvalidArgument, "docker update of %s is not supported: only --memory, --cpus and --restart", name))
+			return
+		}
+	}
+	o := containersvc.UpdateOptions{MemoryBytes: req.Memory, NanoCPUs: req.NanoCPUs}
+	if req.RestartPolicy.Name != "" {
+		o.RestartPolicy = &containersvc.RestartPolicy{Name: string(req.RestartPolicy.Name), MaximumRetryCount: req.RestartPolicy.MaximumRetryCount}
+	}
+	if err := s.containers.Update(r.Context(), r.PathValue("id"), o); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, container.UpdateResponse{Warnings: []string{}})
 }
 
 // containerRename is POST /containers/{id}/rename?name=NEW.

@@ -113,6 +113,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /containers/{id}/restart", s.containerRestart)
 	m.HandleFunc("POST /containers/{id}/kill", s.containerKill)
 	m.HandleFunc("POST /containers/{id}/rename", s.containerRename)
+	m.HandleFunc("POST /containers/{id}/update", s.containerUpdate)
 	m.HandleFunc("POST /containers/{id}/pause", s.containerPause)
 	m.HandleFunc("POST /containers/{id}/unpause", s.containerUnpause)
 	m.HandleFunc("POST /containers/{id}/wait", s.containerWait)

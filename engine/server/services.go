@@ -29,6 +29,7 @@ type ContainerService interface {
 	Restarting(id string) bool
 	WritableSize(id string) int64
 	Rename(ctx context.Context, ref, name string) error
+	Update(ctx context.Context, ref string, o containersvc.UpdateOptions) error
 	Pause(ctx context.Context, ref string) error
 	Unpause(ctx context.Context, ref string) error
 	Prune(ctx context.Context, match func(*containersvc.Container) bool) ([]string, uint64, error)

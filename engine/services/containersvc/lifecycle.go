@@ -339,3 +339,59 @@ func diskUse(path string) uint64 {
 	}
 	return uint64(st.Blocks) * 512
 }
+
+// UpdateOptions are what docker update changes; nil leaves a setting as
+// it is (and so does a zero memory or CPU value, as in dockerd).
+type UpdateOptions struct {
+	MemoryBytes   int64
+	NanoCPUs      int64
+	RestartPolicy *RestartPolicy
+}
+
+// Update changes a container's restart policy, any time, and its memory
+// and CPU limits while it is stopped; they apply from its next start. A
+// running container's VM was sized when it started, so its limits are
+// refused with a 409 that says to stop it first.
+func (s *Service) Update(ctx context.Context, ref string, o UpdateOptions) error {
+	c, err := s.cfg.Store.Get(ref)
+	if err != nil {
+		return err
+	}
+	s.reconcile(c)
+	resized := (o.MemoryBytes != 0 && o.MemoryBytes != c.Config.MemoryBytes) || (o.NanoCPUs != 0 && o.NanoCPUs != c.Config.NanoCPUs)
+	if resized && (c.State.Status == containers.StatusRunning || s.task(c.ID) != nil) {
+		return errs.New(errdefs.ErrConflict, "cannot change the memory or CPUs of running container %s: its VM was sized when it started; stop it, update it, start it", c.Name)
+	}
+	if o.MemoryBytes != 0 {
+		if o.MemoryBytes < minMemory {
+			return errs.New(errdefs.ErrInvalidArgument, "minimum memory limit allowed is 6MB")
+		}
+		c.Config.MemoryBytes = o.MemoryBytes
+	}
+	if o.NanoCPUs != 0 {
+		if o.NanoCPUs < 0 || o.NanoCPUs > int64(maxVCPUs)*1e9 {
+			return errs.New(errdefs.ErrInvalidArgument, "range of CPUs is from 0.01 to %d", maxVCPUs)
+		}
+		c.Config.NanoCPUs = o.NanoCPUs
+	}
+	if p := o.RestartPolicy; p != nil {
+		if err := checkRestartPolicy(*p, c.Config.AutoRemove); err != nil {
+			return err
+		}
+		if p.Name != "" && p.Name != "no" && !s.cfg.RestartPolicies {
+			return errs.New(errdefs.ErrInvalidArgument, "restart policy %s needs vmctld, which restarts containers", p.Name)
+		}
+		c.Config.RestartPolicy = *p
+	}
+	if resized && c.Config.Spec != nil {
+		// The limits are in the spec the guest runs.
+		if c.Config.Spec, err = BuildSpec(c); err != nil {
+			return err
+		}
+	}
+	if err := s.cfg.Store.Update(c); err != nil {
+		return err
+	}
+	s.publish("update", c, nil)
+	return nil
+}

@@ -156,3 +156,27 @@ func TestRename(t *testing.T) {
 		t.Errorf("Rename of a missing container = %v", err)
 	}
 }
+
+// Update: the restart policy, and the memory and CPUs of a stopped
+// container (into its spec); bad values refused.
+func TestUpdate(t *testing.T) {
+	f := newBootFixture(t)
+	f.svc.cfg.RestartPolicies = true
+	ctx := context.Background()
+	if _, err := f.svc.Create(ctx, CreateOptions{Image: "busybox", Name: "u"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.Update(ctx, "u", UpdateOptions{MemoryBytes: 64 << 20, NanoCPUs: 2e9, RestartPolicy: &RestartPolicy{Name: "on-failure", MaximumRetryCount: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := f.svc.Get("u")
+	if got.Config.MemoryBytes != 64<<20 || got.Config.NanoCPUs != 2e9 || got.Config.RestartPolicy.Name != "on-failure" ||
+		got.Config.Spec.Linux.Resources.Memory == nil || *got.Config.Spec.Linux.Resources.Memory.Limit != 64<<20 {
+		t.Errorf("after the update: %+v", got.Config)
+	}
+	for _, o := range []UpdateOptions{{MemoryBytes: 1}, {NanoCPUs: 100e9}, {RestartPolicy: &RestartPolicy{Name: "sometimes"}}} {
+		if err := f.svc.Update(ctx, "u", o); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("Update(%+v) = %v", o, err)
+		}
+	}
+}

@@ -398,7 +398,8 @@ func (t *task) run() {
 	c.State.Paused = false
 	s := t.svc
 	if cur, err := s.cfg.Store.Get(c.ID); err == nil {
-		c.Name = cur.Name // renamed while it ran
+		// Renamed or updated (its restart policy) while it ran.
+		c.Name, c.Config = cur.Name, cur.Config
 	}
 	s.mu.Lock()
 	// The exit is recorded before the removal so that a "removed" waiter
