@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types"
+	"github.com/moby/term"
 
 	"github.com/vmctl/vmctl/engine/errs"
 	"github.com/vmctl/vmctl/engine/services/containersvc"
@@ -104,6 +105,19 @@ func (s *Server) containerAttach(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	// The detach keys (docker's --detach-keys, ctrl-p,ctrl-q by default)
+	// end the attachment of a container with a terminal, as dockerd's do.
+	var detachKeys []byte
+	if c.Config.Tty && stdin {
+		keys := r.URL.Query().Get("detachKeys")
+		if keys == "" {
+			keys = defaultDetachKeys
+		}
+		if detachKeys, err = term.ToBytes(keys); err != nil || len(detachKeys) == 0 {
+			writeError(w, errs.New(errdefs.ErrInvalidArgument, "invalid detach keys %q: want keys such as ctrl-p,ctrl-q", keys))
+			return
+		}
+	}
 	conn, buf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		writeError(w, err)
@@ -161,6 +175,9 @@ func (s *Server) containerAttach(w http.ResponseWriter, r *http.Request) {
 	if stdin {
 		// Bytes the server read ahead while parsing the request are stdin too.
 		in = io.MultiReader(bufReader(buf), conn)
+		if detachKeys != nil {
+			in = detachReader{term.NewEscapeProxy(in, detachKeys)}
+		}
 		o.Stdin = in
 	}
 	a, err := s.containers.Attach(c.ID, o)
@@ -177,6 +194,21 @@ func (s *Server) containerAttach(w http.ResponseWriter, r *http.Request) {
 	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
+}
+
+// defaultDetachKeys are dockerd's.
+const defaultDetachKeys = "ctrl-p,ctrl-q"
+
+// detachReader turns the escape proxy's EscapeError into
+// containersvc.ErrDetached.
+type detachReader struct{ r io.Reader }
+
+func (d detachReader) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if _, ok := err.(term.EscapeError); ok {
+		err = containersvc.ErrDetached
+	}
+	return n, err
 }
 
 // bufReader returns what the server buffered beyond the request.

@@ -2,6 +2,7 @@ package containersvc
 
 import (
 	"context"
+	"errors"
 	"io"
 	"sync"
 	"time"
@@ -160,6 +161,11 @@ func (t *task) endOutput() {
 	t.outputDoneOnce.Do(func() { close(t.outputDone) })
 }
 
+// ErrDetached is what an attached client's stdin returns once its user
+// typed the detach keys (docker's ctrl-p ctrl-q): the client goes, the
+// container's stdin stays open.
+var ErrDetached = errors.New("detached from the container")
+
 // pumpStdin feeds the container's stdin from attached clients, one at a
 // time, until a client with stdinOnce reaches EOF or the run ends.
 func (t *task) pumpStdin() {
@@ -172,6 +178,7 @@ func (t *task) pumpStdin() {
 		case <-t.ctx.Done():
 			return
 		}
+		detached := false
 		for {
 			n, err := a.stdin.Read(buf)
 			if n > 0 {
@@ -180,8 +187,13 @@ func (t *task) pumpStdin() {
 				}
 			}
 			if err != nil {
+				detached = errors.Is(err, ErrDetached)
 				break
 			}
+		}
+		if detached {
+			a.finish() // its client goes; the next one may take stdin
+			continue
 		}
 		if a.stdinOnce {
 			closeStdin()
