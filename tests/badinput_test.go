@@ -30,7 +30,7 @@ func TestBadInput(t *testing.T) {
 		{"bad memory", nil, []string{"run", "--memory", "lots", "busybox"}, 125, "invalid --memory"},
 		{"bad cpus", nil, []string{"run", "--cpus", "-1", "busybox"}, 125, "invalid --cpus"},
 		{"bad hypervisor", nil, []string{"run", "--hypervisor", "xen", "busybox"}, 125, "invalid --hypervisor"},
-		{"bad user", nil, []string{"run", "--rm", "-u", "nobody", "busybox", "id"}, 125, "only numeric UID[:GID]"},
+		{"unknown user", nil, []string{"run", "--rm", "-u", "nosuch", "busybox", "id"}, 125, "unable to find user nosuch: no matching entries in passwd file"},
 		{"bad name", nil, []string{"run", "--rm", "--name", "a/b", "busybox", "true"}, 125, "invalid container name"},
 		{"missing kernel", nil, []string{"--kernel", "/nonexistent/vmlinuz", "run", "--rm", "busybox", "true"}, 125, "guest kernel not found at /nonexistent/vmlinuz"},
 		{"missing qemu", []string{"PATH=/usr/sbin:/sbin"}, []string{"run", "--rm", "busybox", "true"}, 125, "qemu-system-x86_64 not found"},

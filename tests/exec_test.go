@@ -37,6 +37,22 @@ func TestDockerExec(t *testing.T) {
 			t.Errorf("stdout %q stderr %q, want out and err on their own streams", r.stdout, r.stderr)
 		}
 	})
+	t.Run("user names", func(t *testing.T) {
+		// Names resolve in the container's /etc/passwd and /etc/group, as
+		// runc resolves them; HOME is the user's.
+		if r := d.mustDocker(t, 0, "", "exec", "-u", "nobody", "x", "sh", "-c", "id -u; id -g; echo $HOME"); r.stdout != "65534\n65534\n/home\n" {
+			t.Errorf("exec -u nobody: %q", r.stdout)
+		}
+		if r := d.mustDocker(t, 0, "", "exec", "-u", "nobody:root", "x", "id", "-g"); r.stdout != "0\n" {
+			t.Errorf("exec -u nobody:root: %q", r.stdout)
+		}
+		if r := d.mustDocker(t, 126, "", "exec", "-u", "nosuch", "x", "id"); !strings.Contains(r.stdout+r.stderr, "unable to find user nosuch") {
+			t.Errorf("exec -u nosuch: %q %q", r.stdout, r.stderr)
+		}
+		if r := d.mustDocker(t, 0, "", "run", "--rm", "-u", "nobody", "busybox", "id", "-un"); r.stdout != "nobody\n" {
+			t.Errorf("run -u nobody: %q", r.stdout)
+		}
+	})
 	t.Run("stdin", func(t *testing.T) {
 		r := d.mustDocker(t, 0, "hi\n", "exec", "-i", "x", "cat")
 		if r.stdout != "hi\n" {
@@ -164,7 +180,7 @@ func TestDockerExec(t *testing.T) {
 			{"POST", "/containers/x/exec", `{"Cmd":[]}`, 400, "no exec command"},
 			{"POST", "/containers/x/exec", `{"Cmd":`, 400, "invalid JSON"},
 			{"POST", "/containers/nope/exec", `{"Cmd":["true"]}`, 404, "no such container"},
-			{"POST", "/containers/x/exec", `{"Cmd":["true"],"User":"nobody"}`, 400, "numeric"},
+			{"POST", "/containers/x/exec", `{"Cmd":["true"],"User":"a:b:c"}`, 400, "invalid user"},
 			{"GET", "/exec/nope/json", "", 404, "No such exec instance"},
 			{"POST", "/exec/nope/start", `{}`, 404, "No such exec instance"},
 			{"POST", "/exec/" + created.Id + "/resize?h=x&w=1", "", 400, "invalid terminal size"},

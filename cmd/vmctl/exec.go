@@ -56,7 +56,7 @@ func (o *execOptions) addFlags(f *pflag.FlagSet) {
 	f.BoolVarP(&o.detach, "detach", "d", false, "run the command in the background and print nothing")
 	f.StringArrayVarP(&o.env, "env", "e", nil, "set an environment variable (KEY=VALUE; KEY alone takes it from this environment)")
 	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory inside the container")
-	f.StringVarP(&o.user, "user", "u", "", "user to run as: UID[:GID]")
+	f.StringVarP(&o.user, "user", "u", "", "user to run as: a name or UID, with an optional :group or :GID (names are the container's)")
 }
 
 // request is the exec's wire form. A detached exec attaches nothing, as

@@ -89,7 +89,7 @@ func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	f.BoolVarP(&o.tty, "tty", "t", false, "allocate a terminal")
 	f.StringArrayVarP(&o.env, "env", "e", nil, "set an environment variable (KEY=VALUE; KEY alone takes it from this environment)")
 	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory inside the container")
-	f.StringVarP(&o.user, "user", "u", "", "user to run as: UID[:GID]")
+	f.StringVarP(&o.user, "user", "u", "", "user to run as: a name or UID, with an optional :group or :GID (names are the container's)")
 	f.StringVar(&o.hostname, "hostname", "", "container host name")
 	f.StringVar(&o.domainname, "domainname", "", "container NIS domain name")
 	f.StringVar(&o.name, "name", "", "assign a name to the container")

@@ -125,11 +125,22 @@ func (r *Runtime) forkInContainer(c *Container, proc *Process, p *specs.Process)
 	if err != nil {
 		return err
 	}
-	groups := make([]uint32, len(p.User.AdditionalGids))
-	copy(groups, p.User.AdditionalGids)
+	user := p.User
+	home := "/"
+	if user.Username != "" {
+		// A name is the container's: its /etc/passwd is here now.
+		u, err := lookupUser(user.Username, "/etc/passwd", "/etc/group")
+		if err != nil {
+			return errorf(ErrInvalid, "%v", err)
+		}
+		user.UID, user.GID, home = u.uid, u.gid, u.home
+		user.AdditionalGids = append(u.groups, user.AdditionalGids...)
+	}
+	groups := make([]uint32, len(user.AdditionalGids))
+	copy(groups, user.AdditionalGids)
 	env := p.Env
 	if !hasEnv(env, "HOME") {
-		env = append(env, "HOME=/")
+		env = append(env, "HOME="+home)
 	}
 	cmd := &exec.Cmd{
 		Path:   path,
@@ -145,7 +156,7 @@ func (r *Runtime) forkInContainer(c *Container, proc *Process, p *specs.Process)
 			UseCgroupFD: true,
 			CgroupFD:    c.cg.fd(),
 			Credential: &syscall.Credential{
-				Uid: p.User.UID, Gid: p.User.GID, Groups: groups,
+				Uid: user.UID, Gid: user.GID, Groups: groups,
 			},
 		},
 	}

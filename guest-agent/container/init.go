@@ -258,6 +258,18 @@ func execProcess(path string, p *specs.Process) error {
 			return fmt.Errorf("set oom_score_adj: %w", err)
 		}
 	}
+	// A user given by name is the container's: its /etc/passwd is here now.
+	if p.User.Username != "" {
+		u, err := lookupUser(p.User.Username, "/etc/passwd", "/etc/group")
+		if err != nil {
+			return err
+		}
+		p.User.UID, p.User.GID = u.uid, u.gid
+		p.User.AdditionalGids = append(u.groups, p.User.AdditionalGids...)
+		if !hasEnv(p.Env, "HOME") {
+			p.Env = append(p.Env, "HOME="+u.home)
+		}
+	}
 	// Groups first: after setgid/setuid we may no longer change them.
 	groups := make([]int, len(p.User.AdditionalGids))
 	for i, g := range p.User.AdditionalGids {

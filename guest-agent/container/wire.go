@@ -146,6 +146,7 @@ func (e *wireEncoder) config(c initConfig) {
 		e.uint(uint64(g))
 	}
 	e.optUint(p.User.Umask)
+	e.str(p.User.Username)
 	e.uint(uint64(len(p.Rlimits)))
 	for _, rl := range p.Rlimits {
 		e.str(rl.Type)
@@ -223,6 +224,7 @@ func (d *wireDecoder) config() initConfig {
 		p.User.AdditionalGids = append(p.User.AdditionalGids, d.uint32())
 	}
 	p.User.Umask = d.optUint()
+	p.User.Username = d.str()
 	for n := d.count(); n > 0 && d.err == nil; n-- {
 		p.Rlimits = append(p.Rlimits, specs.POSIXRlimit{Type: d.str(), Hard: d.uint(), Soft: d.uint()})
 	}

@@ -24,7 +24,7 @@ func fullSpec() *specs.Spec {
 		Process: &specs.Process{
 			Terminal: true, Args: []string{"sh", "-c", "echo ü\x01"}, Env: []string{"PATH=/bin", "A="},
 			Cwd:  "/work",
-			User: specs.User{UID: 1000, GID: 1001, AdditionalGids: []uint32{1, 1 << 31}, Umask: &umask},
+			User: specs.User{UID: 1000, GID: 1001, AdditionalGids: []uint32{1, 1 << 31}, Umask: &umask, Username: "www:staff"},
 			Rlimits: []specs.POSIXRlimit{
 				{Type: "RLIMIT_NOFILE", Hard: 1 << 40, Soft: 1024},
 			},

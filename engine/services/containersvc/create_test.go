@@ -412,7 +412,7 @@ func TestCreateFailuresLeaveNothing(t *testing.T) {
 				return sandbox.Choice{}, errs.New(errdefs.ErrInvalidArgument, "unknown hypervisor %q: use auto, kvm or qemu", name)
 			}
 		}, CreateOptions{Image: "busybox", Hypervisor: "xen"}, errdefs.IsInvalidArgument},
-		{"bad user", nil, CreateOptions{Image: "busybox", User: "nobody"}, errdefs.IsInvalidArgument},
+		{"bad user", nil, CreateOptions{Image: "busybox", User: "a:b:c"}, errdefs.IsInvalidArgument},
 		{"image disk fails", func(f *bootFixture) { f.svc.cfg.Images = brokenDisks{f} },
 			CreateOptions{Image: "busybox"}, errdefs.IsUnavailable},
 	}

@@ -23,7 +23,7 @@ type ExecOptions struct {
 	Cmd        []string
 	Env        []string // KEY=VALUE, over the container's environment
 	WorkingDir string   // "": the container's
-	User       string   // "": the container's; numeric UID[:GID] only
+	User       string   // "": the container's; user[:group], names resolved in the container
 	Tty        bool
 	// Attach* say which streams the client connects at start; stdin of a
 	// process without AttachStdin is closed at once.
@@ -360,7 +360,7 @@ func execSpec(c *containers.Container, o ExecOptions) (*specs.Process, error) {
 		return nil, err
 	}
 	user := firstNonEmpty(o.User, c.Config.User)
-	uid, gid, err := ParseUser(user)
+	uid, gid, username, err := ParseUser(user)
 	if err != nil {
 		return nil, err
 	}
@@ -370,7 +370,7 @@ func execSpec(c *containers.Container, o ExecOptions) (*specs.Process, error) {
 	}
 	proc := &specs.Process{
 		Terminal:     o.Tty,
-		User:         specs.User{UID: uid, GID: gid},
+		User:         specs.User{UID: uid, GID: gid, Username: username},
 		Args:         append([]string(nil), o.Cmd...),
 		Env:          env,
 		Cwd:          cwd,

@@ -55,7 +55,7 @@ func TestExecSpec(t *testing.T) {
 			},
 		},
 		{name: "relative workdir", o: ExecOptions{Cmd: []string{"sh"}, WorkingDir: "tmp"}, wantErr: errdefs.ErrInvalidArgument},
-		{name: "user name", o: ExecOptions{Cmd: []string{"sh"}, User: "nobody"}, wantErr: errdefs.ErrInvalidArgument},
+		{name: "malformed user", o: ExecOptions{Cmd: []string{"sh"}, User: "a:b:c"}, wantErr: errdefs.ErrInvalidArgument},
 		{name: "bad env", o: ExecOptions{Cmd: []string{"sh"}, Env: []string{"=x"}}, wantErr: errdefs.ErrInvalidArgument},
 	}
 	for _, tt := range tests {

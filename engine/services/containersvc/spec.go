@@ -84,25 +84,28 @@ func MergeEnv(image, user []string, hostname string, tty bool) ([]string, error)
 	return out, nil
 }
 
-// ParseUser parses "UID[:GID]". Names need the image's /etc/passwd, which
-// only the guest has; they are not supported yet.
-func ParseUser(s string) (uid, gid uint32, err error) {
+// ParseUser parses docker's "user[:group]". Numeric IDs are returned as
+// they are; a name (of the user or the group) is returned whole in name,
+// for the guest to resolve in the container's own /etc/passwd and
+// /etc/group when the process starts, as runc resolves it.
+func ParseUser(s string) (uid, gid uint32, name string, err error) {
 	if s == "" {
-		return 0, 0, nil
+		return 0, 0, "", nil
 	}
 	u, g, hasGID := strings.Cut(s, ":")
-	uv, err := strconv.ParseUint(u, 10, 32)
-	if err != nil {
-		return 0, 0, errs.New(errdefs.ErrInvalidArgument, "invalid user %q: only numeric UID[:GID] is supported", s)
+	if u == "" || (hasGID && g == "") || strings.ContainsAny(s, "\x00\n\r\t ") || strings.Count(s, ":") > 1 || len(s) > 256 {
+		return 0, 0, "", errs.New(errdefs.ErrInvalidArgument, "invalid user %q: want user[:group], each a name or a number", s)
 	}
+	uv, uerr := strconv.ParseUint(u, 10, 32)
 	gv := uint64(0)
+	var gerr error
 	if hasGID {
-		gv, err = strconv.ParseUint(g, 10, 32)
-		if err != nil {
-			return 0, 0, errs.New(errdefs.ErrInvalidArgument, "invalid group in user %q: only numeric UID[:GID] is supported", s)
-		}
+		gv, gerr = strconv.ParseUint(g, 10, 32)
 	}
-	return uint32(uv), uint32(gv), nil
+	if uerr != nil || gerr != nil {
+		return 0, 0, s, nil
+	}
+	return uint32(uv), uint32(gv), "", nil
 }
 
 // DefaultCapabilities is the bounding set of a container's processes:
@@ -130,7 +133,7 @@ var (
 // BuildSpec turns a container record into the OCI runtime spec the agent runs.
 func BuildSpec(c *containers.Container) (*specs.Spec, error) {
 	cfg := c.Config
-	uid, gid, err := ParseUser(cfg.User)
+	uid, gid, username, err := ParseUser(cfg.User)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +146,7 @@ func BuildSpec(c *containers.Container) (*specs.Spec, error) {
 	}
 	proc := &specs.Process{
 		Terminal:     cfg.Tty,
-		User:         specs.User{UID: uid, GID: gid},
+		User:         specs.User{UID: uid, GID: gid, Username: username},
 		Args:         cfg.Args,
 		Env:          cfg.Env,
 		Cwd:          cwd,

@@ -51,15 +51,17 @@ func TestParseUser(t *testing.T) {
 	tests := []struct {
 		in       string
 		uid, gid uint32
+		name     string // for the guest to resolve
 		wantErr  bool
 	}{
-		{"", 0, 0, false}, {"1000", 1000, 0, false}, {"1000:100", 1000, 100, false},
-		{"nobody", 0, 0, true}, {"1:x", 0, 0, true}, {"-1", 0, 0, true}, {"99999999999", 0, 0, true},
+		{"", 0, 0, "", false}, {"1000", 1000, 0, "", false}, {"1000:100", 1000, 100, "", false},
+		{"nobody", 0, 0, "nobody", false}, {"1:staff", 0, 0, "1:staff", false}, {"www:1", 0, 0, "www:1", false},
+		{":1", 0, 0, "", true}, {"a:", 0, 0, "", true}, {"a:b:c", 0, 0, "", true}, {"a b", 0, 0, "", true}, {"a\nb", 0, 0, "", true},
 	}
 	for _, tt := range tests {
-		uid, gid, err := ParseUser(tt.in)
-		if (err != nil) != tt.wantErr || uid != tt.uid || gid != tt.gid {
-			t.Errorf("ParseUser(%q) = %d, %d, %v; want %d, %d, err=%v", tt.in, uid, gid, err, tt.uid, tt.gid, tt.wantErr)
+		uid, gid, name, err := ParseUser(tt.in)
+		if (err != nil) != tt.wantErr || uid != tt.uid || gid != tt.gid || name != tt.name {
+			t.Errorf("ParseUser(%q) = %d, %d, %q, %v; want %d, %d, %q, err=%v", tt.in, uid, gid, name, err, tt.uid, tt.gid, tt.name, tt.wantErr)
 		}
 	}
 }
