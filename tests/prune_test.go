@@ -1,6 +1,9 @@
 package tests
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -47,5 +50,40 @@ func TestContainerPrune(t *testing.T) {
 	// docker system prune calls each prune endpoint.
 	if r := d.mustDocker(t, 0, "", "system", "prune", "-f"); !strings.Contains(r.stdout, "Total reclaimed space") {
 		t.Errorf("docker system prune -f: %q", r.stdout)
+	}
+}
+
+// docker import (POST /images/create?fromSrc=-) of what docker export
+// wrote: an image of one layer, --change applied, that runs.
+func TestImageImport(t *testing.T) {
+	d := startDaemon(t)
+	d.mustDocker(t, 0, "", "create", "--name", "src", "busybox", "true")
+	t.Cleanup(func() { d.vmctl(t, "", "rm", "-f", "src"); d.vmctl(t, "", "rmi", "imp:1") })
+	archive := filepath.Join(t.TempDir(), "fs.tar")
+	d.mustDocker(t, 0, "", "export", "-o", archive, "src")
+	must(t, exec.Command("gzip", archive).Run())
+	r := d.mustDocker(t, 0, "", "import", "--change", `CMD ["echo", "imported"]`, "-m", "from export", archive+".gz", "imp:1")
+	if !strings.HasPrefix(r.stdout, "sha256:") {
+		t.Errorf("docker import printed %q, want the image ID", r.stdout)
+	}
+	if r := d.mustDocker(t, 0, "", "run", "--rm", "imp:1"); r.stdout != "imported\n" {
+		t.Errorf("the imported image ran %q", r.stdout)
+	}
+	if r := d.mustDocker(t, 0, "", "history", "--format", "{{.Comment}}", "imp:1"); r.stdout != "from export\n" {
+		t.Errorf("history of the imported image: %q", r.stdout)
+	}
+	// vmctl import, the same through its own client.
+	r = d.mustVmctl(t, 0, "", "import", "-c", "ENTRYPOINT [\"echo\"]", archive+".gz", "imp:2")
+	if !strings.HasPrefix(r.stdout, "sha256:") {
+		t.Errorf("vmctl import printed %q", r.stdout)
+	}
+	if r := d.mustVmctl(t, 0, "", "run", "--rm", "imp:2", "hello"); r.stdout != "hello\n" {
+		t.Errorf("the image vmctl imported ran %q", r.stdout)
+	}
+	d.vmctl(t, "", "rmi", "imp:2")
+	bad := filepath.Join(t.TempDir(), "bad.tar")
+	must(t, os.WriteFile(bad, []byte(strings.Repeat("not a tar ", 100)), 0o644))
+	if r := d.mustDocker(t, 1, "", "import", bad); !strings.Contains(r.stderr, "not a tar") {
+		t.Errorf("docker import of garbage: %q", r.stderr)
 	}
 }

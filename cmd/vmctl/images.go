@@ -45,6 +45,53 @@ func newLoadCommand(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
+func newImportCommand(g *globalOptions) *cobra.Command {
+	var changes []string
+	var message string
+	cmd := &cobra.Command{
+		Use:   "import [-c CHANGE] [-m MESSAGE] FILE|- [REPOSITORY[:TAG]]",
+		Short: "Make an image of one layer from a root file system tar (plain, gzip, bzip2 or xz)",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var in io.Reader = os.Stdin
+			if args[0] != "-" {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return fmt.Errorf("open %s: %w", args[0], unwrapPathError(err))
+				}
+				defer f.Close()
+				in = f
+			} else if term.IsTerminal(int(os.Stdin.Fd())) {
+				return errors.New("import reads an archive from stdin, which is a terminal: give FILE or redirect stdin")
+			}
+			ref := ""
+			if len(args) == 2 {
+				ref = args[1]
+			}
+			return g.withEngine("import", false, func(r *remote) error {
+				rc, err := r.api.ImageImport(cmd.Context(), client.ImageImportSource{Source: in, SourceName: "-"}, ref,
+					client.ImageImportOptions{Message: message, Changes: changes})
+				if err != nil {
+					return r.fail(err)
+				}
+				defer rc.Close()
+				var m jsonstream.Message
+				if err := json.NewDecoder(rc).Decode(&m); err != nil {
+					return r.fail(fmt.Errorf("reading the engine's reply: %w", err))
+				}
+				if m.Error != nil {
+					return &daemonError{msg: oneLine(errors.New(m.Error.Message)), err: errdefs.ErrUnknown}
+				}
+				fmt.Println(m.Status)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringArrayVarP(&changes, "change", "c", nil, "apply a Dockerfile instruction to the image (CMD, ENTRYPOINT, ENV, ...)")
+	cmd.Flags().StringVarP(&message, "message", "m", "", "the history's comment")
+	return cmd
+}
+
 // load sends the archive to the engine and prints what it loaded, as the
 // engine words it ("Loaded image: busybox:latest").
 func (r *remote) load(ctx context.Context, in io.Reader) error {

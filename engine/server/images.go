@@ -146,8 +146,8 @@ func (s *Server) imageDelete(w http.ResponseWriter, r *http.Request) {
 // message is an ordinary error reply, after it an errorDetail message.
 func (s *Server) imageCreate(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	if q.Get("fromSrc") != "" {
-		writeError(w, errs.New(errdefs.ErrNotImplemented, "image import (fromSrc) is not supported"))
+	if src := q.Get("fromSrc"); src != "" {
+		s.imageImport(w, r, src)
 		return
 	}
 	ref := q.Get("fromImage")

@@ -232,3 +232,26 @@ func (s *Server) imagePush(w http.ResponseWriter, r *http.Request, repo string) 
 		out.send(jsonstream.Message{Progress: &jsonstream.Progress{}, Aux: &raw})
 	}
 }
+
+// imageImport serves POST /images/create?fromSrc=-: docker import of a
+// root file system tar in the body, with repo and tag, message and changes
+// (--change). A URL source is refused: the daemon fetches nothing for it.
+func (s *Server) imageImport(w http.ResponseWriter, r *http.Request, src string) {
+	q := r.URL.Query()
+	if src != "-" {
+		writeError(w, errs.New(errdefs.ErrInvalidArgument, "import from %q is not supported: send the archive in the request (docker import FILE or -)", src))
+		return
+	}
+	tag := q.Get("repo")
+	if t := q.Get("tag"); tag != "" && t != "" {
+		tag += ":" + t
+	}
+	body := http.MaxBytesReader(w, r.Body, maxLoadBytes)
+	img, err := s.images.Import(r.Context(), imagesvc.ImportRequest{Source: body, Tag: tag, Changes: q["changes"], Message: q.Get("message")})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	// dockerd's answer, which docker import prints: the image ID.
+	newJSONStream(w).send(jsonstream.Message{Status: img.ID})
+}

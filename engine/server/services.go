@@ -66,6 +66,7 @@ type ImageService interface {
 	CheckLogin(ctx context.Context, server, user, password string) (string, error)
 	Build(ctx context.Context, req imagesvc.BuildRequest, contextTar io.Reader, out io.Writer) (imagesvc.BuildResult, error)
 	Commit(ctx context.Context, req imagesvc.CommitRequest) (imagesvc.Image, error)
+	Import(ctx context.Context, req imagesvc.ImportRequest) (imagesvc.Image, error)
 	Diff(ctx context.Context, ref string) ([]imagesvc.Change, error)
 	Prune(ctx context.Context, all, buildCacheOnly bool) (imagesvc.PruneResult, error)
 	Export(ctx context.Context, ref string, w io.Writer) error
