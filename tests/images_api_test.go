@@ -47,6 +47,29 @@ func TestImagesAPI(t *testing.T) {
 		if r := d.mustDocker(t, 0, "", "inspect", "-f", "{{json .RepoDigests}}", ref); strings.TrimSpace(r.stdout) != `["`+repo+"@"+pushed+`"]` {
 			t.Errorf("docker inspect RepoDigests = %s, want [%s@%s]", r.stdout, repo, pushed)
 		}
+		// GET /distribution/{name}/json: the registry's descriptor of
+		// the reference, without a pull (docker-py's get_registry_data).
+		resp, err := d.http().Get("http://vmctld/v1.41/distribution/" + ref + "/json")
+		must(t, err)
+		var dist struct {
+			Descriptor struct {
+				MediaType, Digest string
+				Size              int64
+			}
+			Platforms []struct{ Architecture, OS string }
+		}
+		err = json.NewDecoder(resp.Body).Decode(&dist)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || dist.Descriptor.Digest != pushed || dist.Descriptor.Size == 0 ||
+			len(dist.Platforms) != 1 || dist.Platforms[0].OS != "linux" {
+			t.Errorf("distribution of %s = %d %+v (%v), want the pushed manifest %s", ref, resp.StatusCode, dist, err, pushed)
+		}
+		resp, err = d.http().Get("http://vmctld/v1.41/distribution/" + reg.host + "/e2e/absent:1/json")
+		must(t, err)
+		resp.Body.Close()
+		if resp.StatusCode != 404 {
+			t.Errorf("distribution of a reference the registry lacks: %d, want 404", resp.StatusCode)
+		}
 		if r := d.mustDocker(t, 0, "", "images", "--format", "{{.Repository}}:{{.Tag}}"); !strings.Contains(r.stdout, ref+"\n") || !strings.Contains(r.stdout, "busybox:latest\n") {
 			t.Errorf("docker images = %q, want %s and busybox:latest", r.stdout, ref)
 		}

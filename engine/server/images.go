@@ -9,6 +9,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/api/types/jsonstream"
@@ -214,3 +215,32 @@ func (anonymous) Resolve(authn.Resource) (authn.Authenticator, error) { return a
 type static struct{ a authn.Authenticator }
 
 func (k static) Resolve(authn.Resource) (authn.Authenticator, error) { return k.a, nil }
+
+// distributionInspect is GET /distribution/{name}/json: what the registry
+// says of a reference, without pulling it (docker-py's get_registry_data,
+// docker manifest inspect's first step).
+func (s *Server) distributionInspect(w http.ResponseWriter, r *http.Request) {
+	ref, ok := strings.CutSuffix(r.PathValue("name"), "/json")
+	if !ok || ref == "" {
+		writeError(w, errs.New(errdefs.ErrNotFound, "page not found: %s %s", r.Method, r.URL.Path))
+		return
+	}
+	keychain, err := clientKeychain(r.Header.Get("X-Registry-Auth"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	d, err := s.images.Distribution(r.Context(), ref, imagesvc.RemoteOptions{Keychain: keychain})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	platforms := d.Platforms
+	if platforms == nil {
+		platforms = []v1.Platform{}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Descriptor v1.Descriptor
+		Platforms  []v1.Platform
+	}{d.Descriptor, platforms})
+}

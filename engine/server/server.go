@@ -87,6 +87,7 @@ func (s *Server) routes() {
 	m.HandleFunc("HEAD /_ping", s.ping)
 	m.HandleFunc("GET /version", s.version)
 	m.HandleFunc("GET /info", s.info)
+	m.HandleFunc("GET /distribution/{name...}", s.distributionInspect)
 	m.HandleFunc("GET /system/df", s.systemDF)
 	m.HandleFunc("GET /events", s.systemEvents)
 	m.HandleFunc("POST /auth", s.auth)

@@ -59,6 +59,7 @@ type ImageService interface {
 	Tag(ctx context.Context, source, target string) error
 	Remove(ctx context.Context, ref string, force bool) (imagesvc.RemoveResult, error)
 	Pull(ctx context.Context, ref string, o imagesvc.RemoteOptions) (imagesvc.Pulled, error)
+	Distribution(ctx context.Context, ref string, o imagesvc.RemoteOptions) (imagesvc.Distribution, error)
 	PushTargets(ctx context.Context, repo, tag string) (repository string, refs []string, err error)
 	Push(ctx context.Context, ref string, o imagesvc.RemoteOptions) (imagesvc.PushResult, error)
 	Load(ctx context.Context, r io.Reader) ([]imagesvc.LoadedImage, error)

@@ -108,6 +108,14 @@ func (a *Archive) Write(w io.Writer) error {
 	return images.WriteArchive(w, images.FormatDocker, a.named)
 }
 
+// Distribution is a registry's answer for a reference (images.Inspect).
+type Distribution = images.Distribution
+
+// Distribution asks the registry about ref without pulling it.
+func (s *Service) Distribution(ctx context.Context, ref string, o RemoteOptions) (Distribution, error) {
+	return images.Inspect(ctx, ref, o)
+}
+
 // CheckLogin checks user and password against a registry, as dockerd's
 // POST /auth does, and returns the registry's name as users know it (see
 // images.CheckLogin). Nothing is stored: the client keeps credentials.
