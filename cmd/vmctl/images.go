@@ -27,17 +27,11 @@ func newLoadCommand(g *globalOptions) *cobra.Command {
 		Short: "Load images from a docker save tarball or an OCI image-layout tarball",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var in io.Reader = os.Stdin
-			if input != "" && input != "-" {
-				f, err := os.Open(input)
-				if err != nil {
-					return fmt.Errorf("open %s: %w", input, unwrapPathError(err))
-				}
-				defer f.Close()
-				in = f
-			} else if term.IsTerminal(int(os.Stdin.Fd())) {
-				return errors.New("load reads an archive from stdin, which is a terminal: give -i FILE or redirect stdin")
+			in, done, err := openArchive(input, "load", "-i FILE")
+			if err != nil {
+				return err
 			}
+			defer done()
 			return g.withEngine("load", false, func(r *remote) error { return r.load(cmd.Context(), in) })
 		},
 	}
@@ -53,17 +47,11 @@ func newImportCommand(g *globalOptions) *cobra.Command {
 		Short: "Make an image of one layer from a root file system tar (plain, gzip, bzip2 or xz)",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var in io.Reader = os.Stdin
-			if args[0] != "-" {
-				f, err := os.Open(args[0])
-				if err != nil {
-					return fmt.Errorf("open %s: %w", args[0], unwrapPathError(err))
-				}
-				defer f.Close()
-				in = f
-			} else if term.IsTerminal(int(os.Stdin.Fd())) {
-				return errors.New("import reads an archive from stdin, which is a terminal: give FILE or redirect stdin")
+			in, done, err := openArchive(args[0], "import", "FILE")
+			if err != nil {
+				return err
 			}
+			defer done()
 			ref := ""
 			if len(args) == 2 {
 				ref = args[1]
@@ -90,6 +78,23 @@ func newImportCommand(g *globalOptions) *cobra.Command {
 	cmd.Flags().StringArrayVarP(&changes, "change", "c", nil, "apply a Dockerfile instruction to the image (CMD, ENTRYPOINT, ENV, ...)")
 	cmd.Flags().StringVarP(&message, "message", "m", "", "the history's comment")
 	return cmd
+}
+
+// openArchive opens the archive a command reads: the file name, or stdin
+// for "" or "-", which must not be a terminal (give says what to give
+// instead). done closes what was opened.
+func openArchive(name, command, give string) (in io.Reader, done func(), err error) {
+	if name != "" && name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, nil, fmt.Errorf("open %s: %w", name, unwrapPathError(err))
+		}
+		return f, func() { f.Close() }, nil
+	}
+	if term.IsTerminal(int(os.Stdin.Fd())) {
+		return nil, nil, fmt.Errorf("%s reads an archive from stdin, which is a terminal: give %s or redirect stdin", command, give)
+	}
+	return os.Stdin, func() {}, nil
 }
 
 // load sends the archive to the engine and prints what it loaded, as the

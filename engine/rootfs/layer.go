@@ -156,7 +156,7 @@ func (b *Builder) ImageDisks(ctx context.Context, img images.Image, budget int, 
 	if s == n {
 		return whole()
 	}
-	flat, err := b.flatDisk(ctx, mkfs, prefixImage{Image: content, n: s}, chains[s-1], name)
+	flat, _, err := b.flatDisk(ctx, mkfs, prefixImage{Image: content, n: s}, chains[s-1], name)
 	if err != nil {
 		return nil, err
 	}
@@ -213,25 +213,28 @@ func (p prefixImage) ConfigFile() (*v1.ConfigFile, error) {
 }
 
 // flatDisk returns the flattened disk of content's layers, keyed by the
-// chain ID of the top one, building it on first use.
-func (b *Builder) flatDisk(ctx context.Context, mkfs string, content v1.Image, chain v1.Hash, name string) (string, error) {
+// chain ID of the top one, building it on first use; concurrent callers
+// (in any process) wait for one build. unpacked is the layers' unpacked
+// size when this call built it, 0 when it was there.
+func (b *Builder) flatDisk(ctx context.Context, mkfs string, content v1.Image, chain v1.Hash, name string) (path string, unpacked int64, err error) {
 	key := flatKey(chain)
 	final := b.diskFile(key, ".ext4")
 	if exists(final) {
-		return final, nil
+		return final, 0, nil
 	}
 	l, err := flock.Acquire(ctx, b.lockPath(key))
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	defer l.Release()
+	// Someone else may have built it while we waited.
 	if exists(final) {
-		return final, nil
+		return final, 0, nil
 	}
-	if _, err := b.build(ctx, mkfs, content, name, key, final); err != nil {
-		return "", diskError(err, name, chain)
+	if unpacked, err = b.build(ctx, mkfs, content, name, key, final); err != nil {
+		return "", 0, diskError(err, name, chain)
 	}
-	return final, nil
+	return final, unpacked, nil
 }
 
 // layerKind says what became of a layer: a disk, nothing (an empty

@@ -28,11 +28,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
-	"github.com/vmctl/vmctl/engine/errs"
 	"github.com/vmctl/vmctl/engine/flock"
 	"github.com/vmctl/vmctl/engine/images"
 )
@@ -200,33 +198,17 @@ func (b *Builder) ImageDisk(ctx context.Context, img images.Image) (string, erro
 	if chains := ChainIDs(cf.RootFS.DiffIDs); len(chains) > 0 {
 		top = chains[len(chains)-1]
 	}
-	key := flatKey(top)
-	final := b.diskFile(key, ".ext4")
-	if exists(final) {
-		return final, nil
-	}
-	l, err := flock.Acquire(ctx, b.lockPath(key))
+	final, unpacked, err := b.flatDisk(ctx, mkfs, content, top, displayName(img, h))
 	if err != nil {
 		return "", err
 	}
-	defer l.Release()
-	// Someone else may have built it while we waited.
-	if exists(final) {
-		return final, nil
+	if unpacked > 0 {
+		// A pulled image's layers have now been checked against its diff
+		// IDs; the store records that, with their unpacked size, as a load
+		// would. Failing to record it costs nothing but a size shown as
+		// compressed, so the disk is returned regardless.
+		_ = img.RecordUnpacked(ctx, unpacked)
 	}
-	unpacked, err := b.build(ctx, mkfs, content, displayName(img, h), key, final)
-	if err != nil {
-		if cl, ok := errors.AsType[*CorruptLayerError](err); ok {
-			// Already one line that names the image and says what to do.
-			return "", errs.Class(errdefs.ErrDataLoss, cl)
-		}
-		return "", fmt.Errorf("building disk for image %s: %w", shortID(h), err)
-	}
-	// A pulled image's layers have now been checked against its diff IDs;
-	// the store records that, with their unpacked size, as a load would.
-	// Failing to record it costs nothing but a size shown as compressed,
-	// so the disk is returned regardless.
-	_ = img.RecordUnpacked(ctx, unpacked)
 	return final, nil
 }
 

@@ -216,6 +216,12 @@ func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration) (
 	if t.signal(ctx, syscall.SIGKILL) == nil {
 		s.publishKill(c, syscall.SIGKILL)
 	}
+	return t.awaitKill(ctx)
+}
+
+// awaitKill waits for a run sent SIGKILL to end; a guest that does not
+// answer within killGrace has its VM ended (run records the exit).
+func (t *task) awaitKill(ctx context.Context) error {
 	select {
 	case <-t.done:
 		return nil
@@ -223,7 +229,6 @@ func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration) (
 		return ctx.Err()
 	case <-time.After(killGrace):
 	}
-	// The guest does not answer: end the VM; run records the exit.
 	t.destroy()
 	<-t.done
 	return nil

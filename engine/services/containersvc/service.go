@@ -552,16 +552,7 @@ func (s *Service) Kill(ctx context.Context, ref string, sig syscall.Signal) erro
 	if err == nil {
 		s.publishKill(t.c, sig)
 	}
-	select {
-	case <-t.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(killGrace):
-	}
-	t.destroy()
-	<-t.done
-	return nil
+	return t.awaitKill(ctx)
 }
 
 // Resize sets the container's terminal size.
