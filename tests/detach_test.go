@@ -2,9 +2,12 @@ package tests
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -46,8 +49,32 @@ func TestDetachKeys(t *testing.T) {
 	// Still running, stdin still open: the next client's input arrives.
 	attach("&detachKeys=ctrl-x,x", "echo two > /tmp/two\n\x18x")
 	waitFor(t, func() bool { return d.vmctl(t, "", "exec", "dk", "cat", "/tmp/two").stdout == "two\n" }, "the second client's input")
+	// vmctl attach watches for the keys too: it ends at once, the
+	// container runs on with its stdin open.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	vm, err := filepath.Abs(filepath.Join(d.root, "bin/vmctl"))
+	must(t, err)
+	c := exec.CommandContext(ctx, "script", "-qec", vm+" -H "+d.host()+" attach dk", "/dev/null")
+	// The keys go once vmctl has its terminal in raw mode: before, the
+	// line discipline would take ctrl-q for flow control.
+	pr, pw := io.Pipe()
+	c.Stdin = pr
+	go func() {
+		io.WriteString(pw, "echo three > /tmp/three\n")
+		time.Sleep(3 * time.Second)
+		io.WriteString(pw, "\x10\x11")
+		// Then EOF: a vmctl that did not detach would wait on for the
+		// container, until the deadline kills it.
+		time.Sleep(2 * time.Second)
+		pw.Close()
+	}()
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Errorf("vmctl attach, detached: %v\n%s", err, out)
+	}
+	waitFor(t, func() bool { return d.vmctl(t, "", "exec", "dk", "cat", "/tmp/three").stdout == "three\n" }, "vmctl attach's input")
 	if r := d.mustDocker(t, 0, "", "inspect", "-f", "{{.State.Status}}", "dk"); r.stdout != "running\n" {
-		t.Errorf("after two detaches: %q", r.stdout)
+		t.Errorf("after three detaches: %q", r.stdout)
 	}
 	if r := d.mustDocker(t, 0, "", "ps", "--format", "{{.Names}}"); !strings.Contains(r.stdout, "dk") {
 		t.Errorf("ps: %q", r.stdout)

@@ -178,7 +178,7 @@ func (r *remote) attachSession(ctx context.Context, id string, tty, stdin, sigPr
 		waitCtx, received = sigCtx, got
 	}
 	wait := r.api.ContainerWait(waitCtx, id, client.ContainerWaitOptions{Condition: cond})
-	outputDone := streamIO(at.HijackedResponse, tty, stdin)
+	outputDone, detached := streamIODetach(at.HijackedResponse, tty, stdin, !r.inProcess)
 	restore := userTerminal(tty, stdin, func(rows, cols uint16) { r.resize(ctx, id, rows, cols) })
 	defer restore()
 	if start != nil {
@@ -190,7 +190,7 @@ func (r *remote) attachSession(ctx context.Context, id string, tty, stdin, sigPr
 		stop := forwardSignals(func(sig syscall.Signal) { r.kill(ctx, id, sig) })
 		defer stop()
 	}
-	err = r.waitExit(wait.Result, wait.Error, outputDone)
+	err = r.waitExit(wait.Result, wait.Error, outputDone, detached)
 	if sig := received(); sig != 0 {
 		return signalStatus(sig)
 	}

@@ -247,7 +247,9 @@ func (r *remote) run(ctx context.Context, o *runOptions, req client.ContainerCre
 	}
 	wait := r.api.ContainerWait(ctx, id, client.ContainerWaitOptions{Condition: cond})
 
-	outputDone := streamIO(attach.HijackedResponse, o.tty, o.interactive)
+	// Detaching leaves the container to a daemon; a container this process
+	// runs ends with it, so there is nothing to detach from.
+	outputDone, detached := streamIODetach(attach.HijackedResponse, o.tty, o.interactive, !r.inProcess)
 
 	if _, err := r.api.ContainerStart(bootCtx, id, client.ContainerStartOptions{}); err != nil {
 		attach.Close()
@@ -261,7 +263,7 @@ func (r *remote) run(ctx context.Context, o *runOptions, req client.ContainerCre
 	stopSignals := forwardSignals(func(sig syscall.Signal) { r.kill(ctx, id, sig) })
 	defer stopSignals()
 
-	return r.waitExit(wait.Result, wait.Error, outputDone)
+	return r.waitExit(wait.Result, wait.Error, outputDone, detached)
 }
 
 // create creates the container of req, first pulling its image as pull
@@ -294,12 +296,15 @@ func isMissingImage(err error) bool {
 // waitExit waits for the container's exit status, then for the attach
 // stream to end (the engine ends it after the last output, so all of it is
 // printed before returning), and turns the status into vmctl's own.
-func (r *remote) waitExit(result <-chan container.WaitResponse, errc <-chan error, outputDone <-chan struct{}) error {
+func (r *remote) waitExit(result <-chan container.WaitResponse, errc <-chan error, outputDone, detached <-chan struct{}) error {
 	var status container.WaitResponse
 	select {
 	case status = <-result:
 	case err := <-errc:
 		return r.fail(err)
+	case <-detached:
+		// The user typed the detach keys: the container runs on.
+		return nil
 	}
 	<-outputDone
 	if status.Error != nil && status.Error.Message != "" {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
+	moby "github.com/moby/term"
 	"golang.org/x/term"
 )
 
@@ -24,9 +25,23 @@ import (
 // output has ended; the stdin copy is not waited for, as docker does not:
 // a process may exit before the user stops typing.
 func streamIO(hr client.HijackedResponse, tty, stdin bool) <-chan struct{} {
-	outputDone := make(chan struct{})
+	outputDone, _ := streamIODetach(hr, tty, stdin, false)
+	return outputDone
+}
+
+// detachKeys are docker's default: ctrl-p ctrl-q.
+var detachKeys = []byte{16, 17}
+
+// streamIODetach is streamIO that, with detach set, a terminal and stdin,
+// watches the user's keys for the detach keys as docker's CLI does: they
+// reach the daemon (which ends the attachment there) and close detached
+// here, so the session ends without waiting for the container.
+func streamIODetach(hr client.HijackedResponse, tty, stdin, detach bool) (outputDone, detached <-chan struct{}) {
+	det := make(chan struct{})
+	out := make(chan struct{})
+	outputDone, detached = out, det
 	go func() {
-		defer close(outputDone)
+		defer close(out)
 		if tty {
 			io.Copy(os.Stdout, hr.Reader)
 		} else {
@@ -35,11 +50,22 @@ func streamIO(hr client.HijackedResponse, tty, stdin bool) <-chan struct{} {
 	}()
 	if stdin {
 		go func() {
-			io.Copy(hr.Conn, os.Stdin)
+			var in io.Reader = os.Stdin
+			if detach && tty {
+				in = moby.NewEscapeProxy(in, detachKeys)
+			}
+			_, err := io.Copy(hr.Conn, in)
+			if _, ok := err.(moby.EscapeError); ok {
+				// The daemon ends the attachment on the same keys and
+				// leaves the container's stdin open; an EOF would close it.
+				hr.Conn.Write(detachKeys)
+				close(det)
+				return
+			}
 			hr.CloseWrite()
 		}()
 	}
-	return outputDone
+	return outputDone, detached
 }
 
 // userTerminal prepares the user's terminal for a process with a tty: raw
