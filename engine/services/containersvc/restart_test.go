@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/vmctl/vmctl/engine/errs"
 )
 
 func TestParseRestartPolicy(t *testing.T) {
@@ -178,5 +179,32 @@ func TestUpdate(t *testing.T) {
 		if err := f.svc.Update(ctx, "u", o); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("Update(%+v) = %v", o, err)
 		}
+	}
+}
+
+// A --rm container whose start fails is removed, so a client waiting for
+// its removal (docker run --rm) is not left waiting.
+func TestAutoRemoveAfterFailedStart(t *testing.T) {
+	f := newBootFixture(t)
+	ctx := context.Background()
+	c, err := f.svc.Create(ctx, CreateOptions{Image: "busybox", AutoRemove: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait, err := f.svc.PrepareWait(c.ID, WaitRemoved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.openErr = errs.New(errdefs.ErrFailedPrecondition, "hypervisor qemu cannot run here now")
+	if err := f.svc.Start(ctx, c.ID, Stdio{}); err == nil {
+		t.Fatal("Start succeeded")
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := wait(wctx); err != nil {
+		t.Errorf("waiting for the removal: %v", err)
+	}
+	if _, err := f.svc.Get(c.ID); !errdefs.IsNotFound(err) {
+		t.Errorf("the --rm container is still there: %v", err)
 	}
 }

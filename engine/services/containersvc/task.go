@@ -193,11 +193,22 @@ func (s *Service) start(ctx context.Context, ref string, stdio Stdio, restartCou
 	if err := t.boot(ctx); err != nil {
 		t.destroy()
 		t.endOutput()
+		c.State.Error = err.Error()
+		// --rm: a container whose start failed goes too, as under dockerd,
+		// so that a client waiting for its removal is not left waiting.
+		removed := c.Config.AutoRemove && s.autoRemove(c)
+		if !removed {
+			s.cfg.Store.Update(c)
+		}
 		s.mu.Lock()
 		delete(s.tasks, c.ID)
+		if removed {
+			s.forgetLocked(c.ID)
+		}
 		s.mu.Unlock()
-		c.State.Error = err.Error()
-		s.cfg.Store.Update(c)
+		if removed {
+			s.publish("destroy", c, nil)
+		}
 		close(t.done)
 		s.notify()
 		return err
