@@ -37,6 +37,9 @@ func ParseTag(s string) (name.Tag, error) {
 	if err != nil {
 		return name.Tag{}, fmt.Errorf("%w: %q: %w", ErrInvalidReference, s, err)
 	}
+	if err := checkPath(t.Context()); err != nil {
+		return name.Tag{}, fmt.Errorf("%w: %q: %w", ErrInvalidReference, s, err)
+	}
 	// As Docker: a name that looks like an image ID would make references
 	// ambiguous ("is it the image with this ID or the repository?").
 	if repo := strings.TrimPrefix(t.RepositoryStr(), "library/"); isFullHexID(repo) {
@@ -60,10 +63,30 @@ func isFullHexID(s string) bool {
 // parseReference accepts a tag or a digest reference.
 func parseReference(s string) (name.Reference, error) {
 	r, err := name.ParseReference(s)
+	if err == nil {
+		err = checkPath(r.Context())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %q: %w", ErrInvalidReference, s, err)
 	}
 	return r, nil
+}
+
+// pathComponent is the distribution spec's grammar of one component of a
+// repository path: lowercase alphanumerics joined by single separators
+// ("." "_" "__" or dashes). go-containerregistry is laxer ("..", "-x").
+var pathComponent = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
+
+// checkPath refuses a repository path that the distribution spec does not
+// allow, as dockerd does ("../evil" would name no repository anyone can
+// address again).
+func checkPath(r name.Repository) error {
+	for _, c := range strings.Split(r.RepositoryStr(), "/") {
+		if !pathComponent.MatchString(c) {
+			return fmt.Errorf("repository path component %q is not lowercase letters and digits joined by '.', '_', '__' or '-'", c)
+		}
+	}
+	return nil
 }
 
 // FamiliarName returns the short form users type and Docker prints:

@@ -42,3 +42,28 @@ func TestAmbiguousShortIDIsInvalidArgument(t *testing.T) {
 		t.Fatalf("find of an ambiguous short ID = %v, want an invalid-argument error", err)
 	}
 }
+
+// Repository paths follow the distribution spec's grammar: ".." and
+// components that start or end with a separator are refused for tags,
+// local references and registry references alike.
+func TestReferencePathGrammar(t *testing.T) {
+	for _, bad := range []string{"../../evil:x", "a/../b", "a/.b", "a/b-:1", "127.0.0.1:5000/../x:1", "a//b"} {
+		if _, err := ParseTag(bad); err == nil {
+			t.Errorf("ParseTag(%q) accepted", bad)
+		}
+		if _, err := ParseRemoteReference(bad); err == nil {
+			t.Errorf("ParseRemoteReference(%q) accepted", bad)
+		}
+		if _, err := parseReference(bad); err == nil {
+			t.Errorf("parseReference(%q) accepted", bad)
+		}
+	}
+	for _, good := range []string{"busybox", "a.b/c__d/e--f:1", "127.0.0.1:5000/x/y_z:2", "library/busybox:1.36"} {
+		if _, err := ParseTag(good); err != nil {
+			t.Errorf("ParseTag(%q) = %v", good, err)
+		}
+		if _, err := ParseRemoteReference(good); err != nil {
+			t.Errorf("ParseRemoteReference(%q) = %v", good, err)
+		}
+	}
+}

@@ -88,6 +88,9 @@ func ParseRemoteReference(s string) (name.Reference, error) {
 		return nil, errs.Class(errdefs.ErrInvalidArgument, fmt.Errorf("%w: empty image name", ErrInvalidReference))
 	}
 	r, err := name.ParseReference(s)
+	if err == nil {
+		err = checkPath(r.Context())
+	}
 	if err != nil {
 		return nil, errs.Class(errdefs.ErrInvalidArgument, fmt.Errorf("%w: %q: %w", ErrInvalidReference, s, err))
 	}
