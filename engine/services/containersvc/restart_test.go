@@ -2,6 +2,7 @@ package containersvc
 
 import (
 	"context"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -206,5 +207,34 @@ func TestAutoRemoveAfterFailedStart(t *testing.T) {
 	}
 	if _, err := f.svc.Get(c.ID); !errdefs.IsNotFound(err) {
 		t.Errorf("the --rm container is still there: %v", err)
+	}
+}
+
+// A process that died and was not reaped is not alive: a daemon killed a
+// moment ago owns none of its containers any more.
+func TestProcessAliveZombie(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	if !processAlive(pid) {
+		t.Fatal("a running child is not alive")
+	}
+	cmd.Process.Kill()
+	// Not reaped yet: a zombie until Wait.
+	deadline := time.Now().Add(5 * time.Second)
+	for !isZombie(pid) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !isZombie(pid) {
+		t.Fatal("the killed child did not become a zombie")
+	}
+	if processAlive(pid) {
+		t.Error("a zombie counts as alive")
+	}
+	cmd.Wait()
+	if processAlive(pid) {
+		t.Error("a reaped process counts as alive")
 	}
 }
