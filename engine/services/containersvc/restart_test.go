@@ -130,31 +130,33 @@ func TestRename(t *testing.T) {
 	net := &fakeNetwork{}
 	f.svc.cfg.Network = net
 	ctx := context.Background()
-	a, err := f.svc.Create(ctx, CreateOptions{Image: "busybox", Name: "a"})
+	a, err := f.svc.Create(ctx, CreateOptions{Image: "busybox", Name: "web"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.Create(ctx, CreateOptions{Image: "busybox", Name: "b"}); err != nil {
+	if _, err := f.svc.Create(ctx, CreateOptions{Image: "busybox", Name: "cache"}); err != nil {
 		t.Fatal(err)
 	}
-	for name, class := range map[string]func(error) bool{"b": errdefs.IsConflict, "bad/name": errdefs.IsInvalidArgument, "a": errdefs.IsInvalidArgument} {
-		if err := f.svc.Rename(ctx, "a", name); !class(err) {
-			t.Errorf("Rename(a, %s) = %v", name, err)
+	for name, class := range map[string]func(error) bool{"cache": errdefs.IsConflict, "bad/name": errdefs.IsInvalidArgument, "web": errdefs.IsInvalidArgument} {
+		if err := f.svc.Rename(ctx, "web", name); !class(err) {
+			t.Errorf("Rename(web, %s) = %v", name, err)
 		}
 	}
-	if err := f.svc.Rename(ctx, "a", "/c"); err != nil {
+	if err := f.svc.Rename(ctx, "web", "/site"); err != nil {
 		t.Fatal(err)
 	}
-	if c, err := f.svc.Get("c"); err != nil || c.ID != a.ID {
-		t.Errorf("Get(c) = %v, %v", c, err)
+	if c, err := f.svc.Get("site"); err != nil || c.ID != a.ID {
+		t.Errorf("Get(site) = %v, %v", c, err)
 	}
-	if _, err := f.svc.Get("a"); !errdefs.IsNotFound(err) {
-		t.Errorf("Get(a) after the rename = %v", err)
+	// (Names with letters beyond f: a name of hex digits could also be
+	// the prefix of a container's ID.)
+	if _, err := f.svc.Get("web"); !errdefs.IsNotFound(err) {
+		t.Errorf("Get(web) after the rename = %v", err)
 	}
-	if len(net.renamed) != 1 || net.renamed[0] != a.ID+" c" {
+	if len(net.renamed) != 1 || net.renamed[0] != a.ID+" site" {
 		t.Errorf("network renames %v", net.renamed)
 	}
-	if err := f.svc.Rename(ctx, "nope", "d"); !errdefs.IsNotFound(err) {
+	if err := f.svc.Rename(ctx, "nope", "other"); !errdefs.IsNotFound(err) {
 		t.Errorf("Rename of a missing container = %v", err)
 	}
 }
