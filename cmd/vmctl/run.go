@@ -216,7 +216,9 @@ func (r *remote) run(ctx context.Context, o *runOptions, req client.ContainerCre
 	id := created.ID
 	cleanup := func() {
 		if o.rm {
-			if _, err := r.api.ContainerRemove(context.Background(), id, client.ContainerRemoveOptions{Force: true}); err != nil {
+			// The engine removes a --rm container whose start failed
+			// itself; one that is gone already is what was asked for.
+			if _, err := r.api.ContainerRemove(context.Background(), id, client.ContainerRemoveOptions{Force: true}); err != nil && !errdefs.IsNotFound(err) {
 				fmt.Fprintln(os.Stderr, "vmctl: --rm: "+r.fail(err).Error())
 			}
 		}
