@@ -19,6 +19,7 @@ import (
 	"github.com/moby/moby/api/types/storage"
 
 	"github.com/vmctl/vmctl/engine/errs"
+	"github.com/vmctl/vmctl/engine/filters"
 	"github.com/vmctl/vmctl/engine/services/containersvc"
 )
 
@@ -563,22 +564,17 @@ func pruneFilter(terms map[string][]string, now time.Time) (func(created time.Ti
 			return nil, errs.New(errdefs.ErrInvalidArgument, "invalid filter '%s'", k)
 		}
 	}
-	has := func(labels map[string]string, term string) bool {
-		k, v, withValue := strings.Cut(term, "=")
-		got, ok := labels[k]
-		return ok && (!withValue || got == v)
-	}
 	return func(created time.Time, labels map[string]string) bool {
 		if !until.IsZero() && !created.Before(until) {
 			return false
 		}
 		for _, term := range terms["label"] {
-			if !has(labels, term) {
+			if !filters.HasLabel(labels, term) {
 				return false
 			}
 		}
 		for _, term := range terms["label!"] {
-			if has(labels, term) {
+			if filters.HasLabel(labels, term) {
 				return false
 			}
 		}

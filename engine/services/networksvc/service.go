@@ -31,6 +31,7 @@ import (
 
 	"github.com/vmctl/vmctl/engine/errs"
 	"github.com/vmctl/vmctl/engine/events"
+	dfilters "github.com/vmctl/vmctl/engine/filters"
 	"github.com/vmctl/vmctl/engine/networks"
 )
 
@@ -231,7 +232,7 @@ func matches(f map[string][]string, n Network, used map[string]int) bool {
 		return false
 	}
 	for _, l := range f["label"] {
-		if !hasLabel(n.Labels, l) {
+		if !dfilters.HasLabel(n.Labels, l) {
 			return false
 		}
 	}
@@ -251,12 +252,6 @@ func matchPattern(pattern, value string) bool {
 		return re.MatchString(value)
 	}
 	return strings.Contains(value, pattern)
-}
-
-func hasLabel(labels map[string]string, filter string) bool {
-	k, want, hasValue := strings.Cut(filter, "=")
-	got, ok := labels[k]
-	return ok && (!hasValue || got == want)
 }
 
 // Remove deletes a network that no container is connected to, and its
@@ -325,8 +320,8 @@ func (s *Service) Prune(ctx context.Context, filters map[string][]string) ([]str
 	removed := []string{}
 	for _, n := range list {
 		if n.Default || used[n.ID] > 0 || (!until.IsZero() && !n.Created.Before(until)) ||
-			slices.ContainsFunc(filters["label"], func(l string) bool { return !hasLabel(n.Labels, l) }) ||
-			slices.ContainsFunc(filters["label!"], func(l string) bool { return hasLabel(n.Labels, l) }) {
+			slices.ContainsFunc(filters["label"], func(l string) bool { return !dfilters.HasLabel(n.Labels, l) }) ||
+			slices.ContainsFunc(filters["label!"], func(l string) bool { return dfilters.HasLabel(n.Labels, l) }) {
 			continue
 		}
 		// A container connected meanwhile keeps its network.

@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/vmctl/vmctl/engine/errs"
+	"github.com/vmctl/vmctl/engine/filters"
 )
 
 // ListOptions chooses the volumes List returns.
@@ -116,11 +117,7 @@ func (s *Service) Prune(ctx context.Context, o PruneOptions) (removed []string, 
 }
 
 // hasLabel matches a label filter: "key" or "key=value".
-func hasLabel(v *Volume, filter string) bool {
-	k, want, hasValue := strings.Cut(filter, "=")
-	got, ok := v.Labels[k]
-	return ok && (!hasValue || got == want)
-}
+func hasLabel(v *Volume, filter string) bool { return filters.HasLabel(v.Labels, filter) }
 
 func isTrue(v string) bool { return v == "true" || v == "1" }
 
