@@ -367,24 +367,18 @@ func (s *Service) Update(ctx context.Context, ref string, o UpdateOptions) error
 	if resized && (c.State.Status == containers.StatusRunning || s.task(c.ID) != nil) {
 		return errs.New(errdefs.ErrConflict, "cannot change the memory or CPUs of running container %s: its VM was sized when it started; stop it, update it, start it", c.Name)
 	}
+	if err := checkLimits(o.MemoryBytes, o.NanoCPUs); err != nil {
+		return err
+	}
 	if o.MemoryBytes != 0 {
-		if o.MemoryBytes < minMemory {
-			return errs.New(errdefs.ErrInvalidArgument, "minimum memory limit allowed is 6MB")
-		}
 		c.Config.MemoryBytes = o.MemoryBytes
 	}
 	if o.NanoCPUs != 0 {
-		if o.NanoCPUs < 0 || o.NanoCPUs > int64(maxVCPUs)*1e9 {
-			return errs.New(errdefs.ErrInvalidArgument, "range of CPUs is from 0.01 to %d", maxVCPUs)
-		}
 		c.Config.NanoCPUs = o.NanoCPUs
 	}
 	if p := o.RestartPolicy; p != nil {
-		if err := checkRestartPolicy(*p, c.Config.AutoRemove); err != nil {
+		if err := s.checkRestart(*p, c.Config.AutoRemove); err != nil {
 			return err
-		}
-		if p.Name != "" && p.Name != "no" && !s.cfg.RestartPolicies {
-			return errs.New(errdefs.ErrInvalidArgument, "restart policy %s needs vmctld, which restarts containers", p.Name)
 		}
 		c.Config.RestartPolicy = *p
 	}

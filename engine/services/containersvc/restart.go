@@ -83,6 +83,18 @@ func checkRestartPolicy(p RestartPolicy, autoRemove bool) error {
 	return nil
 }
 
+// checkRestart is checkRestartPolicy, and a policy refused where no
+// daemon applies it.
+func (s *Service) checkRestart(p RestartPolicy, autoRemove bool) error {
+	if err := checkRestartPolicy(p, autoRemove); err != nil {
+		return err
+	}
+	if p.Name != "" && p.Name != "no" && !s.cfg.RestartPolicies {
+		return errs.New(errdefs.ErrInvalidArgument, "restart policy %s needs vmctld, which restarts containers: start it and run with -H (or on its default socket)", p.Name)
+	}
+	return nil
+}
+
 // restartState is a container's back-off, and its pending start.
 type restartState struct {
 	delay time.Duration

@@ -223,6 +223,18 @@ type EndpointOptions struct {
 	MAC net.HardwareAddr
 }
 
+// checkLimits refuses, as dockerd does, a memory limit below its minimum
+// and a number of CPUs out of range; 0 is no limit.
+func checkLimits(memory, nanoCPUs int64) error {
+	if memory != 0 && memory < minMemory {
+		return errs.New(errdefs.ErrInvalidArgument, "minimum memory limit allowed is 6MB")
+	}
+	if nanoCPUs < 0 || nanoCPUs > int64(maxVCPUs)*1e9 {
+		return errs.New(errdefs.ErrInvalidArgument, "range of CPUs is from 0.01 to %d", maxVCPUs)
+	}
+	return nil
+}
+
 // minMemory is the smallest memory limit accepted (Docker's is 6 MiB).
 const minMemory = 6 << 20
 
@@ -240,11 +252,8 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 			return nil, err
 		}
 	}
-	if o.MemoryBytes != 0 && o.MemoryBytes < minMemory {
-		return nil, errs.New(errdefs.ErrInvalidArgument, "minimum memory limit allowed is 6MB")
-	}
-	if o.NanoCPUs < 0 || o.NanoCPUs > int64(maxVCPUs)*1e9 {
-		return nil, errs.New(errdefs.ErrInvalidArgument, "range of CPUs is from 0.01 to %d", maxVCPUs)
+	if err := checkLimits(o.MemoryBytes, o.NanoCPUs); err != nil {
+		return nil, err
 	}
 	if o.Hypervisor == "" {
 		o.Hypervisor = "auto"
@@ -254,11 +263,8 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 			return nil, err
 		}
 	}
-	if err := checkRestartPolicy(o.RestartPolicy, o.AutoRemove); err != nil {
+	if err := s.checkRestart(o.RestartPolicy, o.AutoRemove); err != nil {
 		return nil, err
-	}
-	if p := o.RestartPolicy.Name; p != "" && p != "no" && !s.cfg.RestartPolicies {
-		return nil, errs.New(errdefs.ErrInvalidArgument, "restart policy %s needs vmctld, which restarts containers: start it and run with -H (or on its default socket)", p)
 	}
 	choice, err := s.cfg.ChooseDriver(o.Hypervisor)
 	if err != nil {
