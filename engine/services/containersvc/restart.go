@@ -14,7 +14,6 @@ package containersvc
 import (
 	"context"
 	"log"
-	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -31,35 +30,6 @@ const (
 	restartMaxDelay   = time.Minute
 	restartResetAfter = 10 * time.Second
 )
-
-// ParseRestartPolicy reads docker run --restart's value: no, always,
-// unless-stopped, on-failure or on-failure:N.
-func ParseRestartPolicy(s string) (RestartPolicy, error) {
-	name, count, hasCount := strings.Cut(s, ":")
-	p := RestartPolicy{Name: name}
-	if hasCount {
-		n, err := parseCount(count)
-		if err != nil || name != "on-failure" {
-			return RestartPolicy{}, errs.New(errdefs.ErrInvalidArgument, "invalid restart policy %q: only on-failure takes a count (on-failure:N, N ≥ 0)", s)
-		}
-		p.MaximumRetryCount = n
-	}
-	return p, checkRestartPolicy(p, false)
-}
-
-func parseCount(s string) (int, error) {
-	n := 0
-	if s == "" || len(s) > 9 {
-		return 0, errs.New(errdefs.ErrInvalidArgument, "bad count")
-	}
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return 0, errs.New(errdefs.ErrInvalidArgument, "bad count")
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n, nil
-}
 
 // checkRestartPolicy refuses what dockerd refuses: unknown names, a count
 // with a policy other than on-failure, a negative count, a policy on a

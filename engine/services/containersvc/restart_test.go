@@ -10,22 +10,22 @@ import (
 	"github.com/vmctl/vmctl/engine/errs"
 )
 
-func TestParseRestartPolicy(t *testing.T) {
-	for in, want := range map[string]RestartPolicy{
-		"no": {Name: "no"}, "always": {Name: "always"}, "unless-stopped": {Name: "unless-stopped"},
-		"on-failure": {Name: "on-failure"}, "on-failure:3": {Name: "on-failure", MaximumRetryCount: 3},
-	} {
-		if got, err := ParseRestartPolicy(in); err != nil || got != want {
-			t.Errorf("ParseRestartPolicy(%q) = %+v, %v; want %+v", in, got, err, want)
+func TestCheckRestartPolicy(t *testing.T) {
+	for _, p := range []RestartPolicy{{}, {Name: "no"}, {Name: "always"}, {Name: "unless-stopped"}, {Name: "on-failure"}, {Name: "on-failure", MaximumRetryCount: 3}} {
+		if err := checkRestartPolicy(p, false); err != nil {
+			t.Errorf("checkRestartPolicy(%+v) = %v", p, err)
 		}
 	}
-	for _, bad := range []string{"sometimes", "always:2", "on-failure:", "on-failure:-1", "on-failure:x"} {
-		if _, err := ParseRestartPolicy(bad); !errdefs.IsInvalidArgument(err) {
-			t.Errorf("ParseRestartPolicy(%q) = %v, want invalid argument", bad, err)
+	for _, p := range []RestartPolicy{{Name: "sometimes"}, {Name: "always", MaximumRetryCount: 2}, {Name: "on-failure", MaximumRetryCount: -1}} {
+		if err := checkRestartPolicy(p, false); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("checkRestartPolicy(%+v) = %v, want invalid argument", p, err)
 		}
 	}
 	if err := checkRestartPolicy(RestartPolicy{Name: "always"}, true); err == nil {
 		t.Error("a restart policy with AutoRemove was accepted")
+	}
+	if err := checkRestartPolicy(RestartPolicy{Name: "no"}, true); err != nil {
+		t.Errorf("no policy with AutoRemove: %v", err)
 	}
 }
 
