@@ -34,6 +34,11 @@ require (
 )
 
 require (
+	github.com/hugelgupf/p9 v0.3.0 // indirect
+	github.com/u-root/uio v0.0.0-20230305220412-3e8cd9d6bf63 // indirect
+)
+
+require (
 	github.com/agext/levenshtein v1.2.3 // indirect
 	github.com/containerd/typeurl/v2 v2.3.0 // indirect
 	github.com/moby/buildkit v0.34.2

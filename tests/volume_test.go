@@ -149,7 +149,7 @@ func TestVolumeBadInput(t *testing.T) {
 		{[]string{"volume", "create", "bad/name"}, `invalid volume name "bad/name"`},
 		{[]string{"volume", "create", "--opt", "type=nfs", "okname"}, `invalid volume option "type"`},
 		{[]string{"volume", "create", "--opt", "size=1k", "okname"}, `invalid volume size "1k"`},
-		{[]string{"run", "--rm", "-v", "/etc:/host", "busybox", "true"}, "bind mounts of host paths are not supported; use a named volume"},
+		{[]string{"run", "--rm", "-v", "/etc/hostname:/host", "busybox", "true"}, "bind mounts of files are not supported: /etc/hostname is not a directory"},
 		{[]string{"run", "--rm", "-v", "newvol:data", "busybox", "true"}, `invalid mount path "data"`},
 		{[]string{"run", "--rm", "-v", "newvol:/a/../etc", "busybox", "true"}, `must not contain ..`},
 		{[]string{"volume", "rm", "no-such-volume"}, "no such volume: no-such-volume"},
@@ -212,9 +212,9 @@ func TestDockerCLIVolumes(t *testing.T) {
 	if r := d.mustDocker(t, 0, "", "volume", "ls", "-q"); !strings.Contains(r.stdout, vol) {
 		t.Errorf("the named volume went with docker rm: %q", r.stdout)
 	}
-	r = d.docker(t, "", "run", "--rm", "-v", "/etc:/host", "busybox", "true")
-	if r.code == 0 || !strings.Contains(r.stderr, "bind mounts of host paths are not supported; use a named volume") {
-		t.Errorf("docker run with a host bind mount: exit %d, stderr %q", r.code, r.stderr)
+	r = d.docker(t, "", "run", "--rm", "-v", "/etc/hostname:/host", "busybox", "true")
+	if r.code == 0 || !strings.Contains(r.stderr, "bind mounts of files are not supported: /etc/hostname is not a directory") {
+		t.Errorf("docker run with a bind mount of a host file: exit %d, stderr %q", r.code, r.stderr)
 	}
 	// Unused volumes go with prune; the API 1.41 daemon prunes named ones too.
 	d.mustDocker(t, 0, "", "volume", "create", "prunable")

@@ -76,6 +76,34 @@ func (d *diskFlags) Set(v string) error {
 	return nil
 }
 
+// shareFlags collects repeated -share PATH,tag=T[,ro] values.
+type shareFlags []machine.Share
+
+func (f *shareFlags) String() string { return fmt.Sprint(*f) }
+
+func (f *shareFlags) Set(v string) error {
+	parts := strings.Split(v, ",")
+	sh := machine.Share{Path: parts[0]}
+	if sh.Path == "" {
+		return errors.New("empty path")
+	}
+	for _, p := range parts[1:] {
+		switch {
+		case p == "ro":
+			sh.ReadOnly = true
+		case strings.HasPrefix(p, "tag="):
+			sh.Tag = strings.TrimPrefix(p, "tag=")
+		default:
+			return fmt.Errorf("unknown share option %q (want tag=T or ro)", p)
+		}
+	}
+	if sh.Tag == "" {
+		return errors.New("no tag=T: the guest mounts a share by its tag")
+	}
+	*f = append(*f, sh)
+	return nil
+}
+
 func main() {
 	start := time.Now()
 	os.Exit(run(start, os.Args[1:]))
@@ -90,6 +118,7 @@ func run(start time.Time, args []string) int {
 		vcpus     = fs.Int("vcpus", 1, "number of vCPUs")
 		memMiB    = fs.Int("memory", 256, "guest RAM in `MiB`")
 		disks     diskFlags
+		shares    shareFlags
 		vsockUDS  = fs.String("vsock-uds", "", "host unix socket `path` of the hybrid virtio-vsock device (enables it)")
 		vsockCID  = fs.Uint("vsock-cid", 3, "guest vsock context ID")
 		tap       = fs.String("tap", "", "tap interface `name` for a virtio-net device (enables it)")
@@ -101,6 +130,7 @@ func run(start time.Time, args []string) int {
 		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn or error")
 	)
 	fs.Var(&disks, "disk", "virtio-blk disk `PATH[,serial=S][,ro]` (repeatable; /dev/vda, /dev/vdb, ...)")
+	fs.Var(&shares, "share", "host directory `PATH,tag=T[,ro]` served over virtio-9p (repeatable; mount -t 9p -o trans=virtio T DIR)")
 	fs.Usage = func() {
 		var b strings.Builder
 		fs.SetOutput(&b)
@@ -132,7 +162,7 @@ func run(start time.Time, args []string) int {
 
 	cfg := machine.Config{
 		Kernel: *kernel, Initrd: *initrd, Cmdline: *cmdline, VCPUs: *vcpus, MemoryMiB: *memMiB,
-		Disks: disks, Log: log, ProcessStart: start,
+		Disks: disks, Shares: shares, Log: log, ProcessStart: start,
 	}
 	if *vsockUDS != "" {
 		if *vsockCID > 1<<32-1 {

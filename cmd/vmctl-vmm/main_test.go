@@ -74,3 +74,28 @@ func TestLimitedKVMExitCode(t *testing.T) {
 		t.Errorf("took %s to fail", time.Since(start))
 	}
 }
+
+func TestShareFlag(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    machine.Share
+		wantErr bool
+	}{
+		{in: "/srv/data,tag=bind0", want: machine.Share{Path: "/srv/data", Tag: "bind0"}},
+		{in: "/srv/data,tag=b,ro", want: machine.Share{Path: "/srv/data", Tag: "b", ReadOnly: true}},
+		{in: "/srv/data", wantErr: true},
+		{in: ",tag=b", wantErr: true},
+		{in: "/srv/data,tag=b,rw", wantErr: true},
+	}
+	for _, tt := range tests {
+		var f shareFlags
+		err := f.Set(tt.in)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("Set(%q) error = %v, want error %v", tt.in, err, tt.wantErr)
+			continue
+		}
+		if err == nil && (len(f) != 1 || f[0] != tt.want) {
+			t.Errorf("Set(%q) = %+v, want %+v", tt.in, f, tt.want)
+		}
+	}
+}

@@ -7,11 +7,13 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/containerd/errdefs"
+	"github.com/docker/cli/opts"
 	units "github.com/docker/go-units"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
@@ -37,6 +39,7 @@ type runOptions struct {
 	entrypoint  string
 	pull        string
 	volumes     []string
+	mounts      opts.MountOpt
 	labels      []string
 	net         networkOptions
 }
@@ -99,7 +102,8 @@ func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.hypervisor, "runtime", "auto", "same as --hypervisor")
 	f.StringVar(&o.entrypoint, "entrypoint", "", "override the image's entrypoint")
 	f.StringVar(&o.pull, "pull", "missing", `pull the image before running: "missing", "never" or "always"`)
-	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "mount a volume: NAME:/path[:ro] (created if missing), or /path for an anonymous volume")
+	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "mount a volume or a host directory: NAME:/path[:ro] (created if missing), /host/dir:/path[:ro], or /path for an anonymous volume")
+	f.Var(&o.mounts, "mount", "mount a volume or a host directory: type=volume|bind,source=SRC,target=/path[,readonly]")
 	f.StringArrayVarP(&o.labels, "label", "l", nil, "set a label on the container: KEY=VALUE (or KEY, with an empty value)")
 	o.net.addFlags(f)
 }
@@ -115,6 +119,23 @@ func resolveEnv(env []string) []string {
 			}
 		}
 		out = append(out, kv)
+	}
+	return out
+}
+
+// absoluteBinds makes the relative host paths of -v specs ("./dir:/x",
+// "../dir:/x", ".:/x") absolute against the working directory, as the
+// docker CLI does; the engine refuses relative ones.
+func absoluteBinds(specs []string) []string {
+	out := make([]string, 0, len(specs))
+	for _, spec := range specs {
+		src, rest, ok := strings.Cut(spec, ":")
+		if ok && (src == "." || src == ".." || strings.HasPrefix(src, "./") || strings.HasPrefix(src, "../")) {
+			if abs, err := filepath.Abs(src); err == nil {
+				spec = abs + ":" + rest
+			}
+		}
+		out = append(out, spec)
 	}
 	return out
 }
@@ -147,8 +168,9 @@ func (o *runOptions) request(image string, cmdArgs []string) (client.ContainerCr
 		}
 		cfg.Labels[k] = v
 	}
-	// The engine parses -v itself, with docker's rules.
-	hc := &container.HostConfig{AutoRemove: o.rm, Binds: o.volumes, Runtime: o.hypervisor}
+	// The engine parses -v itself, with docker's rules; a relative host
+	// path is made absolute here, as the docker CLI does.
+	hc := &container.HostConfig{AutoRemove: o.rm, Binds: absoluteBinds(o.volumes), Mounts: o.mounts.Value(), Runtime: o.hypervisor}
 	if o.restart != "" && o.restart != "no" {
 		name, count, hasCount := strings.Cut(o.restart, ":")
 		hc.RestartPolicy.Name = container.RestartPolicyMode(name)

@@ -72,6 +72,8 @@ type Config struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// Mounts are the volumes mounted into the container.
 	Mounts []Mount `json:"mounts,omitempty"`
+	// Binds are the host directories mounted into the container.
+	Binds []Bind `json:"binds,omitempty"`
 	// RestartPolicy says when the daemon starts the container again.
 	RestartPolicy RestartPolicy `json:"restartPolicy,omitempty"`
 	// Network is what the container asked of the network at create; nil
@@ -120,6 +122,20 @@ type Mount struct {
 	// Anonymous volumes were made for this container alone (docker run -v
 	// /path) and are removed with it when it was run with AutoRemove.
 	Anonymous bool `json:"anonymous,omitempty"`
+}
+
+// Bind is a host directory mounted into a container (docker run -v
+// /host:/ctr, --mount type=bind), shared with its VM over virtio-9p.
+type Bind struct {
+	// Source is the host path as given: absolute and clean. Symlinks in
+	// it are resolved at each start.
+	Source string `json:"source"`
+	// Destination is the absolute, clean path inside the container.
+	Destination string `json:"destination"`
+	ReadOnly    bool   `json:"readOnly,omitempty"`
+	// CreateSource makes a start create a missing Source as a directory,
+	// as docker does for -v (and not for --mount).
+	CreateSource bool `json:"createSource,omitempty"`
 }
 
 // State is what happened to the container.

@@ -265,9 +265,13 @@ func (f *psFilter) match(c *Container) bool {
 				ok = ok || sameImage(c.Config, v)
 			}
 		case "volume":
-			// A volume's name, or where it is mounted, as in docker.
+			// A volume's name, a bind mount's host path, or where
+			// either is mounted, as in docker.
 			for _, m := range c.Config.Mounts {
 				ok = ok || contains(vs, m.Name) || contains(vs, m.Destination)
+			}
+			for _, b := range c.Config.Binds {
+				ok = ok || contains(vs, b.Source) || contains(vs, b.Destination)
 			}
 		case "network":
 			// A network's name or ID, as in docker.

@@ -14,6 +14,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -25,6 +27,41 @@ type Disk struct {
 	// At most 20 bytes (VIRTIO_BLK_ID_BYTES).
 	Serial   string
 	ReadOnly bool
+}
+
+// Share is a host directory given to the guest as a virtio-9p device (a
+// container's bind mount). The guest mounts it by Tag.
+type Share struct {
+	// Path is the directory on the host, with no symlinks left to resolve:
+	// the engine resolves them before the share exists.
+	Path string
+	// Tag is 1 to 31 bytes of letters, digits, '-' and '_'.
+	Tag string
+	// ReadOnly makes the VMM refuse every change, whatever the guest does.
+	ReadOnly bool
+}
+
+// maxShareTag bounds a share's tag; the kernel's 9p client takes up to 31
+// bytes for a virtio mount tag's name on the command line.
+const maxShareTag = 31
+
+// Validate checks what every driver needs of a share.
+func (s Share) Validate() error {
+	if !filepath.IsAbs(s.Path) {
+		return fmt.Errorf("shared directory %q is not an absolute path", s.Path)
+	}
+	if st, err := os.Stat(s.Path); err != nil || !st.IsDir() {
+		return fmt.Errorf("shared directory %s is not a directory", s.Path)
+	}
+	if s.Tag == "" || len(s.Tag) > maxShareTag {
+		return fmt.Errorf("share %s: tag %q must be 1 to %d bytes", s.Path, s.Tag, maxShareTag)
+	}
+	for _, c := range []byte(s.Tag) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("share %s: tag %q: character %q not allowed (use letters, digits, '-', '_')", s.Path, s.Tag, c)
+		}
+	}
+	return nil
 }
 
 // NIC is one virtio-net device of a VM, backed by a host tap that the
@@ -76,6 +113,8 @@ type Config struct {
 	VCPUs      int
 	MemoryMiB  int
 	Disks      []Disk
+	// Shares are host directories the guest mounts over virtio-9p.
+	Shares []Share
 	// NICs are the VM's network devices, in guest order: the agent names
 	// the i-th contract.InterfaceName(i) (eth0 first). None: the guest has
 	// only loopback.

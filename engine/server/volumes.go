@@ -121,8 +121,9 @@ func (s *Server) volumePrune(w http.ResponseWriter, r *http.Request) {
 }
 
 // volumeMounts turns HostConfig.Binds and HostConfig.Mounts into the
-// container's volumes. Only volumes can reach a VM: host paths, tmpfs and
-// the like are refused with one line rather than ignored.
+// container's volumes and bind mounts. Other mount types (tmpfs and the
+// like) and options that cannot hold in a VM are refused with one line
+// rather than ignored.
 func volumeMounts(hc *container.HostConfig) ([]containersvc.VolumeMount, error) {
 	var out []containersvc.VolumeMount
 	for _, b := range hc.Binds {
@@ -136,9 +137,22 @@ func volumeMounts(hc *container.HostConfig) ([]containersvc.VolumeMount, error) 
 		switch m.Type {
 		case mount.TypeVolume:
 		case mount.TypeBind:
-			return nil, containersvc.ErrHostBind
+			if m.VolumeOptions != nil {
+				return nil, errs.New(errdefs.ErrInvalidArgument, "invalid mount config for type \"bind\": field VolumeOptions must not be specified")
+			}
+			if err := checkBindOptions(m.BindOptions); err != nil {
+				return nil, err
+			}
+			if m.Source == "" {
+				return nil, errs.New(errdefs.ErrInvalidArgument, "invalid mount config for type \"bind\": field Source must not be empty")
+			}
+			out = append(out, containersvc.VolumeMount{
+				HostPath: m.Source, Destination: m.Target, ReadOnly: m.ReadOnly,
+				CreateHostPath: m.BindOptions != nil && m.BindOptions.CreateMountpoint,
+			})
+			continue
 		default:
-			return nil, errs.New(errdefs.ErrInvalidArgument, "mounts of type %q are not supported: use a named volume", m.Type)
+			return nil, errs.New(errdefs.ErrInvalidArgument, "mounts of type %q are not supported: use a named volume or a bind mount", m.Type)
 		}
 		if o := m.VolumeOptions; o != nil {
 			switch {
@@ -159,6 +173,25 @@ func volumeMounts(hc *container.HostConfig) ([]containersvc.VolumeMount, error) 
 	return out, nil
 }
 
+// checkBindOptions refuses what a share into a VM cannot do: propagation
+// other than private (no mount event crosses into the guest), and
+// non-recursive binds or read-only modes (a share serves what is mounted
+// below its directory, and read-only applies to all of it).
+func checkBindOptions(o *mount.BindOptions) error {
+	if o == nil {
+		return nil
+	}
+	switch o.Propagation {
+	case "", mount.PropagationPrivate, mount.PropagationRPrivate:
+	default:
+		return errs.New(errdefs.ErrInvalidArgument, "bind propagation %q is not supported: mount propagation does not cross into a VM", o.Propagation)
+	}
+	if o.NonRecursive || o.ReadOnlyNonRecursive {
+		return errs.New(errdefs.ErrInvalidArgument, "non-recursive bind mounts are not supported: a shared directory includes what is mounted below it")
+	}
+	return nil
+}
+
 // mountPoints is a container's Mounts in inspect and ps.
 func mountPoints(c *containersvc.Container) []container.MountPoint {
 	out := []container.MountPoint{}
@@ -170,6 +203,16 @@ func mountPoints(c *containersvc.Container) []container.MountPoint {
 		out = append(out, container.MountPoint{
 			Type: mount.TypeVolume, Name: m.Name, Source: m.Source, Destination: m.Destination,
 			Driver: volumesvc.DriverLocal, Mode: mode, RW: !m.ReadOnly,
+		})
+	}
+	for _, b := range c.Config.Binds {
+		mode := ""
+		if b.ReadOnly {
+			mode = "ro"
+		}
+		out = append(out, container.MountPoint{
+			Type: mount.TypeBind, Source: b.Source, Destination: b.Destination,
+			Mode: mode, RW: !b.ReadOnly, Propagation: mount.PropagationRPrivate,
 		})
 	}
 	return out

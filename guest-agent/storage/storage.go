@@ -91,10 +91,15 @@ func Validate(disks []Disk) error {
 				return fmt.Errorf("%w: mount option %q", ErrInvalid, o)
 			}
 		}
-		if d.Role != contract.RoleVolume && d.MountPoint != "" {
+		if d.Role != contract.RoleVolume && d.Role != contract.RoleBind && d.MountPoint != "" {
 			return fmt.Errorf("%w: disk %q of role %s has a mount point", ErrInvalid, d.Serial, d.Role)
 		}
 		switch d.Role {
+		case contract.RoleBind:
+			if d.FSType != "9p" {
+				return fmt.Errorf("%w: bind share %q has file system %q, want 9p", ErrInvalid, d.Serial, d.FSType)
+			}
+			fallthrough
 		case contract.RoleVolume:
 			if err := ValidateMountPoint(d.MountPoint); err != nil {
 				return err
@@ -111,7 +116,7 @@ func Validate(disks []Disk) error {
 				return fmt.Errorf("%w: the writable disk %q is marked read-only", ErrInvalid, d.Serial)
 			}
 		default:
-			return fmt.Errorf("%w: disk %q has unknown role %q (want image, writable or volume)", ErrInvalid, d.Serial, d.Role)
+			return fmt.Errorf("%w: disk %q has unknown role %q (want image, writable, volume or bind)", ErrInvalid, d.Serial, d.Role)
 		}
 	}
 	if images == 0 {
@@ -186,7 +191,7 @@ func (m *Manager) Mount(id string, disks []Disk) (rootfs string, err error) {
 	var lowers []string
 	writable := ""
 	for i, d := range disks {
-		if d.Role == contract.RoleVolume {
+		if d.Role == contract.RoleVolume || d.Role == contract.RoleBind {
 			continue // mounted once the rootfs exists, below
 		}
 		target := filepath.Join(dir, "image"+strconv.Itoa(i))
@@ -237,8 +242,13 @@ func (m *Manager) Mount(id string, disks []Disk) (rootfs string, err error) {
 // content at its mount point, so it needs the rootfs.
 func (m *Manager) mountVolumes(id string, disks []Disk, rootfs string) error {
 	for _, d := range disks {
-		if d.Role == contract.RoleVolume {
+		switch d.Role {
+		case contract.RoleVolume:
 			if err := m.mountVolume(id, d, rootfs); err != nil {
+				return err
+			}
+		case contract.RoleBind:
+			if err := m.mountShare(id, d); err != nil {
 				return err
 			}
 		}

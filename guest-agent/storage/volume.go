@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmctl/vmctl/api/agent/contract"
+	"github.com/vmctl/vmctl/guest-agent/trace"
 )
 
 // volumeData is the directory on a volume's filesystem that the container
@@ -231,8 +232,36 @@ func copyMeta(src, dst string) error {
 	return nil
 }
 
-// Binds returns the bind mounts that put the container's volumes (mounted
-// by Mount) at their mount points, for the container's OCI spec. The
+// shareDir is where a bind share is mounted in the guest.
+func (m *Manager) shareDir(id string, d Disk) string {
+	return filepath.Join(m.Dir(id), "share-"+d.Serial)
+}
+
+// mountShare mounts a host directory shared over virtio-9p, found by its
+// mount tag (the disk's serial). A read-only share is mounted read-only;
+// the host refuses changes to it as well. Unlike a volume, it is not
+// filled from the image: the host's directory is what the container sees,
+// as with docker's bind mounts.
+func (m *Manager) mountShare(id string, d Disk) error {
+	target := m.shareDir(id, d)
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", target, err)
+	}
+	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
+	if d.ReadOnly {
+		flags |= unix.MS_RDONLY
+	}
+	opts := append(append([]string(nil), contract.BindMountOptions...), d.Options...)
+	if err := unix.Mount(d.Serial, target, "9p", flags, strings.Join(opts, ",")); err != nil {
+		return fmt.Errorf("mount the shared directory for %s (tag %s): %w", d.MountPoint, d.Serial, err)
+	}
+	trace.Step("storage: mounted share " + d.Serial)
+	return nil
+}
+
+// Binds returns the bind mounts that put the container's volumes and bind
+// shares (mounted by Mount) at their mount points, for the container's OCI
+// spec. The
 // container runtime resolves each destination inside the rootfs and
 // creates it if missing. They come parents first (fewer path components
 // first, as docker orders mounts): a bind on /a made after one on /a/b
@@ -240,17 +269,20 @@ func copyMeta(src, dst string) error {
 func (m *Manager) Binds(id string, disks []Disk) []specs.Mount {
 	var out []specs.Mount
 	for _, d := range disks {
-		if d.Role != contract.RoleVolume {
+		var src string
+		switch d.Role {
+		case contract.RoleVolume:
+			src = filepath.Join(m.volumeDir(id, d), volumeData)
+		case contract.RoleBind:
+			src = m.shareDir(id, d)
+		default:
 			continue
 		}
 		opts := []string{"rbind"}
 		if d.ReadOnly {
 			opts = append(opts, "ro")
 		}
-		out = append(out, specs.Mount{
-			Destination: d.MountPoint, Type: "bind",
-			Source: filepath.Join(m.volumeDir(id, d), volumeData), Options: opts,
-		})
+		out = append(out, specs.Mount{Destination: d.MountPoint, Type: "bind", Source: src, Options: opts})
 	}
 	slices.SortStableFunc(out, func(a, b specs.Mount) int {
 		return strings.Count(a.Destination, "/") - strings.Count(b.Destination, "/")

@@ -23,6 +23,9 @@ type Config struct {
 	MemoryMiB int
 	// Disks become virtio-blk devices, /dev/vda, /dev/vdb, ... in order.
 	Disks []Disk
+	// Shares become virtio-9p devices: host directories the guest mounts
+	// by tag (mount -t 9p -o trans=virtio TAG DIR).
+	Shares []Share
 	// Vsock, if set, adds a virtio-vsock device with the hybrid host side.
 	Vsock *Vsock
 	// Net, if set, adds a virtio-net device on a tap interface.
@@ -50,14 +53,25 @@ type Disk struct {
 	ReadOnly bool
 }
 
+// Share is a host directory served to the guest over virtio-9p.
+type Share struct {
+	Path     string // the directory, opened once when the machine is built
+	Tag      string // what the guest mounts it by, 1 to 255 bytes
+	ReadOnly bool   // refuse every change on the host side
+}
+
 // Vsock is the hybrid virtio-vsock device's configuration.
 type Vsock struct {
 	CID     uint32 // the guest's context ID, 3 or more
 	UDSPath string // host unix socket: "CONNECT <port>\n" reaches the guest
 }
 
-// maxDisks keeps every virtio device on an IOAPIC pin of its own.
-const maxDisks = 8
+// maxDisks and maxShares keep every virtio device on an IOAPIC pin of its
+// own.
+const (
+	maxDisks  = 8
+	maxShares = 4
+)
 
 // Validate checks c and fills defaults; every error is one line naming the
 // offending setting.
@@ -87,6 +101,21 @@ func (c *Config) Validate() error {
 		if len(d.Serial) > 20 {
 			return fmt.Errorf("disk %d: serial %q is longer than 20 bytes", i, d.Serial)
 		}
+	}
+	if len(c.Shares) > maxShares {
+		return fmt.Errorf("%d shared directories: at most %d", len(c.Shares), maxShares)
+	}
+	tags := map[string]bool{}
+	for i, sh := range c.Shares {
+		switch {
+		case sh.Path == "":
+			return fmt.Errorf("share %d: no path", i)
+		case sh.Tag == "" || len(sh.Tag) > 255 || strings.ContainsAny(sh.Tag, ",\x00"):
+			return fmt.Errorf("share %d: tag %q must be 1 to 255 bytes without commas", i, sh.Tag)
+		case tags[sh.Tag]:
+			return fmt.Errorf("share %d: tag %q used twice", i, sh.Tag)
+		}
+		tags[sh.Tag] = true
 	}
 	if v := c.Vsock; v != nil {
 		if v.CID < 3 {

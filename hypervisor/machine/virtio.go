@@ -13,6 +13,8 @@ import (
 	"github.com/vmctl/vmctl/hypervisor/virtio/blk"
 	"github.com/vmctl/vmctl/hypervisor/virtio/mmio"
 	"github.com/vmctl/vmctl/hypervisor/virtio/net"
+	"github.com/vmctl/vmctl/hypervisor/virtio/ninep"
+	"github.com/vmctl/vmctl/hypervisor/virtio/ninep/hostfs"
 	"github.com/vmctl/vmctl/hypervisor/virtio/rng"
 	"github.com/vmctl/vmctl/hypervisor/virtio/vsock"
 	"golang.org/x/sys/unix"
@@ -79,6 +81,20 @@ func (m *Machine) setupVirtio() ([]string, error) {
 				return nil, nil, fmt.Errorf("disk %s: %w", d.Path, err)
 			}
 			return dev, dev.Close, nil
+		}})
+	}
+	for i, sh := range m.cfg.Shares {
+		specs = append(specs, spec{fmt.Sprintf("9p%d", i), func() (virtio.Device, func() error, error) {
+			fs, err := hostfs.New(sh.Path, hostfs.Options{ReadOnly: sh.ReadOnly})
+			if err != nil {
+				return nil, nil, err
+			}
+			dev, err := ninep.New(ninep.Config{Tag: sh.Tag, Attacher: fs})
+			if err != nil {
+				fs.Close()
+				return nil, nil, err
+			}
+			return dev, fs.Close, nil
 		}})
 	}
 	if v := m.cfg.Vsock; v != nil {

@@ -1,5 +1,5 @@
 // Package virtio defines the contract between virtio device models (blk,
-// net, vsock, rng) and their transport (virtio-mmio version 2), plus the
+// net, vsock, rng, 9p) and their transport (virtio-mmio version 2), plus the
 // feature bits and status values of the virtio 1.x specification.
 //
 // Device models never touch KVM: on activation they get guest memory, their
@@ -33,6 +33,7 @@ const (
 	IDBlock   DeviceID = 2
 	IDConsole DeviceID = 3
 	IDRNG     DeviceID = 4
+	ID9P      DeviceID = 9
 	IDVsock   DeviceID = 19
 )
 
@@ -46,6 +47,8 @@ func (id DeviceID) String() string {
 		return "console"
 	case IDRNG:
 		return "rng"
+	case ID9P:
+		return "9p"
 	case IDVsock:
 		return "vsock"
 	}

@@ -161,6 +161,19 @@ func buildArgs(l launch) []string {
 		}
 		args = append(args, "-drive", drive, "-device", dev)
 	}
+	for i, sh := range cfg.Shares {
+		// QEMU's 9p server: passthrough keeps the guest's owners and modes
+		// on the host files (as Docker's bind mounts do); remap keeps inode
+		// numbers of different host file systems under the share apart.
+		// The local backend resolves every path below the share without
+		// following symlinks. Tags need no escaping (Share.Validate).
+		fsdev := fmt.Sprintf("local,id=fs%d,path=%s,security_model=passthrough,multidevs=remap", i, escape(sh.Path))
+		if sh.ReadOnly {
+			fsdev += ",readonly=on"
+		}
+		args = append(args, "-fsdev", fsdev,
+			"-device", fmt.Sprintf("virtio-9p-device,fsdev=fs%d,mount_tag=%s", i, sh.Tag))
+	}
 	for i, n := range cfg.NICs {
 		// The engine created the tap and attached it to its network; QEMU
 		// only opens it (script=no: QEMU runs no helper, which -sandbox
@@ -320,12 +333,12 @@ func validateConfig(cfg sandbox.Config) error {
 			return fmt.Errorf("sandbox config: kernel argument %q is empty or contains a control character", a)
 		}
 	}
-	devices := len(cfg.Disks) + len(cfg.NICs)
+	devices := len(cfg.Disks) + len(cfg.NICs) + len(cfg.Shares)
 	if n := len(kernelCmdline("tcg", 1, cfg.KernelArgs)) + mmioCmdlineReserve*(1+devices); n > maxCmdline {
 		return fmt.Errorf("sandbox config: kernel command line too long (%d bytes with device entries, limit %d)", n, maxCmdline)
 	}
 	if devices > maxMMIODevices-1 {
-		return fmt.Errorf("sandbox config: %d disks and %d NICs, the microvm machine takes at most %d devices", len(cfg.Disks), len(cfg.NICs), maxMMIODevices-1)
+		return fmt.Errorf("sandbox config: %d disks, %d shares and %d NICs, the microvm machine takes at most %d devices", len(cfg.Disks), len(cfg.Shares), len(cfg.NICs), maxMMIODevices-1)
 	}
 	taps, macs := map[string]bool{}, map[string]bool{}
 	for _, n := range cfg.NICs {
@@ -336,6 +349,16 @@ func validateConfig(cfg sandbox.Config) error {
 			return fmt.Errorf("sandbox config: two NICs share tap %s or MAC address %s", n.Tap, n.MAC)
 		}
 		taps[n.Tap], macs[n.MAC.String()] = true, true
+	}
+	tags := map[string]bool{}
+	for _, sh := range cfg.Shares {
+		if err := sh.Validate(); err != nil {
+			return fmt.Errorf("sandbox config: %w", err)
+		}
+		if tags[sh.Tag] {
+			return fmt.Errorf("sandbox config: share tag %q used twice", sh.Tag)
+		}
+		tags[sh.Tag] = true
 	}
 	serials := map[string]bool{}
 	for _, d := range cfg.Disks {

@@ -184,7 +184,7 @@ func TestValidateConfig(t *testing.T) {
 				c.Disks[i] = sandbox.Disk{Path: "/d" + strconv.Itoa(i), Serial: "s" + strconv.Itoa(i)}
 			}
 			c.NICs = twoNICs
-		}, "22 disks and 2 NICs, the microvm machine takes at most 23 devices"},
+		}, "22 disks, 0 shares and 2 NICs, the microvm machine takes at most 23 devices"},
 		{"bad NIC", func(c *sandbox.Config) { c.NICs = []sandbox.NIC{{Tap: "vt,0", MAC: twoNICs[0].MAC}} }, "not allowed"},
 		{"NIC without MAC", func(c *sandbox.Config) { c.NICs = []sandbox.NIC{{Tap: "vt0"}} }, "not a unicast Ethernet address"},
 		{"NICs on one tap", func(c *sandbox.Config) {

@@ -58,6 +58,9 @@ type Options struct {
 	Detach bool
 }
 
+// maxShares is how many virtio-9p devices vmctl-vmm gives a VM.
+const maxShares = 4
+
 // Driver starts vmctl-vmm VMs.
 type Driver struct {
 	binary string
@@ -123,6 +126,13 @@ func Args(cfg sandbox.Config, controlSock, vsockSock, console string) []string {
 		}
 		args = append(args, "-disk", spec)
 	}
+	for _, sh := range cfg.Shares {
+		spec := sh.Path + ",tag=" + sh.Tag
+		if sh.ReadOnly {
+			spec += ",ro"
+		}
+		args = append(args, "-share", spec)
+	}
 	// vmctl-vmm has one virtio-net device (validate refuses more).
 	for _, n := range cfg.NICs[:min(len(cfg.NICs), 1)] {
 		args = append(args, "-tap", n.Tap, "-mac", n.MAC.String())
@@ -149,6 +159,19 @@ func validate(cfg sandbox.Config) error {
 		if strings.Contains(d.Path, ",") || strings.Contains(d.Serial, ",") || len(d.Serial) > 20 {
 			return fmt.Errorf("disk %s: paths and serials must not contain commas; serials are at most 20 bytes", d.Path)
 		}
+	}
+	if len(cfg.Shares) > maxShares {
+		return fmt.Errorf("%s gives a VM %d shared directories; this one has %d: use the qemu hypervisor for more", Binary, maxShares, len(cfg.Shares))
+	}
+	tags := map[string]bool{}
+	for _, sh := range cfg.Shares {
+		if err := sh.Validate(); err != nil {
+			return err
+		}
+		if strings.Contains(sh.Path, ",") || tags[sh.Tag] {
+			return fmt.Errorf("share %s: paths must not contain commas and tags must differ", sh.Path)
+		}
+		tags[sh.Tag] = true
 	}
 	if len(cfg.NICs) > 1 {
 		return fmt.Errorf("%s gives a VM one NIC; this one has %d: use the qemu hypervisor for more", Binary, len(cfg.NICs))

@@ -332,7 +332,7 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 		return nil, err
 	}
 	vols := WithAnonymousVolumes(o.Volumes, img.Volumes)
-	if c.Config.ImageDisks, err = s.cfg.Images.Disks(ctx, img.ID, imageDiskBudget(len(vols))); err != nil {
+	if c.Config.ImageDisks, err = s.cfg.Images.Disks(ctx, img.ID, imageDiskBudget(volumeCount(vols))); err != nil {
 		return nil, fmt.Errorf("image disk: %w", err)
 	}
 	if err := s.createRecord(ctx, c, vols); err != nil {

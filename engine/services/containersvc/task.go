@@ -266,6 +266,10 @@ func (t *task) boot(ctx context.Context) error {
 	}
 	// Held until the container is recorded as running, below.
 	defer vols.release()
+	binds, err := attachBinds(c)
+	if err != nil {
+		return err
+	}
 	var plumbing Plumbing
 	if s.cfg.Network != nil {
 		// Unplumbed by destroy, whatever happens from here on.
@@ -285,6 +289,7 @@ func (t *task) boot(ctx context.Context) error {
 		Disks: append(append(imageSandboxDisks(c),
 			sandbox.Disk{Path: s.writableDisk(c.ID), Serial: contract.WritableDiskSerial},
 		), vols.disks...),
+		Shares:     binds.shares,
 		NICs:       plumbing.NICs,
 		StateDir:   filepath.Join(s.cfg.ExecRoot, c.ShortID()),
 		ConsoleLog: console,
@@ -319,7 +324,7 @@ func (t *task) boot(ctx context.Context) error {
 	}
 	err = t.agent.CreateContainer(bootCtx, c.ID, c.Config.Spec, append(append(imageStorages(c),
 		agent.Storage{Serial: contract.WritableDiskSerial, FSType: "ext4", Role: contract.RoleWritable},
-	), vols.storages...), plumbing.containerNetwork(c.Config.Hostname))
+	), append(vols.storages, binds.storages...)...), plumbing.containerNetwork(c.Config.Hostname))
 	if err != nil {
 		return commandError(err)
 	}

@@ -22,22 +22,26 @@ import (
 // disk, and QEMU's microvm machine has 24 transports for everything.
 const maxVolumes = 16
 
-// VolumeMount asks for a volume in a container (docker run -v,
-// HostConfig.Binds, HostConfig.Mounts of type volume).
+// VolumeMount asks for a volume or a host directory in a container (docker
+// run -v, HostConfig.Binds, HostConfig.Mounts of type volume or bind).
 type VolumeMount struct {
-	// Name is the volume; empty asks for a new anonymous volume.
-	Name        string
-	Destination string
-	ReadOnly    bool
+	// Name is the volume; empty asks for a new anonymous volume. Unused
+	// when HostPath is set.
+	Name string
+	// HostPath, if set, makes this a bind mount of that host directory.
+	HostPath string
+	// CreateHostPath creates a missing HostPath at start (-v does,
+	// --mount does not).
+	CreateHostPath bool
+	Destination    string
+	ReadOnly       bool
 }
 
-// ErrHostBind is the one line for a host path where a volume is wanted.
-var ErrHostBind = errs.New(errdefs.ErrInvalidArgument, "bind mounts of host paths are not supported; use a named volume")
-
-// ParseBind parses docker's -v syntax: "NAME:/path[:ro|rw]" or "/path" (an
-// anonymous volume). A host path as the source ("/src:/dst") is refused
-// with one line: a VM cannot see the host's files without a shared
-// filesystem.
+// ParseBind parses docker's -v syntax: "NAME:/path[:MODE]", "/host:/path[:MODE]"
+// (a bind mount of a host directory) or "/path" (an anonymous volume).
+// MODE is a comma list of ro or rw and docker's options that mean nothing
+// in a VM (z, Z: SELinux labels; private, rprivate: the propagation a
+// share has anyway).
 func ParseBind(spec string) (VolumeMount, error) {
 	parts := strings.Split(spec, ":")
 	var m VolumeMount
@@ -47,21 +51,29 @@ func ParseBind(spec string) (VolumeMount, error) {
 	case 2, 3:
 		m.Name, m.Destination = parts[0], parts[1]
 		if len(parts) == 3 {
-			switch parts[2] {
-			case "ro":
-				m.ReadOnly = true
-			case "rw":
-			default:
-				return VolumeMount{}, errs.New(errdefs.ErrInvalidArgument, "invalid volume mode %q in %q: want ro or rw", parts[2], spec)
+			for _, opt := range strings.Split(parts[2], ",") {
+				switch opt {
+				case "ro":
+					m.ReadOnly = true
+				case "rw", "z", "Z", "private", "rprivate":
+				case "shared", "rshared", "slave", "rslave":
+					return VolumeMount{}, errs.New(errdefs.ErrInvalidArgument, "invalid volume mode %q in %q: mount propagation does not cross into a VM", opt, spec)
+				case "nocopy":
+					return VolumeMount{}, errs.New(errdefs.ErrInvalidArgument, "volume-nocopy is not supported: a new volume always takes the image's content")
+				default:
+					return VolumeMount{}, errs.New(errdefs.ErrInvalidArgument, "invalid volume mode %q in %q: want ro or rw", opt, spec)
+				}
 			}
 		}
 	default:
-		return VolumeMount{}, errs.New(errdefs.ErrInvalidArgument, "invalid volume specification %q: want NAME:/path[:ro]", spec)
+		return VolumeMount{}, errs.New(errdefs.ErrInvalidArgument, "invalid volume specification %q: want NAME:/path[:ro] or /host/dir:/path[:ro]", spec)
 	}
-	if strings.HasPrefix(m.Name, "/") || strings.HasPrefix(m.Name, ".") {
-		return VolumeMount{}, ErrHostBind
-	}
-	if len(parts) > 1 && m.Name == "" {
+	switch {
+	case strings.HasPrefix(m.Name, "/"):
+		m.HostPath, m.Name, m.CreateHostPath = m.Name, "", true
+	case strings.HasPrefix(m.Name, "."):
+		return VolumeMount{}, errs.New(errdefs.ErrInvalidArgument, "invalid volume specification %q: the host path %q is relative; give an absolute path", spec, m.Name)
+	case len(parts) > 1 && m.Name == "":
 		return VolumeMount{}, errs.New(errdefs.ErrInvalidArgument, "invalid volume specification %q: the volume name is empty", spec)
 	}
 	return m, nil
@@ -117,27 +129,37 @@ func WithAnonymousVolumes(reqs []VolumeMount, paths []string) []VolumeMount {
 	return out
 }
 
-// planMounts validates the requested volumes and names the anonymous ones.
-func planMounts(reqs []VolumeMount) ([]containers.Mount, error) {
+// planMounts validates the requested volumes and bind mounts and names the
+// anonymous volumes.
+func planMounts(reqs []VolumeMount) ([]containers.Mount, []containers.Bind, error) {
 	if len(reqs) > maxVolumes {
-		return nil, errs.New(errdefs.ErrInvalidArgument, "too many volumes (%d): a container takes at most %d", len(reqs), maxVolumes)
+		return nil, nil, errs.New(errdefs.ErrInvalidArgument, "too many volumes (%d): a container takes at most %d", len(reqs), maxVolumes)
 	}
 	seen := map[string]bool{}
 	var out []containers.Mount
+	var binds []containers.Bind
 	for _, r := range reqs {
 		dst, err := checkDestination(r.Destination)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if seen[dst] {
-			return nil, errs.New(errdefs.ErrInvalidArgument, "duplicate mount point: %s", dst)
+			return nil, nil, errs.New(errdefs.ErrInvalidArgument, "duplicate mount point: %s", dst)
 		}
 		seen[dst] = true
+		if r.HostPath != "" {
+			b, err := planBind(r, dst)
+			if err != nil {
+				return nil, nil, err
+			}
+			binds = append(binds, b)
+			continue
+		}
 		m := containers.Mount{Name: r.Name, Destination: dst, ReadOnly: r.ReadOnly}
 		if m.Name == "" {
 			m.Name, m.Anonymous = NewVolumeName(), true
 		} else if err := volumes.ValidateName(m.Name); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		out = append(out, m)
 	}
@@ -145,26 +167,30 @@ func planMounts(reqs []VolumeMount) ([]containers.Mount, error) {
 	names := map[string]bool{}
 	for _, m := range out {
 		if names[m.Name] {
-			return nil, errs.New(errdefs.ErrInvalidArgument, "volume %s is mounted twice: mount it once", m.Name)
+			return nil, nil, errs.New(errdefs.ErrInvalidArgument, "volume %s is mounted twice: mount it once", m.Name)
 		}
 		names[m.Name] = true
 	}
-	return out, nil
+	if len(binds) > maxBinds {
+		return nil, nil, errs.New(errdefs.ErrInvalidArgument, "too many bind mounts (%d): a container takes at most %d", len(binds), maxBinds)
+	}
+	return out, binds, nil
 }
 
 // createRecord stores the new container. With volumes, it creates the
 // missing ones and stores the record under the volume service's lock, so
 // no volume can be removed between the two.
 func (s *Service) createRecord(ctx context.Context, c *containers.Container, reqs []VolumeMount) error {
-	if len(reqs) == 0 {
+	mounts, binds, err := planMounts(reqs)
+	if err != nil {
+		return err
+	}
+	c.Config.Binds = binds
+	if len(mounts) == 0 {
 		return s.cfg.Store.Create(c)
 	}
 	if s.cfg.Volumes == nil {
 		return errs.New(errdefs.ErrNotImplemented, "volumes are not available in this engine")
-	}
-	mounts, err := planMounts(reqs)
-	if err != nil {
-		return err
 	}
 	opts := make([]volumes.CreateOptions, len(mounts))
 	for i, m := range mounts {

@@ -31,11 +31,14 @@ func TestParseBind(t *testing.T) {
 		{in: "data:/data:ro", want: VolumeMount{Name: "data", Destination: "/data", ReadOnly: true}},
 		{in: "data:/data:rw", want: VolumeMount{Name: "data", Destination: "/data"}},
 		{in: "/cache", want: VolumeMount{Destination: "/cache"}},
-		{in: "/host:/data", wantErr: "bind mounts of host paths are not supported; use a named volume"},
-		{in: "./rel:/data", wantErr: "bind mounts of host paths are not supported; use a named volume"},
-		{in: "data:/data:z", wantErr: `invalid volume mode "z" in "data:/data:z": want ro or rw`},
+		{in: "/host:/data", want: VolumeMount{HostPath: "/host", CreateHostPath: true, Destination: "/data"}},
+		{in: "/host:/data:ro,z", want: VolumeMount{HostPath: "/host", CreateHostPath: true, Destination: "/data", ReadOnly: true}},
+		{in: "./rel:/data", wantErr: `invalid volume specification "./rel:/data": the host path "./rel" is relative; give an absolute path`},
+		{in: "data:/data:z", want: VolumeMount{Name: "data", Destination: "/data"}},
+		{in: "data:/data:x", wantErr: `invalid volume mode "x" in "data:/data:x": want ro or rw`},
+		{in: "/h:/data:rshared", wantErr: `invalid volume mode "rshared" in "/h:/data:rshared": mount propagation does not cross into a VM`},
 		{in: ":/data", wantErr: `invalid volume specification ":/data": the volume name is empty`},
-		{in: "a:b:c:d", wantErr: `invalid volume specification "a:b:c:d": want NAME:/path[:ro]`},
+		{in: "a:b:c:d", wantErr: `invalid volume specification "a:b:c:d": want NAME:/path[:ro] or /host/dir:/path[:ro]`},
 	} {
 		got, err := ParseBind(tc.in)
 		if tc.wantErr != "" {
@@ -47,6 +50,48 @@ func TestParseBind(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("ParseBind(%q) = %+v, %v, want %+v", tc.in, got, err, tc.want)
 		}
+	}
+}
+
+// Bind mounts: a host directory is planned as given (clean); a file is
+// refused (a VM shares directories); a missing path is created at start
+// for -v and refused at create for --mount.
+func TestPlanBinds(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "f")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+	_, binds, err := planMounts([]VolumeMount{
+		{HostPath: dir + "/", Destination: "/src/", ReadOnly: true},
+		{HostPath: missing, CreateHostPath: true, Destination: "/new"},
+		{Name: "data", Destination: "/data"},
+	})
+	want := []containers.Bind{
+		{Source: dir, Destination: "/src", ReadOnly: true},
+		{Source: missing, Destination: "/new", CreateSource: true},
+	}
+	if err != nil || !reflect.DeepEqual(binds, want) {
+		t.Fatalf("planMounts = %+v, %v, want %+v", binds, err, want)
+	}
+	for _, tc := range []struct {
+		name string
+		in   VolumeMount
+		want string
+	}{
+		{"file", VolumeMount{HostPath: file, Destination: "/f"}, "bind mounts of files are not supported: " + file + " is not a directory"},
+		{"missing --mount source", VolumeMount{HostPath: missing, Destination: "/m"}, "bind source path does not exist: " + missing},
+		{"relative", VolumeMount{HostPath: "rel", Destination: "/m"}, "the host path must be absolute"},
+		{"same destination as a volume", VolumeMount{HostPath: dir, Destination: "/data"}, "duplicate mount point: /data"},
+	} {
+		_, _, err := planMounts([]VolumeMount{{Name: "data", Destination: "/data"}, tc.in})
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: planMounts = %v, want an invalid-argument error containing %q", tc.name, err, tc.want)
+		}
+	}
+	if _, err := os.Stat(missing); err == nil {
+		t.Error("create made the missing host path; only a start does")
 	}
 }
 
@@ -70,7 +115,7 @@ func TestPlanMounts(t *testing.T) {
 		{name: "same volume twice", in: []VolumeMount{{Name: "a1", Destination: "/d"}, {Name: "a1", Destination: "/e"}}, wantErr: true},
 		{name: "too many", in: make([]VolumeMount, maxVolumes+1), wantErr: true},
 	} {
-		got, err := planMounts(tc.in)
+		got, _, err := planMounts(tc.in)
 		if tc.wantErr {
 			if !errdefs.IsInvalidArgument(err) {
 				t.Errorf("%s: planMounts = %v, want an invalid-argument error", tc.name, err)
@@ -81,7 +126,7 @@ func TestPlanMounts(t *testing.T) {
 			t.Errorf("%s: planMounts = %+v, %v, want %+v", tc.name, got, err, tc.want)
 		}
 	}
-	got, err := planMounts([]VolumeMount{{Destination: "/cache"}})
+	got, _, err := planMounts([]VolumeMount{{Destination: "/cache"}})
 	if err != nil || len(got) != 1 || !got[0].Anonymous || len(got[0].Name) != 64 || volumes.ValidateName(got[0].Name) != nil {
 		t.Errorf("anonymous volume: planMounts = %+v, %v, want a 64-hex anonymous name", got, err)
 	}
@@ -192,6 +237,9 @@ func TestCreateWithVolumes(t *testing.T) {
 	if _, err := s.Create(ctx, CreateOptions{Image: "busybox", Volumes: []VolumeMount{{Name: "new1", Destination: "/a"}, {Name: "new2", Destination: "rel"}}}); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("Create with a relative mount path = %v, want invalid argument", err)
 	}
+	if _, err := s.Create(ctx, CreateOptions{Image: "busybox", Volumes: []VolumeMount{{Name: "new1", Destination: "/a"}, {HostPath: "/etc/hostname", Destination: "/h"}}}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("Create with a bind mount of a file = %v, want invalid argument", err)
+	}
 	if after, _ := vols.List(volumesvc.ListOptions{}); len(after) != len(before) {
 		t.Errorf("a refused create changed the volumes: %d before, %d after", len(before), len(after))
 	}
@@ -211,14 +259,23 @@ func FuzzParseBind(f *testing.F) {
 			}
 			return
 		}
-		got, err := planMounts([]VolumeMount{m})
+		got, binds, err := planMounts([]VolumeMount{m})
 		if err != nil {
 			if !errdefs.IsInvalidArgument(err) {
 				t.Fatalf("planMounts(%+v) = %v, not an invalid-argument error", m, err)
 			}
 			return
 		}
-		if dst := got[0].Destination; !path.IsAbs(dst) || path.Clean(dst) != dst || dst == "/" {
+		dst := ""
+		if len(got) == 1 {
+			dst = got[0].Destination
+		} else if len(binds) == 1 {
+			dst = binds[0].Destination
+			if src := binds[0].Source; !filepath.IsAbs(src) || filepath.Clean(src) != src {
+				t.Fatalf("planMounts(%+v) host path %q is not clean and absolute", m, src)
+			}
+		}
+		if !path.IsAbs(dst) || path.Clean(dst) != dst || dst == "/" {
 			t.Fatalf("planMounts(%+v) destination %q is not clean and absolute", m, dst)
 		}
 	})
