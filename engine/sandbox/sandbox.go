@@ -174,6 +174,21 @@ type Driver interface {
 	Start(ctx context.Context, cfg Config) (Sandbox, error)
 }
 
+// File systems a guest mounts its shared directories with.
+const (
+	ShareVirtioFS = "virtiofs" // vhost-user-fs devices served by virtiofsd
+	Share9P       = "9p"       // virtio-9p devices
+)
+
+// ShareFS says which file system a driver's VMs mount shares with
+// (ShareVirtioFS unless the driver says otherwise with a ShareFS method).
+func ShareFS(d Driver) string {
+	if s, ok := d.(interface{ ShareFS() string }); ok {
+		return s.ShareFS()
+	}
+	return ShareVirtioFS
+}
+
 // Reattacher is implemented by drivers whose VMs can outlive the engine
 // process and be adopted by a later one (a daemon restarted after a crash).
 type Reattacher interface {

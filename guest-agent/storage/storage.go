@@ -96,8 +96,8 @@ func Validate(disks []Disk) error {
 		}
 		switch d.Role {
 		case contract.RoleBind:
-			if d.FSType != "9p" {
-				return fmt.Errorf("%w: bind share %q has file system %q, want 9p", ErrInvalid, d.Serial, d.FSType)
+			if d.FSType != "9p" && d.FSType != "virtiofs" {
+				return fmt.Errorf("%w: bind share %q has file system %q, want virtiofs or 9p", ErrInvalid, d.Serial, d.FSType)
 			}
 			fallthrough
 		case contract.RoleVolume:

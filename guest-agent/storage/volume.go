@@ -237,11 +237,11 @@ func (m *Manager) shareDir(id string, d Disk) string {
 	return filepath.Join(m.Dir(id), "share-"+d.Serial)
 }
 
-// mountShare mounts a host directory shared over virtio-9p, found by its
-// mount tag (the disk's serial). A read-only share is mounted read-only;
-// the host refuses changes to it as well. Unlike a volume, it is not
-// filled from the image: the host's directory is what the container sees,
-// as with docker's bind mounts.
+// mountShare mounts a host directory shared over virtio-fs or virtio-9p
+// (d.FSType), found by its tag (the disk's serial). A read-only share is
+// mounted read-only; the host refuses changes to it as well. Unlike a
+// volume, it is not filled from the image: the host's directory is what
+// the container sees, as with docker's bind mounts.
 func (m *Manager) mountShare(id string, d Disk) error {
 	target := m.shareDir(id, d)
 	if err := os.MkdirAll(target, 0o755); err != nil {
@@ -251,8 +251,11 @@ func (m *Manager) mountShare(id string, d Disk) error {
 	if d.ReadOnly {
 		flags |= unix.MS_RDONLY
 	}
-	opts := append(append([]string(nil), contract.BindMountOptions...), d.Options...)
-	if err := unix.Mount(d.Serial, target, "9p", flags, strings.Join(opts, ",")); err != nil {
+	opts := d.Options
+	if d.FSType == "9p" {
+		opts = append(append([]string(nil), contract.BindMountOptions9P...), d.Options...)
+	}
+	if err := unix.Mount(d.Serial, target, d.FSType, flags, strings.Join(opts, ",")); err != nil {
 		return fmt.Errorf("mount the shared directory for %s (tag %s): %w", d.MountPoint, d.Serial, err)
 	}
 	trace.Step("storage: mounted share " + d.Serial)

@@ -68,24 +68,25 @@ const (
 	// RoleVolume is a named volume, bound into the container at the
 	// storage's mount point.
 	RoleVolume = "volume"
-	// RoleBind is a host directory shared over virtio-9p (a bind mount),
-	// bound into the container at the storage's mount point; its serial is
-	// the share's mount tag (BindShareTag).
+	// RoleBind is a host directory shared over virtio-fs or virtio-9p
+	// (the storage's fstype: "virtiofs" or "9p"; a bind mount), bound into
+	// the container at the storage's mount point; its serial is the
+	// share's tag (BindShareTag).
 	RoleBind = "bind"
 )
 
 // BindShareTagPrefix starts the mount tag of a container's bind shares.
 const BindShareTagPrefix = "vmctl-bind"
 
-// BindShareTag is the virtio-9p mount tag of the container's i-th bind
+// BindShareTag is the mount tag of the container's i-th bind
 // mount.
 func BindShareTag(i int) string { return BindShareTagPrefix + strconv.Itoa(i) }
 
-// BindMountOptions are the 9p mount options of a bind share: the virtio
+// BindMountOptions9P are the mount options of a 9p bind share: the virtio
 // transport, the Linux dialect, the largest message the kernel's virtio
 // transport takes (4 KiB x 125), and page caching only for mmap, so the
 // host's changes are seen at once (the share keeps no cache).
-var BindMountOptions = []string{"trans=virtio", "version=9p2000.L", "msize=512000", "cache=mmap", "access=client"}
+var BindMountOptions9P = []string{"trans=virtio", "version=9p2000.L", "msize=512000", "cache=mmap", "access=client"}
 
 // The guest kernel command line. The agent reads /proc/cmdline for these
 // flags, bare or as flag=value; the drivers put nothing else there that

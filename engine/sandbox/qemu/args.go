@@ -11,6 +11,7 @@ import (
 
 	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/engine/sandbox"
+	"github.com/vmctl/vmctl/engine/sandbox/virtiofsd"
 )
 
 // Defaults for a Config that leaves sizes at zero.
@@ -109,7 +110,7 @@ func buildArgs(l launch) []string {
 		mem = defaultMemoryMiB
 	}
 	args := append([]string{"-name", "guest=" + escape(l.id)},
-		machineArgs(l.accel, vcpus, mem)...)
+		machineArgs(l.accel, vcpus, mem, len(cfg.Shares) > 0)...)
 	args = append(args,
 		// The guest is untrusted: QEMU drops what it never needs (spawning
 		// processes, raising privileges, obsolete syscalls).
@@ -162,17 +163,13 @@ func buildArgs(l launch) []string {
 		args = append(args, "-drive", drive, "-device", dev)
 	}
 	for i, sh := range cfg.Shares {
-		// QEMU's 9p server: passthrough keeps the guest's owners and modes
-		// on the host files (as Docker's bind mounts do); remap keeps inode
-		// numbers of different host file systems under the share apart.
-		// The local backend resolves every path below the share without
-		// following symlinks. Tags need no escaping (Share.Validate).
-		fsdev := fmt.Sprintf("local,id=fs%d,path=%s,security_model=passthrough,multidevs=remap", i, escape(sh.Path))
-		if sh.ReadOnly {
-			fsdev += ",readonly=on"
-		}
-		args = append(args, "-fsdev", fsdev,
-			"-device", fmt.Sprintf("virtio-9p-device,fsdev=fs%d,mount_tag=%s", i, sh.Tag))
+		// virtio-fs: the device's queues are served by a virtiofsd the
+		// driver started on this socket (package virtiofsd), straight from
+		// guest memory, which is therefore a shared memfd (machineArgs).
+		// Tags need no escaping (Share.Validate).
+		args = append(args,
+			"-chardev", fmt.Sprintf("socket,id=fs%d,path=%s", i, escape(virtiofsd.SocketName(cfg.StateDir, i))),
+			"-device", fmt.Sprintf("vhost-user-fs-device,chardev=fs%d,tag=%s", i, sh.Tag))
 	}
 	for i, n := range cfg.NICs {
 		// The engine created the tap and attached it to its network; QEMU
@@ -195,23 +192,30 @@ func buildArgs(l launch) []string {
 
 // machineArgs is the virtual hardware: the same for every VM of a given
 // size, and for the bare boots benchmarks compare against.
-func machineArgs(accel string, vcpus, memMiB int) []string {
+func machineArgs(accel string, vcpus, memMiB int, sharedMem bool) []string {
 	cpu := "max"
 	if accel == "kvm" {
 		cpu = "host"
 	}
-	return []string{
+	machine := "microvm,acpi=off"
+	var memArgs []string
+	if sharedMem {
+		// A vhost-user backend (virtiofsd) maps guest memory itself.
+		machine += ",memory-backend=mem"
+		memArgs = []string{"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", memMiB)}
+	}
+	return append(memArgs,
 		// No ACPI: QEMU then lists the virtio-mmio devices on the kernel
 		// command line, which an ACPI-less kernel can read. The legacy
 		// PIC/PIT/RTC stay: without the PIT the guest cannot calibrate its
 		// clocks under TCG and hangs, without the RTC it boots slower.
-		"-M", "microvm,acpi=off",
+		"-M", machine,
 		"-accel", accel,
 		"-cpu", cpu,
 		"-smp", strconv.Itoa(vcpus),
 		"-m", strconv.Itoa(memMiB),
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-	}
+	)
 }
 
 // BareArgs is the argument list of a plain QEMU boot of kernel and initrd
@@ -219,7 +223,7 @@ func machineArgs(accel string, vcpus, memMiB int) []string {
 // VMs, with the serial console on stdout and no disks, monitor or agent
 // channel. It is the reference point of boot benchmarks.
 func BareArgs(accel string, vcpus, memMiB int, kernel, initrd string, kernelArgs []string) []string {
-	args := machineArgs(accel, vcpus, memMiB)
+	args := machineArgs(accel, vcpus, memMiB, false)
 	return append(args,
 		"-kernel", kernel, "-initrd", initrd,
 		"-append", kernelCmdline(accel, vcpus, kernelArgs),
@@ -372,6 +376,11 @@ func validateConfig(cfg sandbox.Config) error {
 			return fmt.Errorf("sandbox config: disk serial %q used twice", d.Serial)
 		}
 		serials[d.Serial] = true
+	}
+	for i := range cfg.Shares {
+		if p := virtiofsd.SocketName(cfg.StateDir, i); len(p) > maxUnixPath {
+			return fmt.Errorf("sandbox config: socket path %s is %d bytes, unix sockets allow %d: use a shorter StateDir", p, len(p), maxUnixPath)
+		}
 	}
 	for _, name := range []string{qmpSocketName, agentSocketName} {
 		if p := filepath.Join(cfg.StateDir, name); len(p) > maxUnixPath {

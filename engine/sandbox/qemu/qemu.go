@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"github.com/vmctl/vmctl/engine/sandbox"
+	"github.com/vmctl/vmctl/engine/sandbox/virtiofsd"
 )
 
 // Binary is the QEMU executable looked up in PATH when Options.Binary is
@@ -101,6 +102,9 @@ func New(opts Options) (*Driver, error) {
 
 // Name returns "qemu".
 func (d *Driver) Name() string { return "qemu" }
+
+// ShareFS returns sandbox.ShareVirtioFS: shares are vhost-user-fs devices.
+func (d *Driver) ShareFS() string { return sandbox.ShareVirtioFS }
 
 // Accel returns the accelerator VMs run with ("kvm" or "tcg").
 func (d *Driver) Accel() string { return d.accel }
@@ -184,6 +188,27 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 	v.created = append(v.created, v.logPath, v.pidPath)
 	defer logFile.Close()
 
+	// One virtiofsd per shared directory, listening before QEMU connects.
+	if len(cfg.Shares) > 0 {
+		bin, err := virtiofsd.Binary()
+		if err != nil {
+			return nil, err
+		}
+		for i, sh := range cfg.Shares {
+			sock := virtiofsd.SocketName(cfg.StateDir, i)
+			v.created = append(v.created, sock)
+			dmn, err := virtiofsd.Start(bin, virtiofsd.Config{
+				Dir: sh.Path, ReadOnly: sh.ReadOnly, Socket: sock, Log: v.logPath + ".virtiofsd",
+				SysProcAttr: procAttr(d.detach),
+			})
+			if err != nil {
+				return nil, err
+			}
+			v.daemons = append(v.daemons, dmn)
+		}
+		v.created = append(v.created, v.logPath+".virtiofsd")
+	}
+
 	args := buildArgs(launch{
 		id: cfg.ID, accel: d.accel, cfg: cfg,
 		agentSock: v.agentPath, pidFile: v.pidPath, consoleLog: cfg.ConsoleLog,
@@ -245,7 +270,16 @@ func (v *vm) abortStart() {
 		v.kill()
 		<-v.done
 	}
+	v.stopDaemons()
 	v.cleanup()
+}
+
+// stopDaemons ends the VM's virtiofsd processes; each exits by itself once
+// QEMU is gone, this only makes sure.
+func (v *vm) stopDaemons() {
+	for _, d := range v.daemons {
+		d.Stop()
+	}
 }
 
 // startProcess starts cmd from a goroutine that is not locked to its OS

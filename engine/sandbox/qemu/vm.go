@@ -15,6 +15,7 @@ import (
 	"github.com/digitalocean/go-qemu/qemu"
 
 	"github.com/vmctl/vmctl/engine/sandbox"
+	"github.com/vmctl/vmctl/engine/sandbox/virtiofsd"
 )
 
 // vm is one QEMU process. Its life: Start creates it (QEMU paused) -> cont
@@ -30,6 +31,9 @@ type vm struct {
 	created    []string  // files to remove on Destroy
 	cmd        *exec.Cmd // nil for a VM adopted by Reattach
 	pid        int
+	// daemons serve the VM's shared directories (none for an adopted VM:
+	// they end with its QEMU).
+	daemons []*virtiofsd.Daemon
 	// waitProc blocks until QEMU has ended and returns its wait status (a
 	// zero status when QEMU is not our child); killProc sends SIGKILL.
 	waitProc func() syscall.WaitStatus
@@ -161,6 +165,7 @@ func (v *vm) Destroy() error {
 	v.destroyOnce.Do(func() {
 		v.kill()
 		<-v.done
+		v.stopDaemons()
 		v.destroyErr = v.cleanup()
 		if v.releaseProc != nil {
 			v.releaseProc()

@@ -95,6 +95,10 @@ func isExecutable(p string) bool {
 	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
 }
 
+// ShareFS returns sandbox.Share9P: vmctl-vmm serves shares over its own
+// virtio-9p device.
+func (d *Driver) ShareFS() string { return sandbox.Share9P }
+
 // Name implements sandbox.Driver.
 func (d *Driver) Name() string { return "kvm" }
 

@@ -73,8 +73,9 @@ type bindAttachment struct {
 
 // attachBinds resolves each bind mount's host path (symlinks included, so
 // the share is the directory the path names now) and creates a missing
-// one where -v asked for it.
-func attachBinds(c *containers.Container) (*bindAttachment, error) {
+// one where -v asked for it. fstype is what the driver's guests mount
+// shares with (sandbox.ShareFS).
+func attachBinds(c *containers.Container, fstype string) (*bindAttachment, error) {
 	a := &bindAttachment{}
 	for i, b := range c.Config.Binds {
 		if b.CreateSource {
@@ -94,7 +95,7 @@ func attachBinds(c *containers.Container) (*bindAttachment, error) {
 		tag := contract.BindShareTag(i)
 		a.shares = append(a.shares, sandbox.Share{Path: dir, Tag: tag, ReadOnly: b.ReadOnly})
 		a.storages = append(a.storages, agent.Storage{
-			Serial: tag, FSType: "9p", ReadOnly: b.ReadOnly, Role: contract.RoleBind, MountPoint: b.Destination,
+			Serial: tag, FSType: fstype, ReadOnly: b.ReadOnly, Role: contract.RoleBind, MountPoint: b.Destination,
 		})
 	}
 	return a, nil

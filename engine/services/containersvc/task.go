@@ -266,7 +266,7 @@ func (t *task) boot(ctx context.Context) error {
 	}
 	// Held until the container is recorded as running, below.
 	defer vols.release()
-	binds, err := attachBinds(c)
+	binds, err := attachBinds(c, sandbox.ShareFS(drv))
 	if err != nil {
 		return err
 	}
