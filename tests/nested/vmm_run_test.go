@@ -14,7 +14,7 @@ import (
 func init() {
 	register(scenario{
 		test: "TestVMMRun",
-		Scenario: nested.Scenario{Name: "vmm-run", Timeout: 150 * time.Second, Script: prelude + `
+		Scenario: nested.Scenario{Name: "vmm-run", Timeout: 210 * time.Second, Script: prelude + `
 mkdir -p /tmp/d /run/v
 cd /x
 if ! /x/vmctl --data-root /tmp/d --exec-root /run/v load -i busybox.tar; then
@@ -37,7 +37,21 @@ out=$(/x/vmctl --data-root /tmp/d --exec-root /run/v run --hypervisor kvm --rm b
 rc=$?
 echo "$out"
 echo "networked run exited with $rc"
-[ "$rc" = 0 ] && echo "$out" | grep -q "inet 172\.30\." && [ "$(echo "$out" | tail -n 1)" = page ]
+[ "$rc" = 0 ] && echo "$out" | grep -q "inet 172\.30\." && [ "$(echo "$out" | tail -n 1)" = page ] || exit 1
+# A bind mount: vmctl-vmm's virtio-9p device serves an L1 directory; the
+# container reads L1's file, writes one of its own, cannot write a :ro
+# bind, and a symlink L1 has pointing out of the share is not followed.
+mkdir -p /tmp/bind && echo from-l1 >/tmp/bind/h && echo secret >/tmp/secret && ln -s /tmp/secret /tmp/bind/out
+out=$(/x/vmctl --data-root /tmp/d --exec-root /run/v run --hypervisor kvm --rm -v /tmp/bind:/b busybox sh -c \
+	'cat /b/h; echo from-l2 >/b/g; cat /b/out 2>/dev/null; mount | grep " /b "' 2>&1)
+rc=$?
+echo "$out"
+echo "bind-mounted run exited with $rc; L1 reads: $(cat /tmp/bind/g 2>&1)"
+[ "$rc" = 0 ] && [ "$(echo "$out" | head -n 1)" = from-l1 ] && echo "$out" | grep -q " type 9p " && [ "$(cat /tmp/bind/g)" = from-l2 ] || exit 1
+out=$(/x/vmctl --data-root /tmp/d --exec-root /run/v run --hypervisor kvm --rm -v /tmp/bind:/b:ro busybox sh -c 'echo x >/b/h' 2>&1)
+rc=$?
+echo "read-only bind: exit $rc: $out"
+[ "$rc" != 0 ] && echo "$out" | grep -q "Read-only file system" && [ "$(cat /tmp/bind/h)" = from-l1 ]
 `},
 		needs: append(vmmNeeds, "bin/vmctl", "bin/guest/initramfs.img", "build/busybox.tar"),
 		files: vmctlRunFiles,

@@ -79,6 +79,9 @@ type launch struct {
 	agentSock  string
 	pidFile    string
 	consoleLog string
+	// shareFS is how shares reach the guest: sandbox.ShareVirtioFS or
+	// sandbox.Share9P.
+	shareFS string
 	// vhostNet moves the NICs' data path into the host kernel
 	// (/dev/vhost-net); without it QEMU's own thread copies every frame.
 	vhostNet bool
@@ -110,7 +113,7 @@ func buildArgs(l launch) []string {
 		mem = defaultMemoryMiB
 	}
 	args := append([]string{"-name", "guest=" + escape(l.id)},
-		machineArgs(l.accel, vcpus, mem, len(cfg.Shares) > 0)...)
+		machineArgs(l.accel, vcpus, mem, len(cfg.Shares) > 0 && l.shareFS != sandbox.Share9P)...)
 	args = append(args,
 		// The guest is untrusted: QEMU drops what it never needs (spawning
 		// processes, raising privileges, obsolete syscalls).
@@ -163,6 +166,18 @@ func buildArgs(l launch) []string {
 		args = append(args, "-drive", drive, "-device", dev)
 	}
 	for i, sh := range cfg.Shares {
+		if l.shareFS == sandbox.Share9P {
+			// QEMU's 9p server, kept to measure against (Options.ShareFS):
+			// passthrough keeps the guest's owners, remap keeps inode
+			// numbers of file systems under the share apart.
+			fsdev := fmt.Sprintf("local,id=fs%d,path=%s,security_model=passthrough,multidevs=remap", i, escape(sh.Path))
+			if sh.ReadOnly {
+				fsdev += ",readonly=on"
+			}
+			args = append(args, "-fsdev", fsdev,
+				"-device", fmt.Sprintf("virtio-9p-device,fsdev=fs%d,mount_tag=%s", i, sh.Tag))
+			continue
+		}
 		// virtio-fs: the device's queues are served by a virtiofsd the
 		// driver started on this socket (package virtiofsd), straight from
 		// guest memory, which is therefore a shared memfd (machineArgs).

@@ -276,3 +276,34 @@ func TestParseTSCkHz(t *testing.T) {
 		}
 	}
 }
+
+// A share is a vhost-user-fs device on the share's virtiofsd socket, with
+// guest memory a shared memfd; with ShareFS 9p, QEMU's own 9p device and
+// private memory.
+func TestBuildArgsShares(t *testing.T) {
+	cfg := sandbox.Config{Kernel: "/k", MemoryMiB: 256, StateDir: "/run/v/x",
+		Shares: []sandbox.Share{{Path: "/srv/a,b", Tag: "vmctl-bind0", ReadOnly: true}}}
+	args := buildArgs(launch{id: "x", accel: "tcg", cfg: cfg, shareFS: sandbox.ShareVirtioFS})
+	want := []string{
+		"-object", "memory-backend-memfd,id=mem,size=256M,share=on",
+		"-M", "microvm,acpi=off,memory-backend=mem",
+		"-chardev", "socket,id=fs0,path=/run/v/x/fs0.sock",
+		"-device", "vhost-user-fs-device,chardev=fs0,tag=vmctl-bind0",
+	}
+	for i := 0; i < len(want); i += 2 {
+		if !slices.Contains(argValues(args, want[i]), want[i+1]) {
+			t.Errorf("virtio-fs args lack %s %s: %q", want[i], want[i+1], args)
+		}
+	}
+	args = buildArgs(launch{id: "x", accel: "tcg", cfg: cfg, shareFS: sandbox.Share9P})
+	if got := argValues(args, "-fsdev"); !slices.Equal(got, []string{"local,id=fs0,path=/srv/a,,b,security_model=passthrough,multidevs=remap,readonly=on"}) {
+		t.Errorf("9p -fsdev = %q", got)
+	}
+	if slices.Contains(args, "-object") || !slices.Contains(argValues(args, "-M"), "microvm,acpi=off") {
+		t.Errorf("9p args share guest memory: %q", args)
+	}
+	// Without shares, memory stays private.
+	if args := buildArgs(launch{id: "x", accel: "tcg", cfg: sandbox.Config{Kernel: "/k"}}); slices.Contains(args, "-object") {
+		t.Errorf("no shares, yet a memory backend: %q", args)
+	}
+}

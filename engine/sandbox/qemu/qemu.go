@@ -63,13 +63,21 @@ type Options struct {
 	// Detach lets VMs outlive the engine process: QEMU starts in a session
 	// of its own and is not killed when the engine dies.
 	Detach bool
+	// ShareFS is how shared directories reach guests: sandbox.ShareVirtioFS
+	// (the default) or sandbox.Share9P, QEMU's own 9p server, kept to be
+	// measured against (make bench sets it through ShareFSEnv).
+	ShareFS string
 }
+
+// ShareFSEnv, when set to "9p", makes New's default ShareFS sandbox.Share9P.
+const ShareFSEnv = "VMCTL_QEMU_SHARE_FS"
 
 // Driver starts QEMU VMs. It is safe for concurrent use.
 type Driver struct {
-	binary string
-	accel  string
-	detach bool
+	binary  string
+	accel   string
+	detach  bool
+	shareFS string
 }
 
 var _ sandbox.Driver = (*Driver)(nil)
@@ -97,14 +105,25 @@ func New(opts Options) (*Driver, error) {
 	default:
 		return nil, fmt.Errorf("qemu accelerator %q: use kvm or tcg", accel)
 	}
-	return &Driver{binary: bin, accel: accel, detach: opts.Detach}, nil
+	shareFS := opts.ShareFS
+	if shareFS == "" {
+		shareFS = sandbox.ShareVirtioFS
+		if os.Getenv(ShareFSEnv) == sandbox.Share9P {
+			shareFS = sandbox.Share9P
+		}
+	}
+	if shareFS != sandbox.ShareVirtioFS && shareFS != sandbox.Share9P {
+		return nil, fmt.Errorf("qemu share file system %q: use %s or %s", shareFS, sandbox.ShareVirtioFS, sandbox.Share9P)
+	}
+	return &Driver{binary: bin, accel: accel, detach: opts.Detach, shareFS: shareFS}, nil
 }
 
 // Name returns "qemu".
 func (d *Driver) Name() string { return "qemu" }
 
-// ShareFS returns sandbox.ShareVirtioFS: shares are vhost-user-fs devices.
-func (d *Driver) ShareFS() string { return sandbox.ShareVirtioFS }
+// ShareFS says how shares reach the guest: sandbox.ShareVirtioFS
+// (vhost-user-fs devices) unless Options.ShareFS chose 9p.
+func (d *Driver) ShareFS() string { return d.shareFS }
 
 // Accel returns the accelerator VMs run with ("kvm" or "tcg").
 func (d *Driver) Accel() string { return d.accel }
@@ -189,7 +208,7 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 	defer logFile.Close()
 
 	// One virtiofsd per shared directory, listening before QEMU connects.
-	if len(cfg.Shares) > 0 {
+	if len(cfg.Shares) > 0 && d.shareFS == sandbox.ShareVirtioFS {
 		bin, err := virtiofsd.Binary()
 		if err != nil {
 			return nil, err
@@ -212,7 +231,7 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 	args := buildArgs(launch{
 		id: cfg.ID, accel: d.accel, cfg: cfg,
 		agentSock: v.agentPath, pidFile: v.pidPath, consoleLog: cfg.ConsoleLog,
-		vhostNet: len(cfg.NICs) > 0 && vhostNetAvailable(),
+		vhostNet: len(cfg.NICs) > 0 && vhostNetAvailable(), shareFS: d.shareFS,
 	})
 	cmd := exec.Command(d.binary, args...)
 	cmd.Stdout = logFile

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -28,7 +29,8 @@ func TestArgs(t *testing.T) {
 			{Path: "/d/image.ext4", Serial: "vmctl-image", ReadOnly: true},
 			{Path: "/d/rw.ext4", Serial: "vmctl-rw"},
 		},
-		NICs: []sandbox.NIC{{Tap: "vt0123456789ab", MAC: net.HardwareAddr{0x02, 0x42, 0xac, 0x1e, 0, 2}, MTU: 1400}},
+		NICs:   []sandbox.NIC{{Tap: "vt0123456789ab", MAC: net.HardwareAddr{0x02, 0x42, 0xac, 0x1e, 0, 2}, MTU: 1400}},
+		Shares: []sandbox.Share{{Path: "/srv/a", Tag: "vmctl-bind0"}, {Path: "/srv/b", Tag: "vmctl-bind1", ReadOnly: true}},
 	}
 	args := Args(cfg, "/s/vmm.sock", "/s/vsock.sock", "/s/console.log")
 	want := map[string][]string{
@@ -45,6 +47,7 @@ func TestArgs(t *testing.T) {
 		"-tap":       {"vt0123456789ab"},
 		"-mac":       {"02:42:ac:1e:00:02"},
 		"-mtu":       {"1400"},
+		"-share":     {"/srv/a,tag=vmctl-bind0", "/srv/b,tag=vmctl-bind1,ro"},
 	}
 	values := func(args []string, flag string) []string {
 		var got []string
@@ -94,6 +97,14 @@ func TestValidate(t *testing.T) {
 		{"two NICs", func(c *sandbox.Config) {
 			c.NICs = []sandbox.NIC{{Tap: "vt0", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}}, {Tap: "vt1", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}}}
 		}, "one NIC; this one has 2"},
+		{"share", func(c *sandbox.Config) { c.Shares = []sandbox.Share{{Path: dir, Tag: "t0"}} }, ""},
+		{"share of a file", func(c *sandbox.Config) { c.Shares = []sandbox.Share{{Path: kernel, Tag: "t0"}} }, "is not a directory"},
+		{"share with a bad tag", func(c *sandbox.Config) { c.Shares = []sandbox.Share{{Path: dir, Tag: "a,b"}} }, "not allowed"},
+		{"five shares", func(c *sandbox.Config) {
+			for i := range 5 {
+				c.Shares = append(c.Shares, sandbox.Share{Path: dir, Tag: fmt.Sprint("t", i)})
+			}
+		}, "4 shared directories"},
 		{"bad NIC", func(c *sandbox.Config) {
 			c.NICs = []sandbox.NIC{{Tap: "vt0", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, MTU: 9}}
 		}, "MTU 9"},
