@@ -151,7 +151,7 @@ func runBinds(n int) error {
 	fmt.Printf("\nbinds: a bind mount of a host directory (virtio-fs, virtiofsd) next to a named volume (ext4 on virtio-blk), "+
 		"vmctl run on QEMU, timed in the guest; median of %d, interleaved (targets: metadata within 3x, throughput within 1.5x)\n\n", reps)
 	table("volume", "bind virtiofs")
-	fmt.Printf("\nthe alternative: the same bind mount over QEMU's virtio-9p (9p2000.L, cache=mmap, msize 500 KB) next to virtio-fs; "+
+	fmt.Printf("\nthe alternative: the same bind mount over QEMU's virtio-9p (9p2000.L, cache=mmap, msize 500 KB) next to virtio-fs; " +
 		"same runs\n\n")
 	table("bind virtiofs", "bind 9p")
 	fmt.Println()
