@@ -146,6 +146,9 @@ func TestFragmentsKeepContract(t *testing.T) {
 		"CONFIG_DEVTMPFS":                    "y",
 		"CONFIG_EXT4_FS":                     "y",
 		"CONFIG_OVERLAY_FS":                  "y",
+		"CONFIG_VIRTIO_FS":                   "y", // bind mounts under QEMU (virtiofsd)
+		"CONFIG_NET_9P_VIRTIO":               "y", // bind mounts under vmctl-vmm (its virtio-9p device)
+		"CONFIG_9P_FS":                       "y",
 		"CONFIG_UNIX98_PTYS":                 "y",
 		"CONFIG_FUTEX":                       "y", // Go runtime
 		"CONFIG_EPOLL":                       "y", // Go runtime

@@ -169,18 +169,21 @@ func (x *HealthResponse) GetTransport() string {
 type Storage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// serial is the virtio-blk serial (device ID) the host gave the disk;
-	// the agent finds the device by it, never by probe order.
+	// the agent finds the device by it, never by probe order. For a
+	// "bind" storage it is the share's tag (virtio-fs or virtio-9p).
 	Serial   string   `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
 	Fstype   string   `protobuf:"bytes,2,opt,name=fstype,proto3" json:"fstype,omitempty"`
 	Options  []string `protobuf:"bytes,3,rep,name=options,proto3" json:"options,omitempty"`
 	Readonly bool     `protobuf:"varint,4,opt,name=readonly,proto3" json:"readonly,omitempty"`
 	// role is "image" (read-only lower layer), "writable" (holds the
-	// overlay's upper and work directories) or "volume" (a named volume,
-	// bound into the container at mount_point). Other roles are rejected.
+	// overlay's upper and work directories), "volume" (a named volume,
+	// bound into the container at mount_point) or "bind" (a host
+	// directory shared with the VM, fstype "virtiofs" or "9p", bound into
+	// the container at mount_point). Other roles are rejected.
 	// For a volume, readonly makes the container's view read-only; the
 	// agent still mounts its filesystem read-write (journal replay).
 	Role string `protobuf:"bytes,5,opt,name=role,proto3" json:"role,omitempty"`
-	// mount_point is where a "volume" storage appears in the container:
+	// mount_point is where a "volume" or "bind" storage appears in the container:
 	// absolute, without "..". Empty for the other roles.
 	MountPoint    string `protobuf:"bytes,6,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"`
 	unknownFields protoimpl.UnknownFields
