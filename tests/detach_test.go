@@ -3,11 +3,13 @@ package tests
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -78,5 +80,68 @@ func TestDetachKeys(t *testing.T) {
 	}
 	if r := d.mustDocker(t, 0, "", "ps", "--format", "{{.Names}}"); !strings.Contains(r.stdout, "dk") {
 		t.Errorf("ps: %q", r.stdout)
+	}
+
+	// An exec with a terminal: the keys (the exec's own, given at create)
+	// end the session and the process runs on.
+	resp, err := d.http().Post("http://d/v1.41/containers/dk/exec", "application/json", strings.NewReader(
+		`{"Cmd":["sh"],"Tty":true,"AttachStdin":true,"AttachStdout":true,"DetachKeys":"ctrl-x,y"}`))
+	must(t, err)
+	var created struct{ Id string }
+	json.NewDecoder(resp.Body).Decode(&created)
+	resp.Body.Close()
+	if created.Id == "" {
+		t.Fatalf("exec create: %s", resp.Status)
+	}
+	ec, err := net.Dial("unix", d.sock)
+	must(t, err)
+	defer ec.Close()
+	body := `{"Detach":false,"Tty":true}`
+	_, err = io.WriteString(ec, "POST /v1.41/exec/"+created.Id+"/start HTTP/1.1\r\nHost: vmctld\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"+
+		"Content-Type: application/json\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+	must(t, err)
+	br := bufio.NewReader(ec)
+	eresp, err := http.ReadResponse(br, nil)
+	must(t, err)
+	if eresp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("exec start: %s", eresp.Status)
+	}
+	_, err = io.WriteString(ec, "echo four > /tmp/four\n\x18y")
+	must(t, err)
+	ec.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Fatalf("after the exec's detach keys the stream did not end: %v", err)
+	}
+	waitFor(t, func() bool { return d.vmctl(t, "", "exec", "dk", "cat", "/tmp/four").stdout == "four\n" }, "the exec's input before the keys")
+	ins, err := d.http().Get("http://d/v1.41/exec/" + created.Id + "/json")
+	must(t, err)
+	var info struct{ Running bool }
+	json.NewDecoder(ins.Body).Decode(&info)
+	ins.Body.Close()
+	if !info.Running {
+		t.Error("exec inspect after the detach: not running")
+	}
+	// vmctl exec -it: the default keys end vmctl at once; the shell it
+	// started runs on.
+	c = exec.CommandContext(ctx, "script", "-qec", vm+" -H "+d.host()+" exec -it dk sh", "/dev/null")
+	pr, pw = io.Pipe()
+	c.Stdin = pr
+	go func() {
+		io.WriteString(pw, "echo five > /tmp/five\n")
+		time.Sleep(3 * time.Second)
+		io.WriteString(pw, "\x10\x11")
+		time.Sleep(2 * time.Second)
+		pw.Close()
+	}()
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Errorf("vmctl exec -it, detached: %v\n%s", err, out)
+	}
+	waitFor(t, func() bool { return d.vmctl(t, "", "exec", "dk", "cat", "/tmp/five").stdout == "five\n" }, "vmctl exec's input")
+	// Bad keys are refused at create.
+	resp, err = d.http().Post("http://d/v1.41/containers/dk/exec", "application/json", strings.NewReader(`{"Cmd":["sh"],"DetachKeys":"ctrl-"}`))
+	must(t, err)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("exec create with bad detach keys = %s, want 400", resp.Status)
 	}
 }

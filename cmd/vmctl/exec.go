@@ -98,7 +98,10 @@ func (r *remote) exec(ctx context.Context, ref string, req client.ExecCreateOpti
 		return r.fail(err)
 	}
 	defer at.Close()
-	outputDone := streamIO(at.HijackedResponse, req.TTY, req.AttachStdin)
+	// The detach keys (ctrl-p ctrl-q) end the session and leave the
+	// process running, as docker exec -it's do; a process in vmctl's own
+	// engine would die with it, so there they are plain keys.
+	outputDone, detached := streamIODetach(at.HijackedResponse, req.TTY, req.AttachStdin, !r.inProcess)
 	received := func() syscall.Signal { return 0 }
 	if req.TTY && req.AttachStdin {
 		// Raw mode: a signal must end the session, not vmctl outright.
@@ -114,7 +117,12 @@ func (r *remote) exec(ctx context.Context, ref string, req client.ExecCreateOpti
 	restore := userTerminal(req.TTY, req.AttachStdin, func(rows, cols uint16) {
 		r.api.ExecResize(ctx, id, client.ExecResizeOptions{Height: uint(rows), Width: uint(cols)})
 	})
-	<-outputDone
+	select {
+	case <-outputDone:
+	case <-detached:
+		restore()
+		return nil
+	}
 	restore()
 	if sig := received(); sig != 0 {
 		return signalStatus(sig)

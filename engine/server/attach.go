@@ -109,12 +109,8 @@ func (s *Server) containerAttach(w http.ResponseWriter, r *http.Request) {
 	// end the attachment of a container with a terminal, as dockerd's do.
 	var detachKeys []byte
 	if c.Config.Tty && stdin {
-		keys := r.URL.Query().Get("detachKeys")
-		if keys == "" {
-			keys = defaultDetachKeys
-		}
-		if detachKeys, err = term.ToBytes(keys); err != nil || len(detachKeys) == 0 {
-			writeError(w, errs.New(errdefs.ErrInvalidArgument, "invalid detach keys %q: want keys such as ctrl-p,ctrl-q", keys))
+		if detachKeys, err = parseDetachKeys(r.URL.Query().Get("detachKeys")); err != nil {
+			writeError(w, err)
 			return
 		}
 	}
@@ -198,6 +194,19 @@ func (s *Server) containerAttach(w http.ResponseWriter, r *http.Request) {
 
 // defaultDetachKeys are dockerd's.
 const defaultDetachKeys = "ctrl-p,ctrl-q"
+
+// parseDetachKeys turns docker's key list ("ctrl-p,ctrl-q", "" for that)
+// into the bytes the keys send.
+func parseDetachKeys(keys string) ([]byte, error) {
+	if keys == "" {
+		keys = defaultDetachKeys
+	}
+	b, err := term.ToBytes(keys)
+	if err != nil || len(b) == 0 {
+		return nil, errs.New(errdefs.ErrInvalidArgument, "invalid detach keys %q: want keys such as ctrl-p,ctrl-q", keys)
+	}
+	return b, nil
+}
 
 // detachReader turns the escape proxy's EscapeError into
 // containersvc.ErrDetached.

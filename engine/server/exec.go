@@ -8,6 +8,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/term"
 
 	"github.com/vmctl/vmctl/engine/errs"
 	"github.com/vmctl/vmctl/engine/services/containersvc"
@@ -31,9 +32,14 @@ func (s *Server) execCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errs.New(errdefs.ErrInvalidArgument, "privileged exec is not supported"))
 		return
 	}
+	if _, err := parseDetachKeys(req.DetachKeys); err != nil {
+		writeError(w, err)
+		return
+	}
 	o := containersvc.ExecOptions{
 		Cmd: req.Cmd, Env: req.Env, WorkingDir: req.WorkingDir, User: req.User, Tty: req.Tty,
 		AttachStdin: req.AttachStdin, AttachStdout: req.AttachStdout, AttachStderr: req.AttachStderr,
+		DetachKeys: req.DetachKeys,
 	}
 	if req.Tty && req.ConsoleSize != nil && req.ConsoleSize[0] > 0 && req.ConsoleSize[1] > 0 {
 		o.ConsoleRows, o.ConsoleCols = clampU16(req.ConsoleSize[0]), clampU16(req.ConsoleSize[1])
@@ -123,6 +129,12 @@ func (s *Server) execStart(w http.ResponseWriter, r *http.Request) {
 	if info.Options.AttachStdin {
 		// Bytes the server read ahead while parsing the request are stdin too.
 		stdio.Stdin = io.MultiReader(bufReader(buf), conn)
+		if info.Options.Tty {
+			// The detach keys end the session and leave the process
+			// running, as dockerd's do (checked at create).
+			keys, _ := parseDetachKeys(info.Options.DetachKeys)
+			stdio.Stdin = detachReader{term.NewEscapeProxy(stdio.Stdin, keys)}
+		}
 	}
 	if err := s.containers.ExecStart(ctx, id, stdio, false); err != nil {
 		outErr.Write([]byte(err.Error() + "\r\n"))

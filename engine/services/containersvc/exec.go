@@ -29,6 +29,9 @@ type ExecOptions struct {
 	// process without AttachStdin is closed at once.
 	AttachStdin, AttachStdout, AttachStderr bool
 	ConsoleRows, ConsoleCols                uint16
+	// DetachKeys are the keys that detach a client from a process with a
+	// terminal (docker exec --detach-keys; "" for ctrl-p,ctrl-q).
+	DetachKeys string
 }
 
 // ExecInfo is what ExecInspect reports.
@@ -57,6 +60,10 @@ type execProcess struct {
 	agentRun bool        // guarded by mu: the agent knows the process
 
 	done chan struct{} // closed once the process has ended and its output is delivered
+	// detached is closed when the attached client typed the detach keys
+	// (its stdin returned ErrDetached): the process runs on, unattached.
+	detached     chan struct{}
+	detachedOnce sync.Once
 	// sized is closed at the first resize before the start.
 	sized     chan struct{}
 	sizedOnce sync.Once
@@ -83,7 +90,7 @@ func (s *Service) ExecCreate(ref string, o ExecOptions) (string, error) {
 	if _, err := execSpec(t.c, o); err != nil {
 		return "", err
 	}
-	p := &execProcess{id: containers.NewID(), t: t, opts: o, done: make(chan struct{}), sized: make(chan struct{})}
+	p := &execProcess{id: containers.NewID(), t: t, opts: o, done: make(chan struct{}), sized: make(chan struct{}), detached: make(chan struct{})}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.tasks[t.c.ID] != t {
@@ -258,8 +265,54 @@ func (s *Service) ExecStart(ctx context.Context, id string, stdio Stdio, detach 
 		case <-ended:
 		}
 	}()
-	p.carry(stdio)
+	// The client's output stops at a detach; the process goes on, as a
+	// detached start's does, and its exit is recorded.
+	gate := &detachGate{}
+	stdio.Stdout, stdio.Stderr = gate.wrap(stdio.Stdout), gate.wrap(stdio.Stderr)
+	carried := make(chan struct{})
+	go func() {
+		p.carry(stdio)
+		close(carried)
+	}()
+	select {
+	case <-carried:
+	case <-p.detached:
+		gate.close()
+	}
 	return nil
+}
+
+// detachGate drops a detached client's output.
+type detachGate struct {
+	mu     sync.Mutex
+	closed bool
+}
+
+func (g *detachGate) wrap(w io.Writer) io.Writer {
+	if w == nil {
+		return nil
+	}
+	return gatedWriter{g: g, w: w}
+}
+
+func (g *detachGate) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}
+
+type gatedWriter struct {
+	g *detachGate
+	w io.Writer
+}
+
+func (w gatedWriter) Write(b []byte) (int, error) {
+	w.g.mu.Lock()
+	defer w.g.mu.Unlock()
+	if w.g.closed {
+		return len(b), nil
+	}
+	return w.w.Write(b)
 }
 
 // carry pumps the process's stdio until it exits, then records its exit.
@@ -327,6 +380,11 @@ func (p *execProcess) pumpStdin(stdio Stdio) {
 			if _, werr := t.agent.WriteStdin(t.ctx, proc, buf[:n]); werr != nil {
 				return // the process has ended or the run is gone
 			}
+		}
+		if errors.Is(err, ErrDetached) {
+			// The process keeps its stdin open, as docker leaves it.
+			p.detachedOnce.Do(func() { close(p.detached) })
+			return
 		}
 		if err != nil {
 			break
