@@ -203,6 +203,7 @@ func TestDaemonBadInput(t *testing.T) {
 		{"versioned ping", "GET", "/v1.41/_ping", "", 200, "OK"},
 		{"newer client", "GET", "/v1.50/version", "", 200, `"ApiVersion":"1.41"`},
 		{"too old client", "GET", "/v1.10/version", "", 400, "minimum supported API version"},
+		{"too new client", "GET", "/v1.99/version", "", 400, "client version 1.99 is too new. Maximum supported API version is 1.56"},
 		{"unknown endpoint", "GET", "/v1.41/nope", "", 404, `"message"`},
 		{"malformed JSON", "POST", "/v1.41/containers/create", `{"Image":`, 400, "invalid JSON"},
 		{"wrong type", "POST", "/v1.41/containers/create", `{"Image":5}`, 400, "invalid JSON"},

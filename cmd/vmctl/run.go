@@ -144,6 +144,9 @@ func absoluteBinds(specs []string) []string {
 // docker CLI sends for the same flags. The engine checks everything again;
 // the checks here only give a flag's own message before anything starts.
 func (o *runOptions) request(image string, cmdArgs []string) (client.ContainerCreateOptions, error) {
+	if image == "" {
+		return client.ContainerCreateOptions{}, errors.New("invalid reference format: the image name is empty")
+	}
 	cfg := &container.Config{
 		Image: image, Env: resolveEnv(o.env), WorkingDir: o.workdir, User: o.user, Hostname: o.hostname, Domainname: o.domainname,
 		Tty: o.tty, OpenStdin: o.interactive,

@@ -35,6 +35,12 @@ const APIVersion = "1.41"
 // MinAPIVersion is the oldest version-prefixed path accepted.
 const MinAPIVersion = "1.24"
 
+// maxAPIMinor bounds the version-prefixed paths accepted: 1.56 is the
+// newest API whose request and reply shapes this server is built from
+// (github.com/moby/moby's api module); clients that pin a newer one are
+// refused as dockerd refuses them, not served with guessed shapes.
+const maxAPIMinor = 56
+
 // maxBodyBytes caps JSON request bodies; a create request is a few KiB.
 const maxBodyBytes = 1 << 20
 
@@ -158,6 +164,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		minor, err2 := strconv.Atoi(m[2])
 		if err1 != nil || err2 != nil || major != 1 || minor < 24 {
 			writeError(w, errs.New(errdefs.ErrInvalidArgument, "client version %s.%s is not supported: minimum supported API version is %s", m[1], m[2], MinAPIVersion))
+			return
+		}
+		if minor > maxAPIMinor {
+			writeError(w, errs.New(errdefs.ErrInvalidArgument, "client version %s.%s is too new. Maximum supported API version is 1.%d", m[1], m[2], maxAPIMinor))
 			return
 		}
 		version = m[1] + "." + m[2]

@@ -143,6 +143,7 @@ func TestHandler(t *testing.T) {
 		{"GET", "/v1.41/_ping", "", 200, "OK"},
 		{"GET", "/v1.56/version", "", 200, `"ApiVersion":"1.41"`},
 		{"GET", "/v0.9/version", "", 400, "minimum supported"},
+		{"GET", "/v1.57/version", "", 400, "client version 1.57 is too new"},
 		{"GET", "/v1.41/images/json", "", 200, "[]"},
 		{"GET", "/v1.41/containers/json?all=1", "", 200, "[]"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox"}`, 404, "No such image"},

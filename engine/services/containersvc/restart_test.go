@@ -3,6 +3,7 @@ package containersvc
 import (
 	"context"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -238,5 +239,29 @@ func TestProcessAliveZombie(t *testing.T) {
 	cmd.Wait()
 	if processAlive(pid) {
 		t.Error("a reaped process counts as alive")
+	}
+}
+
+// Limits a VM cannot have are client errors at create and update: below
+// docker's minimum, above the host's memory, more CPUs than allowed.
+func TestCheckLimits(t *testing.T) {
+	old := hostMemory
+	hostMemory = func() int64 { return 8 << 30 }
+	t.Cleanup(func() { hostMemory = old })
+	for _, tc := range []struct {
+		mem, cpus int64
+		want      string
+	}{
+		{0, 0, ""},
+		{1 << 30, 2e9, ""},
+		{8 << 30, 0, ""},
+		{1 << 20, 0, "minimum memory limit allowed is 6MB"},
+		{1 << 50, 0, "memory limit 1PiB is more than this host's memory (8GiB)"},
+		{0, 100e9, "range of CPUs is from 0.01 to"},
+	} {
+		err := checkLimits(tc.mem, tc.cpus)
+		if tc.want == "" && err != nil || tc.want != "" && (!errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("checkLimits(%d, %d) = %v, want %q", tc.mem, tc.cpus, err, tc.want)
+		}
 	}
 }

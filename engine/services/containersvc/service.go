@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/docker/go-units"
+	"golang.org/x/sys/unix"
 
 	"github.com/vmctl/vmctl/engine/errs"
 
@@ -229,6 +231,12 @@ func checkLimits(memory, nanoCPUs int64) error {
 	if memory != 0 && memory < minMemory {
 		return errs.New(errdefs.ErrInvalidArgument, "minimum memory limit allowed is 6MB")
 	}
+	// The VM's RAM is the limit and some more (vmShape): more than the
+	// host has could never start.
+	if total := hostMemory(); memory > 0 && total > 0 && memory > total {
+		return errs.New(errdefs.ErrInvalidArgument, "memory limit %s is more than this host's memory (%s)",
+			units.BytesSize(float64(memory)), units.BytesSize(float64(total)))
+	}
 	if nanoCPUs < 0 || nanoCPUs > int64(maxVCPUs)*1e9 {
 		return errs.New(errdefs.ErrInvalidArgument, "range of CPUs is from 0.01 to %d", maxVCPUs)
 	}
@@ -237,6 +245,15 @@ func checkLimits(memory, nanoCPUs int64) error {
 
 // minMemory is the smallest memory limit accepted (Docker's is 6 MiB).
 const minMemory = 6 << 20
+
+// hostMemory is the host's RAM in bytes (0 if unknown); replaced in tests.
+var hostMemory = func() int64 {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return 0
+	}
+	return int64(si.Totalram) * int64(si.Unit)
+}
 
 // maxVCPUs bounds --cpus: more vCPUs than host CPUs only slows a guest down.
 var maxVCPUs = 8
