@@ -36,3 +36,63 @@ hostname other 2>/dev/null && echo sethostname-allowed || echo sethostname-refus
 	}
 	d.mustVmctl(t, 0, "", "rm", "-f", "conf")
 }
+
+// docker run's confinement and limit options are honoured in the guest:
+// capabilities added and dropped, no-new-privileges, a read-only root with
+// a tmpfs, a pids limit (the container cannot fork past it; the agent
+// outside its cgroup is unharmed), ulimits, sysctls, the OOM score.
+func TestConfinementOptions(t *testing.T) {
+	e := e2e(t)
+	before := e.containerCount(t)
+	script := `grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status
+touch /x 2>/dev/null && echo root-writable || echo root-readonly
+touch /scratch/y && echo tmpfs-writable
+echo "nofile $(ulimit -n) $(ulimit -Hn)"
+echo "ip_forward $(cat /proc/sys/net/ipv4/ip_forward)"
+echo "oom_score_adj $(cat /proc/self/oom_score_adj)"
+# Past the limit busybox's sh cannot fork and exits: a subshell takes
+# that; the check after it uses builtins only, the limit being used up.
+(for i in $(seq 40); do sleep 60 & done) 2>/scratch/errs
+while read -r line; do case "$line" in *"can't fork"*) echo pids-limited; break;; esac; done </scratch/errs
+`
+	r := e.mustRun(t, 0, "run", "--rm", "--cap-drop", "ALL", "--cap-add", "net_bind_service", "--security-opt", "no-new-privileges",
+		"--read-only", "--tmpfs", "/scratch:size=1m", "--pids-limit", "20", "--ulimit", "nofile=123:456",
+		"--sysctl", "net.ipv4.ip_forward=1", "--oom-score-adj", "300", "busybox", "sh", "-c", script)
+	want := "CapBnd:\t0000000000000400\nNoNewPrivs:\t1\nroot-readonly\ntmpfs-writable\nnofile 123 456\nip_forward 1\noom_score_adj 300\npids-limited\n"
+	if r.stdout != want {
+		t.Errorf("confined container printed\n%s\nwant\n%s(stderr %q)", r.stdout, want, r.stderr)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--device", "/dev/sda"}, "--device) is not supported: the host's devices do not reach a container's VM"},
+		{[]string{"--cap-add", "CAP_FLY"}, `invalid --cap-add: unknown capability: "CAP_FLY"`},
+		{[]string{"--security-opt", "seccomp=/no/profile.json"}, "is not supported"},
+		{[]string{"--ulimit", "nofile=10:5"}, "ulimit soft limit must be less than or equal to hard limit: 10 > 5"},
+	} {
+		r := e.run(t, append(append([]string{"run", "--rm"}, tc.args...), "busybox", "true")...)
+		if r.code != 125 {
+			t.Errorf("run %v: exit %d, want 125", tc.args, r.code)
+		}
+		oneLine(t, r, tc.want)
+	}
+	e.checkClean(t, before)
+}
+
+// The same options through the docker CLI against vmctld, and inspect
+// shows them as dockerd does.
+func TestDockerConfinementOptions(t *testing.T) {
+	d := startDaemon(t)
+	d.mustDocker(t, 0, "", "create", "--name", "caps", "--cap-add", "NET_ADMIN", "--cap-drop", "CHOWN", "--pids-limit", "30",
+		"--read-only", "--security-opt", "no-new-privileges", "busybox", "grep", "-E", "^(CapBnd|NoNewPrivs)", "/proc/self/status")
+	t.Cleanup(func() { d.docker(t, "", "rm", "-f", "caps") })
+	r := d.mustDocker(t, 0, "", "inspect", "-f", "{{.HostConfig.CapAdd}} {{.HostConfig.CapDrop}} {{.HostConfig.PidsLimit}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.SecurityOpt}}", "caps")
+	if r.stdout != "[CAP_NET_ADMIN] [CAP_CHOWN] 30 true [no-new-privileges]\n" {
+		t.Errorf("inspect = %q", r.stdout)
+	}
+	// Docker's default set, plus NET_ADMIN (bit 12), minus CHOWN (bit 0).
+	if r := d.mustDocker(t, 0, "", "start", "-a", "caps"); r.stdout != "CapBnd:\t00000000a80435fa\nNoNewPrivs:\t1\n" {
+		t.Errorf("docker start -a printed %q", r.stdout)
+	}
+}

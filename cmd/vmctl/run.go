@@ -40,6 +40,7 @@ type runOptions struct {
 	pull        string
 	volumes     []string
 	mounts      opts.MountOpt
+	sec         securityFlags
 	labels      []string
 	net         networkOptions
 }
@@ -105,6 +106,7 @@ func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "mount a volume or a host directory: NAME:/path[:ro] (created if missing), /host/dir:/path[:ro], or /path for an anonymous volume")
 	f.Var(&o.mounts, "mount", "mount a volume or a host directory: type=volume|bind,source=SRC,target=/path[,readonly]")
 	f.StringArrayVarP(&o.labels, "label", "l", nil, "set a label on the container: KEY=VALUE (or KEY, with an empty value)")
+	o.sec.addFlags(f)
 	o.net.addFlags(f)
 }
 
@@ -208,6 +210,9 @@ func (o *runOptions) request(image string, cmdArgs []string) (client.ContainerCr
 	case "missing", "never", "always":
 	default:
 		return client.ContainerCreateOptions{}, fmt.Errorf("invalid --pull %q: want missing, never or always", o.pull)
+	}
+	if err := o.sec.apply(hc); err != nil {
+		return client.ContainerCreateOptions{}, err
 	}
 	req := client.ContainerCreateOptions{Config: cfg, HostConfig: hc, Name: o.name}
 	if err := o.net.apply(&req); err != nil {

@@ -74,6 +74,9 @@ type Config struct {
 	Mounts []Mount `json:"mounts,omitempty"`
 	// Binds are the host directories mounted into the container.
 	Binds []Bind `json:"binds,omitempty"`
+	// Security is docker run's confinement and limit options; the zero
+	// value is Docker's default confinement.
+	Security Security `json:"security,omitzero"`
 	// RestartPolicy says when the daemon starts the container again.
 	RestartPolicy RestartPolicy `json:"restartPolicy,omitempty"`
 	// Network is what the container asked of the network at create; nil
@@ -136,6 +139,34 @@ type Bind struct {
 	// CreateSource makes a start create a missing Source as a directory,
 	// as docker does for -v (and not for --mount).
 	CreateSource bool `json:"createSource,omitempty"`
+}
+
+// Security is what docker run's --cap-add, --cap-drop, --security-opt,
+// --read-only, --pids-limit, --ulimit, --sysctl, --tmpfs and
+// --oom-score-adj ask of a container, checked and normalized at create.
+type Security struct {
+	// CapAdd and CapDrop are capability names (CAP_...) or ALL.
+	CapAdd  []string `json:"capAdd,omitempty"`
+	CapDrop []string `json:"capDrop,omitempty"`
+	// SecurityOpt is HostConfig.SecurityOpt as given, for inspect.
+	SecurityOpt     []string `json:"securityOpt,omitempty"`
+	NoNewPrivileges bool     `json:"noNewPrivileges,omitempty"`
+	ReadOnlyRootfs  bool     `json:"readOnlyRootfs,omitempty"`
+	// PidsLimit caps the container's tasks; 0 or less is no limit.
+	PidsLimit int64    `json:"pidsLimit,omitempty"`
+	Ulimits   []Ulimit `json:"ulimits,omitempty"`
+	// Sysctls are set in the container's namespaces (its VM's kernel).
+	Sysctls map[string]string `json:"sysctls,omitempty"`
+	// Tmpfs maps a path in the container to its tmpfs mount options.
+	Tmpfs       map[string]string `json:"tmpfs,omitempty"`
+	OOMScoreAdj int               `json:"oomScoreAdj,omitempty"`
+}
+
+// Ulimit is one resource limit (docker run --ulimit NAME=SOFT[:HARD]).
+type Ulimit struct {
+	Name string `json:"name"` // as docker names it: nofile, nproc, core...
+	Soft int64  `json:"soft"`
+	Hard int64  `json:"hard"`
 }
 
 // State is what happened to the container.

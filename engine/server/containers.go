@@ -38,8 +38,6 @@ func unsupportedHostConfig(hc *container.HostConfig) error {
 		return no("HostConfig.VolumesFrom (--volumes-from) is not supported: name the volumes with -v")
 	case len(hc.GroupAdd) > 0:
 		return no("HostConfig.GroupAdd (--group-add) is not supported yet")
-	case len(hc.Tmpfs) > 0:
-		return no("HostConfig.Tmpfs (--tmpfs) is not supported yet")
 	case hc.PidMode != "" && hc.PidMode != "private":
 		return no("HostConfig.PidMode %q (--pid) is not supported: a container has its own VM and PID namespace", hc.PidMode)
 	case hc.UTSMode != "" && hc.UTSMode != "private":
@@ -52,6 +50,18 @@ func unsupportedHostConfig(hc *container.HostConfig) error {
 		return no("HostConfig.CpusetCpus (--cpuset-cpus) is not supported: a container has vCPUs of its own; use --cpus")
 	case len(hc.DeviceCgroupRules) > 0:
 		return no("HostConfig.DeviceCgroupRules (--device-cgroup-rule) is not supported")
+	case len(hc.Devices) > 0:
+		return no("HostConfig.Devices (--device) is not supported: the host's devices do not reach a container's VM")
+	case len(hc.DeviceRequests) > 0:
+		return no("HostConfig.DeviceRequests (--gpus) is not supported: the host's devices do not reach a container's VM")
+	case hc.OomKillDisable != nil && *hc.OomKillDisable:
+		return no("HostConfig.OomKillDisable (--oom-kill-disable) is not supported: a container's memory is its VM's")
+	case hc.IpcMode != "" && hc.IpcMode != "private" && hc.IpcMode != "shareable":
+		return no("HostConfig.IpcMode %q (--ipc) is not supported: a container has its own VM and IPC namespace", hc.IpcMode)
+	case hc.UsernsMode != "":
+		return no("HostConfig.UsernsMode %q (--userns) is not supported", hc.UsernsMode)
+	case hc.CgroupnsMode != "" && hc.CgroupnsMode != "private":
+		return no("HostConfig.CgroupnsMode %q (--cgroupns) is not supported: a container has its own VM", hc.CgroupnsMode)
 	case hc.Isolation != "" && hc.Isolation != "default":
 		return no("HostConfig.Isolation %q (--isolation) is not supported: every container is isolated by a VM of its own", hc.Isolation)
 	}
@@ -179,6 +189,10 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 	if cfg.Tty && hc.ConsoleSize[0] > 0 && hc.ConsoleSize[1] > 0 {
 		o.ConsoleRows, o.ConsoleCols = clampU16(hc.ConsoleSize[0]), clampU16(hc.ConsoleSize[1])
 	}
+	if o.Security, err = securityOptions(hc); err != nil {
+		writeError(w, err)
+		return
+	}
 	if err := s.createNetwork(r.Context(), &req, hc, !apiAtLeast(r, 44), &o); err != nil {
 		writeError(w, err)
 		return
@@ -189,6 +203,41 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, container.CreateResponse{ID: c.ID, Warnings: []string{}})
+}
+
+// securityOptions reads the confinement and limit options of a create.
+func securityOptions(hc *container.HostConfig) (containersvc.Security, error) {
+	nnp, err := containersvc.ParseSecurityOpt(hc.SecurityOpt)
+	if err != nil {
+		return containersvc.Security{}, err
+	}
+	sec := containersvc.Security{
+		CapAdd: hc.CapAdd, CapDrop: hc.CapDrop, SecurityOpt: hc.SecurityOpt, NoNewPrivileges: nnp,
+		ReadOnlyRootfs: hc.ReadonlyRootfs, Sysctls: hc.Sysctls, Tmpfs: hc.Tmpfs, OOMScoreAdj: hc.OomScoreAdj,
+	}
+	if hc.PidsLimit != nil {
+		sec.PidsLimit = *hc.PidsLimit
+	}
+	for _, u := range hc.Ulimits {
+		if u != nil {
+			sec.Ulimits = append(sec.Ulimits, containersvc.Ulimit{Name: u.Name, Soft: u.Soft, Hard: u.Hard})
+		}
+	}
+	return sec, nil
+}
+
+// securityHostConfig puts a container's confinement options into its
+// inspect HostConfig, as docker shows them.
+func securityHostConfig(hc *container.HostConfig, sec containersvc.Security) {
+	hc.CapAdd, hc.CapDrop, hc.SecurityOpt = sec.CapAdd, sec.CapDrop, sec.SecurityOpt
+	hc.ReadonlyRootfs, hc.Sysctls, hc.Tmpfs, hc.OomScoreAdj = sec.ReadOnlyRootfs, sec.Sysctls, sec.Tmpfs, sec.OOMScoreAdj
+	if sec.PidsLimit != 0 {
+		limit := sec.PidsLimit
+		hc.PidsLimit = &limit
+	}
+	for _, u := range sec.Ulimits {
+		hc.Ulimits = append(hc.Ulimits, &container.Ulimit{Name: u.Name, Soft: u.Soft, Hard: u.Hard})
+	}
 }
 
 // restartPolicy is a policy as inspect shows it: "no" when none was given.
@@ -394,6 +443,7 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 		// its lower directories.
 		resp.GraphDriver = &storage.DriverData{Name: resp.Driver, Data: map[string]string{"LowerDir": strings.Join(disks, ":")}}
 	}
+	securityHostConfig(resp.HostConfig, cfg.Security)
 	resp.HostConfig.Memory = cfg.MemoryBytes
 	resp.HostConfig.NanoCPUs = cfg.NanoCPUs
 	hostConfigNetwork(resp.HostConfig, c)

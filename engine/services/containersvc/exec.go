@@ -432,7 +432,9 @@ func execSpec(c *containers.Container, o ExecOptions) (*specs.Process, error) {
 		Args:         append([]string(nil), o.Cmd...),
 		Env:          env,
 		Cwd:          cwd,
-		Capabilities: &specs.LinuxCapabilities{Bounding: DefaultCapabilities},
+		// An exec is confined as the container's own processes are.
+		Capabilities:    &specs.LinuxCapabilities{Bounding: capSet(c.Config.Security)},
+		NoNewPrivileges: c.Config.Security.NoNewPrivileges,
 	}
 	if o.Tty && o.ConsoleRows > 0 && o.ConsoleCols > 0 {
 		proc.ConsoleSize = &specs.Box{Height: uint(o.ConsoleRows), Width: uint(o.ConsoleCols)}

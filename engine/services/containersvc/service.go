@@ -176,6 +176,8 @@ type CreateOptions struct {
 	// Pause runs nothing of the image's: the container serves execs only
 	// (a build's steps). Cmd and Entrypoint are not used.
 	Pause bool
+	// Security is the confinement and limit options (security.go).
+	Security containers.Security
 
 	// The network options (docker run --network, -p, -P, --dns...), checked
 	// by the REST server against the API's rules; the network service
@@ -272,6 +274,9 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 	if err := checkLimits(o.MemoryBytes, o.NanoCPUs); err != nil {
 		return nil, err
 	}
+	if err := checkSecurity(&o.Security); err != nil {
+		return nil, err
+	}
 	if o.Hypervisor == "" {
 		o.Hypervisor = "auto"
 	}
@@ -337,7 +342,7 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 			StopSignal: firstNonEmpty(o.StopSignal, img.StopSignal), ConsoleRows: o.ConsoleRows,
 			ConsoleCols: o.ConsoleCols, MemoryBytes: o.MemoryBytes, NanoCPUs: o.NanoCPUs,
 			Hypervisor: choice.Driver, Accel: choice.Accel, AutoRemove: o.AutoRemove, Labels: o.Labels,
-			Pause: o.Pause, RestartPolicy: o.RestartPolicy,
+			Pause: o.Pause, RestartPolicy: o.RestartPolicy, Security: o.Security,
 		},
 		State: containers.State{Status: containers.StatusCreated},
 	}

@@ -169,7 +169,7 @@ func BuildSpec(c *containers.Container) (*specs.Spec, error) {
 	if cfg.Pause {
 		annotations = map[string]string{contract.AnnotationInit: contract.InitPause}
 	}
-	return &specs.Spec{
+	spec := &specs.Spec{
 		Version:     specs.Version,
 		Annotations: annotations,
 		Process:     proc,
@@ -191,5 +191,7 @@ func BuildSpec(c *containers.Container) (*specs.Spec, error) {
 			MaskedPaths:   maskedPaths,
 			ReadonlyPaths: readonlyPaths,
 		},
-	}, nil
+	}
+	applySecurity(spec, cfg.Security)
+	return spec, nil
 }

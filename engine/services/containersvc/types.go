@@ -18,6 +18,10 @@ type (
 	Port = containers.Port
 	// PortBinding publishes a container port on the host.
 	PortBinding = containers.PortBinding
+	// Security is a container's confinement and limit options.
+	Security = containers.Security
+	// Ulimit is one resource limit of a container.
+	Ulimit = containers.Ulimit
 )
 
 // The network modes besides a network's name or ID.

@@ -1,0 +1,76 @@
+package main
+
+// The confinement and limit flags of run and create, with docker's
+// syntax; the engine checks and applies them.
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/docker/cli/opts"
+	"github.com/moby/moby/api/types/container"
+	"github.com/spf13/pflag"
+)
+
+type securityFlags struct {
+	capAdd, capDrop []string
+	securityOpt     []string
+	readOnly        bool
+	pidsLimit       int64
+	ulimits         map[string]*container.Ulimit
+	ulimitOpt       *opts.UlimitOpt
+	sysctls         *opts.MapOpts
+	tmpfs           []string
+	oomScoreAdj     int
+	devices         []string
+}
+
+func (s *securityFlags) addFlags(f *pflag.FlagSet) {
+	s.ulimits = map[string]*container.Ulimit{}
+	s.ulimitOpt = opts.NewUlimitOpt(&s.ulimits)
+	s.sysctls = opts.NewMapOpts(nil, opts.ValidateSysctl)
+	f.StringArrayVar(&s.capAdd, "cap-add", nil, "add a Linux capability (NET_ADMIN, SYS_PTRACE..., or ALL)")
+	f.StringArrayVar(&s.capDrop, "cap-drop", nil, "drop a Linux capability (or ALL)")
+	f.StringArrayVar(&s.securityOpt, "security-opt", nil, "security option: no-new-privileges, seccomp=unconfined")
+	f.BoolVar(&s.readOnly, "read-only", false, "mount the container's root file system read-only")
+	f.Int64Var(&s.pidsLimit, "pids-limit", 0, "limit the container's tasks (0 or -1: unlimited)")
+	f.Var(s.ulimitOpt, "ulimit", "resource limit: NAME=SOFT[:HARD] (nofile=1024:2048)")
+	f.Var(s.sysctls, "sysctl", "kernel parameter set in the container's VM: KEY=VALUE")
+	f.StringArrayVar(&s.tmpfs, "tmpfs", nil, "mount a tmpfs: /path[:OPTIONS] (size=64m,mode=1777...)")
+	f.IntVar(&s.oomScoreAdj, "oom-score-adj", 0, "the container's OOM score adjustment (-1000 to 1000)")
+	f.StringArrayVar(&s.devices, "device", nil, "host device (not supported: the host's devices do not reach a VM)")
+}
+
+func (s *securityFlags) apply(hc *container.HostConfig) error {
+	hc.CapAdd, hc.CapDrop, hc.SecurityOpt = s.capAdd, s.capDrop, s.securityOpt
+	hc.ReadonlyRootfs, hc.OomScoreAdj = s.readOnly, s.oomScoreAdj
+	if s.pidsLimit != 0 {
+		limit := s.pidsLimit
+		hc.PidsLimit = &limit
+	}
+	if s.ulimitOpt != nil {
+		hc.Ulimits = s.ulimitOpt.GetList()
+	}
+	if s.sysctls != nil && len(s.sysctls.GetAll()) > 0 {
+		hc.Sysctls = s.sysctls.GetAll()
+	}
+	for _, t := range s.tmpfs {
+		dst, options, _ := strings.Cut(t, ":")
+		if dst == "" {
+			return fmt.Errorf("invalid --tmpfs %q: want /path[:OPTIONS]", t)
+		}
+		if hc.Tmpfs == nil {
+			hc.Tmpfs = map[string]string{}
+		}
+		hc.Tmpfs[dst] = options
+	}
+	for _, d := range s.devices {
+		parts := strings.SplitN(d, ":", 3)
+		m := container.DeviceMapping{PathOnHost: parts[0], PathInContainer: parts[0], CgroupPermissions: "rwm"}
+		if len(parts) > 1 {
+			m.PathInContainer = parts[1]
+		}
+		hc.Devices = append(hc.Devices, m)
+	}
+	return nil
+}

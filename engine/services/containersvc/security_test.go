@@ -1,0 +1,125 @@
+package containersvc
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vmctl/vmctl/api/agent/contract"
+	"github.com/vmctl/vmctl/engine/containers"
+)
+
+func TestCapSet(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		add, drop []string
+		has, lacks []string
+		n         int
+	}{
+		{name: "default", has: DefaultCapabilities, lacks: []string{"CAP_SYS_ADMIN"}, n: len(DefaultCapabilities)},
+		{name: "add", add: []string{"CAP_NET_ADMIN"}, has: []string{"CAP_NET_ADMIN", "CAP_CHOWN"}, n: len(DefaultCapabilities) + 1},
+		{name: "drop", drop: []string{"CAP_CHOWN"}, lacks: []string{"CAP_CHOWN"}, n: len(DefaultCapabilities) - 1},
+		{name: "drop all, add one", add: []string{"CAP_NET_BIND_SERVICE"}, drop: []string{"ALL"}, has: []string{"CAP_NET_BIND_SERVICE"}, n: 1},
+		{name: "add all, drop one", add: []string{"ALL"}, drop: []string{"CAP_SYS_ADMIN"}, lacks: []string{"CAP_SYS_ADMIN"}, n: len(contract.Capabilities) - 1},
+		{name: "drop all", drop: []string{"ALL"}, n: 0},
+	} {
+		got := capSet(containers.Security{CapAdd: tc.add, CapDrop: tc.drop})
+		if len(got) != tc.n {
+			t.Errorf("%s: %d capabilities %v, want %d", tc.name, len(got), got, tc.n)
+		}
+		for _, c := range tc.has {
+			if !slices.Contains(got, c) {
+				t.Errorf("%s: %s missing from %v", tc.name, c, got)
+			}
+		}
+		for _, c := range tc.lacks {
+			if slices.Contains(got, c) {
+				t.Errorf("%s: %s in %v", tc.name, c, got)
+			}
+		}
+	}
+}
+
+func TestCheckSecurity(t *testing.T) {
+	sec := containers.Security{CapAdd: []string{"net_admin", "CAP_SYS_PTRACE", "NET_ADMIN"}, CapDrop: []string{"all"}}
+	if err := checkSecurity(&sec); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(sec.CapAdd, []string{"CAP_NET_ADMIN", "CAP_SYS_PTRACE"}) || !slices.Equal(sec.CapDrop, []string{"ALL"}) {
+		t.Errorf("normalized to add %v drop %v", sec.CapAdd, sec.CapDrop)
+	}
+	for _, tc := range []struct {
+		sec  containers.Security
+		want string
+	}{
+		{containers.Security{CapAdd: []string{"CAP_NOPE"}}, `invalid --cap-add: unknown capability: "CAP_NOPE"`},
+		{containers.Security{CapDrop: []string{"fly"}}, `invalid --cap-drop: unknown capability: "fly"`},
+		{containers.Security{OOMScoreAdj: 1001}, "invalid --oom-score-adj 1001"},
+		{containers.Security{Ulimits: []containers.Ulimit{{Name: "nofiles", Soft: 1, Hard: 1}}}, "invalid --ulimit nofiles"},
+		{containers.Security{Ulimits: []containers.Ulimit{{Name: "nofile", Soft: 10, Hard: 1}}}, "soft limit 10 is above the hard limit 1"},
+		{containers.Security{Sysctls: map[string]string{"../x": "1"}}, "invalid --sysctl"},
+		{containers.Security{Tmpfs: map[string]string{"rel": ""}}, "invalid mount path"},
+	} {
+		err := checkSecurity(&tc.sec)
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("checkSecurity(%+v) = %v, want %q", tc.sec, err, tc.want)
+		}
+	}
+}
+
+func TestParseSecurityOpt(t *testing.T) {
+	for _, tc := range []struct {
+		in   []string
+		nnp  bool
+		want string
+	}{
+		{in: nil},
+		{in: []string{"no-new-privileges"}, nnp: true},
+		{in: []string{"no-new-privileges:true"}, nnp: true},
+		{in: []string{"no-new-privileges=false"}},
+		{in: []string{"seccomp=unconfined", "apparmor=unconfined", "label=disable"}},
+		{in: []string{"seccomp=/etc/profile.json"}, want: "is not supported"},
+		{in: []string{"bogus"}, want: `invalid --security-opt: "bogus"`},
+	} {
+		nnp, err := ParseSecurityOpt(tc.in)
+		if tc.want != "" {
+			if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("ParseSecurityOpt(%q) = %v, want %q", tc.in, err, tc.want)
+			}
+			continue
+		}
+		if err != nil || nnp != tc.nnp {
+			t.Errorf("ParseSecurityOpt(%q) = %v, %v, want %v", tc.in, nnp, err, tc.nnp)
+		}
+	}
+}
+
+// The options reach the spec the agent runs.
+func TestSecurityInSpec(t *testing.T) {
+	c := &containers.Container{ID: "c1", Config: containers.Config{Args: []string{"sh"}, Security: containers.Security{
+		CapAdd: []string{"CAP_NET_ADMIN"}, NoNewPrivileges: true, ReadOnlyRootfs: true, PidsLimit: 50,
+		Ulimits: []containers.Ulimit{{Name: "nofile", Soft: 100, Hard: 200}}, Sysctls: map[string]string{"net.ipv4.ip_forward": "1"},
+		Tmpfs: map[string]string{"/run": "size=1m"}, OOMScoreAdj: 500,
+	}}}
+	s, err := BuildSpec(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := s.Process
+	switch {
+	case !slices.Contains(p.Capabilities.Bounding, "CAP_NET_ADMIN"), !p.NoNewPrivileges, !s.Root.Readonly:
+		t.Errorf("process %+v root %+v", p, s.Root)
+	case s.Linux.Resources.Pids == nil || *s.Linux.Resources.Pids.Limit != 50:
+		t.Errorf("pids %+v", s.Linux.Resources.Pids)
+	case len(p.Rlimits) != 1 || p.Rlimits[0].Type != "RLIMIT_NOFILE" || p.Rlimits[0].Soft != 100 || p.Rlimits[0].Hard != 200:
+		t.Errorf("rlimits %+v", p.Rlimits)
+	case s.Linux.Sysctl["net.ipv4.ip_forward"] != "1", p.OOMScoreAdj == nil || *p.OOMScoreAdj != 500:
+		t.Errorf("sysctl %v oom %v", s.Linux.Sysctl, p.OOMScoreAdj)
+	}
+	last := s.Mounts[len(s.Mounts)-1]
+	if last.Destination != "/run" || last.Type != "tmpfs" || !slices.Equal(last.Options, []string{"nosuid", "nodev", "noexec", "size=1m"}) {
+		t.Errorf("tmpfs mount %+v", last)
+	}
+}
