@@ -427,11 +427,11 @@ func execSpec(c *containers.Container, o ExecOptions) (*specs.Process, error) {
 		return nil, errs.New(errdefs.ErrInvalidArgument, "working directory %q must be absolute", cwd)
 	}
 	proc := &specs.Process{
-		Terminal:     o.Tty,
-		User:         specs.User{UID: uid, GID: gid, Username: username},
-		Args:         append([]string(nil), o.Cmd...),
-		Env:          env,
-		Cwd:          cwd,
+		Terminal: o.Tty,
+		User:     specs.User{UID: uid, GID: gid, Username: username},
+		Args:     append([]string(nil), o.Cmd...),
+		Env:      env,
+		Cwd:      cwd,
 		// An exec is confined as the container's own processes are.
 		Capabilities:    &specs.LinuxCapabilities{Bounding: capSet(c.Config.Security)},
 		NoNewPrivileges: c.Config.Security.NoNewPrivileges,

@@ -13,10 +13,10 @@ import (
 
 func TestCapSet(t *testing.T) {
 	for _, tc := range []struct {
-		name      string
-		add, drop []string
+		name       string
+		add, drop  []string
 		has, lacks []string
-		n         int
+		n          int
 	}{
 		{name: "default", has: DefaultCapabilities, lacks: []string{"CAP_SYS_ADMIN"}, n: len(DefaultCapabilities)},
 		{name: "add", add: []string{"CAP_NET_ADMIN"}, has: []string{"CAP_NET_ADMIN", "CAP_CHOWN"}, n: len(DefaultCapabilities) + 1},
