@@ -43,6 +43,9 @@ var Version = "dev"
 type Config struct {
 	// DataRoot holds persistent state: images, disks, containers.
 	DataRoot string
+	// LogOptions are the default options of containers' logs (dockerd's
+	// log-opts: max-size, max-file); nil: containersvc.DefaultLogLimits.
+	LogOptions map[string]string
 	// ExecRoot holds runtime state: one directory of sockets per VM.
 	ExecRoot string
 	// Kernel and Initrd default to guest/vmlinuz and guest/initramfs.img
@@ -151,8 +154,13 @@ func New(cfg Config) (*Engine, error) {
 	netSvc := networksvc.New(networksvc.Config{Store: netStore, Host: host, Events: bus,
 		Proxies: proxyHook{portproxy.NewManager(portproxy.Options{})}, Names: names, KernelPorts: cfg.Network.KernelPorts})
 	names.reload = netSvc.Names
+	logLimits, err := containersvc.ParseLogOptions(cfg.LogOptions, containersvc.DefaultLogLimits)
+	if err != nil {
+		return nil, fmt.Errorf("log-opts: %w", err)
+	}
 	ctrs = containersvc.New(containersvc.Config{
-		Store:  store,
+		Store:     store,
+		LogLimits: &logLimits,
 		Images: imageSource{imgs, disks},
 		NewWritableDisk: func(path string, size int64) error {
 			return disks.WritableDisk(context.Background(), path, size)

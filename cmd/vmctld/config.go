@@ -22,15 +22,17 @@ const defaultConfigFile = "/etc/vmctl/daemon.json"
 // daemonFile holds the directives of the configuration file, under
 // dockerd's daemon.json names.
 type daemonFile struct {
-	DataRoot            string        `json:"data-root"`
-	ExecRoot            string        `json:"exec-root"`
-	Hosts               []string      `json:"hosts"`
-	BIP                 string        `json:"bip"`
-	FixedCIDR           string        `json:"fixed-cidr"`
-	DefaultAddressPools []addressPool `json:"default-address-pools"`
-	MTU                 int           `json:"mtu"`
-	UserlandProxy       bool          `json:"userland-proxy"`
-	Debug               bool          `json:"debug"`
+	DataRoot            string            `json:"data-root"`
+	ExecRoot            string            `json:"exec-root"`
+	Hosts               []string          `json:"hosts"`
+	BIP                 string            `json:"bip"`
+	FixedCIDR           string            `json:"fixed-cidr"`
+	DefaultAddressPools []addressPool     `json:"default-address-pools"`
+	MTU                 int               `json:"mtu"`
+	UserlandProxy       bool              `json:"userland-proxy"`
+	Debug               bool              `json:"debug"`
+	LogDriver           string            `json:"log-driver"`
+	LogOpts             map[string]string `json:"log-opts"`
 }
 
 type addressPool struct {
@@ -107,6 +109,12 @@ func applyConfigFile(fset *flag.FlagSet, path string, explicit bool, cfg *engine
 		if err := fset.Set("debug", strconv.FormatBool(f.Debug)); err != nil {
 			return fmt.Errorf("configuration file %s: debug: %w", path, err)
 		}
+	}
+	if present["log-driver"] && f.LogDriver != "json-file" && f.LogDriver != "local" {
+		return fmt.Errorf("configuration file %s: log-driver %q: containers log to the daemon's own log (json-file)", path, f.LogDriver)
+	}
+	if present["log-opts"] {
+		cfg.LogOptions = f.LogOpts
 	}
 	for _, p := range f.DefaultAddressPools {
 		if err := pools.Set(fmt.Sprintf("base=%s,size=%d", p.Base, p.Size)); err != nil {

@@ -77,6 +77,13 @@ type Config struct {
 	// Security is docker run's confinement and limit options; the zero
 	// value is Docker's default confinement.
 	Security Security `json:"security,omitzero"`
+	// LogOptions are the log options as given (--log-opt: max-size,
+	// max-file), LogMaxSize and LogMaxFiles what they came to with the
+	// daemon's defaults (0 in records of earlier versions: the defaults of
+	// the daemon that opens the log).
+	LogOptions  map[string]string `json:"logOptions,omitempty"`
+	LogMaxSize  int64             `json:"logMaxSize,omitempty"`
+	LogMaxFiles int               `json:"logMaxFiles,omitempty"`
 	// RestartPolicy says when the daemon starts the container again.
 	RestartPolicy RestartPolicy `json:"restartPolicy,omitempty"`
 	// Network is what the container asked of the network at create; nil

@@ -183,7 +183,7 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 		User: cfg.User, Hostname: cfg.Hostname, Domainname: cfg.Domainname, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
 		StdinOnce: cfg.StdinOnce, StopSignal: cfg.StopSignal, MemoryBytes: hc.Memory,
 		NanoCPUs: hc.NanoCPUs, AutoRemove: hc.AutoRemove, Volumes: vols, Labels: cfg.Labels,
-		Hypervisor:    hypervisor,
+		Hypervisor: hypervisor, LogOptions: hc.LogConfig.Config,
 		RestartPolicy: containersvc.RestartPolicy{Name: string(hc.RestartPolicy.Name), MaximumRetryCount: hc.RestartPolicy.MaximumRetryCount},
 	}
 	if cfg.Tty && hc.ConsoleSize[0] > 0 && hc.ConsoleSize[1] > 0 {
@@ -238,6 +238,14 @@ func securityHostConfig(hc *container.HostConfig, sec containersvc.Security) {
 	for _, u := range sec.Ulimits {
 		hc.Ulimits = append(hc.Ulimits, &container.Ulimit{Name: u.Name, Soft: u.Soft, Hard: u.Hard})
 	}
+}
+
+// logConfig is a container's log options as inspect shows them.
+func logConfig(opts map[string]string) map[string]string {
+	if opts == nil {
+		return map[string]string{}
+	}
+	return opts
 }
 
 // restartPolicy is a policy as inspect shows it: "no" when none was given.
@@ -430,7 +438,7 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 			StartedAt: timeString(c.State.StartedAt), FinishedAt: timeString(c.State.FinishedAt),
 		},
 		HostConfig: &container.HostConfig{AutoRemove: cfg.AutoRemove, Runtime: runtimeName(cfg.Hypervisor),
-			LogConfig:     container.LogConfig{Type: logDriver, Config: map[string]string{}},
+			LogConfig:     container.LogConfig{Type: logDriver, Config: logConfig(cfg.LogOptions)},
 			RestartPolicy: restartPolicy(cfg.RestartPolicy)},
 		Mounts:       mountPoints(c),
 		RestartCount: c.State.RestartCount,

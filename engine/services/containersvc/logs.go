@@ -1,9 +1,7 @@
 package containersvc
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -22,156 +20,6 @@ const (
 	StreamStderr Stream = 2
 )
 
-// The container log is a sequence of entries, each one output chunk of one
-// stream, split at newlines so that "the last N entries" is "the last N
-// lines" as users expect from docker logs --tail:
-//
-//	offset 0  stream  (1 byte: 1 stdout, 2 stderr)
-//	offset 1  zero    (3 bytes)
-//	offset 4  length  (uint32 big-endian, at most maxLogEntry)
-//	offset 8  time    (int64 big-endian, Unix nanoseconds)
-//	offset 16 data    (length bytes)
-//
-// A binary framing keeps any byte the container writes intact (a JSON
-// string would not). The file survives stop/start and goes with the
-// container.
-const (
-	logHeaderLen = 16
-	maxLogEntry  = 1 << 20
-	logFileName  = "stdio.log"
-)
-
-// LogEntry is one chunk of a container's output.
-type LogEntry struct {
-	Stream Stream
-	Time   time.Time
-	Data   []byte
-}
-
-// logWriter appends entries to a container log. Not safe for concurrent
-// use: the task serializes writes.
-type logWriter struct {
-	f *os.File
-	// size is the length of the file's complete entries: a failed write
-	// is cut back to it.
-	size int64
-}
-
-func openLog(path string) (*logWriter, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("container log: %w", err)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("container log: %w", err)
-	}
-	return &logWriter{f: f, size: fi.Size()}, nil
-}
-
-// write stores data as one entry per line. Each entry goes out in one
-// write(2), so a concurrent reader sees whole entries or a short tail it
-// can retry.
-func (w *logWriter) write(stream Stream, at time.Time, data []byte) error {
-	for len(data) > 0 {
-		n := len(data)
-		for i, b := range data {
-			if b == '\n' {
-				n = i + 1
-				break
-			}
-		}
-		n = min(n, maxLogEntry)
-		buf := make([]byte, logHeaderLen+n)
-		buf[0] = byte(stream)
-		binary.BigEndian.PutUint32(buf[4:], uint32(n))
-		binary.BigEndian.PutUint64(buf[8:], uint64(at.UnixNano()))
-		copy(buf[logHeaderLen:], data[:n])
-		if _, err := w.f.Write(buf); err != nil {
-			// A short write (a full disk) leaves half an entry, after
-			// which every entry appended later, by this run or the next,
-			// would be read as part of it: cut it off.
-			w.f.Truncate(w.size)
-			return fmt.Errorf("container log: %w", err)
-		}
-		w.size += int64(len(buf))
-		data = data[n:]
-	}
-	return nil
-}
-
-func (w *logWriter) close() error { return w.f.Close() }
-
-// errLogCorrupt means an entry header makes no sense: the file was not
-// written by logWriter, or was damaged.
-var errLogCorrupt = errors.New("container log is corrupt")
-
-// readLogEntry reads one entry. io.EOF means no more complete entries (a
-// partial one may still be being written); errLogCorrupt means give up.
-func readLogEntry(r io.Reader) (LogEntry, int, error) {
-	var h [logHeaderLen]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
-		return LogEntry{}, 0, io.EOF
-	}
-	stream := Stream(h[0])
-	n := binary.BigEndian.Uint32(h[4:])
-	if (stream != StreamStdout && stream != StreamStderr) || h[1]|h[2]|h[3] != 0 || n > maxLogEntry {
-		return LogEntry{}, 0, errLogCorrupt
-	}
-	data := make([]byte, n)
-	if _, err := io.ReadFull(r, data); err != nil {
-		return LogEntry{}, 0, io.EOF
-	}
-	at := time.Unix(0, int64(binary.BigEndian.Uint64(h[8:]))).UTC()
-	return LogEntry{Stream: stream, Time: at, Data: data}, logHeaderLen + int(n), nil
-}
-
-// logOffsets returns how many bytes of each stream the log holds from
-// entries written at or after since (the start of the current run), by
-// Stream. A missing log holds nothing.
-//
-// An incomplete entry at the end (its writer was killed in the middle of
-// the write) is cut off: its bytes are not counted, so they are read from
-// the agent again, and entries appended next must not follow half an
-// entry.
-func logOffsets(path string, since time.Time) ([3]uint64, error) {
-	var off [3]uint64
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		return off, nil
-	}
-	if err != nil {
-		return off, fmt.Errorf("container log: %w", err)
-	}
-	defer f.Close()
-	r := bufio.NewReader(f)
-	var end int64
-	for {
-		e, n, err := readLogEntry(r)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return off, fmt.Errorf("%w: %s", err, path)
-		}
-		end += int64(n)
-		if !e.Time.Before(since) {
-			off[e.Stream] += uint64(len(e.Data))
-		}
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return off, fmt.Errorf("container log: %w", err)
-	}
-	if fi.Size() > end {
-		if err := f.Truncate(end); err != nil {
-			return off, fmt.Errorf("container log: cut off an incomplete entry: %w", err)
-		}
-	}
-	return off, nil
-}
-
 // LogsOptions selects what Logs returns.
 type LogsOptions struct {
 	Stdout, Stderr bool
@@ -185,8 +33,10 @@ type LogsOptions struct {
 	Since, Until time.Time
 }
 
-// Logs calls emit for each stored output entry of the container, oldest
-// first. An error from emit (the client went away) ends Logs with it.
+// Logs calls emit for each line of the container's stored output, oldest
+// first. --tail and --since start from the end of the log and read no
+// more of it than they return. An error from emit (the client went away)
+// ends Logs with it.
 func (s *Service) Logs(ctx context.Context, ref string, o LogsOptions, emit func(LogEntry) error) error {
 	c, err := s.cfg.Store.Get(ref)
 	if err != nil {
@@ -199,62 +49,91 @@ func (s *Service) Logs(ctx context.Context, ref string, o LogsOptions, emit func
 	if o.Follow {
 		t = s.task(c.ID)
 	}
-	f, err := os.Open(filepath.Join(s.cfg.Store.Dir(c.ID), logFileName))
-	if errors.Is(err, os.ErrNotExist) {
+	path := filepath.Join(s.cfg.Store.Dir(c.ID), logFileName)
+	if v, err := logVersion(path); err == nil && v == 1 {
+		if err := convertLogV1(path, [3]uint64{}); err != nil {
+			return err
+		}
+	}
+	if len(logFiles(path)) == 0 {
 		if t == nil {
 			return nil // never started: no output yet
 		}
 		// Started but the log is not open yet: wait for the run to write it.
-		f, err = waitForLog(ctx, t, filepath.Join(s.cfg.Store.Dir(c.ID), logFileName))
-		if f == nil {
+		if ok, err := waitForLog(ctx, t, path); !ok {
 			return err
 		}
-	} else if err != nil {
-		return fmt.Errorf("container log: %w", err)
 	}
-	defer f.Close()
-
+	// The files as they are now: a rotation while they are read renames
+	// them, and open descriptors keep reading what they were.
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for _, name := range logFiles(path) {
+		f, err := os.Open(name)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue // rotated out meanwhile
+			}
+			return fmt.Errorf("container log: %w", err)
+		}
+		files = append(files, f)
+	}
+	if len(files) == 0 {
+		return nil
+	}
 	want := func(e LogEntry) bool {
 		if (!o.Since.IsZero() && e.Time.Before(o.Since)) || (!o.Until.IsZero() && e.Time.After(o.Until)) {
 			return false
 		}
 		return (e.Stream == StreamStdout && o.Stdout) || (e.Stream == StreamStderr && o.Stderr)
 	}
-	br := bufio.NewReader(f)
-	var offset int64
-	// readAvailable returns the complete entries now in the file, rewinding
-	// past a partial one so the next call sees it whole.
-	readAvailable := func() ([]LogEntry, error) {
-		var out []LogEntry
+	cur, pos, skip, err := logStart(files, o, want)
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.Name, err)
+	}
+	// readAvailable emits the complete entries of files[cur] from pos.
+	readAvailable := func() error {
+		f := files[cur]
+		fi, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("container log: %w", err)
+		}
 		for {
-			e, n, err := readLogEntry(br)
+			e, err := readEntryAt(f, pos, fi.Size())
 			if err == io.EOF {
-				if _, serr := f.Seek(offset, io.SeekStart); serr != nil {
-					return out, serr
-				}
-				br.Reset(f)
-				return out, nil
+				return nil
 			}
 			if err != nil {
-				return out, fmt.Errorf("%s: %w", c.Name, err)
+				return fmt.Errorf("%s: %w", c.Name, err)
 			}
-			offset += int64(n)
-			if want(e) {
-				out = append(out, e)
+			pos = e.end
+			if !want(e.LogEntry) {
+				continue
+			}
+			lines := logLines(e.Data)
+			if skip > 0 {
+				n := min(skip, len(lines))
+				lines, skip = lines[n:], skip-n
+			}
+			for _, l := range lines {
+				if err := emit(LogEntry{Stream: e.Stream, Time: e.Time, Data: l}); err != nil {
+					return err
+				}
 			}
 		}
 	}
-	first, err := readAvailable()
-	if err != nil {
-		return err
-	}
-	if o.Tail >= 0 && len(first) > o.Tail {
-		first = first[len(first)-o.Tail:]
-	}
-	for _, e := range first {
-		if err := emit(e); err != nil {
+	for {
+		if err := readAvailable(); err != nil {
 			return err
 		}
+		if cur == len(files)-1 {
+			break
+		}
+		cur, pos = cur+1, int64(len(logMagic))
 	}
 	if t == nil {
 		return nil
@@ -273,13 +152,19 @@ func (s *Service) Logs(ctx context.Context, ref string, o LogsOptions, emit func
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
-		more, err := readAvailable()
-		if err != nil {
+		if err := readAvailable(); err != nil {
 			return err
 		}
-		for _, e := range more {
-			if err := emit(e); err != nil {
-				return err
+		// Rotated: what the old file holds is read; go on with the new.
+		if next, err := os.Open(path); err == nil {
+			if sameFile(next, files[cur]) {
+				next.Close()
+			} else {
+				files = append(files, next)
+				cur, pos = len(files)-1, int64(len(logMagic))
+				if err := readAvailable(); err != nil {
+					return err
+				}
 			}
 		}
 		if ended {
@@ -295,17 +180,62 @@ func (s *Service) Logs(ctx context.Context, ref string, o LogsOptions, emit func
 	}
 }
 
-func waitForLog(ctx context.Context, t *task, path string) (*os.File, error) {
+// logStart finds where Logs starts: the file, the entry in it and how many
+// of that entry's lines to skip, reading the log backwards from its end
+// for --tail (lines of wanted entries) and --since (entries are in time
+// order).
+func logStart(files []*os.File, o LogsOptions, want func(LogEntry) bool) (file int, pos int64, skip int, err error) {
+	if o.Tail < 0 && o.Since.IsZero() {
+		return 0, int64(len(logMagic)), 0, nil
+	}
+	count := 0
+	for i := len(files) - 1; i >= 0; i-- {
+		fi, err := files[i].Stat()
+		if err != nil {
+			return 0, 0, 0, fmt.Errorf("container log: %w", err)
+		}
+		end, err := logEnd(files[i], fi.Size())
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		for p := end; ; {
+			e, err := readEntryBefore(files[i], p)
+			if err != nil {
+				break // the start of the file
+			}
+			p = e.start
+			if !o.Since.IsZero() && e.Time.Before(o.Since) {
+				return i, e.end, 0, nil
+			}
+			if o.Tail >= 0 && want(e.LogEntry) {
+				n := countLines(e.Data)
+				if count+n >= o.Tail {
+					return i, e.start, count + n - o.Tail, nil
+				}
+				count += n
+			}
+		}
+	}
+	return 0, int64(len(logMagic)), 0, nil
+}
+
+// sameFile reports whether a and b are one file.
+func sameFile(a, b *os.File) bool {
+	ai, err1 := a.Stat()
+	bi, err2 := b.Stat()
+	return err1 == nil && err2 == nil && os.SameFile(ai, bi)
+}
+
+func waitForLog(ctx context.Context, t *task, path string) (bool, error) {
 	for {
-		f, err := os.Open(path)
-		if err == nil {
-			return f, nil
+		if _, err := os.Stat(path); err == nil {
+			return true, nil
 		}
 		select {
 		case <-t.outputDone:
-			return nil, nil
+			return false, nil
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return false, ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -198,7 +198,7 @@ func (s *Service) readopt(ctx context.Context, c *containers.Container) error {
 		sb.Destroy()
 		return err
 	}
-	log, err := openLog(logPath)
+	log, err := openLog(logPath, resume, s.logLimits(c))
 	if err != nil {
 		sb.Destroy()
 		return err

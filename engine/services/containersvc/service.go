@@ -68,6 +68,9 @@ type ImageSource interface {
 type Config struct {
 	Store  *containers.Store
 	Images ImageSource
+	// LogLimits are the daemon's default log options (daemon.json
+	// log-opts); nil: DefaultLogLimits.
+	LogLimits *LogLimits
 	// NewWritableDisk creates a container's empty read-write disk.
 	NewWritableDisk func(path string, size int64) error
 	// ChooseDriver chooses the hypervisor for a request ("auto", "kvm",
@@ -178,6 +181,8 @@ type CreateOptions struct {
 	Pause bool
 	// Security is the confinement and limit options (security.go).
 	Security containers.Security
+	// LogOptions are --log-opt's (max-size, max-file), over the daemon's.
+	LogOptions map[string]string
 
 	// The network options (docker run --network, -p, -P, --dns...), checked
 	// by the REST server against the API's rules; the network service
@@ -277,6 +282,10 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 	if err := checkSecurity(&o.Security); err != nil {
 		return nil, err
 	}
+	logLimits, err := ParseLogOptions(o.LogOptions, s.defaultLogLimits())
+	if err != nil {
+		return nil, err
+	}
 	if o.Hypervisor == "" {
 		o.Hypervisor = "auto"
 	}
@@ -343,6 +352,7 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 			ConsoleCols: o.ConsoleCols, MemoryBytes: o.MemoryBytes, NanoCPUs: o.NanoCPUs,
 			Hypervisor: choice.Driver, Accel: choice.Accel, AutoRemove: o.AutoRemove, Labels: o.Labels,
 			Pause: o.Pause, RestartPolicy: o.RestartPolicy, Security: o.Security,
+			LogOptions: o.LogOptions, LogMaxSize: logLimits.MaxSize, LogMaxFiles: logLimits.MaxFiles,
 		},
 		State: containers.State{Status: containers.StatusCreated},
 	}

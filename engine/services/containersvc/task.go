@@ -152,7 +152,7 @@ func (s *Service) start(ctx context.Context, ref string, stdio Stdio, restartCou
 	if err := c.State.Status.CanStart(); err != nil {
 		return fmt.Errorf("cannot start container %s: %w", c.Name, err)
 	}
-	log, err := openLog(filepath.Join(s.cfg.Store.Dir(c.ID), logFileName))
+	log, err := openLog(filepath.Join(s.cfg.Store.Dir(c.ID), logFileName), [3]uint64{}, s.logLimits(c))
 	if err != nil {
 		return err
 	}
