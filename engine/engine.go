@@ -161,7 +161,7 @@ func New(cfg Config) (*Engine, error) {
 	ctrs = containersvc.New(containersvc.Config{
 		Store:     store,
 		LogLimits: &logLimits,
-		Images: imageSource{imgs, disks},
+		Images:    imageSource{imgs, disks},
 		NewWritableDisk: func(path string, size int64) error {
 			return disks.WritableDisk(context.Background(), path, size)
 		},
