@@ -30,6 +30,8 @@ func TestBadInput(t *testing.T) {
 		{"bad memory", nil, []string{"run", "--memory", "lots", "busybox"}, 125, "invalid --memory"},
 		{"memory above the host's", nil, []string{"run", "--rm", "--memory", "1000000g", "busybox", "true"}, 125, "is more than this host's memory"},
 		{"empty image name", nil, []string{"run", "", "true"}, 125, "invalid reference format: the image name is empty"},
+		{"bad log option", nil, []string{"run", "--rm", "--log-opt", "max-size=x", "busybox", "true"}, 125, `invalid log option max-size "x"`},
+		{"unknown log option", nil, []string{"run", "--rm", "--log-opt", "compress=true", "busybox", "true"}, 125, `unknown log option "compress"`},
 		{"bad cpus", nil, []string{"run", "--cpus", "-1", "busybox"}, 125, "invalid --cpus"},
 		{"bad hypervisor", nil, []string{"run", "--hypervisor", "xen", "busybox"}, 125, "invalid --hypervisor"},
 		{"unknown user", nil, []string{"run", "--rm", "-u", "nosuch", "busybox", "id"}, 125, "unable to find user nosuch: no matching entries in passwd file"},

@@ -1,6 +1,6 @@
 package main
 
-// The confinement and limit flags of run and create, with docker's
+// The confinement, limit and log flags of run and create, with docker's
 // syntax; the engine checks and applies them.
 
 import (
@@ -23,6 +23,8 @@ type securityFlags struct {
 	tmpfs           []string
 	oomScoreAdj     int
 	devices         []string
+	logDriver       string
+	logOpts         []string
 }
 
 func (s *securityFlags) addFlags(f *pflag.FlagSet) {
@@ -39,6 +41,8 @@ func (s *securityFlags) addFlags(f *pflag.FlagSet) {
 	f.StringArrayVar(&s.tmpfs, "tmpfs", nil, "mount a tmpfs: /path[:OPTIONS] (size=64m,mode=1777...)")
 	f.IntVar(&s.oomScoreAdj, "oom-score-adj", 0, "the container's OOM score adjustment (-1000 to 1000)")
 	f.StringArrayVar(&s.devices, "device", nil, "host device (not supported: the host's devices do not reach a VM)")
+	f.StringVar(&s.logDriver, "log-driver", "", "log driver: json-file (the daemon's own log)")
+	f.StringArrayVar(&s.logOpts, "log-opt", nil, "log option: max-size=SIZE, max-file=N")
 }
 
 func (s *securityFlags) apply(hc *container.HostConfig) error {
@@ -63,6 +67,17 @@ func (s *securityFlags) apply(hc *container.HostConfig) error {
 			hc.Tmpfs = map[string]string{}
 		}
 		hc.Tmpfs[dst] = options
+	}
+	hc.LogConfig.Type = s.logDriver
+	for _, kv := range s.logOpts {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("invalid --log-opt %q: want KEY=VALUE", kv)
+		}
+		if hc.LogConfig.Config == nil {
+			hc.LogConfig.Config = map[string]string{}
+		}
+		hc.LogConfig.Config[k] = v
 	}
 	for _, d := range s.devices {
 		parts := strings.SplitN(d, ":", 3)
