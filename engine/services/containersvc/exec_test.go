@@ -21,6 +21,7 @@ import (
 	"github.com/vmctl/vmctl/engine/agent"
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/errs"
+	"github.com/vmctl/vmctl/engine/sandbox"
 )
 
 func TestExecSpec(t *testing.T) {
@@ -448,5 +449,69 @@ func TestExecWaitsForSize(t *testing.T) {
 	fake.mu.Unlock()
 	if size == nil || size.Height != 33 || size.Width != 91 {
 		t.Errorf("console size at start = %+v, want 33x91", size)
+	}
+}
+
+// silentAgent never answers a control call: a guest whose VM the host
+// paused, or whose agent is wedged.
+type silentAgent struct{ fakeAgent }
+
+func (*silentAgent) SignalProcess(ctx context.Context, _ agent.Process, _ syscall.Signal) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (*silentAgent) ResumeContainer(ctx context.Context, _ string) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// endingSandbox ends the run when the VM is destroyed.
+type endingSandbox struct {
+	sandbox.Sandbox
+	done chan struct{}
+	once sync.Once
+}
+
+func (s *endingSandbox) Destroy() error { s.once.Do(func() { close(s.done) }); return nil }
+
+// Stop, kill and rm -f of a container whose guest does not answer return:
+// every call to the guest has a deadline, and the VM is ended after it.
+func TestStopKillRemoveOfASilentGuest(t *testing.T) {
+	old := killGrace
+	killGrace = 100 * time.Millisecond
+	t.Cleanup(func() { killGrace = old })
+	for _, op := range []string{"stop", "kill", "rm -f", "stop paused"} {
+		s, _, tk := execFixture(t)
+		tk.agent = &silentAgent{}
+		tk.sb = &endingSandbox{done: tk.done}
+		if op == "stop paused" {
+			tk.paused.Store(true)
+		}
+		errc := make(chan error, 1)
+		go func() {
+			ctx := context.Background()
+			switch op {
+			case "stop", "stop paused":
+				errc <- s.Stop(ctx, tk.c.ID, 0)
+			case "kill":
+				errc <- s.Kill(ctx, tk.c.ID, syscall.SIGKILL)
+			case "rm -f":
+				errc <- s.Remove(ctx, tk.c.ID, RemoveOptions{Force: true})
+			}
+		}()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Errorf("%s of a silent guest: %v", op, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s of a silent guest did not return", op)
+		}
+		select {
+		case <-tk.done:
+		default:
+			t.Errorf("%s of a silent guest left its VM running", op)
+		}
 	}
 }

@@ -144,7 +144,7 @@ func (s *Service) PrepareWait(ref string, cond WaitCondition) (func(context.Cont
 const DefaultStopTimeout = 10 * time.Second
 
 // killGrace is how long a SIGKILLed process gets before the VM is ended.
-const killGrace = 5 * time.Second
+var killGrace = 5 * time.Second
 
 // Stop sends the container's stop signal (SIGTERM unless set at create),
 // waits up to timeout for it to exit, then sends SIGKILL; a VM that still
@@ -175,16 +175,26 @@ func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration) (
 		return errs.New(errdefs.ErrNotModified, "container %s is not running", c.Name)
 	}
 	t.manualStop.Store(true)
-	// A frozen guest cannot take the signal.
-	if err := s.resume(ctx, t); err != nil {
-		return err
-	}
 	// Docker reports stop once the container is down, however it got there.
 	defer func() {
 		if err == nil {
 			s.publish("stop", c, nil)
 		}
 	}()
+	// A frozen guest cannot take the signal. A guest that does not answer
+	// (its VM paused by the host, a wedged agent) has its VM ended: every
+	// call to it below has a deadline.
+	rctx, cancel := context.WithTimeout(ctx, killGrace)
+	err = s.resume(rctx, t)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		t.destroy()
+		<-t.done
+		return nil
+	}
 	sig := syscall.SIGTERM
 	if c.Config.StopSignal != "" {
 		if parsed, err := ParseSignal(c.Config.StopSignal); err == nil {
@@ -199,7 +209,7 @@ func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration) (
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if t.signal(ctx, sig) == nil {
+	if t.signalWithin(ctx, sig) == nil {
 		s.publishKill(c, sig)
 	}
 	var expired <-chan time.Time
@@ -213,10 +223,18 @@ func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration) (
 		return ctx.Err()
 	case <-expired:
 	}
-	if t.signal(ctx, syscall.SIGKILL) == nil {
+	if t.signalWithin(ctx, syscall.SIGKILL) == nil {
 		s.publishKill(c, syscall.SIGKILL)
 	}
 	return t.awaitKill(ctx)
+}
+
+// signalWithin signals the run's process, giving the guest killGrace to
+// answer.
+func (t *task) signalWithin(ctx context.Context, sig syscall.Signal) error {
+	ctx, cancel := context.WithTimeout(ctx, killGrace)
+	defer cancel()
+	return t.signal(ctx, sig)
 }
 
 // awaitKill waits for a run sent SIGKILL to end; a guest that does not

@@ -495,8 +495,10 @@ func (s *Service) Remove(ctx context.Context, ref string, opts RemoveOptions) er
 	if t := s.task(c.ID); t != nil {
 		// Kill the process first, as docker rm -f does, so the exit is an
 		// ordinary 137 rather than a lost VM; end the VM if that fails.
-		s.resume(ctx, t)
-		if t.signal(ctx, syscall.SIGKILL) == nil {
+		rctx, cancel := context.WithTimeout(ctx, killGrace)
+		resumed := s.resume(rctx, t) == nil
+		cancel()
+		if resumed && t.signalWithin(ctx, syscall.SIGKILL) == nil {
 			s.publishKill(c, syscall.SIGKILL)
 			select {
 			case <-t.done:
@@ -590,14 +592,20 @@ func (s *Service) Kill(ctx context.Context, ref string, sig syscall.Signal) erro
 		s.cancelRestart(t.c.ID)
 	}
 	// A frozen guest cannot take the signal: it runs again, as dockerd
-	// lets a paused container take a kill.
-	if err := s.resume(ctx, t); err != nil {
-		return err
-	}
-	// A guest that stopped answering must not hold the call forever.
-	sctx, cancel := context.WithTimeout(ctx, killGrace)
-	err = t.signal(sctx, sig)
+	// lets a paused container take a kill. A guest that stopped answering
+	// must not hold the call forever: a SIGKILL then ends its VM.
+	rctx, cancel := context.WithTimeout(ctx, killGrace)
+	err = s.resume(rctx, t)
 	cancel()
+	if err != nil {
+		if sig != syscall.SIGKILL || ctx.Err() != nil {
+			return err
+		}
+		t.destroy()
+		<-t.done
+		return nil
+	}
+	err = t.signalWithin(ctx, sig)
 	if sig != syscall.SIGKILL {
 		if err != nil {
 			return err
