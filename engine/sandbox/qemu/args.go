@@ -152,7 +152,11 @@ func buildArgs(l launch) []string {
 	)
 	for i, d := range cfg.Disks {
 		id := fmt.Sprintf("disk%d", i)
-		drive := fmt.Sprintf("file=%s,if=none,id=%s,format=raw,cache=writeback", escape(d.Path), id)
+		// I/O errors (a full host disk) are reported to the guest, whose
+		// processes then fail their writes, not stopped at: QEMU's default
+		// pauses the VM and the container looks up while nothing it
+		// writes goes anywhere.
+		drive := fmt.Sprintf("file=%s,if=none,id=%s,format=raw,cache=writeback,werror=report,rerror=report", escape(d.Path), id)
 		if d.ReadOnly {
 			drive += ",readonly=on"
 		} else {

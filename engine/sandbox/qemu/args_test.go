@@ -68,9 +68,9 @@ func TestBuildArgs(t *testing.T) {
 				{Path: "/c/nosr.ext4"},
 			}
 		}, "-drive", []string{
-			"file=/img/rootfs.ext4,if=none,id=disk0,format=raw,cache=writeback,readonly=on",
-			"file=/c/rw,,1.ext4,if=none,id=disk1,format=raw,cache=writeback,readonly=off,discard=unmap",
-			"file=/c/nosr.ext4,if=none,id=disk2,format=raw,cache=writeback,readonly=off,discard=unmap",
+			"file=/img/rootfs.ext4,if=none,id=disk0,format=raw,cache=writeback,werror=report,rerror=report,readonly=on",
+			"file=/c/rw,,1.ext4,if=none,id=disk1,format=raw,cache=writeback,werror=report,rerror=report,readonly=off,discard=unmap",
+			"file=/c/nosr.ext4,if=none,id=disk2,format=raw,cache=writeback,werror=report,rerror=report,readonly=off,discard=unmap",
 		}},
 		{"no NICs", nil, "-netdev", nil},
 		{"NIC taps", func(l *launch) { l.cfg.NICs = twoNICs }, "-netdev", []string{

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/digitalocean/go-qemu/qemu"
@@ -118,6 +120,13 @@ func (v *vm) readEvents(events <-chan qmp.Event, done, finished chan struct{}) {
 			v.facts.guestPanicked = true
 			v.mu.Unlock()
 			go v.endStoppedGuest()
+		case "BLOCK_IO_ERROR":
+			// The disks report errors to the guest (werror/rerror=report):
+			// the guest sees EIO, the operator sees this line.
+			dev, _ := ev.Data["device"].(string)
+			op, _ := ev.Data["operation"].(string)
+			reason, _ := ev.Data["reason"].(string)
+			v.ioErrors.report(v.id, dev, op, reason)
 		case "STOP":
 			// The guest was paused by QEMU itself (nobody here sends
 			// "stop"): an internal error leaves QEMU running forever with a
@@ -212,4 +221,38 @@ func chanOf(r monitorConn) <-chan monitorConn {
 	ch := make(chan monitorConn, 1)
 	ch <- r
 	return ch
+}
+
+// ioErrorLog logs a VM's disk I/O errors: the first of each drive, then
+// one line per ioErrorEvery with how many there were (a guest retries a
+// failing write many times a second).
+type ioErrorLog struct {
+	mu     sync.Mutex
+	drives map[string]*ioErrorCount
+}
+
+type ioErrorCount struct {
+	last   time.Time
+	missed int
+}
+
+const ioErrorEvery = 10 * time.Second
+
+func (l *ioErrorLog) report(vm, drive, op, reason string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.drives == nil {
+		l.drives = map[string]*ioErrorCount{}
+	}
+	c := l.drives[drive]
+	if c == nil {
+		c = &ioErrorCount{}
+		l.drives[drive] = c
+	}
+	if !c.last.IsZero() && time.Since(c.last) < ioErrorEvery {
+		c.missed++
+		return
+	}
+	slog.Warn("disk I/O error reported to the guest", "vm", vm, "drive", drive, "operation", op, "reason", reason, "since_last_line", c.missed)
+	c.last, c.missed = time.Now(), 0
 }

@@ -34,6 +34,8 @@ type vm struct {
 	// daemons serve the VM's shared directories (none for an adopted VM:
 	// they end with its QEMU).
 	daemons []*virtiofsd.Daemon
+	// ioErrors logs the disk errors QEMU reports to the guest.
+	ioErrors ioErrorLog
 	// waitProc blocks until QEMU has ended and returns its wait status (a
 	// zero status when QEMU is not our child); killProc sends SIGKILL.
 	waitProc func() syscall.WaitStatus
