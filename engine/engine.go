@@ -43,6 +43,9 @@ var Version = "dev"
 type Config struct {
 	// DataRoot holds persistent state: images, disks, containers.
 	DataRoot string
+	// MaxImageSize bounds what one image unpacks to; 0 is
+	// rootfs.DefaultMaxUnpacked.
+	MaxImageSize int64
 	// LogOptions are the default options of containers' logs (dockerd's
 	// log-opts: max-size, max-file); nil: containersvc.DefaultLogLimits.
 	LogOptions map[string]string
@@ -121,6 +124,9 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	disks, err := rootfs.NewBuilder(cfg.DataRoot)
+	if err == nil {
+		disks.MaxUnpacked = cfg.MaxImageSize
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/docker/go-units"
 
 	"github.com/vmctl/vmctl/engine"
 	"github.com/vmctl/vmctl/engine/networks"
@@ -62,6 +63,14 @@ func run() error {
 	var hosts hostList
 	cfg := engine.Config{DetachVMs: true}
 	flag.StringVar(&cfg.DataRoot, "data-root", "/var/lib/vmctl", "directory of persistent state: images, disks, containers")
+	flag.Func("max-image-size", "the most one image may unpack to, e.g. 20g (default 32g)", func(v string) error {
+		n, err := units.RAMInBytes(v)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("want a size such as 20g")
+		}
+		cfg.MaxImageSize = n
+		return nil
+	})
 	flag.StringVar(&cfg.ExecRoot, "exec-root", "/run/vmctl", "directory of runtime state (keep it short: unix socket paths are limited)")
 	flag.StringVar(&cfg.Kernel, "kernel", os.Getenv("VMCTL_KERNEL"), "guest kernel (default: guest/vmlinuz next to this program, or ../lib/vmctl/guest/ when installed)")
 	flag.StringVar(&cfg.Initrd, "initrd", os.Getenv("VMCTL_INITRD"), "guest image (default: guest/initramfs.img next to this program, or ../lib/vmctl/guest/ when installed)")

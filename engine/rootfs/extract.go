@@ -14,6 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/errdefs"
+	"github.com/docker/go-units"
+	"github.com/vmctl/vmctl/engine/errs"
 	"golang.org/x/sys/unix"
 )
 
@@ -57,13 +60,13 @@ func cleanName(name string) (string, error) {
 //
 // Preconditions: dir exists and is empty; the caller can chown and mknod
 // (root).
-func extractTar(ctx context.Context, r io.Reader, dir string) (usage, error) {
+func extractTar(ctx context.Context, r io.Reader, dir string, limit int64) (usage, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return usage{}, err
 	}
 	defer root.Close()
-	x := &extractor{root: root}
+	x := &extractor{root: root, limit: limit}
 	if err := x.unpack(ctx, r); err != nil {
 		return usage{}, err
 	}
@@ -117,8 +120,11 @@ func (x *extractor) unpack(ctx context.Context, r io.Reader) error {
 }
 
 type extractor struct {
-	root         *os.Root
-	use          usage
+	root *os.Root
+	use  usage
+	// limit bounds the bytes the files take (use.bytes), counted as they
+	// are written: a tiny layer can describe huge files.
+	limit        int64
 	dirs         []dirMeta
 	seenDirs     map[string]bool
 	pendingLinks []*tar.Header
@@ -167,7 +173,9 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	switch hdr.Typeflag {
 	case tar.TypeDir:
 		return x.dir(name, hdr, mode)
-	case tar.TypeReg:
+	case tar.TypeReg, tar.TypeGNUSparse:
+		// archive/tar reads a sparse file's holes as zeros, which
+		// copySparse turns back into holes.
 		if err := x.replace(name); err != nil {
 			return skipKept(err)
 		}
@@ -306,11 +314,14 @@ func (x *extractor) dir(name string, hdr *tar.Header, mode fs.FileMode) error {
 }
 
 func (x *extractor) file(name string, hdr *tar.Header, mode fs.FileMode, r io.Reader) error {
+	if x.limit > 0 && x.use.bytes+roundUp(hdr.Size, blockSize) > x.limit {
+		return fmt.Errorf("%w: %q makes it larger than %s", ErrTooLarge, name, units.BytesSize(float64(x.limit)))
+	}
 	f, err := x.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
-	n, err := io.Copy(f, r)
+	n, err := copySparse(f, r)
 	if err == nil && n != hdr.Size {
 		err = io.ErrUnexpectedEOF
 	}
@@ -508,6 +519,63 @@ func unixMode(m fs.FileMode) uint32 {
 // bytes the files take. Builds use it for their contexts and for the file
 // systems of the images they copy from.
 func Extract(ctx context.Context, r io.Reader, dir string) (int64, error) {
-	u, err := extractTar(ctx, r, dir)
+	u, err := extractTar(ctx, r, dir, DefaultMaxUnpacked)
 	return u.bytes, err
+}
+
+// ErrTooLarge is an image (or layer, or build context) that unpacks to
+// more than the limit: the client's error (400), not the daemon's.
+var ErrTooLarge = errs.New(errdefs.ErrInvalidArgument, "image too large")
+
+// DefaultMaxUnpacked bounds what one image unpacks to when the daemon
+// sets no limit (Builder.MaxUnpacked): 32 GiB.
+const DefaultMaxUnpacked = 32 << 30
+
+// copySparse copies r to f, seeking over blocks of zeros instead of
+// writing them, so a file that is mostly holes (a sparse file in a layer)
+// takes no more of the host's disk than its data. It returns the bytes
+// copied, holes included.
+func copySparse(f *os.File, r io.Reader) (int64, error) {
+	buf := make([]byte, 64<<10)
+	var n int64
+	hole := false
+	for {
+		k, err := io.ReadFull(r, buf)
+		if k > 0 {
+			if isZero(buf[:k]) {
+				if _, serr := f.Seek(int64(k), io.SeekCurrent); serr != nil {
+					return n, serr
+				}
+				hole = true
+			} else {
+				if _, werr := f.Write(buf[:k]); werr != nil {
+					return n, werr
+				}
+				hole = false
+			}
+			n += int64(k)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+	if hole {
+		// A trailing hole: the file's length is set, not written.
+		if err := f.Truncate(n); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -6,13 +6,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -89,7 +92,7 @@ func TestExtractKeepsMetadata(t *testing.T) {
 		reg("./dot/file", "dot", 0o644),
 	)
 	dir := t.TempDir()
-	use, err := extractTar(context.Background(), bytes.NewReader(archive), dir)
+	use, err := extractTar(context.Background(), bytes.NewReader(archive), dir, DefaultMaxUnpacked)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +184,7 @@ func TestExtractHostile(t *testing.T) {
 			dir := filepath.Join(parent, "root")
 			os.RemoveAll(dir)
 			os.Mkdir(dir, 0o755)
-			_, err := extractTar(context.Background(), bytes.NewReader(tarOf(t, tt.ents...)), dir)
+			_, err := extractTar(context.Background(), bytes.NewReader(tarOf(t, tt.ents...)), dir, DefaultMaxUnpacked)
 			if tt.wantErr && err == nil {
 				t.Errorf("extraction succeeded, want an error")
 			}
@@ -215,7 +218,7 @@ func TestExtractCancelled(t *testing.T) {
 	needRoot(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := extractTar(ctx, bytes.NewReader(tarOf(t, reg("a", "b", 0o644))), t.TempDir())
+	_, err := extractTar(ctx, bytes.NewReader(tarOf(t, reg("a", "b", 0o644))), t.TempDir(), DefaultMaxUnpacked)
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("extractTar with a cancelled context = %v, want context.Canceled", err)
 	}
@@ -267,12 +270,69 @@ func TestExtractCountsDirectoryEntries(t *testing.T) {
 			ents = append(ents, hardlink(name, "d/"+long+"-0000"))
 		}
 	}
-	use, err := extractTar(context.Background(), bytes.NewReader(tarOf(t, ents...)), t.TempDir())
+	use, err := extractTar(context.Background(), bytes.NewReader(tarOf(t, ents...)), t.TempDir(), DefaultMaxUnpacked)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// An ext4 directory entry is 8 bytes plus the name rounded up to 4.
 	if want := int64(n * (8 + 208)); use.bytes < want {
 		t.Errorf("extractTar counted %d bytes for %d entries with %d-byte names, want at least %d", use.bytes, n, len(long)+5, want)
+	}
+}
+
+// A layer that describes a huge sparse file (10 KiB of archive for 1 GiB
+// of file) is refused past the limit, and under it takes on the host no
+// more than its data: holes are not written.
+func TestExtractSparseAndBounded(t *testing.T) {
+	tarBin, err := exec.LookPath("tar")
+	if err != nil {
+		t.Skip("GNU tar is not installed")
+	}
+	src := t.TempDir()
+	big := filepath.Join(src, "big")
+	f, err := os.Create(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("data at the start"), 0)
+	f.WriteAt([]byte("data at the end"), 1<<30-15)
+	f.Close()
+	archive := filepath.Join(t.TempDir(), "layer.tar")
+	if out, err := exec.Command(tarBin, "--sparse", "-C", src, "-cf", archive, "big").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v: %s", err, out)
+	}
+	if fi, _ := os.Stat(archive); fi.Size() > 64<<10 {
+		t.Fatalf("the sparse archive has %d bytes", fi.Size())
+	}
+	open := func() io.Reader {
+		b, err := os.ReadFile(archive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bytes.NewReader(b)
+	}
+	if _, err := extractTar(context.Background(), open(), t.TempDir(), 512<<20); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("1 GiB file under a 512 MiB limit: %v, want ErrTooLarge", err)
+	}
+	dir := t.TempDir()
+	if _, err := extractTar(context.Background(), open(), dir, DefaultMaxUnpacked); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(dir, "big"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Size != 1<<30 || st.Blocks*512 > 1<<20 {
+		t.Errorf("extracted file: %d bytes, %d allocated; want 1 GiB in at most 1 MiB of disk", st.Size, st.Blocks*512)
+	}
+	got, _ := os.ReadFile(filepath.Join(dir, "big"))
+	if string(got[:17]) != "data at the start" || string(got[len(got)-15:]) != "data at the end" {
+		t.Error("the data around the holes is lost")
+	}
+}
+
+func TestErrTooLargeIsAClientError(t *testing.T) {
+	if err := fmt.Errorf("image disk: %w", ErrTooLarge); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("%v is not an invalid-argument error", err)
 	}
 }

@@ -300,7 +300,7 @@ func (b *Builder) buildLayer(ctx context.Context, mkfs string, layer *checkedLay
 	if err != nil {
 		return 0, err
 	}
-	x, err := extractLayer(ctx, rc, dir)
+	x, err := extractLayer(ctx, rc, dir, b.maxUnpacked())
 	if err == nil {
 		// The diff ID is checked at the stream's end, past the tar's.
 		_, err = io.Copy(io.Discard, rc)
@@ -324,13 +324,13 @@ func (b *Builder) buildLayer(ctx context.Context, mkfs string, layer *checkedLay
 
 // extractLayer unpacks one layer tar into the empty directory dir in
 // overlayfs's format (see extractor.overlay).
-func extractLayer(ctx context.Context, r io.Reader, dir string) (*extractor, error) {
+func extractLayer(ctx context.Context, r io.Reader, dir string, limit int64) (*extractor, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer root.Close()
-	x := &extractor{root: root, overlay: true, listed: map[string]bool{}, whiteouts: map[string]bool{}}
+	x := &extractor{root: root, limit: limit, overlay: true, listed: map[string]bool{}, whiteouts: map[string]bool{}}
 	if err := x.unpack(ctx, r); err != nil {
 		return nil, err
 	}

@@ -41,6 +41,17 @@ import (
 // processes.
 type Builder struct {
 	root string
+	// MaxUnpacked bounds what an image (or a layer) unpacks to: larger
+	// ones fail their disk's build with ErrTooLarge, checked as the files
+	// are written. 0 is DefaultMaxUnpacked.
+	MaxUnpacked int64
+}
+
+func (b *Builder) maxUnpacked() int64 {
+	if b.MaxUnpacked > 0 {
+		return b.MaxUnpacked
+	}
+	return DefaultMaxUnpacked
 }
 
 // NewBuilder opens (creating if needed) a disk cache at root and removes
@@ -236,7 +247,7 @@ func (b *Builder) build(ctx context.Context, mkfs string, content v1.Image, name
 		return 0, err
 	}
 	rc := mutate.Extract(checked)
-	use, err := extractTar(ctx, rc, dir)
+	use, err := extractTar(ctx, rc, dir, b.maxUnpacked())
 	rc.Close()
 	if err != nil {
 		return 0, err
