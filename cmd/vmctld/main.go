@@ -82,6 +82,13 @@ func run() error {
 	flag.Var(&pools, "default-address-pool", "subnets for networks created without --subnet, as base=SUBNET,size=BITS (repeatable; default dockerd's)")
 	flag.IntVar(&cfg.Network.MTU, "mtu", 0, "the MTU of the default network, and of other networks unless they set their own (default 1500)")
 	userlandProxy := flag.Bool("userland-proxy", true, "carry connections from the host's loopback and from containers to published ports through a proxy in vmctld; false: through DNAT alone (route_localnet on the bridges, with loopback-bound packets from containers dropped)")
+	tlsOn := flag.Bool("tls", false, "serve tcp:// hosts over TLS (implied by --tlsverify)")
+	tlsVerify := flag.Bool("tlsverify", false, "serve tcp:// hosts over TLS and let in only clients with a certificate signed by --tlscacert")
+	tlsCA := flag.String("tlscacert", "", "CA of the clients' certificates (--tlsverify)")
+	tlsCert := flag.String("tlscert", "", "the server's TLS certificate")
+	tlsKey := flag.String("tlskey", "", "the server's TLS key")
+	group := flag.String("group", "", "group that owns the unix sockets (0660), whose members may use the API (default: root's)")
+	flag.StringVar(group, "G", "", "same as --group")
 	debug := flag.Bool("debug", false, "log every API request: method, path, status and time taken")
 	flag.BoolVar(debug, "D", false, "same as --debug")
 	configFile := flag.String("config-file", defaultConfigFile, "daemon configuration file, JSON with dockerd's names for the flags above (data-root, exec-root, hosts, bip, fixed-cidr, default-address-pools, mtu, userland-proxy, debug)")
@@ -101,6 +108,18 @@ func run() error {
 	}
 	if len(hosts) == 0 {
 		hosts = hostList{server.DefaultHost}
+	}
+	var listenOpts server.ListenOptions
+	listenOpts.Group = *group
+	if *tlsOn || *tlsVerify {
+		if *tlsCert == "" || *tlsKey == "" || *tlsVerify && *tlsCA == "" {
+			return errors.New("--tls needs --tlscert and --tlskey; --tlsverify also --tlscacert")
+		}
+		tc, err := server.TLSConfig(*tlsCert, *tlsKey, *tlsCA, *tlsVerify)
+		if err != nil {
+			return err
+		}
+		listenOpts.TLS = tc
 	}
 	var listeners []net.Listener
 	var names []string
@@ -129,10 +148,15 @@ func run() error {
 			closeAll()
 			return err
 		}
-		l, err := server.Listen(parsed)
+		l, err := server.ListenWith(parsed, listenOpts)
 		if err != nil {
 			closeAll()
 			return err
+		}
+		if parsed.Network == "tcp" && listenOpts.TLS == nil {
+			log.Printf("vmctld: WARNING: the API on %s has no TLS: anyone who can reach it on this machine can run containers as root", h)
+		} else if parsed.Network == "tcp" && !*tlsVerify {
+			log.Printf("vmctld: WARNING: the API on %s takes any client (--tls without --tlsverify)", h)
 		}
 		listeners = append(listeners, l)
 		names = append(names, h)
