@@ -96,3 +96,28 @@ func TestDockerConfinementOptions(t *testing.T) {
 		t.Errorf("docker start -a printed %q", r.stdout)
 	}
 }
+
+// The device policy: a container's root may make device nodes (CAP_MKNOD,
+// as under Docker) but not open them, wherever it makes them, so the VM's
+// disks and kernel log stay out of its reach; the kernel log cannot be
+// read with dmesg either. The standard nodes work; the agent survives a
+// container that exhausts its VM's memory (the container's process is the
+// one killed).
+func TestDevicePolicy(t *testing.T) {
+	e := e2e(t)
+	script := `dev=$(cat /sys/block/vda/dev)
+mknod /tmp/disk b ${dev%:*} ${dev#*:} && echo made-in-rootfs
+head -c 512 /tmp/disk >/dev/null 2>&1 && echo ROOTFS-DISK-READ || echo rootfs-disk-refused
+mknod /dev/disk b ${dev%:*} ${dev#*:} && echo made-in-dev
+head -c 512 /dev/disk >/dev/null 2>&1 && echo DEV-DISK-READ || echo dev-disk-refused
+mknod /dev/kmsg2 c 1 11 && { head -c 1 /dev/kmsg2 >/dev/null 2>&1 && echo KMSG-READ || echo kmsg-refused; }
+dmesg >/dev/null 2>&1 && echo DMESG-READ || echo dmesg-refused
+echo x >/dev/null && head -c 4 /dev/zero | wc -c && head -c 4 /dev/urandom | wc -c
+cat /proc/self/oom_score_adj
+`
+	r := e.mustRun(t, 0, "run", "--rm", "busybox", "sh", "-c", script)
+	want := "made-in-rootfs\nrootfs-disk-refused\nmade-in-dev\ndev-disk-refused\nkmsg-refused\ndmesg-refused\n4\n4\n0\n"
+	if r.stdout != want {
+		t.Errorf("device policy checks printed\n%s\nwant\n%s(stderr %q)", r.stdout, want, r.stderr)
+	}
+}

@@ -73,7 +73,16 @@ func newCgroup(root, id string, r *specs.LinuxResources) (*cgroup, error) {
 	}
 	cg := &cgroup{path: p}
 	_, swapErr := os.Stat(filepath.Join(p, "memory.swap.max"))
-	for _, w := range cgroupFiles(r, swapErr == nil) {
+	files := cgroupFiles(r, swapErr == nil)
+	if _, err := os.Stat(filepath.Join(p, "pids.max")); err == nil && !hasPidsLimit(r) {
+		// No limit asked for: the container may take every task of its VM
+		// but the agent's reserve, so a fork bomb cannot leave the agent
+		// unable to start a thread.
+		if limit, ok := defaultPidsLimit(); ok {
+			files = append(files, struct{ file, value string }{"pids.max", strconv.Itoa(limit)})
+		}
+	}
+	for _, w := range files {
 		if err := os.WriteFile(filepath.Join(p, w.file), []byte(w.value), 0); err != nil {
 			cg.remove()
 			if errors.Is(err, os.ErrNotExist) {
@@ -183,4 +192,25 @@ func (c *cgroup) freeze(ctx context.Context, on bool) error {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+}
+
+// agentPidsReserve is how many tasks of the VM a container without a pids
+// limit leaves to the agent.
+const agentPidsReserve = 512
+
+func hasPidsLimit(r *specs.LinuxResources) bool {
+	return r != nil && r.Pids != nil && r.Pids.Limit != nil && *r.Pids.Limit > 0
+}
+
+// defaultPidsLimit is the VM's pid_max less the agent's reserve.
+func defaultPidsLimit() (int, bool) {
+	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n <= 2*agentPidsReserve {
+		return 0, false
+	}
+	return n - agentPidsReserve, true
 }

@@ -183,6 +183,13 @@ func (r *Runtime) forkInContainer(c *Container, proc *Process, p *specs.Process)
 		return execError(p.Args[0], err)
 	}
 	proc.Pid, proc.proc = cmd.Process.Pid, cmd.Process
+	// Not the agent's -1000 (inherited at fork): an exec is the
+	// container's, killable as its processes are.
+	adj := 0
+	if p.OOMScoreAdj != nil {
+		adj = *p.OOMScoreAdj
+	}
+	_ = os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", proc.Pid), []byte(fmt.Sprint(adj)), 0)
 	proc.watch(ch)
 	return nil
 }

@@ -170,7 +170,7 @@ func setupContainer(cfg *initConfig) (string, error) {
 	}
 	trace.Step("init: hostname, lo, sysctls, masked and read-only paths")
 	if s.Root != nil && s.Root.Readonly {
-		if err := unix.Mount("", "/", "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		if err := unix.Mount("", "/", "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|lockedFlags("/"), ""); err != nil {
 			return "", fmt.Errorf("remount / read-only: %w", err)
 		}
 	}
@@ -253,10 +253,15 @@ func execProcess(path string, p *specs.Process) error {
 			return fmt.Errorf("set no_new_privs: %w", err)
 		}
 	}
+	// The agent shields itself from the OOM killer (-1000) and its
+	// children inherit that: a container's processes get their own score,
+	// 0 unless the spec says otherwise.
+	adj := 0
 	if p.OOMScoreAdj != nil {
-		if err := os.WriteFile("/proc/self/oom_score_adj", []byte(fmt.Sprint(*p.OOMScoreAdj)), 0); err != nil {
-			return fmt.Errorf("set oom_score_adj: %w", err)
-		}
+		adj = *p.OOMScoreAdj
+	}
+	if err := os.WriteFile("/proc/self/oom_score_adj", []byte(fmt.Sprint(adj)), 0); err != nil {
+		return fmt.Errorf("set oom_score_adj: %w", err)
 	}
 	// A user given by name is the container's: its /etc/passwd is here now.
 	if p.User.Username != "" {

@@ -56,7 +56,7 @@ func inRoot(root, unsafePath string) (string, error) {
 // devMounts are added when the spec does not mount /dev itself: a container
 // always gets a private /dev with terminals and shared memory.
 var devMounts = []specs.Mount{
-	{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+	{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "strictatime", "mode=755", "size=65536k"}},
 	{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec"}},
 	{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
 }
@@ -108,9 +108,10 @@ func mountAll(rootfs, guestDevPts string, mounts []specs.Mount, terminal bool) e
 			if err := unix.Mount(source, target, "", flags&(unix.MS_BIND|unix.MS_REC), ""); err != nil {
 				return fmt.Errorf("bind %s on %s: %w", source, m.Destination, err)
 			}
-			// Bind mounts ignore other flags until remounted.
+			// Bind mounts ignore other flags until remounted; the
+			// remount keeps the source's nodev, nosuid and noexec.
 			if rest := flags &^ (unix.MS_BIND | unix.MS_REC | unix.MS_REMOUNT); rest != 0 {
-				if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|rest, ""); err != nil {
+				if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|rest|lockedFlags(target), ""); err != nil {
 					return fmt.Errorf("remount %s: %w", m.Destination, err)
 				}
 			}
@@ -157,20 +158,14 @@ var devNodes = []struct {
 }
 
 // populateDev fills a fresh /dev tmpfs with the standard nodes and links.
+// The tmpfs is nodev, so a node the container makes there cannot be
+// opened (the device policy: no raw access to the VM's disks or kernel
+// log); the standard nodes are binds of the guest's own, whose mount
+// allows devices.
 func populateDev(dev string, terminal bool) error {
 	for _, n := range devNodes {
-		p := filepath.Join(dev, n.name)
-		if err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(n.major, n.minor))); err != nil {
-			// mknod is refused in some sandboxes; a bind of the guest's
-			// node is equivalent.
-			if err := bindFile("/dev/"+n.name, p); err != nil {
-				return fmt.Errorf("create /dev/%s: %w", n.name, err)
-			}
-			continue
-		}
-		// mknod is filtered by the umask.
-		if err := unix.Chmod(p, 0o666); err != nil {
-			return fmt.Errorf("chmod /dev/%s: %w", n.name, err)
+		if err := bindFile("/dev/"+n.name, filepath.Join(dev, n.name)); err != nil {
+			return fmt.Errorf("create /dev/%s: %w", n.name, err)
 		}
 	}
 	for name, target := range map[string]string{
@@ -297,4 +292,20 @@ func readonlyPaths(paths []string) error {
 		}
 	}
 	return nil
+}
+
+// lockedFlags are the nosuid, nodev and noexec of the mount at path, which
+// a bind remount must repeat or it clears them.
+func lockedFlags(path string) uintptr {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return 0
+	}
+	var f uintptr
+	for bit, ms := range map[int64]uintptr{unix.ST_NOSUID: unix.MS_NOSUID, unix.ST_NODEV: unix.MS_NODEV, unix.ST_NOEXEC: unix.MS_NOEXEC} {
+		if st.Flags&bit != 0 {
+			f |= ms
+		}
+	}
+	return f
 }

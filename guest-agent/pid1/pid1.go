@@ -77,6 +77,17 @@ func Setup() error {
 	if err := EnableControllers("/sys/fs/cgroup", CgroupControllers); err != nil {
 		return err
 	}
+	// The kernel log is the guest's, not a container's: reading it takes
+	// CAP_SYSLOG, which containers do not have (Docker's seccomp profile
+	// denies syslog(2) for the same end).
+	if err := os.WriteFile("/proc/sys/kernel/dmesg_restrict", []byte("1"), 0); err != nil {
+		return fmt.Errorf("pid1: restrict the kernel log: %w", err)
+	}
+	// The agent is the last thing the OOM killer may take: a container
+	// that exhausts its VM's memory loses its own processes.
+	if err := os.WriteFile("/proc/self/oom_score_adj", []byte("-1000"), 0); err != nil {
+		return fmt.Errorf("pid1: oom_score_adj: %w", err)
+	}
 	// Loopback is optional for the agent itself; containers with their own
 	// network namespace bring up their own lo.
 	_ = netif.LinkUp("lo")

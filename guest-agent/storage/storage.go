@@ -231,7 +231,9 @@ func (m *Manager) Mount(id string, disks []Disk) (rootfs string, err error) {
 		data += ",upperdir=" + upper + ",workdir=" + work
 	}
 	trace.Step("storage: upper and work dirs")
-	if err := unix.Mount("overlay", rootfs, "overlay", 0, data); err != nil {
+	// nodev: a device node a container makes (it has CAP_MKNOD, as under
+	// Docker) cannot be opened, so the VM's disks stay out of its reach.
+	if err := unix.Mount("overlay", rootfs, "overlay", unix.MS_NODEV, data); err != nil {
 		return "", fmt.Errorf("mount overlay rootfs: %w", err)
 	}
 	trace.Step("storage: overlay mounted")
@@ -266,6 +268,9 @@ func (m *Manager) mountDisk(d Disk, target string) error {
 	}
 	flags, _, data := mountopt.Parse(d.Options)
 	flags &^= unix.MS_BIND | unix.MS_REC | unix.MS_REMOUNT
+	// Device nodes on a container's disks are never opened (see the
+	// overlay below): what a container sees of them is nodev.
+	flags |= unix.MS_NODEV
 	if d.ReadOnly || d.Role == contract.RoleImage {
 		flags |= unix.MS_RDONLY
 	}

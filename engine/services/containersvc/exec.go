@@ -436,6 +436,9 @@ func execSpec(c *containers.Container, o ExecOptions) (*specs.Process, error) {
 		Capabilities:    &specs.LinuxCapabilities{Bounding: capSet(c.Config.Security)},
 		NoNewPrivileges: c.Config.Security.NoNewPrivileges,
 	}
+	if adj := c.Config.Security.OOMScoreAdj; adj != 0 {
+		proc.OOMScoreAdj = &adj
+	}
 	if o.Tty && o.ConsoleRows > 0 && o.ConsoleCols > 0 {
 		proc.ConsoleSize = &specs.Box{Height: uint(o.ConsoleRows), Width: uint(o.ConsoleCols)}
 	}
