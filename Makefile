@@ -6,6 +6,7 @@
 #   make build   binaries into bin/, guest image into bin/guest/
 #   make kernel  guest kernel into bin/guest/ (cached outside the tree by config hash)
 #   make install binaries, guest files and systemd units under PREFIX (default /usr/local)
+#   make fuzz-long   every fuzz target for 10 minutes (FUZZTIME), outside make test
 #   make e2e-nested  the native VMM booting the guest inside a nested L1 (QEMU TCG + emulated SVM)
 #   make proto   regenerate api/*/v1/*.pb.go from the .proto files (generators pinned in scripts/proto.sh)
 
@@ -29,7 +30,7 @@ BINDIR = $(PREFIX)/bin
 GUESTDIR = $(PREFIX)/lib/vmctl/guest
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 
-.PHONY: all demo test unit e2e e2e-nested nested-prepare fuzz bench build kernel image proto deps clean vet install
+.PHONY: all demo test unit e2e e2e-nested nested-prepare fuzz fuzz-long bench build kernel image proto deps clean vet install
 
 all: build
 
@@ -78,6 +79,11 @@ unit: deps
 # Short fuzzing of every parser of untrusted input; the seed corpora run in `unit`.
 fuzz:
 	@bash scripts/fuzz-smoke.sh
+
+# The same targets for longer (FUZZTIME each, 10 minutes unless given):
+# about 4 hours for all of them, so not part of `make test`.
+fuzz-long:
+	@FUZZTIME=$${FUZZTIME:-10m} bash scripts/fuzz-smoke.sh
 
 e2e: build kernel image
 	VMCTL_E2E=1 $(GO) test -count=1 -timeout 30m -v ./tests/... 2>&1 | tee build/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}

@@ -411,3 +411,52 @@ func TestLogsSinceUntil(t *testing.T) {
 		}
 	}
 }
+
+// FuzzLogFile: a damaged or hostile log file is read forwards and
+// backwards without a panic or an endless loop, and every entry read lies
+// inside the file.
+func FuzzLogFile(f *testing.F) {
+	path := filepath.Join(f.TempDir(), logFileName)
+	w, err := openLog(path, [3]uint64{}, LogLimits{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	w.write(StreamStdout, time.Unix(1, 0), []byte("a\nb\n"))
+	w.write(StreamStderr, time.Unix(2, 0), []byte("c"))
+	w.close()
+	good, _ := os.ReadFile(path)
+	f.Add(good[len(logMagic):])
+	f.Add([]byte{1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		p := filepath.Join(t.TempDir(), logFileName)
+		if err := os.WriteFile(p, append([]byte(logMagic), body...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fh, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fh.Close()
+		size := int64(len(logMagic) + len(body))
+		end, err := logEnd(fh, size)
+		if err != nil {
+			return
+		}
+		if end > size || end < int64(len(logMagic)) {
+			t.Fatalf("logEnd = %d of %d", end, size)
+		}
+		for pos, n := end, 0; n <= len(body); n++ {
+			e, err := readEntryBefore(fh, pos)
+			if err != nil {
+				break
+			}
+			if e.start >= pos || e.start < int64(len(logMagic)) {
+				t.Fatalf("entry before %d starts at %d", pos, e.start)
+			}
+			pos = e.start
+		}
+		if _, _, _, err := logStart([]*os.File{fh}, LogsOptions{Tail: 1, Stdout: true, Stderr: true}, func(LogEntry) bool { return true }); err != nil {
+			return
+		}
+	})
+}

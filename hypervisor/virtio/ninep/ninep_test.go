@@ -31,14 +31,14 @@ const (
 // rig is a virtio-9p device on a test queue, with the driver side played
 // by the test.
 type rig struct {
-	t   *testing.T
+	t   testing.TB
 	dev *Device
 	drv *queuetest.Driver
 	irq *countIRQ
 	mu  sync.Mutex // the driver is used from one goroutine at a time
 }
 
-func newRig(t *testing.T, dir string, ro bool) *rig {
+func newRig(t testing.TB, dir string, ro bool) *rig {
 	t.Helper()
 	fs, err := hostfs.New(dir, hostfs.Options{ReadOnly: ro})
 	if err != nil {
