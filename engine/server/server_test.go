@@ -161,7 +161,7 @@ func TestHandler(t *testing.T) {
 		// Create options that are not honoured are refused, each by name,
 		// before the image is looked up; their default values pass.
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"GroupAdd":["10"]}}`, 400, "HostConfig.GroupAdd"},
-		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Tmpfs":{"/t":""}}}`, 400, "HostConfig.Tmpfs"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Devices":[{"PathOnHost":"/dev/sda","PathInContainer":"/dev/sda","CgroupPermissions":"rwm"}]}}`, 400, "HostConfig.Devices"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"PidMode":"host"}}`, 400, "HostConfig.PidMode"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"UTSMode":"host"}}`, 400, "HostConfig.UTSMode"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Init":true}}`, 400, "HostConfig.Init"},
