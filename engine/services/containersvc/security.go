@@ -117,13 +117,22 @@ func checkSecurity(sec *containers.Security) error {
 			return errs.New(errdefs.ErrInvalidArgument, "invalid --sysctl %q", k+"="+v)
 		}
 	}
+	clean := map[string]string{}
 	for dst, opts := range sec.Tmpfs {
-		if _, err := checkDestination(dst); err != nil {
+		c, err := checkDestination(dst)
+		if err != nil {
 			return err
 		}
 		if strings.ContainsAny(opts, "\x00\n") {
 			return errs.New(errdefs.ErrInvalidArgument, "invalid --tmpfs options %q", opts)
 		}
+		if _, dup := clean[c]; dup {
+			return errs.New(errdefs.ErrInvalidArgument, "duplicate mount point: %s", c)
+		}
+		clean[c] = opts
+	}
+	if len(clean) > 0 {
+		sec.Tmpfs = clean
 	}
 	return nil
 }

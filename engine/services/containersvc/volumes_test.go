@@ -240,6 +240,10 @@ func TestCreateWithVolumes(t *testing.T) {
 	if _, err := s.Create(ctx, CreateOptions{Image: "busybox", Volumes: []VolumeMount{{Name: "new1", Destination: "/a"}, {HostPath: "/etc/hostname", Destination: "/h"}}}); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("Create with a bind mount of a file = %v, want invalid argument", err)
 	}
+	if _, err := s.Create(ctx, CreateOptions{Image: "busybox", Volumes: []VolumeMount{{Name: "new1", Destination: "/a/"}},
+		Security: containers.Security{Tmpfs: map[string]string{"/a": ""}}}); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "duplicate mount point: /a") {
+		t.Errorf("Create with a tmpfs on a volume's path = %v, want a duplicate mount point", err)
+	}
 	if after, _ := vols.List(volumesvc.ListOptions{}); len(after) != len(before) {
 		t.Errorf("a refused create changed the volumes: %d before, %d after", len(before), len(after))
 	}
