@@ -49,6 +49,14 @@ func newRig(t testing.TB, dir string, ro bool) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r := activate(t, dev)
+	t.Cleanup(dev.Reset)
+	return r
+}
+
+// activate gives dev a fresh queue, as a guest driver does at DRIVER_OK.
+func activate(t testing.TB, dev *Device) *rig {
+	t.Helper()
 	mem := queuetest.NewMemory(0x10000, 32*slotSize+(1<<20))
 	drv := queuetest.NewDriver(mem, 0x10000, 32, slotSize)
 	q, err := queue.New(mem, drv.Config())
@@ -59,7 +67,6 @@ func newRig(t testing.TB, dir string, ro bool) *rig {
 	if err := dev.Activate(mem, dev.Features(), []*queue.Queue{q}, r.irq); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(dev.Reset)
 	return r
 }
 
@@ -282,16 +289,7 @@ func TestResetAndReactivate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		mem := queuetest.NewMemory(0x10000, 32*slotSize+(1<<20))
-		drv := queuetest.NewDriver(mem, 0x10000, 32, slotSize)
-		q, err := queue.New(mem, drv.Config())
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := &rig{t: t, dev: dev, drv: drv, irq: &countIRQ{}}
-		if err := dev.Activate(mem, dev.Features(), []*queue.Queue{q}, r.irq); err != nil {
-			t.Fatal(err)
-		}
+		r := activate(t, dev)
 		root := r.client()
 		if _, _, _, err := root.GetAttr(p9.AttrMaskAll); err != nil {
 			t.Fatal(err)

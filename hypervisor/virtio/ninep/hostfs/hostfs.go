@@ -389,9 +389,15 @@ func (f *file) GetXattr(name string) ([]byte, error) {
 	if xattrHidden(name) || f.isSymlink() {
 		return nil, unix.ENODATA
 	}
-	for size := 256; ; size *= 4 {
+	return growing(256, func(buf []byte) (int, error) { return unix.Getxattr(procPath(f.fd), name, buf) })
+}
+
+// growing calls fn with ever larger buffers (up to 1 MiB) while it answers
+// ERANGE, as the xattr calls do when the value outgrew the buffer.
+func growing(size int, fn func([]byte) (int, error)) ([]byte, error) {
+	for ; ; size *= 4 {
 		buf := make([]byte, size)
-		n, err := unix.Getxattr(procPath(f.fd), name, buf)
+		n, err := fn(buf)
 		if errors.Is(err, unix.ERANGE) && size < 1<<20 {
 			continue
 		}
@@ -407,23 +413,17 @@ func (f *file) ListXattrs() ([]string, error) {
 	if f.isSymlink() {
 		return nil, nil
 	}
-	for size := 1024; ; size *= 4 {
-		buf := make([]byte, size)
-		n, err := unix.Listxattr(procPath(f.fd), buf)
-		if errors.Is(err, unix.ERANGE) && size < 1<<20 {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		var out []string
-		for _, name := range strings.Split(string(buf[:n]), "\x00") {
-			if name != "" && !xattrHidden(name) {
-				out = append(out, name)
-			}
-		}
-		return out, nil
+	buf, err := growing(1024, func(buf []byte) (int, error) { return unix.Listxattr(procPath(f.fd), buf) })
+	if err != nil {
+		return nil, err
 	}
+	var out []string
+	for _, name := range strings.Split(string(buf), "\x00") {
+		if name != "" && !xattrHidden(name) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
 }
 
 // RemoveXattr implements p9.File.

@@ -1,0 +1,70 @@
+package hostfs
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Extended attributes: user.* pass through both ways; trusted.* (where
+// host services such as overlayfs keep state) are neither shown nor set;
+// a read-only share sets nothing.
+func TestXattrs(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "f")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(file, "user.host", []byte("h"), 0); err != nil {
+		t.Skipf("this file system takes no user xattrs: %v", err)
+	}
+	trusted := unix.Setxattr(file, "trusted.overlay.x", []byte("y"), 0) == nil
+	for _, ro := range []bool{false, true} {
+		fs, err := New(dir, Options{ReadOnly: ro})
+		if err != nil {
+			t.Fatal(err)
+		}
+		root, err := fs.Attach()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, f, err := root.Walk([]string{"f"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, err := f.GetXattr("user.host"); err != nil || string(v) != "h" {
+			t.Errorf("GetXattr(user.host) = %q, %v", v, err)
+		}
+		err = f.SetXattr("user.guest", []byte("g"), 0)
+		if ro != (err != nil) {
+			t.Errorf("read-only %v: SetXattr(user.guest) = %v", ro, err)
+		}
+		if err := f.SetXattr("trusted.overlay.opaque", []byte("y"), 0); err == nil {
+			t.Error("the guest set a trusted.* attribute")
+		}
+		names, err := f.ListXattrs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range names {
+			if strings.HasPrefix(n, "trusted.") {
+				t.Errorf("the guest sees %s", n)
+			}
+		}
+		if trusted {
+			if _, err := f.GetXattr("trusted.overlay.x"); err == nil {
+				t.Error("the guest read trusted.overlay.x")
+			}
+		}
+		f.Close()
+		root.Close()
+		fs.Close()
+	}
+	buf := make([]byte, 8)
+	if n, err := unix.Getxattr(file, "user.guest", buf); err != nil || string(buf[:n]) != "g" {
+		t.Errorf("the host reads user.guest = %v", err)
+	}
+}
