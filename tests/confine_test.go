@@ -121,3 +121,33 @@ cat /proc/self/oom_score_adj
 		t.Errorf("device policy checks printed\n%s\nwant\n%s(stderr %q)", r.stdout, want, r.stderr)
 	}
 }
+
+// docker run --init: an init is the container's PID 1 over its command,
+// forwards it the stop signal (a command that is not PID 1 dies of
+// SIGTERM: 143, where without the init the kernel ignores it for PID 1
+// and the stop ends in SIGKILL: 137) and reaps orphans.
+func TestInit(t *testing.T) {
+	d := startDaemon(t)
+	r := d.mustDocker(t, 0, "", "run", "--rm", "--init", "busybox", "sh", "-c", `[ $$ != 1 ] && echo not-pid-1; (sleep 0.1 &); sleep 1; ps -o stat | grep -c Z || true`)
+	if r.stdout != "not-pid-1\n0\n" {
+		t.Errorf("--init: %q (stderr %q)", r.stdout, r.stderr)
+	}
+	for _, tc := range []struct {
+		init bool
+		want string
+	}{{true, "143\n"}, {false, "137\n"}} {
+		args := []string{"run", "-d", "--name", "stopme", "busybox", "sleep", "600"}
+		if tc.init {
+			args = append(args[:2], append([]string{"--init"}, args[2:]...)...)
+		}
+		d.mustDocker(t, 0, "", args...)
+		if r := d.mustDocker(t, 0, "", "inspect", "-f", "{{.HostConfig.Init}}", "stopme"); tc.init && r.stdout != "true\n" {
+			t.Errorf("inspect HostConfig.Init = %q", r.stdout)
+		}
+		d.mustDocker(t, 0, "", "stop", "-t", "2", "stopme")
+		if r := d.mustDocker(t, 0, "", "inspect", "-f", "{{.State.ExitCode}}", "stopme"); r.stdout != tc.want {
+			t.Errorf("init %v: exit code after stop %q, want %q", tc.init, r.stdout, tc.want)
+		}
+		d.mustDocker(t, 0, "", "rm", "stopme")
+	}
+}

@@ -25,6 +25,7 @@ type securityFlags struct {
 	devices         []string
 	logDriver       string
 	logOpts         []string
+	init            bool
 }
 
 func (s *securityFlags) addFlags(f *pflag.FlagSet) {
@@ -43,6 +44,7 @@ func (s *securityFlags) addFlags(f *pflag.FlagSet) {
 	f.StringArrayVar(&s.devices, "device", nil, "host device (not supported: the host's devices do not reach a VM)")
 	f.StringVar(&s.logDriver, "log-driver", "", "log driver: json-file (the daemon's own log)")
 	f.StringArrayVar(&s.logOpts, "log-opt", nil, "log option: max-size=SIZE, max-file=N")
+	f.BoolVar(&s.init, "init", false, "run an init as PID 1 that forwards signals and reaps orphans")
 }
 
 func (s *securityFlags) apply(hc *container.HostConfig) error {
@@ -69,6 +71,10 @@ func (s *securityFlags) apply(hc *container.HostConfig) error {
 		hc.Tmpfs[dst] = options
 	}
 	hc.LogConfig.Type = s.logDriver
+	if s.init {
+		init := true
+		hc.Init = &init
+	}
 	for _, kv := range s.logOpts {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {

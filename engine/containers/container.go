@@ -67,6 +67,9 @@ type Config struct {
 	// Pause makes the container run nothing of its own: its init waits
 	// and the container serves execs only (a build's steps).
 	Pause bool `json:"pause,omitempty"`
+	// Init keeps an init as the container's PID 1 over its command
+	// (docker run --init): signals forwarded, orphans reaped.
+	Init bool `json:"init,omitempty"`
 	// Labels are the user's metadata (docker run --label), matched by
 	// label filters.
 	Labels map[string]string `json:"labels,omitempty"`

@@ -42,8 +42,6 @@ func unsupportedHostConfig(hc *container.HostConfig) error {
 		return no("HostConfig.PidMode %q (--pid) is not supported: a container has its own VM and PID namespace", hc.PidMode)
 	case hc.UTSMode != "" && hc.UTSMode != "private":
 		return no("HostConfig.UTSMode %q (--uts) is not supported: a container has its own VM and host name", hc.UTSMode)
-	case hc.Init != nil && *hc.Init:
-		return no("HostConfig.Init (--init) is not supported yet")
 	case hc.CPUShares != 0:
 		return no("HostConfig.CpuShares (--cpu-shares) is not supported: a container has vCPUs of its own; use --cpus")
 	case hc.CpusetCpus != "":
@@ -183,7 +181,7 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 		User: cfg.User, Hostname: cfg.Hostname, Domainname: cfg.Domainname, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
 		StdinOnce: cfg.StdinOnce, StopSignal: cfg.StopSignal, MemoryBytes: hc.Memory,
 		NanoCPUs: hc.NanoCPUs, AutoRemove: hc.AutoRemove, Volumes: vols, Labels: cfg.Labels,
-		Hypervisor: hypervisor, LogOptions: hc.LogConfig.Config,
+		Hypervisor: hypervisor, LogOptions: hc.LogConfig.Config, Init: hc.Init != nil && *hc.Init,
 		RestartPolicy: containersvc.RestartPolicy{Name: string(hc.RestartPolicy.Name), MaximumRetryCount: hc.RestartPolicy.MaximumRetryCount},
 	}
 	if cfg.Tty && hc.ConsoleSize[0] > 0 && hc.ConsoleSize[1] > 0 {
@@ -452,6 +450,10 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 		resp.GraphDriver = &storage.DriverData{Name: resp.Driver, Data: map[string]string{"LowerDir": strings.Join(disks, ":")}}
 	}
 	securityHostConfig(resp.HostConfig, cfg.Security)
+	if cfg.Init {
+		init := true
+		resp.HostConfig.Init = &init
+	}
 	resp.HostConfig.Memory = cfg.MemoryBytes
 	resp.HostConfig.NanoCPUs = cfg.NanoCPUs
 	hostConfigNetwork(resp.HostConfig, c)

@@ -164,7 +164,7 @@ func TestHandler(t *testing.T) {
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Devices":[{"PathOnHost":"/dev/sda","PathInContainer":"/dev/sda","CgroupPermissions":"rwm"}]}}`, 400, "HostConfig.Devices"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"PidMode":"host"}}`, 400, "HostConfig.PidMode"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"UTSMode":"host"}}`, 400, "HostConfig.UTSMode"},
-		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Init":true}}`, 400, "HostConfig.Init"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"DeviceRequests":[{"Count":1}]}}`, 400, "HostConfig.DeviceRequests"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"CpuShares":512}}`, 400, "HostConfig.CpuShares"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"CpusetCpus":"0"}}`, 400, "HostConfig.CpusetCpus"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"DeviceCgroupRules":["c 1:3 r"]}}`, 400, "HostConfig.DeviceCgroupRules"},

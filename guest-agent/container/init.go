@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -37,6 +40,9 @@ type initConfig struct {
 	// Pause makes the init wait after start instead of running the
 	// spec's process (contract.InitPause).
 	Pause bool
+	// Reap keeps the init as PID 1 over the spec's process
+	// (contract.InitReap).
+	Reap bool
 }
 
 // InitMain runs the container init: it never returns. Sequence:
@@ -87,6 +93,9 @@ func InitMain() {
 		for {
 			unix.Pause()
 		}
+	}
+	if cfg.Reap {
+		fail(reapProcess(path, cfg.Spec.Process, sock))
 	}
 	fail(execProcess(path, cfg.Spec.Process))
 }
@@ -190,6 +199,9 @@ func setupContainer(cfg *initConfig) (string, error) {
 // pauses says whether a container's init waits instead of running the
 // spec's process (contract.InitPause).
 func pauses(s *specs.Spec) bool { return s.Annotations[contract.AnnotationInit] == contract.InitPause }
+
+// reaps says whether a container's init stays its PID 1 (contract.InitReap).
+func reaps(s *specs.Spec) bool { return s.Annotations[contract.AnnotationInit] == contract.InitReap }
 
 // lookPath resolves a command as execve will see it in the current root,
 // with Go's exec error wording.
@@ -337,4 +349,103 @@ func dropBoundingSet(keep []string) error {
 		}
 	}
 	return nil
+}
+
+// reapProcess is docker run --init's init: the spec's process runs as the
+// init's child, with the same privileges execProcess would give it, while
+// the init stays PID 1, forwards it every signal it can catch and reaps
+// every orphan the container's processes leave. It exits with the child's
+// status and only returns on failure to start it.
+func reapProcess(path string, p *specs.Process, sock *os.File) error {
+	for _, rl := range p.Rlimits {
+		lim := unix.Rlimit{Cur: rl.Soft, Max: rl.Hard}
+		if err := unix.Setrlimit(rlimitNames[rl.Type], &lim); err != nil {
+			return fmt.Errorf("set %s: %w", rl.Type, err)
+		}
+	}
+	adj := 0
+	if p.OOMScoreAdj != nil {
+		adj = *p.OOMScoreAdj
+	}
+	if err := os.WriteFile("/proc/self/oom_score_adj", []byte(fmt.Sprint(adj)), 0); err != nil {
+		return fmt.Errorf("set oom_score_adj: %w", err)
+	}
+	if p.User.Username != "" {
+		u, err := lookupUser(p.User.Username, "/etc/passwd", "/etc/group")
+		if err != nil {
+			return err
+		}
+		p.User.UID, p.User.GID = u.uid, u.gid
+		p.User.AdditionalGids = append(u.groups, p.User.AdditionalGids...)
+		if !hasEnv(p.Env, "HOME") {
+			p.Env = append(p.Env, "HOME="+u.home)
+		}
+	}
+	env := p.Env
+	if !hasEnv(env, "HOME") {
+		env = append(env, "HOME=/")
+	}
+	if p.User.Umask != nil {
+		unix.Umask(int(*p.User.Umask))
+	}
+	// Signals are caught before the child exists, so none sent at its
+	// start is lost; the child gets default dispositions at exec.
+	sigs := make(chan os.Signal, 32)
+	signal.Notify(sigs)
+	// Capability bounds and no_new_privs are per thread: set on this
+	// (locked) thread, they pass to the child it forks.
+	if p.Capabilities != nil {
+		if err := dropBoundingSet(p.Capabilities.Bounding); err != nil {
+			return err
+		}
+	}
+	if p.NoNewPrivileges {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("set no_new_privs: %w", err)
+		}
+	}
+	groups := make([]uint32, len(p.User.AdditionalGids))
+	copy(groups, p.User.AdditionalGids)
+	cmd := exec.Command(path)
+	cmd.Args, cmd.Env = p.Args, env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential: &syscall.Credential{Uid: p.User.UID, Gid: p.User.GID, Groups: groups},
+		// The child leads the terminal's session, as the command would
+		// without an init.
+		Setsid: p.Terminal, Setctty: p.Terminal,
+	}
+	if err := cmd.Start(); err != nil {
+		return execError(p.Args[0], err)
+	}
+	// The command runs: the agent learns it from the sync socket's close,
+	// as from an exec.
+	sock.Close()
+	child := cmd.Process.Pid
+	go func() {
+		for s := range sigs {
+			// SIGCHLD is the init's own; SIGURG is the Go runtime's.
+			if s == syscall.SIGCHLD || s == syscall.SIGURG {
+				continue
+			}
+			_ = unix.Kill(child, s.(syscall.Signal))
+		}
+	}()
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			os.Exit(1) // no child left, which cannot be before ours ended
+		}
+		if pid != child {
+			continue // an orphan, reaped
+		}
+		if ws.Signaled() {
+			os.Exit(128 + int(ws.Signal()))
+		}
+		os.Exit(ws.ExitStatus())
+	}
 }

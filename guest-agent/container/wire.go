@@ -124,6 +124,7 @@ func (e *wireEncoder) config(c initConfig) {
 	e.str(c.DevPts)
 	e.bool(c.Trace)
 	e.bool(c.Pause)
+	e.bool(c.Reap)
 	s := c.Spec
 	if s == nil || s.Process == nil || s.Linux == nil {
 		e.bool(false)
@@ -208,7 +209,7 @@ func (e *wireEncoder) config(c initConfig) {
 }
 
 func (d *wireDecoder) config() initConfig {
-	c := initConfig{Rootfs: d.str(), DevPts: d.str(), Trace: d.bool(), Pause: d.bool()}
+	c := initConfig{Rootfs: d.str(), DevPts: d.str(), Trace: d.bool(), Pause: d.bool(), Reap: d.bool()}
 	if !d.bool() {
 		return c
 	}

@@ -122,6 +122,11 @@ const (
 	// a container that exists to run ExecProcess calls (a build's steps).
 	// The spec's process is not looked up or run.
 	InitPause = "pause"
+	// InitReap makes the init stay the container's PID 1 (docker run
+	// --init): it starts the spec's process as its child, forwards it the
+	// signals it gets, reaps every orphan, and exits with the child's
+	// status.
+	InitReap = "reap"
 )
 
 // Capabilities are the Linux capabilities by number

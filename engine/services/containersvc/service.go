@@ -182,6 +182,8 @@ type CreateOptions struct {
 	Pause bool
 	// Security is the confinement and limit options (security.go).
 	Security containers.Security
+	// Init keeps an init as the container's PID 1 (docker run --init).
+	Init bool
 	// LogOptions are --log-opt's (max-size, max-file), over the daemon's.
 	LogOptions map[string]string
 
@@ -352,7 +354,7 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 			StopSignal: firstNonEmpty(o.StopSignal, img.StopSignal), ConsoleRows: o.ConsoleRows,
 			ConsoleCols: o.ConsoleCols, MemoryBytes: o.MemoryBytes, NanoCPUs: o.NanoCPUs,
 			Hypervisor: choice.Driver, Accel: choice.Accel, AutoRemove: o.AutoRemove, Labels: o.Labels,
-			Pause: o.Pause, RestartPolicy: o.RestartPolicy, Security: o.Security,
+			Pause: o.Pause, Init: o.Init, RestartPolicy: o.RestartPolicy, Security: o.Security,
 			LogOptions: o.LogOptions, LogMaxSize: logLimits.MaxSize, LogMaxFiles: logLimits.MaxFiles,
 		},
 		State: containers.State{Status: containers.StatusCreated},

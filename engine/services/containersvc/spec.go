@@ -166,8 +166,11 @@ func BuildSpec(c *containers.Container) (*specs.Spec, error) {
 		res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
 	}
 	var annotations map[string]string
-	if cfg.Pause {
+	switch {
+	case cfg.Pause:
 		annotations = map[string]string{contract.AnnotationInit: contract.InitPause}
+	case cfg.Init:
+		annotations = map[string]string{contract.AnnotationInit: contract.InitReap}
 	}
 	spec := &specs.Spec{
 		Version:     specs.Version,
