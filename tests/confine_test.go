@@ -136,7 +136,7 @@ func TestInit(t *testing.T) {
 		init bool
 		want string
 	}{{true, "143\n"}, {false, "137\n"}} {
-		args := []string{"run", "-d", "--name", "stopme", "busybox", "sleep", "600"}
+		args := []string{"run", "-d", "--name", "stopme", "--stop-timeout", "2", "busybox", "sleep", "600"}
 		if tc.init {
 			args = append(args[:2], append([]string{"--init"}, args[2:]...)...)
 		}
@@ -144,7 +144,15 @@ func TestInit(t *testing.T) {
 		if r := d.mustDocker(t, 0, "", "inspect", "-f", "{{.HostConfig.Init}}", "stopme"); tc.init && r.stdout != "true\n" {
 			t.Errorf("inspect HostConfig.Init = %q", r.stdout)
 		}
-		d.mustDocker(t, 0, "", "stop", "-t", "2", "stopme")
+		if tc.init {
+			d.mustDocker(t, 0, "", "stop", "-t", "2", "stopme")
+		} else {
+			// No -t: the container's --stop-timeout (2) applies.
+			if r := d.mustDocker(t, 0, "", "inspect", "-f", "{{.Config.StopTimeout}}", "stopme"); r.stdout != "2\n" {
+				t.Errorf("inspect Config.StopTimeout = %q", r.stdout)
+			}
+			d.mustDocker(t, 0, "", "stop", "stopme")
+		}
 		if r := d.mustDocker(t, 0, "", "inspect", "-f", "{{.State.ExitCode}}", "stopme"); r.stdout != tc.want {
 			t.Errorf("init %v: exit code after stop %q, want %q", tc.init, r.stdout, tc.want)
 		}

@@ -26,9 +26,12 @@ type securityFlags struct {
 	logDriver       string
 	logOpts         []string
 	init            bool
+	stopTimeout     int
+	fs              *pflag.FlagSet
 }
 
 func (s *securityFlags) addFlags(f *pflag.FlagSet) {
+	s.fs = f
 	s.ulimits = map[string]*container.Ulimit{}
 	s.ulimitOpt = opts.NewUlimitOpt(&s.ulimits)
 	s.sysctls = opts.NewMapOpts(nil, opts.ValidateSysctl)
@@ -45,6 +48,15 @@ func (s *securityFlags) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&s.logDriver, "log-driver", "", "log driver: json-file (the daemon's own log)")
 	f.StringArrayVar(&s.logOpts, "log-opt", nil, "log option: max-size=SIZE, max-file=N")
 	f.BoolVar(&s.init, "init", false, "run an init as PID 1 that forwards signals and reaps orphans")
+	f.IntVar(&s.stopTimeout, "stop-timeout", 0, "seconds a stop waits for the stop signal before SIGKILL (default 10; -1 forever)")
+}
+
+// applyConfig puts the flags that belong to Config into cfg.
+func (s *securityFlags) applyConfig(cfg *container.Config) {
+	if s.fs != nil && s.fs.Changed("stop-timeout") {
+		t := s.stopTimeout
+		cfg.StopTimeout = &t
+	}
 }
 
 func (s *securityFlags) apply(hc *container.HostConfig) error {

@@ -70,6 +70,10 @@ type Config struct {
 	// Init keeps an init as the container's PID 1 over its command
 	// (docker run --init): signals forwarded, orphans reaped.
 	Init bool `json:"init,omitempty"`
+	// StopTimeout is how many seconds a stop that names no timeout waits
+	// for the stop signal before SIGKILL (docker run --stop-timeout);
+	// nil: 10, negative: forever.
+	StopTimeout *int `json:"stopTimeout,omitempty"`
 	// Labels are the user's metadata (docker run --label), matched by
 	// label filters.
 	Labels map[string]string `json:"labels,omitempty"`

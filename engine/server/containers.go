@@ -84,8 +84,6 @@ func unsupportedConfig(cfg *container.Config) error {
 	switch {
 	case cfg.Healthcheck != nil && len(cfg.Healthcheck.Test) > 0 && cfg.Healthcheck.Test[0] != "NONE":
 		return errs.New(errdefs.ErrInvalidArgument, "Config.Healthcheck (--health-cmd) is not supported yet")
-	case cfg.StopTimeout != nil:
-		return errs.New(errdefs.ErrInvalidArgument, "Config.StopTimeout (--stop-timeout) is not supported yet: give docker stop -t")
 	}
 	return nil
 }
@@ -181,7 +179,7 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 		User: cfg.User, Hostname: cfg.Hostname, Domainname: cfg.Domainname, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
 		StdinOnce: cfg.StdinOnce, StopSignal: cfg.StopSignal, MemoryBytes: hc.Memory,
 		NanoCPUs: hc.NanoCPUs, AutoRemove: hc.AutoRemove, Volumes: vols, Labels: cfg.Labels,
-		Hypervisor: hypervisor, LogOptions: hc.LogConfig.Config, Init: hc.Init != nil && *hc.Init,
+		Hypervisor: hypervisor, LogOptions: hc.LogConfig.Config, Init: hc.Init != nil && *hc.Init, StopTimeout: cfg.StopTimeout,
 		RestartPolicy: containersvc.RestartPolicy{Name: string(hc.RestartPolicy.Name), MaximumRetryCount: hc.RestartPolicy.MaximumRetryCount},
 	}
 	if cfg.Tty && hc.ConsoleSize[0] > 0 && hc.ConsoleSize[1] > 0 {
@@ -463,7 +461,7 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 	conf := &inspectConfig{Config: container.Config{
 		Hostname: cfg.Hostname, Domainname: cfg.Domainname, User: cfg.User, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
 		StdinOnce: cfg.StdinOnce, Env: cfg.Env, Cmd: cfg.Args, Image: cfg.Image,
-		WorkingDir: cfg.WorkingDir, StopSignal: cfg.StopSignal, Labels: labelsOrEmpty(cfg.Labels),
+		WorkingDir: cfg.WorkingDir, StopSignal: cfg.StopSignal, StopTimeout: cfg.StopTimeout, Labels: labelsOrEmpty(cfg.Labels),
 	}}
 	if nc := cfg.Network; nc != nil {
 		conf.MacAddress = nc.MacAddress
@@ -503,7 +501,7 @@ func stopTimeout(r *http.Request) (time.Duration, error) {
 		v = r.URL.Query().Get("timeout")
 	}
 	if v == "" {
-		return containersvc.DefaultStopTimeout, nil
+		return containersvc.ContainerStopTimeout, nil
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil {

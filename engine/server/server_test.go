@@ -172,7 +172,7 @@ func TestHandler(t *testing.T) {
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"VolumesFrom":["x"]}}`, 400, "HostConfig.VolumesFrom"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"LogConfig":{"Type":"syslog"}}}`, 400, "syslog\\\" is not supported"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","Healthcheck":{"Test":["CMD","true"]}}`, 400, "Config.Healthcheck"},
-		{"POST", "/v1.41/containers/create", `{"Image":"busybox","StopTimeout":3}`, 400, "Config.StopTimeout"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","Healthcheck":{"Test":["CMD","true"]}}`, 400, "Config.Healthcheck"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","Healthcheck":{"Test":["NONE"]},"HostConfig":{"Init":false,"PidMode":"","Isolation":"default","LogConfig":{"Type":"json-file","Config":{}}}}`, 404, "No such image"},
 		// Swarm and plugins, as a dockerd in no swarm and without plugins.
 		{"POST", "/v1.41/swarm/leave?force=1", "", 503, "This node is not part of a swarm"},

@@ -3,6 +3,7 @@ package containersvc
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"syscall"
@@ -143,6 +144,24 @@ func (s *Service) PrepareWait(ref string, cond WaitCondition) (func(context.Cont
 // DefaultStopTimeout is how long Stop waits for the stop signal to work.
 const DefaultStopTimeout = 10 * time.Second
 
+// ContainerStopTimeout asks Stop for the container's own timeout (its
+// --stop-timeout, else DefaultStopTimeout): a stop request that named none.
+const ContainerStopTimeout = time.Duration(math.MinInt64)
+
+// stopTimeoutOf resolves ContainerStopTimeout for c.
+func stopTimeoutOf(c *containers.Container, timeout time.Duration) time.Duration {
+	if timeout != ContainerStopTimeout {
+		return timeout
+	}
+	if t := c.Config.StopTimeout; t != nil {
+		if *t < 0 {
+			return -1
+		}
+		return time.Duration(*t) * time.Second
+	}
+	return DefaultStopTimeout
+}
+
 // killGrace is how long a SIGKILLed process gets before the VM is ended.
 var killGrace = 5 * time.Second
 
@@ -155,6 +174,7 @@ func (s *Service) Stop(ctx context.Context, ref string, timeout time.Duration) (
 	if err != nil {
 		return err
 	}
+	timeout = stopTimeoutOf(c, timeout)
 	t := s.task(c.ID)
 	pending := s.Restarting(c.ID)
 	s.cancelRestart(c.ID)

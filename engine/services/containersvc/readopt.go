@@ -83,8 +83,8 @@ func (s *Service) sweepOrphans(all []*containers.Container) {
 		}
 		dir := filepath.Join(s.cfg.ExecRoot, name)
 		pids := processesNaming(dir + "/")
-		if slices.ContainsFunc(pids, func(pid int) bool { return parentOf(pid) != 1 }) {
-			continue // its starter lives
+		if slices.ContainsFunc(pids, func(pid int) bool { ppid := parentOf(pid); return ppid != 1 && ppid != 0 }) {
+			continue // its starter lives (a process gone meanwhile, parent 0, is no starter)
 		}
 		for _, pid := range pids {
 			log.Printf("ending VMM process %d of %s: no container runs it (its start was cut short)", pid, name)

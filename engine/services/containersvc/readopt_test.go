@@ -211,6 +211,15 @@ func TestReadoptSweepsOrphans(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// The stand-in's shell forks its sleep: until that child has exec'd,
+	// it is a copy naming the state dir with a live parent, as a starter
+	// would be. A real VMM does not fork; wait for the exec.
+	for deadline := time.Now().Add(10 * time.Second); len(processesNaming(orphanDir+"/")) != 1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("processes naming the orphan's dir: %v", processesNaming(orphanDir+"/"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	// A start under way in this (live) process.
 	starting := exec.Command("sh", "-c", "sleep 60; :", startingDir+"/agent.sock")
 	if err := starting.Start(); err != nil {

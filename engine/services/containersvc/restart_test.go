@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/errs"
 )
 
@@ -262,6 +263,27 @@ func TestCheckLimits(t *testing.T) {
 		err := checkLimits(tc.mem, tc.cpus)
 		if tc.want == "" && err != nil || tc.want != "" && (!errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("checkLimits(%d, %d) = %v, want %q", tc.mem, tc.cpus, err, tc.want)
+		}
+	}
+}
+
+// A stop that names no timeout takes the container's --stop-timeout.
+func TestStopTimeoutOf(t *testing.T) {
+	five, forever := 5, -1
+	for _, tc := range []struct {
+		own  *int
+		ask  time.Duration
+		want time.Duration
+	}{
+		{nil, ContainerStopTimeout, DefaultStopTimeout},
+		{&five, ContainerStopTimeout, 5 * time.Second},
+		{&forever, ContainerStopTimeout, -1},
+		{&five, 2 * time.Second, 2 * time.Second},
+		{nil, -1, -1},
+	} {
+		c := &containers.Container{Config: containers.Config{StopTimeout: tc.own}}
+		if got := stopTimeoutOf(c, tc.ask); got != tc.want {
+			t.Errorf("stopTimeoutOf(%v, %v) = %v, want %v", tc.own, tc.ask, got, tc.want)
 		}
 	}
 }

@@ -184,6 +184,8 @@ type CreateOptions struct {
 	Security containers.Security
 	// Init keeps an init as the container's PID 1 (docker run --init).
 	Init bool
+	// StopTimeout is --stop-timeout in seconds (nil: the default).
+	StopTimeout *int
 	// LogOptions are --log-opt's (max-size, max-file), over the daemon's.
 	LogOptions map[string]string
 
@@ -354,7 +356,7 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 			StopSignal: firstNonEmpty(o.StopSignal, img.StopSignal), ConsoleRows: o.ConsoleRows,
 			ConsoleCols: o.ConsoleCols, MemoryBytes: o.MemoryBytes, NanoCPUs: o.NanoCPUs,
 			Hypervisor: choice.Driver, Accel: choice.Accel, AutoRemove: o.AutoRemove, Labels: o.Labels,
-			Pause: o.Pause, Init: o.Init, RestartPolicy: o.RestartPolicy, Security: o.Security,
+			Pause: o.Pause, Init: o.Init, StopTimeout: o.StopTimeout, RestartPolicy: o.RestartPolicy, Security: o.Security,
 			LogOptions: o.LogOptions, LogMaxSize: logLimits.MaxSize, LogMaxFiles: logLimits.MaxFiles,
 		},
 		State: containers.State{Status: containers.StatusCreated},
