@@ -34,6 +34,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hugelgupf/p9/p9"
 	"golang.org/x/sys/unix"
@@ -50,6 +51,23 @@ type FS struct {
 	root   int // O_PATH|O_DIRECTORY
 	ro     bool
 	asRoot bool
+	// nodes counts the descriptors the guest holds open through this
+	// share (one per node, one more per opened node), up to MaxNodes.
+	nodes atomic.Int64
+}
+
+// MaxNodes bounds the descriptors one share keeps open for its guest: a
+// guest that walks without ever clunking gets EMFILE, not the VMM's whole
+// descriptor table.
+const MaxNodes = 16384
+
+// take reserves n descriptors, or fails with EMFILE.
+func (fs *FS) take(n int64) error {
+	if fs.nodes.Add(n) > MaxNodes {
+		fs.nodes.Add(-n)
+		return unix.EMFILE
+	}
+	return nil
 }
 
 var _ p9.Attacher = (*FS)(nil)
@@ -69,11 +87,19 @@ func (fs *FS) Close() error { return unix.Close(fs.root) }
 
 // Attach implements p9.Attacher.
 func (fs *FS) Attach() (p9.File, error) {
-	fd, err := unix.FcntlInt(uintptr(fs.root), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
+	if err := fs.take(1); err != nil {
 		return nil, err
 	}
-	return newFile(fs, fd)
+	fd, err := unix.FcntlInt(uintptr(fs.root), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		fs.take(-1)
+		return nil, err
+	}
+	f, err := newFile(fs, fd)
+	if err != nil {
+		fs.take(-1)
+	}
+	return f, err
 }
 
 // file is one node: an O_PATH descriptor, plus a real descriptor once
@@ -136,7 +162,15 @@ func attrOf(st *unix.Stat_t) (p9.AttrMask, p9.Attr) {
 }
 
 // walk resolves names one at a time from f, never following a symlink.
-func (f *file) walk(names []string) ([]p9.QID, *file, *unix.Stat_t, error) {
+func (f *file) walk(names []string) (_ []p9.QID, _ *file, _ *unix.Stat_t, err error) {
+	if err := f.fs.take(1); err != nil {
+		return nil, nil, nil, err
+	}
+	defer func() {
+		if err != nil {
+			f.fs.take(-1)
+		}
+	}()
 	cur, err := unix.FcntlInt(uintptr(f.fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, nil, err
@@ -281,10 +315,12 @@ func (f *file) Close() error {
 	if f.opened >= 0 {
 		unix.Close(f.opened)
 		f.opened = -1
+		f.fs.take(-1)
 	}
 	if f.fd >= 0 {
 		unix.Close(f.fd)
 		f.fd = -1
+		f.fs.take(-1)
 	}
 	return nil
 }
@@ -308,18 +344,24 @@ func (f *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
 	default:
 		return p9.QID{}, 0, unix.EPERM
 	}
+	if err := f.fs.take(1); err != nil {
+		return p9.QID{}, 0, err
+	}
 	fd, err := unix.Open(procPath(f.fd), flags|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	if err != nil {
+		f.fs.take(-1)
 		return p9.QID{}, 0, err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
+		f.fs.take(-1)
 		return p9.QID{}, 0, err
 	}
 	f.mu.Lock()
 	if f.opened >= 0 {
 		unix.Close(f.opened)
+		f.fs.take(-1)
 	}
 	f.opened = fd
 	f.mu.Unlock()
@@ -525,10 +567,18 @@ func (f *file) checkCreate(name string) error {
 }
 
 // Create implements p9.File.
-func (f *file) Create(name string, flags p9.OpenFlags, perm p9.FileMode, uid p9.UID, gid p9.GID) (p9.File, p9.QID, uint32, error) {
+func (f *file) Create(name string, flags p9.OpenFlags, perm p9.FileMode, uid p9.UID, gid p9.GID) (_ p9.File, _ p9.QID, _ uint32, err error) {
 	if err := f.checkCreate(name); err != nil {
 		return nil, p9.QID{}, 0, err
 	}
+	if err := f.fs.take(2); err != nil {
+		return nil, p9.QID{}, 0, err
+	}
+	defer func() {
+		if err != nil {
+			f.fs.take(-2)
+		}
+	}()
 	mode := uint32(perm.Permissions())
 	fd, err := unix.Openat(f.fd, name, int(flags)&openFlags|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
 	if err != nil {

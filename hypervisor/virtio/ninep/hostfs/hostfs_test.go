@@ -68,3 +68,42 @@ func TestXattrs(t *testing.T) {
 		t.Errorf("the host reads user.guest = %v", err)
 	}
 }
+
+// A guest that keeps walking without clunking runs out of nodes (EMFILE),
+// not the VMM out of descriptors; closing gives them back.
+func TestNodesAreBounded(t *testing.T) {
+	fs, err := New(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	root, err := fs.Attach()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []interface{ Close() error }
+	var walkErr error
+	for i := 0; i <= MaxNodes; i++ {
+		_, f, err := root.Walk(nil)
+		if err != nil {
+			walkErr = err
+			break
+		}
+		held = append(held, f)
+	}
+	if walkErr != unix.EMFILE || len(held) != MaxNodes-1 {
+		t.Fatalf("after %d nodes: %v, want EMFILE after %d", len(held), walkErr, MaxNodes-1)
+	}
+	for _, f := range held {
+		f.Close()
+	}
+	if _, f, err := root.Walk(nil); err != nil {
+		t.Errorf("after closing, a walk fails: %v", err)
+	} else {
+		f.Close()
+	}
+	root.Close()
+	if n := fs.nodes.Load(); n != 0 {
+		t.Errorf("%d nodes counted after everything closed", n)
+	}
+}
