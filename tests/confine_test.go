@@ -159,3 +159,28 @@ func TestInit(t *testing.T) {
 		d.mustDocker(t, 0, "", "rm", "stopme")
 	}
 }
+
+// docker run --group-add: names are the container's groups, numbers are
+// taken as they are; for the container's process and its execs; an
+// unknown name fails the start in one line.
+func TestGroupAdd(t *testing.T) {
+	d := startDaemon(t)
+	want := "0 4242 65534\n"
+	r := d.mustDocker(t, 0, "", "run", "--rm", "--group-add", "nobody", "--group-add", "4242", "busybox", "sh", "-c",
+		"id -G | tr ' ' '\\n' | sort -n | tr '\\n' ' ' | sed 's/ $//'; echo")
+	if r.stdout != want {
+		t.Errorf("id -G with --group-add nobody,4242 = %q, want %q", r.stdout, want)
+	}
+	d.mustDocker(t, 0, "", "run", "-d", "--name", "grp", "--group-add", "nobody", "busybox", "sleep", "600")
+	t.Cleanup(func() { d.docker(t, "", "rm", "-f", "grp") })
+	if r := d.mustDocker(t, 0, "", "exec", "grp", "id", "-G"); !strings.Contains(r.stdout, "65534") {
+		t.Errorf("exec id -G = %q, want the nobody group (65534)", r.stdout)
+	}
+	if r := d.mustDocker(t, 0, "", "inspect", "-f", "{{.HostConfig.GroupAdd}}", "grp"); r.stdout != "[nobody]\n" {
+		t.Errorf("inspect GroupAdd = %q", r.stdout)
+	}
+	r = d.docker(t, "", "run", "--rm", "--group-add", "nosuchgroup", "busybox", "true")
+	if r.code == 0 || !strings.Contains(r.stderr, "unable to find group nosuchgroup") {
+		t.Errorf("--group-add nosuchgroup: exit %d, %q", r.code, r.stderr)
+	}
+}

@@ -27,6 +27,7 @@ type securityFlags struct {
 	logOpts         []string
 	init            bool
 	stopTimeout     int
+	groupAdd        []string
 	fs              *pflag.FlagSet
 }
 
@@ -48,6 +49,7 @@ func (s *securityFlags) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&s.logDriver, "log-driver", "", "log driver: json-file (the daemon's own log)")
 	f.StringArrayVar(&s.logOpts, "log-opt", nil, "log option: max-size=SIZE, max-file=N")
 	f.BoolVar(&s.init, "init", false, "run an init as PID 1 that forwards signals and reaps orphans")
+	f.StringArrayVar(&s.groupAdd, "group-add", nil, "add a group to the container's processes (a name in the container's /etc/group, or a number)")
 	f.IntVar(&s.stopTimeout, "stop-timeout", 0, "seconds a stop waits for the stop signal before SIGKILL (default 10; -1 forever)")
 }
 
@@ -83,6 +85,7 @@ func (s *securityFlags) apply(hc *container.HostConfig) error {
 		hc.Tmpfs[dst] = options
 	}
 	hc.LogConfig.Type = s.logDriver
+	hc.GroupAdd = s.groupAdd
 	if s.init {
 		init := true
 		hc.Init = &init

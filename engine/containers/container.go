@@ -70,6 +70,9 @@ type Config struct {
 	// Init keeps an init as the container's PID 1 over its command
 	// (docker run --init): signals forwarded, orphans reaped.
 	Init bool `json:"init,omitempty"`
+	// GroupAdd are more groups for the container's processes (docker run
+	// --group-add): names resolved in the container, or numbers.
+	GroupAdd []string `json:"groupAdd,omitempty"`
 	// StopTimeout is how many seconds a stop that names no timeout waits
 	// for the stop signal before SIGKILL (docker run --stop-timeout);
 	// nil: 10, negative: forever.

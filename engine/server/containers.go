@@ -36,8 +36,6 @@ func unsupportedHostConfig(hc *container.HostConfig) error {
 		return no("privileged containers are not supported")
 	case len(hc.VolumesFrom) > 0:
 		return no("HostConfig.VolumesFrom (--volumes-from) is not supported: name the volumes with -v")
-	case len(hc.GroupAdd) > 0:
-		return no("HostConfig.GroupAdd (--group-add) is not supported yet")
 	case hc.PidMode != "" && hc.PidMode != "private":
 		return no("HostConfig.PidMode %q (--pid) is not supported: a container has its own VM and PID namespace", hc.PidMode)
 	case hc.UTSMode != "" && hc.UTSMode != "private":
@@ -179,7 +177,7 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 		User: cfg.User, Hostname: cfg.Hostname, Domainname: cfg.Domainname, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
 		StdinOnce: cfg.StdinOnce, StopSignal: cfg.StopSignal, MemoryBytes: hc.Memory,
 		NanoCPUs: hc.NanoCPUs, AutoRemove: hc.AutoRemove, Volumes: vols, Labels: cfg.Labels,
-		Hypervisor: hypervisor, LogOptions: hc.LogConfig.Config, Init: hc.Init != nil && *hc.Init, StopTimeout: cfg.StopTimeout,
+		Hypervisor: hypervisor, LogOptions: hc.LogConfig.Config, Init: hc.Init != nil && *hc.Init, StopTimeout: cfg.StopTimeout, GroupAdd: hc.GroupAdd,
 		RestartPolicy: containersvc.RestartPolicy{Name: string(hc.RestartPolicy.Name), MaximumRetryCount: hc.RestartPolicy.MaximumRetryCount},
 	}
 	if cfg.Tty && hc.ConsoleSize[0] > 0 && hc.ConsoleSize[1] > 0 {
@@ -448,6 +446,7 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 		resp.GraphDriver = &storage.DriverData{Name: resp.Driver, Data: map[string]string{"LowerDir": strings.Join(disks, ":")}}
 	}
 	securityHostConfig(resp.HostConfig, cfg.Security)
+	resp.HostConfig.GroupAdd = cfg.GroupAdd
 	if cfg.Init {
 		init := true
 		resp.HostConfig.Init = &init

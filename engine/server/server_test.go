@@ -160,7 +160,7 @@ func TestHandler(t *testing.T) {
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Runtime":"qemu"}}`, 404, "No such image"},
 		// Create options that are not honoured are refused, each by name,
 		// before the image is looked up; their default values pass.
-		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"GroupAdd":["10"]}}`, 400, "HostConfig.GroupAdd"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"OomKillDisable":true}}`, 400, "HostConfig.OomKillDisable"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Devices":[{"PathOnHost":"/dev/sda","PathInContainer":"/dev/sda","CgroupPermissions":"rwm"}]}}`, 400, "HostConfig.Devices"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"PidMode":"host"}}`, 400, "HostConfig.PidMode"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"UTSMode":"host"}}`, 400, "HostConfig.UTSMode"},

@@ -136,6 +136,11 @@ func (r *Runtime) forkInContainer(c *Container, proc *Process, p *specs.Process)
 		user.UID, user.GID, home = u.uid, u.gid, u.home
 		user.AdditionalGids = append(u.groups, user.AdditionalGids...)
 	}
+	extra, err := lookupGroups(groupAdd(c.spec), "/etc/group")
+	if err != nil {
+		return errorf(ErrInvalid, "%v", err)
+	}
+	user.AdditionalGids = append(user.AdditionalGids, extra...)
 	groups := make([]uint32, len(user.AdditionalGids))
 	copy(groups, user.AdditionalGids)
 	env := p.Env

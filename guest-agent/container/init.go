@@ -43,6 +43,9 @@ type initConfig struct {
 	// Reap keeps the init as PID 1 over the spec's process
 	// (contract.InitReap).
 	Reap bool
+	// GroupAdd are more groups of the process, names resolved in the
+	// container (contract.AnnotationGroupAdd).
+	GroupAdd []string
 }
 
 // InitMain runs the container init: it never returns. Sequence:
@@ -95,9 +98,9 @@ func InitMain() {
 		}
 	}
 	if cfg.Reap {
-		fail(reapProcess(path, cfg.Spec.Process, sock))
+		fail(reapProcess(path, cfg.Spec.Process, sock, cfg.GroupAdd))
 	}
-	fail(execProcess(path, cfg.Spec.Process))
+	fail(execProcess(path, cfg.Spec.Process, cfg.GroupAdd))
 }
 
 // initFailStatus is the exit status of an init that could not run the
@@ -248,7 +251,7 @@ func checkExecutable(p string) error {
 
 // execProcess drops privileges as the process asks and replaces the init
 // with the user's command. It only returns on failure.
-func execProcess(path string, p *specs.Process) error {
+func execProcess(path string, p *specs.Process, groupAddOf []string) error {
 	for _, rl := range p.Rlimits {
 		lim := unix.Rlimit{Cur: rl.Soft, Max: rl.Hard}
 		if err := unix.Setrlimit(rlimitNames[rl.Type], &lim); err != nil {
@@ -286,6 +289,9 @@ func execProcess(path string, p *specs.Process) error {
 		if !hasEnv(p.Env, "HOME") {
 			p.Env = append(p.Env, "HOME="+u.home)
 		}
+	}
+	if err := addGroups(p, groupAddOf); err != nil {
+		return err
 	}
 	// Groups first: after setgid/setuid we may no longer change them.
 	groups := make([]int, len(p.User.AdditionalGids))
@@ -356,7 +362,7 @@ func dropBoundingSet(keep []string) error {
 // the init stays PID 1, forwards it every signal it can catch and reaps
 // every orphan the container's processes leave. It exits with the child's
 // status and only returns on failure to start it.
-func reapProcess(path string, p *specs.Process, sock *os.File) error {
+func reapProcess(path string, p *specs.Process, sock *os.File, groupAddOf []string) error {
 	for _, rl := range p.Rlimits {
 		lim := unix.Rlimit{Cur: rl.Soft, Max: rl.Hard}
 		if err := unix.Setrlimit(rlimitNames[rl.Type], &lim); err != nil {
@@ -380,6 +386,9 @@ func reapProcess(path string, p *specs.Process, sock *os.File) error {
 		if !hasEnv(p.Env, "HOME") {
 			p.Env = append(p.Env, "HOME="+u.home)
 		}
+	}
+	if err := addGroups(p, groupAddOf); err != nil {
+		return err
 	}
 	env := p.Env
 	if !hasEnv(env, "HOME") {
@@ -448,4 +457,15 @@ func reapProcess(path string, p *specs.Process, sock *os.File) error {
 		}
 		os.Exit(ws.ExitStatus())
 	}
+}
+
+// addGroups adds the --group-add groups, resolved in the container's
+// /etc/group, to the process's.
+func addGroups(p *specs.Process, entries []string) error {
+	gids, err := lookupGroups(entries, "/etc/group")
+	if err != nil {
+		return err
+	}
+	p.User.AdditionalGids = append(p.User.AdditionalGids, gids...)
+	return nil
 }

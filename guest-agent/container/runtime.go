@@ -233,7 +233,7 @@ func (r *Runtime) startInit(ctx context.Context, c *Container, rootfs string) er
 		deadline = d
 	}
 	sock.SetDeadline(deadline)
-	cfg := initConfig{Rootfs: rootfs, DevPts: r.cfg.DevPts, Spec: c.spec, Trace: trace.Enabled(), Pause: pauses(c.spec), Reap: reaps(c.spec)}
+	cfg := initConfig{Rootfs: rootfs, DevPts: r.cfg.DevPts, Spec: c.spec, Trace: trace.Enabled(), Pause: pauses(c.spec), Reap: reaps(c.spec), GroupAdd: groupAdd(c.spec)}
 	if err := writeSync(sock, syncMsg{Type: msgConfig, Cfg: cfg}); err != nil {
 		sock.Close()
 		return fmt.Errorf("send config to container init: %w", err)

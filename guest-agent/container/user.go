@@ -6,6 +6,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/vmctl/vmctl/api/agent/contract"
 )
 
 // execUser is what a user given by name ("user[:group]", docker run -u)
@@ -114,4 +117,40 @@ func eachLine(path string, fn func([]string) bool) error {
 		}
 	}
 	return sc.Err()
+}
+
+// lookupGroups resolves docker's --group-add entries: numbers as they are,
+// names in the group file.
+func lookupGroups(entries []string, groupPath string) ([]uint32, error) {
+	var out []uint32
+	for _, e := range entries {
+		if id, err := strconv.ParseUint(e, 10, 32); err == nil {
+			out = append(out, uint32(id))
+			continue
+		}
+		found := false
+		_ = eachLine(groupPath, func(f []string) bool {
+			if len(f) < 3 || f[0] != e {
+				return true
+			}
+			if id, err := strconv.ParseUint(f[2], 10, 32); err == nil {
+				out, found = append(out, uint32(id)), true
+				return false
+			}
+			return true
+		})
+		if !found {
+			return nil, fmt.Errorf("unable to find group %s: no matching entries in group file", e)
+		}
+	}
+	return out, nil
+}
+
+// groupAdd is a spec's --group-add entries (contract.AnnotationGroupAdd).
+func groupAdd(s *specs.Spec) []string {
+	v := s.Annotations[contract.AnnotationGroupAdd]
+	if v == "" {
+		return nil
+	}
+	return strings.Split(v, ",")
 }

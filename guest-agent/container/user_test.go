@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -43,5 +44,21 @@ func TestLookupUser(t *testing.T) {
 	}
 	if u, err := lookupUser("5:6", filepath.Join(dir, "none"), filepath.Join(dir, "none")); err != nil || u.uid != 5 || u.gid != 6 {
 		t.Errorf("numeric IDs without passwd and group files: %+v, %v", u, err)
+	}
+}
+
+func TestLookupGroups(t *testing.T) {
+	group := filepath.Join(t.TempDir(), "group")
+	if err := os.WriteFile(group, []byte("root:x:0:\naudio:x:29:\nbad:x:nan:\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := lookupGroups([]string{"audio", "1234"}, group)
+	if err != nil || len(got) != 2 || got[0] != 29 || got[1] != 1234 {
+		t.Errorf("lookupGroups = %v, %v; want [29 1234]", got, err)
+	}
+	for _, bad := range []string{"nosuch", "bad"} {
+		if _, err := lookupGroups([]string{bad}, group); err == nil || !strings.Contains(err.Error(), "unable to find group "+bad) {
+			t.Errorf("lookupGroups(%s) = %v", bad, err)
+		}
 	}
 }

@@ -125,6 +125,7 @@ func (e *wireEncoder) config(c initConfig) {
 	e.bool(c.Trace)
 	e.bool(c.Pause)
 	e.bool(c.Reap)
+	e.strs(c.GroupAdd)
 	s := c.Spec
 	if s == nil || s.Process == nil || s.Linux == nil {
 		e.bool(false)
@@ -209,7 +210,7 @@ func (e *wireEncoder) config(c initConfig) {
 }
 
 func (d *wireDecoder) config() initConfig {
-	c := initConfig{Rootfs: d.str(), DevPts: d.str(), Trace: d.bool(), Pause: d.bool(), Reap: d.bool()}
+	c := initConfig{Rootfs: d.str(), DevPts: d.str(), Trace: d.bool(), Pause: d.bool(), Reap: d.bool(), GroupAdd: d.strs()}
 	if !d.bool() {
 		return c
 	}

@@ -129,6 +129,12 @@ const (
 	InitReap = "reap"
 )
 
+// AnnotationGroupAdd lists, comma-separated, the groups a container's
+// processes (and its execs) join besides their user's (docker run
+// --group-add): names, looked up in the container's /etc/group, or
+// numbers.
+const AnnotationGroupAdd = "io.vmctl.group-add"
+
 // Capabilities are the Linux capabilities by number
 // (include/uapi/linux/capability.h): the names a container's bounding set
 // may hold, which the engine checks docker's --cap-add and --cap-drop

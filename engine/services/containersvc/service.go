@@ -186,6 +186,8 @@ type CreateOptions struct {
 	Init bool
 	// StopTimeout is --stop-timeout in seconds (nil: the default).
 	StopTimeout *int
+	// GroupAdd is --group-add: group names or numbers.
+	GroupAdd []string
 	// LogOptions are --log-opt's (max-size, max-file), over the daemon's.
 	LogOptions map[string]string
 
@@ -287,6 +289,11 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 	if err := checkSecurity(&o.Security); err != nil {
 		return nil, err
 	}
+	for _, g := range o.GroupAdd {
+		if g == "" || strings.ContainsAny(g, ",: \t\n\x00") {
+			return nil, errs.New(errdefs.ErrInvalidArgument, "invalid --group-add %q: want a group name or number", g)
+		}
+	}
 	logLimits, err := ParseLogOptions(o.LogOptions, s.defaultLogLimits())
 	if err != nil {
 		return nil, err
@@ -356,7 +363,7 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 			StopSignal: firstNonEmpty(o.StopSignal, img.StopSignal), ConsoleRows: o.ConsoleRows,
 			ConsoleCols: o.ConsoleCols, MemoryBytes: o.MemoryBytes, NanoCPUs: o.NanoCPUs,
 			Hypervisor: choice.Driver, Accel: choice.Accel, AutoRemove: o.AutoRemove, Labels: o.Labels,
-			Pause: o.Pause, Init: o.Init, StopTimeout: o.StopTimeout, RestartPolicy: o.RestartPolicy, Security: o.Security,
+			Pause: o.Pause, Init: o.Init, StopTimeout: o.StopTimeout, GroupAdd: o.GroupAdd, RestartPolicy: o.RestartPolicy, Security: o.Security,
 			LogOptions: o.LogOptions, LogMaxSize: logLimits.MaxSize, LogMaxFiles: logLimits.MaxFiles,
 		},
 		State: containers.State{Status: containers.StatusCreated},

@@ -172,6 +172,12 @@ func BuildSpec(c *containers.Container) (*specs.Spec, error) {
 	case cfg.Init:
 		annotations = map[string]string{contract.AnnotationInit: contract.InitReap}
 	}
+	if len(cfg.GroupAdd) > 0 {
+		if annotations == nil {
+			annotations = map[string]string{}
+		}
+		annotations[contract.AnnotationGroupAdd] = strings.Join(cfg.GroupAdd, ",")
+	}
 	spec := &specs.Spec{
 		Version:     specs.Version,
 		Annotations: annotations,
