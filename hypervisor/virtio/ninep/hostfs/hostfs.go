@@ -23,9 +23,7 @@
 // system.posix_acl_* cannot be set by the guest, and trusted.* ones are not
 // shown to it.
 //
-// It does not preserve the times of symlinks (set through /proc/self/fd,
-// which would follow them) and keeps no cache: every request reaches the
-// host file system.
+// It keeps no cache: every request reaches the host file system.
 package hostfs
 
 import (
@@ -286,7 +284,7 @@ func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
 			return err
 		}
 	}
-	if (valid.ATime || valid.MTime) && !f.isSymlink() {
+	if valid.ATime || valid.MTime {
 		ts := [2]unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
 		if valid.ATime {
 			ts[0] = timespec(valid.ATimeNotSystemTime, attr.ATimeSeconds, attr.ATimeNanoSeconds)
@@ -294,7 +292,14 @@ func (f *file) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
 		if valid.MTime {
 			ts[1] = timespec(valid.MTimeNotSystemTime, attr.MTimeSeconds, attr.MTimeNanoSeconds)
 		}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, procPath(f.fd), ts[:], 0); err != nil {
+		// On the node itself, symlinks included; kernels before
+		// utimensat took AT_EMPTY_PATH go through /proc/self/fd, which
+		// cannot reach a symlink without following it.
+		err := unix.UtimesNanoAt(f.fd, "", ts[:], unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
+		if errors.Is(err, unix.EINVAL) && !f.isSymlink() {
+			err = unix.UtimesNanoAt(unix.AT_FDCWD, procPath(f.fd), ts[:], 0)
+		}
+		if err != nil {
 			return err
 		}
 	}

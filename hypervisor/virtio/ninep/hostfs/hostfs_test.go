@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hugelgupf/p9/p9"
 	"golang.org/x/sys/unix"
 )
 
@@ -105,5 +106,39 @@ func TestNodesAreBounded(t *testing.T) {
 	root.Close()
 	if n := fs.nodes.Load(); n != 0 {
 		t.Errorf("%d nodes counted after everything closed", n)
+	}
+}
+
+// Times are set on the node itself, a symlink's included (tar and cp -a
+// set them), never on what a symlink points to.
+func TestSetTimesOfSymlink(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	if err := os.WriteFile(target, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("target", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	var before unix.Stat_t
+	unix.Stat(target, &before)
+	fs, err := New(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	root, _ := fs.Attach()
+	_, f, err := root.Walk([]string{"link"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SetAttr(p9.SetAttrMask{MTime: true, MTimeNotSystemTime: true}, p9.SetAttr{MTimeSeconds: 1234}); err != nil {
+		t.Fatal(err)
+	}
+	var link, after unix.Stat_t
+	unix.Lstat(filepath.Join(dir, "link"), &link)
+	unix.Stat(target, &after)
+	if link.Mtim.Sec != 1234 || after.Mtim != before.Mtim {
+		t.Errorf("symlink mtime %d (want 1234), target's changed: %v", link.Mtim.Sec, after.Mtim != before.Mtim)
 	}
 }
