@@ -214,7 +214,9 @@ func (o *runOptions) request(image string, cmdArgs []string) (client.ContainerCr
 	if err := o.sec.apply(hc); err != nil {
 		return client.ContainerCreateOptions{}, err
 	}
-	o.sec.applyConfig(cfg)
+	if err := o.sec.applyConfig(cfg); err != nil {
+		return client.ContainerCreateOptions{}, err
+	}
 	req := client.ContainerCreateOptions{Config: cfg, HostConfig: hc, Name: o.name}
 	if err := o.net.apply(&req); err != nil {
 		return client.ContainerCreateOptions{}, err

@@ -6,6 +6,7 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/docker/cli/opts"
 	"github.com/moby/moby/api/types/container"
@@ -28,6 +29,12 @@ type securityFlags struct {
 	init            bool
 	stopTimeout     int
 	groupAdd        []string
+	healthCmd       string
+	healthInterval  time.Duration
+	healthTimeout   time.Duration
+	healthStart     time.Duration
+	healthRetries   int
+	noHealthcheck   bool
 	fs              *pflag.FlagSet
 }
 
@@ -50,15 +57,31 @@ func (s *securityFlags) addFlags(f *pflag.FlagSet) {
 	f.StringArrayVar(&s.logOpts, "log-opt", nil, "log option: max-size=SIZE, max-file=N")
 	f.BoolVar(&s.init, "init", false, "run an init as PID 1 that forwards signals and reaps orphans")
 	f.StringArrayVar(&s.groupAdd, "group-add", nil, "add a group to the container's processes (a name in the container's /etc/group, or a number)")
+	f.StringVar(&s.healthCmd, "health-cmd", "", "command that checks the container's health (run with /bin/sh -c)")
+	f.DurationVar(&s.healthInterval, "health-interval", 0, "time between health checks (default 30s)")
+	f.DurationVar(&s.healthTimeout, "health-timeout", 0, "time a health check may take (default 30s)")
+	f.DurationVar(&s.healthStart, "health-start-period", 0, "time after start when failed checks do not count")
+	f.IntVar(&s.healthRetries, "health-retries", 0, "failures in a row that make the container unhealthy (default 3)")
+	f.BoolVar(&s.noHealthcheck, "no-healthcheck", false, "disable the image's health check")
 	f.IntVar(&s.stopTimeout, "stop-timeout", 0, "seconds a stop waits for the stop signal before SIGKILL (default 10; -1 forever)")
 }
 
 // applyConfig puts the flags that belong to Config into cfg.
-func (s *securityFlags) applyConfig(cfg *container.Config) {
+func (s *securityFlags) applyConfig(cfg *container.Config) error {
 	if s.fs != nil && s.fs.Changed("stop-timeout") {
 		t := s.stopTimeout
 		cfg.StopTimeout = &t
 	}
+	switch {
+	case s.noHealthcheck && s.healthCmd != "":
+		return fmt.Errorf("--no-healthcheck conflicts with --health-cmd")
+	case s.noHealthcheck:
+		cfg.Healthcheck = &container.HealthConfig{Test: []string{"NONE"}}
+	case s.healthCmd != "":
+		cfg.Healthcheck = &container.HealthConfig{Test: []string{"CMD-SHELL", s.healthCmd},
+			Interval: s.healthInterval, Timeout: s.healthTimeout, StartPeriod: s.healthStart, Retries: s.healthRetries}
+	}
+	return nil
 }
 
 func (s *securityFlags) apply(hc *container.HostConfig) error {

@@ -70,6 +70,9 @@ type Config struct {
 	// Init keeps an init as the container's PID 1 over its command
 	// (docker run --init): signals forwarded, orphans reaped.
 	Init bool `json:"init,omitempty"`
+	// Healthcheck is how the container's health is probed (docker run
+	// --health-cmd and friends, or the image's HEALTHCHECK); nil: none.
+	Healthcheck *Healthcheck `json:"healthcheck,omitempty"`
 	// GroupAdd are more groups for the container's processes (docker run
 	// --group-add): names resolved in the container, or numbers.
 	GroupAdd []string `json:"groupAdd,omitempty"`
@@ -213,6 +216,42 @@ type State struct {
 	// restart policy leaves it stopped (unless-stopped also across daemon
 	// restarts). A start by a user clears it.
 	ManuallyStopped bool `json:"manuallyStopped,omitempty"`
+	// Health is the health of the current run of a container with a
+	// Healthcheck; nil otherwise.
+	Health *Health `json:"health,omitempty"`
+}
+
+// Healthcheck is docker's: Test is ["CMD", args...] or ["CMD-SHELL",
+// command]; zero durations and retries take docker's defaults.
+type Healthcheck struct {
+	Test        []string      `json:"test"`
+	Interval    time.Duration `json:"interval,omitempty"`
+	Timeout     time.Duration `json:"timeout,omitempty"`
+	StartPeriod time.Duration `json:"startPeriod,omitempty"`
+	Retries     int           `json:"retries,omitempty"`
+}
+
+// Health states, as docker names them.
+const (
+	HealthStarting  = "starting"
+	HealthHealthy   = "healthy"
+	HealthUnhealthy = "unhealthy"
+)
+
+// Health is a run's health: its status, the failures in a row, and the
+// last probes (at most five), as docker keeps them.
+type Health struct {
+	Status        string        `json:"status"`
+	FailingStreak int           `json:"failingStreak"`
+	Log           []HealthProbe `json:"log,omitempty"`
+}
+
+// HealthProbe is one probe's result.
+type HealthProbe struct {
+	Start    time.Time `json:"start"`
+	End      time.Time `json:"end"`
+	ExitCode int       `json:"exitCode"`
+	Output   string    `json:"output"`
 }
 
 // RestartPolicy is docker run --restart: "no" (or ""), "always",

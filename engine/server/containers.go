@@ -79,11 +79,15 @@ const logDriver = "json-file"
 // unsupportedConfig refuses the create options of Config that are not
 // honoured.
 func unsupportedConfig(cfg *container.Config) error {
-	switch {
-	case cfg.Healthcheck != nil && len(cfg.Healthcheck.Test) > 0 && cfg.Healthcheck.Test[0] != "NONE":
-		return errs.New(errdefs.ErrInvalidArgument, "Config.Healthcheck (--health-cmd) is not supported yet")
-	}
 	return nil
+}
+
+// healthcheck is a create's Config.Healthcheck as the service takes it.
+func healthcheck(h *container.HealthConfig) *containersvc.Healthcheck {
+	if h == nil {
+		return nil
+	}
+	return &containersvc.Healthcheck{Test: h.Test, Interval: h.Interval, Timeout: h.Timeout, StartPeriod: h.StartPeriod, Retries: h.Retries}
 }
 
 // setEnv keeps the Env entries that set a variable: one without "=" (the
@@ -177,7 +181,7 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 		User: cfg.User, Hostname: cfg.Hostname, Domainname: cfg.Domainname, Tty: cfg.Tty, OpenStdin: cfg.OpenStdin,
 		StdinOnce: cfg.StdinOnce, StopSignal: cfg.StopSignal, MemoryBytes: hc.Memory,
 		NanoCPUs: hc.NanoCPUs, AutoRemove: hc.AutoRemove, Volumes: vols, Labels: cfg.Labels,
-		Hypervisor: hypervisor, LogOptions: hc.LogConfig.Config, Init: hc.Init != nil && *hc.Init, StopTimeout: cfg.StopTimeout, GroupAdd: hc.GroupAdd,
+		Hypervisor: hypervisor, LogOptions: hc.LogConfig.Config, Init: hc.Init != nil && *hc.Init, StopTimeout: cfg.StopTimeout, GroupAdd: hc.GroupAdd, Healthcheck: healthcheck(cfg.Healthcheck),
 		RestartPolicy: containersvc.RestartPolicy{Name: string(hc.RestartPolicy.Name), MaximumRetryCount: hc.RestartPolicy.MaximumRetryCount},
 	}
 	if cfg.Tty && hc.ConsoleSize[0] > 0 && hc.ConsoleSize[1] > 0 {
@@ -273,7 +277,7 @@ func statusText(c *containersvc.Container, now time.Time) string {
 		if c.State.Paused {
 			return "Up " + units.HumanDuration(now.Sub(c.State.StartedAt)) + " (Paused)"
 		}
-		return "Up " + units.HumanDuration(now.Sub(c.State.StartedAt))
+		return "Up " + units.HumanDuration(now.Sub(c.State.StartedAt)) + containersvc.HealthSuffix(c.State.Health)
 	case containersvc.StatusExited:
 		return fmt.Sprintf("Exited (%d) %s ago", c.State.ExitCode, units.HumanDuration(now.Sub(c.State.FinishedAt)))
 	}
@@ -447,6 +451,12 @@ func (s *Server) containerInspect(w http.ResponseWriter, r *http.Request) {
 	}
 	securityHostConfig(resp.HostConfig, cfg.Security)
 	resp.HostConfig.GroupAdd = cfg.GroupAdd
+	if h := c.State.Health; h != nil {
+		resp.State.Health = &container.Health{Status: container.HealthStatus(h.Status), FailingStreak: h.FailingStreak}
+		for _, p := range h.Log {
+			resp.State.Health.Log = append(resp.State.Health.Log, &container.HealthcheckResult{Start: p.Start, End: p.End, ExitCode: p.ExitCode, Output: p.Output})
+		}
+	}
 	if cfg.Init {
 		init := true
 		resp.HostConfig.Init = &init

@@ -171,8 +171,7 @@ func TestHandler(t *testing.T) {
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Isolation":"hyperv"}}`, 400, "HostConfig.Isolation"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"VolumesFrom":["x"]}}`, 400, "HostConfig.VolumesFrom"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"LogConfig":{"Type":"syslog"}}}`, 400, "syslog\\\" is not supported"},
-		{"POST", "/v1.41/containers/create", `{"Image":"busybox","Healthcheck":{"Test":["CMD","true"]}}`, 400, "Config.Healthcheck"},
-		{"POST", "/v1.41/containers/create", `{"Image":"busybox","Healthcheck":{"Test":["CMD","true"]}}`, 400, "Config.Healthcheck"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Links":["a:b"]}}`, 400, "container links are not supported"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","Healthcheck":{"Test":["NONE"]},"HostConfig":{"Init":false,"PidMode":"","Isolation":"default","LogConfig":{"Type":"json-file","Config":{}}}}`, 404, "No such image"},
 		// Swarm and plugins, as a dockerd in no swarm and without plugins.
 		{"POST", "/v1.41/swarm/leave?force=1", "", 503, "This node is not part of a swarm"},

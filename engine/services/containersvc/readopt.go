@@ -235,6 +235,7 @@ func (s *Service) readopt(ctx context.Context, c *containers.Container) error {
 	close(t.ready)
 	s.notify()
 	go t.run()
+	go t.watchHealth()
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -121,5 +122,36 @@ func TestSecurityInSpec(t *testing.T) {
 	last := s.Mounts[len(s.Mounts)-1]
 	if last.Destination != "/run" || last.Type != "tmpfs" || !slices.Equal(last.Options, []string{"nosuid", "nodev", "noexec", "size=1m"}) {
 		t.Errorf("tmpfs mount %+v", last)
+	}
+}
+
+func TestCheckHealthcheck(t *testing.T) {
+	for _, tc := range []struct {
+		h    *containers.Healthcheck
+		none bool
+		want string
+	}{
+		{h: nil, none: true},
+		{h: &containers.Healthcheck{Test: []string{"NONE"}}, none: true},
+		{h: &containers.Healthcheck{Test: []string{"CMD", "true"}}},
+		{h: &containers.Healthcheck{Test: []string{"CMD-SHELL", "exit 0"}, Interval: time.Second, Retries: 2}},
+		{h: &containers.Healthcheck{Test: []string{"CMD"}}, want: "CMD needs a command"},
+		{h: &containers.Healthcheck{Test: []string{"CMD-SHELL", "a", "b"}}, want: "CMD-SHELL takes one command line"},
+		{h: &containers.Healthcheck{Test: []string{"EXEC", "x"}}, want: `invalid health check test "EXEC"`},
+		{h: &containers.Healthcheck{Test: []string{"CMD", "x"}, Interval: time.Microsecond}, want: "interval"},
+		{h: &containers.Healthcheck{Test: []string{"CMD", "x"}, Retries: -1}, want: "retries -1"},
+	} {
+		got, err := checkHealthcheck(tc.h)
+		switch {
+		case tc.want != "":
+			if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("checkHealthcheck(%+v) = %v, want %q", tc.h, err, tc.want)
+			}
+		case err != nil || (got == nil) != tc.none:
+			t.Errorf("checkHealthcheck(%+v) = %+v, %v", tc.h, got, err)
+		}
+	}
+	if args := healthArgs(&containers.Healthcheck{Test: []string{"CMD-SHELL", "exit 3"}}); !slices.Equal(args, []string{"/bin/sh", "-c", "exit 3"}) {
+		t.Errorf("healthArgs = %q", args)
 	}
 }

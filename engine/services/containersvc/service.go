@@ -188,6 +188,8 @@ type CreateOptions struct {
 	StopTimeout *int
 	// GroupAdd is --group-add: group names or numbers.
 	GroupAdd []string
+	// Healthcheck is --health-cmd and friends; nil: none.
+	Healthcheck *containers.Healthcheck
 	// LogOptions are --log-opt's (max-size, max-file), over the daemon's.
 	LogOptions map[string]string
 
@@ -289,6 +291,10 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 	if err := checkSecurity(&o.Security); err != nil {
 		return nil, err
 	}
+	hc, err := checkHealthcheck(o.Healthcheck)
+	if err != nil {
+		return nil, err
+	}
 	for _, g := range o.GroupAdd {
 		if g == "" || strings.ContainsAny(g, ",: \t\n\x00") {
 			return nil, errs.New(errdefs.ErrInvalidArgument, "invalid --group-add %q: want a group name or number", g)
@@ -363,7 +369,7 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 			StopSignal: firstNonEmpty(o.StopSignal, img.StopSignal), ConsoleRows: o.ConsoleRows,
 			ConsoleCols: o.ConsoleCols, MemoryBytes: o.MemoryBytes, NanoCPUs: o.NanoCPUs,
 			Hypervisor: choice.Driver, Accel: choice.Accel, AutoRemove: o.AutoRemove, Labels: o.Labels,
-			Pause: o.Pause, Init: o.Init, StopTimeout: o.StopTimeout, GroupAdd: o.GroupAdd, RestartPolicy: o.RestartPolicy, Security: o.Security,
+			Pause: o.Pause, Init: o.Init, StopTimeout: o.StopTimeout, GroupAdd: o.GroupAdd, Healthcheck: hc, RestartPolicy: o.RestartPolicy, Security: o.Security,
 			LogOptions: o.LogOptions, LogMaxSize: logLimits.MaxSize, LogMaxFiles: logLimits.MaxFiles,
 		},
 		State: containers.State{Status: containers.StatusCreated},

@@ -217,6 +217,7 @@ func (s *Service) start(ctx context.Context, ref string, stdio Stdio, restartCou
 	s.notify()
 	s.publish("start", c, nil)
 	go t.run()
+	go t.watchHealth()
 	return nil
 }
 

@@ -22,6 +22,8 @@ type (
 	Security = containers.Security
 	// Ulimit is one resource limit of a container.
 	Ulimit = containers.Ulimit
+	// Healthcheck is how a container's health is probed.
+	Healthcheck = containers.Healthcheck
 )
 
 // The network modes besides a network's name or ID.
