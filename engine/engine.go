@@ -303,7 +303,17 @@ func (s imageSource) Resolve(ctx context.Context, ref string) (containersvc.Imag
 		Env: img.Config.Env, WorkingDir: img.Config.WorkingDir, User: img.Config.User,
 		StopSignal: img.Config.StopSignal, Volumes: slices.Sorted(maps.Keys(img.Config.Volumes)),
 		ExposedPorts: slices.Sorted(maps.Keys(img.Config.ExposedPorts)),
+		Healthcheck:  imageHealthcheck(img.Config.Healthcheck),
 	}, nil
+}
+
+// imageHealthcheck is an image's HEALTHCHECK as the container service
+// takes it.
+func imageHealthcheck(h *v1.HealthConfig) *containersvc.Healthcheck {
+	if h == nil {
+		return nil
+	}
+	return &containersvc.Healthcheck{Test: h.Test, Interval: h.Interval, Timeout: h.Timeout, StartPeriod: h.StartPeriod, Retries: h.Retries}
 }
 
 func (s imageSource) Disks(ctx context.Context, imageID string, budget int) ([]string, error) {

@@ -1,6 +1,8 @@
 package tests
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -36,7 +38,22 @@ func TestHealthcheck(t *testing.T) {
 	if !strings.Contains(r.stdout, "health_status: healthy") || !strings.Contains(r.stdout, "health_status: unhealthy") {
 		t.Errorf("events = %q, want both health_status changes", r.stdout)
 	}
-	// Bad checks are refused at create; --no-healthcheck has none.
+	// An image's HEALTHCHECK applies to its containers; --no-healthcheck
+	// turns it off.
+	dir := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM busybox\nHEALTHCHECK --interval=1s CMD true\n"), 0o644))
+	d.mustDocker(t, 0, "", "build", "-t", "hcimg", dir)
+	d.mustDocker(t, 0, "", "run", "-d", "--name", "hcimg", "hcimg", "sleep", "600")
+	t.Cleanup(func() { d.docker(t, "", "rm", "-f", "hcimg") })
+	waitFor(t, func() bool {
+		return strings.TrimSpace(d.mustDocker(t, 0, "", "inspect", "-f", "{{.State.Health.Status}}", "hcimg").stdout) == "healthy"
+	}, "the image's health check to make its container healthy")
+	d.mustDocker(t, 0, "", "run", "-d", "--name", "nohc", "--no-healthcheck", "hcimg", "sleep", "600")
+	t.Cleanup(func() { d.docker(t, "", "rm", "-f", "nohc") })
+	if r := d.mustDocker(t, 0, "", "inspect", "-f", "{{.State.Health}}", "nohc"); r.stdout != "<nil>\n" {
+		t.Errorf("--no-healthcheck: State.Health = %q", r.stdout)
+	}
+	// Bad checks are refused at create.
 	if r := d.docker(t, "", "run", "--rm", "--health-cmd", "true", "--health-interval", "1us", "busybox", "true"); r.code == 0 || !strings.Contains(r.stderr, "interval") {
 		t.Errorf("a 1us interval: exit %d, %q", r.code, r.stderr)
 	}

@@ -203,3 +203,31 @@ func (s *Service) forgetExec(id string) {
 		delete(t.execs, id)
 	}
 }
+
+// mergeHealthcheck is a container's check over its image's, as dockerd
+// merges them: an empty Test and zero fields take the image's.
+func mergeHealthcheck(c, img *containers.Healthcheck) *containers.Healthcheck {
+	switch {
+	case img == nil:
+		return c
+	case c == nil:
+		return img
+	}
+	m := *c
+	if len(m.Test) == 0 {
+		m.Test = img.Test
+	}
+	if m.Interval == 0 {
+		m.Interval = img.Interval
+	}
+	if m.Timeout == 0 {
+		m.Timeout = img.Timeout
+	}
+	if m.StartPeriod == 0 {
+		m.StartPeriod = img.StartPeriod
+	}
+	if m.Retries == 0 {
+		m.Retries = img.Retries
+	}
+	return &m
+}

@@ -155,3 +155,17 @@ func TestCheckHealthcheck(t *testing.T) {
 		t.Errorf("healthArgs = %q", args)
 	}
 }
+
+func TestMergeHealthcheck(t *testing.T) {
+	img := &containers.Healthcheck{Test: []string{"CMD", "img"}, Interval: time.Minute, Retries: 5}
+	got := mergeHealthcheck(&containers.Healthcheck{Interval: time.Second}, img)
+	if !slices.Equal(got.Test, img.Test) || got.Interval != time.Second || got.Retries != 5 {
+		t.Errorf("merged = %+v", got)
+	}
+	if got := mergeHealthcheck(&containers.Healthcheck{Test: []string{"NONE"}}, img); got.Test[0] != "NONE" {
+		t.Errorf("--no-healthcheck over an image's: %+v", got)
+	}
+	if mergeHealthcheck(nil, img) != img || mergeHealthcheck(nil, nil) != nil {
+		t.Error("merge with nothing")
+	}
+}

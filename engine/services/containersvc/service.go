@@ -54,6 +54,8 @@ type ImageInfo struct {
 	// ExposedPorts are the image's EXPOSE ports, "80/tcp" form (the image
 	// config's keys), sorted.
 	ExposedPorts []string
+	// Healthcheck is the image's HEALTHCHECK, nil if it has none.
+	Healthcheck *containers.Healthcheck
 }
 
 // ImageSource resolves image references and builds their read-only disks.
@@ -291,10 +293,6 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 	if err := checkSecurity(&o.Security); err != nil {
 		return nil, err
 	}
-	hc, err := checkHealthcheck(o.Healthcheck)
-	if err != nil {
-		return nil, err
-	}
 	for _, g := range o.GroupAdd {
 		if g == "" || strings.ContainsAny(g, ",: \t\n\x00") {
 			return nil, errs.New(errdefs.ErrInvalidArgument, "invalid --group-add %q: want a group name or number", g)
@@ -320,6 +318,10 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 		return nil, err
 	}
 	img, err := s.cfg.Images.Resolve(ctx, o.Image)
+	if err != nil {
+		return nil, err
+	}
+	hc, err := checkHealthcheck(mergeHealthcheck(o.Healthcheck, img.Healthcheck))
 	if err != nil {
 		return nil, err
 	}
