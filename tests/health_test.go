@@ -24,6 +24,9 @@ func TestHealthcheck(t *testing.T) {
 	if r := d.mustDocker(t, 0, "", "ps", "--format", "{{.Status}}", "--filter", "name=hc"); !strings.HasSuffix(strings.TrimSpace(r.stdout), "(healthy)") {
 		t.Errorf("docker ps status = %q, want it to end in (healthy)", r.stdout)
 	}
+	if r := d.mustDocker(t, 0, "", "ps", "--format", "{{.Names}}", "--filter", "health=healthy"); r.stdout != "hc\n" {
+		t.Errorf("docker ps --filter health=healthy = %q", r.stdout)
+	}
 	r := d.mustDocker(t, 0, "", "inspect", "-f", "{{range .State.Health.Log}}{{.ExitCode}}:{{.Output}}{{end}}", "hc")
 	if !strings.Contains(r.stdout, "0:fine") {
 		t.Errorf("health log = %q, want a probe that printed fine", r.stdout)

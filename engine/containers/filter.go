@@ -30,13 +30,13 @@ type ListOptions struct {
 var psFilterKeys = map[string]bool{
 	"id": true, "name": true, "status": true, "exited": true, "label": true,
 	"ancestor": true, "before": true, "since": true, "volume": true,
-	"network": true, "publish": true, "expose": true,
+	"network": true, "publish": true, "expose": true, "health": true,
 }
 
 // unsupportedPsKeys are Docker's other ps terms: refused by name rather
 // than ignored, which would list containers the user filtered out.
 var unsupportedPsKeys = map[string]bool{
-	"health": true, "isolation": true, "is-task": true,
+	"isolation": true, "is-task": true,
 }
 
 // Docker's container states; only some occur here, all are valid filters.
@@ -174,6 +174,12 @@ func compileFilter(list []*Container, terms map[string][]string) (*psFilter, err
 					return nil, invalidFilter("invalid filter '%s=%s': %v", k, v, err)
 				}
 				f.patterns[k] = append(f.patterns[k], re)
+			case "health":
+				switch v {
+				case HealthStarting, HealthHealthy, HealthUnhealthy, "none":
+				default:
+					return nil, invalidFilter("Unrecognised filter value for health: %s", v)
+				}
 			case "status":
 				if !validStatus[v] {
 					return nil, invalidFilter("invalid filter 'status=%s'", v)
@@ -247,6 +253,14 @@ func (f *psFilter) match(c *Container) bool {
 			ok = anyMatch(f.patterns[k], c.Name) || anyMatch(f.patterns[k], "/"+c.Name)
 		case "status":
 			ok = contains(vs, string(c.State.Status))
+		case "health":
+			// Docker's values: starting, healthy, unhealthy, or none for
+			// a container without a check (or not running one).
+			h := "none"
+			if c.State.Health != nil && c.State.Status == StatusRunning {
+				h = c.State.Health.Status
+			}
+			ok = contains(vs, h)
 		case "exited":
 			for _, code := range f.exited {
 				ok = ok || (c.State.Status == StatusExited && c.State.ExitCode == code)
