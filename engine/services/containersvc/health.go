@@ -145,7 +145,6 @@ func (t *task) watchHealth() {
 // probe runs one health check in the container.
 func (t *task) probe(args []string, timeout time.Duration) containers.HealthProbe {
 	p := containers.HealthProbe{Start: time.Now().UTC(), ExitCode: -1}
-	defer func() { p.End = time.Now().UTC() }()
 	out := &limitedBuffer{max: healthOutputMax}
 	id, err := t.svc.ExecCreate(t.c.ID, ExecOptions{Cmd: args, AttachStdout: true, AttachStderr: true})
 	if err != nil {
