@@ -167,15 +167,8 @@ func (r *Runtime) forkInContainer(c *Container, proc *Process, p *specs.Process)
 	}
 	// Capability bounds and no_new_privs are per thread and inherited by
 	// the child; this thread dies afterwards, so the agent keeps its own.
-	if p.Capabilities != nil {
-		if err := dropBoundingSet(p.Capabilities.Bounding); err != nil {
-			return err
-		}
-	}
-	if p.NoNewPrivileges {
-		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("exec: set no_new_privs: %w", err)
-		}
+	if err := limitThread(p); err != nil {
+		return fmt.Errorf("exec: %w", err)
 	}
 	_, ch, err := r.cfg.Reaper.Start(func() (int, error) {
 		if err := cmd.Start(); err != nil {

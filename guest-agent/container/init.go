@@ -252,45 +252,8 @@ func checkExecutable(p string) error {
 // execProcess drops privileges as the process asks and replaces the init
 // with the user's command. It only returns on failure.
 func execProcess(path string, p *specs.Process, groupAddOf []string) error {
-	for _, rl := range p.Rlimits {
-		lim := unix.Rlimit{Cur: rl.Soft, Max: rl.Hard}
-		if err := unix.Setrlimit(rlimitNames[rl.Type], &lim); err != nil {
-			return fmt.Errorf("set %s: %w", rl.Type, err)
-		}
-	}
-	if p.Capabilities != nil {
-		if err := dropBoundingSet(p.Capabilities.Bounding); err != nil {
-			return err
-		}
-	}
-	if p.NoNewPrivileges {
-		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("set no_new_privs: %w", err)
-		}
-	}
-	// The agent shields itself from the OOM killer (-1000) and its
-	// children inherit that: a container's processes get their own score,
-	// 0 unless the spec says otherwise.
-	adj := 0
-	if p.OOMScoreAdj != nil {
-		adj = *p.OOMScoreAdj
-	}
-	if err := os.WriteFile("/proc/self/oom_score_adj", []byte(fmt.Sprint(adj)), 0); err != nil {
-		return fmt.Errorf("set oom_score_adj: %w", err)
-	}
-	// A user given by name is the container's: its /etc/passwd is here now.
-	if p.User.Username != "" {
-		u, err := lookupUser(p.User.Username, "/etc/passwd", "/etc/group")
-		if err != nil {
-			return err
-		}
-		p.User.UID, p.User.GID = u.uid, u.gid
-		p.User.AdditionalGids = append(u.groups, p.User.AdditionalGids...)
-		if !hasEnv(p.Env, "HOME") {
-			p.Env = append(p.Env, "HOME="+u.home)
-		}
-	}
-	if err := addGroups(p, groupAddOf); err != nil {
+	env, err := prepareProcess(p, groupAddOf)
+	if err != nil {
 		return err
 	}
 	// Groups first: after setgid/setuid we may no longer change them.
@@ -310,11 +273,7 @@ func execProcess(path string, p *specs.Process, groupAddOf []string) error {
 	if p.User.Umask != nil {
 		unix.Umask(int(*p.User.Umask))
 	}
-	env := p.Env
-	if !hasEnv(env, "HOME") {
-		env = append(env, "HOME=/")
-	}
-	err := unix.Exec(path, p.Args, env)
+	err = unix.Exec(path, p.Args, env)
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		return errorf(ErrNotFound, "exec: %q: %v", p.Args[0], err)
@@ -357,29 +316,36 @@ func dropBoundingSet(keep []string) error {
 	return nil
 }
 
-// reapProcess is docker run --init's init: the spec's process runs as the
-// init's child, with the same privileges execProcess would give it, while
-// the init stays PID 1, forwards it every signal it can catch and reaps
-// every orphan the container's processes leave. It exits with the child's
-// status and only returns on failure to start it.
-func reapProcess(path string, p *specs.Process, sock *os.File, groupAddOf []string) error {
+// prepareProcess gives the init what the spec's process asks, before it
+// becomes or starts that process: resource limits, the capability bounds
+// and no_new_privs of this thread, its OOM score, and its user and groups
+// resolved in the container's /etc files. It returns the environment, with
+// HOME set.
+func prepareProcess(p *specs.Process, groupAddOf []string) ([]string, error) {
 	for _, rl := range p.Rlimits {
 		lim := unix.Rlimit{Cur: rl.Soft, Max: rl.Hard}
 		if err := unix.Setrlimit(rlimitNames[rl.Type], &lim); err != nil {
-			return fmt.Errorf("set %s: %w", rl.Type, err)
+			return nil, fmt.Errorf("set %s: %w", rl.Type, err)
 		}
 	}
+	if err := limitThread(p); err != nil {
+		return nil, err
+	}
+	// The agent shields itself from the OOM killer (-1000) and its
+	// children inherit that: a container's processes get their own score,
+	// 0 unless the spec says otherwise.
 	adj := 0
 	if p.OOMScoreAdj != nil {
 		adj = *p.OOMScoreAdj
 	}
 	if err := os.WriteFile("/proc/self/oom_score_adj", []byte(fmt.Sprint(adj)), 0); err != nil {
-		return fmt.Errorf("set oom_score_adj: %w", err)
+		return nil, fmt.Errorf("set oom_score_adj: %w", err)
 	}
+	// A user given by name is the container's: its /etc/passwd is here now.
 	if p.User.Username != "" {
 		u, err := lookupUser(p.User.Username, "/etc/passwd", "/etc/group")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		p.User.UID, p.User.GID = u.uid, u.gid
 		p.User.AdditionalGids = append(u.groups, p.User.AdditionalGids...)
@@ -388,21 +354,19 @@ func reapProcess(path string, p *specs.Process, sock *os.File, groupAddOf []stri
 		}
 	}
 	if err := addGroups(p, groupAddOf); err != nil {
-		return err
+		return nil, err
 	}
 	env := p.Env
 	if !hasEnv(env, "HOME") {
 		env = append(env, "HOME=/")
 	}
-	if p.User.Umask != nil {
-		unix.Umask(int(*p.User.Umask))
-	}
-	// Signals are caught before the child exists, so none sent at its
-	// start is lost; the child gets default dispositions at exec.
-	sigs := make(chan os.Signal, 32)
-	signal.Notify(sigs)
-	// Capability bounds and no_new_privs are per thread: set on this
-	// (locked) thread, they pass to the child it forks.
+	return env, nil
+}
+
+// limitThread drops the capabilities outside the process's bounding set
+// and sets no_new_privs as it asks. Both are per thread and inherited by
+// what the thread forks or execs, so the caller runs locked to its thread.
+func limitThread(p *specs.Process) error {
 	if p.Capabilities != nil {
 		if err := dropBoundingSet(p.Capabilities.Bounding); err != nil {
 			return err
@@ -413,13 +377,33 @@ func reapProcess(path string, p *specs.Process, sock *os.File, groupAddOf []stri
 			return fmt.Errorf("set no_new_privs: %w", err)
 		}
 	}
-	groups := make([]uint32, len(p.User.AdditionalGids))
-	copy(groups, p.User.AdditionalGids)
+	return nil
+}
+
+// reapProcess is docker run --init's init: the spec's process runs as the
+// init's child, with the same privileges execProcess would give it, while
+// the init stays PID 1, forwards it every signal it can catch and reaps
+// every orphan the container's processes leave. It exits with the child's
+// status and only returns on failure to start it.
+func reapProcess(path string, p *specs.Process, sock *os.File, groupAddOf []string) error {
+	// Signals are caught before the child exists, so none sent at its
+	// start is lost; the child gets default dispositions at exec.
+	sigs := make(chan os.Signal, 32)
+	signal.Notify(sigs)
+	// The bounds prepareProcess sets on this (locked) thread pass to the
+	// child it forks.
+	env, err := prepareProcess(p, groupAddOf)
+	if err != nil {
+		return err
+	}
+	if p.User.Umask != nil {
+		unix.Umask(int(*p.User.Umask))
+	}
 	cmd := exec.Command(path)
 	cmd.Args, cmd.Env = p.Args, env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Credential: &syscall.Credential{Uid: p.User.UID, Gid: p.User.GID, Groups: groups},
+		Credential: &syscall.Credential{Uid: p.User.UID, Gid: p.User.GID, Groups: p.User.AdditionalGids},
 		// The child leads the terminal's session, as the command would
 		// without an init.
 		Setsid: p.Terminal, Setctty: p.Terminal,
