@@ -148,7 +148,7 @@ func run() error {
 			closeAll()
 			return err
 		}
-		l, err := server.ListenWith(parsed, listenOpts)
+		l, err := server.Listen(parsed, listenOpts)
 		if err != nil {
 			closeAll()
 			return err

@@ -76,12 +76,6 @@ func unsupportedHostConfig(hc *container.HostConfig) error {
 // such a driver (docker-py's containers.run) do.
 const logDriver = "json-file"
 
-// unsupportedConfig refuses the create options of Config that are not
-// honoured.
-func unsupportedConfig(cfg *container.Config) error {
-	return nil
-}
-
 // healthcheck is a create's Config.Healthcheck as the service takes it.
 func healthcheck(h *container.HealthConfig) *containersvc.Healthcheck {
 	if h == nil {
@@ -156,10 +150,6 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 		hc = &req.HostConfig.HostConfig
 	}
 	if err := unsupportedHostConfig(hc); err != nil {
-		writeError(w, err)
-		return
-	}
-	if err := unsupportedConfig(cfg); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -59,13 +59,6 @@ func ParseHost(s string) (Host, error) {
 	return Host{}, errs.New(errdefs.ErrInvalidArgument, "invalid host %q: want unix:///path or tcp://host:port", s)
 }
 
-// Listen opens the listener for h. A unix socket gets its directory
-// created, replaces a stale socket file (never any other kind of file), and
-// is made accessible to root only: the API runs containers as root.
-func Listen(h Host) (net.Listener, error) {
-	return ListenWith(h, ListenOptions{})
-}
-
 // ListenOptions secure the API's listeners as dockerd's flags do.
 type ListenOptions struct {
 	// TLS, when set, serves tcp:// hosts over TLS (--tls, --tlsverify with
@@ -76,8 +69,11 @@ type ListenOptions struct {
 	Group string
 }
 
-// ListenWith is Listen with opts.
-func ListenWith(h Host, opts ListenOptions) (net.Listener, error) {
+// Listen opens the listener for h. A unix socket gets its directory
+// created, replaces a stale socket file (never any other kind of file), and
+// is 0660, owned by root and opts.Group: the API runs containers as root. A
+// tcp:// host is served over opts.TLS, or only on loopback without it.
+func Listen(h Host, opts ListenOptions) (net.Listener, error) {
 	if h.Network == "tcp" {
 		if opts.TLS == nil && !loopbackHost(h.Address) {
 			return nil, fmt.Errorf("listen on %s: the API runs containers as root; serve it on a non-loopback address only over TLS (--tlsverify --tlscacert --tlscert --tlskey)", h)
