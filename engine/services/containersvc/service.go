@@ -17,7 +17,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -384,11 +383,6 @@ func (s *Service) Create(ctx context.Context, o CreateOptions) (*containers.Cont
 		return nil, err
 	}
 	vols := WithAnonymousVolumes(o.Volumes, img.Volumes)
-	for _, v := range vols {
-		if _, ok := o.Security.Tmpfs[path.Clean(v.Destination)]; ok {
-			return nil, errs.New(errdefs.ErrInvalidArgument, "duplicate mount point: %s", path.Clean(v.Destination))
-		}
-	}
 	if c.Config.ImageDisks, err = s.cfg.Images.Disks(ctx, img.ID, imageDiskBudget(volumeCount(vols))); err != nil {
 		return nil, fmt.Errorf("image disk: %w", err)
 	}

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -130,12 +132,16 @@ func WithAnonymousVolumes(reqs []VolumeMount, paths []string) []VolumeMount {
 }
 
 // planMounts validates the requested volumes and bind mounts and names the
-// anonymous volumes.
-func planMounts(reqs []VolumeMount) ([]containers.Mount, []containers.Bind, error) {
+// anonymous volumes. taken are mount points the container has already (its
+// --tmpfs paths, clean).
+func planMounts(reqs []VolumeMount, taken ...string) ([]containers.Mount, []containers.Bind, error) {
 	if len(reqs) > maxVolumes {
 		return nil, nil, errs.New(errdefs.ErrInvalidArgument, "too many volumes (%d): a container takes at most %d", len(reqs), maxVolumes)
 	}
 	seen := map[string]bool{}
+	for _, t := range taken {
+		seen[t] = true
+	}
 	var out []containers.Mount
 	var binds []containers.Bind
 	for _, r := range reqs {
@@ -181,7 +187,7 @@ func planMounts(reqs []VolumeMount) ([]containers.Mount, []containers.Bind, erro
 // missing ones and stores the record under the volume service's lock, so
 // no volume can be removed between the two.
 func (s *Service) createRecord(ctx context.Context, c *containers.Container, reqs []VolumeMount) error {
-	mounts, binds, err := planMounts(reqs)
+	mounts, binds, err := planMounts(reqs, slices.Collect(maps.Keys(c.Config.Security.Tmpfs))...)
 	if err != nil {
 		return err
 	}
