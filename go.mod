@@ -34,7 +34,9 @@ require (
 )
 
 require (
+	github.com/elastic/go-seccomp-bpf v1.6.0 // indirect
 	github.com/hugelgupf/p9 v0.3.0 // indirect
+	github.com/moby/profiles/seccomp v0.3.0 // indirect
 	github.com/u-root/uio v0.0.0-20230305220412-3e8cd9d6bf63 // indirect
 )
 

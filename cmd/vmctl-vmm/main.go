@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vmctl/vmctl/hypervisor/control"
+	"github.com/vmctl/vmctl/hypervisor/jail"
 	"github.com/vmctl/vmctl/hypervisor/machine"
 	"github.com/vmctl/vmctl/hypervisor/vcpu"
 )
@@ -33,6 +34,13 @@ const usageText = `usage: vmctl-vmm -kernel BZIMAGE [flags]
 
 Runs one VM on KVM and serves its control API (ttrpc, api/vmm/v1) on the
 -control unix socket. The guest console (serial ttyS0) goes to -console.
+
+Once the VM is built, and before the guest runs, the process confines
+itself: with -jail it pivots into an empty read-only directory and becomes
+-jail-uid/-jail-gid with no capabilities (it must then be started in mount
+and pid namespaces of its own); with -seccomp (on by default) every thread
+gets a system call filter, and each vCPU thread a narrower one of its own.
+A call outside them kills the process with SIGSYS.
 
 Flags:
 %s
@@ -128,6 +136,12 @@ func run(start time.Time, args []string) int {
 		ctlPath   = fs.String("control", "", "control API unix socket `path`")
 		waitStart = fs.Bool("wait-start", false, "build the VM but boot it only on the control API's Start")
 		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn or error")
+		jailDir   = fs.String("jail", "", "confine the VMM in this empty `directory` once the VM is built (needs its own mount and pid namespaces)")
+		jailUID   = fs.Int("jail-uid", 0, "unprivileged `uid` the jailed VMM runs as (a VM with -share keeps uid 0 with file capabilities only)")
+		jailGID   = fs.Int("jail-gid", 0, "unprivileged `gid` the jailed VMM runs as")
+		jailNS    = fs.Int("jail-outer-ns", -1, "open `fd` of the mount namespace the VMM was started from (e.g. 3</proc/$$/ns/mnt): -jail refuses to run in it")
+		seccompFl = fs.String("seccomp", "kill", "system call filters: kill (a forbidden call kills the VMM with SIGSYS), trap (the Go runtime prints the calling stack, to find a missing entry) or off")
+		probe     = fs.String("seccomp-probe", "", "check the filters: confine as for a VM, make the system call `KIND:NAME` (KIND vmm or vcpu) and exit 0 if it was allowed; see -seccomp-probe help")
 	)
 	fs.Var(&disks, "disk", "virtio-blk disk `PATH[,serial=S][,ro]` (repeatable; /dev/vda, /dev/vdb, ...)")
 	fs.Var(&shares, "share", "host directory `PATH,tag=T[,ro]` served over virtio-9p (repeatable; mount -t 9p -o trans=virtio T DIR)")
@@ -151,6 +165,42 @@ func run(start time.Time, args []string) int {
 	if fs.NArg() > 0 {
 		return fail(exitUsage, "unexpected argument %q (see -help)", fs.Arg(0))
 	}
+	var mode jail.Mode
+	switch *seccompFl {
+	case "kill", "trap", "off":
+		if *seccompFl == "trap" {
+			mode = jail.ModeTrap
+		}
+	default:
+		return fail(exitUsage, "-seccomp %q: want kill, trap or off", *seccompFl)
+	}
+	filtered := *seccompFl != "off"
+	needs := jail.Needs{Shares: len(shares) > 0}
+	var jcfg *jail.Config
+	if *jailDir != "" {
+		jcfg = &jail.Config{Root: *jailDir, UID: *jailUID, GID: *jailGID, KeepFileCaps: needs.Shares, Proc: needs.Shares, OuterMountNS: *jailNS}
+		if !needs.Shares && (*jailUID <= 0 || *jailGID <= 0) {
+			return fail(exitUsage, "-jail needs -jail-uid and -jail-gid: an unprivileged user and group other than 0")
+		}
+	} else if *jailUID != 0 || *jailGID != 0 {
+		return fail(exitUsage, "-jail-uid and -jail-gid go with -jail DIR")
+	}
+	// confine jails the process and loads its filter; vCPU threads stack
+	// theirs when they start.
+	confine := func() error {
+		if jcfg != nil {
+			if err := jail.Enter(*jcfg); err != nil {
+				return err
+			}
+		}
+		if filtered {
+			return jail.LoadProcess(needs, mode)
+		}
+		return nil
+	}
+	if *probe != "" {
+		return runProbe(*probe, needs, mode, filtered, confine)
+	}
 	if *kernel == "" {
 		return fail(exitUsage, "no kernel: give -kernel PATH (see -help)")
 	}
@@ -163,6 +213,9 @@ func run(start time.Time, args []string) int {
 	cfg := machine.Config{
 		Kernel: *kernel, Initrd: *initrd, Cmdline: *cmdline, VCPUs: *vcpus, MemoryMiB: *memMiB,
 		Disks: disks, Shares: shares, Log: log, ProcessStart: start,
+	}
+	if filtered {
+		cfg.VCPUThreadSetup = func() error { return jail.LoadThread(jail.KindVCPU, needs, mode) }
 	}
 	if *vsockUDS != "" {
 		if *vsockCID > 1<<32-1 {
@@ -212,6 +265,14 @@ func run(start time.Time, args []string) int {
 			return fail(exitSetup, "%v", err)
 		}
 	}
+	// Everything the VM uses is open: confine the process before anyone
+	// can talk to it and before the guest runs.
+	if err := confine(); err != nil {
+		return fail(exitSetup, "%v", err)
+	}
+	if srv != nil {
+		srv.Serve()
+	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
@@ -237,6 +298,27 @@ func run(start time.Time, args []string) int {
 		log.Info("guest ended", "reason", r.Reason.String(), "exit_code", r.Reason.ExitCode())
 	}
 	return r.Reason.ExitCode()
+}
+
+// runProbe confines the process as for a VM and makes one system call:
+// exit 0 if the filters let it through; a forbidden call kills the process
+// with SIGSYS before it can answer.
+func runProbe(spec string, needs jail.Needs, mode jail.Mode, filtered bool, confine func() error) int {
+	if spec == "help" {
+		fmt.Printf("-seccomp-probe KIND:NAME, KIND vmm or vcpu, NAME one of:\n  %s\n", strings.Join(jail.ProbeNames(), "\n  "))
+		return 0
+	}
+	if err := confine(); err != nil {
+		fmt.Fprintf(os.Stderr, "vmctl-vmm: %v\n", err)
+		return exitSetup
+	}
+	errno, err := jail.Probe(spec, needs, mode, filtered)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vmctl-vmm: %v\n", err)
+		return exitUsage
+	}
+	fmt.Printf("%s: allowed (%v)\n", spec, errno)
+	return 0
 }
 
 // openConsole returns the serial console's destination.

@@ -138,8 +138,11 @@ type Server struct {
 	errc chan error
 }
 
-// Listen serves svc on a new unix socket at path, reachable only by the
-// same user. A stale socket file at path is replaced.
+// Listen binds a new unix socket at path for svc, reachable only by the
+// same user; Serve starts answering on it. A stale socket file at path is
+// replaced. Binding first lets a VMM make its socket before it confines
+// itself (nothing is reachable by path from its jail) and answer only
+// once confined.
 func Listen(path string, svc *Service) (*Server, error) {
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		if c, err := net.Dial("unix", path); err == nil {
@@ -165,9 +168,12 @@ func Listen(path string, svc *Service) (*Server, error) {
 		return nil, fmt.Errorf("control server: %w", err)
 	}
 	vmmapi.RegisterTTRPCVMMService(srv, svc)
-	s := &Server{path: path, l: l, srv: srv, errc: make(chan error, 1)}
-	go func() { s.errc <- srv.Serve(context.Background(), l) }()
-	return s, nil
+	return &Server{path: path, l: l, srv: srv, errc: make(chan error, 1)}, nil
+}
+
+// Serve starts answering calls in the background.
+func (s *Server) Serve() {
+	go func() { s.errc <- s.srv.Serve(context.Background(), s.l) }()
 }
 
 // recoverInterceptor turns a panic in a handler into an error for that

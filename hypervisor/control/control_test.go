@@ -79,6 +79,7 @@ func TestControlOverSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv.Serve()
 	defer srv.Shutdown(time.Second)
 	if _, err := Listen(path, NewService(vm, Info{})); err == nil {
 		t.Fatal("a second server took over a live control socket")

@@ -179,3 +179,16 @@ func (s *System) MissingCaps(caps []Cap) ([]Cap, error) {
 
 // ErrNotSupported wraps failures caused by a missing KVM feature.
 var ErrNotSupported = errors.New("not supported by this KVM")
+
+// RunningIoctls are the requests this package issues once a VM is built:
+// entering the guest, reading and writing vCPU state, raising interrupts,
+// and unhooking eventfds when the VM ends. A VMM confined by seccomp
+// allows these and no others (creating VMs, vCPUs or memory slots is done
+// before it confines itself).
+func RunningIoctls() []uint64 {
+	return []uint64{
+		kvmRun, kvmGetRegs, kvmSetRegs, kvmGetSregs, kvmSetSregs, kvmGetFPU, kvmSetFPU,
+		kvmGetLAPIC, kvmSetLAPIC, kvmGetMSRs, kvmSetMSRs, kvmGetMPState, kvmSetMPState,
+		kvmIRQLine, kvmIRQFD, kvmIOEventFD, kvmSignalMSI,
+	}
+}

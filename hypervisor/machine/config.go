@@ -36,6 +36,10 @@ type Config struct {
 	ConsoleIn io.Reader
 	// Log receives the machine's own messages (nil: discarded).
 	Log *slog.Logger
+	// VCPUThreadSetup, if set, runs on each vCPU's locked thread before it
+	// first enters the guest (a per-thread seccomp filter); an error ends
+	// the VM with ReasonHostError.
+	VCPUThreadSetup func() error
 	// ProcessStart is what the boot-timer port measures from (zero: New's time).
 	ProcessStart time.Time
 	// Host is checked for a KVM that can run Linux (zero: DefaultHost).

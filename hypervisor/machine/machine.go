@@ -264,7 +264,9 @@ func (m *Machine) setupVCPUs(sys *kvm.System, entry uint64) error {
 				return err
 			}
 		}
-		m.vcpus = append(m.vcpus, vcpu.New(i, c, m.buses, m.cfg.Log))
+		v := vcpu.New(i, c, m.buses, m.cfg.Log)
+		v.ThreadSetup = m.cfg.VCPUThreadSetup
+		m.vcpus = append(m.vcpus, v)
 	}
 	return nil
 }

@@ -78,6 +78,11 @@ type VCPU struct {
 
 	done   chan struct{} // closed when the goroutine has ended
 	result Result        // written before done is closed
+
+	// ThreadSetup, if set before Start, runs on the vCPU's thread once it
+	// is locked and before the first KVM_RUN (a per-thread seccomp
+	// filter); an error ends the vCPU with ReasonHostError.
+	ThreadSetup func() error
 }
 
 // New returns a vCPU in state Created. log may be nil.
@@ -173,9 +178,17 @@ func (v *VCPU) loop(running chan<- struct{}) {
 	// other goroutines.
 	runtime.LockOSThread()
 	v.tid.Store(int32(unix.Gettid()))
+	var res Result
+	if v.ThreadSetup != nil {
+		if err := v.ThreadSetup(); err != nil {
+			res = Result{Reason: ReasonHostError, Detail: fmt.Sprintf("vCPU %d thread setup: %v", v.id, err)}
+		}
+	}
 	v.state.Store(int32(Running))
 	close(running)
-	res := v.run()
+	if res.Reason == ReasonNone {
+		res = v.run()
+	}
 	v.result = res
 	v.state.Store(int32(Exited))
 	v.log.Debug("vCPU exited", "reason", res.Reason.String(), "detail", res.Detail)
