@@ -63,6 +63,7 @@ func Enter(cfg Config) error {
 	if err := checkIsolated(cfg.OuterMountNS); err != nil {
 		return err
 	}
+	preload()
 	lastCap, err := lastCapability() // the jail has no /proc to read it from
 	if err != nil {
 		return fmt.Errorf("jail: %w", err)

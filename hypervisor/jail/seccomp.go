@@ -3,6 +3,7 @@ package jail
 import (
 	"fmt"
 	"slices"
+	"time"
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
 	"github.com/elastic/go-seccomp-bpf/arch"
@@ -149,6 +150,7 @@ func Policy(kind Kind, needs Needs, mode Mode) seccomp.Policy {
 // thread of the process (SECCOMP_FILTER_FLAG_TSYNC). It must come before
 // any thread stacks a filter of its own.
 func LoadProcess(needs Needs, mode Mode) error {
+	preload()
 	err := seccomp.LoadFilter(seccomp.Filter{
 		NoNewPrivs: true,
 		Flag:       seccomp.FilterFlagTSync,
@@ -158,6 +160,14 @@ func LoadProcess(needs Needs, mode Mode) error {
 		return fmt.Errorf("seccomp (%s threads): %w", KindVMM, err)
 	}
 	return nil
+}
+
+// preload makes the standard library open now what it would otherwise
+// open on first use, when the filter (or the jail) no longer lets it: the
+// local time zone (/etc/localtime), which the first log line with a
+// timestamp loads.
+func preload() {
+	time.Now().Zone()
 }
 
 // LoadThread stacks the filter of kind on the calling thread only, after

@@ -86,6 +86,9 @@ func l1(t *testing.T) *nested.Report {
 	if shared.skip != "" {
 		missing(t, shared.skip)
 	}
+	if shared.err != nil && shared.rep == nil {
+		t.Fatalf("nested harness: %v", shared.err)
+	}
 	if shared.err != nil {
 		t.Fatalf("nested harness: %v\nL1 console:\n%s", shared.err, tail(shared.rep.Console, 150))
 	}

@@ -51,7 +51,27 @@ echo "bind-mounted run exited with $rc; L1 reads: $(cat /tmp/bind/g 2>&1)"
 out=$(/x/vmctl --data-root /tmp/d --exec-root /run/v run --hypervisor kvm --rm -v /tmp/bind:/b:ro busybox sh -c 'echo x >/b/h' 2>&1)
 rc=$?
 echo "read-only bind: exit $rc: $out"
-[ "$rc" != 0 ] && echo "$out" | grep -q "Read-only file system" && [ "$(cat /tmp/bind/h)" = from-l1 ]
+[ "$rc" != 0 ] && echo "$out" | grep -q "Read-only file system" && [ "$(cat /tmp/bind/h)" = from-l1 ] || exit 1
+# The VMM as L1 sees it while its guest runs: jailed (its own uid, no
+# capabilities, an empty root) and filtered (every thread, and a second
+# filter on the vCPU thread).
+/x/vmctl --data-root /tmp/d --exec-root /run/v run --hypervisor kvm --rm busybox sleep 15 >/tmp/sleep.out 2>&1 &
+vmm=
+for i in $(seq 100); do
+	for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = vmctl-vmm ] && vmm=${p#/proc/}; done
+	[ -n "$vmm" ] && grep -q "^Uid:[[:space:]]*19" /proc/$vmm/status 2>/dev/null && break
+	sleep 0.1
+done
+[ -n "$vmm" ] || { echo "no vmctl-vmm process while a container runs"; exit 1; }
+sleep 2
+grep -E "^(Uid|Gid|CapEff|CapBnd|NoNewPrivs|Seccomp|Seccomp_filters):" /proc/$vmm/status
+filters=$(cat /proc/$vmm/task/*/status | grep "^Seccomp_filters:" | awk '{print $2}' | sort -u | tr '\n' ' ')
+root=$(ls -A /proc/$vmm/root | tr '\n' ' ')
+echo "VMM $vmm: thread filter counts: $filters; root holds: [$root]"
+grep -q "^Uid:[[:space:]]*19[0-9]*[[:space:]]" /proc/$vmm/status && grep -q "^CapEff:[[:space:]]*0000000000000000" /proc/$vmm/status &&
+	grep -q "^NoNewPrivs:[[:space:]]*1" /proc/$vmm/status && grep -q "^Seccomp:[[:space:]]*2" /proc/$vmm/status &&
+	[ "$filters" = "1 2 " ] && [ -z "$root" ] || { echo "vmctl-vmm is not confined"; exit 1; }
+wait
 `},
 		needs: append(vmmNeeds, "bin/vmctl", "bin/guest/initramfs.img", "build/busybox.tar"),
 		files: vmctlRunFiles,

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmctl/vmctl/engine/sandbox"
 )
 
 // buildVMM builds vmctl-vmm as the Makefile does (no cgo: the jail changes
@@ -133,7 +135,7 @@ func TestJailedVMMIdentity(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	uid := strconv.Itoa(JailUID(id))
+	uid := strconv.Itoa(sandbox.UnprivilegedID(id))
 	for _, s := range statuses {
 		for name, want := range map[string]string{
 			"Uid": uid + "\t" + uid + "\t" + uid + "\t" + uid, "Gid": uid + "\t" + uid + "\t" + uid + "\t" + uid,

@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"net"
 	"os"
 	"os/exec"
@@ -73,19 +72,6 @@ type Driver struct {
 	jail   bool
 }
 
-// jailUIDBase starts the range of user and group IDs jailed VMMs run as,
-// one per VM (JailUID), as Firecracker's jailer advises: a VMM that breaks
-// out of its filters still cannot signal, trace or read another's files.
-// The range is far above the IDs distributions hand out to users and
-// subordinate ID ranges.
-const jailUIDBase = 1_900_000_000
-
-// JailUID is the user and group ID the jailed VMM of VM id runs as.
-func JailUID(id string) int {
-	h := fnv.New32a()
-	h.Write([]byte(id))
-	return jailUIDBase + int(h.Sum32()%65536)
-}
 
 // New finds the vmctl-vmm binary.
 func New(opts Options) (*Driver, error) {
@@ -302,7 +288,7 @@ func (d *Driver) command(stateDir, id string, args []string) (*exec.Cmd, error) 
 	if err != nil {
 		return nil, fmt.Errorf("jail: %w", err)
 	}
-	uid := strconv.Itoa(JailUID(id))
+	uid := strconv.Itoa(sandbox.UnprivilegedID(id))
 	cmd.Args = append(cmd.Args, "-jail", dir, "-jail-uid", uid, "-jail-gid", uid, "-jail-outer-ns", "3")
 	cmd.ExtraFiles = []*os.File{ns}
 	attr.Cloneflags = syscall.CLONE_NEWNS | syscall.CLONE_NEWPID
