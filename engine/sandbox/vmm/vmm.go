@@ -72,7 +72,6 @@ type Driver struct {
 	jail   bool
 }
 
-
 // New finds the vmctl-vmm binary.
 func New(opts Options) (*Driver, error) {
 	bin := opts.Binary
