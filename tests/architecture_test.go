@@ -84,6 +84,9 @@ var guestAgentModules = []string{
 	"github.com/mdlayher/vsock",
 	"github.com/creack/pty",
 	"github.com/opencontainers/runtime-spec",
+	// Seccomp filters: compiled to BPF in pure Go.
+	"github.com/elastic/go-seccomp-bpf",
+	"golang.org/x/net/bpf",
 }
 
 // TestDependencyRules checks the dependency rules of the architecture:

@@ -4,17 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"runtime"
 	"syscall"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
-// execNamespaces are joined, in this order, by an exec. The mount namespace
-// comes last: after it, /proc/<pid>/ns of the agent's view is gone.
+// execNamespaces are joined, in this order, by the agent's thread that
+// starts an exec helper, which is so born in them (the PID namespace
+// applies to children only). The helper joins the mount namespace itself
+// (execInContainer): the agent starts it from its own root, never by a
+// path a container could have planted something at.
 var execNamespaces = []struct {
 	file string
 	flag int
@@ -25,8 +30,14 @@ var execNamespaces = []struct {
 	{"net", unix.CLONE_NEWNET, specs.NetworkNamespace},
 	{"cgroup", unix.CLONE_NEWCGROUP, specs.CgroupNamespace},
 	{"pid", unix.CLONE_NEWPID, specs.PIDNamespace},
-	{"mnt", unix.CLONE_NEWNS, specs.MountNamespace},
 }
+
+// The exec helper's descriptors after the sync socket (syncFd): the
+// container's mount namespace and root, which the agent opened.
+const (
+	execMntFd  = syncFd + 1
+	execRootFd = syncFd + 2
+)
 
 // Exec starts p inside the running container id as process execID.
 func (r *Runtime) Exec(ctx context.Context, id, execID string, p *specs.Process) error {
@@ -53,7 +64,7 @@ func (r *Runtime) Exec(ctx context.Context, id, execID string, p *specs.Process)
 		return err
 	}
 	proc := newProcess(execID, io, c.cg)
-	if err := r.startExec(c, proc, p); err != nil {
+	if err := r.startExec(ctx, c, proc, p); err != nil {
 		io.close()
 		return err
 	}
@@ -61,59 +72,140 @@ func (r *Runtime) Exec(ctx context.Context, id, execID string, p *specs.Process)
 	return nil
 }
 
-// startExec joins the container's namespaces on a dedicated OS thread and
-// forks the process from there, so the child is born inside them. The thread
-// is never unlocked: tainted by setns, it exits with its goroutine.
-func (r *Runtime) startExec(c *Container, proc *Process, p *specs.Process) error {
+// startExec starts an exec helper on a dedicated OS thread that joined the
+// container's namespaces, so the helper is born inside them. The thread is
+// never unlocked: tainted by setns, it exits with its goroutine.
+func (r *Runtime) startExec(ctx context.Context, c *Container, proc *Process, p *specs.Process) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		done <- r.forkInContainer(c, proc, p)
+		done <- r.forkInContainer(ctx, c, proc, p)
 	}()
 	return <-done
 }
 
-// forkInContainer runs on a locked thread. Preconditions: c.mu is held and
+// forkInContainer runs on a locked thread. It starts the helper, a re-exec
+// of the agent (InitArg) in the container's cgroup, namespaces and
+// session, and waits until the helper has exec'd p or reported why it
+// could not. Why a helper: the spec's seccomp filter must be installed by
+// the process that execs, last, and Docker's profile answers clone3 (which
+// a fork into a cgroup needs) with ENOSYS. Preconditions: c.mu is held and
 // the init is alive.
-func (r *Runtime) forkInContainer(c *Container, proc *Process, p *specs.Process) error {
+func (r *Runtime) forkInContainer(ctx context.Context, c *Container, proc *Process, p *specs.Process) error {
+	initPid := c.init.Pid
+	gone := func() error { return errorf(ErrState, "container %q is not running", c.ID) }
+	mnt, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", initPid))
+	if err != nil {
+		return gone()
+	}
+	defer mnt.Close()
+	root, err := os.Open(fmt.Sprintf("/proc/%d/root", initPid))
+	if err != nil {
+		return gone()
+	}
+	defer root.Close()
+	sock, childEnd, err := syncPair()
+	if err != nil {
+		return err
+	}
+	defer sock.Close()
+	for _, ns := range execNamespaces {
+		if !hasNamespace(c.spec, ns.typ) {
+			continue
+		}
+		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", initPid, ns.file))
+		if err != nil {
+			childEnd.Close()
+			return gone()
+		}
+		err = unix.Setns(int(f.Fd()), ns.flag)
+		f.Close()
+		if err != nil {
+			childEnd.Close()
+			return fmt.Errorf("exec: join %s namespace: %w", ns.file, err)
+		}
+	}
+	cmd := &exec.Cmd{
+		Path:       r.cfg.Exe,
+		Args:       []string{"vmctl-exec", InitArg},
+		Env:        []string{},
+		Stdin:      proc.io.child[0],
+		Stdout:     proc.io.child[1],
+		Stderr:     proc.io.child[2],
+		ExtraFiles: []*os.File{childEnd, mnt, root},
+		SysProcAttr: &syscall.SysProcAttr{
+			Setsid:      true,
+			Setctty:     p.Terminal,
+			UseCgroupFD: true,
+			CgroupFD:    c.cg.fd(),
+		},
+	}
+	_, ch, err := r.cfg.Reaper.Start(func() (int, error) {
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		return cmd.Process.Pid, nil
+	})
+	childEnd.Close()
+	proc.io.closeChild()
+	if err != nil {
+		return fmt.Errorf("exec: start the exec helper: %w", err)
+	}
+	deadline := time.Now().Add(r.cfg.SetupTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	sock.SetDeadline(deadline)
+	cfg := initConfig{Spec: &specs.Spec{Process: p, Linux: &specs.Linux{}}, GroupAdd: groupAdd(c.spec), Filter: c.filter}
+	err = writeSync(sock, syncMsg{Type: msgExec, Cfg: cfg})
+	var msg syncMsg
+	if err == nil {
+		// The socket is close-on-exec in the helper: EOF means the exec
+		// worked.
+		msg, err = readSync(sock)
+	}
+	switch {
+	case err == io.EOF:
+		proc.Pid, proc.proc = cmd.Process.Pid, cmd.Process
+		proc.watch(ch)
+		return nil
+	case err == nil && msg.Type == msgError:
+		// The helper exits by itself; the reaper collects it.
+		cmd.Process.Release()
+		return kindError(msg.Kind, msg.Msg)
+	case err == nil:
+		err = fmt.Errorf("unexpected %q", msg.Type)
+	}
+	cmd.Process.Kill()
+	cmd.Process.Release()
+	return fmt.Errorf("exec: the exec helper did not report: %w", err)
+}
+
+// execInContainer runs in an exec helper, locked to its thread, which the
+// agent started in the container's cgroup and its other namespaces: it
+// enters the container's mount namespace and root, and execs the process
+// as the init execs the container's (execProcess). It only returns on
+// failure.
+func execInContainer(cfg *initConfig) error {
+	p := cfg.Spec.Process
 	// Go threads share one fs_struct (CLONE_FS), and setns into a mount
 	// namespace is refused while it is shared.
 	if err := unix.Unshare(unix.CLONE_FS); err != nil {
 		return fmt.Errorf("exec: unshare fs: %w", err)
 	}
-	initPid := c.init.Pid
-	root, err := os.Open(fmt.Sprintf("/proc/%d/root", initPid))
-	if err != nil {
-		return errorf(ErrState, "container %q is not running", c.ID)
-	}
-	defer root.Close()
-	var nsFiles []*os.File
-	defer func() {
-		for _, f := range nsFiles {
-			f.Close()
-		}
-	}()
-	for _, ns := range execNamespaces {
-		if ns.typ != specs.MountNamespace && !hasNamespace(c.spec, ns.typ) {
-			continue
-		}
-		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", initPid, ns.file))
-		if err != nil {
-			return errorf(ErrState, "container %q is not running", c.ID)
-		}
-		nsFiles = append(nsFiles, f)
-		// setns(CLONE_NEWPID) only sets the namespace of our children.
-		if err := unix.Setns(int(f.Fd()), ns.flag); err != nil {
-			return fmt.Errorf("exec: join %s namespace: %w", ns.file, err)
-		}
+	if err := unix.Setns(execMntFd, unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("exec: join mnt namespace: %w", err)
 	}
 	// Be at the container's root even if its namespace's root differs.
-	if err := unix.Fchdir(int(root.Fd())); err != nil {
+	if err := unix.Fchdir(execRootFd); err != nil {
 		return fmt.Errorf("exec: enter container root: %w", err)
 	}
 	if err := unix.Chroot("."); err != nil {
 		return fmt.Errorf("exec: chroot: %w", err)
 	}
+	// Nothing of the agent's reaches the process.
+	unix.Close(execMntFd)
+	unix.Close(execRootFd)
 	cwd := p.Cwd
 	if cwd == "" {
 		cwd = "/"
@@ -125,71 +217,7 @@ func (r *Runtime) forkInContainer(c *Container, proc *Process, p *specs.Process)
 	if err != nil {
 		return err
 	}
-	user := p.User
-	home := "/"
-	if user.Username != "" {
-		// A name is the container's: its /etc/passwd is here now.
-		u, err := lookupUser(user.Username, "/etc/passwd", "/etc/group")
-		if err != nil {
-			return errorf(ErrInvalid, "%v", err)
-		}
-		user.UID, user.GID, home = u.uid, u.gid, u.home
-		user.AdditionalGids = append(u.groups, user.AdditionalGids...)
-	}
-	extra, err := lookupGroups(groupAdd(c.spec), "/etc/group")
-	if err != nil {
-		return errorf(ErrInvalid, "%v", err)
-	}
-	user.AdditionalGids = append(user.AdditionalGids, extra...)
-	groups := make([]uint32, len(user.AdditionalGids))
-	copy(groups, user.AdditionalGids)
-	env := p.Env
-	if !hasEnv(env, "HOME") {
-		env = append(env, "HOME="+home)
-	}
-	cmd := &exec.Cmd{
-		Path:   path,
-		Args:   p.Args,
-		Env:    env,
-		Dir:    cwd,
-		Stdin:  proc.io.child[0],
-		Stdout: proc.io.child[1],
-		Stderr: proc.io.child[2],
-		SysProcAttr: &syscall.SysProcAttr{
-			Setsid:      true,
-			Setctty:     p.Terminal,
-			UseCgroupFD: true,
-			CgroupFD:    c.cg.fd(),
-			Credential: &syscall.Credential{
-				Uid: user.UID, Gid: user.GID, Groups: groups,
-			},
-		},
-	}
-	// Capability bounds and no_new_privs are per thread and inherited by
-	// the child; this thread dies afterwards, so the agent keeps its own.
-	if err := limitThread(p); err != nil {
-		return fmt.Errorf("exec: %w", err)
-	}
-	_, ch, err := r.cfg.Reaper.Start(func() (int, error) {
-		if err := cmd.Start(); err != nil {
-			return 0, err
-		}
-		return cmd.Process.Pid, nil
-	})
-	proc.io.closeChild()
-	if err != nil {
-		return execError(p.Args[0], err)
-	}
-	proc.Pid, proc.proc = cmd.Process.Pid, cmd.Process
-	// Not the agent's -1000 (inherited at fork): an exec is the
-	// container's, killable as its processes are.
-	adj := 0
-	if p.OOMScoreAdj != nil {
-		adj = *p.OOMScoreAdj
-	}
-	_ = os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", proc.Pid), []byte(fmt.Sprint(adj)), 0)
-	proc.watch(ch)
-	return nil
+	return execProcess(path, p, cfg.GroupAdd, cfg.Filter)
 }
 
 // execError classifies a failed fork/exec.

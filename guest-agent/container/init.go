@@ -18,6 +18,7 @@ import (
 	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/guest-agent/mountopt"
 	"github.com/vmctl/vmctl/guest-agent/netif"
+	"github.com/vmctl/vmctl/guest-agent/seccomp"
 	"github.com/vmctl/vmctl/guest-agent/trace"
 )
 
@@ -46,13 +47,20 @@ type initConfig struct {
 	// GroupAdd are more groups of the process, names resolved in the
 	// container (contract.AnnotationGroupAdd).
 	GroupAdd []string
+	// Privileged gives the container every device of its VM
+	// (contract.AnnotationPrivileged).
+	Privileged bool
+	// Filter is the process's seccomp filter; nil for none.
+	Filter *seccomp.Filter
 }
 
-// InitMain runs the container init: it never returns. Sequence:
-// agent --config--> init; init sets up the container and answers "ready" or
-// "error"; agent --start--> init; init execs the user's command, which closes
-// the sync socket (close-on-exec) and tells the agent the exec happened; or
-// it sends "error".
+// InitMain runs the container init, or an exec helper: it never returns.
+// Sequence of an init: agent --config--> init; init sets up the container
+// and answers "ready" or "error"; agent --start--> init; init execs the
+// user's command, which closes the sync socket (close-on-exec) and tells
+// the agent the exec happened; or it sends "error". An exec helper gets
+// "exec" instead of "config", joins the running container and execs the
+// process the same way (execInContainer).
 func InitMain() {
 	// Capabilities, no_new_privs and the cgroup namespace are per thread:
 	// everything must happen on the thread that finally calls execve.
@@ -65,7 +73,7 @@ func InitMain() {
 		os.Exit(initFailStatus(err))
 	}
 	m, err := readSync(sock)
-	if err == nil && m.Type != msgConfig {
+	if err == nil && m.Type != msgConfig && m.Type != msgExec {
 		err = fmt.Errorf("%w: got type %q instead of the config", errMalformed, m.Type)
 	}
 	if err != nil {
@@ -74,6 +82,9 @@ func InitMain() {
 	cfg := m.Cfg
 	if cfg.Spec == nil || cfg.Spec.Process == nil || cfg.Spec.Linux == nil {
 		fail(errorf(ErrInvalid, "container config is incomplete"))
+	}
+	if m.Type == msgExec {
+		fail(execInContainer(&cfg))
 	}
 	trace.Enable(cfg.Trace)
 	trace.Add(trace.Mark{Name: "init: main (after runtime and package init)", At: entered})
@@ -98,9 +109,9 @@ func InitMain() {
 		}
 	}
 	if cfg.Reap {
-		fail(reapProcess(path, cfg.Spec.Process, sock, cfg.GroupAdd))
+		fail(reapProcess(path, cfg.Spec.Process, sock, cfg.GroupAdd, cfg.Filter))
 	}
-	fail(execProcess(path, cfg.Spec.Process, cfg.GroupAdd))
+	fail(execProcess(path, cfg.Spec.Process, cfg.GroupAdd, cfg.Filter))
 }
 
 // initFailStatus is the exit status of an init that could not run the
@@ -138,13 +149,24 @@ func setupContainer(cfg *initConfig) (string, error) {
 	if err := unix.Mount(cfg.Rootfs, cfg.Rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return "", fmt.Errorf("bind rootfs: %w", err)
 	}
+	devices := s.Linux.Devices
+	if cfg.Privileged {
+		if err := allowDevices(cfg.Rootfs); err != nil {
+			return "", err
+		}
+		vm, err := vmDevices("/dev")
+		if err != nil {
+			return "", err
+		}
+		devices = append(vm, devices...)
+	}
 	terminal := s.Process.Terminal
 	trace.Step("init: cgroup ns, propagation, rootfs bind")
-	if err := mountAll(cfg.Rootfs, cfg.DevPts, s.Mounts, terminal); err != nil {
+	if err := mountAll(cfg.Rootfs, cfg.DevPts, s.Mounts, terminal, cfg.Privileged); err != nil {
 		return "", err
 	}
 	trace.Step("init: spec mounts and /dev")
-	if err := createDevices(cfg.Rootfs, s.Linux.Devices); err != nil {
+	if err := createDevices(cfg.Rootfs, devices); err != nil {
 		return "", err
 	}
 	if err := pivotRoot(cfg.Rootfs); err != nil {
@@ -249,12 +271,25 @@ func checkExecutable(p string) error {
 	return nil
 }
 
-// execProcess drops privileges as the process asks and replaces the init
-// with the user's command. It only returns on failure.
-func execProcess(path string, p *specs.Process, groupAddOf []string) error {
+// execProcess drops privileges as the process asks, installs its seccomp
+// filter and replaces the calling process (an init or an exec helper,
+// locked to its thread) with the user's command. It only returns on
+// failure.
+func execProcess(path string, p *specs.Process, groupAddOf []string, filter *seccomp.Filter) error {
 	env, err := prepareProcess(p, groupAddOf)
 	if err != nil {
 		return err
+	}
+	// The filter goes on as late as it can, so that a profile need not
+	// allow what the setup calls, in runc's order: without no_new_privs
+	// installing it takes CAP_SYS_ADMIN, which another user loses at
+	// setuid, so it goes on before the credentials change (a profile
+	// must then allow setgroups, setresgid and setresuid, as Docker's
+	// does); with no_new_privs, after them, right before execve.
+	if !p.NoNewPrivileges {
+		if err := filter.Install(false); err != nil {
+			return err
+		}
 	}
 	// Groups first: after setgid/setuid we may no longer change them.
 	groups := make([]int, len(p.User.AdditionalGids))
@@ -272,6 +307,11 @@ func execProcess(path string, p *specs.Process, groupAddOf []string) error {
 	}
 	if p.User.Umask != nil {
 		unix.Umask(int(*p.User.Umask))
+	}
+	if p.NoNewPrivileges {
+		if err := filter.Install(false); err != nil {
+			return err
+		}
 	}
 	err = unix.Exec(path, p.Args, env)
 	switch {
@@ -345,7 +385,7 @@ func prepareProcess(p *specs.Process, groupAddOf []string) ([]string, error) {
 	if p.User.Username != "" {
 		u, err := lookupUser(p.User.Username, "/etc/passwd", "/etc/group")
 		if err != nil {
-			return nil, err
+			return nil, errorf(ErrInvalid, "%v", err)
 		}
 		p.User.UID, p.User.GID = u.uid, u.gid
 		p.User.AdditionalGids = append(u.groups, p.User.AdditionalGids...)
@@ -354,7 +394,7 @@ func prepareProcess(p *specs.Process, groupAddOf []string) ([]string, error) {
 		}
 	}
 	if err := addGroups(p, groupAddOf); err != nil {
-		return nil, err
+		return nil, errorf(ErrInvalid, "%v", err)
 	}
 	env := p.Env
 	if !hasEnv(env, "HOME") {
@@ -385,7 +425,7 @@ func limitThread(p *specs.Process) error {
 // the init stays PID 1, forwards it every signal it can catch and reaps
 // every orphan the container's processes leave. It exits with the child's
 // status and only returns on failure to start it.
-func reapProcess(path string, p *specs.Process, sock *os.File, groupAddOf []string) error {
+func reapProcess(path string, p *specs.Process, sock *os.File, groupAddOf []string, filter *seccomp.Filter) error {
 	// Signals are caught before the child exists, so none sent at its
 	// start is lost; the child gets default dispositions at exec.
 	sigs := make(chan os.Signal, 32)
@@ -398,6 +438,14 @@ func reapProcess(path string, p *specs.Process, sock *os.File, groupAddOf []stri
 	}
 	if p.User.Umask != nil {
 		unix.Umask(int(*p.User.Umask))
+	}
+	// The init stays, the command's parent: like docker-init under runc,
+	// it runs under the command's filter, on all its threads, and the
+	// child it forks (with clone, which Docker's profile allows without
+	// namespace flags) inherits it. The init is root with CAP_SYS_ADMIN,
+	// so no_new_privs is not needed for it.
+	if err := filter.Install(true); err != nil {
+		return err
 	}
 	cmd := exec.Command(path)
 	cmd.Args, cmd.Env = p.Args, env

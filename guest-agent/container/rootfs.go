@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -61,15 +62,20 @@ var devMounts = []specs.Mount{
 	{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
 }
 
-// withDevMounts returns the spec's mounts plus what /dev needs.
-func withDevMounts(mounts []specs.Mount) []specs.Mount {
+// withDevMounts returns the spec's mounts plus what /dev needs. A
+// privileged container's /dev allows device nodes (see vmDevices).
+func withDevMounts(mounts []specs.Mount, privileged bool) []specs.Mount {
 	has := map[string]bool{}
 	for _, m := range mounts {
 		has[m.Destination] = true
 	}
 	var out []specs.Mount
 	if !has["/dev"] {
-		out = append(out, devMounts[0])
+		dev := devMounts[0]
+		if privileged {
+			dev.Options = slices.DeleteFunc(slices.Clone(dev.Options), func(o string) bool { return o == "nodev" })
+		}
+		out = append(out, dev)
 	}
 	out = append(out, mounts...)
 	for _, m := range devMounts[1:] {
@@ -85,8 +91,8 @@ func withDevMounts(mounts []specs.Mount) []specs.Mount {
 // devpts instance, and since Linux 4.7 every devpts mount is a new instance,
 // so the container gets a bind of the guest's instance instead; that way the
 // pty the agent made resolves by path (tty prints /dev/pts/N).
-func mountAll(rootfs, guestDevPts string, mounts []specs.Mount, terminal bool) error {
-	for _, m := range withDevMounts(mounts) {
+func mountAll(rootfs, guestDevPts string, mounts []specs.Mount, terminal, privileged bool) error {
+	for _, m := range withDevMounts(mounts, privileged) {
 		target, err := inRoot(rootfs, m.Destination)
 		if err != nil {
 			return err
@@ -149,12 +155,21 @@ func makeTarget(source, target string, bind bool) error {
 	return os.MkdirAll(target, 0o755)
 }
 
-// devNodes are created in every container's /dev.
-var devNodes = []struct {
+// devNode is a standard device node.
+type devNode struct {
 	name         string
 	major, minor uint32
-}{
+}
+
+// devNodes are created in every container's /dev.
+var devNodes = []devNode{
 	{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0},
+}
+
+// devLinks are the symbolic links in every container's /dev.
+var devLinks = map[string]string{
+	"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+	"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2", "core": "/proc/kcore",
 }
 
 // populateDev fills a fresh /dev tmpfs with the standard nodes and links.
@@ -168,10 +183,7 @@ func populateDev(dev string, terminal bool) error {
 			return fmt.Errorf("create /dev/%s: %w", n.name, err)
 		}
 	}
-	for name, target := range map[string]string{
-		"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
-		"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2", "core": "/proc/kcore",
-	} {
+	for name, target := range devLinks {
 		if err := os.Symlink(target, filepath.Join(dev, name)); err != nil && !errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("link /dev/%s: %w", name, err)
 		}

@@ -5,8 +5,12 @@
 //
 // The init is a re-exec of the agent binary (InitArg): it builds the mounts,
 // pivots into the rootfs, reports "ready" and blocks until Start, then execs
-// the user's command, which so becomes PID 1 of the container. Exit statuses
-// come from the agent-wide reaper, never from exec.Cmd.Wait.
+// the user's command, which so becomes PID 1 of the container. An exec is a
+// re-exec too, started from the agent's own root into the container's
+// cgroup and PID namespace: it joins the container's mount namespace and
+// execs the process. Both install the spec's seccomp filter last, so the
+// agent itself never forks under one. Exit statuses come from the
+// agent-wide reaper, never from exec.Cmd.Wait.
 //
 // The package does not mount disks or build the rootfs (see storage), and
 // does not speak the agent protocol (see service).
@@ -28,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmctl/vmctl/guest-agent/reaper"
+	"github.com/vmctl/vmctl/guest-agent/seccomp"
 	"github.com/vmctl/vmctl/guest-agent/trace"
 )
 
@@ -74,7 +79,10 @@ const (
 type Container struct {
 	ID   string
 	spec *specs.Spec
-	cg   *cgroup
+	// filter is the spec's seccomp filter, for the init and every exec;
+	// nil for none.
+	filter *seccomp.Filter
+	cg     *cgroup
 
 	mu    sync.Mutex // guards state, procs, sync
 	state State
@@ -135,7 +143,7 @@ func (r *Runtime) Create(ctx context.Context, id string, valid ValidSpec, rootfs
 	if spec == nil {
 		return errorf(ErrInvalid, "spec is missing")
 	}
-	c := &Container{ID: id, spec: spec, procs: make(map[string]*Process)}
+	c := &Container{ID: id, spec: spec, filter: valid.filter, procs: make(map[string]*Process)}
 	r.mu.Lock()
 	if _, ok := r.containers[id]; ok || r.creating[id] {
 		r.mu.Unlock()
@@ -176,19 +184,10 @@ func (r *Runtime) startInit(ctx context.Context, c *Container, rootfs string) er
 	if err != nil {
 		return err
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	sock, childEnd, err := syncPair()
 	if err != nil {
 		io.close()
-		return fmt.Errorf("create sync socket: %w", err)
-	}
-	parentEnd := os.NewFile(uintptr(fds[0]), "sync")
-	childEnd := os.NewFile(uintptr(fds[1]), "sync-child")
-	sock, err := net.FileConn(parentEnd)
-	parentEnd.Close()
-	if err != nil {
-		childEnd.Close()
-		io.close()
-		return fmt.Errorf("sync socket: %w", err)
+		return err
 	}
 
 	cmd := &exec.Cmd{
@@ -233,7 +232,8 @@ func (r *Runtime) startInit(ctx context.Context, c *Container, rootfs string) er
 		deadline = d
 	}
 	sock.SetDeadline(deadline)
-	cfg := initConfig{Rootfs: rootfs, DevPts: r.cfg.DevPts, Spec: c.spec, Trace: trace.Enabled(), Pause: pauses(c.spec), Reap: reaps(c.spec), GroupAdd: groupAdd(c.spec)}
+	cfg := initConfig{Rootfs: rootfs, DevPts: r.cfg.DevPts, Spec: c.spec, Trace: trace.Enabled(), Pause: pauses(c.spec), Reap: reaps(c.spec),
+		GroupAdd: groupAdd(c.spec), Privileged: privileged(c.spec), Filter: c.filter}
 	if err := writeSync(sock, syncMsg{Type: msgConfig, Cfg: cfg}); err != nil {
 		sock.Close()
 		return fmt.Errorf("send config to container init: %w", err)
@@ -255,6 +255,25 @@ func (r *Runtime) startInit(ctx context.Context, c *Container, rootfs string) er
 	}
 	sock.SetDeadline(time.Time{})
 	return nil
+}
+
+// syncPair makes the sync socket of a re-exec of the agent: the agent's
+// end, and the child's, which the caller passes as ExtraFiles[0] (syncFd)
+// and closes once the child is started.
+func syncPair() (net.Conn, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create sync socket: %w", err)
+	}
+	parentEnd := os.NewFile(uintptr(fds[0]), "sync")
+	childEnd := os.NewFile(uintptr(fds[1]), "sync-child")
+	sock, err := net.FileConn(parentEnd)
+	parentEnd.Close()
+	if err != nil {
+		childEnd.Close()
+		return nil, nil, fmt.Errorf("sync socket: %w", err)
+	}
+	return sock, childEnd, nil
 }
 
 // Start lets the init exec the user's command, and returns once the exec

@@ -2,14 +2,14 @@ package container
 
 import (
 	"path"
-
 	"slices"
 	"strings"
 
-	"github.com/vmctl/vmctl/api/agent/contract"
-
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/vmctl/vmctl/api/agent/contract"
+	"github.com/vmctl/vmctl/guest-agent/seccomp"
 )
 
 // nsFlags maps the namespace types the runtime can create to clone flags.
@@ -31,16 +31,25 @@ const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // nothing else: a spec is checked once, where it enters the guest (the
 // agent service, before it mounts anything), and cannot reach the runtime
 // unchecked.
-type ValidSpec struct{ spec *specs.Spec }
+type ValidSpec struct {
+	spec *specs.Spec
+	// filter is the spec's seccomp profile, compiled; nil for none.
+	filter *seccomp.Filter
+}
 
 // ValidateSpec checks what the runtime needs from an OCI spec, so that a bad
 // request fails with ErrInvalid before anything is created, and returns it
-// for Runtime.Create. The caller must not change s afterwards.
+// for Runtime.Create with its seccomp profile compiled. The caller must not
+// change s afterwards.
 func ValidateSpec(s *specs.Spec) (ValidSpec, error) {
 	if err := validateSpec(s); err != nil {
 		return ValidSpec{}, err
 	}
-	return ValidSpec{spec: s}, nil
+	filter, err := seccomp.Compile(s.Linux.Seccomp)
+	if err != nil {
+		return ValidSpec{}, errorf(ErrInvalid, "seccomp profile: %v", err)
+	}
+	return ValidSpec{spec: s, filter: filter}, nil
 }
 
 func validateSpec(s *specs.Spec) error {

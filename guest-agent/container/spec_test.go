@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -158,8 +159,15 @@ func TestWithDevMounts(t *testing.T) {
 		for _, d := range tt.in {
 			in = append(in, specs.Mount{Destination: d})
 		}
-		if got := dests(withDevMounts(in)); !reflect.DeepEqual(got, tt.want) {
+		if got := dests(withDevMounts(in, false)); !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("withDevMounts(%v) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+	// The device policy: only a privileged container's /dev allows nodes.
+	for _, privileged := range []bool{false, true, false} {
+		dev := withDevMounts(nil, privileged)[0]
+		if dev.Destination != "/dev" || slices.Contains(dev.Options, "nodev") == privileged {
+			t.Errorf("withDevMounts(privileged %v) mounts %s with %v", privileged, dev.Destination, dev.Options)
 		}
 	}
 }

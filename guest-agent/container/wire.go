@@ -9,7 +9,9 @@ import (
 	"slices"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
+	"github.com/vmctl/vmctl/guest-agent/seccomp"
 	"github.com/vmctl/vmctl/guest-agent/trace"
 )
 
@@ -28,6 +30,11 @@ const (
 	msgReady  = 'R' // init -> agent: set up, waiting for start; trace marks
 	msgError  = 'E' // init -> agent: kind, message
 	msgStart  = 'S' // agent -> init: exec the command
+	// msgExec makes the re-exec an exec helper instead of an init:
+	// agent --exec(config)--> helper; the helper joins the running
+	// container and execs the process, which closes the socket, or sends
+	// "error".
+	msgExec = 'J'
 )
 
 // maxFrame bounds a frame; a config is a few KiB.
@@ -58,7 +65,7 @@ func writeSync(w io.Writer, m syncMsg) error {
 			e.str(mk.Name)
 			e.int(mk.At)
 		}
-	case msgConfig:
+	case msgConfig, msgExec:
 		e.config(m.Cfg)
 	}
 	if len(e.b)-4 > maxFrame {
@@ -105,7 +112,7 @@ func decodeSync(b []byte) (syncMsg, error) {
 		for i := 0; i < n && d.err == nil; i++ {
 			m.Mark = append(m.Mark, trace.Mark{Name: d.str(), At: d.int()})
 		}
-	case msgConfig:
+	case msgConfig, msgExec:
 		m.Cfg = d.config()
 	default:
 		return syncMsg{}, fmt.Errorf("%w: unknown type %q", errMalformed, m.Type)
@@ -126,6 +133,8 @@ func (e *wireEncoder) config(c initConfig) {
 	e.bool(c.Pause)
 	e.bool(c.Reap)
 	e.strs(c.GroupAdd)
+	e.bool(c.Privileged)
+	e.filter(c.Filter)
 	s := c.Spec
 	if s == nil || s.Process == nil || s.Linux == nil {
 		e.bool(false)
@@ -210,7 +219,8 @@ func (e *wireEncoder) config(c initConfig) {
 }
 
 func (d *wireDecoder) config() initConfig {
-	c := initConfig{Rootfs: d.str(), DevPts: d.str(), Trace: d.bool(), Pause: d.bool(), Reap: d.bool(), GroupAdd: d.strs()}
+	c := initConfig{Rootfs: d.str(), DevPts: d.str(), Trace: d.bool(), Pause: d.bool(), Reap: d.bool(), GroupAdd: d.strs(),
+		Privileged: d.bool(), Filter: d.filter()}
 	if !d.bool() {
 		return c
 	}
@@ -270,6 +280,42 @@ func (d *wireDecoder) config() initConfig {
 	s.Linux = l
 	c.Spec = s
 	return c
+}
+
+// filter encodes a compiled seccomp filter: its flags and instructions.
+func (e *wireEncoder) filter(f *seccomp.Filter) {
+	e.bool(f != nil)
+	if f == nil {
+		return
+	}
+	e.uint(uint64(f.Flags))
+	e.uint(uint64(len(f.Program)))
+	for _, in := range f.Program {
+		e.uint(uint64(in.Code))
+		e.uint(uint64(in.Jt))
+		e.uint(uint64(in.Jf))
+		e.uint(uint64(in.K))
+	}
+}
+
+func (d *wireDecoder) filter() *seccomp.Filter {
+	if !d.bool() {
+		return nil
+	}
+	f := &seccomp.Filter{Flags: d.uint32()}
+	n := d.count()
+	if n > 0 {
+		f.Program = make([]unix.SockFilter, 0, n)
+	}
+	for ; n > 0 && d.err == nil; n-- {
+		code, jt, jf, k := d.uint(), d.uint(), d.uint(), d.uint32()
+		if code > 0xffff || jt > 0xff || jf > 0xff {
+			d.fail("filter instruction")
+			break
+		}
+		f.Program = append(f.Program, unix.SockFilter{Code: uint16(code), Jt: uint8(jt), Jf: uint8(jf), K: k})
+	}
+	return f
 }
 
 type wireEncoder struct{ b []byte }

@@ -9,7 +9,9 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
+	"github.com/vmctl/vmctl/guest-agent/seccomp"
 	"github.com/vmctl/vmctl/guest-agent/trace"
 )
 
@@ -62,6 +64,12 @@ func initView() *specs.Spec {
 	return s
 }
 
+// testFilter is a filter with every field set, at their widest.
+func testFilter() *seccomp.Filter {
+	return &seccomp.Filter{Flags: 6, Program: []unix.SockFilter{
+		{Code: 0x20, K: 4}, {Code: 0x15, Jt: 1, Jf: 0, K: 0xc000003e}, {Code: 0xffff, Jt: 255, Jf: 255, K: 0xffffffff}}}
+}
+
 func TestWireRoundTrip(t *testing.T) {
 	minimal := &specs.Spec{Process: &specs.Process{Args: []string{"true"}}, Linux: &specs.Linux{}}
 	tests := []struct {
@@ -75,8 +83,12 @@ func TestWireRoundTrip(t *testing.T) {
 		{"ready without marks", syncMsg{Type: msgReady}, syncMsg{Type: msgReady}},
 		{"ready with marks", syncMsg{Type: msgReady, Mark: []trace.Mark{{Name: "a", At: 1}, {Name: "", At: -5}}},
 			syncMsg{Type: msgReady, Mark: []trace.Mark{{Name: "a", At: 1}, {Name: "", At: -5}}}},
-		{"config: what the init reads", syncMsg{Type: msgConfig, Cfg: initConfig{Rootfs: "/r", DevPts: "/dev/pts", Spec: fullSpec(), Trace: true, Pause: true, Reap: true, GroupAdd: []string{"audio", "42"}}},
-			syncMsg{Type: msgConfig, Cfg: initConfig{Rootfs: "/r", DevPts: "/dev/pts", Spec: initView(), Trace: true, Pause: true, Reap: true, GroupAdd: []string{"audio", "42"}}}},
+		{"config: what the init reads", syncMsg{Type: msgConfig, Cfg: initConfig{Rootfs: "/r", DevPts: "/dev/pts", Spec: fullSpec(), Trace: true, Pause: true, Reap: true,
+			GroupAdd: []string{"audio", "42"}, Privileged: true, Filter: testFilter()}},
+			syncMsg{Type: msgConfig, Cfg: initConfig{Rootfs: "/r", DevPts: "/dev/pts", Spec: initView(), Trace: true, Pause: true, Reap: true,
+				GroupAdd: []string{"audio", "42"}, Privileged: true, Filter: testFilter()}}},
+		{"exec", syncMsg{Type: msgExec, Cfg: initConfig{Spec: minimal, GroupAdd: []string{"7"}, Filter: &seccomp.Filter{}}},
+			syncMsg{Type: msgExec, Cfg: initConfig{Spec: minimal, GroupAdd: []string{"7"}, Filter: &seccomp.Filter{}}}},
 		{"config: minimal spec", syncMsg{Type: msgConfig, Cfg: initConfig{Spec: minimal}},
 			syncMsg{Type: msgConfig, Cfg: initConfig{Spec: &specs.Spec{Process: &specs.Process{Args: []string{"true"}}, Linux: &specs.Linux{}}}}},
 		{"config: incomplete spec stays incomplete", syncMsg{Type: msgConfig, Cfg: initConfig{Rootfs: "/r", Spec: &specs.Spec{}}},
@@ -119,6 +131,9 @@ func TestWireMalformed(t *testing.T) {
 		{"list longer than the bytes left", []byte{0, 0, 0, 3, msgReady, 100, 0}},
 		{"bad flag", []byte{0, 0, 0, 5, msgConfig, 0, 0, 7, 0}},
 		{"bytes left over", []byte{0, 0, 0, 2, msgStart, 0}},
+		// A filter (flag 1, flags 0, one instruction) whose jump
+		// offset does not fit a byte.
+		{"bad filter instruction", []byte{0, 0, 0, 16, msgConfig, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0x20, 0x80, 0x02, 0, 0}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -134,6 +149,7 @@ func FuzzDecodeSync(f *testing.F) {
 		{Type: msgStart}, {Type: msgError, Kind: "k", Msg: "m"},
 		{Type: msgReady, Mark: []trace.Mark{{Name: "a", At: 3}}},
 		{Type: msgConfig, Cfg: initConfig{Rootfs: "/r", Spec: fullSpec()}},
+		{Type: msgExec, Cfg: initConfig{Spec: fullSpec(), Privileged: true, Filter: testFilter()}},
 	} {
 		var buf bytes.Buffer
 		writeSync(&buf, m)

@@ -135,6 +135,44 @@ const (
 // numbers.
 const AnnotationGroupAdd = "io.vmctl.group-add"
 
+// AnnotationPrivileged marks a privileged container (docker run
+// --privileged), with the value "true": its /dev is a tmpfs that allows
+// device access and holds a node for every device of its VM (the VM's
+// disks, /dev/kmsg...), and its root allows device nodes too, instead of
+// the standard nodes on nodev mounts. Its capabilities, seccomp profile
+// and masked paths are the spec's own.
+const AnnotationPrivileged = "io.vmctl.privileged"
+
+// What of an OCI seccomp profile (the spec's linux.seccomp) the agent
+// compiles into a filter for its x86_64 guest. The engine refuses a
+// profile beyond these at create, the agent refuses it at CreateContainer.
+// Syscall names the guest's table does not know are skipped, as runc
+// skips them; so are the profile's architectures (the guest kernel runs
+// x86_64 system calls only, every other ABI answers ENOSYS).
+var (
+	// SeccompActions are the actions a profile's defaultAction and rules
+	// may name. SCMP_ACT_NOTIFY is not among them: nothing in a guest
+	// listens for notifications.
+	SeccompActions = []string{
+		"SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP",
+		"SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG",
+	}
+	// SeccompOperators are the comparisons of a rule's args.
+	SeccompOperators = []string{
+		"SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ",
+	}
+	// SeccompFlags are the filter flags a profile may ask for.
+	SeccompFlags = []string{"SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"}
+)
+
+// SeccompMaxArg is the highest argument index a rule may compare (a
+// system call has six), SeccompMaxErrno the highest errno it may return
+// (the kernel's MAX_ERRNO).
+const (
+	SeccompMaxArg   = 5
+	SeccompMaxErrno = 4095
+)
+
 // Capabilities are the Linux capabilities by number
 // (include/uapi/linux/capability.h): the names a container's bounding set
 // may hold, which the engine checks docker's --cap-add and --cap-drop

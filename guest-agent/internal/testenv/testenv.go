@@ -21,7 +21,7 @@ const Busybox = "/bin/busybox"
 
 // Applets are linked to busybox in every root made here.
 var Applets = []string{"sh", "echo", "hostname", "tty", "sleep", "cat", "ls", "true", "false", "id",
-	"readlink", "kill", "test", "env", "stty", "head", "dd", "mkdir", "rm", "touch", "wc", "seq"}
+	"readlink", "kill", "test", "env", "stty", "head", "dd", "mkdir", "rm", "touch", "wc", "seq", "unshare", "mknod", "grep"}
 
 // RequireRoot skips tests that create namespaces, mounts and cgroups.
 func RequireRoot(t testing.TB) {
