@@ -22,6 +22,7 @@ type execOptions struct {
 	env         []string
 	workdir     string
 	user        string
+	privileged  bool
 }
 
 func newExecCommand(g *globalOptions) *cobra.Command {
@@ -57,6 +58,7 @@ func (o *execOptions) addFlags(f *pflag.FlagSet) {
 	f.StringArrayVarP(&o.env, "env", "e", nil, "set an environment variable (KEY=VALUE; KEY alone takes it from this environment)")
 	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory inside the container")
 	f.StringVarP(&o.user, "user", "u", "", "user to run as: a name or UID, with an optional :group or :GID (names are the container's)")
+	f.BoolVar(&o.privileged, "privileged", false, "give the command every capability (the container's seccomp filter stays)")
 }
 
 // request is the exec's wire form. A detached exec attaches nothing, as
@@ -66,7 +68,7 @@ func (o *execOptions) request(cmd []string) (client.ExecCreateOptions, error) {
 		return client.ExecCreateOptions{}, errors.New("no command to run: give CONTAINER COMMAND [ARG...]")
 	}
 	return client.ExecCreateOptions{
-		Cmd: cmd, Env: resolveEnv(o.env), WorkingDir: o.workdir, User: o.user, TTY: o.tty,
+		Cmd: cmd, Env: resolveEnv(o.env), WorkingDir: o.workdir, User: o.user, TTY: o.tty, Privileged: o.privileged,
 		AttachStdin:  o.interactive && !o.detach,
 		AttachStdout: !o.detach, AttachStderr: !o.detach,
 	}, nil

@@ -38,6 +38,10 @@ func TestExecRequest(t *testing.T) {
 				WorkingDir: "/tmp", User: "1000:1000", AttachStdout: true, AttachStderr: true,
 			},
 		},
+		{
+			args: []string{"--privileged", "c", "id"},
+			want: client.ExecCreateOptions{Cmd: []string{"id"}, Privileged: true, AttachStdout: true, AttachStderr: true},
+		},
 		{args: []string{"c", ""}, wantErr: "no command to run"},
 	}
 	for _, tt := range tests {
@@ -73,7 +77,7 @@ func TestCreateFlags(t *testing.T) {
 	if create.Flags().Lookup("detach") != nil {
 		t.Errorf("create has --detach; docker create has none")
 	}
-	for _, name := range []string{"rm", "interactive", "tty", "env", "name", "volume", "label", "pull", "memory"} {
+	for _, name := range []string{"rm", "interactive", "tty", "env", "name", "volume", "label", "pull", "memory", "privileged", "security-opt"} {
 		if create.Flags().Lookup(name) == nil {
 			t.Errorf("create lacks run's --%s", name)
 		}

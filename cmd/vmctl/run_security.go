@@ -4,7 +4,11 @@ package main
 // syntax; the engine checks and applies them.
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,6 +18,7 @@ import (
 )
 
 type securityFlags struct {
+	privileged      bool
 	capAdd, capDrop []string
 	securityOpt     []string
 	readOnly        bool
@@ -43,9 +48,10 @@ func (s *securityFlags) addFlags(f *pflag.FlagSet) {
 	s.ulimits = map[string]*container.Ulimit{}
 	s.ulimitOpt = opts.NewUlimitOpt(&s.ulimits)
 	s.sysctls = opts.NewMapOpts(nil, opts.ValidateSysctl)
+	f.BoolVar(&s.privileged, "privileged", false, "confine the container by its VM alone: every capability and VM device, no seccomp filter")
 	f.StringArrayVar(&s.capAdd, "cap-add", nil, "add a Linux capability (NET_ADMIN, SYS_PTRACE..., or ALL)")
 	f.StringArrayVar(&s.capDrop, "cap-drop", nil, "drop a Linux capability (or ALL)")
-	f.StringArrayVar(&s.securityOpt, "security-opt", nil, "security option: no-new-privileges, seccomp=unconfined")
+	f.StringArrayVar(&s.securityOpt, "security-opt", nil, "security option: no-new-privileges, seccomp=unconfined, seccomp=PROFILE.json")
 	f.BoolVar(&s.readOnly, "read-only", false, "mount the container's root file system read-only")
 	f.Int64Var(&s.pidsLimit, "pids-limit", 0, "limit the container's tasks (0 or -1: unlimited)")
 	f.Var(s.ulimitOpt, "ulimit", "resource limit: NAME=SOFT[:HARD] (nofile=1024:2048)")
@@ -85,7 +91,11 @@ func (s *securityFlags) applyConfig(cfg *container.Config) error {
 }
 
 func (s *securityFlags) apply(hc *container.HostConfig) error {
-	hc.CapAdd, hc.CapDrop, hc.SecurityOpt = s.capAdd, s.capDrop, s.securityOpt
+	opts, err := securityOpts(s.securityOpt)
+	if err != nil {
+		return err
+	}
+	hc.Privileged, hc.CapAdd, hc.CapDrop, hc.SecurityOpt = s.privileged, s.capAdd, s.capDrop, opts
 	hc.ReadonlyRootfs, hc.OomScoreAdj = s.readOnly, s.oomScoreAdj
 	if s.pidsLimit != 0 {
 		limit := s.pidsLimit
@@ -132,4 +142,30 @@ func (s *securityFlags) apply(hc *container.HostConfig) error {
 		hc.Devices = append(hc.Devices, m)
 	}
 	return nil
+}
+
+// securityOpts is --security-opt as the API takes it: a seccomp profile
+// named by its file is sent as the file's JSON, compacted, as the docker
+// CLI sends it ("builtin" and "unconfined" are names, not files).
+func securityOpts(opts []string) ([]string, error) {
+	out := slices.Clone(opts)
+	for i, o := range opts {
+		k, v, ok := strings.Cut(o, "=")
+		if !ok {
+			k, v, _ = strings.Cut(o, ":")
+		}
+		if k != "seccomp" || v == "" || v == "builtin" || v == "unconfined" {
+			continue
+		}
+		b, err := os.ReadFile(v)
+		if err != nil {
+			return nil, fmt.Errorf("--security-opt %s: %w", o, err)
+		}
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, b); err != nil {
+			return nil, fmt.Errorf("--security-opt %s: the profile is not JSON: %w", o, err)
+		}
+		out[i] = "seccomp=" + compact.String()
+	}
+	return out, nil
 }

@@ -161,17 +161,21 @@ type Bind struct {
 	CreateSource bool `json:"createSource,omitempty"`
 }
 
-// Security is what docker run's --cap-add, --cap-drop, --security-opt,
-// --read-only, --pids-limit, --ulimit, --sysctl, --tmpfs and
+// Security is what docker run's --privileged, --cap-add, --cap-drop,
+// --security-opt, --read-only, --pids-limit, --ulimit, --sysctl, --tmpfs and
 // --oom-score-adj ask of a container, checked and normalized at create.
 type Security struct {
 	// CapAdd and CapDrop are capability names (CAP_...) or ALL.
 	CapAdd  []string `json:"capAdd,omitempty"`
 	CapDrop []string `json:"capDrop,omitempty"`
-	// SecurityOpt is HostConfig.SecurityOpt as given, for inspect.
-	SecurityOpt     []string `json:"securityOpt,omitempty"`
-	NoNewPrivileges bool     `json:"noNewPrivileges,omitempty"`
-	ReadOnlyRootfs  bool     `json:"readOnlyRootfs,omitempty"`
+	// SecurityOpt is HostConfig.SecurityOpt as given, for inspect; a
+	// seccomp profile is there as its JSON.
+	SecurityOpt []string `json:"securityOpt,omitempty"`
+	// Privileged is docker run --privileged: the container is confined by
+	// its VM alone.
+	Privileged      bool `json:"privileged,omitempty"`
+	NoNewPrivileges bool `json:"noNewPrivileges,omitempty"`
+	ReadOnlyRootfs  bool `json:"readOnlyRootfs,omitempty"`
 	// PidsLimit caps the container's tasks; 0 or less is no limit.
 	PidsLimit int64    `json:"pidsLimit,omitempty"`
 	Ulimits   []Ulimit `json:"ulimits,omitempty"`

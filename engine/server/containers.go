@@ -32,8 +32,6 @@ func unsupportedHostConfig(hc *container.HostConfig) error {
 	switch {
 	case len(hc.Links) > 0:
 		return no("container links are not supported: put the containers on a user-defined network, where they find each other by name")
-	case hc.Privileged:
-		return no("privileged containers are not supported")
 	case len(hc.VolumesFrom) > 0:
 		return no("HostConfig.VolumesFrom (--volumes-from) is not supported: name the volumes with -v")
 	case hc.PidMode != "" && hc.PidMode != "private":
@@ -195,12 +193,12 @@ func (s *Server) containerCreate(w http.ResponseWriter, r *http.Request) {
 
 // securityOptions reads the confinement and limit options of a create.
 func securityOptions(hc *container.HostConfig) (containersvc.Security, error) {
-	nnp, err := containersvc.ParseSecurityOpt(hc.SecurityOpt)
+	opts, err := containersvc.ParseSecurityOpt(hc.SecurityOpt)
 	if err != nil {
 		return containersvc.Security{}, err
 	}
 	sec := containersvc.Security{
-		CapAdd: hc.CapAdd, CapDrop: hc.CapDrop, SecurityOpt: hc.SecurityOpt, NoNewPrivileges: nnp,
+		CapAdd: hc.CapAdd, CapDrop: hc.CapDrop, SecurityOpt: hc.SecurityOpt, NoNewPrivileges: opts.NoNewPrivileges, Privileged: hc.Privileged,
 		ReadOnlyRootfs: hc.ReadonlyRootfs, Sysctls: hc.Sysctls, Tmpfs: hc.Tmpfs, OOMScoreAdj: hc.OomScoreAdj,
 	}
 	if hc.PidsLimit != nil {
@@ -217,7 +215,7 @@ func securityOptions(hc *container.HostConfig) (containersvc.Security, error) {
 // securityHostConfig puts a container's confinement options into its
 // inspect HostConfig, as docker shows them.
 func securityHostConfig(hc *container.HostConfig, sec containersvc.Security) {
-	hc.CapAdd, hc.CapDrop, hc.SecurityOpt = sec.CapAdd, sec.CapDrop, sec.SecurityOpt
+	hc.CapAdd, hc.CapDrop, hc.SecurityOpt, hc.Privileged = sec.CapAdd, sec.CapDrop, sec.SecurityOpt, sec.Privileged
 	hc.ReadonlyRootfs, hc.Sysctls, hc.Tmpfs, hc.OomScoreAdj = sec.ReadOnlyRootfs, sec.Sysctls, sec.Tmpfs, sec.OOMScoreAdj
 	if sec.PidsLimit != 0 {
 		limit := sec.PidsLimit

@@ -28,10 +28,6 @@ func (s *Server) execCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if req.Privileged {
-		writeError(w, errs.New(errdefs.ErrInvalidArgument, "privileged exec is not supported"))
-		return
-	}
 	if _, err := parseDetachKeys(req.DetachKeys); err != nil {
 		writeError(w, err)
 		return
@@ -39,7 +35,7 @@ func (s *Server) execCreate(w http.ResponseWriter, r *http.Request) {
 	o := containersvc.ExecOptions{
 		Cmd: req.Cmd, Env: req.Env, WorkingDir: req.WorkingDir, User: req.User, Tty: req.Tty,
 		AttachStdin: req.AttachStdin, AttachStdout: req.AttachStdout, AttachStderr: req.AttachStderr,
-		DetachKeys: req.DetachKeys,
+		DetachKeys: req.DetachKeys, Privileged: req.Privileged,
 	}
 	if req.Tty && req.ConsoleSize != nil && req.ConsoleSize[0] > 0 && req.ConsoleSize[1] > 0 {
 		o.ConsoleRows, o.ConsoleCols = clampU16(req.ConsoleSize[0]), clampU16(req.ConsoleSize[1])
@@ -166,7 +162,7 @@ func (s *Server) execInspect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o := info.Options
-	pc := &container.ExecProcessConfig{Tty: o.Tty, User: o.User}
+	pc := &container.ExecProcessConfig{Tty: o.Tty, User: o.User, Privileged: &o.Privileged}
 	if len(o.Cmd) > 0 {
 		pc.Entrypoint, pc.Arguments = o.Cmd[0], append([]string{}, o.Cmd[1:]...)
 	}

@@ -173,6 +173,12 @@ func TestHandler(t *testing.T) {
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"LogConfig":{"Type":"syslog"}}}`, 400, "syslog\\\" is not supported"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Links":["a:b"]}}`, 400, "container links are not supported"},
 		{"POST", "/v1.41/containers/create", `{"Image":"busybox","Healthcheck":{"Test":["NONE"]},"HostConfig":{"Init":false,"PidMode":"","Isolation":"default","LogConfig":{"Type":"json-file","Config":{}}}}`, 404, "No such image"},
+		// --privileged and seccomp profiles are honoured; a profile the
+		// guest cannot run is refused before the image is looked up.
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"Privileged":true}}`, 404, "No such image"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"SecurityOpt":["seccomp={\"defaultAction\":\"SCMP_ACT_ALLOW\"}"]}}`, 404, "No such image"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"SecurityOpt":["seccomp={\"defaultAction\":\"SCMP_ACT_NOTIFY\"}"]}}`, 400, "SCMP_ACT_NOTIFY is not supported"},
+		{"POST", "/v1.41/containers/create", `{"Image":"busybox","HostConfig":{"SecurityOpt":["seccomp={"]}}`, 400, "invalid --security-opt seccomp profile"},
 		// Swarm and plugins, as a dockerd in no swarm and without plugins.
 		{"POST", "/v1.41/swarm/leave?force=1", "", 503, "This node is not part of a swarm"},
 		{"GET", "/v1.41/swarm", "", 503, "This node is not a swarm manager"},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/engine/agent"
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/errs"
@@ -32,6 +34,10 @@ type ExecOptions struct {
 	// DetachKeys are the keys that detach a client from a process with a
 	// terminal (docker exec --detach-keys; "" for ctrl-p,ctrl-q).
 	DetachKeys string
+	// Privileged gives the process every capability (docker exec
+	// --privileged); the container's seccomp filter and devices stay, as
+	// under Docker.
+	Privileged bool
 }
 
 // ExecInfo is what ExecInspect reports.
@@ -435,6 +441,9 @@ func execSpec(c *containers.Container, o ExecOptions) (*specs.Process, error) {
 		// An exec is confined as the container's own processes are.
 		Capabilities:    &specs.LinuxCapabilities{Bounding: capSet(c.Config.Security)},
 		NoNewPrivileges: c.Config.Security.NoNewPrivileges,
+	}
+	if o.Privileged {
+		proc.Capabilities.Bounding = slices.Clone(contract.Capabilities)
 	}
 	if adj := c.Config.Security.OOMScoreAdj; adj != 0 {
 		proc.OOMScoreAdj = &adj

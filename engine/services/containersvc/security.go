@@ -40,10 +40,13 @@ func normalizeCaps(flag string, caps []string) ([]string, error) {
 // capSet is the bounding set of a container's processes: Docker's default
 // with --cap-add and --cap-drop applied as docker applies them (ALL in
 // --cap-add is every capability but the dropped ones; ALL in --cap-drop
-// leaves only the added ones).
+// leaves only the added ones); every capability for a privileged
+// container, whatever the others say.
 func capSet(sec containers.Security) []string {
 	var base []string
 	switch {
+	case sec.Privileged:
+		return slices.Clone(contract.Capabilities)
 	case slices.Contains(sec.CapAdd, capAll):
 		base = slices.Clone(contract.Capabilities)
 	case slices.Contains(sec.CapDrop, capAll):
@@ -67,29 +70,42 @@ func capSet(sec containers.Security) []string {
 	return base
 }
 
+// SecurityOpts is what docker's --security-opt values ask.
+type SecurityOpts struct {
+	NoNewPrivileges bool
+	// Seccomp is the seccomp profile: "" or "builtin" for Docker's
+	// default, "unconfined" for none, else a profile's JSON (the docker
+	// CLI sends a profile file's content).
+	Seccomp string
+}
+
 // ParseSecurityOpt reads docker's --security-opt values. What a VM's
-// guest has (no AppArmor, no SELinux, no seccomp profile yet) decides what
-// can be honoured: no-new-privileges is; the unconfined and disabled forms
-// of the others say what a container gets anyway; a profile is refused.
-func ParseSecurityOpt(opts []string) (noNewPrivileges bool, err error) {
-	for _, o := range opts {
-		k, v, hasV := strings.Cut(o, "=")
+// guest has decides what can be honoured: no-new-privileges and seccomp
+// are (a profile is checked with the container's capabilities at create);
+// AppArmor and SELinux are not in the guest, so only their unconfined and
+// disabled forms, which say what a container gets anyway, pass.
+func ParseSecurityOpt(opts []string) (SecurityOpts, error) {
+	var o SecurityOpts
+	for _, opt := range opts {
+		k, v, hasV := strings.Cut(opt, "=")
 		if !hasV {
-			k, v, hasV = strings.Cut(o, ":")
+			k, v, hasV = strings.Cut(opt, ":")
 		}
 		switch {
 		case k == "no-new-privileges" && (!hasV || v == "true"):
-			noNewPrivileges = true
+			o.NoNewPrivileges = true
 		case k == "no-new-privileges" && v == "false":
-			noNewPrivileges = false
-		case k == "seccomp" && v == "unconfined", k == "apparmor" && v == "unconfined", k == "label" && v == "disable":
-		case k == "seccomp" || k == "apparmor" || k == "label":
-			return false, errs.New(errdefs.ErrInvalidArgument, "--security-opt %s is not supported: a container's VM runs no %s profile of the host; only %s=unconfined", o, k, k)
+			o.NoNewPrivileges = false
+		case k == "seccomp" && v != "":
+			o.Seccomp = v
+		case k == "apparmor" && v == "unconfined", k == "label" && v == "disable":
+		case k == "apparmor" || k == "label":
+			return SecurityOpts{}, errs.New(errdefs.ErrInvalidArgument, "--security-opt %s is not supported: a container's VM runs no %s profile of the host; only %s=unconfined", opt, k, k)
 		default:
-			return false, errs.New(errdefs.ErrInvalidArgument, "invalid --security-opt: %q", o)
+			return SecurityOpts{}, errs.New(errdefs.ErrInvalidArgument, "invalid --security-opt: %q", opt)
 		}
 	}
-	return noNewPrivileges, nil
+	return o, nil
 }
 
 // checkSecurity validates sec and normalizes its capability names.
@@ -99,6 +115,10 @@ func checkSecurity(sec *containers.Security) error {
 		return err
 	}
 	if sec.CapDrop, err = normalizeCaps("--cap-drop", sec.CapDrop); err != nil {
+		return err
+	}
+	probe := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: capSet(*sec)}}}
+	if _, err := seccompProfile(probe, *sec); err != nil {
 		return err
 	}
 	if sec.OOMScoreAdj < -1000 || sec.OOMScoreAdj > 1000 {
@@ -137,10 +157,30 @@ func checkSecurity(sec *containers.Security) error {
 	return nil
 }
 
-// applySecurity puts sec into a container's spec.
-func applySecurity(s *specs.Spec, sec containers.Security) {
+// applySecurity puts sec into a container's spec. A privileged container
+// (docker run --privileged) is confined by its VM alone, as Docker's is by
+// its host: every capability, no seccomp filter, nothing masked or
+// read-only in /proc and /sys, and every device of its VM
+// (contract.AnnotationPrivileged).
+func applySecurity(s *specs.Spec, sec containers.Security) error {
 	s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: capSet(sec)}
 	s.Process.NoNewPrivileges = sec.NoNewPrivileges
+	var err error
+	if s.Linux.Seccomp, err = seccompProfile(s, sec); err != nil {
+		return err
+	}
+	if sec.Privileged {
+		s.Linux.MaskedPaths, s.Linux.ReadonlyPaths = nil, nil
+		for i, m := range s.Mounts {
+			if m.Destination == "/sys" {
+				s.Mounts[i].Options = slices.DeleteFunc(slices.Clone(m.Options), func(o string) bool { return o == "ro" })
+			}
+		}
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		s.Annotations[contract.AnnotationPrivileged] = "true"
+	}
 	if sec.ReadOnlyRootfs {
 		s.Root.Readonly = true
 	}
@@ -178,4 +218,5 @@ func applySecurity(s *specs.Spec, sec containers.Security) {
 		}
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: path.Clean(d), Type: "tmpfs", Source: "tmpfs", Options: opts})
 	}
+	return nil
 }

@@ -73,26 +73,29 @@ func TestCheckSecurity(t *testing.T) {
 func TestParseSecurityOpt(t *testing.T) {
 	for _, tc := range []struct {
 		in   []string
-		nnp  bool
-		want string
+		want SecurityOpts
+		err  string
 	}{
 		{in: nil},
-		{in: []string{"no-new-privileges"}, nnp: true},
-		{in: []string{"no-new-privileges:true"}, nnp: true},
+		{in: []string{"no-new-privileges"}, want: SecurityOpts{NoNewPrivileges: true}},
+		{in: []string{"no-new-privileges:true"}, want: SecurityOpts{NoNewPrivileges: true}},
 		{in: []string{"no-new-privileges=false"}},
-		{in: []string{"seccomp=unconfined", "apparmor=unconfined", "label=disable"}},
-		{in: []string{"seccomp=/etc/profile.json"}, want: "is not supported"},
-		{in: []string{"bogus"}, want: `invalid --security-opt: "bogus"`},
+		{in: []string{"seccomp=unconfined", "apparmor=unconfined", "label=disable"}, want: SecurityOpts{Seccomp: "unconfined"}},
+		{in: []string{`seccomp={"defaultAction":"SCMP_ACT_ALLOW"}`}, want: SecurityOpts{Seccomp: `{"defaultAction":"SCMP_ACT_ALLOW"}`}},
+		{in: []string{"seccomp:builtin"}, want: SecurityOpts{Seccomp: "builtin"}},
+		{in: []string{"apparmor=docker-default"}, err: "is not supported"},
+		{in: []string{"seccomp="}, err: `invalid --security-opt: "seccomp="`},
+		{in: []string{"bogus"}, err: `invalid --security-opt: "bogus"`},
 	} {
-		nnp, err := ParseSecurityOpt(tc.in)
-		if tc.want != "" {
-			if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("ParseSecurityOpt(%q) = %v, want %q", tc.in, err, tc.want)
+		got, err := ParseSecurityOpt(tc.in)
+		if tc.err != "" {
+			if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("ParseSecurityOpt(%q) = %v, want %q", tc.in, err, tc.err)
 			}
 			continue
 		}
-		if err != nil || nnp != tc.nnp {
-			t.Errorf("ParseSecurityOpt(%q) = %v, %v, want %v", tc.in, nnp, err, tc.nnp)
+		if err != nil || got != tc.want {
+			t.Errorf("ParseSecurityOpt(%q) = %+v, %v, want %+v", tc.in, got, err, tc.want)
 		}
 	}
 }

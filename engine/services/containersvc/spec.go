@@ -201,6 +201,8 @@ func BuildSpec(c *containers.Container) (*specs.Spec, error) {
 			ReadonlyPaths: readonlyPaths,
 		},
 	}
-	applySecurity(spec, cfg.Security)
+	if err := applySecurity(spec, cfg.Security); err != nil {
+		return nil, err
+	}
 	return spec, nil
 }
