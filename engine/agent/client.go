@@ -8,8 +8,12 @@
 // of github.com/containerd/errdefs, keeping the agent's message as its text
 // (see convert). The guest is not trusted: an answer that no agent keeping
 // to the API would give (more bytes than asked for, output from another
-// offset, an exit status no process can have) fails the call with
-// ErrBadAnswer instead of reaching the caller.
+// offset, an exit status no process can have, a file name with a slash)
+// fails the call with ErrBadAnswer instead of reaching the caller; a guest
+// that breaks ttrpc's framing, floods the channel with answers nobody
+// asked for or stops reading it has its connection closed (conn.go), and
+// every call fails. Tests drive the client against such guests with
+// agenttest.
 //
 // It does not know how the stream reaches the guest (vsock, virtio-serial)
 // nor what the engine does with a container.
@@ -27,6 +31,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"strings"
 	"syscall"
 	"time"
 
@@ -39,14 +44,23 @@ import (
 // Client talks to one guest's agent. Its methods are safe to call from
 // several goroutines at once.
 type Client struct {
-	tc  *ttrpc.Client
-	api agentapi.TTRPCAgentService
+	conn *guardedConn
+	tc   *ttrpc.Client
+	api  agentapi.TTRPCAgentService
 }
 
-// New wraps an established agent channel. The client owns conn.
-func New(conn net.Conn) *Client {
-	tc := ttrpc.NewClient(conn)
-	return &Client{tc: tc, api: agentapi.NewTTRPCAgentClient(tc)}
+// New wraps an established agent channel. The client owns conn. A guest
+// that breaks ttrpc's framing, floods the channel with answers nobody
+// asked for or stops reading it has the connection closed (see
+// guardedConn).
+func New(conn net.Conn) *Client { return newClient(conn, writeStall) }
+
+// newClient is New with the time a request may wait for the guest to
+// take any of it.
+func newClient(conn net.Conn, stall time.Duration) *Client {
+	gc := newGuardedConn(conn, stall)
+	tc := ttrpc.NewClient(gc)
+	return &Client{conn: gc, tc: tc, api: agentapi.NewTTRPCAgentClient(tc)}
 }
 
 // Close closes the channel; calls in flight fail with errdefs.ErrUnavailable.
@@ -71,7 +85,7 @@ type Health struct {
 func (c *Client) Health(ctx context.Context) (Health, error) {
 	resp, err := c.api.Health(ctx, &agentapi.HealthRequest{})
 	if err != nil {
-		return Health{}, convert(err)
+		return Health{}, c.convert(err)
 	}
 	return Health{
 		AgentVersion:  oneLine(resp.GetAgentVersion()),
@@ -157,7 +171,7 @@ func (c *Client) ConfigureNetwork(ctx context.Context, ifaces []Interface, route
 		req.Routes = append(req.Routes, nr)
 	}
 	_, err := c.api.ConfigureNetwork(ctx, req)
-	return convert(err)
+	return c.convert(err)
 }
 
 // ContainerNetwork is what a container gets of its VM's network. The zero
@@ -193,32 +207,32 @@ func (c *Client) CreateContainer(ctx context.Context, id string, spec *specs.Spe
 		})
 	}
 	_, err = c.api.CreateContainer(ctx, req)
-	return convert(err)
+	return c.convert(err)
 }
 
 // StartContainer lets the container's init run the user's command.
 func (c *Client) StartContainer(ctx context.Context, id string) error {
 	_, err := c.api.StartContainer(ctx, &agentapi.ContainerRequest{ContainerId: id})
-	return convert(err)
+	return c.convert(err)
 }
 
 // PauseContainer freezes the container's processes (its cgroup's freezer).
 func (c *Client) PauseContainer(ctx context.Context, id string) error {
 	_, err := c.api.PauseContainer(ctx, &agentapi.ContainerRequest{ContainerId: id})
-	return convert(err)
+	return c.convert(err)
 }
 
 // ResumeContainer thaws a paused container.
 func (c *Client) ResumeContainer(ctx context.Context, id string) error {
 	_, err := c.api.ResumeContainer(ctx, &agentapi.ContainerRequest{ContainerId: id})
-	return convert(err)
+	return c.convert(err)
 }
 
 // RemoveContainer kills what is left of the container and unmounts its
 // storage. Safe to retry.
 func (c *Client) RemoveContainer(ctx context.Context, id string) error {
 	_, err := c.api.RemoveContainer(ctx, &agentapi.ContainerRequest{ContainerId: id})
-	return convert(err)
+	return c.convert(err)
 }
 
 // Process addresses a process in the guest: the container's own process
@@ -237,7 +251,7 @@ func (c *Client) ExecProcess(ctx context.Context, p Process, proc *specs.Process
 		return fmt.Errorf("encode exec process %s: %w", p.ExecID, err)
 	}
 	_, err = c.api.ExecProcess(ctx, &agentapi.ExecProcessRequest{ContainerId: p.ContainerID, ExecId: p.ExecID, OciProcess: procJSON})
-	return convert(err)
+	return c.convert(err)
 }
 
 // Exit is how a process ended.
@@ -257,7 +271,7 @@ const maxExitStatus = 255
 func (c *Client) WaitProcess(ctx context.Context, p Process) (Exit, error) {
 	resp, err := c.api.WaitProcess(ctx, &agentapi.ProcessRequest{ContainerId: p.ContainerID, ExecId: p.ExecID})
 	if err != nil {
-		return Exit{}, convert(err)
+		return Exit{}, c.convert(err)
 	}
 	if st := resp.GetExitStatus(); st < 0 || st > maxExitStatus {
 		return Exit{}, badAnswer("WaitProcess", "exit status %d, outside 0..%d", st, maxExitStatus)
@@ -271,7 +285,7 @@ func (c *Client) SignalProcess(ctx context.Context, p Process, sig syscall.Signa
 		return fmt.Errorf("signal %d is not a signal", sig)
 	}
 	_, err := c.api.SignalProcess(ctx, &agentapi.SignalProcessRequest{ContainerId: p.ContainerID, ExecId: p.ExecID, Signal: uint32(sig)})
-	return convert(err)
+	return c.convert(err)
 }
 
 // WriteStdin writes data to the process's stdin (or its terminal) and
@@ -279,7 +293,7 @@ func (c *Client) SignalProcess(ctx context.Context, p Process, sig syscall.Signa
 func (c *Client) WriteStdin(ctx context.Context, p Process, data []byte) (int, error) {
 	resp, err := c.api.WriteStdin(ctx, &agentapi.WriteStdinRequest{ContainerId: p.ContainerID, ExecId: p.ExecID, Data: data})
 	if err != nil {
-		return 0, convert(err)
+		return 0, c.convert(err)
 	}
 	if n := resp.GetLen(); uint64(n) > uint64(len(data)) {
 		return 0, badAnswer("WriteStdin", "wrote %d bytes of %d", n, len(data))
@@ -290,7 +304,7 @@ func (c *Client) WriteStdin(ctx context.Context, p Process, data []byte) (int, e
 // CloseStdin closes the process's stdin; on a terminal it sends EOF.
 func (c *Client) CloseStdin(ctx context.Context, p Process) error {
 	_, err := c.api.CloseStdin(ctx, &agentapi.ProcessRequest{ContainerId: p.ContainerID, ExecId: p.ExecID})
-	return convert(err)
+	return c.convert(err)
 }
 
 // Output is one chunk of a process's output stream.
@@ -324,7 +338,7 @@ func (c *Client) read(ctx context.Context, name string, call readCall, p Process
 	maxLen := uint32(min(max, math.MaxUint32))
 	resp, err := call(ctx, &agentapi.ReadOutputRequest{ContainerId: p.ContainerID, ExecId: p.ExecID, MaxLen: maxLen, Offset: offset})
 	if err != nil {
-		return Output{}, convert(err)
+		return Output{}, c.convert(err)
 	}
 	switch {
 	case resp.GetOffset() != offset:
@@ -340,7 +354,7 @@ func (c *Client) read(ctx context.Context, name string, call readCall, p Process
 // ResizeTty sets the window size of the process's terminal.
 func (c *Client) ResizeTty(ctx context.Context, p Process, rows, cols uint16) error {
 	_, err := c.api.ResizeTty(ctx, &agentapi.ResizeTtyRequest{ContainerId: p.ContainerID, ExecId: p.ExecID, Rows: uint32(rows), Cols: uint32(cols)})
-	return convert(err)
+	return c.convert(err)
 }
 
 // Shutdown has the agent remove every container, sync and unmount every
@@ -348,7 +362,7 @@ func (c *Client) ResizeTty(ctx context.Context, p Process, rows, cols uint16) er
 // from then on the guest's disks are consistent on the host.
 func (c *Client) Shutdown(ctx context.Context) error {
 	_, err := c.api.Shutdown(ctx, &agentapi.ShutdownRequest{})
-	return convert(err)
+	return c.convert(err)
 }
 
 // exportChunk is how much of an export one ReadExport asks for.
@@ -363,9 +377,9 @@ const exportChunk = 1 << 20
 func (c *Client) ExportChanges(ctx context.Context, id string, sincePrevious bool, w io.Writer, limit int64) (int, error) {
 	exp, err := c.api.ExportChanges(ctx, &agentapi.ExportChangesRequest{ContainerId: id, SincePrevious: sincePrevious})
 	if err != nil {
-		return 0, convert(err)
+		return 0, c.convert(err)
 	}
-	defer c.api.DropExport(context.WithoutCancel(ctx), &agentapi.ExportRequest{ContainerId: id, ExportId: exp.GetExportId()})
+	defer c.dropExport(ctx, id, exp.GetExportId())
 	if exp.GetSize() > uint64(limit) {
 		return 0, fmt.Errorf("the container's changes take %d bytes, more than the limit of %d", exp.GetSize(), limit)
 	}
@@ -375,13 +389,34 @@ func (c *Client) ExportChanges(ctx context.Context, id string, sincePrevious boo
 	return int(exp.GetEntries()), nil
 }
 
+// dropTimeout bounds an export's drop once its caller has gone.
+const dropTimeout = 30 * time.Second
+
+// dropExport drops an export, also for a caller that has gone (its copy
+// was cancelled), so that the guest frees its scratch space. The caller
+// waits for the drop while its context lasts, and no longer: the drop goes
+// on without it, for at most dropTimeout.
+func (c *Client) dropExport(ctx context.Context, id, exportID string) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dropTimeout)
+		defer cancel()
+		c.api.DropExport(dctx, &agentapi.ExportRequest{ContainerId: id, ExportId: exportID})
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
 // readExport reads an export of size bytes to w, in chunks.
 func (c *Client) readExport(ctx context.Context, id, exportID string, size uint64, w io.Writer) error {
 	var off uint64
 	for {
 		r, err := c.api.ReadExport(ctx, &agentapi.ReadExportRequest{ContainerId: id, ExportId: exportID, Offset: off, MaxLen: exportChunk})
 		if err != nil {
-			return convert(err)
+			return c.convert(err)
 		}
 		if len(r.GetData()) > exportChunk || off+uint64(len(r.GetData())) > size {
 			return badAnswer("ReadExport", "%d bytes at offset %d of an export of %d", len(r.GetData()), off, size)
@@ -409,8 +444,26 @@ type PathStat struct {
 	LinkTarget string
 }
 
-func pathStat(p *agentapi.PathStat) PathStat {
-	return PathStat{Name: p.GetName(), Size: p.GetSize(), Mode: fs.FileMode(p.GetMode()), Mtime: time.Unix(0, p.GetMtimeUnixNano()), LinkTarget: p.GetLinkTarget()}
+// The longest file name and path a Linux guest has (NAME_MAX, PATH_MAX).
+const (
+	maxNameLen = 255
+	maxPathLen = 4096
+)
+
+// pathStat is the engine's PathStat of an agent's answer to call, checked:
+// the engine hands name and link target on to clients (docker cp's stat
+// header), so a name must be one, a link target a path, a size a size.
+func pathStat(call string, p *agentapi.PathStat) (PathStat, error) {
+	name, target := p.GetName(), p.GetLinkTarget()
+	switch {
+	case name == "" || len(name) > maxNameLen || strings.ContainsRune(name, 0) || (name != "/" && strings.Contains(name, "/")):
+		return PathStat{}, badAnswer(call, "a path named %.64q (%d bytes)", name, len(name))
+	case len(target) > maxPathLen || strings.ContainsRune(target, 0):
+		return PathStat{}, badAnswer(call, "a link target %.64q (%d bytes)", target, len(target))
+	case p.GetSize() < 0:
+		return PathStat{}, badAnswer(call, "a size of %d bytes", p.GetSize())
+	}
+	return PathStat{Name: name, Size: p.GetSize(), Mode: fs.FileMode(p.GetMode()), Mtime: time.Unix(0, p.GetMtimeUnixNano()), LinkTarget: target}, nil
 }
 
 // StatPath describes a path of the container's root file system, resolved
@@ -418,9 +471,9 @@ func pathStat(p *agentapi.PathStat) PathStat {
 func (c *Client) StatPath(ctx context.Context, id, path string) (PathStat, error) {
 	st, err := c.api.StatPath(ctx, &agentapi.PathRequest{ContainerId: id, Path: path})
 	if err != nil {
-		return PathStat{}, convert(err)
+		return PathStat{}, c.convert(err)
 	}
-	return pathStat(st), nil
+	return pathStat("StatPath", st)
 }
 
 // ArchivePath writes a tar of a path of the container's root file system
@@ -428,16 +481,20 @@ func (c *Client) StatPath(ctx context.Context, id, path string) (PathStat, error
 func (c *Client) ArchivePath(ctx context.Context, id, path string, w io.Writer, limit int64) (PathStat, error) {
 	a, err := c.api.ArchivePath(ctx, &agentapi.PathRequest{ContainerId: id, Path: path})
 	if err != nil {
-		return PathStat{}, convert(err)
+		return PathStat{}, c.convert(err)
 	}
-	defer c.api.DropExport(context.WithoutCancel(ctx), &agentapi.ExportRequest{ContainerId: id, ExportId: a.GetExportId()})
+	defer c.dropExport(ctx, id, a.GetExportId())
 	if a.GetSize() > uint64(limit) {
 		return PathStat{}, fmt.Errorf("%s takes %d bytes as a tar, more than the limit of %d", path, a.GetSize(), limit)
+	}
+	st, err := pathStat("ArchivePath", a.GetStat())
+	if err != nil {
+		return PathStat{}, err
 	}
 	if err := c.readExport(ctx, id, a.GetExportId(), a.GetSize(), w); err != nil {
 		return PathStat{}, err
 	}
-	return pathStat(a.GetStat()), nil
+	return st, nil
 }
 
 // CopyIn unpacks the tar r into the directory dir of the container's root
@@ -452,7 +509,7 @@ func (c *Client) CopyIn(ctx context.Context, id, dir string, r io.Reader, keepOw
 		n, rerr := io.ReadFull(r, buf)
 		if n > 0 {
 			if _, err := c.api.WriteUpload(ctx, &agentapi.WriteUploadRequest{ContainerId: id, UploadId: upload, Offset: off, Data: buf[:n]}); err != nil {
-				return convert(err)
+				return c.convert(err)
 			}
 			off += uint64(n)
 		}
@@ -468,5 +525,5 @@ func (c *Client) CopyIn(ctx context.Context, id, dir string, r io.Reader, keepOw
 	}
 	_, err := c.api.ExtractUpload(ctx, &agentapi.ExtractUploadRequest{ContainerId: id, UploadId: upload, Path: dir,
 		KeepOwners: keepOwners, NoOverwriteDirNonDir: noOverwriteDirNonDir})
-	return convert(err)
+	return c.convert(err)
 }

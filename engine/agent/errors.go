@@ -24,6 +24,19 @@ func badAnswer(call, format string, args ...any) error {
 	return errs.New(errdefs.ErrDataLoss, "%w: %s answered with %s", ErrBadAnswer, call, fmt.Sprintf(format, args...))
 }
 
+// convert classifies a call's error as the package's convert does; for a
+// call that failed because the client closed the connection on a guest
+// that broke the protocol (see guardedConn), it gives the reason instead.
+func (c *Client) convert(err error) error {
+	err = convert(err)
+	if errdefs.IsUnavailable(err) {
+		if f := c.conn.err(); f != nil {
+			return f
+		}
+	}
+	return err
+}
+
 // convert maps an agent status error onto errdefs classes, keeping the
 // agent's message, made one line, as the text. It is the one place agent
 // errors are classified.
