@@ -85,9 +85,6 @@ type launch struct {
 	// vhostNet moves the NICs' data path into the host kernel
 	// (/dev/vhost-net); without it QEMU's own thread copies every frame.
 	vhostNet bool
-	// runAs, if not 0, is the user and group ID QEMU becomes once it has
-	// opened everything (-runas).
-	runAs int
 }
 
 // vhostNetDevice is the host kernel's virtio-net backend.
@@ -117,21 +114,10 @@ func buildArgs(l launch) []string {
 	}
 	args := append([]string{"-name", "guest=" + escape(l.id)},
 		machineArgs(l.accel, vcpus, mem, len(cfg.Shares) > 0 && l.shareFS != sandbox.Share9P)...)
-	// The guest is untrusted: QEMU drops what it never needs (spawning
-	// processes, raising privileges, obsolete syscalls) and, started as
-	// root, becomes the VM's own unprivileged user once it has opened its
-	// devices, disks and sockets. QEMU loads its filter before it changes
-	// user, so with -runas the set*id calls stay allowed (QEMU 7.2 is killed
-	// by its own filter otherwise); afterwards its real, effective and saved
-	// IDs are all the unprivileged ones and it has no capabilities, so they
-	// cannot raise anything.
-	elevate := "deny"
-	if l.runAs != 0 {
-		elevate = "allow"
-		args = append(args, "-runas", fmt.Sprintf("%d:%d", l.runAs, l.runAs))
-	}
 	args = append(args,
-		"-sandbox", "on,obsolete=deny,elevateprivileges="+elevate+",spawn=deny,resourcecontrol=deny",
+		// The guest is untrusted: QEMU drops what it never needs (spawning
+		// processes, raising privileges, obsolete syscalls).
+		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		"-msg", "timestamp=off",
 		// Start paused: the driver subscribes to QMP events and then sends
 		// "cont", so no SHUTDOWN event can be missed.

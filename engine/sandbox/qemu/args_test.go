@@ -122,32 +122,6 @@ func TestBuildArgsFixedFlags(t *testing.T) {
 	}
 }
 
-// Started as root, QEMU becomes the VM's own user once it has opened what
-// it needs; its filter then has to let it change user.
-func TestBuildArgsRunAs(t *testing.T) {
-	root := buildArgs(launch{id: "x", accel: "tcg", cfg: sandbox.Config{Kernel: "/k"}})
-	if got := argValues(root, "-runas"); len(got) != 0 {
-		t.Errorf("-runas without runAs: %q", got)
-	}
-	if got := argValues(root, "-sandbox"); len(got) != 1 || !strings.Contains(got[0], "elevateprivileges=deny") {
-		t.Errorf("-sandbox = %q, want elevateprivileges=deny", got)
-	}
-	user := buildArgs(launch{id: "x", accel: "tcg", cfg: sandbox.Config{Kernel: "/k"}, runAs: 1900000123})
-	if got := argValues(user, "-runas"); !slices.Equal(got, []string{"1900000123:1900000123"}) {
-		t.Errorf("-runas = %q", got)
-	}
-	if got := argValues(user, "-sandbox"); len(got) != 1 || !strings.Contains(got[0], "spawn=deny") || !strings.Contains(got[0], "elevateprivileges=allow") {
-		t.Errorf("-sandbox = %q", got)
-	}
-	d := &Driver{runAs: true, shareFS: sandbox.Share9P}
-	if got := d.runAsFor(sandbox.Config{ID: "a", Shares: []sandbox.Share{{Path: "/s", Tag: "t"}}}); got != 0 {
-		t.Errorf("QEMU's own 9p server runs as %d; it needs root", got)
-	}
-	if got := d.runAsFor(sandbox.Config{ID: "a"}); got != sandbox.UnprivilegedID("a") {
-		t.Errorf("runAsFor = %d, want %d", got, sandbox.UnprivilegedID("a"))
-	}
-}
-
 func TestValidateSerial(t *testing.T) {
 	tests := []struct {
 		serial string

@@ -67,10 +67,6 @@ type Options struct {
 	// (the default) or sandbox.Share9P, QEMU's own 9p server, kept to be
 	// measured against (make bench sets it through ShareFSEnv).
 	ShareFS string
-	// AsRoot keeps QEMU root after it has started. Otherwise a driver
-	// running as root has QEMU become the VM's own unprivileged user
-	// (sandbox.UnprivilegedID) once it has opened what the VM needs.
-	AsRoot bool
 }
 
 // ShareFSEnv, when set to "9p", makes New's default ShareFS sandbox.Share9P.
@@ -82,20 +78,9 @@ type Driver struct {
 	accel   string
 	detach  bool
 	shareFS string
-	runAs   bool
 }
 
 var _ sandbox.Driver = (*Driver)(nil)
-
-// runAsFor is the unprivileged ID QEMU runs cfg's VM as, or 0 for root:
-// QEMU's own 9p server (kept for the bench) gives guest files their
-// owners, which takes root.
-func (d *Driver) runAsFor(cfg sandbox.Config) int {
-	if !d.runAs || (len(cfg.Shares) > 0 && d.shareFS == sandbox.Share9P) {
-		return 0
-	}
-	return sandbox.UnprivilegedID(cfg.ID)
-}
 
 // New checks opts and returns a driver. It fails if QEMU is missing.
 func New(opts Options) (*Driver, error) {
@@ -130,7 +115,7 @@ func New(opts Options) (*Driver, error) {
 	if shareFS != sandbox.ShareVirtioFS && shareFS != sandbox.Share9P {
 		return nil, fmt.Errorf("qemu share file system %q: use %s or %s", shareFS, sandbox.ShareVirtioFS, sandbox.Share9P)
 	}
-	return &Driver{binary: bin, accel: accel, detach: opts.Detach, shareFS: shareFS, runAs: !opts.AsRoot && os.Geteuid() == 0}, nil
+	return &Driver{binary: bin, accel: accel, detach: opts.Detach, shareFS: shareFS}, nil
 }
 
 // Name returns "qemu".
@@ -247,7 +232,6 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 		id: cfg.ID, accel: d.accel, cfg: cfg,
 		agentSock: v.agentPath, pidFile: v.pidPath, consoleLog: cfg.ConsoleLog,
 		vhostNet: len(cfg.NICs) > 0 && vhostNetAvailable(), shareFS: d.shareFS,
-		runAs: d.runAsFor(cfg),
 	})
 	cmd := exec.Command(d.binary, args...)
 	cmd.Stdout = logFile

@@ -180,16 +180,6 @@ func TestBootEchoReboot(t *testing.T) {
 	defer conn.Close()
 	r := bufio.NewReader(conn)
 	echo(t, conn, r, "hello")
-	if os.Geteuid() == 0 {
-		// The guest runs: QEMU has changed user by now.
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		id := fmt.Sprint(sandbox.UnprivilegedID(cfg.ID))
-		for _, want := range []string{"Uid:\t" + id + "\t" + id + "\t" + id + "\t" + id, "Gid:\t" + id, "CapEff:\t0000000000000000", "Seccomp:\t2"} {
-			if !bytes.Contains(b, []byte(want+"\n")) && !bytes.Contains(b, []byte(want+"\t")) {
-				t.Errorf("QEMU's status lacks %q:\n%s", want, b)
-			}
-		}
-	}
 	t.Logf("boot to first agent byte: %v (accel %s)", time.Since(start), d.Accel())
 	echo(t, conn, r, strings.Repeat("x", 3000))
 
