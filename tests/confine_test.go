@@ -68,7 +68,8 @@ while read -r line; do case "$line" in *"can't fork"*) echo pids-limited; break;
 	}{
 		{[]string{"--device", "/dev/sda"}, "--device) is not supported: the host's devices do not reach a container's VM"},
 		{[]string{"--cap-add", "CAP_FLY"}, `invalid --cap-add: unknown capability: "CAP_FLY"`},
-		{[]string{"--security-opt", "seccomp=/no/profile.json"}, "is not supported"},
+		{[]string{"--security-opt", "seccomp=/no/profile.json"}, "--security-opt seccomp=/no/profile.json: open /no/profile.json: no such file or directory"},
+		{[]string{"--security-opt", "apparmor=docker-default"}, "is not supported"},
 		{[]string{"--ulimit", "nofile=10:5"}, "ulimit soft limit must be less than or equal to hard limit: 10 > 5"},
 	} {
 		r := e.run(t, append(append([]string{"run", "--rm"}, tc.args...), "busybox", "true")...)
