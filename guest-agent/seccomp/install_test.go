@@ -103,6 +103,9 @@ func TestInstalledFilter(t *testing.T) {
 	if !kernelHasSeccomp() {
 		t.Skip("the kernel has no seccomp filters (CONFIG_SECCOMP_FILTER)")
 	}
+	if status, err := os.ReadFile("/proc/self/status"); err != nil || !strings.Contains(string(status), "\nSeccomp:\t0\n") {
+		t.Skipf("the tests run under a seccomp filter already (%v): it would answer for the probe too", err)
+	}
 	tests := []struct {
 		profile string
 		want    []string
