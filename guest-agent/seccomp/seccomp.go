@@ -71,17 +71,18 @@ var (
 	// native is the guest's system call table.
 	native = arch.X86_64
 	// lastSyscall is the highest number native knows.
-	lastSyscall = slices.Max(slices.Collect(func(yield func(int) bool) {
+	lastSyscall = func() int {
+		last := 0
 		for nr := range native.SyscallNumbers {
-			if !yield(nr) {
-				return
-			}
+			last = max(last, nr)
 		}
-	}))
+		return last
+	}()
 )
 
 // Compile turns s into a filter for an x86_64 guest; a nil profile is no
-// filter. An error wraps ErrProfile.
+// filter. An error wraps ErrProfile, unless the library assembled
+// something this package does not expect of it.
 func Compile(s *specs.LinuxSeccomp) (*Filter, error) {
 	if s == nil {
 		return nil, nil
