@@ -20,6 +20,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/ttrpc"
 	"golang.org/x/sys/unix"
@@ -74,6 +75,9 @@ func (m Mode) String() string {
 // MaxMessage is the largest message ttrpc carries; an Agent's Huge
 // answers come close to it.
 const MaxMessage = 4 << 20
+
+// lateBy is how long after the caller's deadline a Late answer comes.
+const lateBy = 50 * time.Millisecond
 
 // hugeLen is the size of a Huge answer's blob: a message of at most
 // MaxMessage once wrapped in ttrpc's Response.
@@ -235,6 +239,12 @@ func answer[T proto.Message](ctx context.Context, a *Agent, method string, s sha
 		// it along); a call without one waits for Close.
 		select {
 		case <-ctx.Done():
+		case <-a.closed:
+			return s.valid()
+		}
+		// Late enough that the caller has surely gone, not racing it.
+		select {
+		case <-time.After(lateBy):
 		case <-a.closed:
 		}
 		return s.valid()

@@ -186,7 +186,9 @@ func (s *Service) ExecResize(ctx context.Context, id string, rows, cols uint16) 
 // ExecStart runs the exec's process. Without detach it carries stdio (nil
 // members are not attached) and returns once the process has ended and its
 // output is delivered; cancelling ctx then kills the process, as dockerd
-// does when its client goes away. With detach it returns once the process
+// does when its client goes away, and a guest that does not report its
+// end within killGrace of the kill is not waited for: the exit is
+// recorded as the kill's (137). With detach it returns once the process
 // runs, and its output is discarded.
 //
 // A command that cannot be run returns a *CommandError and records exit
@@ -255,20 +257,35 @@ func (s *Service) ExecStart(ctx context.Context, id string, stdio Stdio, detach 
 		t.agent.ResizeTty(ctx, proc, rows, cols)
 	}
 
+	// The process's own calls (its wait, output and stdin) last as long
+	// as the run, or until a cancelled start gives up on it (below).
+	pctx, abandon := context.WithCancel(t.ctx)
 	if detach {
-		stdio = Stdio{}
-		go p.carry(stdio)
+		go func() {
+			defer abandon()
+			p.carry(pctx, Stdio{})
+		}()
 		return nil
 	}
 	ended := make(chan struct{})
 	defer close(ended)
+	// Closed when ctx ended, SIGKILL was sent, and the process still had
+	// not ended killGrace later: the guest does not answer.
+	unanswered := make(chan struct{})
+	grace := killGrace
 	go func() {
 		select {
 		case <-ctx.Done():
-			killCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			t.agent.SignalProcess(killCtx, proc, syscall.SIGKILL)
-			cancel()
 		case <-ended:
+			return
+		}
+		killCtx, cancel := context.WithTimeout(context.Background(), grace)
+		t.agent.SignalProcess(killCtx, proc, syscall.SIGKILL)
+		cancel()
+		select {
+		case <-ended:
+		case <-time.After(grace):
+			close(unanswered)
 		}
 	}()
 	// The client's output stops at a detach; the process goes on, as a
@@ -277,13 +294,21 @@ func (s *Service) ExecStart(ctx context.Context, id string, stdio Stdio, detach 
 	stdio.Stdout, stdio.Stderr = gate.wrap(stdio.Stdout), gate.wrap(stdio.Stderr)
 	carried := make(chan struct{})
 	go func() {
-		p.carry(stdio)
-		close(carried)
+		defer close(carried)
+		defer abandon()
+		p.carry(pctx, stdio)
 	}()
 	select {
 	case <-carried:
 	case <-p.detached:
 		gate.close()
+	case <-unanswered:
+		// Neither the caller (a client gone, a health probe's timeout) nor
+		// the run waits on such a guest: the process's calls are abandoned
+		// and its exit recorded as the kill's.
+		gate.close()
+		abandon()
+		<-carried
 	}
 	return nil
 }
@@ -321,26 +346,26 @@ func (w gatedWriter) Write(b []byte) (int, error) {
 	return w.w.Write(b)
 }
 
-// carry pumps the process's stdio until it exits, then records its exit.
-// A stdin reader still blocked when the process ends is left to its
-// owner, who ends it by closing the connection it reads from.
-func (p *execProcess) carry(stdio Stdio) {
+// carry pumps the process's stdio until it exits or ctx ends, then records
+// its exit. A stdin reader still blocked when the process ends is left to
+// its owner, who ends it by closing the connection it reads from.
+func (p *execProcess) carry(ctx context.Context, stdio Stdio) {
 	t := p.t
 	proc := t.process(p.id)
 	if p.opts.Tty {
 		stdio.Stderr = nil // a terminal carries everything on stdout
 	}
 	if p.opts.AttachStdin && stdio.Stdin != nil {
-		go p.pumpStdin(stdio)
+		go p.pumpStdin(ctx, stdio)
 	} else {
-		t.agent.CloseStdin(t.ctx, proc)
+		t.agent.CloseStdin(ctx, proc)
 	}
 
 	var pumps sync.WaitGroup
 	pump := func(read readFunc, w io.Writer) {
 		defer pumps.Done()
 		failed := false
-		t.pumpOutput(p.id, read, 0, func(b []byte) {
+		t.pumpOutput(ctx, p.id, read, 0, func(b []byte) {
 			// After a client's connection failed, keep draining so the
 			// process does not block on a full pipe; drop the rest.
 			if w != nil && !failed {
@@ -358,9 +383,10 @@ func (p *execProcess) carry(stdio Stdio) {
 	}
 
 	// If the wait fails, the container's run ended and its VM is gone:
-	// the process was killed with it.
+	// the process was killed with it; or it was sent SIGKILL and the
+	// guest did not answer (ExecStart abandoned it).
 	code := 128 + int(syscall.SIGKILL)
-	if end, err := t.agent.WaitProcess(t.ctx, proc); err == nil {
+	if end, err := t.agent.WaitProcess(ctx, proc); err == nil {
 		code = end.Status
 	}
 	// As for the container's own process: output written just before the
@@ -376,14 +402,14 @@ func (p *execProcess) carry(stdio Stdio) {
 
 // pumpStdin copies the client's stdin to the process and closes the
 // process's stdin at the client's EOF.
-func (p *execProcess) pumpStdin(stdio Stdio) {
+func (p *execProcess) pumpStdin(ctx context.Context, stdio Stdio) {
 	t := p.t
 	proc := t.process(p.id)
 	buf := make([]byte, ioChunk)
 	for {
 		n, err := stdio.Stdin.Read(buf)
 		if n > 0 {
-			if _, werr := t.agent.WriteStdin(t.ctx, proc, buf[:n]); werr != nil {
+			if _, werr := t.agent.WriteStdin(ctx, proc, buf[:n]); werr != nil {
 				return // the process has ended or the run is gone
 			}
 		}
@@ -396,7 +422,7 @@ func (p *execProcess) pumpStdin(stdio Stdio) {
 			break
 		}
 	}
-	t.agent.CloseStdin(t.ctx, proc)
+	t.agent.CloseStdin(ctx, proc)
 }
 
 // finish records the end. code nil means the process never ran and has no

@@ -88,9 +88,9 @@ func (l *limitedBuffer) String() string {
 // interval an exec of the check, killed after the timeout; a success makes
 // the run healthy, retries failures in a row unhealthy; failures during
 // the start period do not count. Each change of status is recorded and
-// reported (health_status events).
-func (t *task) watchHealth() {
-	h := t.c.Config.Healthcheck
+// reported (health_status events). h is the run's check, read before the
+// run started: the run's end rewrites its record's Config.
+func (t *task) watchHealth(h *containers.Healthcheck) {
 	if h == nil {
 		return
 	}

@@ -234,8 +234,9 @@ func (s *Service) readopt(ctx context.Context, c *containers.Container) error {
 	s.mu.Unlock()
 	close(t.ready)
 	s.notify()
+	check := t.c.Config.Healthcheck
 	go t.run()
-	go t.watchHealth()
+	go t.watchHealth(check)
 	return nil
 }
 

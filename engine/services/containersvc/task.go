@@ -216,8 +216,9 @@ func (s *Service) start(ctx context.Context, ref string, stdio Stdio, restartCou
 	close(t.ready)
 	s.notify()
 	s.publish("start", c, nil)
+	check := t.c.Config.Healthcheck
 	go t.run()
-	go t.watchHealth()
+	go t.watchHealth(check)
 	return nil
 }
 
@@ -363,7 +364,7 @@ func (t *task) run() {
 	var pumps sync.WaitGroup
 	pump := func(read readFunc, stream Stream) {
 		defer pumps.Done()
-		t.pumpOutput("", read, t.resume[stream], func(b []byte) { t.output(stream, b) })
+		t.pumpOutput(t.ctx, "", read, t.resume[stream], func(b []byte) { t.output(stream, b) })
 	}
 	pumps.Add(1)
 	go pump(t.agent.ReadStdout, StreamStdout)
@@ -518,15 +519,16 @@ func (t *task) process(execID string) agent.Process {
 type readFunc func(ctx context.Context, p agent.Process, max int, offset uint64) (agent.Output, error)
 
 // pumpOutput reads one output stream of a process (execID "" is the
-// container's own) from stream offset from until its EOF or the end of the
-// run, handing each chunk to deliver. Each read acknowledges the chunks
-// delivered before it (see the agent API), so a chunk whose answer never
-// arrived is read again by whoever resumes from the same offset. A failed
-// read (the run ended, or an answer the client refused) ends the stream.
-func (t *task) pumpOutput(execID string, read readFunc, from uint64, deliver func([]byte)) {
+// container's own) from stream offset from until its EOF or the end of ctx
+// (the run's, or an exec's), handing each chunk to deliver. Each read
+// acknowledges the chunks delivered before it (see the agent API), so a
+// chunk whose answer never arrived is read again by whoever resumes from
+// the same offset. A failed read (the run ended, or an answer the client
+// refused) ends the stream.
+func (t *task) pumpOutput(ctx context.Context, execID string, read readFunc, from uint64, deliver func([]byte)) {
 	off := from
 	for {
-		out, err := read(t.ctx, t.process(execID), ioChunk, off)
+		out, err := read(ctx, t.process(execID), ioChunk, off)
 		if err != nil {
 			return
 		}
@@ -542,7 +544,7 @@ func (t *task) pumpOutput(execID string, read readFunc, from uint64, deliver fun
 			// answer is rare; a guest that gives nothing but empty answers
 			// must not have the host spin on it.
 			select {
-			case <-t.ctx.Done():
+			case <-ctx.Done():
 				return
 			case <-time.After(emptyReadBackoff):
 			}

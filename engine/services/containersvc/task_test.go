@@ -34,7 +34,7 @@ func TestPumpOutputHostileAgent(t *testing.T) {
 			}
 			return agent.Output{Data: []byte("ab")}, nil
 		}
-		tk.pumpOutput("", read, 5, func(b []byte) { got = append(got, b...) })
+		tk.pumpOutput(tk.ctx, "", read, 5, func(b []byte) { got = append(got, b...) })
 		if string(got) != "abab" || !reflect.DeepEqual(offsets, []uint64{5, 7, 9}) {
 			t.Errorf("delivered %q reading at offsets %v, want \"abab\" from 5, 7, then a refused read at 9", got, offsets)
 		}
@@ -52,7 +52,7 @@ func TestPumpOutputHostileAgent(t *testing.T) {
 		}
 		done := make(chan struct{})
 		go func() {
-			tk.pumpOutput("", read, 0, func([]byte) {})
+			tk.pumpOutput(tk.ctx, "", read, 0, func([]byte) {})
 			close(done)
 		}()
 		const window = 200 * time.Millisecond
