@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	agentapi "github.com/vmctl/vmctl/api/agent/v1"
 )
 
@@ -44,7 +45,7 @@ func (a *Agent) Health(ctx context.Context, req *agentapi.HealthRequest) (*agent
 			return &agentapi.HealthResponse{AgentVersion: hugeText(1 << 20), KernelRelease: hugeText(1 << 20), Transport: hugeText(1 << 20)}, nil
 		},
 		valid: func() (*agentapi.HealthResponse, error) {
-			return &agentapi.HealthResponse{AgentVersion: "agenttest", KernelRelease: "6.1.0", Transport: "vsock"}, nil
+			return &agentapi.HealthResponse{AgentVersion: "agenttest", KernelRelease: "6.1.0", Transport: contract.TransportVsock}, nil
 		},
 	})
 }
