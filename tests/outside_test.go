@@ -163,22 +163,26 @@ func get(t *testing.T, ns, hostport string) (string, error) {
 // (tests/testdata/udpecho), a UDP server for the containers of the network
 // tests, written as a docker save archive once per run. It returns the
 // archive's path.
-var udpEchoImage = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "vmctl-udpecho-")
+var udpEchoImage = sync.OnceValues(func() (string, error) { return busyboxWith("udpecho") })
+
+// busyboxWith writes "NAME:test", busybox with /bin/NAME built from
+// tests/testdata/NAME, as a docker save archive and returns its path.
+func busyboxWith(name string) (string, error) {
+	dir, err := os.MkdirTemp("", "vmctl-"+name+"-")
 	if err != nil {
 		return "", err
 	}
 	tempDirs = append(tempDirs, dir)
-	bin := filepath.Join(dir, "udpecho")
-	build := exec.Command("go", "build", "-o", bin, "./testdata/udpecho")
+	bin := filepath.Join(dir, name)
+	build := exec.Command("go", "build", "-o", bin, "./testdata/"+name)
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build udpecho: %v: %s", err, out)
+		return "", fmt.Errorf("build %s: %v: %s", name, err, out)
 	}
 	prog, err := os.ReadFile(bin)
 	if err != nil {
 		return "", err
 	}
-	out := filepath.Join(dir, "udpecho.tar")
-	return out, imagefile.Add(filepath.Join("..", "build", "busybox.tar"), "bin/udpecho", 0o755, prog, "udpecho:test", out)
-})
+	out := filepath.Join(dir, name+".tar")
+	return out, imagefile.Add(filepath.Join("..", "build", "busybox.tar"), "bin/"+name, 0o755, prog, name+":test", out)
+}

@@ -1,39 +1,17 @@
 package tests
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/vmctl/vmctl/internal/imagefile"
 )
 
 // sysprobeImage is "sysprobe:test": busybox with /bin/sysprobe
 // (tests/testdata/sysprobe), which prints what system calls answer, written
 // as a docker save archive once per run. It returns the archive's path.
-var sysprobeImage = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "vmctl-sysprobe-")
-	if err != nil {
-		return "", err
-	}
-	tempDirs = append(tempDirs, dir)
-	bin := filepath.Join(dir, "sysprobe")
-	build := exec.Command("go", "build", "-o", bin, "./testdata/sysprobe")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build sysprobe: %v: %s", err, out)
-	}
-	prog, err := os.ReadFile(bin)
-	if err != nil {
-		return "", err
-	}
-	out := filepath.Join(dir, "sysprobe.tar")
-	return out, imagefile.Add(filepath.Join("..", "build", "busybox.tar"), "bin/sysprobe", 0o755, prog, "sysprobe:test", out)
-})
+var sysprobeImage = sync.OnceValues(func() (string, error) { return busyboxWith("sysprobe") })
 
 // confinementScript prints what a container's process may do: the system
 // calls Docker's profile judges (sysprobe), the seccomp mode, and what

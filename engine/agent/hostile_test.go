@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
-	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -205,23 +204,6 @@ func callHostile(t *testing.T, c *Client, deadline time.Duration, rounds int) (f
 	return failed
 }
 
-// settleGoroutines fails the test if the goroutine count does not come
-// back to base: what a hostile peer made the client start must end with
-// the connection.
-func settleGoroutines(t *testing.T, base int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > base {
-		if time.Now().After(deadline) {
-			var stacks bytes.Buffer
-			pprof.Lookup("goroutine").WriteTo(&stacks, 1)
-			t.Errorf("%d goroutines left, %d before; they are:\n%s", runtime.NumGoroutine(), base, stacks.String())
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestHostileAgent drives every client method against an agent that
 // answers each call with garbage, with the largest answers ttrpc carries,
 // never, or after the caller's deadline: every call returns by its
@@ -252,7 +234,7 @@ func TestHostileAgent(t *testing.T) {
 			}
 			c.Close()
 			a.Close()
-			settleGoroutines(t, base)
+			agenttest.SettleGoroutines(t, base, 5*time.Second)
 		})
 	}
 }
@@ -272,7 +254,7 @@ func TestHostilePeer(t *testing.T) {
 			callHostile(t, c, 50*time.Millisecond, 2)
 			c.Close()
 			r.Close()
-			settleGoroutines(t, base)
+			agenttest.SettleGoroutines(t, base, 5*time.Second)
 		})
 	}
 }

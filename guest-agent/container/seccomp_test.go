@@ -18,19 +18,12 @@ import (
 	"github.com/vmctl/vmctl/guest-agent/internal/testenv"
 )
 
-// dockerCaps is Docker's default bounding set.
-var dockerCaps = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-	"CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-}
-
 // dockerConfined is testSpec(args) confined as dockerd confines a
 // container: Docker's capabilities and its default seccomp profile.
 func dockerConfined(t *testing.T, args ...string) *specs.Spec {
 	t.Helper()
 	s := testSpec(args...)
-	s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: dockerCaps}
+	s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: testenv.DockerCapabilities}
 	p, err := profiles.GetDefaultProfile(s)
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +103,7 @@ func TestSeccompInitAndExec(t *testing.T) {
 	}
 	for i, tt := range tests {
 		p := &specs.Process{Args: []string{"sh", "-c", seccompStatus + "; id -u"}, User: tt.user, NoNewPrivileges: tt.nnp,
-			Capabilities: &specs.LinuxCapabilities{Bounding: dockerCaps}}
+			Capabilities: &specs.LinuxCapabilities{Bounding: testenv.DockerCapabilities}}
 		stdout, stderr, status := execOut(t, rt, id, fmt.Sprint("e", i), p)
 		if want := filtered + fmt.Sprintln(tt.user.UID); stdout != want || status != 0 {
 			t.Errorf("exec as %s: %q (stderr %q, status %d), want %q", tt.name, stdout, stderr, status, want)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmctl/vmctl/guest-agent/internal/testenv"
+
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -28,9 +30,9 @@ func TestMain(m *testing.M) {
 // probeProfiles are the profiles a probe can run under.
 var probeProfiles = map[string]func(t testing.TB) *specs.LinuxSeccomp{
 	"none":   func(testing.TB) *specs.LinuxSeccomp { return nil },
-	"docker": func(t testing.TB) *specs.LinuxSeccomp { return dockerProfile(t, dockerCaps...) },
+	"docker": func(t testing.TB) *specs.LinuxSeccomp { return dockerProfile(t, testenv.DockerCapabilities...) },
 	"docker+sys_admin": func(t testing.TB) *specs.LinuxSeccomp {
-		return dockerProfile(t, append(slices.Clone(dockerCaps), "CAP_SYS_ADMIN")...)
+		return dockerProfile(t, append(slices.Clone(testenv.DockerCapabilities), "CAP_SYS_ADMIN")...)
 	},
 	"deny-mkdir": func(testing.TB) *specs.LinuxSeccomp {
 		return &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{

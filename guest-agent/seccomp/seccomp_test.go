@@ -9,6 +9,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/vmctl/vmctl/guest-agent/internal/testenv"
+
 	profiles "github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/net/bpf"
@@ -16,14 +18,6 @@ import (
 
 	"github.com/vmctl/vmctl/api/agent/contract"
 )
-
-// dockerCaps is Docker's default capability set (the engine's
-// DefaultCapabilities), which Docker's profile is made for.
-var dockerCaps = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-	"CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-}
 
 // dockerProfile is Docker's default profile for a container with caps, as
 // dockerd computes it.
@@ -126,7 +120,7 @@ const (
 // to clone, whose flags the filter can see), clone only without namespace
 // flags; other ABIs and unknown numbers get ENOSYS.
 func TestDockerDefaultProfile(t *testing.T) {
-	f := mustCompile(t, dockerProfile(t, dockerCaps...))
+	f := mustCompile(t, dockerProfile(t, testenv.DockerCapabilities...))
 	tests := []struct {
 		name string
 		c    call
@@ -176,7 +170,7 @@ func TestDockerDefaultProfile(t *testing.T) {
 // With CAP_SYS_ADMIN Docker's profile lets the namespace calls through
 // (the capability is then the check), clone3 included.
 func TestDockerProfileWithSysAdmin(t *testing.T) {
-	f := mustCompile(t, dockerProfile(t, append(slices.Clone(dockerCaps), "CAP_SYS_ADMIN")...))
+	f := mustCompile(t, dockerProfile(t, append(slices.Clone(testenv.DockerCapabilities), "CAP_SYS_ADMIN")...))
 	for _, c := range []call{sys("clone3", 0, 88), sys("unshare", cloneNewNS), sys("mount"), sys("setns"),
 		sys("clone", cloneNewNS|uint64(unix.SIGCHLD))} {
 		if got := run(t, f, c); got != allow {
@@ -461,7 +455,7 @@ func TestAgainstReference(t *testing.T) {
 // A profile from the network never panics the agent, and what compiles
 // loads.
 func FuzzCompile(f *testing.F) {
-	docker, err := json.Marshal(dockerProfile(f, dockerCaps...))
+	docker, err := json.Marshal(dockerProfile(f, testenv.DockerCapabilities...))
 	if err != nil {
 		f.Fatal(err)
 	}

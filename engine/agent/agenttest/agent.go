@@ -8,7 +8,8 @@
 //
 // A guest is not trusted: whatever these do, the engine must neither
 // crash, hang nor grow. The package is test support, as net/http/httptest
-// is: only tests import it. It does not check anything itself.
+// is: only tests import it. It checks nothing of what the engine answers;
+// SettleGoroutines checks what the engine leaves running.
 package agenttest
 
 import (

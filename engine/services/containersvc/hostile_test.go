@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"runtime"
-	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -159,21 +158,6 @@ func checkRecord(t *testing.T, f *hostileFixture, id string) {
 	}
 }
 
-// settle fails the test unless the goroutine count comes back to base.
-func settle(t *testing.T, base int) {
-	t.Helper()
-	deadline := time.Now().Add(hostileSlack)
-	for runtime.NumGoroutine() > base {
-		if time.Now().After(deadline) {
-			var stacks bytes.Buffer
-			pprof.Lookup("goroutine").WriteTo(&stacks, 1)
-			t.Errorf("%d goroutines left, %d before; they are:\n%s", runtime.NumGoroutine(), base, stacks.String())
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // hostGoroutines counts the goroutines that are not a hostile agent's
 // (none of their frames is agenttest's).
 func hostGoroutines() int {
@@ -228,7 +212,7 @@ func TestHostileGuestBoot(t *testing.T) {
 			if agents != boots {
 				t.Errorf("%d VMs had their agent called, want %d", agents, boots)
 			}
-			settle(t, base)
+			agenttest.SettleGoroutines(t, base, hostileSlack)
 		})
 	}
 }
@@ -336,7 +320,7 @@ func TestHostileGuestRun(t *testing.T) {
 				checkRecord(t, f, c.ID)
 				within(t, "rm -f", 4*killGrace, func() error { return f.svc.Remove(context.Background(), c.ID, RemoveOptions{Force: true}) })
 			}
-			settle(t, base)
+			agenttest.SettleGoroutines(t, base, hostileSlack)
 		})
 	}
 }
@@ -381,5 +365,5 @@ func TestHealthOfAGuestThatNeverEndsAProbe(t *testing.T) {
 		t.Errorf("%d goroutines of the host after more probes, %d before: each probe leaves some behind", n, mid)
 	}
 	within(t, "rm -f", 4*killGrace, func() error { return f.svc.Remove(context.Background(), c.ID, RemoveOptions{Force: true}) })
-	settle(t, base)
+	agenttest.SettleGoroutines(t, base, hostileSlack)
 }

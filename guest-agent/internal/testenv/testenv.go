@@ -169,3 +169,11 @@ func Veth(t testing.TB, name, peer, mac string) {
 		t.Skipf("needs veth links (ip link add ... type veth): %v: %s", err, out)
 	}
 }
+
+// DockerCapabilities is Docker's default capability set (the engine's
+// DefaultCapabilities), which Docker's seccomp profile is made for.
+var DockerCapabilities = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+	"CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+}
