@@ -32,10 +32,10 @@ var probes = map[string]probe{
 	"pread64":     func() (uintptr, uintptr, uintptr, uintptr) { return unix.SYS_PREAD64, badFD, 0, 0 },
 	"unlinkat":    func() (uintptr, uintptr, uintptr, uintptr) { return unix.SYS_UNLINKAT, badFD, 0, 0 },
 	"ioctl-kvm-run": func() (uintptr, uintptr, uintptr, uintptr) {
-		return unix.SYS_IOCTL, badFD, uintptr(kvm.RunningIoctls()[0]), 0
+		return unix.SYS_IOCTL, badFD, kvm.IoctlRun, 0
 	},
 	// Making a VM is done before the filter: afterwards it is forbidden.
-	"ioctl-kvm-create-vm": func() (uintptr, uintptr, uintptr, uintptr) { return unix.SYS_IOCTL, badFD, 0xAE01, 0 },
+	"ioctl-kvm-create-vm": func() (uintptr, uintptr, uintptr, uintptr) { return unix.SYS_IOCTL, badFD, kvm.IoctlCreateVM, 0 },
 	"ioctl-tiocsti":       func() (uintptr, uintptr, uintptr, uintptr) { return unix.SYS_IOCTL, badFD, unix.TIOCSTI, 0 },
 	// Blocks reading standard input until it is closed, so the confined
 	// process can be looked at from outside (/proc/PID/status, its root).

@@ -180,6 +180,13 @@ func (s *System) MissingCaps(caps []Cap) ([]Cap, error) {
 // ErrNotSupported wraps failures caused by a missing KVM feature.
 var ErrNotSupported = errors.New("not supported by this KVM")
 
+// Requests named outside this package: by the VMM's seccomp probes (KVM_RUN
+// is allowed once a VM runs, KVM_CREATE_VM is not).
+const (
+	IoctlRun      = kvmRun
+	IoctlCreateVM = kvmCreateVM
+)
+
 // RunningIoctls are the requests this package issues once a VM is built:
 // entering the guest, reading and writing vCPU state, raising interrupts,
 // and unhooking eventfds when the VM ends. A VMM confined by seccomp

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -127,7 +128,7 @@ func TestJailedVMMIdentity(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		statuses = threadStatuses(pid)
-		if slicesAny(statuses, func(s string) bool { return field(s, "Seccomp_filters") == "2" }) {
+		if slices.ContainsFunc(statuses, func(s string) bool { return field(s, "Seccomp_filters") == "2" }) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -183,13 +184,4 @@ func field(status, name string) string {
 		}
 	}
 	return ""
-}
-
-func slicesAny(s []string, f func(string) bool) bool {
-	for _, x := range s {
-		if f(x) {
-			return true
-		}
-	}
-	return false
 }

@@ -40,7 +40,7 @@ func (d *Driver) Reattach(ctx context.Context, cfg sandbox.Config, pid int) (_ s
 		controlSock: controlSock,
 		vsockSock:   filepath.Join(cfg.StateDir, "vsock.sock"),
 		logPath:     filepath.Join(cfg.StateDir, "vmm.log"),
-		jailDir:     jailDir(cfg.StateDir, true), // removed if there is one
+		jailDir:     jailDir(cfg.StateDir), // removed if there is one
 		exited:      make(chan struct{}),
 		pid:         pid,
 		release:     proc.Release,

@@ -232,7 +232,9 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 	if v.cmd, err = d.command(cfg.StateDir, cfg.ID, Args(cfg, v.controlSock, v.vsockSock, console)); err != nil {
 		return nil, err
 	}
-	v.jailDir = jailDir(cfg.StateDir, d.jail)
+	if d.jail {
+		v.jailDir = jailDir(cfg.StateDir)
+	}
 	v.cmd.Stdout, v.cmd.Stderr = logf, logf
 	err = startFromFreshThread(v.cmd)
 	closeExtraFiles(v.cmd)
@@ -258,12 +260,7 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 
 // jailDir is where a jailed VMM of a VM with stateDir is confined: an
 // empty directory its own mount namespace covers with a read-only tmpfs.
-func jailDir(stateDir string, jailed bool) string {
-	if !jailed {
-		return ""
-	}
-	return filepath.Join(stateDir, "jail")
-}
+func jailDir(stateDir string) string { return filepath.Join(stateDir, "jail") }
 
 // command returns the vmctl-vmm command for the VM id with args, jailed
 // when the driver jails: started in mount and pid namespaces of its own,
@@ -279,7 +276,7 @@ func (d *Driver) command(stateDir, id string, args []string) (*exec.Cmd, error) 
 	if !d.jail {
 		return cmd, nil
 	}
-	dir := jailDir(stateDir, true)
+	dir := jailDir(stateDir)
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("jail directory: %w", err)
 	}
