@@ -201,8 +201,29 @@ func dropPrivileges(cfg Config, lastCap uintptr) error {
 	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); e != 0 {
 		return fmt.Errorf("no_new_privs: %w", e)
 	}
+	// The kernel forgets the parent-death signal when credentials change:
+	// a VMM meant to die with its engine must be told again. (Should the
+	// engine die in the microseconds between, the VMM lives on until the
+	// next engine on its exec root ends or adopts it.)
+	if parentDeathSignal != 0 {
+		if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(parentDeathSignal), 0); e != 0 {
+			return fmt.Errorf("parent-death signal: %w", e)
+		}
+	}
 	return nil
 }
+
+// parentDeathSignal is the signal the process gets when its parent dies
+// (PR_SET_PDEATHSIG, set by the engine that started it), read during
+// package initialisation: the runtime then keeps the main goroutine on the
+// main thread, the only one the signal was set on.
+var parentDeathSignal = func() int {
+	var sig int32
+	if err := unix.Prctl(unix.PR_GET_PDEATHSIG, uintptr(unsafe.Pointer(&sig)), 0, 0, 0); err != nil {
+		return 0
+	}
+	return int(sig)
+}()
 
 // setCaps sets the permitted and effective sets of every thread to keep
 // and the inheritable set to nothing.

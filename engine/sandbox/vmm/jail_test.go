@@ -5,9 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -184,4 +186,57 @@ func field(status, name string) string {
 		}
 	}
 	return ""
+}
+
+// A VMM that is not detached dies with the engine thread that started it
+// (Pdeathsig), also once confined: the kernel forgets the signal when the
+// jail changes the VMM's user, so the jail sets it again.
+func TestJailedVMMDiesWithEngine(t *testing.T) {
+	d := jailedDriver(t)
+	id := "orphan"
+	cmd, err := d.command(t.TempDir(), id, []string{"-seccomp-probe", "vmm:stdin-wait"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	// The parent-death signal fires when the thread that forked the VMM
+	// ends: fork from a thread that ends once the VMM is confined.
+	started, confined := make(chan error), make(chan struct{})
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		err := cmd.Start()
+		started <- err
+		if err == nil {
+			<-confined
+		}
+	}()
+	err = <-started
+	closeExtraFiles(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	defer func() { cmd.Process.Kill(); <-exited }()
+	uid := strconv.Itoa(sandbox.UnprivilegedID(id))
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st, _ := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/status")
+		if strings.HasPrefix(field(string(st), "Uid"), uid+"\t") && field(string(st), "Seccomp") == "2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the VMM was not confined within 20 s: %q", st)
+		}
+	}
+	close(confined)
+	select {
+	case <-exited:
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+			t.Errorf("the VMM ended with %v, want SIGKILL (its parent-death signal)", cmd.ProcessState)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the confined VMM outlived the thread that started it")
+	}
 }
