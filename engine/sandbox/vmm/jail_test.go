@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vmctl/vmctl/engine/sandbox"
+	"golang.org/x/sys/unix"
 )
 
 // buildVMM builds vmctl-vmm as the Makefile does (no cgo: the jail changes
@@ -204,14 +206,15 @@ func TestJailedVMMDiesWithEngine(t *testing.T) {
 	// The parent-death signal fires when the thread that forked the VMM
 	// ends: fork from a thread that ends once the VMM is confined.
 	started, confined := make(chan error), make(chan struct{})
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+	var tid int
+	onEndingThread(func() {
+		tid = unix.Gettid()
 		err := cmd.Start()
 		started <- err
 		if err == nil {
 			<-confined
 		}
-	}()
+	})
 	err = <-started
 	closeExtraFiles(cmd)
 	if err != nil {
@@ -237,6 +240,31 @@ func TestJailedVMMDiesWithEngine(t *testing.T) {
 			t.Errorf("the VMM ended with %v, want SIGKILL (its parent-death signal)", cmd.ProcessState)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("the confined VMM outlived the thread that started it")
+		_, terr := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid))
+		st, _ := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/status")
+		t.Fatalf("the confined VMM outlived the thread that started it (thread %d: %v) %s", tid, terr, st)
 	}
+}
+
+// onEndingThread runs fn in a goroutine locked to a thread that ends with
+// it. The runtime parks the main thread instead of ending it, so fn never
+// runs there.
+func onEndingThread(fn func()) {
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if unix.Gettid() != unix.Getpid() {
+			fn()
+			return
+		}
+		// On the main thread, which is kept locked meanwhile, so the
+		// goroutine below runs elsewhere.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			runtime.LockOSThread()
+			fn()
+		}()
+		<-done
+		runtime.UnlockOSThread()
+	}()
 }
