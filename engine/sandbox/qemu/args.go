@@ -59,9 +59,12 @@ const maxSerial = 20
 // maxUnixPath is sizeof(sockaddr_un.sun_path) minus the NUL.
 const maxUnixPath = 107
 
-// qmpFD is the descriptor number of the inherited QMP listening socket
-// (ExtraFiles[0]).
-const qmpFD = 3
+// qmpFD and agentFD are the descriptor numbers of the inherited QMP and
+// agent listening sockets (ExtraFiles[0] and [1]).
+const (
+	qmpFD   = 3
+	agentFD = 4
+)
 
 // State directory entries created by the driver.
 const (
@@ -69,14 +72,35 @@ const (
 	agentSocketName = "agent.sock"
 	stderrLogName   = "qemu.log"
 	pidFileName     = "qemu.pid"
+	// jailDirName is the empty directory a jailed QEMU chroots into.
+	jailDirName = "jail"
 )
+
+// privDrop is how QEMU is told to give up root once its VM is built:
+// QEMU 7.2 has -chroot and -runas, later versions -run-with (which
+// replaced them). Chosen by probing QEMU's -help in New.
+type privDrop int
+
+const (
+	dropNone    privDrop = iota // this QEMU cannot drop privileges
+	dropRunas                   // -chroot DIR -runas UID:GID
+	dropRunWith                 // -run-with chroot=DIR,user=UID:GID
+)
+
+// jailSpec confines one QEMU: after opening everything its VM needs and
+// before the guest runs, QEMU chroots into an empty directory and becomes
+// uid:gid, losing every capability.
+type jailSpec struct {
+	how      privDrop
+	root     string
+	uid, gid int
+}
 
 // launch is everything buildArgs needs, already validated.
 type launch struct {
 	id         string
 	accel      string
 	cfg        sandbox.Config
-	agentSock  string
 	pidFile    string
 	consoleLog string
 	// shareFS is how shares reach the guest: sandbox.ShareVirtioFS or
@@ -85,6 +109,8 @@ type launch struct {
 	// vhostNet moves the NICs' data path into the host kernel
 	// (/dev/vhost-net); without it QEMU's own thread copies every frame.
 	vhostNet bool
+	// jail, if set, confines QEMU once the VM is built.
+	jail *jailSpec
 }
 
 // vhostNetDevice is the host kernel's virtio-net backend.
@@ -114,10 +140,16 @@ func buildArgs(l launch) []string {
 	}
 	args := append([]string{"-name", "guest=" + escape(l.id)},
 		machineArgs(l.accel, vcpus, mem, len(cfg.Shares) > 0 && l.shareFS != sandbox.Share9P)...)
+	// The guest is untrusted: QEMU's seccomp filter drops what it never
+	// needs (spawning processes, raising privileges, obsolete syscalls).
+	// A jailed QEMU must keep set*id, or its own change of user would be
+	// killed; once it has changed user they only ever lower privileges.
+	elevate := "deny"
+	if l.jail != nil {
+		elevate = "allow"
+	}
 	args = append(args,
-		// The guest is untrusted: QEMU drops what it never needs (spawning
-		// processes, raising privileges, obsolete syscalls).
-		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+		"-sandbox", "on,obsolete=deny,elevateprivileges="+elevate+",spawn=deny,resourcecontrol=deny",
 		"-msg", "timestamp=off",
 		// Start paused: the driver subscribes to QMP events and then sends
 		// "cont", so no SHUTDOWN event can be missed.
@@ -143,13 +175,25 @@ func buildArgs(l launch) []string {
 		// passed as a descriptor, so the driver can connect without polling.
 		"-chardev", fmt.Sprintf("socket,id=qmp,fd=%d,server=on,wait=off", qmpFD),
 		"-mon", "chardev=qmp,mode=control",
-		// The agent channel: QEMU connects as a client to the driver's
-		// socket and reconnects within a second if the driver (or a
-		// restarted daemon) listens again.
+		// The agent channel: QEMU serves the socket the driver bound, as
+		// for QMP, and takes one client at a time: the driver connects,
+		// and so does a restarted daemon once the old connection is gone.
+		// QEMU never opens a path for it, so it works from a jail.
 		"-device", "virtio-serial-device,max_ports=2",
-		"-chardev", "socket,id=agent,path="+escape(l.agentSock)+",reconnect=1",
+		"-chardev", fmt.Sprintf("socket,id=agent,fd=%d,server=on,wait=off", agentFD),
 		"-device", "virtserialport,chardev=agent,name="+contract.SerialPortName,
 	)
+	if j := l.jail; j != nil {
+		// QEMU applies these after opening every file, device and socket
+		// of the command line and before the guest's first instruction.
+		ids := fmt.Sprintf("%d:%d", j.uid, j.gid)
+		switch j.how {
+		case dropRunas:
+			args = append(args, "-chroot", j.root, "-runas", ids)
+		case dropRunWith:
+			args = append(args, "-run-with", "chroot="+escape(j.root)+",user="+ids)
+		}
+	}
 	for i, d := range cfg.Disks {
 		id := fmt.Sprintf("disk%d", i)
 		// I/O errors (a full host disk) are reported to the guest, whose

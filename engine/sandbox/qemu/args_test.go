@@ -26,8 +26,8 @@ func argValues(args []string, flag string) []string {
 func TestBuildArgs(t *testing.T) {
 	base := launch{
 		id: "c1", accel: "tcg",
-		cfg:       sandbox.Config{ID: "c1", Kernel: "/k/vmlinuz", Initrd: "/k/initrd", StateDir: "/run/v/c1"},
-		agentSock: "/run/v/c1/agent.sock", pidFile: "/run/v/c1/qemu.pid",
+		cfg:     sandbox.Config{ID: "c1", Kernel: "/k/vmlinuz", Initrd: "/k/initrd", StateDir: "/run/v/c1"},
+		pidFile: "/run/v/c1/qemu.pid",
 	}
 	tests := []struct {
 		name   string
@@ -57,7 +57,7 @@ func TestBuildArgs(t *testing.T) {
 		{"console chardev escaped", func(l *launch) { l.consoleLog = "/logs/a,b.log" }, "-chardev", []string{
 			"file,id=console,path=/logs/a,,b.log",
 			"socket,id=qmp,fd=3,server=on,wait=off",
-			"socket,id=agent,path=/run/v/c1/agent.sock,reconnect=1",
+			"socket,id=agent,fd=4,server=on,wait=off",
 		}},
 		{"agent port", nil, "-device", []string{"virtio-serial-device,max_ports=2", "virtserialport,chardev=agent,name=vmctl.agent"}},
 		{"qmp", nil, "-mon", []string{"chardev=qmp,mode=control"}},
@@ -87,6 +87,15 @@ func TestBuildArgs(t *testing.T) {
 		}},
 		{"name escaped", func(l *launch) { l.id = "a,b" }, "-name", []string{"guest=a,,b"}},
 		{"pidfile", nil, "-pidfile", []string{"/run/v/c1/qemu.pid"}},
+		{"seccomp unjailed", nil, "-sandbox", []string{"on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"}},
+		{"seccomp jailed", func(l *launch) { l.jail = &jailSpec{how: dropRunas, root: "/j", uid: 7, gid: 8} }, "-sandbox",
+			[]string{"on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"}},
+		{"not jailed", nil, "-runas", nil},
+		{"runas", func(l *launch) { l.jail = &jailSpec{how: dropRunas, root: "/run/v/c1/jail", uid: 7, gid: 8} }, "-runas", []string{"7:8"}},
+		{"chroot", func(l *launch) { l.jail = &jailSpec{how: dropRunas, root: "/run/v/c1/jail", uid: 7, gid: 8} }, "-chroot", []string{"/run/v/c1/jail"}},
+		{"run-with", func(l *launch) { l.jail = &jailSpec{how: dropRunWith, root: "/run/v,1/jail", uid: 7, gid: 8} }, "-run-with",
+			[]string{"chroot=/run/v,,1/jail,user=7:8"}},
+		{"run-with has no runas", func(l *launch) { l.jail = &jailSpec{how: dropRunWith, root: "/j", uid: 7, gid: 8} }, "-runas", nil},
 	}
 	defer func(f func() int64) { hostTSC = f }(hostTSC)
 	hostTSC = func() int64 { return 0 }
@@ -119,6 +128,44 @@ func TestBuildArgsFixedFlags(t *testing.T) {
 	disks := buildArgs(launch{id: "x", accel: "tcg", cfg: sandbox.Config{Kernel: "/k", Disks: []sandbox.Disk{{Path: "/d", Serial: "s1"}}}})
 	if got := argValues(disks, "-device"); !slices.Contains(got, "virtio-blk-device,drive=disk0,serial=s1") {
 		t.Errorf("disk device missing: %q", got)
+	}
+}
+
+// parseDrop picks the privilege-dropping options from QEMU's -help: 7.2's
+// text (Debian 12), 9.1's and a build with neither.
+func TestParseDrop(t *testing.T) {
+	qemu72 := `-no-user-config
+                do not load default user-provided config files at startup
+-chroot dir     chroot to dir just before starting the VM
+-runas user     change to user id user just before starting the VM
+                user can be numeric uid:gid instead
+-sandbox on[,obsolete=allow|deny][,elevateprivileges=allow|deny|children]
+`
+	qemu91 := `-run-with [async-teardown=on|off][,chroot=dir][user=username|uid:gid]
+                Set miscellaneous QEMU process lifecycle options:
+                async-teardown=on enables asynchronous teardown (Linux only)
+                chroot=dir chroot to dir just before starting the VM
+                user=username switch to the specified user before starting the VM
+                user=uid:gid ditto, but use specified user-ID and group-ID instead
+-runas user     change to user id user just before starting the VM
+`
+	chrootOnly := `-run-with [async-teardown=on|off][,chroot=dir]
+                chroot=dir chroot to dir just before starting the VM
+-netdev user,id=str[,user=x]
+`
+	for _, tt := range []struct {
+		name, help string
+		want       privDrop
+	}{
+		{"7.2", qemu72, dropRunas},
+		{"9.1", qemu91, dropRunWith},
+		{"run-with without user, user= elsewhere", chrootOnly, dropNone},
+		{"runas without chroot", "-runas user  change to user id\n", dropNone},
+		{"empty", "", dropNone},
+	} {
+		if got := parseDrop(tt.help); got != tt.want {
+			t.Errorf("%s: parseDrop = %d, want %d", tt.name, got, tt.want)
+		}
 	}
 }
 
@@ -243,9 +290,16 @@ func TestNewErrors(t *testing.T) {
 			}
 		})
 	}
-	d, err := New(Options{Binary: "/bin/sh", Accel: "tcg"})
-	if err != nil || d.Name() != "qemu" || d.Accel() != "tcg" {
+	d, err := New(Options{Binary: "/bin/sh", Accel: "tcg", Unjailed: true})
+	if err != nil || d.Name() != "qemu" || d.Accel() != "tcg" || d.Jailed() {
 		t.Errorf("New(valid) = %v, %v", d, err)
+	}
+	if os.Geteuid() == 0 {
+		// Root jails QEMU, and a binary that cannot drop privileges is refused.
+		_, err := New(Options{Binary: "/bin/sh", Accel: "tcg"})
+		if err == nil || !strings.Contains(err.Error(), "cannot be jailed") {
+			t.Errorf("New(root, no -runas) error = %v, want one saying it cannot be jailed", err)
+		}
 	}
 }
 

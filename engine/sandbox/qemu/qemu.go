@@ -7,15 +7,25 @@
 //     descriptor, driven with github.com/digitalocean/go-qemu (status, quit,
 //     and the SHUTDOWN / GUEST_PANICKED / STOP events that give the exit
 //     reason);
-//   - agent.sock: the driver listens, QEMU connects to it as a client for the
-//     agent's virtio-serial port (api/agent/contract), its only channel (one
-//     byte stream; vhost-vsock is not available on every host);
+//   - agent.sock: bound by the driver and handed to QEMU as a listening
+//     descriptor like qmp.sock; the driver connects to it for the agent's
+//     virtio-serial port (api/agent/contract), its only channel (one byte
+//     stream; vhost-vsock is not available on every host);
+//   - jail: an empty directory a jailed QEMU chroots into;
 //   - qemu.log (QEMU's stdout and stderr, quoted in start errors) and
 //     qemu.pid.
 //
+// Run as root, the driver jails QEMU (Options.Unjailed turns it off): once
+// QEMU has opened everything on its command line, it chroots into the empty
+// jail directory and becomes the VM's own unprivileged user and group
+// (sandbox.UnprivilegedID), so a guest that takes over QEMU holds a process
+// with no capabilities, no files to open and no other VM to signal. Every
+// socket and file QEMU uses is opened before that, or passed in.
+//
 // QEMU runs in its own process group so that a terminal's Ctrl-C to the
-// engine does not reach it, and dies with the engine (Pdeathsig) unless
-// Options.Detach asks for VMs that outlive it.
+// engine does not reach it, and dies with the engine (Pdeathsig, until it
+// is jailed: see procAttr) unless Options.Detach asks for VMs that outlive
+// it.
 //
 // Reattach adopts a VM started by an earlier engine process (see
 // reattach.go). The package does not know what runs in the guest and does
@@ -41,6 +51,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -67,6 +78,11 @@ type Options struct {
 	// (the default) or sandbox.Share9P, QEMU's own 9p server, kept to be
 	// measured against (make bench sets it through ShareFSEnv).
 	ShareFS string
+	// Unjailed keeps QEMU root (its seccomp filter still applies). Without
+	// it, a driver running as root jails every QEMU; a VM with 9p shares
+	// is never jailed, as QEMU's 9p server needs root to keep the guest's
+	// owners.
+	Unjailed bool
 }
 
 // ShareFSEnv, when set to "9p", makes New's default ShareFS sandbox.Share9P.
@@ -78,6 +94,8 @@ type Driver struct {
 	accel   string
 	detach  bool
 	shareFS string
+	// drop is how this QEMU is jailed; dropNone when it is not.
+	drop privDrop
 }
 
 var _ sandbox.Driver = (*Driver)(nil)
@@ -115,8 +133,50 @@ func New(opts Options) (*Driver, error) {
 	if shareFS != sandbox.ShareVirtioFS && shareFS != sandbox.Share9P {
 		return nil, fmt.Errorf("qemu share file system %q: use %s or %s", shareFS, sandbox.ShareVirtioFS, sandbox.Share9P)
 	}
-	return &Driver{binary: bin, accel: accel, detach: opts.Detach, shareFS: shareFS}, nil
+	d := &Driver{binary: bin, accel: accel, detach: opts.Detach, shareFS: shareFS}
+	if !opts.Unjailed && os.Geteuid() == 0 {
+		if d.drop = probeDrop(bin); d.drop == dropNone {
+			return nil, fmt.Errorf("%s can neither -runas nor -run-with user=: it cannot be jailed (use a QEMU from 7.2 on, or run unjailed)", bin)
+		}
+	}
+	return d, nil
 }
+
+// probeDrop asks QEMU's -help which options drop privileges.
+func probeDrop(bin string) privDrop {
+	out, err := exec.Command(bin, "-help").Output()
+	if err != nil {
+		return dropNone
+	}
+	return parseDrop(string(out))
+}
+
+// parseDrop reads QEMU's -help text, where each option starts a line
+// with "-" and its description continues on indented lines: -run-with
+// with a user= key (QEMU 9.1 on) is preferred to -chroot and -runas
+// (deprecated there, then removed).
+func parseDrop(help string) privDrop {
+	opts := map[string]string{} // option -> its help text
+	var cur string
+	for _, line := range strings.Split(help, "\n") {
+		if strings.HasPrefix(line, "-") {
+			cur, _, _ = strings.Cut(line, " ")
+		}
+		if cur != "" {
+			opts[cur] += line + "\n"
+		}
+	}
+	switch {
+	case strings.Contains(opts["-run-with"], "user="):
+		return dropRunWith
+	case opts["-runas"] != "" && opts["-chroot"] != "":
+		return dropRunas
+	}
+	return dropNone
+}
+
+// Jailed says whether the driver jails QEMU (root, not Options.Unjailed).
+func (d *Driver) Jailed() bool { return d.drop != dropNone }
 
 // Name returns "qemu".
 func (d *Driver) Name() string { return "qemu" }
@@ -177,28 +237,45 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 		}
 	}
 
-	qmpLn, err := listenUnix(v.qmpPath)
-	if err != nil {
-		return nil, err
+	// QEMU serves both sockets on descriptors the driver bound, so the
+	// driver can connect without polling and QEMU never opens a path. Its
+	// listeners stay until Destroy: the files must stay with them.
+	var inherited []*os.File
+	defer func() {
+		// Closed right after QEMU starts (below) or fails to: if QEMU dies,
+		// the listening sockets must die with it, or a connection would
+		// wait forever.
+		for _, f := range inherited {
+			f.Close()
+		}
+	}()
+	for _, p := range []string{v.qmpPath, v.agentPath} { // fds 3, 4
+		ln, err := listenUnix(p)
+		if err != nil {
+			return nil, err
+		}
+		v.created = append(v.created, p)
+		ln.SetUnlinkOnClose(false)
+		f, err := ln.File()
+		ln.Close()
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", p, err)
+		}
+		inherited = append(inherited, f)
 	}
-	v.created = append(v.created, v.qmpPath)
-	// QEMU keeps listening after the driver closes its copy: the file must
-	// stay until Destroy.
-	qmpLn.SetUnlinkOnClose(false)
-	qmpFile, err := qmpLn.File()
-	qmpLn.Close()
-	if err != nil {
-		return nil, fmt.Errorf("qmp socket: %w", err)
-	}
-	// Closed right after QEMU starts (below): if QEMU dies, the listening
-	// socket must die with it, or the QMP handshake would wait forever.
-	defer qmpFile.Close()
 
-	v.agentLn, err = listenUnix(v.agentPath)
-	if err != nil {
-		return nil, err
+	var jail *jailSpec
+	if d.drop != dropNone && !(len(cfg.Shares) > 0 && d.shareFS == sandbox.Share9P) {
+		id := sandbox.UnprivilegedID(cfg.ID)
+		jail = &jailSpec{how: d.drop, root: filepath.Join(cfg.StateDir, jailDirName), uid: id, gid: id}
+		// Empty and root's: the jailed QEMU can neither list nor write it.
+		// An empty one left by a killed engine is taken over.
+		_ = os.Remove(jail.root)
+		if err := os.Mkdir(jail.root, 0o500); err != nil {
+			return nil, fmt.Errorf("create jail dir: %w", err)
+		}
+		v.created = append(v.created, jail.root)
 	}
-	v.created = append(v.created, v.agentPath)
 
 	logFile, err := os.OpenFile(v.logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -230,16 +307,20 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 
 	args := buildArgs(launch{
 		id: cfg.ID, accel: d.accel, cfg: cfg,
-		agentSock: v.agentPath, pidFile: v.pidPath, consoleLog: cfg.ConsoleLog,
+		pidFile: v.pidPath, consoleLog: cfg.ConsoleLog,
 		vhostNet: len(cfg.NICs) > 0 && vhostNetAvailable(), shareFS: d.shareFS,
+		jail: jail,
 	})
 	cmd := exec.Command(d.binary, args...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.ExtraFiles = []*os.File{qmpFile} // fd 3 == qmpFD
+	cmd.ExtraFiles = inherited // fds 3 and 4: qmpFD, agentFD
 	cmd.SysProcAttr = procAttr(d.detach)
 	err = startProcess(cmd)
-	qmpFile.Close()
+	for _, f := range inherited {
+		f.Close()
+	}
+	inherited = nil
 	logFile.Close()
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", d.binary, err)
@@ -261,7 +342,6 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 	if err := v.run(ctx, "cont"); err != nil {
 		return nil, v.startError("resume guest", err)
 	}
-	go v.acceptAgent()
 	return v, nil
 }
 

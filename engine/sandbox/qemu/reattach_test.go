@@ -12,12 +12,14 @@ import (
 )
 
 // forget makes a started VM look like one whose engine process died: the
-// agent listener and connection and the QMP connection go, QEMU keeps
-// running. The reaper of the original VM still reaps QEMU in the end (it is
+// agent connection (and listener, for a client-mode QEMU) and the QMP
+// connection go, QEMU keeps running. The reaper of the original VM still reaps QEMU in the end (it is
 // this process's child), as init would after a real crash.
 func forget(v *vm, agentConn interface{ Close() error }) {
 	agentConn.Close()
-	v.agentLn.Close()
+	if v.agentLn != nil {
+		v.agentLn.Close()
+	}
 	v.closeMonitor()
 }
 

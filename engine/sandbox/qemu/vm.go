@@ -42,8 +42,11 @@ type vm struct {
 	killProc func() error
 	// releaseProc, if set, frees the process handle after Destroy.
 	releaseProc func()
-	agentLn     *net.UnixListener
-	agentConns  chan net.Conn // the accepted agent connection (capacity 1)
+	// agentLn is set only for a QEMU adopted from an engine that had it
+	// connect to the driver's socket (reconnect=1) rather than serve one:
+	// the driver then listens and accepts, into agentConns (capacity 1).
+	agentLn    *net.UnixListener
+	agentConns chan net.Conn
 
 	exited chan struct{} // closed when QEMU has been reaped
 	done   chan struct{} // closed when the exit is classified and QMP closed
@@ -83,6 +86,39 @@ func (v *vm) DialAgent(ctx context.Context) (net.Conn, error) {
 	v.agentTaken = true
 	v.mu.Unlock()
 
+	c, err := v.connectAgent(ctx)
+	if err != nil {
+		v.mu.Lock()
+		v.agentTaken = false
+		v.mu.Unlock()
+		return nil, err
+	}
+	return c, nil
+}
+
+// connectAgent connects to QEMU's agent socket. QEMU serves one client at
+// a time: a connection made while an earlier one is still open (a
+// restarted engine's, before QEMU saw the old one close) waits in the
+// backlog and is served next.
+func (v *vm) connectAgent(ctx context.Context) (net.Conn, error) {
+	if v.agentLn != nil {
+		return v.acceptedAgent(ctx)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", v.agentPath)
+	if err == nil {
+		return c, nil
+	}
+	select {
+	case <-v.exited:
+		return nil, errors.New("agent channel: the VM exited")
+	default:
+	}
+	return nil, fmt.Errorf("agent channel: %w", err)
+}
+
+// acceptedAgent waits for an adopted client-mode QEMU to connect.
+func (v *vm) acceptedAgent(ctx context.Context) (net.Conn, error) {
 	select {
 	case c := <-v.agentConns:
 		return c, nil
@@ -94,16 +130,13 @@ func (v *vm) DialAgent(ctx context.Context) (net.Conn, error) {
 		}
 		return nil, errors.New("agent channel: the VM exited before QEMU connected the port")
 	case <-ctx.Done():
-		v.mu.Lock()
-		v.agentTaken = false
-		v.mu.Unlock()
 		return nil, fmt.Errorf("agent channel: %w", ctx.Err())
 	}
 }
 
-// acceptAgent accepts QEMU's connection to the agent socket. QEMU connects
-// once at start (and again after a disconnect; later connections wait in
-// the backlog, unused, until Destroy).
+// acceptAgent accepts an adopted client-mode QEMU's connection to the
+// agent socket (later connections wait in the backlog, unused, until
+// Destroy).
 func (v *vm) acceptAgent() {
 	c, err := v.agentLn.Accept()
 	if err != nil {
