@@ -46,6 +46,9 @@ type fakeAgent struct {
 	exportSize uint64
 	// uploaded is what WriteUpload received.
 	uploaded []byte
+	// procs and stats answer ListProcesses and Stats.
+	procs *agentapi.ListProcessesResponse
+	stats *agentapi.StatsResponse
 }
 
 var _ agentapi.TTRPCAgentService = (*fakeAgent)(nil)
@@ -130,6 +133,20 @@ func (f *fakeAgent) WriteStdin(ctx context.Context, req *agentapi.WriteStdinRequ
 
 func (f *fakeAgent) CloseStdin(ctx context.Context, req *agentapi.ProcessRequest) (*agentapi.Empty, error) {
 	return f.empty(ctx, req)
+}
+
+func (f *fakeAgent) ListProcesses(ctx context.Context, req *agentapi.ContainerRequest) (*agentapi.ListProcessesResponse, error) {
+	if err := f.record(ctx, req); err != nil {
+		return nil, err
+	}
+	return f.procs, nil
+}
+
+func (f *fakeAgent) Stats(ctx context.Context, req *agentapi.ContainerRequest) (*agentapi.StatsResponse, error) {
+	if err := f.record(ctx, req); err != nil {
+		return nil, err
+	}
+	return f.stats, nil
 }
 
 func (f *fakeAgent) ReadStdout(ctx context.Context, req *agentapi.ReadOutputRequest) (*agentapi.ReadOutputResponse, error) {

@@ -313,6 +313,21 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	return fmt.Errorf("start container %q: unexpected %q from init", id, msg.Type)
 }
 
+// CgroupDir is the container's cgroup v2 directory: every process of the
+// container, execs included, is in it or below it.
+func (c *Container) CgroupDir() string { return c.cg.path }
+
+// InitPid is the pid of the container's init in the guest (the user's
+// command once started), 0 once it has exited.
+func (c *Container) InitPid() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.init == nil || c.init.Exited() {
+		return 0
+	}
+	return c.init.Pid
+}
+
 // Process returns the init (execID "") or an exec'd process.
 func (r *Runtime) Process(id, execID string) (*Process, error) {
 	c, err := r.Get(id)

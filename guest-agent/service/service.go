@@ -27,6 +27,7 @@ import (
 	agent "github.com/vmctl/vmctl/api/agent/v1"
 	"github.com/vmctl/vmctl/guest-agent/container"
 	"github.com/vmctl/vmctl/guest-agent/etcfiles"
+	"github.com/vmctl/vmctl/guest-agent/metrics"
 	"github.com/vmctl/vmctl/guest-agent/netconf"
 	"github.com/vmctl/vmctl/guest-agent/storage"
 	"github.com/vmctl/vmctl/guest-agent/trace"
@@ -474,4 +475,41 @@ func (s *Service) Shutdown(ctx context.Context, _ *agent.ShutdownRequest) (*agen
 		})
 	}
 	return &agent.Empty{}, nil
+}
+
+// ListProcesses lists the container's processes (see metrics.Processes).
+func (s *Service) ListProcesses(ctx context.Context, req *agent.ContainerRequest) (*agent.ListProcessesResponse, error) {
+	src, err := s.metricsSource(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	resp, err := metrics.Processes(src)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return resp, nil
+}
+
+// Stats reads the container's resource statistics (see metrics.Stats).
+func (s *Service) Stats(ctx context.Context, req *agent.ContainerRequest) (*agent.StatsResponse, error) {
+	src, err := s.metricsSource(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	resp, err := metrics.Stats(src)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return resp, nil
+}
+
+func (s *Service) metricsSource(id string) (metrics.Source, error) {
+	if err := container.ValidID(id); err != nil {
+		return metrics.Source{}, toStatus(err)
+	}
+	c, err := s.cfg.Runtime.Get(id)
+	if err != nil {
+		return metrics.Source{}, toStatus(err)
+	}
+	return metrics.Source{Cgroup: c.CgroupDir(), InitPid: c.InitPid()}, nil
 }

@@ -1801,6 +1801,805 @@ func (x *ExtractUploadRequest) GetNoOverwriteDirNonDir() bool {
 	return false
 }
 
+type ListProcessesResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Processes []*ProcessInfo         `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	// time_unix_nano is the guest's clock when the processes were read:
+	// a process has run for time_unix_nano - start_time_unix_nano.
+	TimeUnixNano  int64 `protobuf:"varint,2,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProcessesResponse) Reset() {
+	*x = ListProcessesResponse{}
+	mi := &file_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProcessesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProcessesResponse) ProtoMessage() {}
+
+func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
+func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListProcessesResponse) GetProcesses() []*ProcessInfo {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+func (x *ListProcessesResponse) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+// ProcessInfo is one process of a container, as /proc shows it.
+type ProcessInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// pid and ppid are as the guest's root pid namespace sees them.
+	Pid  uint32 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Ppid uint32 `protobuf:"varint,2,opt,name=ppid,proto3" json:"ppid,omitempty"`
+	// container_pid is the process's pid in the container's pid namespace;
+	// container_ppid its parent's, 0 when the parent is not a process of
+	// the container (the agent, for the init and each exec).
+	ContainerPid  uint32 `protobuf:"varint,3,opt,name=container_pid,json=containerPid,proto3" json:"container_pid,omitempty"`
+	ContainerPpid uint32 `protobuf:"varint,4,opt,name=container_ppid,json=containerPpid,proto3" json:"container_ppid,omitempty"`
+	// uid and gid are the effective ones.
+	Uid uint32 `protobuf:"varint,5,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid uint32 `protobuf:"varint,6,opt,name=gid,proto3" json:"gid,omitempty"`
+	// user is uid's name in the container's /etc/passwd; empty when it
+	// has none.
+	User string `protobuf:"bytes,7,opt,name=user,proto3" json:"user,omitempty"`
+	// state is the one-letter state of /proc/PID/stat (R, S, D, Z, T, t,
+	// X, I, W, P, K).
+	State string `protobuf:"bytes,8,opt,name=state,proto3" json:"state,omitempty"`
+	// start_time_unix_nano is when the process started, on the guest's
+	// clock.
+	StartTimeUnixNano int64 `protobuf:"varint,9,opt,name=start_time_unix_nano,json=startTimeUnixNano,proto3" json:"start_time_unix_nano,omitempty"`
+	// cpu_time_nanos is the user and system time the process used.
+	CpuTimeNanos uint64 `protobuf:"varint,10,opt,name=cpu_time_nanos,json=cpuTimeNanos,proto3" json:"cpu_time_nanos,omitempty"`
+	// tty is the controlling terminal's name under /dev ("pts/0"), empty
+	// for none.
+	Tty string `protobuf:"bytes,11,opt,name=tty,proto3" json:"tty,omitempty"`
+	// comm is the command name (/proc/PID/comm, at most 15 bytes).
+	Comm string `protobuf:"bytes,12,opt,name=comm,proto3" json:"comm,omitempty"`
+	// args is the command line; empty for a zombie.
+	Args    []string `protobuf:"bytes,13,rep,name=args,proto3" json:"args,omitempty"`
+	Threads uint32   `protobuf:"varint,14,opt,name=threads,proto3" json:"threads,omitempty"`
+	// vsz_bytes and rss_bytes are the virtual and resident memory sizes.
+	VszBytes      uint64 `protobuf:"varint,15,opt,name=vsz_bytes,json=vszBytes,proto3" json:"vsz_bytes,omitempty"`
+	RssBytes      uint64 `protobuf:"varint,16,opt,name=rss_bytes,json=rssBytes,proto3" json:"rss_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessInfo) Reset() {
+	*x = ProcessInfo{}
+	mi := &file_agent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessInfo) ProtoMessage() {}
+
+func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
+func (*ProcessInfo) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ProcessInfo) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetPpid() uint32 {
+	if x != nil {
+		return x.Ppid
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetContainerPid() uint32 {
+	if x != nil {
+		return x.ContainerPid
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetContainerPpid() uint32 {
+	if x != nil {
+		return x.ContainerPpid
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *ProcessInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ProcessInfo) GetStartTimeUnixNano() int64 {
+	if x != nil {
+		return x.StartTimeUnixNano
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetCpuTimeNanos() uint64 {
+	if x != nil {
+		return x.CpuTimeNanos
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetTty() string {
+	if x != nil {
+		return x.Tty
+	}
+	return ""
+}
+
+func (x *ProcessInfo) GetComm() string {
+	if x != nil {
+		return x.Comm
+	}
+	return ""
+}
+
+func (x *ProcessInfo) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *ProcessInfo) GetThreads() uint32 {
+	if x != nil {
+		return x.Threads
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetVszBytes() uint64 {
+	if x != nil {
+		return x.VszBytes
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetRssBytes() uint64 {
+	if x != nil {
+		return x.RssBytes
+	}
+	return 0
+}
+
+type StatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// time_unix_nano is the guest's clock when the statistics were read.
+	TimeUnixNano int64        `protobuf:"varint,1,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	Cpu          *CPUStats    `protobuf:"bytes,2,opt,name=cpu,proto3" json:"cpu,omitempty"`
+	Memory       *MemoryStats `protobuf:"bytes,3,opt,name=memory,proto3" json:"memory,omitempty"`
+	Pids         *PidsStats   `protobuf:"bytes,4,opt,name=pids,proto3" json:"pids,omitempty"`
+	// io is one entry per block device (io.stat of the cgroup); at most
+	// contract.MaxIODevices.
+	Io []*IODeviceStats `protobuf:"bytes,5,rep,name=io,proto3" json:"io,omitempty"`
+	// io_whole_guest says that io holds the counters of the guest's
+	// block devices (/sys/block/*/stat) because the guest kernel has no io
+	// cgroup controller: the VM's I/O, its container's and the agent's.
+	IoWholeGuest bool `protobuf:"varint,6,opt,name=io_whole_guest,json=ioWholeGuest,proto3" json:"io_whole_guest,omitempty"`
+	// networks are the interfaces of the container's network namespace
+	// but lo; at most contract.MaxNetworkInterfaces.
+	Networks []*NetworkStats `protobuf:"bytes,7,rep,name=networks,proto3" json:"networks,omitempty"`
+	// system_cpu_nanos is the CPU time of the whole guest, all CPUs (the
+	// "cpu" line of /proc/stat: user, nice, system, idle, iowait, irq,
+	// softirq and steal); online_cpus counts its CPUs.
+	SystemCpuNanos uint64 `protobuf:"varint,8,opt,name=system_cpu_nanos,json=systemCpuNanos,proto3" json:"system_cpu_nanos,omitempty"`
+	OnlineCpus     uint32 `protobuf:"varint,9,opt,name=online_cpus,json=onlineCpus,proto3" json:"online_cpus,omitempty"`
+	// guest_memory_bytes is the guest's RAM (MemTotal of /proc/meminfo).
+	GuestMemoryBytes uint64 `protobuf:"varint,10,opt,name=guest_memory_bytes,json=guestMemoryBytes,proto3" json:"guest_memory_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *StatsResponse) Reset() {
+	*x = StatsResponse{}
+	mi := &file_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsResponse) ProtoMessage() {}
+
+func (x *StatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
+func (*StatsResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *StatsResponse) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetCpu() *CPUStats {
+	if x != nil {
+		return x.Cpu
+	}
+	return nil
+}
+
+func (x *StatsResponse) GetMemory() *MemoryStats {
+	if x != nil {
+		return x.Memory
+	}
+	return nil
+}
+
+func (x *StatsResponse) GetPids() *PidsStats {
+	if x != nil {
+		return x.Pids
+	}
+	return nil
+}
+
+func (x *StatsResponse) GetIo() []*IODeviceStats {
+	if x != nil {
+		return x.Io
+	}
+	return nil
+}
+
+func (x *StatsResponse) GetIoWholeGuest() bool {
+	if x != nil {
+		return x.IoWholeGuest
+	}
+	return false
+}
+
+func (x *StatsResponse) GetNetworks() []*NetworkStats {
+	if x != nil {
+		return x.Networks
+	}
+	return nil
+}
+
+func (x *StatsResponse) GetSystemCpuNanos() uint64 {
+	if x != nil {
+		return x.SystemCpuNanos
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetOnlineCpus() uint32 {
+	if x != nil {
+		return x.OnlineCpus
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetGuestMemoryBytes() uint64 {
+	if x != nil {
+		return x.GuestMemoryBytes
+	}
+	return 0
+}
+
+// CPUStats is the cgroup's cpu.stat.
+type CPUStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UsageUsec     uint64                 `protobuf:"varint,1,opt,name=usage_usec,json=usageUsec,proto3" json:"usage_usec,omitempty"`
+	UserUsec      uint64                 `protobuf:"varint,2,opt,name=user_usec,json=userUsec,proto3" json:"user_usec,omitempty"`
+	SystemUsec    uint64                 `protobuf:"varint,3,opt,name=system_usec,json=systemUsec,proto3" json:"system_usec,omitempty"`
+	NrPeriods     uint64                 `protobuf:"varint,4,opt,name=nr_periods,json=nrPeriods,proto3" json:"nr_periods,omitempty"`
+	NrThrottled   uint64                 `protobuf:"varint,5,opt,name=nr_throttled,json=nrThrottled,proto3" json:"nr_throttled,omitempty"`
+	ThrottledUsec uint64                 `protobuf:"varint,6,opt,name=throttled_usec,json=throttledUsec,proto3" json:"throttled_usec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CPUStats) Reset() {
+	*x = CPUStats{}
+	mi := &file_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CPUStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CPUStats) ProtoMessage() {}
+
+func (x *CPUStats) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CPUStats.ProtoReflect.Descriptor instead.
+func (*CPUStats) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *CPUStats) GetUsageUsec() uint64 {
+	if x != nil {
+		return x.UsageUsec
+	}
+	return 0
+}
+
+func (x *CPUStats) GetUserUsec() uint64 {
+	if x != nil {
+		return x.UserUsec
+	}
+	return 0
+}
+
+func (x *CPUStats) GetSystemUsec() uint64 {
+	if x != nil {
+		return x.SystemUsec
+	}
+	return 0
+}
+
+func (x *CPUStats) GetNrPeriods() uint64 {
+	if x != nil {
+		return x.NrPeriods
+	}
+	return 0
+}
+
+func (x *CPUStats) GetNrThrottled() uint64 {
+	if x != nil {
+		return x.NrThrottled
+	}
+	return 0
+}
+
+func (x *CPUStats) GetThrottledUsec() uint64 {
+	if x != nil {
+		return x.ThrottledUsec
+	}
+	return 0
+}
+
+// MemoryStats is the cgroup's memory controller.
+type MemoryStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// usage is memory.current; limit memory.max, or where that is "max"
+	// the guest's RAM; peak memory.peak (0 where the kernel has none).
+	Usage uint64 `protobuf:"varint,1,opt,name=usage,proto3" json:"usage,omitempty"`
+	Limit uint64 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Peak  uint64 `protobuf:"varint,3,opt,name=peak,proto3" json:"peak,omitempty"`
+	// swap_usage and swap_limit are memory.swap.current and
+	// memory.swap.max ("max": the guest's swap), 0 without swap.
+	SwapUsage uint64 `protobuf:"varint,4,opt,name=swap_usage,json=swapUsage,proto3" json:"swap_usage,omitempty"`
+	SwapLimit uint64 `protobuf:"varint,5,opt,name=swap_limit,json=swapLimit,proto3" json:"swap_limit,omitempty"`
+	// stat is memory.stat, key by key (anon, file, shmem, inactive_file,
+	// pgfault...); at most contract.MaxMemoryStatKeys keys.
+	Stat map[string]uint64 `protobuf:"bytes,6,rep,name=stat,proto3" json:"stat,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// events is memory.events (low, high, max, oom, oom_kill...); at most
+	// contract.MaxMemoryStatKeys keys.
+	Events        map[string]uint64 `protobuf:"bytes,7,rep,name=events,proto3" json:"events,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemoryStats) Reset() {
+	*x = MemoryStats{}
+	mi := &file_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemoryStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemoryStats) ProtoMessage() {}
+
+func (x *MemoryStats) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemoryStats.ProtoReflect.Descriptor instead.
+func (*MemoryStats) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *MemoryStats) GetUsage() uint64 {
+	if x != nil {
+		return x.Usage
+	}
+	return 0
+}
+
+func (x *MemoryStats) GetLimit() uint64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *MemoryStats) GetPeak() uint64 {
+	if x != nil {
+		return x.Peak
+	}
+	return 0
+}
+
+func (x *MemoryStats) GetSwapUsage() uint64 {
+	if x != nil {
+		return x.SwapUsage
+	}
+	return 0
+}
+
+func (x *MemoryStats) GetSwapLimit() uint64 {
+	if x != nil {
+		return x.SwapLimit
+	}
+	return 0
+}
+
+func (x *MemoryStats) GetStat() map[string]uint64 {
+	if x != nil {
+		return x.Stat
+	}
+	return nil
+}
+
+func (x *MemoryStats) GetEvents() map[string]uint64 {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// PidsStats is the cgroup's pids controller.
+type PidsStats struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Current uint64                 `protobuf:"varint,1,opt,name=current,proto3" json:"current,omitempty"`
+	// limit is pids.max, 0 for "max".
+	Limit         uint64 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PidsStats) Reset() {
+	*x = PidsStats{}
+	mi := &file_agent_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PidsStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PidsStats) ProtoMessage() {}
+
+func (x *PidsStats) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PidsStats.ProtoReflect.Descriptor instead.
+func (*PidsStats) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *PidsStats) GetCurrent() uint64 {
+	if x != nil {
+		return x.Current
+	}
+	return 0
+}
+
+func (x *PidsStats) GetLimit() uint64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// IODeviceStats is one device's line of io.stat.
+type IODeviceStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Major         uint32                 `protobuf:"varint,1,opt,name=major,proto3" json:"major,omitempty"`
+	Minor         uint32                 `protobuf:"varint,2,opt,name=minor,proto3" json:"minor,omitempty"`
+	ReadBytes     uint64                 `protobuf:"varint,3,opt,name=read_bytes,json=readBytes,proto3" json:"read_bytes,omitempty"`
+	WriteBytes    uint64                 `protobuf:"varint,4,opt,name=write_bytes,json=writeBytes,proto3" json:"write_bytes,omitempty"`
+	ReadIos       uint64                 `protobuf:"varint,5,opt,name=read_ios,json=readIos,proto3" json:"read_ios,omitempty"`
+	WriteIos      uint64                 `protobuf:"varint,6,opt,name=write_ios,json=writeIos,proto3" json:"write_ios,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IODeviceStats) Reset() {
+	*x = IODeviceStats{}
+	mi := &file_agent_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IODeviceStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IODeviceStats) ProtoMessage() {}
+
+func (x *IODeviceStats) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IODeviceStats.ProtoReflect.Descriptor instead.
+func (*IODeviceStats) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *IODeviceStats) GetMajor() uint32 {
+	if x != nil {
+		return x.Major
+	}
+	return 0
+}
+
+func (x *IODeviceStats) GetMinor() uint32 {
+	if x != nil {
+		return x.Minor
+	}
+	return 0
+}
+
+func (x *IODeviceStats) GetReadBytes() uint64 {
+	if x != nil {
+		return x.ReadBytes
+	}
+	return 0
+}
+
+func (x *IODeviceStats) GetWriteBytes() uint64 {
+	if x != nil {
+		return x.WriteBytes
+	}
+	return 0
+}
+
+func (x *IODeviceStats) GetReadIos() uint64 {
+	if x != nil {
+		return x.ReadIos
+	}
+	return 0
+}
+
+func (x *IODeviceStats) GetWriteIos() uint64 {
+	if x != nil {
+		return x.WriteIos
+	}
+	return 0
+}
+
+// NetworkStats is one interface's line of /proc/net/dev.
+type NetworkStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is at most 15 bytes (IFNAMSIZ).
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	RxBytes       uint64 `protobuf:"varint,2,opt,name=rx_bytes,json=rxBytes,proto3" json:"rx_bytes,omitempty"`
+	RxPackets     uint64 `protobuf:"varint,3,opt,name=rx_packets,json=rxPackets,proto3" json:"rx_packets,omitempty"`
+	RxErrors      uint64 `protobuf:"varint,4,opt,name=rx_errors,json=rxErrors,proto3" json:"rx_errors,omitempty"`
+	RxDropped     uint64 `protobuf:"varint,5,opt,name=rx_dropped,json=rxDropped,proto3" json:"rx_dropped,omitempty"`
+	TxBytes       uint64 `protobuf:"varint,6,opt,name=tx_bytes,json=txBytes,proto3" json:"tx_bytes,omitempty"`
+	TxPackets     uint64 `protobuf:"varint,7,opt,name=tx_packets,json=txPackets,proto3" json:"tx_packets,omitempty"`
+	TxErrors      uint64 `protobuf:"varint,8,opt,name=tx_errors,json=txErrors,proto3" json:"tx_errors,omitempty"`
+	TxDropped     uint64 `protobuf:"varint,9,opt,name=tx_dropped,json=txDropped,proto3" json:"tx_dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkStats) Reset() {
+	*x = NetworkStats{}
+	mi := &file_agent_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkStats) ProtoMessage() {}
+
+func (x *NetworkStats) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkStats.ProtoReflect.Descriptor instead.
+func (*NetworkStats) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *NetworkStats) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NetworkStats) GetRxBytes() uint64 {
+	if x != nil {
+		return x.RxBytes
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetRxPackets() uint64 {
+	if x != nil {
+		return x.RxPackets
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetRxErrors() uint64 {
+	if x != nil {
+		return x.RxErrors
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetRxDropped() uint64 {
+	if x != nil {
+		return x.RxDropped
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetTxBytes() uint64 {
+	if x != nil {
+		return x.TxBytes
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetTxPackets() uint64 {
+	if x != nil {
+		return x.TxPackets
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetTxErrors() uint64 {
+	if x != nil {
+		return x.TxErrors
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetTxDropped() uint64 {
+	if x != nil {
+		return x.TxDropped
+	}
+	return 0
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1926,7 +2725,93 @@ const file_agent_proto_rawDesc = "" +
 	"\x04path\x18\x03 \x01(\tR\x04path\x12\x1f\n" +
 	"\vkeep_owners\x18\x04 \x01(\bR\n" +
 	"keepOwners\x126\n" +
-	"\x18no_overwrite_dir_non_dir\x18\x05 \x01(\bR\x14noOverwriteDirNonDir2\x81\x0e\n" +
+	"\x18no_overwrite_dir_non_dir\x18\x05 \x01(\bR\x14noOverwriteDirNonDir\"x\n" +
+	"\x15ListProcessesResponse\x129\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x1b.vmctl.agent.v1.ProcessInfoR\tprocesses\x12$\n" +
+	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\"\xb2\x03\n" +
+	"\vProcessInfo\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x12\n" +
+	"\x04ppid\x18\x02 \x01(\rR\x04ppid\x12#\n" +
+	"\rcontainer_pid\x18\x03 \x01(\rR\fcontainerPid\x12%\n" +
+	"\x0econtainer_ppid\x18\x04 \x01(\rR\rcontainerPpid\x12\x10\n" +
+	"\x03uid\x18\x05 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x06 \x01(\rR\x03gid\x12\x12\n" +
+	"\x04user\x18\a \x01(\tR\x04user\x12\x14\n" +
+	"\x05state\x18\b \x01(\tR\x05state\x12/\n" +
+	"\x14start_time_unix_nano\x18\t \x01(\x03R\x11startTimeUnixNano\x12$\n" +
+	"\x0ecpu_time_nanos\x18\n" +
+	" \x01(\x04R\fcpuTimeNanos\x12\x10\n" +
+	"\x03tty\x18\v \x01(\tR\x03tty\x12\x12\n" +
+	"\x04comm\x18\f \x01(\tR\x04comm\x12\x12\n" +
+	"\x04args\x18\r \x03(\tR\x04args\x12\x18\n" +
+	"\athreads\x18\x0e \x01(\rR\athreads\x12\x1b\n" +
+	"\tvsz_bytes\x18\x0f \x01(\x04R\bvszBytes\x12\x1b\n" +
+	"\trss_bytes\x18\x10 \x01(\x04R\brssBytes\"\xcd\x03\n" +
+	"\rStatsResponse\x12$\n" +
+	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12*\n" +
+	"\x03cpu\x18\x02 \x01(\v2\x18.vmctl.agent.v1.CPUStatsR\x03cpu\x123\n" +
+	"\x06memory\x18\x03 \x01(\v2\x1b.vmctl.agent.v1.MemoryStatsR\x06memory\x12-\n" +
+	"\x04pids\x18\x04 \x01(\v2\x19.vmctl.agent.v1.PidsStatsR\x04pids\x12-\n" +
+	"\x02io\x18\x05 \x03(\v2\x1d.vmctl.agent.v1.IODeviceStatsR\x02io\x12$\n" +
+	"\x0eio_whole_guest\x18\x06 \x01(\bR\fioWholeGuest\x128\n" +
+	"\bnetworks\x18\a \x03(\v2\x1c.vmctl.agent.v1.NetworkStatsR\bnetworks\x12(\n" +
+	"\x10system_cpu_nanos\x18\b \x01(\x04R\x0esystemCpuNanos\x12\x1f\n" +
+	"\vonline_cpus\x18\t \x01(\rR\n" +
+	"onlineCpus\x12,\n" +
+	"\x12guest_memory_bytes\x18\n" +
+	" \x01(\x04R\x10guestMemoryBytes\"\xd0\x01\n" +
+	"\bCPUStats\x12\x1d\n" +
+	"\n" +
+	"usage_usec\x18\x01 \x01(\x04R\tusageUsec\x12\x1b\n" +
+	"\tuser_usec\x18\x02 \x01(\x04R\buserUsec\x12\x1f\n" +
+	"\vsystem_usec\x18\x03 \x01(\x04R\n" +
+	"systemUsec\x12\x1d\n" +
+	"\n" +
+	"nr_periods\x18\x04 \x01(\x04R\tnrPeriods\x12!\n" +
+	"\fnr_throttled\x18\x05 \x01(\x04R\vnrThrottled\x12%\n" +
+	"\x0ethrottled_usec\x18\x06 \x01(\x04R\rthrottledUsec\"\xfb\x02\n" +
+	"\vMemoryStats\x12\x14\n" +
+	"\x05usage\x18\x01 \x01(\x04R\x05usage\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x04R\x05limit\x12\x12\n" +
+	"\x04peak\x18\x03 \x01(\x04R\x04peak\x12\x1d\n" +
+	"\n" +
+	"swap_usage\x18\x04 \x01(\x04R\tswapUsage\x12\x1d\n" +
+	"\n" +
+	"swap_limit\x18\x05 \x01(\x04R\tswapLimit\x129\n" +
+	"\x04stat\x18\x06 \x03(\v2%.vmctl.agent.v1.MemoryStats.StatEntryR\x04stat\x12?\n" +
+	"\x06events\x18\a \x03(\v2'.vmctl.agent.v1.MemoryStats.EventsEntryR\x06events\x1a7\n" +
+	"\tStatEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a9\n" +
+	"\vEventsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\";\n" +
+	"\tPidsStats\x12\x18\n" +
+	"\acurrent\x18\x01 \x01(\x04R\acurrent\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x04R\x05limit\"\xb3\x01\n" +
+	"\rIODeviceStats\x12\x14\n" +
+	"\x05major\x18\x01 \x01(\rR\x05major\x12\x14\n" +
+	"\x05minor\x18\x02 \x01(\rR\x05minor\x12\x1d\n" +
+	"\n" +
+	"read_bytes\x18\x03 \x01(\x04R\treadBytes\x12\x1f\n" +
+	"\vwrite_bytes\x18\x04 \x01(\x04R\n" +
+	"writeBytes\x12\x19\n" +
+	"\bread_ios\x18\x05 \x01(\x04R\areadIos\x12\x1b\n" +
+	"\twrite_ios\x18\x06 \x01(\x04R\bwriteIos\"\x8e\x02\n" +
+	"\fNetworkStats\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\brx_bytes\x18\x02 \x01(\x04R\arxBytes\x12\x1d\n" +
+	"\n" +
+	"rx_packets\x18\x03 \x01(\x04R\trxPackets\x12\x1b\n" +
+	"\trx_errors\x18\x04 \x01(\x04R\brxErrors\x12\x1d\n" +
+	"\n" +
+	"rx_dropped\x18\x05 \x01(\x04R\trxDropped\x12\x19\n" +
+	"\btx_bytes\x18\x06 \x01(\x04R\atxBytes\x12\x1d\n" +
+	"\n" +
+	"tx_packets\x18\a \x01(\x04R\ttxPackets\x12\x1b\n" +
+	"\ttx_errors\x18\b \x01(\x04R\btxErrors\x12\x1d\n" +
+	"\n" +
+	"tx_dropped\x18\t \x01(\x04R\ttxDropped2\xa5\x0f\n" +
 	"\x05Agent\x12G\n" +
 	"\x06Health\x12\x1d.vmctl.agent.v1.HealthRequest\x1a\x1e.vmctl.agent.v1.HealthResponse\x12R\n" +
 	"\x10ConfigureNetwork\x12'.vmctl.agent.v1.ConfigureNetworkRequest\x1a\x15.vmctl.agent.v1.Empty\x12P\n" +
@@ -1955,7 +2840,9 @@ const file_agent_proto_rawDesc = "" +
 	"\bStatPath\x12\x1b.vmctl.agent.v1.PathRequest\x1a\x18.vmctl.agent.v1.PathStat\x12O\n" +
 	"\vArchivePath\x12\x1b.vmctl.agent.v1.PathRequest\x1a#.vmctl.agent.v1.ArchivePathResponse\x12H\n" +
 	"\vWriteUpload\x12\".vmctl.agent.v1.WriteUploadRequest\x1a\x15.vmctl.agent.v1.Empty\x12L\n" +
-	"\rExtractUpload\x12$.vmctl.agent.v1.ExtractUploadRequest\x1a\x15.vmctl.agent.v1.Empty\x12B\n" +
+	"\rExtractUpload\x12$.vmctl.agent.v1.ExtractUploadRequest\x1a\x15.vmctl.agent.v1.Empty\x12X\n" +
+	"\rListProcesses\x12 .vmctl.agent.v1.ContainerRequest\x1a%.vmctl.agent.v1.ListProcessesResponse\x12H\n" +
+	"\x05Stats\x12 .vmctl.agent.v1.ContainerRequest\x1a\x1d.vmctl.agent.v1.StatsResponse\x12B\n" +
 	"\bShutdown\x12\x1f.vmctl.agent.v1.ShutdownRequest\x1a\x15.vmctl.agent.v1.EmptyB+Z)github.com/vmctl/vmctl/api/agent/v1;agentb\x06proto3"
 
 var (
@@ -1970,7 +2857,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: vmctl.agent.v1.Empty
 	(*HealthRequest)(nil),           // 1: vmctl.agent.v1.HealthRequest
@@ -2001,63 +2888,85 @@ var file_agent_proto_goTypes = []any{
 	(*ArchivePathResponse)(nil),     // 26: vmctl.agent.v1.ArchivePathResponse
 	(*WriteUploadRequest)(nil),      // 27: vmctl.agent.v1.WriteUploadRequest
 	(*ExtractUploadRequest)(nil),    // 28: vmctl.agent.v1.ExtractUploadRequest
+	(*ListProcessesResponse)(nil),   // 29: vmctl.agent.v1.ListProcessesResponse
+	(*ProcessInfo)(nil),             // 30: vmctl.agent.v1.ProcessInfo
+	(*StatsResponse)(nil),           // 31: vmctl.agent.v1.StatsResponse
+	(*CPUStats)(nil),                // 32: vmctl.agent.v1.CPUStats
+	(*MemoryStats)(nil),             // 33: vmctl.agent.v1.MemoryStats
+	(*PidsStats)(nil),               // 34: vmctl.agent.v1.PidsStats
+	(*IODeviceStats)(nil),           // 35: vmctl.agent.v1.IODeviceStats
+	(*NetworkStats)(nil),            // 36: vmctl.agent.v1.NetworkStats
+	nil,                             // 37: vmctl.agent.v1.MemoryStats.StatEntry
+	nil,                             // 38: vmctl.agent.v1.MemoryStats.EventsEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	4,  // 0: vmctl.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> vmctl.agent.v1.NetworkInterface
 	5,  // 1: vmctl.agent.v1.ConfigureNetworkRequest.routes:type_name -> vmctl.agent.v1.NetworkRoute
 	3,  // 2: vmctl.agent.v1.CreateContainerRequest.storages:type_name -> vmctl.agent.v1.Storage
 	25, // 3: vmctl.agent.v1.ArchivePathResponse.stat:type_name -> vmctl.agent.v1.PathStat
-	1,  // 4: vmctl.agent.v1.Agent.Health:input_type -> vmctl.agent.v1.HealthRequest
-	6,  // 5: vmctl.agent.v1.Agent.ConfigureNetwork:input_type -> vmctl.agent.v1.ConfigureNetworkRequest
-	7,  // 6: vmctl.agent.v1.Agent.CreateContainer:input_type -> vmctl.agent.v1.CreateContainerRequest
-	8,  // 7: vmctl.agent.v1.Agent.StartContainer:input_type -> vmctl.agent.v1.ContainerRequest
-	8,  // 8: vmctl.agent.v1.Agent.RemoveContainer:input_type -> vmctl.agent.v1.ContainerRequest
-	8,  // 9: vmctl.agent.v1.Agent.PauseContainer:input_type -> vmctl.agent.v1.ContainerRequest
-	8,  // 10: vmctl.agent.v1.Agent.ResumeContainer:input_type -> vmctl.agent.v1.ContainerRequest
-	9,  // 11: vmctl.agent.v1.Agent.ExecProcess:input_type -> vmctl.agent.v1.ExecProcessRequest
-	10, // 12: vmctl.agent.v1.Agent.WaitProcess:input_type -> vmctl.agent.v1.ProcessRequest
-	12, // 13: vmctl.agent.v1.Agent.SignalProcess:input_type -> vmctl.agent.v1.SignalProcessRequest
-	13, // 14: vmctl.agent.v1.Agent.WriteStdin:input_type -> vmctl.agent.v1.WriteStdinRequest
-	10, // 15: vmctl.agent.v1.Agent.CloseStdin:input_type -> vmctl.agent.v1.ProcessRequest
-	15, // 16: vmctl.agent.v1.Agent.ReadStdout:input_type -> vmctl.agent.v1.ReadOutputRequest
-	15, // 17: vmctl.agent.v1.Agent.ReadStderr:input_type -> vmctl.agent.v1.ReadOutputRequest
-	17, // 18: vmctl.agent.v1.Agent.ResizeTty:input_type -> vmctl.agent.v1.ResizeTtyRequest
-	19, // 19: vmctl.agent.v1.Agent.ExportChanges:input_type -> vmctl.agent.v1.ExportChangesRequest
-	22, // 20: vmctl.agent.v1.Agent.ReadExport:input_type -> vmctl.agent.v1.ReadExportRequest
-	21, // 21: vmctl.agent.v1.Agent.DropExport:input_type -> vmctl.agent.v1.ExportRequest
-	24, // 22: vmctl.agent.v1.Agent.StatPath:input_type -> vmctl.agent.v1.PathRequest
-	24, // 23: vmctl.agent.v1.Agent.ArchivePath:input_type -> vmctl.agent.v1.PathRequest
-	27, // 24: vmctl.agent.v1.Agent.WriteUpload:input_type -> vmctl.agent.v1.WriteUploadRequest
-	28, // 25: vmctl.agent.v1.Agent.ExtractUpload:input_type -> vmctl.agent.v1.ExtractUploadRequest
-	18, // 26: vmctl.agent.v1.Agent.Shutdown:input_type -> vmctl.agent.v1.ShutdownRequest
-	2,  // 27: vmctl.agent.v1.Agent.Health:output_type -> vmctl.agent.v1.HealthResponse
-	0,  // 28: vmctl.agent.v1.Agent.ConfigureNetwork:output_type -> vmctl.agent.v1.Empty
-	0,  // 29: vmctl.agent.v1.Agent.CreateContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 30: vmctl.agent.v1.Agent.StartContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 31: vmctl.agent.v1.Agent.RemoveContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 32: vmctl.agent.v1.Agent.PauseContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 33: vmctl.agent.v1.Agent.ResumeContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 34: vmctl.agent.v1.Agent.ExecProcess:output_type -> vmctl.agent.v1.Empty
-	11, // 35: vmctl.agent.v1.Agent.WaitProcess:output_type -> vmctl.agent.v1.WaitProcessResponse
-	0,  // 36: vmctl.agent.v1.Agent.SignalProcess:output_type -> vmctl.agent.v1.Empty
-	14, // 37: vmctl.agent.v1.Agent.WriteStdin:output_type -> vmctl.agent.v1.WriteStdinResponse
-	0,  // 38: vmctl.agent.v1.Agent.CloseStdin:output_type -> vmctl.agent.v1.Empty
-	16, // 39: vmctl.agent.v1.Agent.ReadStdout:output_type -> vmctl.agent.v1.ReadOutputResponse
-	16, // 40: vmctl.agent.v1.Agent.ReadStderr:output_type -> vmctl.agent.v1.ReadOutputResponse
-	0,  // 41: vmctl.agent.v1.Agent.ResizeTty:output_type -> vmctl.agent.v1.Empty
-	20, // 42: vmctl.agent.v1.Agent.ExportChanges:output_type -> vmctl.agent.v1.ExportChangesResponse
-	23, // 43: vmctl.agent.v1.Agent.ReadExport:output_type -> vmctl.agent.v1.ReadExportResponse
-	0,  // 44: vmctl.agent.v1.Agent.DropExport:output_type -> vmctl.agent.v1.Empty
-	25, // 45: vmctl.agent.v1.Agent.StatPath:output_type -> vmctl.agent.v1.PathStat
-	26, // 46: vmctl.agent.v1.Agent.ArchivePath:output_type -> vmctl.agent.v1.ArchivePathResponse
-	0,  // 47: vmctl.agent.v1.Agent.WriteUpload:output_type -> vmctl.agent.v1.Empty
-	0,  // 48: vmctl.agent.v1.Agent.ExtractUpload:output_type -> vmctl.agent.v1.Empty
-	0,  // 49: vmctl.agent.v1.Agent.Shutdown:output_type -> vmctl.agent.v1.Empty
-	27, // [27:50] is the sub-list for method output_type
-	4,  // [4:27] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	30, // 4: vmctl.agent.v1.ListProcessesResponse.processes:type_name -> vmctl.agent.v1.ProcessInfo
+	32, // 5: vmctl.agent.v1.StatsResponse.cpu:type_name -> vmctl.agent.v1.CPUStats
+	33, // 6: vmctl.agent.v1.StatsResponse.memory:type_name -> vmctl.agent.v1.MemoryStats
+	34, // 7: vmctl.agent.v1.StatsResponse.pids:type_name -> vmctl.agent.v1.PidsStats
+	35, // 8: vmctl.agent.v1.StatsResponse.io:type_name -> vmctl.agent.v1.IODeviceStats
+	36, // 9: vmctl.agent.v1.StatsResponse.networks:type_name -> vmctl.agent.v1.NetworkStats
+	37, // 10: vmctl.agent.v1.MemoryStats.stat:type_name -> vmctl.agent.v1.MemoryStats.StatEntry
+	38, // 11: vmctl.agent.v1.MemoryStats.events:type_name -> vmctl.agent.v1.MemoryStats.EventsEntry
+	1,  // 12: vmctl.agent.v1.Agent.Health:input_type -> vmctl.agent.v1.HealthRequest
+	6,  // 13: vmctl.agent.v1.Agent.ConfigureNetwork:input_type -> vmctl.agent.v1.ConfigureNetworkRequest
+	7,  // 14: vmctl.agent.v1.Agent.CreateContainer:input_type -> vmctl.agent.v1.CreateContainerRequest
+	8,  // 15: vmctl.agent.v1.Agent.StartContainer:input_type -> vmctl.agent.v1.ContainerRequest
+	8,  // 16: vmctl.agent.v1.Agent.RemoveContainer:input_type -> vmctl.agent.v1.ContainerRequest
+	8,  // 17: vmctl.agent.v1.Agent.PauseContainer:input_type -> vmctl.agent.v1.ContainerRequest
+	8,  // 18: vmctl.agent.v1.Agent.ResumeContainer:input_type -> vmctl.agent.v1.ContainerRequest
+	9,  // 19: vmctl.agent.v1.Agent.ExecProcess:input_type -> vmctl.agent.v1.ExecProcessRequest
+	10, // 20: vmctl.agent.v1.Agent.WaitProcess:input_type -> vmctl.agent.v1.ProcessRequest
+	12, // 21: vmctl.agent.v1.Agent.SignalProcess:input_type -> vmctl.agent.v1.SignalProcessRequest
+	13, // 22: vmctl.agent.v1.Agent.WriteStdin:input_type -> vmctl.agent.v1.WriteStdinRequest
+	10, // 23: vmctl.agent.v1.Agent.CloseStdin:input_type -> vmctl.agent.v1.ProcessRequest
+	15, // 24: vmctl.agent.v1.Agent.ReadStdout:input_type -> vmctl.agent.v1.ReadOutputRequest
+	15, // 25: vmctl.agent.v1.Agent.ReadStderr:input_type -> vmctl.agent.v1.ReadOutputRequest
+	17, // 26: vmctl.agent.v1.Agent.ResizeTty:input_type -> vmctl.agent.v1.ResizeTtyRequest
+	19, // 27: vmctl.agent.v1.Agent.ExportChanges:input_type -> vmctl.agent.v1.ExportChangesRequest
+	22, // 28: vmctl.agent.v1.Agent.ReadExport:input_type -> vmctl.agent.v1.ReadExportRequest
+	21, // 29: vmctl.agent.v1.Agent.DropExport:input_type -> vmctl.agent.v1.ExportRequest
+	24, // 30: vmctl.agent.v1.Agent.StatPath:input_type -> vmctl.agent.v1.PathRequest
+	24, // 31: vmctl.agent.v1.Agent.ArchivePath:input_type -> vmctl.agent.v1.PathRequest
+	27, // 32: vmctl.agent.v1.Agent.WriteUpload:input_type -> vmctl.agent.v1.WriteUploadRequest
+	28, // 33: vmctl.agent.v1.Agent.ExtractUpload:input_type -> vmctl.agent.v1.ExtractUploadRequest
+	8,  // 34: vmctl.agent.v1.Agent.ListProcesses:input_type -> vmctl.agent.v1.ContainerRequest
+	8,  // 35: vmctl.agent.v1.Agent.Stats:input_type -> vmctl.agent.v1.ContainerRequest
+	18, // 36: vmctl.agent.v1.Agent.Shutdown:input_type -> vmctl.agent.v1.ShutdownRequest
+	2,  // 37: vmctl.agent.v1.Agent.Health:output_type -> vmctl.agent.v1.HealthResponse
+	0,  // 38: vmctl.agent.v1.Agent.ConfigureNetwork:output_type -> vmctl.agent.v1.Empty
+	0,  // 39: vmctl.agent.v1.Agent.CreateContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 40: vmctl.agent.v1.Agent.StartContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 41: vmctl.agent.v1.Agent.RemoveContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 42: vmctl.agent.v1.Agent.PauseContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 43: vmctl.agent.v1.Agent.ResumeContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 44: vmctl.agent.v1.Agent.ExecProcess:output_type -> vmctl.agent.v1.Empty
+	11, // 45: vmctl.agent.v1.Agent.WaitProcess:output_type -> vmctl.agent.v1.WaitProcessResponse
+	0,  // 46: vmctl.agent.v1.Agent.SignalProcess:output_type -> vmctl.agent.v1.Empty
+	14, // 47: vmctl.agent.v1.Agent.WriteStdin:output_type -> vmctl.agent.v1.WriteStdinResponse
+	0,  // 48: vmctl.agent.v1.Agent.CloseStdin:output_type -> vmctl.agent.v1.Empty
+	16, // 49: vmctl.agent.v1.Agent.ReadStdout:output_type -> vmctl.agent.v1.ReadOutputResponse
+	16, // 50: vmctl.agent.v1.Agent.ReadStderr:output_type -> vmctl.agent.v1.ReadOutputResponse
+	0,  // 51: vmctl.agent.v1.Agent.ResizeTty:output_type -> vmctl.agent.v1.Empty
+	20, // 52: vmctl.agent.v1.Agent.ExportChanges:output_type -> vmctl.agent.v1.ExportChangesResponse
+	23, // 53: vmctl.agent.v1.Agent.ReadExport:output_type -> vmctl.agent.v1.ReadExportResponse
+	0,  // 54: vmctl.agent.v1.Agent.DropExport:output_type -> vmctl.agent.v1.Empty
+	25, // 55: vmctl.agent.v1.Agent.StatPath:output_type -> vmctl.agent.v1.PathStat
+	26, // 56: vmctl.agent.v1.Agent.ArchivePath:output_type -> vmctl.agent.v1.ArchivePathResponse
+	0,  // 57: vmctl.agent.v1.Agent.WriteUpload:output_type -> vmctl.agent.v1.Empty
+	0,  // 58: vmctl.agent.v1.Agent.ExtractUpload:output_type -> vmctl.agent.v1.Empty
+	29, // 59: vmctl.agent.v1.Agent.ListProcesses:output_type -> vmctl.agent.v1.ListProcessesResponse
+	31, // 60: vmctl.agent.v1.Agent.Stats:output_type -> vmctl.agent.v1.StatsResponse
+	0,  // 61: vmctl.agent.v1.Agent.Shutdown:output_type -> vmctl.agent.v1.Empty
+	37, // [37:62] is the sub-list for method output_type
+	12, // [12:37] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -2071,7 +2980,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,8 @@ type TTRPCAgentService interface {
 	ArchivePath(context.Context, *PathRequest) (*ArchivePathResponse, error)
 	WriteUpload(context.Context, *WriteUploadRequest) (*Empty, error)
 	ExtractUpload(context.Context, *ExtractUploadRequest) (*Empty, error)
+	ListProcesses(context.Context, *ContainerRequest) (*ListProcessesResponse, error)
+	Stats(context.Context, *ContainerRequest) (*StatsResponse, error)
 	Shutdown(context.Context, *ShutdownRequest) (*Empty, error)
 }
 
@@ -189,6 +191,20 @@ func RegisterTTRPCAgentService(srv *ttrpc.Server, svc TTRPCAgentService) {
 					return nil, err
 				}
 				return svc.ExtractUpload(ctx, &req)
+			},
+			"ListProcesses": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ListProcesses(ctx, &req)
+			},
+			"Stats": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Stats(ctx, &req)
 			},
 			"Shutdown": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req ShutdownRequest
@@ -382,6 +398,22 @@ func (c *ttrpcagentClient) WriteUpload(ctx context.Context, req *WriteUploadRequ
 func (c *ttrpcagentClient) ExtractUpload(ctx context.Context, req *ExtractUploadRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "ExtractUpload", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcagentClient) ListProcesses(ctx context.Context, req *ContainerRequest) (*ListProcessesResponse, error) {
+	var resp ListProcessesResponse
+	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "ListProcesses", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcagentClient) Stats(ctx context.Context, req *ContainerRequest) (*StatsResponse, error) {
+	var resp StatsResponse
+	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "Stats", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

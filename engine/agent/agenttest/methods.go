@@ -4,6 +4,7 @@ package agenttest
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 
@@ -252,4 +253,170 @@ func (a *Agent) ExtractUpload(ctx context.Context, _ *agentapi.ExtractUploadRequ
 
 func (a *Agent) Shutdown(ctx context.Context, _ *agentapi.ShutdownRequest) (*agentapi.Empty, error) {
 	return answer(ctx, a, "Shutdown", empty)
+}
+
+// garbageCount is a count around a bound: below it, at it, just past it,
+// or far past it.
+func garbageCount(r *rand.Rand, bound int) int {
+	switch r.IntN(4) {
+	case 0:
+		return bound
+	case 1:
+		return bound + 1
+	case 2:
+		return bound + r.IntN(4*bound)
+	}
+	return r.IntN(bound/4 + 2)
+}
+
+func garbageProcess(r *rand.Rand) *agentapi.ProcessInfo {
+	p := &agentapi.ProcessInfo{
+		Pid: []uint32{0, 1, math.MaxUint32, r.Uint32()}[r.IntN(4)], Ppid: r.Uint32(),
+		ContainerPid: r.Uint32(), ContainerPpid: r.Uint32(), Uid: r.Uint32(), Gid: r.Uint32(),
+		User: garbageString(r, 256), State: garbageString(r, 4),
+		StartTimeUnixNano: int64(garbageUint64(r)), CpuTimeNanos: garbageUint64(r),
+		Tty: garbageString(r, 128), Comm: garbageString(r, 128), Threads: r.Uint32(),
+		VszBytes: garbageUint64(r), RssBytes: garbageUint64(r),
+	}
+	for range garbageCount(r, contract.MaxProcessArgs) % 200 {
+		p.Args = append(p.Args, garbageString(r, 256))
+	}
+	return p
+}
+
+func (a *Agent) ListProcesses(ctx context.Context, _ *agentapi.ContainerRequest) (*agentapi.ListProcessesResponse, error) {
+	return answer(ctx, a, "ListProcesses", shapes[*agentapi.ListProcessesResponse]{
+		garbage: func(r *rand.Rand) (*agentapi.ListProcessesResponse, error) {
+			if r.IntN(5) == 0 {
+				return nil, garbageStatus(r)
+			}
+			resp := &agentapi.ListProcessesResponse{TimeUnixNano: int64(garbageUint64(r))}
+			// Mostly few processes (each one has many ways to be wrong),
+			// sometimes more than the contract allows.
+			n := r.IntN(8)
+			if r.IntN(6) == 0 {
+				n = garbageCount(r, contract.MaxListedProcesses)
+			}
+			for range n {
+				resp.Processes = append(resp.Processes, garbageProcess(r))
+			}
+			return garbageFields(r, resp), nil
+		},
+		huge: func(n int) (*agentapi.ListProcessesResponse, error) {
+			switch n % 3 {
+			case 0:
+				// Ten times the processes the contract allows, each small.
+				resp := &agentapi.ListProcessesResponse{}
+				for i := range 10 * contract.MaxListedProcesses {
+					resp.Processes = append(resp.Processes, &agentapi.ProcessInfo{Pid: uint32(i + 1), State: "S", Comm: "x"})
+				}
+				return resp, nil
+			case 1:
+				// One process whose argv is megabytes.
+				return &agentapi.ListProcessesResponse{Processes: []*agentapi.ProcessInfo{
+					{Pid: 1, State: "S", Comm: "sh", Args: []string{hugeText(3 << 20)}},
+				}}, nil
+			}
+			return withMillionFields(&agentapi.ListProcessesResponse{}), nil
+		},
+		valid: func() (*agentapi.ListProcessesResponse, error) {
+			const now = int64(1_700_000_000) * 1e9
+			return &agentapi.ListProcessesResponse{TimeUnixNano: now, Processes: []*agentapi.ProcessInfo{
+				{Pid: 40, Ppid: 1, ContainerPid: 1, User: "root", State: "S", StartTimeUnixNano: now - 5e9,
+					CpuTimeNanos: 1e7, Comm: "sh", Args: []string{"sh", "-c", "sleep 1000 & wait"}, Threads: 1, VszBytes: 1 << 20, RssBytes: 1 << 16},
+				{Pid: 41, Ppid: 40, ContainerPid: 2, ContainerPpid: 1, User: "root", State: "S", StartTimeUnixNano: now - 4e9,
+					Comm: "sleep", Args: []string{"sleep", "1000"}, Threads: 1},
+			}}, nil
+		},
+	})
+}
+
+func garbageKeys(r *rand.Rand) map[string]uint64 {
+	m := map[string]uint64{}
+	n := r.IntN(8)
+	if r.IntN(4) == 0 {
+		n = garbageCount(r, contract.MaxMemoryStatKeys)
+	}
+	for i := range n {
+		k := garbageString(r, 2*contract.MaxStatKeyLen)
+		if r.IntN(2) == 0 {
+			k = fmt.Sprintf("key_%d", i)
+		}
+		m[k] = garbageUint64(r)
+	}
+	return m
+}
+
+func (a *Agent) Stats(ctx context.Context, _ *agentapi.ContainerRequest) (*agentapi.StatsResponse, error) {
+	return answer(ctx, a, "Stats", shapes[*agentapi.StatsResponse]{
+		garbage: func(r *rand.Rand) (*agentapi.StatsResponse, error) {
+			if r.IntN(5) == 0 {
+				return nil, garbageStatus(r)
+			}
+			resp := &agentapi.StatsResponse{
+				TimeUnixNano: int64(garbageUint64(r)), SystemCpuNanos: garbageUint64(r), OnlineCpus: r.Uint32(),
+				GuestMemoryBytes: garbageUint64(r), IoWholeGuest: r.IntN(2) == 0,
+			}
+			if r.IntN(4) > 0 {
+				resp.Cpu = &agentapi.CPUStats{UsageUsec: garbageUint64(r), UserUsec: garbageUint64(r), SystemUsec: garbageUint64(r),
+					NrPeriods: garbageUint64(r), NrThrottled: garbageUint64(r), ThrottledUsec: garbageUint64(r)}
+			}
+			if r.IntN(4) > 0 {
+				resp.Memory = &agentapi.MemoryStats{Usage: garbageUint64(r), Limit: garbageUint64(r), Peak: garbageUint64(r),
+					SwapUsage: garbageUint64(r), SwapLimit: garbageUint64(r), Stat: garbageKeys(r), Events: garbageKeys(r)}
+			}
+			if r.IntN(4) > 0 {
+				resp.Pids = &agentapi.PidsStats{Current: garbageUint64(r), Limit: garbageUint64(r)}
+			}
+			for range r.IntN(4) {
+				n := r.IntN(3)
+				if r.IntN(3) == 0 {
+					n = garbageCount(r, contract.MaxIODevices)
+				}
+				for range n {
+					resp.Io = append(resp.Io, &agentapi.IODeviceStats{Major: r.Uint32(), Minor: r.Uint32(),
+						ReadBytes: garbageUint64(r), WriteBytes: garbageUint64(r), ReadIos: garbageUint64(r), WriteIos: garbageUint64(r)})
+				}
+				n = r.IntN(3)
+				if r.IntN(3) == 0 {
+					n = garbageCount(r, contract.MaxNetworkInterfaces)
+				}
+				for range n {
+					name := garbageString(r, 32)
+					if r.IntN(3) == 0 {
+						name = "eth0" // duplicates
+					}
+					resp.Networks = append(resp.Networks, &agentapi.NetworkStats{Name: name,
+						RxBytes: garbageUint64(r), TxBytes: garbageUint64(r), RxPackets: garbageUint64(r), TxDropped: garbageUint64(r)})
+				}
+			}
+			return garbageFields(r, resp), nil
+		},
+		huge: func(n int) (*agentapi.StatsResponse, error) {
+			switch n % 3 {
+			case 0:
+				// A memory.stat of a hundred thousand keys.
+				stat := make(map[string]uint64, 100_000)
+				for i := range 100_000 {
+					stat[fmt.Sprintf("key_%d", i)] = uint64(i)
+				}
+				return &agentapi.StatsResponse{Memory: &agentapi.MemoryStats{Stat: stat}}, nil
+			case 1:
+				return &agentapi.StatsResponse{Networks: []*agentapi.NetworkStats{{Name: hugeText(3 << 20)}}}, nil
+			}
+			return withMillionFields(&agentapi.StatsResponse{}), nil
+		},
+		valid: func() (*agentapi.StatsResponse, error) {
+			return &agentapi.StatsResponse{
+				TimeUnixNano: int64(1_700_000_000) * 1e9,
+				Cpu:          &agentapi.CPUStats{UsageUsec: 1500, UserUsec: 1000, SystemUsec: 500},
+				Memory: &agentapi.MemoryStats{Usage: 8 << 20, Limit: 64 << 20,
+					Stat: map[string]uint64{"anon": 4 << 20, "inactive_file": 1 << 20}, Events: map[string]uint64{"oom": 0}},
+				Pids:           &agentapi.PidsStats{Current: 3, Limit: 100},
+				Io:             []*agentapi.IODeviceStats{{Major: 254, Minor: 0, ReadBytes: 4096, ReadIos: 1}},
+				Networks:       []*agentapi.NetworkStats{{Name: "eth0", RxBytes: 100, TxBytes: 50}},
+				SystemCpuNanos: 5e9, OnlineCpus: 1, GuestMemoryBytes: 192 << 20,
+			}, nil
+		},
+	})
 }
