@@ -52,6 +52,10 @@ func FuzzAgentReplies(f *testing.F) {
 		&agentapi.ExportChangesResponse{ExportId: "0123456789abcdef", Size: 1 << 40},
 		&agentapi.PathStat{Name: "a/b", Size: -1},
 		&agentapi.ArchivePathResponse{ExportId: "0123456789abcdef", Size: 10, Stat: &agentapi.PathStat{Name: "f"}},
+		&agentapi.ListProcessesResponse{TimeUnixNano: 5, Processes: []*agentapi.ProcessInfo{
+			{Pid: 1, State: "S", Comm: "sh\n", Args: []string{"a\x1b"}, StartTimeUnixNano: 9}, {Pid: 1, State: "Q"}}},
+		&agentapi.StatsResponse{Memory: &agentapi.MemoryStats{Stat: map[string]uint64{"Anon": 1}},
+			Networks: []*agentapi.NetworkStats{{Name: "eth0"}, {Name: "eth0"}}, OnlineCpus: 1 << 20},
 	} {
 		for c := range hostileCalls {
 			f.Add(append([]byte{byte(c)}, answerFrame(1, m, codes.OK)...))

@@ -19,6 +19,7 @@ import (
 	clog "github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/engine/agent/agenttest"
 )
 
@@ -61,6 +62,65 @@ func checkStat(st PathStat) string {
 		return fmt.Sprintf("a link target %.40q (%d bytes)", st.LinkTarget, len(st.LinkTarget))
 	case st.Size < 0:
 		return fmt.Sprintf("a size of %d", st.Size)
+	}
+	return ""
+}
+
+// checkProcesses describes what of a process list the contract does not
+// allow.
+func checkProcesses(procs []ProcessInfo) string {
+	if len(procs) > contract.MaxListedProcesses {
+		return fmt.Sprintf("%d processes", len(procs))
+	}
+	for _, p := range procs {
+		n := 0
+		for _, a := range p.Args {
+			n += len(a)
+			if v := checkText("an argument", a); v != "" {
+				return v
+			}
+		}
+		switch {
+		case p.Pid <= 0:
+			return fmt.Sprintf("a process with pid %d", p.Pid)
+		case len(p.Args) > contract.MaxProcessArgs || n > contract.MaxProcessArgsBytes:
+			return fmt.Sprintf("process %d with %d arguments of %d bytes", p.Pid, len(p.Args), n)
+		case !strings.ContainsRune(processStates, rune(p.State)):
+			return fmt.Sprintf("process %d in state %q", p.Pid, p.State)
+		case p.CPUTime < 0:
+			return fmt.Sprintf("process %d with %s of CPU time", p.Pid, p.CPUTime)
+		}
+		for _, s := range []string{p.Command, p.User, p.TTY} {
+			if len(s) > contract.MaxProcessNameLen {
+				return fmt.Sprintf("process %d with a name of %d bytes", p.Pid, len(s))
+			}
+			if v := checkText("a name", s); v != "" {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+// checkStats describes what of a sample the contract does not allow.
+func checkStats(st Stats) string {
+	switch {
+	case len(st.Memory.Stat) > contract.MaxMemoryStatKeys || len(st.Memory.Events) > contract.MaxMemoryStatKeys:
+		return fmt.Sprintf("a memory.stat of %d keys and events of %d", len(st.Memory.Stat), len(st.Memory.Events))
+	case len(st.IO) > contract.MaxIODevices || len(st.Networks) > contract.MaxNetworkInterfaces:
+		return fmt.Sprintf("%d devices and %d interfaces", len(st.IO), len(st.Networks))
+	case st.OnlineCPUs < 0 || st.OnlineCPUs > maxOnlineCPUs || st.SystemCPU < 0:
+		return fmt.Sprintf("%d CPUs, %s of CPU time", st.OnlineCPUs, st.SystemCPU)
+	}
+	for k := range st.Memory.Stat {
+		if !validKeys(map[string]uint64{k: 0}) {
+			return fmt.Sprintf("a memory.stat key %.40q", k)
+		}
+	}
+	for _, n := range st.Networks {
+		if n.Name == "" || len(n.Name) > maxInterfaceName || checkText("an interface name", n.Name) != "" {
+			return fmt.Sprintf("an interface named %.40q", n.Name)
+		}
 	}
 	return ""
 }
@@ -154,6 +214,14 @@ var hostileCalls = []hostileCall{
 	}},
 	{"CopyIn", func(ctx context.Context, c *Client) (string, error) {
 		return "", c.CopyIn(ctx, "c1", "/tmp", bytes.NewReader(make([]byte, 5<<19)), false, false)
+	}},
+	{"ListProcesses", func(ctx context.Context, c *Client) (string, error) {
+		procs, err := c.ListProcesses(ctx, "c1")
+		return checkProcesses(procs), err
+	}},
+	{"Stats", func(ctx context.Context, c *Client) (string, error) {
+		st, err := c.Stats(ctx, "c1")
+		return checkStats(st), err
 	}},
 	{"RemoveContainer", func(ctx context.Context, c *Client) (string, error) { return "", c.RemoveContainer(ctx, "c1") }},
 	{"Shutdown", func(ctx context.Context, c *Client) (string, error) { return "", c.Shutdown(ctx) }},

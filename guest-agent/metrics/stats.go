@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/vmctl/vmctl/api/agent/contract"
 	agent "github.com/vmctl/vmctl/api/agent/v1"
@@ -314,7 +316,10 @@ func parseNetDev(b []byte) []*agent.NetworkStats {
 	for sc.Scan() && len(out) < contract.MaxNetworkInterfaces {
 		name, rest, ok := strings.Cut(sc.Text(), ":")
 		name = strings.TrimSpace(name)
-		if !ok || name == "lo" || name == "" || len(name) > maxInterfaceName {
+		// A name the host would refuse (a container with CAP_NET_ADMIN
+		// names its own interfaces) is left out, not the whole answer.
+		if !ok || name == "lo" || name == "" || len(name) > maxInterfaceName || !utf8.ValidString(name) ||
+			strings.ContainsFunc(name, unicode.IsControl) {
 			continue
 		}
 		f := strings.Fields(rest)
@@ -335,7 +340,7 @@ func parseNetDev(b []byte) []*agent.NetworkStats {
 			continue
 		}
 		out = append(out, &agent.NetworkStats{
-			Name:    text(name),
+			Name:    name,
 			RxBytes: n[0], RxPackets: n[1], RxErrors: n[2], RxDropped: n[3],
 			TxBytes: n[8], TxPackets: n[9], TxErrors: n[10], TxDropped: n[11],
 		})
