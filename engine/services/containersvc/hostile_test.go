@@ -220,7 +220,7 @@ func TestHostileGuestBoot(t *testing.T) {
 // TestHostileGuestRun runs a container whose agent boots it as it should,
 // then answers every other call with garbage, huge answers, nothing, or
 // too late: exec, pause, resize, the file calls (stat, cp out, cp in,
-// export), logs, stop and rm -f all return within their bounds, the
+// export), top, stats, logs, stop and rm -f all return within their bounds, the
 // container's record stays what Docker can show, and nothing of the run
 // stays behind.
 func TestHostileGuestRun(t *testing.T) {
@@ -302,6 +302,22 @@ func TestHostileGuestRun(t *testing.T) {
 				})
 				call("export", func(ctx context.Context) error {
 					_, err := f.svc.ExportChanges(ctx, c.ID, false, io.Discard, 1<<20)
+					return err
+				})
+				call("top", func(ctx context.Context) error {
+					res, err := f.svc.Top(ctx, c.ID, "aux")
+					for _, row := range res.Processes {
+						if len(row) != len(res.Titles) {
+							t.Errorf("top: a row of %d columns under %d titles", len(row), len(res.Titles))
+						}
+					}
+					return err
+				})
+				call("stats", func(ctx context.Context) error {
+					sample, err := f.svc.Stats(ctx, c.ID)
+					if err == nil && sample.Running && (len(sample.Stats.Memory.Stat) > 128 || len(sample.Stats.Networks) > 64) {
+						t.Errorf("stats: %d memory.stat keys, %d interfaces", len(sample.Stats.Memory.Stat), len(sample.Stats.Networks))
+					}
 					return err
 				})
 				call("logs", func(ctx context.Context) error {

@@ -76,6 +76,8 @@ type guestAgent interface {
 	StatPath(ctx context.Context, id, path string) (agent.PathStat, error)
 	ArchivePath(ctx context.Context, id, path string, w io.Writer, limit int64) (agent.PathStat, error)
 	CopyIn(ctx context.Context, id, dir string, r io.Reader, keepOwners, noOverwriteDirNonDir bool) error
+	ListProcesses(ctx context.Context, id string) ([]agent.ProcessInfo, error)
+	Stats(ctx context.Context, id string) (agent.Stats, error)
 	Shutdown(ctx context.Context) error
 	Close() error
 }
