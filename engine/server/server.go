@@ -127,6 +127,8 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /containers/{id}/resize", s.containerResize)
 	m.HandleFunc("POST /containers/{id}/attach", s.containerAttach)
 	m.HandleFunc("GET /containers/{id}/logs", s.containerLogs)
+	m.HandleFunc("GET /containers/{id}/top", s.containerTop)
+	m.HandleFunc("GET /containers/{id}/stats", s.containerStats)
 	m.HandleFunc("GET /containers/{id}/changes", s.containerChanges)
 	m.HandleFunc("HEAD /containers/{id}/archive", s.containerArchiveStat)
 	m.HandleFunc("GET /containers/{id}/archive", s.containerArchiveGet)

@@ -30,6 +30,8 @@ type ContainerService interface {
 	WritableSize(id string) int64
 	Rename(ctx context.Context, ref, name string) error
 	Update(ctx context.Context, ref string, o containersvc.UpdateOptions) error
+	Top(ctx context.Context, ref, psArgs string) (containersvc.TopResult, error)
+	Stats(ctx context.Context, ref string) (containersvc.StatsSample, error)
 	Pause(ctx context.Context, ref string) error
 	Unpause(ctx context.Context, ref string) error
 	Prune(ctx context.Context, match func(*containersvc.Container) bool) ([]string, uint64, error)
