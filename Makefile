@@ -41,6 +41,7 @@ build: deps
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vmctl ./cmd/vmctl
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vmctld ./cmd/vmctld
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vmctl-vmm ./cmd/vmctl-vmm
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/containerd-shim-vmctl-v1 ./cmd/containerd-shim-vmctl-v1
 	CGO_ENABLED=0 $(GO) build -ldflags '$(AGENT_LDFLAGS)' -o $(BIN)/vmctl-agent ./cmd/vmctl-agent
 	$(GO) run ./scripts/mkguest -init $(BIN)/vmctl-agent -o $(GUEST)/initramfs.img
 
@@ -49,7 +50,7 @@ kernel: deps
 
 install: build kernel
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(GUESTDIR) $(DESTDIR)$(UNITDIR)
-	install -m 0755 $(BIN)/vmctl $(BIN)/vmctld $(BIN)/vmctl-vmm $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(BIN)/vmctl $(BIN)/vmctld $(BIN)/vmctl-vmm $(BIN)/containerd-shim-vmctl-v1 $(DESTDIR)$(BINDIR)/
 	install -m 0644 $(GUEST)/vmlinuz $(GUEST)/initramfs.img $(GUEST)/kernel.release $(DESTDIR)$(GUESTDIR)/
 	sed 's|@BINDIR@|$(BINDIR)|g' scripts/systemd/vmctld.service > $(DESTDIR)$(UNITDIR)/vmctld.service
 	install -m 0644 scripts/systemd/vmctld.socket $(DESTDIR)$(UNITDIR)/vmctld.socket

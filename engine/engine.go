@@ -80,7 +80,7 @@ func (c *Config) setDefaults() {
 	if err == nil {
 		dir = filepath.Dir(exe)
 	}
-	guest := guestDir(dir)
+	guest := GuestDir(dir)
 	if c.Kernel == "" {
 		c.Kernel = filepath.Join(guest, "vmlinuz")
 	}
@@ -89,10 +89,10 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// guestDir is where the guest files are by default, for a binary in
+// GuestDir is where the guest files are by default, for a binary in
 // exeDir: guest/ beside it in a build tree (bin/guest), else
 // PREFIX/lib/vmctl/guest for one installed in PREFIX/bin (make install).
-func guestDir(exeDir string) string {
+func GuestDir(exeDir string) string {
 	built := filepath.Join(exeDir, "guest")
 	installed := filepath.Join(exeDir, "..", "lib", "vmctl", "guest")
 	if _, err := os.Stat(filepath.Join(built, "vmlinuz")); err != nil {

@@ -19,6 +19,9 @@ packages=(
 	buildah
 	# Docker's Python SDK drives vmctld in the tests, as users' scripts do
 	python3-docker
+	# the containerd shim's tests run a real containerd (and runc, its
+	# default runtime and the shim's benchmark peer)
+	containerd runc
 )
 
 # The docker CLI drives vmctld in the tests. Machines usually have one; only

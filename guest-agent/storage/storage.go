@@ -4,6 +4,8 @@
 // upper and work directories live on the writable disk, so a container that
 // is started again later finds its changes intact. Volume disks are mounted
 // beside the rootfs, and Binds says how to put them into the container.
+// A rootfs share (contract.RoleRootfs: a host directory over virtio-fs or
+// 9p) is the rootfs itself, with no image or writable disk.
 //
 // It does not create filesystems or know about the agent protocol.
 package storage
@@ -33,8 +35,9 @@ type Disk struct {
 	FSType   string // default ext4
 	Options  []string
 	ReadOnly bool
-	// Role is one of contract.RoleImage, RoleWritable and RoleVolume: a
-	// volume's data directory is bound into the container at MountPoint.
+	// Role is one of contract.RoleImage, RoleWritable, RoleVolume, RoleBind
+	// and RoleRootfs: a volume's data directory is bound into the
+	// container at MountPoint.
 	Role string
 	// MountPoint is where a volume appears in the container (RoleVolume only).
 	MountPoint string
@@ -70,10 +73,11 @@ func (m *Manager) defaults() {
 	}
 }
 
-// Validate checks a disk list: at least one image, at most one writable
-// disk, known roles, plausible serials and filesystem types.
+// Validate checks a disk list: at least one image and at most one writable
+// disk, or else one rootfs share; known roles, plausible serials and
+// filesystem types.
 func Validate(disks []Disk) error {
-	images, writable := 0, 0
+	images, writable, rootfs := 0, 0, 0
 	seen := map[string]bool{}
 	for _, d := range disks {
 		if d.Serial == "" || len(d.Serial) > MaxSerial || strings.ContainsAny(d.Serial, "/\x00\n") {
@@ -95,6 +99,11 @@ func Validate(disks []Disk) error {
 			return fmt.Errorf("%w: disk %q of role %s has a mount point", ErrInvalid, d.Serial, d.Role)
 		}
 		switch d.Role {
+		case contract.RoleRootfs:
+			rootfs++
+			if d.FSType != "9p" && d.FSType != "virtiofs" {
+				return fmt.Errorf("%w: rootfs share %q has file system %q, want virtiofs or 9p", ErrInvalid, d.Serial, d.FSType)
+			}
 		case contract.RoleBind:
 			if d.FSType != "9p" && d.FSType != "virtiofs" {
 				return fmt.Errorf("%w: bind share %q has file system %q, want virtiofs or 9p", ErrInvalid, d.Serial, d.FSType)
@@ -116,10 +125,15 @@ func Validate(disks []Disk) error {
 				return fmt.Errorf("%w: the writable disk %q is marked read-only", ErrInvalid, d.Serial)
 			}
 		default:
-			return fmt.Errorf("%w: disk %q has unknown role %q (want image, writable, volume or bind)", ErrInvalid, d.Serial, d.Role)
+			return fmt.Errorf("%w: disk %q has unknown role %q (want image, writable, volume, bind or rootfs)", ErrInvalid, d.Serial, d.Role)
 		}
 	}
-	if images == 0 {
+	switch {
+	case rootfs > 1:
+		return fmt.Errorf("%w: more than one rootfs share", ErrInvalid)
+	case rootfs == 1 && images+writable > 0:
+		return fmt.Errorf("%w: a rootfs share goes without image and writable disks", ErrInvalid)
+	case rootfs == 0 && images == 0:
 		return fmt.Errorf("%w: no image disk", ErrInvalid)
 	}
 	if writable > 1 {
@@ -188,6 +202,15 @@ func (m *Manager) Mount(id string, disks []Disk) (rootfs string, err error) {
 			m.Unmount(id)
 		}
 	}()
+	rootfs = filepath.Join(dir, "rootfs")
+	for _, d := range disks {
+		if d.Role == contract.RoleRootfs {
+			if err := m.mountRootfsShare(d, rootfs); err != nil {
+				return "", err
+			}
+			return rootfs, m.mountVolumes(id, disks, rootfs)
+		}
+	}
 	var lowers []string
 	writable := ""
 	for i, d := range disks {
@@ -208,7 +231,6 @@ func (m *Manager) Mount(id string, disks []Disk) (rootfs string, err error) {
 			lowers = append(lowers, target)
 		}
 	}
-	rootfs = filepath.Join(dir, "rootfs")
 	if err := os.MkdirAll(rootfs, 0o755); err != nil {
 		return "", fmt.Errorf("create rootfs dir: %w", err)
 	}
@@ -255,6 +277,28 @@ func (m *Manager) mountVolumes(id string, disks []Disk, rootfs string) error {
 			}
 		}
 	}
+	return nil
+}
+
+// mountRootfsShare mounts a rootfs share as the rootfs, read-write unless
+// marked read-only. nodev as for the overlay: device nodes the container
+// makes cannot be opened.
+func (m *Manager) mountRootfsShare(d Disk, rootfs string) error {
+	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+		return fmt.Errorf("create rootfs dir: %w", err)
+	}
+	flags := uintptr(unix.MS_NODEV)
+	if d.ReadOnly {
+		flags |= unix.MS_RDONLY
+	}
+	opts := d.Options
+	if d.FSType == "9p" {
+		opts = append(append([]string(nil), contract.BindMountOptions9P...), d.Options...)
+	}
+	if err := unix.Mount(d.Serial, rootfs, d.FSType, flags, strings.Join(opts, ",")); err != nil {
+		return fmt.Errorf("mount the rootfs share (tag %s, %s): %w", d.Serial, d.FSType, err)
+	}
+	trace.Step("storage: mounted rootfs share " + d.Serial)
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 func TestValidate(t *testing.T) {
 	img := Disk{Serial: "img", Role: contract.RoleImage}
 	rw := Disk{Serial: "rw", Role: contract.RoleWritable}
+	rootfs := Disk{Serial: "vmctl-rootfs", Role: contract.RoleRootfs, FSType: "virtiofs"}
 	tests := []struct {
 		name  string
 		disks []Disk
@@ -35,6 +36,14 @@ func TestValidate(t *testing.T) {
 		{"read-only writable", []Disk{img, {Serial: "rw", Role: contract.RoleWritable, ReadOnly: true}}, false},
 		{"comma in option", []Disk{{Serial: "img", Role: contract.RoleImage, Options: []string{"a,b"}}}, false},
 		{"bad fstype", []Disk{{Serial: "img", Role: contract.RoleImage, FSType: "ext4,x"}}, false},
+		{"rootfs share", []Disk{rootfs}, true},
+		{"rootfs share and volume", []Disk{rootfs, {Serial: "v", Role: contract.RoleVolume, MountPoint: "/data"}}, true},
+		{"rootfs share over 9p", []Disk{{Serial: "r", Role: contract.RoleRootfs, FSType: "9p"}}, true},
+		{"rootfs share on a disk", []Disk{{Serial: "r", Role: contract.RoleRootfs, FSType: "ext4"}}, false},
+		{"rootfs share with image", []Disk{rootfs, img}, false},
+		{"rootfs share with writable", []Disk{rootfs, rw}, false},
+		{"two rootfs shares", []Disk{rootfs, {Serial: "r2", Role: contract.RoleRootfs, FSType: "virtiofs"}}, false},
+		{"rootfs share with mount point", []Disk{{Serial: "r", Role: contract.RoleRootfs, FSType: "virtiofs", MountPoint: "/x"}}, false},
 	}
 	for _, tt := range tests {
 		err := Validate(tt.disks)

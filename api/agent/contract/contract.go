@@ -73,7 +73,16 @@ const (
 	// the container at the storage's mount point; its serial is the
 	// share's tag (BindShareTag).
 	RoleBind = "bind"
+	// RoleRootfs is a host directory shared over virtio-fs or virtio-9p
+	// that is the container's root file system itself, read-write: the
+	// rootfs a containerd snapshotter prepared and the shim mounted on the
+	// host. With it there are no image or writable disks. Its serial is
+	// the share's tag (RootfsShareTag).
+	RoleRootfs = "rootfs"
 )
+
+// RootfsShareTag is the mount tag of a container's rootfs share.
+const RootfsShareTag = "vmctl-rootfs"
 
 // BindShareTagPrefix starts the mount tag of a container's bind shares.
 const BindShareTagPrefix = "vmctl-bind"

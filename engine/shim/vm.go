@@ -1,0 +1,267 @@
+package shim
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/vmctl/vmctl/api/agent/contract"
+	"github.com/vmctl/vmctl/engine/agent"
+	"github.com/vmctl/vmctl/engine/sandbox"
+	"github.com/vmctl/vmctl/engine/sandbox/qemu"
+	"github.com/vmctl/vmctl/engine/sandbox/vmm"
+)
+
+// Config is what the shim needs to boot VMs.
+type Config struct {
+	// Kernel and Initrd are the guest kernel and the agent's initramfs.
+	Kernel, Initrd string
+	// Hypervisor is "auto", "kvm" (vmctl-vmm) or "qemu".
+	Hypervisor string
+	// QEMU and VMM are the hypervisor binaries; empty looks them up.
+	QEMU, VMM string
+	// StateRoot holds one directory per VM (sockets, logs): short, as unix
+	// socket paths are limited to 107 bytes, which bundle paths with
+	// 64-character IDs exceed.
+	StateRoot string
+	// BootTimeout bounds a boot to agent-ready.
+	BootTimeout time.Duration
+}
+
+// DefaultStateRoot is Config.StateRoot's default.
+const DefaultStateRoot = "/run/vmctl-shim"
+
+func (c *Config) setDefaults() {
+	if c.Hypervisor == "" {
+		c.Hypervisor = "auto"
+	}
+	if c.StateRoot == "" {
+		c.StateRoot = DefaultStateRoot
+	}
+	if c.BootTimeout == 0 {
+		c.BootTimeout = 60 * time.Second
+	}
+}
+
+// vmRecordName is the file in the bundle that names the task's VM, so
+// that the shim's delete command can end it after the shim died.
+const vmRecordName = "vm.json"
+
+// vmRecord is what vm.json holds.
+type vmRecord struct {
+	ID       string `json:"id"`
+	Driver   string `json:"driver"`
+	Accel    string `json:"accel,omitempty"`
+	Pid      int    `json:"pid"`
+	StateDir string `json:"stateDir"`
+}
+
+// vm is the task's VM and its agent.
+type vm struct {
+	sb       sandbox.Sandbox
+	agent    *agent.Client
+	shareFS  string // the file system the guest mounts shares with
+	stateDir string
+	bundle   string
+}
+
+// sandboxID is the VM's name: short and unique per namespace and task.
+func sandboxID(namespace, id string) string {
+	sum := sha256.Sum256([]byte(namespace + "/" + id))
+	return hex.EncodeToString(sum[:])[:16]
+}
+
+// openDriver returns the driver for a choice, as the engine does.
+func (c Config) openDriver(choice sandbox.Choice) (sandbox.Driver, error) {
+	if err := sandbox.CanRun(choice); err != nil {
+		return nil, fmt.Errorf("%w: %v", errdefs.ErrFailedPrecondition, err)
+	}
+	for _, f := range []struct{ what, path string }{{"guest kernel", c.Kernel}, {"guest image", c.Initrd}} {
+		if st, err := os.Stat(f.path); err != nil || !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("%w: %s not found at %s: install vmctl (make install)", errdefs.ErrFailedPrecondition, f.what, f.path)
+		}
+	}
+	var (
+		d   sandbox.Driver
+		err error
+	)
+	switch choice.Driver {
+	case "qemu":
+		d, err = qemu.New(qemu.Options{Binary: c.QEMU, Accel: choice.Accel})
+	case "kvm":
+		d, err = vmm.New(vmm.Options{Binary: c.VMM})
+	default:
+		return nil, fmt.Errorf("%w: hypervisor %s: no driver", errdefs.ErrNotImplemented, choice.Driver)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errdefs.ErrFailedPrecondition, err)
+	}
+	return d, nil
+}
+
+// vmShape sizes the VM for the spec's resources: a vCPU per CPU of quota
+// (one without), and the memory limit plus what the guest's kernel and
+// agent take (256 MiB without a limit), as vmctld does.
+func vmShape(spec *specs.Spec) (vcpus, memMiB int) {
+	vcpus, memMiB = 1, 256
+	if spec.Linux == nil || spec.Linux.Resources == nil {
+		return vcpus, memMiB
+	}
+	r := spec.Linux.Resources
+	if cpu := r.CPU; cpu != nil && cpu.Quota != nil && *cpu.Quota > 0 && cpu.Period != nil && *cpu.Period > 0 {
+		vcpus = max(1, int(math.Ceil(float64(*cpu.Quota)/float64(*cpu.Period))))
+	}
+	if m := r.Memory; m != nil && m.Limit != nil && *m.Limit > 0 {
+		memMiB = int(*m.Limit>>20) + 128
+	}
+	return min(vcpus, 64), memMiB
+}
+
+// bootVM starts the task's VM with rootfs shared into it, and waits for
+// its agent. On error nothing is left.
+func (c Config) bootVM(ctx context.Context, namespace, id, bundle, rootfs string, spec *specs.Spec) (_ *vm, err error) {
+	choice, err := sandbox.Choose(c.Hypervisor)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
+	}
+	drv, err := c.openDriver(choice)
+	if err != nil {
+		return nil, err
+	}
+	vcpus, mem := vmShape(spec)
+	sid := sandboxID(namespace, id)
+	stateDir := filepath.Join(c.StateRoot, sid)
+	if err := os.MkdirAll(c.StateRoot, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", c.StateRoot, err)
+	}
+	sb, err := drv.Start(ctx, sandbox.Config{
+		ID:         sid,
+		Kernel:     c.Kernel,
+		Initrd:     c.Initrd,
+		VCPUs:      vcpus,
+		MemoryMiB:  mem,
+		Shares:     []sandbox.Share{{Path: rootfs, Tag: contract.RootfsShareTag, ReadOnly: spec.Root != nil && spec.Root.Readonly}},
+		StateDir:   stateDir,
+		ConsoleLog: filepath.Join(bundle, "console.log"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	v := &vm{sb: sb, shareFS: sandbox.ShareFS(drv), stateDir: stateDir, bundle: bundle}
+	defer func() {
+		if err != nil {
+			v.destroy()
+		}
+	}()
+	rec := vmRecord{ID: sid, Driver: choice.Driver, Accel: choice.Accel, Pid: sb.Pid(), StateDir: stateDir}
+	b, _ := json.Marshal(rec)
+	if err := os.WriteFile(filepath.Join(bundle, vmRecordName), b, 0o600); err != nil {
+		return nil, fmt.Errorf("record the VM: %w", err)
+	}
+
+	bootCtx, cancel := context.WithTimeout(ctx, c.BootTimeout)
+	defer cancel()
+	go func() {
+		// A VM that dies during boot fails it at once.
+		if _, err := sb.Wait(bootCtx); err == nil {
+			cancel()
+		}
+	}()
+	conn, err := sb.DialAgent(bootCtx)
+	if err != nil {
+		return nil, v.bootError("connect to the guest agent", err)
+	}
+	v.agent = agent.New(conn)
+	if _, err := v.agent.Health(bootCtx); err != nil {
+		return nil, v.bootError("wait for the guest agent", err)
+	}
+	return v, nil
+}
+
+// bootError says why a boot failed, pointing at the console log when the
+// VM died.
+func (v *vm) bootError(what string, err error) error {
+	waitCtx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if exit, werr := v.sb.Wait(waitCtx); werr == nil {
+		return fmt.Errorf("%w: %s: the VM ended during boot (%s: %s); guest console: %s", errdefs.ErrUnavailable,
+			what, exit.Reason, exit.Detail, filepath.Join(v.bundle, "console.log"))
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// rootfsStorage is how the agent finds the shared rootfs.
+func (v *vm) rootfsStorage(readOnly bool) agent.Storage {
+	return agent.Storage{Serial: contract.RootfsShareTag, FSType: v.shareFS, Role: contract.RoleRootfs, ReadOnly: readOnly}
+}
+
+// shutdown asks the guest to power off cleanly (its file systems synced
+// and unmounted), then ends the VM and removes its state.
+func (v *vm) shutdown() {
+	if v.agent != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := v.agent.Shutdown(ctx); err != nil {
+			waitCtx, cancelWait := context.WithTimeout(context.Background(), time.Second)
+			v.sb.Wait(waitCtx)
+			cancelWait()
+		}
+		cancel()
+	}
+	v.destroy()
+}
+
+// destroy ends the VM at once and removes its state and record.
+func (v *vm) destroy() {
+	if v.agent != nil {
+		v.agent.Close()
+	}
+	v.sb.Destroy()
+	os.Remove(v.stateDir)
+	os.Remove(filepath.Join(v.bundle, vmRecordName))
+}
+
+// cleanupVM ends the VM a bundle's vm.json names, if it still runs, and
+// removes its state: the delete command's work after a shim died. It
+// adopts the VM through the driver, which checks that the process is that
+// VM's before it signals anything.
+func cleanupVM(ctx context.Context, cfg Config, bundle string) (pid int, err error) {
+	b, err := os.ReadFile(filepath.Join(bundle, vmRecordName))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var rec vmRecord
+	if err := json.Unmarshal(b, &rec); err != nil || rec.StateDir == "" || rec.ID == "" {
+		return 0, fmt.Errorf("bad VM record %s: %v", filepath.Join(bundle, vmRecordName), err)
+	}
+	defer os.Remove(filepath.Join(bundle, vmRecordName))
+	drv, err := cfg.openDriver(sandbox.Choice{Driver: rec.Driver, Accel: rec.Accel})
+	if err != nil {
+		return rec.Pid, err
+	}
+	re, ok := drv.(sandbox.Reattacher)
+	if !ok {
+		return rec.Pid, fmt.Errorf("driver %s cannot adopt VMs", rec.Driver)
+	}
+	sb, err := re.Reattach(ctx, sandbox.Config{ID: rec.ID, Kernel: cfg.Kernel, Initrd: cfg.Initrd, StateDir: rec.StateDir}, rec.Pid)
+	if err != nil {
+		// Gone already (or not that VM any more): only its state is left.
+		os.RemoveAll(rec.StateDir)
+		return rec.Pid, nil
+	}
+	err = sb.Destroy()
+	os.RemoveAll(rec.StateDir)
+	return rec.Pid, err
+}
