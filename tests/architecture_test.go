@@ -160,14 +160,14 @@ func TestDependencyRules(t *testing.T) {
 const agentAPI = "api/agent/v1"
 
 // isEngineDomain: engine packages other than the adapters (agent client,
-// sandbox drivers, services, server) and the wiring package. Sandbox
-// drivers talk to VMM processes over their control APIs, as the agent
-// client talks to the guest.
+// sandbox drivers, services, the REST server, the containerd shim's task
+// service) and the wiring package. Sandbox drivers talk to VMM processes
+// over their control APIs, as the agent client talks to the guest.
 func isEngineDomain(p string) bool {
 	if p == "engine" || strings.HasPrefix(p, "engine/sandbox/") {
 		return false
 	}
-	for _, adapter := range []string{"engine/agent", "engine/services", "engine/server"} {
+	for _, adapter := range []string{"engine/agent", "engine/services", "engine/server", "engine/shim"} {
 		if under(p, adapter) {
 			return false
 		}
