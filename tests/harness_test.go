@@ -56,6 +56,9 @@ func TestMain(m *testing.M) {
 		linksAtStart = string(out)
 	}
 	code := m.Run()
+	for _, f := range atExit {
+		f()
+	}
 	for _, d := range tempDirs {
 		os.RemoveAll(d)
 	}
@@ -69,6 +72,10 @@ func TestMain(m *testing.M) {
 // tempDirs are removed once every test has run (what several tests share,
 // such as the images they build).
 var tempDirs []string
+
+// atExit runs once every test has run, before tempDirs go: it stops what
+// several tests share (the shim tests' containerd).
+var atExit []func()
 
 // linksAtStart is what `ip -o link` showed in the tests' namespace before
 // any test ran (in-process engines make the default bridge in it later).

@@ -92,23 +92,27 @@ func (p *process) setExited(code uint32) {
 	p.mu.Unlock()
 }
 
-// openOutputs opens the stdout and stderr FIFOs for writing. They open in
-// the background: containerd's reader may come later (ctr attach).
+// openOutputs opens the stdout and stderr FIFOs for writing. The shim
+// holds a read end of each as well (as runc's shim does), so the writes
+// never fail for want of a reader: a client that detaches (ctr run -d)
+// or attaches later (ctr task attach) finds the output where it was, and
+// a process whose output nobody reads waits, as it would under runc.
 func (p *process) openOutputs(ctx context.Context) (stdout, stderr io.WriteCloser, err error) {
 	open := func(path string) (io.WriteCloser, error) {
 		if path == "" {
 			return nil, nil
 		}
-		f, err := fifo.OpenFifo(ctx, path, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
-		if err != nil {
-			// O_NONBLOCK fails without a reader: open blocking, lazily.
-			f, err = fifo.OpenFifo(ctx, path, syscall.O_WRONLY, 0)
-		}
+		w, err := fifo.OpenFifo(ctx, path, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
 		if err != nil {
 			return nil, err
 		}
-		p.fifos = append(p.fifos, f)
-		return f, nil
+		r, err := fifo.OpenFifo(ctx, path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			w.Close()
+			return nil, err
+		}
+		p.fifos = append(p.fifos, w, r)
+		return w, nil
 	}
 	if stdout, err = open(p.io.stdout); err != nil {
 		return nil, nil, err

@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -674,18 +675,49 @@ func (s *Service) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*em
 	return &emptypb.Empty{}, nil
 }
 
-// Pids lists the container's processes.
+// Pids lists the container's processes, by their pids in the container.
 func (s *Service) Pids(ctx context.Context, r *taskapi.PidsRequest) (*taskapi.PidsResponse, error) {
+	if _, p, err := s.lookup(r.ID, ""); err != nil {
+		return nil, wire(err)
+	} else if st, _, _ := p.state(); st != statusRunning {
+		return &taskapi.PidsResponse{}, nil
+	}
+	a, err := s.runningAgent()
+	if err != nil {
+		return nil, wire(err)
+	}
+	procs, err := a.ListProcesses(ctx, r.ID)
+	if err != nil {
+		return nil, wire(err)
+	}
+	return &taskapi.PidsResponse{Processes: processInfos(procs)}, nil
+}
+
+// Stats reports the container's resource use: its cgroup v2 statistics in
+// the guest.
+func (s *Service) Stats(ctx context.Context, r *taskapi.StatsRequest) (*taskapi.StatsResponse, error) {
 	_, p, err := s.lookup(r.ID, "")
 	if err != nil {
 		return nil, wire(err)
 	}
-	return &taskapi.PidsResponse{Processes: []*task.ProcessInfo{{Pid: p.pid}}}, nil
-}
-
-// Stats reports the container's resource use.
-func (s *Service) Stats(ctx context.Context, r *taskapi.StatsRequest) (*taskapi.StatsResponse, error) {
-	return nil, wire(fmt.Errorf("%w: stats", errdefs.ErrNotImplemented))
+	if st, _, _ := p.state(); st != statusRunning {
+		return nil, wire(fmt.Errorf("%w: container %s is not running", errdefs.ErrFailedPrecondition, r.ID))
+	}
+	a, err := s.runningAgent()
+	if err != nil {
+		return nil, wire(err)
+	}
+	st, err := a.Stats(ctx, r.ID)
+	if err != nil {
+		return nil, wire(err)
+	}
+	any, err := anypb.New(cgroupMetrics(st))
+	if err != nil {
+		return nil, wire(err)
+	}
+	// containerd's clients look the type up by its name alone.
+	any.TypeUrl = strings.TrimPrefix(any.TypeUrl, "type.googleapis.com/")
+	return &taskapi.StatsResponse{Stats: any}, nil
 }
 
 // Update changes the container's resources: a VM's size is fixed at boot.
