@@ -63,6 +63,24 @@ func newClient(conn net.Conn, stall time.Duration) *Client {
 	return &Client{conn: gc, tc: tc, api: agentapi.NewTTRPCAgentClient(tc)}
 }
 
+// Deadlines of the agent's calls, so that a guest that stops answering (a
+// paused or wedged VM, a hostile agent) never holds the engine; a caller's
+// earlier deadline wins. Calls that wait by design have none of their own,
+// and their caller's context ends them: WaitProcess (until the process
+// exits), ReadStdout and ReadStderr (until there is output) and
+// WriteStdin (while the process does not read). ListProcesses and Stats
+// have queryTimeout.
+var (
+	// callTimeout bounds a control call, and each chunk of a transfer.
+	callTimeout = 60 * time.Second
+	// healthTimeout bounds Health, which waits for a booting agent.
+	healthTimeout = 5 * time.Minute
+	// bulkTimeout bounds a call that makes or unpacks a whole tar in the
+	// guest (an export of a container's changes, an archive of a path,
+	// the unpacking of an upload).
+	bulkTimeout = 10 * time.Minute
+)
+
 // Close closes the channel; calls in flight fail with errdefs.ErrUnavailable.
 func (c *Client) Close() error { return c.tc.Close() }
 
@@ -77,12 +95,15 @@ type Health struct {
 }
 
 // Health asks the agent whether it serves requests, and blocks until it
-// answers or ctx ends: it is how a boot waits for the agent.
+// answers, ctx ends or healthTimeout passes: it is how a boot waits for
+// the agent.
 //
 // One call is enough: on a single-stream channel the request waits in the
 // stream until the agent starts reading, so retrying would only queue
 // duplicates.
 func (c *Client) Health(ctx context.Context) (Health, error) {
+	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	defer cancel()
 	resp, err := c.api.Health(ctx, &agentapi.HealthRequest{})
 	if err != nil {
 		return Health{}, c.convert(err)
@@ -143,6 +164,8 @@ type Route struct {
 // (errdefs.ErrInvalidArgument for an absent MAC, an address or route it
 // cannot take) leaves the guest's network as it was. Safe to retry.
 func (c *Client) ConfigureNetwork(ctx context.Context, ifaces []Interface, routes []Route) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	req := &agentapi.ConfigureNetworkRequest{}
 	for _, in := range ifaces {
 		if len(in.MAC) != 6 {
@@ -191,6 +214,8 @@ type ContainerNetwork struct {
 // start the container's init stopped before it runs spec's command.
 // spec.Root is ignored: the rootfs is the overlay of the storages.
 func (c *Client) CreateContainer(ctx context.Context, id string, spec *specs.Spec, storages []Storage, network ContainerNetwork) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	specJSON, err := json.Marshal(spec)
 	if err != nil {
 		return fmt.Errorf("encode the OCI spec of container %s: %w", id, err)
@@ -212,18 +237,24 @@ func (c *Client) CreateContainer(ctx context.Context, id string, spec *specs.Spe
 
 // StartContainer lets the container's init run the user's command.
 func (c *Client) StartContainer(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	_, err := c.api.StartContainer(ctx, &agentapi.ContainerRequest{ContainerId: id})
 	return c.convert(err)
 }
 
 // PauseContainer freezes the container's processes (its cgroup's freezer).
 func (c *Client) PauseContainer(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	_, err := c.api.PauseContainer(ctx, &agentapi.ContainerRequest{ContainerId: id})
 	return c.convert(err)
 }
 
 // ResumeContainer thaws a paused container.
 func (c *Client) ResumeContainer(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	_, err := c.api.ResumeContainer(ctx, &agentapi.ContainerRequest{ContainerId: id})
 	return c.convert(err)
 }
@@ -231,6 +262,8 @@ func (c *Client) ResumeContainer(ctx context.Context, id string) error {
 // RemoveContainer kills what is left of the container and unmounts its
 // storage. Safe to retry.
 func (c *Client) RemoveContainer(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	_, err := c.api.RemoveContainer(ctx, &agentapi.ContainerRequest{ContainerId: id})
 	return c.convert(err)
 }
@@ -246,6 +279,8 @@ type Process struct {
 // ExecProcess starts proc as process p.ExecID inside the running container
 // p.ContainerID.
 func (c *Client) ExecProcess(ctx context.Context, p Process, proc *specs.Process) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	procJSON, err := json.Marshal(proc)
 	if err != nil {
 		return fmt.Errorf("encode exec process %s: %w", p.ExecID, err)
@@ -281,6 +316,8 @@ func (c *Client) WaitProcess(ctx context.Context, p Process) (Exit, error) {
 
 // SignalProcess delivers sig to the process.
 func (c *Client) SignalProcess(ctx context.Context, p Process, sig syscall.Signal) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	if sig <= 0 {
 		return fmt.Errorf("signal %d is not a signal", sig)
 	}
@@ -303,6 +340,8 @@ func (c *Client) WriteStdin(ctx context.Context, p Process, data []byte) (int, e
 
 // CloseStdin closes the process's stdin; on a terminal it sends EOF.
 func (c *Client) CloseStdin(ctx context.Context, p Process) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	_, err := c.api.CloseStdin(ctx, &agentapi.ProcessRequest{ContainerId: p.ContainerID, ExecId: p.ExecID})
 	return c.convert(err)
 }
@@ -353,6 +392,8 @@ func (c *Client) read(ctx context.Context, name string, call readCall, p Process
 
 // ResizeTty sets the window size of the process's terminal.
 func (c *Client) ResizeTty(ctx context.Context, p Process, rows, cols uint16) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	_, err := c.api.ResizeTty(ctx, &agentapi.ResizeTtyRequest{ContainerId: p.ContainerID, ExecId: p.ExecID, Rows: uint32(rows), Cols: uint32(cols)})
 	return c.convert(err)
 }
@@ -361,6 +402,8 @@ func (c *Client) ResizeTty(ctx context.Context, p Process, rows, cols uint16) er
 // filesystem, and then end the VM. It returns once the agent has synced:
 // from then on the guest's disks are consistent on the host.
 func (c *Client) Shutdown(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	_, err := c.api.Shutdown(ctx, &agentapi.ShutdownRequest{})
 	return c.convert(err)
 }
@@ -375,7 +418,9 @@ const exportChunk = 1 << 20
 // answer that does not fit what was asked, fails (a guest is not
 // trusted). It returns the number of tar entries (0: nothing changed).
 func (c *Client) ExportChanges(ctx context.Context, id string, sincePrevious bool, w io.Writer, limit int64) (int, error) {
-	exp, err := c.api.ExportChanges(ctx, &agentapi.ExportChangesRequest{ContainerId: id, SincePrevious: sincePrevious})
+	ectx, cancel := context.WithTimeout(ctx, bulkTimeout)
+	exp, err := c.api.ExportChanges(ectx, &agentapi.ExportChangesRequest{ContainerId: id, SincePrevious: sincePrevious})
+	cancel()
 	if err != nil {
 		return 0, c.convert(err)
 	}
@@ -414,7 +459,9 @@ func (c *Client) dropExport(ctx context.Context, id, exportID string) {
 func (c *Client) readExport(ctx context.Context, id, exportID string, size uint64, w io.Writer) error {
 	var off uint64
 	for {
-		r, err := c.api.ReadExport(ctx, &agentapi.ReadExportRequest{ContainerId: id, ExportId: exportID, Offset: off, MaxLen: exportChunk})
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		r, err := c.api.ReadExport(cctx, &agentapi.ReadExportRequest{ContainerId: id, ExportId: exportID, Offset: off, MaxLen: exportChunk})
+		cancel()
 		if err != nil {
 			return c.convert(err)
 		}
@@ -469,6 +516,8 @@ func pathStat(call string, p *agentapi.PathStat) (PathStat, error) {
 // StatPath describes a path of the container's root file system, resolved
 // inside it (see the agent API).
 func (c *Client) StatPath(ctx context.Context, id, path string) (PathStat, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	st, err := c.api.StatPath(ctx, &agentapi.PathRequest{ContainerId: id, Path: path})
 	if err != nil {
 		return PathStat{}, c.convert(err)
@@ -479,7 +528,9 @@ func (c *Client) StatPath(ctx context.Context, id, path string) (PathStat, error
 // ArchivePath writes a tar of a path of the container's root file system
 // to w, at most limit bytes, and returns the path's description.
 func (c *Client) ArchivePath(ctx context.Context, id, path string, w io.Writer, limit int64) (PathStat, error) {
-	a, err := c.api.ArchivePath(ctx, &agentapi.PathRequest{ContainerId: id, Path: path})
+	actx, cancel := context.WithTimeout(ctx, bulkTimeout)
+	a, err := c.api.ArchivePath(actx, &agentapi.PathRequest{ContainerId: id, Path: path})
+	cancel()
 	if err != nil {
 		return PathStat{}, c.convert(err)
 	}
@@ -508,7 +559,10 @@ func (c *Client) CopyIn(ctx context.Context, id, dir string, r io.Reader, keepOw
 	for {
 		n, rerr := io.ReadFull(r, buf)
 		if n > 0 {
-			if _, err := c.api.WriteUpload(ctx, &agentapi.WriteUploadRequest{ContainerId: id, UploadId: upload, Offset: off, Data: buf[:n]}); err != nil {
+			wctx, cancel := context.WithTimeout(ctx, callTimeout)
+			_, err := c.api.WriteUpload(wctx, &agentapi.WriteUploadRequest{ContainerId: id, UploadId: upload, Offset: off, Data: buf[:n]})
+			cancel()
+			if err != nil {
 				return c.convert(err)
 			}
 			off += uint64(n)
@@ -523,7 +577,9 @@ func (c *Client) CopyIn(ctx context.Context, id, dir string, r io.Reader, keepOw
 	if off == 0 {
 		return fmt.Errorf("an empty archive")
 	}
-	_, err := c.api.ExtractUpload(ctx, &agentapi.ExtractUploadRequest{ContainerId: id, UploadId: upload, Path: dir,
+	xctx, cancel := context.WithTimeout(ctx, bulkTimeout)
+	defer cancel()
+	_, err := c.api.ExtractUpload(xctx, &agentapi.ExtractUploadRequest{ContainerId: id, UploadId: upload, Path: dir,
 		KeepOwners: keepOwners, NoOverwriteDirNonDir: noOverwriteDirNonDir})
 	return c.convert(err)
 }

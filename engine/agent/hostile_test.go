@@ -535,3 +535,36 @@ func TestHugeAnswersDoNotGrowTheClient(t *testing.T) {
 		t.Errorf("the heap grew from %d to %d KiB in %d rounds of huge answers", before>>10, after>>10, rounds)
 	}
 }
+
+// Every call that does not wait by design has a deadline of its own: with
+// no deadline from its caller, a silent guest still fails it.
+func TestCallsHaveDeadlines(t *testing.T) {
+	waitByDesign := map[string]bool{"WaitProcess": true, "ReadStdout": true, "ReadStderr": true, "WriteStdin": true}
+	defer func(c, h, b, q time.Duration) { callTimeout, healthTimeout, bulkTimeout, queryTimeout = c, h, b, q }(callTimeout, healthTimeout, bulkTimeout, queryTimeout)
+	callTimeout, healthTimeout, bulkTimeout, queryTimeout = 100*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond
+	a, err := agenttest.Start(agenttest.Silent, nil, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	c := New(a.Conn())
+	defer c.Close()
+	for _, call := range hostileCalls {
+		if waitByDesign[call.name] {
+			continue
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := call.call(context.Background(), c)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("%s against a silent guest succeeded", call.name)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s without a deadline of its caller still waits for a silent guest after 5 s", call.name)
+		}
+	}
+}
