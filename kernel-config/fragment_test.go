@@ -157,6 +157,7 @@ func TestFragmentsKeepContract(t *testing.T) {
 		"CONFIG_USER_NS":                     "y",
 		"CONFIG_MEMCG":                       "y",
 		"CONFIG_CGROUP_PIDS":                 "y",
+		"CONFIG_BLK_CGROUP":                  "y", // io.stat: a container's block I/O (docker stats)
 		"CONFIG_CFS_BANDWIDTH":               "y",
 		"CONFIG_CPUSETS":                     "y",
 		"CONFIG_ACPI":                        "n", // microvm,acpi=off: devices come from the command line

@@ -40,8 +40,9 @@ var bootMounts = []mount{
 }
 
 // CgroupControllers are enabled for the children of the cgroup root, so a
-// container's cgroup can limit memory, cpu and pids.
-var CgroupControllers = []string{"cpu", "memory", "pids"}
+// container's cgroup can limit memory, cpu and pids, and counts its block
+// I/O (io.stat, for docker stats). One the kernel lacks is left out.
+var CgroupControllers = []string{"cpu", "memory", "pids", "io"}
 
 // Setup prepares the guest. It is meant for PID 1 of a VM and refuses to run
 // anywhere else, because it mounts over the caller's /dev and /proc.

@@ -48,7 +48,9 @@ func TestEnableControllers(t *testing.T) {
 		available string
 		want      string
 	}{
-		{"cpuset cpu io memory hugetlb pids rdma misc\n", "+cpu +memory +pids"},
+		{"cpuset cpu io memory hugetlb pids rdma misc\n", "+cpu +memory +pids +io"},
+		// A kernel without CONFIG_BLK_CGROUP has no io controller.
+		{"cpuset cpu memory pids\n", "+cpu +memory +pids"},
 		{"memory\n", "+memory"},
 		{"", ""},
 	}

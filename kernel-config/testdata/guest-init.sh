@@ -64,10 +64,11 @@ if [ "$mode" = full ]; then
 		echo new >/tmp/m/g && rm /tmp/m/f && [ -c /mnt/disk/upper/f ] && grep -qx new /mnt/disk/upper/g'
 	check cgroup2-controllers sh -c '
 		mkdir -p /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup &&
-		for c in cpuset cpu memory pids; do grep -qw $c /sys/fs/cgroup/cgroup.controllers || exit 1; done &&
-		echo "+cpuset +cpu +memory +pids" >/sys/fs/cgroup/cgroup.subtree_control &&
+		for c in cpuset cpu memory pids io; do grep -qw $c /sys/fs/cgroup/cgroup.controllers || exit 1; done &&
+		echo "+cpuset +cpu +memory +pids +io" >/sys/fs/cgroup/cgroup.subtree_control &&
 		mkdir /sys/fs/cgroup/box &&
-		echo "50000 100000" >/sys/fs/cgroup/box/cpu.max && echo 0 >/sys/fs/cgroup/box/cpuset.cpus'
+		echo "50000 100000" >/sys/fs/cgroup/box/cpu.max && echo 0 >/sys/fs/cgroup/box/cpuset.cpus &&
+		[ -f /sys/fs/cgroup/box/io.stat ]'
 	check cgroup-oom-kill sh -c '
 		mkdir /sys/fs/cgroup/oom && echo 8M >/sys/fs/cgroup/oom/memory.max &&
 		sh -c "echo \$\$ >/sys/fs/cgroup/oom/cgroup.procs; x=\$(yes aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa | head -c 40000000); echo survived" >/dev/null 2>&1;
