@@ -276,6 +276,39 @@ func TestShimRun(t *testing.T) {
 	c.checkClean(t)
 }
 
+// A host directory bound into the task is shared with its VM: writable,
+// or read-only with ro; a file is refused in one line.
+func TestShimBindMount(t *testing.T) {
+	c := containerd(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "from-host"), []byte("hello from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := c.run(t, nil, "run", "--rm", "--runtime", shimRuntime, "--mount", "type=bind,src="+dir+",dst=/data,options=rbind:rw",
+		c.image, "shim-bind", "sh", "-c", "cat /data/from-host && echo written > /data/from-guest")
+	if r.code != 0 || r.stdout != "hello from the host\n" {
+		t.Fatalf("bind rw: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "from-guest")); err != nil || string(b) != "written\n" {
+		t.Errorf("the guest's file on the host: %q, %v", b, err)
+	}
+	r = c.run(t, nil, "run", "--rm", "--runtime", shimRuntime, "--mount", "type=bind,src="+dir+",dst=/data,options=rbind:ro",
+		c.image, "shim-bind-ro", "sh", "-c", "cat /data/from-host; echo x > /data/denied")
+	if r.code == 0 || !strings.Contains(r.stderr, "Read-only file system") {
+		t.Errorf("bind ro: exit %d, stdout %q, stderr %q; want the write refused", r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "denied")); err == nil {
+		t.Error("a read-only bind let the guest write to the host")
+	}
+	r = c.run(t, nil, "run", "--rm", "--runtime", shimRuntime, "--mount", "type=bind,src="+filepath.Join(dir, "from-host")+",dst=/f,options=rbind:ro",
+		c.image, "shim-bind-file", "true")
+	if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); r.code == 0 || len(lines) != 1 || !strings.Contains(lines[0], "is not a directory") {
+		t.Errorf("bind of a file: exit %d, stderr %q; want one line refusing it", r.code, r.stderr)
+	}
+	c.ctr(context.Background(), nil, "containers", "rm", "shim-bind-file")
+	c.checkClean(t)
+}
+
 // ctr run -t gives the container a terminal.
 func TestShimTerminal(t *testing.T) {
 	c := containerd(t)

@@ -137,6 +137,10 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if err := checkSpec(spec); err != nil {
 		return nil, wire(err)
 	}
+	binds, bindStorages, err := hostBinds(spec)
+	if err != nil {
+		return nil, wire(err)
+	}
 	s.mu.Lock()
 	if s.c != nil {
 		s.mu.Unlock()
@@ -167,7 +171,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 		}
 	}()
 
-	v, err := cfg.bootVM(ctx, s.namespace, r.ID, r.Bundle, rootfs, spec)
+	v, err := cfg.bootVM(ctx, s.namespace, r.ID, r.Bundle, rootfs, spec, binds)
 	if err != nil {
 		return nil, wire(err)
 	}
@@ -178,7 +182,8 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	}()
 	network := agent.ContainerNetwork{ShareGuestNetwork: !hasNamespace(spec, specs.NetworkNamespace)}
 	readOnly := spec.Root != nil && spec.Root.Readonly
-	if err := v.agent.CreateContainer(ctx, r.ID, spec, []agent.Storage{v.rootfsStorage(readOnly)}, network); err != nil {
+	storages := append([]agent.Storage{v.rootfsStorage(readOnly)}, bindStorages(v.shareFS)...)
+	if err := v.agent.CreateContainer(ctx, r.ID, spec, storages, network); err != nil {
 		return nil, wire(err)
 	}
 	c.init = newProcess(r.ID, "", stdio{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}, uint32(v.sb.Pid()))

@@ -127,9 +127,10 @@ func vmShape(spec *specs.Spec) (vcpus, memMiB int) {
 	return min(vcpus, 64), memMiB
 }
 
-// bootVM starts the task's VM with rootfs shared into it, and waits for
-// its agent. On error nothing is left.
-func (c Config) bootVM(ctx context.Context, namespace, id, bundle, rootfs string, spec *specs.Spec) (_ *vm, err error) {
+// bootVM starts the task's VM with rootfs and the host directories of its
+// bind mounts shared into it, and waits for its agent. On error nothing is
+// left.
+func (c Config) bootVM(ctx context.Context, namespace, id, bundle, rootfs string, spec *specs.Spec, binds []sandbox.Share) (_ *vm, err error) {
 	choice, err := sandbox.Choose(c.Hypervisor)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
@@ -150,7 +151,7 @@ func (c Config) bootVM(ctx context.Context, namespace, id, bundle, rootfs string
 		Initrd:     c.Initrd,
 		VCPUs:      vcpus,
 		MemoryMiB:  mem,
-		Shares:     []sandbox.Share{{Path: rootfs, Tag: contract.RootfsShareTag, ReadOnly: spec.Root != nil && spec.Root.Readonly}},
+		Shares:     append([]sandbox.Share{{Path: rootfs, Tag: contract.RootfsShareTag, ReadOnly: spec.Root != nil && spec.Root.Readonly}}, binds...),
 		StateDir:   stateDir,
 		ConsoleLog: filepath.Join(bundle, "console.log"),
 	})
