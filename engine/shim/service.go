@@ -90,7 +90,7 @@ func (s *Service) lookup(id, execID string) (*container, *process, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.c
-	if c == nil || c.id != id {
+	if c == nil || c.id != id || c.init == nil {
 		return nil, nil, fmt.Errorf("container %s: %w", id, errdefs.ErrNotFound)
 	}
 	if execID == "" {
