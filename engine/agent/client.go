@@ -123,11 +123,15 @@ type Storage struct {
 	FSType   string
 	Options  []string
 	ReadOnly bool
-	// Role is contract.RoleImage, RoleWritable or RoleVolume.
+	// Role is contract.RoleImage, RoleWritable, RoleVolume, RoleBind or
+	// RoleRootfs.
 	Role string
-	// MountPoint is where a volume appears in the container; empty for
-	// the other roles.
+	// MountPoint is where a volume or bind appears in the container; empty
+	// for the other roles.
 	MountPoint string
+	// Subdir is, for a rootfs share, the directory of the share that is
+	// the rootfs (one path component); empty for the share's root.
+	Subdir string
 }
 
 // Interface is a NIC of the VM as the agent configures it.
@@ -228,7 +232,7 @@ func (c *Client) CreateContainer(ctx context.Context, id string, spec *specs.Spe
 	for _, s := range storages {
 		req.Storages = append(req.Storages, &agentapi.Storage{
 			Serial: s.Serial, Fstype: s.FSType, Options: s.Options, Readonly: s.ReadOnly,
-			Role: s.Role, MountPoint: s.MountPoint,
+			Role: s.Role, MountPoint: s.MountPoint, Subdir: s.Subdir,
 		})
 	}
 	_, err = c.api.CreateContainer(ctx, req)

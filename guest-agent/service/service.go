@@ -193,7 +193,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *agent.CreateContaine
 	for _, st := range req.GetStorages() {
 		disks = append(disks, storage.Disk{
 			Serial: st.GetSerial(), FSType: st.GetFstype(), Options: st.GetOptions(),
-			ReadOnly: st.GetReadonly(), Role: st.GetRole(), MountPoint: st.GetMountPoint(),
+			ReadOnly: st.GetReadonly(), Role: st.GetRole(), MountPoint: st.GetMountPoint(), Subdir: st.GetSubdir(),
 		})
 	}
 	if err := storage.Validate(disks); err != nil {

@@ -41,6 +41,9 @@ type Disk struct {
 	Role string
 	// MountPoint is where a volume appears in the container (RoleVolume only).
 	MountPoint string
+	// Subdir is the directory of a rootfs share that is the rootfs (one
+	// path component; RoleRootfs only, empty for the share's root).
+	Subdir string
 }
 
 // ErrInvalid marks a request the caller got wrong.
@@ -98,6 +101,9 @@ func Validate(disks []Disk) error {
 		if d.Role != contract.RoleVolume && d.Role != contract.RoleBind && d.MountPoint != "" {
 			return fmt.Errorf("%w: disk %q of role %s has a mount point", ErrInvalid, d.Serial, d.Role)
 		}
+		if d.Subdir != "" && (d.Role != contract.RoleRootfs || !validSubdir(d.Subdir)) {
+			return fmt.Errorf("%w: storage %q of role %s: subdir %q (only a rootfs share has one: a single path component)", ErrInvalid, d.Serial, d.Role, d.Subdir)
+		}
 		switch d.Role {
 		case contract.RoleRootfs:
 			rootfs++
@@ -140,6 +146,11 @@ func Validate(disks []Disk) error {
 		return fmt.Errorf("%w: more than one writable disk", ErrInvalid)
 	}
 	return nil
+}
+
+// validSubdir: one path component, not . or ..
+func validSubdir(s string) bool {
+	return len(s) <= 255 && s != "." && s != ".." && !strings.ContainsAny(s, "/\x00")
 }
 
 // FindBySerial returns the device node of the disk whose
@@ -280,13 +291,10 @@ func (m *Manager) mountVolumes(id string, disks []Disk, rootfs string) error {
 	return nil
 }
 
-// mountRootfsShare mounts a rootfs share as the rootfs, read-write unless
-// marked read-only. nodev as for the overlay: device nodes the container
-// makes cannot be opened.
+// mountRootfsShare mounts a rootfs share (or its subdir) as the rootfs,
+// read-write unless marked read-only. nodev as for the overlay: device
+// nodes the container makes cannot be opened.
 func (m *Manager) mountRootfsShare(d Disk, rootfs string) error {
-	if err := os.MkdirAll(rootfs, 0o755); err != nil {
-		return fmt.Errorf("create rootfs dir: %w", err)
-	}
 	flags := uintptr(unix.MS_NODEV)
 	if d.ReadOnly {
 		flags |= unix.MS_RDONLY
@@ -295,8 +303,28 @@ func (m *Manager) mountRootfsShare(d Disk, rootfs string) error {
 	if d.FSType == "9p" {
 		opts = append(append([]string(nil), contract.BindMountOptions9P...), d.Options...)
 	}
-	if err := unix.Mount(d.Serial, rootfs, d.FSType, flags, strings.Join(opts, ",")); err != nil {
+	target := rootfs
+	if d.Subdir != "" {
+		// The share holds every container's rootfs: mounted beside, the
+		// container's directory is bound as its rootfs.
+		target = filepath.Join(filepath.Dir(rootfs), "share")
+	}
+	for _, dir := range []string{rootfs, target} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+	if err := unix.Mount(d.Serial, target, d.FSType, flags, strings.Join(opts, ",")); err != nil {
 		return fmt.Errorf("mount the rootfs share (tag %s, %s): %w", d.Serial, d.FSType, err)
+	}
+	if d.Subdir != "" {
+		src := filepath.Join(target, d.Subdir)
+		if st, err := os.Lstat(src); err != nil || !st.IsDir() {
+			return fmt.Errorf("%w: the rootfs share has no directory %q", ErrNotFound, d.Subdir)
+		}
+		if err := unix.Mount(src, rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind the rootfs %s: %w", d.Subdir, err)
+		}
 	}
 	trace.Step("storage: mounted rootfs share " + d.Serial)
 	return nil

@@ -44,6 +44,10 @@ func TestValidate(t *testing.T) {
 		{"rootfs share with writable", []Disk{rootfs, rw}, false},
 		{"two rootfs shares", []Disk{rootfs, {Serial: "r2", Role: contract.RoleRootfs, FSType: "virtiofs"}}, false},
 		{"rootfs share with mount point", []Disk{{Serial: "r", Role: contract.RoleRootfs, FSType: "virtiofs", MountPoint: "/x"}}, false},
+		{"rootfs share subdir", []Disk{{Serial: "r", Role: contract.RoleRootfs, FSType: "virtiofs", Subdir: "c1"}}, true},
+		{"rootfs share subdir with a slash", []Disk{{Serial: "r", Role: contract.RoleRootfs, FSType: "virtiofs", Subdir: "a/b"}}, false},
+		{"rootfs share subdir ..", []Disk{{Serial: "r", Role: contract.RoleRootfs, FSType: "virtiofs", Subdir: ".."}}, false},
+		{"subdir on an image", []Disk{{Serial: "img", Role: contract.RoleImage, Subdir: "c1"}}, false},
 	}
 	for _, tt := range tests {
 		err := Validate(tt.disks)

@@ -177,15 +177,22 @@ type Storage struct {
 	Readonly bool     `protobuf:"varint,4,opt,name=readonly,proto3" json:"readonly,omitempty"`
 	// role is "image" (read-only lower layer), "writable" (holds the
 	// overlay's upper and work directories), "volume" (a named volume,
-	// bound into the container at mount_point) or "bind" (a host
+	// bound into the container at mount_point), "bind" (a host
 	// directory shared with the VM, fstype "virtiofs" or "9p", bound into
-	// the container at mount_point). Other roles are rejected.
+	// the container at mount_point) or "rootfs" (a host directory shared
+	// with the VM that is the container's root file system itself, or its
+	// subdir; no image or writable storage then). Other roles are rejected.
 	// For a volume, readonly makes the container's view read-only; the
 	// agent still mounts its filesystem read-write (journal replay).
 	Role string `protobuf:"bytes,5,opt,name=role,proto3" json:"role,omitempty"`
 	// mount_point is where a "volume" or "bind" storage appears in the container:
 	// absolute, without "..". Empty for the other roles.
-	MountPoint    string `protobuf:"bytes,6,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"`
+	MountPoint string `protobuf:"bytes,6,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"`
+	// subdir, for a "rootfs" storage, is the directory of the share that
+	// is the rootfs: one path component (a pod's VM shares one directory
+	// holding each container's rootfs); empty for the share's root. Empty
+	// for the other roles.
+	Subdir        string `protobuf:"bytes,7,opt,name=subdir,proto3" json:"subdir,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -258,6 +265,13 @@ func (x *Storage) GetRole() string {
 func (x *Storage) GetMountPoint() string {
 	if x != nil {
 		return x.MountPoint
+	}
+	return ""
+}
+
+func (x *Storage) GetSubdir() string {
+	if x != nil {
+		return x.Subdir
 	}
 	return ""
 }
@@ -2610,7 +2624,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x0eHealthResponse\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12%\n" +
 	"\x0ekernel_release\x18\x02 \x01(\tR\rkernelRelease\x12\x1c\n" +
-	"\ttransport\x18\x03 \x01(\tR\ttransport\"\xa4\x01\n" +
+	"\ttransport\x18\x03 \x01(\tR\ttransport\"\xbc\x01\n" +
 	"\aStorage\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
 	"\x06fstype\x18\x02 \x01(\tR\x06fstype\x12\x18\n" +
@@ -2618,7 +2632,8 @@ const file_agent_proto_rawDesc = "" +
 	"\breadonly\x18\x04 \x01(\bR\breadonly\x12\x12\n" +
 	"\x04role\x18\x05 \x01(\tR\x04role\x12\x1f\n" +
 	"\vmount_point\x18\x06 \x01(\tR\n" +
-	"mountPoint\"h\n" +
+	"mountPoint\x12\x16\n" +
+	"\x06subdir\x18\a \x01(\tR\x06subdir\"h\n" +
 	"\x10NetworkInterface\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
