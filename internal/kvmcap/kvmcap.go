@@ -62,12 +62,11 @@ func (h Host) Check() error {
 		return fmt.Errorf("%s cannot be opened: %w", h.DevKVM, err)
 	}
 	f.Close()
-	virt, err := hasVirtFlag(h.CPUInfo)
+	flag, err := h.VirtFlag()
 	if err != nil {
 		return fmt.Errorf("cannot read CPU flags: %w", err)
 	}
-	_, err = os.Stat(h.PVMModule)
-	pvm := err == nil
+	virt, pvm := flag != "", h.PVMLoaded()
 	switch {
 	case pvm && !virt:
 		return fmt.Errorf("%s is PVM-flavoured KVM (kvm_pvm loaded, no vmx/svm CPU flag): %w", h.DevKVM, ErrCannotRunGuests)
@@ -79,12 +78,13 @@ func (h Host) Check() error {
 	return nil
 }
 
-// hasVirtFlag reports whether any "flags" line of a /proc/cpuinfo-format
-// file lists vmx or svm.
-func hasVirtFlag(path string) (bool, error) {
-	f, err := os.Open(path)
+// VirtFlag returns the hardware virtualization flag the first "flags"
+// line of h's /proc/cpuinfo-format file that has one lists: "vmx" (Intel
+// VT-x), "svm" (AMD-V), or "" for none.
+func (h Host) VirtFlag() (string, error) {
+	f, err := os.Open(h.CPUInfo)
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -96,12 +96,19 @@ func hasVirtFlag(path string) (bool, error) {
 		}
 		for _, flag := range strings.Fields(value) {
 			if flag == "vmx" || flag == "svm" {
-				return true, nil
+				return flag, nil
 			}
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return false, fmt.Errorf("read %s: %w", path, err)
+		return "", fmt.Errorf("read %s: %w", h.CPUInfo, err)
 	}
-	return false, nil
+	return "", nil
+}
+
+// PVMLoaded reports whether the PVM flavour of KVM is loaded: then
+// /dev/kvm, where there is one, is PVM's.
+func (h Host) PVMLoaded() bool {
+	_, err := os.Stat(h.PVMModule)
+	return err == nil
 }

@@ -2,6 +2,7 @@ package kvmcap
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,5 +55,37 @@ func TestCheck(t *testing.T) {
 		if got, want := errors.Is(err, ErrNoDevice), tt.name == "no device"; got != want {
 			t.Errorf("%s: errors.Is(ErrNoDevice) = %v, want %v", tt.name, got, want)
 		}
+	}
+}
+
+func TestVirtFlagAndPVM(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	absent := filepath.Join(dir, "absent")
+	tests := []struct {
+		cpuinfo, want string
+	}{
+		{"processor\t: 0\nflags\t\t: fpu vmx sse\n", "vmx"},
+		{"flags\t\t: fpu svm\n", "svm"},
+		{"flags\t\t: fpu sse2 hypervisor\nvmx flags\t: ept\n", ""}, // "vmx flags" lists VMX features, not the flag
+		{"flags\t\t: vmxx svm_lock\n", ""},
+	}
+	for i, tt := range tests {
+		h := Host{CPUInfo: write(fmt.Sprint("cpuinfo", i), tt.cpuinfo), PVMModule: absent}
+		if got, err := h.VirtFlag(); got != tt.want || err != nil {
+			t.Errorf("VirtFlag(%q) = %q, %v; want %q", tt.cpuinfo, got, err, tt.want)
+		}
+	}
+	if _, err := (Host{CPUInfo: absent}).VirtFlag(); err == nil {
+		t.Error("VirtFlag of a missing file: nil error")
+	}
+	if (Host{PVMModule: absent}).PVMLoaded() || !(Host{PVMModule: dir}).PVMLoaded() {
+		t.Error("PVMLoaded does not follow the module's directory")
 	}
 }
