@@ -103,11 +103,22 @@ func Run(cfg Config) {
 	}
 }
 
-// socketPath is where the shim of task id listens: short (unix socket
-// paths are limited), and one per containerd, namespace and task.
-func socketPath(cfg Config, f flags) string {
-	d := sha256.Sum256([]byte(f.address + "\x00" + f.namespace + "\x00" + f.id))
+// socketPath is where the shim serving group listens: short (unix socket
+// paths are limited), and one per containerd, namespace and group (a
+// task's own ID, or its pod's sandbox ID: groupID).
+func socketPath(cfg Config, f flags, group string) string {
+	d := sha256.Sum256([]byte(f.address + "\x00" + f.namespace + "\x00" + group))
 	return filepath.Join(cfg.StateRoot, "s", fmt.Sprintf("%x", d[:12]))
+}
+
+// bundleGroup is the group of the task whose bundle is the working
+// directory: a pod's container goes to the shim of its pod's sandbox.
+func bundleGroup(id string) string {
+	spec, err := readSpec(".")
+	if err != nil {
+		return id
+	}
+	return groupID(spec, id)
 }
 
 // start starts the server in the background on a socket it binds here,
@@ -116,7 +127,7 @@ func start(cfg Config, f flags) (retErr error) {
 	// containerd writes the runtime options to stdin; they reach Create
 	// again, which checks them.
 	_, _ = io.Copy(io.Discard, io.LimitReader(os.Stdin, 1<<20))
-	path := socketPath(cfg, f)
+	path := socketPath(cfg, f, bundleGroup(f.id))
 	address := "unix://" + path
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
@@ -207,7 +218,9 @@ func deleteAction(cfg Config, f flags) error {
 	if err := unmountRootfs(rootfs); err != nil {
 		return err
 	}
-	os.Remove(socketPath(cfg, f))
+	if group := bundleGroup(f.id); group == f.id {
+		os.Remove(socketPath(cfg, f, group))
+	}
 	data, err := proto.Marshal(&taskapi.DeleteResponse{
 		Pid: uint32(pid), ExitStatus: 128 + uint32(syscall.SIGKILL), ExitedAt: timestamppb.Now(),
 	})

@@ -24,11 +24,13 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/engine/agent"
+	"github.com/vmctl/vmctl/engine/sandbox"
 )
 
-// Service is the task service of one shim: one VM, its container and the
-// container's execs.
+// Service is the task service of one shim: one VM, and its task with the
+// task's execs, or a pod: its sandbox and its containers.
 type Service struct {
 	cfg       Config
 	namespace string
@@ -40,20 +42,28 @@ type Service struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu sync.Mutex
-	c  *container // guarded by mu; nil until Create, and after Delete
-	// vm is the running VM; nil once its container's init has exited.
+	mu         sync.Mutex
+	containers map[string]*container // guarded by mu
+	creating   map[string]bool       // guarded by mu: IDs whose Create runs
+	// vm is the running VM; nil before the first Create, and once its task
+	// (or pod) has ended.
 	vm *vm // guarded by mu
+	// pod is set when the VM is a pod's: its sandbox created it.
+	pod *pod // guarded by mu
 }
 
-// container is the task: its bundle, spec, init and execs.
+// container is a task: its bundle, spec, init and execs.
 type container struct {
 	id, bundle string
+	kind       kind
 	spec       *specs.Spec
 	rootfs     string // where the rootfs is mounted; "" if the bundle brought its own
-	init       *process
-	execs      map[string]*process
-	paused     bool
+	// inPod is where a pod member's rootfs is bound in the pod's shared
+	// directory.
+	inPod  string
+	init   *process
+	execs  map[string]*process
+	paused bool
 }
 
 var _ taskapi.TTRPCTaskService = (*Service)(nil)
@@ -67,7 +77,8 @@ type Publisher interface {
 func NewService(ctx context.Context, cfg Config, namespace string, publisher Publisher, shutdown func()) *Service {
 	cfg.setDefaults()
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	return &Service{cfg: cfg, namespace: namespace, events: publisher, shutdown: shutdown, ctx: ctx, cancel: cancel}
+	return &Service{cfg: cfg, namespace: namespace, events: publisher, shutdown: shutdown, ctx: ctx, cancel: cancel,
+		containers: map[string]*container{}, creating: map[string]bool{}}
 }
 
 // RegisterTTRPC serves the task API on server.
@@ -89,8 +100,8 @@ func wire(err error) error { return errgrpc.ToGRPC(err) }
 func (s *Service) lookup(id, execID string) (*container, *process, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := s.c
-	if c == nil || c.id != id || c.init == nil {
+	c := s.containers[id]
+	if c == nil {
 		return nil, nil, fmt.Errorf("container %s: %w", id, errdefs.ErrNotFound)
 	}
 	if execID == "" {
@@ -137,30 +148,79 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if err := checkSpec(spec); err != nil {
 		return nil, wire(err)
 	}
+	k := taskKind(spec)
+	if err := s.reserve(r.ID, k, spec); err != nil {
+		return nil, wire(err)
+	}
+	defer s.unreserve(r.ID)
+	c := &container{id: r.ID, bundle: r.Bundle, kind: k, spec: spec, execs: map[string]*process{}}
+	var v *vm
+	switch k {
+	case kindSandbox:
+		v, err = s.createSandbox(ctx, cfg, c)
+	case kindMember:
+		v, err = s.createMember(ctx, c, r)
+	default:
+		v, err = s.createTask(ctx, cfg, c, r)
+	}
+	if err != nil {
+		return nil, wire(err)
+	}
+	c.init = newProcess(r.ID, "", stdio{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}, uint32(v.sb.Pid()))
+	s.mu.Lock()
+	s.containers[r.ID] = c
+	s.mu.Unlock()
+
+	s.publish(topicCreate, &eventstypes.TaskCreate{
+		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
+		IO:  &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
+		Pid: c.init.pid,
+	})
+	return &taskapi.CreateTaskResponse{Pid: c.init.pid}, nil
+}
+
+// reserve claims id for a Create: a task or a pod's sandbox has the VM to
+// itself; a pod's container needs its pod's VM.
+func (s *Service) reserve(id string, k kind, spec *specs.Spec) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.containers[id] != nil || s.creating[id] {
+		return fmt.Errorf("%w: task %s", errdefs.ErrAlreadyExists, id)
+	}
+	switch k {
+	case kindMember:
+		if s.pod == nil || s.pod.id != spec.Annotations[annoSandboxID] {
+			return fmt.Errorf("%w: container %s belongs to pod %s, whose VM this shim does not run", errdefs.ErrFailedPrecondition, id, spec.Annotations[annoSandboxID])
+		}
+	default:
+		if s.vm != nil || len(s.containers) > 0 || len(s.creating) > 0 {
+			return fmt.Errorf("%w: this shim's VM runs another task: one task (or pod) per VM", errdefs.ErrAlreadyExists)
+		}
+	}
+	s.creating[id] = true
+	return nil
+}
+
+func (s *Service) unreserve(id string) {
+	s.mu.Lock()
+	delete(s.creating, id)
+	s.mu.Unlock()
+}
+
+// createTask boots a VM for a task of its own, with its rootfs and host
+// directories shared, and creates the container in it.
+func (s *Service) createTask(ctx context.Context, cfg Config, c *container, r *taskapi.CreateTaskRequest) (_ *vm, err error) {
+	spec := c.spec
+	if err := checkSpec(spec); err != nil {
+		return nil, err
+	}
 	binds, bindStorages, err := hostBinds(spec)
 	if err != nil {
-		return nil, wire(err)
+		return nil, err
 	}
-	s.mu.Lock()
-	if s.c != nil {
-		s.mu.Unlock()
-		return nil, wire(fmt.Errorf("%w: this shim already runs container %s: one task per VM", errdefs.ErrAlreadyExists, s.c.id))
-	}
-	// Held until Create ends, so that a second Create is refused.
-	s.c = &container{id: r.ID, bundle: r.Bundle}
-	s.mu.Unlock()
-	c := &container{id: r.ID, bundle: r.Bundle, spec: spec, execs: map[string]*process{}}
-	defer func() {
-		if err != nil {
-			s.mu.Lock()
-			s.c = nil
-			s.mu.Unlock()
-		}
-	}()
-
 	rootfs, mounted, err := mountRootfs(r.Bundle, spec, r.Rootfs)
 	if err != nil {
-		return nil, wire(err)
+		return nil, err
 	}
 	if mounted {
 		c.rootfs = rootfs
@@ -170,10 +230,14 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 			unmountRootfs(rootfs)
 		}
 	}()
-
-	v, err := cfg.bootVM(ctx, s.namespace, r.ID, r.Bundle, rootfs, spec, binds)
+	choice, err := sandbox.Choose(cfg.Hypervisor)
 	if err != nil {
-		return nil, wire(err)
+		return nil, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
+	}
+	v, err := cfg.bootVM(ctx, choice, s.namespace, r.ID, r.Bundle, spec,
+		append([]sandbox.Share{{Path: rootfs, Tag: contract.RootfsShareTag, ReadOnly: spec.Root != nil && spec.Root.Readonly}}, binds...), "")
+	if err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -182,22 +246,96 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	}()
 	network := agent.ContainerNetwork{ShareGuestNetwork: !hasNamespace(spec, specs.NetworkNamespace)}
 	readOnly := spec.Root != nil && spec.Root.Readonly
-	storages := append([]agent.Storage{v.rootfsStorage(readOnly)}, bindStorages(v.shareFS)...)
+	storages := append([]agent.Storage{v.rootfsStorage(readOnly, "")}, bindStorages(v.shareFS)...)
 	if err := v.agent.CreateContainer(ctx, r.ID, spec, storages, network); err != nil {
-		return nil, wire(err)
+		return nil, err
 	}
-	c.init = newProcess(r.ID, "", stdio{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}, uint32(v.sb.Pid()))
-
 	s.mu.Lock()
-	s.c, s.vm = c, v
+	s.vm = v
 	s.mu.Unlock()
+	return v, nil
+}
 
-	s.publish(topicCreate, &eventstypes.TaskCreate{
-		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
-		IO:  &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
-		Pid: c.init.pid,
-	})
-	return &taskapi.CreateTaskResponse{Pid: c.init.pid}, nil
+// createSandbox boots a pod's VM, sharing the pod's directory that will
+// hold its containers' rootfs. The sandbox (CRI's pause container) runs
+// nothing in it: the VM is what holds the pod together.
+func (s *Service) createSandbox(ctx context.Context, cfg Config, c *container) (_ *vm, err error) {
+	if err := sandboxSpecOK(c.spec); err != nil {
+		return nil, err
+	}
+	choice, err := sandbox.Choose(cfg.Hypervisor)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
+	}
+	if choice.Driver == "kvm" {
+		if cfg.Hypervisor != "auto" {
+			return nil, fmt.Errorf("%w: pods on vmctl-vmm: its 9P server does not see mounts made after the VM booted yet; use qemu", errdefs.ErrNotImplemented)
+		}
+		// The pod's containers arrive after its VM booted, through mount
+		// propagation, which QEMU's virtiofsd follows.
+		if choice, err = sandbox.Choose("qemu"); err != nil {
+			return nil, fmt.Errorf("%w: %v", errdefs.ErrFailedPrecondition, err)
+		}
+	}
+	sid := sandboxID(s.namespace, c.id)
+	shared := cfg.podSharedDir(sid)
+	if err := makeShared(shared); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			removeShared(shared)
+		}
+	}()
+	v, err := cfg.bootVM(ctx, choice, s.namespace, c.id, c.bundle, c.spec,
+		[]sandbox.Share{{Path: shared, Tag: contract.RootfsShareTag}}, shared)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.vm, s.pod = v, &pod{id: c.id, shared: shared}
+	s.mu.Unlock()
+	return v, nil
+}
+
+// createMember creates a pod's container in the pod's VM: its rootfs is
+// mounted on the host and bound into the pod's shared directory.
+func (s *Service) createMember(ctx context.Context, c *container, r *taskapi.CreateTaskRequest) (_ *vm, err error) {
+	s.mu.Lock()
+	v, p := s.vm, s.pod
+	s.mu.Unlock()
+	if v == nil {
+		return nil, fmt.Errorf("%w: the pod's VM has ended", errdefs.ErrFailedPrecondition)
+	}
+	network, err := memberSpec(c.spec)
+	if err != nil {
+		return nil, err
+	}
+	rootfs, mounted, err := mountRootfs(r.Bundle, c.spec, r.Rootfs)
+	if err != nil {
+		return nil, err
+	}
+	if mounted {
+		c.rootfs = rootfs
+	}
+	defer func() {
+		if err != nil && mounted {
+			unmountRootfs(rootfs)
+		}
+	}()
+	if c.inPod, err = bindIntoPod(p, c.id, rootfs); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			unbindFromPod(c.inPod)
+		}
+	}()
+	readOnly := c.spec.Root != nil && c.spec.Root.Readonly
+	if err := v.agent.CreateContainer(ctx, c.id, c.spec, []agent.Storage{v.rootfsStorage(readOnly, c.id)}, network); err != nil {
+		return nil, err
+	}
+	return v, nil
 }
 
 // checkCreate refuses what the shim does not do, before anything is made.
@@ -261,6 +399,12 @@ func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 	}
 	if st, _, _ := p.state(); st != statusCreated {
 		return nil, wire(fmt.Errorf("%w: process %s already started", errdefs.ErrFailedPrecondition, procName(p)))
+	}
+	if c.kind == kindSandbox && r.ExecID == "" {
+		// The pod's VM runs already; the sandbox has no process of its own.
+		p.setRunning()
+		s.publish(topicStart, &eventstypes.TaskStart{ContainerID: c.id, Pid: p.pid})
+		return &taskapi.StartResponse{Pid: p.pid}, nil
 	}
 	a, err := s.runningAgent()
 	if err != nil {
@@ -327,7 +471,7 @@ func (s *Service) run(a *agent.Client, c *container, p *process, stdout, stderr 
 	case <-time.After(outputDrain):
 	}
 	p.setExited(code)
-	if p.execID == "" {
+	if p.execID == "" && c.kind == kindTask {
 		// Every exec ends with the container (its pid namespace's init
 		// is gone); the VM has nothing left to run.
 		s.endVM()
@@ -339,25 +483,34 @@ func (s *Service) run(a *agent.Client, c *container, p *process, stdout, stderr 
 	})
 }
 
-// endVM shuts the VM down once its container's init has exited.
+// endVM shuts the VM down once its task's init has exited, or its pod's
+// sandbox was killed.
 func (s *Service) endVM() {
 	s.mu.Lock()
 	v := s.vm
 	s.vm = nil
-	c := s.c
+	var waiting []*process
+	for _, c := range s.containers {
+		for _, p := range append(c.execList(), c.init) {
+			if st, _, _ := p.state(); st == statusCreated && p != c.init || c.kind == kindMember && st == statusCreated {
+				waiting = append(waiting, p)
+			}
+		}
+	}
 	s.mu.Unlock()
 	if v == nil {
 		return
 	}
-	if c != nil {
-		// Execs still waiting learn that their container is gone.
-		for _, e := range c.execList() {
-			if st, _, _ := e.state(); st == statusCreated {
-				e.setExited(255)
-				close(e.exited)
-			}
+	// Processes never started learn that their VM is gone.
+	for _, p := range waiting {
+		p.mu.Lock()
+		if p.status == statusCreated {
+			p.status, p.exitCode, p.exitedAt = statusStopped, 255, time.Now().UTC()
+			close(p.exited)
 		}
+		p.mu.Unlock()
 	}
+	// Processes that run see their agent calls fail and end with 255.
 	v.shutdown()
 }
 
@@ -408,25 +561,57 @@ func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 		s.mu.Unlock()
 		return &taskapi.DeleteResponse{Pid: p.pid, ExitStatus: code, ExitedAt: timestamppb.New(at)}, nil
 	}
-	s.mu.Lock()
-	v := s.vm
-	s.vm, s.c = nil, nil
-	s.mu.Unlock()
-	if v != nil {
-		v.destroy()
-	}
-	for _, e := range c.execList() {
-		e.closeFifos()
-	}
-	if c.rootfs != "" {
-		if err := unmountRootfs(c.rootfs); err != nil {
-			return nil, wire(err)
-		}
+	if err := s.remove(ctx, c); err != nil {
+		return nil, wire(err)
 	}
 	s.publish(topicDelete, &eventstypes.TaskDelete{
 		ContainerID: c.id, ID: c.id, Pid: p.pid, ExitStatus: code, ExitedAt: timestamppb.New(at),
 	})
 	return &taskapi.DeleteResponse{Pid: p.pid, ExitStatus: code, ExitedAt: timestamppb.New(at)}, nil
+}
+
+// remove takes a container away: a task's or a sandbox's VM ends (a
+// sandbox's members with it), a member leaves the pod's VM; then its
+// mounts go.
+func (s *Service) remove(ctx context.Context, c *container) error {
+	s.mu.Lock()
+	delete(s.containers, c.id)
+	var v *vm
+	var p *pod
+	if c.kind != kindMember {
+		v, p = s.vm, s.pod
+		s.vm, s.pod = nil, nil
+	} else {
+		v = s.vm
+	}
+	s.mu.Unlock()
+	for _, e := range c.execList() {
+		e.closeFifos()
+	}
+	var errs []error
+	switch {
+	case c.kind == kindMember && v != nil:
+		// The guest lets go of the rootfs before the host unmounts it.
+		if err := v.agent.RemoveContainer(ctx, c.id); err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, err)
+		}
+	case v != nil:
+		v.destroy()
+	}
+	if err := unbindFromPod(c.inPod); err != nil {
+		errs = append(errs, err)
+	}
+	if c.rootfs != "" {
+		if err := unmountRootfs(c.rootfs); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if p != nil {
+		if err := removeShared(p.shared); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Exec adds a process to the running container; Start runs it.
@@ -437,6 +622,9 @@ func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*emp
 	}
 	if r.ExecID == "" {
 		return nil, wire(fmt.Errorf("%w: empty exec ID", errdefs.ErrInvalidArgument))
+	}
+	if c.kind == kindSandbox {
+		return nil, wire(fmt.Errorf("%w: a pod's sandbox runs no process to exec beside", errdefs.ErrFailedPrecondition))
 	}
 	if r.Spec == nil || !strings.HasSuffix(r.Spec.TypeUrl, "/Process") {
 		return nil, wire(fmt.Errorf("%w: exec %s: the request carries no OCI process", errdefs.ErrInvalidArgument, r.ExecID))
@@ -473,6 +661,10 @@ func (s *Service) Kill(ctx context.Context, r *taskapi.KillRequest) (*emptypb.Em
 	sig := syscall.Signal(r.Signal)
 	if sig <= 0 || sig > 64 {
 		return nil, wire(fmt.Errorf("%w: signal %d", errdefs.ErrInvalidArgument, r.Signal))
+	}
+	if c.kind == kindSandbox && r.ExecID == "" {
+		s.killSandbox(c, sig)
+		return &emptypb.Empty{}, nil
 	}
 	targets := []*process{p}
 	if r.All && r.ExecID == "" {
@@ -518,10 +710,37 @@ func (s *Service) endCreated(c *container) {
 	}
 	p.status, p.exitCode, p.exitedAt = statusStopped, 137, time.Now().UTC()
 	p.mu.Unlock()
-	s.endVM()
+	if c.kind != kindMember {
+		s.endVM()
+	}
 	close(p.exited)
 	s.publish(topicExit, &eventstypes.TaskExit{
 		ContainerID: c.id, ID: c.id, Pid: p.pid, ExitStatus: 137, ExitedAt: timestamppb.New(p.exitedAt),
+	})
+}
+
+// killSandbox ends a pod's sandbox on a signal that would end CRI's pause
+// process (it ignores the others): the pod's VM ends with it, and the
+// containers still running in it with status 255.
+func (s *Service) killSandbox(c *container, sig syscall.Signal) {
+	switch sig {
+	case syscall.SIGKILL, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT:
+	default:
+		return
+	}
+	p := c.init
+	p.mu.Lock()
+	if p.status == statusStopped {
+		p.mu.Unlock()
+		return
+	}
+	p.status, p.exitCode, p.exitedAt = statusStopped, 128+uint32(sig), time.Now().UTC()
+	at := p.exitedAt
+	p.mu.Unlock()
+	s.endVM()
+	close(p.exited)
+	s.publish(topicExit, &eventstypes.TaskExit{
+		ContainerID: c.id, ID: c.id, Pid: p.pid, ExitStatus: 128 + uint32(sig), ExitedAt: timestamppb.New(at),
 	})
 }
 
@@ -661,7 +880,7 @@ func (s *Service) Connect(ctx context.Context, r *taskapi.ConnectRequest) (*task
 // Shutdown ends the shim once it has no container left.
 func (s *Service) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*emptypb.Empty, error) {
 	s.mu.Lock()
-	busy := s.c != nil
+	busy := len(s.containers) > 0 || len(s.creating) > 0
 	s.mu.Unlock()
 	if busy && !r.Now {
 		return &emptypb.Empty{}, nil
@@ -682,9 +901,9 @@ func (s *Service) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*em
 
 // Pids lists the container's processes, by their pids in the container.
 func (s *Service) Pids(ctx context.Context, r *taskapi.PidsRequest) (*taskapi.PidsResponse, error) {
-	if _, p, err := s.lookup(r.ID, ""); err != nil {
+	if c, p, err := s.lookup(r.ID, ""); err != nil {
 		return nil, wire(err)
-	} else if st, _, _ := p.state(); st != statusRunning {
+	} else if st, _, _ := p.state(); st != statusRunning || c.kind == kindSandbox {
 		return &taskapi.PidsResponse{}, nil
 	}
 	a, err := s.runningAgent()
@@ -701,12 +920,15 @@ func (s *Service) Pids(ctx context.Context, r *taskapi.PidsRequest) (*taskapi.Pi
 // Stats reports the container's resource use: its cgroup v2 statistics in
 // the guest.
 func (s *Service) Stats(ctx context.Context, r *taskapi.StatsRequest) (*taskapi.StatsResponse, error) {
-	_, p, err := s.lookup(r.ID, "")
+	c, p, err := s.lookup(r.ID, "")
 	if err != nil {
 		return nil, wire(err)
 	}
 	if st, _, _ := p.state(); st != statusRunning {
 		return nil, wire(fmt.Errorf("%w: container %s is not running", errdefs.ErrFailedPrecondition, r.ID))
+	}
+	if c.kind == kindSandbox {
+		return nil, wire(fmt.Errorf("%w: a pod's sandbox runs nothing of its own: ask its containers", errdefs.ErrNotImplemented))
 	}
 	a, err := s.runningAgent()
 	if err != nil {

@@ -64,6 +64,8 @@ type vmRecord struct {
 	Accel    string `json:"accel,omitempty"`
 	Pid      int    `json:"pid"`
 	StateDir string `json:"stateDir"`
+	// PodShared is a pod's shared directory, a mount of its own.
+	PodShared string `json:"podShared,omitempty"`
 }
 
 // vm is the task's VM and its agent.
@@ -127,14 +129,11 @@ func vmShape(spec *specs.Spec) (vcpus, memMiB int) {
 	return min(vcpus, 64), memMiB
 }
 
-// bootVM starts the task's VM with rootfs and the host directories of its
-// bind mounts shared into it, and waits for its agent. On error nothing is
-// left.
-func (c Config) bootVM(ctx context.Context, namespace, id, bundle, rootfs string, spec *specs.Spec, binds []sandbox.Share) (_ *vm, err error) {
-	choice, err := sandbox.Choose(c.Hypervisor)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
-	}
+// bootVM starts the VM of task id on the driver choice picked, with shares
+// (the rootfs, or a pod's shared directory, then host directories) and
+// waits for its agent. podShared is recorded for the delete command. On
+// error nothing is left.
+func (c Config) bootVM(ctx context.Context, choice sandbox.Choice, namespace, id, bundle string, spec *specs.Spec, shares []sandbox.Share, podShared string) (_ *vm, err error) {
 	drv, err := c.openDriver(choice)
 	if err != nil {
 		return nil, err
@@ -151,7 +150,7 @@ func (c Config) bootVM(ctx context.Context, namespace, id, bundle, rootfs string
 		Initrd:     c.Initrd,
 		VCPUs:      vcpus,
 		MemoryMiB:  mem,
-		Shares:     append([]sandbox.Share{{Path: rootfs, Tag: contract.RootfsShareTag, ReadOnly: spec.Root != nil && spec.Root.Readonly}}, binds...),
+		Shares:     shares,
 		StateDir:   stateDir,
 		ConsoleLog: filepath.Join(bundle, "console.log"),
 	})
@@ -164,7 +163,7 @@ func (c Config) bootVM(ctx context.Context, namespace, id, bundle, rootfs string
 			v.destroy()
 		}
 	}()
-	rec := vmRecord{ID: sid, Driver: choice.Driver, Accel: choice.Accel, Pid: sb.Pid(), StateDir: stateDir}
+	rec := vmRecord{ID: sid, Driver: choice.Driver, Accel: choice.Accel, Pid: sb.Pid(), StateDir: stateDir, PodShared: podShared}
 	b, _ := json.Marshal(rec)
 	if err := os.WriteFile(filepath.Join(bundle, vmRecordName), b, 0o600); err != nil {
 		return nil, fmt.Errorf("record the VM: %w", err)
@@ -201,9 +200,10 @@ func (v *vm) bootError(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// rootfsStorage is how the agent finds the shared rootfs.
-func (v *vm) rootfsStorage(readOnly bool) agent.Storage {
-	return agent.Storage{Serial: contract.RootfsShareTag, FSType: v.shareFS, Role: contract.RoleRootfs, ReadOnly: readOnly}
+// rootfsStorage is how the agent finds the shared rootfs: the share
+// itself, or a pod member's directory in it.
+func (v *vm) rootfsStorage(readOnly bool, subdir string) agent.Storage {
+	return agent.Storage{Serial: contract.RootfsShareTag, FSType: v.shareFS, Role: contract.RoleRootfs, ReadOnly: readOnly, Subdir: subdir}
 }
 
 // shutdown asks the guest to power off cleanly (its file systems synced
@@ -248,6 +248,9 @@ func cleanupVM(ctx context.Context, cfg Config, bundle string) (pid int, err err
 		return 0, fmt.Errorf("bad VM record %s: %v", filepath.Join(bundle, vmRecordName), err)
 	}
 	defer os.Remove(filepath.Join(bundle, vmRecordName))
+	if rec.PodShared != "" {
+		defer removeShared(rec.PodShared)
+	}
 	drv, err := cfg.openDriver(sandbox.Choice{Driver: rec.Driver, Accel: rec.Accel})
 	if err != nil {
 		return rec.Pid, err

@@ -1,0 +1,209 @@
+package shim
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/vmctl/vmctl/engine/agent"
+)
+
+// Kubernetes' CRI (containerd's cri plugin) marks a pod's tasks with
+// these annotations: the pod's sandbox (its pause container) and the
+// containers that join it, each naming the sandbox.
+const (
+	annoContainerType = "io.kubernetes.cri.container-type"
+	annoSandboxID     = "io.kubernetes.cri.sandbox-id"
+	typeSandbox       = "sandbox"
+	typeContainer     = "container"
+)
+
+// kind is what a task is to the shim.
+type kind int
+
+const (
+	// kindTask is a task of its own (ctr run): it has the VM to itself.
+	kindTask kind = iota
+	// kindSandbox is a pod's sandbox: the VM itself, with no process of
+	// its own in it; it lives until killed.
+	kindSandbox
+	// kindMember is a container of a pod, in the pod's VM.
+	kindMember
+)
+
+func taskKind(spec *specs.Spec) kind {
+	switch spec.Annotations[annoContainerType] {
+	case typeSandbox:
+		return kindSandbox
+	case typeContainer:
+		return kindMember
+	}
+	return kindTask
+}
+
+// groupID is the shim a task belongs in: its pod's sandbox for a pod's
+// container (so that containerd hands it to the shim that runs the pod's
+// VM), else its own.
+func groupID(spec *specs.Spec, id string) string {
+	if taskKind(spec) == kindMember && spec.Annotations[annoSandboxID] != "" {
+		return spec.Annotations[annoSandboxID]
+	}
+	return id
+}
+
+// pod is the VM of a pod: one directory shared with the guest, holding
+// each member's rootfs (bound into it at the member's create, seen by
+// the guest through mount propagation).
+type pod struct {
+	id     string // the sandbox's
+	shared string
+}
+
+// podSharedDir is where pod sid's shared directory is.
+func (c Config) podSharedDir(sid string) string { return filepath.Join(c.StateRoot, sid+".pod") }
+
+// makeShared creates dir as a mount of its own with shared propagation,
+// so that what is mounted under it later reaches the copies a VMM's file
+// server holds in its own mount namespace.
+func makeShared(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind %s: %w", dir, err)
+	}
+	if err := unix.Mount("", dir, "", unix.MS_SHARED, ""); err != nil {
+		unix.Unmount(dir, unix.MNT_DETACH)
+		return fmt.Errorf("make %s shared: %w", dir, err)
+	}
+	return nil
+}
+
+// removeShared unmounts everything under dir and removes it.
+func removeShared(dir string) error {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := unmountRootfs(dir); err != nil {
+		return err
+	}
+	return os.RemoveAll(dir)
+}
+
+// bindIntoPod puts a member's rootfs into the pod's shared directory, as
+// the directory named by its ID.
+func bindIntoPod(p *pod, id, rootfs string) (string, error) {
+	dst := filepath.Join(p.shared, id)
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		return "", fmt.Errorf("create %s: %w", dst, err)
+	}
+	if err := unix.Mount(rootfs, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		os.Remove(dst)
+		return "", fmt.Errorf("bind the rootfs into the pod: %w", err)
+	}
+	return dst, nil
+}
+
+// unbindFromPod undoes bindIntoPod.
+func unbindFromPod(dst string) error {
+	if dst == "" {
+		return nil
+	}
+	if err := unmountRootfs(dst); err != nil {
+		return err
+	}
+	if err := os.Remove(dst); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// The files CRI binds into every container of a pod from the sandbox's
+// directory on the host.
+const (
+	etcHosts      = "/etc/hosts"
+	etcResolvConf = "/etc/resolv.conf"
+	etcHostname   = "/etc/hostname"
+	devShm        = "/dev/shm"
+	termLog       = "/dev/termination-log"
+)
+
+// memberSpec adapts a pod member's spec to the pod's VM, where the host's
+// paths do not exist: namespaces given by path (the sandbox's, through
+// the pid containerd knows it by) become the container's own, except the
+// network, which is the VM's (the pod's); CRI's binds of /etc/hosts,
+// /etc/resolv.conf and /etc/hostname become the agent's copies of those
+// files, /dev/shm a tmpfs of the container's, and the termination log
+// file stays in the guest. Other binds of host paths are refused: a VM's
+// shares are fixed at its boot.
+func memberSpec(spec *specs.Spec) (agent.ContainerNetwork, error) {
+	net := agent.ContainerNetwork{ShareGuestNetwork: true}
+	if spec.Linux != nil {
+		var kept []specs.LinuxNamespace
+		for _, ns := range spec.Linux.Namespaces {
+			if ns.Type == specs.NetworkNamespace {
+				continue
+			}
+			ns.Path = ""
+			kept = append(kept, ns)
+		}
+		spec.Linux.Namespaces = kept
+	}
+	var mounts []specs.Mount
+	for _, m := range spec.Mounts {
+		if !isBind(m) {
+			mounts = append(mounts, m)
+			continue
+		}
+		var dst *string
+		switch m.Destination {
+		case etcHosts:
+			dst = &net.Hosts
+		case etcResolvConf:
+			dst = &net.ResolvConf
+		case etcHostname:
+			dst = &net.HostnameFile
+		case devShm:
+			mounts = append(mounts, specs.Mount{Destination: devShm, Type: "tmpfs", Source: "shm",
+				Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}})
+			continue
+		case termLog:
+			continue
+		default:
+			return net, fmt.Errorf("%w: bind mount of %s at %s: a pod's containers cannot bind host paths yet (its VM's shares are fixed when the pod starts)", errdefs.ErrNotImplemented, m.Source, m.Destination)
+		}
+		b, err := os.ReadFile(m.Source)
+		if err != nil {
+			return net, fmt.Errorf("%w: %s: %v", errdefs.ErrInvalidArgument, m.Destination, err)
+		}
+		if len(b) == 0 {
+			b = []byte("\n") // empty means "keep the image's" to the agent
+		}
+		*dst = string(b)
+	}
+	spec.Mounts = mounts
+	return net, nil
+}
+
+// sandboxSpecOK checks a sandbox's spec. A network namespace given by path
+// is the pod's, which CNI set up: the VM is not wired to it yet, so only
+// pods on the node's network (hostNetwork) run.
+func sandboxSpecOK(spec *specs.Spec) error {
+	if spec.Linux == nil {
+		return nil
+	}
+	if i := slices.IndexFunc(spec.Linux.Namespaces, func(ns specs.LinuxNamespace) bool { return ns.Path != "" }); i >= 0 {
+		ns := spec.Linux.Namespaces[i]
+		if ns.Type == specs.NetworkNamespace {
+			return fmt.Errorf("%w: the pod's network namespace %s: wiring a pod's VM to CNI's network is not done yet (pods with hostNetwork run)", errdefs.ErrNotImplemented, ns.Path)
+		}
+		return fmt.Errorf("%w: the sandbox's %s namespace at %s is the host's: a pod's VM cannot join it", errdefs.ErrNotImplemented, ns.Type, ns.Path)
+	}
+	return nil
+}
