@@ -341,10 +341,16 @@ func readInRoot(root, name string, max int64) ([]byte, error) {
 		return nil, err
 	}
 	defer unix.Close(rfd)
-	fd, err := unix.Openat2(rfd, name, &unix.OpenHow{
+	how := &unix.OpenHow{
 		Flags:   unix.O_RDONLY | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	}
+	fd, err := unix.Openat2(rfd, name, how)
+	// A rename or mount anywhere during the lookup makes the kernel give
+	// up on it with EAGAIN (openat2(2)); a few more tries get past one.
+	for try := 0; err == unix.EAGAIN && try < 3; try++ {
+		fd, err = unix.Openat2(rfd, name, how)
+	}
 	if err != nil {
 		return nil, err
 	}
