@@ -58,6 +58,29 @@ func (s *Server) version(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// The keys of /info's DriverStatus that say how this host runs VMs, for
+// the clients that read them (vmctl info and vmctl check). dockerd keeps
+// its storage driver's facts there; vmctl has none worth a line.
+const (
+	InfoHypervisor = "Hypervisor"   // the driver auto picks, where one can run
+	InfoAccel      = "Acceleration" // its accelerator: kvm or tcg
+	InfoReason     = "Reason"       // why auto picks it
+	// InfoOuter names the hypervisor this host runs under, or none.
+	InfoOuter = "Outer hypervisor"
+	// InfoVirtualization says whether VT-x/AMD-V reaches this host.
+	InfoVirtualization = "Virtualization"
+	InfoKVM            = "KVM"  // what /dev/kvm can do
+	InfoQEMU           = "QEMU" // the QEMU binary and its accelerators, or why there is none
+	// InfoFastPath is the setting that would let auto pick the native
+	// VMM, where it does not.
+	InfoFastPath = "Fast path"
+)
+
+// NoHypervisorWarning starts /info's warning on a host where no
+// hypervisor can run (then DriverStatus has no InfoHypervisor); the
+// reason follows.
+const NoHypervisorWarning = "no hypervisor: "
+
 func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 	si, err := s.system.Info(r.Context())
 	if err != nil {
@@ -82,14 +105,18 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 	// What `auto` picks here and why, then the facts behind it, in the
 	// order vmctl info prints them.
 	if hi.Hypervisor != "" {
-		info.DriverStatus = [][2]string{{"Hypervisor", hi.Hypervisor}, {"Acceleration", hi.Accel}, {"Reason", hi.Reason}}
+		info.DriverStatus = [][2]string{{InfoHypervisor, hi.Hypervisor}, {InfoAccel, hi.Accel}, {InfoReason, hi.Reason}}
 	} else {
-		info.Warnings = append(info.Warnings, "no hypervisor: "+hi.Reason)
+		info.Warnings = append(info.Warnings, NoHypervisorWarning+hi.Reason)
 	}
 	info.Warnings = append(info.Warnings, si.Warnings...)
-	info.DriverStatus = append(info.DriverStatus, [2]string{"KVM", hi.KVM})
-	if hi.QEMU != "" {
-		info.DriverStatus = append(info.DriverStatus, [2]string{"QEMU", hi.QEMU})
+	for _, kv := range [][2]string{
+		{InfoOuter, hi.Outer}, {InfoVirtualization, hi.Virtualization}, {InfoKVM, hi.KVM},
+		{InfoQEMU, hi.QEMU}, {InfoFastPath, hi.FastPath},
+	} {
+		if kv[1] != "" || kv[0] == InfoKVM {
+			info.DriverStatus = append(info.DriverStatus, kv)
+		}
 	}
 	info.DriverStatus = append(info.DriverStatus,
 		[2]string{"Guest kernel", hi.Kernel}, [2]string{"Guest image", hi.Initrd}, [2]string{"Exec root", si.ExecRoot})

@@ -50,9 +50,12 @@ func TestInfoAndVersion(t *testing.T) {
 	}
 	withQEMU := base
 	withQEMU.Host.Hypervisor, withQEMU.Host.Accel, withQEMU.Host.Reason, withQEMU.Host.QEMU = "qemu", "tcg", "no KVM", "/usr/bin/qemu-system-x86_64"
+	withQEMU.Host.Outer, withQEMU.Host.Virtualization = "VirtualBox (DMI innotek GmbH VirtualBox)", "not available"
+	withQEMU.Host.FastPath = `VBoxManage modifyvm "<VM>" --nested-hw-virt on`
 	none := base
 	none.Host.Reason = "no hypervisor can run here"
 	facts := [][2]string{{"KVM", "no /dev/kvm"}}
+	outer := [][2]string{{"Outer hypervisor", "VirtualBox (DMI innotek GmbH VirtualBox)"}, {"Virtualization", "not available"}}
 	guest := [][2]string{{"Guest kernel", "/g/vmlinuz"}, {"Guest image", "/g/initramfs.img"}, {"Exec root", "/run/vmctl"}}
 	for _, tc := range []struct {
 		name         string
@@ -61,7 +64,7 @@ func TestInfoAndVersion(t *testing.T) {
 		warnings     []string
 	}{
 		{"qemu", withQEMU, slices.Concat([][2]string{{"Hypervisor", "qemu"}, {"Acceleration", "tcg"}, {"Reason", "no KVM"}},
-			facts, [][2]string{{"QEMU", "/usr/bin/qemu-system-x86_64"}}, guest), nil},
+			outer, facts, [][2]string{{"QEMU", "/usr/bin/qemu-system-x86_64"}, {"Fast path", `VBoxManage modifyvm "<VM>" --nested-hw-virt on`}}, guest), nil},
 		{"none", none, slices.Concat(facts, guest), []string{"no hypervisor: no hypervisor can run here"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -101,7 +101,7 @@ func (s *Service) Info(ctx context.Context) (Info, error) {
 	info := Info{
 		Version: s.version, Containers: len(list), Images: len(imgs),
 		DataRoot: s.cfg.DataRoot, ExecRoot: s.cfg.ExecRoot, NCPU: runtime.NumCPU(),
-		Host: ProbeHost(s.cfg.Host),
+		Host: ProbeHost(ctx, s.cfg.Host),
 	}
 	for _, c := range list {
 		if c.State.Status == containers.StatusRunning {

@@ -53,8 +53,8 @@ func TestInfo(t *testing.T) {
 		t.Errorf("Info roots %q %q, guest %q %q", info.DataRoot, info.ExecRoot, info.Host.Kernel, info.Host.Initrd)
 	}
 	// Whatever this host is, auto's choice or its absence is explained.
-	if info.Host.Reason == "" || info.Host.KVM == "" {
-		t.Errorf("Info host %+v: want a reason and what /dev/kvm can do", info.Host)
+	if info.Host.Reason == "" || info.Host.KVM == "" || info.Host.Outer == "" || info.Host.Virtualization == "" {
+		t.Errorf("Info host %+v: want a reason, what /dev/kvm can do, the outer hypervisor and VT-x/AMD-V", info.Host)
 	}
 }
 
