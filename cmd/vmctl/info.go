@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vmctl/vmctl/engine"
+	"github.com/vmctl/vmctl/engine/server"
 )
 
 func newInfoCommand(g *globalOptions) *cobra.Command {
@@ -28,11 +29,14 @@ func newInfoCommand(g *globalOptions) *cobra.Command {
 // infoLabels are the labels vmctl info gives the engine's DriverStatus
 // entries, in the engine's order; an entry not listed keeps its key.
 var infoLabels = map[string]string{
-	"Hypervisor":   "Hypervisor:",
-	"Acceleration": "  Accelerator:",
-	"Reason":       "  Why:",
-	"KVM":          "  KVM:",
-	"QEMU":         "  QEMU:",
+	server.InfoHypervisor:     "Hypervisor:",
+	server.InfoAccel:          "  Accelerator:",
+	server.InfoReason:         "  Why:",
+	server.InfoOuter:          "  Runs under:",
+	server.InfoVirtualization: "  VT-x/AMD-V:",
+	server.InfoKVM:            "  KVM:",
+	server.InfoQEMU:           "  QEMU:",
+	server.InfoFastPath:       "  Fast path:",
 }
 
 func (r *remote) info(ctx context.Context) error {
@@ -53,7 +57,7 @@ func (r *remote) info(ctx context.Context) error {
 			label = kv[0] + ":"
 		}
 		value := kv[1]
-		if kv[0] == "Hypervisor" {
+		if kv[0] == server.InfoHypervisor {
 			value += " (auto)"
 		}
 		fmt.Printf("%-15s %s\n", label, value)
