@@ -60,6 +60,10 @@ func (s *Server) containerStats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	// The next sample is due an interval after this one was asked for,
+	// however long the guest took to answer: the docker CLI gives up on a
+	// record that takes two.
+	due := time.Now().Add(statsInterval)
 	sample, err := s.containers.Stats(ctx, r.PathValue("id"))
 	if err != nil {
 		writeError(w, err)
@@ -72,7 +76,7 @@ func (s *Server) containerStats(w http.ResponseWriter, r *http.Request) {
 			// The first sample primes precpu_stats, so that the record
 			// gives a CPU share over the interval.
 			prev = statsRecord(sample, nil, withOSType)
-			if !sleepCtx(ctx, statsInterval) {
+			if !sleepCtx(ctx, time.Until(due)) {
 				return
 			}
 			if sample, err = s.containers.Stats(ctx, sample.ID); err != nil {
@@ -119,8 +123,12 @@ func (s *Server) containerStats(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// sleepCtx waits d, and reports false if ctx ended first.
+// sleepCtx waits d (nothing if it is not positive), and reports false if
+// ctx ended first.
 func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
