@@ -145,9 +145,6 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if spec.Process != nil && spec.Process.Terminal != r.Terminal {
 		return nil, wire(fmt.Errorf("%w: the spec's process.terminal (%v) and the request's (%v) differ", errdefs.ErrInvalidArgument, spec.Process.Terminal, r.Terminal))
 	}
-	if err := checkSpec(spec); err != nil {
-		return nil, wire(err)
-	}
 	k := taskKind(spec)
 	if err := s.reserve(r.ID, k, spec); err != nil {
 		return nil, wire(err)

@@ -1,0 +1,227 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Kubernetes' CRI through containerd's cri plugin, with the shim as the
+// runtime handler "vmctl": a pod is one VM, its containers run in it.
+
+var (
+	criOnce   sync.Once
+	criShared *ctrd
+	criErr    error
+)
+
+// criContainerd is a containerd of the tests' own with its cri plugin on,
+// vmctl as the default runtime handler and the busybox image as the pod
+// sandbox image.
+func criContainerd(t *testing.T) *ctrd {
+	t.Helper()
+	containerd(t) // the checks, and the shared image import's reference
+	criOnce.Do(func() { criShared, criErr = startCRIContainerd(e2e(t)) })
+	if criErr != nil {
+		t.Fatal(criErr)
+	}
+	return criShared
+}
+
+func startCRIContainerd(e *env) (*ctrd, error) {
+	dir, err := os.MkdirTemp("", "cri")
+	if err != nil {
+		return nil, err
+	}
+	tempDirs = append(tempDirs, dir)
+	c := &ctrd{dir: dir, sock: filepath.Join(dir, "c.sock"), shimState: filepath.Join(dir, "shim"), log: &bytes.Buffer{}}
+	c.env = append(os.Environ(), "PATH="+filepath.Join(e.root, "bin")+":"+os.Getenv("PATH"),
+		"VMCTL_SHIM_STATE="+c.shimState, "VMCTL_KERNEL=", "VMCTL_INITRD=", "VMCTL_HYPERVISOR=")
+	// The sandbox image must be there before the cri plugin is asked for a
+	// pod: import it with a containerd that has no cri plugin yet.
+	write := func(cri string) error {
+		return os.WriteFile(filepath.Join(dir, "config.toml"), []byte(fmt.Sprintf(`version = 2
+root = %q
+state = %q
+%s
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), cri, c.sock, c.sock+".ttrpc")), 0o644)
+	}
+	if err := write(`disabled_plugins = ["io.containerd.grpc.v1.cri"]`); err != nil {
+		return nil, err
+	}
+	if err := c.start(); err != nil {
+		return nil, err
+	}
+	out, err := c.ctr(context.Background(), nil, "-n", "k8s.io", "images", "import", filepath.Join(e.root, "build/busybox.tar"))
+	if err != nil {
+		c.stop()
+		return nil, fmt.Errorf("ctr images import: %v: %s", err, out)
+	}
+	list, err := c.ctr(context.Background(), nil, "-n", "k8s.io", "images", "ls", "-q")
+	if err != nil || strings.TrimSpace(list) == "" {
+		c.stop()
+		return nil, fmt.Errorf("ctr images ls: %v: %q", err, list)
+	}
+	c.image = strings.Fields(list)[0]
+	c.stop()
+	if err := os.MkdirAll(filepath.Join(dir, "cni"), 0o755); err != nil {
+		return nil, err
+	}
+	if err := write(fmt.Sprintf(`[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "vmctl"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.vmctl]
+      runtime_type = %q
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    conf_dir = %q
+`, c.image, shimRuntime, filepath.Join(dir, "cni"))); err != nil {
+		return nil, err
+	}
+	if err := c.start(); err != nil {
+		return nil, err
+	}
+	atExit = append(atExit, c.stop)
+	return c, nil
+}
+
+// A pod of two containers in one VM: one serves HTTP, the other fetches
+// it through localhost; ExecSync, the CRI log, and nothing left after the
+// pod is removed.
+func TestShimCRIPod(t *testing.T) {
+	e := e2e(t)
+	c := criContainerd(t)
+	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	logs := t.TempDir()
+	podCfg := &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "web", Namespace: "default", Uid: "pod-web-1"},
+		Hostname:     "web",
+		LogDirectory: logs,
+		Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+			NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE},
+		}},
+	}
+	run, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg, RuntimeHandler: "vmctl"})
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v\ncontainerd: %s", err, c.log)
+	}
+	podID := run.PodSandboxId
+	removed := false
+	defer func() {
+		if !removed {
+			rt.StopPodSandbox(context.Background(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID})
+			rt.RemovePodSandbox(context.Background(), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID})
+		}
+	}()
+
+	create := func(name string, cmd ...string) string {
+		t.Helper()
+		r, err := rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
+			PodSandboxId: podID, SandboxConfig: podCfg,
+			Config: &runtimeapi.ContainerConfig{
+				Metadata: &runtimeapi.ContainerMetadata{Name: name},
+				Image:    &runtimeapi.ImageSpec{Image: c.image},
+				Command:  cmd,
+				LogPath:  name + ".log",
+			},
+		})
+		if err != nil {
+			t.Fatalf("CreateContainer %s: %v\ncontainerd: %s", name, err, c.log)
+		}
+		if _, err := rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: r.ContainerId}); err != nil {
+			t.Fatalf("StartContainer %s: %v\ncontainerd: %s", name, err, c.log)
+		}
+		return r.ContainerId
+	}
+	server := create("server", "sh", "-c", "mkdir -p /www && echo hello-from-the-pod > /www/index.html && exec httpd -f -p 8080 -h /www")
+	client := create("client", "sh", "-c",
+		"for i in $(seq 1 100); do wget -q -O - http://127.0.0.1:8080/ && uname -r && exit 0; sleep 0.2; done; exit 1")
+
+	// The client ends once it fetched the page.
+	var st *runtimeapi.ContainerStatus
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		r, err := rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: client})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st = r.Status; st.State == runtimeapi.ContainerState_CONTAINER_EXITED || time.Now().After(deadline) {
+			break
+		}
+	}
+	log, _ := os.ReadFile(filepath.Join(logs, "client.log"))
+	if st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 0 {
+		t.Fatalf("client: state %v, exit %d; its log:\n%s", st.State, st.ExitCode, log)
+	}
+	// The CRI log: "<time> stdout F <line>" per line.
+	if !strings.Contains(string(log), " stdout F hello-from-the-pod\n") || !strings.Contains(string(log), " stdout F "+e.release+"\n") {
+		t.Errorf("client's CRI log %q: want the page and the guest kernel's release", log)
+	}
+
+	// One VM holds the pod, and one shim serves it.
+	vms, shims := 0, 0
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, _ := os.ReadFile(p)
+		switch cmdline := string(b); {
+		case strings.Contains(cmdline, c.shimState+"/") && !strings.Contains(cmdline, "virtiofsd"):
+			vms++
+		case strings.Contains(cmdline, "containerd-shim-vmctl-v1") && strings.Contains(cmdline, c.sock):
+			shims++
+		}
+	}
+	if vms != 1 || shims != 1 {
+		t.Errorf("the pod runs in %d VMs served by %d shims, want 1 and 1", vms, shims)
+	}
+
+	ex, err := rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: server, Cmd: []string{"cat", "/www/index.html"}, Timeout: 30})
+	if err != nil || ex.ExitCode != 0 || string(ex.Stdout) != "hello-from-the-pod\n" {
+		t.Errorf("ExecSync: %v, exit %d, stdout %q, stderr %q", err, ex.GetExitCode(), ex.GetStdout(), ex.GetStderr())
+	}
+	ex, err = rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: server, Cmd: []string{"sh", "-c", "exit 3"}, Timeout: 30})
+	if err != nil || ex.ExitCode != 3 {
+		t.Errorf("ExecSync exit 3: %v, exit %d", err, ex.GetExitCode())
+	}
+
+	for _, id := range []string{server, client} {
+		if _, err := rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 5}); err != nil {
+			t.Errorf("StopContainer: %v", err)
+		}
+		if _, err := rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+			t.Errorf("RemoveContainer: %v", err)
+		}
+	}
+	if _, err := rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Errorf("StopPodSandbox: %v", err)
+	}
+	if _, err := rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Errorf("RemovePodSandbox: %v", err)
+	}
+	removed = true
+	c.checkClean(t)
+	if out, _ := exec.Command("pgrep", "-f", "containerd-shim-vmctl-v1.*"+c.sock).Output(); len(out) > 0 {
+		t.Errorf("shims left: %s", out)
+	}
+}
