@@ -12,8 +12,8 @@ import (
 func TestDescribeHost(t *testing.T) {
 	cfg := HostConfig{Kernel: "/g/vmlinuz", Initrd: "/g/initramfs.img"}
 	native := hostcheck.Report{
-		Outer:  hostcheck.Outer{Kind: hostcheck.BareMetal, Evidence: "no CPUID hypervisor bit"},
-		KVMOK:  true, KVM: "runs full guests", VirtFlag: "vmx", Virtualization: "available (Intel VT-x, the vmx flag)",
+		Outer: hostcheck.Outer{Kind: hostcheck.BareMetal, Evidence: "no CPUID hypervisor bit"},
+		KVMOK: true, KVM: "runs full guests", VirtFlag: "vmx", Virtualization: "available (Intel VT-x, the vmx flag)",
 		Choice: sandbox.Choice{Driver: "kvm", Accel: "kvm", Reason: "the native VMM (vmctl-vmm): /dev/kvm runs full guests"},
 	}
 	emulated := hostcheck.Report{
