@@ -79,7 +79,20 @@ state = %q
 	}
 	c.image = strings.Fields(list)[0]
 	c.stop()
+	// CNI: Debian's bridge plugin with host-local addresses, on a bridge
+	// in the tests' own network namespace.
 	if err := os.MkdirAll(filepath.Join(dir, "cni"), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cni", "10-vmctl-test.conflist"), []byte(fmt.Sprintf(`{
+  "cniVersion": "0.4.0",
+  "name": "vmctl-test",
+  "plugins": [{
+    "type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+    "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}],
+             "dataDir": %q}
+  }]
+}`, criBridge, criSubnet, filepath.Join(dir, "cni-ipam"))), 0o644); err != nil {
 		return nil, err
 	}
 	if err := write(fmt.Sprintf(`[plugins."io.containerd.grpc.v1.cri"]
@@ -89,6 +102,7 @@ state = %q
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.vmctl]
       runtime_type = %q
   [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
     conf_dir = %q
 `, c.image, shimRuntime, filepath.Join(dir, "cni"))); err != nil {
 		return nil, err
@@ -98,6 +112,92 @@ state = %q
 	}
 	atExit = append(atExit, c.stop)
 	return c, nil
+}
+
+// The CNI network the CRI tests' pods get.
+const (
+	criBridge = "vmctlcri0"
+	criSubnet = "10.88.7.0/24"
+)
+
+// A pod on CNI's network: its VM takes the pod's address, the host reaches
+// a server in it at that address, and a container of the pod reaches it
+// too.
+func TestShimCRIPodNetwork(t *testing.T) {
+	c := criContainerd(t)
+	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	logs := t.TempDir()
+	podCfg := &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "net", Namespace: "default", Uid: "pod-net-1"},
+		Hostname:     "net",
+		LogDirectory: logs,
+	}
+	run, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg, RuntimeHandler: "vmctl"})
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v\ncontainerd: %s", err, c.log)
+	}
+	podID := run.PodSandboxId
+	defer func() {
+		rt.StopPodSandbox(context.Background(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID})
+		rt.RemovePodSandbox(context.Background(), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID})
+		c.checkClean(t)
+	}()
+	status, err := rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	podIP := status.GetStatus().GetNetwork().GetIp()
+	if !strings.HasPrefix(podIP, "10.88.7.") {
+		t.Fatalf("pod IP %q, want one of %s", podIP, criSubnet)
+	}
+	r, err := rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
+		PodSandboxId: podID, SandboxConfig: podCfg,
+		Config: &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: "server"},
+			Image:    &runtimeapi.ImageSpec{Image: c.image},
+			Command:  []string{"sh", "-c", "mkdir -p /www && ip -4 -o addr show eth0 > /www/index.html && exec httpd -f -p 8080 -h /www"},
+			LogPath:  "server.log",
+		},
+	})
+	if err != nil {
+		t.Fatalf("CreateContainer: %v\ncontainerd: %s", err, c.log)
+	}
+	if _, err := rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: r.ContainerId}); err != nil {
+		t.Fatalf("StartContainer: %v\ncontainerd: %s", err, c.log)
+	}
+	// From the host's side of CNI's bridge.
+	var page string
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		out, err := exec.Command("wget", "-q", "-T", "2", "-O", "-", "http://"+podIP+":8080/").Output()
+		if err == nil {
+			page = string(out)
+			break
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(logs, "server.log"))
+			t.Fatalf("GET http://%s:8080/ from the host: %v; server log %q", podIP, err, log)
+		}
+	}
+	if !strings.Contains(page, " "+podIP+"/24 ") {
+		t.Errorf("the guest's eth0 is %q: want the pod's address %s/24", page, podIP)
+	}
+	ex, err := rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: r.ContainerId, Cmd: []string{"wget", "-q", "-O", "-", "http://" + podIP + ":8080/"}, Timeout: 30})
+	if err != nil || ex.ExitCode != 0 || string(ex.Stdout) != page {
+		t.Errorf("the pod's own address from inside: %v, exit %d, stdout %q, stderr %q", err, ex.GetExitCode(), ex.GetStdout(), ex.GetStderr())
+	}
+	if _, err := rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: r.ContainerId, Timeout: 5}); err != nil {
+		t.Errorf("StopContainer: %v", err)
+	}
+	if _, err := rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: r.ContainerId}); err != nil {
+		t.Errorf("RemoveContainer: %v", err)
+	}
 }
 
 // A pod of two containers in one VM: one serves HTTP, the other fetches

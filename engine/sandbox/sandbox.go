@@ -120,6 +120,10 @@ type Config struct {
 	// the i-th contract.InterfaceName(i) (eth0 first). None: the guest has
 	// only loopback.
 	NICs []NIC
+	// NetNS, if set, is the path of the network namespace the VMM runs in,
+	// where the NICs' taps are (a Kubernetes pod's). Only the QEMU driver
+	// takes it.
+	NetNS string
 	// StateDir holds the VM's sockets, console log and pid file. The driver
 	// creates it if needed and removes what it created on Destroy.
 	StateDir string

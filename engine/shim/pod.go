@@ -63,6 +63,9 @@ func groupID(spec *specs.Spec, id string) string {
 type pod struct {
 	id     string // the sandbox's
 	shared string
+	// netNS is the pod's network namespace (CNI's), "" on the node's
+	// network.
+	netNS string
 }
 
 // podSharedDir is where pod sid's shared directory is.
@@ -191,19 +194,30 @@ func memberSpec(spec *specs.Spec) (agent.ContainerNetwork, error) {
 	return net, nil
 }
 
-// sandboxSpecOK checks a sandbox's spec. A network namespace given by path
-// is the pod's, which CNI set up: the VM is not wired to it yet, so only
-// pods on the node's network (hostNetwork) run.
+// sandboxSpecOK checks a sandbox's spec: only its network namespace may be
+// given by path (the pod's, which CNI set up, and which the VM joins).
 func sandboxSpecOK(spec *specs.Spec) error {
 	if spec.Linux == nil {
 		return nil
 	}
-	if i := slices.IndexFunc(spec.Linux.Namespaces, func(ns specs.LinuxNamespace) bool { return ns.Path != "" }); i >= 0 {
+	if i := slices.IndexFunc(spec.Linux.Namespaces, func(ns specs.LinuxNamespace) bool {
+		return ns.Path != "" && ns.Type != specs.NetworkNamespace
+	}); i >= 0 {
 		ns := spec.Linux.Namespaces[i]
-		if ns.Type == specs.NetworkNamespace {
-			return fmt.Errorf("%w: the pod's network namespace %s: wiring a pod's VM to CNI's network is not done yet (pods with hostNetwork run)", errdefs.ErrNotImplemented, ns.Path)
-		}
 		return fmt.Errorf("%w: the sandbox's %s namespace at %s is the host's: a pod's VM cannot join it", errdefs.ErrNotImplemented, ns.Type, ns.Path)
 	}
 	return nil
+}
+
+// namespacePath is the path the spec gives namespace t, or "".
+func namespacePath(spec *specs.Spec, t specs.LinuxNamespaceType) string {
+	if spec.Linux == nil {
+		return ""
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == t {
+			return ns.Path
+		}
+	}
+	return ""
 }

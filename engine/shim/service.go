@@ -231,8 +231,8 @@ func (s *Service) createTask(ctx context.Context, cfg Config, c *container, r *t
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
 	}
-	v, err := cfg.bootVM(ctx, choice, s.namespace, r.ID, r.Bundle, spec,
-		append([]sandbox.Share{{Path: rootfs, Tag: contract.RootfsShareTag, ReadOnly: spec.Root != nil && spec.Root.Readonly}}, binds...), "")
+	v, err := cfg.bootVM(ctx, choice, s.namespace, r.ID, r.Bundle, spec, vmDevices{
+		shares: append([]sandbox.Share{{Path: rootfs, Tag: contract.RootfsShareTag, ReadOnly: spec.Root != nil && spec.Root.Readonly}}, binds...)})
 	if err != nil {
 		return nil, err
 	}
@@ -284,13 +284,32 @@ func (s *Service) createSandbox(ctx context.Context, cfg Config, c *container) (
 			removeShared(shared)
 		}
 	}()
-	v, err := cfg.bootVM(ctx, choice, s.namespace, c.id, c.bundle, c.spec,
-		[]sandbox.Share{{Path: shared, Tag: contract.RootfsShareTag}}, shared)
+	dev := vmDevices{shares: []sandbox.Share{{Path: shared, Tag: contract.RootfsShareTag}}, podShared: shared}
+	var pn *podNetwork
+	if nsPath := namespacePath(c.spec, specs.NetworkNamespace); nsPath != "" {
+		// CNI set the pod's network up in this namespace: the VM joins it.
+		if pn, err = wirePodNetwork(nsPath); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				unwirePodNetwork(nsPath)
+			}
+		}()
+		dev.nics, dev.netNS = []sandbox.NIC{pn.nic}, nsPath
+	}
+	v, err := cfg.bootVM(ctx, choice, s.namespace, c.id, c.bundle, c.spec, dev)
 	if err != nil {
 		return nil, err
 	}
+	if pn != nil {
+		if err := v.agent.ConfigureNetwork(ctx, []agent.Interface{pn.iface}, pn.routes); err != nil {
+			v.destroy()
+			return nil, fmt.Errorf("configure the pod's network in the guest: %w", err)
+		}
+	}
 	s.mu.Lock()
-	s.vm, s.pod = v, &pod{id: c.id, shared: shared}
+	s.vm, s.pod = v, &pod{id: c.id, shared: shared, netNS: dev.netNS}
 	s.mu.Unlock()
 	return v, nil
 }
@@ -606,6 +625,9 @@ func (s *Service) remove(ctx context.Context, c *container) error {
 	if p != nil {
 		if err := removeShared(p.shared); err != nil {
 			errs = append(errs, err)
+		}
+		if p.netNS != "" {
+			unwirePodNetwork(p.netNS)
 		}
 	}
 	return errors.Join(errs...)

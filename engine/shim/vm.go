@@ -129,11 +129,21 @@ func vmShape(spec *specs.Spec) (vcpus, memMiB int) {
 	return min(vcpus, 64), memMiB
 }
 
-// bootVM starts the VM of task id on the driver choice picked, with shares
-// (the rootfs, or a pod's shared directory, then host directories) and
-// waits for its agent. podShared is recorded for the delete command. On
-// error nothing is left.
-func (c Config) bootVM(ctx context.Context, choice sandbox.Choice, namespace, id, bundle string, spec *specs.Spec, shares []sandbox.Share, podShared string) (_ *vm, err error) {
+// vmDevices is what a VM is given beyond its size.
+type vmDevices struct {
+	// shares: the rootfs, or a pod's shared directory, then host
+	// directories.
+	shares []sandbox.Share
+	// nics and netNS: a pod's NIC, in the pod's network namespace.
+	nics  []sandbox.NIC
+	netNS string
+	// podShared is recorded for the delete command.
+	podShared string
+}
+
+// bootVM starts the VM of task id on the driver choice picked, with its
+// devices, and waits for its agent. On error nothing is left.
+func (c Config) bootVM(ctx context.Context, choice sandbox.Choice, namespace, id, bundle string, spec *specs.Spec, dev vmDevices) (_ *vm, err error) {
 	drv, err := c.openDriver(choice)
 	if err != nil {
 		return nil, err
@@ -150,7 +160,9 @@ func (c Config) bootVM(ctx context.Context, choice sandbox.Choice, namespace, id
 		Initrd:     c.Initrd,
 		VCPUs:      vcpus,
 		MemoryMiB:  mem,
-		Shares:     shares,
+		Shares:     dev.shares,
+		NICs:       dev.nics,
+		NetNS:      dev.netNS,
 		StateDir:   stateDir,
 		ConsoleLog: filepath.Join(bundle, "console.log"),
 	})
@@ -163,7 +175,7 @@ func (c Config) bootVM(ctx context.Context, choice sandbox.Choice, namespace, id
 			v.destroy()
 		}
 	}()
-	rec := vmRecord{ID: sid, Driver: choice.Driver, Accel: choice.Accel, Pid: sb.Pid(), StateDir: stateDir, PodShared: podShared}
+	rec := vmRecord{ID: sid, Driver: choice.Driver, Accel: choice.Accel, Pid: sb.Pid(), StateDir: stateDir, PodShared: dev.podShared}
 	b, _ := json.Marshal(rec)
 	if err := os.WriteFile(filepath.Join(bundle, vmRecordName), b, 0o600); err != nil {
 		return nil, fmt.Errorf("record the VM: %w", err)

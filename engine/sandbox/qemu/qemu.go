@@ -51,12 +51,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/vmctl/vmctl/engine/sandbox"
 	"github.com/vmctl/vmctl/engine/sandbox/virtiofsd"
+	"golang.org/x/sys/unix"
 )
 
 // Binary is the QEMU executable looked up in PATH when Options.Binary is
@@ -316,7 +318,7 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 	cmd.Stderr = logFile
 	cmd.ExtraFiles = inherited // fds 3 and 4: qmpFD, agentFD
 	cmd.SysProcAttr = procAttr(d.detach)
-	err = startProcess(cmd)
+	err = startProcess(cmd, cfg.NetNS)
 	for _, f := range inherited {
 		f.Close()
 	}
@@ -385,9 +387,47 @@ func (v *vm) stopDaemons() {
 // thread. Pdeathsig fires when the thread that forked the child exits, not
 // the process; a caller locked to a thread that later exits would otherwise
 // kill the VM. Unlocked goroutines run on threads that never exit.
-func startProcess(cmd *exec.Cmd) error {
+//
+// With netNS, QEMU starts in that network namespace: the fork happens on a
+// thread moved into it (a child is born in its thread's namespace), which
+// then moves back and returns to the runtime, so that it lives on.
+func startProcess(cmd *exec.Cmd, netNS string) error {
 	errc := make(chan error, 1)
-	go func() { errc <- cmd.Start() }()
+	go func() {
+		if netNS == "" {
+			errc <- cmd.Start()
+			return
+		}
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		target, err := os.Open(netNS)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("network namespace %s: %w", netNS, err)
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter network namespace %s: %w", netNS, err)
+			return
+		}
+		errc <- cmd.Start()
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+			return
+		}
+		// Stuck in the pod's namespace: the thread must not serve other
+		// goroutines, and must not exit either (QEMU's parent-death
+		// signal): it parks for good.
+		select {}
+	}()
 	return <-errc
 }
 

@@ -202,6 +202,9 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 	if err := validate(cfg); err != nil {
 		return nil, err
 	}
+	if cfg.NetNS != "" {
+		return nil, errors.New("sandbox config: vmctl-vmm does not run in another network namespace (NetNS): use the qemu driver")
+	}
 	createdDir := false
 	if _, err := os.Stat(cfg.StateDir); errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
