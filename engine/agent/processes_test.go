@@ -101,7 +101,9 @@ func TestListProcessesRefusesWhatTheContractDoesNot(t *testing.T) {
 		{"too many arguments", &agentapi.ListProcessesResponse{Processes: []*agentapi.ProcessInfo{
 			process(5, func(p *agentapi.ProcessInfo) { p.Args = tooManyArgs })}}},
 		{"too long arguments", &agentapi.ListProcessesResponse{Processes: []*agentapi.ProcessInfo{
-			process(5, func(p *agentapi.ProcessInfo) { p.Args = []string{"a", strings.Repeat("b", contract.MaxProcessArgsBytes)} })}}},
+			process(5, func(p *agentapi.ProcessInfo) {
+				p.Args = []string{"a", strings.Repeat("b", contract.MaxProcessArgsBytes)}
+			})}}},
 		{"a start before 1970", &agentapi.ListProcessesResponse{Processes: []*agentapi.ProcessInfo{
 			process(5, func(p *agentapi.ProcessInfo) { p.StartTimeUnixNano = -5 })}}},
 		{"CPU time past a duration", &agentapi.ListProcessesResponse{Processes: []*agentapi.ProcessInfo{

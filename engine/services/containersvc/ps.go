@@ -283,8 +283,12 @@ func psNeedsMemory(cols []psColumn) bool {
 	return false
 }
 
-func psUID(p agent.ProcessInfo, _ time.Time, _ uint64) string { return strconv.FormatUint(uint64(p.UID), 10) }
-func psGID(p agent.ProcessInfo, _ time.Time, _ uint64) string { return strconv.FormatUint(uint64(p.GID), 10) }
+func psUID(p agent.ProcessInfo, _ time.Time, _ uint64) string {
+	return strconv.FormatUint(uint64(p.UID), 10)
+}
+func psGID(p agent.ProcessInfo, _ time.Time, _ uint64) string {
+	return strconv.FormatUint(uint64(p.GID), 10)
+}
 
 // psUser is the user's name in the container, or the uid where it has
 // none.
