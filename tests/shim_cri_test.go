@@ -145,9 +145,18 @@ func TestShimCRIPodNetwork(t *testing.T) {
 	}
 	podID := run.PodSandboxId
 	defer func() {
-		rt.StopPodSandbox(context.Background(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID})
-		rt.RemovePodSandbox(context.Background(), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID})
+		if _, err := rt.StopPodSandbox(context.Background(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
+			t.Errorf("StopPodSandbox: %v", err)
+		}
+		if _, err := rt.RemovePodSandbox(context.Background(), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
+			t.Errorf("RemovePodSandbox: %v", err)
+		}
 		c.checkClean(t)
+		// CNI's DEL ran and the pod's namespace (with the VM's tap) is
+		// gone: its veth left the bridge.
+		if out, _ := exec.Command("ip", "-o", "link", "show", "master", criBridge).Output(); len(out) > 0 {
+			t.Errorf("ports left on %s: %s", criBridge, out)
+		}
 	}()
 	status, err := rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
 	if err != nil {
