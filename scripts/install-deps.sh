@@ -20,8 +20,9 @@ packages=(
 	# Docker's Python SDK drives vmctld in the tests, as users' scripts do
 	python3-docker
 	# the containerd shim's tests run a real containerd (and runc, its
-	# default runtime and the shim's benchmark peer)
-	containerd runc
+	# default runtime and the shim's benchmark peer), and CNI's plugins for
+	# its Kubernetes pods
+	containerd runc containernetworking-plugins
 )
 
 # The docker CLI drives vmctld in the tests. Machines usually have one; only

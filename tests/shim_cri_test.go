@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -184,9 +186,9 @@ func TestShimCRIPodNetwork(t *testing.T) {
 	// From the host's side of CNI's bridge.
 	var page string
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
-		out, err := exec.Command("wget", "-q", "-T", "2", "-O", "-", "http://"+podIP+":8080/").Output()
+		out, err := httpGet("http://" + podIP + ":8080/")
 		if err == nil {
-			page = string(out)
+			page = out
 			break
 		}
 		if time.Now().After(deadline) {
@@ -333,4 +335,22 @@ func TestShimCRIPod(t *testing.T) {
 	if out, _ := exec.Command("pgrep", "-f", "containerd-shim-vmctl-v1.*"+c.sock).Output(); len(out) > 0 {
 		t.Errorf("shims left: %s", out)
 	}
+}
+
+// httpGet fetches url with a short timeout.
+func httpGet(url string) (string, error) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return string(b), nil
 }
