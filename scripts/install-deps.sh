@@ -23,6 +23,9 @@ packages=(
 	# default runtime and the shim's benchmark peer), and CNI's plugins for
 	# its Kubernetes pods
 	containerd runc containernetworking-plugins
+	# make bench's gVisor peer of the shim (Debian's runsc has no
+	# containerd-shim-runsc-v1: it runs under containerd's runc shim)
+	runsc
 )
 
 # The docker CLI drives vmctld in the tests. Machines usually have one; only
