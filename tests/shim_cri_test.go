@@ -291,6 +291,54 @@ func TestShimCRIPod(t *testing.T) {
 		t.Errorf("client's CRI log %q: want the page and the guest kernel's release", log)
 	}
 
+	// Kubernetes volumes: host directories bound into a container of the
+	// pod after its VM booted, read-write and read-only.
+	data, conf := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(conf, "motd"), []byte("from-the-host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vr, err := rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
+		PodSandboxId: podID, SandboxConfig: podCfg,
+		Config: &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: "volumes"},
+			Image:    &runtimeapi.ImageSpec{Image: c.image},
+			Command:  []string{"sh", "-c", "cat /conf/motd && echo from-the-pod > /data/out && if echo x > /conf/denied; then echo rw; else echo ro-refused; fi"},
+			LogPath:  "volumes.log",
+			Mounts: []*runtimeapi.Mount{
+				{ContainerPath: "/data", HostPath: data},
+				{ContainerPath: "/conf", HostPath: conf, Readonly: true},
+			},
+		},
+	})
+	if err != nil {
+		t.Fatalf("CreateContainer with volumes: %v", err)
+	}
+	if _, err := rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: vr.ContainerId}); err != nil {
+		t.Fatalf("StartContainer with volumes: %v", err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		r, err := rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: vr.ContainerId})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status.State == runtimeapi.ContainerState_CONTAINER_EXITED || time.Now().After(deadline) {
+			break
+		}
+	}
+	vlog, _ := os.ReadFile(filepath.Join(logs, "volumes.log"))
+	if !strings.Contains(string(vlog), " stdout F from-the-host\n") || !strings.Contains(string(vlog), " stdout F ro-refused\n") {
+		t.Errorf("volumes container's log %q: want the host's file and the read-only volume's refusal", vlog)
+	}
+	if b, err := os.ReadFile(filepath.Join(data, "out")); err != nil || string(b) != "from-the-pod\n" {
+		t.Errorf("the pod's write on the host: %q, %v", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(conf, "denied")); err == nil {
+		t.Error("a read-only volume let the pod write to the host")
+	}
+	if _, err := rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: vr.ContainerId}); err != nil {
+		t.Errorf("RemoveContainer: %v", err)
+	}
+
 	// One VM holds the pod, and one shim serves it.
 	vms, shims := 0, 0
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")

@@ -11,6 +11,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/engine/agent"
 )
 
@@ -137,15 +138,23 @@ const (
 	termLog       = "/dev/termination-log"
 )
 
+// podBind is a host directory a pod's container binds (a Kubernetes
+// volume): it reaches the VM through the pod's shared directory.
+type podBind struct {
+	source, destination string
+	readOnly            bool
+}
+
 // memberSpec adapts a pod member's spec to the pod's VM, where the host's
 // paths do not exist: namespaces given by path (the sandbox's, through
 // the pid containerd knows it by) become the container's own, except the
 // network, which is the VM's (the pod's); CRI's binds of /etc/hosts,
 // /etc/resolv.conf and /etc/hostname become the agent's copies of those
 // files, /dev/shm a tmpfs of the container's, and the termination log
-// file stays in the guest. Other binds of host paths are refused: a VM's
-// shares are fixed at its boot.
-func memberSpec(spec *specs.Spec) (agent.ContainerNetwork, error) {
+// file stays in the guest. Binds of other host directories are taken out
+// and returned, to be shared through the pod's directory; binds of other
+// files are refused (a VM sees host files through directories).
+func memberSpec(spec *specs.Spec) (agent.ContainerNetwork, []podBind, error) {
 	net := agent.ContainerNetwork{ShareGuestNetwork: true}
 	if spec.Linux != nil {
 		var kept []specs.LinuxNamespace
@@ -159,6 +168,7 @@ func memberSpec(spec *specs.Spec) (agent.ContainerNetwork, error) {
 		spec.Linux.Namespaces = kept
 	}
 	var mounts []specs.Mount
+	var binds []podBind
 	for _, m := range spec.Mounts {
 		if !isBind(m) {
 			mounts = append(mounts, m)
@@ -179,11 +189,22 @@ func memberSpec(spec *specs.Spec) (agent.ContainerNetwork, error) {
 		case termLog:
 			continue
 		default:
-			return net, fmt.Errorf("%w: bind mount of %s at %s: a pod's containers cannot bind host paths yet (its VM's shares are fixed when the pod starts)", errdefs.ErrNotImplemented, m.Source, m.Destination)
+			st, err := os.Stat(m.Source)
+			if err != nil {
+				return net, nil, fmt.Errorf("%w: bind mount source %s: %v", errdefs.ErrInvalidArgument, m.Source, err)
+			}
+			if !st.IsDir() {
+				return net, nil, fmt.Errorf("%w: bind mounts of files are not supported: %s is not a directory (a VM shares directories; bind the directory that holds it)", errdefs.ErrNotImplemented, m.Source)
+			}
+			if len(binds) == maxPodBinds {
+				return net, nil, fmt.Errorf("%w: more than %d bind mounts of host directories", errdefs.ErrInvalidArgument, maxPodBinds)
+			}
+			binds = append(binds, podBind{source: m.Source, destination: m.Destination, readOnly: slices.Contains(m.Options, "ro")})
+			continue
 		}
 		b, err := os.ReadFile(m.Source)
 		if err != nil {
-			return net, fmt.Errorf("%w: %s: %v", errdefs.ErrInvalidArgument, m.Destination, err)
+			return net, nil, fmt.Errorf("%w: %s: %v", errdefs.ErrInvalidArgument, m.Destination, err)
 		}
 		if len(b) == 0 {
 			b = []byte("\n") // empty means "keep the image's" to the agent
@@ -191,7 +212,39 @@ func memberSpec(spec *specs.Spec) (agent.ContainerNetwork, error) {
 		*dst = string(b)
 	}
 	spec.Mounts = mounts
-	return net, nil
+	return net, binds, nil
+}
+
+// maxPodBinds bounds a pod container's host directories (they cost no
+// device: they all go through the pod's share).
+const maxPodBinds = 64
+
+// bindVolumesIntoPod binds a member's host directories into the pod's
+// shared directory, as <id>.v<i>, read-only ones read-only, and returns
+// the agent's storages for them and the directories made (for undoing).
+func bindVolumesIntoPod(p *pod, id string, binds []podBind, fstype string) (storages []agent.Storage, made []string, err error) {
+	defer func() {
+		if err != nil {
+			for _, d := range made {
+				unbindFromPod(d)
+			}
+			made = nil
+		}
+	}()
+	for i, b := range binds {
+		sub := fmt.Sprintf("%s.v%d", id, i)
+		dst := filepath.Join(p.shared, sub)
+		if err := os.Mkdir(dst, 0o755); err != nil {
+			return nil, made, fmt.Errorf("create %s: %w", dst, err)
+		}
+		made = append(made, dst)
+		if err := bindTree(b.source, dst, b.readOnly); err != nil {
+			return nil, made, fmt.Errorf("bind %s into the pod: %w", b.source, err)
+		}
+		storages = append(storages, agent.Storage{Serial: contract.RootfsShareTag, FSType: fstype, Role: contract.RoleBind,
+			MountPoint: b.destination, ReadOnly: b.readOnly, Subdir: sub})
+	}
+	return storages, made, nil
 }
 
 // sandboxSpecOK checks a sandbox's spec: only its network namespace may be
@@ -220,4 +273,25 @@ func namespacePath(spec *specs.Spec, t specs.LinuxNamespaceType) string {
 		}
 	}
 	return ""
+}
+
+// bindTree binds the tree at src on dst, read-only from the start if asked:
+// a remount to read-only afterwards would not reach the copies mount
+// propagation already made (virtiofsd's), where the guest's writes go.
+func bindTree(src, dst string, readOnly bool) error {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return fmt.Errorf("open_tree %s: %w", src, err)
+	}
+	defer unix.Close(fd)
+	if readOnly {
+		attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr); err != nil {
+			return fmt.Errorf("make it read-only: %w", err)
+		}
+	}
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move_mount to %s: %w", dst, err)
+	}
+	return nil
 }

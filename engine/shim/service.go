@@ -59,11 +59,12 @@ type container struct {
 	spec       *specs.Spec
 	rootfs     string // where the rootfs is mounted; "" if the bundle brought its own
 	// inPod is where a pod member's rootfs is bound in the pod's shared
-	// directory.
-	inPod  string
-	init   *process
-	execs  map[string]*process
-	paused bool
+	// directory, volumes where its host directories are.
+	inPod   string
+	volumes []string
+	init    *process
+	execs   map[string]*process
+	paused  bool
 }
 
 var _ taskapi.TTRPCTaskService = (*Service)(nil)
@@ -323,7 +324,7 @@ func (s *Service) createMember(ctx context.Context, c *container, r *taskapi.Cre
 	if v == nil {
 		return nil, fmt.Errorf("%w: the pod's VM has ended", errdefs.ErrFailedPrecondition)
 	}
-	network, err := memberSpec(c.spec)
+	network, volumes, err := memberSpec(c.spec)
 	if err != nil {
 		return nil, err
 	}
@@ -347,8 +348,21 @@ func (s *Service) createMember(ctx context.Context, c *container, r *taskapi.Cre
 			unbindFromPod(c.inPod)
 		}
 	}()
+	volStorages, made, err := bindVolumesIntoPod(p, c.id, volumes, v.shareFS)
+	if err != nil {
+		return nil, err
+	}
+	c.volumes = made
+	defer func() {
+		if err != nil {
+			for _, d := range made {
+				unbindFromPod(d)
+			}
+		}
+	}()
 	readOnly := c.spec.Root != nil && c.spec.Root.Readonly
-	if err := v.agent.CreateContainer(ctx, c.id, c.spec, []agent.Storage{v.rootfsStorage(readOnly, c.id)}, network); err != nil {
+	storages := append([]agent.Storage{v.rootfsStorage(readOnly, c.id)}, volStorages...)
+	if err := v.agent.CreateContainer(ctx, c.id, c.spec, storages, network); err != nil {
 		return nil, err
 	}
 	return v, nil
@@ -614,8 +628,10 @@ func (s *Service) remove(ctx context.Context, c *container) error {
 	case v != nil:
 		v.destroy()
 	}
-	if err := unbindFromPod(c.inPod); err != nil {
-		errs = append(errs, err)
+	for _, d := range append(c.volumes, c.inPod) {
+		if err := unbindFromPod(d); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.rootfs != "" {
 		if err := unmountRootfs(c.rootfs); err != nil {

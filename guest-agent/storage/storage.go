@@ -41,8 +41,9 @@ type Disk struct {
 	Role string
 	// MountPoint is where a volume appears in the container (RoleVolume only).
 	MountPoint string
-	// Subdir is the directory of a rootfs share that is the rootfs (one
-	// path component; RoleRootfs only, empty for the share's root).
+	// Subdir is the directory of a rootfs share that is the rootfs, or of
+	// a bind share that is bound (one path component; RoleRootfs and
+	// RoleBind only, empty for the share's root).
 	Subdir string
 }
 
@@ -86,10 +87,16 @@ func Validate(disks []Disk) error {
 		if d.Serial == "" || len(d.Serial) > MaxSerial || strings.ContainsAny(d.Serial, "/\x00\n") {
 			return fmt.Errorf("%w: disk serial %q must be 1 to %d bytes", ErrInvalid, d.Serial, MaxSerial)
 		}
-		if seen[d.Serial] {
+		// A share may be listed more than once for different subdirs of it
+		// (a pod's one share holds its containers' rootfs and volumes).
+		key := d.Serial
+		if d.Subdir != "" {
+			key += "/" + d.Subdir
+		}
+		if seen[key] {
 			return fmt.Errorf("%w: disk serial %q listed twice", ErrInvalid, d.Serial)
 		}
-		seen[d.Serial] = true
+		seen[key] = true
 		if strings.ContainsAny(d.FSType, ",\x00 ") {
 			return fmt.Errorf("%w: filesystem type %q", ErrInvalid, d.FSType)
 		}
@@ -101,8 +108,8 @@ func Validate(disks []Disk) error {
 		if d.Role != contract.RoleVolume && d.Role != contract.RoleBind && d.MountPoint != "" {
 			return fmt.Errorf("%w: disk %q of role %s has a mount point", ErrInvalid, d.Serial, d.Role)
 		}
-		if d.Subdir != "" && (d.Role != contract.RoleRootfs || !validSubdir(d.Subdir)) {
-			return fmt.Errorf("%w: storage %q of role %s: subdir %q (only a rootfs share has one: a single path component)", ErrInvalid, d.Serial, d.Role, d.Subdir)
+		if d.Subdir != "" && (d.Role != contract.RoleRootfs && d.Role != contract.RoleBind || !validSubdir(d.Subdir)) {
+			return fmt.Errorf("%w: storage %q of role %s: subdir %q (only a rootfs or bind share has one: a single path component)", ErrInvalid, d.Serial, d.Role, d.Subdir)
 		}
 		switch d.Role {
 		case contract.RoleRootfs:

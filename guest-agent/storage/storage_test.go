@@ -48,6 +48,15 @@ func TestValidate(t *testing.T) {
 		{"rootfs share subdir with a slash", []Disk{{Serial: "r", Role: contract.RoleRootfs, FSType: "virtiofs", Subdir: "a/b"}}, false},
 		{"rootfs share subdir ..", []Disk{{Serial: "r", Role: contract.RoleRootfs, FSType: "virtiofs", Subdir: ".."}}, false},
 		{"subdir on an image", []Disk{{Serial: "img", Role: contract.RoleImage, Subdir: "c1"}}, false},
+		{"a pod's share: rootfs and binds from subdirs", []Disk{
+			{Serial: "r", Role: contract.RoleRootfs, FSType: "virtiofs", Subdir: "c1"},
+			{Serial: "r", Role: contract.RoleBind, FSType: "virtiofs", Subdir: "c1.v0", MountPoint: "/data"},
+			{Serial: "r", Role: contract.RoleBind, FSType: "virtiofs", Subdir: "c1.v1", MountPoint: "/conf"},
+		}, true},
+		{"the same subdir twice", []Disk{
+			{Serial: "r", Role: contract.RoleRootfs, FSType: "virtiofs", Subdir: "c1"},
+			{Serial: "r", Role: contract.RoleBind, FSType: "virtiofs", Subdir: "c1", MountPoint: "/data"},
+		}, false},
 	}
 	for _, tt := range tests {
 		err := Validate(tt.disks)

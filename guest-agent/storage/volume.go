@@ -234,6 +234,9 @@ func copyMeta(src, dst string) error {
 
 // shareDir is where a bind share is mounted in the guest.
 func (m *Manager) shareDir(id string, d Disk) string {
+	if d.Subdir != "" {
+		return filepath.Join(m.Dir(id), "share-"+d.Serial+"-"+d.Subdir)
+	}
 	return filepath.Join(m.Dir(id), "share-"+d.Serial)
 }
 
@@ -277,7 +280,8 @@ func (m *Manager) Binds(id string, disks []Disk) []specs.Mount {
 		case contract.RoleVolume:
 			src = filepath.Join(m.volumeDir(id, d), volumeData)
 		case contract.RoleBind:
-			src = m.shareDir(id, d)
+			// The share's subdir, or the share itself.
+			src = filepath.Join(m.shareDir(id, d), d.Subdir)
 		default:
 			continue
 		}
