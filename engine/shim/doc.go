@@ -3,8 +3,10 @@
 // task in its own VM, on the engine's sandbox drivers and typed agent
 // client. It does not talk to vmctld.
 //
-// One shim process serves one VM. containerd starts the shim binary with
-// `start` in the task's bundle; the Manager re-executes it in the
+// One shim process serves one VM: a task's, or a Kubernetes pod's, whose
+// containers all go to the shim its sandbox started (pod.go). containerd
+// starts the shim binary with
+// `start` in the task's bundle; it re-executes itself in the
 // background on a socket of its own and prints the socket's address, the
 // plain form every containerd from 1.6 on reads. Create mounts the rootfs
 // containerd's snapshotter prepared (its overlay mounts) on the bundle's
@@ -23,6 +25,6 @@
 // The VM dies with the shim where the kernel's parent-death signal can
 // reach it; a jailed QEMU, which loses that signal when it changes user,
 // survives a shim killed with SIGKILL, and containerd's cleanup, the
-// binary's `delete` command (Manager.Stop), finds it through the bundle's
+// binary's `delete` command (binary.go), finds it through the bundle's
 // vm.json and ends it, and unmounts the rootfs.
 package shim

@@ -55,6 +55,9 @@ func parseOptions(a *anypb.Any) (Options, error) {
 	if err := dec.Decode(&o); err != nil {
 		return o, fmt.Errorf("%w: runtime config: %v (want JSON with the key \"hypervisor\")", errdefs.ErrInvalidArgument, err)
 	}
+	if dec.More() {
+		return o, fmt.Errorf("%w: runtime config: more than one JSON value", errdefs.ErrInvalidArgument)
+	}
 	switch o.Hypervisor {
 	case "", "auto", "kvm", "qemu":
 	default:

@@ -146,6 +146,9 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if spec.Process != nil && spec.Process.Terminal != r.Terminal {
 		return nil, wire(fmt.Errorf("%w: the spec's process.terminal (%v) and the request's (%v) differ", errdefs.ErrInvalidArgument, spec.Process.Terminal, r.Terminal))
 	}
+	if err := checkResources(spec); err != nil {
+		return nil, wire(err)
+	}
 	k := taskKind(spec)
 	if err := s.reserve(r.ID, k, spec); err != nil {
 		return nil, wire(err)
@@ -581,8 +584,14 @@ func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 		return nil, wire(fmt.Errorf("%w: process %s is running: kill it first", errdefs.ErrFailedPrecondition, procName(p)))
 	}
 	if st == statusCreated {
-		// Never started: it ends here.
-		code, at = 137, time.Now().UTC()
+		// Never started: it ends here, and a Wait on it returns.
+		p.mu.Lock()
+		if p.status == statusCreated {
+			p.status, p.exitCode, p.exitedAt = statusStopped, 137, time.Now().UTC()
+			close(p.exited)
+		}
+		code, at = p.exitCode, p.exitedAt
+		p.mu.Unlock()
 	}
 	p.closeFifos()
 	if r.ExecID != "" {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/vmctl/vmctl/api/agent/contract"
 	"github.com/vmctl/vmctl/engine/agent"
@@ -121,12 +122,34 @@ func vmShape(spec *specs.Spec) (vcpus, memMiB int) {
 	}
 	r := spec.Linux.Resources
 	if cpu := r.CPU; cpu != nil && cpu.Quota != nil && *cpu.Quota > 0 && cpu.Period != nil && *cpu.Period > 0 {
-		vcpus = max(1, int(math.Ceil(float64(*cpu.Quota)/float64(*cpu.Period))))
+		// In floating point, capped before converting: a huge quota must
+		// not overflow into a small count.
+		vcpus = int(math.Min(maxVCPUs, math.Max(1, math.Ceil(float64(*cpu.Quota)/float64(*cpu.Period)))))
 	}
 	if m := r.Memory; m != nil && m.Limit != nil && *m.Limit > 0 {
 		memMiB = int(*m.Limit>>20) + 128
 	}
-	return min(vcpus, 64), memMiB
+	return vcpus, memMiB
+}
+
+// maxVCPUs is the most vCPUs a task's VM gets.
+const maxVCPUs = 64
+
+// checkResources refuses a memory limit the host cannot give a VM at all
+// (its RAM), before anything is made.
+func checkResources(spec *specs.Spec) error {
+	if spec.Linux == nil || spec.Linux.Resources == nil || spec.Linux.Resources.Memory == nil || spec.Linux.Resources.Memory.Limit == nil {
+		return nil
+	}
+	limit := *spec.Linux.Resources.Memory.Limit
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return nil
+	}
+	if host := uint64(si.Totalram) * uint64(si.Unit); limit > 0 && uint64(limit) > host {
+		return fmt.Errorf("%w: memory limit %d bytes is more than the host's %d bytes", errdefs.ErrInvalidArgument, limit, host)
+	}
+	return nil
 }
 
 // vmDevices is what a VM is given beyond its size.
