@@ -133,10 +133,16 @@ func openInRoot(rootfs, p string) (*os.File, error) {
 		return nil, err
 	}
 	defer unix.Close(root)
-	fd, err := unix.Openat2(root, strings.TrimPrefix(p, "/"), &unix.OpenHow{
+	how := &unix.OpenHow{
 		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	}
+	fd, err := unix.Openat2(root, strings.TrimPrefix(p, "/"), how)
+	// A rename or mount anywhere in the system during the lookup makes the
+	// kernel give up on it with EAGAIN (openat2(2)); retrying gets past it.
+	for try := 0; err == unix.EAGAIN && try < 16; try++ {
+		fd, err = unix.Openat2(root, strings.TrimPrefix(p, "/"), how)
+	}
 	if err != nil {
 		return nil, err
 	}
