@@ -69,3 +69,16 @@ func TestVMShapeHugeValues(t *testing.T) {
 		t.Errorf("checkResources(1 GiB) = %v", err)
 	}
 }
+
+// A pod's VM is as large as CRI says the pod is.
+func TestPodShape(t *testing.T) {
+	spec := &specs.Spec{Annotations: map[string]string{
+		annoContainerType: typeSandbox, annoSandboxMemory: "536870912", annoSandboxCPUQuota: "250000", annoSandboxCPUPeriod: "100000",
+	}}
+	if vcpus, mem := podShape(spec); vcpus != 3 || mem != 512+128 {
+		t.Errorf("podShape = %d vCPUs, %d MiB; want 3, 640", vcpus, mem)
+	}
+	if vcpus, mem := podShape(&specs.Spec{}); vcpus != 1 || mem != 256 {
+		t.Errorf("podShape(no annotations) = %d, %d; want vmShape's 1, 256", vcpus, mem)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -132,6 +133,33 @@ func vmShape(spec *specs.Spec) (vcpus, memMiB int) {
 	return vcpus, memMiB
 }
 
+// The pod's resources CRI puts on its sandbox (the sum of its containers'
+// limits and the pod's overhead, as kubelet passes them).
+const (
+	annoSandboxMemory    = "io.kubernetes.cri.sandbox-memory"
+	annoSandboxCPUQuota  = "io.kubernetes.cri.sandbox-cpu-quota"
+	annoSandboxCPUPeriod = "io.kubernetes.cri.sandbox-cpu-period"
+)
+
+// podShape sizes a pod's VM from its sandbox's annotations, where CRI
+// gives the pod's resources; without them, as vmShape.
+func podShape(spec *specs.Spec) (vcpus, memMiB int) {
+	vcpus, memMiB = vmShape(spec)
+	parse := func(key string) (int64, bool) {
+		v, err := strconv.ParseInt(spec.Annotations[key], 10, 64)
+		return v, err == nil && v > 0
+	}
+	if q, ok := parse(annoSandboxCPUQuota); ok {
+		if p, ok := parse(annoSandboxCPUPeriod); ok {
+			vcpus = int(math.Min(maxVCPUs, math.Max(1, math.Ceil(float64(q)/float64(p)))))
+		}
+	}
+	if m, ok := parse(annoSandboxMemory); ok {
+		memMiB = int(min(m>>20, 1<<30)) + 128
+	}
+	return vcpus, memMiB
+}
+
 // maxVCPUs is the most vCPUs a task's VM gets.
 const maxVCPUs = 64
 
@@ -172,6 +200,9 @@ func (c Config) bootVM(ctx context.Context, choice sandbox.Choice, namespace, id
 		return nil, err
 	}
 	vcpus, mem := vmShape(spec)
+	if taskKind(spec) == kindSandbox {
+		vcpus, mem = podShape(spec)
+	}
 	sid := sandboxID(namespace, id)
 	stateDir := filepath.Join(c.StateRoot, sid)
 	if err := os.MkdirAll(c.StateRoot, 0o700); err != nil {
