@@ -116,6 +116,35 @@ state = %q
 	return c, nil
 }
 
+// criClient is a CRI runtime client of the tests' cri containerd, and a
+// context bounding the test's calls; both end with the test.
+func (c *ctrd) criClient(t *testing.T) (runtimeapi.RuntimeServiceClient, context.Context) {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return runtimeapi.NewRuntimeServiceClient(conn), ctx
+}
+
+// waitExited waits until a CRI container has exited, for up to a minute,
+// and returns its status.
+func waitExited(t *testing.T, ctx context.Context, rt runtimeapi.RuntimeServiceClient, id string) *runtimeapi.ContainerStatus {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		r, err := rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status.State == runtimeapi.ContainerState_CONTAINER_EXITED || time.Now().After(deadline) {
+			return r.Status
+		}
+	}
+}
+
 // The CNI network the CRI tests' pods get.
 const (
 	criBridge = "vmctlcri0"
@@ -127,14 +156,7 @@ const (
 // too.
 func TestShimCRIPodNetwork(t *testing.T) {
 	c := criContainerd(t)
-	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	rt, ctx := c.criClient(t)
 	logs := t.TempDir()
 	podCfg := &runtimeapi.PodSandboxConfig{
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "net", Namespace: "default", Uid: "pod-net-1"},
@@ -217,14 +239,7 @@ func TestShimCRIPodNetwork(t *testing.T) {
 func TestShimCRIPod(t *testing.T) {
 	e := e2e(t)
 	c := criContainerd(t)
-	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	rt, ctx := c.criClient(t)
 
 	logs := t.TempDir()
 	podCfg := &runtimeapi.PodSandboxConfig{
@@ -272,16 +287,7 @@ func TestShimCRIPod(t *testing.T) {
 		"for i in $(seq 1 100); do wget -q -O - http://127.0.0.1:8080/ && uname -r && exit 0; sleep 0.2; done; exit 1")
 
 	// The client ends once it fetched the page.
-	var st *runtimeapi.ContainerStatus
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
-		r, err := rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: client})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st = r.Status; st.State == runtimeapi.ContainerState_CONTAINER_EXITED || time.Now().After(deadline) {
-			break
-		}
-	}
+	st := waitExited(t, ctx, rt, client)
 	log, _ := os.ReadFile(filepath.Join(logs, "client.log"))
 	if st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 0 {
 		t.Fatalf("client: state %v, exit %d; its log:\n%s", st.State, st.ExitCode, log)
@@ -316,15 +322,7 @@ func TestShimCRIPod(t *testing.T) {
 	if _, err := rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: vr.ContainerId}); err != nil {
 		t.Fatalf("StartContainer with volumes: %v", err)
 	}
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
-		r, err := rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: vr.ContainerId})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.Status.State == runtimeapi.ContainerState_CONTAINER_EXITED || time.Now().After(deadline) {
-			break
-		}
-	}
+	waitExited(t, ctx, rt, vr.ContainerId)
 	vlog, _ := os.ReadFile(filepath.Join(logs, "volumes.log"))
 	if !strings.Contains(string(vlog), " stdout F from-the-host\n") || !strings.Contains(string(vlog), " stdout F ro-refused\n") {
 		t.Errorf("volumes container's log %q: want the host's file and the read-only volume's refusal", vlog)
