@@ -77,11 +77,32 @@ func (r *Runtime) Exec(ctx context.Context, id, execID string, p *specs.Process)
 // never unlocked: tainted by setns, it exits with its goroutine.
 func (r *Runtime) startExec(ctx context.Context, c *Container, proc *Process, p *specs.Process) error {
 	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		done <- r.forkInContainer(ctx, c, proc, p)
-	}()
+	onEndingThread(func() { done <- r.forkInContainer(ctx, c, proc, p) })
 	return <-done
+}
+
+// onEndingThread runs fn in a goroutine locked to an OS thread that ends
+// with it. The runtime does not end the main thread when its goroutine
+// exits locked: it parks it, for good, in whatever namespaces fn joined
+// (and the process's /proc/self is the main thread's). So fn never runs
+// there: from the main thread, which stays locked meanwhile, fn goes to
+// another goroutine, which the runtime must then put on another thread.
+func onEndingThread(fn func()) {
+	go func() {
+		runtime.LockOSThread() // never unlocked where fn ran
+		if unix.Gettid() != unix.Getpid() {
+			fn()
+			return
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			runtime.LockOSThread()
+			fn()
+		}()
+		<-done
+		runtime.UnlockOSThread()
+	}()
 }
 
 // forkInContainer runs on a locked thread. It starts the helper, a re-exec
