@@ -23,7 +23,7 @@ func TestInstall(t *testing.T) {
 	if out, err := mk.CombinedOutput(); err != nil {
 		t.Fatalf("make install: %v\n%s", err, out)
 	}
-	for _, f := range []string{"bin/vmctl", "bin/vmctld", "bin/vmctl-vmm", "lib/vmctl/guest/vmlinuz",
+	for _, f := range []string{"bin/vmctl", "bin/vmctld", "bin/vmctl-vmm", "bin/containerd-shim-vmctl-v1", "lib/vmctl/guest/vmlinuz",
 		"lib/vmctl/guest/initramfs.img", "lib/systemd/system/vmctld.service", "lib/systemd/system/vmctld.socket"} {
 		if _, err := os.Stat(filepath.Join(prefix, f)); err != nil {
 			t.Errorf("make install left no %s: %v", f, err)
