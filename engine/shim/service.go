@@ -929,6 +929,24 @@ func (s *Service) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*em
 	if busy && !r.Now {
 		return &emptypb.Empty{}, nil
 	}
+	// Now (a signal, or containerd giving up): every task goes, with the
+	// VM, the mounts and a pod's network.
+	s.mu.Lock()
+	all := make([]*container, 0, len(s.containers))
+	for _, c := range s.containers {
+		all = append(all, c)
+	}
+	s.mu.Unlock()
+	for _, c := range all {
+		if c.kind == kindMember {
+			s.remove(ctx, c)
+		}
+	}
+	for _, c := range all {
+		if c.kind != kindMember {
+			s.remove(ctx, c)
+		}
+	}
 	s.mu.Lock()
 	v := s.vm
 	s.vm = nil
