@@ -134,11 +134,25 @@ func (c *ctrd) stop() {
 	}
 }
 
+// ctrArgs is ctr's command line against the tests' containerd, with the
+// FIFOs of what it runs in the tests' directory (ctr's default is the
+// machine's /run/containerd/fifo, and a detached task leaves them there).
+func (c *ctrd) ctrArgs(args ...string) []string {
+	out := append([]string{"-a", c.sock}, args...)
+	switch {
+	case len(args) > 0 && args[0] == "run":
+		out = append([]string{"-a", c.sock, "run", "--fifo-dir", filepath.Join(c.dir, "fifo")}, args[1:]...)
+	case len(args) > 1 && args[0] == "task" && args[1] == "exec":
+		out = append([]string{"-a", c.sock, "task", "exec", "--fifo-dir", filepath.Join(c.dir, "fifo")}, args[2:]...)
+	}
+	return out
+}
+
 // ctr runs ctr against the tests' containerd.
 func (c *ctrd) ctr(ctx context.Context, stdin io.Reader, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ctr", append([]string{"-a", c.sock}, args...)...)
+	cmd := exec.CommandContext(ctx, "ctr", c.ctrArgs(args...)...)
 	cmd.Env = c.env
 	cmd.Stdin = stdin
 	var out bytes.Buffer
@@ -152,7 +166,7 @@ func (c *ctrd) run(t *testing.T, stdin io.Reader, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ctr", append([]string{"-a", c.sock}, args...)...)
+	cmd := exec.CommandContext(ctx, "ctr", c.ctrArgs(args...)...)
 	cmd.Env = c.env
 	return capture(ctx, t, cmd, stdin)
 }
@@ -312,7 +326,7 @@ func TestShimBindMount(t *testing.T) {
 // ctr run -t gives the container a terminal.
 func TestShimTerminal(t *testing.T) {
 	c := containerd(t)
-	cmd := exec.Command("ctr", "-a", c.sock, "run", "--rm", "-t", "--runtime", shimRuntime, c.image, "shim-tty", "sh")
+	cmd := exec.Command("ctr", c.ctrArgs("run", "--rm", "-t", "--runtime", shimRuntime, c.image, "shim-tty", "sh")...)
 	cmd.Env = c.env
 	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 30, Cols: 100})
 	if err != nil {
