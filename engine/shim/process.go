@@ -133,46 +133,22 @@ func (p *process) closeFifos() {
 	p.fifos = nil
 }
 
-// readFunc is ReadStdout or ReadStderr.
-type readFunc func(ctx context.Context, p agent.Process, max int, offset uint64) (agent.Output, error)
-
-// pumpOutput copies a stream from the agent to w until it ends. A reader
-// that went away (the FIFO's other side closed) no longer gets the
-// output, but the stream is still drained, so the guest never blocks on
-// it.
-func pumpOutput(ctx context.Context, ref agent.Process, read readFunc, w io.WriteCloser) {
-	defer func() {
-		if w != nil {
+// pumpOutput copies a stream from the agent to w until it ends, then
+// closes w. A reader that went away (the FIFO's other side closed) no
+// longer gets the output, but the stream is still drained, so the guest
+// never blocks on it.
+func pumpOutput(ctx context.Context, ref agent.Process, read agent.ReadFunc, w io.WriteCloser) {
+	agent.PumpOutput(ctx, read, ref, ioChunk, 0, func(b []byte) {
+		if w == nil {
+			return
+		}
+		if _, err := w.Write(b); err != nil {
 			w.Close()
+			w = nil
 		}
-	}()
-	var off uint64
-	for {
-		out, err := read(ctx, ref, ioChunk, off)
-		if err != nil {
-			return
-		}
-		if len(out.Data) > 0 {
-			off += uint64(len(out.Data))
-			if w != nil {
-				if _, err := w.Write(out.Data); err != nil {
-					w.Close()
-					w = nil
-				}
-			}
-		}
-		if out.EOF {
-			return
-		}
-		if len(out.Data) == 0 {
-			// The agent's reads block until there is output; a guest that
-			// answers empty at once must not make the shim spin.
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
+	})
+	if w != nil {
+		w.Close()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -472,15 +473,9 @@ func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 
 // run carries a process's output until it exits, then records and
 // publishes the exit. The init's exit ends the VM.
-func (s *Service) run(a *agent.Client, c *container, p *process, stdout, stderr interface {
-	Write([]byte) (int, error)
-	Close() error
-}) {
+func (s *Service) run(a *agent.Client, c *container, p *process, stdout, stderr io.WriteCloser) {
 	var pumps sync.WaitGroup
-	pump := func(read readFunc, w interface {
-		Write([]byte) (int, error)
-		Close() error
-	}) {
+	pump := func(read agent.ReadFunc, w io.WriteCloser) {
 		defer pumps.Done()
 		pumpOutput(s.ctx, p.ref(), read, w)
 	}

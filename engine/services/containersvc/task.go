@@ -518,41 +518,12 @@ func (t *task) process(execID string) agent.Process {
 }
 
 // readFunc is the agent's ReadStdout or ReadStderr.
-type readFunc func(ctx context.Context, p agent.Process, max int, offset uint64) (agent.Output, error)
+type readFunc = agent.ReadFunc
 
 // pumpOutput reads one output stream of a process (execID "" is the
 // container's own) from stream offset from until its EOF or the end of ctx
-// (the run's, or an exec's), handing each chunk to deliver. Each read
-// acknowledges the chunks delivered before it (see the agent API), so a
-// chunk whose answer never arrived is read again by whoever resumes from
-// the same offset. A failed read (the run ended, or an answer the client
-// refused) ends the stream.
+// (the run's, or an exec's), handing each chunk to deliver
+// (agent.PumpOutput).
 func (t *task) pumpOutput(ctx context.Context, execID string, read readFunc, from uint64, deliver func([]byte)) {
-	off := from
-	for {
-		out, err := read(ctx, t.process(execID), ioChunk, off)
-		if err != nil {
-			return
-		}
-		if len(out.Data) > 0 {
-			deliver(out.Data)
-			off += uint64(len(out.Data))
-		}
-		if out.EOF {
-			return
-		}
-		if len(out.Data) == 0 {
-			// The agent's reads block until there is output, so an empty
-			// answer is rare; a guest that gives nothing but empty answers
-			// must not have the host spin on it.
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(emptyReadBackoff):
-			}
-		}
-	}
+	agent.PumpOutput(ctx, read, t.process(execID), ioChunk, from, deliver)
 }
-
-// emptyReadBackoff is the pause after an output read that returned nothing.
-const emptyReadBackoff = 10 * time.Millisecond

@@ -59,9 +59,9 @@ func TestPumpOutputHostileAgent(t *testing.T) {
 		time.Sleep(window)
 		tk.cancel()
 		<-done
-		// Paced at emptyReadBackoff, the window holds about 20 reads; a
+		// Paced at agent.EmptyReadBackoff, the window holds about 20 reads; a
 		// spinning pump makes hundreds of thousands.
-		if n, limit := calls.Load(), int64(10*window/emptyReadBackoff); n > limit {
+		if n, limit := calls.Load(), int64(10*window/agent.EmptyReadBackoff); n > limit {
 			t.Errorf("%d reads of empty answers in %s, want at most %d", n, window, limit)
 		}
 	})
