@@ -8,6 +8,8 @@
 #   make install binaries, guest files and systemd units under PREFIX (default /usr/local)
 #   make fuzz-long   every fuzz target for 10 minutes (FUZZTIME), outside make test
 #   make e2e-nested  the native VMM booting the guest inside a nested L1 (QEMU TCG + emulated SVM)
+#   make appliance   the demo appliance: build/appliance/vmctl.ova (VirtualBox, VMware) and vmctl.qcow2
+#   make appliance-test  the appliance booted under QEMU, with and without emulated AMD-V, driven over its console
 #   make proto   regenerate api/*/v1/*.pb.go from the .proto files (generators pinned in scripts/proto.sh)
 
 SHELL := /bin/bash
@@ -30,7 +32,7 @@ BINDIR = $(PREFIX)/bin
 GUESTDIR = $(PREFIX)/lib/vmctl/guest
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 
-.PHONY: all demo test unit e2e e2e-nested nested-prepare fuzz fuzz-long bench build kernel image proto deps clean vet install
+.PHONY: all demo test unit e2e e2e-nested nested-prepare fuzz fuzz-long bench build kernel image proto deps clean vet install appliance appliance-test
 
 all: build
 
@@ -99,6 +101,17 @@ nested-prepare: deps
 e2e-nested: build kernel nested-prepare
 	VMCTL_E2E=1 $(GO) test -count=1 -timeout 30m -v ./tests/nested/
 
+
+# The demo appliance (README "Demo in VirtualBox or VMware"): Debian 12 with
+# vmctl installed, from Debian's packages; its base is cached outside the tree.
+appliance: build kernel image
+	@bash scripts/appliance/build.sh
+
+# The appliance's OVA checked as an importer reads it, and its qcow2 booted
+# under QEMU on a CPU without and with (emulated) AMD-V, driven over the
+# serial console: log in, vmctl run, docker run.
+appliance-test: appliance
+	VMCTL_APPLIANCE=$(CURDIR)/build/appliance $(GO) test -count=1 -timeout 60m -v ./tests/appliance/
 
 # -p 1: several packages boot VMs under software emulation; run side by side
 # on a 2-core machine they starve each other's guests of CPU.

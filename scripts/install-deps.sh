@@ -26,6 +26,10 @@ packages=(
 	# make bench's gVisor peer of the shim (Debian's runsc has no
 	# containerd-shim-runsc-v1: it runs under containerd's runc shim)
 	runsc
+	# make appliance: a Debian tree (debootstrap), a disk image assembled
+	# without loop devices (FAT and SYSLINUX through mtools, ext4 from a
+	# directory), qemu-img's qcow2 and VMDK, xmllint for the OVF schema
+	debootstrap fdisk dosfstools mtools syslinux syslinux-common qemu-utils libxml2-utils
 )
 
 # The docker CLI drives vmctld in the tests. Machines usually have one; only
