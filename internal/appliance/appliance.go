@@ -30,10 +30,11 @@ import (
 type CPU string
 
 const (
-	// NoVirt is a CPU without virtualization extensions. (Not "max" with
-	// svm=off: Debian's 6.1 kernel misreads mount points on that CPU under
-	// QEMU 7.2's TCG, and systemd's mounts and sandboxes fail.)
-	NoVirt CPU = "qemu64"
+	// NoVirt is a CPU without virtualization extensions (qemu64 has SVM
+	// unless told not to). Not "max,svm=off": on that CPU under QEMU 7.2's
+	// TCG, Debian's 6.1 kernel misreads mount points and systemd's mounts
+	// and sandboxes fail.
+	NoVirt CPU = "qemu64,svm=off"
 	// EmulatedSVM is TCG's CPU with AMD-V and nested paging.
 	EmulatedSVM CPU = "max"
 )

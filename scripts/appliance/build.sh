@@ -179,7 +179,7 @@ UUID=$root_uuid	/	ext4	errors=remount-ro	0 1
 UUID=$boot_id	/boot	vfat	umask=0077	0 2
 EOF
 # The kernel command line, consoles on VGA and the first serial port (the
-# last console= is where boot messages and the login prompt go first).
+# last console= is where boot messages go); quiet: only errors on them.
 cat >"$bootdir/syslinux.cfg" <<EOF
 SERIAL 0 115200
 DEFAULT vmctl
@@ -188,7 +188,7 @@ TIMEOUT 0
 LABEL vmctl
   LINUX /vmlinuz
   INITRD /initrd.img
-  APPEND root=UUID=$root_uuid ro console=tty0 console=ttyS0,115200n8
+  APPEND root=UUID=$root_uuid ro quiet console=tty0 console=ttyS0,115200n8
 EOF
 
 log "assembling the disk"

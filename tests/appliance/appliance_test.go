@@ -60,6 +60,15 @@ func TestOVA(t *testing.T) {
 	if err != nil || !strings.Contains(string(info), "file format: qcow2") {
 		t.Errorf("qemu-img info: %v\n%s", err, info)
 	}
+	// qemu-img reads the packed disk as a streamOptimized VMDK too.
+	ex := t.TempDir()
+	if out, err := exec.Command("tar", "-C", ex, "-xf", filepath.Join(dir, "vmctl.ova"), "vmctl-disk1.vmdk").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v: %s", err, out)
+	}
+	info, err = exec.Command("qemu-img", "info", filepath.Join(ex, "vmctl-disk1.vmdk")).CombinedOutput()
+	if err != nil || !strings.Contains(string(info), "file format: vmdk") || !strings.Contains(string(info), "create type: streamOptimized") {
+		t.Errorf("qemu-img info of the OVA's disk: %v\n%s", err, info)
+	}
 }
 
 // boot boots the appliance on cpu and logs in; the console goes to a file
@@ -145,6 +154,7 @@ func TestBootWithoutVirtualization(t *testing.T) {
 	vm, ctx := boot(t, appliance.NoVirt)
 	check := must(t, ctx, vm, "vmctl check")
 	contains(t, "vmctl check", check,
+		"Daemon:            unix:///run/vmctl/vmctl.sock", // socket-activated, the demo user may use it
 		"Outer hypervisor:  QEMU (TCG)",
 		"auto picks:        qemu (accelerator tcg)",
 		"-cpu max", // the advice for an outer QEMU
@@ -159,7 +169,11 @@ func TestBootWithNestedVirtualization(t *testing.T) {
 	vm, ctx := boot(t, appliance.EmulatedSVM)
 	must(t, ctx, vm, "test -c /dev/kvm")
 	check := must(t, ctx, vm, "vmctl check")
-	contains(t, "vmctl check", check, "auto picks:        vmctl-vmm")
-	contains(t, "vmctl info", must(t, ctx, vm, "vmctl info"), "vmctl-vmm")
+	// kvm: the native VMM, vmctl-vmm.
+	contains(t, "vmctl check", check,
+		"Daemon:            unix:///run/vmctl/vmctl.sock",
+		"VT-x/AMD-V:        nested virtualization available",
+		"auto picks:        kvm (accelerator kvm)",
+		"Fast path:         in use")
 	demo(t, ctx, vm, appliance.EmulatedSVM)
 }
