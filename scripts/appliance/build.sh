@@ -83,6 +83,16 @@ key=$(printf '%s\n' "$suite" "$mirror" "${packages[@]}" | sha256sum | cut -c1-16
 base=$cache/base-$key.tar
 mkdir -p "$cache" "$out"
 rootfs=$out/rootfs
+bootdir=$out/boot
+disk=$out/disk.raw
+# The work files go whatever happens (a failed build leaves no 1 GiB tree
+# behind); only the outputs stay.
+# A debootstrap that failed may leave /proc and /sys mounted in the tree.
+cleanup() {
+	awk -v r="$rootfs/" 'index($2, r) == 1 {print $2}' /proc/self/mounts | sort -r | xargs -r umount -l
+	rm -rf "$rootfs" "$bootdir" "$disk" "$out/vmctl-disk1.vmdk" "$base.tmp"
+}
+trap cleanup EXIT
 rm -rf "$rootfs"
 mkdir -p "$rootfs"
 if [ ! -f "$base" ]; then
@@ -163,7 +173,6 @@ systemctl --root="$rootfs" disable --quiet containerd.service
 # FAT partition at run time.
 kver=$(ls "$rootfs"/boot/vmlinuz-* | sed 's|.*/vmlinuz-||' | sort -V | tail -n1)
 [ -n "$kver" ] && [ -f "$rootfs/boot/initrd.img-$kver" ] || die "no kernel and initramfs in the base"
-bootdir=$out/boot
 rm -rf "$bootdir"
 mkdir -p "$bootdir"
 mv "$rootfs"/boot/* "$bootdir"/
@@ -192,7 +201,6 @@ LABEL vmctl
 EOF
 
 log "assembling the disk"
-disk=$out/disk.raw
 rm -f "$disk"
 truncate -s "$size" "$disk"
 sector=512
@@ -223,5 +231,4 @@ qemu-img convert -O qcow2 -c "$disk" "$out/vmctl.qcow2"
 qemu-img convert -O vmdk -o subformat=streamOptimized,adapter_type=ide "$disk" "$out/vmctl-disk1.vmdk"
 (cd "$repo" && go run ./scripts/appliance/mkova -disk "$out/vmctl-disk1.vmdk" -o "$out/vmctl.ova")
 (cd "$out" && sha256sum vmctl.ova vmctl.qcow2 >SHA256SUMS)
-rm -rf "$rootfs" "$bootdir" "$disk" "$out/vmctl-disk1.vmdk"
 log "done: $(cd "$out" && ls -s --block-size=M vmctl.ova vmctl.qcow2 | tr '\n' ' ')"
