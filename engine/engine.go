@@ -271,7 +271,8 @@ func (e *Engine) openDriver(choice sandbox.Choice) (sandbox.Driver, error) {
 	var err error
 	switch choice.Driver {
 	case "qemu":
-		d, err = qemu.New(qemu.Options{Binary: e.cfg.QEMU, Accel: choice.Accel, Detach: e.cfg.DetachVMs})
+		d, err = qemu.New(qemu.Options{Binary: e.cfg.QEMU, Accel: choice.Accel, Detach: e.cfg.DetachVMs,
+			ProbeCache: filepath.Join(e.cfg.DataRoot, "qemu-probe.json")})
 	case "kvm":
 		d, err = vmm.New(vmm.Options{Binary: e.cfg.VMM, Detach: e.cfg.DetachVMs})
 	default:

@@ -85,6 +85,9 @@ type Options struct {
 	// is never jailed, as QEMU's 9p server needs root to keep the guest's
 	// owners.
 	Unjailed bool
+	// ProbeCache, if set, is a file where what New learns of the QEMU
+	// binary (its -help) is kept for later processes (probecache.go).
+	ProbeCache string
 }
 
 // ShareFSEnv, when set to "9p", makes New's default ShareFS sandbox.Share9P.
@@ -137,7 +140,7 @@ func New(opts Options) (*Driver, error) {
 	}
 	d := &Driver{binary: bin, accel: accel, detach: opts.Detach, shareFS: shareFS}
 	if !opts.Unjailed && os.Geteuid() == 0 {
-		if d.drop = probeDrop(bin); d.drop == dropNone {
+		if d.drop = cachedDrop(bin, opts.ProbeCache); d.drop == dropNone {
 			return nil, fmt.Errorf("%s can neither -runas nor -run-with user=: it cannot be jailed (use a QEMU from 7.2 on, or run unjailed)", bin)
 		}
 	}

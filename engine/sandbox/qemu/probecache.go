@@ -1,0 +1,92 @@
+package qemu
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Asking QEMU's -help which options drop privileges costs a process start
+// (about 100 ms on a loaded machine, more under emulation), and every
+// create and start of a container opens a driver. The answer depends only
+// on the binary, so it is kept per binary: in this process, and across
+// processes in a file where the engine names one (Options.ProbeCache, in
+// its data root), so an in-process `vmctl run` does not pay it either.
+
+// dropCache maps binaryKey -> privDrop.
+var dropCache sync.Map
+
+// binaryKey names a QEMU binary by path and identity: another file at the
+// path (a QEMU upgrade) or a change to it gets another key.
+func binaryKey(bin string) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(bin, &st); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s|%d:%d|%d|%d.%09d", bin, st.Dev, st.Ino, st.Size, st.Ctim.Sec, st.Ctim.Nsec), nil
+}
+
+// cachedDrop is probeDrop, asked once per binary. file, if not empty,
+// persists the answers (a JSON object of key -> privDrop); a missing or
+// unreadable file only means asking QEMU.
+func cachedDrop(bin, file string) privDrop {
+	key, err := binaryKey(bin)
+	if err != nil {
+		return probeDrop(bin)
+	}
+	if v, ok := dropCache.Load(key); ok {
+		return v.(privDrop)
+	}
+	if file != "" {
+		if d, ok := readDropFile(file)[key]; ok && (d == dropRunas || d == dropRunWith) {
+			dropCache.Store(key, d)
+			return d
+		}
+	}
+	d := probeDrop(bin)
+	if d == dropNone {
+		return d // asked again next time: nothing to remember from a failed probe
+	}
+	dropCache.Store(key, d)
+	if file != "" {
+		m := readDropFile(file)
+		m[key] = d
+		_ = writeDropFile(file, m)
+	}
+	return d
+}
+
+func readDropFile(file string) map[string]privDrop {
+	m := map[string]privDrop{}
+	if b, err := os.ReadFile(file); err == nil {
+		if json.Unmarshal(b, &m) != nil {
+			m = map[string]privDrop{}
+		}
+	}
+	return m
+}
+
+// writeDropFile replaces file atomically, so a reader never sees half of it.
+func writeDropFile(file string, m map[string]privDrop) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(file), ".qemu-probe-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), file)
+}
