@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/vmctl/vmctl/engine/flock"
+	"github.com/vmctl/vmctl/internal/atomicfile"
 )
 
 // stage is a private directory under <root>/tmp where a load writes and
@@ -238,7 +239,7 @@ func (s *Store) commit(ctx context.Context, st *stage, cands []candidate) ([]Ima
 				}
 			}
 		}
-		if err := syncDir(filepath.Join(string(s.blobs), "sha256")); err != nil {
+		if err := atomicfile.SyncDir(filepath.Join(string(s.blobs), "sha256")); err != nil {
 			return err
 		}
 		for _, c := range cands {

@@ -39,6 +39,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/vmctl/vmctl/engine/flock"
+	"github.com/vmctl/vmctl/internal/atomicfile"
 )
 
 // ErrNotFound is returned (wrapped) when a reference names no stored image.
@@ -124,7 +125,7 @@ func Open(root string) (*Store, error) {
 	defer l.Release()
 	if _, err := os.Stat(filepath.Join(root, ocispec.ImageLayoutFile)); errors.Is(err, os.ErrNotExist) {
 		layout := []byte(`{"imageLayoutVersion":"` + ocispec.ImageLayoutVersion + `"}`)
-		if err := writeFileAtomic(filepath.Join(root, ocispec.ImageLayoutFile), layout); err != nil {
+		if err := atomicfile.Write(filepath.Join(root, ocispec.ImageLayoutFile), layout, 0o644); err != nil {
 			return nil, fmt.Errorf("opening image store: %w", err)
 		}
 	}

@@ -30,6 +30,7 @@ import (
 
 	"github.com/vmctl/vmctl/engine/errs"
 	"github.com/vmctl/vmctl/engine/flock"
+	"github.com/vmctl/vmctl/internal/atomicfile"
 )
 
 // DriverLocal is the only volume driver: a disk image on this host.
@@ -489,33 +490,12 @@ func syncPaths(paths ...string) error {
 	return nil
 }
 
-// writeFileAtomic writes v as JSON to path through a synced temp file and
-// a rename, so readers see the old content or the new, never a part; the
-// directory is synced after the rename so that the new content survives
-// a crash.
+// writeFileAtomic writes v as JSON to path (atomicfile.Write), readable
+// by root only.
 func writeFileAtomic(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncPaths(filepath.Dir(path))
+	return atomicfile.Write(path, b, 0o600)
 }

@@ -4,9 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 
+	"github.com/vmctl/vmctl/internal/atomicfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -70,23 +70,10 @@ func readDropFile(file string) map[string]privDrop {
 	return m
 }
 
-// writeDropFile replaces file atomically, so a reader never sees half of it.
 func writeDropFile(file string, m map[string]privDrop) error {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(file), ".qemu-probe-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), file)
+	return atomicfile.Write(file, b, 0o600)
 }
