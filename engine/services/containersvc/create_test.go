@@ -209,8 +209,13 @@ func (*bootAgent) ReadStdout(context.Context, agent.Process, int, uint64) (agent
 func (*bootAgent) ReadStderr(context.Context, agent.Process, int, uint64) (agent.Output, error) {
 	return agent.Output{EOF: true}, nil
 }
-func (*bootAgent) Shutdown(context.Context) error { return nil }
-func (a *bootAgent) Close() error                 { return a.conn.Close() }
+func (a *bootAgent) Shutdown(context.Context) error {
+	a.f.mu.Lock()
+	defer a.f.mu.Unlock()
+	a.f.calls = append(a.f.calls, "shutdown")
+	return nil
+}
+func (a *bootAgent) Close() error { return a.conn.Close() }
 
 // TestCreateResolvesOnce: a create chooses the hypervisor, resolves the
 // image and builds its disk and the spec once and records them; starts use
@@ -436,4 +441,51 @@ type brokenDisks struct{ *bootFixture }
 
 func (brokenDisks) Disks(context.Context, string, int) ([]string, error) {
 	return nil, errs.Class(errdefs.ErrUnavailable, errors.New("no space left for the image disk"))
+}
+
+// TestDisposableRunSkipsShutdown: the guest of a --rm container whose disks
+// all go with it is not asked to unmount and sync before its VM ends; any
+// other container's is.
+func TestDisposableRunSkipsShutdown(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		autoRemove bool
+		want       int // shutdown calls
+	}{
+		{"--rm", true, 0},
+		{"kept", false, 1},
+	} {
+		f := newBootFixture(t)
+		c, err := f.svc.Create(context.Background(), CreateOptions{Image: "busybox", Hypervisor: "auto", AutoRemove: tt.autoRemove})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.run(c.ID); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		f.mu.Lock()
+		got := slices.Index(f.calls, "shutdown") >= 0
+		f.mu.Unlock()
+		if got != (tt.want > 0) {
+			t.Errorf("%s: guest asked to shut down: %v, want %v", tt.name, got, tt.want > 0)
+		}
+	}
+
+	// What keeps the guest's clean shutdown: a named volume, a bind mount,
+	// no --rm.
+	for _, tt := range []struct {
+		name string
+		cfg  containers.Config
+		want bool
+	}{
+		{"--rm, anonymous volume", containers.Config{AutoRemove: true, Mounts: []containers.Mount{{Name: "a1", Anonymous: true}}}, true},
+		{"--rm, named volume", containers.Config{AutoRemove: true, Mounts: []containers.Mount{{Name: "data"}}}, false},
+		{"--rm, bind mount", containers.Config{AutoRemove: true, Binds: []containers.Bind{{Source: "/srv", Destination: "/srv"}}}, false},
+		{"no --rm", containers.Config{}, false},
+	} {
+		task := &task{c: &containers.Container{Config: tt.cfg}}
+		if got := task.disposable(); got != tt.want {
+			t.Errorf("%s: disposable %v, want %v", tt.name, got, tt.want)
+		}
+	}
 }
