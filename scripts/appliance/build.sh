@@ -162,17 +162,19 @@ systemctl --root="$rootfs" disable --quiet containerd.service
 # The busybox image, loaded into the data root vmctld uses.
 "$repo/bin/vmctl" --data-root "$rootfs/var/lib/vmctl" load -i "$repo/build/busybox.tar" >/dev/null
 
+# The kernel the appliance boots: the newest in the base.
+kver=$(ls "$rootfs"/boot/vmlinuz-* | sed 's|.*/vmlinuz-||' | sort -V | tail -n1)
+[ -n "$kver" ] && [ -f "$rootfs/boot/initrd.img-$kver" ] || die "no kernel and initramfs in the base"
+
 # Version and contents, for `cat /etc/vmctl-appliance` and the tests.
 {
 	echo "vmctl $(git -C "$repo" describe --always --dirty 2>/dev/null || echo dev)"
 	echo "debian $(cat "$rootfs/etc/debian_version")"
-	echo "kernel $(ls "$rootfs"/boot/vmlinuz-* | sed 's|.*/vmlinuz-||' | sort -V | tail -n1)"
+	echo "kernel $kver"
 } >"$rootfs/etc/vmctl-appliance"
 
 # The boot partition's contents leave the root file system: /boot is the
 # FAT partition at run time.
-kver=$(ls "$rootfs"/boot/vmlinuz-* | sed 's|.*/vmlinuz-||' | sort -V | tail -n1)
-[ -n "$kver" ] && [ -f "$rootfs/boot/initrd.img-$kver" ] || die "no kernel and initramfs in the base"
 rm -rf "$bootdir"
 mkdir -p "$bootdir"
 mv "$rootfs"/boot/* "$bootdir"/

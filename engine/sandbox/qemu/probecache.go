@@ -41,8 +41,10 @@ func cachedDrop(bin, file string) privDrop {
 	if v, ok := dropCache.Load(key); ok {
 		return v.(privDrop)
 	}
+	var known map[string]privDrop
 	if file != "" {
-		if d, ok := readDropFile(file)[key]; ok && (d == dropRunas || d == dropRunWith) {
+		known = readDropFile(file)
+		if d, ok := known[key]; ok && (d == dropRunas || d == dropRunWith) {
 			dropCache.Store(key, d)
 			return d
 		}
@@ -53,9 +55,8 @@ func cachedDrop(bin, file string) privDrop {
 	}
 	dropCache.Store(key, d)
 	if file != "" {
-		m := readDropFile(file)
-		m[key] = d
-		_ = writeDropFile(file, m)
+		known[key] = d
+		_ = writeDropFile(file, known)
 	}
 	return d
 }

@@ -362,7 +362,7 @@ func (p *execProcess) carry(ctx context.Context, stdio Stdio) {
 	}
 
 	var pumps sync.WaitGroup
-	pump := func(read readFunc, w io.Writer) {
+	pump := func(read agent.ReadFunc, w io.Writer) {
 		defer pumps.Done()
 		failed := false
 		t.pumpOutput(ctx, p.id, read, 0, func(b []byte) {

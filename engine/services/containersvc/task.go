@@ -364,7 +364,7 @@ func (t *task) bootError(what string, err error) error {
 // the VM and releases everything.
 func (t *task) run() {
 	var pumps sync.WaitGroup
-	pump := func(read readFunc, stream Stream) {
+	pump := func(read agent.ReadFunc, stream Stream) {
 		defer pumps.Done()
 		t.pumpOutput(t.ctx, "", read, t.resume[stream], func(b []byte) { t.output(stream, b) })
 	}
@@ -541,13 +541,10 @@ func (t *task) process(execID string) agent.Process {
 	return agent.Process{ContainerID: t.c.ID, ExecID: execID}
 }
 
-// readFunc is the agent's ReadStdout or ReadStderr.
-type readFunc = agent.ReadFunc
-
 // pumpOutput reads one output stream of a process (execID "" is the
 // container's own) from stream offset from until its EOF or the end of ctx
 // (the run's, or an exec's), handing each chunk to deliver
 // (agent.PumpOutput).
-func (t *task) pumpOutput(ctx context.Context, execID string, read readFunc, from uint64, deliver func([]byte)) {
+func (t *task) pumpOutput(ctx context.Context, execID string, read agent.ReadFunc, from uint64, deliver func([]byte)) {
 	agent.PumpOutput(ctx, read, t.process(execID), ioChunk, from, deliver)
 }
