@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -129,6 +130,28 @@ type Config struct {
 	StateDir string
 	// ConsoleLog, if set, receives the guest's serial console.
 	ConsoleLog string
+	// Template boots a VM to be saved (Saver): Disks and NICs give only
+	// its device shape. The driver attaches placeholders in their places:
+	// empty disks, and NICs with TemplateMAC(i) and no host side; paths,
+	// serials, taps and MACs are ignored. Shares are refused.
+	Template bool
+	// Restore, if set, is the state of a Template VM written by
+	// Saver.Save: the VM starts from it instead of booting. Everything but
+	// the console log and the state directory must give the same shape as
+	// the template's (Kernel, Initrd, KernelArgs, VCPUs, MemoryMiB, the
+	// number of Disks and NICs, no Shares); cfg's own disks and NICs take
+	// the placeholders' places. Start fails, and ends the VM, if reading
+	// Restore fails (a damaged state is for the reader to detect). The
+	// guest still has the template's view of its devices until told
+	// otherwise (the agent's Restored call).
+	Restore io.Reader
+}
+
+// TemplateMAC is the address of a Template VM's i-th NIC, which a VM
+// restored from it keeps until its guest is given its own: locally
+// administered, unicast, 02:76:6d:74 ("vmt") then i.
+func TemplateMAC(i int) net.HardwareAddr {
+	return net.HardwareAddr{0x02, 0x76, 0x6d, 0x74, byte(i >> 8), byte(i)}
 }
 
 // ExitReason says why a VM ended.
@@ -192,6 +215,22 @@ func ShareFS(d Driver) string {
 		return s.ShareFS()
 	}
 	return ShareVirtioFS
+}
+
+// Saver is implemented by drivers that can save a VM booted to the point
+// where it waits for work and start others from that state (Config.Restore),
+// as Firecracker's snapshots and Kata's VM templates do.
+type Saver interface {
+	// SaveIdentity names what a saved state depends on beyond the Config:
+	// the VMM binary, the accelerator and the CPU model. A state saved
+	// under another identity must not be restored.
+	SaveIdentity() string
+	// CanRestore says why VMs of cfg cannot start from a saved state
+	// (shares the VMM cannot migrate), or nil.
+	CanRestore(cfg Config) error
+	// Save stops sb, a VM started from a Template config, and writes its
+	// state to w. sb is left stopped, to be destroyed.
+	Save(ctx context.Context, sb Sandbox, w io.Writer) error
 }
 
 // Reattacher is implemented by drivers whose VMs can outlive the engine

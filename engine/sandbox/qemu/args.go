@@ -64,6 +64,11 @@ const maxUnixPath = 107
 const (
 	qmpFD   = 3
 	agentFD = 4
+	// stateFD is, for a restored VM, the read end of the pipe its saved
+	// state comes through ("-incoming fd:5"); for a Template VM, the
+	// listening socket of a second QMP monitor, which Save uses to pass
+	// QEMU the pipe its state goes out through (save.go).
+	stateFD = 5
 )
 
 // State directory entries created by the driver.
@@ -72,6 +77,8 @@ const (
 	agentSocketName = "agent.sock"
 	stderrLogName   = "qemu.log"
 	pidFileName     = "qemu.pid"
+	// saveSocketName is a Template VM's second QMP monitor (save.go).
+	saveSocketName = "save.sock"
 	// jailDirName is the empty directory a jailed QEMU chroots into.
 	jailDirName = "jail"
 )
@@ -111,7 +118,17 @@ type launch struct {
 	vhostNet bool
 	// jail, if set, confines QEMU once the VM is built.
 	jail *jailSpec
+	// template attaches placeholders for the disks and NICs (save.go);
+	// incoming loads the VM's state from stateFD instead of booting.
+	template, incoming bool
+	// diskFDs, if set, are the inherited descriptors of each disk, which
+	// QEMU then opens through an fd set rather than by path.
+	diskFDs [][]int
 }
+
+// placeholderDiskBytes is the size of a Template VM's empty disks: any
+// size works, the restored guest reads its disks' sizes again.
+const placeholderDiskBytes = 1 << 20
 
 // vhostNetDevice is the host kernel's virtio-net backend.
 const vhostNetDevice = "/dev/vhost-net"
@@ -194,13 +211,38 @@ func buildArgs(l launch) []string {
 			args = append(args, "-run-with", "chroot="+escape(j.root)+",user="+ids)
 		}
 	}
+	if l.incoming {
+		args = append(args, "-incoming", fmt.Sprintf("fd:%d", stateFD))
+	}
+	if l.template {
+		args = append(args,
+			"-chardev", fmt.Sprintf("socket,id=save,fd=%d,server=on,wait=off", stateFD),
+			"-mon", "chardev=save,mode=control")
+	}
 	for i, d := range cfg.Disks {
 		id := fmt.Sprintf("disk%d", i)
+		if l.template {
+			// Writable and empty: a restored disk may be read-only, as
+			// VIRTIO_BLK_F_RO is a feature the guest re-reads; the other
+			// way round would not load.
+			args = append(args,
+				"-drive", fmt.Sprintf("driver=null-co,if=none,id=%s,size=%d,read-zeroes=on", id, placeholderDiskBytes),
+				"-device", "virtio-blk-device,drive="+id)
+			continue
+		}
 		// I/O errors (a full host disk) are reported to the guest, whose
 		// processes then fail their writes, not stopped at: QEMU's default
 		// pauses the VM and the container looks up while nothing it
 		// writes goes anywhere.
-		drive := fmt.Sprintf("file=%s,if=none,id=%s,format=raw,cache=writeback,werror=report,rerror=report", escape(d.Path), id)
+		file := escape(d.Path)
+		if i < len(l.diskFDs) {
+			set := i + 1
+			for _, fd := range l.diskFDs[i] {
+				args = append(args, "-add-fd", fmt.Sprintf("fd=%d,set=%d", fd, set))
+			}
+			file = fmt.Sprintf("/dev/fdset/%d", set)
+		}
+		drive := fmt.Sprintf("file=%s,if=none,id=%s,format=raw,cache=writeback,werror=report,rerror=report", file, id)
 		if d.ReadOnly {
 			drive += ",readonly=on"
 		} else {
@@ -235,6 +277,12 @@ func buildArgs(l launch) []string {
 			"-device", fmt.Sprintf("vhost-user-fs-device,chardev=fs%d,tag=%s", i, sh.Tag))
 	}
 	for i, n := range cfg.NICs {
+		if l.template {
+			// No host side: the device offers no offloads, a subset of
+			// what the restored VM's tap offers, so the state loads there.
+			args = append(args, "-device", fmt.Sprintf("virtio-net-device,mac=%s", sandbox.TemplateMAC(i)))
+			continue
+		}
 		// The engine created the tap and attached it to its network; QEMU
 		// only opens it (script=no: QEMU runs no helper, which -sandbox
 		// would refuse anyway). Tap names and MACs need no escaping
@@ -384,6 +432,12 @@ func validateConfig(cfg sandbox.Config) error {
 	if cfg.StateDir == "" {
 		return errors.New("sandbox config: StateDir is empty")
 	}
+	if cfg.Template && cfg.Restore != nil {
+		return errors.New("sandbox config: a VM is either a template or restored, not both")
+	}
+	if (cfg.Template || cfg.Restore != nil) && len(cfg.Shares) > 0 {
+		return errors.New(errSharesUnsaved)
+	}
 	if cfg.Kernel == "" {
 		return errors.New("sandbox config: Kernel is empty")
 	}
@@ -409,6 +463,9 @@ func validateConfig(cfg sandbox.Config) error {
 	}
 	taps, macs := map[string]bool{}, map[string]bool{}
 	for _, n := range cfg.NICs {
+		if cfg.Template {
+			continue // placeholders
+		}
 		if err := n.Validate(); err != nil {
 			return fmt.Errorf("sandbox config: %w", err)
 		}
@@ -429,6 +486,9 @@ func validateConfig(cfg sandbox.Config) error {
 	}
 	serials := map[string]bool{}
 	for _, d := range cfg.Disks {
+		if cfg.Template {
+			continue // placeholders
+		}
 		if !filepath.IsAbs(d.Path) {
 			return fmt.Errorf("sandbox config: disk path %q is not absolute", d.Path)
 		}

@@ -269,6 +269,60 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 		inherited = append(inherited, f)
 	}
 
+	// A saved state travels through a pipe (save.go): out of a template,
+	// into a restored VM, whose feeder starts once QEMU runs.
+	var feed *os.File
+	var diskFDs [][]int
+	defer func() {
+		if feed != nil {
+			feed.Close()
+		}
+	}()
+	switch {
+	case cfg.Restore != nil:
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, fmt.Errorf("state pipe: %w", err)
+		}
+		inherited = append(inherited, r) // fd 5: stateFD
+		feed = w
+		// A restored QEMU opens its disks again when it takes them
+		// over from the saved state, by then in its jail: it gets them as
+		// descriptors (-add-fd), one per access mode it may ask for.
+		for _, d := range cfg.Disks {
+			var fds []int
+			for _, mode := range []int{os.O_RDONLY, os.O_RDWR} {
+				if mode == os.O_RDWR && d.ReadOnly {
+					continue
+				}
+				f, err := os.OpenFile(d.Path, mode, 0)
+				if err != nil {
+					return nil, fmt.Errorf("disk %s: %w", d.Path, err)
+				}
+				fds = append(fds, 3+len(inherited))
+				inherited = append(inherited, f)
+			}
+			diskFDs = append(diskFDs, fds)
+		}
+	case cfg.Template:
+		v.savePath = filepath.Join(cfg.StateDir, saveSocketName)
+		if err := removeStaleSocket(v.savePath); err != nil {
+			return nil, err
+		}
+		ln, err := listenUnix(v.savePath)
+		if err != nil {
+			return nil, err
+		}
+		v.created = append(v.created, v.savePath)
+		ln.SetUnlinkOnClose(false)
+		f, err := ln.File()
+		ln.Close()
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", v.savePath, err)
+		}
+		inherited = append(inherited, f) // fd 5: stateFD
+	}
+
 	var jail *jailSpec
 	if d.drop != dropNone && !(len(cfg.Shares) > 0 && d.shareFS == sandbox.Share9P) {
 		id := sandbox.UnprivilegedID(cfg.ID)
@@ -314,12 +368,12 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 		id: cfg.ID, accel: d.accel, cfg: cfg,
 		pidFile: v.pidPath, consoleLog: cfg.ConsoleLog,
 		vhostNet: len(cfg.NICs) > 0 && vhostNetAvailable(), shareFS: d.shareFS,
-		jail: jail,
+		jail: jail, template: cfg.Template, incoming: cfg.Restore != nil, diskFDs: diskFDs,
 	})
 	cmd := exec.Command(d.binary, args...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.ExtraFiles = inherited // fds 3 and 4: qmpFD, agentFD
+	cmd.ExtraFiles = inherited // fds 3, 4, 5...: qmpFD, agentFD, stateFD, diskFDs
 	cmd.SysProcAttr = procAttr(d.detach)
 	err = startProcess(cmd, cfg.NetNS)
 	for _, f := range inherited {
@@ -339,9 +393,22 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 		return status
 	}
 	go v.reap()
+	var fed <-chan error
+	if feed != nil {
+		fed = feedState(feed, cfg.Restore)
+		feed = nil // the feeder closes it
+	}
 
 	if err := v.connectMonitor(ctx, true); err != nil {
 		return nil, v.startError("connect to QMP", err)
+	}
+	if fed != nil {
+		if err := v.awaitRestore(ctx, fed); err != nil {
+			if se := (*stateReadError)(nil); errors.As(err, &se) {
+				return nil, fmt.Errorf("start VM: %w", err)
+			}
+			return nil, v.startError("restore saved state", err)
+		}
 	}
 	// Paused --cont--> Running. Events are subscribed, so none is lost.
 	if err := v.run(ctx, "cont"); err != nil {

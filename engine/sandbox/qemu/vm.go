@@ -36,6 +36,8 @@ type vm struct {
 	daemons []*virtiofsd.Daemon
 	// ioErrors logs the disk errors QEMU reports to the guest.
 	ioErrors ioErrorLog
+	// savePath is a Template VM's second QMP monitor (save.go).
+	savePath string
 	// waitProc blocks until QEMU has ended and returns its wait status (a
 	// zero status when QEMU is not our child); killProc sends SIGKILL.
 	waitProc func() syscall.WaitStatus

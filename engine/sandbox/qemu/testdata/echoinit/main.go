@@ -3,7 +3,9 @@
 // what it reads. A line "reboot" makes it reboot the guest (QEMU then
 // exits), "panic" makes it exit, which panics the kernel ("Attempted to
 // kill init"), "disks" lists the virtio-blk disks as "name:serial:ro"
-// fields, "nics" the network interfaces but lo as "mac:mtu" fields.
+// fields, "nics" the network interfaces but lo as "mac:mtu" fields,
+// "rebind" unbinds and binds again every virtio disk and NIC driver, as the
+// agent does in a VM restored from a saved state, and answers "ok".
 package main
 
 import (
@@ -57,6 +59,8 @@ func main() {
 			f.WriteString(disks() + "\n")
 		case "nics":
 			f.WriteString(nics() + "\n")
+		case "rebind":
+			f.WriteString(rebind() + "\n")
 		default:
 			f.WriteString(line)
 		}
@@ -105,4 +109,21 @@ func disks() string {
 		out = append(out, filepath.Base(d)+":"+strings.TrimSpace(string(serial))+":"+strings.TrimSpace(string(ro)))
 	}
 	return strings.Join(out, " ")
+}
+
+func rebind() string {
+	for _, drv := range []string{"virtio_blk", "virtio_net"} {
+		dir := "/sys/bus/virtio/drivers/" + drv
+		devs, _ := filepath.Glob(dir + "/virtio*")
+		for _, dev := range devs {
+			name := filepath.Base(dev)
+			if err := os.WriteFile(dir+"/unbind", []byte(name), 0); err != nil {
+				return err.Error()
+			}
+			if err := os.WriteFile(dir+"/bind", []byte(name), 0); err != nil {
+				return err.Error()
+			}
+		}
+	}
+	return "ok"
 }
