@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/vmctl/vmctl/engine/agent"
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/errs"
 	"github.com/vmctl/vmctl/engine/events"
@@ -26,6 +27,7 @@ import (
 	"github.com/vmctl/vmctl/engine/rootfs"
 	"github.com/vmctl/vmctl/engine/sandbox"
 	"github.com/vmctl/vmctl/engine/sandbox/qemu"
+	"github.com/vmctl/vmctl/engine/sandbox/snapshot"
 	"github.com/vmctl/vmctl/engine/sandbox/vmm"
 	"github.com/vmctl/vmctl/engine/services"
 	"github.com/vmctl/vmctl/engine/services/containersvc"
@@ -61,6 +63,10 @@ type Config struct {
 	VMM string
 	// DetachVMs lets VMs outlive the process that started them (a daemon).
 	DetachVMs bool
+	// NoSnapshots makes every run boot its VM; by default runs start from
+	// a saved VM of their shape, kept in DataRoot/snapshots (package
+	// snapshot).
+	NoSnapshots bool
 	// Network holds the daemon's networking flags (--bip, --fixed-cidr,
 	// --default-address-pool, --mtu); zero values keep what the data
 	// root has (see networks.Open).
@@ -160,6 +166,10 @@ func New(cfg Config) (*Engine, error) {
 	netSvc := networksvc.New(networksvc.Config{Store: netStore, Host: host, Events: bus,
 		Proxies: proxyHook{portproxy.NewManager(portproxy.Options{})}, Names: names, KernelPorts: cfg.Network.KernelPorts})
 	names.reload = netSvc.Names
+	var snaps *snapshot.Store
+	if !cfg.NoSnapshots {
+		snaps = snapshot.New(filepath.Join(cfg.DataRoot, "snapshots"), templateReady)
+	}
 	logLimits, err := containersvc.ParseLogOptions(cfg.LogOptions, containersvc.DefaultLogLimits)
 	if err != nil {
 		return nil, fmt.Errorf("log-opts: %w", err)
@@ -181,6 +191,7 @@ func New(cfg Config) (*Engine, error) {
 		// A daemon outlives its containers' runs, so it restarts them.
 		RestartPolicies: cfg.DetachVMs,
 		Network:         containerNetwork{netSvc},
+		Snapshots:       snaps,
 	})
 	imgSvc := imagesvc.New(imagesvc.Config{Store: imgs, Disks: disks, InUse: ctrs.ImageUser, Events: bus,
 		BuildRunner: buildRunner{ctrs}, Containers: ctrs})
@@ -192,7 +203,7 @@ func New(cfg Config) (*Engine, error) {
 		System: systemsvc.New(systemsvc.Config{
 			Version: Version, DataRoot: cfg.DataRoot, ExecRoot: cfg.ExecRoot,
 			Host:       systemsvc.HostConfig{Kernel: cfg.Kernel, Initrd: cfg.Initrd, QEMU: cfg.QEMU},
-			Containers: ctrs, Images: imgSvc, Warnings: netSvc.HostWarnings,
+			Containers: ctrs, Images: imgSvc, Warnings: netSvc.HostWarnings, Snapshots: snaps,
 		}),
 		Events: bus,
 	}
@@ -356,4 +367,18 @@ const orphanGrace = 10 * time.Minute
 // calls it at start; it returns the IDs removed.
 func (e *Engine) SweepOrphans() ([]string, error) {
 	return e.store.SweepOrphans(orphanGrace)
+}
+
+// templateReady waits until a template VM's agent answers, then closes
+// the channel: the agent waits for its next client, which is what a VM
+// restored from the template finds.
+func templateReady(ctx context.Context, sb sandbox.Sandbox) error {
+	conn, err := sb.DialAgent(ctx)
+	if err != nil {
+		return err
+	}
+	a := agent.New(conn)
+	defer a.Close()
+	_, err = a.Health(ctx)
+	return err
 }

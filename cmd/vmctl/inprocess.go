@@ -112,6 +112,8 @@ func (g *globalOptions) inProcess(why string) (*remote, error) {
 		ExecRoot: g.execRoot,
 		Kernel:   g.kernel,
 		Initrd:   g.initrd,
+		// A daemon's flag, for the engine in this process.
+		NoSnapshots: !g.snapshots,
 	})
 	if err != nil {
 		return nil, err

@@ -34,8 +34,10 @@ type globalOptions struct {
 	dataRoot string
 	execRoot string
 	kernel   string
-	initrd   string
-	host     string // a vmctld to drive (-H, VMCTL_HOST); empty: see connect
+	// snapshots: the in-process engine starts VMs from saved ones.
+	snapshots bool
+	initrd    string
+	host      string // a vmctld to drive (-H, VMCTL_HOST); empty: see connect
 	// flags are the persistent flags, to tell the engine flags given
 	// from their defaults.
 	flags *pflag.FlagSet
@@ -75,6 +77,7 @@ attach, wait and events need a daemon. vmctl info says which engine it used.`,
 	f.StringVar(&g.execRoot, "exec-root", envOr("VMCTL_EXEC_ROOT", "/run/vmctl"), "root of runtime state: VM sockets (env VMCTL_EXEC_ROOT)")
 	f.StringVar(&g.kernel, "kernel", os.Getenv("VMCTL_KERNEL"), "guest kernel (bzImage); default: guest/vmlinuz next to the vmctl binary, or ../lib/vmctl/guest/ when installed (env VMCTL_KERNEL)")
 	f.StringVar(&g.initrd, "initrd", os.Getenv("VMCTL_INITRD"), "guest image (initramfs with the agent); default: guest/initramfs.img next to the vmctl binary, or ../lib/vmctl/guest/ when installed (env VMCTL_INITRD)")
+	f.BoolVar(&g.snapshots, "snapshots", os.Getenv("VMCTL_SNAPSHOTS") != "false", "the engine in this process starts VMs from a guest saved once per VM shape (in DATA_ROOT/snapshots) instead of booting each (env VMCTL_SNAPSHOTS=false turns it off); a daemon has its own --snapshots")
 	f.StringVarP(&g.host, "host", "H", os.Getenv("VMCTL_HOST"), "vmctld to drive: unix:///path or tcp://host:port (env VMCTL_HOST); default: the one on "+server.DefaultHost+" if it answers, else the engine in this process")
 	g.flags = f
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {

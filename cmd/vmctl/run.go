@@ -19,6 +19,7 @@ import (
 	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"github.com/vmctl/vmctl/engine/server"
 )
 
 type runOptions struct {
@@ -36,6 +37,7 @@ type runOptions struct {
 	memory      string
 	cpus        string
 	hypervisor  string
+	coldBoot    bool
 	entrypoint  string
 	pull        string
 	volumes     []string
@@ -101,6 +103,7 @@ func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.cpus, "cpus", "", "number of CPUs (e.g. 1, 1.5)")
 	f.StringVar(&o.hypervisor, "hypervisor", "auto", "hypervisor: auto, kvm (native VMM) or qemu (the API's HostConfig.Runtime, docker's --runtime)")
 	f.StringVar(&o.hypervisor, "runtime", "auto", "same as --hypervisor")
+	f.BoolVar(&o.coldBoot, "cold-boot", false, "boot the container's VM on every start rather than start it from a saved one (the label "+server.ColdBootLabel+"=true)")
 	f.StringVar(&o.entrypoint, "entrypoint", "", "override the image's entrypoint")
 	f.StringVar(&o.pull, "pull", "missing", `pull the image before running: "missing", "never" or "always"`)
 	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "mount a volume or a host directory: NAME:/path[:ro] (created if missing), /host/dir:/path[:ro], or /path for an anonymous volume")
@@ -172,6 +175,12 @@ func (o *runOptions) request(image string, cmdArgs []string) (client.ContainerCr
 			cfg.Labels = map[string]string{}
 		}
 		cfg.Labels[k] = v
+	}
+	if o.coldBoot {
+		if cfg.Labels == nil {
+			cfg.Labels = map[string]string{}
+		}
+		cfg.Labels[server.ColdBootLabel] = "true"
 	}
 	// The engine parses -v itself, with docker's rules; a relative host
 	// path is made absolute here, as the docker CLI does.

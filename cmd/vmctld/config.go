@@ -30,6 +30,7 @@ type daemonFile struct {
 	DefaultAddressPools []addressPool     `json:"default-address-pools"`
 	MTU                 int               `json:"mtu"`
 	UserlandProxy       bool              `json:"userland-proxy"`
+	Snapshots           bool              `json:"snapshots"`
 	Debug               bool              `json:"debug"`
 	LogDriver           string            `json:"log-driver"`
 	LogOpts             map[string]string `json:"log-opts"`
@@ -45,7 +46,7 @@ type addressPool struct {
 var fileDirectives = map[string]string{
 	"data-root": "data-root", "exec-root": "exec-root", "H": "hosts", "host": "hosts",
 	"bip": "bip", "fixed-cidr": "fixed-cidr", "default-address-pool": "default-address-pools", "mtu": "mtu",
-	"userland-proxy": "userland-proxy", "D": "debug", "debug": "debug",
+	"userland-proxy": "userland-proxy", "snapshots": "snapshots", "D": "debug", "debug": "debug",
 }
 
 // applyConfigFile reads the configuration file at path into what the flags
@@ -104,6 +105,9 @@ func applyConfigFile(fset *flag.FlagSet, path string, explicit bool, cfg *engine
 	}
 	if present["userland-proxy"] {
 		cfg.Network.KernelPorts = !f.UserlandProxy
+	}
+	if present["snapshots"] {
+		cfg.NoSnapshots = !f.Snapshots
 	}
 	if present["debug"] {
 		if err := fset.Set("debug", strconv.FormatBool(f.Debug)); err != nil {

@@ -115,6 +115,30 @@ func (c *Client) Health(ctx context.Context) (Health, error) {
 	}, nil
 }
 
+// restoredSeedBytes is the entropy each restored guest gets.
+const restoredSeedBytes = 64
+
+// Restored tells a guest started from a saved state what it cannot know:
+// fresh entropy from the host's generator, the time, and the address each
+// NIC that still has a template's (the key) must take. The agent then
+// probes its disks and NICs afresh. Call it once, right after Health.
+func (c *Client) Restored(ctx context.Context, macs map[string]net.HardwareAddr) error {
+	seed := make([]byte, restoredSeedBytes)
+	if _, err := rand.Read(seed); err != nil {
+		return err
+	}
+	req := &agentapi.RestoredRequest{Seed: seed}
+	for from, to := range macs {
+		req.Macs = append(req.Macs, &agentapi.MACChange{From: from, To: to.String()})
+	}
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	// The time goes last, as close to the send as can be.
+	req.UnixNanos = time.Now().UnixNano()
+	_, err := c.api.Restored(ctx, req)
+	return c.convert(err)
+}
+
 // Storage is a disk the agent mounts for a container.
 type Storage struct {
 	// Serial is the disk's virtio-blk serial (see api/agent/contract).

@@ -89,6 +89,10 @@ func (f *fakeAgent) ConfigureNetwork(ctx context.Context, req *agentapi.Configur
 	return f.empty(ctx, req)
 }
 
+func (f *fakeAgent) Restored(ctx context.Context, req *agentapi.RestoredRequest) (*agentapi.Empty, error) {
+	return f.empty(ctx, req)
+}
+
 func (f *fakeAgent) CreateContainer(ctx context.Context, req *agentapi.CreateContainerRequest) (*agentapi.Empty, error) {
 	return f.empty(ctx, req)
 }
@@ -638,5 +642,40 @@ func TestCopyOutAndIn(t *testing.T) {
 	}
 	if !bytes.Equal(fake.uploaded, data) || len(offs) != 3 || offs[1] != 1<<20 || offs[2] != 2<<20 {
 		t.Errorf("uploaded %d bytes at offsets %v", len(fake.uploaded), offs)
+	}
+}
+
+// TestClientRestored checks what a restored guest is told: a fresh seed of
+// its own per call, the host's time, and each template address's NIC.
+func TestClientRestored(t *testing.T) {
+	fake := &fakeAgent{}
+	c := serve(t, fake)
+	macs := map[string]net.HardwareAddr{"02:76:6d:74:00:00": {2, 0x42, 0xac, 0x1e, 0, 2}}
+	for range 2 {
+		if err := c.Restored(ctxT(t), macs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reqs := fake.requests()
+	if len(reqs) != 2 {
+		t.Fatalf("agent got %d requests, want 2", len(reqs))
+	}
+	var seeds [][]byte
+	for _, r := range reqs {
+		req := r.(*agentapi.RestoredRequest)
+		if len(req.GetSeed()) != restoredSeedBytes {
+			t.Errorf("seed of %d bytes, want %d", len(req.GetSeed()), restoredSeedBytes)
+		}
+		seeds = append(seeds, req.GetSeed())
+		if d := time.Since(time.Unix(0, req.GetUnixNanos())); d < 0 || d > 5*time.Second {
+			t.Errorf("time %v away from now", d)
+		}
+		want := []*agentapi.MACChange{{From: "02:76:6d:74:00:00", To: "02:42:ac:1e:00:02"}}
+		if len(req.GetMacs()) != 1 || !proto.Equal(req.GetMacs()[0], want[0]) {
+			t.Errorf("macs = %v, want %v", req.GetMacs(), want)
+		}
+	}
+	if bytes.Equal(seeds[0], seeds[1]) {
+		t.Error("two calls sent the same seed")
 	}
 }

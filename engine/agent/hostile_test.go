@@ -144,6 +144,9 @@ var hostileCalls = []hostileCall{
 		return "", c.ConfigureNetwork(ctx, []Interface{{MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, Name: "eth0",
 			Addresses: []netip.Prefix{netip.MustParsePrefix("172.30.0.2/16")}}}, []Route{{Gateway: netip.MustParseAddr("172.30.0.1")}})
 	}},
+	{"Restored", func(ctx context.Context, c *Client) (string, error) {
+		return "", c.Restored(ctx, map[string]net.HardwareAddr{"02:76:6d:74:00:00": {2, 0, 0, 0, 0, 1}})
+	}},
 	{"CreateContainer", func(ctx context.Context, c *Client) (string, error) {
 		return "", c.CreateContainer(ctx, "c1", &specs.Spec{Process: &specs.Process{Args: []string{"sh"}}}, []Storage{{Serial: "img", Role: "image"}}, ContainerNetwork{})
 	}},

@@ -229,7 +229,10 @@ type Saver interface {
 	// (shares the VMM cannot migrate), or nil.
 	CanRestore(cfg Config) error
 	// Save stops sb, a VM started from a Template config, and writes its
-	// state to w. sb is left stopped, to be destroyed.
+	// state to w. sb is left stopped, to be destroyed. The caller must have
+	// dialed the agent once and closed the connection: Save first waits
+	// for the guest to wait for its next host, which is then the restored
+	// VM's.
 	Save(ctx context.Context, sb Sandbox, w io.Writer) error
 }
 

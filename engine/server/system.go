@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/types/system"
+	"github.com/vmctl/vmctl/engine/services/containersvc"
 )
 
 func withAPIVersion(ctx context.Context, v string) context.Context {
@@ -74,7 +75,14 @@ const (
 	// InfoFastPath is the setting that would let auto pick the native
 	// VMM, where it does not.
 	InfoFastPath = "Fast path"
+	// InfoSnapshots says whether runs start from saved VM states, and
+	// where they are.
+	InfoSnapshots = "Snapshots"
 )
+
+// ColdBootLabel set to "true" on a container makes its VM boot on every
+// start instead of starting from a saved VM.
+const ColdBootLabel = containersvc.ColdBootLabel
 
 // NoHypervisorWarning starts /info's warning on a host where no
 // hypervisor can run (then DriverStatus has no InfoHypervisor); the
@@ -119,6 +127,7 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	info.DriverStatus = append(info.DriverStatus,
-		[2]string{"Guest kernel", hi.Kernel}, [2]string{"Guest image", hi.Initrd}, [2]string{"Exec root", si.ExecRoot})
+		[2]string{"Guest kernel", hi.Kernel}, [2]string{"Guest image", hi.Initrd}, [2]string{"Exec root", si.ExecRoot},
+		[2]string{InfoSnapshots, si.Snapshots})
 	writeJSON(w, http.StatusOK, info)
 }

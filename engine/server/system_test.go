@@ -46,7 +46,8 @@ func TestInfoAndVersion(t *testing.T) {
 	base := systemsvc.Info{
 		Version: ver, Containers: 3, Running: 1, Stopped: 2, Images: 4,
 		DataRoot: "/var/lib/vmctl", ExecRoot: "/run/vmctl", Hostname: "box", NCPU: 2, MemTotal: 1 << 30,
-		Host: systemsvc.Host{KVM: "no /dev/kvm", Kernel: "/g/vmlinuz", Initrd: "/g/initramfs.img"},
+		Host:      systemsvc.Host{KVM: "no /dev/kvm", Kernel: "/g/vmlinuz", Initrd: "/g/initramfs.img"},
+		Snapshots: "on, in /var/lib/vmctl/snapshots",
 	}
 	withQEMU := base
 	withQEMU.Host.Hypervisor, withQEMU.Host.Accel, withQEMU.Host.Reason, withQEMU.Host.QEMU = "qemu", "tcg", "no KVM", "/usr/bin/qemu-system-x86_64"
@@ -56,7 +57,8 @@ func TestInfoAndVersion(t *testing.T) {
 	none.Host.Reason = "no hypervisor can run here"
 	facts := [][2]string{{"KVM", "no /dev/kvm"}}
 	outer := [][2]string{{"Outer hypervisor", "VirtualBox (DMI innotek GmbH VirtualBox)"}, {"Virtualization", "not available"}}
-	guest := [][2]string{{"Guest kernel", "/g/vmlinuz"}, {"Guest image", "/g/initramfs.img"}, {"Exec root", "/run/vmctl"}}
+	guest := [][2]string{{"Guest kernel", "/g/vmlinuz"}, {"Guest image", "/g/initramfs.img"}, {"Exec root", "/run/vmctl"},
+		{"Snapshots", "on, in /var/lib/vmctl/snapshots"}}
 	for _, tc := range []struct {
 		name         string
 		info         systemsvc.Info

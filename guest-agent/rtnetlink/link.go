@@ -89,3 +89,10 @@ func (c *Conn) SetUp(index int, up bool) error {
 	}
 	return c.request(op, unix.RTM_NEWLINK, 0, info.bytes())
 }
+
+// SetMAC gives link index the hardware address mac. A virtio-net device
+// takes it on (VIRTIO_NET_CTRL_MAC_ADDR_SET) while up.
+func (c *Conn) SetMAC(index int, mac net.HardwareAddr) error {
+	return c.request(fmt.Sprintf("set address of link %d to %s", index, mac), unix.RTM_NEWLINK, 0,
+		ifInfo{family: unix.AF_UNSPEC, index: int32(index)}.bytes(), attr{unix.IFLA_ADDRESS, mac})
+}

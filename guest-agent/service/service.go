@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -29,6 +30,7 @@ import (
 	"github.com/vmctl/vmctl/guest-agent/etcfiles"
 	"github.com/vmctl/vmctl/guest-agent/metrics"
 	"github.com/vmctl/vmctl/guest-agent/netconf"
+	"github.com/vmctl/vmctl/guest-agent/restored"
 	"github.com/vmctl/vmctl/guest-agent/storage"
 	"github.com/vmctl/vmctl/guest-agent/trace"
 )
@@ -46,6 +48,9 @@ type Config struct {
 	// ConfigureNetwork applies a checked network request in the guest's
 	// root network namespace. Nil means netconf.Configure.
 	ConfigureNetwork func(netconf.Request) error
+	// Restored brings a guest restored from a saved state up to date.
+	// Nil means restored.Env{}.Apply.
+	Restored func(restored.Request) error
 	// Transport names the channel this service answers on, for Health:
 	// contract.TransportVsock or contract.TransportSerial.
 	Transport string
@@ -78,6 +83,9 @@ func New(cfg Config) *Service {
 	}
 	if cfg.ConfigureNetwork == nil {
 		cfg.ConfigureNetwork = netconf.Configure
+	}
+	if cfg.Restored == nil {
+		cfg.Restored = restored.Env{}.Apply
 	}
 	return &Service{cfg: cfg}
 }
@@ -149,6 +157,40 @@ func (s *Service) Health(ctx context.Context, _ *agent.HealthRequest) (*agent.He
 		KernelRelease: unix.ByteSliceToString(u.Release[:]),
 		Transport:     s.cfg.Transport,
 	}, nil
+}
+
+// Restored brings a guest started from a saved state up to date (package
+// restored): entropy, clock, disks and NICs probed afresh, NIC addresses.
+// The request is checked whole before anything changes.
+func (s *Service) Restored(ctx context.Context, req *agent.RestoredRequest) (*agent.Empty, error) {
+	trace.Step("restored: request")
+	if req.GetUnixNanos() <= 0 {
+		return nil, invalid("restored: no time given")
+	}
+	r := restored.Request{Seed: req.GetSeed(), Now: time.Unix(0, req.GetUnixNanos()), MACs: map[string]net.HardwareAddr{}}
+	for _, m := range req.GetMacs() {
+		to, err := net.ParseMAC(m.GetTo())
+		if err != nil {
+			return nil, invalid("restored: address %q: %v", m.GetTo(), err)
+		}
+		if _, dup := r.MACs[m.GetFrom()]; dup {
+			return nil, invalid("restored: template address %q given twice", m.GetFrom())
+		}
+		r.MACs[m.GetFrom()] = to
+	}
+	if err := restored.Check(r); err != nil {
+		return nil, invalid("restored: %v", err)
+	}
+	// Nothing else may touch the disks or NICs meanwhile.
+	s.lifecycle.Lock()
+	defer s.lifecycle.Unlock()
+	s.network.Lock()
+	defer s.network.Unlock()
+	if err := s.cfg.Restored(r); err != nil {
+		return nil, toStatus(fmt.Errorf("restored: %w", err))
+	}
+	trace.Step("restored: done")
+	return &agent.Empty{}, nil
 }
 
 // ConfigureNetwork configures the guest's interfaces and routes (see

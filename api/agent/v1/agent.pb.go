@@ -165,6 +165,122 @@ func (x *HealthResponse) GetTransport() string {
 	return ""
 }
 
+type RestoredRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// seed is 32 to 512 bytes from the host's random generator.
+	Seed []byte `protobuf:"bytes,1,opt,name=seed,proto3" json:"seed,omitempty"`
+	// unix_nanos is the host's time when it sent the request.
+	UnixNanos     int64        `protobuf:"varint,2,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"`
+	Macs          []*MACChange `protobuf:"bytes,3,rep,name=macs,proto3" json:"macs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoredRequest) Reset() {
+	*x = RestoredRequest{}
+	mi := &file_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoredRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoredRequest) ProtoMessage() {}
+
+func (x *RestoredRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoredRequest.ProtoReflect.Descriptor instead.
+func (*RestoredRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RestoredRequest) GetSeed() []byte {
+	if x != nil {
+		return x.Seed
+	}
+	return nil
+}
+
+func (x *RestoredRequest) GetUnixNanos() int64 {
+	if x != nil {
+		return x.UnixNanos
+	}
+	return 0
+}
+
+func (x *RestoredRequest) GetMacs() []*MACChange {
+	if x != nil {
+		return x.Macs
+	}
+	return nil
+}
+
+// MACChange gives the NIC whose address is from (a template's, as
+// "02:76:6d:74:00:00") the address to.
+type MACChange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	From          string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To            string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MACChange) Reset() {
+	*x = MACChange{}
+	mi := &file_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MACChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MACChange) ProtoMessage() {}
+
+func (x *MACChange) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MACChange.ProtoReflect.Descriptor instead.
+func (*MACChange) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MACChange) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *MACChange) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
 // Storage is a block device the agent mounts before building a rootfs.
 type Storage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -199,7 +315,7 @@ type Storage struct {
 
 func (x *Storage) Reset() {
 	*x = Storage{}
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -211,7 +327,7 @@ func (x *Storage) String() string {
 func (*Storage) ProtoMessage() {}
 
 func (x *Storage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -224,7 +340,7 @@ func (x *Storage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Storage.ProtoReflect.Descriptor instead.
 func (*Storage) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Storage) GetSerial() string {
@@ -297,7 +413,7 @@ type NetworkInterface struct {
 
 func (x *NetworkInterface) Reset() {
 	*x = NetworkInterface{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -309,7 +425,7 @@ func (x *NetworkInterface) String() string {
 func (*NetworkInterface) ProtoMessage() {}
 
 func (x *NetworkInterface) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -322,7 +438,7 @@ func (x *NetworkInterface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkInterface.ProtoReflect.Descriptor instead.
 func (*NetworkInterface) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *NetworkInterface) GetMac() string {
@@ -372,7 +488,7 @@ type NetworkRoute struct {
 
 func (x *NetworkRoute) Reset() {
 	*x = NetworkRoute{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -384,7 +500,7 @@ func (x *NetworkRoute) String() string {
 func (*NetworkRoute) ProtoMessage() {}
 
 func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -397,7 +513,7 @@ func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkRoute.ProtoReflect.Descriptor instead.
 func (*NetworkRoute) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NetworkRoute) GetDestination() string {
@@ -431,7 +547,7 @@ type ConfigureNetworkRequest struct {
 
 func (x *ConfigureNetworkRequest) Reset() {
 	*x = ConfigureNetworkRequest{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +559,7 @@ func (x *ConfigureNetworkRequest) String() string {
 func (*ConfigureNetworkRequest) ProtoMessage() {}
 
 func (x *ConfigureNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +572,7 @@ func (x *ConfigureNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureNetworkRequest.ProtoReflect.Descriptor instead.
 func (*ConfigureNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ConfigureNetworkRequest) GetInterfaces() []*NetworkInterface {
@@ -500,7 +616,7 @@ type CreateContainerRequest struct {
 
 func (x *CreateContainerRequest) Reset() {
 	*x = CreateContainerRequest{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -512,7 +628,7 @@ func (x *CreateContainerRequest) String() string {
 func (*CreateContainerRequest) ProtoMessage() {}
 
 func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -525,7 +641,7 @@ func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerRequest.ProtoReflect.Descriptor instead.
 func (*CreateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateContainerRequest) GetContainerId() string {
@@ -586,7 +702,7 @@ type ContainerRequest struct {
 
 func (x *ContainerRequest) Reset() {
 	*x = ContainerRequest{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +714,7 @@ func (x *ContainerRequest) String() string {
 func (*ContainerRequest) ProtoMessage() {}
 
 func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +727,7 @@ func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerRequest.ProtoReflect.Descriptor instead.
 func (*ContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ContainerRequest) GetContainerId() string {
@@ -633,7 +749,7 @@ type ExecProcessRequest struct {
 
 func (x *ExecProcessRequest) Reset() {
 	*x = ExecProcessRequest{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +761,7 @@ func (x *ExecProcessRequest) String() string {
 func (*ExecProcessRequest) ProtoMessage() {}
 
 func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +774,7 @@ func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
 func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ExecProcessRequest) GetContainerId() string {
@@ -692,7 +808,7 @@ type ProcessRequest struct {
 
 func (x *ProcessRequest) Reset() {
 	*x = ProcessRequest{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -704,7 +820,7 @@ func (x *ProcessRequest) String() string {
 func (*ProcessRequest) ProtoMessage() {}
 
 func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -717,7 +833,7 @@ func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessRequest.ProtoReflect.Descriptor instead.
 func (*ProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ProcessRequest) GetContainerId() string {
@@ -746,7 +862,7 @@ type WaitProcessResponse struct {
 
 func (x *WaitProcessResponse) Reset() {
 	*x = WaitProcessResponse{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +874,7 @@ func (x *WaitProcessResponse) String() string {
 func (*WaitProcessResponse) ProtoMessage() {}
 
 func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +887,7 @@ func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessResponse.ProtoReflect.Descriptor instead.
 func (*WaitProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WaitProcessResponse) GetExitStatus() int32 {
@@ -799,7 +915,7 @@ type SignalProcessRequest struct {
 
 func (x *SignalProcessRequest) Reset() {
 	*x = SignalProcessRequest{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -811,7 +927,7 @@ func (x *SignalProcessRequest) String() string {
 func (*SignalProcessRequest) ProtoMessage() {}
 
 func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -824,7 +940,7 @@ func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessRequest.ProtoReflect.Descriptor instead.
 func (*SignalProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SignalProcessRequest) GetContainerId() string {
@@ -859,7 +975,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +987,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1000,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WriteStdinRequest) GetContainerId() string {
@@ -917,7 +1033,7 @@ type WriteStdinResponse struct {
 
 func (x *WriteStdinResponse) Reset() {
 	*x = WriteStdinResponse{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1045,7 @@ func (x *WriteStdinResponse) String() string {
 func (*WriteStdinResponse) ProtoMessage() {}
 
 func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1058,7 @@ func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
 func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WriteStdinResponse) GetLen() uint32 {
@@ -970,7 +1086,7 @@ type ReadOutputRequest struct {
 
 func (x *ReadOutputRequest) Reset() {
 	*x = ReadOutputRequest{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1098,7 @@ func (x *ReadOutputRequest) String() string {
 func (*ReadOutputRequest) ProtoMessage() {}
 
 func (x *ReadOutputRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1111,7 @@ func (x *ReadOutputRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOutputRequest.ProtoReflect.Descriptor instead.
 func (*ReadOutputRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReadOutputRequest) GetContainerId() string {
@@ -1038,7 +1154,7 @@ type ReadOutputResponse struct {
 
 func (x *ReadOutputResponse) Reset() {
 	*x = ReadOutputResponse{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1166,7 @@ func (x *ReadOutputResponse) String() string {
 func (*ReadOutputResponse) ProtoMessage() {}
 
 func (x *ReadOutputResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1179,7 @@ func (x *ReadOutputResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOutputResponse.ProtoReflect.Descriptor instead.
 func (*ReadOutputResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReadOutputResponse) GetData() []byte {
@@ -1099,7 +1215,7 @@ type ResizeTtyRequest struct {
 
 func (x *ResizeTtyRequest) Reset() {
 	*x = ResizeTtyRequest{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1227,7 @@ func (x *ResizeTtyRequest) String() string {
 func (*ResizeTtyRequest) ProtoMessage() {}
 
 func (x *ResizeTtyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1240,7 @@ func (x *ResizeTtyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeTtyRequest.ProtoReflect.Descriptor instead.
 func (*ResizeTtyRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResizeTtyRequest) GetContainerId() string {
@@ -1163,7 +1279,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1291,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1304,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 type ExportChangesRequest struct {
@@ -1201,7 +1317,7 @@ type ExportChangesRequest struct {
 
 func (x *ExportChangesRequest) Reset() {
 	*x = ExportChangesRequest{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1329,7 @@ func (x *ExportChangesRequest) String() string {
 func (*ExportChangesRequest) ProtoMessage() {}
 
 func (x *ExportChangesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1342,7 @@ func (x *ExportChangesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportChangesRequest.ProtoReflect.Descriptor instead.
 func (*ExportChangesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ExportChangesRequest) GetContainerId() string {
@@ -1255,7 +1371,7 @@ type ExportChangesResponse struct {
 
 func (x *ExportChangesResponse) Reset() {
 	*x = ExportChangesResponse{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1383,7 @@ func (x *ExportChangesResponse) String() string {
 func (*ExportChangesResponse) ProtoMessage() {}
 
 func (x *ExportChangesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1396,7 @@ func (x *ExportChangesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportChangesResponse.ProtoReflect.Descriptor instead.
 func (*ExportChangesResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ExportChangesResponse) GetExportId() string {
@@ -1314,7 +1430,7 @@ type ExportRequest struct {
 
 func (x *ExportRequest) Reset() {
 	*x = ExportRequest{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1326,7 +1442,7 @@ func (x *ExportRequest) String() string {
 func (*ExportRequest) ProtoMessage() {}
 
 func (x *ExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1339,7 +1455,7 @@ func (x *ExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportRequest.ProtoReflect.Descriptor instead.
 func (*ExportRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExportRequest) GetContainerId() string {
@@ -1368,7 +1484,7 @@ type ReadExportRequest struct {
 
 func (x *ReadExportRequest) Reset() {
 	*x = ReadExportRequest{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1380,7 +1496,7 @@ func (x *ReadExportRequest) String() string {
 func (*ReadExportRequest) ProtoMessage() {}
 
 func (x *ReadExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1393,7 +1509,7 @@ func (x *ReadExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadExportRequest.ProtoReflect.Descriptor instead.
 func (*ReadExportRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReadExportRequest) GetContainerId() string {
@@ -1434,7 +1550,7 @@ type ReadExportResponse struct {
 
 func (x *ReadExportResponse) Reset() {
 	*x = ReadExportResponse{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1562,7 @@ func (x *ReadExportResponse) String() string {
 func (*ReadExportResponse) ProtoMessage() {}
 
 func (x *ReadExportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1575,7 @@ func (x *ReadExportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadExportResponse.ProtoReflect.Descriptor instead.
 func (*ReadExportResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReadExportResponse) GetData() []byte {
@@ -1486,7 +1602,7 @@ type PathRequest struct {
 
 func (x *PathRequest) Reset() {
 	*x = PathRequest{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1614,7 @@ func (x *PathRequest) String() string {
 func (*PathRequest) ProtoMessage() {}
 
 func (x *PathRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1627,7 @@ func (x *PathRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathRequest.ProtoReflect.Descriptor instead.
 func (*PathRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PathRequest) GetContainerId() string {
@@ -1543,7 +1659,7 @@ type PathStat struct {
 
 func (x *PathStat) Reset() {
 	*x = PathStat{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +1671,7 @@ func (x *PathStat) String() string {
 func (*PathStat) ProtoMessage() {}
 
 func (x *PathStat) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +1684,7 @@ func (x *PathStat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathStat.ProtoReflect.Descriptor instead.
 func (*PathStat) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PathStat) GetName() string {
@@ -1617,7 +1733,7 @@ type ArchivePathResponse struct {
 
 func (x *ArchivePathResponse) Reset() {
 	*x = ArchivePathResponse{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1629,7 +1745,7 @@ func (x *ArchivePathResponse) String() string {
 func (*ArchivePathResponse) ProtoMessage() {}
 
 func (x *ArchivePathResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1642,7 +1758,7 @@ func (x *ArchivePathResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArchivePathResponse.ProtoReflect.Descriptor instead.
 func (*ArchivePathResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ArchivePathResponse) GetExportId() string {
@@ -1678,7 +1794,7 @@ type WriteUploadRequest struct {
 
 func (x *WriteUploadRequest) Reset() {
 	*x = WriteUploadRequest{}
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1806,7 @@ func (x *WriteUploadRequest) String() string {
 func (*WriteUploadRequest) ProtoMessage() {}
 
 func (x *WriteUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1819,7 @@ func (x *WriteUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteUploadRequest.ProtoReflect.Descriptor instead.
 func (*WriteUploadRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WriteUploadRequest) GetContainerId() string {
@@ -1752,7 +1868,7 @@ type ExtractUploadRequest struct {
 
 func (x *ExtractUploadRequest) Reset() {
 	*x = ExtractUploadRequest{}
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +1880,7 @@ func (x *ExtractUploadRequest) String() string {
 func (*ExtractUploadRequest) ProtoMessage() {}
 
 func (x *ExtractUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +1893,7 @@ func (x *ExtractUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtractUploadRequest.ProtoReflect.Descriptor instead.
 func (*ExtractUploadRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{28}
+	return file_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ExtractUploadRequest) GetContainerId() string {
@@ -1827,7 +1943,7 @@ type ListProcessesResponse struct {
 
 func (x *ListProcessesResponse) Reset() {
 	*x = ListProcessesResponse{}
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +1955,7 @@ func (x *ListProcessesResponse) String() string {
 func (*ListProcessesResponse) ProtoMessage() {}
 
 func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +1968,7 @@ func (x *ListProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ListProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{29}
+	return file_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListProcessesResponse) GetProcesses() []*ProcessInfo {
@@ -1911,7 +2027,7 @@ type ProcessInfo struct {
 
 func (x *ProcessInfo) Reset() {
 	*x = ProcessInfo{}
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2039,7 @@ func (x *ProcessInfo) String() string {
 func (*ProcessInfo) ProtoMessage() {}
 
 func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2052,7 @@ func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
 func (*ProcessInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{30}
+	return file_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ProcessInfo) GetPid() uint32 {
@@ -2081,7 +2197,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2093,7 +2209,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2106,7 +2222,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{31}
+	return file_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *StatsResponse) GetTimeUnixNano() int64 {
@@ -2194,7 +2310,7 @@ type CPUStats struct {
 
 func (x *CPUStats) Reset() {
 	*x = CPUStats{}
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2206,7 +2322,7 @@ func (x *CPUStats) String() string {
 func (*CPUStats) ProtoMessage() {}
 
 func (x *CPUStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2219,7 +2335,7 @@ func (x *CPUStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CPUStats.ProtoReflect.Descriptor instead.
 func (*CPUStats) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{32}
+	return file_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CPUStats) GetUsageUsec() uint64 {
@@ -2288,7 +2404,7 @@ type MemoryStats struct {
 
 func (x *MemoryStats) Reset() {
 	*x = MemoryStats{}
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2300,7 +2416,7 @@ func (x *MemoryStats) String() string {
 func (*MemoryStats) ProtoMessage() {}
 
 func (x *MemoryStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2313,7 +2429,7 @@ func (x *MemoryStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryStats.ProtoReflect.Descriptor instead.
 func (*MemoryStats) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{33}
+	return file_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *MemoryStats) GetUsage() uint64 {
@@ -2377,7 +2493,7 @@ type PidsStats struct {
 
 func (x *PidsStats) Reset() {
 	*x = PidsStats{}
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2389,7 +2505,7 @@ func (x *PidsStats) String() string {
 func (*PidsStats) ProtoMessage() {}
 
 func (x *PidsStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2402,7 +2518,7 @@ func (x *PidsStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PidsStats.ProtoReflect.Descriptor instead.
 func (*PidsStats) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{34}
+	return file_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PidsStats) GetCurrent() uint64 {
@@ -2434,7 +2550,7 @@ type IODeviceStats struct {
 
 func (x *IODeviceStats) Reset() {
 	*x = IODeviceStats{}
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2446,7 +2562,7 @@ func (x *IODeviceStats) String() string {
 func (*IODeviceStats) ProtoMessage() {}
 
 func (x *IODeviceStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2459,7 +2575,7 @@ func (x *IODeviceStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IODeviceStats.ProtoReflect.Descriptor instead.
 func (*IODeviceStats) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{35}
+	return file_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *IODeviceStats) GetMajor() uint32 {
@@ -2523,7 +2639,7 @@ type NetworkStats struct {
 
 func (x *NetworkStats) Reset() {
 	*x = NetworkStats{}
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2535,7 +2651,7 @@ func (x *NetworkStats) String() string {
 func (*NetworkStats) ProtoMessage() {}
 
 func (x *NetworkStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2548,7 +2664,7 @@ func (x *NetworkStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkStats.ProtoReflect.Descriptor instead.
 func (*NetworkStats) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{36}
+	return file_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *NetworkStats) GetName() string {
@@ -2624,7 +2740,15 @@ const file_agent_proto_rawDesc = "" +
 	"\x0eHealthResponse\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12%\n" +
 	"\x0ekernel_release\x18\x02 \x01(\tR\rkernelRelease\x12\x1c\n" +
-	"\ttransport\x18\x03 \x01(\tR\ttransport\"\xbc\x01\n" +
+	"\ttransport\x18\x03 \x01(\tR\ttransport\"s\n" +
+	"\x0fRestoredRequest\x12\x12\n" +
+	"\x04seed\x18\x01 \x01(\fR\x04seed\x12\x1d\n" +
+	"\n" +
+	"unix_nanos\x18\x02 \x01(\x03R\tunixNanos\x12-\n" +
+	"\x04macs\x18\x03 \x03(\v2\x19.vmctl.agent.v1.MACChangeR\x04macs\"/\n" +
+	"\tMACChange\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\"\xbc\x01\n" +
 	"\aStorage\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
 	"\x06fstype\x18\x02 \x01(\tR\x06fstype\x12\x18\n" +
@@ -2826,9 +2950,10 @@ const file_agent_proto_rawDesc = "" +
 	"tx_packets\x18\a \x01(\x04R\ttxPackets\x12\x1b\n" +
 	"\ttx_errors\x18\b \x01(\x04R\btxErrors\x12\x1d\n" +
 	"\n" +
-	"tx_dropped\x18\t \x01(\x04R\ttxDropped2\xa5\x0f\n" +
+	"tx_dropped\x18\t \x01(\x04R\ttxDropped2\xe9\x0f\n" +
 	"\x05Agent\x12G\n" +
-	"\x06Health\x12\x1d.vmctl.agent.v1.HealthRequest\x1a\x1e.vmctl.agent.v1.HealthResponse\x12R\n" +
+	"\x06Health\x12\x1d.vmctl.agent.v1.HealthRequest\x1a\x1e.vmctl.agent.v1.HealthResponse\x12B\n" +
+	"\bRestored\x12\x1f.vmctl.agent.v1.RestoredRequest\x1a\x15.vmctl.agent.v1.Empty\x12R\n" +
 	"\x10ConfigureNetwork\x12'.vmctl.agent.v1.ConfigureNetworkRequest\x1a\x15.vmctl.agent.v1.Empty\x12P\n" +
 	"\x0fCreateContainer\x12&.vmctl.agent.v1.CreateContainerRequest\x1a\x15.vmctl.agent.v1.Empty\x12I\n" +
 	"\x0eStartContainer\x12 .vmctl.agent.v1.ContainerRequest\x1a\x15.vmctl.agent.v1.Empty\x12J\n" +
@@ -2872,116 +2997,121 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_agent_proto_goTypes = []any{
 	(*Empty)(nil),                   // 0: vmctl.agent.v1.Empty
 	(*HealthRequest)(nil),           // 1: vmctl.agent.v1.HealthRequest
 	(*HealthResponse)(nil),          // 2: vmctl.agent.v1.HealthResponse
-	(*Storage)(nil),                 // 3: vmctl.agent.v1.Storage
-	(*NetworkInterface)(nil),        // 4: vmctl.agent.v1.NetworkInterface
-	(*NetworkRoute)(nil),            // 5: vmctl.agent.v1.NetworkRoute
-	(*ConfigureNetworkRequest)(nil), // 6: vmctl.agent.v1.ConfigureNetworkRequest
-	(*CreateContainerRequest)(nil),  // 7: vmctl.agent.v1.CreateContainerRequest
-	(*ContainerRequest)(nil),        // 8: vmctl.agent.v1.ContainerRequest
-	(*ExecProcessRequest)(nil),      // 9: vmctl.agent.v1.ExecProcessRequest
-	(*ProcessRequest)(nil),          // 10: vmctl.agent.v1.ProcessRequest
-	(*WaitProcessResponse)(nil),     // 11: vmctl.agent.v1.WaitProcessResponse
-	(*SignalProcessRequest)(nil),    // 12: vmctl.agent.v1.SignalProcessRequest
-	(*WriteStdinRequest)(nil),       // 13: vmctl.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),      // 14: vmctl.agent.v1.WriteStdinResponse
-	(*ReadOutputRequest)(nil),       // 15: vmctl.agent.v1.ReadOutputRequest
-	(*ReadOutputResponse)(nil),      // 16: vmctl.agent.v1.ReadOutputResponse
-	(*ResizeTtyRequest)(nil),        // 17: vmctl.agent.v1.ResizeTtyRequest
-	(*ShutdownRequest)(nil),         // 18: vmctl.agent.v1.ShutdownRequest
-	(*ExportChangesRequest)(nil),    // 19: vmctl.agent.v1.ExportChangesRequest
-	(*ExportChangesResponse)(nil),   // 20: vmctl.agent.v1.ExportChangesResponse
-	(*ExportRequest)(nil),           // 21: vmctl.agent.v1.ExportRequest
-	(*ReadExportRequest)(nil),       // 22: vmctl.agent.v1.ReadExportRequest
-	(*ReadExportResponse)(nil),      // 23: vmctl.agent.v1.ReadExportResponse
-	(*PathRequest)(nil),             // 24: vmctl.agent.v1.PathRequest
-	(*PathStat)(nil),                // 25: vmctl.agent.v1.PathStat
-	(*ArchivePathResponse)(nil),     // 26: vmctl.agent.v1.ArchivePathResponse
-	(*WriteUploadRequest)(nil),      // 27: vmctl.agent.v1.WriteUploadRequest
-	(*ExtractUploadRequest)(nil),    // 28: vmctl.agent.v1.ExtractUploadRequest
-	(*ListProcessesResponse)(nil),   // 29: vmctl.agent.v1.ListProcessesResponse
-	(*ProcessInfo)(nil),             // 30: vmctl.agent.v1.ProcessInfo
-	(*StatsResponse)(nil),           // 31: vmctl.agent.v1.StatsResponse
-	(*CPUStats)(nil),                // 32: vmctl.agent.v1.CPUStats
-	(*MemoryStats)(nil),             // 33: vmctl.agent.v1.MemoryStats
-	(*PidsStats)(nil),               // 34: vmctl.agent.v1.PidsStats
-	(*IODeviceStats)(nil),           // 35: vmctl.agent.v1.IODeviceStats
-	(*NetworkStats)(nil),            // 36: vmctl.agent.v1.NetworkStats
-	nil,                             // 37: vmctl.agent.v1.MemoryStats.StatEntry
-	nil,                             // 38: vmctl.agent.v1.MemoryStats.EventsEntry
+	(*RestoredRequest)(nil),         // 3: vmctl.agent.v1.RestoredRequest
+	(*MACChange)(nil),               // 4: vmctl.agent.v1.MACChange
+	(*Storage)(nil),                 // 5: vmctl.agent.v1.Storage
+	(*NetworkInterface)(nil),        // 6: vmctl.agent.v1.NetworkInterface
+	(*NetworkRoute)(nil),            // 7: vmctl.agent.v1.NetworkRoute
+	(*ConfigureNetworkRequest)(nil), // 8: vmctl.agent.v1.ConfigureNetworkRequest
+	(*CreateContainerRequest)(nil),  // 9: vmctl.agent.v1.CreateContainerRequest
+	(*ContainerRequest)(nil),        // 10: vmctl.agent.v1.ContainerRequest
+	(*ExecProcessRequest)(nil),      // 11: vmctl.agent.v1.ExecProcessRequest
+	(*ProcessRequest)(nil),          // 12: vmctl.agent.v1.ProcessRequest
+	(*WaitProcessResponse)(nil),     // 13: vmctl.agent.v1.WaitProcessResponse
+	(*SignalProcessRequest)(nil),    // 14: vmctl.agent.v1.SignalProcessRequest
+	(*WriteStdinRequest)(nil),       // 15: vmctl.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),      // 16: vmctl.agent.v1.WriteStdinResponse
+	(*ReadOutputRequest)(nil),       // 17: vmctl.agent.v1.ReadOutputRequest
+	(*ReadOutputResponse)(nil),      // 18: vmctl.agent.v1.ReadOutputResponse
+	(*ResizeTtyRequest)(nil),        // 19: vmctl.agent.v1.ResizeTtyRequest
+	(*ShutdownRequest)(nil),         // 20: vmctl.agent.v1.ShutdownRequest
+	(*ExportChangesRequest)(nil),    // 21: vmctl.agent.v1.ExportChangesRequest
+	(*ExportChangesResponse)(nil),   // 22: vmctl.agent.v1.ExportChangesResponse
+	(*ExportRequest)(nil),           // 23: vmctl.agent.v1.ExportRequest
+	(*ReadExportRequest)(nil),       // 24: vmctl.agent.v1.ReadExportRequest
+	(*ReadExportResponse)(nil),      // 25: vmctl.agent.v1.ReadExportResponse
+	(*PathRequest)(nil),             // 26: vmctl.agent.v1.PathRequest
+	(*PathStat)(nil),                // 27: vmctl.agent.v1.PathStat
+	(*ArchivePathResponse)(nil),     // 28: vmctl.agent.v1.ArchivePathResponse
+	(*WriteUploadRequest)(nil),      // 29: vmctl.agent.v1.WriteUploadRequest
+	(*ExtractUploadRequest)(nil),    // 30: vmctl.agent.v1.ExtractUploadRequest
+	(*ListProcessesResponse)(nil),   // 31: vmctl.agent.v1.ListProcessesResponse
+	(*ProcessInfo)(nil),             // 32: vmctl.agent.v1.ProcessInfo
+	(*StatsResponse)(nil),           // 33: vmctl.agent.v1.StatsResponse
+	(*CPUStats)(nil),                // 34: vmctl.agent.v1.CPUStats
+	(*MemoryStats)(nil),             // 35: vmctl.agent.v1.MemoryStats
+	(*PidsStats)(nil),               // 36: vmctl.agent.v1.PidsStats
+	(*IODeviceStats)(nil),           // 37: vmctl.agent.v1.IODeviceStats
+	(*NetworkStats)(nil),            // 38: vmctl.agent.v1.NetworkStats
+	nil,                             // 39: vmctl.agent.v1.MemoryStats.StatEntry
+	nil,                             // 40: vmctl.agent.v1.MemoryStats.EventsEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	4,  // 0: vmctl.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> vmctl.agent.v1.NetworkInterface
-	5,  // 1: vmctl.agent.v1.ConfigureNetworkRequest.routes:type_name -> vmctl.agent.v1.NetworkRoute
-	3,  // 2: vmctl.agent.v1.CreateContainerRequest.storages:type_name -> vmctl.agent.v1.Storage
-	25, // 3: vmctl.agent.v1.ArchivePathResponse.stat:type_name -> vmctl.agent.v1.PathStat
-	30, // 4: vmctl.agent.v1.ListProcessesResponse.processes:type_name -> vmctl.agent.v1.ProcessInfo
-	32, // 5: vmctl.agent.v1.StatsResponse.cpu:type_name -> vmctl.agent.v1.CPUStats
-	33, // 6: vmctl.agent.v1.StatsResponse.memory:type_name -> vmctl.agent.v1.MemoryStats
-	34, // 7: vmctl.agent.v1.StatsResponse.pids:type_name -> vmctl.agent.v1.PidsStats
-	35, // 8: vmctl.agent.v1.StatsResponse.io:type_name -> vmctl.agent.v1.IODeviceStats
-	36, // 9: vmctl.agent.v1.StatsResponse.networks:type_name -> vmctl.agent.v1.NetworkStats
-	37, // 10: vmctl.agent.v1.MemoryStats.stat:type_name -> vmctl.agent.v1.MemoryStats.StatEntry
-	38, // 11: vmctl.agent.v1.MemoryStats.events:type_name -> vmctl.agent.v1.MemoryStats.EventsEntry
-	1,  // 12: vmctl.agent.v1.Agent.Health:input_type -> vmctl.agent.v1.HealthRequest
-	6,  // 13: vmctl.agent.v1.Agent.ConfigureNetwork:input_type -> vmctl.agent.v1.ConfigureNetworkRequest
-	7,  // 14: vmctl.agent.v1.Agent.CreateContainer:input_type -> vmctl.agent.v1.CreateContainerRequest
-	8,  // 15: vmctl.agent.v1.Agent.StartContainer:input_type -> vmctl.agent.v1.ContainerRequest
-	8,  // 16: vmctl.agent.v1.Agent.RemoveContainer:input_type -> vmctl.agent.v1.ContainerRequest
-	8,  // 17: vmctl.agent.v1.Agent.PauseContainer:input_type -> vmctl.agent.v1.ContainerRequest
-	8,  // 18: vmctl.agent.v1.Agent.ResumeContainer:input_type -> vmctl.agent.v1.ContainerRequest
-	9,  // 19: vmctl.agent.v1.Agent.ExecProcess:input_type -> vmctl.agent.v1.ExecProcessRequest
-	10, // 20: vmctl.agent.v1.Agent.WaitProcess:input_type -> vmctl.agent.v1.ProcessRequest
-	12, // 21: vmctl.agent.v1.Agent.SignalProcess:input_type -> vmctl.agent.v1.SignalProcessRequest
-	13, // 22: vmctl.agent.v1.Agent.WriteStdin:input_type -> vmctl.agent.v1.WriteStdinRequest
-	10, // 23: vmctl.agent.v1.Agent.CloseStdin:input_type -> vmctl.agent.v1.ProcessRequest
-	15, // 24: vmctl.agent.v1.Agent.ReadStdout:input_type -> vmctl.agent.v1.ReadOutputRequest
-	15, // 25: vmctl.agent.v1.Agent.ReadStderr:input_type -> vmctl.agent.v1.ReadOutputRequest
-	17, // 26: vmctl.agent.v1.Agent.ResizeTty:input_type -> vmctl.agent.v1.ResizeTtyRequest
-	19, // 27: vmctl.agent.v1.Agent.ExportChanges:input_type -> vmctl.agent.v1.ExportChangesRequest
-	22, // 28: vmctl.agent.v1.Agent.ReadExport:input_type -> vmctl.agent.v1.ReadExportRequest
-	21, // 29: vmctl.agent.v1.Agent.DropExport:input_type -> vmctl.agent.v1.ExportRequest
-	24, // 30: vmctl.agent.v1.Agent.StatPath:input_type -> vmctl.agent.v1.PathRequest
-	24, // 31: vmctl.agent.v1.Agent.ArchivePath:input_type -> vmctl.agent.v1.PathRequest
-	27, // 32: vmctl.agent.v1.Agent.WriteUpload:input_type -> vmctl.agent.v1.WriteUploadRequest
-	28, // 33: vmctl.agent.v1.Agent.ExtractUpload:input_type -> vmctl.agent.v1.ExtractUploadRequest
-	8,  // 34: vmctl.agent.v1.Agent.ListProcesses:input_type -> vmctl.agent.v1.ContainerRequest
-	8,  // 35: vmctl.agent.v1.Agent.Stats:input_type -> vmctl.agent.v1.ContainerRequest
-	18, // 36: vmctl.agent.v1.Agent.Shutdown:input_type -> vmctl.agent.v1.ShutdownRequest
-	2,  // 37: vmctl.agent.v1.Agent.Health:output_type -> vmctl.agent.v1.HealthResponse
-	0,  // 38: vmctl.agent.v1.Agent.ConfigureNetwork:output_type -> vmctl.agent.v1.Empty
-	0,  // 39: vmctl.agent.v1.Agent.CreateContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 40: vmctl.agent.v1.Agent.StartContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 41: vmctl.agent.v1.Agent.RemoveContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 42: vmctl.agent.v1.Agent.PauseContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 43: vmctl.agent.v1.Agent.ResumeContainer:output_type -> vmctl.agent.v1.Empty
-	0,  // 44: vmctl.agent.v1.Agent.ExecProcess:output_type -> vmctl.agent.v1.Empty
-	11, // 45: vmctl.agent.v1.Agent.WaitProcess:output_type -> vmctl.agent.v1.WaitProcessResponse
-	0,  // 46: vmctl.agent.v1.Agent.SignalProcess:output_type -> vmctl.agent.v1.Empty
-	14, // 47: vmctl.agent.v1.Agent.WriteStdin:output_type -> vmctl.agent.v1.WriteStdinResponse
-	0,  // 48: vmctl.agent.v1.Agent.CloseStdin:output_type -> vmctl.agent.v1.Empty
-	16, // 49: vmctl.agent.v1.Agent.ReadStdout:output_type -> vmctl.agent.v1.ReadOutputResponse
-	16, // 50: vmctl.agent.v1.Agent.ReadStderr:output_type -> vmctl.agent.v1.ReadOutputResponse
-	0,  // 51: vmctl.agent.v1.Agent.ResizeTty:output_type -> vmctl.agent.v1.Empty
-	20, // 52: vmctl.agent.v1.Agent.ExportChanges:output_type -> vmctl.agent.v1.ExportChangesResponse
-	23, // 53: vmctl.agent.v1.Agent.ReadExport:output_type -> vmctl.agent.v1.ReadExportResponse
-	0,  // 54: vmctl.agent.v1.Agent.DropExport:output_type -> vmctl.agent.v1.Empty
-	25, // 55: vmctl.agent.v1.Agent.StatPath:output_type -> vmctl.agent.v1.PathStat
-	26, // 56: vmctl.agent.v1.Agent.ArchivePath:output_type -> vmctl.agent.v1.ArchivePathResponse
-	0,  // 57: vmctl.agent.v1.Agent.WriteUpload:output_type -> vmctl.agent.v1.Empty
-	0,  // 58: vmctl.agent.v1.Agent.ExtractUpload:output_type -> vmctl.agent.v1.Empty
-	29, // 59: vmctl.agent.v1.Agent.ListProcesses:output_type -> vmctl.agent.v1.ListProcessesResponse
-	31, // 60: vmctl.agent.v1.Agent.Stats:output_type -> vmctl.agent.v1.StatsResponse
-	0,  // 61: vmctl.agent.v1.Agent.Shutdown:output_type -> vmctl.agent.v1.Empty
-	37, // [37:62] is the sub-list for method output_type
-	12, // [12:37] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	4,  // 0: vmctl.agent.v1.RestoredRequest.macs:type_name -> vmctl.agent.v1.MACChange
+	6,  // 1: vmctl.agent.v1.ConfigureNetworkRequest.interfaces:type_name -> vmctl.agent.v1.NetworkInterface
+	7,  // 2: vmctl.agent.v1.ConfigureNetworkRequest.routes:type_name -> vmctl.agent.v1.NetworkRoute
+	5,  // 3: vmctl.agent.v1.CreateContainerRequest.storages:type_name -> vmctl.agent.v1.Storage
+	27, // 4: vmctl.agent.v1.ArchivePathResponse.stat:type_name -> vmctl.agent.v1.PathStat
+	32, // 5: vmctl.agent.v1.ListProcessesResponse.processes:type_name -> vmctl.agent.v1.ProcessInfo
+	34, // 6: vmctl.agent.v1.StatsResponse.cpu:type_name -> vmctl.agent.v1.CPUStats
+	35, // 7: vmctl.agent.v1.StatsResponse.memory:type_name -> vmctl.agent.v1.MemoryStats
+	36, // 8: vmctl.agent.v1.StatsResponse.pids:type_name -> vmctl.agent.v1.PidsStats
+	37, // 9: vmctl.agent.v1.StatsResponse.io:type_name -> vmctl.agent.v1.IODeviceStats
+	38, // 10: vmctl.agent.v1.StatsResponse.networks:type_name -> vmctl.agent.v1.NetworkStats
+	39, // 11: vmctl.agent.v1.MemoryStats.stat:type_name -> vmctl.agent.v1.MemoryStats.StatEntry
+	40, // 12: vmctl.agent.v1.MemoryStats.events:type_name -> vmctl.agent.v1.MemoryStats.EventsEntry
+	1,  // 13: vmctl.agent.v1.Agent.Health:input_type -> vmctl.agent.v1.HealthRequest
+	3,  // 14: vmctl.agent.v1.Agent.Restored:input_type -> vmctl.agent.v1.RestoredRequest
+	8,  // 15: vmctl.agent.v1.Agent.ConfigureNetwork:input_type -> vmctl.agent.v1.ConfigureNetworkRequest
+	9,  // 16: vmctl.agent.v1.Agent.CreateContainer:input_type -> vmctl.agent.v1.CreateContainerRequest
+	10, // 17: vmctl.agent.v1.Agent.StartContainer:input_type -> vmctl.agent.v1.ContainerRequest
+	10, // 18: vmctl.agent.v1.Agent.RemoveContainer:input_type -> vmctl.agent.v1.ContainerRequest
+	10, // 19: vmctl.agent.v1.Agent.PauseContainer:input_type -> vmctl.agent.v1.ContainerRequest
+	10, // 20: vmctl.agent.v1.Agent.ResumeContainer:input_type -> vmctl.agent.v1.ContainerRequest
+	11, // 21: vmctl.agent.v1.Agent.ExecProcess:input_type -> vmctl.agent.v1.ExecProcessRequest
+	12, // 22: vmctl.agent.v1.Agent.WaitProcess:input_type -> vmctl.agent.v1.ProcessRequest
+	14, // 23: vmctl.agent.v1.Agent.SignalProcess:input_type -> vmctl.agent.v1.SignalProcessRequest
+	15, // 24: vmctl.agent.v1.Agent.WriteStdin:input_type -> vmctl.agent.v1.WriteStdinRequest
+	12, // 25: vmctl.agent.v1.Agent.CloseStdin:input_type -> vmctl.agent.v1.ProcessRequest
+	17, // 26: vmctl.agent.v1.Agent.ReadStdout:input_type -> vmctl.agent.v1.ReadOutputRequest
+	17, // 27: vmctl.agent.v1.Agent.ReadStderr:input_type -> vmctl.agent.v1.ReadOutputRequest
+	19, // 28: vmctl.agent.v1.Agent.ResizeTty:input_type -> vmctl.agent.v1.ResizeTtyRequest
+	21, // 29: vmctl.agent.v1.Agent.ExportChanges:input_type -> vmctl.agent.v1.ExportChangesRequest
+	24, // 30: vmctl.agent.v1.Agent.ReadExport:input_type -> vmctl.agent.v1.ReadExportRequest
+	23, // 31: vmctl.agent.v1.Agent.DropExport:input_type -> vmctl.agent.v1.ExportRequest
+	26, // 32: vmctl.agent.v1.Agent.StatPath:input_type -> vmctl.agent.v1.PathRequest
+	26, // 33: vmctl.agent.v1.Agent.ArchivePath:input_type -> vmctl.agent.v1.PathRequest
+	29, // 34: vmctl.agent.v1.Agent.WriteUpload:input_type -> vmctl.agent.v1.WriteUploadRequest
+	30, // 35: vmctl.agent.v1.Agent.ExtractUpload:input_type -> vmctl.agent.v1.ExtractUploadRequest
+	10, // 36: vmctl.agent.v1.Agent.ListProcesses:input_type -> vmctl.agent.v1.ContainerRequest
+	10, // 37: vmctl.agent.v1.Agent.Stats:input_type -> vmctl.agent.v1.ContainerRequest
+	20, // 38: vmctl.agent.v1.Agent.Shutdown:input_type -> vmctl.agent.v1.ShutdownRequest
+	2,  // 39: vmctl.agent.v1.Agent.Health:output_type -> vmctl.agent.v1.HealthResponse
+	0,  // 40: vmctl.agent.v1.Agent.Restored:output_type -> vmctl.agent.v1.Empty
+	0,  // 41: vmctl.agent.v1.Agent.ConfigureNetwork:output_type -> vmctl.agent.v1.Empty
+	0,  // 42: vmctl.agent.v1.Agent.CreateContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 43: vmctl.agent.v1.Agent.StartContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 44: vmctl.agent.v1.Agent.RemoveContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 45: vmctl.agent.v1.Agent.PauseContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 46: vmctl.agent.v1.Agent.ResumeContainer:output_type -> vmctl.agent.v1.Empty
+	0,  // 47: vmctl.agent.v1.Agent.ExecProcess:output_type -> vmctl.agent.v1.Empty
+	13, // 48: vmctl.agent.v1.Agent.WaitProcess:output_type -> vmctl.agent.v1.WaitProcessResponse
+	0,  // 49: vmctl.agent.v1.Agent.SignalProcess:output_type -> vmctl.agent.v1.Empty
+	16, // 50: vmctl.agent.v1.Agent.WriteStdin:output_type -> vmctl.agent.v1.WriteStdinResponse
+	0,  // 51: vmctl.agent.v1.Agent.CloseStdin:output_type -> vmctl.agent.v1.Empty
+	18, // 52: vmctl.agent.v1.Agent.ReadStdout:output_type -> vmctl.agent.v1.ReadOutputResponse
+	18, // 53: vmctl.agent.v1.Agent.ReadStderr:output_type -> vmctl.agent.v1.ReadOutputResponse
+	0,  // 54: vmctl.agent.v1.Agent.ResizeTty:output_type -> vmctl.agent.v1.Empty
+	22, // 55: vmctl.agent.v1.Agent.ExportChanges:output_type -> vmctl.agent.v1.ExportChangesResponse
+	25, // 56: vmctl.agent.v1.Agent.ReadExport:output_type -> vmctl.agent.v1.ReadExportResponse
+	0,  // 57: vmctl.agent.v1.Agent.DropExport:output_type -> vmctl.agent.v1.Empty
+	27, // 58: vmctl.agent.v1.Agent.StatPath:output_type -> vmctl.agent.v1.PathStat
+	28, // 59: vmctl.agent.v1.Agent.ArchivePath:output_type -> vmctl.agent.v1.ArchivePathResponse
+	0,  // 60: vmctl.agent.v1.Agent.WriteUpload:output_type -> vmctl.agent.v1.Empty
+	0,  // 61: vmctl.agent.v1.Agent.ExtractUpload:output_type -> vmctl.agent.v1.Empty
+	31, // 62: vmctl.agent.v1.Agent.ListProcesses:output_type -> vmctl.agent.v1.ListProcessesResponse
+	33, // 63: vmctl.agent.v1.Agent.Stats:output_type -> vmctl.agent.v1.StatsResponse
+	0,  // 64: vmctl.agent.v1.Agent.Shutdown:output_type -> vmctl.agent.v1.Empty
+	39, // [39:65] is the sub-list for method output_type
+	13, // [13:39] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -2995,7 +3125,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   39,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

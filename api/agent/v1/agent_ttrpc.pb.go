@@ -9,6 +9,7 @@ import (
 
 type TTRPCAgentService interface {
 	Health(context.Context, *HealthRequest) (*HealthResponse, error)
+	Restored(context.Context, *RestoredRequest) (*Empty, error)
 	ConfigureNetwork(context.Context, *ConfigureNetworkRequest) (*Empty, error)
 	CreateContainer(context.Context, *CreateContainerRequest) (*Empty, error)
 	StartContainer(context.Context, *ContainerRequest) (*Empty, error)
@@ -44,6 +45,13 @@ func RegisterTTRPCAgentService(srv *ttrpc.Server, svc TTRPCAgentService) {
 					return nil, err
 				}
 				return svc.Health(ctx, &req)
+			},
+			"Restored": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req RestoredRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Restored(ctx, &req)
 			},
 			"ConfigureNetwork": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req ConfigureNetworkRequest
@@ -230,6 +238,14 @@ func NewTTRPCAgentClient(client *ttrpc.Client) TTRPCAgentService {
 func (c *ttrpcagentClient) Health(ctx context.Context, req *HealthRequest) (*HealthResponse, error) {
 	var resp HealthResponse
 	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "Health", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcagentClient) Restored(ctx context.Context, req *RestoredRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "vmctl.agent.v1.Agent", "Restored", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -55,6 +55,10 @@ func (a *Agent) ConfigureNetwork(ctx context.Context, _ *agentapi.ConfigureNetwo
 	return answer(ctx, a, "ConfigureNetwork", empty)
 }
 
+func (a *Agent) Restored(ctx context.Context, _ *agentapi.RestoredRequest) (*agentapi.Empty, error) {
+	return answer(ctx, a, "Restored", empty)
+}
+
 func (a *Agent) CreateContainer(ctx context.Context, _ *agentapi.CreateContainerRequest) (*agentapi.Empty, error) {
 	return answer(ctx, a, "CreateContainer", empty)
 }

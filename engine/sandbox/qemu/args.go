@@ -71,6 +71,11 @@ const (
 	stateFD = 5
 )
 
+// agentPortID is the agent's virtio-serial port device: QEMU reports the
+// guest opening and closing it (VSERPORT_CHANGE) only for a device with an
+// ID.
+const agentPortID = "agentport"
+
 // State directory entries created by the driver.
 const (
 	qmpSocketName   = "qmp.sock"
@@ -198,7 +203,7 @@ func buildArgs(l launch) []string {
 		// QEMU never opens a path for it, so it works from a jail.
 		"-device", "virtio-serial-device,max_ports=2",
 		"-chardev", fmt.Sprintf("socket,id=agent,fd=%d,server=on,wait=off", agentFD),
-		"-device", "virtserialport,chardev=agent,name="+contract.SerialPortName,
+		"-device", "virtserialport,id="+agentPortID+",chardev=agent,name="+contract.SerialPortName,
 	)
 	if j := l.jail; j != nil {
 		// QEMU applies these after opening every file, device and socket

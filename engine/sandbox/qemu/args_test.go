@@ -59,7 +59,7 @@ func TestBuildArgs(t *testing.T) {
 			"socket,id=qmp,fd=3,server=on,wait=off",
 			"socket,id=agent,fd=4,server=on,wait=off",
 		}},
-		{"agent port", nil, "-device", []string{"virtio-serial-device,max_ports=2", "virtserialport,chardev=agent,name=vmctl.agent"}},
+		{"agent port", nil, "-device", []string{"virtio-serial-device,max_ports=2", "virtserialport,id=agentport,chardev=agent,name=vmctl.agent"}},
 		{"qmp", nil, "-mon", []string{"chardev=qmp,mode=control"}},
 		{"disks", func(l *launch) {
 			l.cfg.Disks = []sandbox.Disk{
@@ -81,7 +81,7 @@ func TestBuildArgs(t *testing.T) {
 			"tap,id=net0,ifname=vt0123456789ab,script=no,downscript=no,vhost=on",
 		}},
 		{"NIC devices", func(l *launch) { l.cfg.NICs = twoNICs }, "-device", []string{
-			"virtio-serial-device,max_ports=2", "virtserialport,chardev=agent,name=vmctl.agent",
+			"virtio-serial-device,max_ports=2", "virtserialport,id=agentport,chardev=agent,name=vmctl.agent",
 			"virtio-net-device,netdev=net0,mac=02:42:ac:1e:00:02,host_mtu=1400",
 			"virtio-net-device,netdev=net1,mac=02:00:00:00:00:09",
 		}},

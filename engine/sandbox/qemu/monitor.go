@@ -127,6 +127,11 @@ func (v *vm) readEvents(events <-chan qmp.Event, done, finished chan struct{}) {
 			op, _ := ev.Data["operation"].(string)
 			reason, _ := ev.Data["reason"].(string)
 			v.ioErrors.report(v.id, dev, op, reason)
+		case "VSERPORT_CHANGE":
+			if id, _ := ev.Data["id"].(string); id == agentPortID {
+				open, _ := ev.Data["open"].(bool)
+				v.agentPort.changed(open)
+			}
 		case "STOP":
 			// The guest was paused by QEMU itself (nobody here sends
 			// "stop"): an internal error leaves QEMU running forever with a
@@ -255,4 +260,48 @@ func (l *ioErrorLog) report(vm, drive, op, reason string) {
 	}
 	slog.Warn("disk I/O error reported to the guest", "vm", vm, "drive", drive, "operation", op, "reason", reason, "since_last_line", c.missed)
 	c.last, c.missed = time.Now(), 0
+}
+
+// portState follows the guest's side of the agent port: how many times the
+// guest opened it, and whether it is open now.
+type portState struct {
+	mu     sync.Mutex
+	opens  int
+	open   bool
+	notify chan struct{} // closed and replaced on every change
+}
+
+func (p *portState) changed(open bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if open {
+		p.opens++
+	}
+	p.open = open
+	if p.notify != nil {
+		close(p.notify)
+	}
+	p.notify = make(chan struct{})
+}
+
+// waitOpen waits until the guest has opened the port at least n times and
+// has it open, or done is closed.
+func (p *portState) waitOpen(n int, done <-chan struct{}) bool {
+	for {
+		p.mu.Lock()
+		if p.opens >= n && p.open {
+			p.mu.Unlock()
+			return true
+		}
+		if p.notify == nil {
+			p.notify = make(chan struct{})
+		}
+		ch := p.notify
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-done:
+			return false
+		}
+	}
 }

@@ -115,6 +115,22 @@ func (d *Driver) Save(ctx context.Context, sb sandbox.Sandbox, w io.Writer) erro
 	if !ok {
 		deadline = time.Now().Add(saveTimeout)
 	}
+	// The guest's agent must have seen the host go and opened its port
+	// again, to wait for the next host: saved any earlier, a restored
+	// guest would take the next host for the one that left.
+	wctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	stopWait := make(chan struct{})
+	go func() {
+		select {
+		case <-wctx.Done():
+		case <-v.exited:
+		}
+		close(stopWait)
+	}()
+	if !v.agentPort.waitOpen(2, stopWait) {
+		return errors.New("save: the guest did not reopen its agent port after the host let go of it")
+	}
 	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: v.savePath, Net: "unix"})
 	if err != nil {
 		return fmt.Errorf("save: %w", err)

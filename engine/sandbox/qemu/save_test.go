@@ -80,6 +80,13 @@ func TestSaveRestore(t *testing.T) {
 			c.Disks = append(c.Disks, sandbox.Disk{Path: p, Serial: serial, ReadOnly: j == 0})
 		}
 		c.Restore = bytes.NewReader(state)
+		c.ConsoleLog = c.StateDir + ".console"
+		t.Cleanup(func() {
+			if t.Failed() {
+				b, _ := os.ReadFile(c.ConsoleLog)
+				t.Logf("console of %s:\n%s", c.ID, b)
+			}
+		})
 		start := time.Now()
 		sb, err := d.Start(ctxTimeout(t, 30*time.Second), c)
 		if err != nil {

@@ -38,6 +38,8 @@ type vm struct {
 	ioErrors ioErrorLog
 	// savePath is a Template VM's second QMP monitor (save.go).
 	savePath string
+	// agentPort follows the guest's opening and closing of its agent port.
+	agentPort portState
 	// waitProc blocks until QEMU has ended and returns its wait status (a
 	// zero status when QEMU is not our child); killProc sends SIGKILL.
 	waitProc func() syscall.WaitStatus

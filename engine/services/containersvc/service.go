@@ -34,6 +34,7 @@ import (
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/events"
 	"github.com/vmctl/vmctl/engine/sandbox"
+	"github.com/vmctl/vmctl/engine/sandbox/snapshot"
 )
 
 // ImageInfo is what the service needs to know of an image.
@@ -101,6 +102,9 @@ type Config struct {
 	// Events receives the container events (create, start, die...); nil
 	// reports none.
 	Events events.Publisher
+	// Snapshots, if set, keeps the saved VM states runs start from
+	// instead of booting (package snapshot); nil: every run boots.
+	Snapshots *snapshot.Store
 	// RestartPolicies is set in a daemon, which applies the containers'
 	// restart policies (restart.go); elsewhere a create with one is
 	// refused.

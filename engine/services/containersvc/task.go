@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -59,6 +60,7 @@ func commandError(err error) error {
 // engine/agent.Client, whose errors are classified already.
 type guestAgent interface {
 	Health(ctx context.Context) (agent.Health, error)
+	Restored(ctx context.Context, macs map[string]net.HardwareAddr) error
 	ConfigureNetwork(ctx context.Context, ifaces []agent.Interface, routes []agent.Route) error
 	CreateContainer(ctx context.Context, id string, spec *specs.Spec, storages []agent.Storage, network agent.ContainerNetwork) error
 	StartContainer(ctx context.Context, id string) error
@@ -284,7 +286,7 @@ func (t *task) boot(ctx context.Context) error {
 	vcpus, mem := vmShape(c.Config)
 	console := s.ConsoleLog(c.ID)
 	os.Remove(console)
-	sb, err := drv.Start(ctx, sandbox.Config{
+	sb, restored, err := s.startVM(ctx, drv, c, sandbox.Config{
 		ID:        c.ShortID(),
 		Kernel:    s.cfg.Kernel,
 		Initrd:    s.cfg.Initrd,
@@ -321,6 +323,11 @@ func (t *task) boot(ctx context.Context) error {
 	if _, err := t.agent.Health(bootCtx); err != nil {
 		return t.bootError("wait for the guest agent", err)
 	}
+	if restored {
+		if err := t.agent.Restored(bootCtx, restoredMACs(plumbing.NICs)); err != nil {
+			return t.bootError("bring the restored guest up to date", err)
+		}
+	}
 	if len(plumbing.Interfaces) > 0 || len(plumbing.Routes) > 0 {
 		if err := t.agent.ConfigureNetwork(bootCtx, plumbing.Interfaces, plumbing.Routes); err != nil {
 			return t.bootError("configure the guest's network", err)
@@ -341,6 +348,32 @@ func (t *task) boot(ctx context.Context) error {
 		RestartCount: t.restartCount,
 	}
 	return s.cfg.Store.Update(c)
+}
+
+// startVM starts a run's VM: from the saved state of its shape where the
+// service keeps them and the container does not ask for a cold boot
+// (ColdBootLabel), else booted. restored says which; a restored guest
+// must be told (the agent's Restored) before anything else.
+func (s *Service) startVM(ctx context.Context, drv sandbox.Driver, c *containers.Container, cfg sandbox.Config) (sandbox.Sandbox, bool, error) {
+	if s.cfg.Snapshots == nil || c.Config.Labels[ColdBootLabel] == "true" {
+		sb, err := drv.Start(ctx, cfg)
+		return sb, false, err
+	}
+	return s.cfg.Snapshots.Start(ctx, drv, cfg)
+}
+
+// ColdBootLabel set to "true" on a container makes each of its runs boot
+// its VM rather than start it from a saved state (docker run --label
+// io.vmctl.cold-boot=true, vmctl run --cold-boot).
+const ColdBootLabel = "io.vmctl.cold-boot"
+
+// restoredMACs maps the template's NIC addresses to the run's own.
+func restoredMACs(nics []sandbox.NIC) map[string]net.HardwareAddr {
+	macs := map[string]net.HardwareAddr{}
+	for i, n := range nics {
+		macs[sandbox.TemplateMAC(i).String()] = n.MAC
+	}
+	return macs
 }
 
 // bootError explains a failed boot, pointing at the console log when the VM died.

@@ -8,13 +8,17 @@ package systemsvc
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"runtime"
+	"strings"
 
+	"github.com/docker/go-units"
 	"golang.org/x/sys/unix"
 
 	"github.com/vmctl/vmctl/engine/containers"
 	"github.com/vmctl/vmctl/engine/images"
+	"github.com/vmctl/vmctl/engine/sandbox/snapshot"
 )
 
 // Containers lists the containers (engine/services/containersvc).
@@ -38,6 +42,9 @@ type Config struct {
 	Host       HostConfig
 	Containers Containers
 	Images     Images
+	// Snapshots keeps the saved VM states runs start from; nil when runs
+	// boot (vmctld --snapshots=false).
+	Snapshots *snapshot.Store
 	// Warnings reports what of the host stands in containers' way (a
 	// forward policy that drops their traffic, say), one line each; nil
 	// reports nothing.
@@ -86,6 +93,9 @@ type Info struct {
 	Host     Host
 	// Warnings are the host's problems for containers (Config.Warnings).
 	Warnings []string
+	// Snapshots says whether runs start from saved VM states, where they
+	// are and which there are.
+	Snapshots string
 }
 
 // Info counts the containers and images and probes the host.
@@ -101,7 +111,7 @@ func (s *Service) Info(ctx context.Context) (Info, error) {
 	info := Info{
 		Version: s.version, Containers: len(list), Images: len(imgs),
 		DataRoot: s.cfg.DataRoot, ExecRoot: s.cfg.ExecRoot, NCPU: runtime.NumCPU(),
-		Host: ProbeHost(ctx, s.cfg.Host),
+		Host: ProbeHost(ctx, s.cfg.Host), Snapshots: s.snapshots(),
 	}
 	for _, c := range list {
 		if c.State.Status == containers.StatusRunning {
@@ -133,4 +143,24 @@ func kernelRelease() string {
 		return ""
 	}
 	return unix.ByteSliceToString(u.Release[:])
+}
+
+// snapshots describes the saved VM states for Info.
+func (s *Service) snapshots() string {
+	st := s.cfg.Snapshots
+	if st == nil {
+		return "off: every run boots its VM"
+	}
+	saved, err := st.List()
+	if err != nil {
+		return fmt.Sprintf("on, in %s (%v)", st.Dir(), err)
+	}
+	if len(saved) == 0 {
+		return fmt.Sprintf("on, in %s (none saved yet: the first run of each VM shape saves one)", st.Dir())
+	}
+	var shapes []string
+	for _, sv := range saved {
+		shapes = append(shapes, fmt.Sprintf("%s %s", sv.Shape, units.BytesSize(float64(sv.Meta.Size))))
+	}
+	return fmt.Sprintf("on, in %s: %s", st.Dir(), strings.Join(shapes, ", "))
 }

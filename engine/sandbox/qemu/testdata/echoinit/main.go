@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vmctl/vmctl/api/agent/contract"
 )
 
@@ -44,8 +46,19 @@ func main() {
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
-			fmt.Println("echoinit: read:", err)
-			time.Sleep(100 * time.Millisecond) // host not connected yet
+			// The host is not connected (yet, or any more): close the port,
+			// open it again and wait for the host, as the agent does, so
+			// that the host sees the guest waiting for its next connection
+			// (and a guest saved there waits for the restored VM's host).
+			f.Close()
+			if f, err = os.OpenFile(port, os.O_RDWR, 0); err != nil {
+				fmt.Println("echoinit:", err)
+				halt()
+			}
+			for !hostConnected(f) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			r = bufio.NewReader(f)
 			continue
 		}
 		switch strings.TrimSpace(line) {
@@ -126,4 +139,14 @@ func rebind() string {
 		}
 	}
 	return "ok"
+}
+
+// hostConnected polls the port: the driver reports POLLHUP while the host
+// side is closed.
+func hostConnected(f *os.File) bool {
+	fds := []unix.PollFd{{Fd: int32(f.Fd()), Events: unix.POLLIN}}
+	if _, err := unix.Poll(fds, 0); err != nil {
+		return false
+	}
+	return fds[0].Revents&unix.POLLHUP == 0
 }

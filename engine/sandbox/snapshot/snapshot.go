@@ -1,0 +1,427 @@
+// Package snapshot starts VMs from a saved guest instead of booting them:
+// a template VM of a given shape is booted once to the agent's readiness
+// and saved (sandbox.Saver), and every later VM of that shape starts from
+// the saved state with its own disks and NICs, as Firecracker's snapshots
+// and Kata's VM templates do.
+//
+// A Store keeps one saved state per shape (driver, vCPUs, memory, number
+// of disks and NICs) in its directory:
+//
+//	<dir>/<shape>/state      the driver's saved state
+//	<dir>/<shape>/meta.json  what it was saved from, its size and CRC-32C
+//	<dir>/<shape>/lock       held while the state is read or written
+//
+// A state is used only if it was saved from the same kernel, initramfs (the
+// agent is in it), kernel arguments and driver identity (the VMM binary,
+// accelerator, CPU model), all digested into meta.json's identity; any
+// other is replaced by a new one. The state's CRC is checked as the driver
+// reads it, and the VM is stopped before its first instruction if it does
+// not match; a state that fails to load is saved again once.
+//
+// The package does not speak to the agent: Store.Ready does, and the
+// caller tells a restored guest what it must know (the agent's Restored).
+package snapshot
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vmctl/vmctl/engine/flock"
+	"github.com/vmctl/vmctl/engine/sandbox"
+	"github.com/vmctl/vmctl/internal/atomicfile"
+)
+
+// format changes whenever meta.json or the way a state is made does.
+const format = 1
+
+// File names in a shape's directory.
+const (
+	stateName = "state"
+	metaName  = "meta.json"
+	lockName  = "lock"
+)
+
+// Store keeps saved states. Its methods are safe for concurrent use, and
+// several processes may share a directory.
+type Store struct {
+	dir string
+	// ready waits until a template VM's guest can be saved, then lets go
+	// of its agent channel.
+	ready func(ctx context.Context, sb sandbox.Sandbox) error
+
+	mu      sync.Mutex
+	digests map[fileKey]string // guarded by mu: file digests by stat
+}
+
+// New returns a store in dir (created when a state is first saved). ready
+// waits until a template's guest serves requests and closes its agent
+// channel: what a restored VM's caller will dial.
+func New(dir string, ready func(ctx context.Context, sb sandbox.Sandbox) error) *Store {
+	return &Store{dir: dir, ready: ready, digests: map[fileKey]string{}}
+}
+
+// Dir is where the states are kept.
+func (s *Store) Dir() string { return s.dir }
+
+// Meta is what meta.json records of a saved state.
+type Meta struct {
+	Format int `json:"format"`
+	// Identity digests everything the state depends on (identity).
+	Identity string `json:"identity"`
+	// Driver is sandbox.Saver's SaveIdentity, Kernel and Initrd the files
+	// it was saved from: for people reading the file.
+	Driver string     `json:"driver"`
+	Kernel fileDigest `json:"kernel"`
+	Initrd fileDigest `json:"initrd"`
+	Size   int64      `json:"size"`
+	CRC32C uint32     `json:"crc32c"`
+	Saved  time.Time  `json:"saved"`
+	// SaveTime is how long booting and saving the template took.
+	SaveTime time.Duration `json:"save_time_ns"`
+}
+
+// fileDigest is a file's SHA-256 and the stat it was computed at, so that
+// a later process need not read the file again while it is unchanged.
+type fileDigest struct {
+	fileKey
+	SHA256 string `json:"sha256"`
+}
+
+// fileKey identifies a file's content without reading it: a change of
+// content changes its change time.
+type fileKey struct {
+	Path  string `json:"path"`
+	Size  int64  `json:"size"`
+	Inode uint64 `json:"inode"`
+	MTime int64  `json:"mtime_ns"`
+	CTime int64  `json:"ctime_ns"`
+}
+
+func statKey(path string) (fileKey, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fileKey{}, err
+	}
+	k := fileKey{Path: path, Size: st.Size(), MTime: st.ModTime().UnixNano()}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		k.Inode, k.CTime = sys.Ino, sys.Ctim.Nano()
+	}
+	return k, nil
+}
+
+// digest returns path's SHA-256, from the store's cache or known (a meta
+// of the same file) when its stat has not changed.
+func (s *Store) digest(path string, known ...fileDigest) (fileDigest, error) {
+	if path == "" {
+		return fileDigest{}, nil
+	}
+	k, err := statKey(path)
+	if err != nil {
+		return fileDigest{}, err
+	}
+	s.mu.Lock()
+	d, ok := s.digests[k]
+	s.mu.Unlock()
+	if ok {
+		return fileDigest{k, d}, nil
+	}
+	for _, kd := range known {
+		if kd.fileKey == k && kd.SHA256 != "" {
+			s.remember(k, kd.SHA256)
+			return kd, nil
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fileDigest{}, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fileDigest{}, err
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	s.remember(k, sum)
+	return fileDigest{k, sum}, nil
+}
+
+func (s *Store) remember(k fileKey, sum string) {
+	s.mu.Lock()
+	s.digests[k] = sum
+	s.mu.Unlock()
+}
+
+// Shape names the saved state cfg's VM can start from.
+func Shape(driver string, cfg sandbox.Config) string {
+	return fmt.Sprintf("%s-%dcpu-%dm-%ddisk-%dnic", driver, cfg.VCPUs, cfg.MemoryMiB, len(cfg.Disks), len(cfg.NICs))
+}
+
+// identity digests everything a state of cfg's shape depends on.
+func identity(saver sandbox.Saver, shape string, cfg sandbox.Config, kernel, initrd fileDigest) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "format %d\nshape %s\ndriver %s\nkernel %s\ninitrd %s\nargs %q\n",
+		format, shape, saver.SaveIdentity(), kernel.SHA256, initrd.SHA256, cfg.KernelArgs)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Eligible says why cfg's VM cannot start from a saved state under drv,
+// or nil.
+func Eligible(drv sandbox.Driver, cfg sandbox.Config) error {
+	saver, ok := drv.(sandbox.Saver)
+	if !ok {
+		return fmt.Errorf("the %s driver cannot save VMs", drv.Name())
+	}
+	return saver.CanRestore(cfg)
+}
+
+// Start starts cfg's VM under drv from the saved state of its shape, saving
+// one first if there is none (or none that matches). restored reports
+// whether it did; when drv cannot save VMs or cfg's cannot be restored
+// (Eligible), the VM boots. A caller given restored must tell the guest
+// (the agent's Restored call) before anything else.
+func (s *Store) Start(ctx context.Context, drv sandbox.Driver, cfg sandbox.Config) (_ sandbox.Sandbox, restored bool, _ error) {
+	if Eligible(drv, cfg) != nil {
+		sb, err := drv.Start(ctx, cfg)
+		return sb, false, err
+	}
+	saver := drv.(sandbox.Saver)
+	shape := Shape(drv.Name(), cfg)
+	dir := filepath.Join(s.dir, shape)
+	for attempt := 0; ; attempt++ {
+		f, meta, err := s.open(ctx, drv, saver, dir, cfg, attempt > 0)
+		if err != nil {
+			return nil, false, err
+		}
+		// The lock is not held while the VM starts: f stays valid should
+		// another process replace the state meanwhile.
+		sb, bad, err := restore(ctx, drv, f, meta, cfg)
+		f.Close()
+		if err == nil {
+			return sb, true, nil
+		}
+		if !bad || attempt > 0 {
+			return nil, false, err
+		}
+		slog.Warn("saved VM state refused, saving it again", "shape", shape, "error", err)
+	}
+}
+
+// open returns dir's state, opened, and its meta, under the shape's lock.
+// It saves a new state first when there is none, when the one there has
+// another identity or size, or when renew is set (the last one was
+// refused).
+func (s *Store) open(ctx context.Context, drv sandbox.Driver, saver sandbox.Saver, dir string, cfg sandbox.Config, renew bool) (*os.File, Meta, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, Meta{}, fmt.Errorf("snapshots: %w", err)
+	}
+	lock, err := flock.Acquire(ctx, filepath.Join(dir, lockName))
+	if err != nil {
+		return nil, Meta{}, fmt.Errorf("snapshots: %w", err)
+	}
+	defer lock.Release()
+
+	meta, metaErr := readMeta(dir)
+	kernel, err := s.digest(cfg.Kernel, meta.Kernel)
+	if err != nil {
+		return nil, Meta{}, fmt.Errorf("snapshots: kernel: %w", err)
+	}
+	initrd, err := s.digest(cfg.Initrd, meta.Initrd)
+	if err != nil {
+		return nil, Meta{}, fmt.Errorf("snapshots: initrd: %w", err)
+	}
+	id := identity(saver, filepath.Base(dir), cfg, kernel, initrd)
+	if renew || metaErr != nil || meta.Identity != id || !stateMatches(dir, meta) {
+		meta = Meta{Identity: id, Driver: saver.SaveIdentity(), Kernel: kernel, Initrd: initrd}
+		if err := s.save(ctx, saver, drv, dir, cfg, &meta); err != nil {
+			return nil, Meta{}, err
+		}
+	}
+	f, err := os.Open(filepath.Join(dir, stateName))
+	if err != nil {
+		return nil, Meta{}, fmt.Errorf("snapshots: %w", err)
+	}
+	return f, meta, nil
+}
+
+// stateMatches checks the state file's size against its meta: a truncated
+// or replaced state is saved again without being read.
+func stateMatches(dir string, meta Meta) bool {
+	st, err := os.Stat(filepath.Join(dir, stateName))
+	return err == nil && st.Mode().IsRegular() && st.Size() == meta.Size && meta.Format == format
+}
+
+func readMeta(dir string) (Meta, error) {
+	var m Meta
+	b, err := os.ReadFile(filepath.Join(dir, metaName))
+	if err != nil {
+		return m, err
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return Meta{}, fmt.Errorf("%s: %w", filepath.Join(dir, metaName), err)
+	}
+	return m, nil
+}
+
+// restore starts cfg's VM from the state in f. bad reports that the state
+// itself is at fault: its CRC did not match, or it was read whole and the
+// VM still did not start.
+func restore(ctx context.Context, drv sandbox.Driver, f *os.File, meta Meta, cfg sandbox.Config) (_ sandbox.Sandbox, bad bool, _ error) {
+	r := &checkedReader{r: io.LimitReader(f, meta.Size+1), h: crc32.New(castagnoli), want: meta.CRC32C, size: meta.Size}
+	cfg.Restore = r
+	sb, err := drv.Start(ctx, cfg)
+	if err != nil {
+		return nil, r.mismatch || r.atEnd, err
+	}
+	return sb, false, nil
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// errDamaged is what a checkedReader returns at the end of a state whose
+// size or CRC is not the recorded one.
+var errDamaged = errors.New("saved VM state damaged (size or CRC-32C differ from its record)")
+
+// checkedReader passes a state through and fails at its end if its size
+// or CRC differs from the record: the driver then stops the VM before it
+// runs.
+type checkedReader struct {
+	r        io.Reader
+	h        hash.Hash32
+	n, size  int64
+	want     uint32
+	atEnd    bool
+	mismatch bool
+}
+
+func (c *checkedReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.h.Write(p[:n])
+	c.n += int64(n)
+	if err == io.EOF {
+		c.atEnd = true
+		if c.n != c.size || c.h.Sum32() != c.want {
+			c.mismatch = true
+			return n, errDamaged
+		}
+	}
+	return n, err
+}
+
+// save boots a template VM of cfg's shape, waits for its guest, saves it
+// into dir and records meta.
+func (s *Store) save(ctx context.Context, saver sandbox.Saver, drv sandbox.Driver, dir string, cfg sandbox.Config, meta *Meta) (err error) {
+	start := time.Now()
+	os.Remove(filepath.Join(dir, metaName))
+	tmpl := sandbox.Config{
+		ID:         "template-" + filepath.Base(dir),
+		Kernel:     cfg.Kernel,
+		Initrd:     cfg.Initrd,
+		KernelArgs: cfg.KernelArgs,
+		VCPUs:      cfg.VCPUs,
+		MemoryMiB:  cfg.MemoryMiB,
+		Disks:      make([]sandbox.Disk, len(cfg.Disks)),
+		NICs:       make([]sandbox.NIC, len(cfg.NICs)),
+		NetNS:      cfg.NetNS,
+		StateDir:   cfg.StateDir + ".t",
+		ConsoleLog: filepath.Join(dir, "console.log"),
+		Template:   true,
+	}
+	sb, err := drv.Start(ctx, tmpl)
+	if err != nil {
+		return fmt.Errorf("snapshots: boot the template VM: %w", err)
+	}
+	defer sb.Destroy()
+	if err := s.ready(ctx, sb); err != nil {
+		return fmt.Errorf("snapshots: the template VM's guest: %w", err)
+	}
+	tmp := filepath.Join(dir, stateName+".tmp")
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("snapshots: %w", err)
+	}
+	defer func() {
+		f.Close()
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	h := crc32.New(castagnoli)
+	cw := &countingWriter{w: io.MultiWriter(f, h)}
+	if err := saver.Save(ctx, sb, cw); err != nil {
+		return fmt.Errorf("snapshots: %w", err)
+	}
+	sb.Destroy()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("snapshots: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, stateName)); err != nil {
+		return fmt.Errorf("snapshots: %w", err)
+	}
+	meta.Format, meta.Size, meta.CRC32C = format, cw.n, h.Sum32()
+	meta.Saved, meta.SaveTime = time.Now().UTC(), time.Since(start)
+	b, err := json.MarshalIndent(meta, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(filepath.Join(dir, metaName), append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("snapshots: %w", err)
+	}
+	slog.Info("saved a VM state to start VMs from", "shape", filepath.Base(dir), "bytes", cw.n, "took", meta.SaveTime.Round(time.Millisecond))
+	return nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// Saved is one saved state, for `vmctl info`.
+type Saved struct {
+	Shape string
+	Meta  Meta
+}
+
+// List returns the saved states, by shape.
+func (s *Store) List() ([]Saved, error) {
+	entries, err := os.ReadDir(s.dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []Saved
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		m, err := readMeta(filepath.Join(s.dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		out = append(out, Saved{Shape: e.Name(), Meta: m})
+	}
+	sort.Slice(out, func(i, j int) bool { return strings.Compare(out[i].Shape, out[j].Shape) < 0 })
+	return out, nil
+}
