@@ -117,8 +117,13 @@ appliance-test: appliance
 # on a 2-core machine they starve each other's guests of CPU.
 # The appliance (about 5 minutes cold, under 2 with its base cached) and its
 # boots under QEMU (about 4 minutes) are part of it.
+# The core run tests again with every VM booted (VMCTL_SNAPSHOTS=false), after
+# the whole suite ran with runs started from saved guests (the default).
+COLD_BOOT_TESTS = ^(TestRunPrintsGuestKernelRelease|TestExitStatusIsPropagated|TestStdinIsStreamed|TestStdoutAndStderrStaySeparate|TestContainerIsolation|TestEnvWorkdirUser|TestImageDefaultCommand|TestCPUsSizeTheVM|TestWritesStayInTheContainer|TestDockerCLI|TestDockerExec|TestNetworkDefault|TestVolumes|TestInteractiveTerminal|TestSignalsAreForwarded|TestDaemonRestartReadopts|TestSnapshotsFollowEnvironment)$$
+
 test: build kernel image nested-prepare vet appliance
 	VMCTL_E2E=1 VMCTL_APPLIANCE=$(CURDIR)/build/appliance $(GO) test -p 1 -count=1 -timeout 60m ./...
+	VMCTL_E2E=1 VMCTL_SNAPSHOTS=false $(GO) test -count=1 -timeout 20m -run '$(COLD_BOOT_TESTS)' ./tests/
 	@bash scripts/fuzz-smoke.sh
 
 bench: build kernel image nested-prepare appliance

@@ -71,7 +71,7 @@ func (d *daemon) crash(t *testing.T) {
 }
 
 // startDaemon builds vmctld into a temp dir and starts it (startDaemonWith).
-func startDaemon(t *testing.T) *daemon {
+func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
 	e := e2e(t) // checks the artifacts, root and QEMU; busybox.tar is built
 	bin := filepath.Join(t.TempDir(), "vmctld")
@@ -80,20 +80,21 @@ func startDaemon(t *testing.T) *daemon {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build vmctld: %v\n%s", err, out)
 	}
-	return startDaemonWith(t, bin)
+	return startDaemonWith(t, bin, args...)
 }
 
 // startDaemonWith starts the vmctld binary bin on its own socket, data root
 // (with busybox loaded) and short exec root. Cleanup stops it with SIGTERM
 // and checks that it left no VMM process, socket or container directory.
-func startDaemonWith(t *testing.T, bin string) *daemon {
+// args are more vmctld flags.
+func startDaemonWith(t *testing.T, bin string, args ...string) *daemon {
 	t.Helper()
 	e := e2e(t)
 	dataRoot, err := os.MkdirTemp("", "vmctld-data-")
 	must(t, err)
 	execRoot, err := os.MkdirTemp("", "vd")
 	must(t, err)
-	d := &daemon{root: e.root, dataRoot: dataRoot, execRoot: execRoot, sock: filepath.Join(execRoot, "api.sock"), stderr: &bytes.Buffer{}}
+	d := &daemon{root: e.root, dataRoot: dataRoot, execRoot: execRoot, sock: filepath.Join(execRoot, "api.sock"), stderr: &bytes.Buffer{}, args: args}
 	load := exec.Command(e.vmctl, "--data-root", dataRoot, "--exec-root", execRoot, "load", "-i", filepath.Join(e.root, "build/busybox.tar"))
 	if out, err := load.CombinedOutput(); err != nil {
 		os.RemoveAll(dataRoot)
