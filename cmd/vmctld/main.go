@@ -81,7 +81,7 @@ func run() error {
 	flag.StringVar(&cfg.Network.FixedCIDR, "fixed-cidr", "", "the part of the default network's subnet that containers' addresses come from")
 	flag.Var(&pools, "default-address-pool", "subnets for networks created without --subnet, as base=SUBNET,size=BITS (repeatable; default dockerd's)")
 	flag.IntVar(&cfg.Network.MTU, "mtu", 0, "the MTU of the default network, and of other networks unless they set their own (default 1500)")
-	snapshots := flag.Bool("snapshots", true, "start containers' VMs from a guest saved once per VM shape, kernel, guest image and hypervisor (kept in DATA_ROOT/snapshots) instead of booting each; false: boot every VM")
+	snapshots := flag.Bool("snapshots", os.Getenv("VMCTL_SNAPSHOTS") != "false", "start containers' VMs from a guest saved once per VM shape, kernel, guest image and hypervisor (kept in DATA_ROOT/snapshots) instead of booting each; false (or env VMCTL_SNAPSHOTS=false): boot every VM")
 	userlandProxy := flag.Bool("userland-proxy", true, "carry connections from the host's loopback and from containers to published ports through a proxy in vmctld; false: through DNAT alone (route_localnet on the bridges, with loopback-bound packets from containers dropped)")
 	tlsOn := flag.Bool("tls", false, "serve tcp:// hosts over TLS (implied by --tlsverify)")
 	tlsVerify := flag.Bool("tlsverify", false, "serve tcp:// hosts over TLS and let in only clients with a certificate signed by --tlscacert")

@@ -381,7 +381,7 @@ func (s *Store) save(ctx context.Context, saver sandbox.Saver, drv sandbox.Drive
 	if err := atomicfile.Write(filepath.Join(dir, metaName), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("snapshots: %w", err)
 	}
-	slog.Info("saved a VM state to start VMs from", "shape", filepath.Base(dir), "bytes", cw.n, "took", meta.SaveTime.Round(time.Millisecond))
+	slog.Debug("saved a VM state to start VMs from", "shape", filepath.Base(dir), "bytes", cw.n, "took", meta.SaveTime.Round(time.Millisecond))
 	return nil
 }
 
