@@ -145,6 +145,14 @@ type Config struct {
 	// guest still has the template's view of its devices until told
 	// otherwise (the agent's Restored call).
 	Restore io.Reader
+	// Memory, if set with Template or Restore, is the guest's RAM: a
+	// memfd of MemoryMiB. A Template VM keeps its RAM there (shared) and
+	// its saved state leaves it out; the caller then seals it against
+	// writes (F_SEAL_WRITE and the size seals) and gives the same file to
+	// every VM restored from that state, which maps it copy-on-write, so
+	// their unchanged pages are one copy in the host's memory and nothing
+	// a restored VM or its VMM does can change what later VMs start from.
+	Memory *os.File
 }
 
 // TemplateMAC is the address of a Template VM's i-th NIC, which a VM

@@ -146,7 +146,18 @@ func runStart(n int) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	dsock, stopDockerd, err := startDockerd(dockerd, filepath.Join(tmp, "dockerd"), runsc)
+	runscRuntime := ""
+	if runsc != "" {
+		// dockerd's --add-runtime takes a path only: runsc with its own
+		// network stack off, as --network none asks (it would otherwise
+		// look for interfaces to take over in the container's namespace).
+		runscRuntime = filepath.Join(tmp, "runsc-none")
+		script := fmt.Sprintf("#!/bin/sh\nexec %s --network=none \"$@\"\n", runsc)
+		if err := os.WriteFile(runscRuntime, []byte(script), 0o755); err != nil {
+			return err
+		}
+	}
+	dsock, stopDockerd, err := startDockerd(dockerd, filepath.Join(tmp, "dockerd"), runscRuntime)
 	if err != nil {
 		return err
 	}

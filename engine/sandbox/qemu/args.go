@@ -129,6 +129,10 @@ type launch struct {
 	// diskFDs, if set, are the inherited descriptors of each disk, which
 	// QEMU then opens through an fd set rather than by path.
 	diskFDs [][]int
+	// memFD, if not 0, is the inherited descriptor of the guest's RAM
+	// (Config.Memory): shared by a template, mapped copy-on-write by a
+	// restored VM, left out of the migration stream by both.
+	memFD int
 }
 
 // placeholderDiskBytes is the size of a Template VM's empty disks: any
@@ -160,8 +164,15 @@ func buildArgs(l launch) []string {
 	if mem <= 0 {
 		mem = defaultMemoryMiB
 	}
-	args := append([]string{"-name", "guest=" + escape(l.id)},
-		machineArgs(l.accel, vcpus, mem, len(cfg.Shares) > 0 && l.shareFS != sandbox.Share9P)...)
+	var r ram = ramDefault
+	switch {
+	case len(cfg.Shares) > 0 && l.shareFS != sandbox.Share9P:
+		r = ramSharedMemfd
+	case l.memFD != 0:
+		r = ramFile{fd: l.memFD, shared: l.template}
+	}
+	args := append([]string{"-name", "guest=" + escape(l.id)}, machineArgs(l.accel, vcpus, mem, r)...)
+
 	// The guest is untrusted: QEMU's seccomp filter drops what it never
 	// needs (spawning processes, raising privileges, obsolete syscalls).
 	// A jailed QEMU must keep set*id, or its own change of user would be
@@ -216,7 +227,12 @@ func buildArgs(l launch) []string {
 			args = append(args, "-run-with", "chroot="+escape(j.root)+",user="+ids)
 		}
 	}
-	if l.incoming {
+	switch {
+	case l.incoming && l.memFD != 0:
+		// The stream leaves the RAM out (x-ignore-shared), a capability
+		// only QMP sets: the driver starts the load (save.go).
+		args = append(args, "-incoming", "defer")
+	case l.incoming:
 		args = append(args, "-incoming", fmt.Sprintf("fd:%d", stateFD))
 	}
 	if l.template {
@@ -306,19 +322,54 @@ func buildArgs(l launch) []string {
 	return args
 }
 
+// ram is where guest RAM lives: QEMU's own anonymous memory
+// (ramDefault), a memfd shared with vhost-user backends (ramSharedMemfd),
+// or an inherited file (ramFile).
+type ram interface{ backend(memMiB int) string }
+
+type ramKind int
+
+const (
+	ramDefault ramKind = iota
+	ramSharedMemfd
+)
+
+func (k ramKind) backend(memMiB int) string {
+	if k == ramSharedMemfd {
+		return fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", memMiB)
+	}
+	return ""
+}
+
+// ramFile is the guest RAM in descriptor fd: mapped shared (a template,
+// whose RAM a restore maps) or private (copy-on-write).
+type ramFile struct {
+	fd     int
+	shared bool
+}
+
+func (f ramFile) backend(memMiB int) string {
+	share := "off"
+	if f.shared {
+		share = "on"
+	}
+	return fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=/proc/self/fd/%d,share=%s", memMiB, f.fd, share)
+}
+
 // machineArgs is the virtual hardware: the same for every VM of a given
 // size, and for the bare boots benchmarks compare against.
-func machineArgs(accel string, vcpus, memMiB int, sharedMem bool) []string {
+func machineArgs(accel string, vcpus, memMiB int, r ram) []string {
 	cpu := "max"
 	if accel == "kvm" {
 		cpu = "host"
 	}
 	machine := "microvm,acpi=off"
 	var memArgs []string
-	if sharedMem {
-		// A vhost-user backend (virtiofsd) maps guest memory itself.
+	if b := r.backend(memMiB); b != "" {
+		// A vhost-user backend (virtiofsd) maps guest memory itself; a
+		// saved guest's RAM is a file of its own.
 		machine += ",memory-backend=mem"
-		memArgs = []string{"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", memMiB)}
+		memArgs = []string{"-object", b}
 	}
 	return append(memArgs,
 		// No ACPI: QEMU then lists the virtio-mmio devices on the kernel
@@ -339,7 +390,7 @@ func machineArgs(accel string, vcpus, memMiB int, sharedMem bool) []string {
 // VMs, with the serial console on stdout and no disks, monitor or agent
 // channel. It is the reference point of boot benchmarks.
 func BareArgs(accel string, vcpus, memMiB int, kernel, initrd string, kernelArgs []string) []string {
-	args := machineArgs(accel, vcpus, memMiB, false)
+	args := machineArgs(accel, vcpus, memMiB, ramDefault)
 	return append(args,
 		"-kernel", kernel, "-initrd", initrd,
 		"-append", kernelCmdline(accel, vcpus, kernelArgs),
@@ -439,6 +490,9 @@ func validateConfig(cfg sandbox.Config) error {
 	}
 	if cfg.Template && cfg.Restore != nil {
 		return errors.New("sandbox config: a VM is either a template or restored, not both")
+	}
+	if cfg.Memory != nil && !cfg.Template && cfg.Restore == nil {
+		return errors.New("sandbox config: Memory is for template and restored VMs")
 	}
 	if (cfg.Template || cfg.Restore != nil) && len(cfg.Shares) > 0 {
 		return errors.New(errSharesUnsaved)

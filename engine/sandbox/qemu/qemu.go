@@ -306,6 +306,7 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 		}
 	case cfg.Template:
 		v.savePath = filepath.Join(cfg.StateDir, saveSocketName)
+		v.sharedRAM = cfg.Memory != nil
 		if err := removeStaleSocket(v.savePath); err != nil {
 			return nil, err
 		}
@@ -321,6 +322,17 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 			return nil, fmt.Errorf("listen on %s: %w", v.savePath, err)
 		}
 		inherited = append(inherited, f) // fd 5: stateFD
+	}
+
+	memFD := 0
+	if cfg.Memory != nil {
+		// A copy of the caller's descriptor, closed with the others.
+		fd, err := unix.FcntlInt(cfg.Memory.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("guest memory: %w", err)
+		}
+		memFD = 3 + len(inherited)
+		inherited = append(inherited, os.NewFile(uintptr(fd), "guest-memory"))
 	}
 
 	var jail *jailSpec
@@ -368,7 +380,7 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 		id: cfg.ID, accel: d.accel, cfg: cfg,
 		pidFile: v.pidPath, consoleLog: cfg.ConsoleLog,
 		vhostNet: len(cfg.NICs) > 0 && vhostNetAvailable(), shareFS: d.shareFS,
-		jail: jail, template: cfg.Template, incoming: cfg.Restore != nil, diskFDs: diskFDs,
+		jail: jail, template: cfg.Template, incoming: cfg.Restore != nil, diskFDs: diskFDs, memFD: memFD,
 	})
 	cmd := exec.Command(d.binary, args...)
 	cmd.Stdout = logFile
@@ -401,6 +413,11 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 
 	if err := v.connectMonitor(ctx, true); err != nil {
 		return nil, v.startError("connect to QMP", err)
+	}
+	if fed != nil && cfg.Memory != nil {
+		if err := v.startIncoming(ctx); err != nil {
+			return nil, v.startError("restore saved state", err)
+		}
 	}
 	if fed != nil {
 		if err := v.awaitRestore(ctx, fed); err != nil {

@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/digitalocean/go-qemu/qemu"
+	"github.com/digitalocean/go-qemu/qmp"
 	"golang.org/x/sys/unix"
 
 	"github.com/vmctl/vmctl/engine/sandbox"
@@ -149,6 +150,11 @@ func (d *Driver) Save(ctx context.Context, sb sandbox.Sandbox, w io.Writer) erro
 			return fmt.Errorf("save: %w", err)
 		}
 	}
+	if v.sharedRAM {
+		if _, err := mon.exec("migrate-set-capabilities", ignoreShared, nil); err != nil {
+			return fmt.Errorf("save: %w", err)
+		}
+	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("save: %w", err)
@@ -245,6 +251,43 @@ func (m *rawMonitor) exec(command string, args map[string]any, fd *os.File) (jso
 		}
 		return reply.Return, nil
 	}
+}
+
+// ignoreShared leaves shared RAM (a template's Config.Memory) out of the
+// migration stream, which then says where it is; both sides must set it.
+var ignoreShared = map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": true}}}
+
+// startIncoming starts loading the saved state of a VM whose RAM is the
+// template's memory (-incoming defer): the capability first, then the
+// stream from stateFD.
+func (v *vm) startIncoming(ctx context.Context) error {
+	v.mu.Lock()
+	dom := v.dom
+	v.mu.Unlock()
+	if dom == nil {
+		return errNoMonitor
+	}
+	for _, c := range []qmp.Command{
+		{Execute: "migrate-set-capabilities", Args: ignoreShared},
+		{Execute: "migrate-incoming", Args: map[string]any{"uri": fmt.Sprintf("fd:%d", stateFD)}},
+	} {
+		errc := make(chan error, 1)
+		go func() {
+			_, err := dom.Run(c)
+			errc <- err
+		}()
+		select {
+		case err := <-errc:
+			if err != nil {
+				return fmt.Errorf("qmp %s: %w", c.Execute, err)
+			}
+		case <-v.exited:
+			return errors.New("qemu exited")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // feedState copies the saved state into the pipe QEMU loads it from and

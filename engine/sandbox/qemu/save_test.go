@@ -4,13 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vmctl/vmctl/engine/sandbox"
 )
@@ -21,6 +25,7 @@ func saveTemplate(t *testing.T, d *Driver, cfg sandbox.Config) []byte {
 	t.Helper()
 	tmpl := cfg
 	tmpl.Template = true
+	tmpl.Restore = nil
 	tmpl.ID += "-tmpl"
 	tmpl.StateDir += "-tmpl"
 	tmpl.Disks = []sandbox.Disk{{}, {}}
@@ -197,4 +202,92 @@ func TestTemplateAndRestoreConfigChecks(t *testing.T) {
 	if err := d.CanRestore(shares); err == nil {
 		t.Error("CanRestore accepts shares")
 	}
+}
+
+// guestMemory is a memfd for a guest of memMiB, as the snapshot store makes.
+func guestMemory(t *testing.T, memMiB int) *os.File {
+	t.Helper()
+	fd, err := unix.MemfdCreate("vmctl-test-memory", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "memory")
+	t.Cleanup(func() { f.Close() })
+	if err := f.Truncate(int64(memMiB) << 20); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// TestSaveRestoreSharedMemory: a template whose RAM is a memfd saves a
+// state without it; once the memfd is sealed, two VMs restored from it run
+// side by side on its pages (mapped privately), and nothing they do
+// changes it.
+func TestSaveRestoreSharedMemory(t *testing.T) {
+	d, cfg := needVM(t)
+	cfg.MemoryMiB = 128
+	cfg.Memory = guestMemory(t, cfg.MemoryMiB)
+	state := saveTemplate(t, d, cfg)
+	if len(state) > 4<<20 {
+		t.Errorf("state of %d bytes: the RAM went into it", len(state))
+	}
+	if _, err := unix.FcntlInt(cfg.Memory.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE|unix.F_SEAL_SEAL); err != nil {
+		t.Fatalf("seal the template's memory (is a writable mapping left?): %v", err)
+	}
+	before := digestFile(t, cfg.Memory)
+	for i, name := range []string{"a", "b"} {
+		c := cfg
+		c.ID = cfg.ID + "-" + name
+		c.StateDir = cfg.StateDir + "-" + name
+		for j, serial := range []string{"img-" + name, "rw-" + name} {
+			p := filepath.Join(filepath.Dir(cfg.StateDir), serial+".img")
+			if err := os.WriteFile(p, make([]byte, (1+i)<<20), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			c.Disks = append(c.Disks, sandbox.Disk{Path: p, Serial: serial, ReadOnly: j == 0})
+		}
+		c.Restore = bytes.NewReader(state)
+		sb, err := d.Start(ctxTimeout(t, 30*time.Second), c)
+		if err != nil {
+			t.Fatalf("Start from saved state: %v", err)
+		}
+		defer sb.Destroy()
+		conn, err := sb.DialAgent(ctxTimeout(t, 30*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		r := bufio.NewReader(conn)
+		echo(t, conn, r, "after restore")
+		io.WriteString(conn, "rebind\n")
+		if got, _ := r.ReadString('\n'); got != "ok\n" {
+			t.Fatalf("rebind = %q", got)
+		}
+		io.WriteString(conn, "disks\n")
+		if got, _ := r.ReadString('\n'); got != "vda:img-"+name+":1 vdb:rw-"+name+":0\n" {
+			t.Errorf("disks = %q", got)
+		}
+		// QEMU maps the memfd privately: its smaps names it.
+		smaps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", sb.Pid()))
+		if !bytes.Contains(smaps, []byte("memfd:vmctl-test-memory")) {
+			t.Error("the restored QEMU does not map the template's memory")
+		}
+	}
+	if after := digestFile(t, cfg.Memory); after != before {
+		t.Error("the restored guests changed the template's memory")
+	}
+	if _, err := cfg.Memory.WriteAt([]byte{1}, 0); err == nil {
+		t.Error("the sealed memory takes writes")
+	}
+}
+
+func digestFile(t *testing.T, f *os.File) [32]byte {
+	t.Helper()
+	b := make([]byte, 0)
+	st, _ := f.Stat()
+	b = make([]byte, st.Size())
+	if _, err := f.ReadAt(b, 0); err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
 }

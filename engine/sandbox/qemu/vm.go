@@ -36,8 +36,10 @@ type vm struct {
 	daemons []*virtiofsd.Daemon
 	// ioErrors logs the disk errors QEMU reports to the guest.
 	ioErrors ioErrorLog
-	// savePath is a Template VM's second QMP monitor (save.go).
-	savePath string
+	// savePath is a Template VM's second QMP monitor (save.go);
+	// sharedRAM says its RAM is Config.Memory, left out of the state.
+	savePath  string
+	sharedRAM bool
 	// agentPort follows the guest's opening and closing of its agent port.
 	agentPort portState
 	// waitProc blocks until QEMU has ended and returns its wait status (a

@@ -7,8 +7,9 @@
 // A Store keeps one saved state per shape (driver, vCPUs, memory, number
 // of disks and NICs) in its directory:
 //
-//	<dir>/<shape>/state      the driver's saved state
-//	<dir>/<shape>/meta.json  what it was saved from, its size and CRC-32C
+//	<dir>/<shape>/state      the driver's saved state (devices, CPU)
+//	<dir>/<shape>/memory     the guest's RAM, a sparse file (memory.go)
+//	<dir>/<shape>/meta.json  what it was saved from, sizes and CRC-32Cs
 //	<dir>/<shape>/lock       held while the state is read or written
 //
 // A state is used only if it was saved from the same kernel, initramfs (the
@@ -51,9 +52,10 @@ const format = 1
 
 // File names in a shape's directory.
 const (
-	stateName = "state"
-	metaName  = "meta.json"
-	lockName  = "lock"
+	stateName  = "state"
+	memoryName = "memory"
+	metaName   = "meta.json"
+	lockName   = "lock"
 )
 
 // Store keeps saved states. Its methods are safe for concurrent use, and
@@ -66,13 +68,24 @@ type Store struct {
 
 	mu      sync.Mutex
 	digests map[fileKey]string // guarded by mu: file digests by stat
+	// memories are the sealed template memories made or loaded by this
+	// process, by shape directory. Guarded by mu. A replaced one is not
+	// closed: a VM may be starting from it.
+	memories map[string]memoryEntry
+}
+
+// memoryEntry is a sealed template memory and the state it belongs to.
+type memoryEntry struct {
+	identity string
+	crc      uint32
+	f        *os.File
 }
 
 // New returns a store in dir (created when a state is first saved). ready
 // waits until a template's guest serves requests and closes its agent
 // channel: what a restored VM's caller will dial.
 func New(dir string, ready func(ctx context.Context, sb sandbox.Sandbox) error) *Store {
-	return &Store{dir: dir, ready: ready, digests: map[fileKey]string{}}
+	return &Store{dir: dir, ready: ready, digests: map[fileKey]string{}, memories: map[string]memoryEntry{}}
 }
 
 // Dir is where the states are kept.
@@ -90,7 +103,13 @@ type Meta struct {
 	Initrd fileDigest `json:"initrd"`
 	Size   int64      `json:"size"`
 	CRC32C uint32     `json:"crc32c"`
-	Saved  time.Time  `json:"saved"`
+	// MemoryMiB is the size of the template's RAM, kept apart from the
+	// state in the memory file (memory.go); 0 when the state carries it.
+	// MemoryBytes and MemoryCRC32C are its non-zero pages'.
+	MemoryMiB    int       `json:"memory_mib,omitempty"`
+	MemoryBytes  int64     `json:"memory_bytes,omitempty"`
+	MemoryCRC32C uint32    `json:"memory_crc32c,omitempty"`
+	Saved        time.Time `json:"saved"`
 	// SaveTime is how long booting and saving the template took.
 	SaveTime time.Duration `json:"save_time_ns"`
 }
@@ -203,12 +222,13 @@ func (s *Store) Start(ctx context.Context, drv sandbox.Driver, cfg sandbox.Confi
 	shape := Shape(drv.Name(), cfg)
 	dir := filepath.Join(s.dir, shape)
 	for attempt := 0; ; attempt++ {
-		f, meta, err := s.open(ctx, drv, saver, dir, cfg, attempt > 0)
+		f, mem, meta, err := s.open(ctx, drv, saver, dir, cfg, attempt > 0)
 		if err != nil {
 			return nil, false, err
 		}
 		// The lock is not held while the VM starts: f stays valid should
 		// another process replace the state meanwhile.
+		cfg.Memory = mem
 		sb, bad, err := restore(ctx, drv, f, meta, cfg)
 		f.Close()
 		if err == nil {
@@ -221,42 +241,77 @@ func (s *Store) Start(ctx context.Context, drv sandbox.Driver, cfg sandbox.Confi
 	}
 }
 
-// open returns dir's state, opened, and its meta, under the shape's lock.
-// It saves a new state first when there is none, when the one there has
-// another identity or size, or when renew is set (the last one was
-// refused).
-func (s *Store) open(ctx context.Context, drv sandbox.Driver, saver sandbox.Saver, dir string, cfg sandbox.Config, renew bool) (*os.File, Meta, error) {
+// open returns dir's state, opened, its sealed memory (nil when the state
+// carries the RAM) and its meta, under the shape's lock. It saves a new
+// state first when there is none, when the one there has another identity
+// or size, when its memory file is damaged, or when renew is set (the last
+// one was refused).
+func (s *Store) open(ctx context.Context, drv sandbox.Driver, saver sandbox.Saver, dir string, cfg sandbox.Config, renew bool) (*os.File, *os.File, Meta, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, Meta{}, fmt.Errorf("snapshots: %w", err)
+		return nil, nil, Meta{}, fmt.Errorf("snapshots: %w", err)
 	}
 	lock, err := flock.Acquire(ctx, filepath.Join(dir, lockName))
 	if err != nil {
-		return nil, Meta{}, fmt.Errorf("snapshots: %w", err)
+		return nil, nil, Meta{}, fmt.Errorf("snapshots: %w", err)
 	}
 	defer lock.Release()
 
 	meta, metaErr := readMeta(dir)
 	kernel, err := s.digest(cfg.Kernel, meta.Kernel)
 	if err != nil {
-		return nil, Meta{}, fmt.Errorf("snapshots: kernel: %w", err)
+		return nil, nil, Meta{}, fmt.Errorf("snapshots: kernel: %w", err)
 	}
 	initrd, err := s.digest(cfg.Initrd, meta.Initrd)
 	if err != nil {
-		return nil, Meta{}, fmt.Errorf("snapshots: initrd: %w", err)
+		return nil, nil, Meta{}, fmt.Errorf("snapshots: initrd: %w", err)
 	}
 	id := identity(saver, filepath.Base(dir), cfg, kernel, initrd)
-	if renew || metaErr != nil || meta.Identity != id || !stateMatches(dir, meta) {
+	var mem *os.File
+	if !renew && metaErr == nil && meta.Identity == id && stateMatches(dir, meta) {
+		if mem, err = s.memory(dir, meta); err != nil {
+			slog.Warn("saved VM memory refused, saving it again", "shape", filepath.Base(dir), "error", err)
+			renew = true
+		}
+	} else {
+		renew = true
+	}
+	if renew {
 		meta = Meta{Identity: id, Driver: saver.SaveIdentity(), Kernel: kernel, Initrd: initrd}
-		if err := s.save(ctx, saver, drv, dir, cfg, &meta); err != nil {
-			return nil, Meta{}, err
+		if mem, err = s.save(ctx, saver, drv, dir, cfg, &meta); err != nil {
+			return nil, nil, Meta{}, err
 		}
 	}
 	f, err := os.Open(filepath.Join(dir, stateName))
 	if err != nil {
-		return nil, Meta{}, fmt.Errorf("snapshots: %w", err)
+		return nil, nil, Meta{}, fmt.Errorf("snapshots: %w", err)
 	}
-	return f, meta, nil
+	return f, mem, meta, nil
 }
+
+// memory returns the sealed memory of dir's state: this process's copy,
+// or one loaded from the memory file. nil when the state carries the RAM.
+func (s *Store) memory(dir string, meta Meta) (*os.File, error) {
+	if meta.MemoryMiB == 0 {
+		return nil, nil
+	}
+	s.mu.Lock()
+	e, ok := s.memories[dir]
+	s.mu.Unlock()
+	if ok && e.identity == meta.Identity && e.crc == meta.MemoryCRC32C && sealed(e.f) {
+		return e.f, nil
+	}
+	mem, err := loadMemory(filepath.Join(dir, memoryName), memfdName(dir), meta)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.memories[dir] = memoryEntry{identity: meta.Identity, crc: meta.MemoryCRC32C, f: mem}
+	s.mu.Unlock()
+	return mem, nil
+}
+
+// memfdName names a template's memory in /proc/*/maps: the shape.
+func memfdName(dir string) string { return "vmctl-guest-" + filepath.Base(dir) }
 
 // stateMatches checks the state file's size against its meta: a truncated
 // or replaced state is saved again without being read.
@@ -324,9 +379,22 @@ func (c *checkedReader) Read(p []byte) (int, error) {
 
 // save boots a template VM of cfg's shape, waits for its guest, saves it
 // into dir and records meta.
-func (s *Store) save(ctx context.Context, saver sandbox.Saver, drv sandbox.Driver, dir string, cfg sandbox.Config, meta *Meta) (err error) {
+func (s *Store) save(ctx context.Context, saver sandbox.Saver, drv sandbox.Driver, dir string, cfg sandbox.Config, meta *Meta) (_ *os.File, err error) {
 	start := time.Now()
 	os.Remove(filepath.Join(dir, metaName))
+	// The template's RAM in a memfd of its own, which its restored VMs
+	// share (memory.go); without a size to make it, the state carries it.
+	var mem *os.File
+	if cfg.MemoryMiB > 0 {
+		if mem, err = newMemory(memfdName(dir), int64(cfg.MemoryMiB)<<20); err != nil {
+			return nil, fmt.Errorf("snapshots: %w", err)
+		}
+		defer func() {
+			if err != nil {
+				mem.Close()
+			}
+		}()
+	}
 	tmpl := sandbox.Config{
 		ID:         "template-" + filepath.Base(dir),
 		Kernel:     cfg.Kernel,
@@ -340,49 +408,75 @@ func (s *Store) save(ctx context.Context, saver sandbox.Saver, drv sandbox.Drive
 		StateDir:   cfg.StateDir + ".t",
 		ConsoleLog: filepath.Join(dir, "console.log"),
 		Template:   true,
+		Memory:     mem,
 	}
 	sb, err := drv.Start(ctx, tmpl)
 	if err != nil {
-		return fmt.Errorf("snapshots: boot the template VM: %w", err)
+		return nil, fmt.Errorf("snapshots: boot the template VM: %w", err)
 	}
 	defer sb.Destroy()
 	if err := s.ready(ctx, sb); err != nil {
-		return fmt.Errorf("snapshots: the template VM's guest: %w", err)
+		return nil, fmt.Errorf("snapshots: the template VM's guest: %w", err)
 	}
 	tmp := filepath.Join(dir, stateName+".tmp")
+	memTmp := filepath.Join(dir, memoryName+".tmp")
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return fmt.Errorf("snapshots: %w", err)
+		return nil, fmt.Errorf("snapshots: %w", err)
 	}
 	defer func() {
 		f.Close()
 		if err != nil {
 			os.Remove(tmp)
+			os.Remove(memTmp)
 		}
 	}()
 	h := crc32.New(castagnoli)
 	cw := &countingWriter{w: io.MultiWriter(f, h)}
 	if err := saver.Save(ctx, sb, cw); err != nil {
-		return fmt.Errorf("snapshots: %w", err)
+		return nil, fmt.Errorf("snapshots: %w", err)
 	}
+	// Destroy reaps QEMU: no writable mapping of mem is left to refuse
+	// the seals.
 	sb.Destroy()
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("snapshots: %w", err)
+		return nil, fmt.Errorf("snapshots: %w", err)
+	}
+	if mem != nil {
+		if err := seal(mem); err != nil {
+			return nil, fmt.Errorf("snapshots: %w", err)
+		}
+		crc, n, err := saveMemory(memTmp, mem, int64(cfg.MemoryMiB)<<20)
+		if err != nil {
+			return nil, fmt.Errorf("snapshots: %w", err)
+		}
+		meta.MemoryMiB, meta.MemoryBytes, meta.MemoryCRC32C = cfg.MemoryMiB, n, crc
+		if err := os.Rename(memTmp, filepath.Join(dir, memoryName)); err != nil {
+			return nil, fmt.Errorf("snapshots: %w", err)
+		}
+	} else {
+		os.Remove(filepath.Join(dir, memoryName))
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, stateName)); err != nil {
-		return fmt.Errorf("snapshots: %w", err)
+		return nil, fmt.Errorf("snapshots: %w", err)
 	}
 	meta.Format, meta.Size, meta.CRC32C = format, cw.n, h.Sum32()
 	meta.Saved, meta.SaveTime = time.Now().UTC(), time.Since(start)
 	b, err := json.MarshalIndent(meta, "", "  ")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := atomicfile.Write(filepath.Join(dir, metaName), append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("snapshots: %w", err)
+		return nil, fmt.Errorf("snapshots: %w", err)
 	}
-	slog.Debug("saved a VM state to start VMs from", "shape", filepath.Base(dir), "bytes", cw.n, "took", meta.SaveTime.Round(time.Millisecond))
-	return nil
+	if mem != nil {
+		s.mu.Lock()
+		s.memories[dir] = memoryEntry{identity: meta.Identity, crc: meta.MemoryCRC32C, f: mem}
+		s.mu.Unlock()
+	}
+	slog.Debug("saved a VM state to start VMs from", "shape", filepath.Base(dir), "bytes", cw.n,
+		"memory_bytes", meta.MemoryBytes, "took", meta.SaveTime.Round(time.Millisecond))
+	return mem, nil
 }
 
 type countingWriter struct {

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vmctl/vmctl/engine/sandbox"
 	"github.com/vmctl/vmctl/engine/sandbox/qemu"
 	"github.com/vmctl/vmctl/internal/initramfs"
@@ -173,9 +175,21 @@ func TestSaveOnceRestoreAfter(t *testing.T) {
 	if n := f.readys.Load(); n != 1 {
 		t.Errorf("saved %d times, want once", n)
 	}
-	m, _ := f.meta(t)
+	m, dir := f.meta(t)
 	if m.Size == 0 || m.Kernel.SHA256 == "" || m.Initrd.SHA256 == "" || m.Format != format {
 		t.Errorf("meta = %+v", m)
+	}
+	// The RAM is in the memory file, not the state.
+	if m.MemoryMiB != 128 || m.MemoryBytes == 0 || m.Size > 4<<20 {
+		t.Errorf("meta = %+v: want the RAM apart from a small state", m)
+	}
+	if st, err := os.Stat(filepath.Join(dir, memoryName)); err != nil || st.Size() != 128<<20 {
+		t.Errorf("memory file: %v", err)
+	}
+	// Another process (a new store on the same directory) loads it.
+	f.store = New(f.store.Dir(), f.store.ready)
+	if !f.run(t) || f.readys.Load() != 1 {
+		t.Error("a new store did not restore from the saved memory")
 	}
 	saved, err := f.store.List()
 	if err != nil || len(saved) != 1 || saved[0].Shape != "qemu-1cpu-128m-2disk-0nic" {
@@ -215,6 +229,31 @@ func TestRefusedStatesAreSavedAgain(t *testing.T) {
 			if _, err := fh.WriteAt(b, st.Size()-4096); err != nil {
 				t.Fatal(err)
 			}
+		}},
+		{"memory damaged", func(t *testing.T, dir string) {
+			// A byte of a page with data: only the memory's CRC can tell,
+			// when a process loads the file.
+			p := filepath.Join(dir, memoryName)
+			fh, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fh.Close()
+			off, err := unix.Seek(int(fh.Fd()), 0, unix.SEEK_DATA)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := make([]byte, 1)
+			fh.ReadAt(b, off+100)
+			b[0] ^= 0x01
+			if _, err := fh.WriteAt(b, off+100); err != nil {
+				t.Fatal(err)
+			}
+			f.store = New(f.store.Dir(), f.store.ready)
+		}},
+		{"memory file gone", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, memoryName))
+			f.store = New(f.store.Dir(), f.store.ready)
 		}},
 		{"another build", func(t *testing.T, dir string) {
 			editMeta(t, dir, func(m *Meta) { m.Identity = strings.Repeat("0", 64) })

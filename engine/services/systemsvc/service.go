@@ -160,7 +160,7 @@ func (s *Service) snapshots() string {
 	}
 	var shapes []string
 	for _, sv := range saved {
-		shapes = append(shapes, fmt.Sprintf("%s %s", sv.Shape, units.BytesSize(float64(sv.Meta.Size))))
+		shapes = append(shapes, fmt.Sprintf("%s %s", sv.Shape, units.BytesSize(float64(sv.Meta.Size+sv.Meta.MemoryBytes))))
 	}
 	return fmt.Sprintf("on, in %s: %s", st.Dir(), strings.Join(shapes, ", "))
 }
