@@ -68,7 +68,7 @@ func runNested(n int) error {
 	perBoot := 30 * time.Second
 	sc := nested.Scenario{
 		Name:    "vmm-boot-bench",
-		Timeout: time.Duration(2*n)*perBoot + 30*time.Second,
+		Timeout: time.Duration(3*n+1)*perBoot + 30*time.Second,
 		Script: fmt.Sprintf("%s=1 vmctl-bench -n %d -timeout %s -kernel guest/vmlinuz -initrd guest/initramfs.img -memory %d",
 			l1Env, n, perBoot, memGuestMiB),
 	}
@@ -84,13 +84,15 @@ func runNested(n int) error {
 	if err != nil {
 		return err
 	}
-	var qs, vs []l1Sample
+	var qs, vs, rs []l1Sample
 	for _, s := range samples {
 		switch s.vmm {
 		case "qemu":
 			qs = append(qs, s)
 		case "vmctl-vmm":
 			vs = append(vs, s)
+		case "qemu-restored":
+			rs = append(rs, s)
 		}
 	}
 	if len(qs) == 0 {
@@ -130,6 +132,25 @@ func runNested(n int) error {
 	kb("PSS outside guest RAM at agent-ready", func(s l1Sample) uint64 { return s.pss })
 	kb("guest RAM resident at agent-ready", func(s l1Sample) uint64 { return s.guestResKB })
 	fmt.Println()
+	if len(rs) > 0 {
+		fmt.Printf("QEMU+KVM inside L1: boot to agent-ready vs start from the saved guest (engine/sandbox/snapshot; to the agent's answer to Restored) (median of %d)\n\n", len(rs))
+		printHeader("QEMU+KVM boot", "restored")
+		for _, row := range []struct {
+			name string
+			pick func(l1Sample) time.Duration
+		}{
+			{"start -> guest ready", func(s l1Sample) time.Duration { return s.health }},
+			{"start -> exit after agent Shutdown", func(s l1Sample) time.Duration { return s.exit }},
+		} {
+			p, o := medianL1(qs, row.pick), medianL1(rs, row.pick)
+			printRow(row.name, fmt.Sprintf("%.1fms", ms(p)), fmt.Sprintf("%.1fms", ms(o)), float64(o)/float64(p))
+		}
+		p, o := medianL1(qs, func(s l1Sample) time.Duration { return time.Duration(s.guestResKB) }), medianL1(rs, func(s l1Sample) time.Duration { return time.Duration(s.guestResKB) })
+		printRow("guest RAM resident (restored: incl. shared)", fmt.Sprintf("%.1fMiB", mib(uint64(p))), fmt.Sprintf("%.1fMiB", mib(uint64(o))), float64(o)/float64(p))
+		fmt.Println()
+	} else if why, failed := failures["qemu-restored"]; failed {
+		fmt.Printf("QEMU+KVM restore in L1: failed: %s\n\n", why)
+	}
 	if why, failed := failures["vmctl-vmm"]; failed {
 		return fmt.Errorf("vmctl-vmm did not reach agent-ready in L1 (%d of %d boots measured): %s", len(vs), n, why)
 	}
