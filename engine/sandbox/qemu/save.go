@@ -53,10 +53,12 @@ const saveFormat = "qemu-save-1"
 const errSharesUnsaved = "sandbox config: a VM with shared directories cannot be saved or restored (virtio-fs devices do not migrate)"
 
 // SaveIdentity is the saved state's dependence on this QEMU: the format,
-// the binary (path, size, change time), the accelerator and the CPU model,
-// which under KVM is the host's.
+// the kernel command line the driver gives, the binary (path, size, change
+// time), the accelerator and the CPU model, which under KVM is the host's.
 func (d *Driver) SaveIdentity() string {
-	parts := []string{saveFormat, d.accel}
+	// The guest booted with the driver's kernel command line (the
+	// caller's arguments are the caller's to add to its key).
+	parts := []string{saveFormat, d.accel, fmt.Sprintf("%q %q", kernelCmdline(d.accel, 1, nil), kernelCmdline(d.accel, 2, nil))}
 	if st, err := os.Stat(d.binary); err == nil {
 		var ctime int64
 		if sys, ok := st.Sys().(*syscall.Stat_t); ok {

@@ -211,8 +211,9 @@ func Eligible(drv sandbox.Driver, cfg sandbox.Config) error {
 // Start starts cfg's VM under drv from the saved state of its shape, saving
 // one first if there is none (or none that matches). restored reports
 // whether it did; when drv cannot save VMs or cfg's cannot be restored
-// (Eligible), the VM boots. A caller given restored must tell the guest
-// (the agent's Restored call) before anything else.
+// (Eligible), or when no state can be saved (logged), the VM boots. A
+// caller given restored must tell the guest (the agent's Restored call)
+// before anything else.
 func (s *Store) Start(ctx context.Context, drv sandbox.Driver, cfg sandbox.Config) (_ sandbox.Sandbox, restored bool, _ error) {
 	if Eligible(drv, cfg) != nil {
 		sb, err := drv.Start(ctx, cfg)
@@ -224,7 +225,14 @@ func (s *Store) Start(ctx context.Context, drv sandbox.Driver, cfg sandbox.Confi
 	for attempt := 0; ; attempt++ {
 		f, mem, meta, err := s.open(ctx, drv, saver, dir, cfg, attempt > 0)
 		if err != nil {
-			return nil, false, err
+			if ctx.Err() != nil {
+				return nil, false, err
+			}
+			// No saved guest to start from: this run boots; the next
+			// one tries to save again.
+			slog.Warn("cannot save a VM to start others from; booting", "shape", shape, "error", err)
+			sb, err := drv.Start(ctx, cfg)
+			return sb, false, err
 		}
 		// The lock is not held while the VM starts: f stays valid should
 		// another process replace the state meanwhile.

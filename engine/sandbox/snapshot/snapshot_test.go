@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -332,5 +333,24 @@ func TestSharesBoot(t *testing.T) {
 	}
 	if n := f.readys.Load(); n != 0 {
 		t.Errorf("saved %d times", n)
+	}
+}
+
+// TestSaveFailureBoots: when no guest can be saved (here the template's
+// guest never gets ready), the run boots instead, and nothing half-saved
+// is left.
+func TestSaveFailureBoots(t *testing.T) {
+	f := newFixture(t)
+	f.store = New(f.store.Dir(), func(ctx context.Context, sb sandbox.Sandbox) error {
+		return errors.New("the agent does not answer")
+	})
+	if f.run(t) {
+		t.Error("restored, though nothing could be saved")
+	}
+	dir := filepath.Join(f.store.Dir(), Shape(f.drv.Name(), f.cfg))
+	for _, name := range []string{stateName, stateName + ".tmp", memoryName, memoryName + ".tmp", metaName} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			t.Errorf("%s left after a failed save", name)
+		}
 	}
 }
