@@ -27,6 +27,13 @@ const (
 //   - quiet: each console byte is an emulated UART write, which is slow under
 //     TCG; errors still print.
 //
+//   - rcupdate.rcu_expedited=1: synchronize_rcu waits for an expedited
+//     grace period (an IPI round, nothing to wait for on one vCPU) rather
+//     than for ticks; a guest started from a saved state unbinds and binds
+//     its disk and NIC drivers, which waits for several: a restored
+//     `vmctl run` to first output went from 0.92 s to 0.78 s (median of 9
+//     under TCG), boots are unchanged.
+//
 // Boot-time options, measured under TCG (median boot to the agent's first
 // byte, see the package doc):
 //   - tsc=reliable: skips the TSC stability watchdog and its checks; the
@@ -36,7 +43,7 @@ const (
 //     TCG); the PIT then drives the tick. With several vCPUs every CPU
 //     needs its own timer, so the calibration stays.
 const (
-	baseCmdline  = "console=ttyS0 reboot=t panic=-1 quiet"
+	baseCmdline  = "console=ttyS0 reboot=t panic=-1 quiet rcupdate.rcu_expedited=1"
 	tuneCmdline  = "tsc=reliable"
 	tcgUPCmdline = "nolapic_timer"
 )
