@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -31,7 +32,11 @@ type l1Restorer struct {
 }
 
 func newL1Restorer(o l1Opts, tmp string) (*l1Restorer, error) {
-	drv, err := qemu.New(qemu.Options{Binary: o.qemu, Accel: "kvm"})
+	bin, err := exec.LookPath(o.qemu)
+	if err != nil {
+		return nil, err
+	}
+	drv, err := qemu.New(qemu.Options{Binary: bin, Accel: "kvm"})
 	if err != nil {
 		return nil, err
 	}
@@ -45,8 +50,16 @@ func newL1Restorer(o l1Opts, tmp string) (*l1Restorer, error) {
 		_, err = agentapi.NewTTRPCAgentClient(tc).Health(ctx, &agentapi.HealthRequest{})
 		return err
 	}
+	kernel, err := filepath.Abs(o.kernel)
+	if err != nil {
+		return nil, err
+	}
+	initrd, err := filepath.Abs(o.initrd)
+	if err != nil {
+		return nil, err
+	}
 	return &l1Restorer{o: o, drv: drv, store: snapshot.New(filepath.Join(tmp, "snapshots"), ready),
-		cfg: sandbox.Config{Kernel: o.kernel, Initrd: o.initrd, VCPUs: 1, MemoryMiB: o.memMiB}}, nil
+		cfg: sandbox.Config{Kernel: kernel, Initrd: initrd, VCPUs: 1, MemoryMiB: o.memMiB}}, nil
 }
 
 // save makes the template (a first restore, not measured).
