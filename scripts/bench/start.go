@@ -22,7 +22,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -146,6 +148,8 @@ func runStart(n int) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	// Deferred before dockerd's stop, so it runs after it.
+	defer killLeftovers(tmp)
 	runscRuntime := ""
 	if runsc != "" {
 		// dockerd's --add-runtime takes a path only: runsc with its own
@@ -236,6 +240,15 @@ func runStart(n int) error {
 			}
 		}
 	}
+	// dockerd removes --rm containers after the client's exit: let it
+	// finish before it is stopped, or their shims outlive it.
+	for i := 0; i < 100; i++ {
+		out, err := dockerCmd(dsock, "ps", "-aq")(0).Output()
+		if err != nil || strings.TrimSpace(string(out)) == "" {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	printRatioTable(fmt.Sprintf("docker run --rm --network none busybox true, client start to exit (median of %d, interleaved; vmctl on QEMU TCG)", n), viaDocker, runcPeer)
 	printRatioTable(fmt.Sprintf("run --rm busybox true in process (median of %d, interleaved)", n), inProcess, runscRun)
 	for _, p := range []*shimPeer{runcPeer, restored, cold, inRestored, inCold} {
@@ -300,4 +313,20 @@ func printRatioTable(title string, peers []*shimPeer, base *shimPeer) {
 		fmt.Printf("| %-28s | %8.0fms | %8.0fms | %10s |\n", p.name, ms(medianDur(p.times)), ms(minDur(p.times)), ratio)
 	}
 	fmt.Println()
+}
+
+// killLeftovers ends any process still running from dir (a container shim
+// or runtime dockerd left behind), so that nothing outlives the section.
+func killLeftovers(dir string) {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !strings.Contains(string(b), dir) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil && pid != os.Getpid() {
+			fmt.Fprintf(os.Stderr, "bench start: ending a leftover process: %s\n", strings.ReplaceAll(string(b), "\x00", " "))
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
