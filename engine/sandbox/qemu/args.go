@@ -21,15 +21,11 @@ const (
 )
 
 // baseCmdline is the start of every guest command line:
-//
 //   - console=ttyS0: the microvm ISA serial port is the only console.
-//
 //   - reboot=t panic=-1: a guest reboot (or panic) triple-faults, which
 //     -no-reboot turns into a QEMU exit; an ACPI-less kernel cannot power off.
-//
 //   - quiet: each console byte is an emulated UART write, which is slow under
 //     TCG; errors still print.
-//
 //   - rcupdate.rcu_expedited=1: synchronize_rcu waits for an expedited
 //     grace period (an IPI round, nothing to wait for on one vCPU) rather
 //     than for ticks; a guest started from a saved state unbinds and binds
