@@ -168,7 +168,7 @@ func New(cfg Config) (*Engine, error) {
 	names.reload = netSvc.Names
 	var snaps *snapshot.Store
 	if !cfg.NoSnapshots {
-		snaps = snapshot.New(filepath.Join(cfg.DataRoot, "snapshots"), templateReady)
+		snaps = snapshot.New(filepath.Join(cfg.DataRoot, "snapshots"), Version, templateReady)
 	}
 	logLimits, err := containersvc.ParseLogOptions(cfg.LogOptions, containersvc.DefaultLogLimits)
 	if err != nil {

@@ -58,7 +58,7 @@ func newL1Restorer(o l1Opts, tmp string) (*l1Restorer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &l1Restorer{o: o, drv: drv, store: snapshot.New(filepath.Join(tmp, "snapshots"), ready),
+	return &l1Restorer{o: o, drv: drv, store: snapshot.New(filepath.Join(tmp, "snapshots"), "bench", ready),
 		cfg: sandbox.Config{Kernel: kernel, Initrd: initrd, VCPUs: 1, MemoryMiB: o.memMiB}}, nil
 }
 

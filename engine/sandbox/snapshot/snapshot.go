@@ -12,10 +12,10 @@
 //	<dir>/<shape>/meta.json  what it was saved from, sizes and CRC-32Cs
 //	<dir>/<shape>/lock       held while the state is read or written
 //
-// A state is used only if it was saved from the same kernel, initramfs (the
-// agent is in it), kernel arguments and driver identity (the VMM binary,
-// accelerator, CPU model), all digested into meta.json's identity; any
-// other is replaced by a new one. The state's CRC is checked as the driver
+// A state is used only if it was saved by the same engine build from the
+// same kernel, initramfs (the agent is in it), kernel arguments and driver
+// identity (the VMM binary, accelerator, CPU model), all digested into
+// meta.json's identity; any other is replaced by a new one. The state's CRC is checked as the driver
 // reads it, and the VM is stopped before its first instruction if it does
 // not match; a state that fails to load is saved again once.
 //
@@ -62,6 +62,9 @@ const (
 // several processes may share a directory.
 type Store struct {
 	dir string
+	// build names the engine's build (its version): a state saved by
+	// another build is not used.
+	build string
 	// ready waits until a template VM's guest can be saved, then lets go
 	// of its agent channel.
 	ready func(ctx context.Context, sb sandbox.Sandbox) error
@@ -81,11 +84,12 @@ type memoryEntry struct {
 	f        *os.File
 }
 
-// New returns a store in dir (created when a state is first saved). ready
-// waits until a template's guest serves requests and closes its agent
-// channel: what a restored VM's caller will dial.
-func New(dir string, ready func(ctx context.Context, sb sandbox.Sandbox) error) *Store {
-	return &Store{dir: dir, ready: ready, digests: map[fileKey]string{}, memories: map[string]memoryEntry{}}
+// New returns a store in dir (created when a state is first saved) for
+// the engine build build (its version). ready waits until a template's
+// guest serves requests and closes its agent channel: what a restored VM's
+// caller will dial.
+func New(dir, build string, ready func(ctx context.Context, sb sandbox.Sandbox) error) *Store {
+	return &Store{dir: dir, build: build, ready: ready, digests: map[fileKey]string{}, memories: map[string]memoryEntry{}}
 }
 
 // Dir is where the states are kept.
@@ -96,8 +100,9 @@ type Meta struct {
 	Format int `json:"format"`
 	// Identity digests everything the state depends on (identity).
 	Identity string `json:"identity"`
-	// Driver is sandbox.Saver's SaveIdentity, Kernel and Initrd the files
-	// it was saved from: for people reading the file.
+	// Build, Driver (sandbox.Saver's SaveIdentity), Kernel and Initrd are
+	// what it was saved from: for people reading the file.
+	Build  string     `json:"build"`
 	Driver string     `json:"driver"`
 	Kernel fileDigest `json:"kernel"`
 	Initrd fileDigest `json:"initrd"`
@@ -191,10 +196,10 @@ func Shape(driver string, cfg sandbox.Config) string {
 }
 
 // identity digests everything a state of cfg's shape depends on.
-func identity(saver sandbox.Saver, shape string, cfg sandbox.Config, kernel, initrd fileDigest) string {
+func identity(build string, saver sandbox.Saver, shape string, cfg sandbox.Config, kernel, initrd fileDigest) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "format %d\nshape %s\ndriver %s\nkernel %s\ninitrd %s\nargs %q\n",
-		format, shape, saver.SaveIdentity(), kernel.SHA256, initrd.SHA256, cfg.KernelArgs)
+	fmt.Fprintf(h, "format %d\nbuild %q\nshape %s\ndriver %s\nkernel %s\ninitrd %s\nargs %q\n",
+		format, build, shape, saver.SaveIdentity(), kernel.SHA256, initrd.SHA256, cfg.KernelArgs)
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -273,7 +278,7 @@ func (s *Store) open(ctx context.Context, drv sandbox.Driver, saver sandbox.Save
 	if err != nil {
 		return nil, nil, Meta{}, fmt.Errorf("snapshots: initrd: %w", err)
 	}
-	id := identity(saver, filepath.Base(dir), cfg, kernel, initrd)
+	id := identity(s.build, saver, filepath.Base(dir), cfg, kernel, initrd)
 	var mem *os.File
 	if !renew && metaErr == nil && meta.Identity == id && stateMatches(dir, meta) {
 		if mem, err = s.memory(dir, meta); err != nil {
@@ -284,7 +289,7 @@ func (s *Store) open(ctx context.Context, drv sandbox.Driver, saver sandbox.Save
 		renew = true
 	}
 	if renew {
-		meta = Meta{Identity: id, Driver: saver.SaveIdentity(), Kernel: kernel, Initrd: initrd}
+		meta = Meta{Identity: id, Build: s.build, Driver: saver.SaveIdentity(), Kernel: kernel, Initrd: initrd}
 		if mem, err = s.save(ctx, saver, drv, dir, cfg, &meta); err != nil {
 			return nil, nil, Meta{}, err
 		}

@@ -95,7 +95,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	f := &fixture{drv: drv}
-	f.store = New(filepath.Join(dir, "snapshots"), func(ctx context.Context, sb sandbox.Sandbox) error {
+	f.store = New(filepath.Join(dir, "snapshots"), "test", func(ctx context.Context, sb sandbox.Sandbox) error {
 		f.readys.Add(1)
 		conn, err := sb.DialAgent(ctx)
 		if err != nil {
@@ -188,7 +188,7 @@ func TestSaveOnceRestoreAfter(t *testing.T) {
 		t.Errorf("memory file: %v", err)
 	}
 	// Another process (a new store on the same directory) loads it.
-	f.store = New(f.store.Dir(), f.store.ready)
+	f.store = New(f.store.Dir(), "test", f.store.ready)
 	if !f.run(t) || f.readys.Load() != 1 {
 		t.Error("a new store did not restore from the saved memory")
 	}
@@ -250,13 +250,18 @@ func TestRefusedStatesAreSavedAgain(t *testing.T) {
 			if _, err := fh.WriteAt(b, off+100); err != nil {
 				t.Fatal(err)
 			}
-			f.store = New(f.store.Dir(), f.store.ready)
+			f.store = New(f.store.Dir(), "test", f.store.ready)
 		}},
 		{"memory file gone", func(t *testing.T, dir string) {
 			os.Remove(filepath.Join(dir, memoryName))
-			f.store = New(f.store.Dir(), f.store.ready)
+			f.store = New(f.store.Dir(), "test", f.store.ready)
 		}},
 		{"another build", func(t *testing.T, dir string) {
+			// The same files and QEMU, another engine build: a process of
+			// it finds the state someone else's.
+			f.store = New(f.store.Dir(), "test-2", f.store.ready)
+		}},
+		{"another identity", func(t *testing.T, dir string) {
 			editMeta(t, dir, func(m *Meta) { m.Identity = strings.Repeat("0", 64) })
 		}},
 		{"an older format", func(t *testing.T, dir string) {
@@ -341,7 +346,7 @@ func TestSharesBoot(t *testing.T) {
 // is left.
 func TestSaveFailureBoots(t *testing.T) {
 	f := newFixture(t)
-	f.store = New(f.store.Dir(), func(ctx context.Context, sb sandbox.Sandbox) error {
+	f.store = New(f.store.Dir(), "test", func(ctx context.Context, sb sandbox.Sandbox) error {
 		return errors.New("the agent does not answer")
 	})
 	if f.run(t) {
