@@ -180,9 +180,14 @@ func (v *vm) endStoppedGuest() {
 // errNoMonitor is returned by run before QMP is connected.
 var errNoMonitor = errors.New("qmp not connected")
 
-// run executes one argument-less QMP command, giving up when ctx ends or
-// QEMU exits.
+// run executes one argument-less QMP command (runCommand).
 func (v *vm) run(ctx context.Context, command string) error {
+	return v.runCommand(ctx, qmp.Command{Execute: command})
+}
+
+// runCommand executes one QMP command, giving up when ctx ends or QEMU
+// exits.
+func (v *vm) runCommand(ctx context.Context, c qmp.Command) error {
 	v.mu.Lock()
 	dom := v.dom
 	v.mu.Unlock()
@@ -191,19 +196,19 @@ func (v *vm) run(ctx context.Context, command string) error {
 	}
 	errc := make(chan error, 1)
 	go func() {
-		_, err := dom.Run(qmp.Command{Execute: command})
+		_, err := dom.Run(c)
 		errc <- err
 	}()
 	select {
 	case err := <-errc:
 		if err != nil {
-			return fmt.Errorf("qmp %s: %w", command, err)
+			return fmt.Errorf("qmp %s: %w", c.Execute, err)
 		}
 		return nil
 	case <-v.exited:
-		return fmt.Errorf("qmp %s: qemu exited", command)
+		return fmt.Errorf("qmp %s: qemu exited", c.Execute)
 	case <-ctx.Done():
-		return fmt.Errorf("qmp %s: %w", command, ctx.Err())
+		return fmt.Errorf("qmp %s: %w", c.Execute, ctx.Err())
 	}
 }
 

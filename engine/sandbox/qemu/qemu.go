@@ -255,16 +255,9 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 		}
 	}()
 	for _, p := range []string{v.qmpPath, v.agentPath} { // fds 3, 4
-		ln, err := listenUnix(p)
+		f, err := v.listenFor(p)
 		if err != nil {
 			return nil, err
-		}
-		v.created = append(v.created, p)
-		ln.SetUnlinkOnClose(false)
-		f, err := ln.File()
-		ln.Close()
-		if err != nil {
-			return nil, fmt.Errorf("listen on %s: %w", p, err)
 		}
 		inherited = append(inherited, f)
 	}
@@ -310,16 +303,9 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 		if err := removeStaleSocket(v.savePath); err != nil {
 			return nil, err
 		}
-		ln, err := listenUnix(v.savePath)
+		f, err := v.listenFor(v.savePath)
 		if err != nil {
 			return nil, err
-		}
-		v.created = append(v.created, v.savePath)
-		ln.SetUnlinkOnClose(false)
-		f, err := ln.File()
-		ln.Close()
-		if err != nil {
-			return nil, fmt.Errorf("listen on %s: %w", v.savePath, err)
 		}
 		inherited = append(inherited, f) // fd 5: stateFD
 	}
@@ -516,6 +502,24 @@ func startProcess(cmd *exec.Cmd, netNS string) error {
 		select {}
 	}()
 	return <-errc
+}
+
+// listenFor binds a socket at path for QEMU to serve, records it for
+// removal, and returns its listening descriptor for QEMU to inherit. The
+// socket file stays until Destroy, with the listener QEMU holds.
+func (v *vm) listenFor(path string) (*os.File, error) {
+	ln, err := listenUnix(path)
+	if err != nil {
+		return nil, err
+	}
+	v.created = append(v.created, path)
+	ln.SetUnlinkOnClose(false)
+	f, err := ln.File()
+	ln.Close()
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	return f, nil
 }
 
 // listenUnix binds a unix socket, with a clear error for the usual causes.

@@ -34,7 +34,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/digitalocean/go-qemu/qemu"
@@ -53,18 +52,15 @@ const saveFormat = "qemu-save-1"
 const errSharesUnsaved = "sandbox config: a VM with shared directories cannot be saved or restored (virtio-fs devices do not migrate)"
 
 // SaveIdentity is the saved state's dependence on this QEMU: the format,
-// the kernel command line the driver gives, the binary (path, size, change
-// time), the accelerator and the CPU model, which under KVM is the host's.
+// the kernel command line the driver gives, the binary (binaryKey: path,
+// inode, size, change time), the accelerator and the CPU model, which
+// under KVM is the host's.
 func (d *Driver) SaveIdentity() string {
 	// The guest booted with the driver's kernel command line (the
 	// caller's arguments are the caller's to add to its key).
 	parts := []string{saveFormat, d.accel, fmt.Sprintf("%q %q", kernelCmdline(d.accel, 1, nil), kernelCmdline(d.accel, 2, nil))}
-	if st, err := os.Stat(d.binary); err == nil {
-		var ctime int64
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-			ctime = sys.Ctim.Nano()
-		}
-		parts = append(parts, fmt.Sprintf("%s@%d:%d:%d", d.binary, st.Size(), st.ModTime().UnixNano(), ctime))
+	if key, err := binaryKey(d.binary); err == nil {
+		parts = append(parts, key)
 	}
 	if d.accel == "kvm" {
 		parts = append(parts, "cpu="+hostCPUSignature())
@@ -263,30 +259,12 @@ var ignoreShared = map[string]any{"capabilities": []map[string]any{{"capability"
 // template's memory (-incoming defer): the capability first, then the
 // stream from stateFD.
 func (v *vm) startIncoming(ctx context.Context) error {
-	v.mu.Lock()
-	dom := v.dom
-	v.mu.Unlock()
-	if dom == nil {
-		return errNoMonitor
-	}
 	for _, c := range []qmp.Command{
 		{Execute: "migrate-set-capabilities", Args: ignoreShared},
 		{Execute: "migrate-incoming", Args: map[string]any{"uri": fmt.Sprintf("fd:%d", stateFD)}},
 	} {
-		errc := make(chan error, 1)
-		go func() {
-			_, err := dom.Run(c)
-			errc <- err
-		}()
-		select {
-		case err := <-errc:
-			if err != nil {
-				return fmt.Errorf("qmp %s: %w", c.Execute, err)
-			}
-		case <-v.exited:
-			return errors.New("qemu exited")
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := v.runCommand(ctx, c); err != nil {
+			return err
 		}
 	}
 	return nil
