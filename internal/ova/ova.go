@@ -15,7 +15,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -24,6 +23,8 @@ import (
 	"path/filepath"
 	"strings"
 	"text/template"
+
+	"github.com/vmctl/vmctl/internal/filedigest"
 )
 
 // Machine is what the descriptor says about the virtual machine.
@@ -66,7 +67,7 @@ func Write(path string, m Machine) error {
 	if err != nil {
 		return err
 	}
-	diskSum, err := fileSHA256(m.Disk)
+	diskSum, err := filedigest.SHA256(m.Disk)
 	if err != nil {
 		return err
 	}
@@ -116,19 +117,6 @@ func Write(path string, m Machine) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
-}
-
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Descriptor renders the OVF 1.0 descriptor of m with one disk file

@@ -45,6 +45,7 @@ import (
 	"github.com/vmctl/vmctl/engine/flock"
 	"github.com/vmctl/vmctl/engine/sandbox"
 	"github.com/vmctl/vmctl/internal/atomicfile"
+	"github.com/vmctl/vmctl/internal/filedigest"
 )
 
 // format changes whenever meta.json or the way a state is made does.
@@ -170,16 +171,10 @@ func (s *Store) digest(path string, known ...fileDigest) (fileDigest, error) {
 			return kd, nil
 		}
 	}
-	f, err := os.Open(path)
+	sum, err := filedigest.SHA256(path)
 	if err != nil {
 		return fileDigest{}, err
 	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return fileDigest{}, err
-	}
-	sum := hex.EncodeToString(h.Sum(nil))
 	s.remember(k, sum)
 	return fileDigest{k, sum}, nil
 }
@@ -196,10 +191,10 @@ func Shape(driver string, cfg sandbox.Config) string {
 }
 
 // identity digests everything a state of cfg's shape depends on.
-func identity(build string, saver sandbox.Saver, shape string, cfg sandbox.Config, kernel, initrd fileDigest) string {
+func identity(build, driver, shape string, cfg sandbox.Config, kernel, initrd fileDigest) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "format %d\nbuild %q\nshape %s\ndriver %s\nkernel %s\ninitrd %s\nargs %q\n",
-		format, build, shape, saver.SaveIdentity(), kernel.SHA256, initrd.SHA256, cfg.KernelArgs)
+		format, build, shape, driver, kernel.SHA256, initrd.SHA256, cfg.KernelArgs)
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -278,7 +273,8 @@ func (s *Store) open(ctx context.Context, drv sandbox.Driver, saver sandbox.Save
 	if err != nil {
 		return nil, nil, Meta{}, fmt.Errorf("snapshots: initrd: %w", err)
 	}
-	id := identity(s.build, saver, filepath.Base(dir), cfg, kernel, initrd)
+	driver := saver.SaveIdentity()
+	id := identity(s.build, driver, filepath.Base(dir), cfg, kernel, initrd)
 	var mem *os.File
 	if !renew && metaErr == nil && meta.Identity == id && stateMatches(dir, meta) {
 		if mem, err = s.memory(dir, meta); err != nil {
@@ -289,7 +285,7 @@ func (s *Store) open(ctx context.Context, drv sandbox.Driver, saver sandbox.Save
 		renew = true
 	}
 	if renew {
-		meta = Meta{Identity: id, Build: s.build, Driver: saver.SaveIdentity(), Kernel: kernel, Initrd: initrd}
+		meta = Meta{Identity: id, Build: s.build, Driver: driver, Kernel: kernel, Initrd: initrd}
 		if mem, err = s.save(ctx, saver, drv, dir, cfg, &meta); err != nil {
 			return nil, nil, Meta{}, err
 		}
