@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -135,6 +136,8 @@ func run(start time.Time, args []string) int {
 		console   = fs.String("console", "-", "serial console output `file` (- for stdout, empty to discard)")
 		ctlPath   = fs.String("control", "", "control API unix socket `path`")
 		waitStart = fs.Bool("wait-start", false, "build the VM but boot it only on the control API's Start")
+		saveTo    = fs.String("save-to", "", "let the control API's Save write the VM into `directory` (vm.state and vm.mem, made now)")
+		restore   = fs.String("restore", "", "build the VM from the one saved in `directory` instead of booting a kernel (same -vcpus, -memory and devices; their backing files, socket and tap may differ)")
 		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn or error")
 		jailDir   = fs.String("jail", "", "confine the VMM in this empty `directory` once the VM is built (needs its own mount and pid namespaces)")
 		jailUID   = fs.Int("jail-uid", 0, "unprivileged `uid` the jailed VMM runs as (a VM with -share keeps uid 0 with file capabilities only)")
@@ -201,8 +204,11 @@ func run(start time.Time, args []string) int {
 	if *probe != "" {
 		return runProbe(*probe, needs, mode, filtered, confine)
 	}
-	if *kernel == "" {
-		return fail(exitUsage, "no kernel: give -kernel PATH (see -help)")
+	if *kernel == "" && *restore == "" {
+		return fail(exitUsage, "no kernel: give -kernel PATH or -restore DIR (see -help)")
+	}
+	if *saveTo != "" && *ctlPath == "" {
+		return fail(exitUsage, "-save-to needs -control: Save is a control API call")
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -246,6 +252,22 @@ func run(start time.Time, args []string) int {
 	defer closeOut()
 	cfg.Console = out
 
+	if *restore != "" {
+		snap, err := openSnapshot(*restore)
+		if err != nil {
+			return fail(exitSetup, "-restore: %v", err)
+		}
+		defer snap.Memory.Close()
+		cfg.Restore = snap
+	}
+	var save *control.SaveFiles
+	if *saveTo != "" {
+		if save, err = createSaveFiles(*saveTo); err != nil {
+			return fail(exitSetup, "-save-to: %v", err)
+		}
+		defer save.State.Close()
+		defer save.Memory.Close()
+	}
 	if err := cfg.Validate(); err != nil {
 		return fail(exitUsage, "%v", err)
 	}
@@ -260,7 +282,11 @@ func run(start time.Time, args []string) int {
 
 	var srv *control.Server
 	if *ctlPath != "" {
-		srv, err = control.Listen(*ctlPath, control.NewService(m, control.Info{VCPUs: cfg.VCPUs, MemoryMiB: cfg.MemoryMiB, Cmdline: m.Cmdline}))
+		svc := control.NewService(m, control.Info{VCPUs: cfg.VCPUs, MemoryMiB: cfg.MemoryMiB, Cmdline: m.Cmdline})
+		if save != nil {
+			svc.EnableSave(m, *save)
+		}
+		srv, err = control.Listen(*ctlPath, svc)
 		if err != nil {
 			return fail(exitSetup, "%v", err)
 		}
@@ -319,6 +345,39 @@ func runProbe(spec string, needs jail.Needs, mode jail.Mode, filtered bool, conf
 	}
 	fmt.Printf("%s: allowed (%v)\n", spec, errno)
 	return 0
+}
+
+// Files of a saved VM in its directory.
+const (
+	stateFile  = "vm.state"
+	memoryFile = "vm.mem"
+)
+
+// createSaveFiles makes the empty files Save writes into.
+func createSaveFiles(dir string) (*control.SaveFiles, error) {
+	st, err := os.OpenFile(filepath.Join(dir, stateFile), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	mem, err := os.OpenFile(filepath.Join(dir, memoryFile), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &control.SaveFiles{State: st, Memory: mem}, nil
+}
+
+// openSnapshot reads a saved VM's state and opens its RAM file.
+func openSnapshot(dir string) (*machine.Snapshot, error) {
+	state, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		return nil, err
+	}
+	mem, err := os.Open(filepath.Join(dir, memoryFile))
+	if err != nil {
+		return nil, err
+	}
+	return &machine.Snapshot{State: state, Memory: mem}, nil
 }
 
 // openConsole returns the serial console's destination.

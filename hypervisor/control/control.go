@@ -11,8 +11,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/containerd/ttrpc"
@@ -44,16 +46,67 @@ type Info struct {
 	Cmdline   string
 }
 
+// Saver is a VM that can be saved (machine.Machine implements it).
+type Saver interface {
+	Save(state io.Writer, mem *os.File) (machine.SaveStats, error)
+}
+
+// SaveFiles are where Save writes: files the VMM opened (empty) before it
+// confined itself.
+type SaveFiles struct {
+	State, Memory *os.File
+}
+
 // Service implements vmmapi.TTRPCVMMService over a VM.
 type Service struct {
 	vm   VM
 	info Info
+
+	saveMu sync.Mutex
+	saver  Saver
+	files  *SaveFiles // nil once used
 }
 
 var _ vmmapi.TTRPCVMMService = (*Service)(nil)
 
 // NewService returns the control service for vm.
 func NewService(vm VM, info Info) *Service { return &Service{vm: vm, info: info} }
+
+// EnableSave lets Save write vm into files, once.
+func (s *Service) EnableSave(vm Saver, files SaveFiles) {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	s.saver, s.files = vm, &files
+}
+
+func (s *Service) Save(ctx context.Context, _ *vmmapi.SaveRequest) (*vmmapi.SaveResponse, error) {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	if s.saver == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this VMM has no files to save into (vmctl-vmm -save-to DIR)")
+	}
+	if s.files == nil {
+		return nil, status.Error(codes.FailedPrecondition, "the VM was saved already")
+	}
+	f := s.files
+	st, err := s.saver.Save(f.State, f.Memory)
+	if errors.Is(err, machine.ErrState) {
+		return nil, toStatus(err)
+	}
+	if err != nil && s.vm.State() == vcpu.Running {
+		// It failed before the devices stopped and the VM runs on: the
+		// files are still unused.
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	s.files = nil
+	if err == nil {
+		err = f.State.Sync()
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &vmmapi.SaveResponse{StateBytes: int64(st.StateBytes), MemoryBytes: st.MemoryBytes, PausedNs: int64(st.Paused)}, nil
+}
 
 // toStatus classifies an error once, at the edge: lifecycle calls in the
 // wrong state are FailedPrecondition, anything else Internal.

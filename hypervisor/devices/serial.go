@@ -314,3 +314,28 @@ func (s *Serial) signal(change int) {
 		s.irq(change > 0)
 	}
 }
+
+// SerialState is what a snapshot keeps of the UART: its registers and
+// pending interrupt, not buffered input (a restored console starts with
+// none).
+type SerialState struct {
+	IER, LCR, MCR, SCR, DLL, DLM, FCR byte
+	THRPending                        bool
+}
+
+// Save returns the UART's registers.
+func (s *Serial) Save() SerialState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return SerialState{IER: s.ier, LCR: s.lcr, MCR: s.mcr, SCR: s.scr, DLL: s.dll, DLM: s.dlm, FCR: s.fcr, THRPending: s.thrPending}
+}
+
+// Restore sets the UART's registers as a saved guest left them and drives
+// the interrupt line to match.
+func (s *Serial) Restore(st SerialState) {
+	s.mu.Lock()
+	s.ier, s.lcr, s.mcr, s.scr, s.dll, s.dlm, s.fcr, s.thrPending = st.IER, st.LCR, st.MCR, st.SCR, st.DLL, st.DLM, st.FCR, st.THRPending
+	raise := s.updateLocked()
+	s.mu.Unlock()
+	s.signal(raise)
+}

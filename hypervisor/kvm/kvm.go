@@ -189,7 +189,8 @@ const (
 
 // RunningIoctls are the requests this package issues once a VM is built:
 // entering the guest, reading and writing vCPU state, raising interrupts,
-// and unhooking eventfds when the VM ends. A VMM confined by seccomp
+// unhooking eventfds when the VM ends and reading the VM's whole state for
+// a snapshot. A VMM confined by seccomp
 // allows these and no others (creating VMs, vCPUs or memory slots is done
 // before it confines itself).
 func RunningIoctls() []uint64 {
@@ -197,5 +198,7 @@ func RunningIoctls() []uint64 {
 		kvmRun, kvmGetRegs, kvmSetRegs, kvmGetSregs, kvmSetSregs, kvmGetFPU, kvmSetFPU,
 		kvmGetLAPIC, kvmSetLAPIC, kvmGetMSRs, kvmSetMSRs, kvmGetMPState, kvmSetMPState,
 		kvmIRQLine, kvmIRQFD, kvmIOEventFD, kvmSignalMSI,
+		// A snapshot of the running VM reads its state.
+		kvmGetIRQChip, kvmGetPIT2, kvmGetClock, kvmGetVCPUEvents, kvmGetDebugRegs, kvmGetXSave, kvmGetXCRs,
 	}
 }

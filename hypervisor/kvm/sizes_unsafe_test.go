@@ -29,6 +29,20 @@ func TestMirrorSizes(t *testing.T) {
 		{"kvm_pit_config", unsafe.Sizeof(pitConfig{}), kvmCreatePIT2, 64},
 		{"kvm_msi", unsafe.Sizeof(MSI{}), kvmSignalMSI, 32},
 		{"kvm_mp_state", unsafe.Sizeof(mpState{}), kvmGetMPState, 4},
+		{"kvm_irqchip", unsafe.Sizeof(IRQChip{}), kvmGetIRQChip, 520},
+		{"kvm_irqchip (set)", unsafe.Sizeof(IRQChip{}), kvmSetIRQChip, 520},
+		{"kvm_pit_state2", unsafe.Sizeof(PITState{}), kvmGetPIT2, 112},
+		{"kvm_pit_state2 (set)", unsafe.Sizeof(PITState{}), kvmSetPIT2, 112},
+		{"kvm_clock_data", unsafe.Sizeof(ClockData{}), kvmGetClock, 48},
+		{"kvm_clock_data (set)", unsafe.Sizeof(ClockData{}), kvmSetClock, 48},
+		{"kvm_vcpu_events", unsafe.Sizeof(VCPUEvents{}), kvmGetVCPUEvents, 64},
+		{"kvm_vcpu_events (set)", unsafe.Sizeof(VCPUEvents{}), kvmSetVCPUEvents, 64},
+		{"kvm_debugregs", unsafe.Sizeof(DebugRegs{}), kvmGetDebugRegs, 128},
+		{"kvm_debugregs (set)", unsafe.Sizeof(DebugRegs{}), kvmSetDebugRegs, 128},
+		{"kvm_xsave", unsafe.Sizeof(XSave{}), kvmGetXSave, 4096},
+		{"kvm_xsave (set)", unsafe.Sizeof(XSave{}), kvmSetXSave, 4096},
+		{"kvm_xcrs", unsafe.Sizeof(XCRs{}), kvmGetXCRs, 392},
+		{"kvm_xcrs (set)", unsafe.Sizeof(XCRs{}), kvmSetXCRs, 392},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

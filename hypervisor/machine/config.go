@@ -42,6 +42,10 @@ type Config struct {
 	VCPUThreadSetup func() error
 	// ProcessStart is what the boot-timer port measures from (zero: New's time).
 	ProcessStart time.Time
+	// Restore, if set, builds the VM from a saved one (see Snapshot)
+	// instead of booting Kernel: VCPUs, MemoryMiB and the devices must be
+	// the saved VM's.
+	Restore *Snapshot
 	// Host is checked for a KVM that can run Linux (zero: DefaultHost).
 	Host Host
 	// SkipHostCheck builds the VM even where CheckHost fails. Only tests
@@ -80,8 +84,11 @@ const (
 // Validate checks c and fills defaults; every error is one line naming the
 // offending setting.
 func (c *Config) Validate() error {
-	if c.Kernel == "" {
+	if c.Kernel == "" && c.Restore == nil {
 		return fmt.Errorf("no kernel given")
+	}
+	if c.Restore != nil && c.Restore.Memory == nil {
+		return fmt.Errorf("restore: no guest RAM file")
 	}
 	if c.VCPUs == 0 {
 		c.VCPUs = 1

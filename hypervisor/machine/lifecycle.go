@@ -48,6 +48,9 @@ func (m *Machine) watch() {
 	m.mu.Lock()
 	m.state = vcpu.Exited
 	m.mu.Unlock()
+	if r := m.result.Reason; r == vcpu.ReasonTripleFault || r == vcpu.ReasonInternalError || r == vcpu.ReasonEmulationFailure {
+		m.logCPUs()
+	}
 	m.stopVirtio()
 	m.cfg.Log.Info("VM exited", "reason", m.result.Reason.String(), "detail", m.result.Detail, "exit_code", m.result.Reason.ExitCode())
 	close(m.done)
@@ -164,4 +167,23 @@ func (m *Machine) Close() error {
 		m.mem = nil
 	}
 	return first
+}
+
+// logCPUs logs where each vCPU stopped, for a VM that died of a guest
+// fault.
+func (m *Machine) logCPUs() {
+	for i, c := range m.cpus {
+		r, err := c.Regs()
+		if err != nil {
+			continue
+		}
+		sr, err := c.Sregs()
+		if err != nil {
+			continue
+		}
+		m.cfg.Log.Info("vCPU state at the end", "vcpu", i, "rip", fmt.Sprintf("%#x", r.RIP), "rsp", fmt.Sprintf("%#x", r.RSP),
+			"rflags", fmt.Sprintf("%#x", r.RFLAGS), "cr0", fmt.Sprintf("%#x", sr.CR0), "cr2", fmt.Sprintf("%#x", sr.CR2),
+			"cr3", fmt.Sprintf("%#x", sr.CR3), "cr4", fmt.Sprintf("%#x", sr.CR4), "efer", fmt.Sprintf("%#x", sr.EFER),
+			"idt", fmt.Sprintf("%#x/%d", sr.IDT.Base, sr.IDT.Limit), "tr", fmt.Sprintf("%#x", sr.TR.Base))
+	}
 }

@@ -45,7 +45,10 @@ type Machine struct {
 	cpus   []*kvm.VCPU
 	vcpus  []*vcpu.VCPU
 	boot   *devices.BootTimer
+	serial *devices.Serial
 	virtio []*virtioDevice
+	// msrs are the MSRs a snapshot saves of each vCPU.
+	msrs []uint32
 	// Cmdline is the kernel command line the guest got.
 	Cmdline string
 
@@ -88,6 +91,16 @@ func New(cfg Config) (_ *Machine, err error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("%s lacks %v: this VMM needs them", cfg.Host.DevKVM, missing)
 	}
+	var saved *savedVM
+	if cfg.Restore != nil {
+		if saved, err = decodeSnapshot(cfg.Restore.State); err != nil {
+			return nil, err
+		}
+		if saved.VCPUs != cfg.VCPUs || saved.MemoryMiB != cfg.MemoryMiB {
+			return nil, fmt.Errorf("restore: the saved VM has %d vCPUs and %d MiB, this configuration %d and %d",
+				saved.VCPUs, saved.MemoryMiB, cfg.VCPUs, cfg.MemoryMiB)
+		}
+	}
 	if m.vm, err = sys.CreateVM(); err != nil {
 		return nil, err
 	}
@@ -104,13 +117,29 @@ func New(cfg Config) (_ *Machine, err error) {
 	if err != nil {
 		return nil, err
 	}
-	m.Cmdline = strings.TrimSpace(strings.Join(append([]string{cfg.Cmdline}, extra...), " "))
-	entry, err := m.load()
-	if err != nil {
+	var entry uint64
+	if saved == nil {
+		m.Cmdline = strings.TrimSpace(strings.Join(append([]string{cfg.Cmdline}, extra...), " "))
+		if entry, err = m.load(); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := m.checkDevices(saved); err != nil {
+			return nil, err
+		}
+		m.Cmdline = saved.Cmdline
+	}
+	if err := m.setupVCPUs(sys, entry, saved); err != nil {
 		return nil, err
 	}
-	if err := m.setupVCPUs(sys, entry); err != nil {
-		return nil, err
+	if saved != nil {
+		if err := m.restoreKVM(saved); err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
+		if err := m.restoreDevices(saved); err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
+		m.cfg.Log.Info("VM restored", "vcpus", cfg.VCPUs, "memory_mib", cfg.MemoryMiB, "devices", len(m.virtio))
 	}
 	m.state = vcpu.Created
 	return m, nil
@@ -134,7 +163,12 @@ func (m *Machine) setupMemory() error {
 	if err != nil {
 		return err
 	}
-	if m.mem, err = memory.NewGuest(ranges); err != nil {
+	if r := m.cfg.Restore; r != nil {
+		m.mem, err = memory.NewGuestFromFile(ranges, r.Memory)
+	} else {
+		m.mem, err = memory.NewGuest(ranges)
+	}
+	if err != nil {
 		return err
 	}
 	for i, r := range m.mem.Regions() {
@@ -155,6 +189,7 @@ func (m *Machine) setupLegacyDevices() error {
 	if err := m.buses.PIO.Register(serialBase, serialSize, "serial", serial); err != nil {
 		return err
 	}
+	m.serial = serial
 	if m.cfg.ConsoleIn != nil {
 		go serial.Feed(m.cfg.ConsoleIn)
 	}
@@ -220,7 +255,8 @@ func ramRanges(g *memory.Guest) []memory.Range {
 // setupVCPUs creates the vCPUs. All get CPUID, MSRs, FPU and LAPIC; only
 // the boot CPU gets the 64-bit entry state: with the in-kernel LAPIC the
 // others wait for INIT/SIPI from the guest, which resets their registers.
-func (m *Machine) setupVCPUs(sys *kvm.System, entry uint64) error {
+// A restored VM's vCPUs get CPUID and then their saved state instead.
+func (m *Machine) setupVCPUs(sys *kvm.System, entry uint64, saved *savedVM) error {
 	supported, err := sys.SupportedCPUID()
 	if err != nil {
 		return err
@@ -239,34 +275,50 @@ func (m *Machine) setupVCPUs(sys *kvm.System, entry uint64) error {
 		if err := c.SetCPUID(x86.PatchCPUID(supported, i, m.cfg.VCPUs, opts)); err != nil {
 			return fmt.Errorf("vCPU %d: %w", i, err)
 		}
-		if err := c.SetMSRs(x86.BootMSRs()); err != nil {
-			return fmt.Errorf("vCPU %d: %w", i, err)
-		}
-		if err := c.SetFPU(x86.BootFPU()); err != nil {
-			return fmt.Errorf("vCPU %d: %w", i, err)
-		}
-		lapic, err := c.LAPIC()
-		if err != nil {
-			return fmt.Errorf("vCPU %d: %w", i, err)
-		}
-		if err := c.SetLAPIC(x86.BootLAPIC(lapic, i == 0)); err != nil {
-			return fmt.Errorf("vCPU %d: %w", i, err)
-		}
 		if i == 0 {
-			sr, err := c.Sregs()
-			if err != nil {
+			if m.msrs, err = readableMSRs(sys, c); err != nil {
 				return err
 			}
-			if err := c.SetSregs(x86.LongModeSregs(sr)); err != nil {
-				return err
+		}
+		if saved != nil {
+			if err := m.restoreCPU(c, saved.CPUs[i]); err != nil {
+				return fmt.Errorf("restore vCPU %d: %w", i, err)
 			}
-			if err := c.SetRegs(x86.BootRegs(entry)); err != nil {
-				return err
-			}
+		} else if err := bootCPU(c, i, entry); err != nil {
+			return fmt.Errorf("vCPU %d: %w", i, err)
 		}
 		v := vcpu.New(i, c, m.buses, m.cfg.Log)
 		v.ThreadSetup = m.cfg.VCPUThreadSetup
 		m.vcpus = append(m.vcpus, v)
 	}
 	return nil
+}
+
+// bootCPU gives vCPU i its power-on state; the boot CPU (0) starts at the
+// kernel's 64-bit entry.
+func bootCPU(c *kvm.VCPU, i int, entry uint64) error {
+	if err := c.SetMSRs(x86.BootMSRs()); err != nil {
+		return err
+	}
+	if err := c.SetFPU(x86.BootFPU()); err != nil {
+		return err
+	}
+	lapic, err := c.LAPIC()
+	if err != nil {
+		return err
+	}
+	if err := c.SetLAPIC(x86.BootLAPIC(lapic, i == 0)); err != nil {
+		return err
+	}
+	if i != 0 {
+		return nil
+	}
+	sr, err := c.Sregs()
+	if err != nil {
+		return err
+	}
+	if err := c.SetSregs(x86.LongModeSregs(sr)); err != nil {
+		return err
+	}
+	return c.SetRegs(x86.BootRegs(entry))
 }

@@ -53,11 +53,14 @@ type cmdKind int
 const (
 	cmdPause cmdKind = iota
 	cmdResume
+	cmdDo
 )
 
 type command struct {
 	kind cmdKind
 	ack  chan struct{}
+	fn   func() error // cmdDo's function
+	err  error        // what fn returned, set before ack is closed
 }
 
 // VCPU runs one vCPU on its own locked OS thread.
@@ -69,8 +72,8 @@ type VCPU struct {
 
 	state   atomic.Int32
 	started atomic.Bool
-	tid     atomic.Int32 // the thread's id, once the loop runs
-	cmds    chan command // capacity 1: a request is deposited, then the vCPU kicked
+	tid     atomic.Int32  // the thread's id, once the loop runs
+	cmds    chan *command // capacity 1: a request is deposited, then the vCPU kicked
 
 	stopOnce sync.Once
 	stopCh   chan struct{} // closed by RequestStop
@@ -91,7 +94,7 @@ func New(id int, cpu CPU, buses Buses, log *slog.Logger) *VCPU {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &VCPU{id: id, cpu: cpu, buses: buses, log: log.With("vcpu", id),
-		cmds: make(chan command, 1), stopCh: make(chan struct{}), done: make(chan struct{})}
+		cmds: make(chan *command, 1), stopCh: make(chan struct{}), done: make(chan struct{})}
 }
 
 // State returns the current state.
@@ -138,11 +141,24 @@ func (v *VCPU) Wait() Result {
 // Done is closed when the vCPU has exited.
 func (v *VCPU) Done() <-chan struct{} { return v.done }
 
+// Do runs fn on the paused vCPU's own thread and returns its error: KVM
+// state is read and written there (a snapshot does so). Paused --Do-->
+// Paused; on a vCPU in any other state Do fails without calling fn.
+func (v *VCPU) Do(fn func() error) error {
+	if v.State() != Paused {
+		return fmt.Errorf("vCPU %d is %v, not paused", v.id, v.State())
+	}
+	return v.send(&command{kind: cmdDo, fn: fn, ack: make(chan struct{})})
+}
+
 func (v *VCPU) request(kind cmdKind) error {
+	return v.send(&command{kind: kind, ack: make(chan struct{})})
+}
+
+func (v *VCPU) send(c *command) error {
 	if !v.started.Load() {
 		return ErrNotStarted
 	}
-	c := command{kind: kind, ack: make(chan struct{})}
 	// Deposit first, kick second: the loop clears immediate_exit before it
 	// looks at the channel, so it either sees the request or enters
 	// KVM_RUN with immediate_exit set and comes straight back.
@@ -154,7 +170,7 @@ func (v *VCPU) request(kind cmdKind) error {
 	v.kick()
 	select {
 	case <-c.ack:
-		return nil
+		return c.err
 	case <-v.done:
 		return ErrExited
 	}
@@ -226,9 +242,14 @@ func (v *VCPU) run() Result {
 
 // handle applies a command on the vCPU thread and reports whether a stop
 // arrived while paused.
-func (v *VCPU) handle(c command) bool {
-	if c.kind == cmdResume {
+func (v *VCPU) handle(c *command) bool {
+	switch c.kind {
+	case cmdResume:
 		close(c.ack) // already running
+		return false
+	case cmdDo:
+		c.err = fmt.Errorf("vCPU %d is running, not paused", v.id)
+		close(c.ack)
 		return false
 	}
 	v.state.Store(int32(Paused))
@@ -238,12 +259,15 @@ func (v *VCPU) handle(c command) bool {
 		case <-v.stopCh:
 			return true
 		case c := <-v.cmds:
-			if c.kind == cmdResume {
+			switch c.kind {
+			case cmdResume:
 				v.state.Store(int32(Running))
 				close(c.ack)
 				return false
+			case cmdDo:
+				c.err = c.fn()
 			}
-			close(c.ack) // already paused
+			close(c.ack) // already paused, or done
 		}
 	}
 }

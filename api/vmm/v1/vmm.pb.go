@@ -698,6 +698,105 @@ func (x *WaitResponse) GetExit() *ExitStatus {
 	return nil
 }
 
+type SaveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveRequest) Reset() {
+	*x = SaveRequest{}
+	mi := &file_vmm_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveRequest) ProtoMessage() {}
+
+func (x *SaveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_vmm_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveRequest.ProtoReflect.Descriptor instead.
+func (*SaveRequest) Descriptor() ([]byte, []int) {
+	return file_vmm_proto_rawDescGZIP(), []int{14}
+}
+
+type SaveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes of VM state (vCPUs, interrupt controllers, devices) written.
+	StateBytes int64 `protobuf:"varint,1,opt,name=state_bytes,json=stateBytes,proto3" json:"state_bytes,omitempty"`
+	// Bytes of guest RAM written: the pages that are not all zeros.
+	MemoryBytes int64 `protobuf:"varint,2,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	// How long the guest was paused while it was saved.
+	PausedNs      int64 `protobuf:"varint,3,opt,name=paused_ns,json=pausedNs,proto3" json:"paused_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveResponse) Reset() {
+	*x = SaveResponse{}
+	mi := &file_vmm_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveResponse) ProtoMessage() {}
+
+func (x *SaveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_vmm_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveResponse.ProtoReflect.Descriptor instead.
+func (*SaveResponse) Descriptor() ([]byte, []int) {
+	return file_vmm_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SaveResponse) GetStateBytes() int64 {
+	if x != nil {
+		return x.StateBytes
+	}
+	return 0
+}
+
+func (x *SaveResponse) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *SaveResponse) GetPausedNs() int64 {
+	if x != nil {
+		return x.PausedNs
+	}
+	return 0
+}
+
 var File_vmm_proto protoreflect.FileDescriptor
 
 const file_vmm_proto_rawDesc = "" +
@@ -732,20 +831,27 @@ const file_vmm_proto_rawDesc = "" +
 	"bootEvents\"\r\n" +
 	"\vWaitRequest\"<\n" +
 	"\fWaitResponse\x12,\n" +
-	"\x04exit\x18\x01 \x01(\v2\x18.vmctl.vmm.v1.ExitStatusR\x04exit*h\n" +
+	"\x04exit\x18\x01 \x01(\v2\x18.vmctl.vmm.v1.ExitStatusR\x04exit\"\r\n" +
+	"\vSaveRequest\"o\n" +
+	"\fSaveResponse\x12\x1f\n" +
+	"\vstate_bytes\x18\x01 \x01(\x03R\n" +
+	"stateBytes\x12!\n" +
+	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\x12\x1b\n" +
+	"\tpaused_ns\x18\x03 \x01(\x03R\bpausedNs*h\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTATE_CREATED\x10\x01\x12\x11\n" +
 	"\rSTATE_RUNNING\x10\x02\x12\x10\n" +
 	"\fSTATE_PAUSED\x10\x03\x12\x10\n" +
-	"\fSTATE_EXITED\x10\x042\x91\x03\n" +
+	"\fSTATE_EXITED\x10\x042\xd0\x03\n" +
 	"\x03VMM\x12@\n" +
 	"\x05Start\x12\x1a.vmctl.vmm.v1.StartRequest\x1a\x1b.vmctl.vmm.v1.StartResponse\x12@\n" +
 	"\x05Pause\x12\x1a.vmctl.vmm.v1.PauseRequest\x1a\x1b.vmctl.vmm.v1.PauseResponse\x12C\n" +
 	"\x06Resume\x12\x1b.vmctl.vmm.v1.ResumeRequest\x1a\x1c.vmctl.vmm.v1.ResumeResponse\x12=\n" +
 	"\x04Stop\x12\x19.vmctl.vmm.v1.StopRequest\x1a\x1a.vmctl.vmm.v1.StopResponse\x12C\n" +
 	"\x06Status\x12\x1b.vmctl.vmm.v1.StatusRequest\x1a\x1c.vmctl.vmm.v1.StatusResponse\x12=\n" +
-	"\x04Wait\x12\x19.vmctl.vmm.v1.WaitRequest\x1a\x1a.vmctl.vmm.v1.WaitResponseB'Z%github.com/vmctl/vmctl/api/vmm/v1;vmmb\x06proto3"
+	"\x04Wait\x12\x19.vmctl.vmm.v1.WaitRequest\x1a\x1a.vmctl.vmm.v1.WaitResponse\x12=\n" +
+	"\x04Save\x12\x19.vmctl.vmm.v1.SaveRequest\x1a\x1a.vmctl.vmm.v1.SaveResponseB'Z%github.com/vmctl/vmctl/api/vmm/v1;vmmb\x06proto3"
 
 var (
 	file_vmm_proto_rawDescOnce sync.Once
@@ -760,7 +866,7 @@ func file_vmm_proto_rawDescGZIP() []byte {
 }
 
 var file_vmm_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_vmm_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_vmm_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_vmm_proto_goTypes = []any{
 	(State)(0),             // 0: vmctl.vmm.v1.State
 	(*ExitStatus)(nil),     // 1: vmctl.vmm.v1.ExitStatus
@@ -777,6 +883,8 @@ var file_vmm_proto_goTypes = []any{
 	(*StatusResponse)(nil), // 12: vmctl.vmm.v1.StatusResponse
 	(*WaitRequest)(nil),    // 13: vmctl.vmm.v1.WaitRequest
 	(*WaitResponse)(nil),   // 14: vmctl.vmm.v1.WaitResponse
+	(*SaveRequest)(nil),    // 15: vmctl.vmm.v1.SaveRequest
+	(*SaveResponse)(nil),   // 16: vmctl.vmm.v1.SaveResponse
 }
 var file_vmm_proto_depIdxs = []int32{
 	0,  // 0: vmctl.vmm.v1.StatusResponse.state:type_name -> vmctl.vmm.v1.State
@@ -789,14 +897,16 @@ var file_vmm_proto_depIdxs = []int32{
 	9,  // 7: vmctl.vmm.v1.VMM.Stop:input_type -> vmctl.vmm.v1.StopRequest
 	11, // 8: vmctl.vmm.v1.VMM.Status:input_type -> vmctl.vmm.v1.StatusRequest
 	13, // 9: vmctl.vmm.v1.VMM.Wait:input_type -> vmctl.vmm.v1.WaitRequest
-	4,  // 10: vmctl.vmm.v1.VMM.Start:output_type -> vmctl.vmm.v1.StartResponse
-	6,  // 11: vmctl.vmm.v1.VMM.Pause:output_type -> vmctl.vmm.v1.PauseResponse
-	8,  // 12: vmctl.vmm.v1.VMM.Resume:output_type -> vmctl.vmm.v1.ResumeResponse
-	10, // 13: vmctl.vmm.v1.VMM.Stop:output_type -> vmctl.vmm.v1.StopResponse
-	12, // 14: vmctl.vmm.v1.VMM.Status:output_type -> vmctl.vmm.v1.StatusResponse
-	14, // 15: vmctl.vmm.v1.VMM.Wait:output_type -> vmctl.vmm.v1.WaitResponse
-	10, // [10:16] is the sub-list for method output_type
-	4,  // [4:10] is the sub-list for method input_type
+	15, // 10: vmctl.vmm.v1.VMM.Save:input_type -> vmctl.vmm.v1.SaveRequest
+	4,  // 11: vmctl.vmm.v1.VMM.Start:output_type -> vmctl.vmm.v1.StartResponse
+	6,  // 12: vmctl.vmm.v1.VMM.Pause:output_type -> vmctl.vmm.v1.PauseResponse
+	8,  // 13: vmctl.vmm.v1.VMM.Resume:output_type -> vmctl.vmm.v1.ResumeResponse
+	10, // 14: vmctl.vmm.v1.VMM.Stop:output_type -> vmctl.vmm.v1.StopResponse
+	12, // 15: vmctl.vmm.v1.VMM.Status:output_type -> vmctl.vmm.v1.StatusResponse
+	14, // 16: vmctl.vmm.v1.VMM.Wait:output_type -> vmctl.vmm.v1.WaitResponse
+	16, // 17: vmctl.vmm.v1.VMM.Save:output_type -> vmctl.vmm.v1.SaveResponse
+	11, // [11:18] is the sub-list for method output_type
+	4,  // [4:11] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -813,7 +923,7 @@ func file_vmm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vmm_proto_rawDesc), len(file_vmm_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

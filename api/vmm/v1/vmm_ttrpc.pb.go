@@ -14,6 +14,7 @@ type TTRPCVMMService interface {
 	Stop(context.Context, *StopRequest) (*StopResponse, error)
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	Wait(context.Context, *WaitRequest) (*WaitResponse, error)
+	Save(context.Context, *SaveRequest) (*SaveResponse, error)
 }
 
 func RegisterTTRPCVMMService(srv *ttrpc.Server, svc TTRPCVMMService) {
@@ -60,6 +61,13 @@ func RegisterTTRPCVMMService(srv *ttrpc.Server, svc TTRPCVMMService) {
 					return nil, err
 				}
 				return svc.Wait(ctx, &req)
+			},
+			"Save": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req SaveRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Save(ctx, &req)
 			},
 		},
 	})
@@ -118,6 +126,14 @@ func (c *ttrpcvmmClient) Status(ctx context.Context, req *StatusRequest) (*Statu
 func (c *ttrpcvmmClient) Wait(ctx context.Context, req *WaitRequest) (*WaitResponse, error) {
 	var resp WaitResponse
 	if err := c.client.Call(ctx, "vmctl.vmm.v1.VMM", "Wait", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcvmmClient) Save(ctx context.Context, req *SaveRequest) (*SaveResponse, error) {
+	var resp SaveResponse
+	if err := c.client.Call(ctx, "vmctl.vmm.v1.VMM", "Save", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

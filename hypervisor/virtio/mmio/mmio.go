@@ -122,6 +122,8 @@ type Transport struct {
 	queueSel         uint32
 	queues           []queueRegs
 	configGeneration uint32
+	// built are the queues the device got at activation, for Save.
+	built []*queue.Queue
 }
 
 var _ bus.Device = (*Transport)(nil)
@@ -454,7 +456,11 @@ func (t *Transport) writeStatus(v uint32) {
 
 // activate builds the ready queues and starts the device.
 // Preconditions: t.mu held, device inactive.
-func (t *Transport) activate() error {
+func (t *Transport) activate() error { return t.activateAt(nil) }
+
+// activateAt is activate with the queues placed at saved positions (none:
+// at index 0 of both rings, as after a reset).
+func (t *Transport) activateAt(saved []QueueState) error {
 	qs := make([]*queue.Queue, len(t.queues))
 	for i, r := range t.queues {
 		if !r.ready {
@@ -474,11 +480,17 @@ func (t *Transport) activate() error {
 		if err != nil {
 			return fmt.Errorf("queue %d: %w", i, err)
 		}
+		if saved != nil {
+			if err := q.Resume(saved[i].Position); err != nil {
+				return fmt.Errorf("queue %d: %w", i, err)
+			}
+		}
 		qs[i] = q
 	}
 	if err := t.dev.Activate(t.mem, t.driverFeatures, qs, usedIRQ{t}); err != nil {
 		return err
 	}
+	t.built = qs
 	t.active.Store(true) // FEATURES_OK --DRIVER_OK--> active
 	return nil
 }
@@ -494,5 +506,6 @@ func (t *Transport) reset() {
 	t.deviceFeatureSel, t.driverFeatureSel, t.driverFeatures = 0, 0, 0
 	t.queueSel = 0
 	clear(t.queues)
+	t.built = nil
 	t.interruptStatus.Store(0)
 }

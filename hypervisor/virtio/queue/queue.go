@@ -298,3 +298,32 @@ func (q *Queue) Describe() string {
 		q.size, q.loadAvailIdx(), q.nextAvail, usedIdx, q.nextUsed, q.signalledUsed,
 		availFlags, usedFlags, usedEvent, availEvent, q.eventIdx, q.broken != nil)
 }
+
+// Position is where the device stands in a queue's rings: what a snapshot
+// keeps of a queue besides the rings themselves, which live in guest RAM.
+type Position struct {
+	NextAvail     uint16 // next available ring entry to pop
+	NextUsed      uint16 // used->idx as last published
+	SignalledUsed uint16 // NextUsed when the driver was last considered for an interrupt
+}
+
+// Position returns the queue's position. Like Describe, it must not run
+// while the queue's goroutine does.
+func (q *Queue) Position() Position {
+	return Position{NextAvail: q.nextAvail, NextUsed: q.nextUsed, SignalledUsed: q.signalledUsed}
+}
+
+// Resume places a new queue at p, as a restored device continues where the
+// saved one stopped. The used index in guest RAM must be p.NextUsed (the
+// device published it before the save); a mismatch means RAM and device
+// state do not belong together, and the queue is refused.
+func (q *Queue) Resume(p Position) error {
+	if used, _ := ringidx.Load(q.used, q.usedOff+2); used != p.NextUsed {
+		return fmt.Errorf("%w: used index in guest RAM is %d, the saved device published %d", ErrConfig, used, p.NextUsed)
+	}
+	if pending := q.loadAvailIdx() - p.NextAvail; pending > q.size {
+		return fmt.Errorf("%w: available index %d is %d entries past the saved position %d", ErrConfig, q.loadAvailIdx(), pending, p.NextAvail)
+	}
+	q.nextAvail, q.nextUsed, q.signalledUsed = p.NextAvail, p.NextUsed, p.SignalledUsed
+	return nil
+}

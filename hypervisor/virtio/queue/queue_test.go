@@ -334,3 +334,61 @@ func TestPushUsedBatch(t *testing.T) {
 		t.Error("PushUsedBatch accepted more entries than the queue has")
 	}
 }
+
+// A queue rebuilt over the same rings at a saved position carries on: the
+// chain the saved device had not popped yet comes out of the new one, and
+// its used entry follows the old ones.
+func TestResumeContinuesWhereSaved(t *testing.T) {
+	mem, d, q := setup(t, 8)
+	for range 3 {
+		if _, err := d.Add(queuetest.Readable([]byte("x")), queuetest.Writable(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		c, err := q.Pop()
+		if err != nil || c == nil {
+			t.Fatalf("Pop() = %v, %v", c, err)
+		}
+		if err := q.PushUsed(c.Head, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q.NeedsInterrupt()
+	saved := q.Position()
+	if saved != (queue.Position{NextAvail: 2, NextUsed: 2, SignalledUsed: 2}) {
+		t.Fatalf("Position() = %+v, want 2/2/2", saved)
+	}
+	r, err := queue.New(mem, d.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Resume(saved); err != nil {
+		t.Fatalf("Resume(%+v): %v", saved, err)
+	}
+	c, err := r.Pop()
+	if err != nil || c == nil {
+		t.Fatalf("Pop() after Resume = %v, %v; want the third chain", c, err)
+	}
+	if err := r.PushUsed(c.Head, 1); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, ok, err := d.PopUsed(); !ok || err != nil {
+			t.Fatalf("used entry %d: ok=%v err=%v", i, ok, err)
+		}
+	}
+
+	// A position that does not match the rings is refused.
+	stale, err := queue.New(mem, d.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stale.Resume(saved); !errors.Is(err, queue.ErrConfig) {
+		t.Fatalf("Resume with a used index behind RAM's = %v, want ErrConfig", err)
+	}
+	ahead := queue.Position{NextAvail: 65530, NextUsed: 3} // avail idx 3 is 9 past it
+	if err := stale.Resume(ahead); !errors.Is(err, queue.ErrConfig) {
+		t.Fatalf("Resume with the available ring more than a queue ahead = %v, want ErrConfig", err)
+	}
+}

@@ -228,6 +228,15 @@ func (d *Device) Reset() {
 	d.connWG.Wait()
 }
 
+// Idle reports whether the device has no connection and nothing queued for
+// the guest: the state a VM is saved in, since a host socket cannot follow
+// the guest into another process.
+func (d *Device) Idle() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.conns) == 0 && len(d.control) == 0 && len(d.ready) == 0
+}
+
 // rxLoop hands control packets and connection data to the guest, one
 // packet per receive buffer.
 func (d *Device) rxLoop(q *queue.Queue, irq virtio.Interrupt, stop <-chan struct{}) {

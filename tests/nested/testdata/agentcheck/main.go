@@ -13,6 +13,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/vmctl/vmctl/api/agent/contract"
 	agentapi "github.com/vmctl/vmctl/api/agent/v1"
+	vmmapi "github.com/vmctl/vmctl/api/vmm/v1"
 	"github.com/vmctl/vmctl/internal/hybridvsock"
 )
 
@@ -39,6 +41,8 @@ func main() {
 		release  = flag.String("release", "", "kernel release the agent must report (empty: do not check)")
 		shutdown = flag.Bool("shutdown", false, "call Shutdown after Health")
 		command  = flag.String("container", "", "run this command (split at spaces) in a container; with -release its output must be the release")
+		restored = flag.Bool("restored", false, "call Restored after Health, as the engine does with a guest restored from a snapshot")
+		save     = flag.String("save", "", "at the end, close the agent connection and call Save on the vmctl-vmm control socket at `path`")
 	)
 	flag.Parse()
 	if (*uds == "") == (*serial == "") {
@@ -79,6 +83,16 @@ func main() {
 	if h.Transport != wantTransport {
 		fail("agent reports transport %q, want %s", h.Transport, wantTransport)
 	}
+	if *restored {
+		seed := make([]byte, 64)
+		if _, err := rand.Read(seed); err != nil {
+			fail("random seed: %v", err)
+		}
+		if _, err := api.Restored(ctx, &agentapi.RestoredRequest{Seed: seed, UnixNanos: time.Now().UnixNano()}); err != nil {
+			fail("Restored: %v", err)
+		}
+		fmt.Printf("agentcheck: restored guest ready after %.2fs\n", time.Since(start).Seconds())
+	}
 	if *command != "" {
 		out, status, err := runContainer(ctx, api, strings.Fields(*command))
 		if err != nil {
@@ -99,6 +113,28 @@ func main() {
 		}
 		fmt.Printf("agentcheck: shutdown acknowledged after %.2fs\n", time.Since(start).Seconds())
 	}
+	if *save != "" {
+		// The guest must see its host connection end before it is saved.
+		tc.Close()
+		r, err := saveVM(ctx, *save)
+		if err != nil {
+			fail("Save: %v", err)
+		}
+		fmt.Printf("agentcheck: saved after %.2fs: %d bytes of state, %d bytes of RAM, guest paused %.0fms\n",
+			time.Since(start).Seconds(), r.StateBytes, r.MemoryBytes, float64(r.PausedNs)/1e6)
+	}
+}
+
+// saveVM calls Save on a vmctl-vmm control socket.
+func saveVM(ctx context.Context, path string) (*vmmapi.SaveResponse, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, err
+	}
+	c := ttrpc.NewClient(conn)
+	defer c.Close()
+	return vmmapi.NewTTRPCVMMClient(c).Save(ctx, &vmmapi.SaveRequest{})
 }
 
 // containerID names the one container, as the engine would.

@@ -1,0 +1,111 @@
+package nested
+
+import (
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmctl/vmctl/api/agent/contract"
+	"github.com/vmctl/vmctl/internal/nested"
+)
+
+func init() {
+	disk := func(image, rw string) string {
+		return `-disk ` + image + `,serial=` + contract.ImageDiskSerial + `,ro -disk ` + rw + `,serial=` + contract.WritableDiskSerial
+	}
+	register(scenario{
+		test: "TestVMMSnapshot",
+		Scenario: nested.Scenario{Name: "vmm-snapshot", Timeout: 150 * time.Second, Script: prelude + `
+rel=$(cat ` + l1Release + `)
+fail() { echo "FAIL: $*"; for f in /tmp/snap-*.log; do echo "--- $f"; tail -n 20 $f; done; exit 1; }
+mkdir -p /tmp/snap
+cp ` + l1WritableDisk + ` /tmp/snap-rw-a.ext4
+cp ` + l1WritableDisk + ` /tmp/snap-rw-b.ext4
+# The template: boots to the agent's readiness, then is saved and ends.
+vmctl-vmm -kernel ` + l1Kernel + ` -initrd ` + l1Image + ` -memory 256 -vsock-uds /tmp/tpl.vsock -control /tmp/tpl.ctl \
+	-save-to /tmp/snap ` + disk(l1ImageDisk, l1WritableDisk) + ` -console /tmp/snap-template-console.log 2>/tmp/snap-template.log &
+tpl=$!
+agentcheck -uds /tmp/tpl.vsock -timeout 60s -release "$rel" -save /tmp/tpl.ctl > /tmp/snap-template-check.log 2>&1 || fail "template: $(cat /tmp/snap-template-check.log)"
+cat /tmp/snap-template-check.log
+wait $tpl
+rc=$?
+[ "$rc" = 0 ] || fail "the saved template's vmctl-vmm exited with $rc"
+echo "snapshot files: $(du -k /tmp/snap/vm.mem | cut -f1) KiB of RAM in use, state $(stat -c %s /tmp/snap/vm.state) bytes"
+# Two VMs restored from the one snapshot, side by side, each on its own
+# writable disk and vsock socket.
+for v in a b; do
+	vmctl-vmm -restore /tmp/snap -memory 256 -vsock-uds /tmp/$v.vsock ` + disk(l1ImageDisk, "/tmp/snap-rw-$v.ext4") + ` \
+		-console /tmp/snap-$v-console.log 2>/tmp/snap-$v.log &
+	eval vmm_$v=$!
+done
+for v in a b; do
+	agentcheck -uds /tmp/$v.vsock -timeout 60s -release "$rel" -restored -container "uname -r" -shutdown > /tmp/snap-$v-check.log 2>&1 &
+	eval check_$v=$!
+done
+for v in a b; do
+	eval wait \$check_$v || fail "restored VM $v: $(cat /tmp/snap-$v-check.log)"
+	sed "s/^agentcheck: /agentcheck $v: /" /tmp/snap-$v-check.log
+done
+for v in a b; do
+	eval wait \$vmm_$v
+	rc=$?
+	[ "$rc" = 0 ] || fail "restored VM $v's vmctl-vmm exited with $rc"
+done
+echo "two VMs restored from one snapshot ran uname -r side by side: $rel"
+`},
+		needs: append(vmmNeeds, "bin/guest/initramfs.img", "bin/guest/kernel.release"),
+		files: func(root, tmp string) ([]nested.File, error) {
+			check, err := buildStatic(root, tmp, "./tests/nested/testdata/agentcheck")
+			if err != nil {
+				return nil, err
+			}
+			image, err := busyboxExt4(tmp)
+			if err != nil {
+				return nil, err
+			}
+			rw, err := ext4Image(tmp, "rw.ext4", "", 32)
+			if err != nil {
+				return nil, err
+			}
+			return append(vmmFiles(root),
+				nested.File{Path: "nested/bin/agentcheck", Source: check},
+				nested.File{Path: "nested/" + l1Image, Source: filepath.Join(root, "bin/guest/initramfs.img")},
+				nested.File{Path: "nested/" + l1Release, Source: filepath.Join(root, "bin/guest/kernel.release")},
+				nested.File{Path: "nested/" + l1ImageDisk, Source: image},
+				nested.File{Path: "nested/" + l1WritableDisk, Source: rw},
+			), nil
+		},
+	})
+}
+
+// TestVMMSnapshot: vmctl-vmm saves a guest booted to the agent's readiness
+// (vCPU, interrupt controller, device and RAM state) and two VMs restored
+// from the one snapshot run side by side: each answers Health and
+// Restored, runs `uname -r` in a container on its own writable disk and
+// prints the project kernel's release.
+func TestVMMSnapshot(t *testing.T) {
+	r := result(t, "vmm-snapshot")
+	health := regexp.MustCompile(`^agentcheck( [ab])?: health after ([0-9.]+)s`)
+	var boot float64
+	var restores []float64
+	for _, line := range strings.Split(r.Output, "\n") {
+		if strings.HasPrefix(line, "agentcheck") || strings.HasPrefix(line, "snapshot files") {
+			t.Log(strings.TrimSpace(line))
+		}
+		if m := health.FindStringSubmatch(line); m != nil {
+			s, _ := strconv.ParseFloat(m[2], 64)
+			if m[1] == "" {
+				boot = s
+			} else {
+				restores = append(restores, s)
+			}
+		}
+	}
+	if len(restores) != 2 || boot == 0 {
+		t.Fatalf("want the template's and two restored VMs' health times in the output, got %v and %v", boot, restores)
+	}
+	t.Logf("to agent Health: cold boot %.2fs, restores %.2fs and %.2fs (side by side)", boot, restores[0], restores[1])
+}
