@@ -137,6 +137,9 @@ func run(start time.Time, args []string) int {
 		ctlPath   = fs.String("control", "", "control API unix socket `path`")
 		waitStart = fs.Bool("wait-start", false, "build the VM but boot it only on the control API's Start")
 		saveTo    = fs.String("save-to", "", "let the control API's Save write the VM into `directory` (vm.state and vm.mem, made now)")
+		ramFD     = fs.Int("ram-fd", -1, "guest RAM is the file (a memfd of -memory MiB) at descriptor `N`: mapped shared, so Save leaves RAM out, or with -restore-state-fd the saved RAM, mapped copy-on-write")
+		saveFD    = fs.Int("save-state-fd", -1, "let the control API's Save write the VM state to descriptor `N` (with -ram-fd, which holds the RAM)")
+		restoreFD = fs.Int("restore-state-fd", -1, "build the VM from the state read from descriptor `N` to its end and the RAM of -ram-fd")
 		restore   = fs.String("restore", "", "build the VM from the one saved in `directory` instead of booting a kernel (same -vcpus, -memory and devices; their backing files, socket and tap may differ)")
 		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn or error")
 		jailDir   = fs.String("jail", "", "confine the VMM in this empty `directory` once the VM is built (needs its own mount and pid namespaces)")
@@ -204,11 +207,17 @@ func run(start time.Time, args []string) int {
 	if *probe != "" {
 		return runProbe(*probe, needs, mode, filtered, confine)
 	}
-	if *kernel == "" && *restore == "" {
+	if *kernel == "" && *restore == "" && *restoreFD < 0 {
 		return fail(exitUsage, "no kernel: give -kernel PATH or -restore DIR (see -help)")
 	}
-	if *saveTo != "" && *ctlPath == "" {
-		return fail(exitUsage, "-save-to needs -control: Save is a control API call")
+	if (*saveTo != "" || *saveFD >= 0) && *ctlPath == "" {
+		return fail(exitUsage, "-save-to and -save-state-fd need -control: Save is a control API call")
+	}
+	if (*saveFD >= 0 || *restoreFD >= 0) && *ramFD < 0 {
+		return fail(exitUsage, "-save-state-fd and -restore-state-fd go with -ram-fd, the guest RAM's file")
+	}
+	if (*saveTo != "" && *saveFD >= 0) || (*restore != "" && (*restoreFD >= 0 || *ramFD >= 0)) {
+		return fail(exitUsage, "-save-to and -restore keep RAM in their directory: not with -save-state-fd, -restore-state-fd or -ram-fd")
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -260,13 +269,30 @@ func run(start time.Time, args []string) int {
 		defer snap.Memory.Close()
 		cfg.Restore = snap
 	}
+	if *ramFD >= 0 {
+		cfg.RAM = os.NewFile(uintptr(*ramFD), "ram")
+		defer cfg.RAM.Close()
+	}
+	if *restoreFD >= 0 {
+		f := os.NewFile(uintptr(*restoreFD), "state")
+		state, err := io.ReadAll(f)
+		f.Close()
+		if err != nil {
+			return fail(exitSetup, "-restore-state-fd: %v", err)
+		}
+		cfg.Restore = &machine.Snapshot{State: state}
+	}
 	var save *control.SaveFiles
-	if *saveTo != "" {
+	switch {
+	case *saveTo != "":
 		if save, err = createSaveFiles(*saveTo); err != nil {
 			return fail(exitSetup, "-save-to: %v", err)
 		}
 		defer save.State.Close()
 		defer save.Memory.Close()
+	case *saveFD >= 0:
+		save = &control.SaveFiles{State: os.NewFile(uintptr(*saveFD), "save-state")}
+		defer save.State.Close()
 	}
 	if err := cfg.Validate(); err != nil {
 		return fail(exitUsage, "%v", err)

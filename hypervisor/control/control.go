@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containerd/ttrpc"
@@ -52,7 +53,8 @@ type Saver interface {
 }
 
 // SaveFiles are where Save writes: files the VMM opened (empty) before it
-// confined itself.
+// confined itself. Memory is nil when the guest's RAM is a shared file
+// already (machine.Config.RAM); State may then be a pipe.
 type SaveFiles struct {
 	State, Memory *os.File
 }
@@ -100,7 +102,13 @@ func (s *Service) Save(ctx context.Context, _ *vmmapi.SaveRequest) (*vmmapi.Save
 	}
 	s.files = nil
 	if err == nil {
-		err = f.State.Sync()
+		if err = f.State.Sync(); errors.Is(err, syscall.EINVAL) {
+			err = nil // a pipe: nothing to flush
+		}
+		// Closed: a reader at the other end of a pipe sees the end.
+		if cerr := f.State.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if err != nil {
 		return nil, toStatus(err)

@@ -3,6 +3,7 @@ package machine
 import (
 	"fmt"
 	"io"
+	"os"
 	"log/slog"
 	"strings"
 	"time"
@@ -42,6 +43,12 @@ type Config struct {
 	VCPUThreadSetup func() error
 	// ProcessStart is what the boot-timer port measures from (zero: New's time).
 	ProcessStart time.Time
+	// RAM, if set, is a file of MemoryMiB that is the guest's RAM, mapped
+	// shared: the guest's writes land in it (a memfd the caller keeps).
+	// Save then leaves RAM out of what it writes: the file holds it. With
+	// Restore it is the saved RAM, mapped copy-on-write instead (Restore's
+	// Memory is then unset).
+	RAM *os.File
 	// Restore, if set, builds the VM from a saved one (see Snapshot)
 	// instead of booting Kernel: VCPUs, MemoryMiB and the devices must be
 	// the saved VM's.
@@ -87,8 +94,8 @@ func (c *Config) Validate() error {
 	if c.Kernel == "" && c.Restore == nil {
 		return fmt.Errorf("no kernel given")
 	}
-	if c.Restore != nil && c.Restore.Memory == nil {
-		return fmt.Errorf("restore: no guest RAM file")
+	if c.Restore != nil && (c.Restore.Memory == nil) == (c.RAM == nil) {
+		return fmt.Errorf("restore: give the saved guest RAM once, as Restore.Memory or RAM")
 	}
 	if c.VCPUs == 0 {
 		c.VCPUs = 1

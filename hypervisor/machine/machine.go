@@ -163,9 +163,12 @@ func (m *Machine) setupMemory() error {
 	if err != nil {
 		return err
 	}
-	if r := m.cfg.Restore; r != nil {
-		m.mem, err = memory.NewGuestFromFile(ranges, r.Memory)
-	} else {
+	switch r := m.cfg.Restore; {
+	case r != nil && r.Memory != nil:
+		m.mem, err = memory.NewGuestFromFile(ranges, r.Memory, false)
+	case m.cfg.RAM != nil:
+		m.mem, err = memory.NewGuestFromFile(ranges, m.cfg.RAM, r == nil)
+	default:
 		m.mem, err = memory.NewGuest(ranges)
 	}
 	if err != nil {

@@ -13,9 +13,9 @@ import (
 
 	"github.com/vmctl/vmctl/hypervisor/devices"
 	"github.com/vmctl/vmctl/hypervisor/kvm"
+	"github.com/vmctl/vmctl/hypervisor/vcpu"
 	"github.com/vmctl/vmctl/hypervisor/virtio"
 	"github.com/vmctl/vmctl/hypervisor/virtio/mmio"
-	"github.com/vmctl/vmctl/hypervisor/vcpu"
 )
 
 // Snapshot is a saved VM that New builds a new one from (Config.Restore):
@@ -88,7 +88,8 @@ type SaveStats struct {
 const quiesceTimeout = 5 * time.Second
 
 // Save writes the running VM's state to state and its RAM to mem (an empty
-// file), for New to build VMs from (Config.Restore). It waits until no
+// file; nil for a VM whose RAM is Config.RAM's file, which holds it
+// already), for New to build VMs from (Config.Restore). It waits until no
 // device holds a host connection, pauses the vCPUs, reads their state and
 // the in-kernel irqchip, PIT and clock, stops the devices and writes RAM.
 // The VM then ends with ReasonStopped: a saved VM does not run on, its
@@ -99,6 +100,9 @@ func (m *Machine) Save(state io.Writer, mem *os.File) (SaveStats, error) {
 	var st SaveStats
 	if len(m.cfg.Shares) > 0 {
 		return st, errors.New("save: a VM with shared directories cannot be saved (its open host files cannot follow it)")
+	}
+	if (mem == nil) != (m.cfg.RAM != nil && m.cfg.Restore == nil) {
+		return st, errors.New("save: give a RAM file unless the guest's RAM is a shared file already")
 	}
 	if s := m.State(); s != vcpu.Running && s != vcpu.Paused {
 		return st, fmt.Errorf("save: VM is %v: %w", s, ErrState)
@@ -141,11 +145,13 @@ func (m *Machine) Save(state io.Writer, mem *os.File) (SaveStats, error) {
 	for _, vd := range m.virtio {
 		saved.Devices = append(saved.Devices, savedDevice{Name: vd.name, ID: vd.dev.DeviceID(), Transport: vd.transport.Save()})
 	}
-	if st.MemoryBytes, err = m.mem.SaveTo(mem); err != nil {
-		return st, fmt.Errorf("save: %w", err)
-	}
-	if err := mem.Sync(); err != nil {
-		return st, fmt.Errorf("save: guest RAM: %w", err)
+	if mem != nil {
+		if st.MemoryBytes, err = m.mem.SaveTo(mem); err != nil {
+			return st, fmt.Errorf("save: %w", err)
+		}
+		if err := mem.Sync(); err != nil {
+			return st, fmt.Errorf("save: guest RAM: %w", err)
+		}
 	}
 	st.Paused = time.Since(paused)
 	b, err := encodeSnapshot(saved)

@@ -9,11 +9,12 @@ import (
 )
 
 // NewGuestFromFile maps guest RAM from f, the ranges back to back from
-// offset 0 (the layout SaveTo writes), copy-on-write: the guest reads the
-// file's pages through the page cache, and a page it writes becomes its
-// own. Any number of VMs can map one file and share its unchanged pages.
-// f may be closed once this returns.
-func NewGuestFromFile(ranges []Range, f *os.File) (*Guest, error) {
+// offset 0 (the layout SaveTo writes). Private, it is copy-on-write: the
+// guest reads the file's pages through the page cache, and a page it
+// writes becomes its own, so any number of VMs can map one file and share
+// its unchanged pages. Shared, the guest's writes go to the file (a memfd
+// that is then the saved RAM). f may be closed once this returns.
+func NewGuestFromFile(ranges []Range, f *os.File, shared bool) (*Guest, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -33,8 +34,11 @@ func NewGuestFromFile(ranges []Range, f *os.File) (*Guest, error) {
 			g.Close()
 			return nil, fmt.Errorf("guest RAM at %#x size %#x: not page-aligned and non-empty", r.GPA, r.Size)
 		}
-		host, err := unix.Mmap(int(f.Fd()), off, int(r.Size), unix.PROT_READ|unix.PROT_WRITE,
-			unix.MAP_PRIVATE|unix.MAP_NORESERVE)
+		flags := unix.MAP_PRIVATE | unix.MAP_NORESERVE
+		if shared {
+			flags = unix.MAP_SHARED
+		}
+		host, err := unix.Mmap(int(f.Fd()), off, int(r.Size), unix.PROT_READ|unix.PROT_WRITE, flags)
 		if err != nil {
 			g.Close()
 			return nil, fmt.Errorf("map %d MiB of guest RAM at %#x from %s: %w", r.Size>>20, r.GPA, f.Name(), err)

@@ -55,7 +55,7 @@ func TestSaveToAndMapBack(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		g, err := NewGuestFromFile(ranges, f)
+		g, err := NewGuestFromFile(ranges, f, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,12 +91,30 @@ func TestSaveToAndMapBack(t *testing.T) {
 		t.Fatal("a write through a mapping reached the file")
 	}
 
+	// Shared, a write reaches the file.
+	rw, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := NewGuestFromFile(ranges, rw, true)
+	rw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.WriteAt([]byte("SHARE"), 3*page+10); err != nil {
+		t.Fatal(err)
+	}
+	sh.Close()
+	if data, _ := os.ReadFile(path); string(data[3*page+10:3*page+15]) != "SHARE" {
+		t.Fatal("a write through a shared mapping did not reach the file")
+	}
+
 	short, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer short.Close()
-	if _, err := NewGuestFromFile(append(ranges, Range{GPA: 128 * page, Size: page}), short); err == nil {
+	if _, err := NewGuestFromFile(append(ranges, Range{GPA: 128 * page, Size: page}), short, false); err == nil {
 		t.Fatal("a file smaller than the RAM was mapped")
 	}
 }

@@ -109,3 +109,53 @@ func TestVMMSnapshot(t *testing.T) {
 	}
 	t.Logf("to agent Health: cold boot %.2fs, restores %.2fs and %.2fs (side by side)", boot, restores[0], restores[1])
 }
+
+func init() {
+	register(scenario{
+		test: "TestVMMEngineSnapshot",
+		Scenario: nested.Scenario{Name: "vmm-engine-snapshot", Timeout: 210 * time.Second, Script: prelude + `
+mkdir -p /tmp/es /run/es
+cd /x
+V="/x/vmctl --data-root /tmp/es --exec-root /run/es"
+$V load -i busybox.tar >/dev/null || { echo "vmctl load failed"; exit 1; }
+rel=$(cat /nested/` + l1Release + `)
+# run FLAGS: one vmctl run of uname -r under vmctl-vmm, timed.
+run() {
+	t0=$(ms)
+	out=$($V run --hypervisor kvm --rm --network none "$@" busybox uname -r 2>&1)
+	rc=$?
+	took=$(($(ms) - t0))
+	[ "$rc" = 0 ] && [ "$(echo "$out" | tail -n 1)" = "$rel" ] || { echo "FAIL: vmctl run $* exited with $rc: $out"; exit 1; }
+}
+run --cold-boot
+echo "cold boot run: ${took} ms"
+run
+echo "first run (saves the template): ${took} ms"
+ls /tmp/es/snapshots/kvm-1cpu-*-2disk-0nic/state >/dev/null 2>&1 || { echo "FAIL: no saved kvm state: $(ls -R /tmp/es/snapshots 2>&1)"; exit 1; }
+for i in 1 2; do
+	run
+	echo "restored run $i: ${took} ms"
+done
+$V info 2>/dev/null | grep -i snapshots
+[ -z "$(ls /run/es 2>/dev/null)" ] || { echo "FAIL: exec root not empty: $(ls /run/es)"; exit 1; }
+echo "vmctl run under vmctl-vmm from a saved guest printed $rel"
+`},
+		needs: append(vmmNeeds, "bin/vmctl", "bin/guest/initramfs.img", "bin/guest/kernel.release", "build/busybox.tar"),
+		files: func(root, tmp string) ([]nested.File, error) {
+			files, err := vmctlRunFiles(root, tmp)
+			if err != nil {
+				return nil, err
+			}
+			return append(files, nested.File{Path: "nested/" + l1Release, Source: filepath.Join(root, "bin/guest/kernel.release")}), nil
+		},
+	})
+}
+
+// TestVMMEngineSnapshot: the engine starts vmctl-vmm VMs from a saved
+// guest: the first `vmctl run --network none` saves a template of its
+// shape in the data root, later ones restore it, and each prints the
+// guest kernel's release from its container.
+func TestVMMEngineSnapshot(t *testing.T) {
+	r := result(t, "vmm-engine-snapshot")
+	t.Log(r.Output)
+}

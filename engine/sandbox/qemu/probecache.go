@@ -2,12 +2,11 @@ package qemu
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"sync"
 
+	"github.com/vmctl/vmctl/engine/sandbox"
 	"github.com/vmctl/vmctl/internal/atomicfile"
-	"golang.org/x/sys/unix"
 )
 
 // Asking QEMU's -help which options drop privileges costs a process start
@@ -17,24 +16,14 @@ import (
 // processes in a file where the engine names one (Options.ProbeCache, in
 // its data root), so an in-process `vmctl run` does not pay it either.
 
-// dropCache maps binaryKey -> privDrop.
+// dropCache maps sandbox.BinaryKey -> privDrop.
 var dropCache sync.Map
-
-// binaryKey names a QEMU binary by path and identity: another file at the
-// path (a QEMU upgrade) or a change to it gets another key.
-func binaryKey(bin string) (string, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(bin, &st); err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("%s|%d:%d|%d|%d.%09d", bin, st.Dev, st.Ino, st.Size, st.Ctim.Sec, st.Ctim.Nsec), nil
-}
 
 // cachedDrop is probeDrop, asked once per binary. file, if not empty,
 // persists the answers (a JSON object of key -> privDrop); a missing or
 // unreadable file only means asking QEMU.
 func cachedDrop(bin, file string) privDrop {
-	key, err := binaryKey(bin)
+	key, err := sandbox.BinaryKey(bin)
 	if err != nil {
 		return probeDrop(bin)
 	}

@@ -25,8 +25,6 @@ package qemu
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,35 +57,13 @@ func (d *Driver) SaveIdentity() string {
 	// The guest booted with the driver's kernel command line (the
 	// caller's arguments are the caller's to add to its key).
 	parts := []string{saveFormat, d.accel, fmt.Sprintf("%q %q", kernelCmdline(d.accel, 1, nil), kernelCmdline(d.accel, 2, nil))}
-	if key, err := binaryKey(d.binary); err == nil {
+	if key, err := sandbox.BinaryKey(d.binary); err == nil {
 		parts = append(parts, key)
 	}
 	if d.accel == "kvm" {
-		parts = append(parts, "cpu="+hostCPUSignature())
+		parts = append(parts, "cpu="+sandbox.HostCPUSignature())
 	}
 	return strings.Join(parts, " ")
-}
-
-// hostCPUSignature digests the first CPU's model and flags: a state saved
-// under -cpu host carries that CPU's features.
-func hostCPUSignature() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "unknown"
-	}
-	h := sha256.New()
-	for _, line := range strings.Split(string(b), "\n") {
-		k, _, _ := strings.Cut(line, ":")
-		switch strings.TrimSpace(k) {
-		case "vendor_id", "cpu family", "model", "model name", "stepping", "flags":
-			h.Write([]byte(line + "\n"))
-		case "":
-			if strings.TrimSpace(line) == "" {
-				return hex.EncodeToString(h.Sum(nil))[:16]
-			}
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // CanRestore refuses VMs with shares.

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -205,6 +206,11 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 	if cfg.NetNS != "" {
 		return nil, errors.New("sandbox config: vmctl-vmm does not run in another network namespace (NetNS): use the qemu driver")
 	}
+	if cfg.Template || cfg.Restore != nil {
+		if err := d.CanRestore(cfg); err != nil {
+			return nil, fmt.Errorf("sandbox config: %w", err)
+		}
+	}
 	createdDir := false
 	if _, err := os.Stat(cfg.StateDir); errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
@@ -232,8 +238,22 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 	}
 	defer logf.Close()
 	console := cfg.ConsoleLog
+	if cfg.Template {
+		if cfg.Disks, err = templateDisks(cfg); err != nil {
+			return nil, err
+		}
+		v.placeholders = len(cfg.Disks)
+	}
 	if v.cmd, err = d.command(cfg.StateDir, cfg.ID, Args(cfg, v.controlSock, v.vsockSock, console)); err != nil {
 		return nil, err
+	}
+	kept, err := saveFiles(v.cmd, cfg)
+	if err != nil {
+		closeExtraFiles(v.cmd)
+		return nil, err
+	}
+	if cfg.Template {
+		v.saveState = kept
 	}
 	if d.jail {
 		v.jailDir = jailDir(cfg.StateDir)
@@ -255,8 +275,32 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 		return st.ExitCode(), st.Exited(), describeExit(st)
 	}
 	go v.reap()
-	if err := v.connectControl(ctx); err != nil {
+	var fed chan error
+	if cfg.Restore != nil {
+		// vmctl-vmm reads the state to its end before it builds the VM
+		// and serves its control socket.
+		fed = make(chan error, 1)
+		go func() {
+			_, err := io.Copy(kept, cfg.Restore)
+			kept.Close()
+			fed <- err
+		}()
+	}
+	err = v.connectControl(ctx)
+	if fed != nil {
+		// A VMM that ended early breaks the pipe: its own error says why.
+		if ferr := <-fed; ferr != nil && (err == nil || !errors.Is(ferr, syscall.EPIPE)) {
+			return nil, fmt.Errorf("restore: read the saved state: %w", ferr)
+		}
+	}
+	if err != nil {
 		return nil, err
+	}
+	if cfg.Restore != nil {
+		// Started only now that the whole state was read and found good.
+		if _, err := v.ctlAPI.Start(ctx, &vmmapi.StartRequest{}); err != nil {
+			return nil, fmt.Errorf("start the restored VM: %w", err)
+		}
 	}
 	return v, nil
 }
@@ -323,6 +367,10 @@ type vm struct {
 	controlSock, vsockSock, logPath string
 	jailDir                         string    // empty if the VMM is not jailed
 	cmd                             *exec.Cmd // nil for an adopted VM
+	// saveState is a template VM's end of the pipe its state is saved
+	// into (Driver.Save).
+	saveState    *os.File
+	placeholders int // template disks made in stateDir
 
 	// The VMM process, whether this process started it or adopted it.
 	pid      int
@@ -539,6 +587,12 @@ func (v *vm) Destroy() error {
 		}
 		if v.ctl != nil {
 			v.ctl.Close()
+		}
+		if v.saveState != nil {
+			v.saveState.Close()
+		}
+		for i := range v.placeholders {
+			os.Remove(filepath.Join(v.stateDir, fmt.Sprintf("template-disk%d", i)))
 		}
 		for _, p := range []string{v.controlSock, v.vsockSock, v.logPath, v.jailDir} {
 			if p != "" {
