@@ -3,8 +3,8 @@ package machine
 import (
 	"fmt"
 	"io"
-	"os"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
