@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vmctl/vmctl/hypervisor/bus"
 	"github.com/vmctl/vmctl/hypervisor/devices"
 	"github.com/vmctl/vmctl/hypervisor/kvm"
@@ -301,4 +303,34 @@ func TestGuestStopWhilePaused(t *testing.T) {
 	if r := v.Wait(); r.Reason != ReasonStopped {
 		t.Errorf("result %v, want stopped", r)
 	}
+}
+
+// Do runs a function on the paused vCPU's own thread and returns its
+// error; a vCPU that is not paused refuses it.
+func TestGuestDoWhilePaused(t *testing.T) {
+	g := newTinyGuest(t, []byte{0xeb, 0xfe}, false)
+	v := New(0, g.cpu, g.buses, nil)
+	if err := v.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopOnFailure(t, v)
+	if err := v.Do(func() error { return nil }); err == nil {
+		t.Fatal("Do on a running vCPU succeeded")
+	}
+	if err := v.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	var tid int
+	want := errors.New("from the vCPU thread")
+	if err := v.Do(func() error { tid = unix.Gettid(); return want }); err != want {
+		t.Fatalf("Do = %v, want the function's error", err)
+	}
+	if tid != int(v.tid.Load()) {
+		t.Fatalf("Do ran on thread %d, the vCPU's is %d", tid, v.tid.Load())
+	}
+	if v.State() != Paused {
+		t.Fatalf("state %v after Do, want paused", v.State())
+	}
+	v.RequestStop(Result{ReasonStopped, "test"})
+	v.Wait()
 }
