@@ -81,24 +81,29 @@ func runL1(args []string) error {
 	// A VMM that fails once is not retried (each failure costs the whole
 	// timeout); the other one is still measured, so the table shows both.
 	failed := map[string]bool{}
-	// The QEMU driver's restore path: its template saved once, first.
-	restorer, err := newL1Restorer(o, tmp)
-	if err == nil {
-		err = restorer.save()
-	}
-	if err != nil {
-		failed["qemu-restored"] = true
-		fmt.Printf("VMMBOOT-FAIL vmm=qemu-restored boot=0 %s\n", strings.Join(strings.Fields(err.Error()), " "))
+	// The drivers' restore paths: each template saved once, first.
+	restorers := map[string]*l1Restorer{}
+	for _, kind := range []string{"qemu-restored", "vmctl-vmm-restored"} {
+		r, err := newL1Restorer(o, tmp, kind)
+		if err == nil {
+			err = r.save()
+		}
+		if err != nil {
+			failed[kind] = true
+			fmt.Printf("VMMBOOT-FAIL vmm=%s boot=0 %s\n", kind, strings.Join(strings.Fields(err.Error()), " "))
+			continue
+		}
+		restorers[kind] = r
 	}
 	for i := 0; i < o.n; i++ {
-		for _, kind := range []string{"qemu", "vmctl-vmm", "qemu-restored"} {
+		for _, kind := range []string{"qemu", "vmctl-vmm", "qemu-restored", "vmctl-vmm-restored"} {
 			if failed[kind] {
 				continue
 			}
 			var line string
 			var err error
-			if kind == "qemu-restored" {
-				line, err = restorer.boot(i)
+			if r := restorers[kind]; r != nil {
+				line, err = r.boot(i)
 			} else {
 				line, err = l1Boot(o, kind, tmp)
 			}

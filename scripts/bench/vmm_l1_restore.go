@@ -1,8 +1,8 @@
 package main
 
-// The restore path of the QEMU driver inside the nested L1 (section
-// vmm-nested): engine/sandbox/qemu and engine/sandbox/snapshot as vmctl
-// runs them, on L1's KVM. The template is saved once; each boot then
+// The restore paths of the QEMU and vmctl-vmm drivers inside the nested L1
+// (section vmm-nested): engine/sandbox/qemu, engine/sandbox/vmm and
+// engine/sandbox/snapshot as vmctl runs them, on L1's KVM. The template is saved once; each boot then
 // starts QEMU from it, and health_ms runs to the agent's answer to
 // Restored (the guest brought up to date), the point a restored container
 // can be created.
@@ -22,23 +22,37 @@ import (
 	"github.com/vmctl/vmctl/engine/sandbox"
 	"github.com/vmctl/vmctl/engine/sandbox/qemu"
 	"github.com/vmctl/vmctl/engine/sandbox/snapshot"
+	"github.com/vmctl/vmctl/engine/sandbox/vmm"
 )
 
 type l1Restorer struct {
 	o     l1Opts
-	drv   *qemu.Driver
+	kind  string // the VMMBOOT line's vmm=
+	drv   sandbox.Driver
 	store *snapshot.Store
 	cfg   sandbox.Config
 }
 
-func newL1Restorer(o l1Opts, tmp string) (*l1Restorer, error) {
-	bin, err := exec.LookPath(o.qemu)
-	if err != nil {
-		return nil, err
-	}
-	drv, err := qemu.New(qemu.Options{Binary: bin, Accel: "kvm"})
-	if err != nil {
-		return nil, err
+// newL1Restorer measures the restore path of QEMU's driver (kind
+// qemu-restored) or vmctl-vmm's (vmctl-vmm-restored).
+func newL1Restorer(o l1Opts, tmp, kind string) (*l1Restorer, error) {
+	var drv sandbox.Driver
+	if kind == "qemu-restored" {
+		bin, err := exec.LookPath(o.qemu)
+		if err != nil {
+			return nil, err
+		}
+		if drv, err = qemu.New(qemu.Options{Binary: bin, Accel: "kvm"}); err != nil {
+			return nil, err
+		}
+	} else {
+		bin, err := exec.LookPath(o.vmm)
+		if err != nil {
+			return nil, err
+		}
+		if drv, err = vmm.New(vmm.Options{Binary: bin}); err != nil {
+			return nil, err
+		}
 	}
 	ready := func(ctx context.Context, sb sandbox.Sandbox) error {
 		conn, err := sb.DialAgent(ctx)
@@ -58,7 +72,7 @@ func newL1Restorer(o l1Opts, tmp string) (*l1Restorer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &l1Restorer{o: o, drv: drv, store: snapshot.New(filepath.Join(tmp, "snapshots"), "bench", ready),
+	return &l1Restorer{o: o, kind: kind, drv: drv, store: snapshot.New(filepath.Join(tmp, kind), "bench", ready),
 		cfg: sandbox.Config{Kernel: kernel, Initrd: initrd, VCPUs: 1, MemoryMiB: o.memMiB}}, nil
 }
 
@@ -73,7 +87,7 @@ func (r *l1Restorer) boot(i int) (string, error) {
 	defer cancel()
 	cfg := r.cfg
 	cfg.ID = fmt.Sprintf("r%d", i+1)
-	cfg.StateDir = filepath.Join(os.TempDir(), fmt.Sprintf("vr%d", i+1))
+	cfg.StateDir = filepath.Join(os.TempDir(), fmt.Sprintf("%s%d", r.kind[:1], i+1))
 	start := time.Now()
 	sb, restored, err := r.store.Start(ctx, r.drv, cfg)
 	if err != nil {
@@ -109,6 +123,6 @@ func (r *l1Restorer) boot(i int) (string, error) {
 	if _, err := sb.Wait(ctx); err != nil {
 		return "", fmt.Errorf("did not exit after the agent's Shutdown: %w", err)
 	}
-	return fmt.Sprintf("VMMBOOT vmm=qemu-restored health_ms=%d exit_ms=%d rss_kb=%d pss_kb=%d guest_kb=%d",
-		health.Milliseconds(), time.Since(start).Milliseconds(), mem.RSS, mem.PSS, mem.GuestRSS), nil
+	return fmt.Sprintf("VMMBOOT vmm=%s health_ms=%d exit_ms=%d rss_kb=%d pss_kb=%d guest_kb=%d",
+		r.kind, health.Milliseconds(), time.Since(start).Milliseconds(), mem.RSS, mem.PSS, mem.GuestRSS), nil
 }

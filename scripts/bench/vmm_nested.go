@@ -84,7 +84,7 @@ func runNested(n int) error {
 	if err != nil {
 		return err
 	}
-	var qs, vs, rs []l1Sample
+	var qs, vs, rs, vrs []l1Sample
 	for _, s := range samples {
 		switch s.vmm {
 		case "qemu":
@@ -93,6 +93,8 @@ func runNested(n int) error {
 			vs = append(vs, s)
 		case "qemu-restored":
 			rs = append(rs, s)
+		case "vmctl-vmm-restored":
+			vrs = append(vrs, s)
 		}
 	}
 	if len(qs) == 0 {
@@ -132,9 +134,15 @@ func runNested(n int) error {
 	kb("PSS outside guest RAM at agent-ready", func(s l1Sample) uint64 { return s.pss })
 	kb("guest RAM resident at agent-ready", func(s l1Sample) uint64 { return s.guestResKB })
 	fmt.Println()
-	if len(rs) > 0 {
-		fmt.Printf("QEMU+KVM inside L1: boot to agent-ready vs start from the saved guest (engine/sandbox/snapshot; to the agent's answer to Restored) (median of %d)\n\n", len(rs))
-		printHeader("QEMU+KVM boot", "restored")
+	restoreTable := func(name, kind string, boots, restores []l1Sample) {
+		if len(restores) == 0 || len(boots) == 0 {
+			if why, failed := failures[kind]; failed {
+				fmt.Printf("%s restore in L1: failed: %s\n\n", name, why)
+			}
+			return
+		}
+		fmt.Printf("%s inside L1: boot to agent-ready vs start from the saved guest (engine/sandbox/snapshot; to the agent's answer to Restored) (median of %d)\n\n", name, len(restores))
+		printHeader(name+" boot", "restored")
 		for _, row := range []struct {
 			name string
 			pick func(l1Sample) time.Duration
@@ -142,15 +150,16 @@ func runNested(n int) error {
 			{"start -> guest ready", func(s l1Sample) time.Duration { return s.health }},
 			{"start -> exit after agent Shutdown", func(s l1Sample) time.Duration { return s.exit }},
 		} {
-			p, o := medianL1(qs, row.pick), medianL1(rs, row.pick)
+			p, o := medianL1(boots, row.pick), medianL1(restores, row.pick)
 			printRow(row.name, fmt.Sprintf("%.1fms", ms(p)), fmt.Sprintf("%.1fms", ms(o)), float64(o)/float64(p))
 		}
-		p, o := medianL1(qs, func(s l1Sample) time.Duration { return time.Duration(s.guestResKB) }), medianL1(rs, func(s l1Sample) time.Duration { return time.Duration(s.guestResKB) })
+		res := func(s l1Sample) time.Duration { return time.Duration(s.guestResKB) }
+		p, o := medianL1(boots, res), medianL1(restores, res)
 		printRow("guest RAM resident (restored: incl. shared)", fmt.Sprintf("%.1fMiB", mib(uint64(p))), fmt.Sprintf("%.1fMiB", mib(uint64(o))), float64(o)/float64(p))
 		fmt.Println()
-	} else if why, failed := failures["qemu-restored"]; failed {
-		fmt.Printf("QEMU+KVM restore in L1: failed: %s\n\n", why)
 	}
+	restoreTable("QEMU+KVM", "qemu-restored", qs, rs)
+	restoreTable("vmctl-vmm (<= 0.2x)", "vmctl-vmm-restored", vs, vrs)
 	if why, failed := failures["vmctl-vmm"]; failed {
 		return fmt.Errorf("vmctl-vmm did not reach agent-ready in L1 (%d of %d boots measured): %s", len(vs), n, why)
 	}
