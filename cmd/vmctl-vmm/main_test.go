@@ -52,6 +52,12 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-kernel", "k", "-mac", "02:00:00:00:00:01"}, exitUsage},
 		{[]string{"-kernel", "k", "-tap", "a-name-over-15-bytes"}, exitUsage},
 		{[]string{"-kernel", "k", "-log-level", "loud"}, exitUsage},
+		{[]string{"-kernel", "k", "-save-to", "d"}, exitUsage},
+		{[]string{"-kernel", "k", "-control", "c", "-save-state-fd", "4"}, exitUsage},
+		{[]string{"-restore-state-fd", "4"}, exitUsage},
+		{[]string{"-restore", "d", "-ram-fd", "4"}, exitUsage},
+		{[]string{"-kernel", "k", "-control", "c", "-ram-fd", "4", "-save-state-fd", "5", "-save-to", "d"}, exitUsage},
+		{[]string{"-restore", t.TempDir()}, exitSetup}, // no saved VM there
 		{[]string{"-help"}, 0},
 	}
 	for _, tt := range tests {
