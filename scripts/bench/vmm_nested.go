@@ -134,14 +134,14 @@ func runNested(n int) error {
 	kb("PSS outside guest RAM at agent-ready", func(s l1Sample) uint64 { return s.pss })
 	kb("guest RAM resident at agent-ready", func(s l1Sample) uint64 { return s.guestResKB })
 	fmt.Println()
-	restoreTable := func(name, kind string, boots, restores []l1Sample) {
+	restoreTable := func(name, kind, target string, boots, restores []l1Sample) {
 		if len(restores) == 0 || len(boots) == 0 {
 			if why, failed := failures[kind]; failed {
 				fmt.Printf("%s restore in L1: failed: %s\n\n", name, why)
 			}
 			return
 		}
-		fmt.Printf("%s inside L1: boot to agent-ready vs start from the saved guest (engine/sandbox/snapshot; to the agent's answer to Restored) (median of %d)\n\n", name, len(restores))
+		fmt.Printf("%s inside L1: boot to agent-ready vs start from the saved guest (engine/sandbox/snapshot; to the agent's answer to Restored) (median of %d)%s\n\n", name, len(restores), target)
 		printHeader(name+" boot", "restored")
 		for _, row := range []struct {
 			name string
@@ -158,8 +158,8 @@ func runNested(n int) error {
 		printRow("guest RAM resident (restored: incl. shared)", fmt.Sprintf("%.1fMiB", mib(uint64(p))), fmt.Sprintf("%.1fMiB", mib(uint64(o))), float64(o)/float64(p))
 		fmt.Println()
 	}
-	restoreTable("QEMU+KVM", "qemu-restored", qs, rs)
-	restoreTable("vmctl-vmm (<= 0.2x)", "vmctl-vmm-restored", vs, vrs)
+	restoreTable("QEMU+KVM", "qemu-restored", "", qs, rs)
+	restoreTable("vmctl-vmm", "vmctl-vmm-restored", "; target <= 0.2x", vs, vrs)
 	if why, failed := failures["vmctl-vmm"]; failed {
 		return fmt.Errorf("vmctl-vmm did not reach agent-ready in L1 (%d of %d boots measured): %s", len(vs), n, why)
 	}
