@@ -131,6 +131,7 @@ func run(start time.Time, args []string) int {
 		vsockUDS  = fs.String("vsock-uds", "", "host unix socket `path` of the hybrid virtio-vsock device (enables it)")
 		vsockCID  = fs.Uint("vsock-cid", 3, "guest vsock context ID")
 		tap       = fs.String("tap", "", "tap interface `name` for a virtio-net device (enables it)")
+		detached  = fs.Bool("detached-nic", false, "a virtio-net device on a tap of its own, attached to nothing (a VM to be saved and restored with a real -tap); needs CAP_NET_ADMIN")
 		mac       = fs.String("mac", "", "guest MAC `address` for -tap (default: derived from the tap name)")
 		mtu       = fs.Int("mtu", 0, "MTU offered to the guest for -tap, 68 to 65535, at most the tap's (default: the tap's MTU)")
 		console   = fs.String("console", "-", "serial console output `file` (- for stdout, empty to discard)")
@@ -238,11 +239,14 @@ func run(start time.Time, args []string) int {
 		}
 		cfg.Vsock = &machine.Vsock{CID: uint32(*vsockCID), UDSPath: *vsockUDS}
 	}
-	if *tap == "" && (*mac != "" || *mtu != 0) {
+	if *tap != "" && *detached {
+		return fail(exitUsage, "-tap and -detached-nic both give the one NIC: choose one")
+	}
+	if *tap == "" && !*detached && (*mac != "" || *mtu != 0) {
 		return fail(exitUsage, "-mac and -mtu configure the NIC of -tap: give -tap NAME too")
 	}
-	if *tap != "" {
-		cfg.Net = &machine.Net{Tap: *tap, MTU: *mtu}
+	if *tap != "" || *detached {
+		cfg.Net = &machine.Net{Tap: *tap, MTU: *mtu, Detached: *detached}
 		if *mac != "" {
 			hw, err := net.ParseMAC(*mac)
 			if err != nil || len(hw) != 6 {

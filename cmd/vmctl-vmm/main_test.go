@@ -58,6 +58,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-restore", "d", "-ram-fd", "4"}, exitUsage},
 		{[]string{"-kernel", "k", "-control", "c", "-ram-fd", "4", "-save-state-fd", "5", "-save-to", "d"}, exitUsage},
 		{[]string{"-restore", t.TempDir()}, exitSetup}, // no saved VM there
+		{[]string{"-kernel", "k", "-tap", "t0", "-detached-nic"}, exitUsage},
 		{[]string{"-help"}, 0},
 	}
 	for _, tt := range tests {

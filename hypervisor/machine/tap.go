@@ -24,6 +24,12 @@ type Net struct {
 	// tap's own MTU. It may not exceed the tap's MTU: larger frames would
 	// be dropped on the host side.
 	MTU int
+	// Detached puts the device on a tap of its own instead of Tap: made
+	// by the machine, attached to nothing, down, and gone with the VMM. A
+	// VM saved to be restored (a template) has such a NIC: the same
+	// device, with the same features, as its restored copies' on their
+	// real taps. It needs CAP_NET_ADMIN.
+	Detached bool
 }
 
 // ErrNoTap means the configured tap interface does not exist.
@@ -31,7 +37,11 @@ var ErrNoTap = errors.New("tap interface does not exist")
 
 // validate checks n's fields that need no host access.
 func (n *Net) validate() error {
-	if n.Tap == "" || len(n.Tap) >= unix.IFNAMSIZ {
+	if n.Detached {
+		if n.Tap != "" {
+			return fmt.Errorf("a detached NIC has no tap name (got %q)", n.Tap)
+		}
+	} else if n.Tap == "" || len(n.Tap) >= unix.IFNAMSIZ {
 		return fmt.Errorf("tap name %q: must be 1 to %d bytes", n.Tap, unix.IFNAMSIZ-1)
 	}
 	if n.MTU != 0 && (n.MTU < net.MinMTU || n.MTU > net.MaxMTU) {
@@ -45,6 +55,9 @@ func (n *Net) validate() error {
 // Go's poller. It returns the file and the MTU to offer the guest. Every
 // error is one line that says what to do.
 func openTap(n *Net) (*os.File, int, error) {
+	if n.Detached {
+		return openDetachedTap(n)
+	}
 	name := n.Tap
 	iface, err := gonet.InterfaceByName(name)
 	if err != nil {
@@ -90,6 +103,30 @@ func openTap(n *Net) (*os.File, int, error) {
 		return nil, 0, fmt.Errorf("tap %s: %w (it went away while attaching)", name, ErrNoTap)
 	}
 	return os.NewFile(uintptr(fd), "tap:"+name), mtu, nil
+}
+
+// openDetachedTap makes a tap of its own for n: the kernel names it, and
+// it is not persistent, so it goes when the file is closed.
+func openDetachedTap(n *Net) (*os.File, int, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, 0, fmt.Errorf("detached NIC: open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		unix.Close(fd)
+		return nil, 0, err
+	}
+	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return nil, 0, fmt.Errorf("detached NIC: TUNSETIFF: %w (needs CAP_NET_ADMIN)", err)
+	}
+	mtu := n.MTU
+	if mtu == 0 {
+		mtu = 1500 // a new tap's
+	}
+	return os.NewFile(uintptr(fd), "tap:"+ifr.Name()), mtu, nil
 }
 
 // macFor derives a stable, locally administered unicast MAC from a name.

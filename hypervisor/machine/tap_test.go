@@ -145,3 +145,29 @@ func TestOpenTapErrors(t *testing.T) {
 		}
 	})
 }
+
+// A detached NIC's tap exists while its file is open, attached to
+// nothing, and is gone when it is closed.
+func TestOpenDetachedTap(t *testing.T) {
+	inNewNetns(t, func() {
+		f, mtu, err := openTap(&Net{Detached: true})
+		if err != nil {
+			t.Errorf("openTap of a detached NIC: %v", err)
+			return
+		}
+		name := strings.TrimPrefix(f.Name(), "tap:")
+		iface, err := gonet.InterfaceByName(name)
+		if err != nil || mtu != 1500 {
+			t.Errorf("detached tap %q: %v, mtu %d; want an interface with MTU 1500", name, err, mtu)
+		} else if iface.Flags&gonet.FlagUp != 0 {
+			t.Errorf("detached tap %s is up", name)
+		}
+		f.Close()
+		if _, err := gonet.InterfaceByName(name); err == nil {
+			t.Errorf("detached tap %s outlived its file", name)
+		}
+	})
+	if err := (&Net{Detached: true, Tap: "x"}).validate(); err == nil {
+		t.Error("a detached NIC with a tap name was accepted")
+	}
+}

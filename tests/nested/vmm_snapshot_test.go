@@ -136,6 +136,25 @@ for i in 1 2; do
 	run
 	echo "restored run $i: ${took} ms"
 done
+# With a NIC: the template's is on a detached tap; each restored VM's on
+# its own tap on the default network, with its own address and MAC.
+mkdir -p /tmp/www-es && echo page-es >/tmp/www-es/index.html
+httpd -p 8001 -h /tmp/www-es || { echo "FAIL: httpd in L1"; exit 1; }
+macs=""
+for i in 1 2 3; do
+	t0=$(ms)
+	out=$($V run --hypervisor kvm --rm busybox sh -c \
+		'ip -4 -o addr show eth0; cat /sys/class/net/eth0/address; timeout 20 wget -q -O- http://172.30.0.1:8001/ || exit 1' 2>&1)
+	rc=$?
+	took=$(($(ms) - t0))
+	mac=$(echo "$out" | grep -E '^([0-9a-f]{2}:){5}[0-9a-f]{2}$')
+	[ "$rc" = 0 ] && echo "$out" | grep -q "inet 172\.30\." && [ "$(echo "$out" | tail -n 1)" = page-es ] ||
+		{ echo "FAIL: networked run $i exited with $rc: $out"; exit 1; }
+	[ "$mac" != 02:76:6d:74:00:00 ] || { echo "FAIL: networked run $i kept the template's MAC"; exit 1; }
+	macs="$macs $mac"
+	echo "networked run $i: ${took} ms, MAC $mac"
+done
+ls /tmp/es/snapshots/kvm-1cpu-*-2disk-1nic/state >/dev/null 2>&1 || { echo "FAIL: no saved kvm state with a NIC: $(ls /tmp/es/snapshots)"; exit 1; }
 $V info 2>/dev/null | grep -i snapshots
 [ -z "$(ls /run/es 2>/dev/null)" ] || { echo "FAIL: exec root not empty: $(ls /run/es)"; exit 1; }
 echo "vmctl run under vmctl-vmm from a saved guest printed $rel"
@@ -154,7 +173,9 @@ echo "vmctl run under vmctl-vmm from a saved guest printed $rel"
 // TestVMMEngineSnapshot: the engine starts vmctl-vmm VMs from a saved
 // guest: the first `vmctl run --network none` saves a template of its
 // shape in the data root, later ones restore it, and each prints the
-// guest kernel's release from its container.
+// guest kernel's release from its container; on the default network, the
+// restored containers have their own address and MAC and reach a server
+// on the host (L1).
 func TestVMMEngineSnapshot(t *testing.T) {
 	r := result(t, "vmm-engine-snapshot")
 	t.Log(r.Output)

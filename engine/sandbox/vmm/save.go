@@ -35,14 +35,12 @@ func (d *Driver) SaveIdentity() string {
 }
 
 // CanRestore implements sandbox.Saver. vmctl-vmm saves VMs without shared
-// directories (9p keeps open host files) and, for now, without a NIC (its
-// virtio-net needs a tap, which a template does not have).
+// directories (9p keeps open host files). A template's NIC is on a tap of
+// its own that nothing else uses (-detached-nic).
 func (d *Driver) CanRestore(cfg sandbox.Config) error {
 	switch {
 	case len(cfg.Shares) > 0:
 		return errors.New("vmctl-vmm cannot save a VM with shared directories: its open host files cannot follow it")
-	case len(cfg.NICs) > 0:
-		return errors.New("vmctl-vmm saves VMs without a NIC only (a template's NIC would need a tap)")
 	case cfg.MemoryMiB <= 0:
 		return errors.New("vmctl-vmm saves VMs of a given memory size only")
 	}

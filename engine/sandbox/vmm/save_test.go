@@ -61,7 +61,7 @@ func TestCanRestore(t *testing.T) {
 	}
 	for name, cfg := range map[string]sandbox.Config{
 		"share": {MemoryMiB: 256, Shares: make([]sandbox.Share, 1)},
-		"nic":   {MemoryMiB: 256, NICs: make([]sandbox.NIC, 1)},
+		"size":  {Disks: make([]sandbox.Disk, 1)},
 	} {
 		if err := d.CanRestore(cfg); err == nil {
 			t.Errorf("CanRestore with a %s = nil, want why not", name)

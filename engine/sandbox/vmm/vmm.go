@@ -144,7 +144,11 @@ func Args(cfg sandbox.Config, controlSock, vsockSock, console string) []string {
 		args = append(args, "-share", spec)
 	}
 	// vmctl-vmm has one virtio-net device (validate refuses more).
-	for _, n := range cfg.NICs[:min(len(cfg.NICs), 1)] {
+	for i, n := range cfg.NICs[:min(len(cfg.NICs), 1)] {
+		if cfg.Template {
+			args = append(args, "-detached-nic", "-mac", sandbox.TemplateMAC(i).String())
+			continue
+		}
 		args = append(args, "-tap", n.Tap, "-mac", n.MAC.String())
 		if n.MTU > 0 {
 			args = append(args, "-mtu", strconv.Itoa(n.MTU))
@@ -187,6 +191,9 @@ func validate(cfg sandbox.Config) error {
 		return fmt.Errorf("%s gives a VM one NIC; this one has %d: use the qemu hypervisor for more", Binary, len(cfg.NICs))
 	}
 	for _, n := range cfg.NICs {
+		if cfg.Template {
+			break // placeholders: only their number counts
+		}
 		if err := n.Validate(); err != nil {
 			return err
 		}

@@ -69,6 +69,13 @@ func TestArgs(t *testing.T) {
 	if got := values(Args(cfg, "/s/vmm.sock", "/s/vsock.sock", ""), "-mtu"); got != nil {
 		t.Errorf("Args() without an MTU: -mtu %q", got)
 	}
+	// A template's NIC is detached, with the template address.
+	tmpl := cfg
+	tmpl.Template, tmpl.NICs = true, []sandbox.NIC{{}}
+	if got := Args(tmpl, "/s/vmm.sock", "/s/vsock.sock", ""); !slices.Contains(got, "-detached-nic") || slices.Contains(got, "-tap") ||
+		!slices.Equal(values(got, "-mac"), []string{sandbox.TemplateMAC(0).String()}) {
+		t.Errorf("Args() of a template with a NIC = %q", got)
+	}
 	cfg.NICs = nil
 	if got := Args(cfg, "/s/vmm.sock", "/s/vsock.sock", ""); slices.Contains(got, "-tap") || slices.Contains(got, "-mac") {
 		t.Errorf("Args() without NICs = %q", got)
