@@ -39,28 +39,33 @@ echo "uname -r in a container under vmctl-vmm printed $rel; vmctl-vmm exited wit
 [ "$rc" = 0 ]
 `},
 		needs: append(vmmNeeds, "bin/guest/initramfs.img", "bin/guest/kernel.release"),
-		files: func(root, tmp string) ([]nested.File, error) {
-			check, err := buildStatic(root, tmp, "./tests/nested/testdata/agentcheck")
-			if err != nil {
-				return nil, err
-			}
-			image, err := busyboxExt4(tmp)
-			if err != nil {
-				return nil, err
-			}
-			rw, err := ext4Image(tmp, "rw.ext4", "", 32)
-			if err != nil {
-				return nil, err
-			}
-			return append(vmmFiles(root),
-				nested.File{Path: "nested/bin/agentcheck", Source: check},
-				nested.File{Path: "nested/" + l1Image, Source: filepath.Join(root, "bin/guest/initramfs.img")},
-				nested.File{Path: "nested/" + l1Release, Source: filepath.Join(root, "bin/guest/kernel.release")},
-				nested.File{Path: "nested/" + l1ImageDisk, Source: image},
-				nested.File{Path: "nested/" + l1WritableDisk, Source: rw},
-			), nil
-		},
+		files: containerFiles,
 	})
+}
+
+// containerFiles are the L1 files of scenarios that run a container under
+// vmctl-vmm through agentcheck: the agent image, a busybox image disk and
+// an empty writable disk.
+func containerFiles(root, tmp string) ([]nested.File, error) {
+	check, err := buildStatic(root, tmp, "./tests/nested/testdata/agentcheck")
+	if err != nil {
+		return nil, err
+	}
+	image, err := busyboxExt4(tmp)
+	if err != nil {
+		return nil, err
+	}
+	rw, err := ext4Image(tmp, "rw.ext4", "", 32)
+	if err != nil {
+		return nil, err
+	}
+	return append(vmmFiles(root),
+		nested.File{Path: "nested/bin/agentcheck", Source: check},
+		nested.File{Path: "nested/" + l1Image, Source: filepath.Join(root, "bin/guest/initramfs.img")},
+		nested.File{Path: "nested/" + l1Release, Source: filepath.Join(root, "bin/guest/kernel.release")},
+		nested.File{Path: "nested/" + l1ImageDisk, Source: image},
+		nested.File{Path: "nested/" + l1WritableDisk, Source: rw},
+	), nil
 }
 
 // busyboxExt4 builds a one-binary container image disk: /bin/busybox with

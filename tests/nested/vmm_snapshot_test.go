@@ -57,27 +57,7 @@ done
 echo "two VMs restored from one snapshot ran uname -r side by side: $rel"
 `},
 		needs: append(vmmNeeds, "bin/guest/initramfs.img", "bin/guest/kernel.release"),
-		files: func(root, tmp string) ([]nested.File, error) {
-			check, err := buildStatic(root, tmp, "./tests/nested/testdata/agentcheck")
-			if err != nil {
-				return nil, err
-			}
-			image, err := busyboxExt4(tmp)
-			if err != nil {
-				return nil, err
-			}
-			rw, err := ext4Image(tmp, "rw.ext4", "", 32)
-			if err != nil {
-				return nil, err
-			}
-			return append(vmmFiles(root),
-				nested.File{Path: "nested/bin/agentcheck", Source: check},
-				nested.File{Path: "nested/" + l1Image, Source: filepath.Join(root, "bin/guest/initramfs.img")},
-				nested.File{Path: "nested/" + l1Release, Source: filepath.Join(root, "bin/guest/kernel.release")},
-				nested.File{Path: "nested/" + l1ImageDisk, Source: image},
-				nested.File{Path: "nested/" + l1WritableDisk, Source: rw},
-			), nil
-		},
+		files: containerFiles,
 	})
 }
 
