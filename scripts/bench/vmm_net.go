@@ -24,7 +24,6 @@ package main
 // small and a busy host moves them a lot; the ratios are the result.
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -179,7 +178,7 @@ func runNet(n int) error {
 	// transfers and the latency run per guest.
 	perRound := time.Duration(len(netGuests)) * (2*netTransfer + 40*time.Second)
 	sc := nested.Scenario{Name: "vmm-net-bench", Timeout: 3*time.Minute + time.Duration(n)*perRound, Script: netScript(n)}
-	rep, err := nested.Run(context.Background(), nested.Config{Kernel: k, Scenarios: []nested.Scenario{sc}, Files: files})
+	rep, err := bootL1(nested.Config{Kernel: k, Scenarios: []nested.Scenario{sc}, Files: files})
 	if err != nil {
 		return fmt.Errorf("nested L1: %w\n%s", err, tailLines(rep.Console, 40))
 	}
