@@ -32,6 +32,7 @@ const (
 )
 
 const usageText = `usage: vmctl-vmm -kernel BZIMAGE [flags]
+       vmctl-vmm -restore DIR [flags]
 
 Runs one VM on KVM and serves its control API (ttrpc, api/vmm/v1) on the
 -control unix socket. The guest console (serial ttyS0) goes to -console.
@@ -42,6 +43,13 @@ itself: with -jail it pivots into an empty read-only directory and becomes
 and pid namespaces of its own); with -seccomp (on by default) every thread
 gets a system call filter, and each vCPU thread a narrower one of its own.
 A call outside them kills the process with SIGSYS.
+
+-save-to DIR and the control API's Save write the running VM into DIR;
+-restore DIR builds VMs from it (each maps the saved RAM copy-on-write).
+
+On a host whose transparent huge pages setting is "always", start it with
+GODEBUG=disablethp=1 (the engine does): the Go heap then stays in small
+pages, a few MiB less per VMM.
 
 Flags:
 %s

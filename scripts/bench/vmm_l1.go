@@ -31,6 +31,7 @@ import (
 
 	"github.com/vmctl/vmctl/api/agent/contract"
 	agentapi "github.com/vmctl/vmctl/api/agent/v1"
+	"github.com/vmctl/vmctl/engine/sandbox/vmm"
 	"github.com/vmctl/vmctl/internal/hybridvsock"
 )
 
@@ -146,6 +147,7 @@ func l1Boot(o l1Opts, kind, tmp string) (string, error) {
 	default:
 		cmd = exec.Command(o.vmm, "-kernel", o.kernel, "-initrd", o.initrd,
 			"-memory", fmt.Sprint(o.memMiB), "-vsock-uds", sock, "-console", sock+".console")
+		cmd.Env = vmm.Env(os.Environ()) // as the engine starts it
 		dial = func(ctx context.Context) (net.Conn, error) { return hybridvsock.Dial(ctx, sock, contract.VsockPort) }
 	}
 	var stderr strings.Builder

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -312,6 +313,25 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 	return v, nil
 }
 
+// Env is the environment a vmctl-vmm process gets: env with the Go
+// runtime told to keep transparent huge pages off its heap
+// (GODEBUG=disablethp=1). On a host whose THP setting is "always", a heap
+// of a few hundred KiB otherwise takes whole 2 MiB pages: 4 MiB of a VMM's
+// ~10 MiB outside guest RAM. Guest RAM keeps them.
+func Env(env []string) []string {
+	for i, e := range env {
+		if v, ok := strings.CutPrefix(e, "GODEBUG="); ok {
+			if strings.Contains(v, "disablethp=") {
+				return env
+			}
+			out := slices.Clone(env)
+			out[i] = e + ",disablethp=1"
+			return out
+		}
+	}
+	return append(slices.Clone(env), "GODEBUG=disablethp=1")
+}
+
 // jailDir is where a jailed VMM of a VM with stateDir is confined: an
 // empty directory its own mount namespace covers with a read-only tmpfs.
 func jailDir(stateDir string) string { return filepath.Join(stateDir, "jail") }
@@ -327,6 +347,7 @@ func (d *Driver) command(stateDir, id string, args []string) (*exec.Cmd, error) 
 	}
 	cmd := exec.Command(d.binary, args...)
 	cmd.SysProcAttr = attr
+	cmd.Env = Env(os.Environ())
 	if !d.jail {
 		return cmd, nil
 	}

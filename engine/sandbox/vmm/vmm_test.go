@@ -243,3 +243,16 @@ func TestStartFailsFastWithoutFullKVM(t *testing.T) {
 		t.Errorf("state dir left behind: %v", err)
 	}
 }
+
+func TestEnv(t *testing.T) {
+	for _, tc := range []struct{ in, want []string }{
+		{[]string{"PATH=/bin"}, []string{"PATH=/bin", "GODEBUG=disablethp=1"}},
+		{[]string{"GODEBUG=gctrace=1", "A=b"}, []string{"GODEBUG=gctrace=1,disablethp=1", "A=b"}},
+		{[]string{"GODEBUG=disablethp=0"}, []string{"GODEBUG=disablethp=0"}}, // the user's own choice
+	} {
+		in := slices.Clone(tc.in)
+		if got := Env(in); !slices.Equal(got, tc.want) || !slices.Equal(in, tc.in) {
+			t.Errorf("Env(%q) = %q (input now %q), want %q and the input unchanged", tc.in, got, in, tc.want)
+		}
+	}
+}
