@@ -86,18 +86,34 @@ func copyPages(dst io.WriterAt, src *os.File, size int64) (crc uint32, copied in
 			if err != nil && err != io.EOF {
 				return 0, 0, err
 			}
+			// Runs of non-zero pages go out in one write each.
+			run := -1 // start of the current run in buf, or -1
+			flush := func(end int) error {
+				if run < 0 {
+					return nil
+				}
+				_, err := dst.WriteAt(buf[run:end], pos+int64(run))
+				copied += int64(end - run)
+				run = -1
+				return err
+			}
 			for p := 0; p < got; p += pageSize {
 				page := buf[p:min(p+pageSize, got)]
 				if bytes.Equal(page, zero[:len(page)]) {
+					if err := flush(p); err != nil {
+						return 0, 0, err
+					}
 					continue
 				}
 				binary.LittleEndian.PutUint64(idx[:], uint64(pos+int64(p))/pageSize)
 				h.Write(idx[:])
 				h.Write(page)
-				if _, err := dst.WriteAt(page, pos+int64(p)); err != nil {
-					return 0, 0, err
+				if run < 0 {
+					run = p
 				}
-				copied += int64(len(page))
+			}
+			if err := flush(got); err != nil {
+				return 0, 0, err
 			}
 			if got == 0 {
 				break
