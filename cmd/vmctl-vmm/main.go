@@ -329,6 +329,10 @@ func run(start time.Time, args []string) int {
 			return fail(exitSetup, "%v", err)
 		}
 	}
+	text, err := executableText()
+	if err != nil {
+		log.Warn("the executable's mappings (its code stays resident)", "err", err)
+	}
 	// Everything the VM uses is open: confine the process before anyone
 	// can talk to it and before the guest runs.
 	if err := confine(); err != nil {
@@ -351,6 +355,7 @@ func run(start time.Time, args []string) int {
 	} else if srv == nil {
 		return fail(exitUsage, "-wait-start needs -control")
 	}
+	dropText(text)
 	r := m.Wait()
 	if srv != nil {
 		// Let Wait callers get their answer before the socket goes away.
