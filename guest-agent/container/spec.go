@@ -45,12 +45,15 @@ func ValidateSpec(s *specs.Spec) (ValidSpec, error) {
 	if err := validateSpec(s); err != nil {
 		return ValidSpec{}, err
 	}
-	filter, err := seccomp.Compile(s.Linux.Seccomp)
+	filter, err := filters.Compile(s.Linux.Seccomp)
 	if err != nil {
 		return ValidSpec{}, errorf(ErrInvalid, "seccomp profile: %v", err)
 	}
 	return ValidSpec{spec: s, filter: filter}, nil
 }
+
+// filters keeps the compiled profiles of this agent's containers.
+var filters seccomp.Cache
 
 func validateSpec(s *specs.Spec) error {
 	if s == nil {
