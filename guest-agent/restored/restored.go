@@ -26,6 +26,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -79,6 +80,8 @@ type Env struct {
 	SysDir string
 	// Random is the random device; empty means /dev/urandom.
 	Random string
+	// write writes a sysfs attribute; nil means os.WriteFile (tests record).
+	write func(path string, data []byte) error
 }
 
 // Apply does every step, in order, and stops at the first that fails.
@@ -142,13 +145,21 @@ func ioctl(f *os.File, req uint, arg uintptr) error {
 }
 
 // rebind unbinds every device of each virtio driver and binds it again,
-// in device order. Probing is synchronous: once bind returns, the disk's
-// node or the NIC exists.
+// all devices at once: a device's removal waits for RCU grace periods and
+// its probe for the VMM, and those waits overlap. Probing is synchronous:
+// once every bind has returned, the disks' nodes and the NICs exist.
 func (e Env) rebind(drivers ...string) error {
 	sys := e.SysDir
 	if sys == "" {
 		sys = "/sys"
 	}
+	write := e.write
+	if write == nil {
+		write = func(path string, data []byte) error { return os.WriteFile(path, data, 0) }
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
 	for _, drv := range drivers {
 		dir := filepath.Join(sys, "bus", "virtio", "drivers", drv)
 		devs, err := filepath.Glob(filepath.Join(dir, "virtio*"))
@@ -158,15 +169,25 @@ func (e Env) rebind(drivers ...string) error {
 		sort.Strings(devs)
 		for _, dev := range devs {
 			name := []byte(filepath.Base(dev))
-			if err := os.WriteFile(filepath.Join(dir, "unbind"), name, 0); err != nil {
-				return fmt.Errorf("rebind %s %s: unbind: %w", drv, name, err)
-			}
-			if err := os.WriteFile(filepath.Join(dir, "bind"), name, 0); err != nil {
-				return fmt.Errorf("rebind %s %s: bind: %w", drv, name, err)
-			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := write(filepath.Join(dir, "unbind"), name)
+				if err != nil {
+					err = fmt.Errorf("rebind %s %s: unbind: %w", drv, name, err)
+				} else if err = write(filepath.Join(dir, "bind"), name); err != nil {
+					err = fmt.Errorf("rebind %s %s: bind: %w", drv, name, err)
+				}
+				if err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}()
 		}
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // setMACs gives each NIC found with a template address its own. A VMM
