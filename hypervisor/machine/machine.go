@@ -47,8 +47,9 @@ type Machine struct {
 	boot   *devices.BootTimer
 	serial *devices.Serial
 	virtio []*virtioDevice
-	// msrs are the MSRs a snapshot saves of each vCPU.
-	msrs []uint32
+	// msrIndex lists the MSRs KVM saves and restores (read while /dev/kvm
+	// is open); a snapshot keeps those each vCPU can read.
+	msrIndex []uint32
 	// Cmdline is the kernel command line the guest got.
 	Cmdline string
 
@@ -264,6 +265,9 @@ func (m *Machine) setupVCPUs(sys *kvm.System, entry uint64, saved *savedVM) erro
 	if err != nil {
 		return err
 	}
+	if m.msrIndex, err = sys.MSRIndexList(); err != nil {
+		return err
+	}
 	deadline, err := sys.CheckExtension(kvm.CapTSCDeadlineTimer)
 	if err != nil {
 		return err
@@ -277,11 +281,6 @@ func (m *Machine) setupVCPUs(sys *kvm.System, entry uint64, saved *savedVM) erro
 		m.cpus = append(m.cpus, c)
 		if err := c.SetCPUID(x86.PatchCPUID(supported, i, m.cfg.VCPUs, opts)); err != nil {
 			return fmt.Errorf("vCPU %d: %w", i, err)
-		}
-		if i == 0 {
-			if m.msrs, err = readableMSRs(sys, c); err != nil {
-				return err
-			}
 		}
 		if saved != nil {
 			if err := m.restoreCPU(c, saved.CPUs[i]); err != nil {

@@ -244,34 +244,19 @@ func (m *Machine) saveCPU(c *kvm.VCPU) (savedCPU, error) {
 	if s.LAPIC, err = c.LAPIC(); err != nil {
 		return s, err
 	}
-	for i := 0; i < len(m.msrs); i += 32 {
-		e, err := c.MSRs(m.msrs[i:min(i+32, len(m.msrs))])
-		if err != nil {
-			return s, err
+	// One at a time: KVM lists MSRs for saving that a given vCPU cannot
+	// read (features its CPUID does not have), and a batch stops at the
+	// first of those.
+	for _, idx := range m.msrIndex {
+		if e, err := c.MSRs([]uint32{idx}); err == nil {
+			s.MSRs = append(s.MSRs, e...)
 		}
-		s.MSRs = append(s.MSRs, e...)
 	}
 	// Last: reading the rest may not change them, and they must be current.
 	if s.Events, err = c.Events(); err != nil {
 		return s, err
 	}
 	return s, nil
-}
-
-// readableMSRs returns the MSRs KVM lists for saving that this vCPU can
-// read: what a snapshot keeps of each vCPU's MSRs.
-func readableMSRs(sys *kvm.System, c *kvm.VCPU) ([]uint32, error) {
-	all, err := sys.MSRIndexList()
-	if err != nil {
-		return nil, err
-	}
-	var ok []uint32
-	for _, idx := range all {
-		if _, err := c.MSRs([]uint32{idx}); err == nil {
-			ok = append(ok, idx)
-		}
-	}
-	return ok, nil
 }
 
 // restoreCPU writes a saved vCPU's state, in the order QEMU and
