@@ -250,7 +250,9 @@ func (d *Driver) Start(ctx context.Context, cfg sandbox.Config) (_ sandbox.Sandb
 		if cfg.Disks, err = templateDisks(cfg); err != nil {
 			return nil, err
 		}
-		v.placeholders = len(cfg.Disks)
+		for _, d := range cfg.Disks {
+			v.placeholders = append(v.placeholders, d.Path)
+		}
 	}
 	if v.cmd, err = d.command(cfg.StateDir, cfg.ID, Args(cfg, v.controlSock, v.vsockSock, console)); err != nil {
 		return nil, err
@@ -398,7 +400,7 @@ type vm struct {
 	// saveState is a template VM's end of the pipe its state is saved
 	// into (Driver.Save).
 	saveState    *os.File
-	placeholders int // template disks made in stateDir
+	placeholders []string // a template's disks, made in stateDir
 
 	// The VMM process, whether this process started it or adopted it.
 	pid      int
@@ -619,10 +621,7 @@ func (v *vm) Destroy() error {
 		if v.saveState != nil {
 			v.saveState.Close()
 		}
-		for i := range v.placeholders {
-			os.Remove(filepath.Join(v.stateDir, fmt.Sprintf("template-disk%d", i)))
-		}
-		for _, p := range []string{v.controlSock, v.vsockSock, v.logPath, v.jailDir} {
+		for _, p := range append([]string{v.controlSock, v.vsockSock, v.logPath, v.jailDir}, v.placeholders...) {
 			if p != "" {
 				os.Remove(p)
 			}

@@ -29,6 +29,7 @@ import (
 	"github.com/vmctl/vmctl/api/agent/contract"
 	agentapi "github.com/vmctl/vmctl/api/agent/v1"
 	vmmapi "github.com/vmctl/vmctl/api/vmm/v1"
+	"github.com/vmctl/vmctl/hypervisor/control"
 	"github.com/vmctl/vmctl/internal/hybridvsock"
 )
 
@@ -127,14 +128,12 @@ func main() {
 
 // saveVM calls Save on a vmctl-vmm control socket.
 func saveVM(ctx context.Context, path string) (*vmmapi.SaveResponse, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", path)
+	c, closeClient, err := control.Dial(path)
 	if err != nil {
 		return nil, err
 	}
-	c := ttrpc.NewClient(conn)
-	defer c.Close()
-	return vmmapi.NewTTRPCVMMClient(c).Save(ctx, &vmmapi.SaveRequest{})
+	defer closeClient()
+	return c.Save(ctx, &vmmapi.SaveRequest{})
 }
 
 // containerID names the one container, as the engine would.
