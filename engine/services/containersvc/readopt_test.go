@@ -213,8 +213,10 @@ func TestReadoptSweepsOrphans(t *testing.T) {
 	}
 	// The stand-in's shell forks its sleep: until that child has exec'd,
 	// it is a copy naming the state dir with a live parent, as a starter
-	// would be. A real VMM does not fork; wait for the exec.
-	for deadline := time.Now().Add(10 * time.Second); len(processesNaming(orphanDir+"/")) != 1; {
+	// would be. A real VMM does not fork; wait for the fork (a child of
+	// the stand-in exists) and then for the exec (only the stand-in names
+	// the dir): one process naming it before the fork is not enough.
+	for deadline := time.Now().Add(10 * time.Second); !hasChild(orphan) || len(processesNaming(orphanDir+"/")) != 1; {
 		if time.Now().After(deadline) {
 			t.Fatalf("processes naming the orphan's dir: %v", processesNaming(orphanDir+"/"))
 		}
@@ -248,4 +250,18 @@ func TestReadoptSweepsOrphans(t *testing.T) {
 	if _, err := os.Stat(otherDir); err != nil {
 		t.Errorf("a directory that is no VM's was removed: %v", err)
 	}
+}
+
+// hasChild reports whether a process whose parent is pid exists.
+func hasChild(pid int) bool {
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return false
+	}
+	for _, p := range procs {
+		if child, err := strconv.Atoi(p.Name()); err == nil && parentOf(child) == pid {
+			return true
+		}
+	}
+	return false
 }
