@@ -128,6 +128,9 @@ func main() {
 
 func run(start time.Time, args []string) int {
 	fs := flag.NewFlagSet("vmctl-vmm", flag.ContinueOnError)
+	// text is the executable's read-only mappings, read before the process
+	// confines itself and dropped once the VM runs.
+	var text []textRange
 	var (
 		kernel    = fs.String("kernel", "", "guest kernel `bzImage` (required)")
 		initrd    = fs.String("initrd", "", "initramfs `file`")
@@ -245,7 +248,11 @@ func run(start time.Time, args []string) int {
 		if *vsockCID > 1<<32-1 {
 			return fail(exitUsage, "-vsock-cid %d: out of range", *vsockCID)
 		}
-		cfg.Vsock = &machine.Vsock{CID: uint32(*vsockCID), UDSPath: *vsockUDS}
+		// Once the guest's service has answered, the code and data that
+		// booted it (the kernel's loading, each device's set-up, stacks
+		// grown once) are not needed: let go of them a second time, as at
+		// start, and keep resident only what the running VM touches.
+		cfg.Vsock = &machine.Vsock{CID: uint32(*vsockCID), UDSPath: *vsockUDS, FirstConnect: func() { dropText(text) }}
 	}
 	if *tap != "" && *detached {
 		return fail(exitUsage, "-tap and -detached-nic both give the one NIC: choose one")
@@ -329,7 +336,7 @@ func run(start time.Time, args []string) int {
 			return fail(exitSetup, "%v", err)
 		}
 	}
-	text, err := executableText()
+	text, err = executableText()
 	if err != nil {
 		log.Warn("the executable's mappings (its code stays resident)", "err", err)
 	}

@@ -79,6 +79,9 @@ type Share struct {
 type Vsock struct {
 	CID     uint32 // the guest's context ID, 3 or more
 	UDSPath string // host unix socket: "CONNECT <port>\n" reaches the guest
+	// FirstConnect, if set, is called once, on a goroutine of its own,
+	// when the guest first accepts a host connection.
+	FirstConnect func()
 }
 
 // maxDisks and maxShares keep every virtio device on an IOAPIC pin of its

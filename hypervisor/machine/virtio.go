@@ -99,7 +99,7 @@ func (m *Machine) setupVirtio() ([]string, error) {
 	}
 	if v := m.cfg.Vsock; v != nil {
 		specs = append(specs, spec{"vsock", func() (virtio.Device, func() error, error) {
-			dev, err := vsock.New(vsock.Config{GuestCID: uint64(v.CID), UDSPath: v.UDSPath})
+			dev, err := vsock.New(vsock.Config{GuestCID: uint64(v.CID), UDSPath: v.UDSPath, FirstConnect: v.FirstConnect})
 			if err != nil {
 				return nil, nil, fmt.Errorf("vsock: %w", err)
 			}

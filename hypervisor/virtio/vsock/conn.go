@@ -253,6 +253,9 @@ func (d *Device) handleTx(ch *queue.Chain) uint32 {
 		c.state = stateEstablished
 		c.timer.Stop()
 		d.startLocked(c, okLine(c.key.local))
+		if d.onConnect != nil {
+			d.firstConnect.Do(func() { go d.onConnect() })
+		}
 	case OpRST:
 		d.closeLocked(c)
 	case OpShutdown:

@@ -90,6 +90,10 @@ type Config struct {
 	// UDSPath is the host unix socket that host programs connect to; it is
 	// created by New and removed by Close.
 	UDSPath string
+	// FirstConnect, if set, is called once, on a goroutine of its own, when
+	// the guest first accepts a host connection: the guest is up and its
+	// service listens.
+	FirstConnect func()
 }
 
 // Device is a hybrid virtio-vsock device.
@@ -104,6 +108,9 @@ type Device struct {
 	workers        virtio.Workers
 	acceptDone     chan struct{}
 	handshakes     sync.WaitGroup
+
+	firstConnect sync.Once
+	onConnect    func()
 
 	mu           sync.Mutex // guards the fields below and every conn's state
 	active       bool
@@ -137,6 +144,7 @@ func New(cfg Config) (*Device, error) {
 		return nil, fmt.Errorf("vsock: listen on the host socket: %w", err)
 	}
 	d := &Device{
+		onConnect:    cfg.FirstConnect,
 		cid:          cfg.GuestCID,
 		path:         cfg.UDSPath,
 		ln:           ln,

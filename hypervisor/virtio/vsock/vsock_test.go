@@ -20,8 +20,15 @@ import (
 
 func newDevice(t *testing.T) (*Device, string) {
 	t.Helper()
+	return newDeviceWith(t, Config{})
+}
+
+// newDeviceWith is newDevice with cfg's other fields.
+func newDeviceWith(t *testing.T, cfg Config) (*Device, string) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "v.sock")
-	dev, err := New(Config{GuestCID: testCID, UDSPath: path})
+	cfg.GuestCID, cfg.UDSPath = testCID, path
+	dev, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +133,47 @@ func TestHostInitiatedRefused(t *testing.T) {
 	if line, err := hr.ReadString('\n'); err != io.EOF || line != "" {
 		t.Fatalf("host read %q, %v; want EOF", line, err)
 	}
+}
+
+// FirstConnect is called once the guest first accepts a host connection:
+// not for one it refuses, and not again for later ones.
+func TestFirstConnect(t *testing.T) {
+	called := make(chan struct{}, 4)
+	dev, path := newDeviceWith(t, Config{FirstConnect: func() { called <- struct{}{} }})
+	g := newGuest(t, dev)
+	none := func(when string) {
+		t.Helper()
+		select {
+		case <-called:
+			t.Fatalf("FirstConnect called %s", when)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+
+	_, hr := hostConnect(t, path, 5000)
+	req := g.expect(OpRequest, 5000)
+	g.send(Header{SrcPort: 5000, DstPort: req.SrcPort, Op: OpRST}, nil)
+	if _, err := hr.ReadString('\n'); err != io.EOF {
+		t.Fatalf("refused connection: %v, want EOF", err)
+	}
+	none("for a connection the guest refused")
+
+	for i := range 2 {
+		_, hr := hostConnect(t, path, 1024)
+		req := g.expect(OpRequest, 1024)
+		g.sendOn(&guestSock{local: 1024, peer: req.SrcPort}, OpResponse, 0, nil)
+		if _, err := hr.ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			select {
+			case <-called:
+			case <-time.After(5 * time.Second):
+				t.Fatal("FirstConnect not called when the guest accepted a connection")
+			}
+		}
+	}
+	none("a second time")
 }
 
 func TestBadHandshakes(t *testing.T) {
