@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -38,12 +39,13 @@ func NewGuestFromFile(ranges []Range, f *os.File, shared bool) (*Guest, error) {
 		if shared {
 			flags = unix.MAP_SHARED
 		}
-		host, err := unix.Mmap(int(f.Fd()), off, int(r.Size), unix.PROT_READ|unix.PROT_WRITE, flags)
+		// Unmapped by Close with MunmapPtr, as NewGuest's mappings are.
+		p, err := unix.MmapPtr(int(f.Fd()), off, nil, uintptr(r.Size), unix.PROT_READ|unix.PROT_WRITE, flags)
 		if err != nil {
 			g.Close()
 			return nil, fmt.Errorf("map %d MiB of guest RAM at %#x from %s: %w", r.Size>>20, r.GPA, f.Name(), err)
 		}
-		g.regions = append(g.regions, Region{GPA: r.GPA, Host: host})
+		g.regions = append(g.regions, Region{GPA: r.GPA, Host: unsafe.Slice((*byte)(p), r.Size)})
 		off += int64(r.Size)
 	}
 	if err := g.sortAndCheck(); err != nil {

@@ -2,7 +2,12 @@ package memory
 
 import (
 	"errors"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
+	"unsafe"
 )
 
 func TestGuestAccess(t *testing.T) {
@@ -95,4 +100,63 @@ func FuzzSlice(f *testing.F) {
 			t.Errorf("Slice(%#x, %#x) returned %d bytes", gpa, n, len(b))
 		}
 	})
+}
+
+// Guest RAM starts on a huge-page boundary, is advised for transparent huge
+// pages, and is gone from the address space after Close.
+func TestNewGuestHugePages(t *testing.T) {
+	g, err := NewGuest([]Range{{GPA: 0, Size: 6 << 20}, {GPA: 1 << 32, Size: 4 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var starts []uintptr
+	for _, r := range g.regions {
+		start := uintptr(unsafe.Pointer(unsafe.SliceData(r.Host)))
+		if start%hugePage != 0 {
+			t.Errorf("region at GPA %#x mapped at %#x: not 2 MiB aligned", r.GPA, start)
+		}
+		flags, ok := vmFlags(t, start)
+		if !ok {
+			t.Fatalf("no mapping at %#x in /proc/self/smaps", start)
+		}
+		if _, err := os.Stat("/sys/kernel/mm/transparent_hugepage"); err == nil && !slices.Contains(flags, "hg") {
+			t.Errorf("mapping at %#x has VmFlags %v, want hg (MADV_HUGEPAGE)", start, flags)
+		}
+		// The trimmed head and tail are not left mapped.
+		if _, ok := vmFlags(t, start+uintptr(len(r.Host))); ok {
+			t.Errorf("something is mapped right after region at GPA %#x", r.GPA)
+		}
+		starts = append(starts, start)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range starts {
+		if _, ok := vmFlags(t, s); ok {
+			t.Errorf("mapping at %#x still there after Close", s)
+		}
+	}
+}
+
+// vmFlags returns the VmFlags of the mapping containing addr.
+func vmFlags(t *testing.T, addr uintptr) ([]string, bool) {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := false
+	for _, line := range strings.Split(string(data), "\n") {
+		if span, _, _ := strings.Cut(line, " "); strings.Contains(span, "-") && !strings.HasSuffix(span, ":") {
+			lo, hi, _ := strings.Cut(span, "-")
+			s, _ := strconv.ParseUint(lo, 16, 64)
+			e, _ := strconv.ParseUint(hi, 16, 64)
+			in = uint64(addr) >= s && uint64(addr) < e
+			continue
+		}
+		if rest, ok := strings.CutPrefix(line, "VmFlags:"); ok && in {
+			return strings.Fields(rest), true
+		}
+	}
+	return nil, false
 }
