@@ -218,6 +218,14 @@ func runNet(n int) error {
 	row("VMM CPU per MiB L1 -> guest", "ms", func(r netBenchResult) []float64 { return r.cpuSend })
 	row("VMM CPU per MiB guest -> L1", "ms", func(r netBenchResult) []float64 { return r.cpuRecv })
 	row("request/response mean (lower: better)", "µs", func(r netBenchResult) []float64 { return r.mean })
+	// A guest that stops answering (an L2 guest that hangs or dies under
+	// TCG's emulated SVM, whichever VMM runs it) fails every later
+	// transfer: how many each completed shows which ones did.
+	done := func(label string) string {
+		r := res[label]
+		return fmt.Sprintf("%d of %d", len(r.send)+len(r.recv), 2*n)
+	}
+	fmt.Printf("| %-40s | %12s | %14s | %12s | %16s |\n", "transfers completed", done("qemu"), done("qemu-vhost"), done("vmctl-vmm"), "-")
 	fmt.Println()
 	if c := regexp.MustCompile(`stats="([^"]*)"`).FindStringSubmatch(r.Output); c != nil {
 		fmt.Printf("vmctl-vmm's virtio-net counters at the end: %s\n\n", c[1])
