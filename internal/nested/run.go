@@ -108,6 +108,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return rep, fmt.Errorf("nested: run canceled (%s): %w", c.where(), ctx.Err())
 	case c.guestTimeout:
 		return rep, fmt.Errorf("nested: L1's own deadline of %v expired (%s)", cfg.guestDeadline(), c.where())
+	case waitErr == nil:
+		// QEMU runs L1 with -no-reboot: a clean exit before L1 finished
+		// is L1 resetting itself (a triple fault of its emulated CPU
+		// leaves nothing on the console).
+		return rep, fmt.Errorf("%w (%s): L1 reset itself (QEMU, run with -no-reboot, exited 0 before L1 finished)", ErrWedged, c.where())
 	default:
 		return rep, fmt.Errorf("nested: QEMU exited before L1 finished (%s): %v: %s", c.where(), waitErr, firstLine(stderr.String()))
 	}
@@ -273,8 +278,8 @@ func (c *console) handle(line string) {
 }
 
 // ErrWedged means L1's kernel reported a CPU stuck for many seconds (a
-// soft lockup or an RCU stall) or panicked, or L1 went silent, its
-// heartbeat included (Config.SilenceLimit). Seen under TCG's emulated SVM
+// soft lockup or an RCU stall) or panicked, L1 went silent, its heartbeat
+// included (Config.SilenceLimit), or L1 reset itself before it finished. Seen under TCG's emulated SVM
 // with L2 guests of any VMM, QEMU+KVM included: the emulated CPU stays in
 // guest mode and L1 never runs again, or L1's kernel overflows its stack
 // in the page-fault path of the process that runs an L2 (QEMU's as well

@@ -165,3 +165,19 @@ func TestRunSilent(t *testing.T) {
 		t.Errorf("Run returned after %v: the silence limit must end the run", el)
 	}
 }
+
+// TestRunReset: an L1 that resets itself (here by sysrq; in the wild, a
+// triple fault of its emulated CPU, which prints nothing) ends the run with
+// ErrWedged, so that callers boot it once more.
+func TestRunReset(t *testing.T) {
+	k := testKernel(t)
+	cfg := Config{
+		Kernel: k,
+		Scenarios: []Scenario{{Name: "reboot", Timeout: time.Hour,
+			Script: `echo b >/proc/sysrq-trigger; sleep 1000`}},
+	}
+	rep, err := Run(context.Background(), cfg)
+	if !errors.Is(err, ErrWedged) || !strings.Contains(err.Error(), "reset itself") || !strings.Contains(err.Error(), "during scenario reboot") {
+		t.Fatalf("Run err = %v, want ErrWedged for a reset during scenario reboot\nconsole:\n%s", err, rep.Console)
+	}
+}
