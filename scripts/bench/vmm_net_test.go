@@ -44,3 +44,19 @@ func TestNetScriptRotates(t *testing.T) {
 		t.Errorf("rounds start with %s, %s, %s: the order does not rotate", firsts[0], firsts[3], firsts[6])
 	}
 }
+
+// A peer guest's failures are reported and do not fail the section;
+// vmctl-vmm's do.
+func TestNetFailures(t *testing.T) {
+	if err := netFailures(nil); err != nil {
+		t.Errorf("no failures: %v", err)
+	}
+	peers := []string{"vm=qemu-vhost recv: netload recv: after 82422480 bytes: i/o timeout", "vm=qemu-vhost rr: dial: i/o timeout", "vm=qemu send: dial: i/o timeout"}
+	if err := netFailures(peers); err != nil {
+		t.Errorf("peers' failures failed the section: %v", err)
+	}
+	err := netFailures(append(peers, "vm=vmctl-vmm never answered: console: panic"))
+	if err == nil || !strings.Contains(err.Error(), "vm=vmctl-vmm never answered") || strings.Contains(err.Error(), "qemu-vhost") {
+		t.Errorf("vmctl-vmm's failure: err = %v, want it alone", err)
+	}
+}
