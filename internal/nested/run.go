@@ -279,12 +279,12 @@ func (c *console) handle(line string) {
 
 // ErrWedged means L1's kernel reported a CPU stuck for many seconds (a
 // soft lockup or an RCU stall) or panicked, L1 went silent, its heartbeat
-// included (Config.SilenceLimit), or L1 reset itself before it finished. Seen under TCG's emulated SVM
-// with L2 guests of any VMM, QEMU+KVM included: the emulated CPU stays in
-// guest mode and L1 never runs again, or L1's kernel overflows its stack
-// in the page-fault path of the process that runs an L2 (QEMU's as well
-// as vmctl-vmm's), so the run is ended then rather than at its timeout. A
-// caller may boot L1 again.
+// included (Config.SilenceLimit), or L1 reset itself before it finished.
+// Seen under TCG's emulated SVM with L2 guests of any VMM, QEMU+KVM
+// included: the emulated CPU stays in guest mode and L1 never runs again,
+// or L1's kernel overflows its stack in the page-fault path of the process
+// that runs an L2 (QEMU's as well as vmctl-vmm's), so the run is ended
+// then rather than at its timeout. A caller may boot L1 again.
 var ErrWedged = errors.New("nested: L1 wedged")
 
 // isWedgeReport recognises the kernel's lockup, stall and panic reports.
